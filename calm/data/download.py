@@ -1,0 +1,65 @@
+"""Downloads of public datasets, with a progress bar, checksum and a clear error when offline."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+from calm.errors import DataError
+
+CHUNK = 1 << 20
+
+
+def download(url: str, dest: Path, sha256: str | None = None, timeout: float = 60.0) -> Path:
+    """Fetch `url` to `dest` atomically (temp file, then rename); verify `sha256` when given."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tempfile.NamedTemporaryFile(dir=dest.parent, delete=False, suffix=".part") as tmp, Progress(
+                TextColumn(f"[bold]{dest.name}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                transient=True,
+            ) as progress:
+                task = progress.add_task("download", total=total)
+                while chunk := response.read(CHUNK):
+                    tmp.write(chunk)
+                    digest.update(chunk)
+                    progress.advance(task, len(chunk))
+    except (urllib.error.URLError, TimeoutError, OSError) as err:
+        raise DataError(
+            f"could not download {url}: {err}",
+            f"check the network, or fetch the file by hand and place it at {dest}",
+        ) from err
+    if sha256 and digest.hexdigest() != sha256:
+        Path(tmp.name).unlink(missing_ok=True)
+        raise DataError(
+            f"checksum mismatch for {url}: got {digest.hexdigest()}, expected {sha256}",
+            "retry the download; if it persists the archive changed upstream",
+        )
+    shutil.move(tmp.name, dest)
+    return dest
+
+
+def unpack_zip(archive: Path, dest: Path) -> Path:
+    """Unpack a zip archive into `dest`, refusing members that would escape it."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            for member in zf.namelist():
+                target = (dest / member).resolve()
+                if not target.is_relative_to(dest.resolve()):
+                    raise DataError(f"archive {archive} has an unsafe member {member!r}", "download it again")
+            zf.extractall(dest)
+    except zipfile.BadZipFile as err:
+        raise DataError(f"{archive} is not a valid zip archive", "delete it and download again") from err
+    return dest

@@ -1,0 +1,82 @@
+"""The clip table: what a dataset is once its metadata is read (no audio decoded, no model loaded)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from calm.errors import DataError
+
+SUPPORT_SPLIT = "train"
+QUERY_SPLIT = "test"
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One labelled clip; `split` says which pool it belongs to (train: support pool, test: queries)."""
+
+    id: str
+    audio_path: Path
+    label: int
+    split: str
+    video_path: Path | None = None
+    meta: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ClipTable:
+    """A dataset's clips with class names; labels are indices into `class_names`."""
+
+    name: str
+    clips: tuple[Clip, ...]
+    class_names: tuple[str, ...]
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        duplicates = [cid for cid, n in Counter(c.id for c in self.clips).items() if n > 1]
+        if duplicates:
+            raise DataError(
+                f"dataset {self.name!r} ({self.source}) has duplicate clip ids: {duplicates[:5]}",
+                "make every clip id unique (ids name cache rows, so two clips may not share one)",
+            )
+        bad = [c.id for c in self.clips if not 0 <= c.label < len(self.class_names)]
+        if bad:
+            raise DataError(
+                f"dataset {self.name!r} has clips with labels outside 0..{len(self.class_names) - 1}: {bad[:5]}",
+                "check the label column of the dataset's metadata",
+            )
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    @property
+    def ids(self) -> list[str]:
+        return [c.id for c in self.clips]
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array([c.label for c in self.clips], dtype=np.int64)
+
+    def split_mask(self, split: str) -> np.ndarray:
+        return np.array([c.split == split for c in self.clips], dtype=bool)
+
+    def subset(self, indices: Sequence[int]) -> ClipTable:
+        return ClipTable(self.name, tuple(self.clips[i] for i in indices), self.class_names, self.source)
+
+    def without(self, clip_ids: set[str]) -> ClipTable:
+        """The table minus some clips (e.g. those skipped as undecodable)."""
+        keep = [i for i, c in enumerate(self.clips) if c.id not in clip_ids]
+        return self.subset(keep)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Clips per split and class name, for reports."""
+        out: dict[str, dict[str, int]] = {}
+        for c in self.clips:
+            per_class = out.setdefault(c.split, {})
+            name = self.class_names[c.label]
+            per_class[name] = per_class.get(name, 0) + 1
+        return out

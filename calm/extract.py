@@ -1,0 +1,185 @@
+"""Fill the activation cache with Lightning: a datamodule of missing clips, a module whose
+`predict_step` captures head outputs, and a prediction writer that commits each batch to the cache.
+
+Batches are cut from the full clip list (sorted by duration) before dropping cached ones, so a
+resumed run computes every row in the same batch as an uninterrupted run would: same numbers.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import BasePredictionWriter
+from torch.utils.data import DataLoader, Dataset
+
+from calm.backbones.base import Backbone
+from calm.cache import ActivationCache
+from calm.data.audio import load_audio, probe_audio
+from calm.data.prompts import Prompt
+from calm.data.table import ClipTable
+from calm.errors import CalmError, ConfigError
+
+BAD_CLIP_POLICIES = ("error", "skip")
+
+
+@dataclass
+class ExtractionReport:
+    """What an extraction pass did: rows written and clips left out (with the reason)."""
+
+    extracted: int = 0
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def write_skips(self, path: Path) -> None:
+        """List skipped clips in a TSV so a skip is never silent."""
+        if self.skipped:
+            lines = ["clip_id\treason"] + [f"{cid}\t{why.splitlines()[0]}" for cid, why in sorted(self.skipped.items())]
+            Path(path).write_text("\n".join(lines) + "\n")
+
+
+def preflight(table: ClipTable, clip_ids: Sequence[str], on_bad_clip: str) -> tuple[dict[str, float], dict[str, str]]:
+    """Read every uncached clip's header before the model loads: durations, and bad clips."""
+    if on_bad_clip not in BAD_CLIP_POLICIES:
+        raise ConfigError(f"on_bad_clip={on_bad_clip!r}", f"use one of {BAD_CLIP_POLICIES}")
+    by_id = {c.id: c for c in table.clips}
+    durations, bad = {}, {}
+    for cid in clip_ids:
+        try:
+            durations[cid] = probe_audio(by_id[cid].audio_path).seconds
+        except CalmError as err:
+            if on_bad_clip == "error":
+                raise
+            bad[cid] = str(err)
+    return durations, bad
+
+
+def plan_batches(clip_ids: Sequence[str], durations: dict[str, float], batch_size: int) -> list[list[str]]:
+    """Longest clips first (similar lengths share a batch; an OOM shows up at once), ties by id."""
+    if batch_size < 1:
+        raise ConfigError(f"extract.batch_size={batch_size}", "use a positive batch size")
+    ordered = sorted(clip_ids, key=lambda cid: (-durations.get(cid, 0.0), cid))
+    return [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
+
+
+class PlannedBatches(Dataset):
+    """Item i is planned batch i, decoded and collated; a bad clip becomes an error entry when skipping.
+
+    Serving whole batches (DataLoader batch_size=None) keeps the batch plan exactly as computed,
+    whatever sampler Lightning puts in front of it.
+    """
+
+    def __init__(self, table: ClipTable, batches: list[list[str]], prompt: Prompt, backbone: Backbone,
+                 on_bad_clip: str) -> None:
+        self.table = table
+        self.batches = batches
+        self.prompt = prompt
+        self.backbone = backbone
+        self.on_bad_clip = on_bad_clip
+        self.index = {c.id: i for i, c in enumerate(table.clips)}
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        ids, waves, prompts, errors = [], [], [], {}
+        for clip_id in self.batches[i]:
+            clip = self.table.clips[self.index[clip_id]]
+            try:
+                waves.append(load_audio(clip.audio_path, self.backbone.sample_rate))
+            except CalmError as err:
+                if self.on_bad_clip == "error":
+                    raise
+                errors[clip_id] = str(err)
+                continue
+            ids.append(clip_id)
+            prompts.append(self.prompt.text_for(clip, self.table))
+        inputs = self.backbone.collate(waves, prompts) if ids else {}
+        return {"ids": ids, "errors": errors, "inputs": inputs}
+
+
+class ClipBatches(pl.LightningDataModule):
+    """Serves the planned batches; under DDP each rank takes every world_size-th batch."""
+
+    def __init__(self, table: ClipTable, batches: list[list[str]], prompt: Prompt, backbone: Backbone,
+                 on_bad_clip: str, num_workers: int) -> None:
+        super().__init__()
+        self.args = (table, batches, prompt, backbone, on_bad_clip)
+        self.num_workers = num_workers
+
+    def predict_dataloader(self) -> DataLoader:
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        table, batches, prompt, backbone, on_bad_clip = self.args
+        dataset = PlannedBatches(table, batches[rank::world], prompt, backbone, on_bad_clip)
+        return DataLoader(dataset, batch_size=None, num_workers=self.num_workers)
+
+
+class HeadExtractor(pl.LightningModule):
+    """Holds the backbone's model so Lightning places it on the device and applies precision."""
+
+    def __init__(self, backbone: Backbone, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.model = model
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        rows = None
+        if batch["ids"]:
+            inputs = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch["inputs"].items()}
+            rows = self.backbone.capture(inputs).to(torch.float16).cpu()
+        return {"ids": batch["ids"], "rows": rows, "errors": batch["errors"]}
+
+
+class CacheWriter(BasePredictionWriter):
+    """Commits each batch to the cache as soon as it is computed, so a killed run loses one batch at most."""
+
+    def __init__(self, cache: ActivationCache, report: ExtractionReport) -> None:
+        super().__init__(write_interval="batch")
+        self.cache = cache
+        self.report = report
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
+        self.report.skipped.update(prediction["errors"])
+        if prediction["ids"]:
+            self.report.extracted += self.cache.write(prediction["ids"], prediction["rows"].numpy())
+
+
+def extract_missing(
+    backbone: Backbone,
+    table: ClipTable,
+    prompt: Prompt,
+    cache: ActivationCache,
+    trainer_kwargs: dict[str, Any],
+    batch_size: int = 16,
+    num_workers: int = 0,
+    on_bad_clip: str = "error",
+) -> ExtractionReport:
+    """Extract every clip of `table` not yet in `cache`; the model is loaded only if one is missing.
+
+    Whole planned batches are recomputed (cached rows are not rewritten) so numbers never depend on
+    which clips happened to be cached already.
+    """
+    report = ExtractionReport()
+    missing = set(cache.missing(table.ids))
+    if not missing:
+        return report
+    durations, bad = preflight(table, table.ids, on_bad_clip)
+    report.skipped.update({cid: why for cid, why in bad.items() if cid in missing})
+    usable = [cid for cid in table.ids if cid not in bad]
+    batches = [b for b in plan_batches(usable, durations, batch_size) if missing.intersection(b)]
+    if not batches:
+        return report
+    model = backbone.load()
+    datamodule = ClipBatches(table, batches, prompt, backbone, on_bad_clip, num_workers)
+    trainer = pl.Trainer(
+        logger=False, enable_checkpointing=False, enable_model_summary=False, use_distributed_sampler=False,
+        callbacks=[CacheWriter(cache, report)], **trainer_kwargs,
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        trainer.predict(HeadExtractor(backbone, model), datamodule=datamodule, return_predictions=False)
+    return report

@@ -1,0 +1,249 @@
+"""Shared math of the prototype methods (DESIGN section 6): class prototypes and head-wise cosines.
+
+Features are (clips, heads, head_dim). Every function is batched over heads, so SAV, CALM and a
+hyper-parameter sweep can share one set of cosine similarities instead of recomputing them per
+setting (`Similarities`, `episode_similarities`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from calm.errors import ConfigError
+
+NORM_FLOOR = 1e-8
+RELIABILITY_SPLITS = ("support", "leave_one_out", "holdout")
+
+FeaturesLike = torch.Tensor | np.ndarray
+LabelsLike = torch.Tensor | np.ndarray | Sequence[int]
+
+
+def as_features(x: FeaturesLike) -> torch.Tensor:
+    """Float32 tensor on the input's device: caches store fp16, but every method computes in float32."""
+    if isinstance(x, torch.Tensor):
+        return x.float()
+    if isinstance(x, np.ndarray):
+        array = np.asarray(x, dtype=np.float32)
+        if not array.flags.writeable:
+            array = array.copy()
+        return torch.from_numpy(array)
+    raise ConfigError(
+        f"features must be a torch tensor or numpy array, got {type(x).__name__}",
+        "pass the cached activations as an (n_clips, n_heads, head_dim) tensor or array",
+    )
+
+
+def l2_normalize(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """x / max(||x||, 1e-8): the floor keeps all-zero vectors at zero instead of NaN."""
+    return x / torch.linalg.vector_norm(x, dim=dim, keepdim=True).clamp_min(NORM_FLOOR)
+
+
+def class_counts(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Clips per class as float32 (C,), the n_c of the prototype means and of shrinkage."""
+    return torch.bincount(labels, minlength=n_classes).to(torch.float32)
+
+
+def class_sums(features: torch.Tensor, labels: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Per-class sums (K, C, d) as one matrix product with the one-hot labels (deterministic on GPU too)."""
+    n, n_heads, head_dim = features.shape
+    one_hot = torch.nn.functional.one_hot(labels, n_classes).to(features.dtype)
+    sums = one_hot.t() @ features.reshape(n, n_heads * head_dim)
+    return sums.view(n_classes, n_heads, head_dim).transpose(0, 1)
+
+
+def class_prototypes(features: torch.Tensor, labels: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Class means of the raw features, (K, C, d); normalise separately with `l2_normalize`."""
+    counts = class_counts(labels, n_classes).clamp_min(1.0)
+    return class_sums(features, labels, n_classes) / counts[None, :, None]
+
+
+def cosine_similarities(features: torch.Tensor, prototypes_normalized: torch.Tensor) -> torch.Tensor:
+    """Cosines (K, m, C) of every clip and head with every class prototype.
+
+    One batched matrix product over heads on the raw features, then a division by the feature
+    norms: the same numbers as normalising first, without writing a normalised copy of the input.
+    """
+    dots = torch.bmm(features.transpose(0, 1), prototypes_normalized.transpose(1, 2))
+    norms = torch.linalg.vector_norm(features, dim=-1).clamp_min(NORM_FLOOR)
+    return dots.div_(norms.t().unsqueeze(-1))
+
+
+def leave_one_out_similarities(features: torch.Tensor, labels: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Cosines (K, n, C) of support clips where each clip's own-class prototype excludes that clip."""
+    sums = class_sums(features, labels, n_classes)
+    counts = class_counts(labels, n_classes)
+    prototypes = l2_normalize(sums / counts.clamp_min(1.0)[None, :, None])
+    return _leave_one_out(cosine_similarities(features, prototypes), features, labels, sums, counts)
+
+
+def _leave_one_out(sims: torch.Tensor, features: torch.Tensor, labels: torch.Tensor,
+                   sums: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Replace the own-class cosines in `sims` by <q̂, S_c - a> / ||S_c - a||, in closed form.
+
+    With S_c the class sum and a the clip: <a, S_c> is recovered from the cosine already
+    computed, and ||S_c - a||² = ||S_c||² - 2<a, S_c> + ||a||², so no prototype is refitted. A class
+    with a single clip leaves the zero vector, whose cosine is 0.
+    """
+    n = labels.shape[0]
+    clips = torch.arange(n, device=labels.device)
+    a_norm = torch.linalg.vector_norm(features, dim=-1).t()
+    a_floor = a_norm.clamp_min(NORM_FLOOR)
+    sum_norm = torch.linalg.vector_norm(sums, dim=-1)
+    mean_floor = (sum_norm / counts.clamp_min(1.0)).clamp_min(NORM_FLOOR)
+    own_sum_norm = sum_norm[:, labels]
+    # <a, S_c> = cos · max(||a||, f) · max(||μ_c||, f) · n_c, since μ̂_c = S_c / (n_c max(||μ_c||, f)).
+    a_dot_sum = sims[:, clips, labels] * a_floor * mean_floor[:, labels] * counts[labels]
+    a_sq = a_norm.square()
+    rest_norm = (own_sum_norm.square() - 2 * a_dot_sum + a_sq).clamp_min(0.0).sqrt()
+    own = (a_dot_sum - a_sq) / a_floor / rest_norm.clamp_min(NORM_FLOOR)
+    own = own.masked_fill(counts[labels] <= 1, 0.0)
+    out = sims.clone()
+    out[:, clips, labels] = own
+    return out
+
+
+def holdout_mask(labels: torch.Tensor, n_classes: int, fraction: float, seed: int) -> torch.Tensor:
+    """Which support clips (bool (n,)) are held out to measure reliability in the `holdout` split.
+
+    Per class, round(fraction · n_c) clips clipped to [1, n_c - 1], drawn with a CPU generator seeded
+    by `seed` so the choice is the same on every device.
+    """
+    labels_cpu = labels.cpu()
+    n = labels_cpu.shape[0]
+    counts = torch.bincount(labels_cpu, minlength=n_classes)
+    small = (counts < 2).nonzero().flatten().tolist()
+    if small:
+        raise ConfigError(
+            f"reliability_split='holdout' needs at least 2 support clips per class; class(es) {small} have fewer",
+            "use more shots, or reliability_split='support' or 'leave_one_out'",
+        )
+    generator = torch.Generator().manual_seed(int(seed))
+    shuffled = torch.randperm(n, generator=generator)
+    grouped = shuffled[torch.argsort(labels_cpu[shuffled], stable=True)]
+    starts = torch.cumsum(counts, 0) - counts
+    grouped_labels = labels_cpu[grouped]
+    position = torch.arange(n) - starts[grouped_labels]
+    n_held = torch.round(counts.double() * fraction).long().clamp(min=1).minimum(counts - 1)
+    mask = torch.zeros(n, dtype=torch.bool)
+    mask[grouped] = position < n_held[grouped_labels]
+    return mask.to(labels.device)
+
+
+def reliability_similarities(
+    features: torch.Tensor, labels: torch.Tensor, n_classes: int, split: str = "support",
+    holdout_fraction: float = 0.5, seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Cosines of the reliability set V, its labels, and the normalised prototypes of the whole support set.
+
+    `support`: V = S against prototypes of S (the paper). `leave_one_out`: V = S, each clip against
+    an own-class prototype without it. `holdout`: V = held-out clips against prototypes of the rest.
+    Prediction always uses the prototypes of all of S (the third value).
+    """
+    check_split(split, holdout_fraction)
+    sums = class_sums(features, labels, n_classes)
+    counts = class_counts(labels, n_classes)
+    prototypes = l2_normalize(sums / counts.clamp_min(1.0)[None, :, None])
+    if split == "holdout":
+        held = holdout_mask(labels, n_classes, holdout_fraction, seed)
+        fit_features, fit_labels = features[~held], labels[~held]
+        fit_prototypes = l2_normalize(class_prototypes(fit_features, fit_labels, n_classes))
+        return cosine_similarities(features[held], fit_prototypes), labels[held], prototypes
+    sims = cosine_similarities(features, prototypes)
+    if split == "leave_one_out":
+        sims = _leave_one_out(sims, features, labels, sums, counts)
+    return sims, labels, prototypes
+
+
+@dataclass(frozen=True)
+class Similarities:
+    """One episode's cosines, computed once so a sweep scores every setting without new matrix products.
+
+    reliability: (K, |V|, C) cosines of the reliability clips V (V = S for split 'support').
+    reliability_labels: (|V|,) their labels. query: (K, m, C) cosines of the query clips.
+    prototypes: (K, C, d) normalised prototypes of the whole support set.
+    """
+
+    reliability: torch.Tensor
+    reliability_labels: torch.Tensor
+    query: torch.Tensor
+    prototypes: torch.Tensor
+    n_classes: int
+    split: str
+
+
+def episode_similarities(
+    support: FeaturesLike, labels: LabelsLike, query: FeaturesLike, *, n_classes: int | None = None,
+    split: str = "support", holdout_fraction: float = 0.5, seed: int = 0,
+) -> Similarities:
+    """Validate one episode and compute all the cosines that SAV and CALM settings need."""
+    support, labels, n_classes = validate_support(support, labels, n_classes)
+    rel, rel_labels, prototypes = reliability_similarities(
+        support, labels, n_classes, split, holdout_fraction, seed)
+    query = validate_query(query, support.shape[1], support.shape[2])
+    return Similarities(rel, rel_labels, cosine_similarities(query, prototypes), prototypes, n_classes, split)
+
+
+def check_split(split: str, holdout_fraction: float) -> None:
+    """Reject unknown reliability splits and holdout fractions outside (0, 1)."""
+    if split not in RELIABILITY_SPLITS:
+        raise ConfigError(f"unknown reliability_split {split!r}", f"use one of {', '.join(RELIABILITY_SPLITS)}")
+    if split == "holdout" and not 0.0 < float(holdout_fraction) < 1.0:
+        raise ConfigError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}",
+                          "set holdout_fraction to e.g. 0.5")
+
+
+def validate_support(features: FeaturesLike, labels: LabelsLike,
+                     n_classes: int | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Support features as float32 (n, K, d), labels as int64 on their device, and the class count.
+
+    Raises ConfigError when shapes disagree, a label is outside 0..C-1, or a class has no clip.
+    """
+    features = as_features(features)
+    if features.ndim != 3:
+        raise ConfigError(f"features must be 3-D (n_clips, n_heads, head_dim), got shape {tuple(features.shape)}",
+                          "stack the per-clip (n_heads, head_dim) activations along a first clip axis")
+    labels_t = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels)
+    if labels_t.ndim != 1 or labels_t.dtype.is_floating_point or labels_t.dtype.is_complex or labels_t.dtype == torch.bool:
+        raise ConfigError(f"labels must be a 1-D integer array, got dtype {labels_t.dtype} and shape {tuple(labels_t.shape)}",
+                          "pass one integer class index (0..C-1) per support clip")
+    if labels_t.shape[0] != features.shape[0]:
+        raise ConfigError(f"{features.shape[0]} support clips but {labels_t.shape[0]} labels",
+                          "pass exactly one label per support clip")
+    if labels_t.shape[0] == 0:
+        raise ConfigError("the support set is empty", "pass at least one labelled clip per class")
+    labels_t = labels_t.to(device=features.device, dtype=torch.long)
+    low, high = int(labels_t.min()), int(labels_t.max())
+    if n_classes is None:
+        n_classes = high + 1
+    if low < 0 or high >= n_classes:
+        raise ConfigError(f"labels must lie in 0..{n_classes - 1}, found {low}..{high}",
+                          "map class names to indices 0..C-1 (or pass the right n_classes)")
+    if n_classes < 2:
+        raise ConfigError(f"need at least 2 classes, got {n_classes}", "add support clips of a second class")
+    missing = (torch.bincount(labels_t, minlength=n_classes) == 0).nonzero().flatten().tolist()
+    if missing:
+        raise ConfigError(f"class(es) {missing} have no support clip",
+                          "give every class at least one support clip, or relabel the classes to 0..C-1 without gaps")
+    return features, labels_t, int(n_classes)
+
+
+def validate_query(features: FeaturesLike, n_heads: int, head_dim: int) -> torch.Tensor:
+    """Query features as float32 (m, K, d), checked against the fitted heads and head size."""
+    features = as_features(features)
+    if features.ndim != 3 or tuple(features.shape[1:]) != (n_heads, head_dim):
+        raise ConfigError(
+            f"query features have shape {tuple(features.shape)}, expected (m, {n_heads}, {head_dim}) as at fit",
+            "score features from the same backbone and hook points as the support set",
+        )
+    return features
+
+
+def check_fitted(estimator: object, attribute: str) -> None:
+    """Raise a clear error when predict is called before fit."""
+    if getattr(estimator, attribute, None) is None:
+        name = type(estimator).__name__
+        raise ConfigError(f"{name} is used before it was fitted", f"call {name}(...).fit(support, labels) first")

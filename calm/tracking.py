@@ -1,0 +1,129 @@
+"""Where results go: `results.json` and per-episode CSV in the job folder, and Weights & Biases.
+
+W&B defaults to offline mode unless a login is present, so no run ever waits for input or network;
+the run is always finished, and marked failed (exit code 1) when the job raised.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import netrc
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+from calm.errors import ConfigError
+
+RESULT_COLUMNS = ("method", "shots", "ways", "queries", "episodes", "accuracy_mean", "accuracy_ci95")
+
+
+def write_results(out_dir: Path, config: dict[str, Any], rows: list[dict[str, Any]], episodes: list[dict[str, Any]],
+                  extra: dict[str, Any] | None = None) -> Path:
+    """Write `results.json` (config + one row per method) and `episodes.csv` (one row per episode and method)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    payload = {"config": config, "results": rows, **(extra or {})}
+    path = out_dir / "results.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    tmp.replace(path)
+    if episodes:
+        with open(out_dir / "episodes.csv", "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(episodes[0]))
+            writer.writeheader()
+            writer.writerows(episodes)
+    return path
+
+
+class Tracker(ABC):
+    """An experiment tracker: one run per job, always finished."""
+
+    @abstractmethod
+    def log_episode(self, episode: int, metrics: dict[str, float]) -> None: ...
+
+    @abstractmethod
+    def log_results(self, rows: list[dict[str, Any]]) -> None: ...
+
+    @abstractmethod
+    def finish(self, failed: bool) -> None: ...
+
+
+class NullTracker(Tracker):
+    """`logger=none`: results files only."""
+
+    def log_episode(self, episode: int, metrics: dict[str, float]) -> None:
+        pass
+
+    def log_results(self, rows: list[dict[str, Any]]) -> None:
+        pass
+
+    def finish(self, failed: bool) -> None:
+        pass
+
+
+def wandb_logged_in() -> bool:
+    """True when an API key is available without asking (env or ~/.netrc); never touches the network."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (FileNotFoundError, netrc.NetrcParseError):
+        return False
+
+
+def wandb_mode(requested: str) -> str:
+    """`auto`: online when logged in, offline otherwise; `online` without a login is refused up front."""
+    if requested == "auto":
+        return os.environ.get("WANDB_MODE") or ("online" if wandb_logged_in() else "offline")
+    if requested == "online" and not wandb_logged_in():
+        raise ConfigError(
+            "logger.mode=online but no W&B login was found",
+            "run `wandb login` (or set WANDB_API_KEY), or use logger.mode=offline and `wandb sync` later",
+        )
+    if requested not in ("online", "offline", "disabled"):
+        raise ConfigError(f"logger.mode={requested!r}", "use auto, online, offline or disabled")
+    return requested
+
+
+class WandbTracker(Tracker):
+    """One W&B run per job, with config, per-episode metrics, summary metrics and a results table."""
+
+    def __init__(self, config: dict[str, Any], out_dir: Path, project: str, mode: str = "auto",
+                 entity: str | None = None, name: str | None = None, group: str | None = None,
+                 tags: list[str] | None = None) -> None:
+        import wandb
+
+        self._wandb = wandb
+        self.run = wandb.init(
+            project=project, entity=entity, name=name, group=group, tags=tags or None, config=config,
+            dir=str(out_dir), mode=wandb_mode(mode), reinit="finish_previous",
+            settings=wandb.Settings(console="off", silent=True, x_disable_stats=True),
+        )
+
+    def log_episode(self, episode: int, metrics: dict[str, float]) -> None:
+        self.run.log({"episode": episode, **{f"episode/{k}": v for k, v in metrics.items()}})
+
+    def log_results(self, rows: list[dict[str, Any]]) -> None:
+        columns = sorted({key for row in rows for key in row}, key=lambda k: (k not in RESULT_COLUMNS, k))
+        table = self._wandb.Table(columns=columns, data=[[row.get(c) for c in columns] for row in rows])
+        self.run.log({"results": table})
+        for row in rows:
+            for key, value in row.items():
+                if isinstance(value, int | float) and key not in ("shots", "ways", "queries", "episodes"):
+                    self.run.summary[f"{row['method']}/{key}"] = value
+
+    def finish(self, failed: bool) -> None:
+        self.run.finish(exit_code=1 if failed else 0)
+
+
+def build_tracker(logger_cfg: dict[str, Any], config: dict[str, Any], out_dir: Path) -> Tracker:
+    """Tracker from the `logger` config group (`wandb` or `none`)."""
+    kind = logger_cfg.get("name", "none")
+    if kind == "none":
+        return NullTracker()
+    if kind == "wandb":
+        opts = {k: v for k, v in logger_cfg.items() if k != "name"}
+        return WandbTracker(config, out_dir, **opts)
+    raise ConfigError(f"unknown logger {kind!r}", "use logger=wandb or logger=none")

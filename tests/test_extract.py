@@ -1,0 +1,80 @@
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from calm.backbones.whisper import WhisperBackbone
+from calm.cache import ActivationCache
+from calm.data.audio import load_audio
+from calm.data.fsdd import load_fsdd
+from calm.data.prompts import Prompt
+from calm.errors import DataError
+from calm.extract import extract_missing, plan_batches
+from calm.pipeline import cache_key_fields
+
+TRAINER = {"accelerator": "cpu", "devices": 1, "precision": "32-true", "enable_progress_bar": False}
+
+
+def _small_fsdd(fsdd_root: Path, dest: Path, names: list[str]) -> Path:
+    (dest / "recordings").mkdir(parents=True)
+    for name in names:
+        shutil.copy(fsdd_root / "recordings" / f"{name}.wav", dest / "recordings")
+    return dest
+
+
+def _open(tmp_path: Path, backbone: WhisperBackbone) -> ActivationCache:
+    return ActivationCache.open(tmp_path / "cache", cache_key_fields(backbone, Prompt()), backbone.n_heads,
+                                backbone.head_dim, label=backbone.name)
+
+
+NAMES = ["0_george_0", "1_jackson_5", "2_lucas_9", "3_nicolas_1", "4_yweweler_20"]
+
+
+def test_lightning_extraction_fills_the_cache_with_the_backbone_rows(tmp_path: Path, fsdd_root: Path, whisper) -> None:
+    table = load_fsdd(_small_fsdd(fsdd_root, tmp_path / "fsdd", NAMES))
+    backbone = WhisperBackbone(path=whisper.source)
+    cache = _open(tmp_path, backbone)
+    report = extract_missing(backbone, table, Prompt(), cache, TRAINER, batch_size=2)
+    assert report.extracted == 5 and not report.skipped
+    rows = cache.read(table.ids)
+    waves = [load_audio(c.audio_path, 16000) for c in table.clips]
+    direct = whisper.capture(whisper.collate(waves, ["q"] * 5)).to(torch.float16).float()
+    torch.testing.assert_close(rows, direct, atol=2e-3, rtol=2e-3)
+
+    again = WhisperBackbone(path=whisper.source)
+    report = extract_missing(again, table, Prompt(), _open(tmp_path, again), TRAINER, batch_size=2)
+    assert report.extracted == 0 and again.model is None, "a fully cached table must not load the model"
+
+
+def test_bad_clip_is_an_error_before_the_model_loads(tmp_path: Path, fsdd_root: Path, whisper) -> None:
+    root = _small_fsdd(fsdd_root, tmp_path / "fsdd", NAMES[:3])
+    (root / "recordings" / "5_george_1.wav").write_bytes(b"RIFF....garbage")
+    table = load_fsdd(root)
+    backbone = WhisperBackbone(path=whisper.source)
+    with pytest.raises(DataError, match="5_george_1.wav"):
+        extract_missing(backbone, table, Prompt(), _open(tmp_path, backbone), TRAINER)
+    assert backbone.model is None
+
+
+def test_bad_clips_are_skipped_and_listed_when_asked(tmp_path: Path, fsdd_root: Path, whisper) -> None:
+    root = _small_fsdd(fsdd_root, tmp_path / "fsdd", NAMES[:3])
+    (root / "recordings" / "5_george_1.wav").write_bytes(b"RIFF....garbage")
+    sf.write(root / "recordings" / "6_george_2.wav", np.zeros(0, np.float32), 8000)
+    table = load_fsdd(root)
+    backbone = WhisperBackbone(path=whisper.source)
+    cache = _open(tmp_path, backbone)
+    report = extract_missing(backbone, table, Prompt(), cache, TRAINER, on_bad_clip="skip")
+    assert sorted(report.skipped) == ["5_george_1", "6_george_2"]
+    assert report.extracted == 3 and sorted(cache.cached_ids()) == sorted(NAMES[:3])
+    report.write_skips(tmp_path / "skipped_clips.tsv")
+    lines = (tmp_path / "skipped_clips.tsv").read_text().splitlines()
+    assert lines[0] == "clip_id\treason" and lines[1].startswith("5_george_1\tcannot decode")
+    assert "empty" in lines[2]
+
+
+def test_batches_are_planned_from_the_whole_table_longest_first() -> None:
+    durations = {"a": 1.0, "b": 3.0, "c": 2.0, "d": 3.0}
+    assert plan_batches(list(durations), durations, 2) == [["b", "d"], ["c", "a"]]
