@@ -26,6 +26,7 @@ from calm.data.table import ClipTable
 from calm.errors import CalmError, ConfigError
 
 BAD_CLIP_POLICIES = ("error", "skip")
+QUIET_WARNINGS = (".*does not have many workers.*", ".*infer the batch indices.*", ".*LeafSpec.*")
 
 
 @dataclass
@@ -180,6 +181,7 @@ def extract_missing(
         callbacks=[CacheWriter(cache, report)], **trainer_kwargs,
     )
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        for noise in QUIET_WARNINGS:
+            warnings.filterwarnings("ignore", message=noise)
         trainer.predict(HeadExtractor(backbone, model), datamodule=datamodule, return_predictions=False)
     return report

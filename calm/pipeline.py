@@ -72,10 +72,10 @@ def evaluate(protocol: EpisodicProtocol, table: ClipTable, features: torch.Tenso
     per_method: dict[str, list[float]] = {name: [] for name in methods}
     rows = []
     for episode in episodes:
-        support = features[torch.from_numpy(episode.support)]
-        query = features[torch.from_numpy(episode.query)]
-        support_labels = torch.from_numpy(episode.support_labels)
-        query_labels = torch.from_numpy(episode.query_labels)
+        support = features[torch.tensor(episode.support)]
+        query = features[torch.tensor(episode.query)]
+        support_labels = torch.tensor(episode.support_labels)
+        query_labels = torch.tensor(episode.query_labels)
         metrics = {}
         for name, estimator in methods.items():
             pred = estimator.fit(support, support_labels).predict(query)
@@ -116,7 +116,9 @@ def print_table(rows: list[dict[str, Any]], title: str) -> None:
                 if "diff_vs_baseline_mean" in row else "")
         table.add_row(row["method"], str(row["shots"]), str(row["ways"]), str(row["episodes"]),
                       f"{row['accuracy_mean']:.2f} ± {row['accuracy_ci95']:.2f}", f"{row['macro_f1_mean']:.2f}", diff)
-    Console().print(table)
+    console = Console()
+    console.width = max(console.width, 120)
+    console.print(table)
 
 
 def run_job(cfg: DictConfig) -> dict[str, Any]:

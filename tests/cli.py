@@ -1,0 +1,42 @@
+"""Helpers for tests that run the real entry point or compose the real configs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def compose_config(overrides: list[str], out_dir: Path) -> DictConfig:
+    """The config `run.py` would build, with the output folder fixed (no Hydra run here)."""
+    os.environ.setdefault("CALM_ROOT", str(REPO))
+    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
+        return compose("config", overrides=[*overrides, f"paths.output_dir={out_dir}"])
+
+
+def run_cli(args: list[str], out_dir: Path, cache_dir: Path, env: dict[str, str] | None = None,
+            timeout: float = 600) -> subprocess.CompletedProcess:
+    """`python run.py ARGS` in a subprocess, output in `out_dir`, cache in `cache_dir`."""
+    full_env = {**os.environ, "CALM_CACHE": str(cache_dir), **(env or {})}
+    return subprocess.run(
+        [sys.executable, str(REPO / "run.py"), *args, f"hydra.run.dir={out_dir}"],
+        cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def small_fsdd(fsdd_root: Path, dest: Path, speakers: tuple[str, ...] = ("george",),
+               indices: tuple[int, ...] = (0, 1, 10, 11)) -> Path:
+    """A copy of a few real FSDD recordings in the official layout."""
+    (dest / "recordings").mkdir(parents=True, exist_ok=True)
+    for digit in range(10):
+        for speaker in speakers:
+            for index in indices:
+                shutil.copy(fsdd_root / "recordings" / f"{digit}_{speaker}_{index}.wav", dest / "recordings")
+    return dest

@@ -1,0 +1,109 @@
+"""The real entry point on real assets: Whisper tiny.en heads on a few FSDD clips, W&B offline."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from calm.cache import INDEX_FILE, ActivationCache
+from tests.cli import REPO, run_cli, small_fsdd
+
+SMALL = ["shots=2", "queries=2", "episodes=5", "ways=10", "extract.batch_size=4"]
+
+
+@pytest.fixture(scope="module")
+def fsdd_copy(tmp_path_factory: pytest.TempPathFactory, fsdd_root: Path) -> Path:
+    return small_fsdd(fsdd_root, tmp_path_factory.mktemp("fsdd"))
+
+
+def _read(out: Path) -> dict:
+    return json.loads((out / "results.json").read_text())
+
+
+def test_one_job_end_to_end_then_reuses_the_cache(tmp_path: Path, fsdd_copy: Path) -> None:
+    args = [f"dataset.root={fsdd_copy}", *SMALL, "logger=wandb"]
+    first = run_cli(args, tmp_path / "run1", tmp_path / "cache")
+    assert first.returncode == 0, first.stderr[-3000:]
+    results = _read(tmp_path / "run1")
+    assert results["config"]["shots"] == 2 and results["config"]["backbone"]["name"] == "whisper_tiny"
+    rows = {row["method"]: row for row in results["results"]}
+    assert set(rows) == {"sav", "calm"}
+    for row in rows.values():
+        assert (row["shots"], row["ways"], row["episodes"]) == (2, 10, 5)
+        assert 0.0 <= row["accuracy_mean"] <= 100.0 and row["accuracy_ci95"] >= 0.0
+    assert results["cache"]["extracted"] == 40
+
+    with open(tmp_path / "run1" / "episodes.csv") as handle:
+        episodes = list(csv.DictReader(handle))
+    assert len(episodes) == 10
+    for method, row in rows.items():
+        accs = [float(e["accuracy"]) for e in episodes if e["method"] == method]
+        assert row["accuracy_mean"] == pytest.approx(np.mean(accs))
+    diffs = [float(c["accuracy"]) - float(s["accuracy"])
+             for c, s in zip([e for e in episodes if e["method"] == "calm"],
+                             [e for e in episodes if e["method"] == "sav"], strict=True)]
+    assert rows["calm"]["diff_vs_baseline_mean"] == pytest.approx(np.mean(diffs))
+    assert "calm" in first.stdout and "±" in first.stdout
+    assert list((tmp_path / "run1" / "wandb").glob("offline-run-*")), "W&B must log offline without a login"
+
+    second = run_cli(args, tmp_path / "run2", tmp_path / "cache")
+    assert second.returncode == 0, second.stderr[-3000:]
+    again = _read(tmp_path / "run2")
+    assert again["cache"]["extracted"] == 0
+    assert again["results"] == results["results"]
+
+
+def _index_lines(cache_root: Path) -> int:
+    files = list(cache_root.glob(f"*/{INDEX_FILE}"))
+    return files[0].read_text().count("\n") if files else 0
+
+
+def _all_rows(cache_root: Path) -> tuple[list[str], torch.Tensor]:
+    folder = next(p for p in cache_root.iterdir() if p.is_dir())
+    key = json.loads((folder / "key.json").read_text())["fields"]
+    meta = json.loads((folder / "meta.json").read_text())
+    cache = ActivationCache.open_path(folder, key, meta["n_heads"], meta["head_dim"])
+    ids = sorted(cache.cached_ids())
+    return ids, cache.read(ids)
+
+
+def test_killed_extraction_resumes_to_exactly_the_uninterrupted_rows(tmp_path: Path, fsdd_copy: Path) -> None:
+    args = [f"dataset.root={fsdd_copy}", *SMALL, "extract.batch_size=2", "logger=none", "episodes=1"]
+    whole = run_cli(args, tmp_path / "whole", tmp_path / "cache_whole")
+    assert whole.returncode == 0, whole.stderr[-3000:]
+
+    env = {**os.environ, "CALM_CACHE": str(tmp_path / "cache_killed")}
+    proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), *args, f"hydra.run.dir={tmp_path / 'killed'}"],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while _index_lines(tmp_path / "cache_killed") < 6 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    written = _index_lines(tmp_path / "cache_killed")
+    assert 6 <= written < 40, f"the kill must land mid-extraction (rows written: {written})"
+
+    resumed = run_cli(args, tmp_path / "resumed", tmp_path / "cache_killed")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads((tmp_path / "resumed" / "results.json").read_text())["cache"]["extracted"] == 40 - written
+    ids_whole, rows_whole = _all_rows(tmp_path / "cache_whole")
+    ids_resumed, rows_resumed = _all_rows(tmp_path / "cache_killed")
+    assert ids_whole == ids_resumed and len(ids_whole) == 40
+    assert torch.equal(rows_whole, rows_resumed)
+
+
+def test_data_error_exits_cleanly_with_the_fix(tmp_path: Path) -> None:
+    result = run_cli([f"dataset.root={tmp_path / 'missing'}", "logger=none"], tmp_path / "out", tmp_path / "cache")
+    assert result.returncode == 2
+    output = result.stdout + result.stderr
+    assert "does not exist" in output and "How to fix" in output and "Traceback" not in output
