@@ -68,6 +68,18 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _flatten(fields: dict, prefix: str = "") -> dict:
+    """Nested key fields as dotted paths, so a mismatch names the exact setting that differs."""
+    flat: dict = {}
+    for name, value in fields.items():
+        path = f"{prefix}{name}"
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{path}."))
+        else:
+            flat[path] = value
+    return flat
+
+
 def _write_json_atomic(path: Path, payload: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
@@ -180,8 +192,8 @@ class ActivationCache:
         stored = _read_json(key_path)
         if stored.get("key") == key:
             return
-        requested = json.loads(canonical_json(key_fields))
-        cached = stored.get("fields") if isinstance(stored.get("fields"), dict) else {}
+        requested = _flatten(json.loads(canonical_json(key_fields)))
+        cached = _flatten(stored.get("fields")) if isinstance(stored.get("fields"), dict) else {}
         diffs = [
             f"{name}: cached {_short(cached.get(name))}, requested {_short(requested.get(name))}"
             for name in sorted(set(cached) | set(requested))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from calm.cache import cache_key
 from calm.errors import CacheError, ConfigError, DataError, ProtocolError
 from calm.pipeline import build_methods, run_job
 from tests.cli import REPO, compose_config, small_fsdd
@@ -85,7 +87,9 @@ def test_cache_folder_written_under_another_key(tmp_path: Path, fsdd_copy: Path,
     run_job(cfg)
     folder = next((tmp_path / "cache").iterdir())
     key_file = folder / "key.json"
-    key_file.write_text(key_file.read_text().replace('"sot+notimestamps"', '"something-else"'))
+    other = json.loads(key_file.read_text())["fields"]
+    other["backbone"]["decoder_prompt"] = "startofprev+text+sot+notimestamps"
+    key_file.write_text(json.dumps({"key": cache_key(other), "fields": other}))
     with pytest.raises(CacheError, match="decoder_prompt") as err:
         run_job(cfg)
     assert "How to fix" in str(err.value)

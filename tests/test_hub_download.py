@@ -51,15 +51,14 @@ HF_ENV_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", 
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 
 
-@pytest.fixture(scope="module")
-def tiny_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A model repo made here: a tiny random Whisper plus the real tiny.en processor files."""
+@pytest.fixture
+def tiny_repo(tmp_path: Path, whisper_dir: Path) -> Path:
+    """A model repo made here: a tiny random Whisper plus the real tiny.en processor files (read in place)."""
+    import torch
     from transformers import WhisperConfig, WhisperForConditionalGeneration, WhisperProcessor
 
-    real = REPO.parent / "shared" / "assets" / "whisper-tiny.en"
-    if not (real / "tokenizer.json").is_file():
-        pytest.skip(f"the real Whisper processor files are not at {real}")
-    repo = tmp_path_factory.mktemp("tiny-whisper-repo")
+    real = whisper_dir
+    repo = tmp_path / "tiny-whisper-repo"
     processor = WhisperProcessor.from_pretrained(str(real))
     processor.save_pretrained(str(repo))
     real_cfg = json.loads((real / "config.json").read_text())
@@ -70,8 +69,6 @@ def tiny_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
         suppress_tokens=real_cfg["suppress_tokens"], begin_suppress_tokens=real_cfg["begin_suppress_tokens"],
         **{key: real_cfg[key] for key in SPECIAL_IDS},
     )
-    import torch
-
     torch.manual_seed(0)
     WhisperForConditionalGeneration(config).save_pretrained(str(repo), safe_serialization=True)
     assert (repo / "model.safetensors").is_file() and (repo / "config.json").is_file()
@@ -94,28 +91,57 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _run(endpoint: str, hf_home: Path, assets: Path, offline: bool) -> subprocess.CompletedProcess:
+def _start(endpoint: str, hf_home: Path, assets: Path, offline: bool) -> subprocess.Popen:
+    """The program in a fresh interpreter, with only the given hub settings (none inherited)."""
     env = {k: v for k, v in os.environ.items() if k not in HF_ENV_VARS + PROXY_VARS}
     env.update(HF_ENDPOINT=endpoint, HF_HOME=str(hf_home), CALM_ASSETS=str(assets), NO_PROXY="127.0.0.1,localhost",
                no_proxy="127.0.0.1,localhost", HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_ETAG_TIMEOUT="5",
                HF_HUB_DOWNLOAD_TIMEOUT="10", PYTHONPATH=str(REPO))
     if offline:
         env["HF_HUB_OFFLINE"] = "1"
-    return subprocess.run([sys.executable, "-c", PROGRAM, HUB_ID], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.Popen([sys.executable, "-c", PROGRAM, HUB_ID], cwd=REPO, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def _result(proc: subprocess.CompletedProcess) -> dict:
-    assert proc.returncode == 0, f"rc={proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+def _finish(proc: subprocess.Popen, timeout: float = 120) -> tuple[int, str, str]:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"the subprocess ran past {timeout}s\nstdout:\n{out}\nstderr:\n{err[-4000:]}")
+    return proc.returncode, out, err
 
 
-def test_hub_id_downloads_then_cache_then_clear_error(hub: FakeHub, tmp_path: Path) -> None:
+def _result(proc: subprocess.Popen, expect_rc: int = 0) -> dict:
+    rc, out, err = _finish(proc)
+    assert rc == expect_rc, f"rc={rc}\nstdout:\n{out}\nstderr:\n{err[-4000:]}"
+    return json.loads(out.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def unreachable(tmp_path: Path) -> Iterator[tuple[subprocess.Popen, Path]]:
+    """The run with the hub unreachable and an empty HF_HOME, started before the others (and before the
+    tiny repo is built) because it waits out huggingface_hub's real retry backoff (about 23 s)."""
+    empty_home, assets = tmp_path / "empty_hf_home", tmp_path / "no_assets_unreachable"
+    empty_home.mkdir()
+    assets.mkdir()
+    proc = _start(f"http://127.0.0.1:{_free_port()}", empty_home, assets, offline=False)
+    try:
+        yield proc, empty_home
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def test_hub_id_downloads_then_cache_then_clear_error(unreachable: tuple[subprocess.Popen, Path],
+                                                      hub: FakeHub, tmp_path: Path) -> None:
     hf_home, assets = tmp_path / "hf_home", tmp_path / "no_assets"
     assets.mkdir()
 
     # 1. Nothing local: config, weights and processor come from the (fake) hub.
-    online = _result(_run(hub.url, hf_home, assets, offline=False))
+    online = _result(_start(hub.url, hf_home, assets, offline=False))
     assert online["n_heads"] == N_HEADS and online["head_dim"] == D_MODEL // HEADS
     assert online["shape"] == [1, N_HEADS, D_MODEL // HEADS] and online["finite"]
     commit = hub.commits[HUB_ID]
@@ -133,13 +159,12 @@ def test_hub_id_downloads_then_cache_then_clear_error(hub: FakeHub, tmp_path: Pa
 
     # 2. Hub gone and offline: the cached download is reused, same numbers.
     hub.stop()
-    cached = _result(_run(f"http://127.0.0.1:{_free_port()}", hf_home, assets, offline=True))
-    assert cached == online
+    cached = _result(_start(f"http://127.0.0.1:{_free_port()}", hf_home, assets, offline=True))
+    assert cached["sum"] == pytest.approx(online["sum"], rel=1e-5, abs=1e-4)
+    assert {**cached, "sum": 0} == {**online, "sum": 0}
 
     # 3. Hub unreachable and nothing cached: a user-facing AssetError naming the fix.
-    empty_home = tmp_path / "empty_hf_home"
-    empty_home.mkdir()
-    failed = _run(f"http://127.0.0.1:{_free_port()}", empty_home, assets, offline=False)
-    assert failed.returncode == 3, f"rc={failed.returncode}\n{failed.stdout}\n{failed.stderr[-4000:]}"
-    message = json.loads(failed.stdout.strip().splitlines()[-1])["asset_error"]
+    proc, empty_home = unreachable
+    message = _result(proc, expect_rc=3)["asset_error"]
     assert "backbone.path" in message and HUB_ID in message
+    assert not any(empty_home.rglob("*.safetensors"))

@@ -23,8 +23,8 @@ from calm.methods.prototypes import (
     check_fitted,
     check_split,
     class_counts,
-    cosine_similarities,
     reliability_similarities,
+    scaled_cosines,
     validate_query,
     validate_support,
 )
@@ -41,8 +41,17 @@ def default_weight_norm(reliability: str) -> str:
 
 
 def calm_posteriors(sims: torch.Tensor, tau: float) -> torch.Tensor:
-    """Per-head posteriors p_j(c|x) = softmax_c(s_{j,c}(x) / tau), shape as `sims` (K, m, C)."""
-    return torch.softmax(sims / tau, dim=-1)
+    """Per-head posteriors p_j(c|x) = softmax_c(s_{j,c}(x) / tau), shape and layout as `sims` (K, m, C)."""
+    return _softmax_classes_(sims * (1.0 / tau))
+
+
+def _softmax_classes_(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last axis, in place, so it keeps the storage layout of `logits`.
+
+    torch.softmax would allocate a second (K, m, C) tensor and copy a classes-major view first.
+    """
+    logits.sub_(logits.amax(dim=-1, keepdim=True)).exp_()
+    return logits.div_(logits.sum(dim=-1, keepdim=True))
 
 
 def calm_reliability(posteriors: torch.Tensor, labels: torch.Tensor, n_classes: int, scheme: str) -> torch.Tensor:
@@ -109,8 +118,14 @@ def calm_weights(r: torch.Tensor, tau_w: float, top_k: int | None = None, weight
 
 
 def calm_scores(query_posteriors: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Class scores (m, C): score_c(x) = Σ_j w_{j,c} p_j(c|x)."""
-    return torch.einsum("kmc,kc->mc", query_posteriors, weights)
+    """Class scores (m, C): score_c(x) = Σ_j w_{j,c} p_j(c|x).
+
+    Classes-major posteriors (as `scaled_cosines` makes them) are read once by a matrix-vector
+    product per class; other layouts use a product and a sum over heads (BLAS would copy them).
+    """
+    if query_posteriors.stride(1) == 1:
+        return torch.einsum("kmc,kc->mc", query_posteriors, weights)
+    return (query_posteriors * weights[:, None, :]).sum(dim=0)
 
 
 def calm_scores_from(sims: Similarities, *, tau: float = 0.07, tau_w: float = 0.5,
@@ -186,7 +201,8 @@ class CALM:
         features, labels, n_classes = validate_support(features, labels, n_classes)
         sims, rel_labels, prototypes = reliability_similarities(
             features, labels, n_classes, self.reliability_split, self.holdout_fraction, self.seed)
-        r = calm_reliability(calm_posteriors(sims, self.tau), rel_labels, n_classes, self.reliability)
+        posteriors = _softmax_classes_(sims.mul_(1.0 / self.tau))
+        r = calm_reliability(posteriors, rel_labels, n_classes, self.reliability)
         self.reliability_ = shrink(r, class_counts(rel_labels, n_classes), self.shrinkage)
         self.weights_ = calm_weights(self.reliability_, self.tau_w, self.top_k, self.weight_norm, self.reliability)
         self.prototypes_ = prototypes
@@ -203,7 +219,8 @@ class CALM:
         if not bool(used.all()):
             heads = used.nonzero().flatten()
             features, weights, prototypes = features[:, heads.to(features.device)], weights[heads], prototypes[heads]
-        return calm_scores(calm_posteriors(cosine_similarities(features, prototypes), self.tau), weights)
+        logits = scaled_cosines(features, prototypes, 1.0 / self.tau)
+        return calm_scores(_softmax_classes_(logits), weights)
 
     def predict(self, features: FeaturesLike) -> torch.Tensor:
         """argmax_c score_c(x) (m,), ties to the lowest class index."""

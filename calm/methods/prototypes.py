@@ -62,48 +62,57 @@ def class_prototypes(features: torch.Tensor, labels: torch.Tensor, n_classes: in
 
 
 def cosine_similarities(features: torch.Tensor, prototypes_normalized: torch.Tensor) -> torch.Tensor:
-    """Cosines (K, m, C) of every clip and head with every class prototype.
+    """Cosines (K, m, C) of every clip and head with every class prototype."""
+    return scaled_cosines(features, prototypes_normalized, 1.0)
 
-    One batched matrix product over heads on the raw features, then a division by the feature
-    norms: the same numbers as normalising first, without writing a normalised copy of the input.
+
+def scaled_cosines(features: torch.Tensor, prototypes_normalized: torch.Tensor, scale: float) -> torch.Tensor:
+    """scale · cosines, (K, m, C), from one batched matrix product over heads.
+
+    The product runs on the raw features and is divided by their norms afterwards: the same numbers
+    as normalising first, without writing a normalised copy of the input. Its output is stored
+    classes-major, (K, C, m), and returned as a transposed view: that layout is the fast one for the
+    product here, and `calm_scores` then reads it as one matrix-vector product per class.
     """
-    dots = torch.bmm(features.transpose(0, 1), prototypes_normalized.transpose(1, 2))
-    norms = torch.linalg.vector_norm(features, dim=-1).clamp_min(NORM_FLOOR)
-    return dots.div_(norms.t().unsqueeze(-1))
+    dots = torch.bmm(prototypes_normalized, features.permute(1, 2, 0))
+    inv_norms = torch.linalg.vector_norm(features, dim=-1).clamp_min(NORM_FLOOR).reciprocal().mul_(scale)
+    return dots.mul_(inv_norms.t().unsqueeze(1)).transpose(1, 2)
+
+
+def normalized_prototypes(sums: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """μ̂ = μ / max(||μ||, 1e-8) from class sums, as S / max(||S||, n_c·1e-8): one pass instead of two."""
+    floor = (counts.clamp_min(1.0) * NORM_FLOOR)[None, :, None]
+    return sums / torch.linalg.vector_norm(sums, dim=-1, keepdim=True).maximum(floor)
 
 
 def leave_one_out_similarities(features: torch.Tensor, labels: torch.Tensor, n_classes: int) -> torch.Tensor:
     """Cosines (K, n, C) of support clips where each clip's own-class prototype excludes that clip."""
     sums = class_sums(features, labels, n_classes)
     counts = class_counts(labels, n_classes)
-    prototypes = l2_normalize(sums / counts.clamp_min(1.0)[None, :, None])
-    return _leave_one_out(cosine_similarities(features, prototypes), features, labels, sums, counts)
+    sims = cosine_similarities(features, normalized_prototypes(sums, counts))
+    return _leave_one_out_(sims, features, labels, sums, counts)
 
 
-def _leave_one_out(sims: torch.Tensor, features: torch.Tensor, labels: torch.Tensor,
-                   sums: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-    """Replace the own-class cosines in `sims` by <q̂, S_c - a> / ||S_c - a||, in closed form.
+def _leave_one_out_(sims: torch.Tensor, features: torch.Tensor, labels: torch.Tensor,
+                    sums: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Overwrite the own-class cosines in `sims` with <q̂, S_c - a> / ||S_c - a||, in closed form.
 
     With S_c the class sum and a the clip: <a, S_c> is recovered from the cosine already
     computed, and ||S_c - a||² = ||S_c||² - 2<a, S_c> + ||a||², so no prototype is refitted. A class
     with a single clip leaves the zero vector, whose cosine is 0.
     """
-    n = labels.shape[0]
-    clips = torch.arange(n, device=labels.device)
+    clips = torch.arange(labels.shape[0], device=labels.device)
     a_norm = torch.linalg.vector_norm(features, dim=-1).t()
     a_floor = a_norm.clamp_min(NORM_FLOOR)
-    sum_norm = torch.linalg.vector_norm(sums, dim=-1)
-    mean_floor = (sum_norm / counts.clamp_min(1.0)).clamp_min(NORM_FLOOR)
-    own_sum_norm = sum_norm[:, labels]
-    # <a, S_c> = cos · max(||a||, f) · max(||μ_c||, f) · n_c, since μ̂_c = S_c / (n_c max(||μ_c||, f)).
-    a_dot_sum = sims[:, clips, labels] * a_floor * mean_floor[:, labels] * counts[labels]
+    own_counts = counts[labels]
+    sum_norm = torch.linalg.vector_norm(sums, dim=-1)[:, labels]
+    # μ̂_c = S_c / max(||S_c||, n_c·f), so <a, S_c> = cos · max(||a||, f) · max(||S_c||, n_c·f).
+    a_dot_sum = sims[:, clips, labels] * a_floor * sum_norm.maximum(own_counts * NORM_FLOOR)
     a_sq = a_norm.square()
-    rest_norm = (own_sum_norm.square() - 2 * a_dot_sum + a_sq).clamp_min(0.0).sqrt()
+    rest_norm = (sum_norm.square() - 2 * a_dot_sum + a_sq).clamp_min(0.0).sqrt()
     own = (a_dot_sum - a_sq) / a_floor / rest_norm.clamp_min(NORM_FLOOR)
-    own = own.masked_fill(counts[labels] <= 1, 0.0)
-    out = sims.clone()
-    out[:, clips, labels] = own
-    return out
+    sims[:, clips, labels] = own.masked_fill(own_counts <= 1, 0.0)
+    return sims
 
 
 def holdout_mask(labels: torch.Tensor, n_classes: int, fraction: float, seed: int) -> torch.Tensor:
@@ -146,15 +155,16 @@ def reliability_similarities(
     check_split(split, holdout_fraction)
     sums = class_sums(features, labels, n_classes)
     counts = class_counts(labels, n_classes)
-    prototypes = l2_normalize(sums / counts.clamp_min(1.0)[None, :, None])
+    prototypes = normalized_prototypes(sums, counts)
     if split == "holdout":
         held = holdout_mask(labels, n_classes, holdout_fraction, seed)
         fit_features, fit_labels = features[~held], labels[~held]
-        fit_prototypes = l2_normalize(class_prototypes(fit_features, fit_labels, n_classes))
+        fit_sums = class_sums(fit_features, fit_labels, n_classes)
+        fit_prototypes = normalized_prototypes(fit_sums, class_counts(fit_labels, n_classes))
         return cosine_similarities(features[held], fit_prototypes), labels[held], prototypes
     sims = cosine_similarities(features, prototypes)
     if split == "leave_one_out":
-        sims = _leave_one_out(sims, features, labels, sums, counts)
+        sims = _leave_one_out_(sims, features, labels, sums, counts)
     return sims, labels, prototypes
 
 
