@@ -199,9 +199,9 @@ class CALM:
         """Prototypes from the support set, reliabilities on the reliability set, and the head weights."""
         self._check()
         features, labels, n_classes = validate_support(features, labels, n_classes)
-        sims, rel_labels, prototypes = reliability_similarities(
-            features, labels, n_classes, self.reliability_split, self.holdout_fraction, self.seed)
-        posteriors = _softmax_classes_(sims.mul_(1.0 / self.tau))
+        logits, rel_labels, prototypes = reliability_similarities(
+            features, labels, n_classes, self.reliability_split, self.holdout_fraction, self.seed, 1.0 / self.tau)
+        posteriors = _softmax_classes_(logits)
         r = calm_reliability(posteriors, rel_labels, n_classes, self.reliability)
         self.reliability_ = shrink(r, class_counts(rel_labels, n_classes), self.shrinkage)
         self.weights_ = calm_weights(self.reliability_, self.tau_w, self.top_k, self.weight_norm, self.reliability)

@@ -67,16 +67,25 @@ def cosine_similarities(features: torch.Tensor, prototypes_normalized: torch.Ten
 
 
 def scaled_cosines(features: torch.Tensor, prototypes_normalized: torch.Tensor, scale: float) -> torch.Tensor:
-    """scale · cosines, (K, m, C), from one batched matrix product over heads.
+    """scale · cosines, (K, m, C): the dot products divided by the feature norms.
 
-    The product runs on the raw features and is divided by their norms afterwards: the same numbers
-    as normalising first, without writing a normalised copy of the input. Its output is stored
-    classes-major, (K, C, m), and returned as a transposed view: that layout is the fast one for the
-    product here, and `calm_scores` then reads it as one matrix-vector product per class.
+    Dividing afterwards gives the same numbers as normalising the features first, without writing
+    a normalised copy of the input; the scale (CALM's 1/tau) rides along in the same pass.
     """
-    dots = torch.bmm(prototypes_normalized, features.permute(1, 2, 0))
+    dots = prototype_dots(features, prototypes_normalized)
     inv_norms = torch.linalg.vector_norm(features, dim=-1).clamp_min(NORM_FLOOR).reciprocal().mul_(scale)
-    return dots.mul_(inv_norms.t().unsqueeze(1)).transpose(1, 2)
+    return dots.mul_(inv_norms.t().unsqueeze(-1))
+
+
+def prototype_dots(features: torch.Tensor, prototypes_normalized: torch.Tensor) -> torch.Tensor:
+    """⟨a_j(x), μ̂_{c,j}⟩, (K, m, C), from one batched matrix product over heads.
+
+    The result is stored classes-major, (K, C, m), and returned as a transposed view: that layout is
+    the fast one for the product here, and `calm_scores` then reads it as one matrix-vector product
+    per class. Up to the positive factor 1/‖a_j(x)‖ these are the cosines, so argmax over classes
+    (SAV) needs nothing more.
+    """
+    return torch.bmm(prototypes_normalized, features.permute(1, 2, 0)).transpose(1, 2)
 
 
 def normalized_prototypes(sums: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
@@ -144,13 +153,13 @@ def holdout_mask(labels: torch.Tensor, n_classes: int, fraction: float, seed: in
 
 def reliability_similarities(
     features: torch.Tensor, labels: torch.Tensor, n_classes: int, split: str = "support",
-    holdout_fraction: float = 0.5, seed: int = 0,
+    holdout_fraction: float = 0.5, seed: int = 0, scale: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Cosines of the reliability set V, its labels, and the normalised prototypes of the whole support set.
+    """scale · cosines of the reliability set V, its labels, and the normalised prototypes of all of S.
 
     `support`: V = S against prototypes of S (the paper). `leave_one_out`: V = S, each clip against
     an own-class prototype without it. `holdout`: V = held-out clips against prototypes of the rest.
-    Prediction always uses the prototypes of all of S (the third value).
+    Prediction always uses the prototypes of all of S (the third value). CALM passes scale = 1/tau.
     """
     check_split(split, holdout_fraction)
     sums = class_sums(features, labels, n_classes)
@@ -161,11 +170,11 @@ def reliability_similarities(
         fit_features, fit_labels = features[~held], labels[~held]
         fit_sums = class_sums(fit_features, fit_labels, n_classes)
         fit_prototypes = normalized_prototypes(fit_sums, class_counts(fit_labels, n_classes))
-        return cosine_similarities(features[held], fit_prototypes), labels[held], prototypes
-    sims = cosine_similarities(features, prototypes)
+        return scaled_cosines(features[held], fit_prototypes, scale), labels[held], prototypes
     if split == "leave_one_out":
-        sims = _leave_one_out_(sims, features, labels, sums, counts)
-    return sims, labels, prototypes
+        sims = _leave_one_out_(cosine_similarities(features, prototypes), features, labels, sums, counts)
+        return (sims if scale == 1.0 else sims.mul_(scale)), labels, prototypes
+    return scaled_cosines(features, prototypes, scale), labels, prototypes
 
 
 @dataclass(frozen=True)

@@ -18,16 +18,22 @@ from calm.methods.prototypes import (
     LabelsLike,
     Similarities,
     check_fitted,
-    cosine_similarities,
-    reliability_similarities,
+    class_counts,
+    class_sums,
+    normalized_prototypes,
+    prototype_dots,
     validate_query,
     validate_support,
 )
 
 
 def sav_head_scores(support_sims: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Per head (K,), the number of support clips whose argmax cosine is their label (ties: lowest class)."""
-    return (support_sims.argmax(dim=-1) == labels).sum(dim=1)
+    """Per head (K,), the number of support clips whose argmax cosine is their label (ties: lowest class).
+
+    `support_sims` (K, n, C) may be any positive per-clip multiple of the cosines (e.g. the raw dot
+    products with the normalised prototypes): the argmax is the same.
+    """
+    return (sav_head_votes(support_sims) == labels).sum(dim=1)
 
 
 def sav_rank(head_scores: torch.Tensor) -> torch.Tensor:
@@ -36,8 +42,11 @@ def sav_rank(head_scores: torch.Tensor) -> torch.Tensor:
 
 
 def sav_head_votes(sims: torch.Tensor) -> torch.Tensor:
-    """Each head's nearest-prototype class (T, m) from its cosines (T, m, C); ties go to the lowest class."""
-    return sims.argmax(dim=-1)
+    """Each head's nearest-prototype class (T, m) from its cosines (T, m, C); ties go to the lowest class.
+
+    max(...).indices, like argmax, returns the first maximum, and is much faster on classes-major views.
+    """
+    return sims.max(dim=-1).indices
 
 
 def sav_votes(head_votes: torch.Tensor, n_classes: int) -> torch.Tensor:
@@ -91,8 +100,8 @@ class SAV:
         """Score every head on the support set and keep the top_k (clamped to the number of heads)."""
         check_top_k(self.top_k)
         features, labels, n_classes = validate_support(features, labels, n_classes)
-        sims, _, prototypes = reliability_similarities(features, labels, n_classes, "support")
-        self.head_scores_ = sav_head_scores(sims, labels)
+        prototypes = normalized_prototypes(class_sums(features, labels, n_classes), class_counts(labels, n_classes))
+        self.head_scores_ = sav_head_scores(prototype_dots(features, prototypes), labels)
         self.ranking_ = sav_rank(self.head_scores_)
         self.selected_heads_ = self.ranking_[: min(self.top_k, features.shape[1])]
         self.prototypes_ = prototypes
@@ -104,7 +113,7 @@ class SAV:
         check_fitted(self, "prototypes_")
         features = validate_query(features, self.n_heads_, self.head_dim_)
         heads = self.selected_heads_.to(features.device)
-        return sav_head_votes(cosine_similarities(features[:, heads], self.prototypes_[heads]))
+        return sav_head_votes(prototype_dots(features[:, heads], self.prototypes_[heads]))
 
     def predict_scores(self, features: FeaturesLike) -> torch.Tensor:
         """Vote counts (m, C) of the selected heads."""

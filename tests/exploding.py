@@ -1,0 +1,11 @@
+"""An estimator that fails mid-job, to check that a failing job still finishes its W&B run."""
+
+from __future__ import annotations
+
+
+class ExplodingEstimator:
+    def fit(self, features, labels):
+        raise RuntimeError("boom: estimator failed on purpose")
+
+    def predict(self, features):
+        raise AssertionError("unreachable")
