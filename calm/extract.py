@@ -7,6 +7,7 @@ resumed run computes every row in the same batch as an uninterrupted run would: 
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,17 @@ from calm.errors import CalmError, ConfigError
 
 BAD_CLIP_POLICIES = ("error", "skip")
 QUIET_WARNINGS = (".*does not have many workers.*", ".*infer the batch indices.*", ".*LeafSpec.*")
+
+
+
+class _DropAdvertising(logging.Filter):
+    """Lightning prints a product tip on every Trainer; keep its useful device lines only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_DropAdvertising())
 
 
 @dataclass

@@ -37,19 +37,23 @@ def test_activations_same_alone_and_in_a_batch_of_other_lengths(whisper, fsdd_ro
     assert not torch.allclose(batched[0], batched[1], atol=1e-2)
 
 
-def test_decoder_capture_is_the_out_proj_input_at_the_last_token(whisper, fsdd_root: Path) -> None:
-    """Recompute the captured decoder self-attention heads from the module's own input."""
-    waves = _fsdd_waves(fsdd_root, ["5_nicolas_7", "1_george_44"])
-    batch = whisper.collate(waves, ["q", "q"])
+def _capture_with_module_input(whisper, module, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """The backbone's rows and, independently, the full input the given module received."""
     seen = {}
-    proj = whisper.model.model.decoder.layers[2].self_attn.out_proj
-    handle = proj.register_forward_pre_hook(lambda m, args: seen.setdefault("x", args[0].detach().clone()))
+    handle = module.register_forward_pre_hook(lambda m, args: seen.setdefault("x", args[0].detach().clone()))
     try:
         rows = whisper.capture(batch)
     finally:
         handle.remove()
-    last = batch["last_index"]
-    expected = seen["x"][torch.arange(2), last].reshape(2, 6, 64)
+    return rows, seen["x"]
+
+
+def test_decoder_capture_is_the_out_proj_input_at_the_last_token(whisper, fsdd_root: Path) -> None:
+    """Recompute the captured decoder self-attention heads from the module's own input."""
+    waves = _fsdd_waves(fsdd_root, ["5_nicolas_7", "1_george_44"])
+    batch = whisper.collate(waves, ["q", "q"])
+    rows, full = _capture_with_module_input(whisper, whisper.model.model.decoder.layers[2].self_attn.out_proj, batch)
+    expected = full[torch.arange(2), batch["last_index"]].reshape(2, 6, 64)
     torch.testing.assert_close(rows[:, 2 * 6 : 3 * 6], expected)
 
 
@@ -58,14 +62,8 @@ def test_encoder_heads_average_only_real_frames(whisper, fsdd_root: Path) -> Non
     batch = whisper.collate([wave], ["q"])
     real = int(batch["frame_mask"].sum())
     assert real == -(-len(wave) // 160 // 2) or abs(real - len(wave) / 320) <= 1
-    seen = {}
-    proj = whisper.model.model.encoder.layers[0].self_attn.out_proj
-    handle = proj.register_forward_pre_hook(lambda m, args: seen.setdefault("x", args[0].detach().clone()))
-    try:
-        rows = whisper.capture(batch)
-    finally:
-        handle.remove()
-    expected = seen["x"][0, :real].mean(0).reshape(6, 64)
+    rows, full = _capture_with_module_input(whisper, whisper.model.model.encoder.layers[0].self_attn.out_proj, batch)
+    expected = full[0, :real].mean(0).reshape(6, 64)
     torch.testing.assert_close(rows[0, 48:54], expected, atol=1e-5, rtol=1e-5)
 
 
