@@ -154,9 +154,11 @@ def test_three_class_reliability_by_hand():
     expected["margin_clamped"] = expected["margin"]
     sims = cosine_similarities(features, l2_normalize(features.transpose(0, 1)))
     post = calm_posteriors(sims, 1.0)
+    before = post.clone()
     for scheme, values in expected.items():
         r = calm_reliability(post, labels, 3, scheme)
         assert close(r, [values]), scheme
+    assert torch.equal(post, before)  # the sweep core leaves shared posteriors untouched
 
 
 def test_weights_by_hand():
@@ -253,11 +255,33 @@ def test_default_settings_and_one_shot_match_reference(split):
     assert_matches(one_shot, reference_calm(support[one], labels[one], query, 4, split), query, split)
 
 
+@pytest.mark.parametrize("tau", [0.03, 0.01, 0.002])
+def test_small_tau_matches_reference(tau):
+    # below tau = 0.025 the logits are shifted by their maximum instead of by 1/tau
+    support, labels, query = random_episode(42, counts=(3, 3, 3), n_heads=5, queries=8)
+    for split in SPLITS:
+        model = CALM(tau=tau, reliability="margin", reliability_split=split).fit(support, labels)
+        assert torch.isfinite(model.predict_scores(query)).all()
+        assert_matches(model, reference_calm(support, labels, query, 3, split, tau=tau, reliability="margin"),
+                       query, (tau, split))
+
+
+@pytest.mark.parametrize("tau", [0.026, 0.01, 0.001])
+def test_query_far_from_every_prototype_keeps_finite_posteriors(tau):
+    # prototypes (1, 0.1) and (1, -0.1); the query points the other way: every cosine is about -1
+    support = torch.tensor([[[1.0, 0.1]], [[1.0, -0.1]]])
+    query = torch.tensor([[[-1.0, 0.05]]])
+    model = CALM(tau=tau, reliability="prob").fit(support, torch.tensor([0, 1]))
+    s0, s1 = (-1 + 0.005) / math.sqrt(1.01 * 1.0025), (-1 - 0.005) / math.sqrt(1.01 * 1.0025)
+    p0 = 1 / (1 + math.exp((s1 - s0) / tau))
+    assert close(model.predict_scores(query), [[p0, 1 - p0]], atol=1e-4)
+
+
 def test_one_shot_leave_one_out_has_zero_own_class_cosine():
     support, labels, _ = random_episode(41, counts=(1, 1, 1))
     sims = leave_one_out_similarities(torch.from_numpy(support), torch.from_numpy(labels), 3)
     assert (sims[:, [0, 1, 2], [0, 1, 2]] == 0).all()
-    assert (sims.abs().sum() > 0)
+    assert sims.abs().sum() > 0
     # with own-class cosine 0 the margin is negative wherever another prototype has positive cosine
     model = CALM(reliability_split="leave_one_out").fit(support, labels)
     support_model = CALM().fit(support, labels)

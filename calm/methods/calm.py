@@ -33,6 +33,7 @@ RELIABILITY_SCHEMES = ("margin_clamped", "margin", "prob", "brier")
 WEIGHT_NORMS = ("power", "softmax")
 EPSILON = torch.finfo(torch.float32).tiny
 WEIGHT_SUM_FLOOR = 1e-12
+LOGIT_RANGE = 80.0  # exp(-80) is still a normal float32 number
 
 
 def default_weight_norm(reliability: str) -> str:
@@ -42,15 +43,27 @@ def default_weight_norm(reliability: str) -> str:
 
 def calm_posteriors(sims: torch.Tensor, tau: float) -> torch.Tensor:
     """Per-head posteriors p_j(c|x) = softmax_c(s_{j,c}(x) / tau), shape and layout as `sims` (K, m, C)."""
-    return _softmax_classes_(sims * (1.0 / tau))
+    return _softmax_classes_(sims * (1.0 / tau), shifted=False)
 
 
-def _softmax_classes_(logits: torch.Tensor) -> torch.Tensor:
+def _logit_shift(tau: float) -> float | None:
+    """1/tau when logits s/tau - 1/tau can be exponentiated without subtracting a maximum.
+
+    Cosines lie in [-1, 1], so the shifted logits lie in [-2/tau, 0]: exp cannot overflow, and while
+    2/tau < 80 cannot underflow to zero for every class. Saves a max pass and a subtraction pass.
+    """
+    return 1.0 / tau if 2.0 / tau < LOGIT_RANGE else None
+
+
+def _softmax_classes_(logits: torch.Tensor, shifted: bool) -> torch.Tensor:
     """Softmax over the last axis, in place, so it keeps the storage layout of `logits`.
 
     torch.softmax would allocate a second (K, m, C) tensor and copy a classes-major view first.
+    `shifted`: the logits are already known to be safe to exponentiate (`_logit_shift`).
     """
-    logits.sub_(logits.amax(dim=-1, keepdim=True)).exp_()
+    if not shifted:
+        logits.sub_(logits.amax(dim=-1, keepdim=True))
+    logits.exp_()
     return logits.div_(logits.sum(dim=-1, keepdim=True))
 
 
@@ -59,20 +72,34 @@ def calm_reliability(posteriors: torch.Tensor, labels: torch.Tensor, n_classes: 
 
     posteriors: (K, n, C) of the reliability clips; labels: (n,). Classes without a clip in V get 0.
     """
+    return _class_means(_clip_reliability(posteriors, labels, n_classes, scheme, scratch=False), labels, n_classes)
+
+
+def _clip_reliability(posteriors: torch.Tensor, labels: torch.Tensor, n_classes: int, scheme: str,
+                      scratch: bool) -> torch.Tensor:
+    """Per clip and head (K, n): the reliability score of the clip's own class.
+
+    With `scratch` the caller gives up `posteriors`, and the margins overwrite its own-class entries
+    instead of copying the whole (K, n, C) tensor to mask them.
+    """
     check_reliability(scheme)
-    n = labels.shape[0]
-    clips = torch.arange(n, device=labels.device)
+    clips = torch.arange(labels.shape[0], device=labels.device)
     own = posteriors[:, clips, labels]
     if scheme == "prob":
-        per_clip = own
-    elif scheme == "brier":
-        per_clip = 2 * own - posteriors.square().sum(dim=-1)
+        return own
+    if scheme == "brier":
+        return 2 * own - torch.linalg.vector_norm(posteriors, dim=-1).square()
+    if scratch:
+        posteriors[:, clips, labels] = -math.inf
+        others = posteriors
     else:
-        is_own = torch.nn.functional.one_hot(labels, n_classes).bool()
-        best_other = posteriors.masked_fill(is_own, -math.inf).amax(dim=-1)
-        per_clip = own - best_other
-        if scheme == "margin_clamped":
-            per_clip = per_clip.clamp_min(0.0)
+        others = posteriors.masked_fill(torch.nn.functional.one_hot(labels, n_classes).bool(), -math.inf)
+    margin = own - others.amax(dim=-1)
+    return margin.clamp_min(0.0) if scheme == "margin_clamped" else margin
+
+
+def _class_means(per_clip: torch.Tensor, labels: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Mean over the clips of each class, (K, n) -> (K, C), as one small matrix product."""
     one_hot = torch.nn.functional.one_hot(labels, n_classes).to(per_clip.dtype)
     return (per_clip @ one_hot) / class_counts(labels, n_classes).clamp_min(1.0)
 
@@ -107,7 +134,11 @@ def calm_weights(r: torch.Tensor, tau_w: float, top_k: int | None = None, weight
     check_positive("tau_w", tau_w)
     kept = top_k_mask(r, top_k)
     if weight_norm == "softmax":
-        return torch.softmax((r / tau_w).masked_fill(~kept, -math.inf), dim=0)
+        z = (r / tau_w).masked_fill(~kept, -math.inf)
+        # written out: torch.softmax over dim 0 goes multi-threaded even for a (K, C) matrix and
+        # then stalls for milliseconds whenever other processes hold the cores
+        e = (z - z.amax(dim=0)).exp()
+        return e / e.sum(dim=0)
     raw = r.clamp_min(0.0) + EPSILON
     if tau_w != 1:
         raw = raw.pow(1.0 / tau_w)
@@ -174,7 +205,11 @@ def check_calm_settings(tau: float, tau_w: float, reliability: str, top_k: int |
 
 
 class CALM:
-    """Class-conditional reliability-weighted vote of per-head posteriors (DESIGN section 6, steps 1-6)."""
+    """Class-conditional reliability-weighted vote of per-head posteriors (DESIGN section 6, steps 1-6).
+
+    After `fit`: `reliability_` (K, C) after shrinkage, `weights_` (K, C) summing to 1 over heads per
+    class, `prototypes_` (K, C, d) normalised prototypes of the whole support set, `n_classes_`.
+    """
 
     def __init__(self, tau: float = 0.07, tau_w: float = 0.5, reliability: str = "margin_clamped",
                  top_k: int | None = None, shrinkage: float = 0.0, weight_norm: str | None = None,
@@ -199,10 +234,13 @@ class CALM:
         """Prototypes from the support set, reliabilities on the reliability set, and the head weights."""
         self._check()
         features, labels, n_classes = validate_support(features, labels, n_classes)
+        shift = _logit_shift(self.tau)
         logits, rel_labels, prototypes = reliability_similarities(
-            features, labels, n_classes, self.reliability_split, self.holdout_fraction, self.seed, 1.0 / self.tau)
-        posteriors = _softmax_classes_(logits)
-        r = calm_reliability(posteriors, rel_labels, n_classes, self.reliability)
+            features, labels, n_classes, self.reliability_split, self.holdout_fraction, self.seed,
+            scale=1.0 / self.tau, shift=shift or 0.0)
+        posteriors = _softmax_classes_(logits, shifted=shift is not None)
+        per_clip = _clip_reliability(posteriors, rel_labels, n_classes, self.reliability, scratch=True)
+        r = _class_means(per_clip, rel_labels, n_classes)
         self.reliability_ = shrink(r, class_counts(rel_labels, n_classes), self.shrinkage)
         self.weights_ = calm_weights(self.reliability_, self.tau_w, self.top_k, self.weight_norm, self.reliability)
         self.prototypes_ = prototypes
@@ -219,8 +257,9 @@ class CALM:
         if not bool(used.all()):
             heads = used.nonzero().flatten()
             features, weights, prototypes = features[:, heads.to(features.device)], weights[heads], prototypes[heads]
-        logits = scaled_cosines(features, prototypes, 1.0 / self.tau)
-        return calm_scores(_softmax_classes_(logits), weights)
+        shift = _logit_shift(self.tau)
+        logits = scaled_cosines(features, prototypes, 1.0 / self.tau, shift or 0.0)
+        return calm_scores(_softmax_classes_(logits, shifted=shift is not None), weights)
 
     def predict(self, features: FeaturesLike) -> torch.Tensor:
         """argmax_c score_c(x) (m,), ties to the lowest class index."""

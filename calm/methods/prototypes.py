@@ -48,7 +48,11 @@ def class_counts(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
 
 
 def class_sums(features: torch.Tensor, labels: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """Per-class sums (K, C, d) as one matrix product with the one-hot labels (deterministic on GPU too)."""
+    """Per-class sums (K, C, d) of the raw features, as one matrix product with the one-hot labels.
+
+    A product rather than a scatter-add: deterministic on GPUs (no atomics), and on CPUs it does not
+    stall when other processes compete for the cores, as the threaded scatter kernels do.
+    """
     n, n_heads, head_dim = features.shape
     one_hot = torch.nn.functional.one_hot(labels, n_classes).to(features.dtype)
     sums = one_hot.t() @ features.reshape(n, n_heads * head_dim)
@@ -62,19 +66,24 @@ def class_prototypes(features: torch.Tensor, labels: torch.Tensor, n_classes: in
 
 
 def cosine_similarities(features: torch.Tensor, prototypes_normalized: torch.Tensor) -> torch.Tensor:
-    """Cosines (K, m, C) of every clip and head with every class prototype."""
+    """Cosines (K, m, C) of every clip and head with every class prototype (a classes-major view,
+    see `prototype_dots`)."""
     return scaled_cosines(features, prototypes_normalized, 1.0)
 
 
-def scaled_cosines(features: torch.Tensor, prototypes_normalized: torch.Tensor, scale: float) -> torch.Tensor:
-    """scale · cosines, (K, m, C): the dot products divided by the feature norms.
+def scaled_cosines(features: torch.Tensor, prototypes_normalized: torch.Tensor, scale: float,
+                   shift: float = 0.0) -> torch.Tensor:
+    """scale · cosines - shift, (K, m, C): the dot products divided by the feature norms.
 
     Dividing afterwards gives the same numbers as normalising the features first, without writing
-    a normalised copy of the input; the scale (CALM's 1/tau) rides along in the same pass.
+    a normalised copy of the input; scale and shift (CALM's logits) ride along in the same pass.
     """
     dots = prototype_dots(features, prototypes_normalized)
     inv_norms = torch.linalg.vector_norm(features, dim=-1).clamp_min(NORM_FLOOR).reciprocal().mul_(scale)
-    return dots.mul_(inv_norms.t().unsqueeze(-1))
+    inv_norms = inv_norms.t().unsqueeze(-1)
+    if shift == 0.0:
+        return dots.mul_(inv_norms)
+    return torch.addcmul(dots.new_tensor(-shift), dots, inv_norms, out=dots)
 
 
 def prototype_dots(features: torch.Tensor, prototypes_normalized: torch.Tensor) -> torch.Tensor:
@@ -153,13 +162,14 @@ def holdout_mask(labels: torch.Tensor, n_classes: int, fraction: float, seed: in
 
 def reliability_similarities(
     features: torch.Tensor, labels: torch.Tensor, n_classes: int, split: str = "support",
-    holdout_fraction: float = 0.5, seed: int = 0, scale: float = 1.0,
+    holdout_fraction: float = 0.5, seed: int = 0, scale: float = 1.0, shift: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """scale · cosines of the reliability set V, its labels, and the normalised prototypes of all of S.
+    """scale · cosines - shift of the reliability set V, its labels, and the normalised prototypes of S.
 
     `support`: V = S against prototypes of S (the paper). `leave_one_out`: V = S, each clip against
     an own-class prototype without it. `holdout`: V = held-out clips against prototypes of the rest.
-    Prediction always uses the prototypes of all of S (the third value). CALM passes scale = 1/tau.
+    Prediction always uses the prototypes of all of S (the third value). CALM passes scale = 1/tau
+    and shift = 1/tau to get shifted logits out of the same pass.
     """
     check_split(split, holdout_fraction)
     sums = class_sums(features, labels, n_classes)
@@ -170,11 +180,13 @@ def reliability_similarities(
         fit_features, fit_labels = features[~held], labels[~held]
         fit_sums = class_sums(fit_features, fit_labels, n_classes)
         fit_prototypes = normalized_prototypes(fit_sums, class_counts(fit_labels, n_classes))
-        return scaled_cosines(features[held], fit_prototypes, scale), labels[held], prototypes
+        return scaled_cosines(features[held], fit_prototypes, scale, shift), labels[held], prototypes
     if split == "leave_one_out":
         sims = _leave_one_out_(cosine_similarities(features, prototypes), features, labels, sums, counts)
-        return (sims if scale == 1.0 else sims.mul_(scale)), labels, prototypes
-    return scaled_cosines(features, prototypes, scale), labels, prototypes
+        if scale != 1.0 or shift != 0.0:
+            sims = torch.add(sims.new_tensor(-shift), sims, alpha=scale, out=sims)
+        return sims, labels, prototypes
+    return scaled_cosines(features, prototypes, scale, shift), labels, prototypes
 
 
 @dataclass(frozen=True)

@@ -51,9 +51,7 @@ def sav_head_votes(sims: torch.Tensor) -> torch.Tensor:
 
 def sav_votes(head_votes: torch.Tensor, n_classes: int) -> torch.Tensor:
     """Vote counts (m, C) as float32 from the votes (T, m) of the selected heads."""
-    n_heads, m = head_votes.shape
-    votes = torch.zeros(m, n_classes, dtype=torch.float32, device=head_votes.device)
-    return votes.scatter_add_(1, head_votes.t(), torch.ones(m, n_heads, device=head_votes.device))
+    return torch.nn.functional.one_hot(head_votes, n_classes).sum(dim=0).to(torch.float32)
 
 
 def sav_decide(head_votes: torch.Tensor, n_classes: int) -> torch.Tensor:
@@ -62,13 +60,11 @@ def sav_decide(head_votes: torch.Tensor, n_classes: int) -> torch.Tensor:
     A tie between classes goes to the one voted by the highest-ranked head among them: the key
     votes·(T+1) + (T - first rank voting for the class) orders classes by votes, then by that rank.
     """
-    n_heads, m = head_votes.shape
-    device = head_votes.device
-    votes = torch.zeros(m, n_classes, dtype=torch.long, device=device)
-    votes.scatter_add_(1, head_votes.t(), torch.ones(m, n_heads, dtype=torch.long, device=device))
-    ranks = torch.arange(n_heads, device=device).expand(m, n_heads)
-    first = torch.full((m, n_classes), n_heads, dtype=torch.long, device=device)
-    first.scatter_reduce_(1, head_votes.t(), ranks, reduce="amin")
+    n_heads = head_votes.shape[0]
+    voted = torch.nn.functional.one_hot(head_votes, n_classes).bool()  # (T, m, C)
+    votes = voted.sum(dim=0)
+    ranks = torch.arange(n_heads, device=head_votes.device)[:, None, None]
+    first = torch.where(voted, ranks, n_heads).amin(dim=0)
     return (votes * (n_heads + 1) + (n_heads - first)).argmax(dim=1)
 
 
@@ -89,7 +85,11 @@ def sav_predict_from(sims: Similarities, top_k: int) -> torch.Tensor:
 
 
 class SAV:
-    """Top-k heads by support accuracy, uniform majority vote of their nearest-prototype guesses."""
+    """Top-k heads by support accuracy, uniform majority vote of their nearest-prototype guesses.
+
+    After `fit`: `head_scores_` (K,) support clips each head gets right, `ranking_` (K,) heads best
+    first, `selected_heads_` (min(top_k, K),) in rank order, `prototypes_` (K, C, d) normalised.
+    """
 
     def __init__(self, top_k: int = 20) -> None:
         check_top_k(top_k)
