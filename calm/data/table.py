@@ -17,7 +17,10 @@ QUERY_SPLIT = "test"
 
 @dataclass(frozen=True)
 class Clip:
-    """One labelled clip; `split` says which pool it belongs to (train: support pool, test: queries)."""
+    """One labelled clip; `split` says which pool it belongs to (train: support pool, test: queries).
+
+    Multi-label datasets (AudioSet) put every positive class in `labels` and the first in `label`.
+    """
 
     id: str
     audio_path: Path
@@ -25,6 +28,11 @@ class Clip:
     split: str
     video_path: Path | None = None
     meta: Mapping[str, str] = field(default_factory=dict)
+    labels: tuple[int, ...] = ()
+
+    @property
+    def all_labels(self) -> tuple[int, ...]:
+        return self.labels or (self.label,)
 
 
 @dataclass(frozen=True)
@@ -43,7 +51,7 @@ class ClipTable:
                 f"dataset {self.name!r} ({self.source}) has duplicate clip ids: {duplicates[:5]}",
                 "make every clip id unique (ids name cache rows, so two clips may not share one)",
             )
-        bad = [c.id for c in self.clips if not 0 <= c.label < len(self.class_names)]
+        bad = [c.id for c in self.clips if not all(0 <= y < len(self.class_names) for y in c.all_labels)]
         if bad:
             raise DataError(
                 f"dataset {self.name!r} has clips with labels outside 0..{len(self.class_names) - 1}: {bad[:5]}",
@@ -56,6 +64,10 @@ class ClipTable:
     @property
     def ids(self) -> list[str]:
         return [c.id for c in self.clips]
+
+    @property
+    def multi_label(self) -> bool:
+        return any(len(c.all_labels) > 1 for c in self.clips)
 
     @property
     def labels(self) -> np.ndarray:
