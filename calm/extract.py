@@ -24,9 +24,11 @@ from calm.cache import ActivationCache
 from calm.data.audio import load_audio, probe_audio
 from calm.data.prompts import Prompt
 from calm.data.table import ClipTable
-from calm.errors import CalmError, ConfigError
+from calm.errors import CalmError, ConfigError, DataError
 
 BAD_CLIP_POLICIES = ("error", "skip")
+LONG_CLIP_POLICIES = ("truncate", "error")
+log = logging.getLogger(__name__)
 QUIET_WARNINGS = (".*does not have many workers.*", ".*infer the batch indices.*", ".*LeafSpec.*")
 
 
@@ -69,6 +71,28 @@ def preflight(table: ClipTable, clip_ids: Sequence[str], on_bad_clip: str) -> tu
                 raise
             bad[cid] = str(err)
     return durations, bad
+
+
+def check_long_clips(durations: dict[str, float], window: float | None, policy: str, table: ClipTable) -> None:
+    """Clips longer than the model's audio window are truncated by its processor: say so, or refuse."""
+    if policy not in LONG_CLIP_POLICIES:
+        raise ConfigError(f"on_long_clip={policy!r}", f"use one of {LONG_CLIP_POLICIES}")
+    if window is None:
+        return
+    long = sorted(cid for cid, seconds in durations.items() if seconds > window + 1e-6)
+    if not long:
+        return
+    paths = {c.id: str(c.audio_path) for c in table.clips}
+    shown = ", ".join(f"{paths[cid]} ({durations[cid]:.1f} s)" for cid in long[:5])
+    more = f" and {len(long) - 5} more" if len(long) > 5 else ""
+    if policy == "error":
+        raise DataError(
+            f"{len(long)} clips are longer than the model's {window:.0f} s audio window: {shown}{more}",
+            "trim them, or set on_long_clip=truncate to keep only the first "
+            f"{window:.0f} s of each (the processor's behaviour)",
+        )
+    log.warning("%d clips are longer than the %.0f s audio window and are truncated to it: %s%s",
+                len(long), window, shown, more)
 
 
 def plan_batches(clip_ids: Sequence[str], durations: dict[str, float], batch_size: int) -> list[list[str]]:
@@ -170,6 +194,7 @@ def extract_missing(
     batch_size: int = 16,
     num_workers: int = 0,
     on_bad_clip: str = "error",
+    on_long_clip: str = "truncate",
 ) -> ExtractionReport:
     """Extract every clip of `table` not yet in `cache`; the model is loaded only if one is missing.
 
@@ -181,6 +206,8 @@ def extract_missing(
     if not missing:
         return report
     durations, bad = preflight(table, table.ids, on_bad_clip)
+    check_long_clips({cid: durations[cid] for cid in missing if cid in durations}, backbone.window_seconds,
+                     on_long_clip, table)
     report.skipped.update({cid: why for cid, why in bad.items() if cid in missing})
     usable = [cid for cid in table.ids if cid not in bad]
     batches = [b for b in plan_batches(usable, durations, batch_size) if missing.intersection(b)]

@@ -140,6 +140,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
         report = extract_missing(
             backbone, table, prompt, cache, OmegaConf.to_container(cfg.trainer, resolve=True),
             batch_size=cfg.extract.batch_size, num_workers=cfg.extract.num_workers, on_bad_clip=cfg.on_bad_clip,
+            on_long_clip=cfg.on_long_clip,
         )
         extract_seconds = time.perf_counter() - started
         report.write_skips(out_dir / "skipped_clips.tsv")

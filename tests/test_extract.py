@@ -78,3 +78,18 @@ def test_bad_clips_are_skipped_and_listed_when_asked(tmp_path: Path, fsdd_root: 
 def test_batches_are_planned_from_the_whole_table_longest_first() -> None:
     durations = {"a": 1.0, "b": 3.0, "c": 2.0, "d": 3.0}
     assert plan_batches(list(durations), durations, 2) == [["b", "d"], ["c", "a"]]
+
+
+def test_long_clips_warn_with_their_names_or_fail_by_config(tmp_path: Path, fsdd_root: Path, whisper,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    root = _small_fsdd(fsdd_root, tmp_path / "fsdd", NAMES[:2])
+    sf.write(root / "recordings" / "9_george_3.wav", np.zeros(8000 * 31, np.float32), 8000)
+    table = load_fsdd(root)
+    backbone = WhisperBackbone(path=whisper.source)
+    with pytest.raises(DataError, match=r"longer than the model's 30 s audio window: .*9_george_3.wav \(31.0 s\)"):
+        extract_missing(backbone, table, Prompt(), _open(tmp_path, backbone), TRAINER, on_long_clip="error")
+    assert backbone.model is None
+    with caplog.at_level("WARNING", logger="calm.extract"):
+        report = extract_missing(backbone, table, Prompt(), _open(tmp_path, backbone), TRAINER)
+    assert report.extracted == 3
+    assert "9_george_3.wav (31.0 s)" in caplog.text and "truncated" in caplog.text

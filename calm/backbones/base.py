@@ -59,6 +59,7 @@ class Backbone(ABC):
     name: str
     sample_rate: int
     uses_prompt_text: bool = True
+    window_seconds: float | None = None
 
     @abstractmethod
     def key_fields(self) -> dict[str, Any]:

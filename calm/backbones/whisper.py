@@ -31,6 +31,7 @@ class WhisperBackbone(Backbone):
     """
 
     sample_rate = 16000
+    window_seconds = 30.0
 
     def __init__(
         self,
