@@ -16,6 +16,16 @@ from calm.assets import assets_dir
 from calm.errors import AssetError
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
+# Lightning precision -> the dtype weights are loaded in ("-mixed" keeps fp32 weights under autocast).
+PRECISION_DTYPES = {"32": torch.float32, "32-true": torch.float32, "bf16-true": torch.bfloat16,
+                    "bf16-mixed": torch.float32, "16-true": torch.float16, "16-mixed": torch.float32}
+
+AUTOCAST = {"bf16-mixed": "bf16", "16-mixed": "fp16"}
+
+
+def precision_dtype(precision: str) -> torch.dtype:
+    """The weight dtype for a Lightning precision string; unknown strings load fp32."""
+    return PRECISION_DTYPES.get(str(precision), torch.float32)
 
 
 def resolve_weights(hub_id: str, path: str | None, assets_name: str | None) -> str:
@@ -31,6 +41,25 @@ def resolve_weights(hub_id: str, path: str | None, assets_name: str | None) -> s
     if assets_name and (assets_dir() / assets_name / "config.json").is_file():
         return str(assets_dir() / assets_name)
     return hub_id
+
+
+def hub_unreachable(hub_id: str, revision: str | None = None, timeout: float = 10.0) -> bool:
+    """One quick request to the hub for `hub_id`.
+
+    Without network, `from_pretrained` retries every file for minutes before failing; when this says
+    the hub cannot be reached, load with `local_files_only=True` instead: the local HF cache, or a
+    clear error at once. Any answer from the hub (even 401/404) counts as reachable.
+    """
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        HfApi().model_info(hub_id, revision=revision, timeout=timeout)
+    except HfHubHTTPError:
+        return False
+    except Exception:  # offline mode, DNS, refused, timed out: no answer (transport classes vary by version)
+        return True
+    return False
 
 
 def weights_fingerprint(source: str, revision: str | None) -> str:
@@ -87,6 +116,19 @@ class Backbone(ABC):
     @abstractmethod
     def capture(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Run one forward pass and return (batch, heads, head_dim) float32 head outputs."""
+
+    def from_pretrained(self, loader: Any, **kwargs: Any) -> Any:
+        """`loader.from_pretrained(self.source)`, failing fast (AssetError) when the hub cannot be reached.
+
+        Needs `source`, `hub_id` and `revision` attributes; the reachability probe runs once.
+        """
+        if getattr(self, "_local_only", None) is None:
+            self._local_only = not Path(self.source).is_dir() and hub_unreachable(self.source, self.revision)
+        try:
+            return loader.from_pretrained(self.source, revision=self.revision, local_files_only=self._local_only,
+                                          **kwargs)
+        except (OSError, ValueError) as err:
+            raise fetch_error(self.hub_id, self.source, err) from err
 
     def key_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.key_fields(), sort_keys=True).encode()).hexdigest()

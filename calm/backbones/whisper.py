@@ -10,7 +10,13 @@ import torch
 from torch import nn
 from transformers import WhisperConfig, WhisperForConditionalGeneration, WhisperProcessor
 
-from calm.backbones.base import Backbone, fetch_error, resolve_weights, weights_fingerprint
+from calm.backbones.base import (
+    AUTOCAST,
+    Backbone,
+    precision_dtype,
+    resolve_weights,
+    weights_fingerprint,
+)
 from calm.backbones.hooks import LAST_TOKEN, MEAN_FRAMES, HeadCapture, HookPoint
 from calm.data.audio import preprocessing_key
 from calm.errors import ConfigError
@@ -20,8 +26,6 @@ HOOK_PATTERNS = {
     "decoder_cross_attn": (r"decoder\.layers\.(\d+)\.encoder_attn\.out_proj$", LAST_TOKEN),
     "encoder_self_attn": (r"encoder\.layers\.(\d+)\.self_attn\.out_proj$", MEAN_FRAMES),
 }
-PRECISION_DTYPES = {"32": torch.float32, "32-true": torch.float32, "bf16-true": torch.bfloat16,
-                    "bf16-mixed": torch.float32, "16-true": torch.float16, "16-mixed": torch.float32}
 
 
 class WhisperBackbone(Backbone):
@@ -63,10 +67,7 @@ class WhisperBackbone(Backbone):
     @property
     def config(self) -> WhisperConfig:
         if self._config is None:
-            try:
-                self._config = WhisperConfig.from_pretrained(self.source, revision=self.revision)
-            except OSError as err:
-                raise fetch_error(self.hub_id, self.source, err) from err
+            self._config = self.from_pretrained(WhisperConfig)
         return self._config
 
     def hook_points(self) -> list[HookPoint]:
@@ -101,7 +102,8 @@ class WhisperBackbone(Backbone):
             "family": "whisper",
             "model": self.hub_id,
             "weights": weights_fingerprint(self.source, self.revision),
-            "dtype": str(PRECISION_DTYPES.get(self.precision, self.precision)),
+            "dtype": str(precision_dtype(self.precision)),
+            "autocast": AUTOCAST.get(self.precision),
             "hook_points": [[p.name, p.pattern, p.reduce] for p in self.hook_points()],
             "position": "last_prompt_token",
             "decoder_prompt": "startofprev+text+sot+notimestamps" if self.text_prompt else "sot+notimestamps",
@@ -109,13 +111,8 @@ class WhisperBackbone(Backbone):
         }
 
     def load(self) -> nn.Module:
-        try:
-            self.processor = WhisperProcessor.from_pretrained(self.source, revision=self.revision)
-            self.model = WhisperForConditionalGeneration.from_pretrained(
-                self.source, revision=self.revision, dtype=PRECISION_DTYPES.get(self.precision, torch.float32)
-            ).eval()
-        except OSError as err:
-            raise fetch_error(self.hub_id, self.source, err) from err
+        self.processor = self.from_pretrained(WhisperProcessor)
+        self.model = self.from_pretrained(WhisperForConditionalGeneration, dtype=precision_dtype(self.precision)).eval()
         self._capture = HeadCapture(self.model, self.hook_points())
         if self._capture.n_heads != self.n_heads:
             raise ConfigError(

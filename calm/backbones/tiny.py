@@ -1,0 +1,167 @@
+"""Tiny random versions of the real model classes, for tests and offline dry runs.
+
+They use the real config, model, tokenizer, feature-extractor and processor classes with the real
+special tokens and chat template, so every code path of the real backbone runs, in seconds, with
+no download. The tokenizer is a byte-level BPE made in code (every byte one token, no merges).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from transformers import (
+    Qwen2AudioConfig,
+    Qwen2AudioEncoderConfig,
+    Qwen2AudioForConditionalGeneration,
+    Qwen2AudioProcessor,
+    Qwen2Config,
+    Qwen2Tokenizer,
+    WhisperFeatureExtractor,
+)
+
+from calm.errors import ConfigError
+
+# The chat template shipped with Qwen/Qwen2-Audio-7B-Instruct (chat_template.json).
+QWEN2_AUDIO_CHAT_TEMPLATE = (
+    "{% set audio_count = namespace(value=0) %}"
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    "{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}"
+    "{{ message['content'] }}<|im_end|>\n"
+    "{% else %}"
+    "{% for content in message['content'] %}"
+    "{% if 'audio' in content or 'audio_url' in content %}"
+    "{% set audio_count.value = audio_count.value + 1 %}"
+    "Audio {{ audio_count.value }}: <|audio_bos|><|AUDIO|><|audio_eos|>\n"
+    "{% elif 'text' in content %}"
+    "{{ content['text'] }}"
+    "{% endif %}"
+    "{% endfor %}"
+    "<|im_end|>\n"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}"
+    "<|im_start|>assistant\n"
+    "{% endif %}"
+)
+QWEN2_AUDIO_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>")
+TINY_TEXT = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+             "num_key_value_heads": 2, "head_dim": 16}
+TINY_AUDIO = {"d_model": 64, "encoder_layers": 2, "encoder_attention_heads": 4, "encoder_ffn_dim": 128,
+              "num_mel_bins": 128, "max_source_positions": 1500}
+# Larger than the real 0.02 so random activations are far from zero and tolerances mean something.
+TINY_INIT_RANGE = 0.2
+
+
+def _byte_alphabet() -> list[str]:
+    """GPT-2's byte-to-unicode map (what the ByteLevel pre-tokenizer emits), in byte order."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
+    chars, extra = {}, 0
+    for byte in range(256):
+        if byte in printable:
+            chars[byte] = chr(byte)
+        else:
+            chars[byte] = chr(256 + extra)
+            extra += 1
+    return [chars[b] for b in range(256)]
+
+
+def tiny_qwen2_tokenizer() -> Qwen2Tokenizer:
+    """Qwen2's real tokenizer class over a byte-level vocabulary, with Qwen2-Audio's special tokens."""
+    vocab = {char: i for i, char in enumerate(_byte_alphabet())}
+    for token in QWEN2_AUDIO_SPECIAL_TOKENS:
+        vocab[token] = len(vocab)
+    tokenizer = Qwen2Tokenizer(
+        vocab=vocab, merges=[], unk_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        extra_special_tokens=list(QWEN2_AUDIO_SPECIAL_TOKENS[1:]),
+    )
+    tokenizer.padding_side = "left"
+    tokenizer.chat_template = QWEN2_AUDIO_CHAT_TEMPLATE
+    return tokenizer
+
+
+def tiny_qwen2_audio_processor() -> Qwen2AudioProcessor:
+    """The real processor: Whisper features as Qwen2-Audio uses them (128 mel bins, 16 kHz, 30 s window)."""
+    features = WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, hop_length=160, chunk_length=30,
+                                       n_fft=400, padding_value=0.0, return_attention_mask=True)
+    return Qwen2AudioProcessor(feature_extractor=features, tokenizer=tiny_qwen2_tokenizer(),
+                               chat_template=QWEN2_AUDIO_CHAT_TEMPLATE)
+
+
+def tiny_qwen2_audio_config(tokenizer: Qwen2Tokenizer, seed: int) -> Qwen2AudioConfig:
+    """Real config classes at tiny sizes; GQA (4 query, 2 KV heads) and the real 1500-position audio window."""
+    vocab = len(tokenizer)
+    text = Qwen2Config(vocab_size=vocab + (-vocab % 16), max_position_embeddings=4096, rms_norm_eps=1e-6,
+                       initializer_range=TINY_INIT_RANGE, pad_token_id=tokenizer.pad_token_id,
+                       eos_token_id=tokenizer.eos_token_id, **TINY_TEXT)
+    audio = Qwen2AudioEncoderConfig(initializer_range=TINY_INIT_RANGE, **TINY_AUDIO)
+    config = Qwen2AudioConfig(audio_config=audio, text_config=text,
+                              audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"))
+    config.calm_tiny_seed = seed
+    return config
+
+
+def _perturb_vectors(model: torch.nn.Module) -> None:
+    """Biases start at 0 and norm scales at 1; move them so the tiny model exercises every term."""
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.ndim == 1:
+                param.add_(torch.randn_like(param) * TINY_INIT_RANGE)
+
+
+def _weights_digest(model: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def build_tiny_qwen2_audio(dest: Path, seed: int = 0) -> Path:
+    """Write a tiny random Qwen2-Audio (model + processor) to `dest`; same seed, same files.
+
+    The weights' digest is written into config.json so the cache key tells seeds (and inits) apart.
+    """
+    dest = Path(dest)
+    processor = tiny_qwen2_audio_processor()
+    config = tiny_qwen2_audio_config(processor.tokenizer, seed)
+    torch.manual_seed(seed)
+    model = Qwen2AudioForConditionalGeneration(config).eval()
+    _perturb_vectors(model)
+    model.config.calm_tiny_weights = _weights_digest(model)
+    dest.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(dest)
+    processor.save_pretrained(dest)
+    return dest
+
+
+def ensure_tiny_qwen2_audio(dest: Path, seed: int = 0) -> Path:
+    """Build the tiny model at `dest` unless it is there; safe when several processes race to build it."""
+    dest = Path(dest)
+    if (dest / "config.json").is_file():
+        built = json.loads((dest / "config.json").read_text()).get("calm_tiny_seed")
+        if built != seed:
+            raise ConfigError(f"{dest} holds a tiny model built with seed {built}, not {seed}",
+                              "give each tiny_seed its own backbone.path (or delete the folder)")
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
+    try:
+        build_tiny_qwen2_audio(staging, seed)
+        try:
+            os.rename(staging, dest)
+        except OSError:
+            if not (dest / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return dest

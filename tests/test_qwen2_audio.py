@@ -1,0 +1,255 @@
+"""Qwen2-Audio backbone on a tiny random model of the real classes (built in the test, offline)."""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from calm.backbones import build_backbone
+from calm.backbones.qwen2_audio import Qwen2AudioBackbone
+from calm.backbones.tiny import build_tiny_qwen2_audio, ensure_tiny_qwen2_audio
+from calm.cache import ActivationCache
+from calm.data.audio import load_audio
+from calm.data.fsdd import load_fsdd
+from calm.data.prompts import Prompt
+from calm.errors import AssetError, ConfigError
+from calm.pipeline import cache_key_fields, run_job
+from tests.cli import REPO, compose_config, small_fsdd
+
+PROMPTS = ["What sound is this?", "Hi", "Describe the sound of this clip in one long sentence, please."]
+ASSISTANT_HEADER = "<|im_start|>assistant\n"
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_qwen2_audio(tmp_path_factory.mktemp("tiny_qwen2_audio"), seed=0)
+
+
+@pytest.fixture(scope="module")
+def qwen(tiny_dir: Path) -> Qwen2AudioBackbone:
+    backbone = Qwen2AudioBackbone(path=str(tiny_dir))
+    backbone.load()
+    return backbone
+
+
+def _tones(seconds: list[float]) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    waves = []
+    for i, length in enumerate(seconds):
+        t = np.arange(int(length * 16000)) / 16000
+        waves.append((0.3 * np.sin(2 * np.pi * (220 + 170 * i) * t) + 0.05 * rng.standard_normal(t.size))
+                     .astype(np.float32))
+    return waves
+
+
+def _assert_alone_equals_batched(qwen: Qwen2AudioBackbone, waves: list[np.ndarray], prompts: list[str]) -> None:
+    batch = qwen.collate(waves, prompts)
+    assert (batch["attention_mask"] == 0).any(), "the batch must contain padding"
+    batched = qwen.capture(batch)
+    for i, wave in enumerate(waves):
+        alone = qwen.capture(qwen.collate([wave], [prompts[i]]))[0]
+        torch.testing.assert_close(batched[i], alone, atol=1e-5, rtol=1e-5)
+    assert (batched[0] - batched[1]).abs().max() > 0.1, "different clips must give different heads"
+
+
+def test_same_activations_alone_and_in_a_padded_batch_of_other_lengths_and_prompts(qwen) -> None:
+    waves = _tones([0.5, 2.3, 1.1])
+    _assert_alone_equals_batched(qwen, waves, PROMPTS)
+
+
+def test_same_activations_for_real_clips_alone_and_batched(qwen, fsdd_root: Path) -> None:
+    names = ["0_george_0", "7_jackson_12", "3_lucas_30", "9_yweweler_2"]
+    waves = [load_audio(fsdd_root / "recordings" / f"{n}.wav", 16000) for n in names]
+    assert len({len(w) for w in waves}) == 4
+    _assert_alone_equals_batched(qwen, waves, [PROMPTS[i % 3] for i in range(4)])
+
+
+def _rotate(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor:
+    """Rotary embedding on (seq, heads, d), rotate-half convention."""
+    d = x.shape[-1]
+    inv_freq = 1.0 / theta ** (torch.arange(0, d, 2, dtype=torch.float32) / d)
+    angles = positions[:, None].float() * inv_freq
+    angles = torch.cat([angles, angles], dim=-1)[:, None, :]
+    x1, x2 = x[..., : d // 2], x[..., d // 2 :]
+    return x * angles.cos() + torch.cat([-x2, x1], dim=-1) * angles.sin()
+
+
+def test_captured_heads_are_attention_recomputed_from_q_k_v(qwen) -> None:
+    """Layer 1's captured heads = softmax(QKᵀ/√d)V at the last real token, from its own q/k/v projections."""
+    layer_index = 1
+    layer = qwen.model.model.language_model.layers[layer_index]
+    attn = layer.self_attn
+    seen: dict[str, torch.Tensor] = {}
+
+    def keep_layer_inputs(_module, _args, kwargs):
+        seen["position_ids"] = kwargs["position_ids"].detach().clone()
+
+    def keep_attn_inputs(_module, _args, kwargs):
+        seen["hidden"] = kwargs["hidden_states"].detach().clone()
+
+    batch = qwen.collate(_tones([1.7, 0.6]), PROMPTS[:2])
+    handles = [layer.register_forward_pre_hook(keep_layer_inputs, with_kwargs=True),
+               attn.register_forward_pre_hook(keep_attn_inputs, with_kwargs=True)]
+    try:
+        rows = qwen.capture(batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+    cfg = qwen.text_config
+    heads, kv_heads, d = cfg.num_attention_heads, cfg.num_key_value_heads, qwen.head_dim
+    assert kv_heads < heads, "the tiny model must exercise grouped-query attention"
+    theta = cfg.rope_parameters["rope_theta"]
+    for row in range(2):
+        real = batch["attention_mask"][row].bool()
+        hidden = seen["hidden"][row, real]
+        positions = seen["position_ids"][row, real]
+        torch.testing.assert_close(positions, torch.arange(int(real.sum())))
+        with torch.no_grad():
+            q = _rotate(attn.q_proj(hidden).view(-1, heads, d), positions, theta)
+            k = _rotate(attn.k_proj(hidden).view(-1, kv_heads, d), positions, theta)
+            v = attn.v_proj(hidden).view(-1, kv_heads, d)
+        k, v = k.repeat_interleave(heads // kv_heads, dim=1), v.repeat_interleave(heads // kv_heads, dim=1)
+        weights = torch.softmax(torch.einsum("hd,shd->hs", q[-1], k) / math.sqrt(d), dim=-1)
+        expected = torch.einsum("hs,shd->hd", weights, v)
+        torch.testing.assert_close(rows[row, layer_index * heads : (layer_index + 1) * heads], expected,
+                                   atol=1e-5, rtol=1e-5)
+
+
+def test_the_lm_head_never_runs(qwen) -> None:
+    calls = []
+    handle = qwen.model.lm_head.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        rows = qwen.capture(qwen.collate(_tones([0.8, 1.2]), PROMPTS[:2]))
+    finally:
+        handle.remove()
+    assert rows.shape == (2, 8, 16) and rows.dtype == torch.float32
+    assert calls == [], "the vocabulary projection must not be computed"
+
+
+def test_prompt_is_audio_then_text_then_the_assistant_header(qwen) -> None:
+    rendered = qwen.render_prompt("Which animal?")
+    assert rendered.index("<|audio_bos|><|AUDIO|><|audio_eos|>") < rendered.index("Which animal?")
+    assert rendered.endswith("Which animal?<|im_end|>\n" + ASSISTANT_HEADER)
+    batch = qwen.collate(_tones([0.5, 1.5]), ["Which animal?", "Hi"])
+    tokenizer = qwen.processor.tokenizer
+    audio_id = tokenizer.convert_tokens_to_ids("<|AUDIO|>")
+    for row in range(2):
+        ids = batch["input_ids"][row, batch["attention_mask"][row].bool()].tolist()
+        assert ids[-1] == batch["input_ids"][row, batch["last_index"][row]]
+        assert tokenizer.decode(ids[-len(tokenizer.encode(ASSISTANT_HEADER)) :]) == ASSISTANT_HEADER
+        audio_at = [i for i, token in enumerate(ids) if token == audio_id]
+        frames = int(batch["feature_attention_mask"][row].sum())  # 100 mel frames per second
+        assert len(audio_at) == ((frames - 1) // 2 + 1 - 2) // 2 + 1 == (12, 37)[row]  # conv stride 2, pool 2
+        assert audio_at[-1] < tokenizer.decode(ids).index("Which animal?" if row == 0 else "Hi")
+    assert (batch["last_index"] == batch["input_ids"].shape[1] - 1).all(), "left padding: last token at -1"
+
+
+def test_chat_template_without_audio_placeholder_is_a_clear_error(tiny_dir: Path) -> None:
+    backbone = Qwen2AudioBackbone(path=str(tiny_dir), chat_template="{{ messages[0]['role'] }}: question")
+    with pytest.raises(ConfigError, match="audio placeholders"):
+        backbone.key_fields()
+
+
+def test_heads_from_the_config_without_loading_weights(tiny_dir: Path, qwen) -> None:
+    backbone = Qwen2AudioBackbone(path=str(tiny_dir))
+    assert backbone.n_heads == 2 * 4 == len(backbone.head_names()) and backbone.head_dim == 16
+    assert backbone.head_names()[:5] == [f"lm_self_attn.L0.H{h}" for h in range(4)] + ["lm_self_attn.L1.H0"]
+    assert backbone.model is None and backbone.uses_prompt_text
+    assert [path for _, path, _ in qwen._capture.modules] == [
+        f"model.language_model.layers.{i}.self_attn.o_proj" for i in range(2)]
+    assert qwen._capture.head_names() == backbone.head_names()
+    second = Qwen2AudioBackbone(path=str(tiny_dir), layers=[1])
+    assert second.n_heads == 4 and second.head_names()[0] == "lm_self_attn.L1.H0"
+    with pytest.raises(ConfigError, match="outside"):
+        Qwen2AudioBackbone(path=str(tiny_dir), layers=[2]).n_heads  # noqa: B018
+
+
+def test_key_changes_with_precision_and_hook_points_not_with_batch(tiny_dir: Path, qwen) -> None:
+    fp32 = Qwen2AudioBackbone(path=str(tiny_dir), precision="32-true").key_fields()
+    assert fp32 == Qwen2AudioBackbone(path=str(tiny_dir)).key_fields()
+    assert fp32 != Qwen2AudioBackbone(path=str(tiny_dir), precision="bf16-true").key_fields()
+    assert fp32 != Qwen2AudioBackbone(path=str(tiny_dir), precision="bf16-mixed").key_fields()
+    assert fp32 != Qwen2AudioBackbone(path=str(tiny_dir), layers=[0]).key_fields()
+    assert "batch" not in str(fp32) and "device" not in str(fp32)
+    assert fp32["audio"]["n_samples"] == 480000 and fp32["audio"]["sample_rate"] == 16000
+    assert fp32["prompt_format"]["rendered"].endswith("{prompt}<|im_end|>\n" + ASSISTANT_HEADER)
+    assert "prompt" in cache_key_fields(qwen, Prompt())
+    with pytest.raises(ConfigError, match="unknown qwen2_audio hook points"):
+        Qwen2AudioBackbone(path=str(tiny_dir), hook_points=["lm_head"])
+
+
+def test_no_weights_and_no_network_names_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CALM_ASSETS", str(tmp_path / "empty"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    backbone = Qwen2AudioBackbone()
+    assert backbone.source == "Qwen/Qwen2-Audio-7B-Instruct"
+    with pytest.raises(AssetError, match="cannot load the weights of Qwen/Qwen2-Audio-7B-Instruct") as err:
+        backbone.n_heads  # noqa: B018
+    assert "backbone.path" in str(err.value)
+    with pytest.raises(AssetError, match="backbone.path"):
+        Qwen2AudioBackbone(path=str(tmp_path / "nothing-here"))
+
+
+def test_tiny_model_is_deterministic_per_seed(tmp_path: Path, tiny_dir: Path) -> None:
+    again = build_tiny_qwen2_audio(tmp_path / "again", seed=0)
+    assert (again / "model.safetensors").read_bytes() == (tiny_dir / "model.safetensors").read_bytes()
+    other = build_tiny_qwen2_audio(tmp_path / "other", seed=1)
+    assert (Qwen2AudioBackbone(path=str(other)).key_fields()["weights"]
+            != Qwen2AudioBackbone(path=str(again)).key_fields()["weights"])
+    with pytest.raises(ConfigError, match="seed 1"):
+        ensure_tiny_qwen2_audio(other, seed=0)
+
+
+def test_tiny_backbone_runs_end_to_end_from_the_config(tmp_path: Path, fsdd_root: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CALM_CACHE", str(tmp_path / "cache"))
+    data = small_fsdd(fsdd_root, tmp_path / "fsdd", indices=(0, 10))
+    tiny_path = tmp_path / "models" / "tiny"
+    cfg = compose_config(["logger=none", "backbone=tiny_qwen2_audio", f"backbone.path={tiny_path}",
+                          f"dataset.root={data}", "shots=1", "queries=1", "episodes=2", "extract.batch_size=3"],
+                         tmp_path / "out")
+    result = run_job(cfg)
+    assert result["cache"]["extracted"] == 20 and (tiny_path / "config.json").is_file()
+    backbone, prompt, table = build_backbone(cfg.backbone, "32-true"), Prompt(**cfg.prompt), load_fsdd(data)
+    cache = ActivationCache.open_path(Path(result["cache"]["path"]), cache_key_fields(backbone, prompt),
+                                      backbone.n_heads, backbone.head_dim)
+    backbone.load()
+    waves = [load_audio(c.audio_path, 16000) for c in table.clips[:3]]
+    direct = backbone.capture(backbone.collate(waves, [prompt.text_for(c, table) for c in table.clips[:3]]))
+    torch.testing.assert_close(cache.read(table.ids[:3]), direct.to(torch.float16).float(), atol=2e-3, rtol=2e-3)
+
+
+NO_NETWORK_PROGRAM = """
+from calm.backbones.qwen2_audio import Qwen2AudioBackbone
+from calm.errors import AssetError
+try:
+    Qwen2AudioBackbone().n_heads
+except AssetError as err:
+    print("ASSET_ERROR", err)
+"""
+
+
+def test_unreachable_hub_fails_fast_without_the_offline_flag(tmp_path: Path) -> None:
+    """No HF_HUB_OFFLINE and no network: an error in seconds, not minutes of download retries."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_"))}
+    env.update(HF_ENDPOINT=f"http://127.0.0.1:{closed_port}", HF_HOME=str(tmp_path / "hf"),
+               CALM_ASSETS=str(tmp_path / "empty"), PYTHONPATH=str(REPO))
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", NO_NETWORK_PROGRAM], env=env, cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert "ASSET_ERROR" in proc.stdout and "backbone.path" in proc.stdout, proc.stdout + proc.stderr
+    assert time.monotonic() - started < 20, "the missing hub must not be retried for minutes"
