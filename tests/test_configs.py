@@ -54,7 +54,7 @@ def fsdd_copy(tmp_path: Path, fsdd_root: Path) -> Path:
 
 
 def _job(tmp_path: Path, overrides: list[str]):
-    return compose_config(["logger=none", *overrides], tmp_path / "out")
+    return compose_config(["logger=none", "backbone=whisper_tiny", *overrides], tmp_path / "out")
 
 
 def test_shots_larger_than_a_class_fail_before_the_model_loads(tmp_path: Path, fsdd_copy: Path,

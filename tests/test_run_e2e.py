@@ -18,7 +18,7 @@ import torch
 from calm.cache import INDEX_FILE, ActivationCache
 from tests.cli import REPO, run_cli, small_fsdd
 
-SMALL = ["shots=2", "queries=2", "episodes=5", "ways=10", "extract.batch_size=4"]
+SMALL = ["backbone=whisper_tiny", "shots=2", "queries=2", "episodes=5", "ways=10", "extract.batch_size=4"]
 
 
 @pytest.fixture(scope="module")

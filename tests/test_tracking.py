@@ -20,7 +20,7 @@ def job(tmp_path: Path, fsdd_root: Path, monkeypatch: pytest.MonkeyPatch):
     root = small_fsdd(fsdd_root, tmp_path / "fsdd", indices=(0, 10))
 
     def compose(extra: list[str]):
-        return compose_config([f"dataset.root={root}", "shots=1", "queries=1", "episodes=3", "logger=wandb",
+        return compose_config([f"dataset.root={root}", "backbone=whisper_tiny", "shots=1", "queries=1", "episodes=3", "logger=wandb",
                                *extra], tmp_path / "out")
     return compose
 
