@@ -1,4 +1,8 @@
-"""Audio decoding (soundfile) and resampling (torchaudio) to the backbone's rate, mono."""
+"""Audio decoding and resampling (torchaudio) to the backbone's rate, mono.
+
+Plain audio files (wav, flac, ogg, mp3) are decoded with soundfile; the audio track of a video
+container (VGGSound's mp4 clips) with PyAV, which bundles FFmpeg.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+import av
 import numpy as np
 import soundfile as sf
 import torch
@@ -13,6 +18,8 @@ import torchaudio
 
 from calm.errors import DataError
 
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+CONTAINER_EXTENSIONS = (".mp4", ".m4a", ".mkv", ".webm", ".mov")
 RESAMPLER = {"method": "sinc_interp_hann", "lowpass_filter_width": 6, "rolloff": 0.99}
 
 
@@ -32,7 +39,12 @@ class AudioInfo:
 
 def preprocessing_key(sample_rate: int) -> dict:
     """Everything about audio preprocessing that changes the numbers (goes into the cache key)."""
-    return {"sample_rate": sample_rate, "downmix": "mean", "decoder": "soundfile", "resampler": RESAMPLER}
+    return {"sample_rate": sample_rate, "downmix": "mean", "decoder": "soundfile, PyAV for mp4", "resampler": RESAMPLER}
+
+
+def is_container(path: Path) -> bool:
+    """Whether the clip is a video container whose audio track PyAV decodes."""
+    return Path(path).suffix.lower() in CONTAINER_EXTENSIONS
 
 
 def probe_audio(path: Path) -> AudioInfo:
@@ -40,6 +52,8 @@ def probe_audio(path: Path) -> AudioInfo:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"audio file not found: {path}", "check dataset.root, or re-download the dataset")
+    if is_container(path):
+        return _probe_container(path)
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError) as err:
@@ -76,16 +90,83 @@ def load_audio(path: Path, sample_rate: int) -> np.ndarray:
     """Decode a clip to mono float32 at `sample_rate`; bad files raise a DataError naming the file."""
     path = Path(path)
     probe_audio(path)
-    try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError) as err:
-        raise DataError(
-            f"cannot decode audio file {path}: {err}",
-            "replace the file, or run with on_bad_clip=skip to leave it out",
-        ) from err
+    if is_container(path):
+        data, rate = _decode_container(path)
+    else:
+        try:
+            data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError) as err:
+            raise DataError(
+                f"cannot decode audio file {path}: {err}",
+                "replace the file, or run with on_bad_clip=skip to leave it out",
+            ) from err
     if data.shape[0] == 0:
         raise DataError(f"audio file {path} is empty (0 samples)", "replace the file, or run with on_bad_clip=skip")
     mono = data.mean(axis=1)
     if not np.isfinite(mono).all():
         raise DataError(f"audio file {path} contains NaN or infinite samples", "replace the file, or on_bad_clip=skip")
     return resample(mono, int(rate), sample_rate)
+
+
+def _bad_container(path: Path, why: str) -> DataError:
+    return DataError(
+        f"cannot decode audio file {path}: {why}",
+        "replace the file, or run with on_bad_clip=skip to leave it out (it is listed in skipped_clips.tsv)",
+    )
+
+
+def _audio_stream(container: av.container.InputContainer, path: Path) -> av.audio.stream.AudioStream:
+    if not container.streams.audio:
+        raise _bad_container(path, "the container has no audio stream")
+    return container.streams.audio[0]
+
+
+def _stream_frames(stream: av.audio.stream.AudioStream) -> int | None:
+    """Samples in the audio track by the container's own accounting (None when it does not say)."""
+    if stream.duration is None or stream.time_base is None:
+        return None
+    return round(float(stream.duration * stream.time_base) * stream.codec_context.sample_rate)
+
+
+def _probe_container(path: Path) -> AudioInfo:
+    try:
+        with av.open(str(path)) as container:
+            stream = _audio_stream(container, path)
+            rate = int(stream.codec_context.sample_rate)
+            channels = int(stream.codec_context.layout.nb_channels)
+            frames = _stream_frames(stream)
+            if frames is None and container.duration is not None:
+                frames = round(container.duration / av.time_base * rate)
+    except av.error.FFmpegError as err:
+        raise _bad_container(path, str(err)) from err
+    if frames is None:
+        frames = _decode_container(path)[0].shape[0]
+    if not frames or frames <= 0:
+        raise DataError(f"audio file {path} is empty (0 samples)",
+                        "replace the file, or run with on_bad_clip=skip to leave it out")
+    return AudioInfo(path, rate, int(frames), channels)
+
+
+def _decode_container(path: Path) -> tuple[np.ndarray, int]:
+    """The first audio track as (samples, channels) float32, trimmed to the track's declared length.
+
+    AAC pads its last frame; the declared duration says where the real signal ends.
+    """
+    try:
+        with av.open(str(path)) as container:
+            stream = _audio_stream(container, path)
+            rate = int(stream.codec_context.sample_rate)
+            declared = _stream_frames(stream)
+            to_planar_float = av.AudioResampler(format="fltp")
+            chunks = []
+            for frame in container.decode(stream):
+                chunks.extend(f.to_ndarray() for f in to_planar_float.resample(frame))
+            chunks.extend(f.to_ndarray() for f in to_planar_float.resample(None))
+    except av.error.FFmpegError as err:
+        raise _bad_container(path, str(err)) from err
+    if not chunks:
+        return np.zeros((0, 1), np.float32), rate
+    data = np.concatenate(chunks, axis=1).T
+    if declared:
+        data = data[:declared]
+    return np.ascontiguousarray(data, dtype=np.float32), rate

@@ -1,0 +1,117 @@
+"""`python -m calm.data ls` and `python -m calm.data validate DATASET ROOT`: inspect data, load no model.
+
+`validate` composes the same dataset config as `run.py dataset=DATASET dataset.root=ROOT`, so a
+dataset that validates is one the pipeline reads the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf, open_dict
+from rich.console import Console
+from rich.table import Table
+
+from calm.assets import REPO_ROOT
+from calm.data.registry import DATASETS, read_dataset
+from calm.data.validate import dataset_report
+from calm.errors import CalmError, ConfigError
+
+SHOWN = 10
+
+
+def dataset_config(name: str, root: str | None, settings: Sequence[str]) -> tuple[DictConfig, str]:
+    """The composed `dataset` config with `root` and `key=value` settings applied, and `paths.data_dir`."""
+    if name not in DATASETS:
+        raise ConfigError(f"unknown dataset {name!r}", f"choose one of {sorted(DATASETS)} (see `python -m calm.data ls`)")
+    overrides = [f"dataset={name}", *(f"dataset.{s}" for s in settings)]
+    try:
+        with initialize_config_dir(str(REPO_ROOT / "configs"), version_base="1.3"):
+            cfg = compose("config", overrides=overrides)
+    except HydraException as err:
+        raise ConfigError(f"cannot apply --set {' '.join(settings)}: {err}",
+                          f"use keys of configs/dataset/{name}.yaml, as key=value") from err
+    if root is not None:
+        with open_dict(cfg.dataset):
+            cfg.dataset.root = root
+    return cfg.dataset, str(cfg.paths.data_dir)
+
+
+def list_datasets(console: Console) -> None:
+    table = Table(title="datasets (dataset=NAME)", show_lines=True)
+    for column in ("name", "description", "layout under dataset.root", "source"):
+        table.add_column(column)
+    for name, entry in DATASETS.items():
+        table.add_row(name, entry.description, entry.layout, entry.source)
+    console.print(table)
+
+
+def print_report(report: dict, console: Console) -> None:
+    splits = sorted(report["per_split_class"])
+    table = Table(title=f"{report['dataset']}: {report['source']}")
+    table.add_column("class")
+    for split in splits:
+        table.add_column(split, justify="right")
+    table.add_column("all", justify="right")
+    for name, total in report["per_class"].items():
+        table.add_row(name, *(str(report["per_split_class"][s][name]) for s in splits), str(total))
+    console.print(table)
+    per_split = ", ".join(f"{k}: {v}" for k, v in report["per_split"].items())
+    console.print(f"{report['clips']} clips, {report['classes']} classes ({per_split})")
+    for key in ("missing", "undecodable"):
+        paths = report[key]
+        style = "red" if paths else "green"
+        console.print(f"[{style}]{key}: {len(paths)}[/{style}]")
+        for path in paths[:SHOWN]:
+            reason = report["undecodable_reasons"].get(path, "") if key == "undecodable" else ""
+            console.print(f"  {path}" + (f"  ({reason})" if reason else ""), markup=False, highlight=False)
+        if len(paths) > SHOWN:
+            console.print(f"  ... and {len(paths) - SHOWN} more (--json lists all)")
+    if not report["probed"]:
+        console.print("clip headers not read (--no-probe): undecodable files are not checked")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m calm.data", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("ls", help="the datasets the framework knows, with the layout each reads")
+    check = commands.add_parser("validate", help="counts per split and class, missing and undecodable files")
+    check.add_argument("dataset", help="a name from `ls`")
+    check.add_argument("root", help="the dataset.root folder (for hf: the dataset path or hub id)")
+    check.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    check.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="another dataset setting, as on the run.py command line (repeatable)")
+    check.add_argument("--no-probe", action="store_true", help="skip reading every clip's header")
+    check.add_argument("--strict", action="store_true", help="exit with status 1 if any clip is missing or undecodable")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    console = Console()
+    console.width = max(console.width, 120)
+    if args.command == "ls":
+        list_datasets(console)
+        return 0
+    try:
+        cfg, data_dir = dataset_config(args.dataset, args.root, args.set)
+        loaded = read_dataset(cfg, data_dir)
+    except CalmError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    report = dataset_report(loaded.table, loaded.missing, probe=not args.no_probe)
+    report["config"] = OmegaConf.to_container(cfg, resolve=True)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print_report(report, console)
+    return 1 if args.strict and (report["missing"] or report["undecodable"]) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""ASVspoof 2019 LA as shipped: CM protocol files `SPEAKER UTT - ATTACK KEY` + `ASVspoof2019_LA_{part}/flac/UTT.flac`.
+
+Two classes, bonafide and spoof. The support pool comes from one partition (train by default)
+and the query pool from another (eval by default; dev is the usual choice for quick runs).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT, Clip, ClipTable
+from calm.data.validate import FirstSeen, check_fields, require_file
+from calm.errors import ConfigError, DataError
+
+ASVSPOOF_URL = "https://datashare.ed.ac.uk/handle/10283/3336"
+PROTOCOLS = "ASVspoof2019_LA_cm_protocols"
+PARTITIONS = {"train": "train.trn", "dev": "dev.trl", "eval": "eval.trl"}
+CLASSES = ("bonafide", "spoof")
+LAYOUT = "SPEAKER UTT - ATTACK KEY"
+HOW_TO_GET = (
+    f"download LA.zip from {ASVSPOOF_URL} (ASVspoof 2019, license ODC-By), unzip it and set "
+    "dataset.root=/path/to/the folder holding LA/ (or LA/ itself)"
+)
+
+
+def resolve_la(root: Path) -> Path:
+    """The `LA` folder: `root` itself when it holds the protocols, else `root/LA`."""
+    return root if (root / PROTOCOLS).is_dir() else root / "LA"
+
+
+def protocol_file(la: Path, partition: str) -> Path:
+    return la / PROTOCOLS / f"ASVspoof2019.LA.cm.{PARTITIONS[partition]}.txt"
+
+
+def load_asvspoof2019_la(la: Path, support_split: str = "train",
+                         query_split: str = "eval") -> tuple[ClipTable, list[str]]:
+    """The clip table (label 0 bonafide, 1 spoof) and the flac paths listed but absent."""
+    for key, partition in (("support_split", support_split), ("query_split", query_split)):
+        if partition not in PARTITIONS:
+            raise ConfigError(f"dataset.{key}={partition!r}", f"choose one of {sorted(PARTITIONS)}")
+    if support_split == query_split:
+        raise ConfigError(
+            f"dataset.support_split and dataset.query_split are both {support_split!r}",
+            "draw support and queries from different partitions (e.g. train and eval)",
+        )
+    seen = FirstSeen()
+    clips, missing = [], []
+    for partition, split in ((support_split, SUPPORT_SPLIT), (query_split, QUERY_SPLIT)):
+        protocol = require_file(protocol_file(la, partition), "ASVspoof 2019 LA protocol file", HOW_TO_GET)
+        flac = la / f"ASVspoof2019_LA_{partition}" / "flac"
+        if not flac.is_dir():
+            raise DataError(f"ASVspoof 2019 LA audio folder {flac} does not exist", HOW_TO_GET)
+        present = {entry.name for entry in os.scandir(flac)}
+        for line, (speaker, utt, attack, key) in _protocol_lines(protocol):
+            seen.add(utt, protocol, line)
+            path = flac / f"{utt}.flac"
+            if path.name not in present:
+                missing.append(str(path))
+                continue
+            clips.append(Clip(id=utt, audio_path=path, label=CLASSES.index(key), split=split,
+                              meta={"speaker": speaker, "attack": attack, "partition": partition}))
+    return ClipTable("asvspoof2019_la", tuple(clips), CLASSES, source=str(la)), missing
+
+
+def _protocol_lines(protocol: Path) -> list[tuple[int, tuple[str, str, str, str]]]:
+    """(line number, (speaker, utterance, attack, key)); a malformed line or unknown key names the line."""
+    rows = []
+    with open(protocol, encoding="utf-8") as handle:
+        for line, text in enumerate(handle, start=1):
+            fields = text.split()
+            if not fields:
+                continue
+            check_fields(protocol, line, fields, 5, LAYOUT)
+            speaker, utt, _, attack, key = fields
+            if key not in CLASSES:
+                raise DataError(
+                    f"{protocol} line {line}: key is {key!r}, expected bonafide or spoof",
+                    f"fix that line; each line is {LAYOUT}",
+                )
+            rows.append((line, (speaker, utt, attack, key)))
+    return rows

@@ -1,0 +1,94 @@
+"""Users' own data: `root/<class>/*.{wav,flac,mp3,ogg}`, or a CSV of `path,label[,split]`.
+
+Without a split column, a seeded hash of each clip's id puts a fraction of every class in the
+test pool: the same files always land in the same pool, and adding a file moves no other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT, Clip, ClipTable
+from calm.data.validate import FirstSeen, csv_rows, require_file
+from calm.errors import ConfigError, DataError
+
+FOLDER_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
+CSV_HEADERS = (("path", "label"), ("path", "label", "split"))
+SPLITS = {"train": SUPPORT_SPLIT, "test": QUERY_SPLIT}
+HOW_TO_GET = (
+    "set dataset.root to a folder with one sub-folder of audio files per class (root/<class>/*.wav), "
+    "or set dataset.csv to a CSV with the header path,label (and optionally split)"
+)
+
+
+def holdout_split(ids_by_class: dict[str, list[str]], test_fraction: float, seed: int) -> set[str]:
+    """The ids that go to the test pool: per class, round(n * fraction) of them, at least one and
+    never all when the class has two or more clips, ranked by a seeded hash of the id."""
+    if not 0.0 <= test_fraction < 1.0:
+        raise ConfigError(f"dataset.test_fraction={test_fraction}", "use a fraction in [0, 1)")
+    test: set[str] = set()
+    for ids in ids_by_class.values():
+        n_test = round(len(ids) * test_fraction)
+        if test_fraction > 0 and len(ids) >= 2:
+            n_test = min(max(n_test, 1), len(ids) - 1)
+        ranked = sorted(ids, key=lambda cid: hashlib.sha256(f"{seed}:{cid}".encode()).hexdigest())
+        test.update(ranked[:n_test])
+    return test
+
+
+def load_folder(root: Path, csv: str | Path | None = None, test_fraction: float = 0.2, seed: int = 0,
+                extensions: Sequence[str] = FOLDER_EXTENSIONS) -> tuple[ClipTable, list[str]]:
+    """The clip table and the CSV-listed paths that do not exist (class folders cannot miss any)."""
+    if csv is not None:
+        return _from_csv(root, Path(csv), test_fraction, seed)
+    extensions = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
+    entries = []
+    for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = sorted(p for p in class_dir.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
+        entries.extend((p.relative_to(root).as_posix(), p, class_dir.name, None) for p in files)
+    if not entries:
+        raise DataError(f"no class folders with {sorted(extensions)} files in {root}", HOW_TO_GET)
+    return _table(root, entries, test_fraction, seed), []
+
+
+def _from_csv(root: Path, csv: Path, test_fraction: float, seed: int) -> tuple[ClipTable, list[str]]:
+    """Rows of `path,label[,split]`; relative paths are relative to the CSV's folder."""
+    path = require_file(csv if csv.is_absolute() else root / csv, "clip list CSV", HOW_TO_GET)
+    header, rows = csv_rows(path, CSV_HEADERS, "the first line must be path,label or path,label,split")
+    seen = FirstSeen()
+    entries, missing = [], []
+    for line, fields in rows:
+        clip_path, label = fields[0], fields[1]
+        split = fields[2] if len(header) == 3 else None
+        if split is not None and split not in SPLITS:
+            raise DataError(f"{path} line {line}: split is {split!r}, expected train or test",
+                            "fix that line; the split column holds train or test")
+        seen.add(clip_path, path, line)
+        audio = Path(clip_path).expanduser()
+        audio = audio if audio.is_absolute() else path.parent / audio
+        if not audio.is_file():
+            missing.append(str(audio))
+            continue
+        entries.append((clip_path, audio, label, split))
+    return _table(root, entries, test_fraction, seed), missing
+
+
+def _table(root: Path, entries: Iterable[tuple[str, Path, str, str | None]], test_fraction: float,
+           seed: int) -> ClipTable:
+    """Clips from (id, path, class name, split or None); a None split comes from `holdout_split`."""
+    entries = list(entries)
+    names = tuple(sorted({label for _, _, label, _ in entries}))
+    label_of = {name: i for i, name in enumerate(names)}
+    ids_by_class: dict[str, list[str]] = {}
+    for cid, _, label, split in entries:
+        if split is None:
+            ids_by_class.setdefault(label, []).append(cid)
+    test = holdout_split(ids_by_class, test_fraction, seed)
+    clips = tuple(
+        Clip(id=cid, audio_path=path, label=label_of[label],
+             split=SPLITS[split] if split is not None else (QUERY_SPLIT if cid in test else SUPPORT_SPLIT))
+        for cid, path, label, split in entries
+    )
+    return ClipTable("folder", clips, names, source=str(root))

@@ -1,0 +1,112 @@
+"""VGGSound as its authors ship it: `vggsound.csv` (no header) + a folder of `{youtube_id}_{start:06d}` clips.
+
+Clips come from YouTube and many can no longer be fetched, so clips listed in the CSV but absent
+from the folder are left out and reported, never fatal. mp4 clips keep their video for
+audio-visual backbones.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from calm.data.audio import is_container
+from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT, Clip, ClipTable
+from calm.data.validate import FirstSeen, check_fields, parse_int, require_file
+from calm.errors import DataError
+
+VGGSOUND_URL = "https://www.robots.ox.ac.uk/~vgg/data/vggsound/"
+LAYOUT = "youtube_id,start_seconds,label,split"
+CLIP_EXTENSIONS = (".mp4", ".wav", ".flac")
+SPLITS = {"train": SUPPORT_SPLIT, "test": QUERY_SPLIT}
+HOW_TO_GET = (
+    f"get vggsound.csv and the clips from {VGGSOUND_URL} (clips named {{youtube_id}}_{{start:06d}}.mp4), "
+    "then set dataset.root=/path/to/the folder holding vggsound.csv and dataset.clips_dir to the clips folder"
+)
+
+
+def clip_stem(youtube_id: str, start_seconds: int) -> str:
+    """The file name (without extension) VGGSound's clips use: `{youtube_id}_{start:06d}`."""
+    return f"{youtube_id}_{start_seconds:06d}"
+
+
+def index_clips(folder: Path, extensions: Sequence[str]) -> dict[str, Path]:
+    """Files under `folder` (recursively) by name stem; for a shared stem the earlier extension wins.
+
+    One directory walk instead of a stat per listed clip keeps 200k-clip datasets fast.
+    """
+    rank: dict[str, int] = {}
+    for i, ext in enumerate(extensions):
+        rank.setdefault(ext.lower(), i)
+    found: dict[str, Path] = {}
+    for directory, subdirs, files in os.walk(folder):
+        subdirs.sort()
+        for name in sorted(files):
+            stem, ext = os.path.splitext(name)
+            if ext.lower() not in rank:
+                continue
+            if stem not in found or rank[ext.lower()] < rank[found[stem].suffix.lower()]:
+                found[stem] = Path(directory) / name
+    return found
+
+
+def clips_folder(root: Path, clips_dir: str | Path, how_to_get: str) -> Path:
+    """The clips folder (absolute, or relative to the dataset root); it must exist."""
+    folder = Path(clips_dir).expanduser()
+    folder = folder if folder.is_absolute() else root / folder
+    if not folder.is_dir():
+        raise DataError(f"clips folder {folder} does not exist", how_to_get)
+    return folder
+
+
+def load_vggsound(root: Path, clips_dir: str | Path = "video",
+                  extensions: Sequence[str] = CLIP_EXTENSIONS) -> tuple[ClipTable, list[str]]:
+    """The clip table and the expected paths of clips listed in vggsound.csv but not found."""
+    meta = require_file(root / "vggsound.csv", "VGGSound metadata", HOW_TO_GET)
+    folder = clips_folder(root, clips_dir, HOW_TO_GET)
+    extensions = tuple(e if e.startswith(".") else f".{e}" for e in extensions)
+    rows = _read_csv(meta)
+    names = tuple(sorted({label for _, _, _, label, _ in rows}))
+    label_of = {name: i for i, name in enumerate(names)}
+    found = index_clips(folder, extensions)
+    clips, missing = [], []
+    for stem, youtube_id, start, label, split in rows:
+        path = found.get(stem)
+        if path is None:
+            missing.append(str(folder / f"{stem}{extensions[0]}"))
+            continue
+        clips.append(Clip(
+            id=stem, audio_path=path, label=label_of[label], split=SPLITS[split],
+            video_path=path if is_container(path) else None,
+            meta={"youtube_id": youtube_id, "start_seconds": str(start)},
+        ))
+    return ClipTable("vggsound", tuple(clips), names, source=str(root)), missing
+
+
+def _read_csv(meta: Path) -> list[tuple[str, str, int, str, str]]:
+    """(clip stem, youtube id, start, label, split) per line; every malformed line is an error naming it."""
+    seen = FirstSeen()
+    rows = []
+    with open(meta, newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        for fields in reader:
+            line = reader.line_num
+            if not fields:
+                continue
+            check_fields(meta, line, fields, 4, LAYOUT)
+            youtube_id, start, label, split = (f.strip() for f in fields)
+            if line == 1 and not start.isdigit():
+                raise DataError(
+                    f"{meta} line 1: looks like a header ({','.join(fields)}); the official vggsound.csv has none",
+                    f"remove the header line; each line is {LAYOUT}",
+                )
+            start_seconds = parse_int(meta, line, start, "start_seconds")
+            if split not in SPLITS:
+                raise DataError(f"{meta} line {line}: split is {split!r}, expected train or test",
+                                f"fix that line; each line is {LAYOUT}")
+            stem = clip_stem(youtube_id, start_seconds)
+            seen.add(stem, meta, line)
+            rows.append((stem, youtube_id, start_seconds, label, split))
+    return rows

@@ -1,0 +1,102 @@
+"""`folder`: class sub-folders or a path,label[,split] CSV, any soundfile format, a seeded stable split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+from omegaconf import OmegaConf
+
+from calm.data.audio import load_audio, probe_audio
+from calm.data.folder import holdout_split, load_folder
+from calm.data.registry import read_dataset
+from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT
+from calm.errors import ConfigError, DataError
+from tests.layouts import tone
+
+FORMATS = [("wav", 16000, 1), ("flac", 22050, 2), ("ogg", 8000, 1), ("mp3", 48000, 2)]
+
+
+def _class_folders(root: Path, per_class: int = 4) -> Path:
+    for name in ("cat", "dog"):
+        for i in range(per_class):
+            ext, rate, channels = FORMATS[i % len(FORMATS)]
+            (root / name).mkdir(parents=True, exist_ok=True)
+            sf.write(root / name / f"{name}{i}.{ext}", tone(rate, 0.25, channels=channels), rate)
+    (root / "dog" / "notes.txt").write_text("not audio")
+    return root
+
+
+def test_class_folders_in_every_format_decode_to_16k_mono(tmp_path: Path) -> None:
+    root = _class_folders(tmp_path / "data")
+    loaded = read_dataset(OmegaConf.create({"name": "folder", "root": str(root), "test_fraction": 0.25}), tmp_path)
+    table = loaded.table
+    assert table.class_names == ("cat", "dog") and len(table) == 8 and loaded.missing == ()
+    assert sorted(c.id for c in table.clips if c.label == 0) == ["cat/cat0.wav", "cat/cat1.flac", "cat/cat2.ogg",
+                                                                 "cat/cat3.mp3"]
+    assert [sum(c.split == QUERY_SPLIT and c.label == k for c in table.clips) for k in (0, 1)] == [1, 1]
+    for clip in table.clips:
+        info = probe_audio(clip.audio_path)
+        wave = load_audio(clip.audio_path, 16000)
+        assert wave.ndim == 1 and abs(len(wave) / 16000 - info.seconds) < 0.06, clip.id
+    assert probe_audio(root / "cat" / "cat1.flac").channels == 2
+
+
+def test_holdout_split_is_seeded_stratified_and_stable_when_files_are_added() -> None:
+    ids = {"a": [f"a/{i}" for i in range(10)], "b": [f"b/{i}" for i in range(3)], "c": ["c/0"]}
+    test = holdout_split(ids, 0.2, seed=0)
+    assert test == holdout_split(ids, 0.2, seed=0)
+    assert sum(i.startswith("a/") for i in test) == 2 and sum(i.startswith("b/") for i in test) == 1
+    assert "c/0" not in test
+    assert any(holdout_split(ids, 0.2, seed=s) != test for s in range(1, 5))
+    grown = holdout_split({**ids, "a": [*ids["a"], *(f"a/{i}" for i in range(10, 15))]}, 0.2, seed=0)
+    assert {i for i in test if i.startswith("a/")} <= grown
+    with pytest.raises(ConfigError, match="test_fraction=1.0"):
+        holdout_split(ids, 1.0, seed=0)
+
+
+def test_csv_with_a_split_column_and_missing_files(tmp_path: Path) -> None:
+    _class_folders(tmp_path)
+    (tmp_path / "list.csv").write_text(
+        "path,label,split\ncat/cat0.wav,cat,train\ndog/dog1.flac,dog,test\ncat/gone.wav,cat,train\n"
+        f"{tmp_path / 'dog' / 'dog0.wav'},dog,train\n")
+    loaded = read_dataset(OmegaConf.create({"name": "folder", "root": str(tmp_path), "csv": "list.csv"}), tmp_path)
+    assert [(c.id, c.label, c.split) for c in loaded.table.clips] == [
+        ("cat/cat0.wav", 0, SUPPORT_SPLIT), ("dog/dog1.flac", 1, QUERY_SPLIT), (str(tmp_path / "dog" / "dog0.wav"), 1,
+                                                                               SUPPORT_SPLIT)]
+    assert loaded.missing == (str(tmp_path / "cat" / "gone.wav"),)
+
+
+def test_csv_without_split_column_uses_the_seeded_fraction(tmp_path: Path) -> None:
+    _class_folders(tmp_path)
+    rows = [f"{n}/{n}{i}.{FORMATS[i][0]},{n}" for n in ("cat", "dog") for i in range(4)]
+    (tmp_path / "list.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    table, _ = load_folder(tmp_path, "list.csv", test_fraction=0.5, seed=3)
+    assert table.split_mask(QUERY_SPLIT).sum() == 4
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ("file,class\ncat/cat0.wav,cat\n", r"list.csv line 1: header is 'file,class', expected 'path,label' or "
+                                       r"'path,label,split'"),
+    ("path,label,split\ncat/cat0.wav,cat,valid\n", r"list.csv line 2: split is 'valid', expected train or test"),
+    ("path,label\ncat/cat0.wav,cat\ncat/cat1.flac,cat\ncat/cat0.wav,dog\n",
+     r"duplicate clip id 'cat/cat0.wav' in .*list.csv line 4 \(first listed in .*list.csv line 2\)"),
+    ("path,label\ncat/cat0.wav\n", r"list.csv line 2: expected 2 fields"),
+])
+def test_bad_csv_is_named(tmp_path: Path, body: str, message: str) -> None:
+    _class_folders(tmp_path)
+    (tmp_path / "list.csv").write_text(body)
+    with pytest.raises(DataError, match=message):
+        load_folder(tmp_path, "list.csv")
+
+
+def test_missing_or_empty_root_says_what_layout_is_expected(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"folder root .*nowhere does not exist") as err:
+        read_dataset(OmegaConf.create({"name": "folder", "root": str(tmp_path / "nowhere")}), tmp_path)
+    assert "root/<class>/*.wav" in str(err.value)
+    (tmp_path / "empty" / "cat").mkdir(parents=True)
+    with pytest.raises(DataError, match="no class folders with"):
+        load_folder(tmp_path / "empty")
+    with pytest.raises(DataError, match=r"clip list CSV not found: .*missing.csv"):
+        load_folder(tmp_path / "empty", "missing.csv")
