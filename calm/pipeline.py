@@ -18,7 +18,7 @@ from rich.table import Table
 from calm.backbones import Backbone, build_backbone
 from calm.cache import ActivationCache
 from calm.data.prompts import Prompt
-from calm.data.registry import load_dataset
+from calm.data.registry import read_dataset, warn_missing
 from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT, ClipTable
 from calm.errors import ConfigError
 from calm.extract import extract_missing
@@ -126,7 +126,10 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     config = OmegaConf.to_container(cfg, resolve=True)
-    table = load_dataset(cfg.dataset, cfg.paths.data_dir)
+    loaded = read_dataset(cfg.dataset, cfg.paths.data_dir)
+    warn_missing(cfg.dataset, loaded)
+    loaded.write_missing(out_dir / "missing_clips.txt")
+    table = loaded.table
     protocol = build_protocol(cfg)
     validate_pools(protocol, table)
     methods = build_methods(cfg.method)
@@ -155,7 +158,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
         rows = result_rows(cfg, per_method, episode_rows, ways, cfg.method.get("baseline"))
         extra = {"cache": {"path": str(cache.path), "key": cache.key, "extracted": report.extracted,
                            "extract_seconds": extract_seconds},
-                 "clips": len(table), "skipped": sorted(report.skipped)}
+                 "clips": len(table), "skipped": sorted(report.skipped), "missing": len(loaded.missing)}
         write_results(out_dir, config, rows, episode_rows, extra)
         tracker.log_results(rows)
         print_table(rows, f"{cfg.dataset.name} · {backbone.name} · {cfg.shots}-shot · {cfg.episodes} episodes")

@@ -107,3 +107,21 @@ def test_data_error_exits_cleanly_with_the_fix(tmp_path: Path) -> None:
     assert result.returncode == 2
     output = result.stdout + result.stderr
     assert "does not exist" in output and "How to fix" in output and "Traceback" not in output
+
+
+def test_headline_command_on_an_official_esc50_layout_with_the_tiny_qwen2_audio(tmp_path: Path) -> None:
+    """`python run.py dataset=esc50 shots=5` end to end: official layout, real chat-template path, tiny weights."""
+    from tests.layouts import esc50_rows, make_esc50
+
+    make_esc50(tmp_path / "data", rows=esc50_rows(classes=5, per_class=10), seconds=0.2)
+    args = ["dataset=esc50", "shots=5", f"dataset.root={tmp_path / 'data'}", "backbone=tiny_qwen2_audio",
+            f"backbone.path={tmp_path / 'tiny'}", "queries=2", "episodes=3", "logger=none"]
+    result = run_cli(args, tmp_path / "out", tmp_path / "cache")
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = _read(tmp_path / "out")
+    assert results["cache"]["extracted"] == 50 and results["clips"] == 50
+    rows = {row["method"]: row for row in results["results"]}
+    assert set(rows) == {"sav", "calm"} and rows["calm"]["ways"] == 5 and rows["calm"]["shots"] == 5
+    folder = next((tmp_path / "cache").iterdir())
+    assert folder.name.startswith("tiny_qwen2_audio-")
+    assert json.loads((folder / "meta.json").read_text())["n_heads"] == 8  # 2 layers x 4 heads

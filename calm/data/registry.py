@@ -154,9 +154,8 @@ def read_dataset(cfg: DictConfig, data_dir: str | Path) -> LoadedDataset:
     return DATASETS[cfg.name].build(cfg, Path(data_dir))
 
 
-def load_dataset(cfg: DictConfig, data_dir: str | Path) -> ClipTable:
-    """The clip table; clips listed but missing on disk are left out with a warning that counts them."""
-    loaded = read_dataset(cfg, data_dir)
+def warn_missing(cfg: DictConfig, loaded: LoadedDataset) -> None:
+    """One warning counting the clips listed in the metadata but absent on disk (left out of the table)."""
     if loaded.missing:
         shown = ", ".join(loaded.missing[:3])
         log.warning(
@@ -164,4 +163,10 @@ def load_dataset(cfg: DictConfig, data_dir: str | Path) -> ClipTable:
             "`python -m calm.data validate %s %s` lists them all",
             cfg.name, len(loaded.missing), shown, ", ..." if len(loaded.missing) > 3 else "", cfg.name,
             cfg.get("root") or "ROOT")
+
+
+def load_dataset(cfg: DictConfig, data_dir: str | Path) -> ClipTable:
+    """The clip table; clips listed but missing on disk are left out with a warning that counts them."""
+    loaded = read_dataset(cfg, data_dir)
+    warn_missing(cfg, loaded)
     return loaded.table
