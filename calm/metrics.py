@@ -1,6 +1,7 @@
 """Scores for one episode and summaries over episodes.
 
-Per-episode scores are in percent. Over episodes we report the mean with the
+Per-episode scores are in percent: accuracy and macro-F1 for classification, the equal error rate
+for a binary detector (spoofing), exact match for multi-label clips. Over episodes we report the mean with the
 half-width of its 95 % Student-t confidence interval, and, because every method
 sees the same episodes, the *paired* difference between two methods: the
 episode-to-episode variation they share cancels, so its interval is much
@@ -18,7 +19,17 @@ from scipy import stats
 
 from calm.errors import ConfigError
 
-__all__ = ["accuracy", "macro_f1", "mean_ci95", "paired_difference", "summarize"]
+__all__ = [
+    "accuracy",
+    "detector_scores",
+    "eer",
+    "exact_match",
+    "macro_f1",
+    "mean_ci95",
+    "paired_difference",
+    "summarize",
+    "top_label_sets",
+]
 
 
 def _as_numpy(x: Any) -> np.ndarray:
@@ -62,6 +73,91 @@ def macro_f1(pred: Any, true: Any, n_classes: int) -> float:
     # F1 = 2TP / (2TP + FP + FN) = 2TP / (n_pred + n_true)
     f1 = 2.0 * tp[present] / (n_pred[present] + n_true[present])
     return float(f1.mean() * 100.0)
+
+
+def eer(scores: Any, labels: Any) -> float:
+    """Equal error rate in percent of a binary detector: where false-positive rate = miss rate.
+
+    ``scores`` rank clips (higher = more likely the positive class); ``labels`` are 1/True for
+    positive clips, 0/False for negative ones. The ROC is built exactly, one point per distinct
+    score (tied clips enter together, so ties give a diagonal segment), from (0, 0) to (1, 1); the
+    EER is the point on that piecewise-linear curve where FPR = FNR = 1 - TPR, found by linear
+    interpolation between the two ROC points around the crossing. Symmetric: negating the scores and
+    swapping the classes gives the same value.
+    """
+    scores, labels = _check_pair(scores, labels)
+    scores = scores.astype(np.float64)
+    if not np.isfinite(scores).all():
+        raise ValueError("eer needs finite scores")
+    if not np.isin(labels, (0, 1)).all():
+        raise ValueError("eer needs binary labels (1 or True for the positive class, 0 or False otherwise)")
+    positive = labels.astype(bool)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError(f"eer needs both classes, got {n_pos} positive and {n_neg} negative clips")
+    order = np.argsort(-scores, kind="stable")
+    sorted_scores, sorted_pos = scores[order], positive[order]
+    last_of_tie = np.r_[np.flatnonzero(np.diff(sorted_scores)), sorted_scores.size - 1]
+    tp = np.r_[0, np.cumsum(sorted_pos)[last_of_tie]]
+    fp = np.r_[0, np.cumsum(~sorted_pos)[last_of_tie]]
+    fpr, fnr = fp / n_neg, 1.0 - tp / n_pos
+    gap = fpr - fnr  # -1 at the first point, +1 at the last, non-decreasing in between
+    i = int(np.flatnonzero(gap >= 0)[0])
+    if gap[i] == 0:
+        return float(fpr[i] * 100.0)
+    t = -gap[i - 1] / (gap[i] - gap[i - 1])
+    return float((fpr[i - 1] + t * (fpr[i] - fpr[i - 1])) * 100.0)
+
+
+def detector_scores(class_scores: Any, positive: int) -> np.ndarray:
+    """One detection score per clip from (m, 2) class scores: score[positive] - score[other].
+
+    Turns a two-class estimator (e.g. CALM on bonafide/spoof) into the ranking `eer` needs.
+    """
+    s = _as_numpy(class_scores).astype(np.float64)
+    if s.ndim != 2 or s.shape[1] != 2 or positive not in (0, 1):
+        raise ValueError(f"need (m, 2) class scores and positive in {{0, 1}}, got shape {s.shape}, positive {positive}")
+    return s[:, positive] - s[:, 1 - positive]
+
+
+def _label_sets(x: Any) -> list[frozenset[int]]:
+    """Label sets from a sequence of iterables of class ids, or from an (m, C) 0/1 indicator matrix."""
+    if hasattr(x, "detach") or (isinstance(x, np.ndarray) and x.ndim == 2):
+        matrix = _as_numpy(x)
+        if matrix.ndim != 2 or not np.isin(matrix, (0, 1)).all():
+            raise ValueError("a label-set matrix must be (m, C) with 0/1 or boolean entries")
+        return [frozenset(np.flatnonzero(row).tolist()) for row in matrix]
+    return [frozenset(int(c) for c in labels) for labels in x]
+
+
+def exact_match(pred_sets: Any, true_sets: Any) -> float:
+    """Percent of clips whose predicted label set equals the true set exactly (multi-label).
+
+    Each argument is a sequence of per-clip label collections (order and repeats ignored) or an
+    (m, C) indicator matrix. A clip with one label wrong, missing or extra counts as wrong.
+    """
+    pred, true = _label_sets(pred_sets), _label_sets(true_sets)
+    if len(pred) != len(true):
+        raise ValueError(f"pred has {len(pred)} clips but true has {len(true)}")
+    if not true:
+        raise ValueError("cannot score an empty set of predictions")
+    return float(np.mean([p == t for p, t in zip(pred, true, strict=True)]) * 100.0)
+
+
+def top_label_sets(scores: Any, sizes: Sequence[int] | np.ndarray) -> list[frozenset[int]]:
+    """Predicted label set per clip: its ``sizes[i]`` highest-scoring classes, ties to the lower id.
+
+    How a single-label estimator answers a multi-label clip here: it is told how many labels the
+    clip has (the size of its true set) and names that many classes; `exact_match` then scores them.
+    """
+    s = _as_numpy(scores)
+    sizes = np.asarray(sizes, dtype=np.int64).ravel()
+    if s.ndim != 2 or sizes.shape[0] != s.shape[0]:
+        raise ValueError(f"need (m, C) scores and m set sizes, got shapes {s.shape} and {sizes.shape}")
+    if (sizes < 1).any() or (sizes > s.shape[1]).any():
+        raise ValueError(f"set sizes must lie in 1..{s.shape[1]}")
+    order = np.argsort(-s, axis=1, kind="stable")
+    return [frozenset(row[:k].tolist()) for row, k in zip(order, sizes, strict=True)]
 
 
 def mean_ci95(values: Sequence[float] | np.ndarray) -> tuple[float, float]:

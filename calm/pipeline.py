@@ -13,17 +13,28 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from calm.backbones import Backbone, build_backbone
 from calm.cache import ActivationCache
-from calm.data.prompts import Prompt
+from calm.data.prompts import ClipPrompt, build_prompt
 from calm.data.registry import read_dataset, warn_missing
 from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT, ClipTable
 from calm.errors import ConfigError
 from calm.extract import extract_missing
-from calm.metrics import accuracy, macro_f1, summarize
-from calm.protocols import EpisodicProtocol
+from calm.grid import CalmGrid, paper_grid_report
+from calm.metrics import (
+    accuracy,
+    detector_scores,
+    eer,
+    exact_match,
+    macro_f1,
+    mean_ci95,
+    summarize,
+    top_label_sets,
+)
+from calm.protocols import Episode, EpisodicProtocol, PaperProtocol, multilabel_targets
 from calm.tracking import Tracker, build_tracker, write_results
 
 log = logging.getLogger(__name__)
@@ -37,16 +48,23 @@ def build_methods(method_cfg: DictConfig) -> dict[str, Any]:
     return {name: instantiate(spec) for name, spec in estimators.items()}
 
 
-def build_protocol(cfg: DictConfig) -> EpisodicProtocol:
-    if cfg.protocol.name != "episodic":
-        raise ConfigError(f"unknown protocol {cfg.protocol.name!r}", "use protocol=episodic")
-    return EpisodicProtocol(
-        shots=cfg.shots, queries=cfg.queries, episodes=cfg.episodes, seed=cfg.seed,
-        dataset=cfg.dataset.name, ways=cfg.ways,
-    )
+def build_protocol(cfg: DictConfig) -> EpisodicProtocol | PaperProtocol:
+    if cfg.protocol.name == "episodic":
+        return EpisodicProtocol(
+            shots=cfg.shots, queries=cfg.queries, episodes=cfg.episodes, seed=cfg.seed,
+            dataset=cfg.dataset.name, ways=cfg.ways,
+        )
+    if cfg.protocol.name == "paper":
+        return PaperProtocol(shots=cfg.shots, seed=cfg.protocol.seed, dataset=cfg.dataset.name)
+    raise ConfigError(f"unknown protocol {cfg.protocol.name!r}", "use protocol=episodic or protocol=paper")
 
 
-def cache_key_fields(backbone: Backbone, prompt: Prompt) -> dict[str, Any]:
+def label_sets(table: ClipTable) -> list[tuple[int, ...]] | None:
+    """Every clip's positive labels, for multi-label datasets (AudioSet); None for single-label ones."""
+    return [c.all_labels for c in table.clips] if table.multi_label else None
+
+
+def cache_key_fields(backbone: Backbone, prompt: ClipPrompt) -> dict[str, Any]:
     """Only what changes the numbers: the backbone's fields, and the prompt if the backbone reads it."""
     fields = {"backbone": backbone.key_fields()}
     if backbone.uses_prompt_text:
@@ -54,52 +72,99 @@ def cache_key_fields(backbone: Backbone, prompt: Prompt) -> dict[str, Any]:
     return fields
 
 
-def open_cache(cfg: DictConfig, backbone: Backbone, prompt: Prompt) -> ActivationCache:
+def open_cache(cfg: DictConfig, backbone: Backbone, prompt: ClipPrompt) -> ActivationCache:
     return ActivationCache.open(
         Path(cfg.paths.cache_dir), cache_key_fields(backbone, prompt), backbone.n_heads, backbone.head_dim,
         label=backbone.name, head_names=backbone.head_names(),
     )
 
 
-def validate_pools(protocol: EpisodicProtocol, table: ClipTable) -> None:
-    protocol.validate(table.labels, table.split_mask(SUPPORT_SPLIT), table.split_mask(QUERY_SPLIT), table.class_names)
+def validate_pools(protocol: EpisodicProtocol | PaperProtocol, table: ClipTable) -> None:
+    protocol.validate(table.labels, table.split_mask(SUPPORT_SPLIT), table.split_mask(QUERY_SPLIT), table.class_names,
+                      label_sets=label_sets(table))
 
 
-def evaluate(protocol: EpisodicProtocol, table: ClipTable, features: torch.Tensor, methods: dict[str, Any],
+def draw_episodes(protocol: EpisodicProtocol | PaperProtocol, table: ClipTable) -> list[Episode]:
+    return protocol.episodes(table.labels, table.split_mask(SUPPORT_SPLIT), table.split_mask(QUERY_SPLIT),
+                             table.class_names, label_sets=label_sets(table))
+
+
+def score_method(estimator: Any, support: torch.Tensor, episode: Episode, query: torch.Tensor) -> dict[str, float]:
+    """One method on one episode: accuracy and macro-F1; exact match for multi-label episodes (the
+    predicted set is the top-|true set| classes); EER for two-class episodes (detection)."""
+    support_labels = torch.tensor(episode.support_labels)
+    query_labels = torch.tensor(episode.query_labels)
+    pred = estimator.fit(support, support_labels, n_classes=episode.ways).predict(query)
+    metrics = {"accuracy": accuracy(pred, query_labels), "macro_f1": macro_f1(pred, query_labels, episode.ways)}
+    if episode.query_label_sets is not None or episode.ways == 2:
+        scores = estimator.predict_scores(query)
+    if episode.query_label_sets is not None:
+        targets = multilabel_targets(episode, "query")
+        true_sets = [frozenset(np.flatnonzero(row).tolist()) for row in targets]
+        metrics["exact_match"] = exact_match(top_label_sets(scores, targets.sum(axis=1)), true_sets)
+    if episode.ways == 2 and len(set(episode.query_labels.tolist())) == 2:
+        metrics["eer"] = eer(detector_scores(scores, 1), episode.query_labels == 1)
+    return metrics
+
+
+def evaluate(episodes: list[Episode], features: torch.Tensor, methods: dict[str, Any],
              tracker: Tracker) -> tuple[dict[str, list[float]], list[dict[str, Any]]]:
     """Every method on the same episodes; returns per-method accuracies and the per-episode rows."""
-    episodes = protocol.episodes(table.labels, table.split_mask(SUPPORT_SPLIT), table.split_mask(QUERY_SPLIT))
     per_method: dict[str, list[float]] = {name: [] for name in methods}
     rows = []
     for episode in episodes:
         support = features[torch.tensor(episode.support)]
         query = features[torch.tensor(episode.query)]
-        support_labels = torch.tensor(episode.support_labels)
-        query_labels = torch.tensor(episode.query_labels)
-        metrics = {}
+        logged = {}
         for name, estimator in methods.items():
-            pred = estimator.fit(support, support_labels).predict(query)
-            acc = accuracy(pred, query_labels)
-            f1 = macro_f1(pred, query_labels, episode.ways)
-            per_method[name].append(acc)
-            metrics[f"{name}/accuracy"] = acc
-            rows.append({"episode": episode.index, "seed": episode.seed, "method": name,
-                         "accuracy": acc, "macro_f1": f1})
-        tracker.log_episode(episode.index, metrics)
+            metrics = score_method(estimator, support, episode, query)
+            per_method[name].append(metrics["accuracy"])
+            logged.update({f"{name}/{key}": value for key, value in metrics.items()})
+            rows.append({"episode": episode.index, "seed": episode.seed, "method": name, **metrics})
+        tracker.log_episode(episode.index, logged)
     return per_method, rows
 
 
+def paper_grid_rows(cfg: DictConfig, episode: Episode, features: torch.Tensor) -> tuple[list[dict], dict]:
+    """protocol=paper: CALM's grid on the fixed split, as two labelled rows (chosen by cross-validation
+    on the support set; best of grid on test = oracle) and the JSON summary of the grid."""
+    support = features[torch.tensor(episode.support)]
+    query = features[torch.tensor(episode.query)]
+    multi = episode.query_label_sets is not None
+    report = paper_grid_report(
+        support, torch.tensor(episode.support_labels), query, torch.tensor(episode.query_labels),
+        CalmGrid.from_config(OmegaConf.to_container(cfg.protocol.grid, resolve=True)),
+        folds=cfg.protocol.folds, seed=cfg.protocol.cv_seed, n_classes=episode.ways,
+        query_targets=multilabel_targets(episode, "query") if multi else None,
+        support_targets=multilabel_targets(episode, "support") if multi else None,
+        positive_class=1 if episode.ways == 2 else None,
+    )
+    rows = []
+    for method, record in (("calm[cv]", report.cv_choice), ("calm[oracle]", report.oracle)):
+        test = record["test"]
+        row = {"method": method, "shots": cfg.shots, "ways": episode.ways, "queries": len(episode.query),
+               "episodes": 1, "accuracy_mean": test["accuracy"], "accuracy_ci95": float("nan"),
+               "macro_f1_mean": test["macro_f1"], "selection": record["label"], "setting": record["setting"]}
+        row.update({f"{k}_mean": v for k, v in test.items() if k not in ("accuracy", "macro_f1")})
+        rows.append(row)
+    return rows, report.summary()
+
+
 def result_rows(cfg: DictConfig, per_method: dict[str, list[float]], episode_rows: list[dict[str, Any]],
-                ways: int, baseline: str | None) -> list[dict[str, Any]]:
+                ways: int, queries: int, baseline: str | None) -> list[dict[str, Any]]:
     """One row per method: accuracy mean and 95 % CI, macro-F1, and the paired difference vs baseline."""
     summary = summarize(per_method, baseline if baseline in per_method else None)
     rows = []
     for name, stats in summary.items():
-        f1 = [r["macro_f1"] for r in episode_rows if r["method"] == name]
+        mine = [r for r in episode_rows if r["method"] == name]
         row = {
-            "method": name, "shots": cfg.shots, "ways": ways, "queries": cfg.queries, "episodes": stats["episodes"],
-            "accuracy_mean": stats["mean"], "accuracy_ci95": stats["ci95"], "macro_f1_mean": float(np.mean(f1)),
+            "method": name, "shots": cfg.shots, "ways": ways, "queries": queries, "episodes": stats["episodes"],
+            "accuracy_mean": stats["mean"], "accuracy_ci95": stats["ci95"],
+            "macro_f1_mean": float(np.mean([r["macro_f1"] for r in mine])),
         }
+        for extra in ("exact_match", "eer"):
+            if extra in mine[0]:
+                row[f"{extra}_mean"], row[f"{extra}_ci95"] = mean_ci95([r[extra] for r in mine])
         if "diff_mean" in stats:
             row.update(baseline=baseline, diff_vs_baseline_mean=stats["diff_mean"],
                        diff_vs_baseline_ci95=stats["diff_ci95"])
@@ -107,15 +172,37 @@ def result_rows(cfg: DictConfig, per_method: dict[str, list[float]], episode_row
     return rows
 
 
+def paper_notes(cfg: DictConfig) -> list[str]:
+    """What a reader of protocol=paper results must know about how they differ from the reference."""
+    notes = ["support is drawn only from the training pool; no clip of the test split is ever in the support set"]
+    if cfg.dataset.name == "esc50":
+        notes.append("the reference code drew ESC-50 support from a file that also holds the test fold; "
+                     "this framework never does, so its numbers can be lower than the published ones")
+    if cfg.prompt.name != "paper":
+        notes.append("prompt is not `paper`: the published protocol used multiple-choice prompts containing the label")
+    return notes
+
+
+def _mean_ci(row: dict[str, Any], key: str) -> str:
+    mean, ci = row.get(f"{key}_mean"), row.get(f"{key}_ci95")
+    if mean is None:
+        return ""
+    sign = "+" if key == "d" else ""
+    return f"{mean:{sign}.2f} ± {ci:.2f}" if ci is not None and np.isfinite(ci) else f"{mean:{sign}.2f}"
+
+
 def print_table(rows: list[dict[str, Any]], title: str) -> None:
+    extras = [key for key in ("exact_match", "eer") if any(f"{key}_mean" in row for row in rows)]
+    headers = {"exact_match": "exact match (%)", "eer": "EER (%)"}
     table = Table(title=title)
-    for column in ("method", "shots", "ways", "episodes", "accuracy (%)", "macro-F1 (%)", "Δ vs baseline"):
+    for column in ("method", "shots", "ways", "episodes", "accuracy (%)", "macro-F1 (%)",
+                   *(headers[k] for k in extras), "Δ vs baseline"):
         table.add_column(column, justify="left" if column == "method" else "right")
     for row in rows:
-        diff = (f"{row['diff_vs_baseline_mean']:+.2f} ± {row['diff_vs_baseline_ci95']:.2f}"
-                if "diff_vs_baseline_mean" in row else "")
-        table.add_row(row["method"], str(row["shots"]), str(row["ways"]), str(row["episodes"]),
-                      f"{row['accuracy_mean']:.2f} ± {row['accuracy_ci95']:.2f}", f"{row['macro_f1_mean']:.2f}", diff)
+        diff = _mean_ci({"d_mean": row.get("diff_vs_baseline_mean"), "d_ci95": row.get("diff_vs_baseline_ci95")}, "d")
+        table.add_row(escape(row["method"]), str(row["shots"]), str(row["ways"]), str(row["episodes"]),
+                      _mean_ci(row, "accuracy"), f"{row['macro_f1_mean']:.2f}",
+                      *(_mean_ci(row, k) for k in extras), diff)
     console = Console()
     console.width = max(console.width, 120)
     console.print(table)
@@ -134,7 +221,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     validate_pools(protocol, table)
     methods = build_methods(cfg.method)
     backbone = build_backbone(cfg.backbone, str(cfg.trainer.precision))
-    prompt = Prompt(**cfg.prompt)
+    prompt = build_prompt(OmegaConf.to_container(cfg.prompt, resolve=True))
     cache = open_cache(cfg, backbone, prompt)
     tracker = build_tracker(OmegaConf.to_container(cfg.logger, resolve=True), config, out_dir)
     failed = True
@@ -153,15 +240,22 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
             table = table.without(set(report.skipped))
             validate_pools(protocol, table)
         features = cache.read(table.ids)
-        per_method, episode_rows = evaluate(protocol, table, features, methods, tracker)
-        ways = protocol.ways or len(set(table.labels.tolist()))
-        rows = result_rows(cfg, per_method, episode_rows, ways, cfg.method.get("baseline"))
+        episodes = draw_episodes(protocol, table)
+        per_method, episode_rows = evaluate(episodes, features, methods, tracker)
+        queries = cfg.queries if isinstance(protocol, EpisodicProtocol) else len(episodes[0].query)
+        rows = result_rows(cfg, per_method, episode_rows, episodes[0].ways, queries, cfg.method.get("baseline"))
         extra = {"cache": {"path": str(cache.path), "key": cache.key, "extracted": report.extracted,
                            "extract_seconds": extract_seconds},
-                 "clips": len(table), "skipped": sorted(report.skipped), "missing": len(loaded.missing)}
+                 "clips": len(table), "skipped": sorted(report.skipped), "missing": len(loaded.missing),
+                 "prompt": prompt.key_fields(), "protocol": cfg.protocol.name}
+        if isinstance(protocol, PaperProtocol):
+            grid_rows, extra["paper_grid"] = paper_grid_rows(cfg, episodes[0], features)
+            rows.extend(grid_rows)
+            extra["notes"] = paper_notes(cfg)
         write_results(out_dir, config, rows, episode_rows, extra)
         tracker.log_results(rows)
-        print_table(rows, f"{cfg.dataset.name} · {backbone.name} · {cfg.shots}-shot · {cfg.episodes} episodes")
+        print_table(rows, f"{cfg.dataset.name} · {backbone.name} · {cfg.shots}-shot · {cfg.protocol.name} protocol"
+                          f" · {len(episodes)} episode{'s' if len(episodes) > 1 else ''}")
         failed = False
         return {"results": rows, **extra}
     finally:

@@ -8,9 +8,27 @@ run before any model is loaded (DESIGN section 8).
 
 ``EpisodicProtocol`` draws N-way K-shot episodes whose seeds are derived from
 (seed, dataset, shots, episode) alone, so adding a method or a setting never
-changes the episodes and every method sees the same ones. A fixed-split
-protocol (``PaperProtocol``) can sit next to it: it returns a single
-``Episode`` (the whole test split as query) and reuses the pool checks below.
+changes the episodes and every method sees the same ones. ``PaperProtocol`` is
+the paper's fixed split: one support set and the whole test split, returned as
+a single ``Episode``.
+
+Multi-label datasets (AudioSet) pass ``label_sets`` (every positive class of
+each row; ``labels`` stays the first one) to ``validate``/``episodes``. The
+estimators are single-label, so a multi-label episode is built as follows:
+
+- Support: for each class c, ``shots`` clips whose label set contains c, each
+  labelled c. A clip is drawn for one class at most (classes are served rarest
+  first, so a common class never uses up a rare class's clips): prototypes of c
+  are means of clips that contain c, as in the reference's one question per
+  positive label.
+- Queries: drawn per class the same way (episodic) or the whole test pool
+  (paper). ``query_labels`` holds one of each query's classes (the class it was
+  drawn for; the clip's first label in the paper protocol), and
+  ``query_label_sets`` all of them (restricted to the episode's classes).
+- Scoring: exact match (``calm.metrics.exact_match``) of the true set against
+  the query's top-|true set| classes by score (``calm.metrics.top_label_sets``):
+  the estimator is told how many labels a clip has, and must name them all.
+  ``multilabel_targets`` gives the (clips, ways) indicator matrix of either set.
 """
 
 from __future__ import annotations
@@ -25,10 +43,12 @@ import numpy as np
 
 from calm.errors import ProtocolError
 
-__all__ = ["Episode", "EpisodicProtocol", "derive_seed"]
+__all__ = ["Episode", "EpisodicProtocol", "PaperProtocol", "derive_seed", "multilabel_targets"]
 
 _SEED_TAG = "calm.episode.v1"
 _MAX_LISTED = 10  # classes named in one error message before "and N more"
+
+LabelSets = Sequence[Sequence[int]]
 
 
 def derive_seed(seed: int, dataset: str, shots: int, episode: int) -> int:
@@ -59,6 +79,8 @@ class Episode:
     ``classes`` holds the original class ids, sorted ascending; the episode-local
     labels (``support_labels``, ``query_labels``) are positions in ``classes``,
     so methods always see labels 0..ways-1. Arrays are read-only.
+    ``query_label_sets`` and ``support_label_sets`` (multi-label only) hold every
+    local label of each query and support clip.
     """
 
     index: int
@@ -68,17 +90,54 @@ class Episode:
     support_labels: np.ndarray
     query: np.ndarray
     query_labels: np.ndarray
+    query_label_sets: tuple[tuple[int, ...], ...] | None = None
+    support_label_sets: tuple[tuple[int, ...], ...] | None = None
 
     def __post_init__(self) -> None:
         for name in ("classes", "support", "support_labels", "query", "query_labels"):
             arr = np.array(getattr(self, name), dtype=np.int64)
             arr.setflags(write=False)
             object.__setattr__(self, name, arr)
+        for name, rows in (("query_label_sets", self.query), ("support_label_sets", self.support)):
+            given = getattr(self, name)
+            if given is not None:
+                sets = tuple(tuple(sorted({int(c) for c in s})) for s in given)
+                if len(sets) != len(rows):
+                    raise ValueError(f"{len(sets)} {name} for {len(rows)} clips")
+                object.__setattr__(self, name, sets)
 
     @property
     def ways(self) -> int:
         """Number of classes in this episode."""
         return len(self.classes)
+
+    @property
+    def multi_label(self) -> bool:
+        return self.query_label_sets is not None
+
+    @property
+    def label_sets(self) -> tuple[tuple[int, ...], ...]:
+        """Every local label of each query: ``query_label_sets``, or one label each when single-label."""
+        if self.query_label_sets is not None:
+            return self.query_label_sets
+        return tuple((int(y),) for y in self.query_labels)
+
+
+def multilabel_targets(episode: Episode, split: str = "query") -> np.ndarray:
+    """(clips, ways) boolean indicator of each query's (or support clip's) labels, for exact match
+    and the grid; one-hot for single-label episodes."""
+    if split not in ("query", "support"):
+        raise ValueError(f"split must be 'query' or 'support', got {split!r}")
+    if split == "query":
+        sets = episode.label_sets
+    elif episode.support_label_sets is not None:
+        sets = episode.support_label_sets
+    else:
+        sets = tuple((int(y),) for y in episode.support_labels)
+    targets = np.zeros((len(sets), episode.ways), dtype=bool)
+    for i, labels in enumerate(sets):
+        targets[i, list(labels)] = True
+    return targets
 
 
 class EpisodicProtocol:
@@ -119,51 +178,35 @@ class EpisodicProtocol:
         is_support_pool: np.ndarray,
         is_query_pool: np.ndarray,
         class_names: Sequence[str] | None = None,
+        label_sets: LabelSets | None = None,
     ) -> None:
         """Raise ``ProtocolError`` if these settings cannot be met by this clip table.
 
         Cheap (labels and masks only), so it runs before any model is loaded.
-        ``class_names[i]`` names class id ``i`` in the messages.
+        ``class_names[i]`` names class id ``i`` in the messages. With ``label_sets``
+        a clip counts for every class it holds (a necessary condition: a multi-label
+        draw that still runs short raises from ``episodes``).
         """
         self._check_settings()
-        labels, support_pool, query_pool = _check_table(labels, is_support_pool, is_query_pool)
-        classes = _classes(labels, support_pool, query_pool)
-        n_classes = len(classes)
-        if n_classes < 2:
-            raise ProtocolError(
-                f"The clip table has {n_classes} class(es) with clips in the support or query "
-                "pool; classification needs at least 2.",
-                "Check the dataset path and split settings; the pools may be empty.",
-            )
+        pools = _Pools.build(labels, is_support_pool, is_query_pool, label_sets)
+        n_classes = len(pools.classes)
+        _check_class_count(n_classes)
         if self.ways is not None and self.ways > n_classes:
             raise ProtocolError(
                 f"ways={self.ways} but the dataset has only {n_classes} classes.",
                 f"Set `ways` to at most {n_classes}, or leave it unset (null) to use all classes.",
             )
 
-        n_support = _count_per_class(labels, support_pool, classes)
-        n_query = _count_per_class(labels, query_pool, classes)
+        n_support = pools.counts(pools.support)
+        n_query = pools.counts(pools.query)
         # Support is drawn first; in the worst case it takes min(shots, overlap)
         # clips that the query pool would otherwise offer.
-        n_overlap = _count_per_class(labels, support_pool & query_pool, classes)
+        n_overlap = pools.counts(pools.support & pools.query)
         n_query_free = n_query - np.minimum(self.shots, n_overlap)
 
         names = _namer(class_names)
-        empty = classes[n_query == 0]
-        if len(empty):
-            raise ProtocolError(
-                "These classes have no clips in the query (test) pool: "
-                f"{_list_classes(empty, None, names)}.",
-                "Add test clips for these classes, or remove them from the dataset table.",
-            )
-        short = n_support < self.shots
-        if short.any():
-            raise ProtocolError(
-                f"shots={self.shots} but these classes have fewer support-pool (training) "
-                f"clips: {_list_classes(classes[short], n_support[short], names)}.",
-                f"Lower `shots` to at most {int(n_support.min())}, or add training clips "
-                "for these classes.",
-            )
+        _check_queries_exist(pools.classes, n_query, names)
+        _check_shots(self.shots, pools.classes, n_support, names, "")
         short = n_query_free < self.queries
         if short.any():
             overlap_note = (
@@ -180,7 +223,7 @@ class EpisodicProtocol:
             )
             raise ProtocolError(
                 f"queries={self.queries} but these classes have fewer query-pool (test) "
-                f"clips{overlap_note}: {_list_classes(classes[short], n_query_free[short], names)}.",
+                f"clips{overlap_note}: {_list_classes(pools.classes[short], n_query_free[short], names)}.",
                 fix,
             )
 
@@ -190,14 +233,22 @@ class EpisodicProtocol:
         is_support_pool: np.ndarray,
         is_query_pool: np.ndarray,
         class_names: Sequence[str] | None = None,
+        label_sets: LabelSets | None = None,
     ) -> list[Episode]:
         """Validate, then draw every episode; each from its own derived seed."""
-        self.validate(labels, is_support_pool, is_query_pool, class_names)
-        labels, support_pool, query_pool = _check_table(labels, is_support_pool, is_query_pool)
-        classes = _classes(labels, support_pool, query_pool)
-        support_idx = _rows_per_class(labels, support_pool, classes)
-        query_idx = _rows_per_class(labels, query_pool, classes)
-        return [self._draw(e, classes, support_idx, query_idx) for e in range(self.n_episodes)]
+        self.validate(labels, is_support_pool, is_query_pool, class_names, label_sets)
+        pools = _Pools.build(labels, is_support_pool, is_query_pool, label_sets)
+        support_idx = pools.members(pools.support)
+        query_idx = pools.members(pools.query)
+        if pools.sets is None:
+            return [self._draw(e, pools.classes, support_idx, query_idx) for e in range(self.n_episodes)]
+        names = _namer(class_names)
+        return [self._draw_multi(e, pools, support_idx, query_idx, names) for e in range(self.n_episodes)]
+
+    def _choose_classes(self, rng: np.random.Generator, n_classes: int) -> np.ndarray:
+        if self.ways is None or self.ways >= n_classes:
+            return np.arange(n_classes)
+        return np.sort(rng.choice(n_classes, size=self.ways, replace=False))
 
     def _draw(
         self,
@@ -208,10 +259,7 @@ class EpisodicProtocol:
     ) -> Episode:
         seed = derive_seed(self.seed, self.dataset, self.shots, e)
         rng = np.random.default_rng(seed)
-        if self.ways is None or self.ways >= len(all_classes):
-            chosen = np.arange(len(all_classes))
-        else:
-            chosen = np.sort(rng.choice(len(all_classes), size=self.ways, replace=False))
+        chosen = self._choose_classes(rng, len(all_classes))
         support, support_labels, query, query_labels = [], [], [], []
         for local, k in enumerate(chosen):
             s = rng.choice(support_idx[k], size=self.shots, replace=False)
@@ -231,17 +279,43 @@ class EpisodicProtocol:
             query_labels=np.concatenate(query_labels),
         )
 
+    def _draw_multi(
+        self,
+        e: int,
+        pools: _Pools,
+        support_idx: list[np.ndarray],
+        query_idx: list[np.ndarray],
+        names: Callable[[int], str],
+    ) -> Episode:
+        """A multi-label episode: disjoint per-class draws, rarest class first (module docstring)."""
+        seed = derive_seed(self.seed, self.dataset, self.shots, e)
+        rng = np.random.default_rng(seed)
+        chosen = self._choose_classes(rng, len(pools.classes))
+        where = f"episode {e}"
+        support = _draw_disjoint(rng, chosen, support_idx, self.shots, np.empty(0, np.int64),
+                                 pools.classes, names, "support", where)
+        taken = np.concatenate(support)
+        query = _draw_disjoint(rng, chosen, query_idx, self.queries, taken, pools.classes, names, "query", where)
+        query_rows = np.concatenate(query)
+        return Episode(
+            index=e,
+            seed=seed,
+            classes=pools.classes[chosen],
+            support=taken,
+            support_labels=np.repeat(np.arange(len(chosen)), self.shots),
+            query=query_rows,
+            query_labels=np.repeat(np.arange(len(chosen)), self.queries),
+            query_label_sets=pools.local_sets(query_rows, pools.classes[chosen]),
+            support_label_sets=pools.local_sets(taken, pools.classes[chosen]),
+        )
+
     def _check_settings(self) -> None:
         for name, value in (
             ("shots", self.shots),
             ("queries", self.queries),
             ("episodes", self.n_episodes),
         ):
-            if not _is_int(value) or value < 1:
-                raise ProtocolError(
-                    f"`{name}` must be a positive integer, got {value!r}.",
-                    f"Set `{name}` to 1 or more.",
-                )
+            _check_positive(name, value)
         if self.ways is not None and (not _is_int(self.ways) or self.ways < 2):
             raise ProtocolError(
                 f"`ways` must be at least 2 (or unset for all classes), got {self.ways!r}.",
@@ -249,11 +323,227 @@ class EpisodicProtocol:
             )
 
 
+class PaperProtocol:
+    """The paper's fixed split: one support set of ``shots`` clips per class, the whole test pool as queries.
+
+    The support set is drawn once, from the seed derived from (seed, dataset,
+    shots, 0), over every class. It comes only from clips of the support pool
+    that are not also in the query pool: every query-pool clip is scored, so a
+    clip in both pools would otherwise be scored against a prototype containing
+    itself, and ESC-50's test fold could reach the support set (the reference
+    code's mistake). Reliability is measured on this support set and a
+    hyper-parameter grid is evaluated on the single episode (``calm.grid``).
+    """
+
+    n_episodes = 1
+
+    def __init__(self, shots: int, seed: int = 42, dataset: str = "") -> None:
+        self.shots = shots
+        self.seed = seed
+        self.dataset = dataset
+
+    def __repr__(self) -> str:
+        return f"PaperProtocol(shots={self.shots}, seed={self.seed}, dataset={self.dataset!r})"
+
+    def validate(
+        self,
+        labels: np.ndarray,
+        is_support_pool: np.ndarray,
+        is_query_pool: np.ndarray,
+        class_names: Sequence[str] | None = None,
+        label_sets: LabelSets | None = None,
+    ) -> None:
+        """Raise ``ProtocolError`` if the fixed split cannot be drawn; labels and masks only."""
+        _check_positive("shots", self.shots)
+        if not _is_int(self.seed) or self.seed < 0:
+            raise ProtocolError(f"`seed` must be a non-negative integer, got {self.seed!r}.",
+                                "Set the protocol seed to e.g. 42 (the paper's).")
+        pools = _Pools.build(labels, is_support_pool, is_query_pool, label_sets)
+        _check_class_count(len(pools.classes))
+        names = _namer(class_names)
+        _check_queries_exist(pools.classes, pools.counts(pools.query), names)
+        overlap = pools.support & pools.query
+        note = (
+            f" ({int(overlap.sum())} clips in both pools are never used as support, since every "
+            "test clip is scored)"
+            if overlap.any()
+            else ""
+        )
+        _check_shots(self.shots, pools.classes, pools.counts(pools.support & ~pools.query), names, note)
+
+    def episodes(
+        self,
+        labels: np.ndarray,
+        is_support_pool: np.ndarray,
+        is_query_pool: np.ndarray,
+        class_names: Sequence[str] | None = None,
+        label_sets: LabelSets | None = None,
+    ) -> list[Episode]:
+        """The single episode as a list, so callers can treat both protocols alike."""
+        return [self.episode(labels, is_support_pool, is_query_pool, class_names, label_sets)]
+
+    def episode(
+        self,
+        labels: np.ndarray,
+        is_support_pool: np.ndarray,
+        is_query_pool: np.ndarray,
+        class_names: Sequence[str] | None = None,
+        label_sets: LabelSets | None = None,
+    ) -> Episode:
+        """Validate, then draw the fixed support set; queries are every query-pool row, ascending."""
+        self.validate(labels, is_support_pool, is_query_pool, class_names, label_sets)
+        pools = _Pools.build(labels, is_support_pool, is_query_pool, label_sets)
+        seed = derive_seed(self.seed, self.dataset, self.shots, 0)
+        rng = np.random.default_rng(seed)
+        candidates = pools.members(pools.support & ~pools.query)
+        all_classes = np.arange(len(pools.classes))
+        if pools.sets is None:
+            support = [rng.choice(rows, size=self.shots, replace=False) for rows in candidates]
+        else:
+            support = _draw_disjoint(rng, all_classes, candidates, self.shots, np.empty(0, np.int64),
+                                     pools.classes, _namer(class_names), "support", "the paper split")
+        query = np.flatnonzero(pools.query)
+        support_rows = np.concatenate(support)
+        return Episode(
+            index=0,
+            seed=seed,
+            classes=pools.classes,
+            support=support_rows,
+            support_labels=np.repeat(all_classes, self.shots),
+            query=query,
+            query_labels=np.searchsorted(pools.classes, pools.labels[query]),
+            query_label_sets=None if pools.sets is None else pools.local_sets(query, pools.classes),
+            support_label_sets=None if pools.sets is None else pools.local_sets(support_rows, pools.classes),
+        )
+
+
 # --- pool checks shared by protocols ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Pools:
+    """The checked table: labels, pool masks, label sets (multi-label) and the classes in play."""
+
+    labels: np.ndarray
+    support: np.ndarray
+    query: np.ndarray
+    sets: tuple[frozenset[int], ...] | None
+    classes: np.ndarray
+
+    @classmethod
+    def build(
+        cls,
+        labels: np.ndarray,
+        is_support_pool: np.ndarray,
+        is_query_pool: np.ndarray,
+        label_sets: LabelSets | None,
+    ) -> _Pools:
+        labels, support, query = _check_table(labels, is_support_pool, is_query_pool)
+        if label_sets is None:
+            return cls(labels, support, query, None, _classes(labels, support, query))
+        sets = _check_label_sets(label_sets, labels, support | query)
+        in_play = [c for row in np.flatnonzero(support | query) for c in sets[row]]
+        return cls(labels, support, query, sets, np.unique(np.array(in_play, dtype=np.int64)))
+
+    def members(self, mask: np.ndarray) -> list[np.ndarray]:
+        """Rows in ``mask`` holding each class (its label, or any of its labels), each ascending."""
+        if self.sets is None:
+            return _rows_per_class(self.labels, mask, self.classes)
+        position = {int(c): i for i, c in enumerate(self.classes)}
+        buckets: list[list[int]] = [[] for _ in self.classes]
+        for row in np.flatnonzero(mask):
+            for c in self.sets[row]:
+                buckets[position[c]].append(int(row))
+        return [np.array(b, dtype=np.int64) for b in buckets]
+
+    def counts(self, mask: np.ndarray) -> np.ndarray:
+        if self.sets is None:
+            return _count_per_class(self.labels, mask, self.classes)
+        return np.array([len(rows) for rows in self.members(mask)], dtype=np.int64)
+
+    def local_sets(self, rows: np.ndarray, episode_classes: np.ndarray) -> tuple[tuple[int, ...], ...]:
+        """Each row's labels among ``episode_classes``, as positions in it."""
+        sets = self.sets or ()
+        kept = set(episode_classes.tolist())
+        return tuple(
+            tuple(int(i) for i in np.searchsorted(episode_classes, sorted(sets[r] & kept)))
+            for r in rows
+        )
+
+
+def _draw_disjoint(
+    rng: np.random.Generator,
+    chosen: np.ndarray,
+    members: list[np.ndarray],
+    n: int,
+    taken: np.ndarray,
+    classes: np.ndarray,
+    names: Callable[[int], str],
+    what: str,
+    where: str,
+) -> list[np.ndarray]:
+    """``n`` rows per chosen class, no row twice (nor one in ``taken``), rarest class first.
+
+    Returns the rows in the order of ``chosen``. Multi-label clips hold several
+    classes, so a class can run short even though validation counted enough.
+    """
+    drawn: dict[int, np.ndarray] = {}
+    for k in sorted(chosen.tolist(), key=lambda k: (len(members[k]), k)):
+        available = np.setdiff1d(members[k], taken, assume_unique=True)
+        if len(available) < n:
+            raise ProtocolError(
+                f"In {where}, class {names(int(classes[k]))} has only {len(available)} {what} "
+                f"clips left once the clips drawn for other classes are removed (a multi-label "
+                f"clip is drawn for one class only); {n} are needed.",
+                f"Lower `{'shots' if what == 'support' else 'queries'}`, or add clips of this class.",
+            )
+        drawn[k] = rng.choice(available, size=n, replace=False)
+        taken = np.concatenate([taken, drawn[k]])
+    return [drawn[k] for k in chosen.tolist()]
 
 
 def _is_int(value: object) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _check_positive(name: str, value: object) -> None:
+    if not _is_int(value) or value < 1:
+        raise ProtocolError(
+            f"`{name}` must be a positive integer, got {value!r}.",
+            f"Set `{name}` to 1 or more.",
+        )
+
+
+def _check_class_count(n_classes: int) -> None:
+    if n_classes < 2:
+        raise ProtocolError(
+            f"The clip table has {n_classes} class(es) with clips in the support or query "
+            "pool; classification needs at least 2.",
+            "Check the dataset path and split settings; the pools may be empty.",
+        )
+
+
+def _check_queries_exist(classes: np.ndarray, n_query: np.ndarray, names: Callable[[int], str]) -> None:
+    empty = classes[n_query == 0]
+    if len(empty):
+        raise ProtocolError(
+            "These classes have no clips in the query (test) pool: "
+            f"{_list_classes(empty, None, names)}.",
+            "Add test clips for these classes, or remove them from the dataset table.",
+        )
+
+
+def _check_shots(
+    shots: int, classes: np.ndarray, n_support: np.ndarray, names: Callable[[int], str], note: str
+) -> None:
+    short = n_support < shots
+    if short.any():
+        raise ProtocolError(
+            f"shots={shots} but these classes have fewer support-pool (training) "
+            f"clips{note}: {_list_classes(classes[short], n_support[short], names)}.",
+            f"Lower `shots` to at most {int(n_support.min())}, or add training clips "
+            "for these classes.",
+        )
 
 
 def _check_table(
@@ -277,6 +567,33 @@ def _check_table(
                 "Build the pool masks from the same clip table as the labels.",
             )
     return labels.astype(np.int64, copy=False), support_pool, query_pool
+
+
+def _check_label_sets(
+    label_sets: LabelSets, labels: np.ndarray, in_pools: np.ndarray
+) -> tuple[frozenset[int], ...]:
+    """One set of integer class ids per row; rows in a pool hold their own ``labels`` entry."""
+    if len(label_sets) != len(labels):
+        raise ProtocolError(
+            f"`label_sets` has {len(label_sets)} entries but the table has {len(labels)} clips.",
+            "Pass every positive label of each clip of the same table (e.g. Clip.all_labels).",
+        )
+    sets = []
+    for row, entry in enumerate(label_sets):
+        values = [int(c) for c in entry if _is_int(c)]
+        if len(values) != len(entry):
+            raise ProtocolError(
+                f"`label_sets[{row}]` must hold integer class ids, got {list(entry)!r}.",
+                "Pass class ids (Clip.all_labels), not class names.",
+            )
+        sets.append(frozenset(values))
+    bad = [row for row in np.flatnonzero(in_pools) if int(labels[row]) not in sets[row]]
+    if bad:
+        raise ProtocolError(
+            f"{len(bad)} clips' `labels` entry is not among their `label_sets` (first: row {bad[0]}).",
+            "Build labels and label_sets from the same clips: labels[i] is one of label_sets[i].",
+        )
+    return tuple(sets)
 
 
 def _classes(labels: np.ndarray, support_pool: np.ndarray, query_pool: np.ndarray) -> np.ndarray:

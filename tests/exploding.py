@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 class ExplodingEstimator:
-    def fit(self, features, labels):
+    def fit(self, features, labels, n_classes=None):
         raise RuntimeError("boom: estimator failed on purpose")
 
     def predict(self, features):

@@ -9,7 +9,17 @@ import pytest
 import torch
 
 from calm.errors import ConfigError
-from calm.metrics import accuracy, macro_f1, mean_ci95, paired_difference, summarize
+from calm.metrics import (
+    accuracy,
+    detector_scores,
+    eer,
+    exact_match,
+    macro_f1,
+    mean_ci95,
+    paired_difference,
+    summarize,
+    top_label_sets,
+)
 
 T_975_4 = 2.7764451051977987  # Student-t 97.5 % quantile, 4 degrees of freedom
 T_975_2 = 4.302652729749464  # Student-t 97.5 % quantile, 2 degrees of freedom
@@ -111,3 +121,94 @@ def test_summarize_reports_paired_difference_against_baseline() -> None:
 def test_summarize_unknown_baseline_is_config_error() -> None:
     with pytest.raises(ConfigError, match="How to fix"):
         summarize({"calm": [1.0, 2.0]}, baseline="sav")
+
+
+# --- equal error rate ------------------------------------------------------------------
+
+
+def test_eer_at_a_roc_point() -> None:
+    # thresholds 0.8, 0.4, 0.35, 0.1 give (FPR, FNR) = (0, .5), (.5, .5), (.5, 0), (1, 0):
+    # FPR = FNR = 0.5 exactly at threshold 0.4
+    assert eer([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == pytest.approx(50.0)
+
+
+def test_eer_alternating_ranks() -> None:
+    # ranks +-+-+-: (FPR, FNR) walks (0,1) (0,2/3) (1/3,2/3) (1/3,1/3): equal at 1/3
+    assert eer([0.9, 0.8, 0.7, 0.6, 0.5, 0.4], [1, 0, 1, 0, 1, 0]) == pytest.approx(100 / 3)
+
+
+def test_eer_interpolates_along_a_tied_segment() -> None:
+    # 2 positives, 3 negatives; score 2 ties a positive with a negative, so the ROC moves from
+    # (FPR, FNR) = (0, 1/2) to (1/3, 0) in one diagonal step. On it FPR = t/3, FNR = (1-t)/2,
+    # equal at t = 3/5: EER = 1/5.
+    assert eer([3, 2, 2, 1, 0], [1, 1, 0, 0, 0]) == pytest.approx(20.0)
+    # a symmetric tie: (0, 1/2) -> (1/2, 0), crossing at 1/4
+    assert eer(np.array([0.9, 0.5, 0.5, 0.1]), np.array([1, 1, 0, 0])) == pytest.approx(25.0)
+
+
+def test_eer_extremes_symmetry_and_inputs() -> None:
+    assert eer([0.9, 0.8, 0.2, 0.1], [1, 1, 0, 0]) == 0.0
+    assert eer([0.1, 0.2, 0.8, 0.9], [1, 1, 0, 0]) == pytest.approx(100.0)
+    assert eer([0.5, 0.5, 0.5], [1, 0, 1]) == pytest.approx(50.0)  # an uninformative detector
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 200)
+    scores = rng.normal(size=200) + labels
+    value = eer(scores, labels)
+    assert 0 < value < 50
+    assert eer(-scores, 1 - labels) == pytest.approx(value)  # the other class as positive
+    assert eer(np.exp(scores), labels.astype(bool)) == pytest.approx(value)  # monotone transform
+    assert eer(torch.tensor(scores), torch.tensor(labels)) == pytest.approx(value)
+
+
+@pytest.mark.parametrize(("scores", "labels", "match"), [
+    ([0.1, 0.2], [1, 1], "both classes"),
+    ([0.1, 0.2], [0, 2], "binary"),
+    ([0.1, float("nan")], [0, 1], "finite"),
+    ([0.1], [0, 1], "entries"),
+])
+def test_eer_rejects_bad_input(scores, labels, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        eer(scores, labels)
+
+
+def test_detector_scores_from_two_class_scores() -> None:
+    class_scores = torch.tensor([[0.9, 0.1], [0.4, 0.6], [0.2, 0.8]])
+    np.testing.assert_allclose(detector_scores(class_scores, 0), [0.8, -0.2, -0.6], atol=1e-6)
+    np.testing.assert_allclose(detector_scores(class_scores, 1), [-0.8, 0.2, 0.6], atol=1e-6)
+    # class 0 is the positive: clips 0 and 1 are positive, ranked above clip 2
+    assert eer(detector_scores(class_scores, 0), [1, 1, 0]) == 0.0
+    with pytest.raises(ValueError):
+        detector_scores(torch.zeros(3, 3), 0)
+
+
+# --- multi-label -------------------------------------------------------------------------
+
+
+def test_exact_match_hand_computed() -> None:
+    pred = [{1, 2}, [3], (0, 4), [5, 5]]
+    true = [[2, 1], {3, 5}, [4, 0], [5]]
+    # clip 1 misses label 5; order and repeats do not matter
+    assert exact_match(pred, true) == pytest.approx(75.0)
+    assert exact_match([[1, 2, 7]], [[1, 2]]) == 0.0  # an extra label is wrong too
+
+
+def test_exact_match_indicator_matrices() -> None:
+    pred = np.array([[1, 1, 0], [0, 0, 1], [1, 0, 0]], dtype=bool)
+    true = torch.tensor([[1, 1, 0], [0, 1, 1], [1, 0, 0]])
+    assert exact_match(pred, true) == pytest.approx(200 / 3)
+    assert exact_match(pred, [[0, 1], [2], [0]]) == pytest.approx(100.0)
+
+
+def test_exact_match_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="clips"):
+        exact_match([[1]], [[1], [2]])
+    with pytest.raises(ValueError, match="empty"):
+        exact_match([], [])
+
+
+def test_top_label_sets_takes_the_true_set_size_ties_to_lower_ids() -> None:
+    scores = np.array([[0.1, 0.5, 0.5, 0.3], [0.9, 0.1, 0.2, 0.8]])
+    assert top_label_sets(scores, [1, 2]) == [{1}, {0, 3}]
+    assert top_label_sets(torch.tensor(scores), [3, 4]) == [{1, 2, 3}, {0, 1, 2, 3}]
+    with pytest.raises(ValueError):
+        top_label_sets(scores, [0, 1])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from calm.errors import ProtocolError
-from calm.protocols import Episode, EpisodicProtocol, derive_seed
+from calm.protocols import Episode, EpisodicProtocol, PaperProtocol, derive_seed, multilabel_targets
 
 NAMES = ["dog", "rain", "siren", "clock_tick", "crow"]
 
@@ -283,3 +283,176 @@ def test_shared_pool_exhausted_by_support_suggests_lowering_shots() -> None:
     with pytest.raises(ProtocolError) as err:
         protocol(shots=2, queries=1).validate(labels, both, both)
     assert "Lower `shots`" in err.value.fix
+
+
+# --- ESC-50: the test fold never reaches a support set --------------------------------
+
+
+def esc50_table(test_fold: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The official layout's shape: 50 classes x 40 clips, 8 per class in each of 5 folds of 400."""
+    labels = np.repeat(np.arange(50), 40)
+    folds = np.tile(np.repeat(np.arange(1, 6), 8), 50)
+    order = np.random.default_rng(3).permutation(len(labels))
+    labels, folds = labels[order], folds[order]
+    return labels, folds, folds != test_fold, folds == test_fold
+
+
+def test_esc50_test_fold_never_in_support_in_any_episode_of_either_protocol() -> None:
+    labels, folds, sp, qp = esc50_table()
+    assert np.bincount(folds)[1:].tolist() == [400] * 5
+    runs = EpisodicProtocol(shots=5, queries=8, episodes=25, seed=0, dataset="esc50").episodes(labels, sp, qp)
+    runs += PaperProtocol(shots=32, dataset="esc50").episodes(labels, sp, qp)
+    for ep in runs:
+        assert (folds[ep.support] != 1).all(), f"episode {ep.index}: a test-fold clip in the support set"
+        assert (folds[ep.query] == 1).all()
+    paper = runs[-1]
+    np.testing.assert_array_equal(paper.query, np.flatnonzero(folds == 1))
+
+
+# --- paper protocol ----------------------------------------------------------------------
+
+
+def test_paper_protocol_fixed_support_and_whole_query_pool() -> None:
+    labels, sp, qp = make_table()
+    (ep,) = PaperProtocol(shots=3, dataset="toy").episodes(labels, sp, qp)
+    assert ep.index == 0 and ep.seed == derive_seed(42, "toy", 3, 0)
+    np.testing.assert_array_equal(ep.classes, np.arange(5))
+    np.testing.assert_array_equal(np.bincount(ep.support_labels), [3] * 5)
+    assert sp[ep.support].all() and not qp[ep.support].any()
+    np.testing.assert_array_equal(ep.classes[ep.support_labels], labels[ep.support])
+    np.testing.assert_array_equal(ep.query, np.flatnonzero(qp))  # every test clip, once, in table order
+    np.testing.assert_array_equal(ep.classes[ep.query_labels], labels[ep.query])
+    assert ep.query_label_sets is None and not ep.multi_label
+
+
+def test_paper_protocol_is_reproducible_and_seeded() -> None:
+    labels, sp, qp = make_table()
+    a = PaperProtocol(shots=3, seed=42, dataset="toy").episode(labels, sp, qp)
+    b = PaperProtocol(shots=3, dataset="toy").episode(labels, sp, qp)
+    assert same(a, b)
+    for other in (PaperProtocol(shots=3, seed=7, dataset="toy"), PaperProtocol(shots=3, dataset="toy2")):
+        c = other.episode(labels, sp, qp)
+        assert not np.array_equal(a.support, c.support)
+        np.testing.assert_array_equal(a.query, c.query)
+
+
+def test_paper_protocol_never_uses_clips_of_both_pools_as_support() -> None:
+    labels, sp, qp = make_table()
+    shared = np.flatnonzero(qp)[::2]
+    sp = sp.copy()
+    sp[shared] = True  # some test clips are listed in the training pool too (the reference's mistake)
+    ep = PaperProtocol(shots=3, dataset="toy").episode(labels, sp, qp)
+    assert not set(ep.support) & set(shared)
+    np.testing.assert_array_equal(ep.query, np.flatnonzero(qp))
+    with pytest.raises(ProtocolError, match="never used as support") as err:
+        PaperProtocol(shots=11).validate(labels, sp, qp, class_names=NAMES)
+    assert "'dog' (10)" in err.value.problem
+
+
+def test_paper_protocol_errors_name_classes_and_fix() -> None:
+    labels, sp, qp = make_table()
+    sp = sp.copy()
+    sp[np.flatnonzero(sp & (labels == 2))[:8]] = False
+    with pytest.raises(ProtocolError) as err:
+        PaperProtocol(shots=3).episodes(labels, sp, qp, class_names=NAMES)
+    assert "'siren' (2)" in err.value.problem and "shots=3" in err.value.problem
+    assert "Lower `shots` to at most 2" in err.value.fix
+    qp = qp.copy()
+    qp[labels == 4] = False
+    with pytest.raises(ProtocolError, match="no clips in the query") as err:
+        PaperProtocol(shots=1).validate(labels, sp, qp, class_names=NAMES)
+    assert "'crow'" in err.value.problem
+    for bad in ({"shots": 0}, {"shots": 1, "seed": -1}):
+        with pytest.raises(ProtocolError, match="must be"):
+            PaperProtocol(**bad).validate(labels, sp, qp)
+
+
+# --- multi-label -------------------------------------------------------------------------
+
+
+def multilabel_table(seed: int = 0) -> tuple[np.ndarray, list[tuple[int, ...]], np.ndarray, np.ndarray]:
+    """6 classes; each clip holds 1-3 labels; class 5 is rare and always co-occurs with others."""
+    rng = np.random.default_rng(seed)
+    sets = []
+    for i in range(240):
+        first = i % 5
+        extra = rng.choice([c for c in range(5) if c != first], size=rng.integers(0, 3), replace=False)
+        labels = (first, *extra.tolist())
+        if i % 12 == 0:
+            labels = (*labels, 5)
+        sets.append(labels)
+    labels = np.array([s[0] for s in sets])
+    sp = np.arange(240) < 160
+    return labels, sets, sp, ~sp
+
+
+def test_multilabel_episodes_draw_support_per_class_and_keep_label_sets() -> None:
+    labels, sets, sp, qp = multilabel_table()
+    eps = protocol(shots=2, queries=3, episodes=6).episodes(labels, sp, qp, label_sets=sets)
+    for ep in eps:
+        np.testing.assert_array_equal(ep.classes, np.arange(6))
+        assert len(set(ep.support)) == len(ep.support) == 12
+        assert len(set(ep.query)) == len(ep.query) == 18
+        assert not set(ep.support) & set(ep.query)
+        assert sp[ep.support].all() and qp[ep.query].all()
+        for row, y in zip(ep.support, ep.support_labels, strict=True):
+            assert ep.classes[y] in sets[row], "support clip drawn for a class it does not hold"
+        for row, y, got in zip(ep.query, ep.query_labels, ep.query_label_sets, strict=True):
+            assert y in got and set(ep.classes[list(got)]) == set(sets[row])
+        targets = multilabel_targets(ep)
+        assert targets.shape == (18, 6) and targets[np.arange(18), ep.query_labels].all()
+        assert targets.sum() == sum(len(s) for s in ep.query_label_sets)
+        support_targets = multilabel_targets(ep, "support")
+        assert support_targets[np.arange(12), ep.support_labels].all()
+        assert [set(ep.classes[np.flatnonzero(t)]) for t in support_targets] == [set(sets[r]) for r in ep.support]
+    again = protocol(shots=2, queries=3, episodes=6).episodes(labels, sp, qp, label_sets=sets)
+    assert all(same(a, b) and a.query_label_sets == b.query_label_sets for a, b in zip(eps, again, strict=True))
+
+
+def test_multilabel_ways_restrict_label_sets_to_the_episode() -> None:
+    labels, sets, sp, qp = multilabel_table()
+    for ep in protocol(shots=2, queries=2, episodes=10, ways=3).episodes(labels, sp, qp, label_sets=sets):
+        assert ep.ways == 3
+        for row, got in zip(ep.query, ep.query_label_sets, strict=True):
+            assert set(ep.classes[list(got)]) == set(sets[row]) & set(ep.classes)
+
+
+def test_multilabel_paper_split_scores_every_test_clip_with_all_its_labels() -> None:
+    labels, sets, sp, qp = multilabel_table()
+    ep = PaperProtocol(shots=3, dataset="audioset").episode(labels, sp, qp, label_sets=sets)
+    np.testing.assert_array_equal(ep.query, np.flatnonzero(qp))
+    assert [set(ep.classes[list(s)]) for s in ep.query_label_sets] == [set(sets[r]) for r in ep.query]
+    np.testing.assert_array_equal(ep.classes[ep.query_labels], labels[ep.query])
+    assert len(set(ep.support)) == 18 and sp[ep.support].all()
+    assert [set(ep.classes[list(s)]) for s in ep.support_label_sets] == [set(sets[r]) for r in ep.support]
+
+
+def test_single_label_episode_targets_are_one_hot() -> None:
+    labels, sp, qp = make_table()
+    ep = protocol(episodes=1).episodes(labels, sp, qp)[0]
+    np.testing.assert_array_equal(multilabel_targets(ep).argmax(1), ep.query_labels)
+    assert multilabel_targets(ep).sum() == len(ep.query)
+    np.testing.assert_array_equal(multilabel_targets(ep, "support").argmax(1), ep.support_labels)
+
+
+def test_multilabel_draw_that_runs_short_names_the_class() -> None:
+    # classes 0 and 1 share their only two support clips: each counts 2, but they cannot both get 2
+    sets = [(0, 1), (0, 1), (0,), (1,), (0,), (1,)]
+    labels = np.array([s[0] for s in sets])
+    sp = np.array([True, True, False, False, False, False])
+    with pytest.raises(ProtocolError, match="left once the clips drawn") as err:
+        PaperProtocol(shots=2).episode(labels, sp, ~sp, class_names=["speech", "music"], label_sets=sets)
+    assert "'speech'" in err.value.problem or "'music'" in err.value.problem
+    PaperProtocol(shots=1).episode(labels, sp, ~sp, label_sets=sets)
+
+
+def test_label_sets_must_match_the_table() -> None:
+    labels, sets, sp, qp = multilabel_table()
+    with pytest.raises(ProtocolError, match="entries"):
+        protocol().validate(labels, sp, qp, label_sets=sets[:-1])
+    bad = list(sets)
+    bad[0] = (4,) if labels[0] != 4 else (3,)
+    with pytest.raises(ProtocolError, match="not among"):
+        protocol().validate(labels, sp, qp, label_sets=bad)
+    with pytest.raises(ProtocolError, match="integer class ids"):
+        protocol().validate(labels, sp, qp, label_sets=[("dog",)] * len(labels))

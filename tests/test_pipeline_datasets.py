@@ -1,0 +1,96 @@
+"""The pipeline's dataset-specific metrics on real audio in official layouts: EER for ASVspoof (two-class
+detection), exact match for multi-label AudioSet, and protocol=paper's two labelled selections."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from calm.pipeline import run_job
+from tests.cli import compose_config
+from tests.layouts import make_asvspoof, make_audioset
+
+SMALL_GRID = ["protocol.grid.tau=[0.01,0.07]", "protocol.grid.tau_w=[0.5]", "protocol.grid.top_k=[5,all]",
+              "protocol.grid.shrinkage=[0]", "protocol.grid.reliability=[margin_clamped,prob]"]
+
+
+def _digit(fsdd_root: Path, digit: int, i: int) -> tuple[np.ndarray, int]:
+    speakers = ["george", "jackson", "lucas", "nicolas", "yweweler"]
+    return sf.read(fsdd_root / "recordings" / f"{digit}_{speakers[i % 5]}_{i // 5 + 10}.wav", dtype="float32")
+
+
+@pytest.fixture()
+def asvspoof_root(tmp_path: Path, fsdd_root: Path) -> Path:
+    """Bonafide = spoken 'zero', spoof = spoken 'one': separable, so EER must be low."""
+    lines = {"train": [f"LA_0001 LA_T_{i:03d} - {'-' if i < 6 else 'A01'} {'bonafide' if i < 6 else 'spoof'}"
+                       for i in range(12)],
+             "eval": [f"LA_0002 LA_E_{i:03d} - {'-' if i < 6 else 'A07'} {'bonafide' if i < 6 else 'spoof'}"
+                      for i in range(12)]}
+    la = make_asvspoof(tmp_path / "asv", lines)
+    for part, prefix in (("train", "T"), ("eval", "E")):
+        for i in range(12):
+            wave, rate = _digit(fsdd_root, 0 if i < 6 else 1, i + (0 if part == "train" else 12))
+            sf.write(la / f"ASVspoof2019_LA_{part}" / "flac" / f"LA_{prefix}_{i:03d}.flac", wave, rate)
+    return tmp_path / "asv"
+
+
+def _run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overrides: list[str]) -> dict:
+    monkeypatch.setenv("CALM_CACHE", str(tmp_path / "cache"))
+    cfg = compose_config(["backbone=whisper_tiny", "logger=none", *overrides], tmp_path / "out")
+    run_job(cfg)
+    return json.loads((tmp_path / "out" / "results.json").read_text())
+
+
+def test_asvspoof_episodes_report_eer(tmp_path: Path, asvspoof_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    results = _run(tmp_path, monkeypatch, ["dataset=asvspoof2019_la", f"dataset.root={asvspoof_root}", "shots=3",
+                                           "queries=4", "episodes=4"])
+    calm = next(r for r in results["results"] if r["method"] == "calm")
+    assert calm["ways"] == 2 and "eer_mean" in calm
+    assert calm["accuracy_mean"] >= 90.0 and calm["eer_mean"] <= 10.0
+    episodes = (tmp_path / "out" / "episodes.csv").read_text().splitlines()
+    assert episodes[0].split(",")[-1] == "eer"
+
+
+def test_paper_protocol_reports_both_selections_labelled(tmp_path: Path, asvspoof_root: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    results = _run(tmp_path, monkeypatch, ["dataset=asvspoof2019_la", f"dataset.root={asvspoof_root}", "shots=3",
+                                           "protocol=paper", "prompt=paper", *SMALL_GRID])
+    rows = {r["method"]: r for r in results["results"]}
+    assert set(rows) == {"sav", "calm", "calm[cv]", "calm[oracle]"}
+    assert "cross-validation on the support set" in rows["calm[cv]"]["selection"]
+    assert rows["calm[oracle]"]["selection"].startswith("oracle")
+    assert rows["calm[oracle]"]["accuracy_mean"] >= rows["calm[cv]"]["accuracy_mean"]
+    assert rows["sav"]["queries"] == 12 and rows["sav"]["episodes"] == 1, "the whole test split, scored once"
+    assert results["paper_grid"]["grid_size"] == 2 * 1 * 2 * 1 * 2
+    assert "eer" in results["paper_grid"]["oracle"]["test"]
+    assert results["protocol"] == "paper" and results["prompt"]["name"] == "paper"
+
+
+def test_audioset_multilabel_reports_exact_match(tmp_path: Path, fsdd_root: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Classes = spoken digits 0, 1, 2; some clips say two digits and carry both labels."""
+    mids = [("/m/zero", "zero"), ("/m/one", "one"), ("/m/two", "two")]
+    clips, train, evaluation = {}, [], []
+    root = tmp_path / "audioset"
+    for i in range(18):
+        split, rows = ("train", train) if i < 12 else ("eval", evaluation)
+        digits = [i % 3] if i % 4 else [i % 3, (i + 1) % 3]
+        ytid = f"yt{i:09d}"
+        rows.append((ytid, 0.0, 10.0, ",".join(mids[d][0] for d in digits)))
+        clips[f"{ytid}_000000.wav"] = split
+    make_audioset(root, mids, train, evaluation, clips)
+    for name, split in clips.items():
+        i = int(name[2:11])
+        digits = [i % 3] if i % 4 else [i % 3, (i + 1) % 3]
+        parts = [_digit(fsdd_root, d, i)[0] for d in digits]
+        sf.write(root / "audio" / split / name, np.concatenate(parts), 8000)
+    results = _run(tmp_path, monkeypatch, ["dataset=audioset", f"dataset.root={root}", "shots=2", "queries=1",
+                                           "episodes=3"])
+    calm = next(r for r in results["results"] if r["method"] == "calm")
+    assert "exact_match_mean" in calm and 0.0 <= calm["exact_match_mean"] <= 100.0
+    header = (tmp_path / "out" / "episodes.csv").read_text().splitlines()[0]
+    assert "exact_match" in header
