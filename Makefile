@@ -25,6 +25,7 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_methods.py
+	$(BIN)/python scripts/bench_grid.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
