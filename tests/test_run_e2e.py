@@ -125,3 +125,13 @@ def test_headline_command_on_an_official_esc50_layout_with_the_tiny_qwen2_audio(
     folder = next((tmp_path / "cache").iterdir())
     assert folder.name.startswith("tiny_qwen2_audio-")
     assert json.loads((folder / "meta.json").read_text())["n_heads"] == 8  # 2 layers x 4 heads
+
+
+def test_headline_command_without_the_data_stops_at_once_with_how_to_get_it(tmp_path: Path) -> None:
+    """`python run.py dataset=esc50 shots=5` with the default backbone (Qwen2-Audio) and no ESC-50 copy."""
+    result = run_cli(["dataset=esc50", "shots=5", f"paths.data_dir={tmp_path / 'data'}"], tmp_path / "out",
+                     tmp_path / "cache")
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output[-2000:]
+    assert "prepare_esc50.py" in output and "dataset.root" in output and "Traceback" not in output
+    assert not (tmp_path / "cache").exists()
