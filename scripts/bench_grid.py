@@ -17,42 +17,15 @@ import argparse
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 
 from calm.grid import PAPER_GRID, evaluate_grid, select_by_cross_validation
 from calm.metrics import accuracy
+from calm.synthetic import synthetic_split
 
 FULL = dict(heads=1024, dim=128, classes=50, support_per_class=32, query_per_class=8, samples=20)
 QUICK = dict(heads=32, dim=16, classes=10, support_per_class=4, query_per_class=4, samples=5)
-
-
-@dataclass
-class Split:
-    support: torch.Tensor  # (n, K, d) float32
-    labels: torch.Tensor  # (n,)
-    query: torch.Tensor  # (m, K, d)
-    query_labels: torch.Tensor
-    n_classes: int
-
-
-def synthetic_split(heads: int, dim: int, classes: int, support_per_class: int, query_per_class: int,
-                    seed: int = 0, signal: float = 0.05) -> Split:
-    """Class-structured activations: a large shared offset per head (real heads' cosines are all high),
-    a class signal whose strength varies across heads (`signal` sets how hard the split is), and
-    per-clip noise."""
-    g = torch.Generator().manual_seed(seed)
-    offset = 3.0 * torch.randn(heads, dim, generator=g)
-    centers = torch.randn(classes, heads, dim, generator=g)
-    strength = signal * torch.rand(heads, 1, generator=g) ** 2
-    labels = torch.arange(classes).repeat_interleave(support_per_class)
-    query_labels = torch.arange(classes).repeat_interleave(query_per_class)
-
-    def clips(y: torch.Tensor) -> torch.Tensor:
-        return offset + strength * centers[y] + 0.6 * torch.randn(len(y), heads, dim, generator=g)
-
-    return Split(clips(labels), labels, clips(query_labels), query_labels, classes)
 
 
 def _explained_by_ties(scores: torch.Tensor, n_heads: int, estimator_accuracy: float, grid_accuracy: float) -> bool:
@@ -77,7 +50,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float | int | bool]:
     args = parser.parse_args(argv)
     sizes = {name: getattr(args, name) or default for name, default in (QUICK if args.quick else FULL).items()}
     split = synthetic_split(sizes["heads"], sizes["dim"], sizes["classes"], sizes["support_per_class"],
-                            sizes["query_per_class"], args.seed, args.signal or (0.3 if args.quick else 0.05))
+                            sizes["query_per_class"], signal=args.signal or (0.3 if args.quick else 0.05),
+                            seed=args.seed)
     n_settings = len(PAPER_GRID)
 
     started = time.perf_counter()

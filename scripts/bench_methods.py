@@ -15,40 +15,23 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import torch
 
 from calm.methods import CALM, SAV, sav_decide
 from calm.methods.calm import EPSILON, WEIGHT_SUM_FLOOR
+from calm.synthetic import SyntheticSplit, synthetic_split
 
 FULL = dict(heads=1024, dim=128, classes=50, shots=5, queries=400, repeats=7)
 QUICK = dict(heads=64, dim=32, classes=10, shots=5, queries=50, repeats=2)
 
 
-@dataclass
-class Episode:
-    support: torch.Tensor   # (n, K, d) float32
-    labels: torch.Tensor    # (n,)
-    query: torch.Tensor     # (m, K, d)
-    query_labels: torch.Tensor
-    n_classes: int
+Episode = SyntheticSplit
 
 
 def synthetic_episode(heads: int, dim: int, classes: int, shots: int, queries: int, seed: int = 0) -> Episode:
-    """Class-structured activations: a large shared offset per head (real heads' cosines are all
-    high), a class signal whose strength varies across heads, and per-clip noise."""
-    g = torch.Generator().manual_seed(seed)
-    offset = 3.0 * torch.randn(heads, dim, generator=g)
-    centers = torch.randn(classes, heads, dim, generator=g)
-    strength = 0.2 * torch.rand(heads, 1, generator=g) ** 2
-    labels = torch.arange(classes).repeat_interleave(shots)
-    query_labels = torch.randint(0, classes, (queries,), generator=g)
-
-    def clips(y: torch.Tensor) -> torch.Tensor:
-        return offset + strength * centers[y] + 0.6 * torch.randn(len(y), heads, dim, generator=g)
-
-    return Episode(clips(labels), labels, clips(query_labels), query_labels, classes)
+    """One episode: `shots` per class, `queries` query clips with random labels."""
+    return synthetic_split(heads, dim, classes, shots, queries, balanced_queries=False, signal=0.2, seed=seed)
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:

@@ -40,3 +40,14 @@ def small_fsdd(fsdd_root: Path, dest: Path, speakers: tuple[str, ...] = ("george
             for index in indices:
                 shutil.copy(fsdd_root / "recordings" / f"{digit}_{speaker}_{index}.wav", dest / "recordings")
     return dest
+
+
+def load_script(name: str):
+    """Import `scripts/<name>.py` as a module (scripts are not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
