@@ -49,6 +49,7 @@ class ExtractionReport:
 
     extracted: int = 0
     skipped: dict[str, str] = field(default_factory=dict)
+    rank: int = 0  # this process's global rank in the extraction (0 without DDP); totals cover all ranks
 
     def write_skips(self, path: Path) -> None:
         """List skipped clips in a TSV so a skip is never silent."""
@@ -223,4 +224,17 @@ def extract_missing(
         for noise in QUIET_WARNINGS:
             warnings.filterwarnings("ignore", message=noise)
         trainer.predict(HeadExtractor(backbone, model), datamodule=datamodule, return_predictions=False)
+    report.rank = trainer.global_rank
+    _merge_ranks(trainer, report)
     return report
+
+
+def _merge_ranks(trainer: pl.Trainer, report: ExtractionReport) -> None:
+    """Under DDP, wait until every rank has committed its batches, then give each the totals of all."""
+    if trainer.world_size < 2 or not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    parts: list[Any] = [None] * trainer.world_size
+    torch.distributed.all_gather_object(parts, (report.extracted, report.skipped))
+    report.extracted = sum(extracted for extracted, _ in parts)
+    for skipped in (skipped for _, skipped in parts):
+        report.skipped.update(skipped)

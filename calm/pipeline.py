@@ -4,6 +4,7 @@ cache, protocol, methods, metrics and tracking. Everything cheap is checked befo
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT, ClipTable
 from calm.errors import ConfigError
 from calm.extract import extract_missing
 from calm.grid import CalmGrid, paper_grid_report
+from calm.methods.zero_shot import answer_clips, zero_shot_accuracy
 from calm.metrics import (
     accuracy,
     detector_scores,
@@ -35,16 +37,24 @@ from calm.metrics import (
     top_label_sets,
 )
 from calm.protocols import Episode, EpisodicProtocol, PaperProtocol, multilabel_targets
-from calm.tracking import Tracker, build_tracker, write_results
+from calm.tracking import NullTracker, Tracker, build_tracker, write_results
 
 log = logging.getLogger(__name__)
+# Set by Lightning's DDP launcher, torchrun and SLURM in every process of a multi-process run.
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
+
+
+def launched_as_main() -> bool:
+    """False in the extra processes of a multi-process (DDP) run: they only extract their share."""
+    return all(os.environ.get(name, "0") in ("", "0") for name in RANK_VARIABLES)
 
 
 def build_methods(method_cfg: DictConfig) -> dict[str, Any]:
     """The estimators named in the `method` config group, instantiated (and so validated) up front."""
     estimators = method_cfg.get("estimators") or {}
-    if not estimators:
-        raise ConfigError("the method config lists no estimators", "use method=calm_vs_sav, method=calm or method=sav")
+    if not estimators and not method_cfg.get("zero_shot"):
+        raise ConfigError("the method config lists no estimators",
+                          "use method=calm_vs_sav, method=calm, method=sav or method=zero_shot")
     return {name: instantiate(spec) for name, spec in estimators.items()}
 
 
@@ -112,7 +122,7 @@ def evaluate(episodes: list[Episode], features: torch.Tensor, methods: dict[str,
     """Every method on the same episodes; returns per-method accuracies and the per-episode rows."""
     per_method: dict[str, list[float]] = {name: [] for name in methods}
     rows = []
-    for episode in episodes:
+    for episode in episodes if methods else []:
         support = features[torch.tensor(episode.support)]
         query = features[torch.tensor(episode.query)]
         logged = {}
@@ -123,6 +133,26 @@ def evaluate(episodes: list[Episode], features: torch.Tensor, methods: dict[str,
             rows.append({"episode": episode.index, "seed": episode.seed, "method": name, **metrics})
         tracker.log_episode(episode.index, logged)
     return per_method, rows
+
+
+def run_zero_shot(cfg: DictConfig, backbone: Backbone, table: ClipTable, prompt: ClipPrompt, episodes: list[Episode],
+                  per_method: dict[str, list[float]], episode_rows: list[dict[str, Any]], out_dir: Path) -> int:
+    """Answer every query clip of the run once, score the answers per episode; returns how many
+    answers named no class (listed in zero_shot_answers.tsv)."""
+    settings = cfg.method.zero_shot
+    query_ids = [table.clips[i].id for episode in episodes for i in episode.query]
+    answers = answer_clips(backbone, table, prompt, query_ids, settings.batch_size, settings.max_new_tokens)
+    answers.write(out_dir / "zero_shot_answers.tsv", table.class_names)
+    per_method["zero_shot"] = []
+    for episode in episodes:
+        acc = zero_shot_accuracy(episode, table, answers)
+        per_method["zero_shot"].append(acc)
+        episode_rows.append({"episode": episode.index, "seed": episode.seed, "method": "zero_shot",
+                             "accuracy": acc, "macro_f1": float("nan")})
+    if answers.unmatched:
+        log.warning("zero-shot: %d of %d answers name no class (counted wrong); see %s", len(answers.unmatched),
+                    len(answers.answers), out_dir / "zero_shot_answers.tsv")
+    return len(answers.unmatched)
 
 
 def paper_grid_rows(cfg: DictConfig, episode: Episode, features: torch.Tensor) -> tuple[list[dict], dict]:
@@ -213,9 +243,11 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     config = OmegaConf.to_container(cfg, resolve=True)
+    main = launched_as_main()
     loaded = read_dataset(cfg.dataset, cfg.paths.data_dir)
     warn_missing(cfg.dataset, loaded)
-    loaded.write_missing(out_dir / "missing_clips.txt")
+    if main:
+        loaded.write_missing(out_dir / "missing_clips.txt")
     table = loaded.table
     protocol = build_protocol(cfg)
     validate_pools(protocol, table)
@@ -223,31 +255,39 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     backbone = build_backbone(cfg.backbone, str(cfg.trainer.precision))
     prompt = build_prompt(OmegaConf.to_container(cfg.prompt, resolve=True))
     cache = open_cache(cfg, backbone, prompt)
-    tracker = build_tracker(OmegaConf.to_container(cfg.logger, resolve=True), config, out_dir)
+    tracker = build_tracker(OmegaConf.to_container(cfg.logger, resolve=True), config, out_dir) if main else NullTracker()
     failed = True
     try:
         started = time.perf_counter()
         report = extract_missing(
-            backbone, table, prompt, cache, OmegaConf.to_container(cfg.trainer, resolve=True),
-            batch_size=cfg.extract.batch_size, num_workers=cfg.extract.num_workers, on_bad_clip=cfg.on_bad_clip,
-            on_long_clip=cfg.on_long_clip,
+            backbone, table if methods else table.subset([]), prompt, cache,
+            OmegaConf.to_container(cfg.trainer, resolve=True), batch_size=cfg.extract.batch_size,
+            num_workers=cfg.extract.num_workers, on_bad_clip=cfg.on_bad_clip, on_long_clip=cfg.on_long_clip,
         )
         extract_seconds = time.perf_counter() - started
+        if not main or report.rank != 0:  # a DDP rank other than 0: its share is in the cache, rank 0 evaluates
+            log.info("rank %d: extraction done; evaluation and results are left to rank 0", report.rank)
+            failed = False
+            return {"rank": report.rank, "extracted": report.extracted}
         report.write_skips(out_dir / "skipped_clips.tsv")
         if report.skipped:
             log.warning("skipped %d clips that could not be decoded; listed in %s",
                         len(report.skipped), out_dir / "skipped_clips.tsv")
             table = table.without(set(report.skipped))
             validate_pools(protocol, table)
-        features = cache.read(table.ids)
+        features = cache.read(table.ids) if methods else None
         episodes = draw_episodes(protocol, table)
         per_method, episode_rows = evaluate(episodes, features, methods, tracker)
+        if cfg.method.get("zero_shot"):
+            unmatched = run_zero_shot(cfg, backbone, table, prompt, episodes, per_method, episode_rows, out_dir)
         queries = cfg.queries if isinstance(protocol, EpisodicProtocol) else len(episodes[0].query)
         rows = result_rows(cfg, per_method, episode_rows, episodes[0].ways, queries, cfg.method.get("baseline"))
         extra = {"cache": {"path": str(cache.path), "key": cache.key, "extracted": report.extracted,
                            "extract_seconds": extract_seconds},
                  "clips": len(table), "skipped": sorted(report.skipped), "missing": len(loaded.missing),
                  "prompt": prompt.key_fields(), "protocol": cfg.protocol.name}
+        if cfg.method.get("zero_shot"):
+            extra["zero_shot_unmatched"] = unmatched
         if isinstance(protocol, PaperProtocol):
             grid_rows, extra["paper_grid"] = paper_grid_rows(cfg, episodes[0], features)
             rows.extend(grid_rows)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from calm.assets import assets_dir
-from calm.errors import AssetError
+from calm.errors import AssetError, ConfigError
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
 # Lightning precision -> the dtype weights are loaded in ("-mixed" keeps fp32 weights under autocast).
@@ -116,6 +116,13 @@ class Backbone(ABC):
     @abstractmethod
     def capture(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Run one forward pass and return (batch, heads, head_dim) float32 head outputs."""
+
+    def generate_answers(self, waves: list[np.ndarray], prompts: list[str], max_new_tokens: int = 32) -> list[str]:
+        """Greedy answers to the prompts (the zero-shot baseline); only generative backbones have them."""
+        raise ConfigError(
+            f"backbone {self.name!r} cannot generate answers",
+            "use a generative backbone (e.g. backbone=qwen2_audio) for method=zero_shot",
+        )
 
     def from_pretrained(self, loader: Any, **kwargs: Any) -> Any:
         """`loader.from_pretrained(self.source)`, failing fast (AssetError) when the hub cannot be reached.

@@ -161,11 +161,16 @@ class WhisperBackbone(Backbone):
             )
         return self._capture.stacked()
 
-    @torch.no_grad()
     def transcribe(self, wave: np.ndarray) -> str:
         """Greedy transcription; shows the loaded weights and processor are the real ones."""
+        return self.generate_answers([wave], [""], max_new_tokens=128)[0]
+
+    @torch.no_grad()
+    def generate_answers(self, waves: list[np.ndarray], prompts: list[str], max_new_tokens: int = 32) -> list[str]:
+        """Whisper's answer is its transcription (the prompt is not a question it can follow)."""
         assert self.model is not None and self.processor is not None, "call load() first"
-        features = self.processor.feature_extractor(wave, sampling_rate=self.sample_rate, return_tensors="pt")
+        features = self.processor.feature_extractor(waves, sampling_rate=self.sample_rate, return_tensors="pt")
         dtype = next(self.model.parameters()).dtype
-        tokens = self.model.generate(features.input_features.to(self.model.device, dtype), max_new_tokens=128)
-        return self.processor.batch_decode(tokens, skip_special_tokens=True)[0].strip()
+        tokens = self.model.generate(features.input_features.to(self.model.device, dtype),
+                                     max_new_tokens=max_new_tokens)
+        return [text.strip() for text in self.processor.batch_decode(tokens, skip_special_tokens=True)]

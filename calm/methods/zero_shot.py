@@ -1,0 +1,63 @@
+"""Zero-shot baseline: the backbone answers each query clip's prompt by generation; the answer is
+mapped to a class name (calm.methods.answer_matching). Unmatched answers count as wrong and are
+reported. Answers are computed once per clip and scored on the same episodes as the other methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from calm.backbones.base import Backbone
+from calm.data.audio import load_audio
+from calm.data.prompts import ClipPrompt
+from calm.data.table import ClipTable
+from calm.methods.answer_matching import match_answer
+from calm.protocols import Episode
+
+
+@dataclass
+class ZeroShotAnswers:
+    """Each answered clip's generated text and the class it names (None: unmatched)."""
+
+    answers: dict[str, str]
+    classes: dict[str, int | None]
+
+    @property
+    def unmatched(self) -> list[str]:
+        return sorted(cid for cid, label in self.classes.items() if label is None)
+
+    def write(self, path: Path, class_names: Sequence[str]) -> None:
+        lines = ["clip_id\tclass\tanswer"] + [
+            f"{cid}\t{class_names[self.classes[cid]] if self.classes[cid] is not None else '-'}\t"
+            f"{self.answers[cid].replace(chr(9), ' ').replace(chr(10), ' ')}"
+            for cid in sorted(self.answers)
+        ]
+        Path(path).write_text("\n".join(lines) + "\n")
+
+
+def answer_clips(backbone: Backbone, table: ClipTable, prompt: ClipPrompt, clip_ids: Sequence[str],
+                 batch_size: int = 8, max_new_tokens: int = 32) -> ZeroShotAnswers:
+    """Generate an answer for every clip in `clip_ids` (the model is loaded if it is not yet)."""
+    if getattr(backbone, "model", None) is None:
+        backbone.load()
+    by_id = {c.id: c for c in table.clips}
+    answers: dict[str, str] = {}
+    ordered = list(dict.fromkeys(clip_ids))
+    for start in range(0, len(ordered), batch_size):
+        batch = [by_id[cid] for cid in ordered[start : start + batch_size]]
+        waves = [load_audio(c.audio_path, backbone.sample_rate) for c in batch]
+        texts = backbone.generate_answers(waves, [prompt.text_for(c, table) for c in batch], max_new_tokens)
+        answers.update({c.id: text for c, text in zip(batch, texts, strict=True)})
+    classes = {cid: match_answer(text, table.class_names) for cid, text in answers.items()}
+    return ZeroShotAnswers(answers, classes)
+
+
+def zero_shot_accuracy(episode: Episode, table: ClipTable, answers: ZeroShotAnswers) -> float:
+    """Percent of the episode's queries whose answer names their true class."""
+    truth = table.labels[episode.query]
+    named = np.array([answers.classes.get(table.clips[i].id) for i in episode.query], dtype=object)
+    return float(100.0 * np.mean([n is not None and n == t for n, t in zip(named, truth, strict=True)]))
