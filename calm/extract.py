@@ -23,7 +23,7 @@ from calm.backbones.base import Backbone
 from calm.cache import ActivationCache
 from calm.data.audio import load_audio, probe_audio
 from calm.data.prompts import Prompt
-from calm.data.table import ClipTable
+from calm.data.table import Clip, ClipTable
 from calm.errors import CalmError, ConfigError, DataError
 
 BAD_CLIP_POLICIES = ("error", "skip")
@@ -124,20 +124,37 @@ class PlannedBatches(Dataset):
         return len(self.batches)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        ids, waves, prompts, errors = [], [], [], {}
+        needs_video = getattr(self.backbone, "needs_video", False)
+        ids, waves, prompts, videos, errors = [], [], [], [], {}
         for clip_id in self.batches[i]:
             clip = self.table.clips[self.index[clip_id]]
             try:
-                waves.append(load_audio(clip.audio_path, self.backbone.sample_rate))
+                wave, video = self._decode(clip, needs_video)
             except CalmError as err:
                 if self.on_bad_clip == "error":
                     raise
                 errors[clip_id] = str(err)
                 continue
             ids.append(clip_id)
+            waves.append(wave)
+            videos.append(video)
             prompts.append(self.prompt.text_for(clip, self.table))
-        inputs = self.backbone.collate(waves, prompts) if ids else {}
+        if not ids:
+            inputs = {}
+        elif needs_video:
+            inputs = self.backbone.collate(waves, prompts, videos=videos)
+        else:
+            inputs = self.backbone.collate(waves, prompts)
         return {"ids": ids, "errors": errors, "inputs": inputs}
+
+    def _decode(self, clip: Clip, needs_video: bool) -> tuple[Any, Any]:
+        """Audio (from the video file when the backbone also reads frames) and, if needed, the frames."""
+        if not needs_video:
+            return load_audio(clip.audio_path, self.backbone.sample_rate), None
+        if clip.video_path is None:
+            raise DataError(f"clip {clip.id} ({clip.audio_path}) has no video file",
+                            "use backbone.modality=audio, or a dataset whose clips are videos (e.g. vggsound mp4)")
+        return load_audio(clip.video_path, self.backbone.sample_rate), self.backbone.load_video(clip.video_path)
 
 
 class ClipBatches(pl.LightningDataModule):

@@ -94,3 +94,23 @@ def test_audioset_multilabel_reports_exact_match(tmp_path: Path, fsdd_root: Path
     assert "exact_match_mean" in calm and 0.0 <= calm["exact_match_mean"] <= 100.0
     header = (tmp_path / "out" / "episodes.csv").read_text().splitlines()[0]
     assert "exact_match" in header
+
+
+def test_vggsound_audio_video_through_the_pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """VGGSound mp4 clips (audio + video streams) with the tiny Qwen2.5-Omni thinker in audio_video mode:
+    the extraction decodes audio and frames from each file and keys the cache by modality."""
+    from tests.layouts import make_vggsound
+
+    rows, present = [], {}
+    for i in range(8):
+        label, split = ("dog barking", "cat purring")[i % 2], "train" if i < 4 else "test"
+        rows.append((f"vid{i:08d}", 30, label, split))
+        present[f"vid{i:08d}_000030"] = "mp4"
+    root = make_vggsound(tmp_path / "vgg", rows, present)
+    results = _run(tmp_path, monkeypatch, [
+        "dataset=vggsound", f"dataset.root={root}", "backbone=tiny_qwen2_5_omni",
+        f"backbone.path={tmp_path / 'tiny_omni'}", "backbone.modality=audio_video", "shots=2", "queries=2",
+        "episodes=2", "extract.batch_size=4"])
+    assert results["cache"]["extracted"] == 8 and results["missing"] == 0
+    key = json.loads((Path(results["cache"]["path"]) / "key.json").read_text())["fields"]["backbone"]
+    assert key["modality"] == "audio_video"

@@ -253,3 +253,18 @@ def test_unreachable_hub_fails_fast_without_the_offline_flag(tmp_path: Path) -> 
                           text=True, timeout=120)
     assert "ASSET_ERROR" in proc.stdout and "backbone.path" in proc.stdout, proc.stdout + proc.stderr
     assert time.monotonic() - started < 20, "the missing hub must not be retried for minutes"
+
+
+def test_generate_answers_are_greedy_new_tokens_only(tmp_path: Path) -> None:
+    """The zero-shot path: one answer per clip, deterministic, prompt tokens not echoed."""
+    from calm.backbones.qwen2_audio import Qwen2AudioBackbone
+    from calm.backbones.tiny import build_tiny_qwen2_audio
+
+    backbone = Qwen2AudioBackbone(name="tiny", path=str(build_tiny_qwen2_audio(tmp_path / "tiny")))
+    backbone.load()
+    rate = backbone.sample_rate
+    waves = [np.sin(np.linspace(0, 200 * s, int(rate * s))).astype(np.float32) for s in (0.5, 1.2)]
+    first = backbone.generate_answers(waves, ["What sound is this?", "Name it."], max_new_tokens=4)
+    again = backbone.generate_answers(waves, ["What sound is this?", "Name it."], max_new_tokens=4)
+    assert len(first) == 2 and first == again
+    assert all("What sound" not in answer and "assistant" not in answer for answer in first)

@@ -22,6 +22,7 @@ from calm.backbones.base import (
     resolve_weights,
     weights_fingerprint,
 )
+from calm.backbones.encoder_cut import merged_embeddings
 from calm.backbones.hooks import LAST_TOKEN, HeadCapture, HookPoint
 from calm.data.audio import preprocessing_key
 from calm.errors import ConfigError
@@ -52,6 +53,7 @@ class Qwen2AudioBackbone(Backbone):
         tiny: bool = False,
         tiny_seed: int = 0,
         precision: str = "32-true",
+        encoder_cut: bool = True,
     ) -> None:
         unknown = [p for p in hook_points if p not in HOOK_POINTS]
         if unknown or not hook_points:
@@ -66,6 +68,9 @@ class Qwen2AudioBackbone(Backbone):
         self.layer_subset = sorted(set(layers)) if layers is not None else None
         self.chat_template = chat_template
         self.precision = str(precision)
+        # Run the audio encoder on the batch's real mel frames only (calm.backbones.encoder_cut). Exact, so
+        # not part of the cache key: the captured numbers are those of the full 30 s input.
+        self.encoder_cut = bool(encoder_cut)
         self._config: Any = None
         self._processor: Any = None
         self.model: nn.Module | None = None
@@ -181,8 +186,12 @@ class Qwen2AudioBackbone(Backbone):
         }
 
     def load(self) -> nn.Module:
+        return self.attach(self.from_pretrained(self.model_class, dtype=precision_dtype(self.precision)))
+
+    def attach(self, model: nn.Module) -> nn.Module:
+        """Use an already built model (e.g. random weights of the real dimensions in a benchmark)."""
         processor = self.processor
-        self.model = self.from_pretrained(self.model_class, dtype=precision_dtype(self.precision)).eval()
+        self.model = model.eval()
         self._capture = HeadCapture(self.model, self.hook_points())
         if self._capture.n_heads != self.n_heads:
             raise ConfigError(
@@ -222,13 +231,33 @@ class Qwen2AudioBackbone(Backbone):
             raise RuntimeError(f"{type(self.model).__name__} has no inner base model to run without its LM head")
         self._capture.set_positions(last_index=batch["last_index"])
         with self._capture.capturing():
-            base(
-                input_ids=batch["input_ids"],
-                attention_mask=batch["attention_mask"],
-                position_ids=batch["position_ids"],
-                input_features=batch["input_features"],
-                feature_attention_mask=batch["feature_attention_mask"],
-                use_cache=False,
-            )
+            if self.encoder_cut:
+                # Audio features merged here from the cut mel input; the base model then runs the LM only.
+                embeds = merged_embeddings(base, batch["input_ids"], batch["input_features"],
+                                           batch["feature_attention_mask"])
+                base(inputs_embeds=embeds, attention_mask=batch["attention_mask"],
+                     position_ids=batch["position_ids"], use_cache=False)
+            else:
+                base(
+                    input_ids=batch["input_ids"],
+                    attention_mask=batch["attention_mask"],
+                    position_ids=batch["position_ids"],
+                    input_features=batch["input_features"],
+                    feature_attention_mask=batch["feature_attention_mask"],
+                    use_cache=False,
+                )
         return self._capture.stacked()
 
+
+    @torch.no_grad()
+    def generate_answers(self, waves: list[np.ndarray], prompts: list[str], max_new_tokens: int = 32) -> list[str]:
+        """Greedy answers to the chat-template prompts (the zero-shot baseline); only new tokens decoded."""
+        assert self.model is not None, "call load() first"
+        batch = self.collate(waves, prompts)
+        dtype = next(self.model.parameters()).dtype
+        inputs = {key: batch[key].to(self.model.device) for key in ("input_ids", "attention_mask",
+                                                                    "feature_attention_mask")}
+        inputs["input_features"] = batch["input_features"].to(self.model.device, dtype)
+        tokens = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+        new = tokens[:, inputs["input_ids"].shape[1]:]
+        return [text.strip() for text in self.processor.batch_decode(new, skip_special_tokens=True)]

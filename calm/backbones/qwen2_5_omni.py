@@ -1,0 +1,259 @@
+"""Qwen2.5-Omni-7B, thinker only: per-head outputs of every thinker LM layer at the last real prompt token.
+
+`modality: audio` gives the thinker the clip's audio; `modality: audio_video` gives it the clip's video
+frames (decoded with PyAV at `fps`) with the audio of the same file interleaved in time, as Qwen2.5-Omni
+does with `use_audio_in_video=True` (TMRoPE: both streams on one timeline). The prompt is the chat
+template with the audio (or the video) first, then the text, generation prompt added. The talker and
+the vocabulary projection never run; the audio and vision towers are never hooked.
+
+audio_video needs the frames in `collate`: the backbone says `needs_video = True`, `load_video(path)`
+decodes a clip's mp4, and `collate(waves, prompts, videos=[...])` takes one frame array per clip.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import torch
+from torch import nn
+from transformers import AutoConfig, Qwen2_5OmniThinkerForConditionalGeneration
+
+from calm.backbones.base import precision_dtype
+from calm.backbones.hooks import HeadCapture
+from calm.backbones.qwen2_audio import HOOK_POINTS, Qwen2AudioBackbone
+from calm.errors import ConfigError, DataError
+
+MODALITIES = ("audio", "audio_video")
+DEFAULT_FPS = 2.0  # what Qwen2_5OmniProcessor assumes when the checkpoint saves no fps
+
+
+class Qwen2_5OmniBackbone(Qwen2AudioBackbone):
+    """The Qwen2.5-Omni thinker (or a tiny random copy, `tiny=True`); `load()` reads the weights."""
+
+    family = "qwen2_5_omni"
+    model_class = Qwen2_5OmniThinkerForConditionalGeneration
+
+    def __init__(
+        self,
+        name: str = "qwen2_5_omni",
+        hub_id: str = "Qwen/Qwen2.5-Omni-7B",
+        path: str | None = None,
+        assets_name: str | None = "Qwen2.5-Omni-7B",
+        revision: str | None = None,
+        hook_points: list[str] | tuple[str, ...] = HOOK_POINTS,
+        layers: list[int] | None = None,
+        chat_template: str | None = None,
+        modality: str = "audio",
+        fps: float | None = None,
+        tiny: bool = False,
+        tiny_seed: int = 0,
+        precision: str = "32-true",
+    ) -> None:
+        if modality not in MODALITIES:
+            raise ConfigError(f"backbone.modality={modality!r}", f"choose one of {list(MODALITIES)}")
+        if fps is not None and not fps > 0:
+            raise ConfigError(f"backbone.fps={fps}", "use a positive frame rate, or null for the processor's")
+        super().__init__(name=name, hub_id=hub_id, path=path, assets_name=assets_name, revision=revision,
+                         hook_points=hook_points, layers=layers, chat_template=chat_template, tiny=tiny,
+                         tiny_seed=tiny_seed, precision=precision)
+        self.modality = modality
+        self._fps = fps
+
+    @staticmethod
+    def _build_tiny(path: str | None, seed: int) -> str:
+        from calm.backbones.tiny_omni import ensure_tiny_qwen2_5_omni
+
+        if not path:
+            raise ConfigError("backbone.tiny=true needs backbone.path", "set backbone.path to a folder to build it in")
+        return str(ensure_tiny_qwen2_5_omni(Path(path).expanduser(), seed))
+
+    @property
+    def needs_video(self) -> bool:
+        """Whether `collate` needs each clip's frames (`load_video(clip.video_path)`)."""
+        return self.modality == "audio_video"
+
+    @property
+    def config(self) -> Any:
+        """The thinker's config: the hub repo's config.json is the whole Omni model (thinker, talker, token2wav)."""
+        if self._config is None:
+            config = self.from_pretrained(AutoConfig)
+            self._config = getattr(config, "thinker_config", config)
+        return self._config
+
+    @property
+    def processor(self) -> Any:
+        """Qwen2_5OmniProcessor; its real video processor (Qwen2-VL's) needs torchvision, in either modality."""
+        if self._processor is None:
+            try:
+                return super().processor
+            except ImportError as err:
+                raise ConfigError(
+                    f"cannot build the processor of {self.hub_id}: {err}".strip(),
+                    "install torchvision (the build matching your torch): Qwen2.5-Omni's video processor needs it",
+                ) from err
+        return self._processor
+
+    @property
+    def fps(self) -> float:
+        """Frames per second sampled from the video: backbone.fps, else the video processor's, else 2."""
+        if self._fps is not None:
+            return float(self._fps)
+        video = getattr(self.processor, "video_processor", None)
+        return float(getattr(video, "fps", None) or DEFAULT_FPS)
+
+    def render_prompt(self, text: str) -> str:
+        """Audio (or the video, whose audio is interleaved into it) first, then `text`, generation prompt added."""
+        if self.modality == "audio":
+            return super().render_prompt(text)
+        conversation = [{"role": "user", "content": [
+            {"type": "video", "video": "clip"}, {"type": "text", "text": text}]}]
+        rendered = self.processor.apply_chat_template(
+            conversation, chat_template=self.template(), add_generation_prompt=True, tokenize=False)
+        token = self.processor.video_token
+        if rendered.count(token) != 1:
+            raise ConfigError(
+                f"the chat template renders {rendered.count(token)} video placeholders ({token}), not 1: {rendered!r}",
+                "use a chat template that renders a video content item as the model's video placeholder",
+            )
+        if rendered.index(token) > rendered.rindex(text):
+            raise ConfigError(f"the chat template puts the prompt text before the video: {rendered!r}",
+                              "use a chat template that keeps the content order (video, then text)")
+        return rendered
+
+    def key_fields(self) -> dict[str, Any]:
+        fields = super().key_fields()
+        fields["modality"] = self.modality
+        if self.modality == "audio_video":
+            video = self.processor.video_processor
+            # Qwen2_5OmniProcessor resizes frames to its own pixel bounds, whatever the video processor saved.
+            size = (getattr(self.processor, "videos_kwargs", None) or {}).get("size") or video.size
+            fields["video"] = {
+                "fps": self.fps, "decoder": "PyAV", "sampling": "last frame at or before k/fps, round(duration*fps)",
+                "audio_in_video": "interleaved", "seconds_per_chunk": self.config.seconds_per_chunk,
+                "position_id_per_seconds": self.config.position_id_per_seconds,
+                "size": {k: v for k, v in dict(size).items() if v is not None} if size is not None else None,
+                "patch_size": video.patch_size, "temporal_patch_size": video.temporal_patch_size,
+                "merge_size": video.merge_size,
+            }
+        else:
+            fields["video"] = None
+        return fields
+
+    def load(self) -> nn.Module:
+        processor = self.processor
+        self.model = self.from_pretrained(self.model_class, config=self.config,
+                                          dtype=precision_dtype(self.precision)).eval()
+        self._capture = HeadCapture(self.model, self.hook_points())
+        if self._capture.n_heads != self.n_heads:
+            raise ConfigError(
+                f"found {self._capture.n_heads} heads in the loaded model, config says {self.n_heads}",
+                "the weights do not match their config.json",
+            )
+        for kind in ("audio", "video"):
+            if getattr(processor, f"{kind}_token_id") != getattr(self.config, f"{kind}_token_id"):
+                raise ConfigError(
+                    f"the tokenizer's {getattr(processor, f'{kind}_token')} is id "
+                    f"{getattr(processor, f'{kind}_token_id')}, the model expects {getattr(self.config, f'{kind}_token_id')}",
+                    "use the processor saved with these weights",
+                )
+        return self.model
+
+    def load_video(self, path: Path) -> np.ndarray:
+        """The clip's frames as (frames, height, width, 3) uint8 RGB, sampled at `fps` with PyAV.
+
+        Frame k is the last decoded frame shown at or before k/fps; round(duration*fps) frames, at least one.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"video file not found: {path}", "check dataset.root, or re-download the dataset")
+        fps = self.fps
+        try:
+            with av.open(str(path)) as container:
+                if not container.streams.video:
+                    raise DataError(f"{path} has no video stream",
+                                    "use backbone.modality=audio, or run with on_bad_clip=skip")
+                stream = container.streams.video[0]
+                if stream.duration is not None and stream.time_base is not None:
+                    duration = float(stream.duration * stream.time_base)
+                elif container.duration is not None:
+                    duration = container.duration / av.time_base
+                else:
+                    duration = 0.0
+                wanted = max(1, round(duration * fps))
+                frames: list[np.ndarray] = []
+                shown = None
+                for index, frame in enumerate(container.decode(stream)):
+                    at = frame.time if frame.time is not None else index / float(stream.average_rate or fps)
+                    while shown is not None and len(frames) < wanted and at > len(frames) / fps + 1e-6:
+                        frames.append(shown.to_ndarray(format="rgb24"))
+                    if len(frames) >= wanted:
+                        break
+                    shown = frame
+                if shown is not None:
+                    last = shown.to_ndarray(format="rgb24")
+                    while len(frames) < wanted:
+                        frames.append(last)
+        except av.error.FFmpegError as err:
+            raise DataError(f"cannot decode video file {path}: {err}", "replace the file, or on_bad_clip=skip") from err
+        if not frames:
+            raise DataError(f"video file {path} has no frames", "replace the file, or run with on_bad_clip=skip")
+        return np.stack(frames)
+
+    def collate(self, waves: list[np.ndarray], prompts: list[str],
+                videos: list[np.ndarray] | None = None) -> dict[str, torch.Tensor]:
+        """Left-padded token ids (the thinker computes its multimodal RoPE positions over real tokens only).
+
+        audio_video: `videos[i]` are clip i's frames (`load_video`), `waves[i]` the audio of the same file.
+        """
+        texts = [self.render_prompt(prompt) for prompt in prompts]
+        kwargs: dict[str, Any] = {}
+        if self.modality == "audio_video":
+            if videos is None or len(videos) != len(waves):
+                raise ConfigError(
+                    f"backbone.modality=audio_video needs one frame array per clip, got "
+                    f"{'none' if videos is None else len(videos)} for {len(waves)} clips",
+                    "pass videos=[backbone.load_video(clip.video_path) ...] to collate (clips need a video_path)",
+                )
+            kwargs = {"videos": [np.asarray(v) for v in videos], "audio_from_video_indices": list(range(len(waves))),
+                      "load_audio_from_video": True, "fps": self.fps, "do_sample_frames": False}
+        inputs = self.processor(text=texts, audio=list(waves), sampling_rate=self.sample_rate, return_tensors="pt",
+                                padding=True, padding_side="left", **kwargs)
+        mask = inputs["attention_mask"]
+        columns = torch.arange(mask.shape[1])
+        batch = {
+            "input_ids": inputs["input_ids"],
+            "attention_mask": mask,
+            "input_features": inputs["input_features"],
+            "feature_attention_mask": inputs["feature_attention_mask"],
+            "last_index": (columns * mask).argmax(-1),
+        }
+        if self.modality == "audio_video":
+            batch["pixel_values_videos"] = inputs["pixel_values_videos"]
+            batch["video_grid_thw"] = inputs["video_grid_thw"]
+            batch["video_second_per_grid"] = torch.as_tensor(inputs["video_second_per_grid"], dtype=torch.float32)
+        return batch
+
+    @torch.no_grad()
+    def capture(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The thinker's base model (audio/vision towers + LM) only: the LM head is never computed."""
+        assert self.model is not None and self._capture is not None, "call load() first"
+        base = self.model.model
+        self._capture.set_positions(last_index=batch["last_index"])
+        extra = {}
+        if "pixel_values_videos" in batch:
+            extra = {"pixel_values_videos": batch["pixel_values_videos"], "video_grid_thw": batch["video_grid_thw"],
+                     "video_second_per_grid": batch["video_second_per_grid"], "use_audio_in_video": True}
+        with self._capture.capturing():
+            base(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                input_features=batch["input_features"],
+                feature_attention_mask=batch["feature_attention_mask"],
+                use_cache=False,
+                **extra,
+            )
+        return self._capture.stacked()
+

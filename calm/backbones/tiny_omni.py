@@ -1,0 +1,168 @@
+"""A tiny random Qwen2.5-Omni thinker from the real classes, for tests and offline dry runs.
+
+Real config classes (Qwen2_5OmniThinkerConfig with tiny audio, vision and text sub-configs), the real
+thinker model class, Qwen2's real tokenizer class over a byte-level vocabulary with the real Omni
+special tokens and chat template, and the real processor classes (Whisper features, Qwen2-VL image
+and video processors, Qwen2_5OmniProcessor). Its numbers mean nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from transformers import (
+    Qwen2_5OmniAudioEncoderConfig,
+    Qwen2_5OmniProcessor,
+    Qwen2_5OmniTextConfig,
+    Qwen2_5OmniThinkerConfig,
+    Qwen2_5OmniThinkerForConditionalGeneration,
+    Qwen2_5OmniVisionEncoderConfig,
+    Qwen2Tokenizer,
+    Qwen2VLImageProcessor,
+    WhisperFeatureExtractor,
+)
+
+from calm.backbones.tiny import TINY_INIT_RANGE, _byte_alphabet, _perturb_vectors, _weights_digest
+from calm.errors import ConfigError
+
+# The chat template shipped with Qwen/Qwen2.5-Omni-7B (audio, image and video items, then text).
+QWEN2_5_OMNI_CHAT_TEMPLATE = (
+    "{% set audio_count = namespace(value=0) %}{% set image_count = namespace(value=0) %}"
+    "{% set video_count = namespace(value=0) %}"
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    "{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}"
+    "{{ message['content'] }}<|im_end|>\n"
+    "{% else %}"
+    "{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}"
+    "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}<|vision_bos|><|IMAGE|><|vision_eos|>"
+    "{% elif content['type'] == 'audio' or 'audio' in content or 'audio_url' in content %}"
+    "{% set audio_count.value = audio_count.value + 1 %}"
+    "{% if add_audio_id %}Audio {{ audio_count.value }}: {% endif %}<|audio_bos|><|AUDIO|><|audio_eos|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}"
+    "{% set video_count.value = video_count.value + 1 %}"
+    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}<|vision_bos|><|VIDEO|><|vision_eos|>"
+    "{% elif 'text' in content %}"
+    "{{ content['text'] }}"
+    "{% endif %}"
+    "{% endfor %}"
+    "<|im_end|>\n"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}"
+    "<|im_start|>assistant\n"
+    "{% endif %}"
+)
+# Qwen2.5-Omni's added tokens in id order (151643...151656 in the real vocabulary).
+OMNI_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>",
+                       "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_bos|>", "<|vision_eos|>",
+                       "<|vision_pad|>", "<|IMAGE|>", "<|VIDEO|>")
+# The named special tokens the Omni processor reads from its tokenizer (`tokenizer.audio_token`, ...).
+OMNI_NAMED_TOKENS = {"image_token": "<|IMAGE|>", "audio_token": "<|AUDIO|>", "video_token": "<|VIDEO|>",
+                     "vision_bos_token": "<|vision_bos|>", "vision_eos_token": "<|vision_eos|>",
+                     "audio_bos_token": "<|audio_bos|>", "audio_eos_token": "<|audio_eos|>"}
+TINY_TEXT = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+             "num_key_value_heads": 2}
+TINY_MROPE_SECTION = [2, 3, 3]  # temporal, height, width halves of head_dim 16 (real: [16, 24, 24] of 128)
+TINY_AUDIO = {"d_model": 64, "encoder_layers": 2, "encoder_attention_heads": 4, "encoder_ffn_dim": 128,
+              "num_mel_bins": 128, "max_source_positions": 1500, "n_window": 100, "output_dim": 64}
+TINY_VISION = {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "patch_size": 14,
+               "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 56, "out_hidden_size": 64,
+               "fullatt_block_indexes": [1]}
+# Small frames keep the tiny vision tower fast: between 2x2 and 4x4 merged patches per temporal patch.
+TINY_VIDEO_PIXELS = {"shortest_edge": 56 * 56, "longest_edge": 112 * 112}
+
+
+def tiny_omni_tokenizer() -> Qwen2Tokenizer:
+    """Qwen2's real tokenizer class over a byte-level vocabulary, with Qwen2.5-Omni's special tokens."""
+    vocab = {char: i for i, char in enumerate(_byte_alphabet())}
+    for token in OMNI_SPECIAL_TOKENS:
+        vocab[token] = len(vocab)
+    tokenizer = Qwen2Tokenizer(
+        vocab=vocab, merges=[], unk_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        extra_special_tokens=dict(OMNI_NAMED_TOKENS),
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": list(OMNI_SPECIAL_TOKENS[1:])})
+    tokenizer.padding_side = "left"
+    tokenizer.chat_template = QWEN2_5_OMNI_CHAT_TEMPLATE
+    return tokenizer
+
+
+def tiny_omni_processor() -> Qwen2_5OmniProcessor:
+    """The real processor classes: Whisper features (128 mel, 16 kHz, 30 s), Qwen2-VL image and video processors."""
+    from transformers import Qwen2VLVideoProcessor  # needs torchvision
+
+    features = WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, hop_length=160, chunk_length=30,
+                                       n_fft=400, padding_value=0.0, return_attention_mask=True)
+    vision = {"patch_size": 14, "temporal_patch_size": 2, "merge_size": 2, "size": dict(TINY_VIDEO_PIXELS)}
+    return Qwen2_5OmniProcessor(
+        image_processor=Qwen2VLImageProcessor(**vision), video_processor=Qwen2VLVideoProcessor(**vision),
+        feature_extractor=features, tokenizer=tiny_omni_tokenizer(), chat_template=QWEN2_5_OMNI_CHAT_TEMPLATE)
+
+
+def tiny_omni_config(tokenizer: Qwen2Tokenizer, seed: int) -> Qwen2_5OmniThinkerConfig:
+    """Real config classes at tiny sizes; GQA (4 query, 2 KV heads) and multimodal RoPE as in the real model."""
+    vocab = len(tokenizer)
+    text = Qwen2_5OmniTextConfig(
+        vocab_size=vocab + (-vocab % 16), max_position_embeddings=4096, rms_norm_eps=1e-6,
+        initializer_range=TINY_INIT_RANGE, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": TINY_MROPE_SECTION},
+        **TINY_TEXT)
+    ids = tokenizer.convert_tokens_to_ids
+    config = Qwen2_5OmniThinkerConfig(
+        audio_config=Qwen2_5OmniAudioEncoderConfig(initializer_range=TINY_INIT_RANGE, **TINY_AUDIO),
+        vision_config=Qwen2_5OmniVisionEncoderConfig(initializer_range=TINY_INIT_RANGE, **TINY_VISION),
+        text_config=text, audio_token_index=ids("<|AUDIO|>"), image_token_index=ids("<|IMAGE|>"),
+        video_token_index=ids("<|VIDEO|>"), audio_start_token_id=ids("<|audio_bos|>"),
+        audio_end_token_id=ids("<|audio_eos|>"), initializer_range=TINY_INIT_RANGE)
+    config.vision_start_token_id = ids("<|vision_bos|>")
+    config.calm_tiny_seed = seed
+    return config
+
+
+def build_tiny_qwen2_5_omni(dest: Path, seed: int = 0) -> Path:
+    """Write a tiny random Qwen2.5-Omni thinker (model + processor) to `dest`; same seed, same files."""
+    dest = Path(dest)
+    processor = tiny_omni_processor()
+    config = tiny_omni_config(processor.tokenizer, seed)
+    torch.manual_seed(seed)
+    model = Qwen2_5OmniThinkerForConditionalGeneration(config).eval()
+    _perturb_vectors(model)
+    model.config.calm_tiny_weights = _weights_digest(model)
+    dest.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(dest)
+    processor.save_pretrained(dest)
+    return dest
+
+
+def ensure_tiny_qwen2_5_omni(dest: Path, seed: int = 0) -> Path:
+    """Build the tiny thinker at `dest` unless it is there; safe when several processes race to build it."""
+    dest = Path(dest)
+    if (dest / "config.json").is_file():
+        built = json.loads((dest / "config.json").read_text()).get("calm_tiny_seed")
+        if built != seed:
+            raise ConfigError(f"{dest} holds a tiny model built with seed {built}, not {seed}",
+                              "give each tiny_seed its own backbone.path (or delete the folder)")
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
+    try:
+        build_tiny_qwen2_5_omni(staging, seed)
+        try:
+            os.rename(staging, dest)
+        except OSError:
+            if not (dest / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return dest
