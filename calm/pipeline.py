@@ -37,6 +37,7 @@ from calm.metrics import (
     top_label_sets,
 )
 from calm.protocols import Episode, EpisodicProtocol, PaperProtocol, multilabel_targets
+from calm.sweeps import load_finished, mark_finished
 from calm.tracking import NullTracker, Tracker, build_tracker, write_results
 
 log = logging.getLogger(__name__)
@@ -244,6 +245,14 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     config = OmegaConf.to_container(cfg, resolve=True)
     main = launched_as_main()
+    done = load_finished(cfg) if main else None
+    if done is not None:
+        log.info("an identical job already finished in %s; skipping it (force=true redoes it)", done["output_dir"])
+        write_results(out_dir, done["config"], done["results"], [],
+                      {k: v for k, v in done.items() if k not in ("config", "results", "output_dir")}
+                      | {"resumed_from": done["output_dir"]})
+        print_table(done["results"], f"{cfg.dataset.name} · {cfg.shots}-shot · already finished in {done['output_dir']}")
+        return done
     loaded = read_dataset(cfg.dataset, cfg.paths.data_dir)
     warn_missing(cfg.dataset, loaded)
     if main:
@@ -293,6 +302,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
             rows.extend(grid_rows)
             extra["notes"] = paper_notes(cfg)
         write_results(out_dir, config, rows, episode_rows, extra)
+        mark_finished(cfg, {"config": config, "results": rows, **extra}, out_dir)
         tracker.log_results(rows)
         print_table(rows, f"{cfg.dataset.name} · {backbone.name} · {cfg.shots}-shot · {cfg.protocol.name} protocol"
                           f" · {len(episodes)} episode{'s' if len(episodes) > 1 else ''}")

@@ -18,7 +18,8 @@ def compose_config(overrides: list[str], out_dir: Path) -> DictConfig:
     """The config `run.py` would build, with the output folder fixed (no Hydra run here)."""
     os.environ.setdefault("CALM_ROOT", str(REPO))
     with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
-        return compose("config", overrides=[*overrides, f"paths.output_dir={out_dir}"])
+        return compose("config", overrides=[*overrides, f"paths.output_dir={out_dir}",
+                                            f"paths.finished_dir={out_dir}/finished"])
 
 
 def run_cli(args: list[str], out_dir: Path, cache_dir: Path, env: dict[str, str] | None = None,
@@ -26,7 +27,8 @@ def run_cli(args: list[str], out_dir: Path, cache_dir: Path, env: dict[str, str]
     """`python run.py ARGS` in a subprocess, output in `out_dir`, cache in `cache_dir`."""
     full_env = {**os.environ, "CALM_CACHE": str(cache_dir), **(env or {})}
     return subprocess.run(
-        [sys.executable, str(REPO / "run.py"), *args, f"hydra.run.dir={out_dir}"],
+        [sys.executable, str(REPO / "run.py"), *args, f"hydra.run.dir={out_dir}",
+         f"paths.finished_dir={out_dir}/finished"],
         cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout,
     )
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 
 class ExplodingEstimator:
+    def __init__(self, **settings) -> None:
+        self.settings = settings
+
     def fit(self, features, labels, n_classes=None):
         raise RuntimeError("boom: estimator failed on purpose")
 

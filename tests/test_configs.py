@@ -83,7 +83,7 @@ def test_missing_assets_and_no_weights(tmp_path: Path, fsdd_copy: Path, monkeypa
 def test_cache_folder_written_under_another_key(tmp_path: Path, fsdd_copy: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CALM_CACHE", str(tmp_path / "cache"))
-    cfg = _job(tmp_path, [f"dataset.root={fsdd_copy}", "shots=1", "queries=1", "episodes=2"])
+    cfg = _job(tmp_path, [f"dataset.root={fsdd_copy}", "shots=1", "queries=1", "episodes=2", "force=true"])
     run_job(cfg)
     folder = next((tmp_path / "cache").iterdir())
     key_file = folder / "key.json"

@@ -1,5 +1,6 @@
-"""Few-shot estimators on cached head activations: SAV, CALM and the shared prototype math."""
+"""Few-shot estimators on cached head activations: SAV, CALM, their ablations and the shared prototype math."""
 
+from calm.methods.ablations import GRW, Concat, ConfidenceWeighted, HardVote, TopKSoft, UniformSoft
 from calm.methods.calm import (
     CALM,
     calm_posteriors,
@@ -41,7 +42,13 @@ from calm.methods.sav import (
 
 __all__ = [
     "CALM",
+    "GRW",
     "SAV",
+    "Concat",
+    "ConfidenceWeighted",
+    "HardVote",
+    "TopKSoft",
+    "UniformSoft",
     "Similarities",
     "as_features",
     "calm_posteriors",

@@ -1,0 +1,258 @@
+"""The ablations DESIGN section 6 asks for beyond the paper: GRW and the soft-vote variants.
+
+- `GRW`: one class-agnostic reliability per head (the clamped true-class margin averaged over all
+  support clips), softmax weights over the top_k heads, score_c = Σ_j w_j p_j(c|x).
+- `Concat`: one cosine over all heads concatenated.
+- `UniformSoft`: mean of the per-head posteriors over all heads.
+- `ConfidenceWeighted`: each head weighted by its own confidence max_c p_j(c|x) on this query.
+- `TopKSoft`: uniform mean of the posteriors of the top_k heads ranked as in SAV.
+- `HardVote`: SAV's majority vote and tie rule with every head voting.
+
+Every estimator has the API of `CALM` and `SAV` (fit / predict / predict_scores) and reuses their
+arithmetic: prototypes and cosines from `calm.methods.prototypes`, posteriors, margins, head
+selection and weights from `calm.methods.calm`, head ranking and votes from `calm.methods.sav`.
+"""
+
+from __future__ import annotations
+
+from numbers import Integral
+
+import torch
+
+from calm.errors import ConfigError
+from calm.methods.calm import (
+    _clip_reliability,
+    calm_posteriors,
+    calm_scores,
+    calm_weights,
+    check_positive,
+    top_k_mask,
+)
+from calm.methods.prototypes import (
+    FeaturesLike,
+    LabelsLike,
+    check_fitted,
+    class_counts,
+    class_sums,
+    cosine_similarities,
+    normalized_prototypes,
+    prototype_dots,
+    validate_query,
+    validate_support,
+)
+from calm.methods.sav import sav_decide, sav_head_scores, sav_head_votes, sav_rank, sav_votes
+
+
+def check_top_k(owner: str, top_k: int | None, allow_all: bool) -> None:
+    """top_k: a positive integer; with `allow_all` also None or 0 (all heads), as for CALM."""
+    if allow_all and top_k is None:
+        return
+    low = 0 if allow_all else 1
+    if isinstance(top_k, bool) or not isinstance(top_k, Integral) or top_k < low:
+        hint = "set top_k to null (all heads) or a number of heads" if allow_all else "set top_k to e.g. 20"
+        raise ConfigError(f"{owner} top_k must be {'null or a non-negative' if allow_all else 'a positive'} "
+                          f"integer, got {top_k!r}", hint)
+
+
+class _PrototypeEstimator:
+    """Shared fit/predict plumbing: class prototypes of the support set, query validation, argmax."""
+
+    prototypes_: torch.Tensor | None = None
+
+    def _fit_prototypes(self, features: FeaturesLike, labels: LabelsLike,
+                        n_classes: int | None) -> tuple[torch.Tensor, torch.Tensor, int]:
+        features, labels, n_classes = validate_support(features, labels, n_classes)
+        self.prototypes_ = normalized_prototypes(class_sums(features, labels, n_classes),
+                                                 class_counts(labels, n_classes))
+        self.n_classes_ = n_classes
+        self.n_heads_, self.head_dim_ = features.shape[1], features.shape[2]
+        return features, labels, n_classes
+
+    def _query(self, features: FeaturesLike) -> torch.Tensor:
+        check_fitted(self, "prototypes_")
+        return validate_query(features, self.n_heads_, self.head_dim_)
+
+    def _posteriors(self, features: torch.Tensor, heads: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-head posteriors (K', m, C) of the query for the given heads (all when None)."""
+        prototypes = self.prototypes_
+        if heads is not None:
+            features, prototypes = features[:, heads.to(features.device)], prototypes[heads]
+        return calm_posteriors(cosine_similarities(features, prototypes), self.tau)
+
+    def predict_scores(self, features: FeaturesLike) -> torch.Tensor:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def predict(self, features: FeaturesLike) -> torch.Tensor:
+        """argmax_c of `predict_scores` (m,), ties to the lowest class index."""
+        return self.predict_scores(features).argmax(dim=1)
+
+
+class GRW(_PrototypeEstimator):
+    """Global reliability weighting: one class-agnostic reliability and weight per head.
+
+    After `fit`: `reliability_` (K,) the clamped true-class margin averaged over all support clips,
+    `kept_heads_` (K,) bool, `weights_` (K,) softmax of r / tau_w over the kept heads (0 elsewhere),
+    `prototypes_` (K, C, d) normalised, `n_classes_`.
+    """
+
+    def __init__(self, tau: float = 0.07, tau_w: float = 0.5, top_k: int | None = None) -> None:
+        self.tau = tau
+        self.tau_w = tau_w
+        self.top_k = top_k
+        self._check()
+        self.weights_: torch.Tensor | None = None
+
+    def _check(self) -> None:
+        check_positive("tau", self.tau)
+        check_positive("tau_w", self.tau_w)
+        check_top_k("GRW", self.top_k, allow_all=True)
+
+    def fit(self, features: FeaturesLike, labels: LabelsLike, *, n_classes: int | None = None) -> GRW:
+        """Reliabilities on the support set, the top_k heads by them, and their softmax weights."""
+        self._check()
+        features, labels, n_classes = self._fit_prototypes(features, labels, n_classes)
+        posteriors = calm_posteriors(cosine_similarities(features, self.prototypes_), self.tau)
+        margins = _clip_reliability(posteriors, labels, n_classes, "margin_clamped", scratch=True)
+        self.reliability_ = margins.mean(dim=1)
+        column = self.reliability_[:, None]
+        self.kept_heads_ = top_k_mask(column, self.top_k)[:, 0]
+        self.weights_ = calm_weights(column, self.tau_w, self.top_k, "softmax")[:, 0]
+        return self
+
+    def predict_scores(self, features: FeaturesLike) -> torch.Tensor:
+        """score_c(x) = Σ_j w_j p_j(c|x), (m, C); heads with zero weight are skipped."""
+        features = self._query(features)
+        check_fitted(self, "weights_")
+        heads = (self.weights_ > 0).nonzero().flatten()
+        weights = self.weights_[heads, None].expand(-1, self.n_classes_)
+        return calm_scores(self._posteriors(features, heads), weights)
+
+
+class Concat(_PrototypeEstimator):
+    """Nearest prototype by one cosine over all heads concatenated, (n, K·d).
+
+    After `fit`: `prototypes_` (1, C, K·d) normalised class means of the concatenated features.
+    """
+
+    def fit(self, features: FeaturesLike, labels: LabelsLike, *, n_classes: int | None = None) -> Concat:
+        features, labels, n_classes = validate_support(features, labels, n_classes)
+        n_heads, head_dim = features.shape[1], features.shape[2]
+        self._fit_prototypes(features.reshape(features.shape[0], 1, n_heads * head_dim), labels, n_classes)
+        self.n_heads_, self.head_dim_ = n_heads, head_dim
+        return self
+
+    def predict_scores(self, features: FeaturesLike) -> torch.Tensor:
+        """Cosines (m, C) of the concatenated query features with the concatenated prototypes."""
+        features = self._query(features)
+        flat = features.reshape(features.shape[0], 1, self.n_heads_ * self.head_dim_)
+        return cosine_similarities(flat, self.prototypes_)[0].contiguous()
+
+
+class UniformSoft(_PrototypeEstimator):
+    """Mean of the per-head posteriors over all heads. After `fit`: `prototypes_` (K, C, d)."""
+
+    def __init__(self, tau: float = 0.07) -> None:
+        self.tau = tau
+        check_positive("tau", tau)
+
+    def fit(self, features: FeaturesLike, labels: LabelsLike, *, n_classes: int | None = None) -> UniformSoft:
+        check_positive("tau", self.tau)
+        self._fit_prototypes(features, labels, n_classes)
+        return self
+
+    def predict_scores(self, features: FeaturesLike) -> torch.Tensor:
+        """(1/K) Σ_j p_j(c|x), (m, C)."""
+        return self._posteriors(self._query(features)).mean(dim=0)
+
+
+class ConfidenceWeighted(_PrototypeEstimator):
+    """Each head weighted, per query, by its confidence max_c p_j(c|x), normalised over heads.
+
+    After `fit`: `prototypes_` (K, C, d). `query_weights` gives the (K, m) weights of a query batch.
+    """
+
+    def __init__(self, tau: float = 0.07) -> None:
+        self.tau = tau
+        check_positive("tau", tau)
+
+    def fit(self, features: FeaturesLike, labels: LabelsLike, *,
+            n_classes: int | None = None) -> ConfidenceWeighted:
+        check_positive("tau", self.tau)
+        self._fit_prototypes(features, labels, n_classes)
+        return self
+
+    @staticmethod
+    def _weights(posteriors: torch.Tensor) -> torch.Tensor:
+        confidence = posteriors.amax(dim=-1)  # ≥ 1/C > 0, so the sum never vanishes
+        return confidence / confidence.sum(dim=0, keepdim=True)
+
+    def query_weights(self, features: FeaturesLike) -> torch.Tensor:
+        """w_j(x) (K, m): each head's confidence on each query, summing to 1 over heads."""
+        return self._weights(self._posteriors(self._query(features)))
+
+    def predict_scores(self, features: FeaturesLike) -> torch.Tensor:
+        """Σ_j w_j(x) p_j(c|x), (m, C)."""
+        posteriors = self._posteriors(self._query(features))
+        return (posteriors * self._weights(posteriors)[..., None]).sum(dim=0)
+
+
+class _SavRanked(_PrototypeEstimator):
+    """Heads scored and ranked by support accuracy exactly as SAV (`sav_head_scores`, `sav_rank`)."""
+
+    def _rank(self, features: FeaturesLike, labels: LabelsLike, n_classes: int | None,
+              top_k: int | None) -> None:
+        """Fit the prototypes and keep the first top_k heads of the ranking (all when None)."""
+        features, labels, _ = self._fit_prototypes(features, labels, n_classes)
+        self.head_scores_ = sav_head_scores(prototype_dots(features, self.prototypes_), labels)
+        self.ranking_ = sav_rank(self.head_scores_)
+        self.selected_heads_ = self.ranking_[: min(top_k or self.n_heads_, self.n_heads_)]
+
+
+class TopKSoft(_SavRanked):
+    """Uniform mean of the posteriors of SAV's top_k heads.
+
+    After `fit`: `head_scores_` (K,), `ranking_` (K,), `selected_heads_` (min(top_k, K),) in rank
+    order, `prototypes_` (K, C, d).
+    """
+
+    def __init__(self, tau: float = 0.07, top_k: int = 20) -> None:
+        self.tau = tau
+        self.top_k = top_k
+        self._check()
+
+    def _check(self) -> None:
+        check_positive("tau", self.tau)
+        check_top_k("TopKSoft", self.top_k, allow_all=False)
+
+    def fit(self, features: FeaturesLike, labels: LabelsLike, *, n_classes: int | None = None) -> TopKSoft:
+        self._check()
+        self._rank(features, labels, n_classes, self.top_k)
+        return self
+
+    def predict_scores(self, features: FeaturesLike) -> torch.Tensor:
+        """(1/k) Σ_{j in top_k} p_j(c|x), (m, C)."""
+        return self._posteriors(self._query(features), self.selected_heads_).mean(dim=0)
+
+
+class HardVote(_SavRanked):
+    """SAV's majority vote with every head voting; a class tie goes to the highest-ranked head's class.
+
+    After `fit`: `head_scores_` (K,), `ranking_` (K,), `selected_heads_` (= `ranking_`), `prototypes_`.
+    """
+
+    def fit(self, features: FeaturesLike, labels: LabelsLike, *, n_classes: int | None = None) -> HardVote:
+        self._rank(features, labels, n_classes, None)
+        return self
+
+    def _head_votes(self, features: FeaturesLike) -> torch.Tensor:
+        features = self._query(features)
+        heads = self.ranking_.to(features.device)
+        return sav_head_votes(prototype_dots(features[:, heads], self.prototypes_[heads]))
+
+    def predict_scores(self, features: FeaturesLike) -> torch.Tensor:
+        """Vote counts (m, C) of all heads."""
+        return sav_votes(self._head_votes(features), self.n_classes_)
+
+    def predict(self, features: FeaturesLike) -> torch.Tensor:
+        """Majority vote (m,), ties as in SAV."""
+        return sav_decide(self._head_votes(features), self.n_classes_)

@@ -1,0 +1,75 @@
+"""Multirun sweeps: an interrupted sweep reruns only its unfinished jobs; a failing job leaves the
+others' results intact, is reported at the end, and its W&B run is marked failed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.cli import REPO, small_fsdd
+from tests.wandb_records import exit_code
+
+SWEEP = ["backbone=whisper_tiny", "shots=1,2", "seed=0,1", "method=sav,calm", "queries=2", "episodes=3",
+         "logger=none"]
+
+
+@pytest.fixture(scope="module")
+def fsdd_copy(tmp_path_factory: pytest.TempPathFactory, fsdd_root: Path) -> Path:
+    return small_fsdd(fsdd_root, tmp_path_factory.mktemp("fsdd"))
+
+
+def _sweep(args: list[str], sweep_dir: Path, finished: Path, cache: Path) -> subprocess.Popen:
+    env = {**os.environ, "CALM_CACHE": str(cache)}
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "run.py"), "-m", *args, f"hydra.sweep.dir={sweep_dir}",
+         f"paths.finished_dir={finished}"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_an_interrupted_sweep_reruns_only_unfinished_jobs(tmp_path: Path, fsdd_copy: Path) -> None:
+    finished = tmp_path / "finished"
+    args = [f"dataset.root={fsdd_copy}", *SWEEP]
+    first = _sweep(args, tmp_path / "sweep1", finished, tmp_path / "cache")
+    deadline = time.monotonic() + 300
+    while (len(list(finished.glob("*.json"))) if finished.exists() else 0) < 3 and first.poll() is None \
+            and time.monotonic() < deadline:
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    done_before = len(list(finished.glob("*.json")))
+    assert 3 <= done_before < 8, f"the kill must land mid-sweep ({done_before} of 8 finished)"
+
+    second = _sweep(args, tmp_path / "sweep2", finished, tmp_path / "cache")
+    output, _ = second.communicate(timeout=600)
+    assert second.returncode == 0, output[-3000:]
+    assert output.count("an identical job already finished") == done_before
+    assert len(list(finished.glob("*.json"))) == 8
+    jobs = sorted((tmp_path / "sweep2").glob("[0-9]*/results.json"))
+    assert len(jobs) == 8
+    resumed = [json.loads(p.read_text()) for p in jobs]
+    assert sum("resumed_from" in r for r in resumed) == done_before
+    assert {(r["config"]["shots"], r["config"]["seed"], r["config"]["method"]["name"]) for r in resumed} == {
+        (s, seed, m) for s in (1, 2) for seed in (0, 1) for m in ("sav", "calm")}
+
+
+def test_a_failing_job_does_not_stop_the_sweep_and_is_marked_failed(tmp_path: Path, fsdd_copy: Path) -> None:
+    args = [f"dataset.root={fsdd_copy}", "backbone=whisper_tiny", "method=calm", "shots=1", "queries=2",
+            "episodes=2", "logger=wandb",
+            "method.estimators.calm._target_=tests.exploding.ExplodingEstimator,calm.methods.CALM"]
+    sweep = _sweep(args, tmp_path / "sweep", tmp_path / "finished", tmp_path / "cache")
+    output, _ = sweep.communicate(timeout=600)
+    assert sweep.returncode == 0, output[-3000:]
+    failed, ok = tmp_path / "sweep" / "0", tmp_path / "sweep" / "1"
+    assert (failed / "error.txt").read_text().startswith("RuntimeError: boom")
+    assert not (failed / "results.json").exists()
+    assert json.loads((ok / "results.json").read_text())["results"][0]["method"] == "calm"
+    assert "1 failed job(s)" in output and str(failed) in output
+    assert exit_code(next((failed / "wandb").glob("offline-run-*"))) == 1
+    assert exit_code(next((ok / "wandb").glob("offline-run-*"))) == 0
