@@ -12,7 +12,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import (
@@ -126,16 +128,14 @@ def _weights_digest(model: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def build_tiny_qwen2_audio(dest: Path, seed: int = 0) -> Path:
-    """Write a tiny random Qwen2-Audio (model + processor) to `dest`; same seed, same files.
+def save_tiny(model_class: Any, config: Any, processor: Any, dest: Path, seed: int) -> Path:
+    """Instantiate `model_class(config)` with seeded random weights and save it with its processor.
 
     The weights' digest is written into config.json so the cache key tells seeds (and inits) apart.
     """
     dest = Path(dest)
-    processor = tiny_qwen2_audio_processor()
-    config = tiny_qwen2_audio_config(processor.tokenizer, seed)
     torch.manual_seed(seed)
-    model = Qwen2AudioForConditionalGeneration(config).eval()
+    model = model_class(config).eval()
     _perturb_vectors(model)
     model.config.calm_tiny_weights = _weights_digest(model)
     dest.mkdir(parents=True, exist_ok=True)
@@ -144,8 +144,15 @@ def build_tiny_qwen2_audio(dest: Path, seed: int = 0) -> Path:
     return dest
 
 
-def ensure_tiny_qwen2_audio(dest: Path, seed: int = 0) -> Path:
-    """Build the tiny model at `dest` unless it is there; safe when several processes race to build it."""
+def build_tiny_qwen2_audio(dest: Path, seed: int = 0) -> Path:
+    """Write a tiny random Qwen2-Audio (model + processor) to `dest`; same seed, same files."""
+    processor = tiny_qwen2_audio_processor()
+    config = tiny_qwen2_audio_config(processor.tokenizer, seed)
+    return save_tiny(Qwen2AudioForConditionalGeneration, config, processor, dest, seed)
+
+
+def ensure_built(dest: Path, seed: int, build: Callable[[Path, int], Path]) -> Path:
+    """Build a tiny model at `dest` unless it is there; safe when several processes race to build it."""
     dest = Path(dest)
     if (dest / "config.json").is_file():
         built = json.loads((dest / "config.json").read_text()).get("calm_tiny_seed")
@@ -156,7 +163,7 @@ def ensure_tiny_qwen2_audio(dest: Path, seed: int = 0) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
     try:
-        build_tiny_qwen2_audio(staging, seed)
+        build(staging, seed)
         try:
             os.rename(staging, dest)
         except OSError:
@@ -165,3 +172,8 @@ def ensure_tiny_qwen2_audio(dest: Path, seed: int = 0) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return dest
+
+
+def ensure_tiny_qwen2_audio(dest: Path, seed: int = 0) -> Path:
+    """The tiny Qwen2-Audio at `dest`, built on first use."""
+    return ensure_built(dest, seed, build_tiny_qwen2_audio)

@@ -8,13 +8,8 @@ and video processors, Qwen2_5OmniProcessor). Its numbers mean nothing.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
-import torch
 from transformers import (
     Qwen2_5OmniAudioEncoderConfig,
     Qwen2_5OmniProcessor,
@@ -27,8 +22,7 @@ from transformers import (
     WhisperFeatureExtractor,
 )
 
-from calm.backbones.tiny import TINY_INIT_RANGE, _byte_alphabet, _perturb_vectors, _weights_digest
-from calm.errors import ConfigError
+from calm.backbones.tiny import TINY_INIT_RANGE, _byte_alphabet, ensure_built, save_tiny
 
 # The chat template shipped with Qwen/Qwen2.5-Omni-7B (audio, image and video items, then text).
 QWEN2_5_OMNI_CHAT_TEMPLATE = (
@@ -132,37 +126,11 @@ def tiny_omni_config(tokenizer: Qwen2Tokenizer, seed: int) -> Qwen2_5OmniThinker
 
 def build_tiny_qwen2_5_omni(dest: Path, seed: int = 0) -> Path:
     """Write a tiny random Qwen2.5-Omni thinker (model + processor) to `dest`; same seed, same files."""
-    dest = Path(dest)
     processor = tiny_omni_processor()
     config = tiny_omni_config(processor.tokenizer, seed)
-    torch.manual_seed(seed)
-    model = Qwen2_5OmniThinkerForConditionalGeneration(config).eval()
-    _perturb_vectors(model)
-    model.config.calm_tiny_weights = _weights_digest(model)
-    dest.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(dest)
-    processor.save_pretrained(dest)
-    return dest
+    return save_tiny(Qwen2_5OmniThinkerForConditionalGeneration, config, processor, dest, seed)
 
 
 def ensure_tiny_qwen2_5_omni(dest: Path, seed: int = 0) -> Path:
-    """Build the tiny thinker at `dest` unless it is there; safe when several processes race to build it."""
-    dest = Path(dest)
-    if (dest / "config.json").is_file():
-        built = json.loads((dest / "config.json").read_text()).get("calm_tiny_seed")
-        if built != seed:
-            raise ConfigError(f"{dest} holds a tiny model built with seed {built}, not {seed}",
-                              "give each tiny_seed its own backbone.path (or delete the folder)")
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
-    try:
-        build_tiny_qwen2_5_omni(staging, seed)
-        try:
-            os.rename(staging, dest)
-        except OSError:
-            if not (dest / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return dest
+    """The tiny Qwen2.5-Omni thinker at `dest`, built on first use."""
+    return ensure_built(dest, seed, build_tiny_qwen2_5_omni)
