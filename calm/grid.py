@@ -41,10 +41,10 @@ from calm.methods import (
 from calm.methods.calm import (
     EPSILON,
     WEIGHT_SUM_FLOOR,
-    _class_means,
-    _logit_shift,
-    _softmax_classes_,
     check_calm_settings,
+    class_means,
+    logit_shift,
+    softmax_classes_,
 )
 from calm.methods.prototypes import NORM_FLOOR, FeaturesLike, LabelsLike
 from calm.metrics import detector_scores, eer
@@ -200,14 +200,14 @@ class _SplitScorer:
         Written into a buffer of this split that the next call overwrites.
         """
         dots = self._dots[split]
-        shift = _logit_shift(tau)
+        shift = logit_shift(tau)
         inv = self._recip[split].mul(1.0 / tau).unsqueeze(-1)
         out = self._buffers[split]
         if shift is None:
             torch.mul(dots, inv, out=out)
         else:
             torch.addcmul(dots.new_tensor(-shift), dots, inv, out=out)
-        return _softmax_classes_(out, shifted=shift is not None)
+        return softmax_classes_(out, shifted=shift is not None)
 
     def reliabilities(self, tau: float, schemes: Iterable[str]) -> dict[str, torch.Tensor]:
         """r (K, C) per scheme from one set of support posteriors (consumed in place)."""
@@ -222,7 +222,7 @@ class _SplitScorer:
             p[:, clips, self.labels] = -math.inf
             per_clip["margin"] = own - p.amax(dim=-1)
             per_clip["margin_clamped"] = per_clip["margin"].clamp_min(0.0)
-        return {s: _class_means(per_clip[s], self.labels, self.n_classes) for s in schemes}
+        return {s: class_means(per_clip[s], self.labels, self.n_classes) for s in schemes}
 
 
 def _reciprocal_norms(features: torch.Tensor) -> torch.Tensor:

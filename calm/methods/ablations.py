@@ -21,11 +21,11 @@ import torch
 
 from calm.errors import ConfigError
 from calm.methods.calm import (
-    _clip_reliability,
     calm_posteriors,
     calm_scores,
     calm_weights,
     check_positive,
+    clip_reliability,
     top_k_mask,
 )
 from calm.methods.prototypes import (
@@ -112,7 +112,7 @@ class GRW(_PrototypeEstimator):
         self._check()
         features, labels, n_classes = self._fit_prototypes(features, labels, n_classes)
         posteriors = calm_posteriors(cosine_similarities(features, self.prototypes_), self.tau)
-        margins = _clip_reliability(posteriors, labels, n_classes, "margin_clamped", scratch=True)
+        margins = clip_reliability(posteriors, labels, n_classes, "margin_clamped", scratch=True)
         self.reliability_ = margins.mean(dim=1)
         column = self.reliability_[:, None]
         self.kept_heads_ = top_k_mask(column, self.top_k)[:, 0]

@@ -43,10 +43,10 @@ def default_weight_norm(reliability: str) -> str:
 
 def calm_posteriors(sims: torch.Tensor, tau: float) -> torch.Tensor:
     """Per-head posteriors p_j(c|x) = softmax_c(s_{j,c}(x) / tau), shape and layout as `sims` (K, m, C)."""
-    return _softmax_classes_(sims * (1.0 / tau), shifted=False)
+    return softmax_classes_(sims * (1.0 / tau), shifted=False)
 
 
-def _logit_shift(tau: float) -> float | None:
+def logit_shift(tau: float) -> float | None:
     """1/tau when logits s/tau - 1/tau can be exponentiated without subtracting a maximum.
 
     Cosines lie in [-1, 1], so the shifted logits lie in [-2/tau, 0]: exp cannot overflow, and while
@@ -55,11 +55,11 @@ def _logit_shift(tau: float) -> float | None:
     return 1.0 / tau if 2.0 / tau < LOGIT_RANGE else None
 
 
-def _softmax_classes_(logits: torch.Tensor, shifted: bool) -> torch.Tensor:
+def softmax_classes_(logits: torch.Tensor, shifted: bool) -> torch.Tensor:
     """Softmax over the last axis, in place, so it keeps the storage layout of `logits`.
 
     torch.softmax would allocate a second (K, m, C) tensor and copy a classes-major view first.
-    `shifted`: the logits are already known to be safe to exponentiate (`_logit_shift`).
+    `shifted`: the logits are already known to be safe to exponentiate (`logit_shift`).
     """
     if not shifted:
         logits.sub_(logits.amax(dim=-1, keepdim=True))
@@ -72,10 +72,10 @@ def calm_reliability(posteriors: torch.Tensor, labels: torch.Tensor, n_classes: 
 
     posteriors: (K, n, C) of the reliability clips; labels: (n,). Classes without a clip in V get 0.
     """
-    return _class_means(_clip_reliability(posteriors, labels, n_classes, scheme, scratch=False), labels, n_classes)
+    return class_means(clip_reliability(posteriors, labels, n_classes, scheme, scratch=False), labels, n_classes)
 
 
-def _clip_reliability(posteriors: torch.Tensor, labels: torch.Tensor, n_classes: int, scheme: str,
+def clip_reliability(posteriors: torch.Tensor, labels: torch.Tensor, n_classes: int, scheme: str,
                       scratch: bool) -> torch.Tensor:
     """Per clip and head (K, n): the reliability score of the clip's own class.
 
@@ -98,7 +98,7 @@ def _clip_reliability(posteriors: torch.Tensor, labels: torch.Tensor, n_classes:
     return margin.clamp_min(0.0) if scheme == "margin_clamped" else margin
 
 
-def _class_means(per_clip: torch.Tensor, labels: torch.Tensor, n_classes: int) -> torch.Tensor:
+def class_means(per_clip: torch.Tensor, labels: torch.Tensor, n_classes: int) -> torch.Tensor:
     """Mean over the clips of each class, (K, n) -> (K, C), as one small matrix product."""
     one_hot = torch.nn.functional.one_hot(labels, n_classes).to(per_clip.dtype)
     return (per_clip @ one_hot) / class_counts(labels, n_classes).clamp_min(1.0)
@@ -234,13 +234,13 @@ class CALM:
         """Prototypes from the support set, reliabilities on the reliability set, and the head weights."""
         self._check()
         features, labels, n_classes = validate_support(features, labels, n_classes)
-        shift = _logit_shift(self.tau)
+        shift = logit_shift(self.tau)
         logits, rel_labels, prototypes = reliability_similarities(
             features, labels, n_classes, self.reliability_split, self.holdout_fraction, self.seed,
             scale=1.0 / self.tau, shift=shift or 0.0)
-        posteriors = _softmax_classes_(logits, shifted=shift is not None)
-        per_clip = _clip_reliability(posteriors, rel_labels, n_classes, self.reliability, scratch=True)
-        r = _class_means(per_clip, rel_labels, n_classes)
+        posteriors = softmax_classes_(logits, shifted=shift is not None)
+        per_clip = clip_reliability(posteriors, rel_labels, n_classes, self.reliability, scratch=True)
+        r = class_means(per_clip, rel_labels, n_classes)
         self.reliability_ = shrink(r, class_counts(rel_labels, n_classes), self.shrinkage)
         self.weights_ = calm_weights(self.reliability_, self.tau_w, self.top_k, self.weight_norm, self.reliability)
         self.prototypes_ = prototypes
@@ -257,9 +257,9 @@ class CALM:
         if not bool(used.all()):
             heads = used.nonzero().flatten()
             features, weights, prototypes = features[:, heads.to(features.device)], weights[heads], prototypes[heads]
-        shift = _logit_shift(self.tau)
+        shift = logit_shift(self.tau)
         logits = scaled_cosines(features, prototypes, 1.0 / self.tau, shift or 0.0)
-        return calm_scores(_softmax_classes_(logits, shifted=shift is not None), weights)
+        return calm_scores(softmax_classes_(logits, shifted=shift is not None), weights)
 
     def predict(self, features: FeaturesLike) -> torch.Tensor:
         """argmax_c score_c(x) (m,), ties to the lowest class index."""
