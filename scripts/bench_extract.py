@@ -10,7 +10,9 @@ the weight values. In one run, on the same model and the same clips, it times:
 * batched: the framework's extraction (`HeadExtractor.predict_step` on the backbone's collated
   batches: left padding, the base model without the LM head, hooks slicing the last token) with
   the audio encoder on the full 30 s input (`encoder_cut=false`);
-* batched+cut: the same with the padding-aware encoder (the default, `encoder_cut=true`).
+* batched+cut: the same with the padding-aware encoder (the default, `encoder_cut=true`);
+* batched+cut+compile (`--compile`): the same with `backbone.compile_blocks=true`, the language
+  model's norms and MLPs compiled with torch.compile (calm.backbones.compiled_blocks).
 
 Batches are planned as `calm.extract` plans them (longest clips first). Preprocessing (the
 processor's log-mel features, on the CPU, in DataLoader workers in the framework) is done before
@@ -26,13 +28,14 @@ m mel bins; LM hidden h, H query and K key/value heads of size dh, ffn i, M laye
 
 The LM head is not needed and not counted. MFU = needed FLOPs / seconds / the GPU's dense bf16 peak.
 
-    python scripts/bench_extract.py --clip-seconds 5 --clips 256 --batch-size 32     # on a GPU
+    python scripts/bench_extract.py --clip-seconds 5 --clips 256 --batch-size 32 --compile    # on a GPU
     python scripts/bench_extract.py --tiny                                           # CPU smoke test
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import tempfile
 import time
 from collections.abc import Sequence
@@ -49,7 +52,11 @@ from transformers import (
 
 from calm.backbones.hooks import find_layer_modules
 from calm.backbones.qwen2_audio import LM_LAYER_PATTERN, Qwen2AudioBackbone
-from calm.backbones.tiny import tiny_qwen2_audio_config, tiny_qwen2_audio_processor
+from calm.backbones.tiny import (
+    byte_level_pieces,
+    tiny_qwen2_audio_config,
+    tiny_qwen2_audio_processor,
+)
 from calm.extract import HeadExtractor, plan_batches
 
 # Qwen/Qwen2-Audio-7B-Instruct config.json: Whisper-large-v3-sized encoder, Qwen2-7B language model.
@@ -63,6 +70,17 @@ BF16_PEAKS = (("H200", 989e12), ("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H
               ("GH200", 989e12), ("B200", 2250e12), ("A100", 312e12), ("A800", 312e12), ("L40S", 362e12),
               ("L4", 121e12), ("A10G", 70e12), ("RTX 4090", 165e12))
 PROMPT = "What is the sound in this clip? Answer with one word."
+
+
+def bench_processor() -> Any:
+    """The real processor classes with a tokenizer that makes each word of the chat template and
+    prompt one token, as Qwen2's real vocabulary does; a bytes-only tokenizer would triple the text
+    tokens (123 instead of 41) and time a language model with more work than the real one does."""
+    rendered = tiny_qwen2_audio_processor().apply_chat_template(
+        [{"role": "user", "content": [{"type": "audio", "audio": "clip"}, {"type": "text", "text": PROMPT}]}],
+        add_generation_prompt=True, tokenize=False)
+    plain = re.split(r"<\|[A-Za-z_]+\|>", rendered)
+    return tiny_qwen2_audio_processor(words=[piece for text in plain for piece in byte_level_pieces(text)])
 
 
 def bf16_peak(device: torch.device) -> tuple[str, float | None]:
@@ -196,6 +214,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--dtype", choices=("auto", "fp32", "bf16"), default="auto",
                         help="auto: bf16 on a GPU, fp32 on the CPU")
     parser.add_argument("--skip-uncut", action="store_true", help="do not time batching without the encoder cut")
+    parser.add_argument("--compile", action="store_true", help="also time backbone.compile_blocks=true "
+                        "(torch.compile of the norms and MLPs between hooks), after the eager paths")
     args = parser.parse_args(argv)
     n = args.clips or (6 if args.tiny else 256)
     batch_size = args.batch_size or (3 if args.tiny else 32)
@@ -205,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     dtype = {"auto": auto, "fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
     precision = "32-true" if dtype == torch.float32 else "bf16-true"
 
-    processor = tiny_qwen2_audio_processor()
+    processor = bench_processor()
     model = build_model(args.tiny, device, dtype, processor)
     params = sum(p.numel() for p in model.parameters())
     with tempfile.TemporaryDirectory() as folder:  # config + processor files only: the backbone reads no weights
@@ -213,10 +233,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         processor.save_pretrained(folder)
         backbones = {cut: Qwen2AudioBackbone(name="bench", hub_id="bench/qwen2-audio", path=folder, assets_name=None,
                                              precision=precision, encoder_cut=cut) for cut in (True, False)}
-        for backbone in backbones.values():
-            backbone.processor  # noqa: B018 - read the processor files while the folder exists
-            backbone.config  # noqa: B018
-            backbone.attach(model)
+        compiled = Qwen2AudioBackbone(name="bench", hub_id="bench/qwen2-audio", path=folder, assets_name=None,
+                                      precision=precision, encoder_cut=True, compile_blocks=True)
+        for each in (*backbones.values(), compiled):
+            each.processor  # noqa: B018 - read the processor files while the folder exists
+            each.config  # noqa: B018
+        for each in backbones.values():
+            each.attach(model)
     backbone = backbones[True]
 
     clips = synthetic_clips(n, args.clip_seconds, args.jitter)
@@ -250,6 +273,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for _ in range(repeats):  # round-robin, so machine load hits every path alike
         for name, fn in paths.items():
             runs[name].append(timed(fn, device))
+    if args.compile:  # last: compiling changes the shared model in place
+        extractor = HeadExtractor(compiled, compiled.attach(model)).to(device)
+        started = time.perf_counter()
+        for warm in {0, len(batches) - 1}:  # compiles for the first shape, then once more for dynamic shapes
+            run_framework(extractor, batches[warm:warm + 1], n)
+        print(f"compiling the hook-free blocks (warm-up, not timed below): {time.perf_counter() - started:.0f} s")
+        runs["batched+cut+compile"] = [timed(lambda: run_framework(extractor, batches, n), device)
+                                       for _ in range(repeats)]
     measured = {name: (got[-1][0], float(np.median([s for _, s, _ in got])),
                        None if got[0][2] is None else max(p for _, _, p in got)) for name, got in runs.items()}
 
@@ -265,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
           f"bf16 peak {'n/a' if peak is None else f'{peak / 1e12:.0f} TFLOP/s'}")
     print(f"preprocessing (CPU, one process, not timed below): {n / collate_seconds:.1f} clips/s; "
           f"median of {repeats} timed pass(es) per path after one warm-up")
-    print(f"{'path':12} {'clips/s':>9} {'vs ref':>7} {'peak mem':>10} {'MFU':>7}  max|diff| vs reference (rel.)")
+    print(f"{'path':20} {'clips/s':>9} {'vs ref':>7} {'peak mem':>10} {'MFU':>7}  max|diff| vs reference (rel.)")
     results: dict[str, Any] = {"paths": {}, "device": device_name, "parameters": params, "flops_per_clip":
                                total_flops / n, "clips": n, "batch_size": batch_size}
     base_rate = n / measured["reference"][1]
@@ -276,11 +307,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         results["paths"][name] = dict(clips_per_s=rate, seconds=seconds, ratio=rate / base_rate, peak_bytes=peak_bytes,
                                       mfu=mfu, max_abs_diff=diff, rel_diff=diff / max(scale, 1e-12), rows=rows)
         memory = "n/a" if peak_bytes is None else f"{peak_bytes / 2**30:.1f} GiB"
-        print(f"{name:12} {rate:9.2f} {rate / base_rate:6.2f}x {memory:>10} "
+        print(f"{name:20} {rate:9.2f} {rate / base_rate:6.2f}x {memory:>10} "
               f"{'n/a' if mfu is None else f'{100 * mfu:.1f}%':>7}  {diff:.2e} ({diff / max(scale, 1e-12):.1e})")
     best = results["paths"]["batched+cut"]
     print(f"ratio batched+cut / reference: {best['ratio']:.2f}x "
           "(targets on a GPU: >= 7x with 5 s clips, >= 3.5x with 10 s; MFU >= 55%)")
+    if "batched+cut+compile" in results["paths"]:
+        print(f"ratio batched+cut+compile / reference: {results['paths']['batched+cut+compile']['ratio']:.2f}x")
     if "batched" in results["paths"]:
         uncut = results["paths"]["batched"]["rows"]
         same = torch.equal(uncut, best["rows"])

@@ -51,6 +51,7 @@ class Qwen2_5OmniBackbone(Qwen2AudioBackbone):
         tiny: bool = False,
         tiny_seed: int = 0,
         precision: str = "32-true",
+        compile_blocks: bool = False,
     ) -> None:
         if modality not in MODALITIES:
             raise ConfigError(f"backbone.modality={modality!r}", f"choose one of {list(MODALITIES)}")
@@ -58,7 +59,7 @@ class Qwen2_5OmniBackbone(Qwen2AudioBackbone):
             raise ConfigError(f"backbone.fps={fps}", "use a positive frame rate, or null for the processor's")
         super().__init__(name=name, hub_id=hub_id, path=path, assets_name=assets_name, revision=revision,
                          hook_points=hook_points, layers=layers, chat_template=chat_template, tiny=tiny,
-                         tiny_seed=tiny_seed, precision=precision)
+                         tiny_seed=tiny_seed, precision=precision, compile_blocks=compile_blocks)
         self.modality = modality
         self._fps = fps
 
@@ -159,6 +160,7 @@ class Qwen2_5OmniBackbone(Qwen2AudioBackbone):
                     f"{getattr(processor, f'{kind}_token_id')}, the model expects {getattr(self.config, f'{kind}_token_id')}",
                     "use the processor saved with these weights",
                 )
+        self.compile_if_asked()
         return self.model
 
     def load_video(self, path: Path) -> np.ndarray:

@@ -2,7 +2,9 @@
 
 They use the real config, model, tokenizer, feature-extractor and processor classes with the real
 special tokens and chat template, so every code path of the real backbone runs, in seconds, with
-no download. The tokenizer is a byte-level BPE made in code (every byte one token, no merges).
+no download. The tokenizer is a byte-level BPE made in code: every byte one token, plus optional
+merges that make given words single tokens (so a prompt can be tokenised about as compactly as by
+Qwen's real 151k-token vocabulary, where common words are one token each).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,13 +79,36 @@ def _byte_alphabet() -> list[str]:
     return [chars[b] for b in range(256)]
 
 
-def tiny_qwen2_tokenizer() -> Qwen2Tokenizer:
-    """Qwen2's real tokenizer class over a byte-level vocabulary, with Qwen2-Audio's special tokens."""
+def word_merges(pieces: Sequence[str], vocab: dict[str, int]) -> list[tuple[str, str]]:
+    """BPE merges (added to `vocab`) that build each pre-tokenised piece left to right into one token.
+
+    Longer pieces go first, so their merges outrank a shorter piece's when the two overlap.
+    """
+    merges: list[tuple[str, str]] = []
+    for piece in sorted(set(pieces), key=lambda p: (-len(p), p)):
+        for end in range(1, len(piece)):
+            pair, merged = (piece[:end], piece[end]), piece[:end + 1]
+            if merged not in vocab:
+                vocab[merged] = len(vocab)
+                merges.append(pair)
+    return merges
+
+
+def byte_level_pieces(text: str) -> list[str]:
+    """`text` split as Qwen2's byte-level pre-tokenizer splits it (words with their leading space)."""
+    splitter = tiny_qwen2_tokenizer().backend_tokenizer.pre_tokenizer
+    return [piece for piece, _ in splitter.pre_tokenize_str(text)]
+
+
+def tiny_qwen2_tokenizer(words: Sequence[str] = ()) -> Qwen2Tokenizer:
+    """Qwen2's real tokenizer class over a byte-level vocabulary, with Qwen2-Audio's special tokens;
+    each of `words` (byte-level pieces, see `byte_level_pieces`) becomes a single token."""
     vocab = {char: i for i, char in enumerate(_byte_alphabet())}
     for token in QWEN2_AUDIO_SPECIAL_TOKENS:
         vocab[token] = len(vocab)
+    merges = word_merges(words, vocab)
     tokenizer = Qwen2Tokenizer(
-        vocab=vocab, merges=[], unk_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        vocab=vocab, merges=merges, unk_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>",
         extra_special_tokens=list(QWEN2_AUDIO_SPECIAL_TOKENS[1:]),
     )
     tokenizer.padding_side = "left"
@@ -91,11 +116,12 @@ def tiny_qwen2_tokenizer() -> Qwen2Tokenizer:
     return tokenizer
 
 
-def tiny_qwen2_audio_processor() -> Qwen2AudioProcessor:
-    """The real processor: Whisper features as Qwen2-Audio uses them (128 mel bins, 16 kHz, 30 s window)."""
+def tiny_qwen2_audio_processor(words: Sequence[str] = ()) -> Qwen2AudioProcessor:
+    """The real processor: Whisper features as Qwen2-Audio uses them (128 mel bins, 16 kHz, 30 s window);
+    `words` as in `tiny_qwen2_tokenizer`."""
     features = WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, hop_length=160, chunk_length=30,
                                        n_fft=400, padding_value=0.0, return_attention_mask=True)
-    return Qwen2AudioProcessor(feature_extractor=features, tokenizer=tiny_qwen2_tokenizer(),
+    return Qwen2AudioProcessor(feature_extractor=features, tokenizer=tiny_qwen2_tokenizer(words),
                                chat_template=QWEN2_AUDIO_CHAT_TEMPLATE)
 
 
