@@ -1,0 +1,88 @@
+"""scripts/reproduce_tables.py: the smoke table end to end (tiny backbone, generated data, one row
+group without data), what it writes checked against the jobs' results.json, and collecting."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from calm.errors import CalmError
+from tests.cli import REPO, load_script
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("tables")
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "reproduce_tables.py"), "--smoke", "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return out, done.stdout
+
+
+def _numbers(out: Path) -> list[dict[str, str]]:
+    with open(out / "numbers.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_smoke_tables_hold_the_jobs_numbers(smoke: tuple[Path, str]) -> None:
+    out, stdout = smoke
+    numbers = _numbers(out)
+    ours = [n for n in numbers if n["source"] == "ours" and n["experiment"] == "table_smoke"]
+    methods = {"sav", "calm", "grw", "concat", "uniform_soft", "confidence_weighted", "topk_soft", "hard_vote",
+               "linear_probe"}
+    assert {n["method"] for n in ours} >= methods and {n["shots"] for n in ours} == {"1", "2"}
+    table = (out / "smoke.md").read_text()
+    tex = (out / "smoke.tex").read_text()
+    for n in ours:
+        result = json.loads((Path(n["job_dir"]) / "results.json").read_text())
+        assert result["config"]["shots"] == int(n["shots"])
+        row = next(r for r in result["results"] if r["method"] == n["method"])
+        assert float(n["mean"]) == row["accuracy_mean"] and float(n["ci95"]) == row["accuracy_ci95"]
+        line = next(ln for ln in table.splitlines() if ln.startswith(f"| tones · tiny_qwen2_audio | {n['method']} |"))
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[2 + ["1", "2"].index(n["shots"])] == f"{row['accuracy_mean']:.2f} ± {row['accuracy_ci95']:.2f}"
+        assert f"{row['accuracy_mean']:.2f} $\\pm$ {row['accuracy_ci95']:.2f}" in tex
+    assert "smoke: the tables" in stdout
+
+
+def test_a_group_without_data_is_marked_and_keeps_the_papers_number(smoke: tuple[Path, str]) -> None:
+    out, _ = smoke
+    missing = [n for n in _numbers(out) if n["experiment"] == "table_esc50_qwen2_audio" and n["source"] == "ours"]
+    assert missing and all(n["status"].startswith("no data: ESC-50 not found") for n in missing)
+    assert all(math.isnan(float(n["mean"])) for n in missing)
+    assert {"calm[cv]", "calm[oracle]"} <= {n["method"] for n in missing}  # protocol=paper rows are expected
+    table = (out / "smoke.md").read_text()
+    oracle = next(ln for ln in table.splitlines() if "| ESC-50 · qwen2_audio | calm[oracle] |" in ln)
+    assert [c.strip() for c in oracle.strip("|").split("|")][2:] == ["no data", "no data", "99.25"]
+    assert "ESC-50 · qwen2_audio: no data (ESC-50 not found" in table
+
+
+def test_collect_reads_finished_jobs_and_runs_nothing(smoke: tuple[Path, str], tmp_path: Path) -> None:
+    out, _ = smoke
+    tables = load_script("reproduce_tables")
+    spec = tables.load_table("smoke")
+    data = out / "smoke_data" / "tones"
+    overrides = ["logger=none", f"paths.data_dir={out / 'data'}", f"paths.cache_dir={tmp_path / 'empty_cache'}",
+                 f"paths.finished_dir={out / 'finished'}"]
+    numbers = tables.build_tables([spec], tmp_path, overrides, collect_only=True,
+                                  per_group_overrides={"table_smoke": [f"dataset.root={data}"]})
+    first = {(n["method"], n["shots"]): float(n["mean"]) for n in _numbers(out) if n["experiment"] == "table_smoke"}
+    again = {(n.method, str(n.shots)): n.mean for n in numbers if n.experiment == "table_smoke"}
+    assert again == first
+    assert not (tmp_path / "empty_cache").exists()  # nothing was extracted
+
+
+def test_unknown_table_and_bad_experiment_are_clear_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tables = load_script("reproduce_tables")
+    with pytest.raises(CalmError, match="no table named 'nosuch'"):
+        tables.load_table("nosuch")
+    (tmp_path / "broken.yaml").write_text("title: x\nshots: [1]\ngroups:\n  - experiment: not_an_experiment\n")
+    monkeypatch.setattr(tables, "TABLES_DIR", tmp_path)
+    with pytest.raises(CalmError, match="names experiment 'not_an_experiment', which has no file"):
+        tables.load_table("broken")
