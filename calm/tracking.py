@@ -47,6 +47,10 @@ class Tracker(ABC):
     def log_results(self, rows: list[dict[str, Any]]) -> None: ...
 
     @abstractmethod
+    def log_figures(self, figures: dict[str, Path]) -> None:
+        """PNG files already written next to the results, logged as images under `figures/<key>`."""
+
+    @abstractmethod
     def finish(self, failed: bool) -> None: ...
 
 
@@ -57,6 +61,9 @@ class NullTracker(Tracker):
         pass
 
     def log_results(self, rows: list[dict[str, Any]]) -> None:
+        pass
+
+    def log_figures(self, figures: dict[str, Path]) -> None:
         pass
 
     def finish(self, failed: bool) -> None:
@@ -92,12 +99,13 @@ class WandbTracker(Tracker):
 
     def __init__(self, config: dict[str, Any], out_dir: Path, project: str, mode: str = "auto",
                  entity: str | None = None, name: str | None = None, group: str | None = None,
-                 tags: list[str] | None = None) -> None:
+                 tags: list[str] | None = None, job_type: str | None = None) -> None:
         import wandb
 
         self._wandb = wandb
         self.run = wandb.init(
-            project=project, entity=entity, name=name, group=group, tags=tags or None, config=config,
+            project=project, entity=entity, name=name, group=group, tags=tags or None, job_type=job_type,
+            config=config,
             dir=str(out_dir), mode=wandb_mode(mode), reinit="finish_previous",
             settings=wandb.Settings(console="off", silent=True, x_disable_stats=True),
         )
@@ -114,16 +122,42 @@ class WandbTracker(Tracker):
                 if isinstance(value, int | float) and key not in ("shots", "ways", "queries", "episodes"):
                     self.run.summary[f"{row['method']}/{key}"] = value
 
+    def log_figures(self, figures: dict[str, Path]) -> None:
+        if figures:
+            self.run.log({f"figures/{key}": self._wandb.Image(str(path)) for key, path in figures.items()})
+
     def finish(self, failed: bool) -> None:
         self.run.finish(exit_code=1 if failed else 0)
 
 
-def build_tracker(logger_cfg: dict[str, Any], config: dict[str, Any], out_dir: Path) -> Tracker:
-    """Tracker from the `logger` config group (`wandb` or `none`)."""
+def sweep_group(sweep_dir: Path | str) -> str:
+    """The W&B group of a sweep's runs: the sweep folder's name (its start time by default)."""
+    return Path(sweep_dir).name
+
+
+def current_sweep_dir() -> Path | None:
+    """The sweep folder when this process runs a job of a Hydra multirun; None otherwise."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return Path(HydraConfig.get().sweep.dir)
+
+
+def build_tracker(logger_cfg: dict[str, Any], config: dict[str, Any], out_dir: Path,
+                  job_type: str | None = None) -> Tracker:
+    """Tracker from the `logger` config group (`wandb` or `none`).
+
+    `run_name` names the W&B run; without a `group`, a multirun's jobs are grouped by sweep.
+    """
     kind = logger_cfg.get("name", "none")
     if kind == "none":
         return NullTracker()
     if kind == "wandb":
-        opts = {k: v for k, v in logger_cfg.items() if k != "name"}
-        return WandbTracker(config, out_dir, **opts)
+        opts = {k: v for k, v in logger_cfg.items() if k not in ("name", "run_name")}
+        sweep_dir = current_sweep_dir() if opts.get("group") is None else None
+        if sweep_dir is not None:
+            opts["group"] = sweep_group(sweep_dir)
+        return WandbTracker(config, out_dir, name=logger_cfg.get("run_name"), job_type=job_type, **opts)
     raise ConfigError(f"unknown logger {kind!r}", "use logger=wandb or logger=none")

@@ -7,6 +7,7 @@ protobuf `Record` payload.
 
 from __future__ import annotations
 
+import json
 import struct
 import time
 from pathlib import Path
@@ -65,3 +66,24 @@ def history_keys(run_dir: Path) -> set[str]:
         if record.WhichOneof("record_type") == "history":
             keys.update(item.key or "/".join(item.nested_key) for item in record.history.item)
     return keys
+
+
+def run_record(run_dir: Path) -> wandb_internal_pb2.RunRecord:
+    """The run's own record: display name, group, job type, tags."""
+    run_file = next(Path(run_dir).glob("run-*.wandb"))
+    return next(r.run for r in read_records(run_file) if r.WhichOneof("record_type") == "run")
+
+
+def logged_images(run_dir: Path) -> dict[str, dict[str, object]]:
+    """Every image logged to the run: key -> its fields (`path` in files/, `sha256`, `width`, ...).
+
+    The run file stores a logged wandb.Image as flattened history items `<key>/_type`, `<key>/path`, ...
+    """
+    run_file = next(Path(run_dir).glob("run-*.wandb"))
+    fields: dict[str, dict[str, object]] = {}
+    for record in read_records(run_file):
+        if record.WhichOneof("record_type") == "history":
+            for item in record.history.item:
+                key, _, field = (item.key or "/".join(item.nested_key)).rpartition("/")
+                fields.setdefault(key, {})[field] = json.loads(item.value_json)
+    return {key: value for key, value in fields.items() if value.get("_type") == "image-file"}
