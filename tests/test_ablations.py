@@ -9,7 +9,17 @@ import torch
 from hydra.utils import instantiate
 
 from calm.errors import ConfigError
-from calm.methods import CALM, GRW, SAV, Concat, ConfidenceWeighted, HardVote, TopKSoft, UniformSoft
+from calm.methods import (
+    CALM,
+    GRW,
+    SAV,
+    Concat,
+    ConfidenceWeighted,
+    HardVote,
+    LinearProbe,
+    TopKSoft,
+    UniformSoft,
+)
 from tests.cli import compose_config
 
 TAU = 0.07
@@ -276,7 +286,8 @@ def test_ablations_method_config_instantiates_all_estimators(tmp_path: Path) -> 
     built = {name: instantiate(spec) for name, spec in cfg.method.estimators.items()}
     types = {name: type(est) for name, est in built.items()}
     assert types == {"sav": SAV, "calm": CALM, "grw": GRW, "concat": Concat, "uniform_soft": UniformSoft,
-                     "confidence_weighted": ConfidenceWeighted, "topk_soft": TopKSoft, "hard_vote": HardVote}
+                     "confidence_weighted": ConfidenceWeighted, "topk_soft": TopKSoft, "hard_vote": HardVote,
+                     "linear_probe": LinearProbe}
     assert (built["grw"].tau, built["grw"].tau_w, built["grw"].top_k) == (0.07, 0.5, None)
     assert built["topk_soft"].top_k == 20
     support, labels, query = episode(7)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +63,29 @@ def hub_unreachable(hub_id: str, revision: str | None = None, timeout: float = 1
     except Exception:  # offline mode, DNS, refused, timed out: no answer (transport classes vary by version)
         return True
     return False
+
+
+def check_sampling(samples: int, temperature: float, top_p: float) -> None:
+    """Settings sampled generation needs: a positive number of answers, temperature > 0, 0 < top_p <= 1."""
+    if isinstance(samples, bool) or not isinstance(samples, Integral) or samples < 1:
+        raise ConfigError(f"samples must be a positive integer, got {samples!r}", "set samples to e.g. 8")
+    if isinstance(temperature, bool) or not isinstance(temperature, Real) or not temperature > 0:
+        raise ConfigError(f"temperature must be a number > 0, got {temperature!r}",
+                          "set temperature to e.g. 1.0 (sampling needs a positive temperature)")
+    if isinstance(top_p, bool) or not isinstance(top_p, Real) or not 0 < top_p <= 1:
+        raise ConfigError(f"top_p must be in (0, 1], got {top_p!r}", "set top_p to e.g. 0.95, or 1.0 (off)")
+
+
+@contextmanager
+def seeded_generation(seed: int, device: torch.device) -> Iterator[None]:
+    """Sample from `seed` on `device` (and the CPU), then put the global random state back as it was."""
+    cuda = device.type == "cuda"
+    with torch.random.fork_rng(devices=[device] if cuda else [], device_type="cuda"):
+        torch.random.default_generator.manual_seed(seed)
+        if cuda:
+            with torch.cuda.device(device):
+                torch.cuda.manual_seed(seed)
+        yield
 
 
 def weights_fingerprint(source: str, revision: str | None) -> str:
@@ -118,10 +144,34 @@ class Backbone(ABC):
         """Run one forward pass and return (batch, heads, head_dim) float32 head outputs."""
 
     def generate_answers(self, waves: list[np.ndarray], prompts: list[str], max_new_tokens: int = 32) -> list[str]:
-        """Greedy answers to the prompts (the zero-shot baseline); only generative backbones have them."""
+        """Greedy answers to the prompts, one per clip (the zero-shot baseline)."""
+        return self.generate_texts(waves, prompts, max_new_tokens, {"do_sample": False})
+
+    def sample_answers(self, waves: list[np.ndarray], prompts: list[str], seeds: list[int], samples: int = 8,
+                       temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: int = 32) -> list[list[str]]:
+        """`samples` sampled answers per clip (pseudo-labelling).
+
+        Each clip is generated alone from its own seed, and the global random state is restored
+        afterwards, so a clip's answers depend on its seed only, not on the other clips of the call.
+        """
+        check_sampling(samples, temperature, top_p)
+        options = {"do_sample": True, "temperature": float(temperature), "top_p": float(top_p),
+                   "num_return_sequences": int(samples)}
+        model = getattr(self, "model", None)
+        device = next(model.parameters()).device if model is not None else torch.device("cpu")
+        answers = []
+        for wave, prompt, seed in zip(waves, prompts, seeds, strict=True):
+            with seeded_generation(int(seed), device):
+                answers.append(self.generate_texts([wave], [prompt], max_new_tokens, options))
+        return answers
+
+    def generate_texts(self, waves: list[np.ndarray], prompts: list[str], max_new_tokens: int,
+                       options: dict[str, Any]) -> list[str]:
+        """Decoded new tokens of the model's `generate(**options)`, `num_return_sequences` per clip in clip
+        order; only generative backbones have them."""
         raise ConfigError(
             f"backbone {self.name!r} cannot generate answers",
-            "use a generative backbone (e.g. backbone=qwen2_audio) for method=zero_shot",
+            "use a generative backbone (e.g. backbone=qwen2_audio) for method=zero_shot or method=pseudo_label",
         )
 
     def from_pretrained(self, loader: Any, **kwargs: Any) -> Any:

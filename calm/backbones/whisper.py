@@ -166,11 +166,16 @@ class WhisperBackbone(Backbone):
         return self.generate_answers([wave], [""], max_new_tokens=128)[0]
 
     @torch.no_grad()
-    def generate_answers(self, waves: list[np.ndarray], prompts: list[str], max_new_tokens: int = 32) -> list[str]:
-        """Whisper's answer is its transcription (the prompt is not a question it can follow)."""
+    def generate_texts(self, waves: list[np.ndarray], prompts: list[str], max_new_tokens: int,
+                       options: dict[str, Any]) -> list[str]:
+        """Whisper's answer is its transcription (the prompt is not a question it can follow).
+
+        Sampling needs an explicit temperature: Whisper's generate decodes greedily without one.
+        `max_length=None`: only `max_new_tokens` bounds the answer (and no warning per call says so).
+        """
         assert self.model is not None and self.processor is not None, "call load() first"
         features = self.processor.feature_extractor(waves, sampling_rate=self.sample_rate, return_tensors="pt")
         dtype = next(self.model.parameters()).dtype
         tokens = self.model.generate(features.input_features.to(self.model.device, dtype),
-                                     max_new_tokens=max_new_tokens)
+                                     max_new_tokens=max_new_tokens, max_length=None, **options)
         return [text.strip() for text in self.processor.batch_decode(tokens, skip_special_tokens=True)]

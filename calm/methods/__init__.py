@@ -12,6 +12,7 @@ from calm.methods.calm import (
     shrink,
     top_k_mask,
 )
+from calm.methods.linear_probe import LinearProbe
 from calm.methods.prototypes import (
     Similarities,
     as_features,
@@ -47,6 +48,7 @@ __all__ = [
     "Concat",
     "ConfidenceWeighted",
     "HardVote",
+    "LinearProbe",
     "TopKSoft",
     "UniformSoft",
     "Similarities",

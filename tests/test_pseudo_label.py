@@ -1,0 +1,279 @@
+"""Pseudo-labelled support: the majority vote and agreement filter on crafted answers, the augmented
+support per episode, that pool labels are never read, and sampled generation through the real
+backbones (Whisper tiny.en end to end on real FSDD speech, a tiny Qwen2-Audio)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from calm.backbones import build_backbone
+from calm.data.prompts import PaperPrompt, Prompt
+from calm.data.table import Clip, ClipTable
+from calm.errors import ConfigError
+from calm.methods import CALM, SAV
+from calm.methods.answer_matching import match_answer
+from calm.methods.pseudo_label import (
+    TSV_NAME,
+    PseudoLabelSettings,
+    Vote,
+    augment_episode,
+    majority_vote,
+    pseudo_label_episodes,
+    unlabelled_pool,
+    vote_answers,
+)
+from calm.pipeline import run_job
+from calm.protocols import Episode
+from tests.cli import compose_config, small_fsdd
+
+DIGITS = [str(d) for d in range(10)]
+
+
+# ---- majority vote and agreement filter ---------------------------------------------------------
+
+def test_four_of_eight_is_kept_three_of_eight_is_dropped() -> None:
+    four = majority_vote([3, 3, None, 3, 1, None, 3, 2])
+    assert four == Vote(3, 4, 8) and four.agreement == 0.5 and four.kept(0.5)
+    three = majority_vote([3, None, 3, None, 1, None, 3, 2])
+    assert three == Vote(3, 3, 8) and not three.kept(0.5)
+    assert majority_vote([5] * 8).kept(1.0) and not majority_vote([5] * 7 + [None]).kept(1.0)
+    assert majority_vote([1, 1, 1, 2, 2]).kept(0.6), "3 of 5 passes 0.6 despite float rounding"
+
+
+def test_a_tie_for_the_most_votes_labels_nothing_whatever_the_order() -> None:
+    tie = [1, 1, 1, 1, 2, 2, 2, 2]
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        vote = majority_vote(list(rng.permutation(tie)))
+        assert vote == Vote(None, 4, 8) and not vote.kept(0.5)
+    assert majority_vote([4, 4, 4, 4, 4, 1, 1, None]) == Vote(4, 5, 8), "only a tie at the top counts"
+    assert majority_vote([None] * 8) == Vote(None, 0, 8)
+    assert majority_vote([]) == Vote(None, 0, 0) and not majority_vote([]).kept(0.5)
+
+
+def test_spoken_digit_answers_are_matched_then_voted() -> None:
+    assert [match_answer(a, DIGITS) for a in ("Seven.", "7", "seven!", "Three", "Heaven.", "Someone", "Seventy")] \
+        == [7, 7, 7, 3, None, None, None]
+    assert match_answer("7.", ["zero", "one", "two", "three", "four", "five", "six", "seven"]) == 7
+    assert vote_answers(["Seven.", "7", "Heaven.", "seven", "8", "Eight.", "Bye.", "7."], DIGITS) == Vote(7, 4, 8)
+    assert vote_answers(["Seven.", "7", "Heaven.", "Hey.", "3", "three", "Bye.", "8"], DIGITS) == Vote(None, 2, 8)
+
+
+# ---- settings -------------------------------------------------------------------------------------
+
+def test_method_config_builds_valid_settings(tmp_path: Path) -> None:
+    cfg = compose_config(["backbone=whisper_tiny", "method=pseudo_label"], tmp_path)
+    from omegaconf import OmegaConf
+
+    settings = PseudoLabelSettings.from_config(OmegaConf.to_container(cfg.method.pseudo_label), cfg.method.estimators,
+                                               Prompt())
+    assert (settings.samples, settings.min_agreement, settings.refit) == (8, 0.5, ("calm", "sav"))
+    assert set(settings.refit_methods({"calm": CALM(), "sav": SAV()})) == {"calm+pl", "sav+pl"}
+
+
+@pytest.mark.parametrize("bad", [
+    {"samples": 0}, {"samples": 2.5}, {"temperature": 0.0}, {"top_p": 0.0}, {"top_p": 1.5},
+    {"min_agreement": 0.0}, {"min_agreement": 1.2}, {"pool_size": 0}, {"max_new_tokens": 0}, {"batch_size": -1},
+    {"refit": []}, {"refit": ["grw"]}, {"sample": 8},
+])
+def test_bad_settings_are_config_errors(bad: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError):
+        PseudoLabelSettings.from_config({"refit": ["calm"], **bad}, ["calm", "sav"], Prompt())
+
+
+def test_paper_prompts_are_refused_because_they_show_the_label() -> None:
+    with pytest.raises(ConfigError, match="true label"):
+        PseudoLabelSettings.from_config({"refit": ["calm"]}, ["calm"], PaperPrompt())
+
+
+# ---- augmented support ----------------------------------------------------------------------------
+
+def test_augmented_support_adds_only_pool_clips_of_the_episode_classes() -> None:
+    episode = Episode(index=3, seed=11, classes=[2, 5, 7], support=[0, 1, 2], support_labels=[0, 1, 2],
+                      query=[10, 11, 12], query_labels=[2, 1, 0])
+    pseudo = {1: 2, 10: 5, 20: 7, 21: 4, 22: 2, 23: 5}  # 1: support clip, 10: query clip, 21: class not in episode
+    out = augment_episode(episode, pseudo)
+    assert out.support.tolist() == [0, 1, 2, 20, 22, 23]
+    assert out.support_labels.tolist() == [0, 1, 2, 2, 0, 1]
+    assert (out.index, out.seed, out.classes.tolist()) == (3, 11, [2, 5, 7])
+    assert out.query.tolist() == [10, 11, 12] and out.query_labels.tolist() == [2, 1, 0]
+    assert augment_episode(episode, {}).support.tolist() == [0, 1, 2]
+
+
+class FakeBackbone:
+    """Answers are a function of the audio only (each wave is a constant that names a clip)."""
+
+    name = "fake"
+    sample_rate = 16000
+    uses_prompt_text = False
+    model = object()
+
+    def __init__(self, answers_by_level: dict[int, list[str]]) -> None:
+        self.answers_by_level = answers_by_level
+        self.calls: list[tuple[int, int]] = []
+
+    def key_fields(self) -> dict[str, Any]:
+        return {"family": "fake"}
+
+    def sample_answers(self, waves, prompts, seeds, samples, temperature, top_p, max_new_tokens):
+        levels = [round(float(w.mean()) * 1000) for w in waves]
+        self.calls.extend(zip(levels, seeds, strict=True))
+        return [self.answers_by_level[level][:samples] for level in levels]
+
+
+def write_table(root: Path, pool_labels: list[int]) -> ClipTable:
+    """Five labelled support-pool clips s0..s4 (class i), six pool clips p0..p5, two test clips."""
+    clips = []
+    for i, (name, split, label) in enumerate(
+            [(f"s{c}", "train", c) for c in range(5)] + [(f"p{k}", "train", y) for k, y in enumerate(pool_labels)]
+            + [("q0", "test", 0), ("q1", "test", 1)]):
+        path = root / f"{name}.wav"
+        if not path.exists():
+            sf.write(path, np.full(1600, (i + 1) / 1000, dtype=np.float32), 16000, subtype="FLOAT")
+        clips.append(Clip(name, path, label, split))
+    return ClipTable("toy", tuple(clips), tuple(f"class{c}" for c in range(5)))
+
+
+POOL_ANSWERS = {  # audio level of p_k is 6 + k
+    6: ["class1", "class1", "class1", "class1", "dog", "cat", "class2", "x"],   # 4/8: kept as 1
+    7: ["class2", "class2", "class2", "dog", "dog", "cat", "class1", "x"],      # 3/8: dropped
+    8: ["class3", "class3", "class3", "class3", "class4", "class4", "class4", "class4"],  # tie: dropped
+    9: ["class4"] * 8,                                                         # kept as 4, not in the episode
+    10: ["Class 0."] * 6 + ["class1"] * 2,                                     # kept as 0
+    11: ["class2"] * 5 + ["?"] * 3,                                            # kept as 2
+}
+
+
+def test_pool_labels_are_never_read(tmp_path: Path) -> None:
+    """Two tables that differ only in the pool clips' true labels give the same augmented support."""
+    episode = Episode(index=0, seed=1, classes=[0, 1, 2], support=[0, 1, 2], support_labels=[0, 1, 2],
+                      query=[11, 12], query_labels=[0, 1])
+    settings = PseudoLabelSettings(refit=("calm",), samples=8, min_agreement=0.5, pool_size=None)
+    results = []
+    for name, labels in (("a", [1, 2, 3, 4, 0, 2]), ("b", [4, 4, 0, 0, 3, 1])):
+        table = write_table(tmp_path, labels)
+        backbone = FakeBackbone({**POOL_ANSWERS, **{level: ["?"] * 8 for level in range(1, 6)}})
+        out = tmp_path / name
+        out.mkdir()
+        augmented, report = pseudo_label_episodes(settings, backbone, table, Prompt(), [episode], out, None)
+        results.append((augmented[0], report, (out / TSV_NAME).read_text().splitlines(), backbone.calls))
+    (first, report_a, tsv_a, calls_a), (second, report_b, tsv_b, calls_b) = results
+    assert first.support.tolist() == second.support.tolist() == [0, 1, 2, 5, 9, 10]
+    assert first.support_labels.tolist() == second.support_labels.tolist() == [0, 1, 2, 1, 0, 2]
+    assert calls_a == calls_b, "every pool clip is sampled with a seed of its own, whatever its label"
+    assert len({seed for _, seed in calls_a}) == len(calls_a) == 11, "the whole training pool, one seed per clip"
+    assert report_a["kept"] == report_b["kept"] == 4 and report_a["ties"] == 1
+    assert (report_a["kept_accuracy"], report_b["kept_accuracy"]) == (100.0, 0.0), "labels are read for the report"
+    assert tsv_a[0] == "clip_id\tpseudo_label\tagreement\tvotes\tkept\ttrue_label\tanswers"
+    rows_a = {line.split("\t")[0]: line.split("\t") for line in tsv_a[1:]}
+    assert rows_a["p0"][1:6] == ["class1", "0.5000", "4/8", "yes", "class1"]
+    assert rows_a["p1"][1:5] == ["class2", "0.3750", "3/8", "no"]
+    assert rows_a["p2"][1:5] == ["-", "0.5000", "4/8", "no"]
+    assert [line.split("\t")[:5] for line in tsv_a] == [line.split("\t")[:5] for line in tsv_b]
+
+
+def test_pool_draw_is_seeded_and_uses_only_training_clips(tmp_path: Path) -> None:
+    table = write_table(tmp_path, [0] * 6)
+    rows = unlabelled_pool(table, 4, seed=0)
+    assert len(rows) == 4 and all(table.clips[i].split == "train" for i in rows)
+    assert rows.tolist() == unlabelled_pool(table, 4, seed=0).tolist()
+    assert unlabelled_pool(table, None, 0).tolist() == list(range(11))
+    relabelled = write_table(tmp_path, [3, 1, 4, 1, 0, 2])
+    assert unlabelled_pool(relabelled, 4, seed=0).tolist() == rows.tolist()
+
+
+def test_answers_are_stored_and_reused(tmp_path: Path) -> None:
+    table = write_table(tmp_path, [0] * 6)
+    episode = Episode(index=0, seed=1, classes=[0, 1, 2], support=[0, 1, 2], support_labels=[0, 1, 2],
+                      query=[11, 12], query_labels=[0, 1])
+    settings = PseudoLabelSettings(refit=("calm",), pool_size=None, batch_size=4)
+    pool_answers = {**POOL_ANSWERS, **{level: ["class0"] * 8 for level in range(1, 6)}}
+    first = FakeBackbone(pool_answers)
+    _, report = pseudo_label_episodes(settings, first, table, Prompt(), [episode], tmp_path, tmp_path / "cache")
+    again = FakeBackbone(pool_answers)
+    _, report_again = pseudo_label_episodes(settings, again, table, Prompt(), [episode], tmp_path, tmp_path / "cache")
+    assert report["generated"] == 11 and report_again["generated"] == 0 and again.calls == []
+    assert {k: v for k, v in report.items() if k != "generated"} == \
+        {k: v for k, v in report_again.items() if k != "generated"}
+    other = PseudoLabelSettings(refit=("calm",), pool_size=None, temperature=0.5)
+    _, report_other = pseudo_label_episodes(other, FakeBackbone(pool_answers), table, Prompt(), [episode], tmp_path,
+                                            tmp_path / "cache")
+    assert report_other["generated"] == 11, "other sampling settings are other answers"
+
+
+# ---- real backbones -------------------------------------------------------------------------------
+
+def test_whisper_pseudo_labels_end_to_end(tmp_path: Path, fsdd_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Five digits of one speaker Whisper tiny.en transcribes well; 6 training clips pseudo-labelled."""
+    root = small_fsdd(fsdd_root, tmp_path / "fsdd", speakers=("lucas",), indices=(0, 10, 11))
+    for path in (root / "recordings").glob("*.wav"):
+        if int(path.name.split("_")[0]) >= 5:
+            path.unlink()
+    monkeypatch.setenv("CALM_CACHE", str(tmp_path / "cache"))
+    overrides = ["backbone=whisper_tiny", "logger=none", "dataset=fsdd", f"dataset.root={root}",
+                 "method=pseudo_label", "shots=1", "queries=1", "episodes=2", "figures=false",
+                 "method.pseudo_label.samples=4", "method.pseudo_label.pool_size=6",
+                 "method.pseudo_label.temperature=0.7", "method.pseudo_label.max_new_tokens=5"]
+    run_job(compose_config(overrides, tmp_path / "out"))
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert {r["method"] for r in results["results"]} == {"calm", "sav", "calm+pl", "sav+pl"}
+    lines = (tmp_path / "out" / TSV_NAME).read_text().splitlines()
+    assert lines[0] == "clip_id\tpseudo_label\tagreement\tvotes\tkept\ttrue_label\tanswers"
+    rows = [line.split("\t") for line in lines[1:]]
+    assert len(rows) == 6 and all(clip.split("_")[2] in ("10", "11") for clip, *_ in rows), "training clips only"
+    assert any(len(set(row[-1].split(" | "))) > 1 for row in rows), "answers are sampled, not greedy"
+    kept = []
+    for clip, label, agreement, votes, keep, truth, answers in rows:
+        matched = [match_answer(a, DIGITS) for a in answers.split(" | ")]
+        assert len(matched) == 4 and truth == clip.split("_")[0]
+        counts = Counter(m for m in matched if m is not None)
+        top = max(counts.values(), default=0)
+        majority = [c for c, n in counts.items() if n == top]
+        assert label == (DIGITS[majority[0]] if len(majority) == 1 else "-")
+        assert votes == f"{top}/4" and float(agreement) == top / 4
+        assert keep == ("yes" if label != "-" and top >= 2 else "no")
+        if keep == "yes":
+            kept.append(label == truth)
+    report = results["pseudo_label"]
+    assert report["pool"] == 6 and report["generated"] == 6 and report["kept"] == len(kept) >= 3
+    assert report["kept_accuracy"] == pytest.approx(100.0 * sum(kept) / len(kept))
+    assert report["added_per_episode_mean"] > 0
+
+    run_job(compose_config([*overrides, "force=true"], tmp_path / "again"))
+    assert json.loads((tmp_path / "again" / "results.json").read_text())["pseudo_label"]["generated"] == 0
+    assert (tmp_path / "again" / TSV_NAME).read_text() == "\n".join(lines) + "\n"
+
+
+def test_tiny_qwen2_audio_samples_through_generate_with_seeds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = compose_config(["backbone=tiny_qwen2_audio", f"paths.data_dir={tmp_path}"], tmp_path / "out")
+    backbone = build_backbone(cfg.backbone, "32-true")
+    backbone.load()
+    seen = []
+    real_generate = backbone.model.generate
+
+    def spy(**kwargs):
+        seen.append({k: kwargs[k] for k in ("do_sample", "temperature", "top_p", "num_return_sequences")})
+        return real_generate(**kwargs)
+
+    monkeypatch.setattr(backbone.model, "generate", spy)
+    rate = backbone.sample_rate
+    waves = [np.sin(np.linspace(0, 300 * s, int(rate * s))).astype(np.float32) for s in (0.4, 0.9)]
+    prompts = [Prompt().text_for(None, None)] * 2
+    state = torch.get_rng_state()
+    first = backbone.sample_answers(waves, prompts, [1, 2], samples=3, temperature=1.0, top_p=0.9, max_new_tokens=4)
+    assert torch.equal(torch.get_rng_state(), state), "the global random state is put back"
+    assert seen == [{"do_sample": True, "temperature": 1.0, "top_p": 0.9, "num_return_sequences": 3}] * 2
+    assert [len(answers) for answers in first] == [3, 3]
+    assert backbone.sample_answers(waves, prompts, [1, 2], 3, 1.0, 0.9, 4) == first
+    assert backbone.sample_answers(waves[1:], prompts[1:], [2], 3, 1.0, 0.9, 4) == first[1:], "independent of the batch"
+    assert backbone.sample_answers(waves, prompts, [7, 8], 3, 1.0, 0.9, 4) != first, "another seed, other answers"
+    with pytest.raises(ConfigError):
+        backbone.sample_answers(waves, prompts, [1, 2], samples=3, temperature=0.0)
