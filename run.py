@@ -19,18 +19,23 @@ from omegaconf import DictConfig
 os.environ.setdefault("CALM_ROOT", str(Path(__file__).resolve().parent))
 
 from calm.errors import CalmError  # noqa: E402
-from calm.pipeline import run_job  # noqa: E402
 from calm.sweeps import record_failure  # noqa: E402
 
 log = logging.getLogger("calm")
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="config")
-def main(cfg: DictConfig) -> None:
-    """A failing job in a multirun is recorded and reported at the end; the sweep goes on."""
+def main(cfg: DictConfig) -> float | None:
+    """A failing job in a multirun is recorded and reported at the end; the sweep goes on. Returns the
+    support-set cross-validation score a search (hparams_search=...) optimises, else None."""
+    # imported here, not at the top: a sweep the preflight rejects (calm.sweep_checks) fails in a
+    # second instead of after loading torch and transformers
+    from calm.pipeline import run_job
+    from calm.search import objective_value
+
     in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        run_job(cfg)
+        return objective_value(cfg, run_job(cfg))
     except CalmError as err:
         log.error("%s", err)
         if not in_sweep:

@@ -24,7 +24,9 @@ from calm.data.registry import read_dataset, warn_missing
 from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT, ClipTable
 from calm.errors import ConfigError
 from calm.extract import extract_missing
+from calm.figures import HeadCollector, HeadGrid, write_job_figures
 from calm.grid import CalmGrid, paper_grid_report
+from calm.methods.pseudo_label import PseudoLabelSettings, pseudo_label_episodes
 from calm.methods.zero_shot import answer_clips, zero_shot_accuracy
 from calm.metrics import (
     accuracy,
@@ -37,6 +39,7 @@ from calm.metrics import (
     top_label_sets,
 )
 from calm.protocols import Episode, EpisodicProtocol, PaperProtocol, multilabel_targets
+from calm.search import check_objective, search_record
 from calm.sweeps import load_finished, mark_finished
 from calm.tracking import NullTracker, Tracker, build_tracker, write_results
 
@@ -118,9 +121,10 @@ def score_method(estimator: Any, support: torch.Tensor, episode: Episode, query:
     return metrics
 
 
-def evaluate(episodes: list[Episode], features: torch.Tensor, methods: dict[str, Any],
-             tracker: Tracker) -> tuple[dict[str, list[float]], list[dict[str, Any]]]:
-    """Every method on the same episodes; returns per-method accuracies and the per-episode rows."""
+def evaluate(episodes: list[Episode], features: torch.Tensor, methods: dict[str, Any], tracker: Tracker,
+             collector: HeadCollector | None = None) -> tuple[dict[str, list[float]], list[dict[str, Any]]]:
+    """Every method on the same episodes; returns per-method accuracies and the per-episode rows.
+    `collector` reads each fit's head weights / selected heads (for the figures) while they are at hand."""
     per_method: dict[str, list[float]] = {name: [] for name in methods}
     rows = []
     for episode in episodes if methods else []:
@@ -129,6 +133,8 @@ def evaluate(episodes: list[Episode], features: torch.Tensor, methods: dict[str,
         logged = {}
         for name, estimator in methods.items():
             metrics = score_method(estimator, support, episode, query)
+            if collector is not None:
+                collector.add(name, estimator, episode.classes)
             per_method[name].append(metrics["accuracy"])
             logged.update({f"{name}/{key}": value for key, value in metrics.items()})
             rows.append({"episode": episode.index, "seed": episode.seed, "method": name, **metrics})
@@ -261,8 +267,11 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     protocol = build_protocol(cfg)
     validate_pools(protocol, table)
     methods = build_methods(cfg.method)
+    check_objective(cfg)
     backbone = build_backbone(cfg.backbone, str(cfg.trainer.precision))
     prompt = build_prompt(OmegaConf.to_container(cfg.prompt, resolve=True))
+    pseudo = (PseudoLabelSettings.from_config(OmegaConf.to_container(cfg.method.pseudo_label, resolve=True), methods,
+                                             prompt) if cfg.method.get("pseudo_label") else None)
     cache = open_cache(cfg, backbone, prompt)
     tracker = build_tracker(OmegaConf.to_container(cfg.logger, resolve=True), config, out_dir) if main else NullTracker()
     failed = True
@@ -286,9 +295,16 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
             validate_pools(protocol, table)
         features = cache.read(table.ids) if methods else None
         episodes = draw_episodes(protocol, table)
-        per_method, episode_rows = evaluate(episodes, features, methods, tracker)
+        collector = HeadCollector(cache.n_heads, len(table.class_names)) if cfg.get("figures", True) else None
+        per_method, episode_rows = evaluate(episodes, features, methods, tracker, collector)
         if cfg.method.get("zero_shot"):
             unmatched = run_zero_shot(cfg, backbone, table, prompt, episodes, per_method, episode_rows, out_dir)
+        if pseudo is not None:  # the refit estimators on S ∪ pseudo-labelled pool, same episodes and queries
+            augmented, pseudo_report = pseudo_label_episodes(pseudo, backbone, table, prompt, episodes, out_dir,
+                                                             Path(cfg.paths.cache_dir))
+            refit, refit_rows = evaluate(augmented, features, pseudo.refit_methods(methods), tracker)
+            per_method.update(refit)
+            episode_rows.extend(refit_rows)
         queries = cfg.queries if isinstance(protocol, EpisodicProtocol) else len(episodes[0].query)
         rows = result_rows(cfg, per_method, episode_rows, episodes[0].ways, queries, cfg.method.get("baseline"))
         extra = {"cache": {"path": str(cache.path), "key": cache.key, "extracted": report.extracted,
@@ -297,11 +313,20 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
                  "prompt": prompt.key_fields(), "protocol": cfg.protocol.name}
         if cfg.method.get("zero_shot"):
             extra["zero_shot_unmatched"] = unmatched
+        if pseudo is not None:
+            extra["pseudo_label"] = pseudo_report
+        search = search_record(cfg, episodes, features)  # support-set CV only; None unless a search runs
+        if search is not None:
+            extra["search"] = search
         if isinstance(protocol, PaperProtocol):
             grid_rows, extra["paper_grid"] = paper_grid_rows(cfg, episodes[0], features)
             rows.extend(grid_rows)
             extra["notes"] = paper_notes(cfg)
         write_results(out_dir, config, rows, episode_rows, extra)
+        if collector is not None:
+            tracker.log_figures(write_job_figures(
+                collector, HeadGrid.from_names(cache.head_names, cache.n_heads), table.class_names, out_dir,
+                f"{cfg.dataset.name} · {backbone.name} · {cfg.shots}-shot"))
         mark_finished(cfg, {"config": config, "results": rows, **extra}, out_dir)
         tracker.log_results(rows)
         print_table(rows, f"{cfg.dataset.name} · {backbone.name} · {cfg.shots}-shot · {cfg.protocol.name} protocol"

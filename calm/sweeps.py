@@ -16,9 +16,9 @@ from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
-# Settings that never change a job's numbers: where things go, how they are logged, how extraction is batched
-# and placed. trainer.precision stays: it changes the activations.
-NOT_RESULTS = ("paths", "hydra", "logger", "extract", "force", "task_name")
+# Settings that never change a job's numbers: where things go, how they are logged and drawn, how extraction is
+# batched and placed. trainer.precision stays: it changes the activations.
+NOT_RESULTS = ("paths", "hydra", "logger", "extract", "force", "task_name", "figures")
 NOT_RESULTS_TRAINER = ("accelerator", "devices", "num_nodes", "strategy")
 ERROR_FILE = "error.txt"
 

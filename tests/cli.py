@@ -34,10 +34,10 @@ def run_cli(args: list[str], out_dir: Path, cache_dir: Path, env: dict[str, str]
 
 
 def small_fsdd(fsdd_root: Path, dest: Path, speakers: tuple[str, ...] = ("george",),
-               indices: tuple[int, ...] = (0, 1, 10, 11)) -> Path:
-    """A copy of a few real FSDD recordings in the official layout."""
+               indices: tuple[int, ...] = (0, 1, 10, 11), digits: tuple[int, ...] = tuple(range(10))) -> Path:
+    """A copy of a few real FSDD recordings in the official layout (fewer digits: fewer classes)."""
     (dest / "recordings").mkdir(parents=True, exist_ok=True)
-    for digit in range(10):
+    for digit in digits:
         for speaker in speakers:
             for index in indices:
                 shutil.copy(fsdd_root / "recordings" / f"{digit}_{speaker}_{index}.wav", dest / "recordings")

@@ -1,0 +1,143 @@
+"""Hyper-parameter search that never looks at the test set (DESIGN section 8).
+
+`hparams_search=calm_optuna` lets Optuna tune CALM's settings; the score each trial hands back is
+cross-validation accuracy on the support set alone. Per episode the support clips are dealt into
+stratified folds (`calm.grid.stratified_folds`; with `shots` ≤ `search.folds` every fold holds out
+exactly one clip per class, leave-one-per-class-out); the estimator with the trial's settings is
+fitted on the other folds and predicts the held-out ones; the pooled held-out accuracy (and
+macro-F1) per episode is averaged over the episodes. Query clips and their labels are never read,
+so the test metrics each job still reports stay an honest estimate of the chosen setting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from calm.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+    from calm.protocols import Episode
+
+# Objectives a search may optimise (all computed on support clips only), and the metric each pools.
+SEARCH_METRICS = ("support_cv_accuracy", "support_cv_macro_f1")
+NOTE = ("stratified cross-validation within each episode's support set, averaged over episodes; "
+        "query/test clips are never used (the test metrics are in `results`)")
+
+
+def check_objective(cfg: DictConfig) -> str | None:
+    """The metric a search optimises, or None when the config asks for no search.
+
+    Raises ConfigError for a test metric (choosing settings by their test score is what the
+    paper's oracle did), for an estimator the method lacks, and for settings cross-validation
+    cannot run with.
+    """
+    metric = cfg.get("optimized_metric")
+    if metric is None:
+        return None
+    if metric not in SEARCH_METRICS:
+        raise ConfigError(
+            f"optimized_metric={metric!r} is not a support-set cross-validation metric; a search that "
+            "optimises a test metric (accuracy_mean, calm/accuracy, ...) chooses settings by their test "
+            "score, which then overstates how well they do",
+            f"set optimized_metric to one of {list(SEARCH_METRICS)} (hparams_search=calm_optuna does); "
+            "every trial's test metrics are still written to its results.json")
+    search = cfg.get("search")
+    if search is None:
+        raise ConfigError(f"optimized_metric={metric} is set but the config has no `search` block",
+                          "use hparams_search=calm_optuna, which sets search.estimator, search.folds and "
+                          "search.seed")
+    estimators = cfg.method.get("estimators") or {}
+    if search.get("estimator") not in estimators:
+        raise ConfigError(
+            f"the search tunes estimator {search.get('estimator')!r}, but method={cfg.method.name} has "
+            f"{sorted(estimators) or 'no estimators'}",
+            "pick a method that includes it (method=calm or method=calm_vs_sav), or set search.estimator")
+    if int(search.get("folds", 0)) < 2:
+        raise ConfigError(f"search.folds={search.get('folds')}: cross-validation needs at least 2 folds",
+                          "set search.folds=5 (fewer shots than folds already means one clip per class out)")
+    if int(cfg.shots) < 2:
+        raise ConfigError(
+            f"shots={cfg.shots}: support-set cross-validation needs at least 2 support clips per class "
+            "(holding out the only clip of a class leaves it without a prototype)",
+            "search with shots=2 or more; the chosen settings can then be run at shots=1")
+    return metric
+
+
+def fold_seed(cv_seed: int, episode_seed: int) -> int:
+    """One fold assignment per (search seed, episode), so episodes do not share a split pattern."""
+    return int(np.random.SeedSequence([int(cv_seed), int(episode_seed)]).generate_state(1)[0])
+
+
+def support_cv_scores(estimator: Any, features: torch.Tensor, labels: np.ndarray | Sequence[int],
+                      n_classes: int, folds: int, seed: int) -> dict[str, Any]:
+    """Held-out accuracy and macro-F1 (percent) of `estimator` by stratified k-fold on one support set.
+
+    Uses min(folds, smallest class count) folds, so with few shots each fold holds out one clip of
+    every class and every class keeps a prototype when fitting.
+    """
+    import torch  # here, not at the top: the sweep preflight imports this module for check_objective
+
+    from calm.grid import stratified_folds
+    from calm.metrics import accuracy, macro_f1
+
+    labels = np.asarray(labels, dtype=np.int64)
+    smallest = int(np.bincount(labels, minlength=n_classes).min())
+    n_folds = min(int(folds), smallest)
+    if n_folds < 2:
+        raise ConfigError(f"a class has {smallest} support clip(s): none can be held out for cross-validation",
+                          "use shots=2 or more for a search")
+    fold = stratified_folds(labels, n_folds, seed)
+    labels_t = torch.tensor(labels)
+    pred = np.empty_like(labels)
+    for f in range(n_folds):
+        held = torch.from_numpy(fold == f)
+        fitted = estimator.fit(features[~held], labels_t[~held], n_classes=n_classes)
+        pred[held.numpy()] = torch.as_tensor(fitted.predict(features[held])).cpu().numpy()
+    return {"support_cv_accuracy": accuracy(pred, labels), "support_cv_macro_f1": macro_f1(pred, labels, n_classes),
+            "folds": n_folds}
+
+
+def search_record(cfg: DictConfig, episodes: Sequence[Episode], features: torch.Tensor) -> dict[str, Any] | None:
+    """The search objective of one job (None when no search is active), for results.json.
+
+    Reads each episode's support rows and support labels only.
+    """
+    import torch
+
+    from calm.metrics import mean_ci95
+
+    metric = check_objective(cfg)
+    if metric is None:
+        return None
+    search = cfg.search
+    spec = cfg.method.estimators[search.estimator]
+    per_episode = []
+    for episode in episodes:
+        support = features[torch.tensor(episode.support)]
+        per_episode.append(support_cv_scores(instantiate(spec), support, episode.support_labels, episode.ways,
+                                             int(search.folds), fold_seed(search.seed, episode.seed)))
+    settings = OmegaConf.to_container(spec, resolve=True)
+    record: dict[str, Any] = {
+        "optimized_metric": metric, "estimator": str(search.estimator),
+        "settings": {k: v for k, v in settings.items() if k != "_target_"},
+        "folds": sorted({s["folds"] for s in per_episode}), "episodes": len(per_episode), "note": NOTE,
+    }
+    for name in SEARCH_METRICS:
+        record[name], record[f"{name}_ci95"] = mean_ci95([s[name] for s in per_episode])
+    return record
+
+
+def objective_value(cfg: DictConfig, result: Mapping[str, Any] | None) -> float | None:
+    """What `run.py` hands the sweeper: the job's support-CV score, or None outside a search."""
+    metric = cfg.get("optimized_metric")
+    record = (result or {}).get("search")
+    if metric is None or record is None:
+        return None
+    return float(record[metric])

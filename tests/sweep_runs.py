@@ -1,0 +1,41 @@
+"""Tiny real sweeps for the launcher and search tests: 4 FSDD digits spoken by 2 speakers (support:
+recording 10 of each, queries: recording 0), Whisper tiny heads, and one activation cache warmed once
+per session so the sweeps themselves only read it. Two speakers make support-set cross-validation
+imperfect, so different CALM settings score differently."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.cli import REPO, compose_config, small_fsdd
+
+TINY_ARGS = ["backbone=whisper_tiny", "logger=none", "figures=false", "queries=1", "episodes=2"]
+
+
+def tiny_data(tmp_path_factory: pytest.TempPathFactory, fsdd_root: Path) -> tuple[Path, Path]:
+    """(dataset root, activation cache) shared by every test of the session; extracted on first use."""
+    base = tmp_path_factory.getbasetemp() / "tiny_sweeps"
+    data, cache, warm = base / "fsdd", base / "cache", base / "warm"
+    if not warm.exists():
+        from calm.pipeline import run_job
+
+        small_fsdd(fsdd_root, data, speakers=("george", "jackson"), indices=(0, 10), digits=(0, 1, 2, 3))
+        run_job(compose_config([f"dataset.root={data}", f"paths.cache_dir={cache}", *TINY_ARGS, "shots=2",
+                                "method=sav"], base / "warmup"))
+        warm.touch()
+    return data, cache
+
+
+def run_sweep(args: list[str], sweep_dir: Path, finished: Path, cache: Path,
+              timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python run.py -m ARGS` in a subprocess, with its sweep folder, finished records and cache."""
+    env = {**os.environ, "CALM_CACHE": str(cache)}
+    return subprocess.run(
+        [sys.executable, str(REPO / "run.py"), "-m", *args, f"hydra.sweep.dir={sweep_dir}",
+         f"paths.finished_dir={finished}"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
