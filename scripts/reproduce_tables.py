@@ -48,6 +48,7 @@ METRIC_NAMES = {"accuracy": "accuracy (%)", "exact_match": "exact match (%)", "e
 CSV_COLUMNS = ("table", "group", "experiment", "method", "shots", "metric", "source", "mean", "ci95", "episodes",
                "status", "job_dir", "job_key")
 NO_DATA = "no data"
+FAILED = "failed"
 SMOKE_CLASSES = ("low", "mid", "high", "chirp")
 
 
@@ -141,7 +142,11 @@ def expected_methods(cfg: DictConfig) -> list[str]:
 
 
 def run_or_collect(group: RowGroup, shots: int, cfg: DictConfig, collect_only: bool) -> JobOutcome:
-    """Run the job (finished ones are skipped by the pipeline) or, with `collect_only`, read its record."""
+    """Run the job (finished ones are skipped by the pipeline) or, with `collect_only`, read its record.
+
+    A job that cannot run (CalmError: data or weights absent) or that breaks (any other error, e.g.
+    out of GPU memory) leaves its rows marked with the reason; the other jobs and tables go on.
+    """
     outcome = JobOutcome(group, shots, expected_methods(cfg), job_dir=str(cfg.paths.output_dir), key=job_key(cfg))
     try:
         if collect_only:
@@ -159,7 +164,13 @@ def run_or_collect(group: RowGroup, shots: int, cfg: DictConfig, collect_only: b
         outcome.status, outcome.reason = NO_DATA, err.problem
         log.warning("%s, %d-shot: no data: %s", group.experiment, shots, err.problem)
         return outcome
+    except Exception as err:  # noqa: BLE001 - one broken job must not lose the other tables
+        outcome.status, outcome.reason = FAILED, f"{type(err).__name__}: {err}"
+        log.exception("%s, %d-shot failed; its rows are marked and the other jobs go on", group.experiment, shots)
+        return outcome
     outcome.rows = {row["method"]: row for row in result["results"]}
+    # rows the job reported (e.g. pseudo-label refits `calm+pl`) first, then expected ones it lacks
+    outcome.methods = list(dict.fromkeys([*outcome.rows, *outcome.methods]))
     return outcome
 
 
@@ -172,10 +183,12 @@ def numbers_of(spec: TableSpec, outcomes: list[JobOutcome]) -> list[Number]:
             row = outcome.rows.get(method)
             mean = float(row.get(f"{group.metric}_mean", math.nan)) if row else math.nan
             ci = float(row.get(f"{group.metric}_ci95", math.nan)) if row else math.nan
-            status = outcome.status if row or outcome.status != "ok" else "method missing from results"
+            if outcome.status != "ok":
+                status = f"{outcome.status}: {outcome.reason}"
+            else:
+                status = "ok" if row else "method missing from results"
             numbers.append(Number(spec.name, group.label, group.experiment, method, outcome.shots, group.metric,
-                                  "ours", mean, ci, row.get("episodes") if row else None,
-                                  status if outcome.status == "ok" else f"{NO_DATA}: {outcome.reason}",
+                                  "ours", mean, ci, row.get("episodes") if row else None, status,
                                   outcome.job_dir, outcome.key))
     for group in spec.groups:
         for method, value in group.paper.items():
@@ -215,8 +228,8 @@ def no_data_notes(spec: TableSpec, outcomes: list[JobOutcome]) -> list[str]:
     reasons = {}
     for outcome in outcomes:
         if outcome.status != "ok":
-            reasons.setdefault(outcome.group.label, outcome.reason)
-    return [f"{label}: {NO_DATA} ({reason})" for label, reason in reasons.items()]
+            reasons.setdefault(outcome.group.label, f"{outcome.status} ({outcome.reason})")
+    return [f"{label}: {reason}" for label, reason in reasons.items()]
 
 
 def markdown(spec: TableSpec, rows: list[list[str]], notes: list[str]) -> str:
@@ -269,6 +282,29 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+def markdown_cells(text: str) -> dict[tuple[str, str], list[str]]:
+    """(row group, method) -> the row's remaining cells, parsed from a written Markdown table."""
+    cells = {}
+    for line in text.splitlines():
+        if line.startswith("| ") and not line.startswith("| row group") and not set(line) <= set("|-: "):
+            parts = [part.strip() for part in line.strip().strip("|").split("|")]
+            cells[(parts[0], parts[1])] = parts[2:]
+    return cells
+
+
+def latex_cells(text: str) -> dict[tuple[str, str], list[str]]:
+    """The same for a written LaTeX tabular (a group's label stands on its first row only)."""
+    cells, group = {}, ""
+    body = text[text.index(r"\midrule"):text.index(r"\bottomrule")]
+    for line in body.splitlines():
+        if not line.endswith(r"\\"):
+            continue
+        parts = [part.strip() for part in line.removesuffix(r"\\").split(" & ")]
+        group = parts[0] or group
+        cells[(group, parts[1])] = parts[2:]
+    return cells
+
+
 def check_written(out_dir: Path, specs: list[TableSpec]) -> list[str]:
     """Re-read numbers.csv and every table: each cell must be what the CSV (and the job's results.json
     behind it) says. Returns the problems found (empty when everything agrees)."""
@@ -277,14 +313,19 @@ def check_written(out_dir: Path, specs: list[TableSpec]) -> list[str]:
     problems = []
     numbers = read_csv(out_dir / "numbers.csv")
     for spec in specs:
-        mine = [n for n in numbers if n["table"] == spec.name]
-        text = (out_dir / f"{spec.name}.md").read_text()
-        tex = (out_dir / f"{spec.name}.tex").read_text()
-        for n in mine:
+        md = markdown_cells((out_dir / f"{spec.name}.md").read_text())
+        tex = latex_cells((out_dir / f"{spec.name}.tex").read_text())
+        shots = [str(k) for k in spec.shots]
+        for n in (n for n in numbers if n["table"] == spec.name):
             mean, ci = float(n["mean"]), float(n["ci95"])
-            shown = f"{mean:.2f}" if n["source"] == "paper" else cell(mean, ci)
-            if shown not in text or latex_escape(shown) not in tex:
-                problems.append(f"{spec.name}: {n['method']} {n['shots']}-shot {shown!r} not in the written tables")
+            column = len(shots) if n["source"] == "paper" else shots.index(n["shots"])
+            expected = f"{mean:.2f}" if n["source"] == "paper" else cell(mean, ci)
+            where = (n["group"], n["method"])
+            shown_md = md.get(where, [None] * (column + 1))[column]
+            shown_tex = tex.get((latex_escape(n["group"]), latex_escape(n["method"])), [None] * (column + 1))[column]
+            if shown_md != expected or shown_tex != latex_escape(expected):
+                problems.append(f"{spec.name}: {where} {n['shots'] or 'paper'}: table shows {shown_md!r} / "
+                                f"{shown_tex!r}, numbers.csv says {expected!r}")
             if n["source"] == "ours" and n["status"] == "ok":
                 results = json.loads((Path(n["job_dir"]) / "results.json").read_text())["results"]
                 row = next(r for r in results if r["method"] == n["method"])

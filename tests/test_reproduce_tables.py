@@ -86,3 +86,40 @@ def test_unknown_table_and_bad_experiment_are_clear_errors(tmp_path: Path, monke
     monkeypatch.setattr(tables, "TABLES_DIR", tmp_path)
     with pytest.raises(CalmError, match="names experiment 'not_an_experiment', which has no file"):
         tables.load_table("broken")
+
+
+def test_the_check_catches_a_cell_that_disagrees_with_the_numbers(smoke: tuple[Path, str], tmp_path: Path) -> None:
+    out, _ = smoke
+    tables = load_script("reproduce_tables")
+    spec = tables.load_table("smoke")
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in ("smoke.md", "smoke.tex", "numbers.csv"):
+        (copy / name).write_text((out / name).read_text())
+    assert tables.check_written(copy, [spec]) == []
+    calm_1 = next(n for n in _numbers(out) if n["experiment"] == "table_smoke" and n["method"] == "calm"
+                  and n["shots"] == "1")
+    shown = tables.cell(float(calm_1["mean"]), float(calm_1["ci95"]))
+    text = (copy / "smoke.md").read_text()
+    line = next(ln for ln in text.splitlines() if "| tones · tiny_qwen2_audio | calm |" in ln)
+    (copy / "smoke.md").write_text(text.replace(line, line.replace(shown, "no data", 1)))
+    problems = tables.check_written(copy, [spec])
+    assert len(problems) == 1 and "'no data'" in problems[0] and repr(shown) in problems[0]
+
+
+def test_a_job_that_breaks_is_marked_failed_and_the_table_is_still_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import calm.pipeline
+
+    tables = load_script("reproduce_tables")
+    spec = tables.load_table("smoke")
+
+    def broken(cfg):
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(calm.pipeline, "run_job", broken)
+    numbers = tables.build_tables([spec], tmp_path, ["logger=none", f"paths.data_dir={tmp_path / 'data'}",
+                                                     f"paths.finished_dir={tmp_path / 'finished'}"], collect_only=False)
+    assert numbers and all(n.status == "failed: RuntimeError: CUDA out of memory"
+                           for n in numbers if n.source == "ours")
+    assert "tones · tiny_qwen2_audio: failed (RuntimeError: CUDA out of memory)" in (tmp_path / "smoke.md").read_text()
