@@ -8,11 +8,14 @@ import hashlib
 import json
 from collections import defaultdict
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
+from PIL import Image
 
 from calm.figures import (
     HeadCollector,
@@ -20,6 +23,7 @@ from calm.figures import (
     SweepFigures,
     accuracy_curves,
     read_sweep,
+    shown_classes,
     top_heads,
     write_job_figures,
 )
@@ -125,13 +129,46 @@ def test_job_figures_are_written_as_pngs(collected, tmp_path: Path) -> None:
                        "sav/selection": tmp_path / "sav_selection.png"}
     for path in figures.values():
         assert path.read_bytes()[:8] == PNG_MAGIC
+    assert "classes shown" not in _title(figures["calm/top_heads"]), "5 classes: none left out, nothing said"
+
+
+def _title(png: Path) -> str:
+    """The figure's title, as written into the PNG's metadata."""
+    with Image.open(png) as image:
+        return image.text["Title"]
+
+
+def test_shown_classes_are_those_of_the_most_episodes_ties_by_index() -> None:
+    episodes = np.array([1, 0, 3, 1, 2, 3, 1])
+    assert shown_classes(episodes, 3) == [2, 4, 5]
+    assert shown_classes(episodes, 4) == [0, 2, 4, 5]
+    assert shown_classes(episodes, 40) == [0, 2, 3, 4, 5, 6], "never a class that no episode had"
+
+
+def test_job_figures_of_many_classes_draw_at_most_the_cap_and_say_so(tmp_path: Path) -> None:
+    n_heads, n_classes, ways = 6, 300, 5
+    collector = HeadCollector(n_heads, n_classes)
+    weights = np.full((n_heads, ways), 1.0 / n_heads)
+    for start in range(0, n_classes, ways):  # every class in one episode, then 250..259 in a second one
+        collector.add("calm", SimpleNamespace(weights_=weights), range(start, start + ways))
+    for start in (250, 255):
+        collector.add("calm", SimpleNamespace(weights_=weights), range(start, start + ways))
+    figures = write_job_figures(collector, HeadGrid.from_names(None, n_heads), [f"c{c}" for c in range(n_classes)],
+                                tmp_path, "vggsound", max_classes=40)
+    pages = sorted(key for key in figures if key.startswith("calm/class_weights"))
+    assert pages == [f"calm/class_weights_{n}" for n in range(1, 5)], "40 classes, 10 per page"
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == sorted(p.name for p in figures.values())
+    assert len(figures) == 5
+    for key, png in figures.items():
+        assert "40 of 300 classes shown" in _title(png), key
+    assert shown_classes(collector.class_episodes["calm"], 40) == list(range(30)) + list(range(250, 260))
 
 
 def _job(sweep: Path, number: int, dataset: str, shots: int, seed: int, rows: list[tuple[str, float, float]],
-         tau: float = 0.07) -> None:
+         tau: float = 0.07, method: dict[str, Any] | None = None) -> None:
     config = {"dataset": {"name": dataset, "root": "/data"}, "backbone": {"name": "whisper_tiny"}, "shots": shots,
               "seed": seed, "figures": True, "paths": {"output_dir": str(sweep / str(number))},
-              "logger": {"name": "wandb"}, "method": {"name": "calm_vs_sav", "estimators": {
+              "logger": {"name": "wandb"}, "method": method or {"name": "calm_vs_sav", "estimators": {
                   "calm": {"_target_": "calm.methods.CALM", "tau": tau}, "sav": {"_target_": "calm.methods.SAV"}}}}
     results = [{"method": m, "shots": shots, "accuracy_mean": mean, "accuracy_ci95": ci} for m, mean, ci in rows]
     (sweep / str(number)).mkdir(parents=True)
@@ -161,10 +198,69 @@ def test_accuracy_curves_are_the_results_json_values(sweep: Path) -> None:
     np.testing.assert_allclose(fsdd["calm"].mean, [52.0, 70.0])
     np.testing.assert_allclose(fsdd["calm"].ci95, [np.hypot(4.0, 3.0) / 2, 2.0])
     np.testing.assert_allclose(fsdd["sav"].mean, [42.0, 60.0])
-    assert fsdd["sav"].jobs.tolist() == [2, 1]
+    assert fsdd["sav"].seeds.tolist() == [2, 1]
     esc = {c.label: c for c in curves["esc50", "whisper_tiny"]}
     assert set(esc) == {"calm (tau=0.05)", "calm (tau=0.1)"}, "a swept setting makes its own curve"
     assert esc["calm (tau=0.1)"].mean.tolist() == [35.0] and esc["calm (tau=0.1)"].ci95.tolist() == [6.0]
+
+
+def test_a_search_over_calms_settings_keeps_savs_identical_rows_as_one_job(tmp_path: Path) -> None:
+    """Trials of one seed varying only CALM's tau repeat the same SAV job: its CI must not shrink."""
+    for number, tau in enumerate((0.05, 0.1, 0.3)):
+        _job(tmp_path, number, "fsdd", 1, 0, [("calm", 50.0 + number, 4.0), ("sav", 40.0, 3.0)], tau=tau)
+    curves = {c.label: c for c in accuracy_curves(read_sweep(tmp_path))["fsdd", "whisper_tiny"]}
+    assert set(curves) == {"calm (tau=0.05)", "calm (tau=0.1)", "calm (tau=0.3)", "sav"}
+    assert (curves["sav"].mean.tolist(), curves["sav"].ci95.tolist(), curves["sav"].seeds.tolist()) == \
+        ([40.0], [3.0], [1])
+    # a second seed is independent: pooled with the (single) seed-0 job, not with its three copies
+    _job(tmp_path, 3, "fsdd", 1, 1, [("calm", 60.0, 2.0), ("sav", 44.0, 4.0)], tau=0.05)
+    curves = {c.label: c for c in accuracy_curves(read_sweep(tmp_path))["fsdd", "whisper_tiny"]}
+    np.testing.assert_allclose(curves["sav"].mean, [42.0])
+    np.testing.assert_allclose(curves["sav"].ci95, [np.hypot(3.0, 4.0) / 2])
+    assert curves["sav"].seeds.tolist() == [2] and curves["calm (tau=0.1)"].seeds.tolist() == [1]
+    np.testing.assert_allclose(curves["calm (tau=0.05)"].ci95, [np.hypot(4.0, 2.0) / 2])
+
+
+def test_same_seed_duplicates_that_differ_are_averaged_not_pooled(tmp_path: Path) -> None:
+    _job(tmp_path, 0, "fsdd", 1, 0, [("sav", 40.0, 3.0)])
+    _job(tmp_path, 1, "fsdd", 1, 0, [("sav", 42.0, 5.0)])
+    (curve,) = accuracy_curves(read_sweep(tmp_path))["fsdd", "whisper_tiny"]
+    assert (curve.label, curve.mean.tolist(), curve.ci95.tolist(), curve.seeds.tolist()) == ("sav", [41.0], [4.0], [1])
+
+
+def _pseudo_label(min_agreement: float, sav_top_k: int) -> dict[str, Any]:
+    return {"name": "pseudo_label", "baseline": "calm",
+            "estimators": {"calm": {"_target_": "calm.methods.CALM", "tau": 0.07},
+                           "sav": {"_target_": "calm.methods.SAV", "top_k": sav_top_k}},
+            "pseudo_label": {"refit": ["calm", "sav"], "samples": 8, "min_agreement": min_agreement}}
+
+
+def test_pseudo_label_refits_are_split_by_their_own_settings_only(tmp_path: Path) -> None:
+    """`<est>+pl` rows depend on the pseudo_label block and on <est>'s settings; plain rows on neither."""
+    for number, (agreement, top_k) in enumerate([(0.5, 3), (0.9, 3), (0.5, 5), (0.9, 5)]):
+        calm_pl = 55.0 if agreement == 0.5 else 58.0
+        sav = 40.0 + top_k
+        _job(tmp_path, number, "fsdd", 1, 0, [("calm", 50.0, 4.0), ("sav", sav, 3.0), ("calm+pl", calm_pl, 4.5),
+                                              ("sav+pl", sav + agreement, 3.5)],
+             method=_pseudo_label(agreement, top_k))
+    curves = {c.label: c for c in accuracy_curves(read_sweep(tmp_path))["fsdd", "whisper_tiny"]}
+    assert set(curves) == {
+        "calm", "sav (top_k=3)", "sav (top_k=5)",
+        "calm+pl (pseudo_label.min_agreement=0.5)", "calm+pl (pseudo_label.min_agreement=0.9)",
+        *(f"sav+pl (pseudo_label.min_agreement={a}, top_k={k})" for a in (0.5, 0.9) for k in (3, 5))}
+    assert curves["calm+pl (pseudo_label.min_agreement=0.9)"].mean.tolist() == [58.0]
+    assert curves["calm+pl (pseudo_label.min_agreement=0.9)"].ci95.tolist() == [4.5]
+    assert curves["sav+pl (pseudo_label.min_agreement=0.9, top_k=5)"].mean.tolist() == [45.9]
+    assert curves["calm"].ci95.tolist() == [4.0] and curves["calm"].seeds.tolist() == [1]
+
+
+def test_zero_shot_rows_are_split_by_the_zero_shot_settings(tmp_path: Path) -> None:
+    for number, tokens in enumerate((16, 32)):
+        _job(tmp_path, number, "fsdd", 1, 0, [("zero_shot", 30.0 + number, 2.0)], method={
+            "name": "zero_shot", "baseline": None, "estimators": {}, "zero_shot": {"max_new_tokens": tokens}})
+    curves = {c.label: c for c in accuracy_curves(read_sweep(tmp_path))["fsdd", "whisper_tiny"]}
+    assert set(curves) == {"zero_shot (zero_shot.max_new_tokens=16)", "zero_shot (zero_shot.max_new_tokens=32)"}
+    assert curves["zero_shot (zero_shot.max_new_tokens=32)"].mean.tolist() == [31.0]
 
 
 def _config(sweep: Path, logger: str, figures: bool = True):

@@ -10,10 +10,14 @@ from pathlib import Path
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
 
 from calm.figures.heads import HeadCollector, HeadGrid, top_heads
 
 CLASSES_PER_PAGE = 10
+# Classes drawn per method in the class-weight pages and the top-heads figure: VGGSound (309) or
+# AudioSet (527) would otherwise give dozens of pages and a top-heads figure metres tall, per job.
+MAX_CLASSES = 40
 TOP_HEADS = 5
 DPI = 110
 COLORMAP = "viridis"
@@ -35,7 +39,7 @@ def _cell_inches(grid: HeadGrid) -> float:
     return min(0.3, 5.0 / max(grid.width), 5.0 / max(len(layers) for layers in grid.layers))
 
 
-def _draw_panel(ax: Axes, grid: HeadGrid, p: int, values: np.ndarray, vmax: float):
+def _draw_panel(ax: Axes, grid: HeadGrid, p: int, values: np.ndarray, vmax: float) -> AxesImage:
     image = ax.imshow(values, cmap=COLORMAP, vmin=0.0, vmax=vmax, aspect="equal", interpolation="nearest")
     ax.set_yticks(*_ticks(values.shape[0], grid.layers[p]))
     ax.set_xticks(*_ticks(values.shape[1], list(range(grid.width[p]))))
@@ -75,10 +79,21 @@ def short_head_name(grid: HeadGrid, j: int) -> str:
     return f"{initials}.L{layer}.H{head}"
 
 
+def shown_classes(class_episodes: np.ndarray, max_classes: int = MAX_CLASSES) -> list[int]:
+    """The classes worth a figure, in class order: of those seen in some episode, the `max_classes`
+    seen in the most episodes (their weights are the best estimated), ties to the lower class index."""
+    seen = [c for c in range(len(class_episodes)) if class_episodes[c] > 0]
+    return sorted(sorted(seen, key=lambda c: (-int(class_episodes[c]), c))[:max_classes])
+
+
 def top_heads_figure(grid: HeadGrid, mean_weights: np.ndarray, class_names: Sequence[str], title: str,
-                     n: int = TOP_HEADS) -> Figure:
-    """Classes × rank: each cell names the class's n-th heaviest head, coloured by its mean weight."""
-    shown = [c for c in range(mean_weights.shape[1]) if np.isfinite(mean_weights[:, c]).any()]
+                     n: int = TOP_HEADS, classes: Sequence[int] | None = None) -> Figure:
+    """Classes × rank: each cell names the class's n-th heaviest head, coloured by its mean weight.
+
+    `classes` are the ones drawn (rows), by default every class with weights.
+    """
+    shown = list(classes) if classes is not None else [
+        c for c in range(mean_weights.shape[1]) if np.isfinite(mean_weights[:, c]).any()]
     heads, values = top_heads(mean_weights[:, shown], n)
     fig = Figure(figsize=(1.3 * heads.shape[1] + 2.5, 0.32 * len(shown) + 1.3), dpi=DPI, layout="constrained")
     ax = fig.subplots()
@@ -96,33 +111,39 @@ def top_heads_figure(grid: HeadGrid, mean_weights: np.ndarray, class_names: Sequ
     return fig
 
 
-def _save(fig: Figure, path: Path) -> Path:
-    fig.savefig(path)
+def _save(fig: Figure, path: Path, title: str) -> Path:
+    """Save as PNG, with the title also in the file's metadata (readable without decoding the image)."""
+    fig.savefig(path, metadata={"Title": title})
     return path
 
 
 def write_job_figures(collector: HeadCollector, grid: HeadGrid, class_names: Sequence[str], out_dir: Path,
-                      context: str = "") -> dict[str, Path]:
-    """Write every figure the collected fits allow into `out_dir`; returns {W&B key: PNG path}."""
+                      context: str = "", max_classes: int = MAX_CLASSES) -> dict[str, Path]:
+    """Write every figure the collected fits allow into `out_dir`; returns {W&B key: PNG path}.
+
+    Per-class figures draw at most `max_classes` classes (`shown_classes`), and say so in the title.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     suffix = f" · {context}" if context else ""
     figures: dict[str, Path] = {}
     for method in collector.weight_sums:
         weights = collector.mean_weights(method)
-        seen = [c for c in range(weights.shape[1]) if collector.class_episodes[method][c] > 0]
-        pages = [seen[i:i + CLASSES_PER_PAGE] for i in range(0, len(seen), CLASSES_PER_PAGE)]
+        seen = int(np.count_nonzero(collector.class_episodes[method]))
+        shown = shown_classes(collector.class_episodes[method], max_classes)
+        capped = f" · {len(shown)} of {seen} classes shown (most episodes)" if len(shown) < seen else ""
+        pages = [shown[i:i + CLASSES_PER_PAGE] for i in range(0, len(shown), CLASSES_PER_PAGE)]
         for number, page in enumerate(pages, start=1):
             part = f" ({number}/{len(pages)})" if len(pages) > 1 else ""
-            fig = heads_figure(grid, [(f"class {class_names[c]}", weights[:, c]) for c in page],
-                               f"{method}: head weights per class, mean over episodes{part}{suffix}", "weight")
+            title = f"{method}: head weights per class, mean over episodes{part}{capped}{suffix}"
+            fig = heads_figure(grid, [(f"class {class_names[c]}", weights[:, c]) for c in page], title, "weight")
             name = f"{method}_class_weights" + (f"_{number}" if len(pages) > 1 else "")
-            figures[f"{method}/{name.removeprefix(method + '_')}"] = _save(fig, out_dir / f"{name}.png")
-        fig = top_heads_figure(grid, weights, class_names, f"{method}: heads each class relies on most{suffix}")
-        figures[f"{method}/top_heads"] = _save(fig, out_dir / f"{method}_top_heads.png")
+            figures[f"{method}/{name.removeprefix(method + '_')}"] = _save(fig, out_dir / f"{name}.png", title)
+        title = f"{method}: heads each class relies on most{capped}{suffix}"
+        fig = top_heads_figure(grid, weights, class_names, title, classes=shown)
+        figures[f"{method}/top_heads"] = _save(fig, out_dir / f"{method}_top_heads.png", title)
     for method in collector.selection_counts:
-        fig = heads_figure(grid, [("", collector.selection_rate(method))],
-                           f"{method}: share of the {collector.episodes[method]} episodes selecting each head"
-                           f"{suffix}", "selection rate")
-        figures[f"{method}/selection"] = _save(fig, out_dir / f"{method}_selection.png")
+        title = f"{method}: share of the {collector.episodes[method]} episodes selecting each head{suffix}"
+        fig = heads_figure(grid, [("", collector.selection_rate(method))], title, "selection rate")
+        figures[f"{method}/selection"] = _save(fig, out_dir / f"{method}_selection.png", title)
     return figures

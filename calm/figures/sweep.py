@@ -9,7 +9,7 @@ import logging
 import math
 import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 
 from calm.figures.job import DPI, plain
+from calm.methods.pseudo_label import SUFFIX as PL_SUFFIX
 from calm.sweeps import NOT_RESULTS, NOT_RESULTS_TRAINER
 from calm.tracking import build_tracker, sweep_group
 
@@ -28,18 +29,31 @@ log = logging.getLogger(__name__)
 RESULTS_FILE = "results.json"
 SUMMARY_JOB_TYPE = "sweep-summary"
 # Never a reason to draw two curves: the x axis, and the seed (jobs differing only in seed are pooled).
-CURVE_AXES = ("shots", "seed", "figures")
+CURVE_AXES = ("shots", "seed")
+# Method-level settings that change no row's accuracy: the group's name (CALM in calm_vs_sav and CALM
+# alone are the same curve), the baseline of the paired differences, and the estimators (each row
+# adds only its own estimator's settings).
+NOT_CURVE_METHOD = ("name", "baseline", "estimators")
+# Method-level blocks that change only some rows, with their settings that change none: pseudo-labels
+# only the `<estimator>+pl` refits (whichever others are refit too), zero-shot only its own row.
+ROW_BLOCKS: dict[str, tuple[Callable[[str], bool], tuple[str, ...]]] = {
+    "pseudo_label": (lambda row: row.endswith(PL_SUFFIX), ("refit",)),
+    "zero_shot": (lambda row: row == "zero_shot", ()),
+}
 
 
 @dataclass(frozen=True)
 class Curve:
-    """One method (with the settings that set it apart) across shots: mean accuracy and 95 % CI."""
+    """One method (with the settings that set it apart) across shots: mean accuracy and 95 % CI.
+
+    `seeds` counts the independent jobs (distinct seeds) pooled into each point.
+    """
 
     label: str
     shots: np.ndarray
     mean: np.ndarray
     ci95: np.ndarray
-    jobs: np.ndarray
+    seeds: np.ndarray
 
 
 def read_sweep(sweep_dir: Path) -> list[dict[str, Any]]:
@@ -56,58 +70,101 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): json.dumps(value, sort_keys=True) if isinstance(value, list) else value}
 
 
+def row_estimator(method_cfg: dict[str, Any], method: str) -> str | None:
+    """The entry of `method.estimators` whose settings a results row depends on: its own, or for a
+    pseudo-label refit `<est>+pl` that of `<est>`; None for rows of no estimator (zero_shot, calm[cv])."""
+    estimators = method_cfg.get("estimators") or {}
+    for name in (method, method.removesuffix(PL_SUFFIX)):
+        if name in estimators:
+            return name
+    return None
+
+
+def _method_settings(method_cfg: dict[str, Any], method: str) -> dict[str, Any]:
+    """The method-level settings (outside `estimators`) that may change the `method` row's results."""
+    kept = {}
+    for key, value in method_cfg.items():
+        if key in NOT_CURVE_METHOD:
+            continue
+        applies, inert = ROW_BLOCKS.get(key, (lambda row: True, ()))
+        if applies(method):
+            kept[key] = {k: v for k, v in value.items() if k not in inert} if isinstance(value, dict) else value
+    return kept
+
+
 def curve_settings(config: dict[str, Any], method: str) -> dict[str, Any]:
     """The settings that may set one job's `method` row apart from another's, flattened.
 
-    Everything that changes results, except the curve's axes, the other estimators of the method
-    group and the group's name (CALM in calm_vs_sav and CALM alone are the same curve).
+    Everything that changes that row's results except the curve's axes: the job's settings outside
+    `method`, the method-level settings that concern the row (under "method."), and its own
+    estimator's settings (under "<estimator>."), never the other estimators' (SAV's row is the same
+    whatever CALM's settings).
     """
+    method_cfg = config.get("method") or {}
     kept = {k: v for k, v in config.items() if k not in (*NOT_RESULTS, *CURVE_AXES, "method")}
     kept["trainer"] = {k: v for k, v in config.get("trainer", {}).items() if k not in NOT_RESULTS_TRAINER}
+    kept["method"] = _method_settings(method_cfg, method)
     flat = _flatten(kept)
-    estimator = config.get("method", {}).get("estimators", {}).get(method)
+    estimator = row_estimator(method_cfg, method)
     if estimator is not None:
-        flat.update(_flatten(estimator, f"{method}."))
+        flat.update(_flatten(method_cfg["estimators"][estimator], f"{estimator}."))
     return flat
 
 
-def _pooled(means: list[float], cis: list[float]) -> tuple[float, float]:
-    """Mean of independent jobs' means (different seeds: different episodes) and its 95 % CI half-width."""
-    return float(np.mean(means)), float(math.sqrt(sum(c * c for c in cis)) / len(cis))
+def _pooled(seeded: list[tuple[str, dict[str, Any]]]) -> tuple[float, float, int]:
+    """Mean accuracy, 95 % CI half-width and number of seeds of one point from its (seed, row) pairs.
+
+    Rows of one seed are the same job (same settings, same episodes): they count once, averaged in
+    case they differ. Distinct seeds draw different episodes, so their means are pooled as
+    independent (mean of means, CIs combined in quadrature).
+    """
+    by_seed: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for seed, row in seeded:
+        by_seed[seed].append(row)
+    means = [float(np.mean([r["accuracy_mean"] for r in rows])) for rows in by_seed.values()]
+    cis = [float(np.mean([r["accuracy_ci95"] for r in rows])) for rows in by_seed.values()]
+    return float(np.mean(means)), float(math.sqrt(sum(c * c for c in cis)) / len(cis)), len(cis)
 
 
-def _label(method: str, settings: dict[str, Any], varying: list[str]) -> str:
-    parts = [f"{key.removeprefix(method + '.')}={settings.get(key)}" for key in varying]
+def _label(method: str, estimator: str | None, settings: dict[str, Any], varying: list[str]) -> str:
+    prefixes = ("method.", *((f"{estimator}.",) if estimator else ()))
+    parts = []
+    for key in varying:
+        short = next((key.removeprefix(p) for p in prefixes if key.startswith(p)), key)
+        parts.append(f"{short}={settings.get(key)}")
     return f"{method} ({', '.join(parts)})" if parts else method
 
 
 def accuracy_curves(payloads: Iterable[dict[str, Any]]) -> dict[tuple[str, str], list[Curve]]:
     """Curves per (dataset, backbone): one per method and setting, points sorted by shots.
 
-    Rows of jobs that differ only in seed are pooled (mean of means, CI combined as independent).
+    Rows with the same settings are pooled across distinct seeds (mean of means, CI combined as
+    independent); rows of the same settings and seed are one job repeated and count once.
     """
-    rows: dict[tuple[str, str], list[tuple[str, dict[str, Any], dict[str, Any]]]] = defaultdict(list)
+    rows: dict[tuple[str, str], list[tuple[str, str | None, dict[str, Any], str, dict[str, Any]]]] = \
+        defaultdict(list)
     for payload in payloads:
         config = payload["config"]
         combo = (config["dataset"]["name"], config["backbone"]["name"])
+        seed = json.dumps(config.get("seed"), sort_keys=True, default=str)
         for row in payload["results"]:
-            rows[combo].append((row["method"], curve_settings(config, row["method"]), row))
+            estimator = row_estimator(config.get("method") or {}, row["method"])
+            rows[combo].append((row["method"], estimator, curve_settings(config, row["method"]), seed, row))
     curves: dict[tuple[str, str], list[Curve]] = {}
     for combo, entries in sorted(rows.items()):
-        points: dict[str, dict[int, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
-        for method in dict.fromkeys(m for m, _, _ in entries):
-            mine = [(s, r) for m, s, r in entries if m == method]
-            keys = sorted({k for s, _ in mine for k in s})
-            varying = [k for k in keys if len({json.dumps(s.get(k), default=str) for s, _ in mine}) > 1]
-            for settings, row in mine:
-                points[_label(method, settings, varying)][int(row["shots"])].append(row)
+        points: dict[str, dict[int, list[tuple[str, dict[str, Any]]]]] = defaultdict(lambda: defaultdict(list))
+        for method in dict.fromkeys(m for m, *_ in entries):
+            mine = [(e, s, seed, r) for m, e, s, seed, r in entries if m == method]
+            keys = sorted({k for _, s, _, _ in mine for k in s})
+            varying = [k for k in keys if len({json.dumps(s.get(k), default=str) for _, s, _, _ in mine}) > 1]
+            for estimator, settings, seed, row in mine:
+                points[_label(method, estimator, settings, varying)][int(row["shots"])].append((seed, row))
         curves[combo] = []
         for label, by_shots in points.items():
             shots = sorted(by_shots)
-            pooled = [_pooled([r["accuracy_mean"] for r in by_shots[s]], [r["accuracy_ci95"] for r in by_shots[s]])
-                      for s in shots]
+            pooled = [_pooled(by_shots[s]) for s in shots]
             curves[combo].append(Curve(label, np.array(shots), np.array([p[0] for p in pooled]),
-                                       np.array([p[1] for p in pooled]), np.array([len(by_shots[s]) for s in shots])))
+                                       np.array([p[1] for p in pooled]), np.array([p[2] for p in pooled])))
     return curves
 
 
