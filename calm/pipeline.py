@@ -26,6 +26,7 @@ from calm.errors import ConfigError
 from calm.extract import extract_missing
 from calm.figures import HeadCollector, HeadGrid, write_job_figures
 from calm.grid import CalmGrid, paper_grid_report
+from calm.methods.generation import generation_device
 from calm.methods.pseudo_label import PseudoLabelSettings, pseudo_label_episodes
 from calm.methods.zero_shot import answer_clips, zero_shot_accuracy
 from calm.metrics import (
@@ -148,7 +149,8 @@ def run_zero_shot(cfg: DictConfig, backbone: Backbone, table: ClipTable, prompt:
     answers named no class (listed in zero_shot_answers.tsv)."""
     settings = cfg.method.zero_shot
     query_ids = [table.clips[i].id for episode in episodes for i in episode.query]
-    answers = answer_clips(backbone, table, prompt, query_ids, settings.batch_size, settings.max_new_tokens)
+    answers = answer_clips(backbone, table, prompt, query_ids, settings.batch_size, settings.max_new_tokens,
+                           generation_device(cfg.trainer))
     answers.write(out_dir / "zero_shot_answers.tsv", table.class_names)
     per_method["zero_shot"] = []
     for episode in episodes:
@@ -301,7 +303,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
             unmatched = run_zero_shot(cfg, backbone, table, prompt, episodes, per_method, episode_rows, out_dir)
         if pseudo is not None:  # the refit estimators on S ∪ pseudo-labelled pool, same episodes and queries
             augmented, pseudo_report = pseudo_label_episodes(pseudo, backbone, table, prompt, episodes, out_dir,
-                                                             Path(cfg.paths.cache_dir))
+                                                             Path(cfg.paths.cache_dir), generation_device(cfg.trainer))
             refit, refit_rows = evaluate(augmented, features, pseudo.refit_methods(methods), tracker)
             per_method.update(refit)
             episode_rows.extend(refit_rows)

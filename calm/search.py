@@ -12,6 +12,7 @@ so the test metrics each job still reports stay an honest estimate of the chosen
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -19,6 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from calm.errors import ConfigError
+from calm.sweeps import ERROR_FILE
 
 if TYPE_CHECKING:
     import torch
@@ -68,6 +70,24 @@ def check_objective(cfg: DictConfig) -> str | None:
             "(holding out the only clip of a class leaves it without a prototype)",
             "search with shots=2 or more; the chosen settings can then be run at shots=1")
     return metric
+
+
+class TrialFailed(RuntimeError):
+    """A search trial that failed, raised so the Optuna sweeper tells Optuna FAIL (a None return would
+    only be refused as not float-castable). One plain message, so it pickles back from joblib and
+    submitit workers."""
+
+
+def optuna_sweeper(sweeper: Mapping[str, Any] | None) -> bool:
+    """Whether `hydra.sweeper` is the Optuna sweeper (the one that reads the objective a job returns)."""
+    return "optuna" in str((sweeper or {}).get("_target_", "")).lower()
+
+
+def trial_failure(job_num: int, err: BaseException, out_dir: Path) -> TrialFailed:
+    """One line naming the trial (the sweep's job number, its folder's name) and the error; the full
+    traceback is in the folder's error.txt."""
+    text = " ".join(str(err).split()) or "(no message)"
+    return TrialFailed(f"trial {job_num} failed: {type(err).__name__}: {text} (details: {out_dir / ERROR_FILE})")
 
 
 def fold_seed(cv_seed: int, episode_seed: int) -> int:

@@ -9,6 +9,7 @@ line's overrides) into its jobs, composes each one exactly as the launchers will
   also those an experiment file names (`override /dataset: ...`);
 - every job's `dataset.name` is a dataset of `calm.data.registry.DATASETS`;
 - a search optimises a support-set cross-validation metric, never a test metric (`calm.search`).
+- an Optuna search searches at least one setting of the estimator it scores (`search.estimator`).
 
 Sweeps of up to `MAX_COMPOSED` jobs are composed in full; a larger one (a grid of thousands) is
 covered value by value: the first job, and for every swept key one job per value with the other
@@ -37,7 +38,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from calm.data.registry import DATASETS
 from calm.errors import CalmError, ConfigError
-from calm.search import check_objective
+from calm.search import check_objective, optuna_sweeper
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,10 @@ def preflight(config: DictConfig) -> int:
     """
     search_active = _check_search(config, config)
     loader = GlobalHydra.instance().config_loader()
-    jobs = sweep_jobs(config, OverridesParser.create(config_loader=loader))
+    parser = OverridesParser.create(config_loader=loader)
+    jobs = sweep_jobs(config, parser)
+    searched = [override.package or override.key_or_group  # a group's package: where its config goes
+                for override in _sweep_overrides(config, parser).values() if override.is_sweep_override()]
     known = _setting_names(config)
     for overrides in jobs:
         try:
@@ -74,11 +78,25 @@ def preflight(config: DictConfig) -> int:
         _check_dataset(job, overrides)
         if search_active:
             _check_search(config, job)
+            _check_searched_estimator(config, job, searched)
     return len(jobs)
 
 
 def sweep_jobs(config: DictConfig, parser: OverridesParser) -> list[list[str]]:
     """The override lists of the jobs to compose: the whole sweep, or a cover of its values."""
+    axes = [_values(override) for override in _sweep_overrides(config, parser).values()]
+    if math.prod(len(axis) for axis in axes) <= MAX_COMPOSED:
+        return [list(job) for job in itertools.product(*axes)]
+    first = [axis[0] for axis in axes]
+    jobs = [first]
+    for i, axis in enumerate(axes):
+        jobs += [first[:i] + [value] + first[i + 1:] for value in axis[1:]]
+    return jobs
+
+
+def _sweep_overrides(config: DictConfig, parser: OverridesParser) -> dict[str, Override]:
+    """The sweep's overrides (`hydra.sweeper.params`, then the command line's) by key; a later
+    override of a key replaces an earlier one, as in the sweepers."""
     params = config.hydra.sweeper.get("params") or {}
     lines = [f"{key}={value}" for key, value in params.items()]
     lines += list(OmegaConf.to_container(config.hydra.overrides.task, resolve=False))
@@ -88,17 +106,7 @@ def sweep_jobs(config: DictConfig, parser: OverridesParser) -> list[list[str]]:
         raise ConfigError(f"a sweep override cannot be parsed: {err}",
                           "fix its syntax (https://hydra.cc/docs/advanced/override_grammar/extended/); "
                           "a choice() cannot hold null") from err
-    choices: dict[str, list[str]] = {}  # later overrides of a key replace earlier ones, as in the sweepers
-    for override in parsed:
-        choices[override.get_key_element()] = _values(override)
-    axes = list(choices.values())
-    if math.prod(len(axis) for axis in axes) <= MAX_COMPOSED:
-        return [list(job) for job in itertools.product(*axes)]
-    first = [axis[0] for axis in axes]
-    jobs = [first]
-    for i, axis in enumerate(axes):
-        jobs += [first[:i] + [value] + first[i + 1:] for value in axis[1:]]
-    return jobs
+    return {override.get_key_element(): override for override in parsed}
 
 
 def _values(override: Override) -> list[str]:
@@ -195,9 +203,27 @@ def _check_dataset(job: DictConfig, overrides: list[str]) -> None:
         "dataset=folder dataset.root=PATH")
 
 
+def _check_searched_estimator(sweep: DictConfig, job: DictConfig, searched: list[str]) -> None:
+    """An Optuna search scores `search.estimator`; if none of its settings is searched, every trial
+    scores the same estimator and Optuna optimises a number its parameters never change."""
+    if not optuna_sweeper(OmegaConf.select(sweep, "hydra.sweeper")):
+        return
+    name = job.search.estimator
+    prefix = f"method.estimators.{name}."
+    if any(f"{key}.".startswith(prefix) for key in searched):
+        return
+    raise ConfigError(
+        f"search.estimator={name} is the estimator whose support-set score Optuna optimises, but no searched "
+        f"setting lies under `{prefix}` (searched: {', '.join(searched) or 'nothing'}); every trial would "
+        "score the same estimator",
+        f"search one of its settings (`{prefix}<setting>=choice(...)` or `interval(...)`, in "
+        "hydra.sweeper.params or on the command line), or set search.estimator to the estimator whose settings "
+        "are searched")
+
+
 def _check_search(sweep: DictConfig, job: DictConfig) -> bool:
     """Whether a search runs; raises if it would optimise anything but a support-set CV metric."""
-    optuna = "optuna" in str(OmegaConf.select(sweep, "hydra.sweeper._target_", default="")).lower()
+    optuna = optuna_sweeper(OmegaConf.select(sweep, "hydra.sweeper"))
     if not optuna and job.get("optimized_metric") is None:
         return False
     if optuna and job.get("optimized_metric") is None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 from omegaconf import OmegaConf
 
+from calm.cache import ActivationCache
 from calm.data.audio import load_audio, probe_audio
 from calm.data.folder import holdout_split, load_folder
 from calm.data.registry import read_dataset
@@ -33,8 +35,9 @@ def test_class_folders_in_every_format_decode_to_16k_mono(tmp_path: Path) -> Non
     loaded = read_dataset(OmegaConf.create({"name": "folder", "root": str(root), "test_fraction": 0.25}), tmp_path)
     table = loaded.table
     assert table.class_names == ("cat", "dog") and len(table) == 8 and loaded.missing == ()
-    assert sorted(c.id for c in table.clips if c.label == 0) == ["cat/cat0.wav", "cat/cat1.flac", "cat/cat2.ogg",
-                                                                 "cat/cat3.mp3"]
+    assert sorted(c.id for c in table.clips if c.label == 0) == [
+        str(root / name) for name in ("cat/cat0.wav", "cat/cat1.flac", "cat/cat2.ogg", "cat/cat3.mp3")]
+    assert all(c.id == str(c.audio_path) for c in table.clips)
     assert [sum(c.split == QUERY_SPLIT and c.label == k for c in table.clips) for k in (0, 1)] == [1, 1]
     for clip in table.clips:
         info = probe_audio(clip.audio_path)
@@ -56,6 +59,17 @@ def test_holdout_split_is_seeded_stratified_and_stable_when_files_are_added() ->
         holdout_split(ids, 1.0, seed=0)
 
 
+def test_two_folders_sharing_a_cache_never_read_each_others_rows(tmp_path: Path) -> None:
+    """The same class/file names in two roots are other clips: other ids, and no row read across them."""
+    first = load_folder(_class_folders(tmp_path / "first"), test_fraction=0.25)[0]
+    second = load_folder(_class_folders(tmp_path / "second"), test_fraction=0.25)[0]
+    assert not set(first.ids) & set(second.ids)
+    assert [c.split for c in first.clips] == [c.split for c in second.clips], "the split follows the relative paths"
+    cache = ActivationCache.open_path(tmp_path / "cache", {"backbone": "any"}, n_heads=1, head_dim=1)
+    cache.write(first.ids, np.ones((len(first), 1, 1), dtype=np.float32))
+    assert cache.missing(second.ids) == second.ids
+
+
 def test_csv_with_a_split_column_and_missing_files(tmp_path: Path) -> None:
     _class_folders(tmp_path)
     (tmp_path / "list.csv").write_text(
@@ -63,8 +77,9 @@ def test_csv_with_a_split_column_and_missing_files(tmp_path: Path) -> None:
         f"{tmp_path / 'dog' / 'dog0.wav'},dog,train\n")
     loaded = read_dataset(OmegaConf.create({"name": "folder", "root": str(tmp_path), "csv": "list.csv"}), tmp_path)
     assert [(c.id, c.label, c.split) for c in loaded.table.clips] == [
-        ("cat/cat0.wav", 0, SUPPORT_SPLIT), ("dog/dog1.flac", 1, QUERY_SPLIT), (str(tmp_path / "dog" / "dog0.wav"), 1,
-                                                                               SUPPORT_SPLIT)]
+        (str(tmp_path / "cat" / "cat0.wav"), 0, SUPPORT_SPLIT), (str(tmp_path / "dog" / "dog1.flac"), 1, QUERY_SPLIT),
+        (str(tmp_path / "dog" / "dog0.wav"), 1, SUPPORT_SPLIT)]
+    assert loaded.table.clips[0].meta == {"listed_as": "cat/cat0.wav"}
     assert loaded.missing == (str(tmp_path / "cat" / "gone.wav"),)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -10,11 +11,12 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
+from calm.cache import ActivationCache
 from calm.data.audio import load_audio, probe_audio
-from calm.data.hf import load_hf
+from calm.data.hf import dataset_tag, load_hf
 from calm.data.registry import read_dataset
 from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT
-from calm.errors import ConfigError, DataError
+from calm.errors import CacheError, ConfigError, DataError
 from tests.layouts import audio_bytes
 
 STORED = datasets.Features({"audio": {"bytes": datasets.Value("binary"), "path": datasets.Value("string")},
@@ -50,7 +52,8 @@ def test_saved_dataset_is_read_with_class_names_and_bytes_written_as_files(saved
     loaded = read_dataset(_cfg(saved, tmp_path / "cache"), tmp_path)
     table = loaded.table
     assert table.class_names == ("yes", "no", "maybe") and loaded.missing == ()
-    assert table.ids == ["train/0", "train/1", "train/2", "train/3", "test/0", "test/1"]
+    assert table.ids == [f"{saved}/{row}" for row in ("train/0", "train/1", "train/2", "train/3", "test/0", "test/1")]
+    assert table.source == str(saved) and table.clips[4].meta == {"hf_split": "test", "hf_row": "test/0"}
     assert [c.split for c in table.clips] == [SUPPORT_SPLIT] * 4 + [QUERY_SPLIT] * 2
     assert table.labels.tolist() == [0, 1, 2, 0, 1, 2]
     assert [c.audio_path.suffix for c in table.clips] == [".wav", ".flac", ".ogg", ".wav", ".wav", ".flac"]
@@ -81,6 +84,37 @@ def test_plain_labels_and_a_held_out_fraction_from_a_local_parquet_folder(tmp_pa
     assert np.bincount(table.labels).tolist() == [4, 4]
     assert [sum(c.split == QUERY_SPLIT and c.label == k for c in table.clips) for k in (0, 1)] == [1, 1]
     assert load_audio(table.clips[0].audio_path, 16000).shape == (800,)
+    shutil.copytree(folder, tmp_path / "moved")
+    moved, _ = load_hf(str(tmp_path / "moved"), tmp_path / "cache", test_split=None, label_column="kind",
+                       test_fraction=0.25)
+    assert not set(moved.ids) & set(table.ids)
+    assert [(c.meta["hf_row"], c.split) for c in moved.clips] == [(c.meta["hf_row"], c.split) for c in table.clips], \
+        "the held-out rows do not depend on where the dataset lives"
+
+
+def test_ids_name_the_dataset_its_config_and_revision(tmp_path: Path) -> None:
+    assert dataset_tag("ashraq/esc50", None, None) == "ashraq/esc50"
+    assert dataset_tag("org/speech", "clean", "abc123") == "org/speech:clean@abc123"
+    assert dataset_tag(str(tmp_path), None, None) == str(tmp_path)
+
+
+def test_two_datasets_sharing_a_cache_never_read_each_others_rows(tmp_path: Path) -> None:
+    """Same splits, same row numbers, other audio: the ids differ, so neither dataset finds the other's rows."""
+    tables = []
+    for name, freq in (("low", 300.0), ("high", 900.0)):
+        rows = [(audio_bytes(16000, 0.1, freq=freq + i), f"{i}.wav", i % 3) for i in range(3)]
+        datasets.DatasetDict({"train": _split(rows), "test": _split(rows)}).save_to_disk(str(tmp_path / name))
+        tables.append(load_hf(str(tmp_path / name), tmp_path / "hf")[0])
+    low, high = tables
+    assert not set(low.ids) & set(high.ids)
+    cache = ActivationCache.open_path(tmp_path / "cache", {"backbone": "any"}, n_heads=1, head_dim=1)
+    cache.write(low.ids, np.arange(len(low), dtype=np.float32).reshape(-1, 1, 1))
+    assert cache.missing(high.ids) == high.ids
+    with pytest.raises(CacheError, match="no cached activations"):
+        cache.read(high.ids)
+    cache.write(high.ids, -np.ones((len(high), 1, 1), dtype=np.float32))
+    assert cache.read(low.ids).flatten().tolist() == list(range(len(low)))
+    assert cache.read(high.ids).flatten().tolist() == [-1.0] * len(high)
 
 
 def test_wrong_columns_splits_or_paths_are_clear_errors(saved: Path, tmp_path: Path) -> None:

@@ -20,7 +20,9 @@ from calm.data.table import Clip, ClipTable
 from calm.errors import ConfigError
 from calm.methods import CALM, SAV
 from calm.methods.answer_matching import match_answer
+from calm.methods.generation import generation_device
 from calm.methods.pseudo_label import (
+    STORE_FOLDER,
     TSV_NAME,
     PseudoLabelSettings,
     Vote,
@@ -114,11 +116,11 @@ class FakeBackbone:
     name = "fake"
     sample_rate = 16000
     uses_prompt_text = False
-    model = object()
 
     def __init__(self, answers_by_level: dict[int, list[str]]) -> None:
         self.answers_by_level = answers_by_level
         self.calls: list[tuple[int, int]] = []
+        self.model = torch.nn.Linear(1, 1)
 
     def key_fields(self) -> dict[str, Any]:
         return {"family": "fake"}
@@ -129,17 +131,18 @@ class FakeBackbone:
         return [self.answers_by_level[level][:samples] for level in levels]
 
 
-def write_table(root: Path, pool_labels: list[int]) -> ClipTable:
-    """Five labelled support-pool clips s0..s4 (class i), six pool clips p0..p5, two test clips."""
+def write_table(root: Path, pool_labels: list[int], offset: int = 0) -> ClipTable:
+    """Five labelled support-pool clips s0..s4 (class i), six pool clips p0..p5, two test clips; each
+    clip's audio is a constant (i + 1 + offset) / 1000, the level that names it."""
     clips = []
     for i, (name, split, label) in enumerate(
             [(f"s{c}", "train", c) for c in range(5)] + [(f"p{k}", "train", y) for k, y in enumerate(pool_labels)]
             + [("q0", "test", 0), ("q1", "test", 1)]):
         path = root / f"{name}.wav"
         if not path.exists():
-            sf.write(path, np.full(1600, (i + 1) / 1000, dtype=np.float32), 16000, subtype="FLOAT")
+            sf.write(path, np.full(1600, (i + 1 + offset) / 1000, dtype=np.float32), 16000, subtype="FLOAT")
         clips.append(Clip(name, path, label, split))
-    return ClipTable("toy", tuple(clips), tuple(f"class{c}" for c in range(5)))
+    return ClipTable("toy", tuple(clips), tuple(f"class{c}" for c in range(5)), source=str(root))
 
 
 POOL_ANSWERS = {  # audio level of p_k is 6 + k
@@ -207,6 +210,55 @@ def test_answers_are_stored_and_reused(tmp_path: Path) -> None:
     _, report_other = pseudo_label_episodes(other, FakeBackbone(pool_answers), table, Prompt(), [episode], tmp_path,
                                             tmp_path / "cache")
     assert report_other["generated"] == 11, "other sampling settings are other answers"
+
+
+def test_datasets_with_the_same_clip_ids_never_share_answers(tmp_path: Path) -> None:
+    """Two tables with ids s0..q1 but other audio (another source): each is answered from its own audio."""
+    episode = Episode(index=0, seed=1, classes=[0, 1, 2], support=[0, 1, 2], support_labels=[0, 1, 2],
+                      query=[11, 12], query_labels=[0, 1])
+    settings = PseudoLabelSettings(refit=("calm",), pool_size=None)
+    answers = {level: [f"class{level % 5}"] * 8 for level in range(1, 40)}
+    first, second = (tmp_path / "first", tmp_path / "second")
+    first.mkdir(), second.mkdir()
+    tables = [write_table(first, [0] * 6), write_table(second, [0] * 6, offset=21)]
+    assert tables[0].ids == tables[1].ids
+    reports, tsvs = [], []
+    for table in tables:
+        out = Path(table.source) / "out"
+        out.mkdir()
+        _, report = pseudo_label_episodes(settings, FakeBackbone(answers), table, Prompt(), [episode], out,
+                                          tmp_path / "cache")
+        reports.append(report)
+        tsvs.append({line.split("\t")[0]: line.split("\t")[-1] for line in (out / TSV_NAME).read_text().splitlines()[1:]})
+    assert [r["generated"] for r in reports] == [11, 11], "the second dataset's answers are not read from the first's"
+    assert tsvs[0]["p0"] == " | ".join(["class1"] * 8) and tsvs[1]["p0"] == " | ".join(["class2"] * 8)
+    stores = sorted((tmp_path / "cache" / STORE_FOLDER).glob("*.json"))
+    assert len(stores) == 2
+    assert sorted(json.loads(p.read_text())["key"]["dataset"]["source"] for p in stores) == [str(first), str(second)]
+
+
+def test_accelerator_cpu_keeps_generation_on_the_cpu_even_with_a_gpu(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert generation_device({"accelerator": "cpu", "devices": 1}) == torch.device("cpu")
+    assert generation_device({"accelerator": "auto", "devices": 1}) == torch.device("cuda", 0)
+    assert generation_device({"accelerator": "gpu", "devices": [1]}) == torch.device("cuda", 1)
+    table = write_table(tmp_path, [0] * 6)
+    backbone = FakeBackbone({level: ["class0"] * 8 for level in range(1, 14)})
+    episode = Episode(index=0, seed=1, classes=[0, 1], support=[0, 1], support_labels=[0, 1], query=[11, 12],
+                      query_labels=[0, 1])
+    _, report = pseudo_label_episodes(PseudoLabelSettings(refit=("calm",)), backbone, table, Prompt(), [episode],
+                                      tmp_path, None, generation_device({"accelerator": "cpu"}))
+    assert report["generated"] == 11 and next(backbone.model.parameters()).device == torch.device("cpu")
+
+
+def test_a_gpu_accelerator_without_a_gpu_or_an_unknown_one_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert generation_device({"accelerator": "auto"}) == torch.device("cpu")
+    with pytest.raises(ConfigError, match="no CUDA GPU"):
+        generation_device({"accelerator": "gpu"})
+    with pytest.raises(ConfigError, match="trainer.accelerator=tpu"):
+        generation_device({"accelerator": "tpu"})
 
 
 # ---- real backbones -------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from calm.grid import stratified_folds
 from calm.methods import CALM
 from calm.protocols import Episode
 from calm.search import check_objective, fold_seed, search_record, support_cv_scores
+from calm.sweeps import job_key
 from calm.synthetic import synthetic_split
 from tests.cli import compose_config
 from tests.sweep_runs import TINY_ARGS, run_sweep, tiny_data
@@ -106,6 +107,12 @@ def test_search_needs_two_shots_and_the_tuned_estimator(tmp_path: Path) -> None:
         check_objective(_search_config(tmp_path, "method=sav"))
 
 
+def test_the_search_fits_only_calm_unless_a_method_is_named(tmp_path: Path) -> None:
+    """SAV rows would be refitted in every trial for nothing: the objective reads CALM only."""
+    assert compose_config(["hparams_search=calm_optuna"], tmp_path).method.name == "calm"
+    assert compose_config(["hparams_search=calm_optuna", "method=calm_vs_sav"], tmp_path).method.name == "calm_vs_sav"
+
+
 def _support_cv_by_hand(job: dict) -> float:
     """Recompute a job's objective from its config: its episodes, the cached features, and CALM fitted
     fold by fold on the support clips."""
@@ -157,3 +164,44 @@ def test_optuna_trials_score_their_settings_by_support_cross_validation(
     values = [t.value for t in trials]
     assert len(set(values)) > 1, "the tiny data must tell settings apart for this check to mean anything"
     assert yaml.safe_load((sweep / "optimization_results.yaml").read_text())["best_value"] == max(values)
+
+
+def test_a_failed_trial_is_told_to_optuna_as_failed_and_the_search_goes_on(
+        tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, fsdd_root: Path) -> None:
+    """Trials whose estimator explodes are FAIL in the study and listed by the sweep report; the others
+    complete, keep their results, and the best value comes from them."""
+    data, cache = tiny_data(tmp_path_factory, fsdd_root)
+    db, sweep = tmp_path / "optuna.db", tmp_path / "sweep"
+    exploding = "tests.exploding.ExplodingEstimator"
+    done = run_sweep(["hparams_search=calm_optuna", f"dataset.root={data}", *TINY_ARGS, "shots=2",
+                      "hydra.sweeper.n_trials=3", f"hydra.sweeper.storage=sqlite:///{db}",
+                      f"method.estimators.calm._target_=choice({exploding},calm.methods.CALM)",
+                      "method.estimators.calm.tau=choice(0.0001,0.05)", "method.estimators.calm.top_k=0",
+                      "method.estimators.calm.tau_w=0.5", "method.estimators.calm.reliability=margin_clamped"],
+                     sweep, tmp_path / "finished", cache)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    assert "float-castable" not in output
+    trials = optuna.load_study(study_name="calm_fsdd_2shot", storage=f"sqlite:///{db}").trials
+    failed = [t for t in trials if t.params["method.estimators.calm._target_"] == exploding]
+    completed = [t for t in trials if t not in failed]
+    assert failed and completed, "the sampler must draw both estimators for this check to mean anything"
+    assert {t.state for t in failed} == {optuna.trial.TrialState.FAIL}
+    assert {t.state for t in completed} == {optuna.trial.TrialState.COMPLETE}
+    for trial in failed:
+        job = sweep / str(trial.number)
+        assert (job / "error.txt").read_text().startswith("RuntimeError: boom")
+        assert not (job / "results.json").exists()
+        assert output.count(f"trial {trial.number} failed: RuntimeError: boom") >= 1
+        assert str(job) in output.split("failed job(s)")[1]
+    assert f"sweep finished with {len(failed)} failed job(s)" in output
+    for trial in completed:
+        job = json.loads((sweep / str(trial.number) / "results.json").read_text())
+        assert job["search"]["support_cv_accuracy"] == trial.value
+        run_name = job["config"]["logger"]["run_name"]  # logger=none keeps it; ${hydra:job.num} resolved
+        assert run_name == f"fsdd-whisper_tiny-calm-search-2shot-trial{trial.number}"
+        renamed = OmegaConf.create(job["config"])
+        renamed.logger.run_name = "another-trial"
+        assert job_key(renamed) == job_key(OmegaConf.create(job["config"]))
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())["best_value"]
+    assert best == max(t.value for t in completed)

@@ -79,3 +79,11 @@ def test_an_unswept_experiment_naming_an_unknown_config_stops_before_any_job(tmp
     assert done.returncode != 0
     assert "Could not find 'dataset/nosuch'" in output and "fsdd" in output
     assert not sweep.exists()
+
+
+def test_a_search_that_never_changes_the_scored_estimator_is_rejected(tmp_path: Path) -> None:
+    """calm_optuna searches CALM's settings; scoring SAV instead, every trial would score the same SAV."""
+    output = _rejected(tmp_path, ["hparams_search=calm_optuna", "method=calm_vs_sav", "search.estimator=sav"])
+    assert "search.estimator=sav is the estimator whose support-set score Optuna optimises" in output
+    assert "no searched setting lies under `method.estimators.sav.`" in output
+    assert "method.estimators.calm.tau" in output and "set search.estimator" in output

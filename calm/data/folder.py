@@ -1,12 +1,16 @@
 """Users' own data: `root/<class>/*.{wav,flac,mp3,ogg}`, or a CSV of `path,label[,split]`.
 
-Without a split column, a seeded hash of each clip's id puts a fraction of every class in the
-test pool: the same files always land in the same pool, and adding a file moves no other.
+A clip's id is its file's absolute path: ids name rows of caches that every dataset shares, and
+relative paths such as `dog/1.wav` recur across users' folders. Without a split column, a seeded
+hash of each clip's relative path (or its path as the CSV lists it) puts a fraction of every class
+in the test pool: the same files always land in the same pool wherever the folder lives, and adding
+a file moves no other.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -77,18 +81,20 @@ def _from_csv(root: Path, csv: Path, test_fraction: float, seed: int) -> tuple[C
 
 def _table(root: Path, entries: Iterable[tuple[str, Path, str, str | None]], test_fraction: float,
            seed: int) -> ClipTable:
-    """Clips from (id, path, class name, split or None); a None split comes from `holdout_split`."""
+    """Clips from (listed path, file, class name, split or None); a None split comes from `holdout_split`
+    on the listed path, and the id is the file's absolute path."""
     entries = list(entries)
     names = tuple(sorted({label for _, _, label, _ in entries}))
     label_of = {name: i for i, name in enumerate(names)}
-    ids_by_class: dict[str, list[str]] = {}
-    for cid, _, label, split in entries:
+    listed_by_class: dict[str, list[str]] = {}
+    for listed, _, label, split in entries:
         if split is None:
-            ids_by_class.setdefault(label, []).append(cid)
-    test = holdout_split(ids_by_class, test_fraction, seed)
+            listed_by_class.setdefault(label, []).append(listed)
+    test = holdout_split(listed_by_class, test_fraction, seed)
     clips = tuple(
-        Clip(id=cid, audio_path=path, label=label_of[label],
-             split=SPLITS[split] if split is not None else (QUERY_SPLIT if cid in test else SUPPORT_SPLIT))
-        for cid, path, label, split in entries
+        Clip(id=Path(os.path.abspath(path)).as_posix(), audio_path=path, label=label_of[label],
+             split=SPLITS[split] if split is not None else (QUERY_SPLIT if listed in test else SUPPORT_SPLIT),
+             meta={"listed_as": listed})
+        for listed, path, label, split in entries
     )
     return ClipTable("folder", clips, names, source=str(root))

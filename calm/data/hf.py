@@ -33,9 +33,10 @@ INDEX_FILE = "files.json"
 def load_hf(path: str | None, cache_dir: str | Path, config: str | None = None, train_split: str = "train",
             test_split: str | None = "test", audio_column: str = "audio", label_column: str = "label",
             test_fraction: float = 0.2, seed: int = 0, revision: str | None = None) -> tuple[ClipTable, list[str]]:
-    """The clip table (ids `<split>/<row>`) and the rows that carry no audio at all.
+    """The clip table (ids `<dataset>/<split>/<row>`, see `dataset_tag`) and the rows that carry no audio.
 
-    With `test_split` unset, a seeded `test_fraction` of each class of `train_split` becomes the test pool.
+    With `test_split` unset, a seeded `test_fraction` of each class of `train_split` becomes the test
+    pool, drawn by `<split>/<row>` so the split does not depend on where the dataset lives.
     """
     if path is None:
         raise DataError("hf: dataset.path is not set", HOW_TO_GET)
@@ -47,32 +48,42 @@ def load_hf(path: str | None, cache_dir: str | Path, config: str | None = None, 
     for split, ds in splits.items():
         _check_columns(ds, split, audio_column, label_column)
     names, label_of = _label_names(splits, label_column)
+    tag = dataset_tag(path, config, revision)
     clips, missing = [], []
     for split, ds in splits.items():
         files = _materialise(ds, split, audio_column, Path(cache_dir) / _fingerprint(path, config, revision, split, ds))
         labels = list(ds[label_column])
         for index, audio in enumerate(files):
-            cid = f"{split}/{index}"
+            cid = f"{tag}/{split}/{index}"
             if audio is None:
                 missing.append(cid)
                 continue
             if labels[index] is None or labels[index] == -1:
                 raise DataError(f"hf: row {index} of split {split!r} of {path} has no label",
                                 "choose splits whose rows are all labelled (hidden test labels cannot be used)")
-            clips.append((cid, audio, label_of[labels[index]], split))
+            clips.append((cid, f"{split}/{index}", audio, label_of[labels[index]], split))
     held_out: set[str] = set()
     if test_split is None:
         by_class: dict[str, list[str]] = {}
-        for cid, _, label, _ in clips:
-            by_class.setdefault(str(label), []).append(cid)
+        for _, row, _, label, _ in clips:
+            by_class.setdefault(str(label), []).append(row)
         held_out = holdout_split(by_class, test_fraction, seed)
     table = tuple(
         Clip(id=cid, audio_path=audio, label=label,
-             split=QUERY_SPLIT if split == test_split or cid in held_out else SUPPORT_SPLIT,
-             meta={"hf_split": split})
-        for cid, audio, label, split in clips
+             split=QUERY_SPLIT if split == test_split or row in held_out else SUPPORT_SPLIT,
+             meta={"hf_split": split, "hf_row": row})
+        for cid, row, audio, label, split in clips
     )
-    return ClipTable("hf", table, names, source=f"{path}" + (f" ({config})" if config else "")), missing
+    return ClipTable("hf", table, names, source=tag), missing
+
+
+def dataset_tag(path: str, config: str | None, revision: str | None) -> str:
+    """Names the dataset in its clip ids: the hub id or the local folder's absolute path, with the config
+    (`:config`) and revision (`@revision`). Ids name rows of caches that every dataset shares, so
+    `train/0` alone would let two datasets read each other's activations and answers."""
+    local = Path(path).expanduser()
+    name = os.path.abspath(local) if local.exists() else path
+    return name + (f":{config}" if config else "") + (f"@{revision}" if revision else "")
 
 
 def _open_split(path: str, config: str | None, split: str, revision: str | None, cache_dir: Path) -> datasets.Dataset:

@@ -10,8 +10,9 @@ labels consistently join each episode's support set S.
   any other class; a tie for the most votes labels nothing (no majority).
 - The pool clips' true labels are read only for the report: `pseudo_labels.tsv` in the job folder
   and the accuracy of the kept labels in results.json.
-- Answers are stored under the cache folder, keyed by the backbone, the prompt and the sampling
-  settings, so a sweep over shots or estimators answers each clip once.
+- Answers are stored under the cache folder, keyed by the dataset (name and source: clip ids are
+  unique only within one), the backbone, the prompt and the sampling settings, so a sweep over shots
+  or estimators answers each clip once.
 """
 
 from __future__ import annotations
@@ -31,11 +32,11 @@ import torch
 from filelock import FileLock
 
 from calm.backbones.base import Backbone, check_sampling
-from calm.data.audio import load_audio
 from calm.data.prompts import ClipPrompt, PaperPrompt
-from calm.data.table import SUPPORT_SPLIT, ClipTable
+from calm.data.table import SUPPORT_SPLIT, Clip, ClipTable
 from calm.errors import ConfigError
 from calm.methods.answer_matching import match_answer
+from calm.methods.generation import generate_in_batches
 from calm.protocols import Episode
 
 TSV_NAME = "pseudo_labels.tsv"
@@ -166,9 +167,15 @@ class AnswerStore:
             tmp.replace(self.path)
 
 
-def answer_store(cache_dir: Path, backbone: Backbone, prompt: ClipPrompt, settings: PseudoLabelSettings) -> AnswerStore:
-    """The store for this backbone, prompt (when the backbone reads it) and sampling settings."""
+def answer_store(cache_dir: Path, backbone: Backbone, prompt: ClipPrompt, settings: PseudoLabelSettings,
+                 table: ClipTable) -> AnswerStore:
+    """The store for this dataset, backbone, prompt (when the backbone reads it) and sampling settings.
+
+    The dataset's name and source are part of the key because clip ids are only unique within a
+    dataset: two datasets whose clips share ids must never read each other's answers.
+    """
     fields = {
+        "dataset": {"name": table.name, "source": table.source},
         "backbone": backbone.key_fields(),
         "prompt": prompt.key_fields() if backbone.uses_prompt_text else None,
         "sampling": {"samples": settings.samples, "temperature": settings.temperature, "top_p": settings.top_p,
@@ -178,23 +185,23 @@ def answer_store(cache_dir: Path, backbone: Backbone, prompt: ClipPrompt, settin
 
 
 def answer_pool(backbone: Backbone, table: ClipTable, prompt: ClipPrompt, rows: Sequence[int],
-                settings: PseudoLabelSettings, store: AnswerStore | None = None) -> tuple[dict[str, list[str]], int]:
+                settings: PseudoLabelSettings, store: AnswerStore | None = None,
+                device: torch.device | None = None) -> tuple[dict[str, list[str]], int]:
     """Sampled answers for every pool clip, and how many clips had to be generated (not in the store).
 
-    Each batch is stored as soon as it is answered, so an interrupted job loses one batch at most.
+    Generation runs on `device` (default CPU). Each batch is stored as soon as it is answered, so an
+    interrupted job loses one batch at most.
     """
     answers = store.load() if store is not None else {}
     todo = [table.clips[i] for i in rows if table.clips[i].id not in answers]
-    if todo and getattr(backbone, "model", None) is None:
-        backbone.load()
-    if todo and torch.cuda.is_available():
-        backbone.model.to("cuda")
-    for start in range(0, len(todo), settings.batch_size):
-        batch = todo[start : start + settings.batch_size]
-        sampled = backbone.sample_answers(
-            [load_audio(c.audio_path, backbone.sample_rate) for c in batch], [prompt.text_for(c, table) for c in batch],
-            [stable_seed("clip", int(settings.seed), c.id) for c in batch], settings.samples, settings.temperature,
-            settings.top_p, settings.max_new_tokens)
+
+    def sample(waves: list[np.ndarray], prompts: list[str], clips: list[Clip]) -> list[list[str]]:
+        return backbone.sample_answers(waves, prompts, [stable_seed("clip", int(settings.seed), c.id) for c in clips],
+                                       settings.samples, settings.temperature, settings.top_p,
+                                       settings.max_new_tokens)
+
+    for batch, sampled in generate_in_batches(backbone, table, prompt, todo, settings.batch_size,
+                                              device or torch.device("cpu"), sample):
         new = {c.id: list(texts) for c, texts in zip(batch, sampled, strict=True)}
         answers.update(new)
         if store is not None:
@@ -264,16 +271,17 @@ def pool_report(table: ClipTable, pool: PoolLabels, settings: PseudoLabelSetting
 
 
 def pseudo_label_episodes(settings: PseudoLabelSettings, backbone: Backbone, table: ClipTable, prompt: ClipPrompt,
-                          episodes: Sequence[Episode], out_dir: Path,
-                          cache_dir: Path | None) -> tuple[list[Episode], dict[str, Any]]:
-    """Label the pool (answers from the store where possible), write the TSV, and return the episodes
-    with augmented support sets and the report. `cache_dir=None` keeps no answers between jobs."""
+                          episodes: Sequence[Episode], out_dir: Path, cache_dir: Path | None,
+                          device: torch.device | None = None) -> tuple[list[Episode], dict[str, Any]]:
+    """Label the pool (answers from the store where possible, generated on `device` otherwise), write
+    the TSV, and return the episodes with augmented support sets and the report. `cache_dir=None` keeps
+    no answers between jobs."""
     if table.multi_label:
         raise ConfigError(f"pseudo-labelling gives one label per clip; {table.name} is multi-label",
                           "use a single-label dataset with method=pseudo_label")
     rows = unlabelled_pool(table, settings.pool_size, settings.seed)
-    store = answer_store(cache_dir, backbone, prompt, settings) if cache_dir is not None else None
-    answers, generated = answer_pool(backbone, table, prompt, rows, settings, store)
+    store = answer_store(cache_dir, backbone, prompt, settings, table) if cache_dir is not None else None
+    answers, generated = answer_pool(backbone, table, prompt, rows, settings, store, device)
     pool = PoolLabels.from_answers(table, rows, answers)
     write_tsv(Path(out_dir) / TSV_NAME, table, pool, settings.min_agreement)
     kept = pool.kept(settings.min_agreement)

@@ -10,12 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from calm.backbones.base import Backbone
-from calm.data.audio import load_audio
 from calm.data.prompts import ClipPrompt
 from calm.data.table import ClipTable
 from calm.methods.answer_matching import match_answer
+from calm.methods.generation import generate_in_batches
 from calm.protocols import Episode
 
 
@@ -40,17 +41,16 @@ class ZeroShotAnswers:
 
 
 def answer_clips(backbone: Backbone, table: ClipTable, prompt: ClipPrompt, clip_ids: Sequence[str],
-                 batch_size: int = 8, max_new_tokens: int = 32) -> ZeroShotAnswers:
-    """Generate an answer for every clip in `clip_ids` (the model is loaded if it is not yet)."""
-    if getattr(backbone, "model", None) is None:
-        backbone.load()
+                 batch_size: int = 8, max_new_tokens: int = 32,
+                 device: torch.device | None = None) -> ZeroShotAnswers:
+    """Generate an answer for every clip in `clip_ids` on `device` (default CPU; the model is loaded if
+    it is not yet)."""
     by_id = {c.id: c for c in table.clips}
+    clips = [by_id[cid] for cid in dict.fromkeys(clip_ids)]
     answers: dict[str, str] = {}
-    ordered = list(dict.fromkeys(clip_ids))
-    for start in range(0, len(ordered), batch_size):
-        batch = [by_id[cid] for cid in ordered[start : start + batch_size]]
-        waves = [load_audio(c.audio_path, backbone.sample_rate) for c in batch]
-        texts = backbone.generate_answers(waves, [prompt.text_for(c, table) for c in batch], max_new_tokens)
+    for batch, texts in generate_in_batches(
+            backbone, table, prompt, clips, batch_size, device or torch.device("cpu"),
+            lambda waves, prompts, _: backbone.generate_answers(waves, prompts, max_new_tokens)):
         answers.update({c.id: text for c, text in zip(batch, texts, strict=True)})
     classes = {cid: match_answer(text, table.class_names) for cid, text in answers.items()}
     return ZeroShotAnswers(answers, classes)
