@@ -424,6 +424,19 @@ def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
     return fold
 
 
+def support_folds(labels: np.ndarray, n_classes: int, folds: int, seed: int) -> tuple[np.ndarray | None, int, int]:
+    """(fold id per clip, folds used, smallest class count) for cross-validation on a support set.
+
+    Uses min(folds, smallest class count) folds, so with few shots each fold holds out one clip of
+    every class and every class keeps a prototype; None when some class has a single clip.
+    """
+    smallest = int(np.bincount(np.asarray(labels), minlength=n_classes).min())
+    n_folds = min(int(folds), smallest)
+    if n_folds < 2:
+        return None, n_folds, smallest
+    return stratified_folds(labels, n_folds, seed), n_folds, smallest
+
+
 def select_by_cross_validation(
     support_features: FeaturesLike,
     support_labels: LabelsLike,
@@ -447,14 +460,12 @@ def select_by_cross_validation(
     settings = tuple(grid.settings() if isinstance(grid, CalmGrid) else grid)
     features, labels, n_classes = validate_support(support_features, support_labels, n_classes)
     labels_np = labels.cpu().numpy()
-    smallest = int(np.bincount(labels_np, minlength=n_classes).min())
-    n_folds = min(int(folds), smallest)
-    if n_folds < 2:
+    fold, n_folds, smallest = support_folds(labels_np, n_classes, folds, seed)
+    if fold is None:
         return {"selected_by": "default", "setting": DEFAULT_SETTING.as_dict(), "setting_index": None,
                 "cv_score": None, "folds": 0, "metric": None,
                 "note": (f"a class has {smallest} support clip(s): none can be held out without leaving its "
                          "class without a prototype, so CALM's default setting is used")}
-    fold = stratified_folds(labels_np, n_folds, seed)
     targets = None if support_targets is None else _targets(support_targets, len(labels_np), n_classes)
     pooled = np.zeros(len(settings))
     metric = "accuracy" if targets is None else "exact_match"

@@ -99,21 +99,18 @@ def support_cv_scores(estimator: Any, features: torch.Tensor, labels: np.ndarray
                       n_classes: int, folds: int, seed: int) -> dict[str, Any]:
     """Held-out accuracy and macro-F1 (percent) of `estimator` by stratified k-fold on one support set.
 
-    Uses min(folds, smallest class count) folds, so with few shots each fold holds out one clip of
-    every class and every class keeps a prototype when fitting.
+    The folds are the paper grid's (`calm.grid.support_folds`), so both selections hold out alike.
     """
     import torch  # here, not at the top: the sweep preflight imports this module for check_objective
 
-    from calm.grid import stratified_folds
+    from calm.grid import support_folds
     from calm.metrics import accuracy, macro_f1
 
     labels = np.asarray(labels, dtype=np.int64)
-    smallest = int(np.bincount(labels, minlength=n_classes).min())
-    n_folds = min(int(folds), smallest)
-    if n_folds < 2:
+    fold, n_folds, smallest = support_folds(labels, n_classes, folds, seed)
+    if fold is None:
         raise ConfigError(f"a class has {smallest} support clip(s): none can be held out for cross-validation",
                           "use shots=2 or more for a search")
-    fold = stratified_folds(labels, n_folds, seed)
     labels_t = torch.tensor(labels)
     pred = np.empty_like(labels)
     for f in range(n_folds):
