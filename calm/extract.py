@@ -157,6 +157,13 @@ class PlannedBatches(Dataset):
         return load_audio(clip.video_path, self.backbone.sample_rate), self.backbone.load_video(clip.video_path)
 
 
+def trimmed_for_capture(backbone: Backbone, batch: dict[str, Any]) -> dict[str, Any]:
+    """A served batch whose model inputs hold only what `backbone.capture` reads (a new dict)."""
+    if not batch["ids"]:
+        return batch
+    return {**batch, "inputs": backbone.trim_for_capture(batch["inputs"])}
+
+
 class ClipBatches(pl.LightningDataModule):
     """Serves the planned batches; under DDP each rank takes every world_size-th batch."""
 
@@ -165,6 +172,10 @@ class ClipBatches(pl.LightningDataModule):
         super().__init__()
         self.args = (table, batches, prompt, backbone, on_bad_clip)
         self.num_workers = num_workers
+
+    def on_before_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
+        """Trim on the CPU what the capture never reads, before Lightning copies the batch to the device."""
+        return trimmed_for_capture(self.args[3], batch)
 
     def predict_dataloader(self) -> DataLoader:
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)

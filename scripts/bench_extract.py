@@ -57,7 +57,7 @@ from calm.backbones.tiny import (
     tiny_qwen2_audio_config,
     tiny_qwen2_audio_processor,
 )
-from calm.extract import HeadExtractor, plan_batches
+from calm.extract import HeadExtractor, plan_batches, trimmed_for_capture
 
 # Qwen/Qwen2-Audio-7B-Instruct config.json: Whisper-large-v3-sized encoder, Qwen2-7B language model.
 QWEN2_AUDIO_7B_AUDIO = dict(d_model=1280, encoder_layers=32, encoder_attention_heads=20, encoder_ffn_dim=5120,
@@ -181,7 +181,8 @@ def run_framework(extractor: HeadExtractor, batches: list[tuple[list[int], dict[
                   n: int) -> torch.Tensor:
     rows = torch.empty(0)
     for index, (ids, inputs) in enumerate(batches):
-        out = extractor.predict_step({"ids": ids, "errors": {}, "inputs": inputs}, index)["rows"]
+        batch = trimmed_for_capture(extractor.backbone, {"ids": ids, "errors": {}, "inputs": inputs})  # as ClipBatches does
+        out = extractor.predict_step(batch, index)["rows"]
         if rows.numel() == 0:
             rows = torch.empty(n, *out.shape[1:], dtype=out.dtype)
         rows[ids] = out

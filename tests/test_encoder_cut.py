@@ -112,3 +112,52 @@ def test_cut_is_not_in_the_cache_key_and_refuses_other_towers(tiny_dir: Path, pa
     other = torch.nn.Module()
     with pytest.raises(ConfigError, match="encoder_cut=false"):
         encode_audio(other, torch.zeros(1, 128, 8), torch.ones(1, 8, dtype=torch.long))
+
+
+def test_the_mel_input_is_trimmed_on_the_cpu_before_transfer_with_the_same_rows(pair, tmp_path: Path) -> None:
+    """ClipBatches trims what the capture never reads before Lightning moves the batch; same rows."""
+    from calm.data.prompts import Prompt
+    from calm.data.table import ClipTable
+    from calm.extract import ClipBatches
+
+    cut, full = pair
+    waves = _noise([0.6, 2.2, 1.3])
+    batch = cut.collate(waves, PROMPTS[:3])
+    served = {"ids": ["a", "b", "c"], "errors": {}, "inputs": batch}
+    empty = ClipTable("none", (), ("x",))
+    moved = ClipBatches(empty, [], Prompt(), cut, "error", 0).on_before_batch_transfer(served, 0)["inputs"]
+    width = cut_width(batch["feature_attention_mask"].sum(-1), 3000)
+    assert moved["input_features"].shape == (3, 128, width) and width < 3000
+    assert moved["feature_attention_mask"].shape == (3, width)
+    assert batch["input_features"].shape[-1] == 3000, "the collated batch itself is left as it was"
+    assert torch.equal(cut.capture(moved), cut.capture(batch))
+    untouched = ClipBatches(empty, [], Prompt(), full, "error", 0).on_before_batch_transfer(served, 0)["inputs"]
+    assert untouched["input_features"].shape[-1] == 3000  # encoder_cut=false copies the full window
+
+
+def test_lightning_extraction_copies_only_the_trimmed_mel_input(tiny_dir: Path, tmp_path: Path, fsdd_root: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the real Trainer.predict, the batch reaching the model is already cut (the hook runs)."""
+    import shutil
+
+    from calm.cache import ActivationCache
+    from calm.data.fsdd import load_fsdd
+    from calm.data.prompts import Prompt
+    from calm.extract import extract_missing
+    from calm.pipeline import cache_key_fields
+
+    (tmp_path / "fsdd" / "recordings").mkdir(parents=True)
+    for name in ("0_george_0", "1_jackson_5", "2_lucas_9"):
+        shutil.copy(fsdd_root / "recordings" / f"{name}.wav", tmp_path / "fsdd" / "recordings")
+    table = load_fsdd(tmp_path / "fsdd")
+    backbone = Qwen2AudioBackbone(path=str(tiny_dir))
+    widths = []
+    capture = Qwen2AudioBackbone.capture
+    monkeypatch.setattr(Qwen2AudioBackbone, "capture",
+                        lambda self, batch: widths.append(batch["input_features"].shape[-1]) or capture(self, batch))
+    cache = ActivationCache.open(tmp_path / "cache", cache_key_fields(backbone, Prompt()), backbone.n_heads,
+                                 backbone.head_dim, label=backbone.name)
+    report = extract_missing(backbone, table, Prompt(), cache,
+                             {"accelerator": "cpu", "devices": 1, "precision": "32-true", "enable_progress_bar": False},
+                             batch_size=2)
+    assert report.extracted == 3 and widths and max(widths) < 3000  # FSDD clips are about 0.5 s

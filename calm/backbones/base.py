@@ -143,6 +143,11 @@ class Backbone(ABC):
     def capture(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Run one forward pass and return (batch, heads, head_dim) float32 head outputs."""
 
+    def trim_for_capture(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """The collated batch without what `capture` never reads; runs on the CPU before the batch is
+        moved to the device, so that part is never copied there. Default: the batch unchanged."""
+        return batch
+
     def generate_answers(self, waves: list[np.ndarray], prompts: list[str], max_new_tokens: int = 32) -> list[str]:
         """Greedy answers to the prompts, one per clip (the zero-shot baseline)."""
         return self.generate_texts(waves, prompts, max_new_tokens, {"do_sample": False})

@@ -163,6 +163,10 @@ class Qwen2_5OmniBackbone(Qwen2AudioBackbone):
         self.compile_if_asked()
         return self.model
 
+    def trim_for_capture(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Unchanged: the thinker's audio tower drops padded mel frames itself (no encoder cut here)."""
+        return batch
+
     def load_video(self, path: Path) -> np.ndarray:
         """The clip's frames as (frames, height, width, 3) uint8 RGB, sampled at `fps` with PyAV.
 

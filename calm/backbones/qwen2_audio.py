@@ -23,7 +23,7 @@ from calm.backbones.base import (
     weights_fingerprint,
 )
 from calm.backbones.compiled_blocks import compile_hook_free_blocks
-from calm.backbones.encoder_cut import merged_embeddings
+from calm.backbones.encoder_cut import cut_mel, merged_embeddings
 from calm.backbones.hooks import LAST_TOKEN, HeadCapture, HookPoint
 from calm.data.audio import preprocessing_key
 from calm.errors import ConfigError
@@ -232,6 +232,15 @@ class Qwen2AudioBackbone(Backbone):
             "feature_attention_mask": inputs["feature_attention_mask"],
             "last_index": (columns * mask).argmax(-1),
         }
+
+    def trim_for_capture(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """With `encoder_cut`, the mel input cut to the batch's longest clip + 2 frames already here:
+        for 5 s clips a sixth of the 30 s padding is copied to the GPU. The cut in `capture` then
+        finds nothing more to cut (cutting is idempotent), so the rows are the same either way."""
+        if not self.encoder_cut:
+            return batch
+        features, mask = cut_mel(batch["input_features"], batch["feature_attention_mask"])
+        return {**batch, "input_features": features, "feature_attention_mask": mask}
 
     @torch.no_grad()
     def capture(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
