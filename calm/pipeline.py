@@ -27,7 +27,7 @@ from calm.extract import extract_missing
 from calm.figures import HeadCollector, HeadGrid, write_job_figures
 from calm.grid import CalmGrid, paper_grid_report
 from calm.methods.generation import generation_device
-from calm.methods.pseudo_label import PseudoLabelSettings, pseudo_label_episodes
+from calm.methods.pseudo_label import PseudoLabelSettings, check_single_label, pseudo_label_episodes
 from calm.methods.zero_shot import answer_clips, zero_shot_accuracy
 from calm.metrics import (
     accuracy,
@@ -270,6 +270,8 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     validate_pools(protocol, table)
     methods = build_methods(cfg.method)
     check_objective(cfg)
+    if cfg.method.get("pseudo_label"):
+        check_single_label(table)
     backbone = build_backbone(cfg.backbone, str(cfg.trainer.precision))
     prompt = build_prompt(OmegaConf.to_container(cfg.prompt, resolve=True))
     pseudo = (PseudoLabelSettings.from_config(OmegaConf.to_container(cfg.method.pseudo_label, resolve=True), methods,

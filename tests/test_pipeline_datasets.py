@@ -70,8 +70,8 @@ def test_paper_protocol_reports_both_selections_labelled(tmp_path: Path, asvspoo
     assert results["protocol"] == "paper" and results["prompt"]["name"] == "paper"
 
 
-def test_audioset_multilabel_reports_exact_match(tmp_path: Path, fsdd_root: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture()
+def audioset_root(tmp_path: Path, fsdd_root: Path) -> Path:
     """Classes = spoken digits 0, 1, 2; some clips say two digits and carry both labels."""
     mids = [("/m/zero", "zero"), ("/m/one", "one"), ("/m/two", "two")]
     clips, train, evaluation = {}, [], []
@@ -88,12 +88,28 @@ def test_audioset_multilabel_reports_exact_match(tmp_path: Path, fsdd_root: Path
         digits = [i % 3] if i % 4 else [i % 3, (i + 1) % 3]
         parts = [_digit(fsdd_root, d, i)[0] for d in digits]
         sf.write(root / "audio" / split / name, np.concatenate(parts), 8000)
-    results = _run(tmp_path, monkeypatch, ["dataset=audioset", f"dataset.root={root}", "shots=2", "queries=1",
-                                           "episodes=3"])
+    return root
+
+
+def test_audioset_multilabel_reports_exact_match(tmp_path: Path, audioset_root: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    results = _run(tmp_path, monkeypatch, ["dataset=audioset", f"dataset.root={audioset_root}", "shots=2",
+                                           "queries=1", "episodes=3"])
     calm = next(r for r in results["results"] if r["method"] == "calm")
     assert "exact_match_mean" in calm and 0.0 <= calm["exact_match_mean"] <= 100.0
     header = (tmp_path / "out" / "episodes.csv").read_text().splitlines()[0]
     assert "exact_match" in header
+
+
+def test_pseudo_labels_on_a_multi_label_dataset_fail_before_the_model_is_needed(
+        tmp_path: Path, audioset_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With weights that do not exist, a late check would fail on the missing weights instead."""
+    from calm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="one label per clip; audioset is multi-label"):
+        _run(tmp_path, monkeypatch, ["dataset=audioset", f"dataset.root={audioset_root}", "shots=2", "queries=1",
+                                     "method=pseudo_label", "backbone=qwen2_audio",
+                                     f"backbone.path={tmp_path / 'no_weights'}"])
 
 
 def test_vggsound_audio_video_through_the_pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

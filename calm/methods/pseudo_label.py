@@ -270,15 +270,20 @@ def pool_report(table: ClipTable, pool: PoolLabels, settings: PseudoLabelSetting
     }
 
 
+def check_single_label(table: ClipTable) -> None:
+    """Pseudo-labelling gives each pool clip one label; checked up front, before any model loads."""
+    if table.multi_label:
+        raise ConfigError(f"pseudo-labelling gives one label per clip; {table.name} is multi-label",
+                          "use a single-label dataset with method=pseudo_label")
+
+
 def pseudo_label_episodes(settings: PseudoLabelSettings, backbone: Backbone, table: ClipTable, prompt: ClipPrompt,
                           episodes: Sequence[Episode], out_dir: Path, cache_dir: Path | None,
                           device: torch.device | None = None) -> tuple[list[Episode], dict[str, Any]]:
     """Label the pool (answers from the store where possible, generated on `device` otherwise), write
     the TSV, and return the episodes with augmented support sets and the report. `cache_dir=None` keeps
     no answers between jobs."""
-    if table.multi_label:
-        raise ConfigError(f"pseudo-labelling gives one label per clip; {table.name} is multi-label",
-                          "use a single-label dataset with method=pseudo_label")
+    check_single_label(table)
     rows = unlabelled_pool(table, settings.pool_size, settings.seed)
     store = answer_store(cache_dir, backbone, prompt, settings, table) if cache_dir is not None else None
     answers, generated = answer_pool(backbone, table, prompt, rows, settings, store, device)
