@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import logging
 import math
 import os
@@ -308,8 +309,6 @@ def latex_cells(text: str) -> dict[tuple[str, str], list[str]]:
 def check_written(out_dir: Path, specs: list[TableSpec]) -> list[str]:
     """Re-read numbers.csv and every table: each cell must be what the CSV (and the job's results.json
     behind it) says. Returns the problems found (empty when everything agrees)."""
-    import json
-
     problems = []
     numbers = read_csv(out_dir / "numbers.csv")
     for spec in specs:

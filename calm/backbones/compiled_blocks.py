@@ -20,6 +20,11 @@ from torch import nn
 UNHOOKED_LAYER_PATTERN = r"audio_tower\.layers\.\d+$"
 
 
+def holds_hook(path: str, hooked: Iterable[str]) -> bool:
+    """Whether the module at `path` is, or contains, one of the hooked modules."""
+    return any(h == path or h.startswith(path + ".") for h in hooked)
+
+
 def hook_free_blocks(model: nn.Module, hooked_paths: Iterable[str], levels_up: int = 2) -> list[tuple[str, nn.Module]]:
     """The children of each hooked module's layer (`levels_up` above it) that contain no hooked module.
 
@@ -33,7 +38,7 @@ def hook_free_blocks(model: nn.Module, hooked_paths: Iterable[str], levels_up: i
     for layer in layers:
         for name, child in modules[layer].named_children():
             path = f"{layer}.{name}"
-            if not any(h == path or h.startswith(path + ".") for h in hooked):
+            if not holds_hook(path, hooked):
                 blocks.append((path, child))
     return blocks
 
@@ -43,7 +48,7 @@ def unhooked_layers(model: nn.Module, hooked_paths: Iterable[str],
     """Modules matching `pattern` (e.g. audio-encoder layers) with no hooked module inside."""
     hooked = list(hooked_paths)
     return [(path, module) for path, module in model.named_modules()
-            if re.search(pattern, path) and not any(h == path or h.startswith(path + ".") for h in hooked)]
+            if re.search(pattern, path) and not holds_hook(path, hooked)]
 
 
 def compile_hook_free_blocks(model: nn.Module, hooked_paths: Iterable[str]) -> int:
