@@ -1,6 +1,6 @@
 import pytest
 
-from calm.methods.answer_matching import match_answer, normalise
+from calm.baselines.answer_matching import match_answer, normalise
 
 CLASSES = ["dog", "rain", "siren", "clock_tick", "crying_baby", "door_wood_knock"]
 

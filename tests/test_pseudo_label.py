@@ -15,13 +15,9 @@ import soundfile as sf
 import torch
 
 from calm.backbones import build_backbone
-from calm.data.prompts import PaperPrompt, Prompt
-from calm.data.table import Clip, ClipTable
-from calm.errors import ConfigError
-from calm.methods import CALM, SAV
-from calm.methods.answer_matching import match_answer
-from calm.methods.generation import generation_device
-from calm.methods.pseudo_label import (
+from calm.baselines.answer_matching import match_answer
+from calm.baselines.generation import generation_device
+from calm.baselines.pseudo_label import (
     STORE_FOLDER,
     TSV_NAME,
     PseudoLabelSettings,
@@ -32,6 +28,10 @@ from calm.methods.pseudo_label import (
     unlabelled_pool,
     vote_answers,
 )
+from calm.data.prompts import PaperPrompt, Prompt
+from calm.data.table import Clip, ClipTable
+from calm.errors import ConfigError
+from calm.methods import CALM, SAV
 from calm.pipeline import run_job
 from calm.protocols import Episode
 from tests.cli import compose_config, small_fsdd
@@ -191,6 +191,19 @@ def test_pool_draw_is_seeded_and_uses_only_training_clips(tmp_path: Path) -> Non
     assert unlabelled_pool(table, None, 0).tolist() == list(range(11))
     relabelled = write_table(tmp_path, [3, 1, 4, 1, 0, 2])
     assert unlabelled_pool(relabelled, 4, seed=0).tolist() == rows.tolist()
+
+
+def test_pool_draw_and_sampling_seeds_are_pinned(tmp_path: Path) -> None:
+    """The values the module's own SHA-256 helper gave before it moved to calm.digests.seeded_int:
+    the pool subset and every clip's sampling seed must not change with the refactor."""
+    table = write_table(tmp_path, [0] * 6)
+    assert unlabelled_pool(table, 4, seed=0).tolist() == [0, 2, 9, 10]
+    episode = Episode(index=0, seed=1, classes=[0, 1, 2], support=[0, 1, 2], support_labels=[0, 1, 2],
+                      query=[11, 12], query_labels=[0, 1])
+    backbone = FakeBackbone({**POOL_ANSWERS, **{level: ["class0"] * 8 for level in range(1, 6)}})
+    pseudo_label_episodes(PseudoLabelSettings(refit=("calm",)), backbone, table, Prompt(), [episode], tmp_path, None)
+    seeds = dict(backbone.calls)  # audio level -> seed: s0 is level 1, p0 level 6, p1 level 7
+    assert (seeds[1], seeds[6], seeds[7]) == (5447401757409478401, 2116032143675340923, 3139831702376134415)
 
 
 def test_answers_are_stored_and_reused(tmp_path: Path) -> None:

@@ -14,10 +14,10 @@ import pytest
 import soundfile as sf
 import torch
 
+from calm.baselines.generation import generation_device
+from calm.baselines.zero_shot import answer_clips
 from calm.data.prompts import Prompt
 from calm.data.table import Clip, ClipTable
-from calm.methods.generation import generation_device
-from calm.methods.zero_shot import answer_clips
 from calm.pipeline import run_job
 from tests.cli import compose_config
 

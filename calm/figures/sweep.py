@@ -19,8 +19,9 @@ from hydra.experimental.callback import Callback
 from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 
+from calm.baselines.pseudo_label import SUFFIX as PL_SUFFIX
+from calm.baselines.zero_shot import ZERO_SHOT_ROW
 from calm.figures.job import DPI, plain
-from calm.methods.pseudo_label import SUFFIX as PL_SUFFIX
 from calm.sweeps import NOT_RESULTS, NOT_RESULTS_TRAINER
 from calm.tracking import build_tracker, sweep_group
 
@@ -38,7 +39,7 @@ NOT_CURVE_METHOD = ("name", "baseline", "estimators")
 # only the `<estimator>+pl` refits (whichever others are refit too), zero-shot only its own row.
 ROW_BLOCKS: dict[str, tuple[Callable[[str], bool], tuple[str, ...]]] = {
     "pseudo_label": (lambda row: row.endswith(PL_SUFFIX), ("refit",)),
-    "zero_shot": (lambda row: row == "zero_shot", ()),
+    "zero_shot": (lambda row: row == ZERO_SHOT_ROW, ()),
 }
 
 

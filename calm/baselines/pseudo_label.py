@@ -5,7 +5,7 @@ labels consistently join each episode's support set S.
   without reading any label. Per episode, the pool clips outside its support and query sets whose
   pseudo label is one of the episode's classes are added to S with that label.
 - Pseudo label: `samples` sampled answers per clip (`Backbone.sample_answers`, seeded per clip),
-  each matched to a class name (`calm.methods.answer_matching`). The class named most often is the
+  each matched to a class name (`calm.baselines.answer_matching`). The class named most often is the
   clip's label if it is named by at least `min_agreement` of the samples and by more samples than
   any other class; a tie for the most votes labels nothing (no majority).
 - The pool clips' true labels are read only for the report: `pseudo_labels.tsv` in the job folder
@@ -18,7 +18,6 @@ labels consistently join each episode's support set S.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
@@ -31,24 +30,21 @@ import numpy as np
 import torch
 from filelock import FileLock
 
+from calm.atomic_write import write_json_atomic
 from calm.backbones.base import Backbone, check_sampling
+from calm.baselines.answer_matching import match_answer
+from calm.baselines.generation import generate_in_batches
 from calm.data.prompts import ClipPrompt, PaperPrompt
 from calm.data.table import SUPPORT_SPLIT, Clip, ClipTable
+from calm.digests import canonical_json, digest, seeded_int
 from calm.errors import ConfigError
-from calm.methods.answer_matching import match_answer
-from calm.methods.generation import generate_in_batches
 from calm.protocols import Episode
 
 TSV_NAME = "pseudo_labels.tsv"
 STORE_FOLDER = "pseudo_label_answers"
 SUFFIX = "+pl"
+# Tag of every seed drawn here (pool subset, per-clip sampling); changing it changes every pseudo label.
 _SEED_TAG = "calm.pseudo_label.v1"
-
-
-def stable_seed(*parts: object) -> int:
-    """A seed from JSON-able parts via SHA-256: the same on every machine and process."""
-    key = json.dumps([_SEED_TAG, *parts], separators=(",", ":"))
-    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") >> 1
 
 
 @dataclass(frozen=True)
@@ -140,7 +136,7 @@ def unlabelled_pool(table: ClipTable, pool_size: int | None, seed: int) -> np.nd
     rows = np.flatnonzero(table.split_mask(SUPPORT_SPLIT))
     if pool_size is None or pool_size >= len(rows):
         return rows
-    rng = np.random.default_rng(stable_seed("pool", int(seed), table.name))
+    rng = np.random.default_rng(seeded_int(_SEED_TAG, "pool", int(seed), table.name))
     return np.sort(rng.choice(rows, size=pool_size, replace=False))
 
 
@@ -148,9 +144,8 @@ class AnswerStore:
     """Sampled answers per clip id in one JSON file under the cache folder, keyed by what changes them."""
 
     def __init__(self, folder: Path, key_fields: Mapping[str, Any], label: str) -> None:
-        blob = json.dumps(key_fields, sort_keys=True, default=str)
-        self.path = Path(folder) / f"{label}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}.json"
-        self.key_fields = json.loads(blob)
+        self.path = Path(folder) / f"{label}-{digest(key_fields)[:16]}.json"
+        self.key_fields = json.loads(canonical_json(key_fields))  # as stored: plain JSON values
 
     def load(self) -> dict[str, list[str]]:
         if not self.path.is_file():
@@ -162,9 +157,7 @@ class AnswerStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.path) + ".lock"):
             merged = {**self.load(), **answers}
-            tmp = self.path.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps({"key": self.key_fields, "answers": merged}, indent=1, sort_keys=True))
-            tmp.replace(self.path)
+            write_json_atomic(self.path, {"key": self.key_fields, "answers": merged}, indent=1, sort_keys=True)
 
 
 def answer_store(cache_dir: Path, backbone: Backbone, prompt: ClipPrompt, settings: PseudoLabelSettings,
@@ -196,9 +189,9 @@ def answer_pool(backbone: Backbone, table: ClipTable, prompt: ClipPrompt, rows: 
     todo = [table.clips[i] for i in rows if table.clips[i].id not in answers]
 
     def sample(waves: list[np.ndarray], prompts: list[str], clips: list[Clip]) -> list[list[str]]:
-        return backbone.sample_answers(waves, prompts, [stable_seed("clip", int(settings.seed), c.id) for c in clips],
-                                       settings.samples, settings.temperature, settings.top_p,
-                                       settings.max_new_tokens)
+        seeds = [seeded_int(_SEED_TAG, "clip", int(settings.seed), c.id) for c in clips]
+        return backbone.sample_answers(waves, prompts, seeds, settings.samples, settings.temperature,
+                                       settings.top_p, settings.max_new_tokens)
 
     for batch, sampled in generate_in_batches(backbone, table, prompt, todo, settings.batch_size,
                                               device or torch.device("cpu"), sample):

@@ -1,5 +1,5 @@
 """Zero-shot baseline: the backbone answers each query clip's prompt by generation; the answer is
-mapped to a class name (calm.methods.answer_matching). Unmatched answers count as wrong and are
+mapped to a class name (calm.baselines.answer_matching). Unmatched answers count as wrong and are
 reported. Answers are computed once per clip and scored on the same episodes as the other methods.
 """
 
@@ -13,11 +13,14 @@ import numpy as np
 import torch
 
 from calm.backbones.base import Backbone
+from calm.baselines.answer_matching import match_answer
+from calm.baselines.generation import generate_in_batches
 from calm.data.prompts import ClipPrompt
 from calm.data.table import ClipTable
-from calm.methods.answer_matching import match_answer
-from calm.methods.generation import generate_in_batches
 from calm.protocols import Episode
+
+# The results row this baseline produces (tables and sweep figures look it up by this name).
+ZERO_SHOT_ROW = "zero_shot"
 
 
 @dataclass
