@@ -15,12 +15,16 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
 from scipy import stats
 
 from calm.errors import ConfigError
 
 __all__ = [
     "accuracy",
+    "batched_accuracy",
+    "batched_exact_match",
+    "batched_macro_f1",
     "detector_scores",
     "eer",
     "exact_match",
@@ -158,6 +162,49 @@ def top_label_sets(scores: Any, sizes: Sequence[int] | np.ndarray) -> list[froze
         raise ValueError(f"set sizes must lie in 1..{s.shape[1]}")
     order = np.argsort(-s, axis=1, kind="stable")
     return [frozenset(row[:k].tolist()) for row, k in zip(order, sizes, strict=True)]
+
+
+def batched_accuracy(pred: torch.Tensor, true: torch.Tensor) -> np.ndarray:
+    """`accuracy` of many settings at once: percent (S,) from predictions (S, m) and labels (m,)."""
+    return (pred == true).double().mean(dim=1).mul(100.0).cpu().numpy()
+
+
+def batched_macro_f1(pred: torch.Tensor, true: torch.Tensor, n_classes: int) -> np.ndarray:
+    """`macro_f1` of many settings at once: percent (S,) from predictions (S, m) and labels (m,).
+
+    As the scalar form, classes absent from both a setting's predictions and the truth are left out
+    of that setting's mean; a class predicted but absent from the truth counts with F1 = 0.
+    """
+    correct = (pred == true).double()
+    n_pred = torch.zeros(pred.shape[0], n_classes, dtype=torch.float64, device=pred.device)
+    n_pred.scatter_add_(1, pred, torch.ones_like(correct))
+    tp = torch.zeros_like(n_pred).scatter_add_(1, pred, correct)
+    denominator = n_pred + torch.bincount(true, minlength=n_classes).double()
+    present = denominator > 0
+    f1 = torch.where(present, 2 * tp / denominator.clamp_min(1.0), 0.0)
+    return (f1.sum(dim=1) / present.sum(dim=1) * 100.0).cpu().numpy()
+
+
+def batched_exact_match(scores: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
+    """`exact_match` of `top_label_sets` for many settings at once: percent (S,).
+
+    scores (C, S, m), class axis first as the grid computes them; targets (m, C) bool true sets.
+    A clip is exact when its top-|true set| classes (ties to the lower class id) are its true set:
+    every true class ranks above every other, i.e. min over true > max over the rest, or equal with
+    all tied true classes at lower ids than all tied others.
+    """
+    true = targets.t().unsqueeze(1)  # (C, 1, m)
+    n_classes = scores.shape[0]
+    ids = torch.arange(n_classes, device=scores.device)[:, None, None]
+    low = torch.where(true, scores, math.inf).amin(dim=0)
+    high = torch.where(true, -math.inf, scores).amax(dim=0)
+    exact = low > high
+    tied = low == high
+    if bool(tied.any()):
+        last_true = torch.where(true & (scores == low), ids, -1).amax(dim=0)
+        first_other = torch.where(~true & (scores == high), ids, n_classes).amin(dim=0)
+        exact |= tied & (last_true < first_other)
+    return exact.double().mean(dim=1).mul(100.0).cpu().numpy()
 
 
 def mean_ci95(values: Sequence[float] | np.ndarray) -> tuple[float, float]:

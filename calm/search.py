@@ -2,7 +2,7 @@
 
 `hparams_search=calm_optuna` lets Optuna tune CALM's settings; the score each trial hands back is
 cross-validation accuracy on the support set alone. Per episode the support clips are dealt into
-stratified folds (`calm.grid.stratified_folds`; with `shots` ≤ `search.folds` every fold holds out
+stratified folds (`calm.selection.cross_validation`, the paper grid's rule; with `shots` ≤ `search.folds` every fold holds out
 exactly one clip per class, leave-one-per-class-out); the estimator with the trial's settings is
 fitted on the other folds and predicts the held-out ones; the pooled held-out accuracy (and
 macro-F1) per episode is averaged over the episodes. Query clips and their labels are never read,
@@ -90,35 +90,17 @@ def trial_failure(job_num: int, err: BaseException, out_dir: Path) -> TrialFaile
     return TrialFailed(f"trial {job_num} failed: {type(err).__name__}: {text} (details: {out_dir / ERROR_FILE})")
 
 
-def fold_seed(cv_seed: int, episode_seed: int) -> int:
-    """One fold assignment per (search seed, episode), so episodes do not share a split pattern."""
-    return int(np.random.SeedSequence([int(cv_seed), int(episode_seed)]).generate_state(1)[0])
+def episode_cv_scores(spec: Any, support: torch.Tensor, episode: Episode, folds: int, cv_seed: int) -> dict[str, Any]:
+    """Support-set cross-validation of the estimator `spec` on one episode's support clips, with the
+    episode's own fold seed (`fold_seed(cv_seed, episode.seed)`)."""
+    from calm.selection.cross_validation import fold_seed, support_cv_scores, too_few_clips
 
-
-def support_cv_scores(estimator: Any, features: torch.Tensor, labels: np.ndarray | Sequence[int],
-                      n_classes: int, folds: int, seed: int) -> dict[str, Any]:
-    """Held-out accuracy and macro-F1 (percent) of `estimator` by stratified k-fold on one support set.
-
-    The folds are the paper grid's (`calm.grid.support_folds`), so both selections hold out alike.
-    """
-    import torch  # here, not at the top: the sweep preflight imports this module for check_objective
-
-    from calm.grid import support_folds
-    from calm.metrics import accuracy, macro_f1
-
-    labels = np.asarray(labels, dtype=np.int64)
-    fold, n_folds, smallest = support_folds(labels, n_classes, folds, seed)
-    if fold is None:
-        raise ConfigError(f"a class has {smallest} support clip(s): none can be held out for cross-validation",
-                          "use shots=2 or more for a search")
-    labels_t = torch.tensor(labels)
-    pred = np.empty_like(labels)
-    for f in range(n_folds):
-        held = torch.from_numpy(fold == f)
-        fitted = estimator.fit(features[~held], labels_t[~held], n_classes=n_classes)
-        pred[held.numpy()] = torch.as_tensor(fitted.predict(features[held])).cpu().numpy()
-    return {"support_cv_accuracy": accuracy(pred, labels), "support_cv_macro_f1": macro_f1(pred, labels, n_classes),
-            "folds": n_folds}
+    scores = support_cv_scores(instantiate(spec), support, episode.support_labels, episode.ways, folds,
+                               fold_seed(cv_seed, episode.seed))
+    if scores is None:
+        smallest = int(np.bincount(np.asarray(episode.support_labels), minlength=episode.ways).min())
+        raise ConfigError(f"{too_few_clips(smallest)} for cross-validation", "use shots=2 or more for a search")
+    return scores
 
 
 def search_record(cfg: DictConfig, episodes: Sequence[Episode], features: torch.Tensor) -> dict[str, Any] | None:
@@ -138,8 +120,7 @@ def search_record(cfg: DictConfig, episodes: Sequence[Episode], features: torch.
     per_episode = []
     for episode in episodes:
         support = features[torch.tensor(episode.support)]
-        per_episode.append(support_cv_scores(instantiate(spec), support, episode.support_labels, episode.ways,
-                                             int(search.folds), fold_seed(search.seed, episode.seed)))
+        per_episode.append(episode_cv_scores(spec, support, episode, int(search.folds), int(search.seed)))
     settings = OmegaConf.to_container(spec, resolve=True)
     record: dict[str, Any] = {
         "optimized_metric": metric, "estimator": str(search.estimator),

@@ -18,8 +18,9 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from calm.methods import CALM, SAV, sav_decide
-from calm.methods.calm import EPSILON, WEIGHT_SUM_FLOOR
+from calm.methods import CALM, SAV
+from calm.methods.calm_core import EPSILON, WEIGHT_SUM_FLOOR
+from calm.methods.sav_core import sav_decide
 from calm.synthetic import SyntheticSplit, synthetic_split
 
 FULL = dict(heads=1024, dim=128, classes=50, shots=5, queries=400, repeats=7)

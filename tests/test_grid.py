@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-import calm.grid as grid_module
+import calm.selection.paper as paper_module
 from calm.errors import ConfigError
-from calm.grid import (
+from calm.methods.calm_core import head_ranks, shrink, weight_sets
+from calm.metrics import accuracy, detector_scores, eer, exact_match, macro_f1, top_label_sets
+from calm.selection import (
     DEFAULT_SETTING,
-    PAPER_GRID,
     CalmGrid,
     CalmSetting,
     evaluate_grid,
@@ -21,7 +22,8 @@ from calm.grid import (
     select_by_cross_validation,
     stratified_folds,
 )
-from calm.metrics import accuracy, detector_scores, eer, exact_match, macro_f1, top_label_sets
+from calm.selection.grid import SplitScorer
+from tests.grids import PAPER_GRID
 
 SMALL_GRID = CalmGrid(reliability=("margin_clamped", "prob"), tau=(0.05, 1.0), tau_w=(0.5, 1.0),
                       top_k=(3, None), shrinkage=(0.0, 1.0))
@@ -77,14 +79,14 @@ def test_reliabilities_and_weights_are_the_estimators_bit_for_bit(data) -> None:
     """What makes the grid agree with CALM even on ties: r (which orders heads for top_k) and the
     weights are computed with the estimator's arithmetic; only the final sum over heads differs."""
     support, labels, query, _ = data
-    scorer = grid_module._SplitScorer(support, labels, query, None)
+    scorer = SplitScorer(support, labels, query, None)
     for tau in (1e-4, 0.07, 1.0):
         reliabilities = scorer.reliabilities(tau, ("margin_clamped", "margin", "prob", "brier"))
         for scheme, r0 in reliabilities.items():
             for alpha in (0.0, 0.7):
-                r = grid_module.shrink(r0, scorer.counts, alpha)
-                weights = torch.empty(4, *r.shape)
-                grid_module._weight_sets(weights, r, grid_module._head_ranks(r), scheme, (0.5, 1.0), (3, None))
+                r = shrink(r0, scorer.counts, alpha)
+                norm = "power" if scheme == "margin_clamped" else "softmax"
+                weights = weight_sets(r, head_ranks(r), norm, (0.5, 1.0), (3, None))
                 for t, (tau_w, top_k) in enumerate(((0.5, 3), (0.5, None), (1.0, 3), (1.0, None))):
                     fitted = CalmSetting(scheme, tau, tau_w, top_k, alpha).estimator().fit(support, labels)
                     assert torch.equal(r, fitted.reliability_), (scheme, tau, alpha)
@@ -184,13 +186,13 @@ def test_cross_validation_folds_capped_by_shots_and_one_shot_falls_back() -> Non
 def test_report_choice_ignores_the_test_set_and_oracle_is_labelled(data, monkeypatch) -> None:
     support, labels, query, query_labels = data
     seen = []
-    real = grid_module.select_by_cross_validation
+    real = paper_module.select_by_cross_validation
 
     def spy(*args, **kwargs):
         seen.append((args, kwargs))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(grid_module, "select_by_cross_validation", spy)
+    monkeypatch.setattr(paper_module, "select_by_cross_validation", spy)
     report = paper_grid_report(support, labels, query, query_labels, SMALL_GRID, folds=2)
     (args, kwargs), = seen
     passed = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]

@@ -17,12 +17,14 @@ from calm.methods import (
     calm_scores,
     calm_scores_from,
     calm_weights,
-    cosine_similarities,
     episode_similarities,
+    shrink,
+)
+from calm.methods.prototypes import (
+    cosine_similarities,
     holdout_mask,
     l2_normalize,
     leave_one_out_similarities,
-    shrink,
 )
 from tests import formula_reference as ref
 from tests.test_prototypes import random_episode

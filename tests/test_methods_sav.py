@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from calm.errors import ConfigError
-from calm.methods import SAV, episode_similarities, sav_decide, sav_predict_from, sav_votes
+from calm.methods import SAV, episode_similarities, sav_predict_from
+from calm.methods.sav_core import sav_decide, sav_votes
 from tests import formula_reference as ref
 from tests.test_prototypes import random_episode
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from calm.errors import ConfigError
-from calm.methods import (
+from calm.methods.prototypes import (
     as_features,
     class_prototypes,
     cosine_similarities,

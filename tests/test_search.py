@@ -14,10 +14,10 @@ import yaml
 from omegaconf import OmegaConf
 
 from calm.errors import ConfigError
-from calm.grid import stratified_folds
 from calm.methods import CALM
 from calm.protocols import Episode
-from calm.search import check_objective, fold_seed, search_record, support_cv_scores
+from calm.search import check_objective, search_record
+from calm.selection.cross_validation import fold_seed, stratified_folds, support_cv_scores
 from calm.sweeps import job_key
 from calm.synthetic import synthetic_split
 from tests.cli import compose_config

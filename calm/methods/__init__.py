@@ -1,45 +1,25 @@
-"""Few-shot estimators on cached head activations: SAV, CALM, their ablations and the shared prototype math."""
+"""Model-free few-shot estimators on cached head activations (DESIGN section 6).
+
+Every estimator derives from `Estimator` (fit / predict_scores / predict). The functional cores are
+documented here too: `calm_core` holds every CALM formula (shared with the paper grid in
+`calm.selection`), `sav_core` SAV's, `prototypes` the prototype and cosine math both build on.
+"""
 
 from calm.methods.ablations import GRW, Concat, ConfidenceWeighted, HardVote, TopKSoft, UniformSoft
-from calm.methods.calm import (
-    CALM,
+from calm.methods.base import Estimator
+from calm.methods.calm import CALM, calm_scores_from
+from calm.methods.calm_core import (
     calm_posteriors,
     calm_reliability,
     calm_scores,
-    calm_scores_from,
     calm_weights,
-    default_weight_norm,
     shrink,
-    top_k_mask,
+    weight_sets,
 )
 from calm.methods.linear_probe import LinearProbe
-from calm.methods.prototypes import (
-    Similarities,
-    as_features,
-    class_counts,
-    class_prototypes,
-    class_sums,
-    cosine_similarities,
-    episode_similarities,
-    holdout_mask,
-    l2_normalize,
-    leave_one_out_similarities,
-    normalized_prototypes,
-    prototype_dots,
-    reliability_similarities,
-    scaled_cosines,
-    validate_query,
-    validate_support,
-)
-from calm.methods.sav import (
-    SAV,
-    sav_decide,
-    sav_head_scores,
-    sav_head_votes,
-    sav_predict_from,
-    sav_rank,
-    sav_votes,
-)
+from calm.methods.prototypes import Similarities, episode_similarities
+from calm.methods.sav import SAV
+from calm.methods.sav_core import sav_predict_from
 
 __all__ = [
     "CALM",
@@ -47,38 +27,19 @@ __all__ = [
     "SAV",
     "Concat",
     "ConfidenceWeighted",
+    "Estimator",
     "HardVote",
     "LinearProbe",
+    "Similarities",
     "TopKSoft",
     "UniformSoft",
-    "Similarities",
-    "as_features",
     "calm_posteriors",
     "calm_reliability",
     "calm_scores",
     "calm_scores_from",
     "calm_weights",
-    "class_counts",
-    "class_prototypes",
-    "class_sums",
-    "cosine_similarities",
-    "default_weight_norm",
     "episode_similarities",
-    "holdout_mask",
-    "l2_normalize",
-    "leave_one_out_similarities",
-    "normalized_prototypes",
-    "prototype_dots",
-    "reliability_similarities",
-    "sav_decide",
-    "sav_head_scores",
-    "sav_head_votes",
     "sav_predict_from",
-    "sav_rank",
-    "sav_votes",
-    "scaled_cosines",
     "shrink",
-    "top_k_mask",
-    "validate_query",
-    "validate_support",
+    "weight_sets",
 ]

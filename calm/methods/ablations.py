@@ -15,62 +15,32 @@ selection and weights from `calm.methods.calm`, head ranking and votes from `cal
 
 from __future__ import annotations
 
-from numbers import Integral
-
 import torch
 
-from calm.errors import ConfigError
-from calm.methods.calm import (
+from calm.methods.base import Estimator
+from calm.methods.calm_core import (
     calm_posteriors,
     calm_scores,
     calm_weights,
-    check_positive,
     clip_reliability,
     top_k_mask,
 )
+from calm.methods.checks import check_positive, check_top_k
 from calm.methods.prototypes import (
     FeaturesLike,
     LabelsLike,
     check_fitted,
-    class_counts,
-    class_sums,
     cosine_similarities,
-    normalized_prototypes,
     prototype_dots,
-    validate_query,
     validate_support,
 )
-from calm.methods.sav import sav_decide, sav_head_scores, sav_head_votes, sav_rank, sav_votes
+from calm.methods.sav_core import sav_decide, sav_head_votes, sav_votes
 
 
-def check_top_k(owner: str, top_k: int | None, allow_all: bool) -> None:
-    """top_k: a positive integer; with `allow_all` also None or 0 (all heads), as for CALM."""
-    if allow_all and top_k is None:
-        return
-    low = 0 if allow_all else 1
-    if isinstance(top_k, bool) or not isinstance(top_k, Integral) or top_k < low:
-        hint = "set top_k to null (all heads) or a number of heads" if allow_all else "set top_k to e.g. 20"
-        raise ConfigError(f"{owner} top_k must be {'null or a non-negative' if allow_all else 'a positive'} "
-                          f"integer, got {top_k!r}", hint)
+class _PosteriorEstimator(Estimator):
+    """An estimator that votes with per-head posteriors p_j(c|x) at temperature `tau`."""
 
-
-class _PrototypeEstimator:
-    """Shared fit/predict plumbing: class prototypes of the support set, query validation, argmax."""
-
-    prototypes_: torch.Tensor | None = None
-
-    def _fit_prototypes(self, features: FeaturesLike, labels: LabelsLike,
-                        n_classes: int | None) -> tuple[torch.Tensor, torch.Tensor, int]:
-        features, labels, n_classes = validate_support(features, labels, n_classes)
-        self.prototypes_ = normalized_prototypes(class_sums(features, labels, n_classes),
-                                                 class_counts(labels, n_classes))
-        self.n_classes_ = n_classes
-        self.n_heads_, self.head_dim_ = features.shape[1], features.shape[2]
-        return features, labels, n_classes
-
-    def _query(self, features: FeaturesLike) -> torch.Tensor:
-        check_fitted(self, "prototypes_")
-        return validate_query(features, self.n_heads_, self.head_dim_)
+    tau: float
 
     def _posteriors(self, features: torch.Tensor, heads: torch.Tensor | None = None) -> torch.Tensor:
         """Per-head posteriors (K', m, C) of the query for the given heads (all when None)."""
@@ -79,15 +49,8 @@ class _PrototypeEstimator:
             features, prototypes = features[:, heads.to(features.device)], prototypes[heads]
         return calm_posteriors(cosine_similarities(features, prototypes), self.tau)
 
-    def predict_scores(self, features: FeaturesLike) -> torch.Tensor:  # pragma: no cover - overridden
-        raise NotImplementedError
 
-    def predict(self, features: FeaturesLike) -> torch.Tensor:
-        """argmax_c of `predict_scores` (m,), ties to the lowest class index."""
-        return self.predict_scores(features).argmax(dim=1)
-
-
-class GRW(_PrototypeEstimator):
+class GRW(_PosteriorEstimator):
     """Global reliability weighting: one class-agnostic reliability and weight per head.
 
     After `fit`: `reliability_` (K,) the clamped true-class margin averaged over all support clips,
@@ -112,7 +75,7 @@ class GRW(_PrototypeEstimator):
         self._check()
         features, labels, n_classes = self._fit_prototypes(features, labels, n_classes)
         posteriors = calm_posteriors(cosine_similarities(features, self.prototypes_), self.tau)
-        margins = clip_reliability(posteriors, labels, n_classes, "margin_clamped", scratch=True)
+        margins = clip_reliability(posteriors, labels, "margin_clamped", scratch=True)
         self.reliability_ = margins.mean(dim=1)
         column = self.reliability_[:, None]
         self.kept_heads_ = top_k_mask(column, self.top_k)[:, 0]
@@ -128,7 +91,7 @@ class GRW(_PrototypeEstimator):
         return calm_scores(self._posteriors(features, heads), weights)
 
 
-class Concat(_PrototypeEstimator):
+class Concat(Estimator):
     """Nearest prototype by one cosine over all heads concatenated, (n, K·d).
 
     After `fit`: `prototypes_` (1, C, K·d) normalised class means of the concatenated features.
@@ -148,7 +111,7 @@ class Concat(_PrototypeEstimator):
         return cosine_similarities(flat, self.prototypes_)[0].contiguous()
 
 
-class UniformSoft(_PrototypeEstimator):
+class UniformSoft(_PosteriorEstimator):
     """Mean of the per-head posteriors over all heads. After `fit`: `prototypes_` (K, C, d)."""
 
     def __init__(self, tau: float = 0.07) -> None:
@@ -165,7 +128,7 @@ class UniformSoft(_PrototypeEstimator):
         return self._posteriors(self._query(features)).mean(dim=0)
 
 
-class ConfidenceWeighted(_PrototypeEstimator):
+class ConfidenceWeighted(_PosteriorEstimator):
     """Each head weighted, per query, by its confidence max_c p_j(c|x), normalised over heads.
 
     After `fit`: `prototypes_` (K, C, d). `query_weights` gives the (K, m) weights of a query batch.
@@ -196,19 +159,7 @@ class ConfidenceWeighted(_PrototypeEstimator):
         return (posteriors * self._weights(posteriors)[..., None]).sum(dim=0)
 
 
-class _SavRanked(_PrototypeEstimator):
-    """Heads scored and ranked by support accuracy exactly as SAV (`sav_head_scores`, `sav_rank`)."""
-
-    def _rank(self, features: FeaturesLike, labels: LabelsLike, n_classes: int | None,
-              top_k: int | None) -> None:
-        """Fit the prototypes and keep the first top_k heads of the ranking (all when None)."""
-        features, labels, _ = self._fit_prototypes(features, labels, n_classes)
-        self.head_scores_ = sav_head_scores(prototype_dots(features, self.prototypes_), labels)
-        self.ranking_ = sav_rank(self.head_scores_)
-        self.selected_heads_ = self.ranking_[: min(top_k or self.n_heads_, self.n_heads_)]
-
-
-class TopKSoft(_SavRanked):
+class TopKSoft(_PosteriorEstimator):
     """Uniform mean of the posteriors of SAV's top_k heads.
 
     After `fit`: `head_scores_` (K,), `ranking_` (K,), `selected_heads_` (min(top_k, K),) in rank
@@ -226,7 +177,7 @@ class TopKSoft(_SavRanked):
 
     def fit(self, features: FeaturesLike, labels: LabelsLike, *, n_classes: int | None = None) -> TopKSoft:
         self._check()
-        self._rank(features, labels, n_classes, self.top_k)
+        self._rank_heads(features, labels, n_classes, self.top_k)
         return self
 
     def predict_scores(self, features: FeaturesLike) -> torch.Tensor:
@@ -234,14 +185,14 @@ class TopKSoft(_SavRanked):
         return self._posteriors(self._query(features), self.selected_heads_).mean(dim=0)
 
 
-class HardVote(_SavRanked):
+class HardVote(Estimator):
     """SAV's majority vote with every head voting; a class tie goes to the highest-ranked head's class.
 
     After `fit`: `head_scores_` (K,), `ranking_` (K,), `selected_heads_` (= `ranking_`), `prototypes_`.
     """
 
     def fit(self, features: FeaturesLike, labels: LabelsLike, *, n_classes: int | None = None) -> HardVote:
-        self._rank(features, labels, n_classes, None)
+        self._rank_heads(features, labels, n_classes, None)
         return self
 
     def _head_votes(self, features: FeaturesLike) -> torch.Tensor:

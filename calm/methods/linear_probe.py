@@ -22,19 +22,12 @@ import torch
 from torch import nn
 
 from calm.errors import ConfigError
+from calm.methods.base import Estimator
 from calm.methods.prototypes import (
     FeaturesLike,
     LabelsLike,
-    check_fitted,
-    class_counts,
-    class_sums,
     l2_normalize,
-    normalized_prototypes,
-    prototype_dots,
-    validate_query,
-    validate_support,
 )
-from calm.methods.sav import sav_head_scores, sav_rank
 
 # Lightning announces the devices on every Trainer; a job builds one Trainer per episode.
 TRAINER_LOGGERS = ("pytorch_lightning.utilities.rank_zero", "pytorch_lightning.accelerators.cuda")
@@ -118,7 +111,7 @@ def check_probe_settings(top_k: int, steps: int, lr: float, weight_decay: float,
         raise ConfigError(f"LinearProbe seed must be an integer, got {seed!r}", "set seed to e.g. 0")
 
 
-class LinearProbe:
+class LinearProbe(Estimator):
     """Linear classifier on the L2-normalised features of SAV's top_k heads, trained with Lightning.
 
     After `fit`: `head_scores_` (K,), `ranking_` (K,), `selected_heads_` (min(top_k, K),) in rank
@@ -135,17 +128,15 @@ class LinearProbe:
         self._check()
         self.module_: ProbeModule | None = None
 
+    fitted_attribute = "module_"
+
     def _check(self) -> None:
         check_probe_settings(self.top_k, self.steps, self.lr, self.weight_decay, self.seed)
 
     def fit(self, features: FeaturesLike, labels: LabelsLike, *, n_classes: int | None = None) -> LinearProbe:
         """Rank heads as SAV, keep the top_k, and train the linear layer on their features."""
         self._check()
-        features, labels, n_classes = validate_support(features, labels, n_classes)
-        prototypes = normalized_prototypes(class_sums(features, labels, n_classes), class_counts(labels, n_classes))
-        self.head_scores_ = sav_head_scores(prototype_dots(features, prototypes), labels)
-        self.ranking_ = sav_rank(self.head_scores_)
-        self.selected_heads_ = self.ranking_[: min(self.top_k, features.shape[1])]
+        features, labels, n_classes = self._rank_heads(features, labels, n_classes, self.top_k)
         x = probe_features(features, self.selected_heads_).cpu()
         module = ProbeModule(x.shape[1], n_classes, float(self.lr), float(self.weight_decay), int(self.seed))
         with quiet_trainer():
@@ -156,18 +147,11 @@ class LinearProbe:
             )
             trainer.fit(module, train_dataloaders=FullBatch(x, labels.cpu(), int(self.steps)))
         self.module_ = module.eval()
-        self.n_classes_ = n_classes
-        self.n_heads_, self.head_dim_ = features.shape[1], features.shape[2]
         return self
 
     @torch.no_grad()
     def predict_scores(self, features: FeaturesLike) -> torch.Tensor:
         """Class probabilities (m, C) of the probe (softmax of its logits), on the query's device."""
-        check_fitted(self, "module_")
-        features = validate_query(features, self.n_heads_, self.head_dim_)
+        features = self._query(features)
         logits = self.module_(probe_features(features, self.selected_heads_).cpu())
         return torch.softmax(logits, dim=1).to(features.device)
-
-    def predict(self, features: FeaturesLike) -> torch.Tensor:
-        """argmax_c of the probe's scores (m,), ties to the lowest class index."""
-        return self.predict_scores(features).argmax(dim=1)

@@ -79,11 +79,23 @@ def scaled_cosines(features: torch.Tensor, prototypes_normalized: torch.Tensor, 
     a normalised copy of the input; scale and shift (CALM's logits) ride along in the same pass.
     """
     dots = prototype_dots(features, prototypes_normalized)
-    inv_norms = torch.linalg.vector_norm(features, dim=-1).clamp_min(NORM_FLOOR).reciprocal().mul_(scale)
-    inv_norms = inv_norms.t().unsqueeze(-1)
+    return scaled_dots(dots, reciprocal_norms(features), scale, shift, out=dots)
+
+
+def reciprocal_norms(features: torch.Tensor) -> torch.Tensor:
+    """1 / max(‖a_j(x)‖, 1e-8), stored heads-major (K, n): a transposed view would make every
+    product with (K, n, C) dot products gather across memory."""
+    return torch.linalg.vector_norm(features, dim=-1).clamp_min(NORM_FLOOR).reciprocal().t().contiguous()
+
+
+def scaled_dots(dots: torch.Tensor, inv_norms: torch.Tensor, scale: float, shift: float,
+                out: torch.Tensor) -> torch.Tensor:
+    """scale · ⟨a, μ̂⟩ / ‖a‖ - shift into `out` (K, n, C): the one formula for cosines and CALM's logits,
+    used by the estimators (`scaled_cosines`) and by the grid, which keeps the dots across taus."""
+    inv = inv_norms.mul(scale).unsqueeze(-1)
     if shift == 0.0:
-        return dots.mul_(inv_norms)
-    return torch.addcmul(dots.new_tensor(-shift), dots, inv_norms, out=dots)
+        return torch.mul(dots, inv, out=out)
+    return torch.addcmul(dots.new_tensor(-shift), dots, inv, out=out)
 
 
 def prototype_dots(features: torch.Tensor, prototypes_normalized: torch.Tensor) -> torch.Tensor:

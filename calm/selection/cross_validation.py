@@ -1,0 +1,88 @@
+"""Support-set cross-validation, the one home of its rule: folds, fold seeds and the pooled score.
+
+Both choices made without the test set use it: the paper grid's `[cv]` row
+(`calm.selection.paper`) and the Optuna search objective (`calm.search`). Per support set the
+clips are dealt into stratified folds; each fold refits on the other folds and predicts its own
+clips; the score is pooled over all held-out clips (so unequal folds weigh by their size).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from calm.metrics import accuracy, macro_f1
+
+
+def fold_seed(cv_seed: int, episode_seed: int) -> int:
+    """One fold assignment per (cross-validation seed, episode), so episodes do not share a split pattern."""
+    return int(np.random.SeedSequence([int(cv_seed), int(episode_seed)]).generate_state(1)[0])
+
+
+def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Fold id (n,) per clip: each class's clips shuffled and dealt round-robin, continuing from where
+    the previous class stopped so folds stay balanced in size; with folds ≤ every class's count, every
+    fold leaves at least one clip of every class for fitting."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    fold = np.empty(len(labels), dtype=np.int64)
+    start = 0
+    for c in np.unique(labels):
+        rows = rng.permutation(np.flatnonzero(labels == c))
+        fold[rows] = (start + np.arange(len(rows))) % folds
+        start += len(rows)
+    return fold
+
+
+def support_folds(labels: np.ndarray, n_classes: int, folds: int, seed: int) -> tuple[np.ndarray | None, int, int]:
+    """(fold id per clip, folds used, smallest class count) for cross-validation on a support set.
+
+    Uses min(folds, smallest class count) folds, so with few shots each fold holds out one clip of
+    every class and every class keeps a prototype; None when some class has a single clip.
+    """
+    smallest = int(np.bincount(np.asarray(labels), minlength=n_classes).min())
+    n_folds = min(int(folds), smallest)
+    if n_folds < 2:
+        return None, n_folds, smallest
+    return stratified_folds(labels, n_folds, seed), n_folds, smallest
+
+
+def too_few_clips(smallest: int) -> str:
+    """Why a support set cannot be cross-validated."""
+    return (f"a class has {smallest} support clip(s): none can be held out without leaving its class "
+            "without a prototype")
+
+
+def pooled_fold_scores(fold: np.ndarray, n_folds: int, score_fold: Any) -> np.ndarray:
+    """Held-out scores pooled over folds: Σ_f score_f · |f| / n, where `score_fold(held)` returns the
+    percent scores (any shape) of the clips in the boolean mask `held`."""
+    pooled = None
+    for f in range(n_folds):
+        held = fold == f
+        part = np.asarray(score_fold(torch.from_numpy(held))) * int(held.sum())
+        pooled = part if pooled is None else pooled + part
+    return pooled / len(fold)
+
+
+def support_cv_scores(estimator: Any, features: torch.Tensor, labels: np.ndarray | Sequence[int],
+                      n_classes: int, folds: int, seed: int) -> dict[str, Any] | None:
+    """Held-out accuracy and macro-F1 (percent) of `estimator` by stratified k-fold on one support set.
+
+    Every held-out clip is predicted by the fit on the other folds; accuracy and macro-F1 are then
+    computed over all held-out predictions at once. None when some class has a single clip.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    fold, n_folds, smallest = support_folds(labels, n_classes, folds, seed)
+    if fold is None:
+        return None
+    labels_t = torch.tensor(labels)
+    pred = np.empty_like(labels)
+    for f in range(n_folds):
+        held = torch.from_numpy(fold == f)
+        fitted = estimator.fit(features[~held], labels_t[~held], n_classes=n_classes)
+        pred[held.numpy()] = torch.as_tensor(fitted.predict(features[held])).cpu().numpy()
+    return {"support_cv_accuracy": accuracy(pred, labels), "support_cv_macro_f1": macro_f1(pred, labels, n_classes),
+            "folds": n_folds}
