@@ -1,0 +1,117 @@
+"""The jobs behind a table: one per (row group, shot count), composed from the experiment file as
+`python run.py experiment=... shots=K` would, then run through `calm.pipeline.run_job` (which skips
+jobs that already finished) or, when only collecting, read from the finished-job records.
+
+A job that cannot run (a `CalmError`: dataset or weights absent) or that breaks (anything else, e.g.
+out of GPU memory) gives an outcome marked with the reason instead of rows, so one missing dataset
+never loses the other tables.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from calm.assets import REPO_ROOT
+from calm.baselines.zero_shot import ZERO_SHOT_ROW
+from calm.errors import CalmError
+from calm.selection.rows import tuned_row_names
+from calm.sweeps import job_key, load_finished
+from calm.tables.spec import CONFIGS_DIR, RowGroup, TableSpec
+
+log = logging.getLogger(__name__)
+OK = "ok"
+NO_DATA = "no data"
+FAILED = "failed"
+# The method whose grid protocol=paper reports as two tuned rows (see calm.pipeline.paper_grid_rows).
+PAPER_GRID_METHOD = "calm"
+
+
+@dataclass
+class JobOutcome:
+    """What one (row group, shots) job gave: its result rows, or why there are none."""
+
+    group: RowGroup
+    shots: int
+    methods: list[str]
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    status: str = OK
+    reason: str = ""
+    job_dir: str = ""
+    key: str = ""
+
+
+@contextmanager
+def job_configs() -> Iterator[None]:
+    """Hydra initialised on the repository's configs, so `compose_job` works inside the block;
+    `CALM_ROOT` (the configs' `paths.root_dir`) defaults to the repository, as for run.py."""
+    os.environ.setdefault("CALM_ROOT", str(REPO_ROOT))
+    with initialize_config_dir(str(CONFIGS_DIR), version_base="1.3"):
+        yield
+
+
+def compose_job(group: RowGroup, shots: int, out_dir: Path, overrides: Sequence[str]) -> DictConfig:
+    """The config `python run.py experiment=... shots=K` would run, its output folder under `out_dir`
+    (call inside `job_configs()`)."""
+    job_dir = Path(out_dir) / "jobs" / group.experiment / f"shots_{shots}"
+    return compose("config", overrides=[f"experiment={group.experiment}", f"shots={shots}",
+                                        f"paths.output_dir={job_dir}", *overrides])
+
+
+def expected_methods(cfg: DictConfig) -> list[str]:
+    """The rows a job reports: its estimators, zero-shot, and the grid's two rows under protocol=paper."""
+    methods = list(cfg.method.get("estimators") or {})
+    if cfg.method.get("zero_shot"):
+        methods.append(ZERO_SHOT_ROW)
+    if cfg.protocol.name == "paper":
+        methods += tuned_row_names(PAPER_GRID_METHOD)
+    return methods
+
+
+def run_or_collect(group: RowGroup, shots: int, cfg: DictConfig, collect_only: bool) -> JobOutcome:
+    """Run the job (finished ones are skipped by the pipeline) or, with `collect_only`, read its record."""
+    outcome = JobOutcome(group, shots, expected_methods(cfg), job_dir=str(cfg.paths.output_dir), key=job_key(cfg))
+    try:
+        if collect_only:
+            result = load_finished(cfg)
+            if result is None:
+                outcome.status, outcome.reason = NO_DATA, "not run yet (no finished job with these settings)"
+                return outcome
+            outcome.job_dir = result["output_dir"]
+        else:
+            from calm import pipeline  # the model stack loads only when a job runs
+
+            result = pipeline.run_job(cfg)
+            outcome.job_dir = result.get("output_dir", outcome.job_dir)
+    except CalmError as err:
+        outcome.status, outcome.reason = NO_DATA, err.problem
+        log.warning("%s, %d-shot: no data: %s", group.experiment, shots, err.problem)
+        return outcome
+    except Exception as err:  # noqa: BLE001 - one broken job must not lose the other tables
+        outcome.status, outcome.reason = FAILED, f"{type(err).__name__}: {err}"
+        log.exception("%s, %d-shot failed; its rows are marked and the other jobs go on", group.experiment, shots)
+        return outcome
+    outcome.rows = {row["method"]: row for row in result["results"]}
+    # rows the job reported (e.g. pseudo-label refits `calm+pl`) first, then expected ones it lacks
+    outcome.methods = list(dict.fromkeys([*outcome.rows, *outcome.methods]))
+    return outcome
+
+
+def table_outcomes(spec: TableSpec, out_dir: Path, overrides: Sequence[str], collect_only: bool,
+                   per_group_overrides: Mapping[str, Sequence[str]] | None = None) -> list[JobOutcome]:
+    """Every job of `spec`, group by group and shot count by shot count (call inside `job_configs()`);
+    `per_group_overrides` adds overrides to the jobs of one experiment."""
+    outcomes = []
+    for group in spec.groups:
+        extra = [*overrides, *(per_group_overrides or {}).get(group.experiment, [])]
+        for shots in spec.shots:
+            outcomes.append(run_or_collect(group, shots, compose_job(group, shots, out_dir, extra), collect_only))
+    return outcomes
