@@ -7,7 +7,8 @@ line's overrides) into its jobs, composes each one exactly as the launchers will
 
 - every overridden key exists (`+key=...` adds one on purpose) and every config named exists,
   also those an experiment file names (`override /dataset: ...`);
-- every job's `dataset.name` is a dataset of `calm.data.registry.DATASETS`;
+- every job's `dataset` config names a dataset of configs/dataset (its `name`, and the class its
+  `_target_` names: `calm.data.registry.build_dataset`'s checks, without reading any data);
 - a search optimises a support-set cross-validation metric, never a test metric (`calm.search`).
 - an Optuna search searches at least one setting of the estimator it scores (`search.estimator`).
 
@@ -36,7 +37,7 @@ from hydra.errors import OverrideParseException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from calm.data.registry import DATASETS
+from calm.data.registry import build_dataset, dataset_names
 from calm.errors import CalmError, ConfigError
 from calm.search import check_objective, optuna_sweeper
 
@@ -160,7 +161,7 @@ def _composition_error(err: Exception, overrides: list[str], known: list[str], l
         origin, group, name = missing_config.groups()
         options = loader.get_group_options(group)
         where = _who_names(origin, f"{group}/{name}", overrides, loader, config)
-        registry = (f" (a dataset config's `name` must be one of {sorted(DATASETS)})"
+        registry = (f" (a dataset config's `name` must be one of {sorted(dataset_names())})"
                     if group.split("/")[-1] == "dataset" else "")
         return ConfigError(f"{where} `{group}: {name}`, but there is no configs/{group}/{name}.yaml (job: {job})",
                            f"use one of {options}{registry}, or add configs/{group}/{name}.yaml")
@@ -191,16 +192,21 @@ def _who_names(origin: str | None, missing: str, overrides: list[str], loader: A
 
 
 def _check_dataset(job: DictConfig, overrides: list[str]) -> None:
+    """The job's dataset is one of configs/dataset and its class can be built (no data is read)."""
     name = OmegaConf.select(job, "dataset.name")
-    if name in DATASETS:
-        return
-    choices = job.hydra.runtime.choices
-    source = ", ".join(f"{group}={choices[group]}" for group in ("experiment", "dataset") if choices.get(group))
-    raise ConfigError(
-        f"dataset.name={name!r} is not a dataset calm can read ({source or 'config'}; job: "
-        f"{' '.join(overrides) or '(no overrides)'})",
-        f"set dataset.name (or pick dataset=<config>) to one of {sorted(DATASETS)}; for your own clips use "
-        "dataset=folder dataset.root=PATH")
+    job_text = " ".join(overrides) or "(no overrides)"
+    known = sorted(dataset_names())
+    if name not in known:
+        choices = job.hydra.runtime.choices
+        source = ", ".join(f"{group}={choices[group]}" for group in ("experiment", "dataset") if choices.get(group))
+        raise ConfigError(
+            f"dataset.name={name!r} is not a dataset calm can read ({source or 'config'}; job: {job_text})",
+            f"set dataset.name (or pick dataset=<config>) to one of {known}; for your own clips use "
+            "dataset=folder dataset.root=PATH")
+    try:
+        build_dataset(job.dataset)
+    except ConfigError as err:
+        raise ConfigError(f"{err.problem} (job: {job_text})", err.fix) from err
 
 
 def _check_searched_estimator(sweep: DictConfig, job: DictConfig, searched: list[str]) -> None:

@@ -7,9 +7,10 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -20,6 +21,12 @@ def compose_config(overrides: list[str], out_dir: Path) -> DictConfig:
     with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
         return compose("config", overrides=[*overrides, f"paths.output_dir={out_dir}",
                                             f"paths.finished_dir={out_dir}/finished"])
+
+
+def dataset_config(config: str, /, **settings: Any) -> DictConfig:
+    """configs/dataset/<config>.yaml with `settings` over it, as `dataset=CONFIG dataset.KEY=VALUE` would give
+    (without composing the rest: an interpolation such as hf's `${paths.data_dir}` must be set here)."""
+    return OmegaConf.merge(OmegaConf.load(REPO / "configs" / "dataset" / f"{config}.yaml"), settings)
 
 
 def run_cli(args: list[str], out_dir: Path, cache_dir: Path, env: dict[str, str] | None = None,

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
 
 from calm.data.asvspoof import load_asvspoof2019_la
 from calm.data.audio import load_audio, probe_audio
 from calm.data.registry import read_dataset
 from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT
 from calm.errors import ConfigError, DataError
+from tests.cli import dataset_config
 from tests.layouts import make_asvspoof
 
 PARTITIONS = {
@@ -24,7 +24,7 @@ PARTITIONS = {
 
 
 def _read(root: Path, tmp_path: Path, **options):
-    return read_dataset(OmegaConf.create({"name": "asvspoof2019_la", "root": str(root), **options}), tmp_path)
+    return read_dataset(dataset_config("asvspoof2019_la", root=str(root), **options), tmp_path)
 
 
 def test_support_from_train_queries_from_eval_with_missing_flacs_reported(tmp_path: Path) -> None:
@@ -80,7 +80,7 @@ def test_duplicate_utterance_names_both_places(tmp_path: Path) -> None:
 
 def test_missing_root_or_protocol_says_how_to_get_the_data(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="ASVspoof 2019 LA: dataset.root is not set") as err:
-        read_dataset(OmegaConf.create({"name": "asvspoof2019_la", "root": None}), tmp_path)
+        read_dataset(dataset_config("asvspoof2019_la", root=None), tmp_path)
     assert "https://datashare.ed.ac.uk/handle/10283/3336" in str(err.value) and "dataset.root=" in str(err.value)
     make_asvspoof(tmp_path, {"train": PARTITIONS["train"]})
     with pytest.raises(DataError, match=r"protocol file not found: .*ASVspoof2019\.LA\.cm\.eval\.trl\.txt"):

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
 
 from calm.data.audioset import load_audioset
 from calm.data.registry import read_dataset
 from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT
 from calm.errors import DataError
+from tests.cli import dataset_config
 from tests.layouts import audioset_segments, make_audioset
 
 LABELS = [("/m/09x0r", "Speech"), ("/m/0jbk", "Animal"), ("/m/04rlf", "Music")]
@@ -27,7 +27,7 @@ def root(tmp_path: Path) -> Path:
 
 
 def test_multi_label_table_from_the_official_files(root: Path, tmp_path: Path) -> None:
-    loaded = read_dataset(OmegaConf.create({"name": "audioset", "root": str(root)}), tmp_path)
+    loaded = read_dataset(dataset_config("audioset", root=str(root)), tmp_path)
     table = loaded.table
     assert table.class_names == ("Speech", "Animal", "Music") and table.multi_label
     by_id = {c.id: c for c in table.clips}
@@ -75,7 +75,7 @@ def test_bad_class_list_header_is_named(root: Path) -> None:
 
 def test_missing_root_or_files_say_how_to_get_the_data(root: Path, tmp_path: Path) -> None:
     with pytest.raises(DataError, match="AudioSet: dataset.root is not set") as err:
-        read_dataset(OmegaConf.create({"name": "audioset", "root": None}), tmp_path)
+        read_dataset(dataset_config("audioset", root=None), tmp_path)
     assert "https://research.google.com/audioset/download.html" in str(err.value)
     (root / "eval_segments.csv").unlink()
     with pytest.raises(DataError, match=r"AudioSet segments file not found: .*eval_segments.csv"):

@@ -10,13 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from calm.data.audio import load_audio, probe_audio
 from calm.data.esc50 import load_esc50, resolve_root
 from calm.data.registry import read_dataset
 from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT
 from calm.errors import ConfigError, DataError
+from tests.cli import dataset_config
 from tests.layouts import ESC50_CATEGORIES, esc50_rows, make_esc50
 from tests.test_fsdd import _serve
 
@@ -30,8 +31,8 @@ def esc50_parent(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return parent
 
 
-def _cfg(root: Path | None, **options) -> OmegaConf:
-    return OmegaConf.create({"name": "esc50", "root": None if root is None else str(root), **options})
+def _cfg(root: Path | None, **options) -> DictConfig:
+    return dataset_config("esc50", root=None if root is None else str(root), **options)
 
 
 def test_official_metadata_gives_50_classes_of_40_in_folds_of_400(esc50_parent: Path, tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from omegaconf import OmegaConf
 
 from calm.cache import ActivationCache
 from calm.data.audio import load_audio, probe_audio
@@ -15,6 +14,7 @@ from calm.data.folder import holdout_split, load_folder
 from calm.data.registry import read_dataset
 from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT
 from calm.errors import ConfigError, DataError
+from tests.cli import dataset_config
 from tests.layouts import tone
 
 FORMATS = [("wav", 16000, 1), ("flac", 22050, 2), ("ogg", 8000, 1), ("mp3", 48000, 2)]
@@ -32,7 +32,7 @@ def _class_folders(root: Path, per_class: int = 4) -> Path:
 
 def test_class_folders_in_every_format_decode_to_16k_mono(tmp_path: Path) -> None:
     root = _class_folders(tmp_path / "data")
-    loaded = read_dataset(OmegaConf.create({"name": "folder", "root": str(root), "test_fraction": 0.25}), tmp_path)
+    loaded = read_dataset(dataset_config("folder", root=str(root), test_fraction=0.25), tmp_path)
     table = loaded.table
     assert table.class_names == ("cat", "dog") and len(table) == 8 and loaded.missing == ()
     assert sorted(c.id for c in table.clips if c.label == 0) == [
@@ -75,7 +75,7 @@ def test_csv_with_a_split_column_and_missing_files(tmp_path: Path) -> None:
     (tmp_path / "list.csv").write_text(
         "path,label,split\ncat/cat0.wav,cat,train\ndog/dog1.flac,dog,test\ncat/gone.wav,cat,train\n"
         f"{tmp_path / 'dog' / 'dog0.wav'},dog,train\n")
-    loaded = read_dataset(OmegaConf.create({"name": "folder", "root": str(tmp_path), "csv": "list.csv"}), tmp_path)
+    loaded = read_dataset(dataset_config("folder", root=str(tmp_path), csv="list.csv"), tmp_path)
     assert [(c.id, c.label, c.split) for c in loaded.table.clips] == [
         (str(tmp_path / "cat" / "cat0.wav"), 0, SUPPORT_SPLIT), (str(tmp_path / "dog" / "dog1.flac"), 1, QUERY_SPLIT),
         (str(tmp_path / "dog" / "dog0.wav"), 1, SUPPORT_SPLIT)]
@@ -108,7 +108,7 @@ def test_bad_csv_is_named(tmp_path: Path, body: str, message: str) -> None:
 
 def test_missing_or_empty_root_says_what_layout_is_expected(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"folder root .*nowhere does not exist") as err:
-        read_dataset(OmegaConf.create({"name": "folder", "root": str(tmp_path / "nowhere")}), tmp_path)
+        read_dataset(dataset_config("folder", root=str(tmp_path / "nowhere")), tmp_path)
     assert "root/<class>/*.wav" in str(err.value)
     (tmp_path / "empty" / "cat").mkdir(parents=True)
     with pytest.raises(DataError, match="no class folders with"):

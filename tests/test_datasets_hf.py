@@ -9,7 +9,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
+from omegaconf import DictConfig
 
 from calm.cache import ActivationCache
 from calm.data.audio import load_audio, probe_audio
@@ -17,6 +17,7 @@ from calm.data.hf import dataset_tag, load_hf
 from calm.data.registry import read_dataset
 from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT
 from calm.errors import CacheError, ConfigError, DataError
+from tests.cli import dataset_config
 from tests.layouts import audio_bytes
 
 STORED = datasets.Features({"audio": {"bytes": datasets.Value("binary"), "path": datasets.Value("string")},
@@ -43,9 +44,8 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def _cfg(path: Path | str | None, cache: Path, **options) -> OmegaConf:
-    return OmegaConf.create({"name": "hf", "path": None if path is None else str(path), "cache_dir": str(cache),
-                             **options})
+def _cfg(path: Path | str | None, cache: Path, **options) -> DictConfig:
+    return dataset_config("hf", path=None if path is None else str(path), cache_dir=str(cache), **options)
 
 
 def test_saved_dataset_is_read_with_class_names_and_bytes_written_as_files(saved: Path, tmp_path: Path) -> None:

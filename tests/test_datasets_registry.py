@@ -1,16 +1,22 @@
-"""Every registered dataset has a config that composes, and without data it stops with how to get it."""
+"""Every file in configs/dataset names a dataset class in `_target_`; a config that composes without
+data stops with how to get it, and an unknown name or a bad target is a ConfigError naming the fix."""
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
-from calm.data.registry import DATASETS, LoadedDataset, load_dataset, read_dataset
+from calm.data.dataset import Dataset
+from calm.data.registry import LoadedDataset, dataset_classes, load_dataset, read_dataset
 from calm.data.table import Clip, ClipTable
 from calm.errors import ConfigError, DataError
-from tests.cli import REPO, compose_config
+from tests.cli import REPO, compose_config, dataset_config
 
 NO_DATA = {
     "esc50": ("ESC-50 not found", "prepare_esc50.py"),
@@ -22,13 +28,28 @@ NO_DATA = {
 }
 
 
-def test_every_dataset_has_a_config_file_a_description_and_a_layout() -> None:
-    configs = {p.stem for p in (REPO / "configs" / "dataset").glob("*.yaml")}
-    assert set(DATASETS) <= configs
-    for name, entry in DATASETS.items():
+def test_every_dataset_config_names_a_dataset_class_whose_fields_are_its_keys() -> None:
+    """The YAML is the one home of the defaults: its keys are exactly the class's fields, none defaulted."""
+    classes = dict(dataset_classes())
+    assert set(classes) == {p.stem for p in (REPO / "configs" / "dataset").glob("*.yaml")}
+    for name, cls in classes.items():
         cfg = OmegaConf.load(REPO / "configs" / "dataset" / f"{name}.yaml")
-        assert cfg.name == name and "root" in cfg
-        assert entry.description and entry.layout and entry.source
+        assert cfg.name == name and "root" in cfg and issubclass(cls, Dataset)
+        fields = dataclasses.fields(cls)
+        assert {f.name for f in fields} == set(cfg) - {"_target_"}, name
+        assert all(f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING for f in fields)
+        assert cls.description and cls.layout and cls.source
+
+
+def test_ls_lists_every_config_without_importing_datasets() -> None:
+    code = ("import sys; from calm.data.__main__ import main; main(['ls']); "
+            "assert 'datasets' not in sys.modules, 'ls imported the datasets library'")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "COLUMNS": "300"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    for name in ("asvspoof2019_la", "audioset", "esc50", "folder", "fsdd", "hf", "vggsound"):
+        assert name in done.stdout
+    assert "Free Spoken Digit Dataset" in done.stdout and "huggingface.co/datasets" in done.stdout
 
 
 @pytest.mark.parametrize("name", sorted(NO_DATA))
@@ -41,8 +62,32 @@ def test_composed_config_without_data_is_a_data_error_saying_how_to_get_it(name:
 
 
 def test_unknown_dataset(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="unknown dataset 'nope'"):
+    with pytest.raises(ConfigError, match="unknown dataset 'nope'") as err:
         read_dataset(OmegaConf.create({"name": "nope"}), tmp_path)
+    assert "configs/dataset/nope.yaml" in err.value.fix and "'esc50'" in err.value.fix
+
+
+@pytest.mark.parametrize(("change", "problem", "fix"), [
+    ({"_target_": None}, "has no _target_", "configs/dataset/esc50.yaml"),
+    ({"_target_": "calm.data.esc50.Nope"}, "cannot be imported", "dotted path of an existing class"),
+    ({"_target_": "calm.data.table.ClipTable"}, "is not a calm.data.dataset.Dataset", "subclass of Dataset"),
+    ({"name": "fsdd"}, "is the dataset of configs/dataset/fsdd.yaml", "dataset=fsdd"),
+    ({"test_fold": None, "fold": 2}, "has no setting(s) ['fold']", "'test_fold'"),
+], ids=["no-target", "unimportable", "not-a-dataset", "name-of-another-dataset", "unknown-key"])
+def test_bad_dataset_configs_are_config_errors_naming_the_fix(change: dict, problem: str, fix: str,
+                                                              tmp_path: Path) -> None:
+    cfg = dataset_config("esc50", **{k: v for k, v in change.items() if v is not None})
+    for key in (k for k, v in change.items() if v is None):
+        del cfg[key]
+    with pytest.raises(ConfigError) as err:
+        read_dataset(cfg, tmp_path)
+    assert problem in err.value.problem and fix in err.value.fix
+
+
+def test_a_config_lacking_a_key_says_to_compose_it(tmp_path: Path) -> None:
+    cfg = OmegaConf.create({"_target_": "calm.data.esc50.Esc50", "name": "esc50", "root": str(tmp_path)})
+    with pytest.raises(ConfigError, match=r"lacks the setting\(s\) \['esc10', 'test_fold'\]"):
+        read_dataset(cfg, tmp_path)
 
 
 def test_missing_report_is_written_one_path_per_line(tmp_path: Path) -> None:

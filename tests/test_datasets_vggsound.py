@@ -8,13 +8,13 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
 
 from calm.data.audio import load_audio, probe_audio
 from calm.data.registry import load_dataset, read_dataset
 from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT
 from calm.data.vggsound import load_vggsound
 from calm.errors import DataError
+from tests.cli import dataset_config
 from tests.layouts import make_vggsound, write_mp4
 
 ROWS = [
@@ -40,7 +40,7 @@ def vgg_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_table_from_the_official_layout_with_missing_clips_reported(vgg_root: Path, tmp_path: Path) -> None:
-    loaded = read_dataset(OmegaConf.create({"name": "vggsound", "root": str(vgg_root), "clips_dir": "video"}), tmp_path)
+    loaded = read_dataset(dataset_config("vggsound", root=str(vgg_root), clips_dir="video"), tmp_path)
     table = loaded.table
     assert table.class_names == ("airplane", "dog barking", "people marching, shouting")
     assert sorted(table.ids) == sorted(PRESENT)
@@ -57,7 +57,7 @@ def test_table_from_the_official_layout_with_missing_clips_reported(vgg_root: Pa
 def test_pipeline_builder_warns_with_the_missing_count(vgg_root: Path, tmp_path: Path,
                                                        caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="calm.data.registry"):
-        table = load_dataset(OmegaConf.create({"name": "vggsound", "root": str(vgg_root)}), tmp_path)
+        table = load_dataset(dataset_config("vggsound", root=str(vgg_root)), tmp_path)
     assert len(table) == 4
     assert "vggsound: 2 clips listed in the metadata are missing on disk" in caplog.text
     assert "gone0000001_000010.mp4" in caplog.text
@@ -135,10 +135,10 @@ def test_missing_root_csv_or_clips_folder_says_how_to_get_the_data(tmp_path: Pat
         ({"root": str(tmp_path)}, "VGGSound metadata not found: .*vggsound.csv"),
     ]:
         with pytest.raises(DataError, match=message) as err:
-            read_dataset(OmegaConf.create({"name": "vggsound", **cfg}), tmp_path)
+            read_dataset(dataset_config("vggsound", **cfg), tmp_path)
         assert "https://www.robots.ox.ac.uk/~vgg/data/vggsound/" in str(err.value)
         assert "dataset.root=" in str(err.value)
     (tmp_path / "vggsound.csv").write_text("abc,1,dog,train\n")
     with pytest.raises(DataError, match=r"clips folder .*clips does not exist") as err:
-        read_dataset(OmegaConf.create({"name": "vggsound", "root": str(tmp_path), "clips_dir": "clips"}), tmp_path)
+        read_dataset(dataset_config("vggsound", root=str(tmp_path), clips_dir="clips"), tmp_path)
     assert "dataset.clips_dir" in str(err.value)

@@ -158,23 +158,37 @@ def test_multi_label_clip_true_label_and_distractors() -> None:
 # --- factory ---------------------------------------------------------------------------
 
 
-def test_build_prompt_by_name_and_from_the_config_files() -> None:
-    assert build_prompt({}) == Prompt()
-    assert build_prompt({"name": "clean", "question": "Q?"}) == Prompt(question="Q?")
+def test_build_prompt_from_the_config_files() -> None:
+    clean = OmegaConf.load(REPO / "configs" / "prompt" / "clean.yaml")
+    assert build_prompt(clean) == Prompt()
+    assert build_prompt({**OmegaConf.to_container(clean), "question": "Q?"}) == Prompt(question="Q?")
     paper = build_prompt(OmegaConf.load(REPO / "configs" / "prompt" / "paper.yaml"))
-    assert paper == PaperPrompt()
-    assert build_prompt(OmegaConf.load(REPO / "configs" / "prompt" / "clean.yaml")) == Prompt()
+    assert paper == PaperPrompt() and isinstance(paper.spoof_classes, tuple)
+
+
+def test_option_seed_is_the_projects_seeded_hash() -> None:
+    from calm.digests import seeded_int
+
+    for seed, clip_id in [(0, "1-100032-A-0.wav"), (7, "dog-1"), (2**40, "é/ü")]:
+        assert option_seed(seed, clip_id) == seeded_int("calm.prompt.paper.v1", seed, clip_id)
+
+
+def _cfg(config: str, **settings) -> dict:
+    return {**OmegaConf.to_container(OmegaConf.load(REPO / "configs" / "prompt" / f"{config}.yaml")), **settings}
 
 
 @pytest.mark.parametrize(("cfg", "match"), [
-    ({"name": "fancy"}, "unknown prompt"),
-    ({"name": "clean", "options": 4}, "no setting"),
-    ({"name": "paper", "options": 1}, "options"),
-    ({"name": "paper", "options": 27}, "options"),
-    ({"name": "paper", "spoof_classes": ["bonafide"]}, "two classes"),
-    ({"name": "paper", "seed": "x"}, "seed"),
+    ({"_target_": "calm.data.prompts.Prompt", "name": "fancy"}, "unknown prompt 'fancy'"),
+    (_cfg("clean", name="paper"), "is the prompt of configs/prompt/paper.yaml"),
+    ({"name": "clean"}, "has no _target_"),
+    (_cfg("clean", _target_="calm.data.prompts.Nope"), "cannot be imported"),
+    (_cfg("clean", options=4), "no setting"),
+    (_cfg("paper", options=1), "options"),
+    (_cfg("paper", options=27), "options"),
+    (_cfg("paper", spoof_classes=["bonafide"]), "two classes"),
+    (_cfg("paper", seed="x"), "seed"),
 ])
 def test_bad_prompt_configs(cfg: dict, match: str) -> None:
-    with pytest.raises(ConfigError, match=match) as err:
+    with pytest.raises(ConfigError, match=re.escape(match)) as err:
         build_prompt(cfg)
     assert "How to fix" in str(err.value)

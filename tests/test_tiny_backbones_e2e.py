@@ -12,7 +12,7 @@ from calm.backbones import build_backbone
 from calm.cache import ActivationCache
 from calm.data.audio import load_audio
 from calm.data.fsdd import load_fsdd
-from calm.data.prompts import Prompt
+from calm.data.prompts import build_prompt
 from calm.pipeline import cache_key_fields, run_job
 from tests.cli import compose_config, small_fsdd
 
@@ -28,7 +28,7 @@ def test_tiny_backbone_runs_end_to_end_from_the_config(backbone_name: str, tmp_p
                          tmp_path / "out")
     result = run_job(cfg)
     assert result["cache"]["extracted"] == 20 and (tiny_path / "config.json").is_file()
-    backbone, prompt, table = build_backbone(cfg.backbone, "32-true"), Prompt(**cfg.prompt), load_fsdd(data)
+    backbone, prompt, table = build_backbone(cfg.backbone, "32-true"), build_prompt(cfg.prompt), load_fsdd(data)
     cache = ActivationCache.open_path(Path(result["cache"]["path"]), cache_key_fields(backbone, prompt),
                                       backbone.n_heads, backbone.head_dim)
     backbone.load()

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from calm.assets import REPO_ROOT
-from calm.data.registry import DATASETS, read_dataset
+from calm.data.registry import dataset_classes, dataset_names, read_dataset
 from calm.data.validate import dataset_report
 from calm.errors import CalmError, ConfigError
 
@@ -27,8 +27,9 @@ SHOWN = 10
 
 def dataset_config(name: str, root: str | None, settings: Sequence[str]) -> tuple[DictConfig, str]:
     """The composed `dataset` config with `root` and `key=value` settings applied, and `paths.data_dir`."""
-    if name not in DATASETS:
-        raise ConfigError(f"unknown dataset {name!r}", f"choose one of {sorted(DATASETS)} (see `python -m calm.data ls`)")
+    if name not in dataset_names():
+        raise ConfigError(f"unknown dataset {name!r}",
+                          f"choose one of {sorted(dataset_names())} (see `python -m calm.data ls`)")
     overrides = [f"dataset={name}", *(f"dataset.{s}" for s in settings)]
     try:
         with initialize_config_dir(str(REPO_ROOT / "configs"), version_base="1.3"):
@@ -43,11 +44,12 @@ def dataset_config(name: str, root: str | None, settings: Sequence[str]) -> tupl
 
 
 def list_datasets(console: Console) -> None:
+    """One row per file in configs/dataset, described by the class its `_target_` names."""
     table = Table(title="datasets (dataset=NAME)", show_lines=True)
     for column in ("name", "description", "layout under dataset.root", "source"):
         table.add_column(column)
-    for name, entry in DATASETS.items():
-        table.add_row(name, entry.description, entry.layout, entry.source)
+    for name, cls in dataset_classes():
+        table.add_row(name, cls.description, cls.layout, cls.source)
     console.print(table)
 
 

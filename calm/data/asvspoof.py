@@ -7,10 +7,12 @@ and the query pool from another (eval by default; dev is the usual choice for qu
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
+from calm.data.dataset import Dataset, LoadedDataset
 from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT, Clip, ClipTable
-from calm.data.validate import FirstSeen, check_fields, require_file
+from calm.data.validate import FirstSeen, check_fields, require_file, require_root
 from calm.errors import ConfigError, DataError
 
 ASVSPOOF_URL = "https://datashare.ed.ac.uk/handle/10283/3336"
@@ -22,6 +24,26 @@ HOW_TO_GET = (
     f"download LA.zip from {ASVSPOOF_URL} (ASVspoof 2019, license ODC-By), unzip it and set "
     "dataset.root=/path/to/the folder holding LA/ (or LA/ itself)"
 )
+
+
+@dataclass(frozen=True)
+class Asvspoof2019La(Dataset):
+    """`dataset=asvspoof2019_la`: `root` is LA/ or the folder holding it; one partition per pool."""
+
+    description = "ASVspoof 2019 LA: bonafide vs spoof speech; support from train, queries from eval (or dev)"
+    layout = ("LA/ASVspoof2019_LA_cm_protocols/ASVspoof2019.LA.cm.{train.trn,dev.trl,eval.trl}.txt + "
+              "LA/ASVspoof2019_LA_{train,dev,eval}/flac/UTT.flac")
+    source = ASVSPOOF_URL
+
+    name: str
+    root: str | None
+    support_split: str
+    query_split: str
+
+    def load(self, data_dir: Path) -> LoadedDataset:
+        root = require_root(self.root, "ASVspoof 2019 LA", HOW_TO_GET)
+        table, missing = load_asvspoof2019_la(resolve_la(root), self.support_split, self.query_split)
+        return LoadedDataset(table, tuple(missing))
 
 
 def resolve_la(root: Path) -> Path:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from calm.data.audio import is_container
+from calm.data.dataset import Dataset, LoadedDataset
 from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT, Clip, ClipTable
 from calm.data.validate import (
     FirstSeen,
@@ -21,6 +23,7 @@ from calm.data.validate import (
     parse_float,
     parse_int,
     require_file,
+    require_root,
 )
 from calm.data.vggsound import clip_stem, clips_folder, index_clips
 from calm.errors import DataError
@@ -33,6 +36,30 @@ HOW_TO_GET = (
     "(named {YTID}_{start:06d}.wav or {YTID}.wav) into one folder, and set dataset.root=/path/to/that "
     "dataset folder (and dataset.clips_dir if the clips are not in its audio/ folder)"
 )
+
+
+@dataclass(frozen=True)
+class AudioSet(Dataset):
+    """`dataset=audioset`: the segment CSVs and class list under `root`, clips under `clips_dir`."""
+
+    description = "AudioSet: 527 classes, multi-label; train segments = support pool, eval segments = queries"
+    layout = ("class_labels_indices.csv + balanced_train_segments.csv + eval_segments.csv + "
+              "audio/**/{YTID}_{start:06d}.wav or {YTID}.wav")
+    source = AUDIOSET_URL
+
+    name: str
+    root: str | None
+    train_csv: str
+    eval_csv: str
+    labels_csv: str
+    clips_dir: str
+    extensions: Sequence[str]
+
+    def load(self, data_dir: Path) -> LoadedDataset:
+        root = require_root(self.root, "AudioSet", HOW_TO_GET)
+        table, missing = load_audioset(root, self.train_csv, self.eval_csv, self.labels_csv, self.clips_dir,
+                                       tuple(self.extensions))
+        return LoadedDataset(table, tuple(missing))
 
 
 def load_audioset(root: Path, train_csv: str = "balanced_train_segments.csv", eval_csv: str = "eval_segments.csv",

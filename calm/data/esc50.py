@@ -7,8 +7,10 @@ support clip never comes from the test fold.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
+from calm.data.dataset import Dataset, LoadedDataset
 from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT, Clip, ClipTable
 from calm.data.validate import FirstSeen, csv_rows, parse_int, require_file
 from calm.errors import ConfigError, DataError
@@ -21,6 +23,24 @@ HOW_TO_GET = (
     f"run `python scripts/prepare_esc50.py` (downloads {ESC50_URL} and unpacks it into data/), "
     f"or unzip that archive yourself and set dataset.root=/path/to/{FOLDER} (or the folder holding it)"
 )
+
+
+@dataclass(frozen=True)
+class Esc50(Dataset):
+    """`dataset=esc50`: `root` (or `data_dir`'s copy), one fold as the query pool, the others as support."""
+
+    description = "ESC-50: 50 environmental sound classes x 40 clips, 5 folds; test fold 1, support from the others"
+    layout = "ESC-50-master/audio/*.wav + ESC-50-master/meta/esc50.csv"
+    source = "https://github.com/karoldvl/ESC-50 (python scripts/prepare_esc50.py)"
+
+    name: str
+    root: str | None
+    test_fold: int
+    esc10: bool
+
+    def load(self, data_dir: Path) -> LoadedDataset:
+        table, missing = load_esc50(resolve_root(self.root, data_dir), int(self.test_fold), bool(self.esc10))
+        return LoadedDataset(table, tuple(missing))
 
 
 def resolve_root(root: str | Path | None, data_dir: str | Path) -> Path:

@@ -12,10 +12,12 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+from calm.data.dataset import Dataset, LoadedDataset
 from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT, Clip, ClipTable
-from calm.data.validate import FirstSeen, csv_rows, require_file
+from calm.data.validate import FirstSeen, csv_rows, require_file, require_root
 from calm.errors import ConfigError, DataError
 
 FOLDER_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
@@ -25,6 +27,31 @@ HOW_TO_GET = (
     "set dataset.root to a folder with one sub-folder of audio files per class (root/<class>/*.wav), "
     "or set dataset.csv to a CSV with the header path,label (and optionally split)"
 )
+
+
+@dataclass(frozen=True)
+class Folder(Dataset):
+    """`dataset=folder`: class sub-folders of `root`, or `csv` (relative to `root`; an absolute CSV's
+    folder is the root when `root` is unset)."""
+
+    description = "Your own data: one folder per class, or a CSV of path,label[,split]"
+    layout = "<root>/<class>/*.{wav,flac,mp3,ogg}  or  <root>/<csv> with header path,label[,split]"
+    source = "-"
+
+    name: str
+    root: str | None
+    csv: str | None
+    test_fraction: float
+    seed: int
+    extensions: Sequence[str]
+
+    def load(self, data_dir: Path) -> LoadedDataset:
+        root = self.root
+        if root is None and self.csv is not None and Path(self.csv).is_absolute():
+            root = Path(self.csv).parent
+        table, missing = load_folder(require_root(root, "folder", HOW_TO_GET), self.csv, float(self.test_fraction),
+                                     int(self.seed), tuple(self.extensions))
+        return LoadedDataset(table, tuple(missing))
 
 
 def holdout_split(ids_by_class: dict[str, list[str]], test_fraction: float, seed: int) -> set[str]:

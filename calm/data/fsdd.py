@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from calm.assets import assets_dir
+from calm.data.dataset import Dataset, LoadedDataset
 from calm.data.download import download, unpack_zip
 from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT, Clip, ClipTable
 from calm.errors import DataError
@@ -14,6 +16,24 @@ from calm.errors import DataError
 FSDD_URL = "https://github.com/Jakobovski/free-spoken-digit-dataset/archive/26eb9aa.zip"
 FILENAME = re.compile(r"^(?P<digit>\d)_(?P<speaker>[A-Za-z]+)_(?P<index>\d+)\.wav$")
 TEST_INDICES = range(5)
+
+
+@dataclass(frozen=True)
+class Fsdd(Dataset):
+    """`dataset=fsdd`: the copy at `root`, else the assets copy, else `data_dir`'s (downloaded if asked)."""
+
+    description = "Free Spoken Digit Dataset: 10 spoken digits, 8 kHz; test split = recording index 0-4"
+    layout = "recordings/{digit}_{speaker}_{index}.wav"
+    source = "https://github.com/Jakobovski/free-spoken-digit-dataset (dataset.download=true fetches it)"
+
+    name: str
+    root: str | None
+    download: bool
+    max_clips_per_class: int | None
+
+    def load(self, data_dir: Path) -> LoadedDataset:
+        root = resolve_root(self.root, data_dir, bool(self.download))
+        return LoadedDataset(load_fsdd(root, self.max_clips_per_class))
 
 
 def resolve_root(root: str | Path | None, data_dir: str | Path, download_missing: bool, url: str = FSDD_URL) -> Path:

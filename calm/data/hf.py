@@ -3,7 +3,8 @@
 `datasets` reads the rows; the audio column is cast to `Audio(decode=False)` so the stored bytes
 come back untouched (TorchCodec is never used) and are written once, with their own format, under
 a cache folder keyed by the split's fingerprint. The pipeline then reads them as files, decoded
-by soundfile like every other dataset.
+by soundfile like every other dataset. `datasets` is imported only when a split is opened, so
+`python -m calm.data ls` and the other datasets never import it.
 """
 
 from __future__ import annotations
@@ -12,15 +13,20 @@ import hashlib
 import io
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import datasets
 import soundfile as sf
 
 from calm.data.audio import AUDIO_EXTENSIONS, CONTAINER_EXTENSIONS
+from calm.data.dataset import Dataset, LoadedDataset
 from calm.data.folder import holdout_split
 from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT, Clip, ClipTable
 from calm.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    import datasets
 
 HOW_TO_GET = (
     "set dataset.path to a hub id (e.g. ashraq/esc50), a folder written by save_to_disk, or a local "
@@ -28,6 +34,35 @@ HOW_TO_GET = (
 )
 FORMAT_EXTENSIONS = {"WAV": ".wav", "FLAC": ".flac", "OGG": ".ogg", "MP3": ".mp3"}
 INDEX_FILE = "files.json"
+
+
+@dataclass(frozen=True)
+class HfDataset(Dataset):
+    """`dataset=hf`: `path` (or `root`) is a hub id or a local copy; audio files are written under `cache_dir`."""
+
+    description = "A Hugging Face audio dataset (hub id or local copy) with an audio and a label column"
+    layout = "dataset.path = hub id | save_to_disk folder | local dataset folder; audio_column, label_column, splits"
+    source = "https://huggingface.co/datasets"
+
+    name: str
+    path: str | None
+    root: str | None
+    config: str | None
+    revision: str | None
+    train_split: str
+    test_split: str | None
+    test_fraction: float
+    seed: int
+    audio_column: str
+    label_column: str
+    cache_dir: str | None
+
+    def load(self, data_dir: Path) -> LoadedDataset:
+        table, missing = load_hf(
+            self.path or self.root, self.cache_dir or Path(data_dir) / "hf", self.config, self.train_split,
+            self.test_split, self.audio_column, self.label_column, float(self.test_fraction), int(self.seed),
+            self.revision)
+        return LoadedDataset(table, tuple(missing))
 
 
 def load_hf(path: str | None, cache_dir: str | Path, config: str | None = None, train_split: str = "train",
@@ -88,6 +123,8 @@ def dataset_tag(path: str, config: str | None, revision: str | None) -> str:
 
 def _open_split(path: str, config: str | None, split: str, revision: str | None, cache_dir: Path) -> datasets.Dataset:
     """One split from a `save_to_disk` folder, a local dataset folder, or the hub."""
+    import datasets
+
     local = Path(path).expanduser()
     try:
         if (local / "dataset_dict.json").is_file() or (local / "state.json").is_file():
@@ -108,6 +145,8 @@ def _open_split(path: str, config: str | None, split: str, revision: str | None,
 
 
 def _check_columns(ds: datasets.Dataset, split: str, audio_column: str, label_column: str) -> None:
+    import datasets
+
     for key, column in (("audio_column", audio_column), ("label_column", label_column)):
         if column not in ds.column_names:
             raise ConfigError(f"hf: split {split!r} has no column {column!r}",
@@ -119,6 +158,8 @@ def _check_columns(ds: datasets.Dataset, split: str, audio_column: str, label_co
 
 def _label_names(splits: dict[str, datasets.Dataset], label_column: str) -> tuple[tuple[str, ...], dict]:
     """Class names from the ClassLabel feature, else the sorted distinct values of the label column."""
+    import datasets
+
     feature = next(iter(splits.values())).features[label_column]
     if isinstance(feature, datasets.ClassLabel):
         return tuple(feature.names), {i: i for i in range(len(feature.names))}
@@ -135,6 +176,8 @@ def _fingerprint(path: str, config: str | None, revision: str | None, split: str
 
 def _materialise(ds: datasets.Dataset, split: str, audio_column: str, folder: Path) -> list[Path | None]:
     """One file per row (None for a row with no audio); the file list is kept so reloads skip the bytes."""
+    import datasets
+
     index = folder / INDEX_FILE
     if index.is_file():
         return [None if name is None else folder / name for name in json.loads(index.read_text())]

@@ -2,22 +2,23 @@
 
 Two prompts, reportable side by side: `clean` (the default) asks one fixed question; `paper`
 reproduces the reference code's multiple-choice question, whose options always contain the answer.
-`build_prompt` picks one from a config mapping. A prompt's `key_fields` name everything that changes
-its text, because they key the activation cache.
+`build_prompt` builds the class a `prompt` config's `_target_` names (configs/prompt/*.yaml), as
+every configurable object is built (`calm.config_objects`). A prompt's `key_fields` name
+everything that changes its text, because they key the activation cache.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import string
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
+from calm.config_objects import build
 from calm.data.table import Clip, ClipTable
+from calm.digests import seeded_int
 from calm.errors import ConfigError
 
 __all__ = ["ClipPrompt", "PaperPrompt", "Prompt", "build_prompt", "option_seed"]
@@ -55,8 +56,7 @@ class Prompt:
 
 def option_seed(seed: int, clip_id: str) -> int:
     """Seed of one clip's options from (prompt seed, clip id): SHA-256, not the per-process `hash()`."""
-    key = json.dumps([_OPTION_TAG, int(seed), str(clip_id)], separators=(",", ":"))
-    return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") >> 1
+    return seeded_int(_OPTION_TAG, int(seed), str(clip_id))
 
 
 @dataclass(frozen=True)
@@ -137,26 +137,6 @@ class PaperPrompt:
                 "spoof_question": self.spoof_question, "spoof_classes": list(self.spoof_classes)}
 
 
-_PROMPTS: dict[str, type[Prompt] | type[PaperPrompt]] = {"clean": Prompt, "paper": PaperPrompt}
-
-
 def build_prompt(cfg: Mapping[str, Any]) -> ClipPrompt:
-    """The prompt a `prompt` config names (`clean` when no name is given), with its fields checked."""
-    settings = {str(k): _plain(v) for k, v in cfg.items()}
-    name = settings.setdefault("name", "clean")
-    if name not in _PROMPTS:
-        raise ConfigError(f"unknown prompt {name!r}", f"use prompt={' or prompt='.join(_PROMPTS)}")
-    cls = _PROMPTS[name]
-    allowed = {f.name for f in fields(cls)}
-    unknown = sorted(set(settings) - allowed)
-    if unknown:
-        raise ConfigError(f"prompt {name!r} has no setting(s) {unknown}",
-                          f"use only {sorted(allowed)} in the prompt config")
-    return cls(**settings)
-
-
-def _plain(value: Any) -> Any:
-    """Config lists (OmegaConf ListConfig included) as tuples, so prompts stay hashable."""
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__") or isinstance(value, Mapping):
-        return value
-    return tuple(value)
+    """The prompt a `prompt` config builds: its `name` is a configs/prompt file's, its fields checked."""
+    return build(cfg, "prompt", named=True)

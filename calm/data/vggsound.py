@@ -10,11 +10,13 @@ from __future__ import annotations
 import csv
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from calm.data.audio import is_container
+from calm.data.dataset import Dataset, LoadedDataset
 from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT, Clip, ClipTable
-from calm.data.validate import FirstSeen, check_fields, parse_int, require_file
+from calm.data.validate import FirstSeen, check_fields, parse_int, require_file, require_root
 from calm.errors import DataError
 
 VGGSOUND_URL = "https://www.robots.ox.ac.uk/~vgg/data/vggsound/"
@@ -25,6 +27,26 @@ HOW_TO_GET = (
     f"get vggsound.csv and the clips from {VGGSOUND_URL} (clips named {{youtube_id}}_{{start:06d}}.mp4), "
     "then set dataset.root=/path/to/the folder holding vggsound.csv and dataset.clips_dir to the clips folder"
 )
+
+
+@dataclass(frozen=True)
+class VggSound(Dataset):
+    """`dataset=vggsound`: vggsound.csv under `root`, clips under `clips_dir` (relative to `root`, or absolute)."""
+
+    description = "VGGSound: 309 classes of YouTube clips (audio, or audio+video from mp4); missing clips reported"
+    layout = ("vggsound.csv (no header: youtube_id,start_seconds,label,split) + "
+              "video/{youtube_id}_{start:06d}.mp4|wav|flac")
+    source = VGGSOUND_URL
+
+    name: str
+    root: str | None
+    clips_dir: str
+    extensions: Sequence[str]
+
+    def load(self, data_dir: Path) -> LoadedDataset:
+        root = require_root(self.root, "VGGSound", HOW_TO_GET)
+        table, missing = load_vggsound(root, self.clips_dir, tuple(self.extensions))
+        return LoadedDataset(table, tuple(missing))
 
 
 def clip_stem(youtube_id: str, start_seconds: int) -> str:
