@@ -527,19 +527,18 @@ def test_one_pools_object_serves_every_protocol_and_call() -> None:
 # --- protocols from their config group -------------------------------------------------------
 
 
-def test_protocol_configs_instantiate_from_the_top_level_settings(tmp_path) -> None:
-    from hydra.utils import instantiate
-
+def test_protocol_configs_build_from_the_top_level_settings(tmp_path) -> None:
+    from calm.config_objects import build
     from tests.cli import compose_config
 
     cfg = compose_config(["protocol=episodic", "dataset=esc50", "shots=2", "ways=3", "episodes=4",
                           "queries=1", "seed=9"], tmp_path)
-    episodic = instantiate(cfg.protocol, _convert_="all")
+    episodic = build(cfg.protocol, "protocol", base=Protocol, named=True)
     assert isinstance(episodic, EpisodicProtocol) and isinstance(episodic, Protocol)
     assert (episodic.name, episodic.shots, episodic.ways, episodic.n_episodes, episodic.queries, episodic.seed,
             episodic.dataset) == ("episodic", 2, 3, 4, 1, 9, "esc50")
     cfg = compose_config(["protocol=paper", "dataset=esc50", "shots=4", "protocol.seed=7"], tmp_path)
-    paper = instantiate(cfg.protocol, _convert_="all")
+    paper = build(cfg.protocol, "protocol", base=Protocol, named=True)
     assert isinstance(paper, PaperProtocol)
     assert (paper.name, paper.shots, paper.seed, paper.dataset, paper.folds, paper.cv_seed) == (
         "paper", 4, 7, "esc50", 5, 0)
@@ -553,6 +552,6 @@ def test_pipeline_builds_the_protocol_its_config_names(tmp_path) -> None:
 
     cfg = compose_config(["protocol=paper", "shots=3"], tmp_path)
     assert isinstance(build_protocol(cfg), PaperProtocol)
-    cfg.protocol = {"name": "nameless", "shots": 3}
-    with pytest.raises(ConfigError, match="Protocol"):
+    cfg.protocol._target_ = "calm.protocols.Pools"
+    with pytest.raises(ConfigError, match="not a calm.protocols.base.Protocol"):
         build_protocol(cfg)
