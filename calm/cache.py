@@ -16,7 +16,6 @@ only trust complete index lines, never see a partial row.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -29,6 +28,8 @@ import numpy as np
 import torch
 from filelock import FileLock
 
+from calm.atomic_write import write_json_atomic
+from calm.digests import canonical_json, digest
 from calm.errors import CacheError
 
 FORMAT_VERSION = 1
@@ -44,16 +45,9 @@ _FORBIDDEN_ID_CHARS = ("\t", "\n", "\r")
 _SHOWN = 5
 
 
-def canonical_json(fields: dict) -> str:
-    """The one JSON text of ``fields``: sorted keys, no whitespace, UTF-8, no NaN."""
-    return json.dumps(
-        fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
-
-
 def cache_key(fields: dict) -> str:
     """SHA-256 (hex) of the canonical JSON of the settings that change the cached numbers."""
-    return hashlib.sha256(canonical_json(fields).encode("utf-8")).hexdigest()
+    return digest(fields)
 
 
 def _delete_fix(folder: Path) -> str:
@@ -78,21 +72,6 @@ def _flatten(fields: dict, prefix: str = "") -> dict:
         else:
             flat[path] = value
     return flat
-
-
-def _write_json_atomic(path: Path, payload: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=2, sort_keys=True, ensure_ascii=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def _read_json(path: Path) -> dict:
@@ -185,8 +164,8 @@ class ActivationCache:
                     "so the settings its activations came from are unknown",
                     _delete_fix(folder),
                 )
-            _write_json_atomic(
-                key_path, {"key": key, "fields": json.loads(canonical_json(key_fields))}
+            write_json_atomic(
+                key_path, {"key": key, "fields": json.loads(canonical_json(key_fields))}, sort_keys=True
             )
             return
         stored = _read_json(key_path)
@@ -218,7 +197,7 @@ class ActivationCache:
             "head_names": head_names,
         }
         if not meta_path.exists():
-            _write_json_atomic(meta_path, wanted)
+            write_json_atomic(meta_path, wanted, sort_keys=True)
             return head_names
         stored = _read_json(meta_path)
         diffs = [
@@ -237,7 +216,7 @@ class ActivationCache:
                 _delete_fix(folder),
             )
         if stored_names is None and head_names is not None:
-            _write_json_atomic(meta_path, wanted)
+            write_json_atomic(meta_path, wanted, sort_keys=True)
             return head_names
         return stored_names
 

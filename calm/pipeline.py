@@ -18,17 +18,23 @@ from rich.markup import escape
 from rich.table import Table
 
 from calm.backbones import Backbone, build_backbone
+from calm.baselines import (
+    ZERO_SHOT_ROW,
+    PseudoLabelSettings,
+    answer_clips,
+    check_single_label,
+    generation_device,
+    pseudo_label_episodes,
+    zero_shot_accuracy,
+)
 from calm.cache import ActivationCache
+from calm.config_objects import build
 from calm.data.prompts import ClipPrompt, build_prompt
 from calm.data.registry import read_dataset, warn_missing
-from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT, ClipTable
+from calm.data.table import ClipTable
 from calm.errors import ConfigError
 from calm.extract import extract_missing
 from calm.figures import HeadCollector, HeadGrid, write_job_figures
-from calm.grid import CalmGrid, paper_grid_report
-from calm.methods.generation import generation_device
-from calm.methods.pseudo_label import PseudoLabelSettings, check_single_label, pseudo_label_episodes
-from calm.methods.zero_shot import answer_clips, zero_shot_accuracy
 from calm.metrics import (
     accuracy,
     detector_scores,
@@ -39,8 +45,17 @@ from calm.metrics import (
     summarize,
     top_label_sets,
 )
-from calm.protocols import Episode, EpisodicProtocol, PaperProtocol, multilabel_targets
+from calm.protocols import (
+    Episode,
+    EpisodicProtocol,
+    PaperProtocol,
+    Pools,
+    Protocol,
+    multilabel_targets,
+)
 from calm.search import check_objective, search_record
+from calm.selection import CalmGrid, paper_grid_report
+from calm.selection.rows import tuned_row_names
 from calm.sweeps import load_finished, mark_finished
 from calm.tracking import NullTracker, Tracker, build_tracker, write_results
 
@@ -63,20 +78,9 @@ def build_methods(method_cfg: DictConfig) -> dict[str, Any]:
     return {name: instantiate(spec) for name, spec in estimators.items()}
 
 
-def build_protocol(cfg: DictConfig) -> EpisodicProtocol | PaperProtocol:
-    if cfg.protocol.name == "episodic":
-        return EpisodicProtocol(
-            shots=cfg.shots, queries=cfg.queries, episodes=cfg.episodes, seed=cfg.seed,
-            dataset=cfg.dataset.name, ways=cfg.ways,
-        )
-    if cfg.protocol.name == "paper":
-        return PaperProtocol(shots=cfg.shots, seed=cfg.protocol.seed, dataset=cfg.dataset.name)
-    raise ConfigError(f"unknown protocol {cfg.protocol.name!r}", "use protocol=episodic or protocol=paper")
-
-
-def label_sets(table: ClipTable) -> list[tuple[int, ...]] | None:
-    """Every clip's positive labels, for multi-label datasets (AudioSet); None for single-label ones."""
-    return [c.all_labels for c in table.clips] if table.multi_label else None
+def build_protocol(cfg: DictConfig) -> Protocol:
+    """The Protocol subclass the `protocol` config group names by `_target_`, with its settings."""
+    return build(cfg.protocol, "protocol", base=Protocol, named=True)
 
 
 def cache_key_fields(backbone: Backbone, prompt: ClipPrompt) -> dict[str, Any]:
@@ -94,14 +98,12 @@ def open_cache(cfg: DictConfig, backbone: Backbone, prompt: ClipPrompt) -> Activ
     )
 
 
-def validate_pools(protocol: EpisodicProtocol | PaperProtocol, table: ClipTable) -> None:
-    protocol.validate(table.labels, table.split_mask(SUPPORT_SPLIT), table.split_mask(QUERY_SPLIT), table.class_names,
-                      label_sets=label_sets(table))
+def validate_pools(protocol: Protocol, table: ClipTable) -> None:
+    protocol.validate(Pools.from_table(table))
 
 
-def draw_episodes(protocol: EpisodicProtocol | PaperProtocol, table: ClipTable) -> list[Episode]:
-    return protocol.episodes(table.labels, table.split_mask(SUPPORT_SPLIT), table.split_mask(QUERY_SPLIT),
-                             table.class_names, label_sets=label_sets(table))
+def draw_episodes(protocol: Protocol, table: ClipTable) -> list[Episode]:
+    return protocol.episodes(Pools.from_table(table))
 
 
 def score_method(estimator: Any, support: torch.Tensor, episode: Episode, query: torch.Tensor) -> dict[str, float]:
@@ -152,11 +154,11 @@ def run_zero_shot(cfg: DictConfig, backbone: Backbone, table: ClipTable, prompt:
     answers = answer_clips(backbone, table, prompt, query_ids, settings.batch_size, settings.max_new_tokens,
                            generation_device(cfg.trainer))
     answers.write(out_dir / "zero_shot_answers.tsv", table.class_names)
-    per_method["zero_shot"] = []
+    per_method[ZERO_SHOT_ROW] = []
     for episode in episodes:
         acc = zero_shot_accuracy(episode, table, answers)
-        per_method["zero_shot"].append(acc)
-        episode_rows.append({"episode": episode.index, "seed": episode.seed, "method": "zero_shot",
+        per_method[ZERO_SHOT_ROW].append(acc)
+        episode_rows.append({"episode": episode.index, "seed": episode.seed, "method": ZERO_SHOT_ROW,
                              "accuracy": acc, "macro_f1": float("nan")})
     if answers.unmatched:
         log.warning("zero-shot: %d of %d answers name no class (counted wrong); see %s", len(answers.unmatched),
@@ -179,7 +181,8 @@ def paper_grid_rows(cfg: DictConfig, episode: Episode, features: torch.Tensor) -
         positive_class=1 if episode.ways == 2 else None,
     )
     rows = []
-    for method, record in (("calm[cv]", report.cv_choice), ("calm[oracle]", report.oracle)):
+    cv_row, oracle_row = tuned_row_names("calm")
+    for method, record in ((cv_row, report.cv_choice), (oracle_row, report.oracle)):
         test = record["test"]
         row = {"method": method, "shots": cfg.shots, "ways": episode.ways, "queries": len(episode.query),
                "episodes": 1, "accuracy_mean": test["accuracy"], "accuracy_ci95": float("nan"),

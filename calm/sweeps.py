@@ -4,7 +4,6 @@ folder and summarised when the sweep ends, without stopping the other jobs."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import traceback
@@ -13,6 +12,9 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+
+from calm.atomic_write import write_json_atomic
+from calm.digests import digest
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +32,7 @@ def job_key(cfg: DictConfig) -> str:
         settings.pop(name, None)
     for name in NOT_RESULTS_TRAINER:
         settings.get("trainer", {}).pop(name, None)
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+    return digest(settings)
 
 
 def finished_record(cfg: DictConfig) -> Path:
@@ -48,10 +50,7 @@ def load_finished(cfg: DictConfig) -> dict[str, Any] | None:
 def mark_finished(cfg: DictConfig, payload: dict[str, Any], out_dir: Path) -> None:
     """Record a finished job (atomically, so an interrupted write never counts as finished)."""
     record = finished_record(cfg)
-    record.parent.mkdir(parents=True, exist_ok=True)
-    tmp = record.with_suffix(".tmp")
-    tmp.write_text(json.dumps({**payload, "output_dir": str(out_dir)}, default=str))
-    tmp.replace(record)
+    write_json_atomic(record, {**payload, "output_dir": str(out_dir)}, indent=None)
 
 
 def record_failure(out_dir: Path, err: BaseException) -> None:

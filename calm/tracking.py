@@ -7,13 +7,13 @@ the run is always finished, and marked failed (exit code 1) when the job raised.
 from __future__ import annotations
 
 import csv
-import json
 import netrc
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
+from calm.atomic_write import write_json_atomic
 from calm.errors import ConfigError
 
 RESULT_COLUMNS = ("method", "shots", "ways", "queries", "episodes", "accuracy_mean", "accuracy_ci95")
@@ -26,9 +26,7 @@ def write_results(out_dir: Path, config: dict[str, Any], rows: list[dict[str, An
     out_dir.mkdir(parents=True, exist_ok=True)
     payload = {"config": config, "results": rows, **(extra or {})}
     path = out_dir / "results.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    tmp.replace(path)
+    write_json_atomic(path, payload)
     if episodes:
         with open(out_dir / "episodes.csv", "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(episodes[0]))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -191,6 +190,3 @@ class Backbone(ABC):
                                           **kwargs)
         except (OSError, ValueError) as err:
             raise fetch_error(self.hub_id, self.source, err) from err
-
-    def key_hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.key_fields(), sort_keys=True).encode()).hexdigest()
