@@ -214,6 +214,15 @@ class CacheWriter(BasePredictionWriter):
             self.report.extracted += self.cache.write(prediction["ids"], prediction["rows"].numpy())
 
 
+def cache_key_fields(backbone: Backbone, prompt: Prompt) -> dict[str, Any]:
+    """What keys a cache folder: only what changes the rows, i.e. the backbone's fields, and the
+    prompt's when the backbone reads the prompt text."""
+    fields = {"backbone": backbone.key_fields()}
+    if backbone.uses_prompt_text:
+        fields["prompt"] = prompt.key_fields()
+    return fields
+
+
 def extract_missing(
     backbone: Backbone,
     table: ClipTable,

@@ -185,7 +185,8 @@ def test_prepare_esc50_offline_says_where_to_put_the_files(tmp_path: Path, capsy
 
 def test_no_episode_of_a_run_has_a_test_fold_clip_in_its_support(esc50_parent: Path, tmp_path: Path) -> None:
     """Every episode the pipeline draws (episodic, 100 episodes; and the paper's fixed split)."""
-    from calm.pipeline import build_protocol, draw_episodes
+    from calm.job import build_protocol
+    from calm.protocols import Pools
     from tests.cli import REPO
 
     table = read_dataset(_cfg(esc50_parent), tmp_path).table
@@ -193,7 +194,7 @@ def test_no_episode_of_a_run_has_a_test_fold_clip_in_its_support(esc50_parent: P
         cfg = OmegaConf.create({"shots": 5, "queries": 5, "episodes": 100, "seed": 0, "ways": None,
                                 "dataset": {"name": "esc50"},
                                 "protocol": OmegaConf.load(REPO / "configs" / "protocol" / f"{protocol}.yaml")})
-        episodes = draw_episodes(build_protocol(cfg), table)
+        episodes = build_protocol(cfg).episodes(Pools.from_table(table))
         assert len(episodes) == (100 if protocol == "episodic" else 1)
         for episode in episodes:
             assert {table.clips[i].meta["fold"] for i in episode.support} <= {"2", "3", "4", "5"}

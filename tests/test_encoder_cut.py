@@ -143,8 +143,7 @@ def test_lightning_extraction_copies_only_the_trimmed_mel_input(tiny_dir: Path, 
     from calm.cache import ActivationCache
     from calm.data.fsdd import load_fsdd
     from calm.data.prompts import Prompt
-    from calm.extract import extract_missing
-    from calm.pipeline import cache_key_fields
+    from calm.extract import cache_key_fields, extract_missing
 
     (tmp_path / "fsdd" / "recordings").mkdir(parents=True)
     for name in ("0_george_0", "1_jackson_5", "2_lucas_9"):

@@ -12,8 +12,7 @@ from calm.data.audio import load_audio
 from calm.data.fsdd import load_fsdd
 from calm.data.prompts import Prompt
 from calm.errors import DataError
-from calm.extract import extract_missing, plan_batches
-from calm.pipeline import cache_key_fields
+from calm.extract import cache_key_fields, extract_missing, plan_batches
 
 TRAINER = {"accelerator": "cpu", "devices": 1, "precision": "32-true", "enable_progress_bar": False}
 

@@ -28,8 +28,8 @@ from calm.figures import (
     write_job_figures,
 )
 from calm.methods import CALM, SAV
-from calm.pipeline import evaluate
 from calm.protocols import Episode
+from calm.reports import evaluate
 from calm.tracking import NullTracker
 from tests.wandb_records import exit_code, logged_images, run_record
 

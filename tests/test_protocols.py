@@ -547,7 +547,7 @@ def test_protocol_configs_build_from_the_top_level_settings(tmp_path) -> None:
 
 def test_pipeline_builds_the_protocol_its_config_names(tmp_path) -> None:
     from calm.errors import ConfigError
-    from calm.pipeline import build_protocol
+    from calm.job import build_protocol
     from tests.cli import compose_config
 
     cfg = compose_config(["protocol=paper", "shots=3"], tmp_path)

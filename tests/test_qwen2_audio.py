@@ -19,7 +19,7 @@ from calm.backbones.tiny import build_tiny_qwen2_audio, ensure_tiny_qwen2_audio
 from calm.data.audio import load_audio
 from calm.data.prompts import Prompt
 from calm.errors import AssetError, ConfigError
-from calm.pipeline import cache_key_fields
+from calm.extract import cache_key_fields
 from tests.cli import REPO
 
 PROMPTS = ["What sound is this?", "Hi", "Describe the sound of this clip in one long sentence, please."]

@@ -119,7 +119,8 @@ def _support_cv_by_hand(job: dict) -> float:
     from calm.backbones import build_backbone
     from calm.data.prompts import build_prompt
     from calm.data.registry import read_dataset
-    from calm.pipeline import build_protocol, draw_episodes, open_cache
+    from calm.job import build_protocol, open_cache
+    from calm.protocols import Pools
 
     cfg = OmegaConf.create(job["config"])
     table = read_dataset(cfg.dataset, cfg.paths.data_dir).table
@@ -128,7 +129,7 @@ def _support_cv_by_hand(job: dict) -> float:
     features = cache.read(table.ids)
     settings = {k: v for k, v in job["config"]["method"]["estimators"]["calm"].items() if k != "_target_"}
     scores = []
-    for episode in draw_episodes(build_protocol(cfg), table):
+    for episode in build_protocol(cfg).episodes(Pools.from_table(table)):
         labels = np.array(episode.support_labels)
         support = features[torch.tensor(episode.support)]
         fold = stratified_folds(labels, min(cfg.search.folds, cfg.shots), fold_seed(cfg.search.seed, episode.seed))

@@ -13,7 +13,8 @@ from calm.cache import ActivationCache
 from calm.data.audio import load_audio
 from calm.data.fsdd import load_fsdd
 from calm.data.prompts import build_prompt
-from calm.pipeline import cache_key_fields, run_job
+from calm.extract import cache_key_fields
+from calm.pipeline import run_job
 from tests.cli import compose_config, small_fsdd
 
 

@@ -105,6 +105,9 @@ def curve_settings(config: dict[str, Any], method: str) -> dict[str, Any]:
     kept = {k: v for k, v in config.items() if k not in (*NOT_RESULTS, *CURVE_AXES, "method")}
     kept["trainer"] = {k: v for k, v in config.get("trainer", {}).items() if k not in NOT_RESULTS_TRAINER}
     kept["method"] = _method_settings(method_cfg, method)
+    # a protocol's copy of an axis (episodic.yaml's `shots: ${shots}`) is that axis, not a setting
+    kept["protocol"] = {k: v for k, v in (config.get("protocol") or {}).items()
+                        if not (k in CURVE_AXES and v == config.get(k))}
     flat = _flatten(kept)
     estimator = row_estimator(method_cfg, method)
     if estimator is not None:

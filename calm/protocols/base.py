@@ -28,3 +28,7 @@ class Protocol(ABC):
     @abstractmethod
     def episodes(self, pools: Pools) -> list[Episode]:
         """Validate, then draw every episode."""
+
+    @abstractmethod
+    def reported_queries(self, episodes: list[Episode]) -> int:
+        """The `queries` a results row reports: per class for episodes, the test-set size for a split."""

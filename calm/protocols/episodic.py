@@ -107,6 +107,10 @@ class EpisodicProtocol(Protocol):
         self.validate(pools)
         return [self._draw(e, pools) for e in range(self.n_episodes)]
 
+    def reported_queries(self, episodes: list[Episode]) -> int:
+        """Queries per class, as configured."""
+        return self.queries
+
     def _draw(self, e: int, pools: Pools) -> Episode:
         seed = derive_seed(self.seed, self.dataset, self.shots, e)
         rng = np.random.default_rng(seed)

@@ -81,6 +81,10 @@ class PaperProtocol(Protocol):
         """The single episode as a list, so callers can treat both protocols alike."""
         return [self.episode(pools)]
 
+    def reported_queries(self, episodes: list[Episode]) -> int:
+        """Every query-pool clip of the split."""
+        return len(episodes[0].query)
+
     def episode(self, pools: Pools) -> Episode:
         """Validate, then draw the fixed support set; queries are every query-pool row, ascending."""
         self.validate(pools)

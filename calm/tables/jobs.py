@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 from calm.assets import REPO_ROOT
 from calm.baselines.zero_shot import ZERO_SHOT_ROW
 from calm.errors import CalmError
+from calm.reports.paper_grid import GRID_METHOD
 from calm.selection.rows import tuned_row_names
 from calm.sweeps import job_key, load_finished
 from calm.tables.spec import CONFIGS_DIR, RowGroup, TableSpec
@@ -31,8 +32,6 @@ log = logging.getLogger(__name__)
 OK = "ok"
 NO_DATA = "no data"
 FAILED = "failed"
-# The method whose grid protocol=paper reports as two tuned rows (see calm.pipeline.paper_grid_rows).
-PAPER_GRID_METHOD = "calm"
 
 
 @dataclass
@@ -71,8 +70,8 @@ def expected_methods(cfg: DictConfig) -> list[str]:
     methods = list(cfg.method.get("estimators") or {})
     if cfg.method.get("zero_shot"):
         methods.append(ZERO_SHOT_ROW)
-    if cfg.protocol.name == "paper":
-        methods += tuned_row_names(PAPER_GRID_METHOD)
+    if cfg.protocol.get("grid") is not None:  # the rule of calm.reports.job_reports
+        methods += tuned_row_names(GRID_METHOD)
     return methods
 
 

@@ -1,0 +1,109 @@
+"""A job prepared for extraction: every check that needs no model, done before any weights load.
+
+`prepare(cfg)` reads the dataset table, builds the protocol and its pools (once), the estimators,
+the backbone object (weights are loaded only by extraction, and only when a clip is missing), the
+prompt and the pseudo-labelling settings, and opens the activation cache under its key, so a bad
+setting, an unusable split or a cache written by another model fails in seconds.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from calm.backbones import Backbone, build_backbone
+from calm.baselines import PseudoLabelSettings, check_single_label
+from calm.cache import ActivationCache
+from calm.config_objects import build
+from calm.data.prompts import ClipPrompt, build_prompt
+from calm.data.registry import LoadedDataset, read_dataset, warn_missing
+from calm.data.table import ClipTable
+from calm.errors import ConfigError
+from calm.extract import cache_key_fields
+from calm.protocols import Pools, Protocol
+from calm.search import check_objective
+
+# Set by Lightning's DDP launcher, torchrun and SLURM in every process of a multi-process run.
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
+
+
+def launched_as_main() -> bool:
+    """False in the extra processes of a multi-process (DDP) run: they only extract their share."""
+    return all(os.environ.get(name, "0") in ("", "0") for name in RANK_VARIABLES)
+
+
+def build_methods(method_cfg: DictConfig) -> dict[str, Any]:
+    """The estimators named in the `method` config group, instantiated (and so validated) up front."""
+    estimators = method_cfg.get("estimators") or {}
+    if not estimators and not method_cfg.get("zero_shot"):
+        raise ConfigError("the method config lists no estimators",
+                          "use method=calm_vs_sav, method=calm, method=sav or method=zero_shot")
+    return {name: instantiate(spec) for name, spec in estimators.items()}
+
+
+def build_protocol(cfg: DictConfig) -> Protocol:
+    """The Protocol subclass the `protocol` config group names by `_target_`, with its settings."""
+    return build(cfg.protocol, "protocol", base=Protocol, named=True)
+
+
+def open_cache(cfg: DictConfig, backbone: Backbone, prompt: ClipPrompt) -> ActivationCache:
+    """The activation cache folder for this backbone and prompt under `paths.cache_dir`."""
+    return ActivationCache.open(
+        Path(cfg.paths.cache_dir), cache_key_fields(backbone, prompt), backbone.n_heads, backbone.head_dim,
+        label=backbone.name, head_names=backbone.head_names(),
+    )
+
+
+@dataclass(frozen=True)
+class PreparedJob:
+    """Everything a job needs that can be had without loading a model."""
+
+    cfg: DictConfig
+    config: dict[str, Any]  # the resolved settings, as written to results.json
+    out_dir: Path
+    main: bool  # False in the extra processes of a DDP run
+    loaded: LoadedDataset
+    table: ClipTable
+    protocol: Protocol
+    pools: Pools
+    methods: dict[str, Any]
+    backbone: Backbone
+    prompt: ClipPrompt
+    pseudo: PseudoLabelSettings | None
+    cache: ActivationCache
+
+    def without(self, skipped: set[str]) -> PreparedJob:
+        """The job without clips that could not be decoded; the protocol re-checks the smaller pools."""
+        table = self.table.without(skipped)
+        pools = Pools.from_table(table)
+        self.protocol.validate(pools)
+        return replace(self, table=table, pools=pools)
+
+
+def prepare(cfg: DictConfig) -> PreparedJob:
+    """Read the table and check every setting and split; load no model."""
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    main = launched_as_main()
+    loaded = read_dataset(cfg.dataset, cfg.paths.data_dir)
+    warn_missing(cfg.dataset, loaded)
+    if main:
+        loaded.write_missing(out_dir / "missing_clips.txt")
+    protocol = build_protocol(cfg)
+    pools = Pools.from_table(loaded.table)
+    protocol.validate(pools)
+    methods = build_methods(cfg.method)
+    check_objective(cfg)
+    if cfg.method.get("pseudo_label"):
+        check_single_label(loaded.table)
+    backbone = build_backbone(cfg.backbone, str(cfg.trainer.precision))
+    prompt = build_prompt(OmegaConf.to_container(cfg.prompt, resolve=True))
+    pseudo = (PseudoLabelSettings.from_config(OmegaConf.to_container(cfg.method.pseudo_label, resolve=True), methods,
+                                             prompt) if cfg.method.get("pseudo_label") else None)
+    return PreparedJob(cfg, OmegaConf.to_container(cfg, resolve=True), out_dir, main, loaded, loaded.table, protocol,
+                       pools, methods, backbone, prompt, pseudo, open_cache(cfg, backbone, prompt))

@@ -1,0 +1,52 @@
+"""The reports a job runs after extraction, in order, each on the same episodes and features.
+
+`job_reports` is the one place that decides which reports a job runs: the estimators always; the
+zero-shot answers and the pseudo-label refit when the method asks for them; the search objective
+when a search runs; the grid rows when the protocol carries a grid (protocol=paper).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from calm.reports.base import Report, ReportOutput
+from calm.reports.console import print_table
+from calm.reports.episodic import EpisodicMethods, evaluate, result_rows, score_method
+from calm.reports.generation import PseudoLabelRefit, ZeroShot
+from calm.reports.paper_grid import GRID_METHOD, PaperGrid, grid_rows, paper_notes
+from calm.reports.search import SearchObjective
+
+if TYPE_CHECKING:
+    from calm.job import PreparedJob
+
+
+def job_reports(job: PreparedJob) -> list[Report]:
+    """The reports of `job`, in the order their rows appear in results.json."""
+    reports: list[Report] = [EpisodicMethods()]
+    if job.cfg.method.get("zero_shot"):
+        reports.append(ZeroShot())
+    if job.pseudo is not None:
+        reports.append(PseudoLabelRefit(job.pseudo))
+    reports.append(SearchObjective())
+    if job.cfg.protocol.get("grid") is not None:
+        reports.append(PaperGrid())
+    return reports
+
+
+__all__ = [
+    "GRID_METHOD",
+    "EpisodicMethods",
+    "PaperGrid",
+    "PseudoLabelRefit",
+    "Report",
+    "ReportOutput",
+    "SearchObjective",
+    "ZeroShot",
+    "evaluate",
+    "grid_rows",
+    "job_reports",
+    "paper_notes",
+    "print_table",
+    "result_rows",
+    "score_method",
+]

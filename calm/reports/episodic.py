@@ -1,0 +1,107 @@
+"""The estimators on the protocol's episodes, and the metric policy of a results row.
+
+Every method is fitted and scored on the same episodes; a row reports accuracy (mean, 95 % CI),
+macro-F1, exact match for multi-label episodes (the predicted set is the top-|true set| classes) and
+EER for two-class episodes, and the paired difference against the baseline method.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from calm.figures import HeadCollector, HeadGrid, write_job_figures
+from calm.metrics import (
+    accuracy,
+    detector_scores,
+    eer,
+    exact_match,
+    macro_f1,
+    mean_ci95,
+    summarize,
+    top_label_sets,
+)
+from calm.protocols import Episode, multilabel_targets
+from calm.reports.base import ReportOutput
+from calm.tracking import Tracker
+
+if TYPE_CHECKING:
+    from calm.job import PreparedJob
+
+
+def score_method(estimator: Any, support: torch.Tensor, episode: Episode, query: torch.Tensor) -> dict[str, float]:
+    """One method on one episode: accuracy and macro-F1; exact match for multi-label episodes (the
+    predicted set is the top-|true set| classes); EER for two-class episodes (detection)."""
+    support_labels = torch.tensor(episode.support_labels)
+    query_labels = torch.tensor(episode.query_labels)
+    pred = estimator.fit(support, support_labels, n_classes=episode.ways).predict(query)
+    metrics = {"accuracy": accuracy(pred, query_labels), "macro_f1": macro_f1(pred, query_labels, episode.ways)}
+    if episode.query_label_sets is not None or episode.ways == 2:
+        scores = estimator.predict_scores(query)
+    if episode.query_label_sets is not None:
+        targets = multilabel_targets(episode, "query")
+        true_sets = [frozenset(np.flatnonzero(row).tolist()) for row in targets]
+        metrics["exact_match"] = exact_match(top_label_sets(scores, targets.sum(axis=1)), true_sets)
+    if episode.ways == 2 and len(set(episode.query_labels.tolist())) == 2:
+        metrics["eer"] = eer(detector_scores(scores, 1), episode.query_labels == 1)
+    return metrics
+
+
+def evaluate(episodes: list[Episode], features: torch.Tensor, methods: dict[str, Any], tracker: Tracker,
+             collector: HeadCollector | None = None) -> tuple[dict[str, list[float]], list[dict[str, Any]]]:
+    """Every method on the same episodes; returns per-method accuracies and the per-episode rows.
+    `collector` reads each fit's head weights / selected heads (for the figures) while they are at hand."""
+    per_method: dict[str, list[float]] = {name: [] for name in methods}
+    rows = []
+    for episode in episodes if methods else []:
+        support = features[torch.tensor(episode.support)]
+        query = features[torch.tensor(episode.query)]
+        logged = {}
+        for name, estimator in methods.items():
+            metrics = score_method(estimator, support, episode, query)
+            if collector is not None:
+                collector.add(name, estimator, episode.classes)
+            per_method[name].append(metrics["accuracy"])
+            logged.update({f"{name}/{key}": value for key, value in metrics.items()})
+            rows.append({"episode": episode.index, "seed": episode.seed, "method": name, **metrics})
+        tracker.log_episode(episode.index, logged)
+    return per_method, rows
+
+
+def result_rows(shots: int, per_method: dict[str, list[float]], episode_rows: list[dict[str, Any]],
+                ways: int, queries: int, baseline: str | None) -> list[dict[str, Any]]:
+    """One row per method: accuracy mean and 95 % CI, macro-F1, and the paired difference vs baseline."""
+    summary = summarize(per_method, baseline if baseline in per_method else None)
+    rows = []
+    for name, stats in summary.items():
+        mine = [r for r in episode_rows if r["method"] == name]
+        row = {
+            "method": name, "shots": shots, "ways": ways, "queries": queries, "episodes": stats["episodes"],
+            "accuracy_mean": stats["mean"], "accuracy_ci95": stats["ci95"],
+            "macro_f1_mean": float(np.mean([r["macro_f1"] for r in mine])),
+        }
+        for extra in ("exact_match", "eer"):
+            if extra in mine[0]:
+                row[f"{extra}_mean"], row[f"{extra}_ci95"] = mean_ci95([r[extra] for r in mine])
+        if "diff_mean" in stats:
+            row.update(baseline=baseline, diff_vs_baseline_mean=stats["diff_mean"],
+                       diff_vs_baseline_ci95=stats["diff_ci95"])
+        rows.append(row)
+    return rows
+
+
+class EpisodicMethods:
+    """The configured estimators on every episode; with `figures`, the heads they weight or select."""
+
+    def run(self, job: PreparedJob, features: torch.Tensor | None, episodes: list[Episode],
+            tracker: Tracker) -> ReportOutput:
+        collector = (HeadCollector(job.cache.n_heads, len(job.table.class_names))
+                     if job.cfg.get("figures", True) else None)
+        per_method, episode_rows = evaluate(episodes, features, job.methods, tracker, collector)
+        if collector is not None:
+            tracker.log_figures(write_job_figures(
+                collector, HeadGrid.from_names(job.cache.head_names, job.cache.n_heads), job.table.class_names,
+                job.out_dir, f"{job.cfg.dataset.name} · {job.backbone.name} · {job.cfg.shots}-shot"))
+        return ReportOutput(per_method=per_method, episode_rows=episode_rows)

@@ -1,0 +1,67 @@
+"""Reports that run the backbone itself: zero-shot answers, and the estimators refitted on support
+sets grown with pseudo-labelled clips. Both use the episodes every other method sees."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from calm.baselines import (
+    ZERO_SHOT_ROW,
+    PseudoLabelSettings,
+    answer_clips,
+    generation_device,
+    pseudo_label_episodes,
+    zero_shot_accuracy,
+)
+from calm.protocols import Episode
+from calm.reports.base import ReportOutput
+from calm.reports.episodic import evaluate
+from calm.tracking import Tracker
+
+if TYPE_CHECKING:
+    from calm.job import PreparedJob
+
+log = logging.getLogger(__name__)
+ANSWERS_FILE = "zero_shot_answers.tsv"
+
+
+class ZeroShot:
+    """The backbone answers every query clip of the run once; answers are scored per episode. Answers
+    that name no class count as wrong and are listed in zero_shot_answers.tsv."""
+
+    def run(self, job: PreparedJob, features: torch.Tensor | None, episodes: list[Episode],
+            tracker: Tracker) -> ReportOutput:
+        settings, table = job.cfg.method.zero_shot, job.table
+        query_ids = [table.clips[i].id for episode in episodes for i in episode.query]
+        answers = answer_clips(job.backbone, table, job.prompt, query_ids, settings.batch_size,
+                               settings.max_new_tokens, generation_device(job.cfg.trainer))
+        answers.write(job.out_dir / ANSWERS_FILE, table.class_names)
+        out = ReportOutput(per_method={ZERO_SHOT_ROW: []}, extra={"zero_shot_unmatched": len(answers.unmatched)})
+        for episode in episodes:
+            acc = zero_shot_accuracy(episode, table, answers)
+            out.per_method[ZERO_SHOT_ROW].append(acc)
+            out.episode_rows.append({"episode": episode.index, "seed": episode.seed, "method": ZERO_SHOT_ROW,
+                                     "accuracy": acc, "macro_f1": float("nan")})
+        if answers.unmatched:
+            log.warning("zero-shot: %d of %d answers name no class (counted wrong); see %s", len(answers.unmatched),
+                        len(answers.answers), job.out_dir / ANSWERS_FILE)
+        return out
+
+
+class PseudoLabelRefit:
+    """The estimators refitted on S ∪ the pseudo-labelled pool, on the same episodes and queries."""
+
+    def __init__(self, settings: PseudoLabelSettings) -> None:
+        self.settings = settings
+
+    def run(self, job: PreparedJob, features: torch.Tensor | None, episodes: list[Episode],
+            tracker: Tracker) -> ReportOutput:
+        augmented, record = pseudo_label_episodes(self.settings, job.backbone, job.table, job.prompt, episodes,
+                                                  job.out_dir, Path(job.cfg.paths.cache_dir),
+                                                  generation_device(job.cfg.trainer))
+        per_method, episode_rows = evaluate(augmented, features, self.settings.refit_methods(job.methods), tracker)
+        return ReportOutput(per_method=per_method, episode_rows=episode_rows, extra={"pseudo_label": record})
