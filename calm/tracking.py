@@ -7,15 +7,21 @@ the run is always finished, and marked failed (exit code 1) when the job raised.
 from __future__ import annotations
 
 import csv
+import logging
 import netrc
 import os
+import socket
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from calm.atomic_write import write_json_atomic
 from calm.errors import ConfigError
 
+log = logging.getLogger(__name__)
+DEFAULT_WANDB_URL = "https://api.wandb.ai"
+PROBE_SECONDS = 3.0  # how long a job may wait to learn that the W&B server cannot be reached
 RESULT_COLUMNS = ("method", "shots", "ways", "queries", "episodes", "accuracy_mean", "accuracy_ci95")
 
 
@@ -79,17 +85,47 @@ def wandb_logged_in() -> bool:
 
 
 def wandb_mode(requested: str) -> str:
-    """`auto`: online when logged in, offline otherwise; `online` without a login is refused up front."""
+    """`auto`: online when logged in, offline otherwise; `online` without a login is refused up front.
+
+    An online mode whose server does not answer a short probe becomes offline at once, with one
+    warning: a compute node with a key but no network must not wait on the W&B client's retries.
+    """
     if requested == "auto":
-        return os.environ.get("WANDB_MODE") or ("online" if wandb_logged_in() else "offline")
-    if requested == "online" and not wandb_logged_in():
+        mode = os.environ.get("WANDB_MODE") or ("online" if wandb_logged_in() else "offline")
+    elif requested == "online" and not wandb_logged_in():
         raise ConfigError(
             "logger.mode=online but no W&B login was found",
             "run `wandb login` (or set WANDB_API_KEY), or use logger.mode=offline and `wandb sync` later",
         )
-    if requested not in ("online", "offline", "disabled"):
+    elif requested not in ("online", "offline", "disabled"):
         raise ConfigError(f"logger.mode={requested!r}", "use auto, online, offline or disabled")
-    return requested
+    else:
+        mode = requested
+    if mode == "online":
+        problem = server_unreachable(wandb_base_url())
+        if problem is not None:
+            log.warning("W&B server %s is unreachable (%s): logging offline; `wandb sync <run folder>` uploads "
+                        "the run later", wandb_base_url(), problem)
+            return "offline"
+    return mode
+
+
+def wandb_base_url() -> str:
+    """The server W&B would talk to: WANDB_BASE_URL, else the public one."""
+    return os.environ.get("WANDB_BASE_URL") or DEFAULT_WANDB_URL
+
+
+def server_unreachable(url: str, timeout: float = PROBE_SECONDS) -> str | None:
+    """Why a TCP connection to the server of `url` cannot be opened within `timeout` s; None if it can.
+
+    Only a connect: no request is sent, so the probe costs one round trip (or the timeout)."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname or "", port), timeout=timeout):
+            return None
+    except OSError as err:
+        return f"{type(err).__name__}: {err}"
 
 
 class WandbTracker(Tracker):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -56,7 +57,15 @@ def test_wandb_mode_never_waits_for_a_login(monkeypatch: pytest.MonkeyPatch, tmp
     with pytest.raises(ConfigError, match="wandb login"):
         wandb_mode("online")
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
-    assert wandb_mode("auto") == "online"
+    with socket.socket() as server:  # a server that accepts connections: online
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{server.getsockname()[1]}")
+        assert wandb_mode("auto") == "online"
+        assert wandb_mode("online") == "online"
+    # the same port once nothing listens there: offline, for auto and for an explicit online
+    assert wandb_mode("auto") == "offline"
+    assert wandb_mode("online") == "offline"
 
 
 def test_results_json_layout(tmp_path: Path) -> None:
