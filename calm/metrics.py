@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -169,24 +170,52 @@ def batched_accuracy(pred: torch.Tensor, true: torch.Tensor) -> np.ndarray:
     return (pred == true).double().mean(dim=1).mul(100.0).cpu().numpy()
 
 
-def batched_macro_f1(pred: torch.Tensor, true: torch.Tensor, n_classes: int) -> np.ndarray:
-    """`macro_f1` of many settings at once: percent (S,) from predictions (S, m) and labels (m,).
-
-    As the scalar form, classes absent from both a setting's predictions and the truth are left out
-    of that setting's mean; a class predicted but absent from the truth counts with F1 = 0.
-    """
+def prediction_counts(pred: torch.Tensor, true: torch.Tensor, n_classes: int) -> PredictionCounts:
+    """What accuracy and macro-F1 of many settings need, counted on one chunk of queries: add the
+    counts of every chunk, then read the metrics off the total (a test set never held at once)."""
     correct = (pred == true).double()
     n_pred = torch.zeros(pred.shape[0], n_classes, dtype=torch.float64, device=pred.device)
     n_pred.scatter_add_(1, pred, torch.ones_like(correct))
     tp = torch.zeros_like(n_pred).scatter_add_(1, pred, correct)
-    denominator = n_pred + torch.bincount(true, minlength=n_classes).double()
-    present = denominator > 0
-    f1 = torch.where(present, 2 * tp / denominator.clamp_min(1.0), 0.0)
-    return (f1.sum(dim=1) / present.sum(dim=1) * 100.0).cpu().numpy()
+    return PredictionCounts(correct.sum(dim=1), n_pred, tp, torch.bincount(true, minlength=n_classes).double(),
+                            int(true.shape[0]))
 
 
-def batched_exact_match(scores: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
-    """`exact_match` of `top_label_sets` for many settings at once: percent (S,).
+@dataclass
+class PredictionCounts:
+    """Per setting: correct predictions (S,), predictions per class (S, C), true positives per class
+    (S, C); per class: true clips (C,); and the number of queries."""
+
+    correct: torch.Tensor
+    n_pred: torch.Tensor
+    tp: torch.Tensor
+    n_true: torch.Tensor
+    n: int
+
+    def __add__(self, other: PredictionCounts) -> PredictionCounts:
+        return PredictionCounts(self.correct + other.correct, self.n_pred + other.n_pred, self.tp + other.tp,
+                                self.n_true + other.n_true, self.n + other.n)
+
+    def accuracy(self) -> np.ndarray:
+        """Percent correct per setting, as `accuracy`."""
+        return self.correct.div(self.n).mul(100.0).cpu().numpy()
+
+    def macro_f1(self) -> np.ndarray:
+        """Macro-F1 per setting, as `macro_f1`: classes absent from both a setting's predictions and
+        the truth are left out of its mean; a class predicted but never true counts with F1 = 0."""
+        denominator = self.n_pred + self.n_true
+        present = denominator > 0
+        f1 = torch.where(present, 2 * self.tp / denominator.clamp_min(1.0), 0.0)
+        return (f1.sum(dim=1) / present.sum(dim=1) * 100.0).cpu().numpy()
+
+
+def batched_macro_f1(pred: torch.Tensor, true: torch.Tensor, n_classes: int) -> np.ndarray:
+    """`macro_f1` of many settings at once: percent (S,) from predictions (S, m) and labels (m,)."""
+    return prediction_counts(pred, true, n_classes).macro_f1()
+
+
+def exact_hits(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per setting, how many clips (of one chunk) `top_label_sets` gets exactly right: (S,) float64.
 
     scores (C, S, m), class axis first as the grid computes them; targets (m, C) bool true sets.
     A clip is exact when its top-|true set| classes (ties to the lower class id) are its true set:
@@ -204,7 +233,12 @@ def batched_exact_match(scores: torch.Tensor, targets: torch.Tensor) -> np.ndarr
         last_true = torch.where(true & (scores == low), ids, -1).amax(dim=0)
         first_other = torch.where(~true & (scores == high), ids, n_classes).amin(dim=0)
         exact |= tied & (last_true < first_other)
-    return exact.double().mean(dim=1).mul(100.0).cpu().numpy()
+    return exact.double().sum(dim=1)
+
+
+def batched_exact_match(scores: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
+    """`exact_match` of `top_label_sets` for many settings at once: percent (S,); see `exact_hits`."""
+    return exact_hits(scores, targets).div(targets.shape[0]).mul(100.0).cpu().numpy()
 
 
 def mean_ci95(values: Sequence[float] | np.ndarray) -> tuple[float, float]:

@@ -96,7 +96,7 @@ def test_reliabilities_and_weights_are_the_estimators_bit_for_bit(data) -> None:
 def test_any_list_of_settings_in_any_order_and_chunk_size(data, paper_result) -> None:
     support, labels, query, query_labels = data
     picks = random.Random(1).sample(range(len(PAPER_GRID)), 25)
-    chosen = [paper_result.settings[i] for i in picks] + [DEFAULT_SETTING, CalmSetting(top_k=0)]
+    chosen = [paper_result.settings[i] for i in picks] + [DEFAULT_SETTING, CalmSetting(top_k=1000)]
     result = evaluate_grid(support, labels, query, query_labels, chosen, chunk=4)
     np.testing.assert_array_equal(result.accuracy[:25], paper_result.accuracy[picks])
     for i in (25, 26):
@@ -227,3 +227,28 @@ def test_report_eer_for_two_class_detection() -> None:
     scores = oracle.estimator().fit(support, labels).predict_scores(query)
     assert report.oracle["test"]["eer"] == pytest.approx(eer(detector_scores(scores, 0), query_labels == 0))
     assert 0.0 <= report.cv_choice["test"]["eer"] <= 100.0
+
+
+def test_streaming_the_test_set_in_chunks_changes_no_number(data, paper_result) -> None:
+    """Queries read a few at a time (from a lazy view, as from the cache on disk) give the grid's
+    scores: counts are summed over chunks, the metrics read off the totals."""
+    support, labels, query, query_labels = data
+    picks = random.Random(2).sample(range(len(PAPER_GRID)), 60)
+    settings = [paper_result.settings[i] for i in picks]
+
+    class LazyRows:
+        def __init__(self) -> None:
+            self.reads: list[int] = []
+
+        def __len__(self) -> int:
+            return len(query)
+
+        def __getitem__(self, part: slice) -> np.ndarray:
+            self.reads.append(part.stop - part.start)
+            return query[part].numpy()
+
+    rows = LazyRows()
+    streamed = evaluate_grid(support, labels, rows, query_labels, settings, query_chunk=7, chunk=16)
+    assert max(rows.reads) == 7 and sum(rows.reads) == len(query)
+    np.testing.assert_array_equal(streamed.accuracy, paper_result.accuracy[picks])
+    np.testing.assert_allclose(streamed.macro_f1, paper_result.macro_f1[picks], rtol=0, atol=1e-9)

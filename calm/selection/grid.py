@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -51,7 +51,7 @@ from calm.methods.prototypes import (
     validate_query,
     validate_support,
 )
-from calm.metrics import batched_accuracy, batched_exact_match, batched_macro_f1
+from calm.metrics import exact_hits, prediction_counts
 
 AXES = ("reliability", "tau", "tau_w", "top_k", "shrinkage")
 
@@ -161,25 +161,43 @@ class GridResult:
 
 class SplitScorer:
     """One split's cosine products, computed once; posteriors per tau with CALM's own arithmetic,
-    so reliabilities (and with them top_k's ranking) equal the estimator's bit for bit."""
+    so reliabilities (and with them top_k's ranking) equal the estimator's bit for bit.
 
-    def __init__(self, support: FeaturesLike, labels: LabelsLike, query: FeaturesLike,
-                 n_classes: int | None) -> None:
+    The query clips are read `query_chunk` at a time (a tensor, or a lazy row view such as
+    `calm.cache.RowView`, whose slices are read from disk): only their dot products with the
+    prototypes (K, m, C) and inverse norms are kept, never the query features themselves.
+    """
+
+    def __init__(self, support: FeaturesLike, labels: LabelsLike, query: FeaturesLike | QueryRows,
+                 n_classes: int | None, query_chunk: int = 8192,
+                 device: torch.device | str | None = None) -> None:
         support, self.labels, self.n_classes = validate_support(support, labels, n_classes)
-        query = validate_query(query, support.shape[1], support.shape[2])
-        self.n_heads, self.n_queries, self.device = support.shape[1], query.shape[0], support.device
+        self.device = torch.device(device) if device is not None else support.device
+        support, self.labels = support.to(self.device), self.labels.to(self.device)
+        self.n_heads, self.n_queries = support.shape[1], len(query)
         self.counts = class_counts(self.labels, self.n_classes)
         prototypes = normalized_prototypes(class_sums(support, self.labels, self.n_classes), self.counts)
-        self._dots = {"support": prototype_dots(support, prototypes), "query": prototype_dots(query, prototypes)}
-        self._recip = {"support": reciprocal_norms(support), "query": reciprocal_norms(query)}
+        self.chunks = [slice(a, min(a + query_chunk, self.n_queries)) for a in range(0, self.n_queries, query_chunk)]
+        query_dots, query_recip = [], []
+        for part in self.chunks:
+            rows = validate_query(query[part], support.shape[1], support.shape[2]).to(self.device)
+            query_dots.append(prototype_dots(rows, prototypes).transpose(1, 2))  # (K, C, mc), classes-major
+            query_recip.append(reciprocal_norms(rows))
+        self._dots = {"support": prototype_dots(support, prototypes),
+                      "query": torch.cat(query_dots, dim=2).transpose(1, 2)}
+        self._recip = {"support": reciprocal_norms(support), "query": torch.cat(query_recip, dim=1)}
         # reused across taus: fresh 100-MB tensors per tau would spend more time on page faults than on math
-        self._buffers = {split: torch.empty_like(dots) for split, dots in self._dots.items()}
+        largest = self.chunks[0].stop - self.chunks[0].start
+        self._buffers = {"support": torch.empty_like(self._dots["support"]),  # classes-major, as the dots
+                         "query": torch.empty(self.n_heads, self.n_classes, largest, device=self.device).transpose(1, 2)}
 
-    def posteriors(self, split: str, tau: float) -> torch.Tensor:
-        """p_j(c|x) (K, n, C) of the support or query clips, in a buffer the next call overwrites."""
+    def posteriors(self, split: str, tau: float, part: slice = slice(None)) -> torch.Tensor:
+        """p_j(c|x) (K, n, C) of the support clips or of one chunk of query clips, in a buffer the
+        next call overwrites."""
         shift = logit_shift(tau)
-        logits = scaled_dots(self._dots[split], self._recip[split], 1.0 / tau, shift or 0.0, self._buffers[split])
-        return softmax_classes_(logits, shifted=shift is not None)
+        dots, recip = self._dots[split][:, part], self._recip[split][:, part]
+        out = self._buffers[split][:, : dots.shape[1]]
+        return softmax_classes_(scaled_dots(dots, recip, 1.0 / tau, shift or 0.0, out), shifted=shift is not None)
 
     def reliabilities(self, tau: float, schemes: Sequence[str]) -> dict[str, torch.Tensor]:
         """r (K, C) per scheme from one set of support posteriors (consumed in place)."""
@@ -187,8 +205,16 @@ class SplitScorer:
         return {s: class_means(r, self.labels, self.n_classes) for s, r in per_clip.items()}
 
 
+class QueryRows(Protocol):
+    """Query features that can be read a slice at a time: `len()` and `[a:b] -> (b-a, K, d)`."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, part: slice) -> FeaturesLike: ...
+
+
 class Scoreboard:
-    """Metrics of many settings, recorded chunk of settings by chunk."""
+    """Metrics of many settings, accumulated chunk of settings by chunk of queries."""
 
     def __init__(self, labels: torch.Tensor, targets: torch.Tensor | None, n_classes: int, n_settings: int) -> None:
         self.labels, self.targets, self.n_classes = labels, targets, n_classes
@@ -196,26 +222,37 @@ class Scoreboard:
         self.macro_f1 = np.zeros(n_settings)
         self.exact_match = None if targets is None else np.zeros(n_settings)
 
-    def score(self, weights: torch.Tensor, posteriors: torch.Tensor, index: np.ndarray) -> None:
-        """weights (C, S, K) and posteriors (C, K, m): record the metrics of settings `index`."""
-        scores = setting_scores(weights, posteriors)  # (C, S, m)
-        pred = scores.max(dim=0).indices  # ties: lowest class, as CALM.predict
-        self.accuracy[index] = batched_accuracy(pred, self.labels)
-        self.macro_f1[index] = batched_macro_f1(pred, self.labels, self.n_classes)
-        if self.targets is not None:
-            self.exact_match[index] = batched_exact_match(scores, self.targets)
+    def score(self, weights: torch.Tensor, query_posteriors: Iterator[tuple[slice, torch.Tensor]],
+              index: np.ndarray) -> None:
+        """weights (C, S, K) and the query posteriors chunk by chunk, (C, K, mc) each: record the
+        metrics of settings `index` from the counts summed over the chunks."""
+        counts, hits = None, None
+        for part, posteriors in query_posteriors:
+            scores = setting_scores(weights, posteriors)  # (C, S, mc)
+            pred = scores.max(dim=0).indices  # ties: lowest class, as CALM.predict
+            chunk = prediction_counts(pred, self.labels[part], self.n_classes)
+            counts = chunk if counts is None else counts + chunk
+            if self.targets is not None:
+                chunk_hits = exact_hits(scores, self.targets[part])
+                hits = chunk_hits if hits is None else hits + chunk_hits
+        self.accuracy[index] = counts.accuracy()
+        self.macro_f1[index] = counts.macro_f1()
+        if hits is not None:
+            self.exact_match[index] = hits.div(counts.n).mul(100.0).cpu().numpy()
 
 
 def evaluate_grid(
     support: FeaturesLike,
     support_labels: LabelsLike,
-    query: FeaturesLike,
+    query: FeaturesLike | QueryRows,
     query_labels: LabelsLike,
     settings: CalmGrid | Sequence[CalmSetting],
     *,
     n_classes: int | None = None,
     query_targets: np.ndarray | torch.Tensor | None = None,
     chunk: int = 256,
+    query_chunk: int = 8192,
+    device: torch.device | str | None = None,
 ) -> GridResult:
     """Accuracy and macro-F1 (and exact match, given (m, C) `query_targets`) of every setting.
 
@@ -224,13 +261,15 @@ def evaluate_grid(
     weights equal the estimator's bit for bit, and only the final sum over heads is ordered
     differently (`setting_scores` against `calm_scores`). A query whose two best class scores are
     closer than float32 rounding of that sum can therefore go either way, as between thread counts.
-    `chunk` bounds how many settings are scored per product (memory: chunk·K·C + C·chunk·m floats).
+    Memory: `chunk` settings are scored at a time against `query_chunk` queries at a time
+    (chunk·K·C + C·K·query_chunk + C·chunk·query_chunk floats), plus the queries' dot products with
+    the prototypes (K·m·C floats); `device` (default: the support's) is where the work runs.
     """
     settings = grid_settings(settings)
     if not settings:
         raise ConfigError("no settings to evaluate", "pass a CalmGrid or a non-empty list of CalmSetting")
     with torch.no_grad():
-        scorer = SplitScorer(support, support_labels, query, n_classes)
+        scorer = SplitScorer(support, support_labels, query, n_classes, query_chunk, device)
         labels = query_label_tensor(query_labels, scorer.n_classes).to(scorer.device)
         if labels.shape[0] != scorer.n_queries:
             raise ConfigError(f"{scorer.n_queries} query clips but {labels.shape[0]} query labels",
@@ -253,16 +292,27 @@ def _plan(settings: Sequence[CalmSetting]) -> dict[float, dict[tuple[str, float]
 
 def _score_tau(scorer: SplitScorer, board: Scoreboard, tau: float,
                groups: dict[tuple[str, float], list[tuple[int, CalmSetting]]], chunk: int) -> None:
-    """All settings at one tau: posteriors once, reliabilities per scheme, weights batched per r."""
+    """All settings at one tau: posteriors once (per query chunk), reliabilities per scheme, weights
+    batched per reliability matrix."""
     reliabilities = scorer.reliabilities(tau, list(dict.fromkeys(scheme for scheme, _ in groups)))
-    posteriors = scorer.posteriors("query", tau).permute(2, 0, 1).contiguous()  # (C, K, m)
+    single = None
+    if len(scorer.chunks) == 1:  # the whole test set fits one chunk: its posteriors serve every settings chunk
+        single = scorer.posteriors("query", tau).permute(2, 0, 1).contiguous()  # (C, K, m)
+
+    def query_posteriors() -> Iterator[tuple[slice, torch.Tensor]]:
+        if single is not None:
+            yield scorer.chunks[0], single
+            return
+        for part in scorer.chunks:
+            yield part, scorer.posteriors("query", tau, part).permute(2, 0, 1).contiguous()
+
     n_classes, n_heads = scorer.n_classes, scorer.n_heads
     capacity = max(chunk, *(len(members) for members in groups.values()))
     buffer = torch.empty(n_classes, capacity, n_heads, device=scorer.device)
     pending: list[int] = []
     for (scheme, alpha), members in groups.items():
         if len(pending) + len(members) > capacity:
-            board.score(buffer[:, :len(pending)], posteriors, np.array(pending))
+            board.score(buffer[:, :len(pending)], query_posteriors(), np.array(pending))
             pending = []
         r = shrink(reliabilities[scheme], scorer.counts, alpha)
         ranks = head_ranks(r)
@@ -279,7 +329,7 @@ def _score_tau(scorer: SplitScorer, board: Scoreboard, tau: float,
             target.copy_(weight_sets(r, ranks, norm, tau_ws, top_ks)[torch.tensor(picks, device=scorer.device)])
         pending.extend(i for i, _ in members)
     if pending:
-        board.score(buffer[:, :len(pending)], posteriors, np.array(pending))
+        board.score(buffer[:, :len(pending)], query_posteriors(), np.array(pending))
 
 
 def query_label_tensor(labels: LabelsLike, n_classes: int) -> torch.Tensor:
