@@ -252,3 +252,12 @@ def test_streaming_the_test_set_in_chunks_changes_no_number(data, paper_result) 
     assert max(rows.reads) == 7 and sum(rows.reads) == len(query)
     np.testing.assert_array_equal(streamed.accuracy, paper_result.accuracy[picks])
     np.testing.assert_allclose(streamed.macro_f1, paper_result.macro_f1[picks], rtol=0, atol=1e-9)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (evaluate.device=cuda)")
+def test_the_grid_on_the_gpu_predicts_as_on_the_cpu(data) -> None:
+    support, labels, query, query_labels = data
+    settings = random.Random(3).sample(PAPER_GRID.settings(), 200)
+    on_cpu = evaluate_grid(support, labels, query, query_labels, settings)
+    on_gpu = evaluate_grid(support, labels, query, query_labels, settings, device="cuda", query_chunk=11)
+    np.testing.assert_array_equal(on_gpu.accuracy, on_cpu.accuracy)

@@ -49,15 +49,24 @@ def score_method(estimator: Any, support: torch.Tensor, episode: Episode, query:
     return metrics
 
 
+def evaluation_device(setting: str) -> torch.device:
+    """`evaluate.device`: auto is the GPU when there is one, else the CPU."""
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(setting)
+
+
 def evaluate(episodes: list[Episode], features: torch.Tensor, methods: dict[str, Any], tracker: Tracker,
-             collector: HeadCollector | None = None) -> tuple[dict[str, list[float]], list[dict[str, Any]]]:
+             collector: HeadCollector | None = None,
+             device: torch.device | None = None) -> tuple[dict[str, list[float]], list[dict[str, Any]]]:
     """Every method on the same episodes; returns per-method accuracies and the per-episode rows.
-    `collector` reads each fit's head weights / selected heads (for the figures) while they are at hand."""
+    Each episode's rows are gathered (and upcast) on their own and moved to `device` (default: where
+    `features` are). `collector` reads each fit's head weights / selected heads (for the figures)."""
     per_method: dict[str, list[float]] = {name: [] for name in methods}
     rows = []
     for episode in episodes if methods else []:
-        support = features[torch.tensor(episode.support)]
-        query = features[torch.tensor(episode.query)]
+        support = features[torch.tensor(episode.support)].to(device).float()
+        query = features[torch.tensor(episode.query)].to(device).float()
         logged = {}
         for name, estimator in methods.items():
             metrics = score_method(estimator, support, episode, query)
@@ -99,7 +108,8 @@ class EpisodicMethods:
             tracker: Tracker) -> ReportOutput:
         collector = (HeadCollector(job.cache.n_heads, len(job.table.class_names))
                      if job.cfg.get("figures", True) else None)
-        per_method, episode_rows = evaluate(episodes, features, job.methods, tracker, collector)
+        device = evaluation_device(job.cfg.evaluate.device)
+        per_method, episode_rows = evaluate(episodes, features, job.methods, tracker, collector, device)
         if collector is not None:
             tracker.log_figures(write_job_figures(
                 collector, HeadGrid.from_names(job.cache.head_names, job.cache.n_heads), job.table.class_names,

@@ -19,7 +19,7 @@ from calm.baselines import (
 )
 from calm.protocols import Episode
 from calm.reports.base import ReportOutput
-from calm.reports.episodic import evaluate
+from calm.reports.episodic import evaluate, evaluation_device
 from calm.tracking import Tracker
 
 if TYPE_CHECKING:
@@ -63,5 +63,6 @@ class PseudoLabelRefit:
         augmented, record = pseudo_label_episodes(self.settings, job.backbone, job.table, job.prompt, episodes,
                                                   job.out_dir, Path(job.cfg.paths.cache_dir),
                                                   generation_device(job.cfg.trainer))
-        per_method, episode_rows = evaluate(augmented, features, self.settings.refit_methods(job.methods), tracker)
+        per_method, episode_rows = evaluate(augmented, features, self.settings.refit_methods(job.methods), tracker,
+                                            device=evaluation_device(job.cfg.evaluate.device))
         return ReportOutput(per_method=per_method, episode_rows=episode_rows, extra={"pseudo_label": record})

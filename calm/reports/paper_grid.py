@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from calm.protocols import Episode, multilabel_targets
 from calm.reports.base import ReportOutput
+from calm.reports.episodic import evaluation_device
 from calm.selection import CalmGrid, paper_grid_report, tuned_row_names
 from calm.tracking import Tracker
 
@@ -43,6 +44,7 @@ def grid_rows(cfg: DictConfig, episode: Episode, features: torch.Tensor) -> tupl
         query_targets=multilabel_targets(episode, "query") if multi else None,
         support_targets=multilabel_targets(episode, "support") if multi else None,
         positive_class=1 if episode.ways == 2 else None,
+        query_chunk=int(cfg.evaluate.query_chunk), device=evaluation_device(cfg.evaluate.device),
     )
     rows = []
     for method, record in zip(tuned_row_names(GRID_METHOD), (report.cv_choice, report.oracle), strict=True):

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from calm.methods.prototypes import FeaturesLike, LabelsLike, validate_support
+from calm.methods.prototypes import FeaturesLike, LabelsLike, as_features, validate_support
 from calm.metrics import detector_scores, eer
 from calm.selection.cross_validation import pooled_fold_scores, support_folds, too_few_clips
 from calm.selection.grid import (
@@ -19,6 +19,7 @@ from calm.selection.grid import (
     CalmGrid,
     CalmSetting,
     GridResult,
+    QueryRows,
     evaluate_grid,
     grid_settings,
     query_label_tensor,
@@ -39,6 +40,7 @@ def select_by_cross_validation(
     n_classes: int | None = None,
     support_targets: np.ndarray | torch.Tensor | None = None,
     chunk: int = 256,
+    device: torch.device | str | None = None,
 ) -> dict[str, Any]:
     """Choose a setting from the support set alone, by stratified k-fold cross-validation.
 
@@ -60,7 +62,7 @@ def select_by_cross_validation(
     def score_fold(held: torch.Tensor) -> np.ndarray:
         return evaluate_grid(features[~held], labels[~held], features[held], labels[held], settings,
                              n_classes=n_classes, query_targets=None if targets is None else targets[held],
-                             chunk=chunk).values()
+                             chunk=chunk, device=device).values()
 
     pooled = pooled_fold_scores(fold, n_folds, score_fold)
     best = int(np.argmax(pooled))
@@ -98,24 +100,28 @@ def paper_grid_report(
     support_targets: np.ndarray | torch.Tensor | None = None,
     positive_class: int | None = None,
     chunk: int = 256,
+    query_chunk: int = 8192,
+    device: torch.device | str | None = None,
 ) -> PaperGridReport:
     """The grid on test, the setting chosen by cross-validation on the support set (with its test
     scores), and the best of grid on test, labelled as an oracle.
 
     The selector is called with the support set only. `positive_class` (two-class detection, e.g.
     bonafide) adds each selection's test EER. Multi-label: pass `query_targets` (and, to select by
-    exact match, `support_targets`).
+    exact match, `support_targets`). `query` may be a lazy row view read `query_chunk` clips at a
+    time; `device` is where the work runs.
     """
     settings = grid_settings(grid)
     test = evaluate_grid(support, support_labels, query, query_labels, settings, n_classes=n_classes,
-                         query_targets=query_targets, chunk=chunk)
+                         query_targets=query_targets, chunk=chunk, query_chunk=query_chunk, device=device)
     cv = select_by_cross_validation(support, support_labels, settings, folds, seed, n_classes=n_classes,
-                                    support_targets=support_targets, chunk=chunk)
+                                    support_targets=support_targets, chunk=chunk, device=device)
     if cv["setting_index"] is not None:
         cv_test = test.scores_of(cv["setting_index"])
     else:
         default = evaluate_grid(support, support_labels, query, query_labels, [DEFAULT_SETTING],
-                                n_classes=n_classes, query_targets=query_targets)
+                                n_classes=n_classes, query_targets=query_targets, query_chunk=query_chunk,
+                                device=device)
         cv_test = default.scores_of(0)
     best = test.best()
     cv_choice = {"label": CV_LABEL, **cv, "test": cv_test}
@@ -124,13 +130,17 @@ def paper_grid_report(
     if positive_class is not None:
         for record in (cv_choice, oracle):
             record["test"]["eer"] = _test_eer(CalmSetting(**record["setting"]), support, support_labels, query,
-                                              query_labels, positive_class, n_classes)
+                                              query_labels, positive_class, n_classes, query_chunk, device)
     return PaperGridReport(cv_choice, oracle, test)
 
 
-def _test_eer(setting: CalmSetting, support: FeaturesLike, support_labels: LabelsLike, query: FeaturesLike,
-              query_labels: LabelsLike, positive: int, n_classes: int | None) -> float:
-    """EER (%) of one setting as a detector of `positive` (score difference between the two classes)."""
-    scores = setting.estimator().fit(support, support_labels, n_classes=n_classes).predict_scores(query)
+def _test_eer(setting: CalmSetting, support: FeaturesLike, support_labels: LabelsLike, query: FeaturesLike | QueryRows,
+              query_labels: LabelsLike, positive: int, n_classes: int | None, query_chunk: int,
+              device: torch.device | str | None) -> float:
+    """EER (%) of one setting as a detector of `positive` (score difference between the two classes),
+    the queries scored `query_chunk` at a time."""
+    fitted = setting.estimator().fit(as_features(support).to(device), support_labels, n_classes=n_classes)
+    scores = torch.cat([fitted.predict_scores(as_features(query[a:a + query_chunk]).to(device))
+                        for a in range(0, len(query), query_chunk)])
     truth = query_label_tensor(query_labels, 2).numpy() == positive
     return eer(detector_scores(scores, positive), truth)
