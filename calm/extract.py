@@ -59,14 +59,16 @@ class ExtractionReport:
 
 
 def preflight(table: ClipTable, clip_ids: Sequence[str], on_bad_clip: str) -> tuple[dict[str, float], dict[str, str]]:
-    """Read every uncached clip's header before the model loads: durations, and bad clips."""
+    """Read every uncached clip's header before the model loads: durations, and bad clips (missing,
+    undecodable, empty, truncated, or a float file holding NaN/Inf samples; float files are the only
+    ones decoded here, see `calm.data.audio`)."""
     if on_bad_clip not in BAD_CLIP_POLICIES:
         raise ConfigError(f"on_bad_clip={on_bad_clip!r}", f"use one of {BAD_CLIP_POLICIES}")
     by_id = {c.id: c for c in table.clips}
     durations, bad = {}, {}
     for cid in clip_ids:
         try:
-            durations[cid] = probe_audio(by_id[cid].audio_path).seconds
+            durations[cid] = probe_audio(by_id[cid].audio_path, samples=True).seconds
         except CalmError as err:
             if on_bad_clip == "error":
                 raise

@@ -20,6 +20,7 @@ from calm.backbones import Backbone, build_backbone
 from calm.baselines import PseudoLabelSettings, check_single_label
 from calm.cache import ActivationCache
 from calm.config_objects import build
+from calm.config_schema import check_settings
 from calm.data.prompts import ClipPrompt, build_prompt
 from calm.data.registry import LoadedDataset, read_dataset, warn_missing
 from calm.data.table import ClipTable
@@ -86,7 +87,9 @@ class PreparedJob:
 
 
 def prepare(cfg: DictConfig) -> PreparedJob:
-    """Read the table and check every setting and split; load no model."""
+    """Read the table and check every setting and split; load no model. The top-level settings are
+    typed first (`calm.config_schema`), before anything is read or written."""
+    check_settings(cfg)
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     main = launched_as_main()

@@ -7,6 +7,8 @@ line's overrides) into its jobs, composes each one exactly as the launchers will
 
 - every overridden key exists (`+key=...` adds one on purpose) and every config named exists,
   also those an experiment file names (`override /dataset: ...`);
+- every job's top-level settings have their types and ranges, and no undeclared key is added
+  (`calm.config_schema`: `seed=0,1.5` fails here, not in the second job after a model load);
 - every job's `dataset` config names a dataset of configs/dataset (its `name`, and the class its
   `_target_` names: `calm.data.registry.build_dataset`'s checks, without reading any data);
 - a search optimises a support-set cross-validation metric, never a test metric (`calm.search`).
@@ -37,6 +39,7 @@ from hydra.errors import OverrideParseException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from calm.config_schema import check_settings
 from calm.data.registry import build_dataset, dataset_names
 from calm.errors import CalmError, ConfigError
 from calm.search import check_objective, optuna_sweeper
@@ -76,6 +79,7 @@ def preflight(config: DictConfig) -> int:
             job = loader.load_sweep_config(config, list(overrides))
         except Exception as err:  # Hydra raises several types; each is translated into problem and fix
             raise _composition_error(err, overrides, known, loader, config) from err
+        _check_settings(job, overrides)
         _check_dataset(job, overrides)
         if search_active:
             _check_search(config, job)
@@ -189,6 +193,14 @@ def _who_names(origin: str | None, missing: str, overrides: list[str], loader: A
             if f"'{missing}'" in str(err):
                 return f"the config picked by `{line}` names"
     return "a config file names"
+
+
+def _check_settings(job: DictConfig, overrides: list[str]) -> None:
+    """The job's top-level settings, typed as a single run types them (`calm.config_schema`)."""
+    try:
+        check_settings(job)
+    except ConfigError as err:
+        raise ConfigError(f"{err.problem} (job: {' '.join(overrides) or '(no overrides)'})", err.fix) from err
 
 
 def _check_dataset(job: DictConfig, overrides: list[str]) -> None:

@@ -98,7 +98,7 @@ def test_numpy_input_top_k_clamped_and_explicit_n_classes() -> None:
 
 
 @pytest.mark.parametrize("kwargs", [
-    {"top_k": 0}, {"top_k": -3}, {"top_k": None}, {"top_k": True}, {"top_k": 2.5},
+    {"top_k": 0}, {"top_k": -3}, {"top_k": True}, {"top_k": 2.5},
     {"steps": 0}, {"lr": 0}, {"lr": -1.0}, {"lr": "fast"}, {"weight_decay": -0.1}, {"seed": 1.5},
 ])
 def test_bad_settings_raise_config_error(kwargs: dict) -> None:

@@ -358,6 +358,7 @@ def test_sweep_reuses_similarities(monkeypatch):
         ({"reliability_split": "cv"}, "unknown reliability_split"),
         ({"reliability_split": "holdout", "holdout_fraction": 1.0}, "holdout_fraction"),
         ({"top_k": -2}, "top_k"),
+        ({"top_k": 0}, "top_k"),
         ({"top_k": 2.5}, "top_k"),
         ({"shrinkage": -1.0}, "shrinkage"),
     ],

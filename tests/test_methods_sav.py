@@ -108,7 +108,7 @@ def test_relabelling_scaling_numpy_and_one_shot():
     assert one_shot.predict(query).tolist() == expected["predictions"]
 
 
-@pytest.mark.parametrize("top_k", [0, -1, 1.5, True, None])
+@pytest.mark.parametrize("top_k", [0, -1, 1.5, True, "all"])
 def test_bad_top_k(top_k):
     with pytest.raises(ConfigError, match="top_k"):
         SAV(top_k=top_k)

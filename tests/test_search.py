@@ -148,7 +148,7 @@ def test_optuna_trials_score_their_settings_by_support_cross_validation(
     db, sweep = tmp_path / "optuna.db", tmp_path / "sweep"
     done = run_sweep(["hparams_search=calm_optuna", f"dataset.root={data}", *TINY_ARGS, "shots=2", "method=calm",
                       "hydra.sweeper.n_trials=4", f"hydra.sweeper.storage=sqlite:///{db}",
-                      "method.estimators.calm.tau=choice(0.0001,0.05)", "method.estimators.calm.top_k=choice(5,0)",
+                      "method.estimators.calm.tau=choice(0.0001,0.05)", "method.estimators.calm.top_k=choice(5,100000)",
                       "method.estimators.calm.tau_w=0.5", "method.estimators.calm.reliability=margin_clamped"],
                      sweep, tmp_path / "finished", cache)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
@@ -177,7 +177,7 @@ def test_a_failed_trial_is_told_to_optuna_as_failed_and_the_search_goes_on(
     done = run_sweep(["hparams_search=calm_optuna", f"dataset.root={data}", *TINY_ARGS, "shots=2",
                       "hydra.sweeper.n_trials=3", f"hydra.sweeper.storage=sqlite:///{db}",
                       f"method.estimators.calm._target_=choice({exploding},calm.methods.CALM)",
-                      "method.estimators.calm.tau=choice(0.0001,0.05)", "method.estimators.calm.top_k=0",
+                      "method.estimators.calm.tau=choice(0.0001,0.05)", "method.estimators.calm.top_k=null",
                       "method.estimators.calm.tau_w=0.5", "method.estimators.calm.reliability=margin_clamped"],
                      sweep, tmp_path / "finished", cache)
     output = done.stdout + done.stderr

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from calm.data.dataset import Dataset, LoadedDataset
+from calm.data.roots import resolve_under
 from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT, Clip, ClipTable
 from calm.data.validate import FirstSeen, check_fields, require_file, require_root
 from calm.errors import ConfigError, DataError
@@ -76,8 +77,8 @@ def load_asvspoof2019_la(la: Path, support_split: str = "train",
         present = {entry.name for entry in os.scandir(flac)}
         for line, (speaker, utt, attack, key) in _protocol_lines(protocol):
             seen.add(utt, protocol, line)
-            path = flac / f"{utt}.flac"
-            if path.name not in present:
+            path = resolve_under(la, flac.relative_to(la) / f"{utt}.flac", f"{protocol} line {line}")
+            if not (path.name in present if path.parent == flac else path.is_file()):
                 missing.append(str(path))
                 continue
             clips.append(Clip(id=utt, audio_path=path, label=CLASSES.index(key), split=split,

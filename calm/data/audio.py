@@ -2,10 +2,21 @@
 
 Plain audio files (wav, flac, ogg, mp3) are decoded with soundfile; the audio track of a video
 container (VGGSound's mp4 clips) with PyAV, which bundles FFmpeg.
+
+Decoding never hands back less or worse than the file claims. libsndfile reads a half-truncated wav
+as a shorter clip without a word, so the header pass (`probe_audio`) compares a wav's `data` chunk
+size with the bytes the file holds (header and file size only), and decoding compares the frames it
+got with the header's count (every format but mp3, whose count libsndfile may estimate). NaN or
+infinite samples only fit in float formats (a PCM wav or a FLAC cannot hold one): `probe_audio(...,
+samples=True)`, which `validate` and the pre-model header pass use, decodes float files (subtype
+FLOAT or DOUBLE) to look for them and reads only the header of every other file; decoding checks
+every clip's samples again.
 """
 
 from __future__ import annotations
 
+import os
+import struct
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -21,6 +32,10 @@ from calm.errors import DataError
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 CONTAINER_EXTENSIONS = (".mp4", ".m4a", ".mkv", ".webm", ".mov")
 RESAMPLER = {"method": "sinc_interp_hann", "lowpass_filter_width": 6, "rolloff": 0.99}
+FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")  # the only sample formats that can hold NaN or infinity
+UNKNOWN_SIZES = (0, 0xFFFFFFFF)  # what streaming writers put in a wav header whose length they do not know
+SCAN_FRAMES = 1 << 16  # frames per block when scanning a float file for non-finite samples
+SKIP_FIX = "replace the file, or run with on_bad_clip=skip to leave it out (it is listed in skipped_clips.tsv)"
 
 
 @dataclass(frozen=True)
@@ -31,6 +46,8 @@ class AudioInfo:
     sample_rate: int
     frames: int
     channels: int
+    format: str = ""  # soundfile's format (WAV, FLAC, ...); empty for containers
+    subtype: str = ""  # soundfile's sample format (PCM_16, FLOAT, ...); empty for containers
 
     @property
     def seconds(self) -> float:
@@ -47,8 +64,12 @@ def is_container(path: Path) -> bool:
     return Path(path).suffix.lower() in CONTAINER_EXTENSIONS
 
 
-def probe_audio(path: Path) -> AudioInfo:
-    """Read a clip's header; a missing, unreadable or empty file is a DataError naming it."""
+def probe_audio(path: Path, samples: bool = False) -> AudioInfo:
+    """Read a clip's header; a missing, unreadable, empty or truncated file is a DataError naming it.
+
+    With `samples`, a float file's samples are also scanned for NaN and infinity (it is decoded; no
+    other file is).
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"audio file not found: {path}", "check dataset.root, or re-download the dataset")
@@ -62,11 +83,58 @@ def probe_audio(path: Path) -> AudioInfo:
             "replace the file, or run with on_bad_clip=skip to leave it out (it is listed in skipped_clips.tsv)",
         ) from err
     if info.frames <= 0:
-        raise DataError(
-            f"audio file {path} is empty (0 samples)",
-            "replace the file, or run with on_bad_clip=skip to leave it out (it is listed in skipped_clips.tsv)",
-        )
-    return AudioInfo(path, int(info.samplerate), int(info.frames), int(info.channels))
+        raise DataError(f"audio file {path} is empty (0 samples)", SKIP_FIX)
+    _check_wav_length(path)
+    if samples and info.subtype in FLOAT_SUBTYPES:
+        _check_finite_samples(path)
+    return AudioInfo(path, int(info.samplerate), int(info.frames), int(info.channels), str(info.format),
+                     str(info.subtype))
+
+
+def _wav_data_chunk(path: Path) -> tuple[int, int, int] | None:
+    """(declared size, start offset, bytes per frame) of a RIFF/WAVE file's `data` chunk, read from
+    its chunk headers alone; None for any other file or an unreadable header (soundfile judges those)."""
+    with open(path, "rb") as handle:
+        head = handle.read(12)
+        if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
+            return None
+        order = "<" if head[:4] == b"RIFF" else ">"
+        block_align = 0
+        while len(chunk := handle.read(8)) == 8:
+            name, size = chunk[:4], struct.unpack(f"{order}I", chunk[4:])[0]
+            if name == b"data":
+                return (size, handle.tell(), block_align) if block_align else None
+            body = handle.read(16) if name == b"fmt " else b""
+            if len(body) == 16:
+                block_align = struct.unpack(f"{order}H", body[12:14])[0]
+            handle.seek(size + (size & 1) - len(body), os.SEEK_CUR)
+    return None
+
+
+def _check_wav_length(path: Path) -> None:
+    """A wav whose `data` chunk declares more bytes than the file holds was cut short (a partial
+    copy or download); libsndfile would read it as a shorter clip without a word."""
+    chunk = _wav_data_chunk(path)
+    if chunk is None or chunk[0] in UNKNOWN_SIZES:
+        return
+    declared, start, block_align = chunk
+    held = os.path.getsize(path) - start
+    if declared > held:
+        raise DataError(f"audio file {path} is truncated: its header declares {declared // block_align} frames, "
+                        f"the file holds {max(held, 0) // block_align}", SKIP_FIX)
+
+
+def _check_finite_samples(path: Path) -> None:
+    """Decode a float file block by block and refuse NaN or infinite samples (they would poison every
+    head's features and fail the run after the model has loaded)."""
+    try:
+        with sf.SoundFile(str(path)) as handle:
+            buffer = np.empty((SCAN_FRAMES, handle.channels), np.float32)
+            while len(block := handle.read(out=buffer)):
+                if not np.isfinite(block).all():
+                    raise DataError(f"audio file {path} contains NaN or infinite samples", SKIP_FIX)
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise DataError(f"cannot decode audio file {path}: {err}", SKIP_FIX) from err
 
 
 @lru_cache(maxsize=16)
@@ -89,7 +157,7 @@ def resample(wave: np.ndarray, orig: int, new: int) -> np.ndarray:
 def load_audio(path: Path, sample_rate: int) -> np.ndarray:
     """Decode a clip to mono float32 at `sample_rate`; bad files raise a DataError naming the file."""
     path = Path(path)
-    probe_audio(path)
+    info = probe_audio(path)
     if is_container(path):
         data, rate = _decode_container(path)
     else:
@@ -101,10 +169,13 @@ def load_audio(path: Path, sample_rate: int) -> np.ndarray:
                 "replace the file, or run with on_bad_clip=skip to leave it out",
             ) from err
     if data.shape[0] == 0:
-        raise DataError(f"audio file {path} is empty (0 samples)", "replace the file, or run with on_bad_clip=skip")
+        raise DataError(f"audio file {path} is empty (0 samples)", SKIP_FIX)
+    if info.format and info.format != "MP3" and data.shape[0] < info.frames:
+        raise DataError(f"audio file {path} is truncated: its header declares {info.frames} frames, "
+                        f"decoding gave {data.shape[0]}", SKIP_FIX)
     mono = data.mean(axis=1)
     if not np.isfinite(mono).all():
-        raise DataError(f"audio file {path} contains NaN or infinite samples", "replace the file, or on_bad_clip=skip")
+        raise DataError(f"audio file {path} contains NaN or infinite samples", SKIP_FIX)
     return resample(mono, int(rate), sample_rate)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from calm.data.audio import is_container
 from calm.data.dataset import Dataset, LoadedDataset
+from calm.data.roots import resolve_under
 from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT, Clip, ClipTable
 from calm.data.validate import (
     FirstSeen,
@@ -77,9 +78,10 @@ def load_audioset(root: Path, train_csv: str = "balanced_train_segments.csv", ev
         for line, (ytid, start, end, positives) in _read_segments(segments):
             stem = clip_stem(ytid, int(start))
             seen.add(stem, segments, line)
+            expected = resolve_under(folder, f"{stem}{extensions[0]}", f"{segments} line {line}")
             path = found.get(stem) or found.get(ytid)
             if path is None:
-                missing.append(str(folder / f"{stem}{extensions[0]}"))
+                missing.append(str(expected))
                 continue
             labels = []
             for mid in positives:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from calm.data.dataset import Dataset, LoadedDataset
+from calm.data.roots import require_folder, resolve_under
 from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT, Clip, ClipTable
 from calm.data.validate import FirstSeen, csv_rows, parse_int, require_file
 from calm.errors import ConfigError, DataError
@@ -53,9 +54,7 @@ def resolve_root(root: str | Path | None, data_dir: str | Path) -> Path:
         if not candidate.is_dir():
             raise DataError(f"ESC-50 not found: dataset.root is not set and {candidate} does not exist", HOW_TO_GET)
         return candidate
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise DataError(f"ESC-50 root {root} does not exist", HOW_TO_GET)
+    root = require_folder(Path(root).expanduser(), "ESC-50 root", HOW_TO_GET)
     return root / FOLDER if (root / FOLDER).is_dir() else root
 
 
@@ -83,7 +82,8 @@ def load_esc50(base: Path, test_fold: int = 1, esc10: bool = False) -> tuple[Cli
         seen.add(Path(filename).stem, meta, line)
         if esc10 and is_esc10 != "True":
             continue
-        kept.append((filename, parse_int(meta, line, fold, "fold"), target_id, category, is_esc10, src_file, take))
+        path = resolve_under(base, Path("audio") / filename, f"{meta} line {line}")
+        kept.append((path, parse_int(meta, line, fold, "fold"), target_id, category, is_esc10, src_file, take))
     folds = sorted({row[1] for row in kept})
     if test_fold not in folds:
         raise ConfigError(f"dataset.test_fold={test_fold} is not a fold of {meta}", f"choose one of {folds}")
@@ -91,12 +91,12 @@ def load_esc50(base: Path, test_fold: int = 1, esc10: bool = False) -> tuple[Cli
     label_of = {t: i for i, t in enumerate(targets)}
     present = {entry.name for entry in os.scandir(audio)}
     clips, missing = [], []
-    for filename, fold, target_id, category, is_esc10, src_file, take in kept:
-        if filename not in present:
-            missing.append(str(audio / filename))
+    for path, fold, target_id, category, is_esc10, src_file, take in kept:
+        if not (path.name in present if path.parent == audio else path.is_file()):
+            missing.append(str(path))
             continue
         clips.append(Clip(
-            id=Path(filename).stem, audio_path=audio / filename, label=label_of[target_id],
+            id=path.stem, audio_path=path, label=label_of[target_id],
             split=QUERY_SPLIT if fold == test_fold else SUPPORT_SPLIT,
             meta={"fold": str(fold), "category": category, "esc10": is_esc10, "src_file": src_file, "take": take},
         ))

@@ -5,6 +5,11 @@ relative paths such as `dog/1.wav` recur across users' folders. Without a split 
 hash of each clip's relative path (or its path as the CSV lists it) puts a fraction of every class
 in the test pool: the same files always land in the same pool wherever the folder lives, and adding
 a file moves no other.
+
+Files come from under the root only (`calm.data.roots`): the walk follows no symlink that loops or
+leaves the root, and a CSV row naming a file outside the root (absolute, or `..` above it) is an
+error, unless `allow_outside_root` is set (a CSV that lists clips from several disks, clips linked
+in from a store such as a Hugging Face snapshot).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from calm.data.dataset import Dataset, LoadedDataset
+from calm.data.roots import FolderWalk, resolve_under
 from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT, Clip, ClipTable
 from calm.data.validate import FirstSeen, csv_rows, require_file, require_root
 from calm.errors import ConfigError, DataError
@@ -27,6 +33,8 @@ HOW_TO_GET = (
     "set dataset.root to a folder with one sub-folder of audio files per class (root/<class>/*.wav), "
     "or set dataset.csv to a CSV with the header path,label (and optionally split)"
 )
+OUTSIDE_FIX = ("keep the clips under dataset.root (copy them in), or set dataset.allow_outside_root=true "
+               "to read files outside it on purpose")
 
 
 @dataclass(frozen=True)
@@ -44,13 +52,17 @@ class Folder(Dataset):
     test_fraction: float
     seed: int
     extensions: Sequence[str]
+    allow_outside_root: bool
 
     def load(self, data_dir: Path) -> LoadedDataset:
         root = self.root
         if root is None and self.csv is not None and Path(self.csv).is_absolute():
             root = Path(self.csv).parent
+        if not isinstance(self.allow_outside_root, bool):
+            raise ConfigError(f"dataset.allow_outside_root must be true or false, got {self.allow_outside_root!r}",
+                              "set dataset.allow_outside_root=false (the default) or true")
         table, missing = load_folder(require_root(root, "folder", HOW_TO_GET), self.csv, float(self.test_fraction),
-                                     int(self.seed), tuple(self.extensions))
+                                     int(self.seed), tuple(self.extensions), self.allow_outside_root)
         return LoadedDataset(table, tuple(missing))
 
 
@@ -70,22 +82,27 @@ def holdout_split(ids_by_class: dict[str, list[str]], test_fraction: float, seed
 
 
 def load_folder(root: Path, csv: str | Path | None = None, test_fraction: float = 0.2, seed: int = 0,
-                extensions: Sequence[str] = FOLDER_EXTENSIONS) -> tuple[ClipTable, list[str]]:
+                extensions: Sequence[str] = FOLDER_EXTENSIONS,
+                allow_outside_root: bool = False) -> tuple[ClipTable, list[str]]:
     """The clip table and the CSV-listed paths that do not exist (class folders cannot miss any)."""
     if csv is not None:
-        return _from_csv(root, Path(csv), test_fraction, seed)
+        return _from_csv(root, Path(csv), test_fraction, seed, allow_outside_root)
     extensions = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
+    walk = FolderWalk(root, allow_outside_root, OUTSIDE_FIX)
     entries = []
-    for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = sorted(p for p in class_dir.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
+    for class_dir in walk.folders():
+        files = sorted(p for p in walk.files(class_dir) if p.suffix.lower() in extensions)
         entries.extend((p.relative_to(root).as_posix(), p, class_dir.name, None) for p in files)
+    walk.warn_loops(f"folder dataset {root}")
     if not entries:
         raise DataError(f"no class folders with {sorted(extensions)} files in {root}", HOW_TO_GET)
     return _table(root, entries, test_fraction, seed), []
 
 
-def _from_csv(root: Path, csv: Path, test_fraction: float, seed: int) -> tuple[ClipTable, list[str]]:
-    """Rows of `path,label[,split]`; relative paths are relative to the CSV's folder."""
+def _from_csv(root: Path, csv: Path, test_fraction: float, seed: int,
+              allow_outside_root: bool) -> tuple[ClipTable, list[str]]:
+    """Rows of `path,label[,split]`; relative paths are relative to the CSV's folder, and every path
+    must lead under `root` unless `allow_outside_root`."""
     path = require_file(csv if csv.is_absolute() else root / csv, "clip list CSV", HOW_TO_GET)
     header, rows = csv_rows(path, CSV_HEADERS, "the first line must be path,label or path,label,split")
     seen = FirstSeen()
@@ -99,6 +116,8 @@ def _from_csv(root: Path, csv: Path, test_fraction: float, seed: int) -> tuple[C
         seen.add(clip_path, path, line)
         audio = Path(clip_path).expanduser()
         audio = audio if audio.is_absolute() else path.parent / audio
+        if not allow_outside_root:
+            audio = resolve_under(root, audio, f"{path} line {line}", OUTSIDE_FIX)
         if not audio.is_file():
             missing.append(str(audio))
             continue

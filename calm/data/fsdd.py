@@ -10,6 +10,7 @@ from pathlib import Path
 from calm.assets import assets_dir
 from calm.data.dataset import Dataset, LoadedDataset
 from calm.data.download import download, unpack_zip
+from calm.data.roots import require_folder
 from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT, Clip, ClipTable
 from calm.errors import DataError
 
@@ -39,7 +40,8 @@ class Fsdd(Dataset):
 def resolve_root(root: str | Path | None, data_dir: str | Path, download_missing: bool, url: str = FSDD_URL) -> Path:
     """The folder holding `recordings/`: the given root, else the assets copy, else a downloaded one."""
     if root is not None:
-        return Path(root).expanduser()
+        return require_folder(Path(root).expanduser(), "FSDD root", "set dataset.root=/path/to/fsdd (the folder "
+                              "holding recordings/), or leave it unset to use the assets copy or dataset.download=true")
     for candidate in (assets_dir() / "fsdd", Path(data_dir) / "fsdd"):
         if (candidate / "recordings").is_dir():
             return candidate

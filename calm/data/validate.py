@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from calm.data.audio import probe_audio
+from calm.data.roots import require_folder
 from calm.data.table import ClipTable
 from calm.errors import CalmError, DataError
 
@@ -26,13 +27,10 @@ def require_file(path: Path, what: str, fix: str) -> Path:
 
 
 def require_root(root: str | Path | None, name: str, how_to_get: str) -> Path:
-    """The dataset root from `dataset.root`; unset or absent is a DataError saying how to get the data."""
+    """The dataset root from `dataset.root`; unset, absent or a file is a DataError saying how to get the data."""
     if root is None:
         raise DataError(f"{name}: dataset.root is not set", how_to_get)
-    path = Path(root).expanduser()
-    if not path.is_dir():
-        raise DataError(f"{name} root {path} does not exist", how_to_get)
-    return path
+    return require_folder(Path(root).expanduser(), f"{name} root", how_to_get)
 
 
 def csv_rows(path: Path, headers: Sequence[Sequence[str]], fix: str) -> tuple[tuple[str, ...], list[Row]]:
@@ -101,11 +99,12 @@ class FirstSeen:
 
 
 def undecodable_clips(table: ClipTable) -> dict[str, str]:
-    """Clip paths whose header cannot be read, with the first line of the reason."""
+    """Clip paths that cannot be used, with the first line of the reason: an unreadable, empty or
+    truncated file, or a float file with NaN/Inf samples (the header pass the pipeline runs)."""
     bad = {}
     for clip in table.clips:
         try:
-            probe_audio(clip.audio_path)
+            probe_audio(clip.audio_path, samples=True)
         except CalmError as err:
             bad[str(clip.audio_path)] = err.problem
     return bad

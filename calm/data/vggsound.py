@@ -15,6 +15,7 @@ from pathlib import Path
 
 from calm.data.audio import is_container
 from calm.data.dataset import Dataset, LoadedDataset
+from calm.data.roots import require_folder, resolve_under
 from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT, Clip, ClipTable
 from calm.data.validate import FirstSeen, check_fields, parse_int, require_file, require_root
 from calm.errors import DataError
@@ -78,9 +79,7 @@ def clips_folder(root: Path, clips_dir: str | Path, how_to_get: str) -> Path:
     """The clips folder (absolute, or relative to the dataset root); it must exist."""
     folder = Path(clips_dir).expanduser()
     folder = folder if folder.is_absolute() else root / folder
-    if not folder.is_dir():
-        raise DataError(f"clips folder {folder} does not exist", how_to_get)
-    return folder
+    return require_folder(folder, "clips folder", how_to_get)
 
 
 def load_vggsound(root: Path, clips_dir: str | Path = "video",
@@ -90,14 +89,15 @@ def load_vggsound(root: Path, clips_dir: str | Path = "video",
     folder = clips_folder(root, clips_dir, HOW_TO_GET)
     extensions = tuple(e if e.startswith(".") else f".{e}" for e in extensions)
     rows = _read_csv(meta)
-    names = tuple(sorted({label for _, _, _, label, _ in rows}))
+    names = tuple(sorted({label for _, _, _, _, label, _ in rows}))
     label_of = {name: i for i, name in enumerate(names)}
     found = index_clips(folder, extensions)
     clips, missing = [], []
-    for stem, youtube_id, start, label, split in rows:
+    for line, stem, youtube_id, start, label, split in rows:
+        expected = resolve_under(folder, f"{stem}{extensions[0]}", f"{meta} line {line}")
         path = found.get(stem)
         if path is None:
-            missing.append(str(folder / f"{stem}{extensions[0]}"))
+            missing.append(str(expected))
             continue
         clips.append(Clip(
             id=stem, audio_path=path, label=label_of[label], split=SPLITS[split],
@@ -107,8 +107,8 @@ def load_vggsound(root: Path, clips_dir: str | Path = "video",
     return ClipTable("vggsound", tuple(clips), names, source=str(root)), missing
 
 
-def _read_csv(meta: Path) -> list[tuple[str, str, int, str, str]]:
-    """(clip stem, youtube id, start, label, split) per line; every malformed line is an error naming it."""
+def _read_csv(meta: Path) -> list[tuple[int, str, str, int, str, str]]:
+    """(line, clip stem, youtube id, start, label, split) per line; every malformed line is an error naming it."""
     seen = FirstSeen()
     rows = []
     with open(meta, newline="", encoding="utf-8") as handle:
@@ -130,5 +130,5 @@ def _read_csv(meta: Path) -> list[tuple[str, str, int, str, str]]:
                                 f"fix that line; each line is {LAYOUT}")
             stem = clip_stem(youtube_id, start_seconds)
             seen.add(stem, meta, line)
-            rows.append((stem, youtube_id, start_seconds, label, split))
+            rows.append((line, stem, youtube_id, start_seconds, label, split))
     return rows

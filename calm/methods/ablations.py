@@ -68,7 +68,7 @@ class GRW(_PosteriorEstimator):
     def _check(self) -> None:
         check_positive("tau", self.tau)
         check_positive("tau_w", self.tau_w)
-        check_top_k("GRW", self.top_k, allow_all=True)
+        check_top_k("GRW", self.top_k)
 
     def fit(self, features: FeaturesLike, labels: LabelsLike, *, n_classes: int | None = None) -> GRW:
         """Reliabilities on the support set, the top_k heads by them, and their softmax weights."""
@@ -166,14 +166,14 @@ class TopKSoft(_PosteriorEstimator):
     order, `prototypes_` (K, C, d).
     """
 
-    def __init__(self, tau: float = 0.07, top_k: int = 20) -> None:
+    def __init__(self, tau: float = 0.07, top_k: int | None = 20) -> None:
         self.tau = tau
         self.top_k = top_k
         self._check()
 
     def _check(self) -> None:
         check_positive("tau", self.tau)
-        check_top_k("TopKSoft", self.top_k, allow_all=False)
+        check_top_k("TopKSoft", self.top_k)
 
     def fit(self, features: FeaturesLike, labels: LabelsLike, *, n_classes: int | None = None) -> TopKSoft:
         self._check()

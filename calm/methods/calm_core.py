@@ -120,7 +120,8 @@ def head_ranks(r: torch.Tensor) -> torch.Tensor:
 
 
 def kept_heads(ranks: torch.Tensor, top_ks: Sequence[int | None]) -> torch.Tensor:
-    """Kept heads (T, K, C) bool per top_k: all heads unless 0 < top_k < K (DESIGN step 4)."""
+    """Kept heads (T, K, C) bool per top_k: all heads when top_k is None or at least K (DESIGN step 4;
+    the estimators refuse 0 through `check_top_k`, which this low-level helper does not repeat)."""
     n_heads = ranks.shape[0]
     limits = [k if k is not None and 0 < k < n_heads else n_heads for k in top_ks]
     return ranks.unsqueeze(0) < torch.tensor(limits, device=ranks.device)[:, None, None]
@@ -208,6 +209,6 @@ def check_calm_settings(tau: float, tau_w: float, reliability: str, top_k: int |
     check_positive("tau_w", tau_w)
     check_reliability(reliability)
     check_weight_norm(weight_norm)
-    check_top_k("CALM", top_k, allow_all=True)
+    check_top_k("CALM", top_k)
     if not isinstance(shrinkage, Real) or isinstance(shrinkage, bool) or shrinkage < 0:
         raise ConfigError(f"shrinkage must be a number >= 0, got {shrinkage!r}", "set shrinkage to 0 (off) or e.g. 1.0")

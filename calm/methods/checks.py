@@ -13,13 +13,16 @@ def check_positive(name: str, value: float) -> None:
         raise ConfigError(f"{name} must be a positive number, got {value!r}", f"set {name} > 0 (e.g. tau=0.07, tau_w=0.5)")
 
 
-def check_top_k(owner: str, top_k: int | None, allow_all: bool) -> None:
-    """top_k: a positive integer; with `allow_all` also None or 0 (all heads), as for CALM."""
-    if allow_all and top_k is None:
+def check_top_k(owner: str, top_k: int | None) -> None:
+    """top_k, the same for every estimator (CALM, GRW, TopKSoft, SAV, LinearProbe): null keeps every
+    head, a positive integer keeps that many (all of them when it exceeds the model's head count).
+
+    0 once meant "all heads" for CALM alone while SAV refused it; one meaning for null and no
+    meaning for 0 keeps a setting from changing sense when it moves from one estimator to another.
+    """
+    if top_k is None:
         return
-    low = 0 if allow_all else 1
-    if isinstance(top_k, bool) or not isinstance(top_k, Integral) or top_k < low:
-        if allow_all:
-            raise ConfigError(f"{owner} top_k must be null or a non-negative integer, got {top_k!r}",
-                              "set top_k to null (all heads) or a number of heads per class")
-        raise ConfigError(f"{owner} top_k must be a positive integer, got {top_k!r}", "set top_k to e.g. 20")
+    if isinstance(top_k, bool) or not isinstance(top_k, Integral) or top_k < 1:
+        raise ConfigError(f"{owner} top_k must be null (all heads) or a positive integer, got {top_k!r}",
+                          "set top_k to null to keep every head, or to a number of heads such as 20 "
+                          "(a number above the model's head count also keeps every head)")

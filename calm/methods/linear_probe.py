@@ -23,6 +23,7 @@ from torch import nn
 
 from calm.errors import ConfigError
 from calm.methods.base import Estimator
+from calm.methods.checks import check_top_k
 from calm.methods.prototypes import (
     FeaturesLike,
     LabelsLike,
@@ -96,12 +97,11 @@ def probe_features(features: torch.Tensor, heads: torch.Tensor) -> torch.Tensor:
     return chosen.reshape(chosen.shape[0], -1)
 
 
-def check_probe_settings(top_k: int, steps: int, lr: float, weight_decay: float, seed: int) -> None:
+def check_probe_settings(top_k: int | None, steps: int, lr: float, weight_decay: float, seed: int) -> None:
     """Reject settings a probe cannot train with, before any data is seen."""
-    for name, value in (("top_k", top_k), ("steps", steps)):
-        if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-            raise ConfigError(f"LinearProbe {name} must be a positive integer, got {value!r}",
-                              f"set {name} to e.g. {20 if name == 'top_k' else 100}")
+    check_top_k("LinearProbe", top_k)
+    if isinstance(steps, bool) or not isinstance(steps, Integral) or steps < 1:
+        raise ConfigError(f"LinearProbe steps must be a positive integer, got {steps!r}", "set steps to e.g. 100")
     if isinstance(lr, bool) or not isinstance(lr, Real) or not lr > 0:
         raise ConfigError(f"LinearProbe lr must be a positive number, got {lr!r}", "set lr to e.g. 0.01")
     if isinstance(weight_decay, bool) or not isinstance(weight_decay, Real) or not weight_decay >= 0:
@@ -118,7 +118,7 @@ class LinearProbe(Estimator):
     order (as SAV), `module_` the trained `ProbeModule`, `n_classes_`.
     """
 
-    def __init__(self, top_k: int = 20, steps: int = 100, lr: float = 0.01, weight_decay: float = 0.01,
+    def __init__(self, top_k: int | None = 20, steps: int = 100, lr: float = 0.01, weight_decay: float = 0.01,
                  seed: int = 0) -> None:
         self.top_k = top_k
         self.steps = steps

@@ -18,13 +18,13 @@ class SAV(Estimator):
     first, `selected_heads_` (min(top_k, K),) in rank order, `prototypes_` (K, C, d) normalised.
     """
 
-    def __init__(self, top_k: int = 20) -> None:
-        check_top_k("SAV", top_k, allow_all=False)
+    def __init__(self, top_k: int | None = 20) -> None:
+        check_top_k("SAV", top_k)
         self.top_k = top_k
 
     def fit(self, features: FeaturesLike, labels: LabelsLike, *, n_classes: int | None = None) -> SAV:
         """Score every head on the support set and keep the top_k (clamped to the number of heads)."""
-        check_top_k("SAV", self.top_k, allow_all=False)
+        check_top_k("SAV", self.top_k)
         self._rank_heads(features, labels, n_classes, self.top_k)
         return self
 

@@ -58,11 +58,11 @@ def sav_decide(head_votes: torch.Tensor, n_classes: int) -> torch.Tensor:
     return (votes * (n_heads + 1) + (n_heads - first)).argmax(dim=1)
 
 
-def sav_predict_from(sims: Similarities, top_k: int) -> torch.Tensor:
-    """SAV predictions (m,) from an episode's precomputed cosines, for sweeps over top_k."""
-    check_top_k("SAV", top_k, allow_all=False)
+def sav_predict_from(sims: Similarities, top_k: int | None) -> torch.Tensor:
+    """SAV predictions (m,) from an episode's precomputed cosines, for sweeps over top_k (None: all heads)."""
+    check_top_k("SAV", top_k)
     if sims.split != "support":
         raise ConfigError(f"SAV scores heads on the support set, but these similarities use split {sims.split!r}",
                           "compute the similarities with split='support'")
-    order = sav_rank(sav_head_scores(sims.reliability, sims.reliability_labels))[:top_k]
+    order = sav_rank(sav_head_scores(sims.reliability, sims.reliability_labels))[:top_k]  # None: all
     return sav_decide(sav_head_votes(sims.query[order]), sims.n_classes)

@@ -1,0 +1,97 @@
+"""Issue 10 case 11: a truncated file is never a shorter clip without a word, and NaN/Inf samples are
+caught by `validate` and by the header pass before any model loads (which decodes float files only)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from calm.data.__main__ import main
+from calm.data.audio import load_audio, probe_audio
+from calm.data.folder import load_folder
+from calm.errors import DataError
+from calm.extract import preflight
+from tests.layouts import tone
+
+
+def _truncate(path: Path) -> Path:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+@pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24", "FLOAT"])
+def test_a_truncated_wav_is_an_error_naming_the_file(tmp_path: Path, subtype: str) -> None:
+    path = tmp_path / f"half_{subtype}.wav"
+    sf.write(path, tone(16000, 0.5, channels=2), 16000, subtype=subtype)
+    _truncate(path)
+    for read in (probe_audio, lambda p: load_audio(p, 16000)):
+        with pytest.raises(DataError, match=rf"{path.name} is truncated: its header declares 8000 frames, "
+                                            r"the file holds \d+") as err:
+            read(path)
+        assert "on_bad_clip=skip" in str(err.value)
+
+
+def _dataset(root: Path) -> Path:
+    for name in ("cat", "dog"):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(2):
+            sf.write(root / name / f"{name}{i}.wav", tone(16000, 0.1), 16000)
+    sf.write(root / "cat" / "cat_float.wav", tone(16000, 0.1), 16000, subtype="FLOAT")
+    sf.write(root / "dog" / "dog.flac", tone(16000, 0.1), 16000)
+    return root
+
+
+def _bad_files(root: Path) -> dict[str, str]:
+    """A truncated PCM wav, a float wav with a NaN and one with an infinity, by file name."""
+    sf.write(root / "cat" / "short.wav", tone(16000, 0.2), 16000)
+    _truncate(root / "cat" / "short.wav")
+    for name, value in (("nan.wav", np.nan), ("inf.wav", -np.inf)):
+        wave = tone(16000, 0.1)
+        wave[100] = value
+        sf.write(root / "dog" / name, wave, 16000, subtype="FLOAT")
+    return {"short.wav": "truncated", "nan.wav": "NaN or infinite", "inf.wav": "NaN or infinite"}
+
+
+def test_the_header_pass_lists_truncated_and_non_finite_clips_or_stops(tmp_path: Path) -> None:
+    root = _dataset(tmp_path / "data")
+    expected = _bad_files(root)
+    table, _ = load_folder(root, test_fraction=0.5)
+    durations, bad = preflight(table, table.ids, "skip")
+    assert {Path(cid).name: why for cid, why in bad.items()}.keys() == expected.keys()
+    for cid, why in bad.items():
+        assert expected[Path(cid).name] in why and Path(cid).name in why
+    assert len(durations) == len(table) - 3
+    with pytest.raises(DataError, match="truncated|NaN or infinite"):
+        preflight(table, table.ids, "error")
+
+
+def test_validate_reports_truncated_and_non_finite_clips(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = _dataset(tmp_path / "data")
+    expected = _bad_files(root)
+    assert main(["validate", "folder", str(root), "--json", "--strict"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert sorted(Path(p).name for p in report["undecodable"]) == sorted(expected)
+    for path, why in report["undecodable_reasons"].items():
+        assert expected[Path(path).name] in why
+
+
+def test_the_header_pass_decodes_float_files_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PCM wavs and FLAC cannot hold NaN: their header pass reads headers, never samples."""
+    root = _dataset(tmp_path / "data")
+    table, _ = load_folder(root, test_fraction=0.5)
+    decoded: list[str] = []
+    real_read = sf.SoundFile.read
+
+    def counting_read(self, *args, **kwargs):
+        decoded.append(Path(self.name).name)
+        return real_read(self, *args, **kwargs)
+
+    monkeypatch.setattr(sf.SoundFile, "read", counting_read)
+    durations, bad = preflight(table, table.ids, "error")
+    assert not bad and len(durations) == len(table)
+    assert set(decoded) == {"cat_float.wav"}
