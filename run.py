@@ -19,18 +19,20 @@ from omegaconf import DictConfig
 os.environ.setdefault("CALM_ROOT", str(Path(__file__).resolve().parent))
 
 from calm.errors import CalmError  # noqa: E402
-from calm.sweeps import record_failure  # noqa: E402
+from calm.sweeps import clear_failure, record_failure, sweep_exit_code  # noqa: E402  (also registers ${calm.unique:})
 
 log = logging.getLogger("calm")
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    """A failing job in a multirun is recorded and reported at the end; the sweep goes on. Returns the
-    support-set cross-validation score a search (hparams_search=...) optimises, else None.
+    """A failing job in a multirun is recorded and reported at the end; the sweep goes on, and the
+    process then exits 1 (see the `__main__` block). Returns the support-set cross-validation score a
+    search (hparams_search=...) optimises, else None.
 
     A failing Optuna trial raises TrialFailed after recording its error: the sweeper then tells
-    Optuna FAIL and, with hydra.sweeper.max_failure_rate=1.0 (calm_optuna), asks for the next trial.
+    Optuna FAIL and, with hydra.sweeper.max_failure_rate=1.0 (calm_optuna), asks for the next trial;
+    the search still writes its best result from the trials that completed, then exits 1.
     Other sweepers stop at a job that raises, so there the failure is only recorded.
     """
     # imported here, not at the top: a sweep the preflight rejects (calm.sweep_checks) fails in a
@@ -41,7 +43,9 @@ def main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        return objective_value(cfg, run_job(cfg))
+        value = objective_value(cfg, run_job(cfg))
+        clear_failure(Path(cfg.paths.output_dir))  # an error.txt left by an earlier try in this folder
+        return value
     except CalmError as err:
         if not in_sweep:
             log.error("%s", err)
@@ -66,3 +70,5 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     main()
+    # Hydra returns normally after a sweep whatever its jobs did; SweepReport remembered the failed ones
+    sys.exit(sweep_exit_code())

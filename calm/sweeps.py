@@ -1,11 +1,15 @@
-"""Sweeps that resume and report: each job's results are keyed by a hash of the settings that change
-them, so a rerun skips finished jobs (`force=true` redoes them); a failing job is recorded in its
-folder and summarised when the sweep ends, without stopping the other jobs."""
+"""Sweeps that resume and report. A finished job leaves a record named by a hash of the settings that
+change its results and holding the digest of the clip table it ran on, so a rerun skips it only when
+both are unchanged (`force=true` redoes it); a record that cannot be read counts as not finished and is
+reported, never fatal. A failing job is recorded in its folder, summarised when the sweep ends without
+stopping the other jobs, and makes the sweep exit 1. Run and sweep folders get a random per-process
+suffix (`${calm.unique:}`), so two jobs started in the same second never share one."""
 
 from __future__ import annotations
 
 import json
 import logging
+import secrets
 import traceback
 from pathlib import Path
 from typing import Any
@@ -23,10 +27,37 @@ log = logging.getLogger(__name__)
 NOT_RESULTS = ("paths", "hydra", "logger", "extract", "force", "task_name", "figures")
 NOT_RESULTS_TRAINER = ("accelerator", "devices", "num_nodes", "strategy")
 ERROR_FILE = "error.txt"
+RECORD_FIELDS = ("config", "results", "output_dir")  # what reporting a finished job needs from its record
+EXIT_JOBS_FAILED = 1  # run.py's exit code after a sweep in which some jobs failed (preflight refusals exit 2)
+UNIQUE_RESOLVER = "calm.unique"
+
+# Fixed for the life of the process: a run folder, or a sweep folder shared by all its jobs, resolves to one
+# name however often it is resolved. Launchers that run jobs in other processes (joblib, submitit) copy the
+# main process's resolver cache into each job's config, so those jobs agree on the sweep folder too.
+_PROCESS_SUFFIX = secrets.token_hex(3)
+_last_sweep_failures: list[tuple[Path, str]] = []
+
+
+def unique_suffix() -> str:
+    """`${calm.unique:}`: 6 random hex digits, the same for every call in this process."""
+    return _PROCESS_SUFFIX
+
+
+def register_resolvers() -> None:
+    """Make `${calm.unique:}` (configs/hydra/default.yaml's folder names) resolvable in this process.
+
+    Called when this module is imported: run.py imports it before Hydra composes anything, and a job in a
+    launcher's worker process imports it when it unpickles the sweep callbacks (SweepReport lives here)."""
+    if not OmegaConf.has_resolver(UNIQUE_RESOLVER):
+        OmegaConf.register_new_resolver(UNIQUE_RESOLVER, unique_suffix, use_cache=True)
+
+
+register_resolvers()
 
 
 def job_key(cfg: DictConfig) -> str:
-    """sha256 of the resolved settings that change the results."""
+    """sha256 of the resolved settings that change the results (the clip table is checked separately, by
+    the digest stored in the record: see `load_finished`)."""
     settings = OmegaConf.to_container(cfg, resolve=True)
     for name in NOT_RESULTS:
         settings.pop(name, None)
@@ -39,18 +70,57 @@ def finished_record(cfg: DictConfig) -> Path:
     return Path(cfg.paths.finished_dir) / f"{job_key(cfg)}.json"
 
 
-def load_finished(cfg: DictConfig) -> dict[str, Any] | None:
-    """The results of an identical job that already finished, unless `force=true`."""
-    record = finished_record(cfg)
-    if cfg.get("force", False) or not record.is_file():
+def read_record(record: Path) -> dict[str, Any] | None:
+    """A finished-job record, or None when there is none; a record that cannot be read or parsed (torn by
+    a crash, edited by hand, written by another version) is reported and treated as absent, so the job
+    runs again and rewrites it instead of failing every rerun."""
+    try:
+        text = record.read_text(encoding="utf-8")
+    except FileNotFoundError:
         return None
-    return json.loads(record.read_text())
+    except (OSError, UnicodeDecodeError) as err:
+        log.warning("ignoring the unreadable finished-job record %s (%s); the job runs again", record, err)
+        return None
+    try:
+        done = json.loads(text)
+    except ValueError as err:
+        done, problem = None, f"not JSON: {err}"
+    else:
+        missing = [name for name in RECORD_FIELDS if name not in done] if isinstance(done, dict) else ["all"]
+        problem = f"fields missing: {', '.join(missing)}" if missing else ""
+    if problem:
+        log.warning("ignoring the damaged finished-job record %s (%s); the job runs again and rewrites it",
+                    record, problem)
+        return None
+    return done
 
 
-def mark_finished(cfg: DictConfig, payload: dict[str, Any], out_dir: Path) -> None:
-    """Record a finished job (atomically, so an interrupted write never counts as finished)."""
+def load_finished(cfg: DictConfig, table_digest: str | None) -> dict[str, Any] | None:
+    """The record of a job with the same settings that finished on the same clip table, unless `force=true`.
+
+    `table_digest` is `ClipTable.digest` of the table this job read; a record from another table (a file
+    added, removed, relabelled or overwritten; or a record from before tables were digested) is not reused.
+    None skips that check (collecting tables without reading any data: the latest record for the settings).
+    """
+    if cfg.get("force", False):
+        return None
     record = finished_record(cfg)
-    write_json_atomic(record, {**payload, "output_dir": str(out_dir)}, indent=None)
+    done = read_record(record)
+    if done is None or table_digest is None:
+        return done
+    if done.get("table_digest") != table_digest:
+        log.info("a job with these settings finished in %s on another clip table (the data changed); "
+                 "running it again", done["output_dir"])
+        return None
+    return done
+
+
+def mark_finished(cfg: DictConfig, payload: dict[str, Any], out_dir: Path, table_digest: str) -> None:
+    """Record a finished job with the digest of its clip table, atomically (a unique temporary file renamed
+    over the record): an interrupted write never counts as finished, and concurrent writers of one record
+    never collide; the last one wins whole."""
+    write_json_atomic(finished_record(cfg), {**payload, "table_digest": table_digest, "settings_key": job_key(cfg),
+                                             "output_dir": str(out_dir)}, indent=None)
 
 
 def record_failure(out_dir: Path, err: BaseException) -> None:
@@ -60,18 +130,32 @@ def record_failure(out_dir: Path, err: BaseException) -> None:
     (Path(out_dir) / ERROR_FILE).write_text(f"{type(err).__name__}: {err}\n\n{text}")
 
 
+def clear_failure(out_dir: Path) -> None:
+    """A job that now succeeded in a folder where it once failed (a sweep rerun into a fixed folder) is
+    not reported as failed."""
+    (Path(out_dir) / ERROR_FILE).unlink(missing_ok=True)
+
+
 def failed_jobs(sweep_dir: Path) -> list[tuple[Path, str]]:
     """(job folder, first line of its error) for every failed job under a sweep folder."""
     return [(path.parent, path.read_text().splitlines()[0]) for path in sorted(Path(sweep_dir).glob(f"*/{ERROR_FILE}"))]
 
 
+def sweep_exit_code() -> int:
+    """The exit code run.py ends with: EXIT_JOBS_FAILED when the sweep this process ran had failed jobs."""
+    return EXIT_JOBS_FAILED if _last_sweep_failures else 0
+
+
 class SweepReport(Callback):
-    """At the end of a multirun, list the jobs that failed with their errors."""
+    """At the end of a multirun, list the jobs that failed with their errors, and remember them for
+    `sweep_exit_code` (raising here would skip the other callbacks' end-of-sweep work, e.g. figures)."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         failures = failed_jobs(Path(config.hydra.sweep.dir))
+        _last_sweep_failures[:] = failures
         if not failures:
             log.info("sweep finished: every job succeeded (%s)", config.hydra.sweep.dir)
             return
         lines = "\n".join(f"  {folder}: {first}" for folder, first in failures)
-        log.error("sweep finished with %d failed job(s); the others' results are intact:\n%s", len(failures), lines)
+        log.error("sweep finished with %d failed job(s); the others' results are intact (exit code %d):\n%s",
+                  len(failures), EXIT_JOBS_FAILED, lines)

@@ -181,7 +181,7 @@ def test_a_failed_trial_is_told_to_optuna_as_failed_and_the_search_goes_on(
                       "method.estimators.calm.tau_w=0.5", "method.estimators.calm.reliability=margin_clamped"],
                      sweep, tmp_path / "finished", cache)
     output = done.stdout + done.stderr
-    assert done.returncode == 0, output[-3000:]
+    assert done.returncode == 1, output[-3000:]  # failed trials make the search exit 1; the others' results stay
     assert "float-castable" not in output
     trials = optuna.load_study(study_name="calm_fsdd_2shot", storage=f"sqlite:///{db}").trials
     failed = [t for t in trials if t.params["method.estimators.calm._target_"] == exploding]

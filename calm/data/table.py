@@ -9,7 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from calm.digests import digest
 from calm.errors import DataError
+from calm.file_digests import FileDigests
 
 SUPPORT_SPLIT = "train"
 QUERY_SPLIT = "test"
@@ -83,6 +85,27 @@ class ClipTable:
         """The table minus some clips (e.g. those skipped as undecodable)."""
         keep = [i for i, c in enumerate(self.clips) if c.id not in clip_ids]
         return self.subset(keep)
+
+    def digest(self, file_digests: FileDigests) -> str:
+        """SHA-256 of everything in the table a job's numbers depend on: the class names and, per clip in
+        order, its id, label(s), split, metadata and the content digests of its audio and video files.
+
+        Finished-job records are keyed by it next to the settings, so a class folder added, a file removed,
+        relabelled or overwritten means the job runs again. Files count by content, not by path or mtime
+        (a touched or copied folder is the same data); each is hashed once and remembered by path, size
+        and mtime in `file_digests`. `name` and `source` are left out: they are settings or paths.
+        """
+        paths = list(dict.fromkeys(p for c in self.clips for p in (c.audio_path, c.video_path) if p is not None))
+        try:
+            contents = dict(zip(paths, file_digests.of_many(paths), strict=True))
+        except OSError as err:
+            raise DataError(f"dataset {self.name!r}: cannot read {err.filename or 'a clip'} to digest it ({err})",
+                            "check that the dataset's files are present and readable, then run again") from err
+        return digest({
+            "classes": list(self.class_names),
+            "clips": [[c.id, c.label, list(c.all_labels), c.split, dict(c.meta), contents[c.audio_path],
+                       contents[c.video_path] if c.video_path is not None else None] for c in self.clips],
+        })
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Clips per split and class name, for reports."""

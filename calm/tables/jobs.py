@@ -1,6 +1,7 @@
 """The jobs behind a table: one per (row group, shot count), composed from the experiment file as
 `python run.py experiment=... shots=K` would, then run through `calm.pipeline.run_job` (which skips
-jobs that already finished) or, when only collecting, read from the finished-job records.
+jobs that already finished on the same clip table) or, when only collecting, read from the finished-job
+records (by the settings alone: collecting reads no data, so it takes the latest record of each job).
 
 A job that cannot run (a `CalmError`: dataset or weights absent) or that breaks (anything else, e.g.
 out of GPU memory) gives an outcome marked with the reason instead of rows, so one missing dataset
@@ -79,8 +80,8 @@ def run_or_collect(group: RowGroup, shots: int, cfg: DictConfig, collect_only: b
     """Run the job (finished ones are skipped by the pipeline) or, with `collect_only`, read its record."""
     outcome = JobOutcome(group, shots, expected_methods(cfg), job_dir=str(cfg.paths.output_dir), key=job_key(cfg))
     try:
-        if collect_only:
-            result = load_finished(cfg)
+        if collect_only:  # no data is read: the latest record for these settings, whatever table it ran on
+            result = load_finished(cfg, table_digest=None)
             if result is None:
                 outcome.status, outcome.reason = NO_DATA, "not run yet (no finished job with these settings)"
                 return outcome
