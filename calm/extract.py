@@ -3,6 +3,9 @@
 
 Batches are cut from the full clip list (sorted by duration) before dropping cached ones, so a
 resumed run computes every row in the same batch as an uninterrupted run would: same numbers.
+A cached row counts only if it was computed from the clip's current inputs (the content of its
+media files and, for a backbone that reads it, its rendered prompt text); a row of other inputs is
+recomputed like a missing one, and the report says how many and why.
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader, Dataset
 
 from calm.backbones.base import Backbone
-from calm.cache import ActivationCache
+from calm.cache import REASONS, ActivationCache, RowInputs
+from calm.cache.index import media_digest, text_digest
 from calm.data.audio import load_audio, probe_audio
 from calm.data.prompts import Prompt
 from calm.data.table import Clip, ClipTable
 from calm.errors import CalmError, ConfigError, DataError
+from calm.file_digests import FileDigests
 
 BAD_CLIP_POLICIES = ("error", "skip")
 LONG_CLIP_POLICIES = ("truncate", "error")
@@ -45,11 +50,13 @@ logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_DropAdvert
 
 @dataclass
 class ExtractionReport:
-    """What an extraction pass did: rows written and clips left out (with the reason)."""
+    """What an extraction pass did: rows written, cached rows recomputed because their inputs changed
+    (by reason: 'audio', 'prompt', or 'unknown' for rows of an older cache format), clips left out."""
 
     extracted: int = 0
     skipped: dict[str, str] = field(default_factory=dict)
     rank: int = 0  # this process's global rank in the extraction (0 without DDP); totals cover all ranks
+    recomputed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REASONS, 0))
 
     def write_skips(self, path: Path) -> None:
         """List skipped clips in a TSV so a skip is never silent."""
@@ -203,26 +210,63 @@ class HeadExtractor(pl.LightningModule):
 
 
 class CacheWriter(BasePredictionWriter):
-    """Commits each batch to the cache as soon as it is computed, so a killed run loses one batch at most."""
+    """Commits each batch to the cache as soon as it is computed, so a killed run loses one batch at most;
+    each row is stored with the inputs it was computed from."""
 
-    def __init__(self, cache: ActivationCache, report: ExtractionReport) -> None:
+    def __init__(self, cache: ActivationCache, report: ExtractionReport, inputs: dict[str, RowInputs]) -> None:
         super().__init__(write_interval="batch")
         self.cache = cache
         self.report = report
+        self.inputs = inputs
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
         self.report.skipped.update(prediction["errors"])
         if prediction["ids"]:
-            self.report.extracted += self.cache.write(prediction["ids"], prediction["rows"].numpy())
+            self.report.extracted += self.cache.write(prediction["ids"], prediction["rows"].numpy(),
+                                                      [self.inputs[cid] for cid in prediction["ids"]])
 
 
-def cache_key_fields(backbone: Backbone, prompt: Prompt) -> dict[str, Any]:
-    """What keys a cache folder: only what changes the rows, i.e. the backbone's fields, and the
-    prompt's when the backbone reads the prompt text."""
-    fields = {"backbone": backbone.key_fields()}
+def cache_key_fields(backbone: Backbone, prompt: Prompt, digests: FileDigests | None = None) -> dict[str, Any]:
+    """What keys a cache folder: only what changes the rows, i.e. the backbone's fields (its weights by
+    content, their digests remembered in `digests`), and the prompt's when the backbone reads the
+    prompt text. What else each row depends on is stored with the row (`row_inputs`)."""
+    fields = {"backbone": backbone.key_fields(digests)}
     if backbone.uses_prompt_text:
         fields["prompt"] = prompt.key_fields()
     return fields
+
+
+def row_inputs(backbone: Backbone, table: ClipTable, prompt: Prompt, digests: FileDigests) -> dict[str, RowInputs]:
+    """What each clip's row is computed from: the content digest of the files it is decoded from (the
+    audio file; also the video file when the backbone reads frames) and of the rendered prompt text
+    when the backbone reads it. File digests are remembered by path, size and mtime in `digests`, so
+    an unchanged clip is not read again; a file that cannot be read gets an input no row matches (the
+    header check then reports or skips it)."""
+    needs_video = getattr(backbone, "needs_video", False)
+    files = {clip.id: [clip.audio_path] for clip in table.clips}
+    for clip in table.clips:
+        if needs_video and clip.video_path is not None and clip.video_path != clip.audio_path:
+            files[clip.id].append(clip.video_path)
+    flat = [path for paths in files.values() for path in paths]
+    shas = iter(digests.of_many(flat, missing_ok=True))
+    inputs = {}
+    for clip in table.clips:
+        clip_shas = [next(shas) for _ in files[clip.id]]
+        audio = media_digest([sha or "unreadable" for sha in clip_shas])
+        text = text_digest(prompt.text_for(clip, table)) if backbone.uses_prompt_text else ""
+        inputs[clip.id] = RowInputs(audio, text)
+    return inputs
+
+
+def count_recomputed(todo: dict[str, str], report: ExtractionReport) -> None:
+    """Count the cached rows that are recomputed because their inputs changed, and say so in one line."""
+    for reason in todo.values():
+        if reason in report.recomputed:
+            report.recomputed[reason] += 1
+    if any(report.recomputed.values()):
+        log.info("recomputing %d cached rows whose inputs changed: audio %d, prompt text %d, unknown %d "
+                 "(rows of an older cache format)", sum(report.recomputed.values()), report.recomputed["audio"],
+                 report.recomputed["prompt"], report.recomputed["unknown"])
 
 
 def extract_missing(
@@ -236,20 +280,25 @@ def extract_missing(
     on_bad_clip: str = "error",
     on_long_clip: str = "truncate",
 ) -> ExtractionReport:
-    """Extract every clip of `table` not yet in `cache`; the model is loaded only if one is missing.
+    """Extract every clip of `table` whose row is not in `cache` or was computed from other inputs
+    (`row_inputs`); the model is loaded only if one is.
 
-    Whole planned batches are recomputed (cached rows are not rewritten) so numbers never depend on
-    which clips happened to be cached already.
+    Whole planned batches are recomputed (cached rows of unchanged inputs are not rewritten) so numbers
+    never depend on which clips happened to be cached already.
     """
     report = ExtractionReport()
-    missing = set(cache.missing(table.ids))
-    if not missing:
+    inputs = row_inputs(backbone, table, prompt, cache.digests)
+    todo = cache.outdated(inputs)
+    if not todo:
         return report
+    cache.ensure_writable()
+    missing = set(todo)
     durations, bad = preflight(table, table.ids, on_bad_clip)
     check_long_clips({cid: durations[cid] for cid in missing if cid in durations}, backbone.window_seconds,
                      on_long_clip, table)
     report.skipped.update({cid: why for cid, why in bad.items() if cid in missing})
     usable = [cid for cid in table.ids if cid not in bad]
+    count_recomputed({cid: why for cid, why in todo.items() if cid not in bad}, report)
     batches = [b for b in plan_batches(usable, durations, batch_size) if missing.intersection(b)]
     if not batches:
         return report
@@ -257,7 +306,7 @@ def extract_missing(
     datamodule = ClipBatches(table, batches, prompt, backbone, on_bad_clip, num_workers)
     trainer = pl.Trainer(
         logger=False, enable_checkpointing=False, enable_model_summary=False, use_distributed_sampler=False,
-        callbacks=[CacheWriter(cache, report)], **trainer_kwargs,
+        callbacks=[CacheWriter(cache, report, inputs)], **trainer_kwargs,
     )
     with warnings.catch_warnings():
         for noise in QUIET_WARNINGS:

@@ -26,6 +26,7 @@ from calm.data.registry import LoadedDataset, read_dataset, warn_missing
 from calm.data.table import ClipTable
 from calm.errors import ConfigError
 from calm.extract import cache_key_fields
+from calm.file_digests import FileDigests
 from calm.protocols import Pools, Protocol
 from calm.search import check_objective
 
@@ -53,9 +54,11 @@ def build_protocol(cfg: DictConfig) -> Protocol:
 
 
 def open_cache(cfg: DictConfig, backbone: Backbone, prompt: ClipPrompt) -> ActivationCache:
-    """The activation cache folder for this backbone and prompt under `paths.cache_dir`."""
+    """The activation cache folder for this backbone and prompt under `paths.cache_dir` (whose file digest
+    store remembers the weights' content digests, so local weights are hashed once, not per run)."""
+    root = Path(cfg.paths.cache_dir)
     return ActivationCache.open(
-        Path(cfg.paths.cache_dir), cache_key_fields(backbone, prompt), backbone.n_heads, backbone.head_dim,
+        root, cache_key_fields(backbone, prompt, FileDigests(root)), backbone.n_heads, backbone.head_dim,
         label=backbone.name, head_names=backbone.head_names(),
     )
 

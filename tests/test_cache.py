@@ -15,7 +15,16 @@ import numpy as np
 import pytest
 import torch
 
-from calm.cache import DATA_FILE, INDEX_FILE, KEY_FILE, ActivationCache, cache_key
+from calm.cache import (
+    DATA_FILE,
+    FORMAT_VERSION,
+    INDEX_FILE,
+    KEY_FILE,
+    LOCK_FILE,
+    ActivationCache,
+    RowInputs,
+    cache_key,
+)
 from calm.errors import CacheError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -321,3 +330,77 @@ def test_concurrent_writers_with_overlapping_ids(tmp_path: Path) -> None:
         np.stack([writer.row_for(i) for i in range(200)]).astype(np.float16).astype(np.float32)
     )
     assert np.array_equal(cache.read([writer.clip_id(i) for i in range(200)]).numpy(), expected)
+
+
+A = RowInputs("a" * 32, "p" * 32)
+
+
+def test_rows_carry_their_inputs_and_a_changed_input_appends_a_row_that_wins(tmp_path: Path) -> None:
+    cache = _open(tmp_path / "c")
+    first, second = _rows(2, seed=1), _rows(2, seed=2)
+    assert cache.write(["a", "b"], first, [A, A]) == 2
+    other_audio, other_prompt = RowInputs("b" * 32, A.prompt), RowInputs(A.audio, "q" * 32)
+    assert cache.outdated({"a": A, "b": other_audio, "c": A}) == {"b": "audio", "c": "missing"}
+    assert cache.outdated({"a": other_prompt}) == {"a": "prompt"}
+    assert cache.write(["a", "b"], second, [A, other_audio]) == 1  # a's inputs are unchanged: kept
+    expected = np.stack([first[0], second[1]]).astype(np.float16).astype(np.float32)
+    reopened = _open(tmp_path / "c")
+    assert torch.equal(reopened.read(["a", "b"]), torch.from_numpy(expected))
+    assert reopened.outdated({"a": A, "b": other_audio}) == {} and len(reopened) == 2
+    lines = (cache.path / INDEX_FILE).read_text().splitlines()
+    assert lines == [f"a\t0\t{A.audio}\t{A.prompt}", f"b\t1\t{A.audio}\t{A.prompt}",
+                     f"b\t2\t{other_audio.audio}\t{A.prompt}"]
+    assert cache.write(["b"], _rows(1, seed=3)) == 0, "a write without inputs never replaces a row"
+
+
+def test_rows_of_format_1_are_read_but_of_unknown_provenance_and_recomputed(tmp_path: Path) -> None:
+    cache = _open(tmp_path / "c")
+    rows = _rows(2)
+    cache.write(["a", "b"], rows)
+    (cache.path / INDEX_FILE).write_text("a\t0\nb\t1\n")  # what format 1 wrote
+    meta = json.loads((cache.path / "meta.json").read_text())
+    (cache.path / "meta.json").write_text(json.dumps({**meta, "format": 1}))
+    old = _open(tmp_path / "c")
+    assert torch.equal(old.read(["a", "b"]), torch.from_numpy(rows.astype(np.float16).astype(np.float32)))
+    assert old.outdated({"a": A, "b": A}) == {"a": "unknown", "b": "unknown"}
+    assert old.write(["a"], _rows(1, seed=5), [A]) == 1
+    assert json.loads((cache.path / "meta.json").read_text())["format"] == FORMAT_VERSION
+    assert _open(tmp_path / "c").outdated({"a": A, "b": A}) == {"b": "unknown"}
+
+
+def test_a_newer_format_is_refused_naming_it(tmp_path: Path) -> None:
+    cache = _open(tmp_path / "c")
+    meta = json.loads((cache.path / "meta.json").read_text())
+    (cache.path / "meta.json").write_text(json.dumps({**meta, "format": FORMAT_VERSION + 1}))
+    with pytest.raises(CacheError, match="format: cached 3"):
+        _open(tmp_path / "c")
+
+
+def test_opening_and_reading_a_complete_folder_takes_no_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = _open(tmp_path / "c", head_names=[f"h{i}" for i in range(H)])
+    cache.write(["a"], _rows(1), [A])
+    (cache.path / LOCK_FILE).unlink()
+
+    class NoLock:
+        def __init__(self, path: str) -> None:
+            self.path = path
+
+        def __enter__(self) -> None:
+            raise AssertionError(f"{self.path} was taken although nothing is written")
+
+    monkeypatch.setattr("calm.cache.store.FileLock", NoLock)
+    monkeypatch.setattr("calm.cache.folder.FileLock", NoLock)
+    reopened = _open(tmp_path / "c", head_names=[f"h{i}" for i in range(H)])
+    assert reopened.outdated({"a": A}) == {} and reopened.read(["a"]).shape == (1, H, D)
+    assert not (cache.path / LOCK_FILE).exists()
+
+
+def test_a_write_that_cannot_be_done_is_a_cache_error_naming_the_folder(tmp_path: Path) -> None:
+    cache = _open(tmp_path / "c")
+    (cache.path / LOCK_FILE).unlink(missing_ok=True)
+    (cache.path / LOCK_FILE).mkdir()  # cannot be opened for writing, even by root
+    with pytest.raises(CacheError) as err:
+        cache.write(["a"], _rows(1))
+    assert str(cache.path) in err.value.problem and "paths.cache_dir" in err.value.fix
+    with pytest.raises(CacheError):
+        cache.ensure_writable()

@@ -86,7 +86,7 @@ def test_cache_folder_written_under_another_key(tmp_path: Path, fsdd_copy: Path,
     monkeypatch.setenv("CALM_CACHE", str(tmp_path / "cache"))
     cfg = _job(tmp_path, [f"dataset.root={fsdd_copy}", "shots=1", "queries=1", "episodes=2", "force=true"])
     run_job(cfg)
-    folder = next((tmp_path / "cache").iterdir())
+    folder = next(p for p in (tmp_path / "cache").iterdir() if p.is_dir())
     key_file = folder / "key.json"
     other = json.loads(key_file.read_text())["fields"]
     other["backbone"]["decoder_prompt"] = "startofprev+text+sot+notimestamps"

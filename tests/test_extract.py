@@ -1,3 +1,4 @@
+import json
 import shutil
 from pathlib import Path
 
@@ -7,7 +8,7 @@ import soundfile as sf
 import torch
 
 from calm.backbones.whisper import WhisperBackbone
-from calm.cache import ActivationCache
+from calm.cache import INDEX_FILE, ActivationCache
 from calm.data.audio import load_audio
 from calm.data.fsdd import load_fsdd
 from calm.data.prompts import Prompt
@@ -92,3 +93,20 @@ def test_long_clips_warn_with_their_names_or_fail_by_config(tmp_path: Path, fsdd
         report = extract_missing(backbone, table, Prompt(), _open(tmp_path, backbone), TRAINER)
     assert report.extracted == 3
     assert "9_george_3.wav (31.0 s)" in caplog.text and "truncated" in caplog.text
+
+
+def test_rows_of_an_older_cache_format_are_recomputed_counted_as_unknown_and_logged(
+        tmp_path: Path, fsdd_root: Path, whisper, caplog: pytest.LogCaptureFixture) -> None:
+    table = load_fsdd(_small_fsdd(fsdd_root, tmp_path / "fsdd", NAMES[:2]))
+    backbone = WhisperBackbone(path=whisper.source)
+    cache = _open(tmp_path, backbone)
+    assert extract_missing(backbone, table, Prompt(), cache, TRAINER).extracted == 2
+    index, meta = cache.path / INDEX_FILE, cache.path / "meta.json"
+    index.write_text("".join("\t".join(line.split("\t")[:2]) + "\n" for line in index.read_text().splitlines()))
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "format": 1}))  # as calm wrote caches before
+    with caplog.at_level("INFO", logger="calm.extract"):
+        report = extract_missing(backbone, table, Prompt(), _open(tmp_path, backbone), TRAINER)
+    assert report.extracted == 2 and report.recomputed == {"audio": 0, "prompt": 0, "unknown": 2}
+    assert "recomputing 2 cached rows whose inputs changed" in caplog.text
+    again = extract_missing(backbone, table, Prompt(), _open(tmp_path, backbone), TRAINER)
+    assert again.extracted == 0 and not any(again.recomputed.values())

@@ -16,6 +16,7 @@ from torch import nn
 
 from calm.assets import assets_dir
 from calm.errors import AssetError, ConfigError
+from calm.file_digests import FileDigests
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
 # Lightning precision -> the dtype weights are loaded in ("-mixed" keeps fp32 weights under autocast).
@@ -23,6 +24,7 @@ PRECISION_DTYPES = {"32": torch.float32, "32-true": torch.float32, "bf16-true": 
                     "bf16-mixed": torch.float32, "16-true": torch.float16, "16-mixed": torch.float32}
 
 AUTOCAST = {"bf16-mixed": "bf16", "16-mixed": "fp16"}
+_PROCESS_DIGESTS = FileDigests(None)  # weight digests for callers that pass no store: this process only
 
 
 def precision_dtype(precision: str) -> torch.dtype:
@@ -87,15 +89,27 @@ def seeded_generation(seed: int, device: torch.device) -> Iterator[None]:
         yield
 
 
-def weights_fingerprint(source: str, revision: str | None) -> str:
-    """Identify the weights cheaply: hub revision, or for a local folder its config and weight file sizes."""
+def model_files(folder: Path) -> list[Path]:
+    """The files of a local model folder whose bytes can change the numbers: config.json, the weights,
+    and every other top-level JSON (tokenizer, processor and generation configs) or tokenizer file."""
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and not p.name.startswith(".")
+                  and (p.suffix in WEIGHT_SUFFIXES + (".json", ".txt", ".model", ".tiktoken")))
+
+
+def weights_fingerprint(source: str, revision: str | None, digests: FileDigests | None = None) -> str:
+    """Identify the weights: `hub:<id>@<revision>`, or for a local folder the content digest of its model
+    files (names and SHA-256 of each), so a re-saved or fine-tuned checkpoint of the same size keys
+    other rows. `digests` remembers each file's digest by path, size and mtime (pass the cache folder's
+    store: a 16 GB checkpoint is then read once, not per run); without it they are remembered for this
+    process only."""
     local = Path(source)
     if not local.is_dir():
         return f"hub:{source}@{revision or 'main'}"
-    digest = hashlib.sha256((local / "config.json").read_bytes())
-    for weight in sorted(p for p in local.iterdir() if p.suffix in WEIGHT_SUFFIXES):
-        digest.update(f"{weight.name}:{weight.stat().st_size}".encode())
-    return f"local:{digest.hexdigest()[:16]}"
+    files = model_files(local)
+    shas = (digests or _PROCESS_DIGESTS).of_many(files)
+    listing = "".join(f"{path.name}\t{sha}\n" for path, sha in zip(files, shas, strict=True))
+    return f"local:{hashlib.sha256(listing.encode()).hexdigest()[:32]}"
 
 
 def fetch_error(hub_id: str, source: str, err: Exception) -> AssetError:
@@ -116,8 +130,17 @@ class Backbone(ABC):
     window_seconds: float | None = None
 
     @abstractmethod
-    def key_fields(self) -> dict[str, Any]:
-        """Everything about the model and its inputs that changes the captured numbers."""
+    def key_fields(self, digests: FileDigests | None = None) -> dict[str, Any]:
+        """Everything about the model and its inputs that changes the captured numbers; `digests`
+        remembers the weight files' content digests (see `weights_fingerprint`)."""
+
+    def weights_id(self, digests: FileDigests | None = None) -> str:
+        """`weights_fingerprint` of this backbone's `source` and `revision`, worked out once per object
+        (later calls, e.g. the pseudo-label answer store's key, reuse it without hashing again)."""
+        known = getattr(self, "_weights_id", None)
+        if known is None:
+            known = self._weights_id = weights_fingerprint(self.source, self.revision, digests)
+        return known
 
     @property
     @abstractmethod

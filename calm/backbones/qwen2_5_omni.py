@@ -25,6 +25,7 @@ from calm.backbones.base import precision_dtype
 from calm.backbones.hooks import HeadCapture
 from calm.backbones.qwen2_audio import HOOK_POINTS, Qwen2AudioBackbone
 from calm.errors import ConfigError, DataError
+from calm.file_digests import FileDigests
 
 MODALITIES = ("audio", "audio_video")
 DEFAULT_FPS = 2.0  # what Qwen2_5OmniProcessor assumes when the checkpoint saves no fps
@@ -124,8 +125,8 @@ class Qwen2_5OmniBackbone(Qwen2AudioBackbone):
                               "use a chat template that keeps the content order (video, then text)")
         return rendered
 
-    def key_fields(self) -> dict[str, Any]:
-        fields = super().key_fields()
+    def key_fields(self, digests: FileDigests | None = None) -> dict[str, Any]:
+        fields = super().key_fields(digests)
         fields["modality"] = self.modality
         if self.modality == "audio_video":
             video = self.processor.video_processor

@@ -20,13 +20,13 @@ from calm.backbones.base import (
     Backbone,
     precision_dtype,
     resolve_weights,
-    weights_fingerprint,
 )
 from calm.backbones.compiled_blocks import compile_hook_free_blocks
 from calm.backbones.encoder_cut import cut_mel, merged_embeddings
 from calm.backbones.hooks import LAST_TOKEN, HeadCapture, HookPoint
 from calm.data.audio import preprocessing_key
 from calm.errors import ConfigError
+from calm.file_digests import FileDigests
 
 # transformers 5: model.language_model.layers.N; 4.x: language_model.model.layers.N. Never the audio tower.
 LM_LAYER_PATTERN = r"language_model\.(?:model\.)?layers\.({layers})\.self_attn\.o_proj$"
@@ -168,12 +168,12 @@ class Qwen2AudioBackbone(Backbone):
                               "use a chat template that keeps the content order (audio, then text)")
         return rendered
 
-    def key_fields(self) -> dict[str, Any]:
+    def key_fields(self, digests: FileDigests | None = None) -> dict[str, Any]:
         features = self.processor.feature_extractor
         return {
             "family": self.family,
             "model": self.hub_id,
-            "weights": weights_fingerprint(self.source, self.revision),
+            "weights": self.weights_id(digests),
             "dtype": str(precision_dtype(self.precision)),
             "autocast": AUTOCAST.get(self.precision),
             "hook_points": [[p.name, p.pattern, p.reduce] for p in self.hook_points()],

@@ -15,11 +15,11 @@ from calm.backbones.base import (
     Backbone,
     precision_dtype,
     resolve_weights,
-    weights_fingerprint,
 )
 from calm.backbones.hooks import LAST_TOKEN, MEAN_FRAMES, HeadCapture, HookPoint
 from calm.data.audio import preprocessing_key
 from calm.errors import ConfigError
+from calm.file_digests import FileDigests
 
 HOOK_PATTERNS = {
     "decoder_self_attn": (r"decoder\.layers\.(\d+)\.self_attn\.out_proj$", LAST_TOKEN),
@@ -97,11 +97,11 @@ class WhisperBackbone(Backbone):
             for p in self.hook_points() for layer in range(layers[p.name.split("_")[0]]) for head in range(p.n_heads)
         ]
 
-    def key_fields(self) -> dict[str, Any]:
+    def key_fields(self, digests: FileDigests | None = None) -> dict[str, Any]:
         return {
             "family": "whisper",
             "model": self.hub_id,
-            "weights": weights_fingerprint(self.source, self.revision),
+            "weights": self.weights_id(digests),
             "dtype": str(precision_dtype(self.precision)),
             "autocast": AUTOCAST.get(self.precision),
             "hook_points": [[p.name, p.pattern, p.reduce] for p in self.hook_points()],

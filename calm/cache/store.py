@@ -1,26 +1,13 @@
-"""Activation store: one fp16 row of shape (n_heads, head_dim) per clip, keyed by what changes the numbers.
-
-On-disk layout of one cache folder (``<root>/<label>-<key[:16]>`` or ``<root>/<key[:16]>``):
-
-- ``key.json``: ``{"key": <sha256>, "fields": {...}}``, the settings the rows depend on.
-- ``meta.json``: format version, ``n_heads``, ``head_dim``, ``dtype`` (always float16), ``head_names``.
-- ``rows.f16``: the rows, raw little-endian float16, C order, one row after another.
-- ``index.tsv``: one line ``<clip_id>\\t<row>\\n`` per row; only rows named here exist.
-- ``cache.lock``: inter-process lock held while writing.
-
-A write appends (and fsyncs) the rows first and the index lines second, under the lock, after
-cutting off whatever an interrupted writer left beyond the indexed rows or after the last complete
-index line. A crash at any point therefore loses at most the batch in flight, and readers, which
-only trust complete index lines, never see a partial row.
-"""
+"""`ActivationCache`: the rows of one cache folder, read without a lock, appended under it (see
+`calm.cache` for the folder's layout and crash safety)."""
 
 from __future__ import annotations
 
-import json
+import errno
 import os
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,60 +15,32 @@ import numpy as np
 import torch
 from filelock import FileLock
 
-from calm.atomic_write import write_json_atomic
-from calm.digests import canonical_json, digest
+from calm.cache.folder import (
+    DATA_FILE,
+    INDEX_FILE,
+    LOCK_FILE,
+    META_FILE,
+    cache_key,
+    delete_fix,
+    settle,
+    unwritable,
+    write_meta,
+)
+from calm.cache.index import (
+    FORMAT_VERSION,
+    MISSING,
+    RowInputs,
+    format_line,
+    parse_line,
+    stale_reason,
+)
 from calm.errors import CacheError
-
-FORMAT_VERSION = 1
-KEY_FILE = "key.json"
-META_FILE = "meta.json"
-DATA_FILE = "rows.f16"
-INDEX_FILE = "index.tsv"
-LOCK_FILE = "cache.lock"
+from calm.file_digests import FileDigests
 
 _STORED_DTYPE = np.dtype("<f2")
 _LABEL_PATTERN = re.compile(r"[A-Za-z0-9_.]+(?:-[A-Za-z0-9_.]+)*")
 _FORBIDDEN_ID_CHARS = ("\t", "\n", "\r")
 _SHOWN = 5
-
-
-def cache_key(fields: dict) -> str:
-    """SHA-256 (hex) of the canonical JSON of the settings that change the cached numbers."""
-    return digest(fields)
-
-
-def _delete_fix(folder: Path) -> str:
-    return (
-        f"delete the folder {folder} (its activations are recomputed on the next run), "
-        "or point paths.cache_dir elsewhere"
-    )
-
-
-def _short(value: Any, limit: int = 80) -> str:
-    text = json.dumps(value, sort_keys=True, ensure_ascii=False)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _flatten(fields: dict, prefix: str = "") -> dict:
-    """Nested key fields as dotted paths, so a mismatch names the exact setting that differs."""
-    flat: dict = {}
-    for name, value in fields.items():
-        path = f"{prefix}{name}"
-        if isinstance(value, dict) and value:
-            flat.update(_flatten(value, f"{path}."))
-        else:
-            flat[path] = value
-    return flat
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise CacheError(f"cannot read {path}: {e}", _delete_fix(path.parent)) from e
-    if not isinstance(payload, dict):
-        raise CacheError(f"{path} does not hold a JSON object", _delete_fix(path.parent))
-    return payload
 
 
 def _write_all(fd: int, data: bytes, offset: int) -> None:
@@ -96,7 +55,8 @@ class ActivationCache:
     """Per-clip head activations (n_heads, head_dim) in fp16, safe against crashes and concurrent writers."""
 
     def __init__(
-        self, folder: Path, key: str, n_heads: int, head_dim: int, head_names: list[str] | None
+        self, folder: Path, key: str, n_heads: int, head_dim: int, head_names: list[str] | None,
+        meta_format: int = FORMAT_VERSION,
     ) -> None:
         self.path = folder
         self.key = key
@@ -107,8 +67,13 @@ class ActivationCache:
         self._data_path = folder / DATA_FILE
         self._index_path = folder / INDEX_FILE
         self._lock = FileLock(str(folder / LOCK_FILE))
-        self._rows: dict[str, int] = {}
+        self._rows: dict[str, int] = {}  # clip id -> its newest row
+        self._inputs: dict[str, RowInputs | None] = {}  # clip id -> what its newest row was computed from
+        self._lines = 0  # rows (index lines) so far, every clip's older rows included
         self._index_offset = 0
+        self._meta_format = meta_format
+        # content digests of the clips' files, remembered next to the cache folders (in paths.cache_dir)
+        self.digests = FileDigests(folder.parent)
 
     @classmethod
     def open(
@@ -144,84 +109,13 @@ class ActivationCache:
         if head_names is not None and len(head_names) != n_heads:
             raise ValueError(f"{len(head_names)} head names given for {n_heads} heads")
         folder = Path(folder)
-        key = cache_key(key_fields)
-        folder.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(folder / LOCK_FILE)):
-            cls._check_or_write_key(folder, key, key_fields)
-            names = cls._check_or_write_meta(folder, n_heads, head_dim, head_names)
-        cache = cls(folder, key, n_heads, head_dim, names)
+        names, meta_format = settle(folder, key_fields, n_heads, head_dim, head_names)
+        cache = cls(folder, cache_key(key_fields), n_heads, head_dim, names, meta_format)
         cache._refresh()
         return cache
 
-    @staticmethod
-    def _check_or_write_key(folder: Path, key: str, key_fields: dict) -> None:
-        key_path = folder / KEY_FILE
-        if not key_path.exists():
-            strays = [n for n in (META_FILE, DATA_FILE, INDEX_FILE) if (folder / n).exists()]
-            if strays:
-                raise CacheError(
-                    f"cache folder {folder} holds {', '.join(strays)} but no {KEY_FILE}, "
-                    "so the settings its activations came from are unknown",
-                    _delete_fix(folder),
-                )
-            write_json_atomic(
-                key_path, {"key": key, "fields": json.loads(canonical_json(key_fields))}, sort_keys=True
-            )
-            return
-        stored = _read_json(key_path)
-        if stored.get("key") == key:
-            return
-        requested = _flatten(json.loads(canonical_json(key_fields)))
-        cached = _flatten(stored.get("fields")) if isinstance(stored.get("fields"), dict) else {}
-        diffs = [
-            f"{name}: cached {_short(cached.get(name))}, requested {_short(requested.get(name))}"
-            for name in sorted(set(cached) | set(requested))
-            if cached.get(name) != requested.get(name)
-        ]
-        detail = "; ".join(diffs) if diffs else "the stored key does not match its own fields"
-        raise CacheError(
-            f"cache folder {folder} was written under other settings ({detail})",
-            _delete_fix(folder),
-        )
-
-    @staticmethod
-    def _check_or_write_meta(
-        folder: Path, n_heads: int, head_dim: int, head_names: list[str] | None
-    ) -> list[str] | None:
-        meta_path = folder / META_FILE
-        wanted = {
-            "format": FORMAT_VERSION,
-            "n_heads": n_heads,
-            "head_dim": head_dim,
-            "dtype": "float16",
-            "head_names": head_names,
-        }
-        if not meta_path.exists():
-            write_json_atomic(meta_path, wanted, sort_keys=True)
-            return head_names
-        stored = _read_json(meta_path)
-        diffs = [
-            f"{name}: cached {_short(stored.get(name))}, requested {_short(wanted[name])}"
-            for name in ("format", "n_heads", "head_dim", "dtype")
-            if stored.get(name) != wanted[name]
-        ]
-        stored_names = stored.get("head_names")
-        if head_names is not None and stored_names is not None and stored_names != head_names:
-            diffs.append(
-                f"head_names: cached {_short(stored_names)}, requested {_short(head_names)}"
-            )
-        if diffs:
-            raise CacheError(
-                f"cache folder {folder} holds rows of another shape or format ({'; '.join(diffs)})",
-                _delete_fix(folder),
-            )
-        if stored_names is None and head_names is not None:
-            write_json_atomic(meta_path, wanted, sort_keys=True)
-            return head_names
-        return stored_names
-
     def _corrupt(self, problem: str) -> CacheError:
-        return CacheError(f"cache folder {self.path} is corrupt: {problem}", _delete_fix(self.path))
+        return CacheError(f"cache folder {self.path} is corrupt: {problem}", delete_fix(self.path))
 
     def _refresh(self) -> None:
         """Read index lines appended since the last call; a line without its newline is not yet written."""
@@ -235,15 +129,13 @@ class ActivationCache:
         if end == 0:
             return
         for line in new[: end - 1].decode("utf-8").split("\n"):
-            clip_id, sep, row_text = line.partition("\t")
-            expected = len(self._rows)
-            if not sep or not clip_id or row_text != str(expected):
-                raise self._corrupt(
-                    f"index line {expected + 1} is {line!r}, expected '<clip_id>\\t{expected}'"
-                )
-            if clip_id in self._rows:
-                raise self._corrupt(f"clip {clip_id!r} appears twice in the index")
-            self._rows[clip_id] = expected
+            try:
+                clip_id, inputs = parse_line(line, self._lines)
+            except ValueError as err:
+                raise self._corrupt(str(err)) from err
+            self._rows[clip_id] = self._lines
+            self._inputs[clip_id] = inputs
+            self._lines += 1
         self._index_offset += end
 
     def cached_ids(self) -> set[str]:
@@ -255,6 +147,17 @@ class ActivationCache:
         """The ids in ``clip_ids`` that are not cached, in the given order."""
         self._refresh()
         return [clip_id for clip_id in clip_ids if clip_id not in self._rows]
+
+    def outdated(self, wanted: Mapping[str, RowInputs]) -> dict[str, str]:
+        """The clips whose rows must be computed for these inputs, each with why: 'missing' (no row),
+        or `calm.cache.index.stale_reason`'s 'audio', 'prompt' or 'unknown' (a row of other inputs)."""
+        self._refresh()
+        todo = {}
+        for clip_id, inputs in wanted.items():
+            reason = MISSING if clip_id not in self._rows else stale_reason(self._inputs[clip_id], inputs)
+            if reason is not None:
+                todo[clip_id] = reason
+        return todo
 
     def __len__(self) -> int:
         self._refresh()
@@ -313,22 +216,57 @@ class ActivationCache:
             )
         return out
 
-    def write(self, clip_ids: Sequence[str], rows: np.ndarray | torch.Tensor) -> int:
-        """Store rows (B, n_heads, head_dim) for ``clip_ids``; ids already cached are skipped. Returns rows written."""
+    def write(
+        self, clip_ids: Sequence[str], rows: np.ndarray | torch.Tensor,
+        inputs: Sequence[RowInputs | None] | None = None,
+    ) -> int:
+        """Store rows (B, n_heads, head_dim) for ``clip_ids``, computed from ``inputs`` (one per clip; None:
+        unknown). A clip already cached is skipped, unless its inputs are given and its row was computed
+        from others: then the new row is appended and wins. Returns rows written."""
         ids = self._validate_ids(clip_ids)
+        if inputs is not None and len(inputs) != len(ids):
+            raise ValueError(f"{len(inputs)} row inputs given for {len(ids)} clips")
+        wanted = list(inputs) if inputs is not None else [None] * len(ids)
         data = self._to_fp16(ids, rows)
-        with self._lock:
-            self._refresh()
-            self._drop_torn_index_tail()
-            keep = [i for i, clip_id in enumerate(ids) if clip_id not in self._rows]
-            if not keep:
-                return 0
-            first_row = len(self._rows)
-            self._append_rows(data[keep].tobytes(), first_row)
-            lines = "".join(f"{ids[i]}\t{first_row + n}\n" for n, i in enumerate(keep))
-            self._append_index(lines.encode("utf-8"))
-            self._refresh()
+        try:
+            with self._lock:
+                self._refresh()
+                self._drop_torn_index_tail()
+                keep = [i for i, clip_id in enumerate(ids) if self._needs_row(clip_id, wanted[i])]
+                if not keep:
+                    return 0
+                self._upgrade_meta()
+                first_row = self._lines
+                self._append_rows(data[keep].tobytes(), first_row)
+                lines = "".join(format_line(ids[i], first_row + n, wanted[i]) for n, i in enumerate(keep))
+                self._append_index(lines.encode("utf-8"))
+                self._refresh()
+        except OSError as err:
+            raise unwritable(self.path, err) from err
         return len(keep)
+
+    def ensure_writable(self) -> None:
+        """Raise CacheError now, before a model loads, if rows could not be written into this folder."""
+        try:
+            if not os.access(self.path, os.W_OK):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self.path))
+            with self._lock:
+                for path in (self._data_path, self._index_path, self.path / META_FILE):
+                    if path.exists():
+                        os.close(os.open(path, os.O_WRONLY))  # opened for writing, not changed
+        except OSError as err:
+            raise unwritable(self.path, err) from err
+
+    def _needs_row(self, clip_id: str, inputs: RowInputs | None) -> bool:
+        if clip_id not in self._rows:
+            return True
+        return inputs is not None and stale_reason(self._inputs[clip_id], inputs) is not None
+
+    def _upgrade_meta(self) -> None:
+        """Mark a format-1 folder as format 2 before its first format-2 line (older calm then refuses it)."""
+        if self._meta_format != FORMAT_VERSION:
+            write_meta(self.path / META_FILE, FORMAT_VERSION, self.n_heads, self.head_dim, self.head_names)
+            self._meta_format = FORMAT_VERSION
 
     def _drop_torn_index_tail(self) -> None:
         if self._index_path.exists() and self._index_path.stat().st_size > self._index_offset:

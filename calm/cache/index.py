@@ -1,0 +1,83 @@
+"""The row index of a cache folder (``index.tsv``): which row holds which clip, and what it was computed from.
+
+A row depends on more than the folder's key: on the bytes of the clip's audio (and video) file and,
+for a backbone that reads the prompt, on the exact prompt text rendered for that clip (a `paper`
+prompt draws its options from the dataset's class list, which no key holds). Each index line
+therefore records those inputs, and a row whose inputs differ from the ones wanted now is stale.
+
+Line format 2 (current): ``<clip_id>\\t<row>\\t<audio>\\t<prompt>\\n``, where ``<row>`` is the line's
+position (0, 1, ...), ``<audio>`` the digest of the clip's media files and ``<prompt>`` the digest of
+its prompt text, or ``-`` where the backbone reads no prompt text. ``-\\t-`` (rows written without
+their inputs) and format 1's ``<clip_id>\\t<row>\\n`` lines are rows of unknown provenance: they are
+served to callers that do not say which inputs they want, and recomputed by extraction. A clip id may
+appear on several lines: the newest line wins (a recomputed row is appended, never written in place).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
+REASONS = ("audio", "prompt", "unknown")  # why a cached row is recomputed, as counted in results.json
+MISSING = "missing"
+_NONE = "-"
+_DIGEST_CHARS = 32  # 128 bits of SHA-256
+
+
+def text_digest(text: str) -> str:
+    """The digest stored for a rendered prompt text."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:_DIGEST_CHARS]
+
+
+def media_digest(file_shas: list[str]) -> str:
+    """The digest stored for a clip's media: its files' SHA-256s in order (one file: that SHA-256, cut)."""
+    joined = file_shas[0] if len(file_shas) == 1 else hashlib.sha256("\n".join(file_shas).encode()).hexdigest()
+    return joined[:_DIGEST_CHARS]
+
+
+@dataclass(frozen=True)
+class RowInputs:
+    """What one row is computed from: the digest of the clip's media files and of its prompt text
+    (empty when the backbone does not read the prompt text)."""
+
+    audio: str
+    prompt: str = ""
+
+    def __post_init__(self) -> None:
+        for value in (self.audio, self.prompt):
+            if any(c in value for c in "\t\n\r") or value == _NONE:
+                raise ValueError(f"row input digest {value!r} may not be '-' or hold tabs or line breaks")
+        if not self.audio:
+            raise ValueError("a row's audio digest may not be empty")
+
+
+def format_line(clip_id: str, row: int, inputs: RowInputs | None) -> str:
+    """One format-2 index line (with its newline)."""
+    if inputs is None:
+        return f"{clip_id}\t{row}\t{_NONE}\t{_NONE}\n"
+    return f"{clip_id}\t{row}\t{inputs.audio}\t{inputs.prompt or _NONE}\n"
+
+
+def parse_line(line: str, expected_row: int) -> tuple[str, RowInputs | None]:
+    """The clip id and inputs of an index line (format 1 or 2); ValueError when it is not one."""
+    parts = line.split("\t")
+    if len(parts) not in (2, 4) or not parts[0] or parts[1] != str(expected_row):
+        raise ValueError(f"index line {expected_row + 1} is {line!r}, expected "
+                         f"'<clip_id>\\t{expected_row}\\t<audio>\\t<prompt>'")
+    if len(parts) == 2 or parts[2] == _NONE:
+        return parts[0], None
+    return parts[0], RowInputs(parts[2], "" if parts[3] == _NONE else parts[3])
+
+
+def stale_reason(stored: RowInputs | None, wanted: RowInputs) -> str | None:
+    """None when a stored row was computed from `wanted`, else why not: 'unknown' (no inputs stored),
+    'audio' (the media changed; checked first) or 'prompt' (the prompt text changed)."""
+    if stored is None:
+        return "unknown"
+    if stored.audio != wanted.audio:
+        return "audio"
+    if stored.prompt != wanted.prompt:
+        return "prompt"
+    return None
