@@ -12,7 +12,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from calm.extract import ExtractionReport, extract_missing
-from calm.job import PreparedJob, launched_as_main, prepare
+from calm.file_digests import FileDigests
+from calm.job import PreparedJob, prepare
 from calm.reports import ReportOutput, job_reports, print_table, result_rows
 from calm.sweeps import load_finished, mark_finished
 from calm.tracking import NullTracker, build_tracker, write_results
@@ -21,11 +22,13 @@ log = logging.getLogger(__name__)
 
 
 def run_job(cfg: DictConfig) -> dict[str, Any]:
-    """Run one experiment: a finished identical job is reported again, not recomputed."""
-    done = load_finished(cfg) if launched_as_main() else None
+    """Run one experiment: a job with the same settings that finished on the same clip table is reported
+    again, not recomputed (the table is read first: its digest is part of what "the same job" means)."""
+    job = prepare(cfg)
+    table_digest = job.table.digest(FileDigests(cfg.paths.cache_dir)) if job.main else ""
+    done = load_finished(cfg, table_digest) if job.main else None
     if done is not None:
         return report_finished(cfg, done)
-    job = prepare(cfg)
     tracker = (build_tracker(OmegaConf.to_container(cfg.logger, resolve=True), job.config, job.out_dir)
                if job.main else NullTracker())
     failed = True
@@ -43,11 +46,11 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
         outputs = [report.run(job, features, episodes, tracker) for report in job_reports(job)]
         rows, episode_rows, extra = merge(job, episodes, outputs)
         extra = {"cache": {"path": str(job.cache.path), "key": job.cache.key, "extracted": extraction.extracted,
-                           "extract_seconds": extract_seconds},
+                           "recomputed": extraction.recomputed, "extract_seconds": extract_seconds},
                  "clips": len(job.table), "skipped": sorted(extraction.skipped), "missing": len(job.loaded.missing),
                  "prompt": job.prompt.key_fields(), "protocol": cfg.protocol.name, **extra}
         write_results(job.out_dir, job.config, rows, episode_rows, extra)
-        mark_finished(cfg, {"config": job.config, "results": rows, **extra}, job.out_dir)
+        mark_finished(cfg, {"config": job.config, "results": rows, **extra}, job.out_dir, table_digest)
         tracker.log_results(rows)
         print_table(rows, f"{cfg.dataset.name} · {job.backbone.name} · {cfg.shots}-shot · {cfg.protocol.name} "
                           f"protocol · {len(episodes)} episode{'s' if len(episodes) > 1 else ''}")
