@@ -56,8 +56,15 @@ def softmax(values):
     return [e / total for e in exps]
 
 
-def sav(support, labels, query, n_classes, top_k):
+def tie_position(n_heads, tie_order):
+    """position[j]: where head j stands in the tie order (the flat index when None)."""
+    order = list(range(n_heads)) if tie_order is None else list(tie_order)
+    return {j: order.index(j) for j in range(n_heads)}
+
+
+def sav(support, labels, query, n_classes, top_k, tie_order=None):
     n_heads = len(support[0])
+    position = tie_position(n_heads, tie_order)
     protos = prototypes(support, labels, n_classes)
     scores = [0] * n_heads
     for i, clip in enumerate(support):
@@ -65,7 +72,7 @@ def sav(support, labels, query, n_classes, top_k):
         for j in range(n_heads):
             if argmax(s[j]) == labels[i]:
                 scores[j] += 1
-    ranking = sorted(range(n_heads), key=lambda j: (-scores[j], j))
+    ranking = sorted(range(n_heads), key=lambda j: (-scores[j], position[j]))
     selected = ranking[:min(top_k, n_heads)]
     votes, predictions = [], []
     for clip in query:
@@ -115,8 +122,10 @@ def clip_reliability(p, c, scheme):
 
 
 def calm(support, labels, query, n_classes, *, tau=0.07, tau_w=0.5, reliability="margin_clamped",
-         top_k=None, shrinkage=0.0, weight_norm=None, split="support", held=None):
+         top_k=None, shrinkage=0.0, weight_norm=None, split="support", held=None, top_k_mode="exclude",
+         tie_order=None):
     n_heads = len(support[0])
+    position = tie_position(n_heads, tie_order)
     v = reliability_set(support, labels, n_classes, split, held)
     # step 2: reliability averaged over the clips of each class in V
     r = [[0.0] * n_classes for _ in range(n_heads)]
@@ -139,17 +148,22 @@ def calm(support, labels, query, n_classes, *, tau=0.07, tau_w=0.5, reliability=
     for c in range(n_classes):
         kept = list(range(n_heads))
         if top_k is not None and 0 < top_k < n_heads:
-            kept = sorted(range(n_heads), key=lambda j: (-r[j][c], j))[:top_k]
+            kept = sorted(range(n_heads), key=lambda j: (-r[j][c], position[j]))[:top_k]
         if norm_name == "softmax":
             top = max(r[j][c] / tau_w for j in kept)
             raw = {j: math.exp(r[j][c] / tau_w - top) for j in kept}
         else:
             raw = {j: max(r[j][c], 0.0) + EPSILON for j in kept}
+            if top_k_mode == "epsilon_leak" and tau_w != 1:  # the authors: mask to 0, then add ε
+                raw.update({j: EPSILON for j in range(n_heads) if j not in kept})
             if tau_w != 1:
                 raw = {j: x ** (1.0 / tau_w) for j, x in raw.items()}
         total = sum(raw.values())
-        for j in kept:
-            w[j][c] = raw[j] / total if total > WEIGHT_SUM_FLOOR else 1.0 / len(kept)
+        for j in range(n_heads):
+            if total > WEIGHT_SUM_FLOOR:
+                w[j][c] = raw.get(j, 0.0) / total
+            else:
+                w[j][c] = 1.0 / len(kept) if j in kept else 0.0
     # step 6: scores
     protos = prototypes(support, labels, n_classes)
     scores = []

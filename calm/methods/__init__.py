@@ -2,7 +2,8 @@
 
 Every estimator derives from `Estimator` (fit / predict_scores / predict). The functional cores are
 documented here too: `calm_core` holds every CALM formula (shared with the paper grid in
-`calm.selection`), `sav_core` SAV's, `prototypes` the prototype and cosine math both build on.
+`calm.selection`), `sav_core` SAV's, `prototypes` the prototype and cosine math both build on,
+`ties` the tie rule of every head ranking (index order, or a seeded random order per episode).
 """
 
 from calm.methods.ablations import GRW, Concat, ConfidenceWeighted, HardVote, TopKSoft, UniformSoft

@@ -2,7 +2,8 @@
 
 - `GRW`: one class-agnostic reliability per head (the clamped true-class margin averaged over all
   support clips), softmax weights over the top_k heads, score_c = Σ_j w_j p_j(c|x).
-- `Concat`: one cosine over all heads concatenated.
+- `Concat`: one cosine over all heads concatenated (`normalization="authors"`: each query head
+  normalised before concatenating, against the raw concatenated prototype, as the authors ran it).
 - `UniformSoft`: mean of the per-head posteriors over all heads.
 - `ConfidenceWeighted`: each head weighted by its own confidence max_c p_j(c|x) on this query.
 - `TopKSoft`: uniform mean of the posteriors of the top_k heads ranked as in SAV.
@@ -11,12 +12,15 @@
 Every estimator has the API of `CALM` and `SAV` (fit / predict / predict_scores) and reuses their
 arithmetic: prototypes and cosines from `calm.methods.prototypes`, posteriors, margins, head
 selection and weights from `calm.methods.calm`, head ranking and votes from `calm.methods.sav`.
+Those that rank heads (GRW, TopKSoft, HardVote) take `tie_break` / `tie_seed` as SAV does (see
+`calm.methods.base`); every `fit` takes `tie_seed`, ignored where no heads are ranked.
 """
 
 from __future__ import annotations
 
 import torch
 
+from calm.errors import ConfigError
 from calm.methods.base import Estimator
 from calm.methods.calm_core import (
     calm_posteriors,
@@ -31,10 +35,14 @@ from calm.methods.prototypes import (
     LabelsLike,
     check_fitted,
     cosine_similarities,
+    l2_normalize,
     prototype_dots,
     validate_support,
 )
 from calm.methods.sav_core import sav_decide, sav_head_votes, sav_votes
+from calm.methods.ties import descending_order, tied_selections
+
+CONCAT_NORMALIZATIONS = ("cosine", "authors")
 
 
 class _PosteriorEstimator(Estimator):
@@ -55,13 +63,17 @@ class GRW(_PosteriorEstimator):
 
     After `fit`: `reliability_` (K,) the clamped true-class margin averaged over all support clips,
     `kept_heads_` (K,) bool, `weights_` (K,) softmax of r / tau_w over the kept heads (0 elsewhere),
-    `prototypes_` (K, C, d) normalised, `n_classes_`.
+    `tied_selections_` kept heads chosen among ties, `tie_seed_`, `prototypes_` (K, C, d)
+    normalised, `n_classes_`.
     """
 
-    def __init__(self, tau: float = 0.07, tau_w: float = 0.5, top_k: int | None = None) -> None:
+    def __init__(self, tau: float = 0.07, tau_w: float = 0.5, top_k: int | None = None,
+                 tie_break: str = "index", tie_seed: int = 0) -> None:
         self.tau = tau
         self.tau_w = tau_w
         self.top_k = top_k
+        self.tie_break = tie_break
+        self.tie_seed = tie_seed
         self._check()
         self.weights_: torch.Tensor | None = None
 
@@ -69,8 +81,10 @@ class GRW(_PosteriorEstimator):
         check_positive("tau", self.tau)
         check_positive("tau_w", self.tau_w)
         check_top_k("GRW", self.top_k)
+        self._check_ties()
 
-    def fit(self, features: FeaturesLike, labels: LabelsLike, *, n_classes: int | None = None) -> GRW:
+    def fit(self, features: FeaturesLike, labels: LabelsLike, *, n_classes: int | None = None,
+            tie_seed: int | None = None) -> GRW:
         """Reliabilities on the support set, the top_k heads by them, and their softmax weights."""
         self._check()
         features, labels, n_classes = self._fit_prototypes(features, labels, n_classes)
@@ -78,8 +92,10 @@ class GRW(_PosteriorEstimator):
         margins = clip_reliability(posteriors, labels, "margin_clamped", scratch=True)
         self.reliability_ = margins.mean(dim=1)
         column = self.reliability_[:, None]
-        self.kept_heads_ = top_k_mask(column, self.top_k)[:, 0]
-        self.weights_ = calm_weights(column, self.tau_w, self.top_k, "softmax")[:, 0]
+        ties = self._tie_order(self.n_heads_, tie_seed)
+        self.kept_heads_ = top_k_mask(column, self.top_k, ties)[:, 0]
+        self.weights_ = calm_weights(column, self.tau_w, self.top_k, "softmax", tie_order=ties)[:, 0]
+        self.tied_selections_ = tied_selections(column, descending_order(column, ties), self.top_k)
         return self
 
     def predict_scores(self, features: FeaturesLike) -> torch.Tensor:
@@ -94,10 +110,31 @@ class GRW(_PosteriorEstimator):
 class Concat(Estimator):
     """Nearest prototype by one cosine over all heads concatenated, (n, K·d).
 
+    μ_c = mean over the support clips of class c of the concatenation [a_1(x); …; a_K(x)].
+    `normalization`:
+    - "cosine" (default): score_c(x) = cos([a_1(x); …; a_K(x)], μ_c), the raw concatenations.
+    - "authors": score_c(x) = cos([q̂_1(x); …; q̂_K(x)], μ_c), q̂_j = a_j/‖a_j‖: the authors cached
+      each query head L2-normalised and compared the concatenation with the raw (unnormalised)
+      concatenated class means, so every head counts equally in the query but heads with large
+      activations still dominate the prototype. The prototypes are the same in both modes.
+
     After `fit`: `prototypes_` (1, C, K·d) normalised class means of the concatenated features.
     """
 
-    def fit(self, features: FeaturesLike, labels: LabelsLike, *, n_classes: int | None = None) -> Concat:
+    def __init__(self, normalization: str = "cosine") -> None:
+        self.normalization = normalization
+        self._check()
+
+    def _check(self) -> None:
+        if self.normalization not in CONCAT_NORMALIZATIONS:
+            raise ConfigError(f"Concat normalization must be one of {', '.join(CONCAT_NORMALIZATIONS)}, "
+                              f"got {self.normalization!r}",
+                              "use normalization=cosine (raw concatenations) or normalization=authors "
+                              "(per-head normalised queries against raw prototypes)")
+
+    def fit(self, features: FeaturesLike, labels: LabelsLike, *, n_classes: int | None = None,
+            tie_seed: int | None = None) -> Concat:
+        self._check()
         features, labels, n_classes = validate_support(features, labels, n_classes)
         n_heads, head_dim = features.shape[1], features.shape[2]
         self._fit_prototypes(features.reshape(features.shape[0], 1, n_heads * head_dim), labels, n_classes)
@@ -105,8 +142,11 @@ class Concat(Estimator):
         return self
 
     def predict_scores(self, features: FeaturesLike) -> torch.Tensor:
-        """Cosines (m, C) of the concatenated query features with the concatenated prototypes."""
+        """Cosines (m, C) of the concatenated query features (per head normalised first under
+        normalization="authors") with the concatenated prototypes."""
         features = self._query(features)
+        if self.normalization == "authors":
+            features = l2_normalize(features)
         flat = features.reshape(features.shape[0], 1, self.n_heads_ * self.head_dim_)
         return cosine_similarities(flat, self.prototypes_)[0].contiguous()
 
@@ -118,7 +158,8 @@ class UniformSoft(_PosteriorEstimator):
         self.tau = tau
         check_positive("tau", tau)
 
-    def fit(self, features: FeaturesLike, labels: LabelsLike, *, n_classes: int | None = None) -> UniformSoft:
+    def fit(self, features: FeaturesLike, labels: LabelsLike, *, n_classes: int | None = None,
+            tie_seed: int | None = None) -> UniformSoft:
         check_positive("tau", self.tau)
         self._fit_prototypes(features, labels, n_classes)
         return self
@@ -139,7 +180,7 @@ class ConfidenceWeighted(_PosteriorEstimator):
         check_positive("tau", tau)
 
     def fit(self, features: FeaturesLike, labels: LabelsLike, *,
-            n_classes: int | None = None) -> ConfidenceWeighted:
+            n_classes: int | None = None, tie_seed: int | None = None) -> ConfidenceWeighted:
         check_positive("tau", self.tau)
         self._fit_prototypes(features, labels, n_classes)
         return self
@@ -163,21 +204,26 @@ class TopKSoft(_PosteriorEstimator):
     """Uniform mean of the posteriors of SAV's top_k heads.
 
     After `fit`: `head_scores_` (K,), `ranking_` (K,), `selected_heads_` (min(top_k, K),) in rank
-    order, `prototypes_` (K, C, d).
+    order, `tied_selections_`, `tie_seed_`, `prototypes_` (K, C, d).
     """
 
-    def __init__(self, tau: float = 0.07, top_k: int | None = 20) -> None:
+    def __init__(self, tau: float = 0.07, top_k: int | None = 20, tie_break: str = "index",
+                 tie_seed: int = 0) -> None:
         self.tau = tau
         self.top_k = top_k
+        self.tie_break = tie_break
+        self.tie_seed = tie_seed
         self._check()
 
     def _check(self) -> None:
         check_positive("tau", self.tau)
         check_top_k("TopKSoft", self.top_k)
+        self._check_ties()
 
-    def fit(self, features: FeaturesLike, labels: LabelsLike, *, n_classes: int | None = None) -> TopKSoft:
+    def fit(self, features: FeaturesLike, labels: LabelsLike, *, n_classes: int | None = None,
+            tie_seed: int | None = None) -> TopKSoft:
         self._check()
-        self._rank_heads(features, labels, n_classes, self.top_k)
+        self._rank_heads(features, labels, n_classes, self.top_k, tie_seed)
         return self
 
     def predict_scores(self, features: FeaturesLike) -> torch.Tensor:
@@ -188,11 +234,22 @@ class TopKSoft(_PosteriorEstimator):
 class HardVote(Estimator):
     """SAV's majority vote with every head voting; a class tie goes to the highest-ranked head's class.
 
-    After `fit`: `head_scores_` (K,), `ranking_` (K,), `selected_heads_` (= `ranking_`), `prototypes_`.
+    Every head votes, so no selection ties (`tied_selections_` is 0), but the ranking still settles
+    class ties, so `tie_break` / `tie_seed` apply as in SAV.
+
+    After `fit`: `head_scores_` (K,), `ranking_` (K,), `selected_heads_` (= `ranking_`),
+    `tied_selections_`, `tie_seed_`, `prototypes_`.
     """
 
-    def fit(self, features: FeaturesLike, labels: LabelsLike, *, n_classes: int | None = None) -> HardVote:
-        self._rank_heads(features, labels, n_classes, None)
+    def __init__(self, tie_break: str = "index", tie_seed: int = 0) -> None:
+        self.tie_break = tie_break
+        self.tie_seed = tie_seed
+        self._check_ties()
+
+    def fit(self, features: FeaturesLike, labels: LabelsLike, *, n_classes: int | None = None,
+            tie_seed: int | None = None) -> HardVote:
+        self._check_ties()
+        self._rank_heads(features, labels, n_classes, None, tie_seed)
         return self
 
     def _head_votes(self, features: FeaturesLike) -> torch.Tensor:

@@ -1,9 +1,20 @@
 """The one base class of the model-free estimators: the API every method shares (DESIGN section 6).
 
-`fit(features (n, K, d), labels (n,), n_classes=None) -> self`, `predict_scores(features) -> (m, C)`
-and `predict(features) -> (m,)`. The base holds the plumbing every estimator repeated: validating
-the support set, normalised class prototypes, SAV's head ranking, validating queries against the
-fitted shape, and argmax prediction (ties to the lowest class index).
+`fit(features (n, K, d), labels (n,), n_classes=None, tie_seed=None) -> self`,
+`predict_scores(features) -> (m, C)` and `predict(features) -> (m,)`. The base holds the plumbing
+every estimator repeated: validating the support set, normalised class prototypes, SAV's head
+ranking, the tie order of head rankings, validating queries against the fitted shape, and argmax
+prediction (ties to the lowest class index).
+
+Ties (DESIGN section 6, "Ties"; `calm.methods.ties`): an estimator that ranks heads takes
+`tie_break` ("index", the default: lower flat head index first; "random": a seeded random order
+among equal scores) and `tie_seed` (default 0). The seed is per episode: `fit(..., tie_seed=s)`
+uses s for that fit only, so one estimator object can be fitted episode after episode with each
+episode's seed and stays a plain description of its settings; `tie_seed=None` uses the
+constructor's. Under "index" the seed is ignored. Every estimator's `fit` takes `tie_seed`, those
+that rank no heads ignore it, so a caller can pass it to every method. After `fit`: `tie_seed_`
+(the seed used, None under "index") and, where heads are selected, `tied_selections_`: how many
+selected heads were chosen among ties (their score equals the first unselected head's).
 """
 
 from __future__ import annotations
@@ -24,6 +35,7 @@ from calm.methods.prototypes import (
     validate_support,
 )
 from calm.methods.sav_core import sav_head_scores, sav_rank
+from calm.methods.ties import check_tie_break, check_tie_seed, tie_order, tied_selections
 
 
 class Estimator(ABC):
@@ -31,10 +43,14 @@ class Estimator(ABC):
 
     fitted_attribute = "prototypes_"
     prototypes_: torch.Tensor | None = None
+    tie_break: str = "index"  # estimators that rank heads take both as constructor arguments
+    tie_seed: int = 0
 
     @abstractmethod
-    def fit(self, features: FeaturesLike, labels: LabelsLike, *, n_classes: int | None = None) -> Estimator:
-        """Learn from the support set; returns self."""
+    def fit(self, features: FeaturesLike, labels: LabelsLike, *, n_classes: int | None = None,
+            tie_seed: int | None = None) -> Estimator:
+        """Learn from the support set; returns self. `tie_seed` replaces the `tie_seed` setting for
+        this fit (used only with tie_break="random"; ignored by estimators that rank no heads)."""
 
     @abstractmethod
     def predict_scores(self, features: FeaturesLike) -> torch.Tensor:
@@ -60,14 +76,32 @@ class Estimator(ABC):
                                                  class_counts(labels, n_classes))
         return features, labels, n_classes
 
+    def _check_ties(self) -> None:
+        check_tie_break(type(self).__name__, self.tie_break, self.tie_seed)
+
+    def _tie_order(self, n_heads: int, tie_seed: int | None) -> torch.Tensor | None:
+        """The head permutation that settles ties in this fit (None: lower index first); records the
+        seed used in `tie_seed_`."""
+        self._check_ties()
+        seed = self.tie_seed if tie_seed is None else tie_seed
+        if self.tie_break == "index":
+            self.tie_seed_ = None
+            return None
+        check_tie_seed(type(self).__name__, seed)
+        self.tie_seed_ = int(seed)
+        return tie_order(n_heads, self.tie_break, seed)
+
     def _rank_heads(self, features: FeaturesLike, labels: LabelsLike, n_classes: int | None,
-                    top_k: int | None) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """Fit the prototypes and rank heads as SAV; keeps the first top_k (all when None) in
-        `selected_heads_`. Returns the validated support features, labels and class count."""
+                    top_k: int | None, tie_seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Fit the prototypes and rank heads as SAV (ties by `tie_break`); keeps the first top_k (all
+        when None) in `selected_heads_` and counts in `tied_selections_` those chosen among ties.
+        Returns the validated support features, labels and class count."""
         features, labels, n_classes = self._fit_prototypes(features, labels, n_classes)
         self.head_scores_ = sav_head_scores(prototype_dots(features, self.prototypes_), labels)
-        self.ranking_ = sav_rank(self.head_scores_)
-        self.selected_heads_ = self.ranking_[: min(top_k or self.n_heads_, self.n_heads_)]
+        self.ranking_ = sav_rank(self.head_scores_, self._tie_order(self.n_heads_, tie_seed))
+        k = min(top_k or self.n_heads_, self.n_heads_)
+        self.selected_heads_ = self.ranking_[:k]
+        self.tied_selections_ = tied_selections(self.head_scores_, self.ranking_, k)
         return features, labels, n_classes
 
     def _query(self, features: FeaturesLike) -> torch.Tensor:

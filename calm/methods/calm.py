@@ -20,9 +20,11 @@ from calm.methods.calm_core import (
     check_calm_settings,
     class_means,
     clip_reliability,
+    default_weight_norm,
     logit_shift,
     shrink,
     softmax_classes_,
+    weight_sets,
 )
 from calm.methods.prototypes import (
     FeaturesLike,
@@ -33,34 +35,47 @@ from calm.methods.prototypes import (
     reliability_similarities,
     scaled_cosines,
 )
+from calm.methods.ties import descending_order, ranks_from_order, tied_selections
 
 
 def calm_scores_from(sims: Similarities, *, tau: float = 0.07, tau_w: float = 0.5,
                      reliability: str = "margin_clamped", top_k: int | None = None, shrinkage: float = 0.0,
-                     weight_norm: str | None = None) -> torch.Tensor:
+                     weight_norm: str | None = None, top_k_mode: str = "exclude",
+                     tie_order: torch.Tensor | None = None) -> torch.Tensor:
     """CALM scores (m, C) for one setting from an episode's precomputed cosines (sweeps).
 
     For many settings at one tau, compute the posteriors once with `calm_posteriors` and call
-    `calm_reliability`, `shrink`, `calm_weights` and `calm_scores` directly.
+    `calm_reliability`, `shrink`, `calm_weights` and `calm_scores` directly. `top_k_mode` as in
+    `calm_core.weight_sets`; `tie_order` (from `calm.methods.ties.tie_order`) as in `head_ranks`.
     """
-    check_calm_settings(tau, tau_w, reliability, top_k, shrinkage, weight_norm)
+    check_calm_settings(tau, tau_w, reliability, top_k, shrinkage, weight_norm, top_k_mode)
     labels, n_classes = sims.reliability_labels, sims.n_classes
     r = calm_reliability(calm_posteriors(sims.reliability, tau), labels, n_classes, reliability)
     r = shrink(r, class_counts(labels, n_classes), shrinkage)
-    weights = calm_weights(r, tau_w, top_k, weight_norm, reliability)
+    weights = calm_weights(r, tau_w, top_k, weight_norm, reliability, top_k_mode=top_k_mode, tie_order=tie_order)
     return calm_scores(calm_posteriors(sims.query, tau), weights)
 
 
 class CALM(Estimator):
     """Class-conditional reliability-weighted vote of per-head posteriors (DESIGN section 6, steps 1-6).
 
+    Two opt-in settings reproduce the authors' runs (defaults: DESIGN's rules):
+    - `top_k_mode`: "exclude" (excluded heads get weight 0) or "epsilon_leak" (the authors' masking:
+      with power weights at tau_w ≠ 1 every excluded head keeps w ∝ ε^(1/tau_w), ε the smallest
+      normal float32; see `calm_core.weight_sets`).
+    - `tie_break` / `tie_seed`: the order among heads of equal reliability in each class's top_k
+      ("index": lower head index first; "random": seeded, see `calm.methods.base`).
+
     After `fit`: `reliability_` (K, C) after shrinkage, `weights_` (K, C) summing to 1 over heads per
-    class, `prototypes_` (K, C, d) normalised prototypes of the whole support set, `n_classes_`.
+    class, `prototypes_` (K, C, d) normalised prototypes of the whole support set, `n_classes_`,
+    `tied_selections_` (kept heads chosen among ties, summed over classes; 0 unless 0 < top_k < K),
+    `tie_seed_`.
     """
 
     def __init__(self, tau: float = 0.07, tau_w: float = 0.5, reliability: str = "margin_clamped",
                  top_k: int | None = None, shrinkage: float = 0.0, weight_norm: str | None = None,
-                 reliability_split: str = "support", holdout_fraction: float = 0.5, seed: int = 0) -> None:
+                 reliability_split: str = "support", holdout_fraction: float = 0.5, seed: int = 0,
+                 top_k_mode: str = "exclude", tie_break: str = "index", tie_seed: int = 0) -> None:
         self.tau = tau
         self.tau_w = tau_w
         self.reliability = reliability
@@ -70,17 +85,24 @@ class CALM(Estimator):
         self.reliability_split = reliability_split
         self.holdout_fraction = holdout_fraction
         self.seed = seed
+        self.top_k_mode = top_k_mode
+        self.tie_break = tie_break
+        self.tie_seed = tie_seed
         self._check()
         self.weights_: torch.Tensor | None = None
 
     fitted_attribute = "weights_"
 
     def _check(self) -> None:
-        check_calm_settings(self.tau, self.tau_w, self.reliability, self.top_k, self.shrinkage, self.weight_norm)
+        check_calm_settings(self.tau, self.tau_w, self.reliability, self.top_k, self.shrinkage, self.weight_norm,
+                            self.top_k_mode)
         check_split(self.reliability_split, self.holdout_fraction)
+        self._check_ties()
 
-    def fit(self, features: FeaturesLike, labels: LabelsLike, *, n_classes: int | None = None) -> CALM:
-        """Prototypes from the support set, reliabilities on the reliability set, and the head weights."""
+    def fit(self, features: FeaturesLike, labels: LabelsLike, *, n_classes: int | None = None,
+            tie_seed: int | None = None) -> CALM:
+        """Prototypes from the support set, reliabilities on the reliability set, and the head weights;
+        `tie_seed` replaces the setting for this fit (tie_break="random" only)."""
         self._check()
         features, labels, n_classes = self._support(features, labels, n_classes)
         shift = logit_shift(self.tau)
@@ -91,7 +113,11 @@ class CALM(Estimator):
         per_clip = clip_reliability(posteriors, rel_labels, self.reliability, scratch=True)
         r = class_means(per_clip, rel_labels, n_classes)
         self.reliability_ = shrink(r, class_counts(rel_labels, n_classes), self.shrinkage)
-        self.weights_ = calm_weights(self.reliability_, self.tau_w, self.top_k, self.weight_norm, self.reliability)
+        order = descending_order(self.reliability_, self._tie_order(self.n_heads_, tie_seed))
+        norm = self.weight_norm or default_weight_norm(self.reliability)
+        self.weights_ = weight_sets(self.reliability_, ranks_from_order(order), norm, [self.tau_w], [self.top_k],
+                                    top_k_mode=self.top_k_mode)[0]
+        self.tied_selections_ = tied_selections(self.reliability_, order, self.top_k)
         self.prototypes_ = prototypes
         return self
 

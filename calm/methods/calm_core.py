@@ -9,6 +9,10 @@ scheme.
 Layouts: cosines, logits and posteriors are (K, n, C) (heads, clips, classes), usually a
 classes-major view (see `calm.methods.prototypes.prototype_dots`); reliabilities, ranks and weights
 are (K, C); a stack of weight sets is (S, K, C).
+
+Two opt-in departures from DESIGN's defaults, both for reproducing the authors' runs: a seeded
+random tie order for the per-class top_k (`tie_order`, see `calm.methods.ties`) and the authors'
+top-k masking of power weights (`top_k_mode="epsilon_leak"`, see `weight_sets`).
 """
 
 from __future__ import annotations
@@ -22,9 +26,11 @@ import torch
 from calm.errors import ConfigError
 from calm.methods.checks import check_positive, check_top_k
 from calm.methods.prototypes import class_counts
+from calm.methods.ties import descending_order, ranks_from_order
 
 RELIABILITY_SCHEMES = ("margin_clamped", "margin", "prob", "brier")
 WEIGHT_NORMS = ("power", "softmax")
+TOP_K_MODES = ("exclude", "epsilon_leak")
 EPSILON = torch.finfo(torch.float32).tiny  # DESIGN's ε, the smallest positive normal float32
 WEIGHT_SUM_FLOOR = 1e-12  # a class whose power weights sum to at most this gets uniform weights
 LOGIT_RANGE = 80.0  # exp(-80) is still a normal float32 number
@@ -109,14 +115,13 @@ def shrink(r: torch.Tensor, counts: torch.Tensor, alpha: float) -> torch.Tensor:
     return keep * r + (1 - keep) * r.mean()
 
 
-def head_ranks(r: torch.Tensor) -> torch.Tensor:
-    """Rank (K, C) of each head within its class by r, descending, ties to the lower head index.
+def head_ranks(r: torch.Tensor, tie_order: torch.Tensor | None = None) -> torch.Tensor:
+    """Rank (K, C) of each head within its class by r, descending; ties to the lower head index, or
+    in the order of `tie_order` (a head permutation from `calm.methods.ties.tie_order`).
 
     One sort serves every top_k: the kept heads of a class are those with rank < top_k.
     """
-    order = torch.sort(r, dim=0, descending=True, stable=True).indices
-    positions = torch.arange(r.shape[0], device=r.device).unsqueeze(1).expand_as(order)
-    return torch.empty_like(order).scatter_(0, order, positions)
+    return ranks_from_order(descending_order(r, tie_order))
 
 
 def kept_heads(ranks: torch.Tensor, top_ks: Sequence[int | None]) -> torch.Tensor:
@@ -127,13 +132,14 @@ def kept_heads(ranks: torch.Tensor, top_ks: Sequence[int | None]) -> torch.Tenso
     return ranks.unsqueeze(0) < torch.tensor(limits, device=ranks.device)[:, None, None]
 
 
-def top_k_mask(r: torch.Tensor, top_k: int | None) -> torch.Tensor:
-    """Kept heads (K, C) bool: per class the top_k heads by r, ties to the lower index."""
-    return kept_heads(head_ranks(r), [top_k])[0]
+def top_k_mask(r: torch.Tensor, top_k: int | None, tie_order: torch.Tensor | None = None) -> torch.Tensor:
+    """Kept heads (K, C) bool: per class the top_k heads by r, ties as in `head_ranks`."""
+    return kept_heads(head_ranks(r, tie_order), [top_k])[0]
 
 
 def weight_sets(r: torch.Tensor, ranks: torch.Tensor, weight_norm: str, tau_ws: Sequence[float],
-                top_ks: Sequence[int | None], out: torch.Tensor | None = None) -> torch.Tensor:
+                top_ks: Sequence[int | None], out: torch.Tensor | None = None,
+                top_k_mode: str = "exclude") -> torch.Tensor:
     """Head weights of every (tau_w, top_k) pair, tau_w-major, (W·T, K, C), summing to 1 per class.
 
     `power`: w ∝ (max(r, 0) + ε)^(1/tau_w) over the kept heads (the power is skipped at tau_w = 1),
@@ -141,8 +147,17 @@ def weight_sets(r: torch.Tensor, ranks: torch.Tensor, weight_norm: str, tau_ws: 
     r / tau_w over the kept heads. Excluded heads get 0. The power (or exponential) of r is taken
     once per tau_w and masked per top_k; the best head by r is always kept, so the softmax's maximum
     over the kept heads is its maximum over all heads. `out` (any strides) receives the result.
+
+    `top_k_mode="epsilon_leak"` is the authors' masking of power weights (their
+    `calm_build_weights_from_r`): r is set to 0 on the excluded heads and ε added after the mask,
+    so at tau_w ≠ 1 an excluded head keeps w ∝ ε^(1/tau_w), ε = finfo(r.dtype).tiny (their
+    reliabilities are float32, as here): ≈ 1.6e-4 at tau_w = 10 against (r + ε)^0.1 for a kept head,
+    a visible share over ~1,000 excluded heads, while ε^2 underflows to 0 at tau_w = 0.5. At
+    tau_w = 1 they add no ε, so excluded heads get 0 as with `exclude`; softmax weights mask with
+    finfo.min there and so leak nothing either. The uniform fallback (total ≤ 1e-12) is unchanged.
     """
     check_weight_norm(weight_norm)
+    check_top_k_mode(top_k_mode)
     for tau_w in tau_ws:
         check_positive("tau_w", tau_w)
     kept = kept_heads(ranks, top_ks)  # (T, K, C)
@@ -157,6 +172,10 @@ def weight_sets(r: torch.Tensor, ranks: torch.Tensor, weight_norm: str, tau_ws: 
     else:
         raw = r.clamp_min(0.0) + EPSILON
         raw = torch.stack([raw if tau_w == 1 else raw.pow(1.0 / tau_w) for tau_w in tau_ws]).unsqueeze(1) * kept
+        if top_k_mode == "epsilon_leak":
+            tiny = torch.tensor(torch.finfo(r.dtype).tiny, dtype=r.dtype, device=r.device)
+            leaks = torch.stack([torch.zeros_like(tiny) if tau_w == 1 else tiny.pow(1.0 / tau_w) for tau_w in tau_ws])
+            raw = torch.where(kept, raw, leaks[:, None, None, None])
         total = raw.sum(dim=2, keepdim=True)
         uniform = kept / kept.sum(dim=1, keepdim=True)
         torch.where(total > WEIGHT_SUM_FLOOR, raw / total.clamp_min(EPSILON), uniform, out=target)
@@ -164,12 +183,15 @@ def weight_sets(r: torch.Tensor, ranks: torch.Tensor, weight_norm: str, tau_ws: 
 
 
 def calm_weights(r: torch.Tensor, tau_w: float, top_k: int | None = None, weight_norm: str | None = None,
-                 scheme: str = "margin_clamped") -> torch.Tensor:
+                 scheme: str = "margin_clamped", *, top_k_mode: str = "exclude",
+                 tie_order: torch.Tensor | None = None) -> torch.Tensor:
     """Head weights (K, C) of one setting: `weight_sets` of one (tau_w, top_k) pair.
 
-    `weight_norm` None: the paper's pairing for `scheme`.
+    `weight_norm` None: the paper's pairing for `scheme`. `top_k_mode` as in `weight_sets`,
+    `tie_order` as in `head_ranks`.
     """
-    return weight_sets(r, head_ranks(r), weight_norm or default_weight_norm(scheme), [tau_w], [top_k])[0]
+    norm = weight_norm or default_weight_norm(scheme)
+    return weight_sets(r, head_ranks(r, tie_order), norm, [tau_w], [top_k], top_k_mode=top_k_mode)[0]
 
 
 def calm_scores(query_posteriors: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -202,9 +224,16 @@ def check_weight_norm(weight_norm: str | None) -> None:
         raise ConfigError(f"unknown weight_norm {weight_norm!r}", f"use one of {', '.join(WEIGHT_NORMS)}, or null")
 
 
+def check_top_k_mode(top_k_mode: str) -> None:
+    if top_k_mode not in TOP_K_MODES:
+        raise ConfigError(f"unknown top_k_mode {top_k_mode!r}",
+                          "use exclude (excluded heads get 0) or epsilon_leak (the authors' masking)")
+
+
 def check_calm_settings(tau: float, tau_w: float, reliability: str, top_k: int | None, shrinkage: float,
-                        weight_norm: str | None) -> None:
+                        weight_norm: str | None, top_k_mode: str = "exclude") -> None:
     """Reject settings DESIGN section 6 does not define, before any computation."""
+    check_top_k_mode(top_k_mode)
     check_positive("tau", tau)
     check_positive("tau_w", tau_w)
     check_reliability(reliability)

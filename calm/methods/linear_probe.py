@@ -114,17 +114,22 @@ def check_probe_settings(top_k: int | None, steps: int, lr: float, weight_decay:
 class LinearProbe(Estimator):
     """Linear classifier on the L2-normalised features of SAV's top_k heads, trained with Lightning.
 
+    `tie_break` / `tie_seed` settle heads of equal support accuracy as in SAV (`seed` is the probe's
+    initial weights, a different thing).
+
     After `fit`: `head_scores_` (K,), `ranking_` (K,), `selected_heads_` (min(top_k, K),) in rank
-    order (as SAV), `module_` the trained `ProbeModule`, `n_classes_`.
+    order (as SAV), `tied_selections_`, `tie_seed_`, `module_` the trained `ProbeModule`, `n_classes_`.
     """
 
     def __init__(self, top_k: int | None = 20, steps: int = 100, lr: float = 0.01, weight_decay: float = 0.01,
-                 seed: int = 0) -> None:
+                 seed: int = 0, tie_break: str = "index", tie_seed: int = 0) -> None:
         self.top_k = top_k
         self.steps = steps
         self.lr = lr
         self.weight_decay = weight_decay
         self.seed = seed
+        self.tie_break = tie_break
+        self.tie_seed = tie_seed
         self._check()
         self.module_: ProbeModule | None = None
 
@@ -132,11 +137,13 @@ class LinearProbe(Estimator):
 
     def _check(self) -> None:
         check_probe_settings(self.top_k, self.steps, self.lr, self.weight_decay, self.seed)
+        self._check_ties()
 
-    def fit(self, features: FeaturesLike, labels: LabelsLike, *, n_classes: int | None = None) -> LinearProbe:
+    def fit(self, features: FeaturesLike, labels: LabelsLike, *, n_classes: int | None = None,
+            tie_seed: int | None = None) -> LinearProbe:
         """Rank heads as SAV, keep the top_k, and train the linear layer on their features."""
         self._check()
-        features, labels, n_classes = self._rank_heads(features, labels, n_classes, self.top_k)
+        features, labels, n_classes = self._rank_heads(features, labels, n_classes, self.top_k, tie_seed)
         x = probe_features(features, self.selected_heads_).cpu()
         module = ProbeModule(x.shape[1], n_classes, float(self.lr), float(self.weight_decay), int(self.seed))
         with quiet_trainer():

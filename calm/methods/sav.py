@@ -14,18 +14,27 @@ from calm.methods.sav_core import sav_decide, sav_head_votes, sav_votes
 class SAV(Estimator):
     """Top-k heads by support accuracy, uniform majority vote of their nearest-prototype guesses.
 
+    `tie_break` / `tie_seed` settle heads of equal score (see `calm.methods.base`): at 1 shot every
+    head scores C, so the top_k is the tie rule's choice alone.
+
     After `fit`: `head_scores_` (K,) support clips each head gets right, `ranking_` (K,) heads best
-    first, `selected_heads_` (min(top_k, K),) in rank order, `prototypes_` (K, C, d) normalised.
+    first, `selected_heads_` (min(top_k, K),) in rank order, `tied_selections_` how many of them were
+    chosen among ties, `tie_seed_`, `prototypes_` (K, C, d) normalised.
     """
 
-    def __init__(self, top_k: int | None = 20) -> None:
+    def __init__(self, top_k: int | None = 20, tie_break: str = "index", tie_seed: int = 0) -> None:
         check_top_k("SAV", top_k)
         self.top_k = top_k
+        self.tie_break = tie_break
+        self.tie_seed = tie_seed
+        self._check_ties()
 
-    def fit(self, features: FeaturesLike, labels: LabelsLike, *, n_classes: int | None = None) -> SAV:
-        """Score every head on the support set and keep the top_k (clamped to the number of heads)."""
+    def fit(self, features: FeaturesLike, labels: LabelsLike, *, n_classes: int | None = None,
+            tie_seed: int | None = None) -> SAV:
+        """Score every head on the support set and keep the top_k (clamped to the number of heads);
+        `tie_seed` replaces the setting for this fit (tie_break="random" only)."""
         check_top_k("SAV", self.top_k)
-        self._rank_heads(features, labels, n_classes, self.top_k)
+        self._rank_heads(features, labels, n_classes, self.top_k, tie_seed)
         return self
 
     def _head_votes(self, features: FeaturesLike) -> torch.Tensor:

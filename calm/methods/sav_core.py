@@ -15,6 +15,7 @@ from calm.methods.checks import check_top_k
 from calm.methods.prototypes import (
     Similarities,
 )
+from calm.methods.ties import descending_order
 
 
 def sav_head_scores(support_sims: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -26,9 +27,14 @@ def sav_head_scores(support_sims: torch.Tensor, labels: torch.Tensor) -> torch.T
     return (sav_head_votes(support_sims) == labels).sum(dim=1)
 
 
-def sav_rank(head_scores: torch.Tensor) -> torch.Tensor:
-    """Head indices by score, descending; a stable sort sends ties to the lower flat head index."""
-    return torch.sort(head_scores, descending=True, stable=True).indices
+def sav_rank(head_scores: torch.Tensor, tie_order: torch.Tensor | None = None) -> torch.Tensor:
+    """Head indices by score, descending; a stable sort sends ties to the lower flat head index, or,
+    given `tie_order` (a head permutation from `calm.methods.ties.tie_order`), to its order.
+
+    At 1 shot every head scores C (each gets its own support clip right), so the top_k is the tie
+    rule's choice alone: the first k flat indices, or the first k of the permutation.
+    """
+    return descending_order(head_scores, tie_order)
 
 
 def sav_head_votes(sims: torch.Tensor) -> torch.Tensor:
@@ -58,11 +64,12 @@ def sav_decide(head_votes: torch.Tensor, n_classes: int) -> torch.Tensor:
     return (votes * (n_heads + 1) + (n_heads - first)).argmax(dim=1)
 
 
-def sav_predict_from(sims: Similarities, top_k: int | None) -> torch.Tensor:
-    """SAV predictions (m,) from an episode's precomputed cosines, for sweeps over top_k (None: all heads)."""
+def sav_predict_from(sims: Similarities, top_k: int | None, tie_order: torch.Tensor | None = None) -> torch.Tensor:
+    """SAV predictions (m,) from an episode's precomputed cosines, for sweeps over top_k (None: all
+    heads); `tie_order` as in `sav_rank`."""
     check_top_k("SAV", top_k)
     if sims.split != "support":
         raise ConfigError(f"SAV scores heads on the support set, but these similarities use split {sims.split!r}",
                           "compute the similarities with split='support'")
-    order = sav_rank(sav_head_scores(sims.reliability, sims.reliability_labels))[:top_k]  # None: all
+    order = sav_rank(sav_head_scores(sims.reliability, sims.reliability_labels), tie_order)[:top_k]  # None: all
     return sav_decide(sav_head_votes(sims.query[order]), sims.n_classes)
