@@ -24,15 +24,20 @@ from torch.utils.data import DataLoader, Dataset
 
 from calm.backbones.base import Backbone
 from calm.cache import REASONS, ActivationCache, RowInputs
+from calm.cache.durations import DurationStore
 from calm.cache.index import media_digest, text_digest
-from calm.data.audio import load_audio, probe_audio
+from calm.data.audio import load_audio
 from calm.data.prompts import Prompt
 from calm.data.table import Clip, ClipTable
-from calm.errors import CalmError, ConfigError, DataError
+from calm.errors import CalmError, DataError
+from calm.extraction_plan import (
+    PROBE_WORKERS,
+    check_long_clips,
+    plan_batches,
+    preflight,
+)
 from calm.file_digests import FileDigests
 
-BAD_CLIP_POLICIES = ("error", "skip")
-LONG_CLIP_POLICIES = ("truncate", "error")
 log = logging.getLogger(__name__)
 QUIET_WARNINGS = (".*does not have many workers.*", ".*infer the batch indices.*", ".*LeafSpec.*")
 
@@ -56,61 +61,24 @@ class ExtractionReport:
     extracted: int = 0
     skipped: dict[str, str] = field(default_factory=dict)
     rank: int = 0  # this process's global rank in the extraction (0 without DDP); totals cover all ranks
+    headers_read: int = 0  # audio headers read to plan (clips never checked before with this path/size/mtime)
     recomputed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REASONS, 0))
+    needed: int = 0  # clips whose rows the job reads (set by the pipeline)
+
+    def add(self, other: ExtractionReport) -> None:
+        """Fold in another pass (after skipped clips left the table) of the same process."""
+        self.extracted += other.extracted
+        self.skipped.update(other.skipped)
+        self.rank = other.rank
+        self.headers_read += other.headers_read
+        for reason, count in other.recomputed.items():
+            self.recomputed[reason] = self.recomputed.get(reason, 0) + count
 
     def write_skips(self, path: Path) -> None:
         """List skipped clips in a TSV so a skip is never silent."""
         if self.skipped:
             lines = ["clip_id\treason"] + [f"{cid}\t{why.splitlines()[0]}" for cid, why in sorted(self.skipped.items())]
             Path(path).write_text("\n".join(lines) + "\n")
-
-
-def preflight(table: ClipTable, clip_ids: Sequence[str], on_bad_clip: str) -> tuple[dict[str, float], dict[str, str]]:
-    """Read every uncached clip's header before the model loads: durations, and bad clips (missing,
-    undecodable, empty, truncated, or a float file holding NaN/Inf samples; float files are the only
-    ones decoded here, see `calm.data.audio`)."""
-    if on_bad_clip not in BAD_CLIP_POLICIES:
-        raise ConfigError(f"on_bad_clip={on_bad_clip!r}", f"use one of {BAD_CLIP_POLICIES}")
-    by_id = {c.id: c for c in table.clips}
-    durations, bad = {}, {}
-    for cid in clip_ids:
-        try:
-            durations[cid] = probe_audio(by_id[cid].audio_path, samples=True).seconds
-        except CalmError as err:
-            if on_bad_clip == "error":
-                raise
-            bad[cid] = str(err)
-    return durations, bad
-
-
-def check_long_clips(durations: dict[str, float], window: float | None, policy: str, table: ClipTable) -> None:
-    """Clips longer than the model's audio window are truncated by its processor: say so, or refuse."""
-    if policy not in LONG_CLIP_POLICIES:
-        raise ConfigError(f"on_long_clip={policy!r}", f"use one of {LONG_CLIP_POLICIES}")
-    if window is None:
-        return
-    long = sorted(cid for cid, seconds in durations.items() if seconds > window + 1e-6)
-    if not long:
-        return
-    paths = {c.id: str(c.audio_path) for c in table.clips}
-    shown = ", ".join(f"{paths[cid]} ({durations[cid]:.1f} s)" for cid in long[:5])
-    more = f" and {len(long) - 5} more" if len(long) > 5 else ""
-    if policy == "error":
-        raise DataError(
-            f"{len(long)} clips are longer than the model's {window:.0f} s audio window: {shown}{more}",
-            "trim them, or set on_long_clip=truncate to keep only the first "
-            f"{window:.0f} s of each (the processor's behaviour)",
-        )
-    log.warning("%d clips are longer than the %.0f s audio window and are truncated to it: %s%s",
-                len(long), window, shown, more)
-
-
-def plan_batches(clip_ids: Sequence[str], durations: dict[str, float], batch_size: int) -> list[list[str]]:
-    """Longest clips first (similar lengths share a batch; an OOM shows up at once), ties by id."""
-    if batch_size < 1:
-        raise ConfigError(f"extract.batch_size={batch_size}", "use a positive batch size")
-    ordered = sorted(clip_ids, key=lambda cid: (-durations.get(cid, 0.0), cid))
-    return [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
 
 
 class PlannedBatches(Dataset):
@@ -236,21 +204,24 @@ def cache_key_fields(backbone: Backbone, prompt: Prompt, digests: FileDigests | 
     return fields
 
 
-def row_inputs(backbone: Backbone, table: ClipTable, prompt: Prompt, digests: FileDigests) -> dict[str, RowInputs]:
+def row_inputs(backbone: Backbone, table: ClipTable, prompt: Prompt, digests: FileDigests,
+               clip_ids: Sequence[str] | None = None) -> dict[str, RowInputs]:
     """What each clip's row is computed from: the content digest of the files it is decoded from (the
     audio file; also the video file when the backbone reads frames) and of the rendered prompt text
     when the backbone reads it. File digests are remembered by path, size and mtime in `digests`, so
     an unchanged clip is not read again; a file that cannot be read gets an input no row matches (the
     header check then reports or skips it)."""
     needs_video = getattr(backbone, "needs_video", False)
-    files = {clip.id: [clip.audio_path] for clip in table.clips}
-    for clip in table.clips:
+    by_id = {clip.id: clip for clip in table.clips}
+    clips = table.clips if clip_ids is None else [by_id[cid] for cid in clip_ids]
+    files = {clip.id: [clip.audio_path] for clip in clips}
+    for clip in clips:
         if needs_video and clip.video_path is not None and clip.video_path != clip.audio_path:
             files[clip.id].append(clip.video_path)
     flat = [path for paths in files.values() for path in paths]
     shas = iter(digests.of_many(flat, missing_ok=True))
     inputs = {}
-    for clip in table.clips:
+    for clip in clips:
         clip_shas = [next(shas) for _ in files[clip.id]]
         audio = media_digest([sha or "unreadable" for sha in clip_shas])
         text = text_digest(prompt.text_for(clip, table)) if backbone.uses_prompt_text else ""
@@ -279,25 +250,31 @@ def extract_missing(
     num_workers: int = 0,
     on_bad_clip: str = "error",
     on_long_clip: str = "truncate",
+    clip_ids: Sequence[str] | None = None,
 ) -> ExtractionReport:
-    """Extract every clip of `table` whose row is not in `cache` or was computed from other inputs
-    (`row_inputs`); the model is loaded only if one is.
+    """Extract every clip of `clip_ids` (default: the whole table; a protocol passes the clips its
+    episodes use) whose row is not in `cache` or was computed from other inputs (`row_inputs`); the
+    model is loaded only if one is.
 
-    Whole planned batches are recomputed (cached rows of unchanged inputs are not rewritten) so numbers
-    never depend on which clips happened to be cached already.
+    Batches are planned over `clip_ids` by duration, and whole planned batches are recomputed (cached
+    rows of unchanged inputs are not rewritten), so for a given set of clips the numbers never depend
+    on which of them happened to be cached already: a resumed run gives an uninterrupted run's rows.
+    Durations come from the duration store next to the cache; only clips never checked are read.
     """
     report = ExtractionReport()
-    inputs = row_inputs(backbone, table, prompt, cache.digests)
+    needed = table.ids if clip_ids is None else list(dict.fromkeys(clip_ids))
+    inputs = row_inputs(backbone, table, prompt, cache.digests, needed)
     todo = cache.outdated(inputs)
     if not todo:
         return report
     cache.ensure_writable()
     missing = set(todo)
-    durations, bad = preflight(table, table.ids, on_bad_clip)
+    durations, bad, report.headers_read = preflight(table, needed, on_bad_clip, DurationStore(cache.path.parent),
+                                                    max(PROBE_WORKERS, num_workers))
     check_long_clips({cid: durations[cid] for cid in missing if cid in durations}, backbone.window_seconds,
                      on_long_clip, table)
     report.skipped.update({cid: why for cid, why in bad.items() if cid in missing})
-    usable = [cid for cid in table.ids if cid not in bad]
+    usable = [cid for cid in needed if cid not in bad]
     count_recomputed({cid: why for cid, why in todo.items() if cid not in bad}, report)
     batches = [b for b in plan_batches(usable, durations, batch_size) if missing.intersection(b)]
     if not batches:

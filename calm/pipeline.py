@@ -11,9 +11,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from calm.baselines.pseudo_label import unlabelled_pool
 from calm.extract import ExtractionReport, extract_missing
 from calm.file_digests import FileDigests
 from calm.job import PreparedJob, prepare
+from calm.protocols import Episode
 from calm.reports import ReportOutput, job_reports, print_table, result_rows
 from calm.sweeps import load_finished, mark_finished
 from calm.tracking import NullTracker, build_tracker, write_results
@@ -34,19 +36,18 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     failed = True
     try:
         started = time.perf_counter()
-        extraction = extract(job)
+        job, episodes, extraction = extract_for_episodes(job)
         extract_seconds = time.perf_counter() - started
         if not job.main or extraction.rank != 0:  # a DDP rank other than 0: its share is in the cache
             log.info("rank %d: extraction done; evaluation and results are left to rank 0", extraction.rank)
             failed = False
             return {"rank": extraction.rank, "extracted": extraction.extracted}
-        job = without_skipped(job, extraction)
-        features = job.cache.read(job.table.ids) if job.methods else None
-        episodes = job.protocol.episodes(job.pools)
+        features = job.cache.rows(job.table.ids) if job.methods else None
         outputs = [report.run(job, features, episodes, tracker) for report in job_reports(job)]
         rows, episode_rows, extra = merge(job, episodes, outputs)
-        extra = {"cache": {"path": str(job.cache.path), "key": job.cache.key, "extracted": extraction.extracted,
-                           "recomputed": extraction.recomputed, "extract_seconds": extract_seconds},
+        extra = {"cache": {"path": str(job.cache.path), "key": job.cache.key, "needed": extraction.needed,
+                           "extracted": extraction.extracted, "recomputed": extraction.recomputed,
+                           "headers_read": extraction.headers_read, "extract_seconds": extract_seconds},
                  "clips": len(job.table), "skipped": sorted(extraction.skipped), "missing": len(job.loaded.missing),
                  "prompt": job.prompt.key_fields(), "protocol": cfg.protocol.name, **extra}
         write_results(job.out_dir, job.config, rows, episode_rows, extra)
@@ -71,24 +72,43 @@ def report_finished(cfg: DictConfig, done: dict[str, Any]) -> dict[str, Any]:
     return done
 
 
-def extract(job: PreparedJob) -> ExtractionReport:
-    """Fill the cache with the rows of every clip the estimators need that it does not hold yet."""
+def needed_clips(job: PreparedJob, episodes: list[Episode]) -> list[str]:
+    """The clips whose rows the reports read: every episode's support and query clips, and the pool a
+    pseudo-labelled refit may add to the support sets; none when no estimator runs (zero-shot only)."""
+    if not job.methods:
+        return []
+    rows = {int(i) for episode in episodes for part in (episode.support, episode.query) for i in part}
+    if job.pseudo is not None:
+        rows.update(int(i) for i in unlabelled_pool(job.table, job.pseudo.pool_size, job.pseudo.seed))
+    return [job.table.ids[i] for i in sorted(rows)]
+
+
+def extract_for_episodes(job: PreparedJob) -> tuple[PreparedJob, list[Episode], ExtractionReport]:
+    """Draw the episodes (they depend only on labels and splits), then extract only the clips they use.
+
+    Clips that cannot be decoded (on_bad_clip=skip) leave the table, listed in skipped_clips.tsv; the
+    episodes are then drawn again on the smaller table and any newly needed clips extracted, until
+    no clip is skipped.
+    """
     cfg = job.cfg
-    return extract_missing(
-        job.backbone, job.table if job.methods else job.table.subset([]), job.prompt, job.cache,
-        OmegaConf.to_container(cfg.trainer, resolve=True), batch_size=cfg.extract.batch_size,
-        num_workers=cfg.extract.num_workers, on_bad_clip=cfg.on_bad_clip, on_long_clip=cfg.on_long_clip,
-    )
-
-
-def without_skipped(job: PreparedJob, extraction: ExtractionReport) -> PreparedJob:
-    """The job without the clips extraction skipped (on_bad_clip=skip), listed in skipped_clips.tsv."""
-    extraction.write_skips(job.out_dir / "skipped_clips.tsv")
-    if not extraction.skipped:
-        return job
-    log.warning("skipped %d clips that could not be decoded; listed in %s",
-                len(extraction.skipped), job.out_dir / "skipped_clips.tsv")
-    return job.without(set(extraction.skipped))
+    total = ExtractionReport()
+    while True:
+        episodes = job.protocol.episodes(job.pools)
+        needed = needed_clips(job, episodes)
+        report = extract_missing(
+            job.backbone, job.table, job.prompt, job.cache, OmegaConf.to_container(cfg.trainer, resolve=True),
+            batch_size=cfg.extract.batch_size, num_workers=cfg.extract.num_workers, on_bad_clip=cfg.on_bad_clip,
+            on_long_clip=cfg.on_long_clip, clip_ids=needed,
+        )
+        total.add(report)
+        total.needed = len(needed)
+        if not report.skipped:
+            break
+        log.warning("skipped %d clips that could not be decoded; listed in %s", len(report.skipped),
+                    job.out_dir / "skipped_clips.tsv")
+        job = job.without(set(report.skipped))
+    total.write_skips(job.out_dir / "skipped_clips.tsv")
+    return job, episodes, total
 
 
 def merge(job: PreparedJob, episodes: list, outputs: list[ReportOutput]) -> tuple[list, list, dict[str, Any]]:

@@ -57,7 +57,8 @@ from calm.backbones.tiny import (
     tiny_qwen2_audio_config,
     tiny_qwen2_audio_processor,
 )
-from calm.extract import HeadExtractor, plan_batches, trimmed_for_capture
+from calm.extract import HeadExtractor, trimmed_for_capture
+from calm.extraction_plan import plan_batches
 
 # Qwen/Qwen2-Audio-7B-Instruct config.json: Whisper-large-v3-sized encoder, Qwen2-7B language model.
 QWEN2_AUDIO_7B_AUDIO = dict(d_model=1280, encoder_layers=32, encoder_attention_heads=20, encoder_ffn_dim=5120,

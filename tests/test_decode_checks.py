@@ -14,7 +14,7 @@ from calm.data.__main__ import main
 from calm.data.audio import load_audio, probe_audio
 from calm.data.folder import load_folder
 from calm.errors import DataError
-from calm.extract import preflight
+from calm.extraction_plan import preflight
 from tests.layouts import tone
 
 
@@ -61,7 +61,7 @@ def test_the_header_pass_lists_truncated_and_non_finite_clips_or_stops(tmp_path:
     root = _dataset(tmp_path / "data")
     expected = _bad_files(root)
     table, _ = load_folder(root, test_fraction=0.5)
-    durations, bad = preflight(table, table.ids, "skip")
+    durations, bad, _ = preflight(table, table.ids, "skip")
     assert {Path(cid).name: why for cid, why in bad.items()}.keys() == expected.keys()
     for cid, why in bad.items():
         assert expected[Path(cid).name] in why and Path(cid).name in why
@@ -92,6 +92,6 @@ def test_the_header_pass_decodes_float_files_only(tmp_path: Path, monkeypatch: p
         return real_read(self, *args, **kwargs)
 
     monkeypatch.setattr(sf.SoundFile, "read", counting_read)
-    durations, bad = preflight(table, table.ids, "error")
+    durations, bad, _ = preflight(table, table.ids, "error")
     assert not bad and len(durations) == len(table)
     assert set(decoded) == {"cat_float.wav"}

@@ -119,7 +119,8 @@ def test_headline_command_on_an_official_esc50_layout_with_the_tiny_qwen2_audio(
     result = run_cli(args, tmp_path / "out", tmp_path / "cache")
     assert result.returncode == 0, result.stderr[-3000:]
     results = _read(tmp_path / "out")
-    assert results["cache"]["extracted"] == 50 and results["clips"] == 50
+    # the clips the 3 episodes use (5 classes x (5 shots + 2 queries) each) are extracted
+    assert results["clips"] == 50 and 35 <= results["cache"]["extracted"] == results["cache"]["needed"] <= 50
     rows = {row["method"]: row for row in results["results"]}
     assert set(rows) == {"sav", "calm"} and rows["calm"]["ways"] == 5 and rows["calm"]["shots"] == 5
     folder = next(p for p in (tmp_path / "cache").iterdir() if p.is_dir())

@@ -22,7 +22,8 @@ exact inputs it was computed from (`calm.cache.index`). Content digests of files
 
 from calm.cache.folder import DATA_FILE, INDEX_FILE, KEY_FILE, LOCK_FILE, META_FILE, cache_key
 from calm.cache.index import FORMAT_VERSION, REASONS, RowInputs
+from calm.cache.rows import RowView
 from calm.cache.store import ActivationCache
 
 __all__ = ["DATA_FILE", "FORMAT_VERSION", "INDEX_FILE", "KEY_FILE", "LOCK_FILE", "META_FILE", "REASONS",
-           "ActivationCache", "RowInputs", "cache_key"]
+           "ActivationCache", "RowInputs", "RowView", "cache_key"]

@@ -34,10 +34,10 @@ from calm.cache.index import (
     parse_line,
     stale_reason,
 )
+from calm.cache.rows import STORED_DTYPE, RowView
 from calm.errors import CacheError
 from calm.file_digests import FileDigests
 
-_STORED_DTYPE = np.dtype("<f2")
 _LABEL_PATTERN = re.compile(r"[A-Za-z0-9_.]+(?:-[A-Za-z0-9_.]+)*")
 _FORBIDDEN_ID_CHARS = ("\t", "\n", "\r")
 _SHOWN = 5
@@ -63,7 +63,7 @@ class ActivationCache:
         self.n_heads = n_heads
         self.head_dim = head_dim
         self.head_names = head_names
-        self._row_bytes = n_heads * head_dim * _STORED_DTYPE.itemsize
+        self._row_bytes = n_heads * head_dim * STORED_DTYPE.itemsize
         self._data_path = folder / DATA_FILE
         self._index_path = folder / INDEX_FILE
         self._lock = FileLock(str(folder / LOCK_FILE))
@@ -200,7 +200,7 @@ class ActivationCache:
             )
         finite_in = np.isfinite(array).all(axis=(1, 2))
         with np.errstate(over="ignore"):
-            out = np.ascontiguousarray(array.astype(_STORED_DTYPE))
+            out = np.ascontiguousarray(array.astype(STORED_DTYPE))
         finite_out = np.isfinite(out).all(axis=(1, 2))
         if not finite_out.all():
             bad = [ids[i] for i in np.flatnonzero(~finite_out)]
@@ -296,6 +296,17 @@ class ActivationCache:
         finally:
             os.close(fd)
 
+    def rows(self, clip_ids: Sequence[str]) -> RowView:
+        """A memory-mapped, read-only view of the rows of `clip_ids` (positions follow the list); clips
+        without a row may be listed and fail only when read. Nothing is loaded until indexed."""
+        self._refresh()
+        positions = np.fromiter((self._rows.get(c, -1) for c in clip_ids), dtype=np.int64, count=len(clip_ids))
+        n_rows = self._lines
+        size = self._data_path.stat().st_size if self._data_path.exists() else 0
+        if size < n_rows * self._row_bytes:
+            raise self._corrupt(f"{DATA_FILE} holds {size} bytes but the index needs {n_rows * self._row_bytes}")
+        return RowView(self._data_path, positions, list(clip_ids), n_rows, self.n_heads, self.head_dim)
+
     def read(self, clip_ids: Sequence[str]) -> torch.Tensor:
         """Rows of ``clip_ids`` in the given order, as float32 (n, n_heads, head_dim)."""
         self._refresh()
@@ -318,7 +329,7 @@ class ActivationCache:
             )
         table = np.memmap(
             self._data_path,
-            dtype=_STORED_DTYPE,
+            dtype=STORED_DTYPE,
             mode="r",
             shape=(n_rows, self.n_heads, self.head_dim),
         )

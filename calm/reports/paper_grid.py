@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from calm.cache import RowView
 from calm.protocols import Episode, multilabel_targets
 from calm.reports.base import ReportOutput
 from calm.reports.episodic import evaluation_device
@@ -32,10 +33,10 @@ def paper_notes(cfg: DictConfig) -> list[str]:
     return notes
 
 
-def grid_rows(cfg: DictConfig, episode: Episode, features: torch.Tensor) -> tuple[list[dict[str, Any]], dict]:
+def grid_rows(cfg: DictConfig, episode: Episode, features: RowView) -> tuple[list[dict[str, Any]], dict]:
     """The two labelled rows and the JSON summary of the grid on the paper protocol's one episode."""
     support = features[torch.tensor(episode.support)]
-    query = features[torch.tensor(episode.query)]
+    query = features.subset(episode.query)  # read from disk a chunk at a time (evaluate.query_chunk)
     multi = episode.query_label_sets is not None
     report = paper_grid_report(
         support, torch.tensor(episode.support_labels), query, torch.tensor(episode.query_labels),
