@@ -1,0 +1,176 @@
+"""Memory and time at the paper's scale, on a synthetic cache in the real on-disk format.
+
+Writes a cache of N rows of Qwen2-Audio's shape (1,024 heads x 128, fp16: 256 KiB a row) with its
+clip table, then measures, each in a fresh process (peak RSS of that process alone):
+
+  (a) 100 episodes of 50-way 5-shot 5-query SAV + CALM, rows gathered per episode from the memory map;
+  (b) the ASVspoof-shaped paper protocol: 2 classes, the authors' spoofing grid (margin_clamped, brier
+      x 11 tau x 6 alpha x 10 tau_w x 8 top_k = 10,560 settings), support 5,000 rows, test = the rest,
+      read in chunks; cross-validated choice, oracle and EER included;
+  (c) planning a resumed extraction over N generated clips: audio headers read with none missing,
+      and with 1 % of the clips new (never checked before).
+
+    python scripts/bench_scale.py --rows 8000
+    python scripts/bench_scale.py --rows 32000 --dir /big/disk/bench   # 8 GB of cache
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HEADS, HEAD_DIM, WAYS_A, SUPPORT_B = 1024, 128, 50, 5000
+SPOOF_GRID = {"reliability": ["margin_clamped", "brier"],
+              "tau": [1e-4, 1e-3, 0.01, 0.03, 0.1, 0.3, 0.5, 0.8, 1, 2, 5],
+              "shrinkage": [0, 0.1, 0.3, 0.5, 0.7, 1],
+              "tau_w": [0.1, 0.3, 0.5, 0.7, 1, 2, 3, 5, 7, 10],
+              "top_k": [5, 10, 20, 40, 100, 300, 500, 1024]}
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def clip_ids(n: int) -> list[str]:
+    return [f"clip{i:06d}" for i in range(n)]
+
+
+def write_cache(folder: Path, rows: int, chunk: int = 500) -> float:
+    """Class-structured rows (50 classes; class c = row % 50), written through ActivationCache."""
+    from calm.cache import ActivationCache
+
+    started = time.perf_counter()
+    cache = ActivationCache.open_path(folder, {"bench": "scale", "heads": HEADS}, HEADS, HEAD_DIM)
+    rng = np.random.default_rng(0)
+    centers = rng.standard_normal((WAYS_A, HEADS, HEAD_DIM), dtype=np.float32)
+    ids = clip_ids(rows)
+    for start in range(len(cache), rows, chunk):
+        part = np.arange(start, min(start + chunk, rows))
+        noise = rng.standard_normal((len(part), HEADS, HEAD_DIM), dtype=np.float32) * 3.0
+        cache.write([ids[i] for i in part], centers[part % WAYS_A] * 0.3 + noise)
+    return time.perf_counter() - started
+
+
+def part_a(folder: Path, rows: int) -> dict:
+    """100 episodes of 50-way 5-shot 5-query, SAV and CALM, rows read per episode."""
+    import torch
+
+    from calm.cache import ActivationCache
+    from calm.methods import CALM, SAV
+    from calm.protocols import EpisodicProtocol, Pools
+    from calm.reports.episodic import evaluate
+    from calm.tracking import NullTracker
+
+    torch.set_num_threads(2)
+    cache = ActivationCache.open_path(folder, {"bench": "scale", "heads": HEADS}, HEADS, HEAD_DIM)
+    labels = np.arange(rows) % WAYS_A
+    test = (np.arange(rows) // WAYS_A) % 2 == 1
+    pools = Pools.build(labels, ~test, test, [f"c{c}" for c in range(WAYS_A)])
+    episodes = EpisodicProtocol(shots=5, queries=5, episodes=100, seed=0, dataset="bench", ways=WAYS_A).episodes(pools)
+    started = time.perf_counter()
+    per_method, _ = evaluate(episodes, cache.rows(clip_ids(rows)), {"sav": SAV(), "calm": CALM()}, NullTracker())
+    return {"seconds": time.perf_counter() - started, "peak_rss_mb": peak_rss_mb(),
+            "sav_accuracy": float(np.mean(per_method["sav"])), "calm_accuracy": float(np.mean(per_method["calm"]))}
+
+
+def part_b(folder: Path, rows: int) -> dict:
+    """The spoofing-shaped paper protocol: 2 classes, 10,560 settings, support 5,000, test the rest."""
+    import torch
+
+    from calm.cache import ActivationCache
+    from calm.selection import CalmGrid, paper_grid_report
+
+    torch.set_num_threads(2)
+    cache = ActivationCache.open_path(folder, {"bench": "scale", "heads": HEADS}, HEADS, HEAD_DIM)
+    view = cache.rows(clip_ids(rows))
+    labels = (np.arange(rows) % WAYS_A) % 2  # two classes of 25 synthetic centres each
+    grid = CalmGrid.from_config(SPOOF_GRID)
+    support = min(SUPPORT_B, rows // 2)  # 5,000 at the paper's sizes; half the rows in a small trial run
+    started = time.perf_counter()
+    report = paper_grid_report(view[np.arange(support)], labels[:support], view.subset(np.arange(support, rows)),
+                               labels[support:], grid, positive_class=1, n_classes=2)
+    return {"seconds": time.perf_counter() - started, "peak_rss_mb": peak_rss_mb(), "settings": len(grid),
+            "support_rows": support, "test_rows": rows - support, "oracle_accuracy": report.oracle["test"]["accuracy"],
+            "cv_accuracy": report.cv_choice["test"]["accuracy"]}
+
+
+def part_c(folder: Path, rows: int) -> dict:
+    """Planning a resumed extraction: headers read with none missing, and with 1 % new clips."""
+    import soundfile as sf
+
+    import calm.extraction_plan as plan
+    from calm.cache.durations import DurationStore
+    from calm.data.table import Clip, ClipTable
+
+    audio = folder / "audio"
+    audio.mkdir(parents=True, exist_ok=True)
+    wave = np.zeros(800, dtype=np.float32)
+    clips = []
+    for i, cid in enumerate(clip_ids(rows)):
+        path = audio / f"{cid}.wav"
+        if not path.exists():
+            sf.write(path, wave, 16000, subtype="PCM_16")
+        clips.append(Clip(cid, path, i % 2, "train" if i % 2 else "test"))
+    table = ClipTable("bench", tuple(clips), ("a", "b"))
+    reads = {"n": 0}
+    real_probe = plan.probe_audio
+
+    def counting_probe(*args, **kwargs):
+        reads["n"] += 1
+        return real_probe(*args, **kwargs)
+
+    plan.probe_audio = counting_probe
+    store = DurationStore(folder / "durations")
+    first_ids = table.ids[: rows - rows // 100]
+    started = time.perf_counter()
+    plan.preflight(table, first_ids, "error", store)  # the first run: every clip checked once
+    first = (reads["n"], time.perf_counter() - started)
+    reads["n"] = 0
+    started = time.perf_counter()
+    plan.preflight(table, first_ids, "error", store)  # resumed, nothing new
+    resumed = (reads["n"], time.perf_counter() - started)
+    reads["n"] = 0
+    started = time.perf_counter()
+    durations, _, _ = plan.preflight(table, table.ids, "error", store)  # 1 % of the clips are new
+    widened = (reads["n"], time.perf_counter() - started)
+    plan.plan_batches(table.ids, durations, 16)
+    return {"clips": rows, "first_run": {"headers_read": first[0], "seconds": first[1]},
+            "resumed_none_missing": {"headers_read": resumed[0], "seconds": resumed[1]},
+            "one_percent_new": {"new_clips": rows // 100, "headers_read": widened[0], "seconds": widened[1]},
+            "peak_rss_mb": peak_rss_mb()}
+
+
+PARTS = {"a": part_a, "b": part_b, "c": part_c}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=8000)
+    parser.add_argument("--dir", type=Path, default=Path("bench_scale"), help="where the synthetic cache goes")
+    parser.add_argument("--parts", default="abc")
+    parser.add_argument("--part", help=argparse.SUPPRESS)  # run one part in this process (internal)
+    args = parser.parse_args()
+    folder = args.dir / f"rows{args.rows}"
+    if args.part:
+        print(json.dumps(PARTS[args.part](folder, args.rows)))
+        return
+    report = {"rows": args.rows, "cache_gb": args.rows * HEADS * HEAD_DIM * 2 / 1e9}
+    if set(args.parts) & {"a", "b"}:
+        report["write_seconds"] = write_cache(folder, args.rows)
+    for name in args.parts:
+        out = subprocess.run([sys.executable, __file__, "--rows", str(args.rows), "--dir", str(args.dir),
+                              "--part", name], capture_output=True, text=True, check=True)
+        report[name] = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"({name}) {json.dumps(report[name])}", flush=True)
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
