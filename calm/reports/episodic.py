@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from calm.figures import HeadCollector, HeadGrid, write_job_figures
+from calm.methods import Estimator
 from calm.metrics import (
     accuracy,
     detector_scores,
@@ -36,7 +37,9 @@ def score_method(estimator: Any, support: torch.Tensor, episode: Episode, query:
     predicted set is the top-|true set| classes); EER for two-class episodes (detection)."""
     support_labels = torch.tensor(episode.support_labels)
     query_labels = torch.tensor(episode.query_labels)
-    pred = estimator.fit(support, support_labels, n_classes=episode.ways).predict(query)
+    # each episode breaks head-score ties with its own seed when an estimator asks for random tie-breaks
+    tie = {"tie_seed": episode.seed} if isinstance(estimator, Estimator) else {}
+    pred = estimator.fit(support, support_labels, n_classes=episode.ways, **tie).predict(query)
     metrics = {"accuracy": accuracy(pred, query_labels), "macro_f1": macro_f1(pred, query_labels, episode.ways)}
     if episode.query_label_sets is not None or episode.ways == 2:
         scores = estimator.predict_scores(query)
@@ -46,7 +49,19 @@ def score_method(estimator: Any, support: torch.Tensor, episode: Episode, query:
         metrics["exact_match"] = exact_match(top_label_sets(scores, targets.sum(axis=1)), true_sets)
     if episode.ways == 2 and len(set(episode.query_labels.tolist())) == 2:
         metrics["eer"] = eer(detector_scores(scores, 1), episode.query_labels == 1)
+    tied = getattr(estimator, "tied_selections_", None)  # selected heads that tied with the first left out
+    metrics["tied_selections"] = float("nan") if tied is None else float(tied)
     return metrics
+
+
+def tied_selections(episode_rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Per method, the mean number of selected heads chosen among ties (only methods that select heads):
+    at 1 shot every SAV head ties, so its top_k is then the tie rule's choice (README "Ties")."""
+    counts: dict[str, list[float]] = {}
+    for row in episode_rows:
+        if np.isfinite(row.get("tied_selections", float("nan"))):
+            counts.setdefault(row["method"], []).append(row["tied_selections"])
+    return {name: float(np.mean(values)) for name, values in counts.items()}
 
 
 def evaluation_device(setting: str) -> torch.device:
@@ -114,4 +129,5 @@ class EpisodicMethods:
             tracker.log_figures(write_job_figures(
                 collector, HeadGrid.from_names(job.cache.head_names, job.cache.n_heads), job.table.class_names,
                 job.out_dir, f"{job.cfg.dataset.name} · {job.backbone.name} · {job.cfg.shots}-shot"))
-        return ReportOutput(per_method=per_method, episode_rows=episode_rows)
+        return ReportOutput(per_method=per_method, episode_rows=episode_rows,
+                            extra={"tied_selections": tied_selections(episode_rows)})
