@@ -1,13 +1,19 @@
-"""Rows read as needed: a read-only, memory-mapped view of `rows.f16` for a list of clips.
+"""Rows read as needed: a read-only view of `rows.f16` for a list of clips.
 
 A job never holds the whole table: an episode gathers its support and query rows (fp16 on disk,
 upcast to float32 for that episode only), and the paper grid reads the test set a chunk at a time.
 Indexing follows the clip list given to `ActivationCache.rows` (positions in the clip table), so
 protocols' row indices work unchanged; a clip without a cached row fails when it is read, naming it.
+
+Rows are read with positioned reads (runs of consecutive rows in one read), not a memory map: mapped
+file pages count towards the process's resident memory, so a memory map touched by 100 random episodes
+would make a job's RSS grow with the cache file; read into a buffer, only the rows at hand are held
+(the OS page cache still serves repeated reads).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +31,7 @@ class RowView:
     def __init__(self, data_path: Path, positions: np.ndarray, clip_ids: list[str], n_rows: int,
                  n_heads: int, head_dim: int) -> None:
         self.data_path, self.positions, self.clip_ids = data_path, positions, clip_ids
-        self.n_heads, self.head_dim = n_heads, head_dim
-        self._table = (np.memmap(data_path, dtype=STORED_DTYPE, mode="r", shape=(n_rows, n_heads, head_dim))
-                       if n_rows else None)
+        self.n_heads, self.head_dim, self.n_rows = n_heads, head_dim, n_rows
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -43,20 +47,34 @@ class RowView:
         scalar = np.ndim(picked) == 0
         picked = np.atleast_1d(picked)
         if (picked < 0).any():
-            chosen = np.arange(len(self))[index]
-            absent = [self.clip_ids[i] for i in np.atleast_1d(chosen)[picked < 0][:5]]
+            chosen = np.atleast_1d(np.arange(len(self))[index])
+            absent = [self.clip_ids[i] for i in chosen[picked < 0][:5]]
             raise CacheError(f"clips {absent} have no cached row", "extract them first (run the job again)")
-        if self._table is None:
-            return torch.empty((0, self.n_heads, self.head_dim), dtype=torch.float32)
-        rows = torch.from_numpy(np.asarray(self._table[picked], dtype=np.float32))
+        rows = torch.from_numpy(self._read(picked).astype(np.float32))
         return rows[0] if scalar else rows
+
+    def _read(self, positions: np.ndarray) -> np.ndarray:
+        """fp16 rows at `positions` (any order), reading each run of consecutive rows at once."""
+        out = np.empty((len(positions), self.n_heads, self.head_dim), dtype=STORED_DTYPE)
+        if not len(positions):
+            return out
+        row_bytes = self.n_heads * self.head_dim * STORED_DTYPE.itemsize
+        order = np.argsort(positions, kind="stable")
+        sorted_rows = positions[order]
+        breaks = np.flatnonzero(np.diff(sorted_rows) != 1) + 1
+        with open(self.data_path, "rb", buffering=0) as handle:
+            for run in np.split(np.arange(len(order)), breaks):
+                first = int(sorted_rows[run[0]])
+                data = os.pread(handle.fileno(), row_bytes * len(run), first * row_bytes)
+                if len(data) != row_bytes * len(run):
+                    raise CacheError(f"{self.data_path} ends before row {first + len(run) - 1}",
+                                     "delete the cache folder; its rows are recomputed on the next run")
+                out[order[run]] = np.frombuffer(data, dtype=STORED_DTYPE).reshape(len(run), self.n_heads,
+                                                                                   self.head_dim)
+        return out
 
     def subset(self, index: np.ndarray | list[int]) -> RowView:
         """A view of some of these clips, in the given order (e.g. a paper split's test clips)."""
         index = np.asarray(index, dtype=np.int64)
-        view = RowView.__new__(RowView)
-        view.data_path, view.n_heads, view.head_dim, view._table = (self.data_path, self.n_heads, self.head_dim,
-                                                                    self._table)
-        view.positions = self.positions[index]
-        view.clip_ids = [self.clip_ids[i] for i in index]
-        return view
+        return RowView(self.data_path, self.positions[index], [self.clip_ids[i] for i in index], self.n_rows,
+                       self.n_heads, self.head_dim)
