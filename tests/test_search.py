@@ -126,7 +126,7 @@ def _support_cv_by_hand(job: dict) -> float:
     table = read_dataset(cfg.dataset, cfg.paths.data_dir).table
     cache = open_cache(cfg, build_backbone(cfg.backbone, str(cfg.trainer.precision)),
                        build_prompt(OmegaConf.to_container(cfg.prompt, resolve=True)))
-    features = cache.read(table.ids)
+    features = cache.rows(table.ids)  # only the clips the episodes use are cached
     settings = {k: v for k, v in job["config"]["method"]["estimators"]["calm"].items() if k != "_target_"}
     scores = []
     for episode in build_protocol(cfg).episodes(Pools.from_table(table)):

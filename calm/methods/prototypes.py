@@ -246,19 +246,27 @@ def validate_support(features: FeaturesLike, labels: LabelsLike,
     Raises ConfigError when shapes disagree, a label is outside 0..C-1, or a class has no clip.
     """
     features = as_features(features)
-    if features.ndim != 3:
-        raise ConfigError(f"features must be 3-D (n_clips, n_heads, head_dim), got shape {tuple(features.shape)}",
+    labels_t, n_classes = support_labels(features.shape, labels, n_classes, features.device)
+    return features, labels_t, n_classes
+
+
+def support_labels(shape: tuple[int, ...], labels: LabelsLike, n_classes: int | None,
+                   device: torch.device | str = "cpu") -> tuple[torch.Tensor, int]:
+    """The checks of `validate_support` on the features' shape alone (no copy of the features, which
+    may stay in fp16 or on disk): labels as int64 on `device`, and the class count."""
+    if len(shape) != 3:
+        raise ConfigError(f"features must be 3-D (n_clips, n_heads, head_dim), got shape {tuple(shape)}",
                           "stack the per-clip (n_heads, head_dim) activations along a first clip axis")
     labels_t = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels)
     if labels_t.ndim != 1 or labels_t.dtype.is_floating_point or labels_t.dtype.is_complex or labels_t.dtype == torch.bool:
         raise ConfigError(f"labels must be a 1-D integer array, got dtype {labels_t.dtype} and shape {tuple(labels_t.shape)}",
                           "pass one integer class index (0..C-1) per support clip")
-    if labels_t.shape[0] != features.shape[0]:
-        raise ConfigError(f"{features.shape[0]} support clips but {labels_t.shape[0]} labels",
+    if labels_t.shape[0] != shape[0]:
+        raise ConfigError(f"{shape[0]} support clips but {labels_t.shape[0]} labels",
                           "pass exactly one label per support clip")
     if labels_t.shape[0] == 0:
         raise ConfigError("the support set is empty", "pass at least one labelled clip per class")
-    labels_t = labels_t.to(device=features.device, dtype=torch.long)
+    labels_t = labels_t.to(device=device, dtype=torch.long)
     low, high = int(labels_t.min()), int(labels_t.max())
     if n_classes is None:
         n_classes = high + 1
@@ -271,7 +279,7 @@ def validate_support(features: FeaturesLike, labels: LabelsLike,
     if missing:
         raise ConfigError(f"class(es) {missing} have no support clip",
                           "give every class at least one support clip, or relabel the classes to 0..C-1 without gaps")
-    return features, labels_t, int(n_classes)
+    return labels_t, int(n_classes)
 
 
 def validate_query(features: FeaturesLike, n_heads: int, head_dim: int) -> torch.Tensor:

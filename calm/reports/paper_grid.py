@@ -35,7 +35,7 @@ def paper_notes(cfg: DictConfig) -> list[str]:
 
 def grid_rows(cfg: DictConfig, episode: Episode, features: RowView) -> tuple[list[dict[str, Any]], dict]:
     """The two labelled rows and the JSON summary of the grid on the paper protocol's one episode."""
-    support = features[torch.tensor(episode.support)]
+    support = features.gather(torch.tensor(episode.support), torch.float16)  # upcast a chunk at a time
     query = features.subset(episode.query)  # read from disk a chunk at a time (evaluate.query_chunk)
     multi = episode.query_label_sets is not None
     report = paper_grid_report(

@@ -7,9 +7,10 @@ from calm.selection.cross_validation import (
     support_cv_scores,
     support_folds,
 )
-from calm.selection.grid import DEFAULT_SETTING, CalmGrid, CalmSetting, GridResult, evaluate_grid
+from calm.selection.grid import evaluate_grid
 from calm.selection.paper import PaperGridReport, paper_grid_report, select_by_cross_validation
 from calm.selection.rows import tuned_row_names
+from calm.selection.settings import DEFAULT_SETTING, CalmGrid, CalmSetting, GridResult
 
 __all__ = [
     "DEFAULT_SETTING",

@@ -17,18 +17,15 @@ The grid's values come from config only (`configs/protocol/*.yaml`, `CalmGrid.fr
 from __future__ import annotations
 
 import itertools
-import math
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from collections.abc import Iterator, Sequence
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from calm.errors import ConfigError
-from calm.methods import CALM
 from calm.methods.calm_core import (
-    check_calm_settings,
+    calm_scores,
     class_means,
     clip_reliabilities,
     default_weight_norm,
@@ -42,121 +39,31 @@ from calm.methods.calm_core import (
 from calm.methods.prototypes import (
     FeaturesLike,
     LabelsLike,
+    as_features,
     class_counts,
     class_sums,
     normalized_prototypes,
     prototype_dots,
     reciprocal_norms,
     scaled_dots,
+    support_labels,
     validate_query,
-    validate_support,
 )
 from calm.metrics import exact_hits, prediction_counts
+from calm.selection.settings import (
+    CalmGrid,
+    CalmSetting,
+    GridResult,
+    grid_settings,
+)
 
-AXES = ("reliability", "tau", "tau_w", "top_k", "shrinkage")
-
-
-@dataclass(frozen=True)
-class CalmSetting:
-    """One CALM setting; `weight_norm` is always the paper's pairing for the scheme."""
-
-    reliability: str = "margin_clamped"
-    tau: float = 0.07
-    tau_w: float = 0.5
-    top_k: int | None = None
-    shrinkage: float = 0.0
-
-    def __post_init__(self) -> None:
-        check_calm_settings(self.tau, self.tau_w, self.reliability, self.top_k, self.shrinkage, None)
-
-    def estimator(self) -> CALM:
-        """The estimator that computes this setting from scratch (reliability on the support set)."""
-        return CALM(tau=self.tau, tau_w=self.tau_w, reliability=self.reliability, top_k=self.top_k,
-                    shrinkage=self.shrinkage)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+# support clips upcast to float32 at a time; up to this many, the grid's reliabilities and weights equal
+# the estimator's bit for bit (larger supports are summed chunk by chunk: equal up to float32 rounding)
+SUPPORT_CHUNK = 2048
 
 
-DEFAULT_SETTING = CalmSetting()
-
-
-@dataclass(frozen=True)
-class CalmGrid:
-    """The Cartesian product of values per hyper-parameter; top_k None means all heads."""
-
-    reliability: tuple[str, ...]
-    tau: tuple[float, ...]
-    tau_w: tuple[float, ...]
-    top_k: tuple[int | None, ...]
-    shrinkage: tuple[float, ...]
-
-    def __post_init__(self) -> None:
-        for name in AXES:
-            values = tuple(getattr(self, name))
-            if not values:
-                raise ConfigError(f"the grid's {name} list is empty", f"give at least one {name} value")
-            object.__setattr__(self, name, values)
-            for value in values:
-                CalmSetting(**{name: value})  # rejects values CALM does not accept
-
-    def __len__(self) -> int:
-        return math.prod(len(getattr(self, name)) for name in AXES)
-
-    def settings(self) -> list[CalmSetting]:
-        """Every setting, ordered by reliability, tau, shrinkage, tau_w, top_k (the reuse order)."""
-        return [CalmSetting(reliability=r, tau=t, tau_w=w, top_k=k, shrinkage=a)
-                for r, t, a, w, k in itertools.product(self.reliability, self.tau, self.shrinkage,
-                                                        self.tau_w, self.top_k)]
-
-    @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> CalmGrid:
-        """From a config mapping of lists; a top_k of null or "all" means all heads."""
-        missing = [name for name in AXES if name not in cfg]
-        if missing:
-            raise ConfigError(f"the grid config lacks {missing}",
-                              "list values for reliability, tau, tau_w, top_k and shrinkage")
-        top_k = tuple(None if k in (None, "all") else k for k in cfg["top_k"])
-        return cls(tuple(cfg["reliability"]), tuple(float(t) for t in cfg["tau"]),
-                   tuple(float(w) for w in cfg["tau_w"]), top_k, tuple(float(a) for a in cfg["shrinkage"]))
-
-
-def grid_settings(grid: CalmGrid | Sequence[CalmSetting]) -> tuple[CalmSetting, ...]:
-    """The settings of a grid, or of an explicit list, in order."""
-    return tuple(grid.settings() if isinstance(grid, CalmGrid) else grid)
-
-
-@dataclass(frozen=True, eq=False)
-class GridResult:
-    """Scores in percent per setting, aligned with `settings`; `exact_match` only for multi-label."""
-
-    settings: tuple[CalmSetting, ...]
-    accuracy: np.ndarray
-    macro_f1: np.ndarray
-    exact_match: np.ndarray | None
-    n_queries: int
-
-    @property
-    def metric(self) -> str:
-        """The score settings are ranked by: exact match for multi-label queries, else accuracy."""
-        return "accuracy" if self.exact_match is None else "exact_match"
-
-    def values(self) -> np.ndarray:
-        return self.accuracy if self.exact_match is None else self.exact_match
-
-    def best(self) -> int:
-        """Index of the best setting; ties go to the first in grid order, so the choice is reproducible."""
-        return int(np.argmax(self.values()))
-
-    def scores_of(self, i: int) -> dict[str, float]:
-        out = {"accuracy": float(self.accuracy[i]), "macro_f1": float(self.macro_f1[i])}
-        if self.exact_match is not None:
-            out["exact_match"] = float(self.exact_match[i])
-        return out
-
-    def rows(self) -> list[dict[str, Any]]:
-        """One flat dict per setting, for a results table."""
-        return [{**s.as_dict(), **self.scores_of(i)} for i, s in enumerate(self.settings)]
+def _device_of(rows: FeaturesLike | QueryRows) -> torch.device:
+    return rows.device if isinstance(rows, torch.Tensor) else torch.device("cpu")
 
 
 class SplitScorer:
@@ -168,28 +75,43 @@ class SplitScorer:
     prototypes (K, m, C) and inverse norms are kept, never the query features themselves.
     """
 
-    def __init__(self, support: FeaturesLike, labels: LabelsLike, query: FeaturesLike | QueryRows,
-                 n_classes: int | None, query_chunk: int = 8192,
-                 device: torch.device | str | None = None) -> None:
-        support, self.labels, self.n_classes = validate_support(support, labels, n_classes)
-        self.device = torch.device(device) if device is not None else support.device
-        support, self.labels = support.to(self.device), self.labels.to(self.device)
-        self.n_heads, self.n_queries = support.shape[1], len(query)
+    def __init__(self, support: FeaturesLike | QueryRows, labels: LabelsLike, query: FeaturesLike | QueryRows,
+                 n_classes: int | None, query_chunk: int = 8192, device: torch.device | str | None = None,
+                 support_chunk: int = SUPPORT_CHUNK) -> None:
+        self.device = torch.device(device) if device is not None else _device_of(support)
+        self.labels, self.n_classes = support_labels(tuple(support.shape), labels, n_classes, self.device)
+        self.n_heads, head_dim, self.n_queries = support.shape[1], support.shape[2], len(query)
         self.counts = class_counts(self.labels, self.n_classes)
-        prototypes = normalized_prototypes(class_sums(support, self.labels, self.n_classes), self.counts)
+        n = len(self.labels)
+        support_parts = [slice(a, min(a + support_chunk, n)) for a in range(0, n, support_chunk)]
+        sums = None
+        for part in support_parts:  # class sums chunk by chunk: the support is never upcast whole
+            part_sums = class_sums(as_features(support[part]).to(self.device), self.labels[part], self.n_classes)
+            sums = part_sums if sums is None else sums + part_sums
+        prototypes = normalized_prototypes(sums, self.counts)
         self.chunks = [slice(a, min(a + query_chunk, self.n_queries)) for a in range(0, self.n_queries, query_chunk)]
-        query_dots, query_recip = [], []
-        for part in self.chunks:
-            rows = validate_query(query[part], support.shape[1], support.shape[2]).to(self.device)
-            query_dots.append(prototype_dots(rows, prototypes).transpose(1, 2))  # (K, C, mc), classes-major
-            query_recip.append(reciprocal_norms(rows))
-        self._dots = {"support": prototype_dots(support, prototypes),
-                      "query": torch.cat(query_dots, dim=2).transpose(1, 2)}
-        self._recip = {"support": reciprocal_norms(support), "query": torch.cat(query_recip, dim=1)}
+        self._dots, self._recip = {}, {}
+        for split, rows, parts in (("support", support, support_parts), ("query", query, self.chunks)):
+            dots, recip = [], []
+            for part in parts:
+                features = validate_query(rows[part], self.n_heads, head_dim).to(self.device)
+                dots.append(prototype_dots(features, prototypes).transpose(1, 2))  # (K, C, part), classes-major
+                recip.append(reciprocal_norms(features))
+            self._dots[split] = torch.cat(dots, dim=2).transpose(1, 2)
+            self._recip[split] = torch.cat(recip, dim=1)
         # reused across taus: fresh 100-MB tensors per tau would spend more time on page faults than on math
         largest = self.chunks[0].stop - self.chunks[0].start
         self._buffers = {"support": torch.empty_like(self._dots["support"]),  # classes-major, as the dots
                          "query": torch.empty(self.n_heads, self.n_classes, largest, device=self.device).transpose(1, 2)}
+
+    def setting_scores(self, setting: CalmSetting) -> torch.Tensor:
+        """Class scores (m, C) of the query clips under one setting, computed chunk by chunk (for
+        detection scores such as the EER's, where a setting's scores and not only its metrics count)."""
+        r = shrink(self.reliabilities(setting.tau, [setting.reliability])[setting.reliability], self.counts,
+                   setting.shrinkage)
+        weights = weight_sets(r, head_ranks(r), default_weight_norm(setting.reliability), [setting.tau_w],
+                              [setting.top_k])[0]
+        return torch.cat([calm_scores(self.posteriors("query", setting.tau, part), weights) for part in self.chunks])
 
     def posteriors(self, split: str, tau: float, part: slice = slice(None)) -> torch.Tensor:
         """p_j(c|x) (K, n, C) of the support clips or of one chunk of query clips, in a buffer the

@@ -11,19 +11,23 @@ from typing import Any
 import numpy as np
 import torch
 
-from calm.methods.prototypes import FeaturesLike, LabelsLike, as_features, validate_support
+from calm.methods.prototypes import FeaturesLike, LabelsLike
+from calm.methods.prototypes import support_labels as checked_labels
 from calm.metrics import detector_scores, eer
 from calm.selection.cross_validation import pooled_fold_scores, support_folds, too_few_clips
 from calm.selection.grid import (
+    QueryRows,
+    SplitScorer,
+    evaluate_grid,
+    query_label_tensor,
+    target_tensor,
+)
+from calm.selection.settings import (
     DEFAULT_SETTING,
     CalmGrid,
     CalmSetting,
     GridResult,
-    QueryRows,
-    evaluate_grid,
     grid_settings,
-    query_label_tensor,
-    target_tensor,
 )
 
 ORACLE_LABEL = "oracle: best of grid on the test set (optimistic; how the reference scripts chose)"
@@ -50,7 +54,8 @@ def select_by_cross_validation(
     setting is returned instead, with ``selected_by: "default"`` and the reason in ``note``.
     """
     settings = grid_settings(grid)
-    features, labels, n_classes = validate_support(support_features, support_labels, n_classes)
+    features = support_features  # kept in its dtype (fp16 from the cache): each fold's grid upcasts in chunks
+    labels, n_classes = checked_labels(tuple(features.shape), support_labels, n_classes)
     labels_np = labels.cpu().numpy()
     fold, n_folds, smallest = support_folds(labels_np, n_classes, folds, seed)
     if fold is None:
@@ -60,7 +65,9 @@ def select_by_cross_validation(
     targets = None if support_targets is None else target_tensor(support_targets, len(labels_np), n_classes)
 
     def score_fold(held: torch.Tensor) -> np.ndarray:
-        return evaluate_grid(features[~held], labels[~held], features[held], labels[held], settings,
+        held = held.to(labels.device)
+        keep, out = held.nonzero().flatten().cpu(), (~held).nonzero().flatten().cpu()
+        return evaluate_grid(features[out], labels[~held], features[keep], labels[held], settings,
                              n_classes=n_classes, query_targets=None if targets is None else targets[held],
                              chunk=chunk, device=device).values()
 
@@ -138,9 +145,7 @@ def _test_eer(setting: CalmSetting, support: FeaturesLike, support_labels: Label
               query_labels: LabelsLike, positive: int, n_classes: int | None, query_chunk: int,
               device: torch.device | str | None) -> float:
     """EER (%) of one setting as a detector of `positive` (score difference between the two classes),
-    the queries scored `query_chunk` at a time."""
-    fitted = setting.estimator().fit(as_features(support).to(device), support_labels, n_classes=n_classes)
-    scores = torch.cat([fitted.predict_scores(as_features(query[a:a + query_chunk]).to(device))
-                        for a in range(0, len(query), query_chunk)])
+    the query scores computed a chunk at a time with the grid's arithmetic."""
+    scores = SplitScorer(support, support_labels, query, n_classes, query_chunk, device).setting_scores(setting)
     truth = query_label_tensor(query_labels, 2).numpy() == positive
     return eer(detector_scores(scores, positive), truth)
