@@ -17,6 +17,7 @@ from calm.metrics import detector_scores, eer
 from calm.selection.cross_validation import pooled_fold_scores, support_folds, too_few_clips
 from calm.selection.grid import (
     QueryRows,
+    RowSubset,
     SplitScorer,
     evaluate_grid,
     query_label_tensor,
@@ -67,7 +68,7 @@ def select_by_cross_validation(
     def score_fold(held: torch.Tensor) -> np.ndarray:
         held = held.to(labels.device)
         keep, out = held.nonzero().flatten().cpu(), (~held).nonzero().flatten().cpu()
-        return evaluate_grid(features[out], labels[~held], features[keep], labels[held], settings,
+        return evaluate_grid(RowSubset(features, out), labels[~held], RowSubset(features, keep), labels[held], settings,
                              n_classes=n_classes, query_targets=None if targets is None else targets[held],
                              chunk=chunk, device=device).values()
 
@@ -107,7 +108,7 @@ def paper_grid_report(
     support_targets: np.ndarray | torch.Tensor | None = None,
     positive_class: int | None = None,
     chunk: int = 256,
-    query_chunk: int = 8192,
+    query_chunk: int = 1024,
     device: torch.device | str | None = None,
 ) -> PaperGridReport:
     """The grid on test, the setting chosen by cross-validation on the support set (with its test
