@@ -22,6 +22,7 @@ import torch
 from calm.errors import CacheError
 
 STORED_DTYPE = np.dtype("<f2")
+READ_ROWS = 64  # rows per read at most: a read buffer of 16 MiB for 1,024 heads x 128
 
 
 class RowView:
@@ -68,8 +69,10 @@ class RowView:
         order = np.argsort(positions, kind="stable")
         sorted_rows = positions[order]
         breaks = np.flatnonzero(np.diff(sorted_rows) != 1) + 1
+        runs = [piece for run in np.split(np.arange(len(order)), breaks)
+                for piece in np.split(run, range(READ_ROWS, len(run), READ_ROWS))]  # bounded reads
         with open(self.data_path, "rb", buffering=0) as handle:
-            for run in np.split(np.arange(len(order)), breaks):
+            for run in runs:
                 first = int(sorted_rows[run[0]])
                 data = os.pread(handle.fileno(), row_bytes * len(run), first * row_bytes)
                 if len(data) != row_bytes * len(run):
