@@ -59,7 +59,7 @@ from calm.selection.settings import (
 
 # support clips upcast to float32 at a time; up to this many, the grid's reliabilities and weights equal
 # the estimator's bit for bit (larger supports are summed chunk by chunk: equal up to float32 rounding)
-SUPPORT_CHUNK = 1024
+SUPPORT_CHUNK = 256
 
 
 def _device_of(rows: FeaturesLike | QueryRows) -> torch.device:
@@ -76,7 +76,7 @@ class SplitScorer:
     """
 
     def __init__(self, support: FeaturesLike | QueryRows, labels: LabelsLike, query: FeaturesLike | QueryRows,
-                 n_classes: int | None, query_chunk: int = 1024, device: torch.device | str | None = None,
+                 n_classes: int | None, query_chunk: int = 256, device: torch.device | str | None = None,
                  support_chunk: int = SUPPORT_CHUNK) -> None:
         self.device = torch.device(device) if device is not None else _device_of(support)
         self.labels, self.n_classes = support_labels(tuple(support.shape), labels, n_classes, self.device)
@@ -188,7 +188,7 @@ def evaluate_grid(
     n_classes: int | None = None,
     query_targets: np.ndarray | torch.Tensor | None = None,
     chunk: int = 256,
-    query_chunk: int = 1024,
+    query_chunk: int = 256,
     device: torch.device | str | None = None,
 ) -> GridResult:
     """Accuracy and macro-F1 (and exact match, given (m, C) `query_targets`) of every setting.

@@ -108,7 +108,7 @@ def paper_grid_report(
     support_targets: np.ndarray | torch.Tensor | None = None,
     positive_class: int | None = None,
     chunk: int = 256,
-    query_chunk: int = 1024,
+    query_chunk: int = 256,
     device: torch.device | str | None = None,
 ) -> PaperGridReport:
     """The grid on test, the setting chosen by cross-validation on the support set (with its test
