@@ -19,6 +19,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from calm.file_store import open_file_table
+
 STORE_NAME = "file_digests.sqlite"
 CHUNK = 1 << 20
 SETTLE_NS = 2_000_000_000  # 2 s: coarser than any local filesystem's mtime granularity (FAT's is 2 s)
@@ -51,22 +53,8 @@ class FileDigests:
         self._memo: dict[tuple[str, int, int], str] = {}
 
     def _connect(self) -> sqlite3.Connection | None:
-        """The store, or None where it cannot be had (no folder, or a folder that cannot be made or
-        written while the store does not exist yet): digests are then remembered in memory only."""
-        if self.path is None:
-            return None
-        db = None
-        try:
-            if not self.path.is_file():
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, timeout=60)
-            db.execute("CREATE TABLE IF NOT EXISTS digests (path TEXT, size INTEGER, mtime_ns INTEGER, "
-                       "sha256 TEXT, PRIMARY KEY (path, size, mtime_ns))")
-            return db
-        except (OSError, sqlite3.Error):
-            if db is not None:
-                db.close()
-            return None
+        """The store, or None where it cannot be had: digests are then remembered in memory only."""
+        return open_file_table(self.path, "digests", "sha256 TEXT")
 
     def of(self, path: str | os.PathLike) -> str:
         """The SHA-256 of one file (see `of_many`)."""

@@ -117,14 +117,27 @@ def test_case3_other_option_texts_for_the_same_clip_are_recomputed_and_counted_a
     make_esc50(tmp_path / "data", rows=rows, seconds=0.2)
     base = ["dataset=esc50", f"dataset.root={tmp_path / 'data'}", "backbone=tiny_qwen2_audio",
             f"backbone.path={tmp_path / 'tiny'}", "prompt=paper", *FAST]
-    full = _run(tmp_path, "esc50", [*base, "dataset.esc10=false"])
-    assert full["cache"]["extracted"] == len(rows)
+    more = ["ways=null", "episodes=6"]  # episodes over every class, so the two runs share clips
+    full = _run(tmp_path, "esc50", [*base, *more, "dataset.esc10=false"])
+    used_full = _needed(tmp_path, [*base, *more, "dataset.esc10=false"])
+    assert full["cache"]["extracted"] == full["cache"]["needed"] == len(used_full)
 
-    subset = _run(tmp_path, "esc10", [*base, "dataset.esc10=true"])
-    esc10 = sum(1 for row in rows if row[4])
+    subset = _run(tmp_path, "esc10", [*base, *more, "dataset.esc10=true"])
+    used_subset = _needed(tmp_path, [*base, *more, "dataset.esc10=true"])
+    shared = set(used_full) & set(used_subset)
+    assert shared, "the ESC-10 run must reuse clips the first run cached with other option texts"
     assert subset["cache"]["key"] == full["cache"]["key"], "the class list is a per-row input, not a cache key"
-    assert subset["cache"]["extracted"] == esc10
-    assert subset["cache"]["recomputed"] == {"audio": 0, "prompt": esc10, "unknown": 0}
+    assert subset["cache"]["extracted"] == len(used_subset)
+    assert subset["cache"]["recomputed"] == {"audio": 0, "prompt": len(shared), "unknown": 0}
+
+
+def _needed(tmp_path: Path, overrides: list[str]) -> list[str]:
+    """The clips a job's episodes use (what it extracts)."""
+    from calm.job import prepare
+    from calm.pipeline import needed_clips
+
+    job = prepare(compose_config([*overrides, f"paths.cache_dir={tmp_path / 'cache'}"], tmp_path / "plan"))
+    return needed_clips(job, job.protocol.episodes(job.pools))
 
 
 def _tree(folder: Path) -> dict[str, tuple[int, int, bytes]]:

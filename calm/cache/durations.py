@@ -15,6 +15,8 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from calm.file_store import open_file_table
+
 STORE_NAME = "clip_durations.sqlite"
 FileKey = tuple[str, int, int]
 
@@ -36,15 +38,7 @@ class DurationStore:
         self.path = Path(folder) / STORE_NAME
 
     def _connect(self) -> sqlite3.Connection | None:
-        try:
-            if not self.path.is_file():
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, timeout=60)
-            db.execute("CREATE TABLE IF NOT EXISTS durations (path TEXT, size INTEGER, mtime_ns INTEGER, "
-                       "seconds REAL, PRIMARY KEY (path, size, mtime_ns))")
-            return db
-        except (OSError, sqlite3.Error):
-            return None
+        return open_file_table(self.path, "durations", "seconds REAL")
 
     def known(self, keys: Sequence[FileKey]) -> dict[FileKey, float]:
         """The remembered durations among `keys`."""
