@@ -182,7 +182,7 @@ def test_case10_a_populated_cache_that_cannot_be_written_is_a_cache_error_when_r
     """Rows are missing and the cache cannot take its lock: the lock file is a folder here, which no
     process (root included) can open for writing, standing in for a read-only cache."""
     cache = _copy_cache(populated, tmp_path / "cache")
-    data = _fsdd(fsdd_root, tmp_path / "more", indices=(*INDICES, 11))
+    data = _fsdd(fsdd_root, tmp_path / "more", indices=(1, 11))  # other recordings: every row the job needs is missing
     folder = next(p for p in cache.iterdir() if p.is_dir())
     (folder / LOCK_FILE).unlink(missing_ok=True)
     (folder / LOCK_FILE).mkdir()
