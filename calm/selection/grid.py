@@ -207,11 +207,19 @@ def evaluate_grid(
     (chunk·K·C + C·K·query_chunk + C·chunk·query_chunk floats), plus the queries' dot products with
     the prototypes (K·m·C floats); `device` (default: the support's) is where the work runs.
     """
+    with torch.no_grad():
+        scorer = SplitScorer(support, support_labels, query, n_classes, query_chunk, device)
+    return score_settings(scorer, query_labels, settings, query_targets=query_targets, chunk=chunk)
+
+
+def score_settings(scorer: SplitScorer, query_labels: LabelsLike, settings: CalmGrid | Sequence[CalmSetting], *,
+                   query_targets: np.ndarray | torch.Tensor | None = None, chunk: int = 256) -> GridResult:
+    """`evaluate_grid` on a split whose cosine products are already computed (a scorer serves many
+    grids and settings' scores without reading the clips again)."""
     settings = grid_settings(settings)
     if not settings:
         raise ConfigError("no settings to evaluate", "pass a CalmGrid or a non-empty list of CalmSetting")
     with torch.no_grad():
-        scorer = SplitScorer(support, support_labels, query, n_classes, query_chunk, device)
         labels = query_label_tensor(query_labels, scorer.n_classes).to(scorer.device)
         if labels.shape[0] != scorer.n_queries:
             raise ConfigError(f"{scorer.n_queries} query clips but {labels.shape[0]} query labels",

@@ -21,6 +21,7 @@ from calm.selection.grid import (
     SplitScorer,
     evaluate_grid,
     query_label_tensor,
+    score_settings,
     target_tensor,
 )
 from calm.selection.settings import (
@@ -97,7 +98,7 @@ class PaperGridReport:
 def paper_grid_report(
     support: FeaturesLike,
     support_labels: LabelsLike,
-    query: FeaturesLike,
+    query: FeaturesLike | QueryRows,
     query_labels: LabelsLike,
     grid: CalmGrid | Sequence[CalmSetting],
     *,
@@ -120,33 +121,23 @@ def paper_grid_report(
     time; `device` is where the work runs.
     """
     settings = grid_settings(grid)
-    test = evaluate_grid(support, support_labels, query, query_labels, settings, n_classes=n_classes,
-                         query_targets=query_targets, chunk=chunk, query_chunk=query_chunk, device=device)
+    with torch.no_grad():  # the test clips are read once: the grid, the default and the EERs share the scorer
+        scorer = SplitScorer(support, support_labels, query, n_classes, query_chunk, device)
+    test = score_settings(scorer, query_labels, settings, query_targets=query_targets, chunk=chunk)
     cv = select_by_cross_validation(support, support_labels, settings, folds, seed, n_classes=n_classes,
                                     support_targets=support_targets, chunk=chunk, device=device)
     if cv["setting_index"] is not None:
         cv_test = test.scores_of(cv["setting_index"])
     else:
-        default = evaluate_grid(support, support_labels, query, query_labels, [DEFAULT_SETTING],
-                                n_classes=n_classes, query_targets=query_targets, query_chunk=query_chunk,
-                                device=device)
-        cv_test = default.scores_of(0)
+        cv_test = score_settings(scorer, query_labels, [DEFAULT_SETTING], query_targets=query_targets).scores_of(0)
     best = test.best()
     cv_choice = {"label": CV_LABEL, **cv, "test": cv_test}
     oracle = {"label": ORACLE_LABEL, "setting": settings[best].as_dict(), "setting_index": best,
               "test": test.scores_of(best)}
     if positive_class is not None:
+        truth = query_label_tensor(query_labels, 2).numpy() == positive_class
         for record in (cv_choice, oracle):
-            record["test"]["eer"] = _test_eer(CalmSetting(**record["setting"]), support, support_labels, query,
-                                              query_labels, positive_class, n_classes, query_chunk, device)
+            with torch.no_grad():
+                scores = scorer.setting_scores(CalmSetting(**record["setting"]))
+            record["test"]["eer"] = eer(detector_scores(scores, positive_class), truth)
     return PaperGridReport(cv_choice, oracle, test)
-
-
-def _test_eer(setting: CalmSetting, support: FeaturesLike, support_labels: LabelsLike, query: FeaturesLike | QueryRows,
-              query_labels: LabelsLike, positive: int, n_classes: int | None, query_chunk: int,
-              device: torch.device | str | None) -> float:
-    """EER (%) of one setting as a detector of `positive` (score difference between the two classes),
-    the query scores computed a chunk at a time with the grid's arithmetic."""
-    scores = SplitScorer(support, support_labels, query, n_classes, query_chunk, device).setting_scores(setting)
-    truth = query_label_tensor(query_labels, 2).numpy() == positive
-    return eer(detector_scores(scores, positive), truth)
