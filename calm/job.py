@@ -57,9 +57,10 @@ def open_cache(cfg: DictConfig, backbone: Backbone, prompt: ClipPrompt) -> Activ
     """The activation cache folder for this backbone and prompt under `paths.cache_dir` (whose file digest
     store remembers the weights' content digests, so local weights are hashed once, not per run)."""
     root = Path(cfg.paths.cache_dir)
+    digests = FileDigests(root)
     return ActivationCache.open(
-        root, cache_key_fields(backbone, prompt, FileDigests(root)), backbone.n_heads, backbone.head_dim,
-        label=backbone.name, head_names=backbone.head_names(),
+        root, cache_key_fields(backbone, prompt, digests), backbone.n_heads, backbone.head_dim,
+        label=backbone.name, head_names=backbone.head_names(), digests=digests,
     )
 
 

@@ -13,7 +13,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from calm.baselines.pseudo_label import unlabelled_pool
 from calm.extract import ExtractionReport, extract_missing
-from calm.file_digests import FileDigests
 from calm.job import PreparedJob, prepare
 from calm.protocols import Episode
 from calm.reports import ReportOutput, job_reports, print_table, result_rows
@@ -27,7 +26,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     """Run one experiment: a job with the same settings that finished on the same clip table is reported
     again, not recomputed (the table is read first: its digest is part of what "the same job" means)."""
     job = prepare(cfg)
-    table_digest = job.table.digest(FileDigests(cfg.paths.cache_dir)) if job.main else ""
+    table_digest = job.table.digest(job.cache.digests) if job.main else ""
     done = load_finished(cfg, table_digest) if job.main else None
     if done is not None:
         return report_finished(cfg, done)

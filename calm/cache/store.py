@@ -56,7 +56,7 @@ class ActivationCache:
 
     def __init__(
         self, folder: Path, key: str, n_heads: int, head_dim: int, head_names: list[str] | None,
-        meta_format: int = FORMAT_VERSION,
+        meta_format: int = FORMAT_VERSION, digests: FileDigests | None = None,
     ) -> None:
         self.path = folder
         self.key = key
@@ -72,8 +72,9 @@ class ActivationCache:
         self._lines = 0  # rows (index lines) so far, every clip's older rows included
         self._index_offset = 0
         self._meta_format = meta_format
-        # content digests of the clips' files, remembered next to the cache folders (in paths.cache_dir)
-        self.digests = FileDigests(folder.parent)
+        # content digests of the clips' files, remembered next to the cache folders (in paths.cache_dir);
+        # a job passes the one store it also keys the weights and the clip table with
+        self.digests = digests if digests is not None else FileDigests(folder.parent)
 
     @classmethod
     def open(
@@ -84,6 +85,7 @@ class ActivationCache:
         head_dim: int,
         label: str = "",
         head_names: list[str] | None = None,
+        digests: FileDigests | None = None,
     ) -> ActivationCache:
         """Create or open the cache for ``key_fields`` in ``root/<label>-<key[:16]>``."""
         if label and not _LABEL_PATTERN.fullmatch(label):
@@ -92,7 +94,7 @@ class ActivationCache:
             )
         short = cache_key(key_fields)[:16]
         folder = Path(root) / (f"{label}-{short}" if label else short)
-        return cls.open_path(folder, key_fields, n_heads, head_dim, head_names)
+        return cls.open_path(folder, key_fields, n_heads, head_dim, head_names, digests)
 
     @classmethod
     def open_path(
@@ -102,6 +104,7 @@ class ActivationCache:
         n_heads: int,
         head_dim: int,
         head_names: list[str] | None = None,
+        digests: FileDigests | None = None,
     ) -> ActivationCache:
         """Create or open the cache in ``folder``; raise CacheError if it was written under other settings."""
         if n_heads < 1 or head_dim < 1:
@@ -110,7 +113,7 @@ class ActivationCache:
             raise ValueError(f"{len(head_names)} head names given for {n_heads} heads")
         folder = Path(folder)
         names, meta_format = settle(folder, key_fields, n_heads, head_dim, head_names)
-        cache = cls(folder, cache_key(key_fields), n_heads, head_dim, names, meta_format)
+        cache = cls(folder, cache_key(key_fields), n_heads, head_dim, names, meta_format, digests)
         cache._refresh()
         return cache
 
