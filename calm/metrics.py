@@ -165,9 +165,9 @@ def top_label_sets(scores: Any, sizes: Sequence[int] | np.ndarray) -> list[froze
     return [frozenset(row[:k].tolist()) for row, k in zip(order, sizes, strict=True)]
 
 
-def batched_accuracy(pred: torch.Tensor, true: torch.Tensor) -> np.ndarray:
+def batched_accuracy(pred: torch.Tensor, true: torch.Tensor, n_classes: int) -> np.ndarray:
     """`accuracy` of many settings at once: percent (S,) from predictions (S, m) and labels (m,)."""
-    return (pred == true).double().mean(dim=1).mul(100.0).cpu().numpy()
+    return prediction_counts(pred, true, n_classes).accuracy()
 
 
 def prediction_counts(pred: torch.Tensor, true: torch.Tensor, n_classes: int) -> PredictionCounts:

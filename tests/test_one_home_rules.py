@@ -83,7 +83,7 @@ def test_batched_metrics_equal_the_scalar_ones() -> None:
     truth = torch.randint(0, 4, (30,), generator=g)
     truth[truth == 3] = 0  # class 3 is never true but gets predicted
     pred = torch.randint(0, 5, (7, 30), generator=g)  # class 4: neither in the truth nor always predicted
-    np.testing.assert_allclose(batched_accuracy(pred, truth), [accuracy(p, truth) for p in pred])
+    np.testing.assert_allclose(batched_accuracy(pred, truth, 5), [accuracy(p, truth) for p in pred])
     np.testing.assert_allclose(batched_macro_f1(pred, truth, 5), [macro_f1(p, truth, 5) for p in pred])
     scores = torch.randint(0, 3, (5, 7, 30), generator=g).float()  # many ties
     targets = torch.rand(30, 5, generator=g) < 0.3
