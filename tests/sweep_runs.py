@@ -39,3 +39,16 @@ def run_sweep(args: list[str], sweep_dir: Path, finished: Path, cache: Path,
         [sys.executable, str(REPO / "run.py"), "-m", *args, f"hydra.sweep.dir={sweep_dir}",
          f"paths.finished_dir={finished}"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def rejected_sweep(tmp_path: Path, args: list[str]) -> str:
+    """Run a whisper_tiny sweep that the preflight must refuse: exit 2, the problem and its fix, no
+    traceback, and no job folder or finished record; returns what it printed."""
+    sweep, finished = tmp_path / "sweep", tmp_path / "finished"
+    done = run_sweep(["backbone=whisper_tiny", "logger=none", *args], sweep, finished, tmp_path / "cache", timeout=120)
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output[-3000:]
+    assert "sweep rejected before any job started" in output and "How to fix:" in output
+    assert "Traceback" not in output
+    assert not sweep.exists() and not finished.exists(), "no job may have started"
+    return output

@@ -14,7 +14,7 @@ from calm.errors import ConfigError, DataError
 from calm.methods import CALM, GRW, SAV, LinearProbe, TopKSoft
 from calm.pipeline import run_job
 from tests.cli import REPO, compose_config, dataset_config, small_fsdd
-from tests.sweep_runs import run_sweep
+from tests.sweep_runs import rejected_sweep
 
 BAD_SETTINGS = [
     ("seed=1.5", "seed"), ("seed=abc", "seed"), ("seed=true", "seed"), ("seed=-1", "seed"),
@@ -78,20 +78,10 @@ def test_every_experiment_and_search_passes_the_schema(tmp_path: Path, option: s
     check_settings(compose_config([option], tmp_path))
 
 
-def _rejected_sweep(tmp_path: Path, args: list[str]) -> str:
-    sweep, finished = tmp_path / "sweep", tmp_path / "finished"
-    done = run_sweep(["backbone=whisper_tiny", "logger=none", *args], sweep, finished, tmp_path / "cache", timeout=120)
-    output = done.stdout + done.stderr
-    assert done.returncode == 2, output[-3000:]
-    assert "sweep rejected before any job started" in output and "How to fix:" in output
-    assert not sweep.exists() and not finished.exists(), "no job may have started"
-    return output
-
-
 def test_sweep_preflight_checks_every_jobs_settings(tmp_path: Path) -> None:
-    output = _rejected_sweep(tmp_path, ["seed=0,1.5"])
+    output = rejected_sweep(tmp_path, ["seed=0,1.5"])
     assert "`seed` must be a non-negative integer, got 1.5 (job: " in output and " seed=1.5 " in output
-    output = _rejected_sweep(tmp_path / "plus", ["shots=1,2", "+foo=1"])
+    output = rejected_sweep(tmp_path / "plus", ["shots=1,2", "+foo=1"])
     assert "`foo` is not a setting calm knows" in output
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.sweep_runs import run_sweep
+from tests.sweep_runs import rejected_sweep, run_sweep
 
 EXPERIMENTS = {
     "unknown_group": "# @package _global_\ndefaults:\n  - override /dataset: nosuch\n",
@@ -25,17 +25,6 @@ def experiments(tmp_path: Path) -> str:
     return f"hydra.searchpath=[file://{folder.parent}]"
 
 
-def _rejected(tmp_path: Path, args: list[str]) -> str:
-    sweep, finished = tmp_path / "sweep", tmp_path / "finished"
-    done = run_sweep(["backbone=whisper_tiny", "logger=none", *args], sweep, finished, tmp_path / "cache", timeout=120)
-    output = done.stdout + done.stderr
-    assert done.returncode == 2, output[-3000:]
-    assert "sweep rejected before any job started" in output and "How to fix:" in output
-    assert "Traceback" not in output
-    assert not sweep.exists() and not finished.exists(), "no job may have started"
-    return output
-
-
 @pytest.mark.parametrize(("args", "expected"), [
     (["shots=1,5", "shotz=1,5"], ["`shotz`, which is not a setting", "did you mean `shots`?"]),
     (["method=calm", "method.estimators.calm.tauu=1,2"],
@@ -44,26 +33,26 @@ def _rejected(tmp_path: Path, args: list[str]) -> str:
     (["seed=range(0,40)", "dataset.name=fsdd,nosuch"], ["dataset.name='nosuch' is not a dataset", "'esc50'"]),
 ], ids=["misspelt-key", "misspelt-estimator-key", "unknown-dataset-config", "unknown-name-in-a-large-sweep"])
 def test_a_bad_sweep_is_rejected_before_any_job(tmp_path: Path, args: list[str], expected: list[str]) -> None:
-    output = _rejected(tmp_path, args)
+    output = rejected_sweep(tmp_path, args)
     for text in expected:
         assert text in output
 
 
 def test_an_experiment_naming_an_unknown_dataset_config_is_rejected(tmp_path: Path, experiments: str) -> None:
-    output = _rejected(tmp_path, [experiments, "experiment=quickstart,unknown_group"])
+    output = rejected_sweep(tmp_path, [experiments, "experiment=quickstart,unknown_group"])
     assert "the config picked by `experiment=unknown_group` names `dataset: nosuch`" in output
     assert "'fsdd'" in output
 
 
 def test_an_experiment_naming_an_unknown_dataset_is_rejected(tmp_path: Path, experiments: str) -> None:
-    output = _rejected(tmp_path, [experiments, "experiment=unknown_name", "seed=0,1"])
+    output = rejected_sweep(tmp_path, [experiments, "experiment=unknown_name", "seed=0,1"])
     assert "dataset.name='nosuch' is not a dataset calm can read (experiment=unknown_name" in output
     assert "dataset=folder dataset.root=PATH" in output
 
 
 @pytest.mark.parametrize("metric", ["accuracy_mean", "calm/accuracy"])
 def test_a_search_on_a_test_metric_is_rejected(tmp_path: Path, metric: str) -> None:
-    output = _rejected(tmp_path, ["hparams_search=calm_optuna", f"optimized_metric={metric}"])
+    output = rejected_sweep(tmp_path, ["hparams_search=calm_optuna", f"optimized_metric={metric}"])
     assert f"optimized_metric={metric!r} is not a support-set cross-validation metric" in output
     assert "support_cv_accuracy" in output
 
@@ -83,7 +72,7 @@ def test_an_unswept_experiment_naming_an_unknown_config_stops_before_any_job(tmp
 
 def test_a_search_that_never_changes_the_scored_estimator_is_rejected(tmp_path: Path) -> None:
     """calm_optuna searches CALM's settings; scoring SAV instead, every trial would score the same SAV."""
-    output = _rejected(tmp_path, ["hparams_search=calm_optuna", "method=calm_vs_sav", "search.estimator=sav"])
+    output = rejected_sweep(tmp_path, ["hparams_search=calm_optuna", "method=calm_vs_sav", "search.estimator=sav"])
     assert "search.estimator=sav is the estimator whose support-set score Optuna optimises" in output
     assert "no searched setting lies under `method.estimators.sav.`" in output
     assert "method.estimators.calm.tau" in output and "set search.estimator" in output
