@@ -18,6 +18,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from calm.atomic_write import write_json_atomic
+from calm.authors_modes import register_authors_resolver
 from calm.digests import digest
 
 log = logging.getLogger(__name__)
@@ -44,12 +45,14 @@ def unique_suffix() -> str:
 
 
 def register_resolvers() -> None:
-    """Make `${calm.unique:}` (configs/hydra/default.yaml's folder names) resolvable in this process.
+    """Make `${calm.unique:}` (configs/hydra/default.yaml's folder names) and `${calm.authors:a,b}`
+    (calm.authors_modes) resolvable in this process.
 
     Called when this module is imported: run.py imports it before Hydra composes anything, and a job in a
     launcher's worker process imports it when it unpickles the sweep callbacks (SweepReport lives here)."""
     if not OmegaConf.has_resolver(UNIQUE_RESOLVER):
         OmegaConf.register_new_resolver(UNIQUE_RESOLVER, unique_suffix, use_cache=True)
+    register_authors_resolver()
 
 
 register_resolvers()

@@ -41,7 +41,9 @@ class EpisodicProtocol(Protocol):
         dataset: str,
         ways: int | None = None,
         name: str = "episodic",
+        authors_modes: bool = False,
     ) -> None:
+        self.authors_modes = authors_modes
         self.shots = shots
         self.queries = queries
         self.n_episodes = episodes

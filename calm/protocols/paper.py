@@ -35,6 +35,7 @@ class PaperProtocol(Protocol):
     (support-set cross-validation) and ``grid`` (the CALM grid), do not change the draw: they are
     accepted and kept as attributes so the config group instantiates as written, with no key
     filtered out, and ``calm.grid`` reads them from the same config. None: not configured.
+    ``authors_modes`` is the switch every `${calm.authors:...}` config value reads (calm.authors_modes).
     """
 
     n_episodes = 1
@@ -48,7 +49,9 @@ class PaperProtocol(Protocol):
         cv_seed: int | None = None,
         grid: Mapping[str, Any] | None = None,
         name: str = "paper",
+        authors_modes: bool = True,
     ) -> None:
+        self.authors_modes = authors_modes
         self.shots = shots
         self.seed = seed
         self.dataset = dataset
