@@ -1,6 +1,7 @@
 """A job prepared for extraction: every check that needs no model, done before any weights load.
 
-`prepare(cfg)` reads the dataset table, builds the protocol and its pools (once), the estimators,
+`prepare(cfg)` reads the dataset table (turned into one question per positive label when the prompt
+asks for it: `calm.data.questions`), builds the protocol and its pools (once), the estimators,
 the backbone object (weights are loaded only by extraction, and only when a clip is missing), the
 prompt and the pseudo-labelling settings, and opens the activation cache under its key, so a bad
 setting, an unusable split or a cache written by another model fails in seconds.
@@ -22,6 +23,7 @@ from calm.cache import ActivationCache
 from calm.config_objects import build
 from calm.config_schema import check_settings
 from calm.data.prompts import ClipPrompt, build_prompt
+from calm.data.questions import question_table
 from calm.data.registry import LoadedDataset, read_dataset, warn_missing
 from calm.data.table import ClipTable
 from calm.errors import ConfigError
@@ -73,7 +75,7 @@ class PreparedJob:
     out_dir: Path
     main: bool  # False in the extra processes of a DDP run
     loaded: LoadedDataset
-    table: ClipTable
+    table: ClipTable  # the clips the job reads: `loaded.table`, or its per-label questions
     protocol: Protocol
     pools: Pools
     methods: dict[str, Any]
@@ -90,6 +92,13 @@ class PreparedJob:
         return replace(self, table=table, pools=pools)
 
 
+def job_table(table: ClipTable, prompt: ClipPrompt) -> ClipTable:
+    """The rows a job extracts and scores: one question per positive label of each clip when the prompt
+    asks them (`prompt.per_label_questions`, AudioSet under protocol=paper), else the clips themselves.
+    Done before the pools and the cache, so each question is its own cache row with its own text."""
+    return question_table(table) if prompt.per_label_questions else table
+
+
 def prepare(cfg: DictConfig) -> PreparedJob:
     """Read the table and check every setting and split; load no model. The top-level settings are
     typed first (`calm.config_schema`), before anything is read or written."""
@@ -101,16 +110,17 @@ def prepare(cfg: DictConfig) -> PreparedJob:
     warn_missing(cfg.dataset, loaded)
     if main:
         loaded.write_missing(out_dir / "missing_clips.txt")
+    prompt = build_prompt(OmegaConf.to_container(cfg.prompt, resolve=True))
+    table = job_table(loaded.table, prompt)
     protocol = build_protocol(cfg)
-    pools = Pools.from_table(loaded.table)
+    pools = Pools.from_table(table)
     protocol.validate(pools)
     methods = build_methods(cfg.method)
     check_objective(cfg)
     if cfg.method.get("pseudo_label"):
-        check_single_label(loaded.table)
+        check_single_label(table)
     backbone = build_backbone(cfg.backbone, str(cfg.trainer.precision))
-    prompt = build_prompt(OmegaConf.to_container(cfg.prompt, resolve=True))
     pseudo = (PseudoLabelSettings.from_config(OmegaConf.to_container(cfg.method.pseudo_label, resolve=True), methods,
                                              prompt) if cfg.method.get("pseudo_label") else None)
-    return PreparedJob(cfg, OmegaConf.to_container(cfg, resolve=True), out_dir, main, loaded, loaded.table, protocol,
+    return PreparedJob(cfg, OmegaConf.to_container(cfg, resolve=True), out_dir, main, loaded, table, protocol,
                        pools, methods, backbone, prompt, pseudo, open_cache(cfg, backbone, prompt))

@@ -1,7 +1,8 @@
 """Scores for one episode and summaries over episodes.
 
 Per-episode scores are in percent: accuracy and macro-F1 for classification, the equal error rate
-for a binary detector (spoofing), exact match for multi-label clips. Over episodes we report the mean with the
+for a binary detector (spoofing), exact match for multi-label clips (scored from the top-|Y| classes of
+one row per clip, or from one single-label question row per positive label). Over episodes we report the mean with the
 half-width of its 95 % Student-t confidence interval, and, because every method
 sees the same episodes, the *paired* difference between two methods: the
 episode-to-episode variation they share cancels, so its interval is much
@@ -26,12 +27,16 @@ __all__ = [
     "batched_accuracy",
     "batched_exact_match",
     "batched_macro_f1",
+    "batched_question_exact_match",
+    "batched_set_exact_match",
     "detector_scores",
     "eer",
     "exact_match",
     "macro_f1",
     "mean_ci95",
     "paired_difference",
+    "question_exact_match",
+    "set_exact_match",
     "summarize",
     "top_label_sets",
 ]
@@ -239,6 +244,84 @@ def exact_hits(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 def batched_exact_match(scores: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
     """`exact_match` of `top_label_sets` for many settings at once: percent (S,); see `exact_hits`."""
     return exact_hits(scores, targets).div(targets.shape[0]).mul(100.0).cpu().numpy()
+
+
+def _check_groups(pred: Any, true: Any, groups: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    pred, true = _check_pair(pred, true)
+    groups = _as_numpy(groups).ravel()
+    if groups.shape != true.shape:
+        raise ValueError(f"groups has {groups.size} entries but true has {true.size}")
+    return pred, true, groups
+
+
+def question_exact_match(pred: Any, true: Any, groups: Any) -> float:
+    """Percent of clips whose every question is answered right (the authors' CALM runner's
+    "exact_match_questions"). One row per question: `pred` and `true` its predicted and asked-about
+    label, `groups` which clip it belongs to (`calm.data.questions.question_groups`)."""
+    pred, true, groups = _check_groups(pred, true, groups)
+    clips = np.unique(groups)
+    return float(np.mean([np.all(pred[groups == g] == true[groups == g]) for g in clips]) * 100.0)
+
+
+def set_exact_match(pred: Any, true: Any, groups: Any) -> float:
+    """Percent of clips whose set of predicted labels equals their set of true labels (the authors' SAV
+    runner's "exact_match_sets"). A clip's true set is the `true` of its rows (one question per positive
+    label), its predicted set the `pred` of its rows, so a clip {a, b} answered (b, a) counts as right
+    here but not in `question_exact_match`, and one answered (a, a) counts as wrong in both."""
+    pred, true, groups = _check_groups(pred, true, groups)
+    clips = np.unique(groups)
+    return float(np.mean([set(pred[groups == g].tolist()) == set(true[groups == g].tolist()) for g in clips])
+                 * 100.0)
+
+
+def _per_group(flags: torch.Tensor, groups: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """Sum of `flags` (S, N) over the rows of each group: (S, G) float64."""
+    out = torch.zeros(flags.shape[0], n_groups, dtype=torch.float64, device=flags.device)
+    return out.scatter_add_(1, groups.expand(flags.shape[0], -1), flags.double())
+
+
+def _distinct_per_group(keys: torch.Tensor, n_classes: int, n_groups: int) -> torch.Tensor:
+    """Distinct (group, label) keys = group * n_classes + label of (S, N) rows, counted per group: (S, G)."""
+    ordered = keys.sort(dim=1).values
+    first = torch.ones_like(ordered, dtype=torch.bool)
+    first[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    return _per_group(first, ordered // n_classes, n_groups)
+
+
+def _dense_groups(pred: torch.Tensor, true: torch.Tensor, groups: torch.Tensor) -> tuple[torch.Tensor, int]:
+    if pred.dim() != 2 or true.shape != (pred.shape[1],) or groups.shape != true.shape:
+        raise ValueError(f"need pred (S, N), true (N,) and groups (N,), got {tuple(pred.shape)}, "
+                         f"{tuple(true.shape)} and {tuple(groups.shape)}")
+    if true.numel() == 0:
+        raise ValueError("cannot score an empty set of predictions")
+    if bool((pred < 0).any()) or bool((true < 0).any()):
+        raise ValueError("labels must be class ids >= 0")
+    dense = torch.unique(groups, return_inverse=True)[1].to(device=pred.device, dtype=torch.int64)
+    return dense, int(dense.max()) + 1
+
+
+def batched_question_exact_match(pred: torch.Tensor, true: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """`question_exact_match` of many settings at once: percent (S,) float64 from per-question
+    predictions (S, N), labels (N,) and clip groups (N,)."""
+    dense, n_groups = _dense_groups(pred, true, groups)
+    wrong = _per_group(pred != true.to(pred.device), dense, n_groups)
+    return (wrong == 0).double().mean(dim=1) * 100.0
+
+
+def batched_set_exact_match(pred: torch.Tensor, true: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """`set_exact_match` of many settings at once: percent (S,) float64. A clip's predicted set P equals
+    its true set T when every prediction is in T and P has as many distinct labels as T (P ⊆ T and
+    |P| = |T|); labels are compared as keys group * C + label, so no (G, C) table is built."""
+    dense, n_groups = _dense_groups(pred, true, groups)
+    true = true.to(pred.device).long()
+    pred = pred.long()
+    n_classes = int(max(int(pred.max()), int(true.max()))) + 1
+    true_keys = dense * n_classes + true
+    pred_keys = dense * n_classes + pred
+    outside = _per_group(~torch.isin(pred_keys, true_keys), dense, n_groups)
+    n_pred = _distinct_per_group(pred_keys, n_classes, n_groups)
+    n_true = _distinct_per_group(true_keys.unsqueeze(0), n_classes, n_groups)
+    return ((outside == 0) & (n_pred == n_true)).double().mean(dim=1) * 100.0
 
 
 def mean_ci95(values: Sequence[float] | np.ndarray) -> tuple[float, float]:

@@ -22,6 +22,9 @@ class Clip:
     """One labelled clip; `split` says which pool it belongs to (train: support pool, test: queries).
 
     Multi-label datasets (AudioSet) put every positive class in `labels` and the first in `label`.
+    A per-label question (`calm.data.questions`) is a single-label row: `label` is the class it asks
+    about, `question_of` the id of the clip it was made from, `clip_labels` every positive class of
+    that clip (so its prompt never offers another right answer as a distractor).
     """
 
     id: str
@@ -31,6 +34,8 @@ class Clip:
     video_path: Path | None = None
     meta: Mapping[str, str] = field(default_factory=dict)
     labels: tuple[int, ...] = ()
+    question_of: str | None = None
+    clip_labels: tuple[int, ...] = ()
 
     @property
     def all_labels(self) -> tuple[int, ...]:
@@ -53,7 +58,8 @@ class ClipTable:
                 f"dataset {self.name!r} ({self.source}) has duplicate clip ids: {duplicates[:5]}",
                 "make every clip id unique (ids name cache rows, so two clips may not share one)",
             )
-        bad = [c.id for c in self.clips if not all(0 <= y < len(self.class_names) for y in c.all_labels)]
+        bad = [c.id for c in self.clips
+               if not all(0 <= y < len(self.class_names) for y in (*c.all_labels, *c.clip_labels))]
         if bad:
             raise DataError(
                 f"dataset {self.name!r} has clips with labels outside 0..{len(self.class_names) - 1}: {bad[:5]}",
@@ -88,7 +94,8 @@ class ClipTable:
 
     def digest(self, file_digests: FileDigests) -> str:
         """SHA-256 of everything in the table a job's numbers depend on: the class names and, per clip in
-        order, its id, label(s), split, metadata and the content digests of its audio and video files.
+        order, its id, label(s), split, metadata and the content digests of its audio and video files;
+        for a per-label question also its source clip and that clip's labels (they change its prompt).
 
         Finished-job records are keyed by it next to the settings, so a class folder added, a file removed,
         relabelled or overwritten means the job runs again. Files count by content, not by path or mtime
@@ -104,7 +111,8 @@ class ClipTable:
         return digest({
             "classes": list(self.class_names),
             "clips": [[c.id, c.label, list(c.all_labels), c.split, dict(c.meta), contents[c.audio_path],
-                       contents[c.video_path] if c.video_path is not None else None] for c in self.clips],
+                       contents[c.video_path] if c.video_path is not None else None, *_question_fields(c)]
+                      for c in self.clips],
         })
 
     def counts(self) -> dict[str, dict[str, int]]:
@@ -115,3 +123,9 @@ class ClipTable:
             name = self.class_names[c.label]
             per_class[name] = per_class.get(name, 0) + 1
         return out
+
+
+def _question_fields(clip: Clip) -> list[object]:
+    """A question's source clip and labels, for the table digest; nothing for an ordinary clip, so the
+    digests (and finished-job records) of tables without questions stay what they were."""
+    return [] if clip.question_of is None else [clip.question_of, list(clip.clip_labels)]

@@ -3,6 +3,13 @@
 Every method is fitted and scored on the same episodes; a row reports accuracy (mean, 95 % CI),
 macro-F1, exact match for multi-label episodes (the predicted set is the top-|true set| classes) and
 EER for two-class episodes, and the paired difference against the baseline method.
+
+Per-label questions (`calm.data.questions`, AudioSet under protocol=paper): each query row is one
+question, predicted on its own, and a clip is scored as a whole by `exact_match_questions` (every
+question right) and `exact_match_sets` (predicted label set = true label set). Both need every question
+of each query clip among the queries, which holds when the protocol scores the whole test split
+(protocol=paper); a sampled episode draws questions, not clips, so for such episodes they are left out
+(clip-level exact match is undefined on part of a clip) and the row reports per-question accuracy only.
 """
 
 from __future__ import annotations
@@ -12,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from calm.data.questions import covers_whole_clips, question_groups
+from calm.data.table import ClipTable
 from calm.figures import HeadCollector, HeadGrid, write_job_figures
 from calm.methods import Estimator
 from calm.metrics import (
@@ -21,6 +30,8 @@ from calm.metrics import (
     exact_match,
     macro_f1,
     mean_ci95,
+    question_exact_match,
+    set_exact_match,
     summarize,
     top_label_sets,
 )
@@ -32,9 +43,11 @@ if TYPE_CHECKING:
     from calm.job import PreparedJob
 
 
-def score_method(estimator: Any, support: torch.Tensor, episode: Episode, query: torch.Tensor) -> dict[str, float]:
+def score_method(estimator: Any, support: torch.Tensor, episode: Episode, query: torch.Tensor,
+                 groups: np.ndarray | None = None) -> dict[str, float]:
     """One method on one episode: accuracy and macro-F1; exact match for multi-label episodes (the
-    predicted set is the top-|true set| classes); EER for two-class episodes (detection)."""
+    predicted set is the top-|true set| classes); EER for two-class episodes (detection); with `groups`
+    (the clip of each query question, every question of each clip present) both clip-level exact matches."""
     support_labels = torch.tensor(episode.support_labels)
     query_labels = torch.tensor(episode.query_labels)
     # each episode breaks head-score ties with its own seed when an estimator asks for random tie-breaks
@@ -47,6 +60,9 @@ def score_method(estimator: Any, support: torch.Tensor, episode: Episode, query:
         targets = multilabel_targets(episode, "query")
         true_sets = [frozenset(np.flatnonzero(row).tolist()) for row in targets]
         metrics["exact_match"] = exact_match(top_label_sets(scores, targets.sum(axis=1)), true_sets)
+    if groups is not None:
+        metrics["exact_match_questions"] = question_exact_match(pred, query_labels, groups)
+        metrics["exact_match_sets"] = set_exact_match(pred, query_labels, groups)
     if episode.ways == 2 and len(set(episode.query_labels.tolist())) == 2:
         metrics["eer"] = eer(detector_scores(scores, 1), episode.query_labels == 1)
     tied = getattr(estimator, "tied_selections_", None)  # selected heads that tied with the first left out
@@ -71,20 +87,31 @@ def evaluation_device(setting: str) -> torch.device:
     return torch.device(setting)
 
 
+def clip_groups(table: ClipTable | None, episodes: list[Episode]) -> list[np.ndarray | None]:
+    """Per episode, the clip of each query question (`question_groups`), when `table` holds per-label
+    questions and every episode's queries hold every question of their clips; else None for all, so
+    every episode row has the same metrics."""
+    if table is None or not all(covers_whole_clips(table, e.query) for e in episodes):
+        return [None] * len(episodes)
+    return [question_groups(table, e.query) for e in episodes]
+
+
 def evaluate(episodes: list[Episode], features: torch.Tensor, methods: dict[str, Any], tracker: Tracker,
-             collector: HeadCollector | None = None,
-             device: torch.device | None = None) -> tuple[dict[str, list[float]], list[dict[str, Any]]]:
+             collector: HeadCollector | None = None, device: torch.device | None = None,
+             table: ClipTable | None = None) -> tuple[dict[str, list[float]], list[dict[str, Any]]]:
     """Every method on the same episodes; returns per-method accuracies and the per-episode rows.
     Each episode's rows are gathered (and upcast) on their own and moved to `device` (default: where
-    `features` are). `collector` reads each fit's head weights / selected heads (for the figures)."""
+    `features` are). `collector` reads each fit's head weights / selected heads (for the figures).
+    `table` (the job's) lets per-label questions be scored per clip too (`clip_groups`)."""
     per_method: dict[str, list[float]] = {name: [] for name in methods}
     rows = []
-    for episode in episodes if methods else []:
+    groups = clip_groups(table, episodes)
+    for episode, episode_groups in zip(episodes if methods else [], groups, strict=False):
         support = features[torch.tensor(episode.support)].to(device).float()
         query = features[torch.tensor(episode.query)].to(device).float()
         logged = {}
         for name, estimator in methods.items():
-            metrics = score_method(estimator, support, episode, query)
+            metrics = score_method(estimator, support, episode, query, episode_groups)
             if collector is not None:
                 collector.add(name, estimator, episode.classes)
             per_method[name].append(metrics["accuracy"])
@@ -96,7 +123,8 @@ def evaluate(episodes: list[Episode], features: torch.Tensor, methods: dict[str,
 
 def result_rows(shots: int, per_method: dict[str, list[float]], episode_rows: list[dict[str, Any]],
                 ways: int, queries: int, baseline: str | None) -> list[dict[str, Any]]:
-    """One row per method: accuracy mean and 95 % CI, macro-F1, and the paired difference vs baseline."""
+    """One row per method: accuracy mean and 95 % CI, macro-F1, the metrics only some episodes have
+    (exact matches, EER) when the method's episodes have them, and the paired difference vs baseline."""
     summary = summarize(per_method, baseline if baseline in per_method else None)
     rows = []
     for name, stats in summary.items():
@@ -106,7 +134,7 @@ def result_rows(shots: int, per_method: dict[str, list[float]], episode_rows: li
             "accuracy_mean": stats["mean"], "accuracy_ci95": stats["ci95"],
             "macro_f1_mean": float(np.mean([r["macro_f1"] for r in mine])),
         }
-        for extra in ("exact_match", "eer"):
+        for extra in ("exact_match", "exact_match_questions", "exact_match_sets", "eer"):
             if extra in mine[0]:
                 row[f"{extra}_mean"], row[f"{extra}_ci95"] = mean_ci95([r[extra] for r in mine])
         if "diff_mean" in stats:
@@ -124,7 +152,7 @@ class EpisodicMethods:
         collector = (HeadCollector(job.cache.n_heads, len(job.table.class_names))
                      if job.cfg.get("figures", True) else None)
         device = evaluation_device(job.cfg.evaluate.device)
-        per_method, episode_rows = evaluate(episodes, features, job.methods, tracker, collector, device)
+        per_method, episode_rows = evaluate(episodes, features, job.methods, tracker, collector, device, job.table)
         if collector is not None:
             tracker.log_figures(write_job_figures(
                 collector, HeadGrid.from_names(job.cache.head_names, job.cache.n_heads), job.table.class_names,
