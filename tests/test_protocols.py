@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
 
 from calm.errors import ProtocolError
 from calm.protocols import (
@@ -542,7 +541,8 @@ def test_protocol_configs_build_from_the_top_level_settings(tmp_path) -> None:
     assert isinstance(paper, PaperProtocol)
     assert (paper.name, paper.shots, paper.seed, paper.dataset, paper.folds, paper.cv_seed) == (
         "paper", 4, 7, "esc50", 5, 0)
-    assert paper.grid == OmegaConf.to_container(cfg.protocol.grid) and "all" in paper.grid["top_k"]
+    assert (paper.support_draw, paper.at_most, paper.support_pool, paper.leaks_test_clips) == (
+        "random", False, "clean", False)
 
 
 def test_pipeline_builds_the_protocol_its_config_names(tmp_path) -> None:

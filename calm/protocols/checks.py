@@ -57,6 +57,17 @@ def check_shots(shots: int, classes: np.ndarray, n_support: np.ndarray, name: Na
         )
 
 
+def check_some_support(classes: np.ndarray, n_support: np.ndarray, name: Namer, note: str) -> None:
+    """Every class has a support candidate (a draw that takes at most `shots`, or all, per class)."""
+    empty = n_support == 0
+    if empty.any():
+        raise ProtocolError(
+            f"These classes have no support-pool (training) clips{note}: "
+            f"{list_classes(classes[empty], None, name)}.",
+            "Add training clips for these classes, or remove them from the dataset table.",
+        )
+
+
 def check_table(
     labels: np.ndarray, is_support_pool: np.ndarray, is_query_pool: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

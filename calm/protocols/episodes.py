@@ -67,11 +67,25 @@ class Episode:
         return self.query_label_sets is not None
 
     @property
+    def support_counts(self) -> np.ndarray:
+        """Support clips per class (local label order): ``shots`` each, unless the draw was
+        ``all`` or ``at_most`` (protocol=paper), which give unequal counts."""
+        return np.bincount(self.support_labels, minlength=self.ways)
+
+    @property
     def label_sets(self) -> tuple[tuple[int, ...], ...]:
         """Every local label of each query: ``query_label_sets``, or one label each when single-label."""
         if self.query_label_sets is not None:
             return self.query_label_sets
         return tuple((int(y),) for y in self.query_labels)
+
+
+def test_clip_share(episode: Episode) -> float:
+    """Share of the support rows that are also query rows (a support pool that holds test clips,
+    protocol=paper's support_pool=ast_leaky); a row drawn twice counts twice."""
+    if not len(episode.support):
+        return 0.0
+    return float(np.isin(episode.support, episode.query).mean())
 
 
 def multilabel_targets(episode: Episode, split: str = "query") -> np.ndarray:

@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 
 from calm.errors import ProtocolError
+from calm.protocols.ast_pool import ast_leaky_members, check_support_pool
 from calm.protocols.base import Protocol
 from calm.protocols.checks import (
     check_class_count,
     check_positive,
     check_queries_exist,
     check_shots,
+    check_some_support,
     is_int,
 )
 from calm.protocols.episodes import Episode, derive_seed
 from calm.protocols.pools import Pools
+from calm.protocols.support_draws import check_support_draw, support_sizes
 
 
 class PaperProtocol(Protocol):
@@ -27,15 +29,24 @@ class PaperProtocol(Protocol):
     class. It comes only from clips of the support pool that are not also in the query pool: every
     query-pool clip is scored, so a clip in both pools would otherwise be scored against a prototype
     containing itself, and ESC-50's test fold could reach the support set (the reference code's
-    mistake). Reliability is measured on this support set and a hyper-parameter grid is evaluated on
-    the single episode (``calm.grid``).
+    mistake). Reliability is measured on this support set and every method's grid
+    (``configs/grids/<dataset>.yaml``) is evaluated on the single episode (``calm.reports.paper_grid``).
 
     ``configs/protocol/paper.yaml`` names this class by ``_target_``; ``shots`` and ``dataset``
     interpolate the top-level keys. The selection settings of the split, ``folds`` and ``cv_seed``
-    (support-set cross-validation) and ``grid`` (the CALM grid), do not change the draw: they are
-    accepted and kept as attributes so the config group instantiates as written, with no key
-    filtered out, and ``calm.grid`` reads them from the same config. None: not configured.
+    (support-set cross-validation), do not change the draw: they are accepted and kept as attributes
+    so the config group instantiates as written, with no key filtered out, and the grid report reads
+    them from the same config. None: not configured.
     ``authors_modes`` is the switch every `${calm.authors:...}` config value reads (calm.authors_modes).
+
+    The reference code's support sets (README "Fidelity"), each an opt-in:
+    ``support_draw`` (``calm.protocols.support_draws``): ``random`` (default), ``file_order`` (the
+    first ``shots`` candidates of each class in table order) or ``all`` (every candidate; ``shots``
+    ignored); ``at_most``: a class short of ``shots`` gives what it has. Either can leave unequal
+    counts per class (``Episode.support_counts``). ``support_pool`` (``calm.protocols.ast_pool``):
+    ``clean`` (default), or ``ast_leaky``, ESC-50's published pool, the concatenated training lists
+    of the folds in ``ast_train_lists``, duplicates kept, which holds test clips
+    (``leaks_test_clips``).
     """
 
     n_episodes = 1
@@ -47,21 +58,42 @@ class PaperProtocol(Protocol):
         dataset: str = "",
         folds: int | None = None,
         cv_seed: int | None = None,
-        grid: Mapping[str, Any] | None = None,
         name: str = "paper",
         authors_modes: bool = True,
+        support_draw: str = "random",
+        at_most: bool = False,
+        support_pool: str = "clean",
+        ast_train_lists: Sequence[int] = (1, 2),
     ) -> None:
+        check_support_draw(support_draw, at_most)
+        check_support_pool(support_pool, dataset, ast_train_lists)
         self.authors_modes = authors_modes
+        self.support_draw = support_draw
+        self.at_most = at_most
+        self.support_pool = support_pool
+        self.ast_train_lists = tuple(int(f) for f in ast_train_lists)
         self.shots = shots
         self.seed = seed
         self.dataset = dataset
         self.folds = folds
         self.cv_seed = cv_seed
-        self.grid = grid
         self.name = name
 
     def __repr__(self) -> str:
-        return f"PaperProtocol(shots={self.shots}, seed={self.seed}, dataset={self.dataset!r})"
+        return (f"PaperProtocol(shots={self.shots}, seed={self.seed}, dataset={self.dataset!r}, "
+                f"support_draw={self.support_draw!r}, at_most={self.at_most}, support_pool={self.support_pool!r})")
+
+    @property
+    def leaks_test_clips(self) -> bool:
+        """Whether the support pool holds test clips (ESC-50's published pool): results are marked."""
+        return self.support_pool == "ast_leaky"
+
+    def candidates(self, pools: Pools) -> list[np.ndarray]:
+        """Per class, the rows a support set is drawn from, in draw order: the support pool minus the
+        query pool (clean), or ESC-50's published lists, test clips and duplicates included."""
+        if self.leaks_test_clips:
+            return ast_leaky_members(pools, self.ast_train_lists)
+        return pools.members(pools.support & ~pools.query)
 
     def validate(self, pools: Pools) -> None:
         """Raise ``ProtocolError`` if the fixed split cannot be drawn; labels and masks only."""
@@ -75,10 +107,14 @@ class PaperProtocol(Protocol):
         note = (
             f" ({int(overlap.sum())} clips in both pools are never used as support, since every "
             "test clip is scored)"
-            if overlap.any()
+            if overlap.any() and not self.leaks_test_clips
             else ""
         )
-        check_shots(self.shots, pools.classes, pools.counts(pools.support & ~pools.query), pools.name, note)
+        available = np.array([len(rows) for rows in self.candidates(pools)], dtype=np.int64)
+        if self.at_most or self.support_draw == "all":
+            check_some_support(pools.classes, available, pools.name, note)
+        else:
+            check_shots(self.shots, pools.classes, available, pools.name, note)
 
     def episodes(self, pools: Pools) -> list[Episode]:
         """The single episode as a list, so callers can treat both protocols alike."""
@@ -94,15 +130,18 @@ class PaperProtocol(Protocol):
         seed = derive_seed(self.seed, self.dataset, self.shots, 0)
         rng = np.random.default_rng(seed)
         all_classes = np.arange(len(pools.classes))
-        candidates = pools.members(pools.support & ~pools.query)
-        support = pools.draw_support(rng, candidates, all_classes, self.shots, "the paper split")
+        candidates = self.candidates(pools)
+        sizes = support_sizes(self.support_draw, self.shots, self.at_most, [len(rows) for rows in candidates])
+        per_class = pools.draw_support(rng, candidates, all_classes, sizes, "the paper split", self.support_draw,
+                                       self.at_most)
+        support = np.concatenate(per_class)
         query = np.flatnonzero(pools.query)
         return Episode(
             index=0,
             seed=seed,
             classes=pools.classes,
             support=support,
-            support_labels=np.repeat(all_classes, self.shots),
+            support_labels=np.repeat(all_classes, [len(rows) for rows in per_class]),
             query=query,
             query_labels=np.searchsorted(pools.classes, pools.labels[query]),
             query_label_sets=pools.local_sets(query, pools.classes),

@@ -26,7 +26,7 @@ a multi-label (AudioSet) episode is built as follows:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, ClassVar
 
@@ -35,6 +35,7 @@ import numpy as np
 from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT
 from calm.errors import ProtocolError
 from calm.protocols.checks import check_label_sets, check_table
+from calm.protocols.support_draws import pick
 
 if TYPE_CHECKING:
     from calm.data.table import ClipTable
@@ -45,13 +46,16 @@ LocalSets = tuple[tuple[int, ...], ...]
 @dataclass(frozen=True, eq=False, repr=False)
 class Pools:
     """Single-label pools: ``labels``, the ``support`` and ``query`` masks, and the ``classes`` with
-    clips in either pool (ascending). ``class_names[i]`` names class id ``i`` in error messages."""
+    clips in either pool (ascending). ``class_names[i]`` names class id ``i`` in error messages.
+    ``folds`` holds each row's cross-validation fold where the table records one (ESC-50's
+    ``meta["fold"]``), so a protocol can rebuild a published per-fold list; None otherwise."""
 
     labels: np.ndarray
     support: np.ndarray
     query: np.ndarray
     classes: np.ndarray
     class_names: tuple[str, ...] | None
+    folds: np.ndarray | None = field(default=None, kw_only=True)
 
     multi_label: ClassVar[bool] = False
 
@@ -63,23 +67,27 @@ class Pools:
         is_query_pool: np.ndarray,
         class_names: Sequence[str] | None = None,
         label_sets: Sequence[Sequence[int]] | None = None,
+        folds: Sequence[int] | None = None,
     ) -> Pools:
         """Check the arrays (``ProtocolError`` if they do not fit together); ``MultiLabelPools`` when
-        ``label_sets`` (every positive class of each row; ``labels`` holds one of them) are given."""
+        ``label_sets`` (every positive class of each row; ``labels`` holds one of them) are given.
+        ``folds``: each row's fold, when the table has folds."""
         labels, support, query = check_table(labels, is_support_pool, is_query_pool)
         names = None if class_names is None else tuple(str(n) for n in class_names)
+        fold_ids = check_folds(folds, labels)
         if label_sets is None:
-            return Pools(labels, support, query, np.unique(labels[support | query]), names)
+            return Pools(labels, support, query, np.unique(labels[support | query]), names, folds=fold_ids)
         sets = check_label_sets(label_sets, labels, support | query)
         in_play = [c for row in np.flatnonzero(support | query) for c in sets[row]]
-        return MultiLabelPools(labels, support, query, np.unique(np.array(in_play, dtype=np.int64)), names, sets)
+        return MultiLabelPools(labels, support, query, np.unique(np.array(in_play, dtype=np.int64)), names, sets,
+                               folds=fold_ids)
 
     @classmethod
     def from_table(cls, table: ClipTable) -> Pools:
         """A clip table's pools: its train clips as support, its test clips as queries."""
         label_sets = [c.all_labels for c in table.clips] if table.multi_label else None
         return cls.build(table.labels, table.split_mask(SUPPORT_SPLIT), table.split_mask(QUERY_SPLIT),
-                         table.class_names, label_sets)
+                         table.class_names, label_sets, table_folds(table))
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({len(self.labels)} clips, {len(self.classes)} classes, "
@@ -126,10 +134,15 @@ class Pools:
         return np.concatenate(support), np.concatenate(query)
 
     def draw_support(
-        self, rng: np.random.Generator, members: list[np.ndarray], chosen: np.ndarray, shots: int, where: str
-    ) -> np.ndarray:
-        """``shots`` rows of ``members[k]`` for each class ``k`` of ``chosen``, in that order."""
-        return np.concatenate([rng.choice(members[k], size=shots, replace=False) for k in chosen])
+        self, rng: np.random.Generator, members: list[np.ndarray], chosen: np.ndarray, shots: int | np.ndarray,
+        where: str, draw: str = "random", at_most: bool = False,
+    ) -> list[np.ndarray]:
+        """``shots`` rows (one count, or one per class of ``chosen``) of ``members[k]`` for each class
+        ``k`` of ``chosen``, one array per class in that order, picked by ``draw``
+        (``calm.protocols.support_draws``). ``at_most`` is for multi-label pools, where a class can run
+        short once other classes drew."""
+        sizes = np.broadcast_to(np.asarray(shots, dtype=np.int64), (len(chosen),))
+        return [pick(rng, members[k], int(n), draw) for k, n in zip(chosen, sizes, strict=True)]
 
     def local_sets(self, rows: np.ndarray, episode_classes: np.ndarray) -> LocalSets | None:
         """Each row's labels among ``episode_classes``, as positions in it; None when single-label."""
@@ -167,10 +180,11 @@ class MultiLabelPools(Pools):
         return support, np.concatenate(query)
 
     def draw_support(
-        self, rng: np.random.Generator, members: list[np.ndarray], chosen: np.ndarray, shots: int, where: str
-    ) -> np.ndarray:
-        return np.concatenate(self._draw_disjoint(rng, chosen, members, shots, np.empty(0, np.int64),
-                                                  "support", where))
+        self, rng: np.random.Generator, members: list[np.ndarray], chosen: np.ndarray, shots: int | np.ndarray,
+        where: str, draw: str = "random", at_most: bool = False,
+    ) -> list[np.ndarray]:
+        return self._draw_disjoint(rng, chosen, members, shots, np.empty(0, np.int64), "support", where, draw,
+                                   at_most)
 
     def local_sets(self, rows: np.ndarray, episode_classes: np.ndarray) -> LocalSets:
         kept = set(episode_classes.tolist())
@@ -184,26 +198,54 @@ class MultiLabelPools(Pools):
         rng: np.random.Generator,
         chosen: np.ndarray,
         members: list[np.ndarray],
-        n: int,
+        n: int | np.ndarray,
         taken: np.ndarray,
         what: str,
         where: str,
+        draw: str = "random",
+        at_most: bool = False,
     ) -> list[np.ndarray]:
-        """``n`` rows per chosen class, no row twice (nor one in ``taken``), rarest class first.
+        """``n`` rows (one count, or one per class of ``chosen``) per chosen class, no row twice (nor
+        one in ``taken``), rarest class first; ``draw`` picks them, ``all`` and ``at_most`` settle for
+        what is left (at least one).
 
         Returns the rows in the order of ``chosen``. A clip holds several classes, so a class can
         run short even though validation counted enough.
         """
+        wanted = dict(zip(chosen.tolist(), np.broadcast_to(np.asarray(n), (len(chosen),)).tolist(), strict=True))
         drawn: dict[int, np.ndarray] = {}
         for k in sorted(chosen.tolist(), key=lambda k: (len(members[k]), k)):
             available = np.setdiff1d(members[k], taken, assume_unique=True)
-            if len(available) < n:
+            size = len(available) if draw == "all" else int(wanted[k])
+            if at_most:
+                size = min(size, len(available))
+            if size == 0 or len(available) < size:
                 raise ProtocolError(
                     f"In {where}, class {self.name(int(self.classes[k]))} has only {len(available)} {what} "
                     f"clips left once the clips drawn for other classes are removed (a multi-label "
-                    f"clip is drawn for one class only); {n} are needed.",
+                    f"clip is drawn for one class only); {max(size, 1)} are needed.",
                     f"Lower `{'shots' if what == 'support' else 'queries'}`, or add clips of this class.",
                 )
-            drawn[k] = rng.choice(available, size=n, replace=False)
+            drawn[k] = pick(rng, available, size, draw)
             taken = np.concatenate([taken, drawn[k]])
         return [drawn[k] for k in chosen.tolist()]
+
+
+def table_folds(table: ClipTable) -> np.ndarray | None:
+    """Each clip's ``meta["fold"]`` as an int, when every clip of the table records one; else None."""
+    folds = [clip.meta.get("fold") for clip in table.clips]
+    if not folds or any(f is None or not str(f).strip().lstrip("-").isdigit() for f in folds):
+        return None
+    return np.array([int(f) for f in folds], dtype=np.int64)
+
+
+def check_folds(folds: Sequence[int] | None, labels: np.ndarray) -> np.ndarray | None:
+    """``folds`` as a read-only int64 array of one entry per row, or None."""
+    if folds is None:
+        return None
+    ids = np.array(folds, dtype=np.int64)
+    if ids.shape != labels.shape:
+        raise ProtocolError(f"`folds` has shape {ids.shape} but the table has {labels.shape} clips.",
+                            "Pass one fold per clip of the same table (e.g. ESC-50's meta['fold']).")
+    ids.setflags(write=False)
+    return ids
