@@ -7,7 +7,9 @@ whose jobs cannot run (dataset or weights absent) stays in the table, marked "no
 
     python scripts/reproduce_tables.py --tables fsdd_whisper --out tables/     # the real FSDD/Whisper table
     python scripts/reproduce_tables.py --tables paper --collect --out tables/  # collect finished GPU jobs
-    python scripts/reproduce_tables.py --smoke --out /tmp/smoke                # tiny backbone, generated data
+    python scripts/reproduce_tables.py --smoke --out /tmp/smoke                # tiny backbone, generated tones
+    python scripts/reproduce_tables.py --smoke --tables paper --out /tmp/paper # every paper group, tiny
+                                                          # backbones, generated data in official layouts
 
 Writes into --out: `<table>.md`, `<table>.tex`, and `numbers.csv` (every number used, ours and the
 paper's, with the job folder it came from). The library is `calm.tables`; tests/test_reproduce_tables.py
@@ -28,7 +30,7 @@ from calm.tables import (
     SMOKE_TABLE,
     build_tables,
     load_table,
-    smoke_overrides,
+    smoke_tables,
     table_files,
     table_names,
 )
@@ -36,11 +38,13 @@ from calm.tables import (
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tables", nargs="+", default=["fsdd_whisper", "paper"],
-                        help=f"table files under configs/tables/ (have: {table_names()})")
+    parser.add_argument("--tables", nargs="+", default=None,
+                        help=f"table files under configs/tables/ (have: {table_names()}); default: fsdd_whisper "
+                             f"paper, or with --smoke: {SMOKE_TABLE}")
     parser.add_argument("--out", type=Path, required=True, help="folder for the .md, .tex and numbers.csv files")
     parser.add_argument("--collect", action="store_true", help="run nothing; use finished jobs only")
-    parser.add_argument("--smoke", action="store_true", help="the smoke table: tiny backbone on generated data")
+    parser.add_argument("--smoke", action="store_true",
+                        help="smoke runs: the tables' row groups on tiny backbones and generated data (calm.tables.smoke)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every job (e.g. episodes=20 logger=wandb)")
     return parser.parse_args(argv)
 
@@ -51,13 +55,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = list(args.overrides)
     if not any(o.startswith("logger=") for o in overrides):
         overrides.append("logger=none")
-    names, per_group = args.tables, {}
-    if args.smoke:
-        names = [SMOKE_TABLE]
-        smoke, per_group = smoke_overrides(args.out)
-        overrides += smoke
+    names = args.tables or ([SMOKE_TABLE] if args.smoke else ["fsdd_whisper", "paper"])
+    per_group: dict[str, list[str]] = {}
     try:
         specs = [load_table(name) for name in names]
+        if args.smoke:
+            specs, smoke, per_group = smoke_tables(specs, args.out)
+            overrides += smoke
         build_tables(specs, args.out, overrides, args.collect, per_group)
     except CalmError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -5,7 +5,7 @@ jobs    one job per (row group, shot count): composed, then run or collected
 numbers every number shown, with its source; `numbers.csv`
 render  Markdown and LaTeX
 build   all of the above for a list of tables, written into one folder
-smoke   generated data for the smoke table
+smoke   smoke runs: tiny backbones on generated data (smoke_layouts: the official layouts' writers)
 """
 
 from calm.tables.build import build_tables, table_files
@@ -17,11 +17,26 @@ from calm.tables.jobs import (
     expected_methods,
     job_configs,
     run_or_collect,
+    tuned_methods,
 )
 from calm.tables.numbers import CSV_COLUMNS, CSV_NAME, Number, numbers_of, write_csv
 from calm.tables.render import cell, latex, latex_escape, markdown, table_rows
-from calm.tables.smoke import SMOKE_TABLE, smoke_overrides, write_smoke_data
-from calm.tables.spec import TABLES_DIR, RowGroup, TableSpec, load_table, table_names
+from calm.tables.smoke import (
+    SMOKE_TABLE,
+    smoke_overrides,
+    smoke_spec,
+    smoke_tables,
+    write_smoke_data,
+)
+from calm.tables.spec import (
+    TABLES_DIR,
+    RowGroup,
+    ShotSetting,
+    TableSpec,
+    load_table,
+    shot_setting,
+    table_names,
+)
 
 __all__ = [
     "CSV_COLUMNS",
@@ -33,11 +48,13 @@ __all__ = [
     "JobOutcome",
     "Number",
     "RowGroup",
+    "ShotSetting",
     "TableSpec",
     "build_tables",
     "cell",
     "compose_job",
     "expected_methods",
+    "tuned_methods",
     "job_configs",
     "latex",
     "latex_escape",
@@ -45,7 +62,10 @@ __all__ = [
     "markdown",
     "numbers_of",
     "run_or_collect",
+    "shot_setting",
     "smoke_overrides",
+    "smoke_spec",
+    "smoke_tables",
     "table_files",
     "table_names",
     "table_rows",

@@ -1,5 +1,6 @@
-"""The jobs behind a table: one per (row group, shot count), composed from the experiment file as
-`python run.py experiment=... shots=K` would, then run through `calm.pipeline.run_job` (which skips
+"""The jobs behind a table: one per (row group, shot setting), composed from the experiment file as
+`python run.py experiment=... shots=K` would (the experiment file sets the support draw a "<=K" or
+"all" column needs; composing checks it does), then run through `calm.pipeline.run_job` (which skips
 jobs that already finished on the same clip table) or, when only collecting, read from the finished-job
 records (by the settings alone: collecting reads no data, so it takes the latest record of each job).
 
@@ -23,11 +24,11 @@ from omegaconf import DictConfig
 
 from calm.assets import REPO_ROOT
 from calm.baselines.zero_shot import ZERO_SHOT_ROW
-from calm.errors import CalmError
+from calm.errors import CalmError, ConfigError
 from calm.reports.paper_grid import GRID_METHOD
 from calm.selection.rows import tuned_row_names
 from calm.sweeps import job_key, load_finished
-from calm.tables.spec import CONFIGS_DIR, RowGroup, TableSpec
+from calm.tables.spec import ALL_SHOTS, CONFIGS_DIR, RowGroup, ShotSetting, TableSpec
 
 log = logging.getLogger(__name__)
 OK = "ok"
@@ -40,7 +41,7 @@ class JobOutcome:
     """What one (row group, shots) job gave: its result rows, or why there are none."""
 
     group: RowGroup
-    shots: int
+    shots: ShotSetting
     methods: list[str]
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)
     status: str = OK
@@ -58,25 +59,55 @@ def job_configs() -> Iterator[None]:
         yield
 
 
-def compose_job(group: RowGroup, shots: int, out_dir: Path, overrides: Sequence[str]) -> DictConfig:
+def compose_job(group: RowGroup, shots: ShotSetting, out_dir: Path, overrides: Sequence[str]) -> DictConfig:
     """The config `python run.py experiment=... shots=K` would run, its output folder under `out_dir`
-    (call inside `job_configs()`)."""
-    job_dir = Path(out_dir) / "jobs" / group.experiment / f"shots_{shots}"
-    return compose("config", overrides=[f"experiment={group.experiment}", f"shots={shots}",
-                                        f"paths.output_dir={job_dir}", *overrides])
+    (call inside `job_configs()`); an "all" column sets no `shots` (the whole list ignores it)."""
+    job_dir = Path(out_dir) / "jobs" / group.experiment / shots.folder
+    shots_override = [] if shots.k is None else [f"shots={shots.k}"]
+    cfg = compose("config", overrides=[f"experiment={group.experiment}", *shots_override,
+                                       f"paths.output_dir={job_dir}", *overrides])
+    check_support_draw(cfg, group, shots)
+    return cfg
+
+
+def check_support_draw(cfg: DictConfig, group: RowGroup, shots: ShotSetting) -> None:
+    """The composed job draws the support its column promises: "<=K" needs `protocol.at_most`, "all"
+    needs `protocol.support_draw: all`, a plain K neither (so a column never mislabels its numbers)."""
+    at_most = bool(cfg.protocol.get("at_most", False))
+    whole_list = cfg.protocol.get("support_draw") == ALL_SHOTS
+    wanted = {"protocol.at_most": (shots.at_most, at_most), "protocol.support_draw=all": (shots.k is None, whole_list)}
+    for key, (needed, composed) in wanted.items():
+        if needed != composed:
+            raise ConfigError(
+                f"row group {group.label!r}: its {shots.key!r} column needs {key} to be {needed}, but "
+                f"configs/experiment/{group.experiment}.yaml composes it as {composed}",
+                "set it in the experiment file (protocol=paper has the key), or change the group's `shots` entry")
+
+
+def tuned_methods(cfg: DictConfig) -> list[str]:
+    """The methods a job reports twice (`<name>[cv]`, `<name>[oracle]`): none outside protocol=paper;
+    under it CALM whenever the paper grid tunes it (the rule of calm.reports.paper_grid), and every other
+    estimator of the job that the job's grids file (`grids`, chosen by dataset) holds a grid for."""
+    old_style_grid = cfg.protocol.get("grid") is not None
+    if cfg.protocol.get("name") != "paper" and not old_style_grid:
+        return []
+    grids = cfg.get("grids") or {}
+    estimators = list(cfg.method.get("estimators") or {})
+    tuned = [GRID_METHOD] if old_style_grid or GRID_METHOD in grids else []
+    return tuned + [name for name in estimators if name in grids and name != GRID_METHOD]
 
 
 def expected_methods(cfg: DictConfig) -> list[str]:
-    """The rows a job reports: its estimators, zero-shot, and the grid's two rows under protocol=paper."""
+    """The rows a job reports: its estimators, zero-shot, and two rows per tuned method under protocol=paper."""
     methods = list(cfg.method.get("estimators") or {})
     if cfg.method.get("zero_shot"):
         methods.append(ZERO_SHOT_ROW)
-    if cfg.protocol.get("grid") is not None:  # the rule of calm.reports.job_reports
-        methods += tuned_row_names(GRID_METHOD)
+    for name in tuned_methods(cfg):
+        methods += tuned_row_names(name)
     return methods
 
 
-def run_or_collect(group: RowGroup, shots: int, cfg: DictConfig, collect_only: bool) -> JobOutcome:
+def run_or_collect(group: RowGroup, shots: ShotSetting, cfg: DictConfig, collect_only: bool) -> JobOutcome:
     """Run the job (finished ones are skipped by the pipeline) or, with `collect_only`, read its record."""
     outcome = JobOutcome(group, shots, expected_methods(cfg), job_dir=str(cfg.paths.output_dir), key=job_key(cfg))
     try:
@@ -93,11 +124,12 @@ def run_or_collect(group: RowGroup, shots: int, cfg: DictConfig, collect_only: b
             outcome.job_dir = result.get("output_dir", outcome.job_dir)
     except CalmError as err:
         outcome.status, outcome.reason = NO_DATA, err.problem
-        log.warning("%s, %d-shot: no data: %s", group.experiment, shots, err.problem)
+        log.warning("%s, shots %s: no data: %s", group.experiment, shots.key, err.problem)
         return outcome
     except Exception as err:  # noqa: BLE001 - one broken job must not lose the other tables
         outcome.status, outcome.reason = FAILED, f"{type(err).__name__}: {err}"
-        log.exception("%s, %d-shot failed; its rows are marked and the other jobs go on", group.experiment, shots)
+        log.exception("%s, shots %s failed; its rows are marked and the other jobs go on", group.experiment,
+                      shots.key)
         return outcome
     outcome.rows = {row["method"]: row for row in result["results"]}
     # rows the job reported (e.g. pseudo-label refits `calm+pl`) first, then expected ones it lacks
@@ -107,11 +139,11 @@ def run_or_collect(group: RowGroup, shots: int, cfg: DictConfig, collect_only: b
 
 def table_outcomes(spec: TableSpec, out_dir: Path, overrides: Sequence[str], collect_only: bool,
                    per_group_overrides: Mapping[str, Sequence[str]] | None = None) -> list[JobOutcome]:
-    """Every job of `spec`, group by group and shot count by shot count (call inside `job_configs()`);
+    """Every job of `spec`, group by group and shot setting by shot setting (call inside `job_configs()`);
     `per_group_overrides` adds overrides to the jobs of one experiment."""
     outcomes = []
     for group in spec.groups:
         extra = [*overrides, *(per_group_overrides or {}).get(group.experiment, [])]
-        for shots in spec.shots:
+        for shots in group.shots:
             outcomes.append(run_or_collect(group, shots, compose_job(group, shots, out_dir, extra), collect_only))
     return outcomes

@@ -1,6 +1,7 @@
 """Every number a table shows, ours and the paper's, each with where it came from: the one list the
 Markdown and LaTeX tables are rendered from and `numbers.csv` is written from, so a cell can always
-be traced to a job folder and its job key.
+be traced to a job folder and its job key. `shots` is the column's key ("20", "<=20", "all"); the
+paper's numbers have none (one per row, whatever shots the paper used).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class Number:
     group: str
     experiment: str
     method: str
-    shots: int | None
+    shots: str | None
     metric: str
     source: str  # OURS or PAPER
     mean: float
@@ -40,7 +41,7 @@ class Number:
 
 
 def numbers_of(spec: TableSpec, outcomes: list[JobOutcome]) -> list[Number]:
-    """Every number the table shows: ours per (group, method, shots), and the paper's per (group, method)."""
+    """Every number the table shows: ours per (group, method, shot setting), and the paper's per (group, method)."""
     numbers = []
     for outcome in outcomes:
         group = outcome.group
@@ -52,13 +53,13 @@ def numbers_of(spec: TableSpec, outcomes: list[JobOutcome]) -> list[Number]:
                 status = f"{outcome.status}: {outcome.reason}"
             else:
                 status = OK if row else "method missing from results"
-            numbers.append(Number(spec.name, group.label, group.experiment, method, outcome.shots, group.metric,
+            numbers.append(Number(spec.name, group.label, group.experiment, method, outcome.shots.key, group.metric,
                                   OURS, mean, ci, row.get("episodes") if row else None, status,
                                   outcome.job_dir, outcome.key))
     for group in spec.groups:
         for method, value in group.paper.items():
             numbers.append(Number(spec.name, group.label, group.experiment, method, None, group.metric, PAPER,
-                                  value, math.nan, None, "reported in the paper (model and shots not public)", "", ""))
+                                  value, math.nan, None, "reported in the paper (its best setting for this benchmark)", "", ""))
     return numbers
 
 

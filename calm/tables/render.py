@@ -1,5 +1,6 @@
-"""A table's numbers as Markdown and LaTeX: one row per (row group, method), one cell per shot count,
-then the paper's number. A missing number is shown as "no data", never as a blank or a zero.
+"""A table's numbers as Markdown and LaTeX: one row per (row group, method), one cell per shot setting
+(column), then the paper's number. A missing number is shown as "no data", never as a blank or a zero;
+a column the row group does not run shows NOT_RUN; a row the paper gives no number for, NOT_REPORTED.
 """
 
 from __future__ import annotations
@@ -10,11 +11,15 @@ from calm.tables.jobs import NO_DATA, OK, JobOutcome
 from calm.tables.numbers import OURS, PAPER, Number
 from calm.tables.spec import TableSpec
 
+NOT_RUN = "—"
+NOT_REPORTED = "not reported"
 FOOTNOTE = ("Cells: mean ± 95 % CI over episodes (one number: a single fixed split). "
-            "`paper`: the number the paper reports for CALM on that benchmark (best setting; model and shots "
-            "not public).")
+            f"{NOT_RUN}: the row group does not run that shot setting. ≤K-shot: at most K support clips per class "
+            "(a class with fewer gives all it has); all: the whole training list as support. "
+            "`paper`: the number the paper reports for CALM on that benchmark (its best setting), beside the row "
+            f"that reproduces the authors' setting for it; {NOT_REPORTED}: the paper gives no number for that row.")
 LATEX_ESCAPES = (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
-                 ("±", r"$\pm$"), ("·", r"$\cdot$"), ("—", "---"))
+                 ("±", r"$\pm$"), ("≤", r"$\leq$"), ("·", r"$\cdot$"), ("—", "---"))
 
 
 def cell(mean: float, ci: float) -> str:
@@ -25,11 +30,11 @@ def cell(mean: float, ci: float) -> str:
 
 
 def headers(spec: TableSpec) -> list[str]:
-    return ["row group", "method", *(f"{k}-shot" for k in spec.shots), "paper"]
+    return ["row group", "method", *(shots.header for shots in spec.shots), "paper"]
 
 
 def table_rows(spec: TableSpec, numbers: list[Number]) -> list[list[str]]:
-    """[group, method, one cell per shot count, paper] for every method row, in the groups' order."""
+    """[group, method, one cell per column, paper] for every method row, in the groups' order."""
     ours = {(n.experiment, n.method, n.shots): n for n in numbers if n.source == OURS}
     paper = {(n.experiment, n.method): n for n in numbers if n.source == PAPER}
     rows = []
@@ -38,11 +43,19 @@ def table_rows(spec: TableSpec, numbers: list[Number]) -> list[list[str]]:
         for method in methods:
             shots_cells = []
             for shots in spec.shots:
-                number = ours.get((group.experiment, method, shots))
-                shots_cells.append(cell(number.mean, number.ci95) if number else NO_DATA)
+                number = ours.get((group.experiment, method, shots.key))
+                if shots not in group.shots:
+                    shots_cells.append(NOT_RUN)
+                else:
+                    shots_cells.append(cell(number.mean, number.ci95) if number else NO_DATA)
             reported = paper.get((group.experiment, method))
-            rows.append([group.label, method, *shots_cells, f"{reported.mean:.2f}" if reported else "—"])
+            rows.append([group.label, method, *shots_cells, f"{reported.mean:.2f}" if reported else NOT_REPORTED])
     return rows
+
+
+def group_notes(spec: TableSpec) -> list[str]:
+    """One note per row group that carries one (how its settings differ from the obvious reading)."""
+    return [f"{group.label}: {group.note}" for group in spec.groups if group.note]
 
 
 def no_data_notes(outcomes: list[JobOutcome]) -> list[str]:
