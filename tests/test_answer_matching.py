@@ -1,6 +1,6 @@
 import pytest
 
-from calm.baselines.answer_matching import match_answer, normalise
+from calm.baselines.answer_matching import match_answer, match_option_letter, normalise
 
 CLASSES = ["dog", "rain", "siren", "clock_tick", "crying_baby", "door_wood_knock"]
 
@@ -31,3 +31,23 @@ def test_spoofing_answers() -> None:
     assert match_answer("it is bonafide, not spoofed", ["bonafide", "spoof"]) is None
     assert match_answer("spoof", ["bonafide", "spoof"]) == 1
     assert match_answer("Bonafide.", ["bonafide", "spoof"]) == 0
+
+
+@pytest.mark.parametrize(("answer", "expected"), [
+    ("B", 1),                       # a bare letter
+    ("The answer is C. dog", 2),    # the first stand-alone capital that is an offered letter
+    ("b) rain", 1),                 # a small letter only as the answer's first character, before ")"
+    ("(d)", 3),
+    ("none", None),                 # no stand-alone letter
+    ("A and B", 0),                 # the first one found
+    ("it is a dog", None),          # a small "a" inside the answer is the article, not option A
+    ("I think D", 3),               # "I" is not offered when there are 4 options (A-D)
+    ("E", None),                    # not offered
+    ("CD", None),                   # letters touching each other are a word
+])
+def test_option_letters_name_options(answer: str, expected: int | None) -> None:
+    assert match_option_letter(answer, 4) == expected
+
+
+def test_more_options_offer_more_letters() -> None:
+    assert match_option_letter("E", 5) == 4 and match_option_letter("I think so", 9) == 8

@@ -24,13 +24,15 @@ from calm.baselines.pseudo_label import (
     Vote,
     augment_episode,
     majority_vote,
+    option_classes,
     pseudo_label_episodes,
+    replace_support,
     unlabelled_pool,
     vote_answers,
 )
 from calm.data.prompts import PaperPrompt, Prompt
 from calm.data.table import Clip, ClipTable
-from calm.errors import ConfigError
+from calm.errors import ConfigError, DataError
 from calm.methods import CALM, SAV
 from calm.pipeline import run_job
 from calm.protocols import Episode
@@ -75,10 +77,32 @@ def test_method_config_builds_valid_settings(tmp_path: Path) -> None:
     cfg = compose_config(["backbone=whisper_tiny", "method=pseudo_label"], tmp_path)
     from omegaconf import OmegaConf
 
-    settings = PseudoLabelSettings.from_config(OmegaConf.to_container(cfg.method.pseudo_label), cfg.method.estimators,
-                                               Prompt())
+    settings = PseudoLabelSettings.from_config(OmegaConf.to_container(cfg.method.pseudo_label, resolve=True),
+                                               cfg.method.estimators, Prompt())
     assert (settings.samples, settings.min_agreement, settings.refit) == (8, 0.5, ("calm", "sav"))
+    assert (settings.agreement, settings.ties, settings.prompt, settings.support) == ("all", "none", "clean", "union")
+    assert (settings.temperature, settings.top_p, settings.temperature_range, settings.max_new_tokens) == \
+        (1.0, 1.0, None, 16), "the clean sampling settings are unchanged"
     assert set(settings.refit_methods({"calm": CALM(), "sav": SAV()})) == {"calm+pl", "sav+pl"}
+
+
+@pytest.mark.parametrize(("backbone", "temperature", "temperature_range"), [
+    ("qwen2_audio", 1.1, None), ("qwen2_5_omni", 1.0, [0.5, 1.5]), ("whisper_tiny", 1.0, None)])
+def test_protocol_paper_turns_on_the_authors_modes(tmp_path: Path, backbone: str, temperature: float,
+                                                   temperature_range: list[float] | None) -> None:
+    from omegaconf import OmegaConf
+
+    cfg = compose_config([f"backbone={backbone}", "method=pseudo_label", "protocol=paper", "prompt=paper"], tmp_path)
+    block = OmegaConf.to_container(cfg.method.pseudo_label, resolve=True)
+    settings = PseudoLabelSettings.from_config(block, cfg.method.estimators, PaperPrompt())
+    assert (settings.agreement, settings.ties, settings.prompt, settings.support) == \
+        ("non_empty", "first_seen", "multiple_choice", "replace")
+    assert (settings.temperature, settings.temperature_range, settings.max_new_tokens) == \
+        (temperature, None if temperature_range is None else tuple(temperature_range), 32)
+    assert settings.top_p == (1.0 if backbone == "whisper_tiny" else 0.95), "a backbone the authors never ran samples plainly"
+    one_off = compose_config(["backbone=qwen2_audio", "method=pseudo_label", "protocol=paper",
+                              "method.pseudo_label.support=union"], tmp_path)
+    assert one_off.method.pseudo_label.support == "union" and one_off.method.pseudo_label.ties == "first_seen"
 
 
 @pytest.mark.parametrize("bad", [
@@ -94,6 +118,41 @@ def test_bad_settings_are_config_errors(bad: dict[str, Any]) -> None:
 def test_paper_prompts_are_refused_because_they_show_the_label() -> None:
     with pytest.raises(ConfigError, match="true label"):
         PseudoLabelSettings.from_config({"refit": ["calm"]}, ["calm"], PaperPrompt())
+    knowingly = {"refit": ["calm"], "prompt": "multiple_choice"}
+    assert PseudoLabelSettings.from_config(knowingly, ["calm"], PaperPrompt()).prompt == "multiple_choice"
+    with pytest.raises(ConfigError, match="prompt=paper"):
+        PseudoLabelSettings.from_config(knowingly, ["calm"], Prompt())
+
+
+@pytest.mark.parametrize("bad", [{"agreement": "some"}, {"ties": "last"}, {"support": "both"}, {"prompt": "paper"},
+                                 {"temperature_range": [1.5, 0.5]}, {"temperature_range": [0.0, 1.0]}])
+def test_bad_authors_mode_settings_are_config_errors(bad: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError):
+        PseudoLabelSettings.from_config({"refit": ["calm"], **bad}, ["calm"], Prompt())
+
+
+# ---- the authors' vote: agreement over matched answers, ties to the first seen -------------------
+
+def test_agreement_over_non_empty_answers_keeps_what_the_clean_rule_drops() -> None:
+    answers = ["dog", "", "", "dog", "cat", "", "", ""]  # "" names no class: 2 dog, 1 cat, 5 unmatched
+    authors = vote_answers(answers, ["cat", "dog"], agreement="non_empty", ties="first_seen")
+    assert authors == Vote(1, 2, 3) and authors.kept(0.5), "2 of the 3 matched answers: 0.67 >= 0.5"
+    clean = vote_answers(answers, ["cat", "dog"])
+    assert clean == Vote(1, 2, 8) and not clean.kept(0.5), "2 of all 8 samples: 0.25 < 0.5"
+
+
+def test_a_tie_goes_to_the_class_named_first_under_the_authors_rule() -> None:
+    assert vote_answers(["dog", "cat"], ["cat", "dog"], "non_empty", "first_seen") == Vote(1, 1, 2)
+    assert vote_answers(["cat", "dog"], ["cat", "dog"], "non_empty", "first_seen") == Vote(0, 1, 2)
+    assert vote_answers(["dog", "cat"], ["cat", "dog"]).label is None, "the clean rule labels nothing"
+    assert majority_vote([None, None], "non_empty", "first_seen") == Vote(None, 0, 0)
+    assert not majority_vote([None, None], "non_empty").kept(0.5)
+
+
+def test_multiple_choice_answers_are_matched_to_the_offered_options_only() -> None:
+    names = ["dog", "rain", "siren", "clock_tick", "cat"]
+    assert option_classes(["B. rain", "cat", "siren"], [3, 1, 0, 2], names) == [1, None, 2], \
+        "cat is a class but not offered to this clip"
 
 
 # ---- augmented support ----------------------------------------------------------------------------

@@ -17,8 +17,10 @@ from calm.baselines.pseudo_label import (
 from calm.baselines.zero_shot import (
     ZERO_SHOT_ROW,
     ZeroShotAnswers,
+    ZeroShotSettings,
     answer_clips,
     zero_shot_accuracy,
+    zero_shot_store,
 )
 
 __all__ = [
@@ -26,10 +28,12 @@ __all__ = [
     "ZERO_SHOT_ROW",
     "PseudoLabelSettings",
     "ZeroShotAnswers",
+    "ZeroShotSettings",
     "answer_clips",
     "check_single_label",
     "generation_device",
     "match_answer",
     "pseudo_label_episodes",
     "zero_shot_accuracy",
+    "zero_shot_store",
 ]

@@ -1,10 +1,19 @@
-"""Map a generated answer to a class name, for the zero-shot baseline.
+"""Map a generated answer to a class name (the zero-shot baseline and pseudo-labelling), or to an
+offered option by its letter (`match_option_letter`, the authors' multiple-choice scoring).
 
 Exact match first, then a normalised match (case, punctuation, underscores, an option letter such
 as "B." in front), then a fuzzy one (a single class name contained in the answer, or difflib
 similarity ≥ `cutoff`); simple inflections count ("spoofed" names "spoof"), and number words
 match digits both ways ("Seven." names class "7": Whisper transcribes spoken digits). An answer that matches nothing, or several classes equally, is unmatched:
 the caller counts it as wrong and reports it.
+
+Option letters (`match_option_letter`): the first letter in the answer that stands alone (no letter or
+digit touching it) and is one of the offered letters, upper case anywhere ("The answer is C. dog" -> C,
+"A and B" -> A), lower case only as the answer's first character, optionally after "(", followed by
+".", ")", ":" or nothing else ("b) rain" -> B). Lower case elsewhere is never a letter, so the article
+in "it is a dog" names no option; neither does "I" when only A-D are offered. The authors' scripts read
+the first character (A-D) of the answer; this rule gives the same letter for every answer that starts
+with one, and also finds a letter after a lead-in such as "The answer is".
 """
 
 from __future__ import annotations
@@ -13,6 +22,8 @@ import difflib
 import re
 from collections.abc import Sequence
 
+STANDALONE_CAPITAL = re.compile(r"(?<![A-Za-z0-9])([A-Z])(?![A-Za-z0-9])")
+LEADING_SMALL_LETTER = re.compile(r"^\s*\(?([a-z])(?:[.):]|\s*$)")
 OPTION_PREFIX = re.compile(r"^\s*(?:\(?[A-Da-d][.):]\s+)")
 NON_WORD = re.compile(r"[^0-9a-z]+")
 INFLECTION = "(?:s|es|ed|d|ing)?"  # "spoofed" names "spoof", "dogs" names "dog"
@@ -52,4 +63,16 @@ def match_answer(answer: str, class_names: Sequence[str], cutoff: float = 0.8) -
                            difflib.SequenceMatcher(None, wanted, close[0]).ratio()
                            > difflib.SequenceMatcher(None, wanted, close[1]).ratio()):
         return names.index(close[0])
+    return None
+
+
+def match_option_letter(answer: str, options: int) -> int | None:
+    """The position (0 for A) of the option the answer's first offered letter names, or None (module doc)."""
+    offered = {chr(ord("A") + i) for i in range(options)}
+    leading = LEADING_SMALL_LETTER.match(answer)
+    if leading and leading.group(1).upper() in offered:
+        return ord(leading.group(1).upper()) - ord("A")
+    for found in STANDALONE_CAPITAL.finditer(answer):
+        if found.group(1) in offered:
+            return ord(found.group(1)) - ord("A")
     return None

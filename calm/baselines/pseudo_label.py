@@ -1,24 +1,35 @@
-"""Pseudo-labelled support (DESIGN section 6): the backbone labels an unlabelled pool, and the clips it
-labels consistently join each episode's support set S.
+"""Pseudo-labelled support (DESIGN section 6): the backbone labels clips by sampling answers, and the
+clips it labels consistently join (or, in the authors' mode, replace) each episode's support set S.
 
-- Pool: a fixed random subset (`pool_size`, seeded; all when null) of the training pool, drawn
-  without reading any label. Per episode, the pool clips outside its support and query sets whose
-  pseudo label is one of the episode's classes are added to S with that label.
-- Pseudo label: `samples` sampled answers per clip (`Backbone.sample_answers`, seeded per clip),
-  each matched to a class name (`calm.baselines.answer_matching`). The class named most often is the
-  clip's label if it is named by at least `min_agreement` of the samples and by more samples than
-  any other class; a tie for the most votes labels nothing (no majority).
+- Pool (`support=union`, the clean default): a fixed random subset (`pool_size`, seeded; all when
+  null) of the training pool, drawn without reading any label. Per episode, the pool clips outside
+  its support and query sets whose pseudo label is one of the episode's classes are added to S with
+  that label; the refit estimators are reported as `<name>+pl`.
+- `support=replace` (the authors': S = V): the pool is the episodes' support clips themselves, and
+  each episode's support becomes its clips that got a pseudo label of one of the episode's classes,
+  with that label; clips without one are dropped (the authors' pseudo-labelled file keeps only the
+  clips that passed). The estimators are fitted on those labels and never read the true support
+  labels (rows still `<name>+pl`, next to the true-label rows).
+- Pseudo label: `samples` sampled answers per clip (`calm.baselines.decoding`, seeded per clip). With
+  `prompt=clean` each answer is matched to a class name; with `prompt=multiple_choice` (the authors')
+  the job's multiple-choice prompt is asked and each answer is matched to the clip's offered options
+  (their names). The class named most often is the label if its votes are at least `min_agreement`
+  of the base, where the base is all samples (`agreement=all`) or only the matched answers
+  (`agreement=non_empty`, the authors'); a tie for the most votes labels nothing (`ties=none`) or goes
+  to the tied class named first (`ties=first_seen`, the authors': their vote is a Counter's
+  most_common).
 - The pool clips' true labels are read only for the report: `pseudo_labels.tsv` in the job folder
-  and the accuracy of the kept labels in results.json.
-- Answers are stored under the cache folder, keyed by the dataset (name and source: clip ids are
-  unique only within one), the backbone, the prompt and the sampling settings, so a sweep over shots
-  or estimators answers each clip once.
+  and the accuracy of the kept labels in results.json. Under `prompt=multiple_choice` the options
+  themselves contain each clip's true label (so the backbone sees it, exactly as in the authors'
+  runs); the report says so (`options_show_true_label`).
+- Answers are stored under the cache folder (`calm.baselines.answer_store`), keyed by the dataset
+  (name and source: clip ids are unique only within one), the backbone, the prompt and the sampling
+  settings, so a sweep over shots or estimators answers each clip once.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,23 +39,25 @@ from typing import Any
 
 import numpy as np
 import torch
-from filelock import FileLock
 
-from calm.atomic_write import write_json_atomic
-from calm.backbones.base import Backbone, check_sampling
+from calm.backbones.base import Backbone
 from calm.baselines.answer_matching import match_answer
+from calm.baselines.answer_store import AnswerStore
+from calm.baselines.decoding import SAMPLING_TAG, Sampling
 from calm.baselines.generation import generate_in_batches
 from calm.data.prompts import ClipPrompt, PaperPrompt
 from calm.data.table import SUPPORT_SPLIT, Clip, ClipTable
-from calm.digests import canonical_json, digest, seeded_int
-from calm.errors import ConfigError
+from calm.digests import seeded_int
+from calm.errors import ConfigError, DataError
 from calm.protocols import Episode
 
 TSV_NAME = "pseudo_labels.tsv"
 STORE_FOLDER = "pseudo_label_answers"
 SUFFIX = "+pl"
-# Tag of every seed drawn here (pool subset, per-clip sampling); changing it changes every pseudo label.
-_SEED_TAG = "calm.pseudo_label.v1"
+PROMPTS = ("clean", "multiple_choice")
+AGREEMENTS = ("all", "non_empty")
+TIES = ("none", "first_seen")
+SUPPORTS = ("union", "replace")
 
 
 @dataclass(frozen=True)
@@ -60,6 +73,15 @@ class PseudoLabelSettings:
     pool_size: int | None = None
     seed: int = 0
     batch_size: int = 8
+    temperature_range: tuple[float, float] | None = None
+    prompt: str = "clean"
+    agreement: str = "all"
+    ties: str = "none"
+    support: str = "union"
+
+    def __post_init__(self) -> None:
+        if self.temperature_range is not None:  # a config list, kept hashable and comparable
+            object.__setattr__(self, "temperature_range", tuple(self.temperature_range))
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], estimators: Collection[str], prompt: ClipPrompt) -> PseudoLabelSettings:
@@ -76,7 +98,12 @@ class PseudoLabelSettings:
         if not self.refit or not set(self.refit) <= set(estimators):
             raise ConfigError(f"pseudo_label.refit={list(self.refit)} must name estimators of the method "
                               f"({sorted(estimators)})", "e.g. pseudo_label.refit=[calm,sav]")
-        check_sampling(self.samples, self.temperature, self.top_p)
+        self.sampling.check(self.samples, "pseudo_label")
+        for name, allowed in (("prompt", PROMPTS), ("agreement", AGREEMENTS), ("ties", TIES),
+                              ("support", SUPPORTS)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"pseudo_label.{name} must be one of {list(allowed)}, got {getattr(self, name)!r}",
+                                  f"set method.pseudo_label.{name}={allowed[0]} (clean) or {allowed[1]} (the authors')")
         if isinstance(self.min_agreement, bool) or not isinstance(self.min_agreement, Real) \
                 or not 0 < self.min_agreement <= 1:
             raise ConfigError(f"pseudo_label.min_agreement must be in (0, 1], got {self.min_agreement!r}",
@@ -87,18 +114,29 @@ class PseudoLabelSettings:
                 raise ConfigError(f"pseudo_label.{name} must be a positive integer, got {value!r}",
                                   f"set pseudo_label.{name} to a positive number" +
                                   (" or null (the whole training pool)" if name == "pool_size" else ""))
-        if isinstance(prompt, PaperPrompt):
-            raise ConfigError("pseudo-labelling cannot use prompt=paper: its options show each clip's true label, "
-                              "which the unlabelled pool must never see", "use prompt=clean")
+        if self.prompt == "clean" and isinstance(prompt, PaperPrompt):
+            raise ConfigError("pseudo-labelling with pseudo_label.prompt=clean cannot use prompt=paper: its options "
+                              "show each clip's true label, which the unlabelled pool must never see",
+                              "use prompt=clean, or method.pseudo_label.prompt=multiple_choice to ask the authors' "
+                              "multiple-choice question knowingly (its options contain the true label)")
+        if self.prompt == "multiple_choice" and not isinstance(prompt, PaperPrompt):
+            raise ConfigError("pseudo_label.prompt=multiple_choice needs the multiple-choice prompt, got "
+                              f"prompt={getattr(prompt, 'name', prompt)}",
+                              "use prompt=paper, or method.pseudo_label.prompt=clean")
+
+    @property
+    def sampling(self) -> Sampling:
+        return Sampling(self.temperature, self.top_p, self.temperature_range, self.seed)
 
     def refit_methods(self, methods: Mapping[str, Any]) -> dict[str, Any]:
-        """The estimators fitted on S ∪ pseudo-labelled pool, named `<name>+pl`."""
+        """The estimators fitted on the pseudo-labelled support (S ∪ V, or V alone), named `<name>+pl`."""
         return {f"{name}{SUFFIX}": methods[name] for name in self.refit}
 
 
 @dataclass(frozen=True)
 class Vote:
-    """One clip's majority vote: the class (None: no single class named most often), its votes, the samples."""
+    """One clip's majority vote: the class (None: no label), its votes, and the base they are counted
+    against (all samples, or only the matched ones)."""
 
     label: int | None
     votes: int
@@ -109,26 +147,36 @@ class Vote:
         return self.votes / self.samples if self.samples else 0.0
 
     def kept(self, min_agreement: float) -> bool:
-        """A labelled clip whose class got at least `min_agreement` of the samples (4 of 8 pass 0.5)."""
+        """A labelled clip whose class got at least `min_agreement` of the base (4 of 8 pass 0.5)."""
         return self.label is not None and self.votes >= min_agreement * self.samples - 1e-9
 
 
-def majority_vote(classes: Sequence[int | None]) -> Vote:
-    """The class named by the most samples (None entries are unmatched answers, counted as samples).
+def majority_vote(classes: Sequence[int | None], agreement: str = "all", ties: str = "none") -> Vote:
+    """The class named by the most samples; None entries are unmatched answers.
 
-    A tie for the most votes gives label None, so the result never depends on the order of samples.
+    `agreement=all`: the base is every sample; `non_empty`: only the matched ones. `ties=none`: a tie for
+    the most votes gives label None (the result never depends on the order of samples); `first_seen`:
+    the tied class named first wins.
     """
     counts = Counter(c for c in classes if c is not None)
+    base = len(classes) if agreement == "all" else sum(counts.values())
     if not counts:
-        return Vote(None, 0, len(classes))
+        return Vote(None, 0, base)
     top = max(counts.values())
-    winners = [c for c, n in counts.items() if n == top]
-    return Vote(winners[0] if len(winners) == 1 else None, top, len(classes))
+    winners = [c for c, n in counts.items() if n == top]  # in first-seen order (Counter keeps insertion order)
+    return Vote(winners[0] if len(winners) == 1 or ties == "first_seen" else None, top, base)
 
 
-def vote_answers(answers: Sequence[str], class_names: Sequence[str]) -> Vote:
+def vote_answers(answers: Sequence[str], class_names: Sequence[str], agreement: str = "all",
+                 ties: str = "none") -> Vote:
     """Match every sampled answer to a class name, then take the majority vote."""
-    return majority_vote([match_answer(answer, class_names) for answer in answers])
+    return majority_vote([match_answer(answer, class_names) for answer in answers], agreement, ties)
+
+
+def option_classes(answers: Sequence[str], offered: Sequence[int], class_names: Sequence[str]) -> list[int | None]:
+    """Each answer matched to one of the clip's offered options (by name), as a dataset class index."""
+    names = [class_names[c] for c in offered]
+    return [None if (i := match_answer(answer, names)) is None else offered[i] for answer in answers]
 
 
 def unlabelled_pool(table: ClipTable, pool_size: int | None, seed: int) -> np.ndarray:
@@ -136,28 +184,8 @@ def unlabelled_pool(table: ClipTable, pool_size: int | None, seed: int) -> np.nd
     rows = np.flatnonzero(table.split_mask(SUPPORT_SPLIT))
     if pool_size is None or pool_size >= len(rows):
         return rows
-    rng = np.random.default_rng(seeded_int(_SEED_TAG, "pool", int(seed), table.name))
+    rng = np.random.default_rng(seeded_int(SAMPLING_TAG, "pool", int(seed), table.name))
     return np.sort(rng.choice(rows, size=pool_size, replace=False))
-
-
-class AnswerStore:
-    """Sampled answers per clip id in one JSON file under the cache folder, keyed by what changes them."""
-
-    def __init__(self, folder: Path, key_fields: Mapping[str, Any], label: str) -> None:
-        self.path = Path(folder) / f"{label}-{digest(key_fields)[:16]}.json"
-        self.key_fields = json.loads(canonical_json(key_fields))  # as stored: plain JSON values
-
-    def load(self) -> dict[str, list[str]]:
-        if not self.path.is_file():
-            return {}
-        return dict(json.loads(self.path.read_text())["answers"])
-
-    def add(self, answers: Mapping[str, list[str]]) -> None:
-        """Merge `answers` into the file (atomically, under a lock: parallel jobs may share it)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.path) + ".lock"):
-            merged = {**self.load(), **answers}
-            write_json_atomic(self.path, {"key": self.key_fields, "answers": merged}, indent=1, sort_keys=True)
 
 
 def answer_store(cache_dir: Path, backbone: Backbone, prompt: ClipPrompt, settings: PseudoLabelSettings,
@@ -174,6 +202,8 @@ def answer_store(cache_dir: Path, backbone: Backbone, prompt: ClipPrompt, settin
         "sampling": {"samples": settings.samples, "temperature": settings.temperature, "top_p": settings.top_p,
                      "max_new_tokens": settings.max_new_tokens, "seed": settings.seed},
     }
+    if settings.temperature_range is not None:  # absent otherwise, so the stores of earlier runs stay valid
+        fields["sampling"]["temperature_range"] = list(settings.temperature_range)
     return AnswerStore(Path(cache_dir) / STORE_FOLDER, fields, backbone.name)
 
 
@@ -189,9 +219,8 @@ def answer_pool(backbone: Backbone, table: ClipTable, prompt: ClipPrompt, rows: 
     todo = [table.clips[i] for i in rows if table.clips[i].id not in answers]
 
     def sample(waves: list[np.ndarray], prompts: list[str], clips: list[Clip]) -> list[list[str]]:
-        seeds = [seeded_int(_SEED_TAG, "clip", int(settings.seed), c.id) for c in clips]
-        return backbone.sample_answers(waves, prompts, seeds, settings.samples, settings.temperature,
-                                       settings.top_p, settings.max_new_tokens)
+        return settings.sampling.sample(backbone, waves, prompts, [c.id for c in clips], settings.samples,
+                                        settings.max_new_tokens)
 
     for batch, sampled in generate_in_batches(backbone, table, prompt, todo, settings.batch_size,
                                               device or torch.device("cpu"), sample):
@@ -211,8 +240,19 @@ class PoolLabels:
     votes: dict[int, Vote]
 
     @classmethod
-    def from_answers(cls, table: ClipTable, rows: Sequence[int], answers: Mapping[str, list[str]]) -> PoolLabels:
-        votes = {int(i): vote_answers(answers[table.clips[i].id], table.class_names) for i in rows}
+    def from_answers(cls, table: ClipTable, rows: Sequence[int], answers: Mapping[str, list[str]],
+                     settings: PseudoLabelSettings | None = None, prompt: ClipPrompt | None = None) -> PoolLabels:
+        """Each row's vote under `settings` (default: the clean rules); `prompt` offers the options
+        answers are matched to under `settings.prompt=multiple_choice`."""
+        settings = settings or PseudoLabelSettings(refit=())
+        votes = {}
+        for row in rows:
+            clip = table.clips[row]
+            if settings.prompt == "multiple_choice":
+                classes = option_classes(answers[clip.id], prompt.option_ids(clip, table), table.class_names)
+            else:
+                classes = [match_answer(answer, table.class_names) for answer in answers[clip.id]]
+            votes[int(row)] = majority_vote(classes, settings.agreement, settings.ties)
         return cls(np.asarray(rows, dtype=np.int64), dict(answers), votes)
 
     def kept(self, min_agreement: float) -> dict[int, int]:
@@ -234,6 +274,22 @@ def augment_episode(episode: Episode, pseudo: Mapping[int, int]) -> Episode:
         support_label_sets=None if sets is None else (*sets, *((y,) for y in labels)))
 
 
+def replace_support(episode: Episode, pseudo: Mapping[int, int]) -> Episode:
+    """The episode whose support is V: its support clips with a pseudo label of one of its classes,
+    labelled with that label (local index); the true support labels are never read. Queries unchanged."""
+    local = {int(c): i for i, c in enumerate(episode.classes)}
+    kept = [int(row) for row in episode.support.tolist() if pseudo.get(int(row)) in local]
+    labels = [local[pseudo[row]] for row in kept]
+    missing = sorted(set(range(len(local))) - set(labels))
+    if missing:
+        raise DataError(f"pseudo_label.support=replace: episode {episode.index} keeps no support clip of class(es) "
+                        f"{[int(episode.classes[i]) for i in missing]} (no pseudo label of theirs passed the vote)",
+                        "lower method.pseudo_label.min_agreement, raise shots, or use method.pseudo_label.support=union")
+    return dataclasses.replace(
+        episode, support=np.asarray(kept, dtype=np.int64), support_labels=np.asarray(labels, dtype=np.int64),
+        support_label_sets=None if episode.support_label_sets is None else tuple((y,) for y in labels))
+
+
 def write_tsv(path: Path, table: ClipTable, pool: PoolLabels, min_agreement: float) -> None:
     """One line per pool clip: pseudo label, agreement, kept, the true label (report only) and the answers."""
     names = table.class_names
@@ -253,13 +309,19 @@ def pool_report(table: ClipTable, pool: PoolLabels, settings: PseudoLabelSetting
     kept = pool.kept(settings.min_agreement)
     right = sum(table.clips[row].label == label for row, label in kept.items())
     added = [len(a.support) - len(e.support) for e, a in zip(episodes, augmented, strict=True)]
+    relabelled = settings.support == "replace"
     return {
         "pool": len(pool.rows), "kept": len(kept),
         "kept_accuracy": 100.0 * right / len(kept) if kept else None,
         "ties": sum(v.label is None and v.votes > 0 for v in pool.votes.values()),
-        "added_per_episode_mean": float(np.mean(added)) if added else 0.0,
+        # union: pool clips added per episode; replace: support clips dropped per episode (no pseudo label)
+        "added_per_episode_mean": float(np.mean(added)) if added and not relabelled else 0.0,
+        "dropped_per_episode_mean": float(-np.mean(added)) if added and relabelled else 0.0,
         "generated": generated, "samples": settings.samples, "min_agreement": settings.min_agreement,
         "temperature": settings.temperature, "top_p": settings.top_p, "tsv": TSV_NAME,
+        "temperature_range": list(settings.temperature_range) if settings.temperature_range else None,
+        "prompt": settings.prompt, "agreement": settings.agreement, "tie_rule": settings.ties,
+        "support": settings.support, "options_show_true_label": settings.prompt == "multiple_choice",
     }
 
 
@@ -274,14 +336,19 @@ def pseudo_label_episodes(settings: PseudoLabelSettings, backbone: Backbone, tab
                           episodes: Sequence[Episode], out_dir: Path, cache_dir: Path | None,
                           device: torch.device | None = None) -> tuple[list[Episode], dict[str, Any]]:
     """Label the pool (answers from the store where possible, generated on `device` otherwise), write
-    the TSV, and return the episodes with augmented support sets and the report. `cache_dir=None` keeps
+    the TSV, and return the episodes with augmented (or, under support=replace, relabelled) support
+    sets and the report. `cache_dir=None` keeps
     no answers between jobs."""
     check_single_label(table)
-    rows = unlabelled_pool(table, settings.pool_size, settings.seed)
+    if settings.support == "replace":
+        rows = np.unique(np.concatenate([e.support for e in episodes])) if episodes else np.empty(0, np.int64)
+    else:
+        rows = unlabelled_pool(table, settings.pool_size, settings.seed)
     store = answer_store(cache_dir, backbone, prompt, settings, table) if cache_dir is not None else None
     answers, generated = answer_pool(backbone, table, prompt, rows, settings, store, device)
-    pool = PoolLabels.from_answers(table, rows, answers)
+    pool = PoolLabels.from_answers(table, rows, answers, settings, prompt)
     write_tsv(Path(out_dir) / TSV_NAME, table, pool, settings.min_agreement)
     kept = pool.kept(settings.min_agreement)
-    augmented = [augment_episode(episode, kept) for episode in episodes]
+    grow = replace_support if settings.support == "replace" else augment_episode
+    augmented = [grow(episode, kept) for episode in episodes]
     return augmented, pool_report(table, pool, settings, episodes, augmented, generated)

@@ -1,26 +1,93 @@
 """Zero-shot baseline: the backbone answers each query clip's prompt by generation; the answer is
-mapped to a class name (calm.baselines.answer_matching). Unmatched answers count as wrong and are
-reported. Answers are computed once per clip and scored on the same episodes as the other methods.
+mapped to a class (calm.baselines.answer_matching), by its name or, under the multiple-choice prompt,
+by the option letter it gives. Unmatched answers count as wrong and are reported. Answers are
+computed once per clip (and kept in an answer store under the cache folder, keyed by every input
+that changes them) and scored on the same episodes as the other methods.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from numbers import Integral
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from calm.backbones.base import Backbone
-from calm.baselines.answer_matching import match_answer
+from calm.baselines.answer_matching import match_answer, match_option_letter
+from calm.baselines.answer_store import AnswerStore
+from calm.baselines.decoding import DECODINGS, Sampling
 from calm.baselines.generation import generate_in_batches
-from calm.data.prompts import ClipPrompt
-from calm.data.table import ClipTable
+from calm.data.prompts import ClipPrompt, PaperPrompt
+from calm.data.table import Clip, ClipTable
+from calm.errors import ConfigError
 from calm.protocols import Episode
 
 # The results row this baseline produces (tables and sweep figures look it up by this name).
 ZERO_SHOT_ROW = "zero_shot"
+STORE_FOLDER = "zero_shot_answers"
+MATCHINGS = ("class_names", "option_letter")
+
+
+@dataclass(frozen=True)
+class ZeroShotSettings:
+    """The `zero_shot` block of the method config (configs/method/zero_shot.yaml says what each key means)."""
+
+    max_new_tokens: int = 32
+    batch_size: int = 8
+    decoding: str = "greedy"
+    matching: str = "class_names"
+    temperature: float = 1.0
+    top_p: float = 1.0
+    temperature_range: tuple[float, float] | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.temperature_range is not None:  # a config list, kept hashable and comparable
+            object.__setattr__(self, "temperature_range", tuple(self.temperature_range))
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any], prompt: ClipPrompt) -> ZeroShotSettings:
+        """Settings from the config block, checked against the job's prompt."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(cfg) - fields)
+        if unknown:
+            raise ConfigError(f"unknown zero_shot settings {unknown}", f"use {sorted(fields)}")
+        settings = cls(**cfg)
+        settings.check(prompt)
+        return settings
+
+    @property
+    def sampling(self) -> Sampling:
+        return Sampling(self.temperature, self.top_p, self.temperature_range, self.seed)
+
+    def check(self, prompt: ClipPrompt) -> None:
+        for name in ("max_new_tokens", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+                raise ConfigError(f"zero_shot.{name} must be a positive integer, got {value!r}",
+                                  f"set method.zero_shot.{name} to a positive number")
+        if self.decoding not in DECODINGS:
+            raise ConfigError(f"zero_shot.decoding must be one of {list(DECODINGS)}, got {self.decoding!r}",
+                              "set method.zero_shot.decoding=greedy (clean) or sample (the authors')")
+        if self.decoding == "sample":
+            self.sampling.check(1, "zero_shot")
+        if self.matching not in MATCHINGS:
+            raise ConfigError(f"zero_shot.matching must be one of {list(MATCHINGS)}, got {self.matching!r}",
+                              "set method.zero_shot.matching=class_names or option_letter")
+        if self.matching == "option_letter" and not isinstance(prompt, PaperPrompt):
+            raise ConfigError("zero_shot.matching=option_letter needs the multiple-choice prompt: "
+                              f"prompt={getattr(prompt, 'name', prompt)} offers no lettered options",
+                              "use prompt=paper, or method.zero_shot.matching=class_names")
+
+    def decoding_key(self) -> dict[str, Any]:
+        """Everything about decoding that changes an answer (the answer store's key)."""
+        sampled = self.sampling.key_fields() if self.decoding == "sample" else {}
+        return {"decoding": self.decoding, "max_new_tokens": int(self.max_new_tokens), **sampled}
 
 
 @dataclass
@@ -43,20 +110,52 @@ class ZeroShotAnswers:
         Path(path).write_text("\n".join(lines) + "\n")
 
 
+def zero_shot_store(cache_dir: Path, backbone: Backbone, prompt: ClipPrompt, settings: ZeroShotSettings,
+                    table: ClipTable) -> AnswerStore:
+    """The answer store for this dataset (name and source: clip ids are unique only within one),
+    backbone, prompt text (when the backbone reads it) and decoding settings."""
+    fields = {"dataset": {"name": table.name, "source": table.source}, "backbone": backbone.key_fields(),
+              "prompt": prompt.key_fields() if backbone.uses_prompt_text else None,
+              "decoding": settings.decoding_key()}
+    return AnswerStore(Path(cache_dir) / STORE_FOLDER, fields, backbone.name)
+
+
+def named_class(answer: str, clip: Clip, table: ClipTable, prompt: ClipPrompt, matching: str) -> int | None:
+    """The class (dataset index) an answer names: by class name, or by the letter of an offered option."""
+    if matching == "class_names":
+        return match_answer(answer, table.class_names)
+    offered = prompt.option_ids(clip, table)
+    position = match_option_letter(answer, len(offered))
+    return None if position is None else offered[position]
+
+
 def answer_clips(backbone: Backbone, table: ClipTable, prompt: ClipPrompt, clip_ids: Sequence[str],
-                 batch_size: int = 8, max_new_tokens: int = 32,
-                 device: torch.device | None = None) -> ZeroShotAnswers:
-    """Generate an answer for every clip in `clip_ids` on `device` (default CPU; the model is loaded if
-    it is not yet)."""
+                 settings: ZeroShotSettings | None = None, device: torch.device | None = None,
+                 store: AnswerStore | None = None) -> ZeroShotAnswers:
+    """An answer for every clip in `clip_ids`, from `store` where it has one, else generated on `device`
+    (default CPU; the model is loaded if it is not yet) and added to the store batch by batch."""
+    settings = settings or ZeroShotSettings()
     by_id = {c.id: c for c in table.clips}
     clips = [by_id[cid] for cid in dict.fromkeys(clip_ids)]
-    answers: dict[str, str] = {}
-    for batch, texts in generate_in_batches(
-            backbone, table, prompt, clips, batch_size, device or torch.device("cpu"),
-            lambda waves, prompts, _: backbone.generate_answers(waves, prompts, max_new_tokens)):
-        answers.update({c.id: text for c, text in zip(batch, texts, strict=True)})
-    classes = {cid: match_answer(text, table.class_names) for cid, text in answers.items()}
-    return ZeroShotAnswers(answers, classes)
+    stored = store.load() if store is not None else {}
+    answers: dict[str, str] = {c.id: stored[c.id] for c in clips if c.id in stored}
+
+    def generate(waves: list[np.ndarray], prompts: list[str], batch: list[Clip]) -> list[str]:
+        if settings.decoding == "greedy":
+            return backbone.generate_answers(waves, prompts, settings.max_new_tokens)
+        sampled = settings.sampling.sample(backbone, waves, prompts, [c.id for c in batch], 1,
+                                           settings.max_new_tokens)
+        return [texts[0] for texts in sampled]
+
+    todo = [c for c in clips if c.id not in answers]
+    for batch, texts in generate_in_batches(backbone, table, prompt, todo, settings.batch_size,
+                                            device or torch.device("cpu"), generate):
+        new = {c.id: text for c, text in zip(batch, texts, strict=True)}
+        answers.update(new)
+        if store is not None:
+            store.add(new)
+    classes = {c.id: named_class(answers[c.id], c, table, prompt, settings.matching) for c in clips}
+    return ZeroShotAnswers({c.id: answers[c.id] for c in clips}, classes)
 
 
 def zero_shot_accuracy(episode: Episode, table: ClipTable, answers: ZeroShotAnswers) -> float:

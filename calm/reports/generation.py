@@ -9,13 +9,17 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from omegaconf import OmegaConf
+
 from calm.baselines import (
     ZERO_SHOT_ROW,
     PseudoLabelSettings,
+    ZeroShotSettings,
     answer_clips,
     generation_device,
     pseudo_label_episodes,
     zero_shot_accuracy,
+    zero_shot_store,
 )
 from calm.protocols import Episode
 from calm.reports.base import ReportOutput
@@ -31,29 +35,37 @@ ANSWERS_FILE = "zero_shot_answers.tsv"
 
 class ZeroShot:
     """The backbone answers every query clip of the run once; answers are scored per episode. Answers
-    that name no class count as wrong and are listed in zero_shot_answers.tsv."""
+    that name no class (under matching=option_letter: that give no offered letter) count as wrong, are
+    listed in zero_shot_answers.tsv and counted in results.json (`zero_shot_unmatched`)."""
 
     def run(self, job: PreparedJob, features: torch.Tensor | None, episodes: list[Episode],
             tracker: Tracker) -> ReportOutput:
-        settings, table = job.cfg.method.zero_shot, job.table
+        table = job.table
+        settings = ZeroShotSettings.from_config(OmegaConf.to_container(job.cfg.method.zero_shot, resolve=True),
+                                                job.prompt)
         query_ids = [table.clips[i].id for episode in episodes for i in episode.query]
-        answers = answer_clips(job.backbone, table, job.prompt, query_ids, settings.batch_size,
-                               settings.max_new_tokens, generation_device(job.cfg.trainer))
+        store = zero_shot_store(Path(job.cfg.paths.cache_dir), job.backbone, job.prompt, settings, table)
+        answers = answer_clips(job.backbone, table, job.prompt, query_ids, settings,
+                               generation_device(job.cfg.trainer), store)
         answers.write(job.out_dir / ANSWERS_FILE, table.class_names)
-        out = ReportOutput(per_method={ZERO_SHOT_ROW: []}, extra={"zero_shot_unmatched": len(answers.unmatched)})
+        out = ReportOutput(per_method={ZERO_SHOT_ROW: []}, extra={
+            "zero_shot_unmatched": len(answers.unmatched),
+            "zero_shot_decoding": {"matching": settings.matching, **settings.decoding_key()}})
         for episode in episodes:
             acc = zero_shot_accuracy(episode, table, answers)
             out.per_method[ZERO_SHOT_ROW].append(acc)
             out.episode_rows.append({"episode": episode.index, "seed": episode.seed, "method": ZERO_SHOT_ROW,
                                      "accuracy": acc, "macro_f1": float("nan")})
         if answers.unmatched:
-            log.warning("zero-shot: %d of %d answers name no class (counted wrong); see %s", len(answers.unmatched),
-                        len(answers.answers), job.out_dir / ANSWERS_FILE)
+            log.warning("zero-shot: %d of %d answers name no %s (counted wrong); see %s", len(answers.unmatched),
+                        len(answers.answers), "class" if settings.matching == "class_names" else "offered letter",
+                        job.out_dir / ANSWERS_FILE)
         return out
 
 
 class PseudoLabelRefit:
-    """The estimators refitted on S ∪ the pseudo-labelled pool, on the same episodes and queries."""
+    """The estimators refitted on the pseudo-labelled support (S ∪ V, or V alone under support=replace),
+    on the same episodes and queries."""
 
     def __init__(self, settings: PseudoLabelSettings) -> None:
         self.settings = settings
