@@ -11,12 +11,16 @@ import torch
 from calm.errors import ConfigError
 from calm.metrics import (
     accuracy,
+    batched_question_exact_match,
+    batched_set_exact_match,
     detector_scores,
     eer,
     exact_match,
     macro_f1,
     mean_ci95,
     paired_difference,
+    question_exact_match,
+    set_exact_match,
     summarize,
     top_label_sets,
 )
@@ -212,3 +216,52 @@ def test_top_label_sets_takes_the_true_set_size_ties_to_lower_ids() -> None:
     assert top_label_sets(torch.tensor(scores), [3, 4]) == [{1, 2, 3}, {0, 1, 2, 3}]
     with pytest.raises(ValueError):
         top_label_sets(scores, [0, 1])
+
+
+# Per-label questions: rows 0-1 ask clip 0 (true {0, 1}), row 2 clip 1 (true {2}), rows 3-4 clip 2 (true {1, 3}).
+QUESTION_TRUE = [0, 1, 2, 1, 3]
+QUESTION_GROUPS = [0, 0, 1, 2, 2]
+# Three settings' answers and, per clip, (all questions right?, predicted set == true set?):
+#   A: clip 0 (1, 0) no/yes; clip 1 (2) yes/yes; clip 2 (1, 1) no/no ({1} != {1, 3}) -> 1/3, 2/3
+#   B: clip 0 (0, 1) yes/yes; clip 1 (3) no/no; clip 2 (1, 3) yes/yes                -> 2/3, 2/3
+#   C: clip 0 (0, 0) no/no; clip 1 (2) yes/yes; clip 2 (3, 1) no/yes                  -> 1/3, 2/3
+QUESTION_PRED = [[1, 0, 2, 1, 1], [0, 1, 3, 1, 3], [0, 0, 2, 3, 1]]
+QUESTION_EXPECTED = [100 / 3, 200 / 3, 100 / 3]
+SET_EXPECTED = [200 / 3, 200 / 3, 200 / 3]
+
+
+def test_question_and_set_exact_match_hand_computed() -> None:
+    for pred, questions, sets in zip(QUESTION_PRED, QUESTION_EXPECTED, SET_EXPECTED, strict=True):
+        assert question_exact_match(pred, QUESTION_TRUE, QUESTION_GROUPS) == pytest.approx(questions)
+        assert set_exact_match(pred, QUESTION_TRUE, QUESTION_GROUPS) == pytest.approx(sets)
+    # a two-label clip answered (b, a): its set is right, its questions are not
+    assert set_exact_match([1, 0], [0, 1], [5, 5]) == 100.0
+    assert question_exact_match([1, 0], [0, 1], [5, 5]) == 0.0
+
+
+@pytest.mark.parametrize("groups", [QUESTION_GROUPS, [7, 7, 3, 9, 9]])
+def test_batched_question_and_set_exact_match_equal_the_scalar_ones(groups: list[int]) -> None:
+    pred, true, ids = torch.tensor(QUESTION_PRED), torch.tensor(QUESTION_TRUE), torch.tensor(groups)
+    questions, sets = batched_question_exact_match(pred, true, ids), batched_set_exact_match(pred, true, ids)
+    assert isinstance(questions, torch.Tensor) and questions.shape == (3,)
+    torch.testing.assert_close(questions, torch.tensor(QUESTION_EXPECTED, dtype=torch.float64))
+    torch.testing.assert_close(sets, torch.tensor(SET_EXPECTED, dtype=torch.float64))
+    rng = np.random.default_rng(0)
+    true = rng.integers(0, 5, 40)
+    groups_ = np.sort(rng.integers(0, 12, 40))
+    pred = np.where(rng.random((6, 40)) < 0.7, true, rng.integers(0, 5, (6, 40)))
+    pred[0] = true[::-1]  # every clip's answers reversed: often set-right but question-wrong
+    got_q = batched_question_exact_match(torch.tensor(pred), torch.tensor(true), torch.tensor(groups_))
+    got_s = batched_set_exact_match(torch.tensor(pred), torch.tensor(true), torch.tensor(groups_))
+    assert got_q.tolist() == pytest.approx([question_exact_match(p, true, groups_) for p in pred])
+    assert got_s.tolist() == pytest.approx([set_exact_match(p, true, groups_) for p in pred])
+
+
+def test_question_exact_match_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="groups has 2 entries"):
+        question_exact_match([0, 1, 2], [0, 1, 2], [0, 1])
+    with pytest.raises(ValueError, match=r"need pred \(S, N\)"):
+        batched_set_exact_match(torch.tensor([0, 1]), torch.tensor([0, 1]), torch.tensor([0, 0]))
+    with pytest.raises(ValueError, match="class ids >= 0"):
+        batched_question_exact_match(torch.tensor([[-1, 1]]), torch.tensor([0, 1]), torch.tensor([0, 0]))
+

@@ -192,3 +192,71 @@ def test_bad_prompt_configs(cfg: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(match)) as err:
         build_prompt(cfg)
     assert "How to fix" in str(err.value)
+
+
+# --- the authors' wordings ---------------------------------------------------------------------
+
+
+def _composed(overrides: list[str], tmp_path: Path):
+    from tests.cli import compose_config
+
+    return build_prompt(compose_config(overrides, tmp_path).prompt)
+
+
+@pytest.mark.parametrize(("config", "spoof_text"), [
+    ("paper", "Is this audio bonafide or spoofed?\nA. bonafide B. spoof Answer with the class name."),
+    ("paper_asvspoof_lines", "Is this audio bonafide or spoofed? \n bonafide\n spoofed Answer with the class name."),
+    ("paper_asvspoof_lettered", "Is this audio bonafide or spoofed?\nA. bonafide\nB. spoof Answer with the class name."),
+])
+def test_authors_spoofing_wordings(config: str, spoof_text: str, tmp_path: Path) -> None:
+    prompt = _composed([f"prompt={config}"], tmp_path)
+    for names in (("bonafide", "spoof"), ("spoof", "bonafide")):  # the fixed order does not follow the table
+        t = table([clip(f"LA_{i}", i % 2) for i in range(4)], names)
+        assert {prompt.text_for(c, t) for c in t.clips} == {spoof_text}
+    # other datasets keep the default layout
+    t = esc_like(3)
+    assert prompt.text_for(t.clips[0], t) == PaperPrompt().text_for(t.clips[0], t)
+
+
+def test_authors_esc50_and_audioset_wordings(tmp_path: Path) -> None:
+    t = esc_like(4)
+    default = PaperPrompt()
+    caption = _composed(["prompt=paper_esc50_caption"], tmp_path)
+    audioset = _composed(["prompt=paper_audioset"], tmp_path)
+    for c in t.clips:
+        a, b, cc, d = default.option_names(c, t)  # the same seeded options under every wording
+        assert caption.text_for(c, t) == (f"What caption does the given audio belong to?\nA. {a} B. {b} C. {cc} D. {d} "
+                                          "Answer with the class name.")
+        assert audioset.text_for(c, t) == (f"What audio event is present in this audio clip? Choose from: A) {a}, "
+                                           f"B) {b}, C) {cc}, D) {d} Answer with the class name.")
+    # a wording is part of the cache key; the default wording's key is the one it had before wordings existed
+    assert audioset.key_fields()["layout"] == "{question} Choose from: {options} {instruction}"
+    assert default.key_fields() == {
+        "name": "paper", "template": "calm.prompt.paper.v1", "question": "What sound is this?",
+        "instruction": "Answer with the class name.", "options": 4, "seed": 0,
+        "spoof_question": "Is this audio bonafide or spoofed?", "spoof_classes": ["bonafide", "spoof"]}
+    assert PaperPrompt(per_label_questions=True).key_fields() == default.key_fields()
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    (["prompt=paper"], False),
+    (["prompt=paper", "protocol=paper"], True),
+    (["prompt=paper_audioset", "protocol=paper"], True),
+    (["prompt=paper", "protocol=paper", "prompt.per_label_questions=false"], False),
+    (["prompt=paper", "prompt.per_label_questions=true"], True),
+])
+def test_per_label_questions_follow_the_authors_switch(overrides: list[str], expected: bool, tmp_path: Path) -> None:
+    assert _composed(overrides, tmp_path).per_label_questions is expected
+
+
+@pytest.mark.parametrize(("settings", "match"), [
+    ({"layout": "{question} {instruction}"}, "prompt.layout="),
+    ({"option_format": "{letter}. {label}"}, "prompt.option_format="),
+    ({"spoof_layout": "{question} {options"}, "not a valid template"),
+    ({"spoof_option_names": ["only one"]}, "two options"),
+    ({"per_label_questions": "yes"}, "per_label_questions must be true or false"),
+])
+def test_bad_wordings_are_named(settings: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(match)):
+        build_prompt({**_cfg("paper", per_label_questions=False), **settings})
+

@@ -91,9 +91,10 @@ def clip_groups(table: ClipTable | None, episodes: list[Episode]) -> list[np.nda
     """Per episode, the clip of each query question (`question_groups`), when `table` holds per-label
     questions and every episode's queries hold every question of their clips; else None for all, so
     every episode row has the same metrics."""
-    if table is None or not all(covers_whole_clips(table, e.query) for e in episodes):
+    groups = [question_groups(table, e.query) if table is not None else None for e in episodes]
+    if any(g is None for g in groups) or not all(covers_whole_clips(table, e.query) for e in episodes):
         return [None] * len(episodes)
-    return [question_groups(table, e.query) for e in episodes]
+    return groups
 
 
 def evaluate(episodes: list[Episode], features: torch.Tensor, methods: dict[str, Any], tracker: Tracker,
