@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from calm.baselines.pseudo_label import unlabelled_pool
 from calm.extract import ExtractionReport, extract_missing
 from calm.job import PreparedJob, prepare
-from calm.protocols import Episode
+from calm.protocols import Episode, support_marks
 from calm.reports import ReportOutput, job_reports, print_table, result_rows
 from calm.sweeps import load_finished, mark_finished
 from calm.tracking import NullTracker, build_tracker, write_results
@@ -124,7 +124,11 @@ def merge(job: PreparedJob, episodes: list, outputs: list[ReportOutput]) -> tupl
         extra.update(out.extra)
     summary = result_rows(job.cfg.shots, per_method, episode_rows, episodes[0].ways,
                           job.protocol.reported_queries(episodes), job.cfg.method.get("baseline"))
-    return summary + rows, episode_rows, extra
+    # every row says what its support sets were, when not `shots` clean clips per class (calm.protocols.row_marks)
+    fields, notes = support_marks(episodes, job.cfg.shots, job.protocol.leaks_test_clips)
+    if notes:
+        extra["notes"] = [*extra.get("notes", []), *notes]
+    return [row | fields for row in summary + rows], episode_rows, extra
 
 
 __all__ = ["run_job"]

@@ -11,6 +11,7 @@ from calm.protocols.episodes import Episode, derive_seed, multilabel_targets
 from calm.protocols.episodic import EpisodicProtocol
 from calm.protocols.paper import PaperProtocol
 from calm.protocols.pools import MultiLabelPools, Pools
+from calm.protocols.row_marks import support_marks
 
 __all__ = [
     "Episode",
@@ -21,4 +22,5 @@ __all__ = [
     "Protocol",
     "derive_seed",
     "multilabel_targets",
+    "support_marks",
 ]

@@ -1,0 +1,33 @@
+"""What every results row of a job must say about its support sets, measured on the drawn episodes:
+unequal per-class counts (protocol=paper's support_draw=all or at_most) and test clips in the support
+set (support_pool=ast_leaky). The pipeline adds these fields to every row and these lines to the notes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from calm.protocols.episodes import Episode, test_clip_share
+
+
+def support_marks(episodes: list[Episode], shots: int, leaks_test_clips: bool) -> tuple[dict[str, Any], list[str]]:
+    """(fields for every results row, notes for results.json); both empty for equal ``shots``-per-class
+    support sets drawn from a clean pool, so clean results are unchanged."""
+    fields: dict[str, Any] = {}
+    notes: list[str] = []
+    counts = np.concatenate([episode.support_counts for episode in episodes]) if episodes else np.zeros(0)
+    if counts.size and (counts != shots).any():
+        low, high = int(counts.min()), int(counts.max())
+        fields.update(support_per_class_min=low, support_per_class_max=high)
+        notes.append(f"support sets hold {low} to {high} clips per class (support_draw=all or at_most), "
+                     f"not shots={shots}")
+    if leaks_test_clips:
+        share = float(np.mean([test_clip_share(episode) for episode in episodes]))
+        drawn = sum(len(episode.support) for episode in episodes)
+        repeated = sum(len(episode.support) - len(np.unique(episode.support)) for episode in episodes)
+        fields.update(leaks_test_clips=True, support_test_clip_share=share)
+        notes.append(f"support_pool=ast_leaky (the reference's ESC-50 pool): {share:.1%} of the {drawn} support "
+                     f"clips are test clips, and {repeated} support clips repeat another; these numbers are not "
+                     "a clean few-shot measurement, only a comparison with the published ones")
+    return fields, notes
