@@ -134,3 +134,59 @@ def test_episode_rows_report_both_clip_exact_matches_only_for_whole_clips() -> N
     plain = Episode(2, 7, whole.classes, np.array([0]), np.array([0]), np.array([1, 2]), np.array([1, 2]))
     assert clip_groups(three_clips(), [plain]) == [None], "not a question table"
     assert clip_groups(None, [whole]) == [None]
+
+
+def test_a_job_extracts_one_cache_row_per_question(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tiny AudioSet (official layout) through the pipeline with the tiny Qwen2-Audio, which reads the prompt:
+    every question is its own cache row, computed from its own text."""
+    import json
+
+    from calm.backbones import build_backbone
+    from calm.cache import ActivationCache
+    from calm.data.audio import load_audio
+    from calm.data.prompts import build_prompt
+    from calm.extract import cache_key_fields
+    from calm.pipeline import run_job
+    from tests.cli import compose_config
+    from tests.layouts import make_audioset
+
+    labels = [("/m/a", "alarm"), ("/m/b", "bark"), ("/m/c", "chime")]
+    train = [("train0000001", 0.0, 10.0, "/m/a,/m/c"), ("train0000002", 0.0, 10.0, "/m/b"),
+             ("train0000003", 0.0, 10.0, "/m/c,/m/b")]
+    evaluation = [("evalu000001", 0.0, 10.0, "/m/a,/m/b"), ("evalu000002", 0.0, 10.0, "/m/c")]
+    clips = {f"{ytid}_000000.flac": "balanced_train" for ytid, *_ in train}
+    clips |= {f"{ytid}_000000.flac": "eval" for ytid, *_ in evaluation}
+    root = make_audioset(tmp_path / "audioset", labels, train, evaluation, clips)
+    monkeypatch.setenv("CALM_CACHE", str(tmp_path / "cache"))
+    cfg = compose_config(["logger=none", "backbone=tiny_qwen2_audio", f"backbone.path={tmp_path / 'tiny'}",
+                          "dataset=audioset", f"dataset.root={root}", "prompt=paper", "prompt.per_label_questions=true",
+                          "shots=1", "queries=1", "episodes=2", "figures=false"], tmp_path / "out")
+    result = run_job(cfg)
+    # the test questions are evalu000001#0 (alarm), #1 (bark) and evalu000002 (chime): one query per class,
+    # so every episode holds every question of its query clips and the clip-level scores are reported
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    calm = next(r for r in results["results"] if r["method"] == "calm")
+    assert {"exact_match_questions_mean", "exact_match_sets_mean"} <= set(calm)
+    for name in ("exact_match_questions_mean", "exact_match_sets_mean"):  # two clips per episode
+        assert calm[name] in (0.0, 25.0, 50.0, 75.0, 100.0)
+    backbone, prompt = build_backbone(cfg.backbone, "32-true"), build_prompt(cfg.prompt)
+    cache = ActivationCache.open_path(Path(result["cache"]["path"]), cache_key_fields(backbone, prompt),
+                                      backbone.n_heads, backbone.head_dim)
+    questions = {"train0000001_000000#0", "train0000001_000000#1", "train0000002_000000", "train0000003_000000#0",
+                 "train0000003_000000#1", "evalu000001_000000#0", "evalu000001_000000#1", "evalu000002_000000"}
+    cached = cache.cached_ids()
+    assert {"evalu000001_000000#0", "evalu000001_000000#1", "evalu000002_000000"} <= cached <= questions
+    assert result["cache"]["extracted"] == len(cached)
+    pair = ["evalu000001_000000#0", "evalu000001_000000#1"]
+    rows = cache.read(pair)
+    assert not torch.equal(rows[0], rows[1]), "two questions of one clip share a row"
+    from calm.data.registry import read_dataset
+
+    table = question_table(read_dataset(cfg.dataset, cfg.paths.data_dir).table)
+    by_id = {q.id: q for q in table.clips}
+    texts = [prompt.text_for(by_id[q], table) for q in pair]
+    assert "alarm" in texts[0] and "bark" not in texts[0] and "bark" in texts[1] and "alarm" not in texts[1]
+    backbone.load()
+    waves = [load_audio(by_id[q].audio_path, backbone.sample_rate) for q in pair]
+    direct = backbone.capture(backbone.collate(waves, texts))
+    torch.testing.assert_close(rows, direct.to(torch.float16).float(), atol=2e-3, rtol=2e-3)
