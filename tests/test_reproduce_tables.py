@@ -1,6 +1,9 @@
 """scripts/reproduce_tables.py and calm.tables: the smoke table end to end (tiny backbone, generated
 data, one row group without data), every cell it writes checked against numbers.csv and the jobs'
-results.json, collecting finished jobs, and a job that breaks."""
+results.json, collecting finished jobs, and a job that breaks; the table files' shot settings, the
+paper numbers' placement and the rows each composed job is expected to report, without running jobs.
+The paper table's whole smoke run (every group on generated data in its official layout) is slow: CI
+runs it as its own step (`make smoke-tables`)."""
 
 from __future__ import annotations
 
@@ -12,13 +15,17 @@ import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from calm.baselines import ZERO_SHOT_ROW
-from calm.errors import CalmError
+from calm.errors import CalmError, ConfigError
+from calm.reports.paper_grid import tuned_methods
 from calm.selection.rows import tuned_row_names
 from calm.tables import (
     CSV_NAME,
+    JobOutcome,
     RowGroup,
+    ShotSetting,
     TableSpec,
     build_tables,
     cell,
@@ -27,7 +34,12 @@ from calm.tables import (
     job_configs,
     latex_escape,
     load_table,
+    numbers_of,
+    shot_setting,
+    smoke_spec,
+    table_rows,
 )
+from calm.tables.render import NOT_REPORTED, NOT_RUN
 from tests.cli import REPO
 
 
@@ -76,7 +88,7 @@ def check_written(out_dir: Path, specs: list[TableSpec]) -> list[str]:
     for spec in specs:
         md = markdown_cells((out_dir / f"{spec.name}.md").read_text())
         tex = latex_cells((out_dir / f"{spec.name}.tex").read_text())
-        shots = [str(k) for k in spec.shots]
+        shots = [k.key for k in spec.shots]
         for n in (n for n in numbers if n["table"] == spec.name):
             mean, ci = float(n["mean"]), float(n["ci95"])
             column = len(shots) if n["source"] == "paper" else shots.index(n["shots"])
@@ -130,15 +142,123 @@ def test_a_group_without_data_is_marked_and_keeps_the_papers_number(smoke: tuple
     table = (out / "smoke.md").read_text()
     oracle = next(ln for ln in table.splitlines() if "| ESC-50 · qwen2_audio | calm[oracle] |" in ln)
     assert [c.strip() for c in oracle.strip("|").split("|")][2:] == ["no data", "no data", "99.25"]
+    cv = next(ln for ln in table.splitlines() if "| ESC-50 · qwen2_audio | calm[cv] |" in ln)
+    assert cv.rstrip(" |").endswith(NOT_REPORTED)
     assert "ESC-50 · qwen2_audio: no data (ESC-50 not found" in table
 
 
 def test_expected_rows_are_named_by_the_modules_that_make_them(tmp_path: Path) -> None:
     with job_configs():
-        paper = compose_job(RowGroup("table_esc50_qwen2_audio", "x"), 1, tmp_path, [])
-        zero_shot = compose_job(RowGroup("table_smoke", "x"), 1, tmp_path, ["method=zero_shot"])
-    assert expected_methods(paper)[-2:] == list(tuned_row_names("calm")) == ["calm[cv]", "calm[oracle]"]
+        paper = compose_job(RowGroup("table_esc50_qwen2_audio", "x"), ShotSetting(1), tmp_path, [])
+        zero_shot = compose_job(RowGroup("table_smoke", "x"), ShotSetting(1), tmp_path, ["method=zero_shot"])
+    assert set(tuned_row_names("calm")) <= set(expected_methods(paper))
+    assert tuned_row_names("calm") == ("calm[cv]", "calm[oracle]")
     assert expected_methods(zero_shot)[-1] == ZERO_SHOT_ROW == "zero_shot"
+    assert tuned_methods(zero_shot) == []  # protocol=episodic tunes nothing
+
+
+def test_expected_rows_are_the_estimators_and_two_per_estimator_with_a_grid() -> None:
+    """knn has a grid but is not an estimator of the job; grw is an estimator without a grid; outside
+    protocol=paper nothing is tuned."""
+    cfg = OmegaConf.create({"protocol": {"_target_": "calm.protocols.PaperProtocol"},
+                            "grids": {"calm": {}, "sav": {}, "knn": {}},
+                            "method": {"estimators": {"calm": {}, "grw": {}, "sav": {}}}})
+    assert expected_methods(cfg) == ["calm", "grw", "sav", "calm[cv]", "calm[oracle]", "sav[cv]", "sav[oracle]"]
+    cfg.protocol._target_ = "calm.protocols.EpisodicProtocol"
+    assert expected_methods(cfg) == ["calm", "grw", "sav"]
+
+
+def test_a_composed_paper_job_expects_two_rows_per_estimator_its_grids_file_tunes(tmp_path: Path) -> None:
+    with job_configs():
+        cfg = compose_job(RowGroup("table_asvspoof_qwen2_audio", "x"), ShotSetting(None), tmp_path, [])
+    expected = expected_methods(cfg)
+    assert cfg.grids and "calm[oracle]" in expected
+    for name in cfg.method.estimators:
+        assert (f"{name}[cv]" in expected and f"{name}[oracle]" in expected) == (name in cfg.grids), name
+
+
+def test_shot_entries_parse_and_bad_ones_are_clear_errors() -> None:
+    assert shot_setting(20, "t") == ShotSetting(20)
+    assert shot_setting("<=20", "t") == shot_setting("≤ 20", "t") == ShotSetting(20, at_most=True)
+    assert shot_setting("all", "t") == ShotSetting(None)
+    assert [s.header for s in (ShotSetting(20), ShotSetting(20, True), ShotSetting(None))] == [
+        "20-shot", "≤20-shot", "all (whole train list)"]
+    assert [s.key for s in (ShotSetting(20), ShotSetting(20, True), ShotSetting(None))] == ["20", "<=20", "all"]
+    for bad in (0, "<=0", "some", True, "20 shots"):
+        with pytest.raises(ConfigError, match="is not a shot setting"):
+            shot_setting(bad, "t")
+
+
+def test_a_groups_shots_override_the_tables_and_columns_are_ordered(tmp_path: Path) -> None:
+    (tmp_path / "t.yaml").write_text(
+        "title: x\nshots: [5]\ngroups:\n  - experiment: table_smoke\n"
+        "  - experiment: table_esc50_qwen2_audio\n    shots: [all, '<=20', 20]\n")
+    spec = load_table("t", folder=tmp_path)
+    assert spec.groups[0].shots == (ShotSetting(5),)
+    assert spec.groups[1].shots == (ShotSetting(None), ShotSetting(20, True), ShotSetting(20))
+    # columns: by K, each K before its "<=K", the whole list last
+    assert [s.key for s in spec.shots] == ["5", "20", "<=20", "all"]
+
+
+def test_paper_numbers_sit_beside_their_rows_and_other_rows_say_not_reported() -> None:
+    """Two groups: A runs 20 and 40 and carries the paper's 88.15 at calm[oracle]; B runs only "<=20"
+    and has no paper number. Cells come from hand-made outcomes (no job runs)."""
+    a = RowGroup("exp_a", "A", paper={"calm[oracle]": 88.15}, shots=(ShotSetting(20), ShotSetting(40)))
+    b = RowGroup("exp_b", "B", shots=(ShotSetting(20, True),))
+    spec = TableSpec("t", "t", (ShotSetting(20), ShotSetting(20, True), ShotSetting(40)), (a, b))
+    row = {"accuracy_mean": 50.0, "accuracy_ci95": float("nan")}
+    outcomes = [JobOutcome(a, ShotSetting(20), ["calm[cv]", "calm[oracle]"], {"calm[oracle]": row}),
+                JobOutcome(a, ShotSetting(40), ["calm[cv]", "calm[oracle]"]),
+                JobOutcome(b, ShotSetting(20, True), ["calm[oracle]"], {"calm[oracle]": row})]
+    rows = table_rows(spec, numbers_of(spec, outcomes))
+    assert rows == [
+        ["A", "calm[cv]", "no data", NOT_RUN, "no data", NOT_REPORTED],
+        ["A", "calm[oracle]", "50.00", NOT_RUN, "no data", "88.15"],
+        ["B", "calm[oracle]", NOT_RUN, "50.00", NOT_RUN, NOT_REPORTED],
+    ]
+
+
+def test_the_paper_table_holds_the_authors_settings() -> None:
+    spec = load_table("paper")
+    shots = {g.experiment: [s.key for s in g.shots] for g in spec.groups}
+    assert shots == {"table_esc50_qwen2_5_omni_pl": ["<=40"], "table_esc50_qwen2_5_omni": ["<=40"],
+                     "table_vggsound_qwen2_audio": ["20", "40"], "table_audioset_qwen2_audio": ["<=20"],
+                     "table_asvspoof_qwen2_audio": ["all"], "table_vggsound_av_qwen2_5_omni": ["20"]}
+    paper = {g.experiment: g.paper for g in spec.groups}
+    assert paper == {"table_esc50_qwen2_5_omni_pl": {"calm[oracle]": 99.25}, "table_esc50_qwen2_5_omni": {},
+                     "table_vggsound_qwen2_audio": {"calm[oracle]": 88.15},
+                     "table_audioset_qwen2_audio": {"calm[oracle]": 70.5},
+                     "table_asvspoof_qwen2_audio": {"calm[oracle]": 81.99},
+                     "table_vggsound_av_qwen2_5_omni": {"calm[oracle]": 91.02}}
+
+
+def test_paper_jobs_compose_with_the_authors_precision_and_support_draw(tmp_path: Path) -> None:
+    spec = load_table("paper")
+    precision = {"qwen2_audio": "16-true", "qwen2_5_omni": "bf16-true"}
+    with job_configs():
+        for group in spec.groups:
+            for shots in group.shots:
+                cfg = compose_job(group, shots, tmp_path, [])  # checks the support draw matches the column
+                assert cfg.protocol.name == "paper" and cfg.prompt.name.startswith("paper")
+                assert cfg.trainer.precision == precision[cfg.backbone.name], group.experiment
+                assert shots.k is None or cfg.shots == shots.k
+
+
+def test_a_column_the_experiment_does_not_draw_is_refused(tmp_path: Path) -> None:
+    with job_configs(), pytest.raises(ConfigError, match="'5' column needs protocol.support_draw=all to be False"):
+        compose_job(RowGroup("table_asvspoof_qwen2_audio", "x"), ShotSetting(5), tmp_path, [])
+
+
+def test_the_smoke_spec_maps_shots_and_keeps_the_draws() -> None:
+    spec = smoke_spec(load_table("paper"))  # smoke.shots: {20: 2, 40: 3}
+    shots = {g.experiment: [s.key for s in g.shots] for g in spec.groups}
+    assert shots["table_vggsound_qwen2_audio"] == ["2", "3"] and shots["table_esc50_qwen2_5_omni"] == ["<=3"]
+    assert shots["table_audioset_qwen2_audio"] == ["<=2"] and shots["table_asvspoof_qwen2_audio"] == ["all"]
+    assert [s.key for s in spec.shots] == ["2", "<=2", "3", "<=3", "all"]
+    assert spec.groups[0].paper == {"calm[oracle]": 99.25}
+    bare = TableSpec("t", "t", (ShotSetting(7),), (RowGroup("table_smoke", "x", shots=(ShotSetting(7),)),))
+    with pytest.raises(ConfigError, match="no smoke size for 7-shot"):
+        smoke_spec(bare)
 
 
 def test_collect_reads_finished_jobs_and_runs_nothing(smoke: tuple[Path, str], tmp_path: Path) -> None:
@@ -196,3 +316,22 @@ def test_a_job_that_breaks_is_marked_failed_and_the_table_is_still_written(
     assert numbers and all(n.status == "failed: RuntimeError: CUDA out of memory"
                            for n in numbers if n.source == "ours")
     assert "tones · tiny_qwen2_audio: failed (RuntimeError: CUDA out of memory)" in (tmp_path / "smoke.md").read_text()
+
+
+@pytest.mark.slow
+def test_the_paper_tables_smoke_run_fills_every_group(tmp_path: Path) -> None:
+    """`--smoke --tables paper`: every row group on its tiny backbone and generated data in its dataset's
+    official layout; every expected row (two per tuned method) has a number, and every cell agrees."""
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "reproduce_tables.py"), "--smoke", "--tables",
+                           "paper", "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    ours = [n for n in _numbers(tmp_path) if n["source"] == "ours"]
+    assert {n["experiment"] for n in ours} == {g.experiment for g in load_table("paper").groups}
+    assert [n for n in ours if n["status"] != "ok"] == []
+    for experiment in {n["experiment"] for n in ours}:
+        methods = {n["method"] for n in ours if n["experiment"] == experiment}
+        assert {"calm[cv]", "calm[oracle]", "sav[cv]", "sav[oracle]"} <= methods, experiment
+    for layout in ("esc50/ESC-50-master/meta/esc50.csv", "vggsound/vggsound.csv", "audioset/eval_segments.csv",
+                   "asvspoof2019_la/LA/ASVspoof2019_LA_cm_protocols/ASVspoof2019.LA.cm.train.trn.txt"):
+        assert (tmp_path / "smoke_data" / layout).is_file(), layout
+    assert check_written(tmp_path, [smoke_spec(load_table("paper"))]) == []

@@ -17,7 +17,6 @@ from calm.tables.jobs import (
     expected_methods,
     job_configs,
     run_or_collect,
-    tuned_methods,
 )
 from calm.tables.numbers import CSV_COLUMNS, CSV_NAME, Number, numbers_of, write_csv
 from calm.tables.render import cell, latex, latex_escape, markdown, table_rows
@@ -54,7 +53,6 @@ __all__ = [
     "cell",
     "compose_job",
     "expected_methods",
-    "tuned_methods",
     "job_configs",
     "latex",
     "latex_escape",

@@ -25,8 +25,7 @@ from omegaconf import DictConfig
 from calm.assets import REPO_ROOT
 from calm.baselines.zero_shot import ZERO_SHOT_ROW
 from calm.errors import CalmError, ConfigError
-from calm.reports.paper_grid import GRID_METHOD
-from calm.selection.rows import tuned_row_names
+from calm.reports.paper_grid import tuned_rows
 from calm.sweeps import job_key, load_finished
 from calm.tables.spec import ALL_SHOTS, CONFIGS_DIR, RowGroup, ShotSetting, TableSpec
 
@@ -84,27 +83,13 @@ def check_support_draw(cfg: DictConfig, group: RowGroup, shots: ShotSetting) -> 
                 "set it in the experiment file (protocol=paper has the key), or change the group's `shots` entry")
 
 
-def tuned_methods(cfg: DictConfig) -> list[str]:
-    """The methods a job reports twice (`<name>[cv]`, `<name>[oracle]`): none outside protocol=paper;
-    under it CALM whenever the paper grid tunes it (the rule of calm.reports.paper_grid), and every other
-    estimator of the job that the job's grids file (`grids`, chosen by dataset) holds a grid for."""
-    old_style_grid = cfg.protocol.get("grid") is not None
-    if cfg.protocol.get("name") != "paper" and not old_style_grid:
-        return []
-    grids = cfg.get("grids") or {}
-    estimators = list(cfg.method.get("estimators") or {})
-    tuned = [GRID_METHOD] if old_style_grid or GRID_METHOD in grids else []
-    return tuned + [name for name in estimators if name in grids and name != GRID_METHOD]
-
-
 def expected_methods(cfg: DictConfig) -> list[str]:
-    """The rows a job reports: its estimators, zero-shot, and two rows per tuned method under protocol=paper."""
+    """The rows a job reports: its estimators, zero-shot, and under protocol=paper two rows per estimator
+    its grids file tunes (the rule of calm.reports.paper_grid, which writes them)."""
     methods = list(cfg.method.get("estimators") or {})
     if cfg.method.get("zero_shot"):
         methods.append(ZERO_SHOT_ROW)
-    for name in tuned_methods(cfg):
-        methods += tuned_row_names(name)
-    return methods
+    return methods + tuned_rows(cfg)
 
 
 def run_or_collect(group: RowGroup, shots: ShotSetting, cfg: DictConfig, collect_only: bool) -> JobOutcome:
