@@ -242,6 +242,59 @@ def test_pool_labels_are_never_read(tmp_path: Path) -> None:
     assert [line.split("\t")[:5] for line in tsv_a] == [line.split("\t")[:5] for line in tsv_b]
 
 
+class LabelSpy:
+    """An estimator that records the support labels it is fitted on (and predicts class 0)."""
+
+    def __init__(self) -> None:
+        self.fitted: list[list[int]] = []
+
+    def fit(self, support: torch.Tensor, labels: torch.Tensor, n_classes: int) -> LabelSpy:
+        self.fitted.append(labels.tolist())
+        return self
+
+    def predict(self, query: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(len(query), dtype=torch.long)
+
+
+def test_replace_fits_on_the_pseudo_labels_never_the_true_support_labels(tmp_path: Path) -> None:
+    """S = V: support clips s0, s1, s2 (true classes 0, 1, 2) are asked the multiple-choice question
+    (all 5 classes offered); the backbone names s0 "class1" and s1 "class0", so the estimator must be
+    fitted on labels [1, 0, 2], not [0, 1, 2]. Only the support clips are answered (no pool)."""
+    from calm.reports.episodic import evaluate
+    from calm.tracking import NullTracker
+
+    table = write_table(tmp_path, [0] * 6)
+    episode = Episode(index=0, seed=1, classes=[0, 1, 2], support=[0, 1, 2], support_labels=[0, 1, 2],
+                      query=[11, 12], query_labels=[0, 1])
+    backbone = FakeBackbone({1: ["B. class1"] * 3 + [""] * 5,               # 3 of 3 matched: class1
+                             2: ["class0", "", "class3", "?", "class0", "", "", ""],  # 2 of 3 matched: class0
+                             3: ["class2", "class4"]})                      # tie: first seen, class2
+    settings = PseudoLabelSettings(refit=("calm",), samples=8, prompt="multiple_choice", agreement="non_empty",
+                                   ties="first_seen", support="replace")
+    prompt = PaperPrompt(options=5)
+    replaced, report = pseudo_label_episodes(settings, backbone, table, prompt, [episode], tmp_path, None)
+    assert sorted(level for level, _ in backbone.calls) == [1, 2, 3], "the support clips, and nothing else"
+    assert replaced[0].support.tolist() == [0, 1, 2] and replaced[0].support_labels.tolist() == [1, 0, 2]
+    assert replaced[0].query.tolist() == [11, 12] and replaced[0].query_labels.tolist() == [0, 1]
+    assert report["kept"] == 3 and report["kept_accuracy"] == pytest.approx(100 / 3)
+    assert report["options_show_true_label"] and report["support"] == "replace"
+    spy = LabelSpy()
+    evaluate(replaced, torch.zeros(13, 2, 3), {"spy+pl": spy}, NullTracker())
+    assert spy.fitted == [[1, 0, 2]]
+
+
+def test_replace_drops_support_clips_without_a_label_and_names_a_class_left_empty() -> None:
+    episode = Episode(index=4, seed=1, classes=[3, 5, 7], support=[10, 11, 12, 13], support_labels=[0, 0, 1, 2],
+                      query=[20], query_labels=[0], support_label_sets=((0,), (0,), (1,), (2,)))
+    kept = replace_support(episode, {10: 7, 12: 5, 13: 3, 14: 5})  # 11: no label; 14: not a support clip
+    assert kept.support.tolist() == [10, 12, 13] and kept.support_labels.tolist() == [2, 1, 0]
+    assert kept.support_label_sets == ((2,), (1,), (0,))
+    with pytest.raises(DataError, match=r"class\(es\) \[5\]"):
+        replace_support(episode, {10: 3, 11: 3, 13: 7})
+    with pytest.raises(DataError):
+        replace_support(episode, {10: 3, 12: 5, 13: 9})  # 9 is not an episode class: dropped, class 7 empty
+
+
 def test_pool_draw_is_seeded_and_uses_only_training_clips(tmp_path: Path) -> None:
     table = write_table(tmp_path, [0] * 6)
     rows = unlabelled_pool(table, 4, seed=0)

@@ -8,16 +8,19 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 
+from calm.backbones import build_backbone
 from calm.baselines.generation import generation_device
-from calm.baselines.zero_shot import answer_clips
-from calm.data.prompts import Prompt
+from calm.baselines.zero_shot import STORE_FOLDER, ZeroShotSettings, answer_clips, zero_shot_store
+from calm.data.prompts import PaperPrompt, Prompt
 from calm.data.table import Clip, ClipTable
+from calm.errors import ConfigError
 from calm.pipeline import run_job
 from tests.cli import compose_config
 
@@ -78,8 +81,122 @@ def test_generation_under_accelerator_cpu_stays_on_the_cpu(tmp_path: Path, monke
         clips.append(Clip(f"c{level}", path, level, "test"))
     table = ClipTable("toy", tuple(clips), tuple(WORDS))
     backbone = GreedyFake()
-    answers = answer_clips(backbone, table, Prompt(), ["c4", "c0", "c4", "c2"], batch_size=2,
+    answers = answer_clips(backbone, table, Prompt(), ["c4", "c0", "c4", "c2"], ZeroShotSettings(batch_size=2),
                            device=generation_device({"accelerator": "cpu"}))
     assert answers.classes == {"c4": 4, "c0": 0, "c2": 2} and answers.unmatched == []
     assert backbone.loads == 1 and backbone.batches == [2, 1], "each clip answered once, in batches"
     assert next(backbone.model.parameters()).device == torch.device("cpu")
+
+
+# ---- the authors' decoding and option-letter matching ------------------------------------------
+
+def letter_table(root: Path) -> ClipTable:
+    """Five test clips c0..c4 of classes 0..4 (WORDS); clip i's audio is the constant i / 100."""
+    clips = []
+    for level in range(5):
+        path = root / f"{level}.wav"
+        sf.write(path, np.full(1600, level / 100, dtype=np.float32), 16000, subtype="FLOAT")
+        clips.append(Clip(f"c{level}", path, level, "test"))
+    return ClipTable("toy", tuple(clips), tuple(WORDS), source=str(root))
+
+
+class LetterFake(GreedyFake):
+    """Reads the lettered options in its prompt and answers with the letter of the class its audio names;
+    the clip of level 3 answers "none"."""
+
+    uses_prompt_text = True
+
+    def key_fields(self) -> dict[str, str]:
+        return {"family": "letter-fake"}
+
+    def generate_answers(self, waves: list[np.ndarray], prompts: list[str], max_new_tokens: int = 32) -> list[str]:
+        answers = []
+        for wave, prompt in zip(waves, prompts, strict=True):
+            level = round(float(wave.mean()) * 100)
+            options = self.options(prompt)
+            answers.append("none" if level == 3 else f"The answer is {options[WORDS[level]]}.")
+        return answers
+
+    @staticmethod
+    def options(prompt: str) -> dict[str, str]:
+        """Class name -> its letter, from the prompt's option line "A. x B. y ..."."""
+        tokens = prompt.splitlines()[1].split()
+        return {tokens[i + 1]: tokens[i][0] for i in range(0, len(tokens) - 1, 2) if tokens[i].endswith(".")
+                and len(tokens[i]) == 2}
+
+
+def test_option_letters_name_the_lettered_option_of_each_clip(tmp_path: Path) -> None:
+    """Each clip's options are shuffled per clip, so the same letter names different classes; the letter
+    is read through the clip's own options. "none" names no letter and is reported unmatched."""
+    table = letter_table(tmp_path)
+    prompt = PaperPrompt(options=4)
+    settings = ZeroShotSettings(matching="option_letter")
+    answers = answer_clips(LetterFake(), table, prompt, list(table.ids), settings)
+    assert answers.classes == {"c0": 0, "c1": 1, "c2": 2, "c3": None, "c4": 4}
+    assert answers.unmatched == ["c3"]
+    letters = {cid: answers.answers[cid][-2] for cid in ("c0", "c1", "c2", "c4")}
+    assert len(set(letters.values())) > 1, "the options really are shuffled per clip"
+    with pytest.raises(ConfigError, match="option_letter"):
+        ZeroShotSettings.from_config({"matching": "option_letter"}, Prompt())
+
+
+class SamplingFake(GreedyFake):
+    """Sampled answers: a word drawn from the torch generator the caller seeded, and the temperature
+    it was asked for, so the test sees both the seeding and the temperature per call."""
+
+    def key_fields(self) -> dict[str, str]:
+        return {"family": "sampling-fake"}
+
+    def sample_answers(self, waves, prompts, seeds, samples, temperature, top_p, max_new_tokens):
+        self.batches.append(len(waves))
+        out = []
+        for seed in seeds:
+            generator = torch.Generator().manual_seed(int(seed))
+            out.append([f"{WORDS[int(torch.randint(5, (1,), generator=generator))]}@{temperature:.3f}"
+                        for _ in range(samples)])
+        return out
+
+
+def test_sampled_answers_are_keyed_by_every_decoding_input(tmp_path: Path) -> None:
+    table = letter_table(tmp_path)
+    cache = tmp_path / "cache"
+
+    def run(**sampling: Any) -> tuple[dict[str, str], int]:
+        settings = ZeroShotSettings(decoding="sample", **sampling)
+        backbone = SamplingFake()
+        store = zero_shot_store(cache, backbone, Prompt(), settings, table)
+        answers = answer_clips(backbone, table, Prompt(), list(table.ids), settings, store=store)
+        return answers.answers, sum(backbone.batches)
+
+    first, generated = run(temperature=0.7)
+    assert generated == 5 and all(text.endswith("@0.700") for text in first.values())
+    again, generated_again = run(temperature=0.7)
+    assert (again, generated_again) == (first, 0), "the same inputs read the store"
+    hotter, generated_hotter = run(temperature=1.3)
+    assert generated_hotter == 5 and all(text.endswith("@1.300") for text in hotter.values()), \
+        "another temperature is another store, never the stale answers"
+    assert run(temperature=0.7, seed=1)[1] == 5 and run(temperature=0.7, top_p=0.9)[1] == 5
+    drawn, _ = run(temperature_range=(0.5, 1.5))
+    temperatures = {float(text.split("@")[1]) for text in drawn.values()}
+    assert len(temperatures) == 5 and all(0.5 <= t <= 1.5 for t in temperatures), "one draw per call"
+    assert run(temperature_range=(0.5, 1.5)) == (drawn, 0)
+    assert len(list((cache / STORE_FOLDER).glob("*.json"))) == 5
+
+
+def test_sampled_decoding_is_seeded_on_tiny_qwen2_audio(tmp_path: Path) -> None:
+    """Real sampling through generate: a rerun with the same seed gives the same answers; another seed
+    or temperature other ones (a random tiny model's tokens are near-uniform, so sampled answers differ)."""
+    cfg = compose_config(["backbone=tiny_qwen2_audio", f"paths.data_dir={tmp_path}"], tmp_path / "out")
+    backbone = build_backbone(cfg.backbone, "32-true")
+    table = letter_table(tmp_path)
+    ids = list(table.ids)[:2]
+
+    def answers(**sampling: Any) -> dict[str, str]:
+        settings = ZeroShotSettings(decoding="sample", max_new_tokens=4, batch_size=2, **sampling)
+        return answer_clips(backbone, table, Prompt(), ids, settings).answers
+
+    first = answers(temperature=1.1, top_p=0.95)
+    assert answers(temperature=1.1, top_p=0.95) == first
+    assert answers(temperature=1.1, top_p=0.95, seed=5) != first
+    ranged = answers(temperature_range=(0.5, 1.5), top_p=0.95)
+    assert answers(temperature_range=(0.5, 1.5), top_p=0.95) == ranged
