@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-
 from omegaconf import OmegaConf
 
 from calm.baselines import (
