@@ -32,7 +32,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from calm.errors import ConfigError
 
-__all__ = ["BAD_CLIP_POLICIES", "LONG_CLIP_POLICIES", "check_settings", "declared_keys"]
+__all__ = ["BAD_CLIP_POLICIES", "LONG_CLIP_POLICIES", "check_settings", "declared_keys", "paper_grids"]
 
 BAD_CLIP_POLICIES = ("error", "skip")
 LONG_CLIP_POLICIES = ("truncate", "error")
@@ -47,6 +47,8 @@ RESERVED_TRAINER_KEYS = ("logger", "callbacks", "enable_checkpointing", "enable_
 # The config groups of configs/config.yaml's defaults list; each builds its own object and checks it.
 GROUPS = ("paths", "backbone", "dataset", "prompt", "method", "protocol", "logger")
 HOW_TO_LIST = "`python run.py --cfg job` prints every setting"
+# protocol=paper's class, named here as its config writes it (this module imports no calm class)
+PAPER_PROTOCOL_TARGETS = ("calm.protocols.PaperProtocol", "calm.protocols.paper.PaperProtocol")
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,13 @@ def _torch_device(value: Any) -> bool:
     return isinstance(value, str) and re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value) is not None
 
 
+def _grids(value: Any) -> bool:
+    """`grids`: per method name, a mapping of parameter name to a non-empty list of values."""
+    return isinstance(value, Mapping) and all(
+        isinstance(grid, Mapping) and all(isinstance(v, list) and v for v in grid.values())
+        for grid in value.values())
+
+
 TOP_LEVEL: dict[str, Rule] = {
     "task_name": text("calm"),
     "shots": integer(1, "5"),
@@ -123,8 +132,12 @@ SECTIONS: dict[str, dict[str, Rule]] = {
         "precision": choice(PRECISIONS, "32-true"),
     },
 }
+# a file of each group in DECLARED_BY_GROUPS that sets all of its keys (named in messages)
+GROUP_EXAMPLES = {"grids": "generic", "hparams_search": "calm_optuna"}
 # Top-level keys a config group adds (they are absent unless that group is picked), with their rules.
 DECLARED_BY_GROUPS: dict[str, dict[str, Rule | dict[str, Rule]]] = {
+    "grids": {"grids": Rule("per method, a mapping of parameter to a non-empty list of values",
+                            "generic", _grids)},
     "hparams_search": {
         "optimized_metric": text("support_cv_accuracy", nullable=True),
         "search": {"estimator": text("calm"), "folds": integer(2, "5"), "seed": integer(0, "0")},
@@ -166,7 +179,24 @@ def check_settings(cfg: Mapping[str, Any]) -> None:
                     _check_section(key, _section(cfg, key), rules)
             except ConfigError as err:
                 raise ConfigError(f"{err.problem} (`{key}` belongs to the {origin} group)",
-                                  f"{err.fix}; {origin}=calm_optuna sets every `{key}` setting") from err
+                                  f"{err.fix}; {origin}={GROUP_EXAMPLES[origin]} sets every `{key}` setting") from err
+    paper_grids(cfg)
+
+
+def paper_grids(cfg: Mapping[str, Any]) -> dict[str, Any] | None:
+    """protocol=paper's grids (`grids`, from configs/grids/<dataset>.yaml) as plain dicts; None under any
+    other protocol. A ConfigError when protocol=paper has none for the dataset."""
+    protocol = cfg.get("protocol")
+    if not isinstance(protocol, Mapping) or protocol.get("_target_") not in PAPER_PROTOCOL_TARGETS:
+        return None
+    grids = cfg.get("grids")
+    if grids is None:
+        name = _value(cfg, "dataset").get("name", "<dataset>")
+        raise ConfigError(f"protocol=paper sweeps each method's grid for the dataset, and dataset {name!r} has none "
+                          f"(configs/grids/{name}.yaml does not exist)",
+                          f"create configs/grids/{name}.yaml (`defaults: [generic]` reuses the generic grids), "
+                          "or pick a grid file with grids=generic")
+    return OmegaConf.to_container(grids, resolve=True) if OmegaConf.is_config(grids) else dict(grids)
 
 
 def _value(cfg: Mapping[str, Any], key: str, name: str | None = None) -> Any:

@@ -26,9 +26,9 @@ from calm.metrics import accuracy
 from calm.selection import CalmGrid, evaluate_grid, select_by_cross_validation
 from calm.synthetic import synthetic_split
 
-# the grid's one home is the paper protocol's config
+# the grid's one home is the config: the generic CALM grid of protocol=paper
 PAPER_GRID = CalmGrid.from_config(
-    yaml.safe_load((Path(__file__).resolve().parents[1] / "configs/protocol/paper.yaml").read_text())["grid"])
+    yaml.safe_load((Path(__file__).resolve().parents[1] / "configs/grids/generic.yaml").read_text())["calm"])
 
 FULL = dict(heads=1024, dim=128, classes=50, support_per_class=32, query_per_class=8, samples=20)
 QUICK = dict(heads=32, dim=16, classes=10, support_per_class=4, query_per_class=4, samples=5)

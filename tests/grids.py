@@ -1,5 +1,5 @@
-"""The paper grid as the config declares it: tests and benchmarks read grid values from
-configs/protocol/paper.yaml, their one home."""
+"""The paper grids as the config declares them: tests and benchmarks read grid values from
+configs/grids/<name>.yaml, their one home."""
 
 from __future__ import annotations
 
@@ -9,12 +9,17 @@ import yaml
 
 from calm.selection import CalmGrid
 
-PROTOCOL_CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "protocol"
+GRID_CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "grids"
 
 
-def protocol_grid(name: str = "paper") -> CalmGrid:
-    """The `grid` block of configs/protocol/<name>.yaml."""
-    return CalmGrid.from_config(yaml.safe_load((PROTOCOL_CONFIGS / f"{name}.yaml").read_text())["grid"])
+def config_grids(name: str = "generic") -> dict:
+    """Every method's grid of configs/grids/<name>.yaml (its own entries, not those of its defaults list)."""
+    return yaml.safe_load((GRID_CONFIGS / f"{name}.yaml").read_text())
 
 
-PAPER_GRID = protocol_grid()
+def calm_grid(name: str = "generic") -> CalmGrid:
+    """The CALM grid of configs/grids/<name>.yaml."""
+    return CalmGrid.from_config(config_grids(name)["calm"])
+
+
+PAPER_GRID = calm_grid()

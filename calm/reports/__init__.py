@@ -2,7 +2,7 @@
 
 `job_reports` is the one place that decides which reports a job runs: the estimators always; the
 zero-shot answers and the pseudo-label refit when the method asks for them; the search objective
-when a search runs; the grid rows when the protocol carries a grid (protocol=paper).
+when a search runs; the tuned rows when protocol=paper sweeps a method (`tuned_methods`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,13 @@ from calm.reports.base import Report, ReportOutput
 from calm.reports.console import print_table
 from calm.reports.episodic import EpisodicMethods, evaluate, result_rows, score_method
 from calm.reports.generation import PseudoLabelRefit, ZeroShot
-from calm.reports.paper_grid import GRID_METHOD, PaperGrid, grid_rows, paper_notes
+from calm.reports.paper_grid import (
+    PaperGrid,
+    grid_rows,
+    paper_notes,
+    tuned_methods,
+    tuned_rows,
+)
 from calm.reports.search import SearchObjective
 
 if TYPE_CHECKING:
@@ -28,13 +34,12 @@ def job_reports(job: PreparedJob) -> list[Report]:
     if job.pseudo is not None:
         reports.append(PseudoLabelRefit(job.pseudo))
     reports.append(SearchObjective())
-    if job.cfg.protocol.get("grid") is not None:
+    if tuned_methods(job.cfg):
         reports.append(PaperGrid())
     return reports
 
 
 __all__ = [
-    "GRID_METHOD",
     "EpisodicMethods",
     "PaperGrid",
     "PseudoLabelRefit",
@@ -49,4 +54,6 @@ __all__ = [
     "print_table",
     "result_rows",
     "score_method",
+    "tuned_methods",
+    "tuned_rows",
 ]

@@ -1,25 +1,67 @@
-"""protocol=paper's grid report: CALM's grid on the fixed split as two labelled rows, the setting
-chosen by cross-validation on the support set and the best of grid on test (oracle), plus the notes
-a reader needs about how the protocol differs from the reference code."""
+"""protocol=paper's grid report: every method of the job that has a grid (configs/grids/<dataset>.yaml)
+is swept on the fixed split and reported as two labelled rows, `<method>[cv]` (the setting chosen by
+cross-validation on the support set) and `<method>[oracle]` (best of grid on test), plus the notes a
+reader needs about how the protocol differs from the reference code.
+
+CALM goes through its grid engine (`calm.selection.paper_grid_report`, shared work between settings);
+every other estimator, including one a user adds, through the estimator API
+(`calm.selection.paper_sweep_report`): a grid point is the job's `estimators.<method>` config with the
+point's values set.
+"""
 
 from __future__ import annotations
 
+import inspect
+import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from calm.cache import RowView
+from calm.config_objects import build, target_class
+from calm.config_schema import paper_grids
+from calm.data.questions import question_groups
+from calm.methods import CALM, Estimator
 from calm.protocols import Episode, multilabel_targets
 from calm.reports.base import ReportOutput
 from calm.reports.episodic import evaluation_device
-from calm.selection import CalmGrid, paper_grid_report, tuned_row_names
+from calm.selection import (
+    CalmGrid,
+    MethodGrid,
+    PaperGridReport,
+    paper_grid_report,
+    paper_sweep_report,
+    tuned_row_names,
+)
+from calm.selection.sweep import Build
 from calm.tracking import Tracker
 
 if TYPE_CHECKING:
     from calm.job import PreparedJob
 
-GRID_METHOD = "calm"  # the method the paper grid tunes; its rows are tuned_row_names(GRID_METHOD)
+log = logging.getLogger(__name__)
+
+
+def tuned_methods(cfg: DictConfig) -> list[str]:
+    """The methods protocol=paper sweeps: those of the job's `estimators` with a grid, in `estimators`
+    order; none under other protocols (a ConfigError under protocol=paper without grids)."""
+    grids = paper_grids(cfg)
+    if grids is None:
+        return []
+    return [name for name in cfg.method.get("estimators") or {} if name in grids]
+
+
+def tuned_rows(cfg: DictConfig) -> list[str]:
+    """The result rows the sweep adds: `tuned_row_names` of every tuned method."""
+    return [row for name in tuned_methods(cfg) for row in tuned_row_names(name)]
+
+
+def grids_file(cfg: DictConfig) -> str:
+    """The grid file of the job's dataset, for messages."""
+    return f"configs/grids/{cfg.dataset.name}.yaml"
 
 
 def paper_notes(cfg: DictConfig) -> list[str]:
@@ -33,35 +75,96 @@ def paper_notes(cfg: DictConfig) -> list[str]:
     return notes
 
 
-def grid_rows(cfg: DictConfig, episode: Episode, features: RowView) -> tuple[list[dict[str, Any]], dict]:
-    """The two labelled rows and the JSON summary of the grid on the paper protocol's one episode."""
-    support = features.gather(torch.tensor(episode.support), torch.float16)  # upcast a chunk at a time
-    query = features.subset(episode.query)  # read from disk a chunk at a time (evaluate.query_chunk)
-    multi = episode.query_label_sets is not None
-    report = paper_grid_report(
-        support, torch.tensor(episode.support_labels), query, torch.tensor(episode.query_labels),
-        CalmGrid.from_config(OmegaConf.to_container(cfg.protocol.grid, resolve=True)),
-        folds=cfg.protocol.folds, seed=cfg.protocol.cv_seed, n_classes=episode.ways,
-        query_targets=multilabel_targets(episode, "query") if multi else None,
-        support_targets=multilabel_targets(episode, "support") if multi else None,
-        positive_class=1 if episode.ways == 2 else None,
-        query_chunk=int(cfg.evaluate.query_chunk), device=evaluation_device(cfg.evaluate.device),
-    )
-    rows = []
-    for method, record in zip(tuned_row_names(GRID_METHOD), (report.cv_choice, report.oracle), strict=True):
-        test = record["test"]
-        row = {"method": method, "shots": cfg.shots, "ways": episode.ways, "queries": len(episode.query),
-               "episodes": 1, "accuracy_mean": test["accuracy"], "accuracy_ci95": float("nan"),
-               "macro_f1_mean": test["macro_f1"], "selection": record["label"], "setting": record["setting"]}
-        row.update({f"{k}_mean": v for k, v in test.items() if k not in ("accuracy", "macro_f1")})
-        rows.append(row)
-    return rows, report.summary()
+def uses_calm_engine(estimator: Any) -> bool:
+    """CALM settings the grid engine computes exactly: reliability on the support set, the paper's
+    weight normalisation per scheme. Any other CALM configuration is swept through the estimator API."""
+    return isinstance(estimator, CALM) and estimator.weight_norm is None and estimator.reliability_split == "support"
+
+
+def point_builder(spec: DictConfig) -> tuple[Build, set[str]]:
+    """Builds the estimator of a grid point from the method's config (`spec`) with the point's values set,
+    and the names of the constructor parameters a grid may sweep."""
+    base = OmegaConf.to_container(spec, resolve=True)
+    parameters = set(inspect.signature(target_class(base, "estimator", Estimator)).parameters)
+
+    def make(values: Mapping[str, Any]) -> Estimator:
+        return build({**base, **values}, "estimator", base=Estimator)
+
+    return make, parameters
+
+
+class Split:
+    """The paper protocol's one episode as the sweeps read it: support rows in float16 (upcast a chunk
+    at a time), the test rows as a lazy view (`evaluate.query_chunk` clips at a time)."""
+
+    def __init__(self, cfg: DictConfig, episode: Episode, features: RowView, groups: np.ndarray | None) -> None:
+        self.episode = episode
+        self.support = features.gather(torch.tensor(episode.support), torch.float16)
+        self.query = features.subset(episode.query)
+        self.n_heads = int(self.support.shape[1])
+        multi = episode.query_label_sets is not None
+        self.common = {
+            "n_classes": episode.ways, "folds": cfg.protocol.folds, "seed": cfg.protocol.cv_seed,
+            "query_targets": multilabel_targets(episode, "query") if multi else None,
+            "support_targets": multilabel_targets(episode, "support") if multi else None,
+            "query_groups": groups, "positive_class": 1 if episode.ways == 2 else None,
+            "query_chunk": int(cfg.evaluate.query_chunk), "device": evaluation_device(cfg.evaluate.device),
+        }
+
+    def labels(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.tensor(self.episode.support_labels), torch.tensor(self.episode.query_labels)
+
+    def tie_seed(self, estimator: Any) -> int | None:
+        """The tie seed of this episode's fits: the episode's seed under random tie-breaks (as the
+        episodic reports), else None (the estimator's own)."""
+        return self.episode.seed if getattr(estimator, "tie_break", "index") == "random" else None
+
+
+def sweep_method(cfg: DictConfig, name: str, estimator: Any, grid_cfg: Mapping[str, Any],
+                 split: Split) -> tuple[PaperGridReport, tuple[int, ...]]:
+    """One method's grid on the split, and the top_k values that meant all heads."""
+    support_labels, query_labels = split.labels()
+    if uses_calm_engine(estimator):
+        tie_seed = split.tie_seed(estimator)
+        grid, clamped = CalmGrid.from_config(
+            grid_cfg, top_k_mode=estimator.top_k_mode, tie_break=estimator.tie_break,
+            tie_seed=estimator.tie_seed if tie_seed is None else tie_seed).for_heads(split.n_heads)
+        return paper_grid_report(split.support, support_labels, split.query, query_labels, grid,
+                                 **split.common), clamped
+    make, parameters = point_builder(cfg.method.estimators[name])
+    grid, clamped = MethodGrid.from_config(name, grid_cfg, parameters, grids_file(cfg)).for_heads(split.n_heads)
+    return paper_sweep_report(make, grid.points(), split.support, support_labels, split.query, query_labels,
+                              tie_seed=split.tie_seed(estimator), **split.common), clamped
+
+
+def grid_rows(job: PreparedJob, episode: Episode, features: RowView) -> tuple[list[dict[str, Any]], dict, list[str]]:
+    """Two labelled rows per tuned method, the JSON summary per method, and notes on clamped top_k."""
+    cfg = job.cfg
+    grids = paper_grids(cfg)
+    split = Split(cfg, episode, features, question_groups(job.table, episode.query))
+    rows, summary, notes = [], {}, []
+    for name in tuned_methods(cfg):
+        report, clamped = sweep_method(cfg, name, job.methods[name], grids[name], split)
+        if clamped:
+            note = (f"{name}: top_k {', '.join(map(str, clamped))} at or above the model's {split.n_heads} heads "
+                    "mean all heads")
+            log.info(note)
+            notes.append(note)
+        summary[name] = report.summary()
+        for method, record in zip(tuned_row_names(name), (report.cv_choice, report.oracle), strict=True):
+            test = record["test"]
+            row = {"method": method, "shots": cfg.shots, "ways": episode.ways, "queries": len(episode.query),
+                   "episodes": 1, "accuracy_mean": test["accuracy"], "accuracy_ci95": float("nan"),
+                   "macro_f1_mean": test["macro_f1"], "selection": record["label"], "setting": record["setting"]}
+            row.update({f"{k}_mean": v for k, v in test.items() if k not in ("accuracy", "macro_f1")})
+            rows.append(row)
+    return rows, summary, notes
 
 
 class PaperGrid:
-    """The grid rows of protocol=paper (its single episode is the fixed split)."""
+    """The tuned rows of protocol=paper (its single episode is the fixed split)."""
 
-    def run(self, job: PreparedJob, features: torch.Tensor | None, episodes: list[Episode],
+    def run(self, job: PreparedJob, features: RowView | None, episodes: list[Episode],
             tracker: Tracker) -> ReportOutput:
-        rows, summary = grid_rows(job.cfg, episodes[0], features)
-        return ReportOutput(rows=rows, extra={"paper_grid": summary, "notes": paper_notes(job.cfg)})
+        rows, summary, notes = grid_rows(job, episodes[0], features)
+        return ReportOutput(rows=rows, extra={"paper_grid": summary, "notes": paper_notes(job.cfg) + notes})

@@ -11,7 +11,8 @@ sharing all the work settings have in common:
 - the weights of all (tau_w, top_k) pairs of a reliability matrix at once (`weight_sets`), and the
   query scores of hundreds of settings as one batched product per class (`setting_scores`).
 
-The grid's values come from config only (`configs/protocol/*.yaml`, `CalmGrid.from_config`).
+The grid's values come from config only (`configs/grids/<dataset>.yaml`, `CalmGrid.from_config`).
+Per-label questions (`query_groups`) add the two clip-level exact matches (`calm.selection.questions`).
 """
 
 from __future__ import annotations
@@ -49,7 +50,9 @@ from calm.methods.prototypes import (
     support_labels,
     validate_query,
 )
+from calm.methods.ties import tie_order
 from calm.metrics import exact_hits, prediction_counts
+from calm.selection.questions import CLIP_METRICS, clip_exact_matches, group_tensor
 from calm.selection.settings import (
     CalmGrid,
     CalmSetting,
@@ -114,9 +117,13 @@ class SplitScorer:
         detection scores such as the EER's, where a setting's scores and not only its metrics count)."""
         r = shrink(self.reliabilities(setting.tau, [setting.reliability])[setting.reliability], self.counts,
                    setting.shrinkage)
-        weights = weight_sets(r, head_ranks(r), default_weight_norm(setting.reliability), [setting.tau_w],
-                              [setting.top_k])[0]
+        weights = weight_sets(r, head_ranks(r, self.tie_order(setting)), default_weight_norm(setting.reliability),
+                              [setting.tau_w], [setting.top_k], top_k_mode=setting.top_k_mode)[0]
         return torch.cat([calm_scores(self.posteriors("query", setting.tau, part), weights) for part in self.chunks])
+
+    def tie_order(self, setting: CalmSetting) -> torch.Tensor | None:
+        """The head order that settles reliability ties under `setting`'s tie rule (as CALM.fit)."""
+        return tie_order(self.n_heads, setting.tie_break, setting.tie_seed)
 
     def posteriors(self, split: str, tau: float, part: slice = slice(None)) -> torch.Tensor:
         """p_j(c|x) (K, n, C) of the support clips or of one chunk of query clips, in a buffer the
@@ -156,22 +163,28 @@ class QueryRows(Protocol):
 
 
 class Scoreboard:
-    """Metrics of many settings, accumulated chunk of settings by chunk of queries."""
+    """Metrics of many settings, accumulated chunk of settings by chunk of queries. With `groups`
+    (per-label questions), the predictions of each settings chunk are kept whole (settings x queries
+    int64) until the clip-level exact matches are read off them."""
 
-    def __init__(self, labels: torch.Tensor, targets: torch.Tensor | None, n_classes: int, n_settings: int) -> None:
-        self.labels, self.targets, self.n_classes = labels, targets, n_classes
+    def __init__(self, labels: torch.Tensor, targets: torch.Tensor | None, n_classes: int, n_settings: int,
+                 groups: torch.Tensor | None = None) -> None:
+        self.labels, self.targets, self.n_classes, self.groups = labels, targets, n_classes, groups
         self.accuracy = np.zeros(n_settings)
         self.macro_f1 = np.zeros(n_settings)
         self.exact_match = None if targets is None else np.zeros(n_settings)
+        self.by_clip = {} if groups is None else {name: np.zeros(n_settings) for name in CLIP_METRICS}
 
     def score(self, weights: torch.Tensor, query_posteriors: Iterator[tuple[slice, torch.Tensor]],
               index: np.ndarray) -> None:
         """weights (C, S, K) and the query posteriors chunk by chunk, (C, K, mc) each: record the
         metrics of settings `index` from the counts summed over the chunks."""
-        counts, hits = None, None
+        counts, hits, preds = None, None, []
         for part, posteriors in query_posteriors:
             scores = setting_scores(weights, posteriors)  # (C, S, mc)
             pred = scores.max(dim=0).indices  # ties: lowest class, as CALM.predict
+            if self.groups is not None:
+                preds.append(pred)
             chunk = prediction_counts(pred, self.labels[part], self.n_classes)
             counts = chunk if counts is None else counts + chunk
             if self.targets is not None:
@@ -181,6 +194,9 @@ class Scoreboard:
         self.macro_f1[index] = counts.macro_f1()
         if hits is not None:
             self.exact_match[index] = hits.div(counts.n).mul(100.0).cpu().numpy()
+        if preds:
+            for name, values in clip_exact_matches(torch.cat(preds, dim=1), self.labels, self.groups).items():
+                self.by_clip[name][index] = values
 
 
 def evaluate_grid(
@@ -192,6 +208,7 @@ def evaluate_grid(
     *,
     n_classes: int | None = None,
     query_targets: np.ndarray | torch.Tensor | None = None,
+    query_groups: np.ndarray | None = None,
     chunk: int = 256,
     query_chunk: int = 256,
     device: torch.device | str | None = None,
@@ -209,11 +226,13 @@ def evaluate_grid(
     """
     with torch.no_grad():
         scorer = SplitScorer(support, support_labels, query, n_classes, query_chunk, device)
-    return score_settings(scorer, query_labels, settings, query_targets=query_targets, chunk=chunk)
+    return score_settings(scorer, query_labels, settings, query_targets=query_targets, query_groups=query_groups,
+                          chunk=chunk)
 
 
 def score_settings(scorer: SplitScorer, query_labels: LabelsLike, settings: CalmGrid | Sequence[CalmSetting], *,
-                   query_targets: np.ndarray | torch.Tensor | None = None, chunk: int = 256) -> GridResult:
+                   query_targets: np.ndarray | torch.Tensor | None = None, query_groups: np.ndarray | None = None,
+                   chunk: int = 256) -> GridResult:
     """`evaluate_grid` on a split whose cosine products are already computed (a scorer serves many
     grids and settings' scores without reading the clips again)."""
     settings = grid_settings(settings)
@@ -225,26 +244,33 @@ def score_settings(scorer: SplitScorer, query_labels: LabelsLike, settings: Calm
             raise ConfigError(f"{scorer.n_queries} query clips but {labels.shape[0]} query labels",
                               "pass one label per query clip")
         targets = None if query_targets is None else target_tensor(query_targets, labels.shape[0], scorer.n_classes)
+        groups = None if query_groups is None else group_tensor(query_groups, labels.shape[0]).to(scorer.device)
         board = Scoreboard(labels, None if targets is None else targets.to(scorer.device), scorer.n_classes,
-                           len(settings))
-        for tau, groups in _plan(settings).items():
-            _score_tau(scorer, board, tau, groups, chunk)
-    return GridResult(settings, board.accuracy, board.macro_f1, board.exact_match, int(labels.shape[0]))
+                           len(settings), groups)
+        for tau, matrices in _plan(settings).items():
+            _score_tau(scorer, board, tau, matrices, chunk)
+    return GridResult(settings, board.accuracy, board.macro_f1, board.exact_match, int(labels.shape[0]),
+                      board.by_clip)
 
 
-def _plan(settings: Sequence[CalmSetting]) -> dict[float, dict[tuple[str, float], list[tuple[int, CalmSetting]]]]:
-    """Settings grouped by tau, then by reliability matrix (scheme, shrinkage), in first-seen order."""
-    plan: dict[float, dict[tuple[str, float], list[tuple[int, CalmSetting]]]] = {}
+# a reliability matrix and how its heads are ranked and masked: (scheme, shrinkage, top_k_mode, tie_break, tie_seed)
+Matrix = tuple[str, float, str, str, int]
+
+
+def _plan(settings: Sequence[CalmSetting]) -> dict[float, dict[Matrix, list[tuple[int, CalmSetting]]]]:
+    """Settings grouped by tau, then by reliability matrix and head-ranking rule, in first-seen order."""
+    plan: dict[float, dict[Matrix, list[tuple[int, CalmSetting]]]] = {}
     for i, s in enumerate(settings):
-        plan.setdefault(s.tau, {}).setdefault((s.reliability, s.shrinkage), []).append((i, s))
+        key = (s.reliability, s.shrinkage, s.top_k_mode, s.tie_break, s.tie_seed)
+        plan.setdefault(s.tau, {}).setdefault(key, []).append((i, s))
     return plan
 
 
 def _score_tau(scorer: SplitScorer, board: Scoreboard, tau: float,
-               groups: dict[tuple[str, float], list[tuple[int, CalmSetting]]], chunk: int) -> None:
+               groups: dict[Matrix, list[tuple[int, CalmSetting]]], chunk: int) -> None:
     """All settings at one tau: posteriors once (per query chunk), reliabilities per scheme, weights
     batched per reliability matrix."""
-    reliabilities = scorer.reliabilities(tau, list(dict.fromkeys(scheme for scheme, _ in groups)))
+    reliabilities = scorer.reliabilities(tau, list(dict.fromkeys(key[0] for key in groups)))
     single = None
     if len(scorer.chunks) == 1:  # the whole test set fits one chunk: its posteriors serve every settings chunk
         single = scorer.posteriors("query", tau).permute(2, 0, 1).contiguous()  # (C, K, m)
@@ -260,12 +286,12 @@ def _score_tau(scorer: SplitScorer, board: Scoreboard, tau: float,
     capacity = max(chunk, *(len(members) for members in groups.values()))
     buffer = torch.empty(n_classes, capacity, n_heads, device=scorer.device)
     pending: list[int] = []
-    for (scheme, alpha), members in groups.items():
+    for (scheme, alpha, top_k_mode, _, _), members in groups.items():
         if len(pending) + len(members) > capacity:
             board.score(buffer[:, :len(pending)], query_posteriors(), np.array(pending))
             pending = []
         r = shrink(reliabilities[scheme], scorer.counts, alpha)
-        ranks = head_ranks(r)
+        ranks = head_ranks(r, scorer.tie_order(members[0][1]))
         tau_ws = list(dict.fromkeys(s.tau_w for _, s in members))
         top_ks = list(dict.fromkeys(s.top_k for _, s in members))
         slot = {(w, k): t for t, (w, k) in enumerate(itertools.product(tau_ws, top_ks))}
@@ -274,9 +300,10 @@ def _score_tau(scorer: SplitScorer, board: Scoreboard, tau: float,
         target = buffer[:, start:start + len(members)].permute(1, 2, 0)  # (settings, K, C) view
         norm = default_weight_norm(scheme)
         if picks == list(range(len(slot))):
-            weight_sets(r, ranks, norm, tau_ws, top_ks, out=target)
+            weight_sets(r, ranks, norm, tau_ws, top_ks, out=target, top_k_mode=top_k_mode)
         else:
-            target.copy_(weight_sets(r, ranks, norm, tau_ws, top_ks)[torch.tensor(picks, device=scorer.device)])
+            target.copy_(weight_sets(r, ranks, norm, tau_ws, top_ks, top_k_mode=top_k_mode)[
+                torch.tensor(picks, device=scorer.device)])
         pending.extend(i for i, _ in members)
     if pending:
         board.score(buffer[:, :len(pending)], query_posteriors(), np.array(pending))

@@ -1,11 +1,12 @@
 """protocol=paper's two choices of a setting: one made without the test set (support-set
 cross-validation), and the best of grid on test, labelled as an oracle (how the reference scripts
-chose). Both are reported, side by side, for every tuned method."""
+chose). Both are reported, side by side, for every tuned method: CALM through its grid engine
+(`paper_grid_report`), any other estimator through the estimator API (`paper_sweep_report`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -29,8 +30,10 @@ from calm.selection.settings import (
     CalmGrid,
     CalmSetting,
     GridResult,
+    first_best,
     grid_settings,
 )
+from calm.selection.sweep import Build, SweepPoint, point_eer, sweep_cross_validation, sweep_split
 
 ORACLE_LABEL = "oracle: best of grid on the test set (optimistic; how the reference scripts chose)"
 CV_LABEL = "chosen by cross-validation on the support set; the test set is not used"
@@ -53,7 +56,8 @@ def select_by_cross_validation(
     Each fold refits prototypes and reliabilities on the rest and scores the whole grid on the
     held-out clips; the pooled held-out accuracy (exact match with `support_targets`) ranks the
     settings, ties to the first in grid order. With a single clip in some class, CALM's default
-    setting is returned instead, with ``selected_by: "default"`` and the reason in ``note``.
+    setting is returned instead (with the grid's top_k_mode and tie rule), with ``selected_by: "default"``
+    and the reason in ``note``.
     """
     settings = grid_settings(grid)
     features = support_features  # kept in its dtype (fp16 from the cache): each fold's grid upcasts in chunks
@@ -61,7 +65,7 @@ def select_by_cross_validation(
     labels_np = labels.cpu().numpy()
     fold, n_folds, smallest = support_folds(labels_np, n_classes, folds, seed)
     if fold is None:
-        return {"selected_by": "default", "setting": DEFAULT_SETTING.as_dict(), "setting_index": None,
+        return {"selected_by": "default", "setting": default_setting(settings).as_dict(), "setting_index": None,
                 "cv_score": None, "folds": 0, "metric": None,
                 "note": f"{too_few_clips(smallest)}, so CALM's default setting is used"}
     targets = None if support_targets is None else target_tensor(support_targets, len(labels_np), n_classes)
@@ -74,11 +78,17 @@ def select_by_cross_validation(
                              chunk=chunk, device=device).values()
 
     pooled = pooled_fold_scores(fold, n_folds, score_fold)
-    best = int(np.argmax(pooled))
+    best = first_best(pooled)
     return {"selected_by": "cross_validation", "setting": settings[best].as_dict(), "setting_index": best,
             "cv_score": float(pooled[best]), "folds": n_folds,
             "metric": "accuracy" if targets is None else "exact_match",
             "note": f"stratified {n_folds}-fold cross-validation on the {len(labels_np)} support clips"}
+
+
+def default_setting(settings: Sequence[CalmSetting]) -> CalmSetting:
+    """CALM's default setting, ranking and masking heads as the grid's settings do."""
+    first = settings[0]
+    return replace(DEFAULT_SETTING, top_k_mode=first.top_k_mode, tie_break=first.tie_break, tie_seed=first.tie_seed)
 
 
 @dataclass(frozen=True, eq=False)
@@ -107,6 +117,7 @@ def paper_grid_report(
     n_classes: int | None = None,
     query_targets: np.ndarray | torch.Tensor | None = None,
     support_targets: np.ndarray | torch.Tensor | None = None,
+    query_groups: np.ndarray | None = None,
     positive_class: int | None = None,
     chunk: int = 256,
     query_chunk: int = 256,
@@ -117,19 +128,21 @@ def paper_grid_report(
 
     The selector is called with the support set only. `positive_class` (two-class detection, e.g.
     bonafide) adds each selection's test EER. Multi-label: pass `query_targets` (and, to select by
-    exact match, `support_targets`). `query` may be a lazy row view read `query_chunk` clips at a
-    time; `device` is where the work runs.
+    exact match, `support_targets`). Per-label questions: pass `query_groups` (clip id per query row)
+    for both clip-level exact matches, the first of which then ranks the grid on test. `query` may be
+    a lazy row view read `query_chunk` clips at a time; `device` is where the work runs.
     """
     settings = grid_settings(grid)
     with torch.no_grad():  # the test clips are read once: the grid, the default and the EERs share the scorer
         scorer = SplitScorer(support, support_labels, query, n_classes, query_chunk, device)
-    test = score_settings(scorer, query_labels, settings, query_targets=query_targets, chunk=chunk)
+    scored = {"query_targets": query_targets, "query_groups": query_groups}
+    test = score_settings(scorer, query_labels, settings, chunk=chunk, **scored)
     cv = select_by_cross_validation(support, support_labels, settings, folds, seed, n_classes=n_classes,
                                     support_targets=support_targets, chunk=chunk, device=device)
     if cv["setting_index"] is not None:
         cv_test = test.scores_of(cv["setting_index"])
     else:
-        cv_test = score_settings(scorer, query_labels, [DEFAULT_SETTING], query_targets=query_targets).scores_of(0)
+        cv_test = score_settings(scorer, query_labels, [default_setting(settings)], **scored).scores_of(0)
     best = test.best()
     cv_choice = {"label": CV_LABEL, **cv, "test": cv_test}
     oracle = {"label": ORACLE_LABEL, "setting": settings[best].as_dict(), "setting_index": best,
@@ -140,4 +153,52 @@ def paper_grid_report(
             with torch.no_grad():
                 scores = scorer.setting_scores(CalmSetting(**record["setting"]))
             record["test"]["eer"] = eer(detector_scores(scores, positive_class), truth)
+    return PaperGridReport(cv_choice, oracle, test)
+
+
+def paper_sweep_report(
+    build: Build,
+    points: Sequence[SweepPoint],
+    support: FeaturesLike,
+    support_labels: LabelsLike,
+    query: FeaturesLike | QueryRows,
+    query_labels: LabelsLike,
+    *,
+    n_classes: int,
+    folds: int = 5,
+    seed: int = 0,
+    tie_seed: int | None = None,
+    query_targets: np.ndarray | torch.Tensor | None = None,
+    support_targets: np.ndarray | torch.Tensor | None = None,
+    query_groups: np.ndarray | None = None,
+    positive_class: int | None = None,
+    query_chunk: int = 256,
+    device: torch.device | str | None = None,
+) -> PaperGridReport:
+    """`paper_grid_report` for any estimator: `build(point)` makes the estimator of a grid point
+    (`calm.selection.sweep`), each fitted from scratch. Same two selections, rules and fields; the
+    settings are the points' values, and the default when cross-validation cannot run is the
+    method's configured setting (the empty point)."""
+    points = tuple(points)
+    split = {"n_classes": n_classes, "tie_seed": tie_seed, "device": device}
+    test = sweep_split(build, points, support, support_labels, query, query_labels, query_targets=query_targets,
+                       query_groups=query_groups, query_chunk=query_chunk, **split)
+    cv = sweep_cross_validation(build, points, support, support_labels, folds=folds, seed=seed,
+                                support_targets=support_targets, **split)
+    cv_point = points[cv["setting_index"]] if cv["setting_index"] is not None else SweepPoint()
+    if cv["setting_index"] is not None:
+        cv_test = test.scores_of(cv["setting_index"])
+    else:
+        cv_test = sweep_split(build, [cv_point], support, support_labels, query, query_labels,
+                              query_targets=query_targets, query_groups=query_groups, query_chunk=query_chunk,
+                              **split).scores_of(0)
+    best = test.best()
+    cv_choice = {"label": CV_LABEL, **cv, "test": cv_test}
+    oracle = {"label": ORACLE_LABEL, "setting": points[best].as_dict(), "setting_index": best,
+              "test": test.scores_of(best)}
+    if positive_class is not None:
+        for record, point in ((cv_choice, cv_point), (oracle, points[best])):
+            record["test"]["eer"] = point_eer(build, point, support, support_labels, query, query_labels,
+                                              positive_class, tie_seed=tie_seed, query_chunk=query_chunk,
+                                              device=device)
     return PaperGridReport(cv_choice, oracle, test)

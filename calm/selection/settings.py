@@ -1,13 +1,15 @@
 """CALM settings and grids as values: one setting, the Cartesian grid a config declares, and a grid's
-scores. The scoring engine is `calm.selection.grid`; the values come from config only
-(`configs/protocol/*.yaml`, `CalmGrid.from_config`)."""
+scores; plus the two rules every grid shares: what a top_k beyond the model's heads means
+(`heads_top_k`) and which setting wins (`first_best`). The scoring engine is `calm.selection.grid`; the
+values come from config only (`configs/grids/<dataset>.yaml`, `CalmGrid.from_config`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -15,27 +17,53 @@ import numpy as np
 from calm.errors import ConfigError
 from calm.methods import CALM
 from calm.methods.calm_core import check_calm_settings
+from calm.methods.ties import check_tie_break
 
 AXES = ("reliability", "tau", "tau_w", "top_k", "shrinkage")
+ALL_HEADS = (None, "all")  # config spellings of "every head" for a top_k
+# with per-label questions (`query_groups`), the score settings are ranked by: the authors' CALM runner's
+QUESTION_METRIC = "exact_match_questions"
+
+
+def first_best(values: Sequence[float] | np.ndarray) -> int:
+    """Index of the best score; ties go to the first in grid order, so every choice is reproducible."""
+    return int(np.argmax(np.asarray(values)))
+
+
+def heads_top_k(values: Sequence[Any], n_heads: int) -> tuple[tuple[int | None, ...], tuple[int, ...]]:
+    """A top_k axis for a model with `n_heads` heads: "all"/null and every k >= n_heads become None (all
+    heads; the authors' 784 / 1024 are "all" for their 7B models), repeats dropped, first kept. Returns
+    the values and the ks that were clamped (to report once)."""
+    clamped = tuple(int(k) for k in values if k not in ALL_HEADS and int(k) >= n_heads)
+    kept = [None if k in ALL_HEADS or int(k) >= n_heads else int(k) for k in values]
+    return tuple(dict.fromkeys(kept)), clamped
 
 
 @dataclass(frozen=True)
 class CalmSetting:
-    """One CALM setting; `weight_norm` is always the paper's pairing for the scheme."""
+    """One CALM setting; `weight_norm` is always the paper's pairing for the scheme. `top_k_mode`,
+    `tie_break` and `tie_seed` are the CALM estimator's (not swept: a grid takes them from the job's
+    `estimators.calm`, so grid and estimator rank and mask heads alike)."""
 
     reliability: str = "margin_clamped"
     tau: float = 0.07
     tau_w: float = 0.5
     top_k: int | None = None
     shrinkage: float = 0.0
+    top_k_mode: str = "exclude"
+    tie_break: str = "index"
+    tie_seed: int = 0
 
     def __post_init__(self) -> None:
-        check_calm_settings(self.tau, self.tau_w, self.reliability, self.top_k, self.shrinkage, None)
+        check_calm_settings(self.tau, self.tau_w, self.reliability, self.top_k, self.shrinkage, None,
+                            self.top_k_mode)
+        check_tie_break("CALM", self.tie_break, self.tie_seed)
 
     def estimator(self) -> CALM:
         """The estimator that computes this setting from scratch (reliability on the support set)."""
         return CALM(tau=self.tau, tau_w=self.tau_w, reliability=self.reliability, top_k=self.top_k,
-                    shrinkage=self.shrinkage)
+                    shrinkage=self.shrinkage, top_k_mode=self.top_k_mode, tie_break=self.tie_break,
+                    tie_seed=self.tie_seed)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -46,13 +74,17 @@ DEFAULT_SETTING = CalmSetting()
 
 @dataclass(frozen=True)
 class CalmGrid:
-    """The Cartesian product of values per hyper-parameter; top_k None means all heads."""
+    """The Cartesian product of values per hyper-parameter; top_k None means all heads. `top_k_mode`,
+    `tie_break` and `tie_seed` are not axes: every setting carries the same ones (`CalmSetting`)."""
 
     reliability: tuple[str, ...]
     tau: tuple[float, ...]
     tau_w: tuple[float, ...]
     top_k: tuple[int | None, ...]
     shrinkage: tuple[float, ...]
+    top_k_mode: str = "exclude"
+    tie_break: str = "index"
+    tie_seed: int = 0
 
     def __post_init__(self) -> None:
         for name in AXES:
@@ -62,26 +94,37 @@ class CalmGrid:
             object.__setattr__(self, name, values)
             for value in values:
                 CalmSetting(**{name: value})  # rejects values CALM does not accept
+        CalmSetting(top_k_mode=self.top_k_mode, tie_break=self.tie_break, tie_seed=self.tie_seed)
 
     def __len__(self) -> int:
         return math.prod(len(getattr(self, name)) for name in AXES)
 
     def settings(self) -> list[CalmSetting]:
         """Every setting, ordered by reliability, tau, shrinkage, tau_w, top_k (the reuse order)."""
-        return [CalmSetting(reliability=r, tau=t, tau_w=w, top_k=k, shrinkage=a)
+        rules = {"top_k_mode": self.top_k_mode, "tie_break": self.tie_break, "tie_seed": self.tie_seed}
+        return [CalmSetting(reliability=r, tau=t, tau_w=w, top_k=k, shrinkage=a, **rules)
                 for r, t, a, w, k in itertools.product(self.reliability, self.tau, self.shrinkage,
                                                         self.tau_w, self.top_k)]
 
+    def for_heads(self, n_heads: int) -> tuple[CalmGrid, tuple[int, ...]]:
+        """This grid for a model with `n_heads` heads (`heads_top_k`), and the top_k values clamped."""
+        top_k, clamped = heads_top_k(self.top_k, n_heads)
+        return dataclasses.replace(self, top_k=top_k), clamped
+
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> CalmGrid:
-        """From a config mapping of lists; a top_k of null or "all" means all heads."""
+    def from_config(cls, cfg: Mapping[str, Any], *, top_k_mode: str = "exclude", tie_break: str = "index",
+                    tie_seed: int = 0) -> CalmGrid:
+        """From a config mapping of lists (`grids.calm`); a top_k of null or "all" means all heads.
+        The keyword settings are the CALM estimator's, shared by every setting."""
         missing = [name for name in AXES if name not in cfg]
-        if missing:
-            raise ConfigError(f"the grid config lacks {missing}",
-                              "list values for reliability, tau, tau_w, top_k and shrinkage")
-        top_k = tuple(None if k in (None, "all") else k for k in cfg["top_k"])
+        unknown = sorted(set(cfg) - set(AXES))
+        if missing or unknown:
+            raise ConfigError(f"the CALM grid config lacks {missing} or has unknown keys {unknown}",
+                              "list values for exactly reliability, tau, tau_w, top_k and shrinkage")
+        top_k = tuple(None if k in ALL_HEADS else k for k in cfg["top_k"])
         return cls(tuple(cfg["reliability"]), tuple(float(t) for t in cfg["tau"]),
-                   tuple(float(w) for w in cfg["tau_w"]), top_k, tuple(float(a) for a in cfg["shrinkage"]))
+                   tuple(float(w) for w in cfg["tau_w"]), top_k, tuple(float(a) for a in cfg["shrinkage"]),
+                   top_k_mode=top_k_mode, tie_break=tie_break, tie_seed=tie_seed)
 
 
 def grid_settings(grid: CalmGrid | Sequence[CalmSetting]) -> tuple[CalmSetting, ...]:
@@ -91,30 +134,39 @@ def grid_settings(grid: CalmGrid | Sequence[CalmSetting]) -> tuple[CalmSetting, 
 
 @dataclass(frozen=True, eq=False)
 class GridResult:
-    """Scores in percent per setting, aligned with `settings`; `exact_match` only for multi-label."""
+    """Scores in percent per setting, aligned with `settings` (CalmSetting, or any value with
+    `as_dict()`); `exact_match` only for multi-label; `by_clip` holds `exact_match_questions` and
+    `exact_match_sets` when the queries are per-label questions grouped by clip."""
 
-    settings: tuple[CalmSetting, ...]
+    settings: tuple[Any, ...]
     accuracy: np.ndarray
     macro_f1: np.ndarray
     exact_match: np.ndarray | None
     n_queries: int
+    by_clip: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def metric(self) -> str:
-        """The score settings are ranked by: exact match for multi-label queries, else accuracy."""
+        """The score settings are ranked by: all of a clip's questions right for per-label questions,
+        exact match for multi-label queries, else accuracy."""
+        if QUESTION_METRIC in self.by_clip:
+            return QUESTION_METRIC
         return "accuracy" if self.exact_match is None else "exact_match"
 
     def values(self) -> np.ndarray:
+        if QUESTION_METRIC in self.by_clip:
+            return self.by_clip[QUESTION_METRIC]
         return self.accuracy if self.exact_match is None else self.exact_match
 
     def best(self) -> int:
-        """Index of the best setting; ties go to the first in grid order, so the choice is reproducible."""
-        return int(np.argmax(self.values()))
+        """Index of the best setting (`first_best`)."""
+        return first_best(self.values())
 
     def scores_of(self, i: int) -> dict[str, float]:
         out = {"accuracy": float(self.accuracy[i]), "macro_f1": float(self.macro_f1[i])}
         if self.exact_match is not None:
             out["exact_match"] = float(self.exact_match[i])
+        out.update({name: float(values[i]) for name, values in self.by_clip.items()})
         return out
 
     def rows(self) -> list[dict[str, Any]]:

@@ -1,0 +1,192 @@
+"""Any estimator's grid on one split, through the estimator API (protocol=paper's baselines).
+
+CALM has its own engine (`calm.selection.grid`), which shares work between settings; every other
+method, including one a user adds with a `configs/grids/<dataset>.yaml` entry, is swept here: for
+each grid point the estimator is built (`build(point)`: the job's `estimators.<name>` config with the
+point's values set), fitted on the support set and asked for predictions, the query rows read
+`query_chunk` clips at a time (a tensor or a lazy row view such as `calm.cache.RowView`), so the test
+split is never held as float32 at once. Points run one after another; only counts (and, for
+per-label questions, each point's predictions) are kept.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from calm.errors import ConfigError
+from calm.methods.prototypes import FeaturesLike, LabelsLike, as_features
+from calm.metrics import detector_scores, eer, exact_hits, prediction_counts
+from calm.selection.cross_validation import pooled_fold_scores, support_folds, too_few_clips
+from calm.selection.grid import QueryRows, query_label_tensor, target_tensor
+from calm.selection.questions import CLIP_METRICS, clip_exact_matches, group_tensor
+from calm.selection.settings import ALL_HEADS, GridResult, first_best, heads_top_k
+
+# builds the estimator of one grid point from the point's values (the method's other settings fixed)
+Build = Callable[[Mapping[str, Any]], Any]
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One grid point: the swept parameters' values, in the grid's key order."""
+
+    values: tuple[tuple[str, Any], ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.values)
+
+
+@dataclass(frozen=True)
+class MethodGrid:
+    """A method's grid: values per constructor parameter; the points are their Cartesian product, the
+    first key slowest. No axes: one point, the method's configured setting."""
+
+    method: str
+    axes: tuple[tuple[str, tuple[Any, ...]], ...]
+
+    @classmethod
+    def from_config(cls, method: str, cfg: Mapping[str, Sequence[Any]], parameters: Collection[str],
+                    source: str) -> MethodGrid:
+        """From `grids.<method>` of the config; `parameters` are what the estimator's constructor takes
+        (a grid key outside them is refused), `source` the file to name in messages. A top_k of null
+        or "all" means all heads."""
+        unknown = [str(key) for key in cfg if key not in parameters]
+        if unknown:
+            raise ConfigError(f"the {method} grid in {source} sweeps {unknown}, which {method} does not take",
+                              f"use only {method}'s parameters {sorted(parameters)} as grid keys in {source}")
+        axes = []
+        for key, values in cfg.items():
+            if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
+                raise ConfigError(f"the {method} grid in {source} gives {key} as {values!r}, not a non-empty list",
+                                  f"write {key}: [value, ...] under {method} in {source}")
+            if key == "top_k":
+                values = [None if k in ALL_HEADS else k for k in values]
+            axes.append((str(key), tuple(values)))
+        return cls(method, tuple(axes))
+
+    def for_heads(self, n_heads: int) -> tuple[MethodGrid, tuple[int, ...]]:
+        """This grid for a model with `n_heads` heads (`heads_top_k`), and the top_k values clamped."""
+        axes, clamped = [], ()
+        for key, values in self.axes:
+            if key == "top_k":
+                values, clamped = heads_top_k(values, n_heads)
+            axes.append((key, values))
+        return MethodGrid(self.method, tuple(axes)), clamped
+
+    def points(self) -> tuple[SweepPoint, ...]:
+        keys = [key for key, _ in self.axes]
+        return tuple(SweepPoint(tuple(zip(keys, combo, strict=True)))
+                     for combo in itertools.product(*(values for _, values in self.axes)))
+
+    def __len__(self) -> int:
+        return len(self.points())
+
+
+def _parts(n: int, chunk: int) -> list[slice]:
+    return [slice(a, min(a + chunk, n)) for a in range(0, n, chunk)]
+
+
+def fit_point(build: Build, point: SweepPoint, support: torch.Tensor, labels: torch.Tensor, n_classes: int,
+              tie_seed: int | None) -> Any:
+    """The estimator of `point`, fitted on the support rows (`tie_seed`: this fit's tie seed, if given)."""
+    tie = {} if tie_seed is None else {"tie_seed": tie_seed}
+    return build(point.as_dict()).fit(support, labels, n_classes=n_classes, **tie)
+
+
+def _query_chunks(query: FeaturesLike | QueryRows, chunk: int, device: torch.device) -> Iterator[
+        tuple[slice, torch.Tensor]]:
+    for part in _parts(len(query), chunk):
+        yield part, as_features(query[part]).to(device)
+
+
+def sweep_split(build: Build, points: Sequence[SweepPoint], support: FeaturesLike, support_labels: LabelsLike,
+                query: FeaturesLike | QueryRows, query_labels: LabelsLike, *, n_classes: int,
+                tie_seed: int | None = None, query_targets: np.ndarray | torch.Tensor | None = None,
+                query_groups: np.ndarray | torch.Tensor | None = None, query_chunk: int = 256,
+                device: torch.device | str | None = None) -> GridResult:
+    """Accuracy and macro-F1 of every point (exact match with (m, C) `query_targets`; both clip-level
+    exact matches with `query_groups`), each point's estimator fitted from scratch on the support set."""
+    if not points:
+        raise ConfigError("no grid points to evaluate", "give the method at least one grid point")
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    support = as_features(support).to(device)
+    fit_labels = torch.as_tensor(np.asarray(support_labels)).long().to(device)
+    labels = query_label_tensor(query_labels, n_classes)
+    if labels.shape[0] != len(query):
+        raise ConfigError(f"{len(query)} query clips but {labels.shape[0]} query labels", "pass one label per query clip")
+    targets = None if query_targets is None else target_tensor(query_targets, labels.shape[0], n_classes)
+    groups = None if query_groups is None else group_tensor(query_groups, labels.shape[0])
+    n = len(points)
+    accuracy, f1 = np.zeros(n), np.zeros(n)
+    exact = None if targets is None else np.zeros(n)
+    by_clip = {} if groups is None else {name: np.zeros(n) for name in CLIP_METRICS}
+    with torch.no_grad():
+        for i, point in enumerate(points):
+            fitted = fit_point(build, point, support, fit_labels, n_classes, tie_seed)
+            counts, hits, preds = None, None, []
+            for part, rows in _query_chunks(query, query_chunk, device):
+                pred = torch.as_tensor(fitted.predict(rows)).long().cpu()
+                chunk = prediction_counts(pred[None], labels[part], n_classes)
+                counts = chunk if counts is None else counts + chunk
+                if targets is not None:  # (m, C) scores as the grid's (C, S=1, m)
+                    scores = torch.as_tensor(fitted.predict_scores(rows)).float().cpu().t().unsqueeze(1)
+                    part_hits = exact_hits(scores, targets[part])
+                    hits = part_hits if hits is None else hits + part_hits
+                if groups is not None:
+                    preds.append(pred)
+            accuracy[i], f1[i] = counts.accuracy()[0], counts.macro_f1()[0]
+            if exact is not None:
+                exact[i] = float(hits[0]) / counts.n * 100.0
+            if preds:
+                for name, values in clip_exact_matches(torch.cat(preds)[None], labels, groups).items():
+                    by_clip[name][i] = values[0]
+    return GridResult(tuple(points), accuracy, f1, exact, int(labels.shape[0]), by_clip)
+
+
+def sweep_cross_validation(build: Build, points: Sequence[SweepPoint], support: FeaturesLike,
+                           support_labels: LabelsLike, *, n_classes: int, folds: int = 5, seed: int = 0,
+                           tie_seed: int | None = None, support_targets: np.ndarray | torch.Tensor | None = None,
+                           device: torch.device | str | None = None) -> dict[str, Any]:
+    """Choose a point from the support set alone, by the one cross-validation rule
+    (`calm.selection.cross_validation`: stratified folds, pooled held-out score) and the one tie rule
+    (`first_best`). With a single clip in some class, the method's configured setting is used
+    (``selected_by: "default"``, the reason in ``note``)."""
+    support = as_features(support)
+    labels_np = np.asarray(torch.as_tensor(np.asarray(support_labels)).long())
+    fold, n_folds, smallest = support_folds(labels_np, n_classes, folds, seed)
+    if fold is None:
+        return {"selected_by": "default", "setting": {}, "setting_index": None, "cv_score": None, "folds": 0,
+                "metric": None, "note": f"{too_few_clips(smallest)}, so the configured setting is used"}
+    targets = None if support_targets is None else target_tensor(support_targets, len(labels_np), n_classes)
+
+    def score_fold(held: torch.Tensor) -> np.ndarray:
+        keep = ~held
+        return sweep_split(build, points, support[keep], labels_np[keep.numpy()], support[held],
+                           labels_np[held.numpy()], n_classes=n_classes, tie_seed=tie_seed,
+                           query_targets=None if targets is None else targets[held], device=device).values()
+
+    pooled = pooled_fold_scores(fold, n_folds, score_fold)
+    best = first_best(pooled)
+    return {"selected_by": "cross_validation", "setting": points[best].as_dict(), "setting_index": best,
+            "cv_score": float(pooled[best]), "folds": n_folds,
+            "metric": "accuracy" if targets is None else "exact_match",
+            "note": f"stratified {n_folds}-fold cross-validation on the {len(labels_np)} support clips"}
+
+
+def point_eer(build: Build, point: SweepPoint, support: FeaturesLike, support_labels: LabelsLike,
+              query: FeaturesLike | QueryRows, query_labels: LabelsLike, positive_class: int, *,
+              tie_seed: int | None = None, query_chunk: int = 256, device: torch.device | str | None = None) -> float:
+    """Test EER (percent) of one point on a two-class split, `positive_class` the detected class."""
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    labels = torch.as_tensor(np.asarray(support_labels)).long().to(device)
+    with torch.no_grad():
+        fitted = fit_point(build, point, as_features(support).to(device), labels, 2, tie_seed)
+        scores = torch.cat([torch.as_tensor(fitted.predict_scores(rows)).float().cpu()
+                            for _, rows in _query_chunks(query, query_chunk, device)])
+    truth = query_label_tensor(query_labels, 2).numpy() == positive_class
+    return eer(detector_scores(scores, positive_class), truth)
