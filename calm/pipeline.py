@@ -121,7 +121,10 @@ def merge(job: PreparedJob, episodes: list, outputs: list[ReportOutput]) -> tupl
         per_method.update(out.per_method)
         episode_rows.extend(out.episode_rows)
         rows.extend(out.rows)
+        notes = [*extra.get("notes", []), *out.extra.get("notes", [])]  # every report's notes, none overwritten
         extra.update(out.extra)
+        if notes:
+            extra["notes"] = notes
     summary = result_rows(job.cfg.shots, per_method, episode_rows, episodes[0].ways,
                           job.protocol.reported_queries(episodes), job.cfg.method.get("baseline"))
     # every row says what its support sets were, when not `shots` clean clips per class (calm.protocols.row_marks)

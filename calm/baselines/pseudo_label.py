@@ -124,6 +124,17 @@ class PseudoLabelSettings:
                               f"prompt={getattr(prompt, 'name', prompt)}",
                               "use prompt=paper, or method.pseudo_label.prompt=clean")
 
+    def notes(self) -> list[str]:
+        """What a reader of the `+pl` rows must know under the authors' modes (results.json notes)."""
+        notes = []
+        if self.prompt == "multiple_choice":
+            notes.append("pseudo labels come from the multiple-choice prompt, whose options contain each clip's "
+                         "true label (as in the authors' runs), so the backbone is shown the answer among the choices")
+        if self.support == "replace":
+            notes.append("the +pl rows are fitted on the support set relabelled by the backbone (S = V): clips "
+                         "without an agreed pseudo label are dropped; the true support labels are never read")
+        return notes
+
     @property
     def sampling(self) -> Sampling:
         return Sampling(self.temperature, self.top_p, self.temperature_range, self.seed)

@@ -84,6 +84,14 @@ class ZeroShotSettings:
                               f"prompt={getattr(prompt, 'name', prompt)} offers no lettered options",
                               "use prompt=paper, or method.zero_shot.matching=class_names")
 
+    def notes(self, unmatched: int, answered: int) -> list[str]:
+        """What a reader of the zero-shot row must know under the authors' matching (results.json notes)."""
+        if self.matching != "option_letter":
+            return []
+        return [f"zero_shot is scored by the option letter of the multiple-choice prompt, whose options contain "
+                f"each clip's true label (as in the authors' runs); {unmatched} of {answered} answers gave no "
+                "offered letter and count as wrong"]
+
     def decoding_key(self) -> dict[str, Any]:
         """Everything about decoding that changes an answer (the answer store's key)."""
         sampled = self.sampling.key_fields() if self.decoding == "sample" else {}

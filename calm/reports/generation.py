@@ -49,7 +49,8 @@ class ZeroShot:
         answers.write(job.out_dir / ANSWERS_FILE, table.class_names)
         out = ReportOutput(per_method={ZERO_SHOT_ROW: []}, extra={
             "zero_shot_unmatched": len(answers.unmatched),
-            "zero_shot_decoding": {"matching": settings.matching, **settings.decoding_key()}})
+            "zero_shot_decoding": {"matching": settings.matching, **settings.decoding_key()},
+            "notes": settings.notes(len(answers.unmatched), len(answers.answers))})
         for episode in episodes:
             acc = zero_shot_accuracy(episode, table, answers)
             out.per_method[ZERO_SHOT_ROW].append(acc)
@@ -76,4 +77,5 @@ class PseudoLabelRefit:
                                                   generation_device(job.cfg.trainer))
         per_method, episode_rows = evaluate(augmented, features, self.settings.refit_methods(job.methods), tracker,
                                             device=evaluation_device(job.cfg.evaluate.device))
-        return ReportOutput(per_method=per_method, episode_rows=episode_rows, extra={"pseudo_label": record})
+        return ReportOutput(per_method=per_method, episode_rows=episode_rows,
+                            extra={"pseudo_label": record, "notes": self.settings.notes()})
