@@ -10,7 +10,8 @@ Ids: a clip with several labels gives `"<clip id>#<label position>"` (position i
 list, from 0); a clip with one label is its own single question and keeps its id, so its row and
 prompt text are those of the same clip without the expansion. Clip ids containing `#` are refused,
 so a question id never equals a clip id. A table without multi-label clips is already one question
-per clip and is returned unchanged.
+per clip and is returned unchanged. A clip that cannot be decoded (on_bad_clip=skip) is skipped as each
+of its questions; skipped_clips.tsv lists them by question id, which starts with the clip id.
 """
 
 from __future__ import annotations
