@@ -278,6 +278,8 @@ def test_replace_fits_on_the_pseudo_labels_never_the_true_support_labels(tmp_pat
     assert replaced[0].query.tolist() == [11, 12] and replaced[0].query_labels.tolist() == [0, 1]
     assert report["kept"] == 3 and report["kept_accuracy"] == pytest.approx(100 / 3)
     assert report["options_show_true_label"] and report["support"] == "replace"
+    assert [note.split(" ")[:3] for note in settings.notes()] == [["pseudo", "labels", "come"], ["the", "+pl", "rows"]]
+    assert PseudoLabelSettings(refit=("calm",)).notes() == [], "the clean modes need no note"
     spy = LabelSpy()
     evaluate(replaced, torch.zeros(13, 2, 3), {"spy+pl": spy}, NullTracker())
     assert spy.fitted == [[1, 0, 2]]

@@ -200,3 +200,16 @@ def test_sampled_decoding_is_seeded_on_tiny_qwen2_audio(tmp_path: Path) -> None:
     assert answers(temperature=1.1, top_p=0.95, seed=5) != first
     ranged = answers(temperature_range=(0.5, 1.5), top_p=0.95)
     assert answers(temperature_range=(0.5, 1.5), top_p=0.95) == ranged
+
+
+@pytest.mark.parametrize(("protocol", "expected"), [
+    ("paper", ("sample", "option_letter", 1.1, 0.95)), ("episodic", ("greedy", "class_names", 1.1, 0.95))])
+def test_protocol_paper_turns_on_sampling_and_option_letters(tmp_path: Path, protocol: str,
+                                                             expected: tuple[str, str, float, float]) -> None:
+    from omegaconf import OmegaConf
+
+    cfg = compose_config(["backbone=qwen2_audio", "method=zero_shot", f"protocol={protocol}", "prompt=paper"], tmp_path)
+    settings = ZeroShotSettings.from_config(OmegaConf.to_container(cfg.method.zero_shot, resolve=True), PaperPrompt())
+    assert (settings.decoding, settings.matching, settings.temperature, settings.top_p) == expected
+    notes = settings.notes(2, 10)
+    assert notes == [] if protocol == "episodic" else "2 of 10 answers gave no offered letter" in notes[0]
