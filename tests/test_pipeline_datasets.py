@@ -14,8 +14,8 @@ from calm.pipeline import run_job
 from tests.cli import compose_config
 from tests.layouts import make_asvspoof, make_audioset
 
-SMALL_GRID = ["protocol.grid.tau=[0.01,0.07]", "protocol.grid.tau_w=[0.5]", "protocol.grid.top_k=[5,all]",
-              "protocol.grid.shrinkage=[0]", "protocol.grid.reliability=[margin_clamped,prob]"]
+SMALL_GRID = ["grids.calm.tau=[0.01,0.07]", "grids.calm.tau_w=[0.5]", "grids.calm.top_k=[5,all]",
+              "grids.calm.shrinkage=[0]", "grids.calm.reliability=[margin_clamped,prob]"]
 
 
 def _digit(fsdd_root: Path, digit: int, i: int) -> tuple[np.ndarray, int]:
@@ -60,13 +60,15 @@ def test_paper_protocol_reports_both_selections_labelled(tmp_path: Path, asvspoo
     results = _run(tmp_path, monkeypatch, ["dataset=asvspoof2019_la", f"dataset.root={asvspoof_root}", "shots=3",
                                            "protocol=paper", "prompt=paper", *SMALL_GRID])
     rows = {r["method"]: r for r in results["results"]}
-    assert set(rows) == {"sav", "calm", "calm[cv]", "calm[oracle]"}
+    assert set(rows) == {"sav", "calm", "calm[cv]", "calm[oracle]", "sav[cv]", "sav[oracle]"}
     assert "cross-validation on the support set" in rows["calm[cv]"]["selection"]
     assert rows["calm[oracle]"]["selection"].startswith("oracle")
     assert rows["calm[oracle]"]["accuracy_mean"] >= rows["calm[cv]"]["accuracy_mean"]
     assert rows["sav"]["queries"] == 12 and rows["sav"]["episodes"] == 1, "the whole test split, scored once"
-    assert results["paper_grid"]["grid_size"] == 2 * 1 * 2 * 1 * 2
-    assert "eer" in results["paper_grid"]["oracle"]["test"]
+    assert results["paper_grid"]["calm"]["grid_size"] == 2 * 1 * 2 * 1 * 2
+    assert "eer" in results["paper_grid"]["calm"]["oracle"]["test"]
+    # configs/grids/asvspoof2019_la.yaml: SAV k in {20, 40, 100}; Whisper tiny.en has 72 heads, so 100 is all heads
+    assert results["paper_grid"]["sav"]["grid_size"] == 3 and "eer_mean" in rows["sav[oracle]"]
     assert results["protocol"] == "paper" and results["prompt"]["name"] == "paper"
 
 

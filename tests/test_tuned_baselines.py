@@ -180,3 +180,23 @@ def test_grid_files_are_selected_by_dataset(tmp_path: Path) -> None:
     assert fsdd == config_grids("generic")
     assert paper_grids(compose_config(["dataset=vggsound", "protocol=paper"], tmp_path))["calm"] == \
         config_grids("vggsound_av")["calm"]
+
+
+def test_calm_grid_scores_question_groups_as_the_estimators_predictions() -> None:
+    """The grid engine keeps each settings chunk's predictions for the clip-level scores: they must be
+    those of CALM's own predictions, grouped the same way (clips of 1 to 3 questions)."""
+    g = torch.Generator().manual_seed(1)
+    centers = torch.randn(3, 8, 4, generator=g)
+    labels, query_labels = torch.arange(3).repeat_interleave(3), torch.randint(0, 3, (21,), generator=g)
+    support = centers[labels] + 0.5 * torch.randn(9, 8, 4, generator=g)
+    query = centers[query_labels] + 1.2 * torch.randn(21, 8, 4, generator=g)
+    groups = torch.tensor([0, 0, 1, 2, 2, 2, 3, 4, 4, 5, 6, 6, 6, 7, 8, 8, 9, 10, 10, 11, 11])
+    grid = CalmGrid(("margin_clamped",), (0.05, 1.0), (0.5,), (2, None), (0.0,))
+    result = evaluate_grid(support, labels, query, query_labels, grid, query_groups=groups.numpy(), query_chunk=4)
+    assert result.metric == "exact_match_questions"
+    for i, setting in enumerate(result.settings):
+        pred = setting.estimator().fit(support, labels).predict(query)[None]
+        assert result.by_clip["exact_match_questions"][i] == float(
+            calm.metrics.batched_question_exact_match(pred, query_labels, groups)[0])
+        assert result.by_clip["exact_match_sets"][i] == float(
+            calm.metrics.batched_set_exact_match(pred, query_labels, groups)[0])
