@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: env demo test test-slow bench lint contracts clean-cache
+.PHONY: env demo test test-slow smoke-tables bench lint contracts clean-cache
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
+
+# the paper table end to end on tiny backbones and generated data in each dataset's official layout
+SMOKE_TABLES_OUT ?= $(shell mktemp -d)
+smoke-tables: $(STAMP)
+	$(BIN)/python scripts/reproduce_tables.py --smoke --tables paper --out $(SMOKE_TABLES_OUT)
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_methods.py

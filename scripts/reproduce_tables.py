@@ -34,6 +34,8 @@ from calm.tables import (
     table_files,
     table_names,
 )
+from calm.tables.jobs import OK
+from calm.tables.numbers import OURS
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -62,13 +64,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.smoke:
             specs, smoke, per_group = smoke_tables(specs, args.out)
             overrides += smoke
-        build_tables(specs, args.out, overrides, args.collect, per_group)
+        numbers = build_tables(specs, args.out, overrides, args.collect, per_group)
     except CalmError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     for spec in specs:
         print(table_files(args.out, spec)[0].read_text())
     print(f"wrote {', '.join(str(p) for s in specs for p in table_files(args.out, s))} and {args.out / CSV_NAME}")
+    # a smoke run fails (for CI) when a job it gave data to did not finish
+    broken = sorted({f"{n.group}: {n.status}" for n in numbers
+                     if n.source == OURS and n.experiment in per_group and n.status != OK})
+    if args.smoke and broken:
+        print("error: smoke jobs with generated data gave no numbers:\n  " + "\n  ".join(broken), file=sys.stderr)
+        return 1
     return 0
 
 

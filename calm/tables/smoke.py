@@ -90,7 +90,7 @@ def write_audioset(root: Path) -> Path:
         youtube_id = f"smoke{i:06d}"
         (train if i < 9 else evaluation).append((youtube_id, 0.0, 10.0, ",".join(mids)))
         clips[f"{youtube_id}_000000.flac"] = "train" if i < 9 else "eval"
-    return make_audioset(root, labels, train, evaluation, clips)
+    return make_audioset(root, labels, train, evaluation, clips, seconds=0.5)
 
 
 def write_asvspoof(root: Path) -> Path:
@@ -99,7 +99,7 @@ def write_asvspoof(root: Path) -> Path:
         return [f"LA_0001 LA_{prefix}_{i:07d} - {'-' if i < 3 else 'A01'} {'bonafide' if i < 3 else 'spoof'}"
                 for i in range(6)]
 
-    make_asvspoof(root, {"train": lines("T"), "eval": lines("E")})
+    make_asvspoof(root, {"train": lines("T"), "eval": lines("E")}, seconds=0.5)
     return root
 
 

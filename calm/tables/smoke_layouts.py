@@ -106,14 +106,14 @@ def make_vggsound(root: Path, rows: Sequence[tuple[str, int, str, str]], present
 
 
 def make_asvspoof(parent: Path, partitions: dict[str, Sequence[str]], absent: Iterable[str] = (),
-                  rate: int = 16000) -> Path:
+                  rate: int = 16000, seconds: float = 0.05) -> Path:
     """`parent/LA` with the CM protocol files (the given lines) and one flac per utterance not in `absent`."""
     la = parent / "LA"
     protocols = la / "ASVspoof2019_LA_cm_protocols"
     protocols.mkdir(parents=True, exist_ok=True)
     suffix = {"train": "train.trn", "dev": "dev.trl", "eval": "eval.trl"}
     absent = set(absent)
-    flac_bytes = audio_bytes(rate, 0.05, "FLAC")
+    flac_bytes = audio_bytes(rate, seconds, "FLAC")
     for partition, lines in partitions.items():
         (protocols / f"ASVspoof2019.LA.cm.{suffix[partition]}.txt").write_text("\n".join(lines) + "\n")
         flac = la / f"ASVspoof2019_LA_{partition}" / "flac"
@@ -136,7 +136,8 @@ def audioset_segments(rows: Sequence[tuple[str, float, float, str]]) -> str:
 
 
 def make_audioset(root: Path, labels: Sequence[tuple[str, str]], train: Sequence[tuple[str, float, float, str]],
-                  evaluation: Sequence[tuple[str, float, float, str]], clips: dict[str, str]) -> Path:
+                  evaluation: Sequence[tuple[str, float, float, str]], clips: dict[str, str],
+                  seconds: float = 0.05) -> Path:
     """class_labels_indices.csv, the two segment CSVs and `audio/<sub>/<name>` flac clips (`clips`: name -> sub)."""
     root.mkdir(parents=True, exist_ok=True)
     index = ["index,mid,display_name"] + [f'{i},{mid},"{name}"' for i, (mid, name) in enumerate(labels)]
@@ -146,5 +147,5 @@ def make_audioset(root: Path, labels: Sequence[tuple[str, str]], train: Sequence
     for name, sub in clips.items():
         folder = root / "audio" / sub
         folder.mkdir(parents=True, exist_ok=True)
-        sf.write(folder / name, tone(32000, 0.05), 32000)
+        sf.write(folder / name, tone(32000, seconds), 32000)
     return root

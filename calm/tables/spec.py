@@ -23,8 +23,11 @@ CONFIGS_DIR = REPO_ROOT / "configs"
 TABLES_DIR = CONFIGS_DIR / "tables"
 EXPERIMENTS_DIR = CONFIGS_DIR / "experiment"
 # The metrics a row group may show (results.json has `<metric>_mean` / `<metric>_ci95` per row).
+# Per-label question rows (AudioSet under protocol=paper) score a clip by its questions: all right
+# (`exact_match_questions`, the authors' runner) or the predicted label set equal to the clip's.
 METRIC_NAMES = {"accuracy": "accuracy (%)", "exact_match": "exact match (%)", "eer": "EER (%)",
-                "macro_f1": "macro-F1 (%)"}
+                "macro_f1": "macro-F1 (%)", "exact_match_questions": "exact match, every question right (%)",
+                "exact_match_sets": "exact match, label sets equal (%)"}
 ALL_SHOTS = "all"
 AT_MOST = re.compile(r"^(?:<=|≤)\s*(\d+)$")
 
