@@ -76,6 +76,6 @@ class PseudoLabelRefit:
                                                   job.out_dir, Path(job.cfg.paths.cache_dir),
                                                   generation_device(job.cfg.trainer))
         per_method, episode_rows = evaluate(augmented, features, self.settings.refit_methods(job.methods), tracker,
-                                            device=evaluation_device(job.cfg.evaluate.device))
+                                            device=evaluation_device(job.cfg.evaluate.device), table=job.table)
         return ReportOutput(per_method=per_method, episode_rows=episode_rows,
                             extra={"pseudo_label": record, "notes": self.settings.notes()})
