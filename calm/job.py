@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from calm.backbones import Backbone, build_backbone
-from calm.baselines import PseudoLabelSettings, check_single_label
+from calm.baselines import PseudoLabelSettings, ZeroShotSettings, check_single_label
 from calm.cache import ActivationCache
 from calm.config_objects import build
 from calm.config_schema import check_settings
@@ -82,6 +82,7 @@ class PreparedJob:
     backbone: Backbone
     prompt: ClipPrompt
     pseudo: PseudoLabelSettings | None
+    zero_shot: ZeroShotSettings | None
     cache: ActivationCache
 
     def without(self, skipped: set[str]) -> PreparedJob:
@@ -122,5 +123,7 @@ def prepare(cfg: DictConfig) -> PreparedJob:
     backbone = build_backbone(cfg.backbone, str(cfg.trainer.precision))
     pseudo = (PseudoLabelSettings.from_config(OmegaConf.to_container(cfg.method.pseudo_label, resolve=True), methods,
                                              prompt) if cfg.method.get("pseudo_label") else None)
+    zero_shot = (ZeroShotSettings.from_config(OmegaConf.to_container(cfg.method.zero_shot, resolve=True), prompt)
+                 if cfg.method.get("zero_shot") else None)
     return PreparedJob(cfg, OmegaConf.to_container(cfg, resolve=True), out_dir, main, loaded, table, protocol,
-                       pools, methods, backbone, prompt, pseudo, open_cache(cfg, backbone, prompt))
+                       pools, methods, backbone, prompt, pseudo, zero_shot, open_cache(cfg, backbone, prompt))

@@ -213,3 +213,16 @@ def test_protocol_paper_turns_on_sampling_and_option_letters(tmp_path: Path, pro
     assert (settings.decoding, settings.matching, settings.temperature, settings.top_p) == expected
     notes = settings.notes(2, 10)
     assert notes == [] if protocol == "episodic" else "2 of 10 answers gave no offered letter" in notes[0]
+
+
+def test_option_letters_with_a_clean_prompt_are_refused_when_the_job_is_prepared(tmp_path: Path) -> None:
+    """protocol=paper turns option-letter matching on; with the default clean prompt the job stops in
+    `prepare` (no model loaded, nothing extracted), naming both fixes."""
+    from calm.job import prepare
+
+    cfg = compose_config(["experiment=quickstart", "method=zero_shot", "protocol=paper", "logger=none",
+                          f"paths.cache_dir={tmp_path / 'cache'}"], tmp_path / "job")
+    with pytest.raises(ConfigError, match="option_letter") as err:
+        prepare(cfg)
+    assert "prompt=paper" in err.value.fix and "matching=class_names" in err.value.fix
+    assert not (tmp_path / "cache").exists()

@@ -8,12 +8,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from omegaconf import OmegaConf
 
 from calm.baselines import (
     ZERO_SHOT_ROW,
     PseudoLabelSettings,
-    ZeroShotSettings,
     answer_clips,
     generation_device,
     pseudo_label_episodes,
@@ -40,8 +38,7 @@ class ZeroShot:
     def run(self, job: PreparedJob, features: torch.Tensor | None, episodes: list[Episode],
             tracker: Tracker) -> ReportOutput:
         table = job.table
-        settings = ZeroShotSettings.from_config(OmegaConf.to_container(job.cfg.method.zero_shot, resolve=True),
-                                                job.prompt)
+        settings = job.zero_shot  # parsed and checked against the prompt by calm.job.prepare
         query_ids = [table.clips[i].id for episode in episodes for i in episode.query]
         store = zero_shot_store(Path(job.cfg.paths.cache_dir), job.backbone, job.prompt, settings, table)
         answers = answer_clips(job.backbone, table, job.prompt, query_ids, settings,
