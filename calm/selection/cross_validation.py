@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from calm.metrics import accuracy, macro_f1
+from calm.selection.settings import first_best
 
 
 def fold_seed(cv_seed: int, episode_seed: int) -> int:
@@ -86,3 +87,14 @@ def support_cv_scores(estimator: Any, features: torch.Tensor, labels: np.ndarray
         pred[held.numpy()] = torch.as_tensor(fitted.predict(features[held])).cpu().numpy()
     return {"support_cv_accuracy": accuracy(pred, labels), "support_cv_macro_f1": macro_f1(pred, labels, n_classes),
             "folds": n_folds}
+
+
+def cross_validation_choice(pooled: np.ndarray, settings: Sequence[dict[str, Any]], n_folds: int, n_clips: int,
+                            multi_label: bool) -> dict[str, Any]:
+    """The record of a choice by support-set cross-validation: the first setting with the best pooled
+    held-out score (`first_best`), its score, and how it was measured."""
+    best = first_best(pooled)
+    return {"selected_by": "cross_validation", "setting": settings[best], "setting_index": best,
+            "cv_score": float(pooled[best]), "folds": n_folds,
+            "metric": "exact_match" if multi_label else "accuracy",
+            "note": f"stratified {n_folds}-fold cross-validation on the {n_clips} support clips"}

@@ -15,7 +15,12 @@ import torch
 from calm.methods.prototypes import FeaturesLike, LabelsLike
 from calm.methods.prototypes import support_labels as checked_labels
 from calm.metrics import detector_scores, eer
-from calm.selection.cross_validation import pooled_fold_scores, support_folds, too_few_clips
+from calm.selection.cross_validation import (
+    cross_validation_choice,
+    pooled_fold_scores,
+    support_folds,
+    too_few_clips,
+)
 from calm.selection.grid import (
     QueryRows,
     RowSubset,
@@ -30,7 +35,6 @@ from calm.selection.settings import (
     CalmGrid,
     CalmSetting,
     GridResult,
-    first_best,
     grid_settings,
 )
 from calm.selection.sweep import Build, SweepPoint, point_eer, sweep_cross_validation, sweep_split
@@ -78,11 +82,8 @@ def select_by_cross_validation(
                              chunk=chunk, device=device).values()
 
     pooled = pooled_fold_scores(fold, n_folds, score_fold)
-    best = first_best(pooled)
-    return {"selected_by": "cross_validation", "setting": settings[best].as_dict(), "setting_index": best,
-            "cv_score": float(pooled[best]), "folds": n_folds,
-            "metric": "accuracy" if targets is None else "exact_match",
-            "note": f"stratified {n_folds}-fold cross-validation on the {len(labels_np)} support clips"}
+    return cross_validation_choice(pooled, [s.as_dict() for s in settings], n_folds, len(labels_np),
+                                   targets is not None)
 
 
 def default_setting(settings: Sequence[CalmSetting]) -> CalmSetting:

@@ -22,10 +22,15 @@ import torch
 from calm.errors import ConfigError
 from calm.methods.prototypes import FeaturesLike, LabelsLike, as_features
 from calm.metrics import detector_scores, eer, exact_hits, prediction_counts
-from calm.selection.cross_validation import pooled_fold_scores, support_folds, too_few_clips
+from calm.selection.cross_validation import (
+    cross_validation_choice,
+    pooled_fold_scores,
+    support_folds,
+    too_few_clips,
+)
 from calm.selection.grid import QueryRows, query_label_tensor, target_tensor
 from calm.selection.questions import CLIP_METRICS, clip_exact_matches, group_tensor
-from calm.selection.settings import ALL_HEADS, GridResult, first_best, heads_top_k
+from calm.selection.settings import ALL_HEADS, GridResult, heads_top_k
 
 # builds the estimator of one grid point from the point's values (the method's other settings fixed)
 Build = Callable[[Mapping[str, Any]], Any]
@@ -171,11 +176,8 @@ def sweep_cross_validation(build: Build, points: Sequence[SweepPoint], support: 
                            query_targets=None if targets is None else targets[held], device=device).values()
 
     pooled = pooled_fold_scores(fold, n_folds, score_fold)
-    best = first_best(pooled)
-    return {"selected_by": "cross_validation", "setting": points[best].as_dict(), "setting_index": best,
-            "cv_score": float(pooled[best]), "folds": n_folds,
-            "metric": "accuracy" if targets is None else "exact_match",
-            "note": f"stratified {n_folds}-fold cross-validation on the {len(labels_np)} support clips"}
+    return cross_validation_choice(pooled, [s.as_dict() for s in points], n_folds, len(labels_np),
+                                   targets is not None)
 
 
 def point_eer(build: Build, point: SweepPoint, support: FeaturesLike, support_labels: LabelsLike,
