@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+SMOKE_TABLES_OUT ?= smoke_tables
 
 .PHONY: env demo test test-slow smoke-tables bench lint contracts clean-cache
 
