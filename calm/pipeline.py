@@ -15,7 +15,7 @@ from calm.baselines.pseudo_label import unlabelled_pool
 from calm.extract import ExtractionReport, extract_missing
 from calm.job import PreparedJob, prepare
 from calm.protocols import Episode, support_marks
-from calm.reports import ReportOutput, job_reports, print_table, result_rows
+from calm.reports import ReportOutput, job_reports, print_table, relabelled_support, result_rows
 from calm.sweeps import load_finished, mark_finished
 from calm.tracking import NullTracker, build_tracker, write_results
 
@@ -42,7 +42,11 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
             failed = False
             return {"rank": extraction.rank, "extracted": extraction.extracted}
         features = job.cache.rows(job.table.ids) if job.methods else None
-        outputs = [report.run(job, features, episodes, tracker) for report in job_reports(job)]
+        outputs = []
+        if job.pseudo is not None and job.pseudo.support == "replace":  # S = V: every report on the relabelled support
+            episodes, relabelling = relabelled_support(job, episodes)
+            outputs.append(relabelling)
+        outputs += [report.run(job, features, episodes, tracker) for report in job_reports(job)]
         rows, episode_rows, extra = merge(job, episodes, outputs)
         extra = {"cache": {"path": str(job.cache.path), "key": job.cache.key, "needed": extraction.needed,
                            "extracted": extraction.extracted, "recomputed": extraction.recomputed,

@@ -4,6 +4,7 @@ backbones (Whisper tiny.en end to end on real FSDD speech, a tiny Qwen2-Audio)."
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from pathlib import Path
@@ -278,7 +279,7 @@ def test_replace_fits_on_the_pseudo_labels_never_the_true_support_labels(tmp_pat
     assert replaced[0].query.tolist() == [11, 12] and replaced[0].query_labels.tolist() == [0, 1]
     assert report["kept"] == 3 and report["kept_accuracy"] == pytest.approx(100 / 3)
     assert report["options_show_true_label"] and report["support"] == "replace"
-    assert [note.split(" ")[:3] for note in settings.notes()] == [["pseudo", "labels", "come"], ["the", "+pl", "rows"]]
+    assert [note.split(" ")[:3] for note in settings.notes()] == [["pseudo", "labels", "come"], ["every", "row", "of"]]
     assert PseudoLabelSettings(refit=("calm",)).notes() == [], "the clean modes need no note"
     spy = LabelSpy()
     evaluate(replaced, torch.zeros(13, 2, 3), {"spy+pl": spy}, NullTracker())
@@ -456,3 +457,37 @@ def test_tiny_qwen2_audio_samples_through_generate_with_seeds(tmp_path: Path, mo
     assert backbone.sample_answers(waves, prompts, [7, 8], 3, 1.0, 0.9, 4) != first, "another seed, other answers"
     with pytest.raises(ConfigError):
         backbone.sample_answers(waves, prompts, [1, 2], samples=3, temperature=0.0)
+
+
+def test_replace_runs_every_report_of_the_job_on_the_relabelled_support(tmp_path: Path, fsdd_root: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """support=replace (S = V): the estimators and the tuned rows are all fitted on the relabelled support,
+    with no `+pl` rows. The backbone's labelling is replaced by a fixed relabelling (class c -> c+1), so a
+    right wiring scores far below the same job on the true labels; the answers are not what is tested."""
+    import calm.reports.generation as generation
+
+    root = small_fsdd(fsdd_root, tmp_path / "fsdd", speakers=("lucas",), indices=(0, 10, 11), digits=(0, 1, 2, 3))
+    monkeypatch.setenv("CALM_CACHE", str(tmp_path / "cache"))
+    calls = []
+
+    def shifted(settings, backbone, table, prompt, episodes, *args, **kwargs):
+        calls.append([e.index for e in episodes])
+        moved = [dataclasses.replace(e, support_labels=(e.support_labels + 1) % e.ways) for e in episodes]
+        return moved, {"kept": sum(len(e.support) for e in moved)}
+
+    monkeypatch.setattr(generation, "pseudo_label_episodes", shifted)
+    base = ["backbone=whisper_tiny", "logger=none", "dataset=fsdd", f"dataset.root={root}", "shots=2",
+            "protocol=paper", "figures=false", "method.estimators.calm.tie_break=index",
+            "method.estimators.sav.tie_break=index"]
+    run_job(compose_config([*base, "method=calm_vs_sav"], tmp_path / "true"))
+    run_job(compose_config([*base, "method=pseudo_label", "method.pseudo_label.prompt=clean",
+                            "method.pseudo_label.support=replace"], tmp_path / "relabelled"))
+    true = {r["method"]: r for r in json.loads((tmp_path / "true" / "results.json").read_text())["results"]}
+    relabelled = json.loads((tmp_path / "relabelled" / "results.json").read_text())
+    rows = {r["method"]: r for r in relabelled["results"]}
+    assert calls == [[0]], "the relabelling runs once, on the job's one episode"
+    assert set(rows) == {"sav", "calm", "sav[cv]", "sav[oracle]", "calm[cv]", "calm[oracle]"}
+    for method in rows:
+        assert true[method]["accuracy_mean"] >= 75.0, (method, true[method]["accuracy_mean"])
+        assert rows[method]["accuracy_mean"] <= 25.0, (method, rows[method]["accuracy_mean"])
+    assert any("S = V" in note for note in relabelled["notes"])

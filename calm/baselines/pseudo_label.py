@@ -131,8 +131,8 @@ class PseudoLabelSettings:
             notes.append("pseudo labels come from the multiple-choice prompt, whose options contain each clip's "
                          "true label (as in the authors' runs), so the backbone is shown the answer among the choices")
         if self.support == "replace":
-            notes.append("the +pl rows are fitted on the support set relabelled by the backbone (S = V): clips "
-                         "without an agreed pseudo label are dropped; the true support labels are never read")
+            notes.append("every row of this job is fitted on the support set relabelled by the backbone (S = V): "
+                         "clips without an agreed pseudo label are dropped; the true support labels are never read")
         return notes
 
     @property

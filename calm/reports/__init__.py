@@ -1,7 +1,8 @@
 """The reports a job runs after extraction, in order, each on the same episodes and features.
 
 `job_reports` is the one place that decides which reports a job runs: the estimators always; the
-zero-shot answers and the pseudo-label refit when the method asks for them; the search objective
+zero-shot answers and the pseudo-label refit (support=union) when the method asks for them (under
+support=replace every report sees the relabelled episodes of `relabelled_support` instead); the search objective
 when a search runs; the tuned rows when protocol=paper sweeps a method (`tuned_methods`).
 """
 
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING
 from calm.reports.base import Report, ReportOutput
 from calm.reports.console import print_table
 from calm.reports.episodic import EpisodicMethods, evaluate, result_rows, score_method
-from calm.reports.generation import PseudoLabelRefit, ZeroShot
+from calm.reports.generation import PseudoLabelRefit, ZeroShot, relabelled_support
 from calm.reports.paper_grid import (
     PaperGrid,
     grid_rows,
@@ -31,7 +32,7 @@ def job_reports(job: PreparedJob) -> list[Report]:
     reports: list[Report] = [EpisodicMethods()]
     if job.cfg.method.get("zero_shot"):
         reports.append(ZeroShot())
-    if job.pseudo is not None:
+    if job.pseudo is not None and job.pseudo.support != "replace":  # replace: relabelled_support, before all
         reports.append(PseudoLabelRefit(job.pseudo))
     reports.append(SearchObjective())
     if tuned_methods(job.cfg):
@@ -52,6 +53,7 @@ __all__ = [
     "job_reports",
     "paper_notes",
     "print_table",
+    "relabelled_support",
     "result_rows",
     "score_method",
     "tuned_methods",

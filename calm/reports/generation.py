@@ -60,9 +60,19 @@ class ZeroShot:
         return out
 
 
+def relabelled_support(job: PreparedJob, episodes: list[Episode]) -> tuple[list[Episode], ReportOutput]:
+    """Under pseudo_label.support=replace (the authors' S = V): the episodes with their support sets
+    relabelled by the backbone, for every report of the job (estimators and tuned rows alike), and the
+    pseudo-label record. The true support labels are never read past this point."""
+    relabelled, record = pseudo_label_episodes(job.pseudo, job.backbone, job.table, job.prompt, episodes, job.out_dir,
+                                               Path(job.cfg.paths.cache_dir), generation_device(job.cfg.trainer))
+    return relabelled, ReportOutput(extra={"pseudo_label": record, "notes": job.pseudo.notes()})
+
+
 class PseudoLabelRefit:
-    """The estimators refitted on the pseudo-labelled support (S ∪ V, or V alone under support=replace),
-    on the same episodes and queries."""
+    """The estimators refitted on the support set grown with pseudo-labelled pool clips (S ∪ V), as
+    `<name>+pl` rows on the same episodes and queries (support=union; under support=replace the whole
+    job runs on the relabelled support instead: `relabelled_support`)."""
 
     def __init__(self, settings: PseudoLabelSettings) -> None:
         self.settings = settings
