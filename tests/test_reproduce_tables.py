@@ -222,11 +222,13 @@ def test_paper_numbers_sit_beside_their_rows_and_other_rows_say_not_reported() -
 def test_the_paper_table_holds_the_authors_settings() -> None:
     spec = load_table("paper")
     shots = {g.experiment: [s.key for s in g.shots] for g in spec.groups}
-    assert shots == {"table_esc50_qwen2_5_omni_pl": ["<=40"], "table_esc50_qwen2_5_omni": ["<=40"],
+    assert shots == {"table_esc50_qwen2_5_omni_pl": ["<=40"], "table_esc50_qwen2_5_omni_pl_leaky": ["40"],
+                     "table_esc50_qwen2_5_omni": ["<=40"],
                      "table_vggsound_qwen2_audio": ["20", "40"], "table_audioset_qwen2_audio": ["<=20"],
                      "table_asvspoof_qwen2_audio": ["all"], "table_vggsound_av_qwen2_5_omni": ["20"]}
     paper = {g.experiment: g.paper for g in spec.groups}
-    assert paper == {"table_esc50_qwen2_5_omni_pl": {"calm[oracle]": 99.25}, "table_esc50_qwen2_5_omni": {},
+    assert paper == {"table_esc50_qwen2_5_omni_pl": {"calm[oracle]": 99.25}, "table_esc50_qwen2_5_omni_pl_leaky": {},
+                     "table_esc50_qwen2_5_omni": {},
                      "table_vggsound_qwen2_audio": {"calm[oracle]": 88.15},
                      "table_audioset_qwen2_audio": {"calm[oracle]": 70.5},
                      "table_asvspoof_qwen2_audio": {"calm[oracle]": 81.99},
@@ -243,6 +245,8 @@ def test_paper_jobs_compose_with_the_authors_precision_and_support_draw(tmp_path
                 assert cfg.protocol.name == "paper" and cfg.prompt.name.startswith("paper")
                 assert cfg.trainer.precision == precision[cfg.backbone.name], group.experiment
                 assert shots.k is None or cfg.shots == shots.k
+                leaky = group.experiment.endswith("_leaky")
+                assert (cfg.protocol.support_pool == "ast_leaky") == leaky, group.experiment
 
 
 def test_a_column_the_experiment_does_not_draw_is_refused(tmp_path: Path) -> None:
