@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -72,16 +73,18 @@ def test_sav_cv_and_oracle_choices_are_the_hand_worked_ones() -> None:
 
 
 class Lazy:
-    """Query rows read a slice at a time; records the largest read (the sweep must stream)."""
+    """Query rows read a slice at a time; records the largest read (the sweep must stream) and how many
+    rows were read in all (the sweep must not reread them per point)."""
 
     def __init__(self, rows: torch.Tensor) -> None:
-        self.rows, self.largest = rows.half(), 0
+        self.rows, self.largest, self.read = rows.half(), 0, 0
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, part: slice) -> torch.Tensor:
         self.largest = max(self.largest, part.stop - part.start)
+        self.read += part.stop - part.start
         return self.rows[part]
 
 
@@ -99,6 +102,12 @@ def test_generic_sweep_equals_fitting_each_point_from_scratch(make, axes) -> Non
     lazy = Lazy(query)
     result = sweep_split(make, points, support, labels, lazy, query_labels, n_classes=3, query_chunk=5)
     assert lazy.largest == 5, "queries are read query_chunk rows at a time"
+    assert lazy.read == 17, "every point fits in the default budget: the 17 test rows are read once"
+    one_by_one = Lazy(query)
+    alone = sweep_split(make, points, support, labels, one_by_one, query_labels, n_classes=3, query_chunk=5,
+                        fitted_budget=0)
+    assert one_by_one.read == 17 * len(points), "a budget of 0 bytes fits one point per read of the test rows"
+    assert np.array_equal(alone.accuracy, result.accuracy) and np.array_equal(alone.macro_f1, result.macro_f1)
     for i, point in enumerate(points):
         pred = make(point.as_dict()).fit(support.float(), labels, n_classes=3).predict(query.half().float())
         assert result.accuracy[i] == accuracy(pred, query_labels)

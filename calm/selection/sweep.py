@@ -5,8 +5,10 @@ method, including one a user adds with a `configs/grids/<dataset>.yaml` entry, i
 each grid point the estimator is built (`build(point)`: the job's `estimators.<name>` config with the
 point's values set), fitted on the support set and asked for predictions, the query rows read
 `query_chunk` clips at a time (a tensor or a lazy row view such as `calm.cache.RowView`), so the test
-split is never held as float32 at once. Points run one after another; only counts (and, for
-per-label questions, each point's predictions) are kept.
+split is never held as float32 at once. Points are fitted in batches whose fitted state (prototypes and
+the like) stays under `fitted_budget` bytes, and each batch reads the test rows once: a grid of P points
+reads them ceil(P / batch) times, not P times. Only counts (and, for per-label questions, each point's
+predictions) are kept.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from calm.selection.settings import ALL_HEADS, GridResult, heads_top_k
 
 # builds the estimator of one grid point from the point's values (the method's other settings fixed)
 Build = Callable[[Mapping[str, Any]], Any]
+# bytes of fitted estimators kept at once: points fitted together share one read of the test rows
+FITTED_BUDGET = 2 * 2**30
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,30 @@ def fit_point(build: Build, point: SweepPoint, support: torch.Tensor, labels: to
     return build(point.as_dict()).fit(support, labels, n_classes=n_classes, **tie)
 
 
+def fitted_bytes(estimator: Any) -> int:
+    """Bytes of the tensors a fitted estimator holds (its prototypes, weights, rankings)."""
+    return sum(value.element_size() * value.nelement() for value in vars(estimator).values()
+               if isinstance(value, torch.Tensor))
+
+
+def fitted_batches(build: Build, points: Sequence[SweepPoint], support: torch.Tensor, labels: torch.Tensor,
+                   n_classes: int, tie_seed: int | None, budget: int) -> Iterator[list[tuple[int, Any]]]:
+    """(point index, fitted estimator) pairs, in grid order, in batches whose fitted state stays under
+    `budget` bytes (a batch always holds at least one point)."""
+    batch: list[tuple[int, Any]] = []
+    used = 0
+    for i, point in enumerate(points):
+        fitted = fit_point(build, point, support, labels, n_classes, tie_seed)
+        size = fitted_bytes(fitted)
+        if batch and used + size > budget:
+            yield batch
+            batch, used = [], 0
+        batch.append((i, fitted))
+        used += size
+    if batch:
+        yield batch
+
+
 def _query_chunks(query: FeaturesLike | QueryRows, chunk: int, device: torch.device) -> Iterator[
         tuple[slice, torch.Tensor]]:
     for part in _parts(len(query), chunk):
@@ -113,9 +141,10 @@ def sweep_split(build: Build, points: Sequence[SweepPoint], support: FeaturesLik
                 query: FeaturesLike | QueryRows, query_labels: LabelsLike, *, n_classes: int,
                 tie_seed: int | None = None, query_targets: np.ndarray | torch.Tensor | None = None,
                 query_groups: np.ndarray | torch.Tensor | None = None, query_chunk: int = 256,
-                device: torch.device | str | None = None) -> GridResult:
+                device: torch.device | str | None = None, fitted_budget: int = FITTED_BUDGET) -> GridResult:
     """Accuracy and macro-F1 of every point (exact match with (m, C) `query_targets`; both clip-level
-    exact matches with `query_groups`), each point's estimator fitted from scratch on the support set."""
+    exact matches with `query_groups`), each point's estimator fitted from scratch on the support set;
+    the test rows are read once per batch of fitted points (`fitted_batches`)."""
     if not points:
         raise ConfigError("no grid points to evaluate", "give the method at least one grid point")
     device = torch.device(device) if device is not None else torch.device("cpu")
@@ -131,25 +160,28 @@ def sweep_split(build: Build, points: Sequence[SweepPoint], support: FeaturesLik
     exact = None if targets is None else np.zeros(n)
     by_clip = {} if groups is None else {name: np.zeros(n) for name in CLIP_METRICS}
     with torch.no_grad():
-        for i, point in enumerate(points):
-            fitted = fit_point(build, point, support, fit_labels, n_classes, tie_seed)
-            counts, hits, preds = None, None, []
+        for batch in fitted_batches(build, points, support, fit_labels, n_classes, tie_seed, fitted_budget):
+            counts: dict[int, Any] = {}
+            hits: dict[int, torch.Tensor] = {}
+            preds: dict[int, list[torch.Tensor]] = {i: [] for i, _ in batch}
             for part, rows in _query_chunks(query, query_chunk, device):
-                pred = torch.as_tensor(fitted.predict(rows)).long().cpu()
-                chunk = prediction_counts(pred[None], labels[part], n_classes)
-                counts = chunk if counts is None else counts + chunk
-                if targets is not None:  # (m, C) scores as the grid's (C, S=1, m)
-                    scores = torch.as_tensor(fitted.predict_scores(rows)).float().cpu().t().unsqueeze(1)
-                    part_hits = exact_hits(scores, targets[part])
-                    hits = part_hits if hits is None else hits + part_hits
+                for i, fitted in batch:
+                    pred = torch.as_tensor(fitted.predict(rows)).long().cpu()  # SAV's own tie rule, not argmax
+                    if targets is not None:  # (m, C) scores as the grid's (C, S=1, m)
+                        scores = torch.as_tensor(fitted.predict_scores(rows)).float().cpu().t().unsqueeze(1)
+                        part_hits = exact_hits(scores, targets[part])
+                        hits[i] = part_hits if i not in hits else hits[i] + part_hits
+                    chunk = prediction_counts(pred[None], labels[part], n_classes)
+                    counts[i] = chunk if i not in counts else counts[i] + chunk
+                    if groups is not None:
+                        preds[i].append(pred)
+            for i, _ in batch:
+                accuracy[i], f1[i] = counts[i].accuracy()[0], counts[i].macro_f1()[0]
+                if exact is not None:
+                    exact[i] = float(hits[i][0]) / counts[i].n * 100.0
                 if groups is not None:
-                    preds.append(pred)
-            accuracy[i], f1[i] = counts.accuracy()[0], counts.macro_f1()[0]
-            if exact is not None:
-                exact[i] = float(hits[0]) / counts.n * 100.0
-            if preds:
-                for name, values in clip_exact_matches(torch.cat(preds)[None], labels, groups).items():
-                    by_clip[name][i] = values[0]
+                    for name, values in clip_exact_matches(torch.cat(preds[i])[None], labels, groups).items():
+                        by_clip[name][i] = values[0]
     return GridResult(tuple(points), accuracy, f1, exact, int(labels.shape[0]), by_clip)
 
 
