@@ -246,3 +246,23 @@ def test_generate_answers_are_greedy_new_tokens_only(tmp_path: Path) -> None:
     again = backbone.generate_answers(waves, ["What sound is this?", "Name it."], max_new_tokens=4)
     assert len(first) == 2 and first == again
     assert all("What sound" not in answer and "assistant" not in answer for answer in first)
+
+
+def test_generation_pads_clips_too_short_for_two_audio_tokens(tmp_path: Path) -> None:
+    """A 0.05 s clip gives one audio token, which transformers' generate takes for unexpanded input and
+    fails on; generation pads it with silence to 0.1 s (two tokens): the same answer as the clip padded
+    by hand, while clips of 0.1 s or more are left alone."""
+    from calm.backbones.qwen2_audio import Qwen2AudioBackbone, padded_for_generation
+    from calm.backbones.tiny import build_tiny_qwen2_audio
+
+    backbone = Qwen2AudioBackbone(name="tiny", path=str(build_tiny_qwen2_audio(tmp_path / "tiny")))
+    backbone.load()
+    rate = backbone.sample_rate
+    short = np.sin(np.linspace(0, 20, int(rate * 0.05))).astype(np.float32)
+    padded = padded_for_generation(short, rate)
+    assert len(padded) == int(rate * 0.1) and np.array_equal(padded[:len(short)], short) and not padded[len(short):].any()
+    long = np.ones(int(rate * 0.1), dtype=np.float32)
+    assert padded_for_generation(long, rate) is long
+    by_hand = np.concatenate([short, np.zeros(int(rate * 0.1) - len(short), dtype=np.float32)])
+    answers = backbone.generate_answers([short], ["What sound is this?"], max_new_tokens=3)
+    assert answers == backbone.generate_answers([by_hand], ["What sound is this?"], max_new_tokens=3)

@@ -34,6 +34,17 @@ HOOK_POINTS = ("lm_self_attn",)
 PROMPT_PLACEHOLDER = "{prompt}"
 
 
+MIN_GENERATE_SECONDS = 0.1  # two audio tokens: transformers reads a one-token clip as unexpanded input
+
+
+def padded_for_generation(wave: np.ndarray, sample_rate: int) -> np.ndarray:
+    """`wave` with trailing silence up to MIN_GENERATE_SECONDS. A shorter clip gives one audio token, which
+    transformers' Qwen2-Audio takes for a prompt its processor did not expand and fails on in `generate`;
+    capture has no such path, so only generation pads (and only clips that would fail)."""
+    short = int(round(MIN_GENERATE_SECONDS * sample_rate)) - len(wave)
+    return np.pad(wave, (0, short)) if short > 0 else wave
+
+
 class Qwen2AudioBackbone(Backbone):
     """Qwen2-Audio (or a tiny random copy of it, `tiny=True`); `load()` reads the weights, nothing before it."""
 
@@ -274,7 +285,7 @@ class Qwen2AudioBackbone(Backbone):
                        options: dict[str, Any]) -> list[str]:
         """Answers to the chat-template prompts (greedy or sampled, per `options`); only new tokens decoded."""
         assert self.model is not None, "call load() first"
-        batch = self.collate(waves, prompts)
+        batch = self.collate([padded_for_generation(w, self.sample_rate) for w in waves], prompts)
         dtype = next(self.model.parameters()).dtype
         inputs = {key: batch[key].to(self.model.device) for key in ("input_ids", "attention_mask",
                                                                     "feature_attention_mask")}
