@@ -114,6 +114,18 @@ def extract_for_episodes(job: PreparedJob) -> tuple[PreparedJob, list[Episode], 
     return job, episodes, total
 
 
+def count_causes(job: PreparedJob) -> list[str]:
+    """The settings of `job` that can leave a class with other than `shots` support clips, for the notes."""
+    causes = []
+    if getattr(job.protocol, "support_draw", None) == "all":
+        causes.append("protocol.support_draw=all")
+    if getattr(job.protocol, "at_most", False):
+        causes.append("protocol.at_most=true")
+    if job.pseudo is not None and job.pseudo.support == "replace":
+        causes.append("support clips without an agreed pseudo label dropped (pseudo_label.support=replace)")
+    return causes
+
+
 def merge(job: PreparedJob, episodes: list, outputs: list[ReportOutput]) -> tuple[list, list, dict[str, Any]]:
     """Results rows (episodic methods summarised with the paired difference to the baseline, then the
     reports' own rows), episodes.csv rows, and the reports' extras, in report order."""
@@ -132,7 +144,7 @@ def merge(job: PreparedJob, episodes: list, outputs: list[ReportOutput]) -> tupl
     summary = result_rows(job.cfg.shots, per_method, episode_rows, episodes[0].ways,
                           job.protocol.reported_queries(episodes), job.cfg.method.get("baseline"))
     # every row says what its support sets were, when not `shots` clean clips per class (calm.protocols.row_marks)
-    fields, notes = support_marks(episodes, job.cfg.shots, job.protocol.leaks_test_clips)
+    fields, notes = support_marks(episodes, job.cfg.shots, job.protocol.leaks_test_clips, count_causes(job))
     if notes:
         extra["notes"] = [*extra.get("notes", []), *notes]
     return [row | fields for row in summary + rows], episode_rows, extra

@@ -151,7 +151,7 @@ def test_ast_leaky_is_refused_for_other_datasets_and_tables_without_folds() -> N
 def test_pipeline_marks_every_row_and_adds_the_notes(esc50_pools) -> None:
     protocol = paper(shots=6, dataset="esc50", support_pool="ast_leaky", support_draw="file_order")
     episodes = protocol.episodes(esc50_pools)
-    job = SimpleNamespace(cfg=OmegaConf.create({"shots": 6, "method": {}}), protocol=protocol)
+    job = SimpleNamespace(cfg=OmegaConf.create({"shots": 6, "method": {}}), protocol=protocol, pseudo=None)
     grid = ReportOutput(rows=[{"method": "calm[cv]"}, {"method": "calm[oracle]"}], extra={"notes": ["grid note"]})
     episodic = ReportOutput(per_method={"sav": [50.0]}, episode_rows=[{"method": "sav", "macro_f1": 40.0}])
     rows, _, extra = merge(job, episodes, [episodic, grid])
@@ -162,9 +162,9 @@ def test_pipeline_marks_every_row_and_adds_the_notes(esc50_pools) -> None:
 
 def test_unequal_counts_are_marked_on_the_rows() -> None:
     ep = paper(shots=3, support_draw="file_order", at_most=True).episode(pools())
-    fields, notes = support_marks([ep], 3, False)
+    fields, notes = support_marks([ep], 3, False, ["protocol.at_most=true"])
     assert fields == {"support_per_class_min": 2, "support_per_class_max": 3}
-    assert notes == ["support sets hold 2 to 3 clips per class (support_draw=all or at_most), not shots=3"]
+    assert notes == ["support sets hold 2 to 3 clips per class (protocol.at_most=true), not shots=3"]
 
 
 # --- repeated support rows downstream ---------------------------------------------------------------
@@ -203,3 +203,18 @@ def test_estimator_defaults_follow_the_protocol_switch(tmp_path, protocol, tie, 
     cfg = compose_config([f"protocol={protocol}", "method=ablations", "method.estimators.sav.tie_break=index"],
                          tmp_path)
     assert build_methods(cfg.method)["sav"].tie_break == "index"
+
+
+def test_the_unequal_counts_note_names_the_settings_that_cause_them() -> None:
+    """The note names what this job set (the draw, at_most, the pseudo-label drop), never a setting it lacks."""
+    from calm.pipeline import count_causes
+
+    def job(pseudo_support: str | None, **protocol: object) -> SimpleNamespace:
+        return SimpleNamespace(protocol=paper(**protocol),
+                               pseudo=None if pseudo_support is None else SimpleNamespace(support=pseudo_support))
+
+    assert count_causes(job(None)) == []
+    assert count_causes(job(None, support_draw="all")) == ["protocol.support_draw=all"]
+    assert count_causes(job("union", at_most=True)) == ["protocol.at_most=true"]
+    assert count_causes(job("replace")) == [
+        "support clips without an agreed pseudo label dropped (pseudo_label.support=replace)"]

@@ -4,6 +4,7 @@ set (support_pool=ast_leaky). The pipeline adds these fields to every row and th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -11,17 +12,19 @@ import numpy as np
 from calm.protocols.episodes import Episode, test_clip_share
 
 
-def support_marks(episodes: list[Episode], shots: int, leaks_test_clips: bool) -> tuple[dict[str, Any], list[str]]:
+def support_marks(episodes: list[Episode], shots: int, leaks_test_clips: bool,
+                  count_causes: Sequence[str] = ()) -> tuple[dict[str, Any], list[str]]:
     """(fields for every results row, notes for results.json); both empty for equal ``shots``-per-class
-    support sets drawn from a clean pool, so clean results are unchanged."""
+    support sets drawn from a clean pool, so clean results are unchanged. ``count_causes``: the job's
+    settings that can make per-class counts differ from ``shots``, named in the note."""
     fields: dict[str, Any] = {}
     notes: list[str] = []
     counts = np.concatenate([episode.support_counts for episode in episodes]) if episodes else np.zeros(0)
     if counts.size and (counts != shots).any():
         low, high = int(counts.min()), int(counts.max())
         fields.update(support_per_class_min=low, support_per_class_max=high)
-        notes.append(f"support sets hold {low} to {high} clips per class (support_draw=all or at_most), "
-                     f"not shots={shots}")
+        because = f" ({', '.join(count_causes)})" if count_causes else ""
+        notes.append(f"support sets hold {low} to {high} clips per class{because}, not shots={shots}")
     if leaks_test_clips:
         share = float(np.mean([test_clip_share(episode) for episode in episodes]))
         drawn = sum(len(episode.support) for episode in episodes)
