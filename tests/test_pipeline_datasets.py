@@ -72,6 +72,19 @@ def test_paper_protocol_reports_both_selections_labelled(tmp_path: Path, asvspoo
     assert results["protocol"] == "paper" and results["prompt"]["name"] == "paper"
 
 
+def test_paper_cv_rows_without_enough_support_to_cross_validate_say_so(tmp_path: Path, asvspoof_root: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """One support clip per class cannot be cross-validated: the [cv] rows say so and show the setting
+    actually used (the configured one), never an empty setting under a cross-validation label."""
+    results = _run(tmp_path, monkeypatch, ["dataset=asvspoof2019_la", f"dataset.root={asvspoof_root}", "shots=1",
+                                           "protocol=paper", "prompt=paper", *SMALL_GRID])
+    rows = {r["method"]: r for r in results["results"]}
+    for method in ("calm[cv]", "sav[cv]"):
+        assert rows[method]["selection"].startswith("not cross-validated: a class has 1 support clip"), method
+    assert rows["sav[cv]"]["setting"] == {"top_k": 20}, "configs/estimator/sav.yaml's top_k"
+    assert rows["sav[oracle]"]["selection"].startswith("oracle")
+
+
 @pytest.fixture()
 def audioset_root(tmp_path: Path, fsdd_root: Path) -> Path:
     """Classes = spoken digits 0, 1, 2; some clips say two digits and carry both labels."""

@@ -144,6 +144,14 @@ def sweep_method(cfg: DictConfig, name: str, estimator: Any, grid_cfg: Mapping[s
                               tie_seed=split.tie_seed(estimator), **split.common), clamped
 
 
+def selection_label(record: dict[str, Any]) -> str:
+    """How a row's setting was chosen; a `[cv]` row whose support set was too small to cross-validate
+    says so instead of claiming a cross-validated choice."""
+    if record.get("selected_by") == "default":
+        return f"not cross-validated: {record['note']}"
+    return record["label"]
+
+
 def grid_rows(job: PreparedJob, episode: Episode, features: RowView) -> tuple[list[dict[str, Any]], dict, list[str]]:
     """Two labelled rows per tuned method, the JSON summary per method, and notes on clamped top_k."""
     cfg = job.cfg
@@ -158,11 +166,13 @@ def grid_rows(job: PreparedJob, episode: Episode, features: RowView) -> tuple[li
             log.info(note)
             notes.append(note)
         summary[name] = report.summary()
+        configured = {key: cfg.method.estimators[name].get(key) for key in grids[name]}
         for method, record in zip(tuned_row_names(name), (report.cv_choice, report.oracle), strict=True):
             test = record["test"]
             row = {"method": method, "shots": cfg.shots, "ways": episode.ways, "queries": len(episode.query),
                    "episodes": 1, "accuracy_mean": test["accuracy"], "accuracy_ci95": float("nan"),
-                   "macro_f1_mean": test["macro_f1"], "selection": record["label"], "setting": record["setting"]}
+                   "macro_f1_mean": test["macro_f1"], "selection": selection_label(record),
+                   "setting": record["setting"] or configured}
             row.update({f"{k}_mean": v for k, v in test.items() if k not in ("accuracy", "macro_f1")})
             rows.append(row)
     return rows, summary, notes
