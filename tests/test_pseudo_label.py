@@ -491,3 +491,37 @@ def test_replace_runs_every_report_of_the_job_on_the_relabelled_support(tmp_path
         assert true[method]["accuracy_mean"] >= 75.0, (method, true[method]["accuracy_mean"])
         assert rows[method]["accuracy_mean"] <= 25.0, (method, rows[method]["accuracy_mean"])
     assert any("S = V" in note for note in relabelled["notes"])
+
+
+class PromptReadingFake(FakeBackbone):
+    """The fake backbone, reading its prompt text (so the multiple-choice text keys its answers)."""
+
+    uses_prompt_text = True
+
+
+def test_stored_answers_are_regenerated_only_for_clips_whose_inputs_changed(tmp_path: Path) -> None:
+    """Same dataset name and source: correcting a pool clip's label changes its multiple-choice text, and
+    overwriting a clip's audio its content; only that clip is sampled again, the others are read."""
+    episode = Episode(index=0, seed=1, classes=[0, 1, 2], support=[0, 1, 2], support_labels=[0, 1, 2],
+                      query=[11, 12], query_labels=[0, 1])
+    settings = PseudoLabelSettings(refit=("calm",), pool_size=None, prompt="multiple_choice", agreement="non_empty")
+    pool_answers = {**POOL_ANSWERS, **{level: ["class0"] * 8 for level in range(1, 6)}}
+    prompt = PaperPrompt(options=3)
+
+    def run(table: ClipTable) -> tuple[PromptReadingFake, dict[str, Any]]:
+        backbone = PromptReadingFake(pool_answers)
+        _, report = pseudo_label_episodes(settings, backbone, table, prompt, [episode], tmp_path, tmp_path / "cache")
+        return backbone, report
+
+    table = write_table(tmp_path, [1, 2, 3, 4, 0, 2])
+    assert run(table)[1]["generated"] == 11
+    assert run(table)[0].calls == []
+    relabelled = write_table(tmp_path, [3, 2, 3, 4, 0, 2])  # p0 (level 6): label 1 -> 3
+    assert prompt.text_for(relabelled.clips[5], relabelled) != prompt.text_for(table.clips[5], table)
+    backbone, report = run(relabelled)
+    assert [level for level, _ in backbone.calls] == [6] and report["generated"] == 1
+    sf.write(relabelled.clips[8].audio_path, np.full(3200, 9 / 1000, dtype=np.float32), 16000, subtype="FLOAT")
+    backbone, report = run(relabelled)  # p3 (level 9) overwritten: same level, other content
+    assert [level for level, _ in backbone.calls] == [9] and report["generated"] == 1
+    assert run(relabelled)[0].calls == []
+    assert len(list((tmp_path / "cache" / STORE_FOLDER).glob("*.json"))) == 1, "one store file throughout"

@@ -5,7 +5,9 @@ under trainer.accelerator=cpu."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -226,3 +228,103 @@ def test_option_letters_with_a_clean_prompt_are_refused_when_the_job_is_prepared
         prepare(cfg)
     assert "prompt=paper" in err.value.fix and "matching=class_names" in err.value.fix
     assert not (tmp_path / "cache").exists()
+
+
+# ---- stored answers are keyed by each clip's inputs --------------------------------------------
+
+class PromptSpy(GreedyFake):
+    """Reads its prompt: answers with the first offered letter and records (audio level, prompt) per clip."""
+
+    uses_prompt_text = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[int, str]] = []
+
+    def key_fields(self) -> dict[str, str]:
+        return {"family": "prompt-spy"}
+
+    def generate_answers(self, waves: list[np.ndarray], prompts: list[str], max_new_tokens: int = 32) -> list[str]:
+        self.seen.extend((round(float(w.mean()) * 100), p) for w, p in zip(waves, prompts, strict=True))
+        return [f"{p.splitlines()[1][0]} ({len(w)})" for w, p in zip(waves, prompts, strict=True)]
+
+
+def test_a_stored_answer_is_regenerated_when_its_prompt_text_or_audio_changes(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Relabelling a clip changes its multiple-choice text, overwriting its audio its content: only that
+    clip is answered again (the store file is the same: same dataset name and source); unchanged clips
+    are read from the store, and a store of the older format (no inputs) is regenerated whole."""
+    table = letter_table(tmp_path)
+    prompt, settings, cache = PaperPrompt(options=4), ZeroShotSettings(matching="option_letter"), tmp_path / "cache"
+
+    def run(table: ClipTable) -> tuple[PromptSpy, Any, dict[str, int]]:
+        backbone = PromptSpy()
+        store = zero_shot_store(cache, backbone, prompt, settings, table)
+        answers = answer_clips(backbone, table, prompt, list(table.ids), settings, store=store)
+        return backbone, answers, store.changed
+
+    first, answers, _ = run(table)
+    assert len(first.seen) == 5
+    again, same, changed = run(table)
+    assert again.seen == [] and same.answers == answers.answers and sum(changed.values()) == 0
+
+    relabelled = ClipTable(table.name, (dataclasses.replace(table.clips[0], label=1), *table.clips[1:]),
+                           table.class_names, source=table.source)
+    assert prompt.text_for(relabelled.clips[0], relabelled) != prompt.text_for(table.clips[0], table)
+    caplog.set_level(logging.INFO, logger="calm.baselines.answer_store")
+    spy, after, changed = run(relabelled)
+    assert spy.seen == [(0, prompt.text_for(relabelled.clips[0], relabelled))], "only the relabelled clip"
+    assert changed == {"audio": 0, "prompt": 1, "unknown": 0}
+    assert "regenerating 1 stored answers whose inputs changed" in caplog.text
+    offered = prompt.option_ids(relabelled.clips[0], relabelled)
+    assert after.classes["c0"] == offered[0], "the new answer is read against the options it was given"
+    assert {cid: after.answers[cid] for cid in ("c1", "c2", "c3", "c4")} == \
+        {cid: answers.answers[cid] for cid in ("c1", "c2", "c3", "c4")}
+
+    sf.write(table.clips[2].audio_path, np.full(3200, 0.02, dtype=np.float32), 16000, subtype="FLOAT")
+    spy, overwritten, changed = run(relabelled)
+    assert [level for level, _ in spy.seen] == [2] and changed == {"audio": 1, "prompt": 0, "unknown": 0}
+    assert overwritten.answers["c2"].endswith("(3200)")
+
+    store_file = next((cache / STORE_FOLDER).glob("*.json"))
+    old_format = json.loads(store_file.read_text())
+    del old_format["inputs"]
+    store_file.write_text(json.dumps(old_format))
+    spy, _, changed = run(relabelled)
+    assert len(spy.seen) == 5 and changed == {"audio": 0, "prompt": 0, "unknown": 5}, "older stores stay readable"
+    assert run(relabelled)[0].seen == []
+
+
+def spoof_table(root: Path) -> ClipTable:
+    clips = []
+    for level, label in ((0, 0), (1, 1)):
+        path = root / f"spoof{level}.wav"
+        sf.write(path, np.full(1600, level / 100, dtype=np.float32), 16000, subtype="FLOAT")
+        clips.append(Clip(f"s{level}", path, label, "test"))
+    return ClipTable("asvspoof", tuple(clips), ("bonafide", "spoof"), source=str(root))
+
+
+def test_option_letters_need_a_prompt_that_shows_letters_for_the_table(tmp_path: Path) -> None:
+    """prompt=paper_asvspoof_lines lists the spoofing options without letters: option-letter matching
+    would leave every answer unmatched, so it is refused for a spoofing table (and without a table);
+    its lettered sibling, and any table its lettered `option_format` applies to, are accepted."""
+    from omegaconf import OmegaConf
+
+    from calm.data.prompts import build_prompt
+
+    def prompt_of(name: str) -> PaperPrompt:
+        cfg = compose_config(["method=zero_shot", f"prompt={name}"], tmp_path / name)
+        return build_prompt(OmegaConf.to_container(cfg.prompt, resolve=True))
+
+    lines, lettered = prompt_of("paper_asvspoof_lines"), prompt_of("paper_asvspoof_lettered")
+    spoof, digits = spoof_table(tmp_path), letter_table(tmp_path)
+    cfg = {"matching": "option_letter"}
+    for table in (spoof, None):
+        with pytest.raises(ConfigError, match="without letters") as err:
+            ZeroShotSettings.from_config(cfg, lines, table)
+        assert "prompt=paper_asvspoof_lettered" in err.value.fix and "matching=class_names" in err.value.fix
+    assert ZeroShotSettings.from_config(cfg, lines, digits).matching == "option_letter"
+    assert ZeroShotSettings.from_config(cfg, lettered, spoof).matching == "option_letter"
+    assert ZeroShotSettings.from_config({"matching": "class_names"}, lines, spoof).matching == "class_names"
+    assert "A. bonafide" in lettered.text_for(spoof.clips[0], spoof)
+    assert "A." not in lines.text_for(spoof.clips[0], spoof)

@@ -24,7 +24,9 @@ clips it labels consistently join (or, in the authors' mode, replace) each episo
   runs); the report says so (`options_show_true_label`).
 - Answers are stored under the cache folder (`calm.baselines.answer_store`), keyed by the dataset
   (name and source: clip ids are unique only within one), the backbone, the prompt and the sampling
-  settings, so a sweep over shots or estimators answers each clip once.
+  settings, so a sweep over shots or estimators answers each clip once; each answer is stored with its
+  clip's audio and prompt-text digests, and one whose clip's inputs changed (audio overwritten, label
+  corrected under the multiple-choice prompt) is generated again.
 """
 
 from __future__ import annotations
@@ -221,12 +223,15 @@ def answer_store(cache_dir: Path, backbone: Backbone, prompt: ClipPrompt, settin
 def answer_pool(backbone: Backbone, table: ClipTable, prompt: ClipPrompt, rows: Sequence[int],
                 settings: PseudoLabelSettings, store: AnswerStore | None = None,
                 device: torch.device | None = None) -> tuple[dict[str, list[str]], int]:
-    """Sampled answers for every pool clip, and how many clips had to be generated (not in the store).
+    """Sampled answers for every pool clip, and how many clips had to be generated (not in the store, or
+    stored from other inputs: another audio content or rendered prompt text, see `AnswerStore.current`).
 
     Generation runs on `device` (default CPU). Each batch is stored as soon as it is answered, so an
     interrupted job loses one batch at most.
     """
-    answers = store.load() if store is not None else {}
+    ids = [table.clips[i].id for i in rows]
+    inputs = store.inputs(backbone, table, prompt, ids) if store is not None else {}
+    answers = dict(store.current(inputs)) if store is not None else {}
     todo = [table.clips[i] for i in rows if table.clips[i].id not in answers]
 
     def sample(waves: list[np.ndarray], prompts: list[str], clips: list[Clip]) -> list[list[str]]:
@@ -238,7 +243,7 @@ def answer_pool(backbone: Backbone, table: ClipTable, prompt: ClipPrompt, rows: 
         new = {c.id: list(texts) for c, texts in zip(batch, sampled, strict=True)}
         answers.update(new)
         if store is not None:
-            store.add(new)
+            store.add(new, inputs)
     return {table.clips[i].id: answers[table.clips[i].id] for i in rows}, len(todo)
 
 

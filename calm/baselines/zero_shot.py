@@ -51,21 +51,24 @@ class ZeroShotSettings:
             object.__setattr__(self, "temperature_range", tuple(self.temperature_range))
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any], prompt: ClipPrompt) -> ZeroShotSettings:
-        """Settings from the config block, checked against the job's prompt."""
+    def from_config(cls, cfg: Mapping[str, Any], prompt: ClipPrompt, table: ClipTable | None = None) -> ZeroShotSettings:
+        """Settings from the config block, checked against the job's prompt (and the table it is asked
+        about, which decides which option wording applies: see `check`)."""
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(cfg) - fields)
         if unknown:
             raise ConfigError(f"unknown zero_shot settings {unknown}", f"use {sorted(fields)}")
         settings = cls(**cfg)
-        settings.check(prompt)
+        settings.check(prompt, table)
         return settings
 
     @property
     def sampling(self) -> Sampling:
         return Sampling(self.temperature, self.top_p, self.temperature_range, self.seed)
 
-    def check(self, prompt: ClipPrompt) -> None:
+    def check(self, prompt: ClipPrompt, table: ClipTable | None = None) -> None:
+        """Refuse bad settings. `matching=option_letter` needs a prompt whose options, for `table`'s
+        clips, are shown with letters (without a table: under every option wording of the prompt)."""
         for name in ("max_new_tokens", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
@@ -79,10 +82,16 @@ class ZeroShotSettings:
         if self.matching not in MATCHINGS:
             raise ConfigError(f"zero_shot.matching must be one of {list(MATCHINGS)}, got {self.matching!r}",
                               "set method.zero_shot.matching=class_names or option_letter")
-        if self.matching == "option_letter" and not isinstance(prompt, PaperPrompt):
-            raise ConfigError("zero_shot.matching=option_letter needs the multiple-choice prompt: "
-                              f"prompt={getattr(prompt, 'name', prompt)} offers no lettered options",
-                              "use prompt=paper, or method.zero_shot.matching=class_names")
+        if self.matching == "option_letter" and not (isinstance(prompt, PaperPrompt) and prompt.shows_letters(table)):
+            name = getattr(prompt, "name", prompt)
+            whose = "its options" if table is None else f"the options of {table.name}"
+            shown = ("offers no options" if not isinstance(prompt, PaperPrompt) else
+                     f"shows {whose} without letters (option format {prompt.option_format_for(table)!r} "
+                     "has no {letter})")
+            raise ConfigError(f"zero_shot.matching=option_letter needs options shown with letters: prompt={name} "
+                              f"{shown}, so no answer could name one",
+                              "use a lettered multiple-choice prompt (prompt=paper, or prompt=paper_asvspoof_lettered "
+                              "for ASVspoof), or method.zero_shot.matching=class_names")
 
     def notes(self, unmatched: int, answered: int) -> list[str]:
         """What a reader of the zero-shot row must know under the authors' matching (results.json notes)."""
@@ -121,7 +130,8 @@ class ZeroShotAnswers:
 def zero_shot_store(cache_dir: Path, backbone: Backbone, prompt: ClipPrompt, settings: ZeroShotSettings,
                     table: ClipTable) -> AnswerStore:
     """The answer store for this dataset (name and source: clip ids are unique only within one),
-    backbone, prompt text (when the backbone reads it) and decoding settings."""
+    backbone, prompt (when the backbone reads it) and decoding settings; each answer is stored with
+    its clip's audio and prompt-text digests (`AnswerStore.current`)."""
     fields = {"dataset": {"name": table.name, "source": table.source}, "backbone": backbone.key_fields(),
               "prompt": prompt.key_fields() if backbone.uses_prompt_text else None,
               "decoding": settings.decoding_key()}
@@ -140,13 +150,14 @@ def named_class(answer: str, clip: Clip, table: ClipTable, prompt: ClipPrompt, m
 def answer_clips(backbone: Backbone, table: ClipTable, prompt: ClipPrompt, clip_ids: Sequence[str],
                  settings: ZeroShotSettings | None = None, device: torch.device | None = None,
                  store: AnswerStore | None = None) -> ZeroShotAnswers:
-    """An answer for every clip in `clip_ids`, from `store` where it has one, else generated on `device`
-    (default CPU; the model is loaded if it is not yet) and added to the store batch by batch."""
+    """An answer for every clip in `clip_ids`, from `store` where it has one generated from the clip's
+    current inputs (audio content, rendered prompt text), else generated on `device` (default CPU; the
+    model is loaded if it is not yet) and added to the store batch by batch."""
     settings = settings or ZeroShotSettings()
     by_id = {c.id: c for c in table.clips}
     clips = [by_id[cid] for cid in dict.fromkeys(clip_ids)]
-    stored = store.load() if store is not None else {}
-    answers: dict[str, str] = {c.id: stored[c.id] for c in clips if c.id in stored}
+    inputs = store.inputs(backbone, table, prompt, [c.id for c in clips]) if store is not None else {}
+    answers: dict[str, str] = dict(store.current(inputs)) if store is not None else {}
 
     def generate(waves: list[np.ndarray], prompts: list[str], batch: list[Clip]) -> list[str]:
         if settings.decoding == "greedy":
@@ -161,7 +172,7 @@ def answer_clips(backbone: Backbone, table: ClipTable, prompt: ClipPrompt, clip_
         new = {c.id: text for c, text in zip(batch, texts, strict=True)}
         answers.update(new)
         if store is not None:
-            store.add(new)
+            store.add(new, inputs)
     classes = {c.id: named_class(answers[c.id], c, table, prompt, settings.matching) for c in clips}
     return ZeroShotAnswers({c.id: answers[c.id] for c in clips}, classes)
 

@@ -165,6 +165,19 @@ class PaperPrompt:
         chosen = [true, *picked]
         return [chosen[i] for i in rng.permutation(len(chosen))]
 
+    def option_format_for(self, table: ClipTable | None) -> str:
+        """The option wording that applies to `table`'s clips (`spoof_option_format` for a spoofing
+        table); without a table, the first of the two that shows no letter, else `option_format`."""
+        if table is not None:
+            return self.spoof_option_format if self._is_spoof(table) else self.option_format
+        unlettered = [f for f in (self.option_format, self.spoof_option_format) if "letter" not in _fields(f)]
+        return unlettered[0] if unlettered else self.option_format
+
+    def shows_letters(self, table: ClipTable | None = None) -> bool:
+        """Whether the options shown for `table`'s clips carry letters (`{letter}` in the option wording
+        that applies to it); without a table, whether every option wording does."""
+        return "letter" in _fields(self.option_format_for(table))
+
     def _is_spoof(self, table: ClipTable) -> bool:
         return sorted(n.lower() for n in table.class_names) == sorted(c.lower() for c in self.spoof_classes)
 
@@ -186,6 +199,11 @@ class PaperPrompt:
 
 _WORDING_FIELDS = ("layout", "option_format", "option_separator", "spoof_layout", "spoof_option_format",
                    "spoof_option_separator", "spoof_option_names")
+
+
+def _fields(template: str) -> set[str]:
+    """The placeholders a (checked) wording template uses."""
+    return {name for _, name, _, _ in string.Formatter().parse(str(template)) if name is not None}
 
 
 def _check_template(field: str, template: str, allowed: set[str], required: set[str]) -> None:
