@@ -133,7 +133,8 @@ def prepare(cfg: DictConfig) -> PreparedJob:
         check_single_label(table)
     pseudo = (PseudoLabelSettings.from_config(OmegaConf.to_container(cfg.method.pseudo_label, resolve=True), methods,
                                              prompt) if cfg.method.get("pseudo_label") else None)
-    zero_shot = (ZeroShotSettings.from_config(OmegaConf.to_container(cfg.method.zero_shot, resolve=True), prompt)
+    zero_shot = (ZeroShotSettings.from_config(OmegaConf.to_container(cfg.method.zero_shot, resolve=True), prompt,
+                                              table)
                  if cfg.method.get("zero_shot") else None)
     return PreparedJob(cfg, OmegaConf.to_container(cfg, resolve=True), out_dir, main, loaded, table, protocol,
                        pools, methods, backbone, prompt, pseudo, zero_shot, open_cache(cfg, backbone, prompt))
