@@ -25,7 +25,6 @@ from torch.utils.data import DataLoader, Dataset
 from calm.backbones.base import Backbone
 from calm.cache import REASONS, ActivationCache, RowInputs
 from calm.cache.durations import DurationStore
-from calm.cache.index import media_digest, text_digest
 from calm.data.audio import load_audio
 from calm.data.prompts import Prompt
 from calm.data.table import Clip, ClipTable
@@ -37,6 +36,7 @@ from calm.extraction_plan import (
     preflight,
 )
 from calm.file_digests import FileDigests
+from calm.row_inputs import row_inputs
 
 log = logging.getLogger(__name__)
 QUIET_WARNINGS = (".*does not have many workers.*", ".*infer the batch indices.*", ".*LeafSpec.*")
@@ -202,31 +202,6 @@ def cache_key_fields(backbone: Backbone, prompt: Prompt, digests: FileDigests | 
     if backbone.uses_prompt_text:
         fields["prompt"] = prompt.key_fields()
     return fields
-
-
-def row_inputs(backbone: Backbone, table: ClipTable, prompt: Prompt, digests: FileDigests,
-               clip_ids: Sequence[str] | None = None) -> dict[str, RowInputs]:
-    """What each clip's row is computed from: the content digest of the files it is decoded from (the
-    audio file; also the video file when the backbone reads frames) and of the rendered prompt text
-    when the backbone reads it. File digests are remembered by path, size and mtime in `digests`, so
-    an unchanged clip is not read again; a file that cannot be read gets an input no row matches (the
-    header check then reports or skips it)."""
-    needs_video = getattr(backbone, "needs_video", False)
-    by_id = {clip.id: clip for clip in table.clips}
-    clips = table.clips if clip_ids is None else [by_id[cid] for cid in clip_ids]
-    files = {clip.id: [clip.audio_path] for clip in clips}
-    for clip in clips:
-        if needs_video and clip.video_path is not None and clip.video_path != clip.audio_path:
-            files[clip.id].append(clip.video_path)
-    flat = [path for paths in files.values() for path in paths]
-    shas = iter(digests.of_many(flat, missing_ok=True))
-    inputs = {}
-    for clip in clips:
-        clip_shas = [next(shas) for _ in files[clip.id]]
-        audio = media_digest([sha or "unreadable" for sha in clip_shas])
-        text = text_digest(prompt.text_for(clip, table)) if backbone.uses_prompt_text else ""
-        inputs[clip.id] = RowInputs(audio, text)
-    return inputs
 
 
 def count_recomputed(todo: dict[str, str], report: ExtractionReport) -> None:

@@ -93,21 +93,22 @@ class PreparedJob:
         return replace(self, table=table, pools=pools)
 
 
-def job_table(table: ClipTable, prompt: ClipPrompt, backbone: Backbone) -> ClipTable:
+def job_table(table: ClipTable, prompt: ClipPrompt) -> ClipTable:
     """The rows a job extracts and scores: one question per positive label of each clip when the prompt
     asks them (`prompt.per_label_questions`, AudioSet under protocol=paper), else the clips themselves.
-    Done before the pools and the cache, so each question is its own cache row with its own text. A
-    backbone that never reads the prompt would give every question of a clip the same row under
-    different labels, so that is refused."""
-    if not prompt.per_label_questions:
-        return table
-    if table.multi_label and not backbone.uses_prompt_text:
+    Done before the pools and the cache, so each question is its own cache row with its own text."""
+    return question_table(table) if prompt.per_label_questions else table
+
+
+def check_questions_are_read(table: ClipTable, backbone: Backbone) -> None:
+    """Refuse per-label questions for a backbone that never reads the prompt: every question of a clip
+    would be the same row under different labels."""
+    if any(clip.question_of is not None for clip in table.clips) and not backbone.uses_prompt_text:
         raise ConfigError(
             f"prompt.per_label_questions asks one question per label, but backbone {backbone.name!r} does not "
             "read the prompt text, so every question of a clip would get the same features under other labels",
             "use a backbone that reads the prompt (qwen2_audio, qwen2_5_omni), or prompt.per_label_questions=false "
             "(one row per clip, scored by its top-|labels| classes)")
-    return question_table(table)
 
 
 def prepare(cfg: DictConfig) -> PreparedJob:
@@ -122,8 +123,7 @@ def prepare(cfg: DictConfig) -> PreparedJob:
     if main:
         loaded.write_missing(out_dir / "missing_clips.txt")
     prompt = build_prompt(OmegaConf.to_container(cfg.prompt, resolve=True))
-    backbone = build_backbone(cfg.backbone, str(cfg.trainer.precision))
-    table = job_table(loaded.table, prompt, backbone)
+    table = job_table(loaded.table, prompt)
     protocol = build_protocol(cfg)
     pools = Pools.from_table(table)
     protocol.validate(pools)
@@ -131,6 +131,8 @@ def prepare(cfg: DictConfig) -> PreparedJob:
     check_objective(cfg)
     if cfg.method.get("pseudo_label"):
         check_single_label(table)
+    backbone = build_backbone(cfg.backbone, str(cfg.trainer.precision))
+    check_questions_are_read(table, backbone)
     pseudo = (PseudoLabelSettings.from_config(OmegaConf.to_container(cfg.method.pseudo_label, resolve=True), methods,
                                              prompt) if cfg.method.get("pseudo_label") else None)
     zero_shot = (ZeroShotSettings.from_config(OmegaConf.to_container(cfg.method.zero_shot, resolve=True), prompt,

@@ -103,9 +103,9 @@ def test_fold_seeds_differ_between_episodes_of_one_search(tmp_path: Path, monkey
     seen: list[int] = []
     real = cv_module.stratified_folds
 
-    def spy(labels, folds, seed):
+    def spy(labels, folds, seed, groups=None):
         seen.append(int(seed))
-        return real(labels, folds, seed)
+        return real(labels, folds, seed, groups)
 
     monkeypatch.setattr(cv_module, "stratified_folds", spy)
     search_record(cfg, episodes, torch.cat([split.support, split.query]))

@@ -16,7 +16,7 @@ from calm.data.questions import covers_whole_clips, question_groups, question_ta
 from calm.data.table import Clip, ClipTable
 from calm.errors import ConfigError, DataError
 from calm.file_digests import FileDigests
-from calm.job import job_table
+from calm.job import check_questions_are_read, job_table
 from calm.protocols import Episode
 from calm.reports.episodic import clip_groups, score_method
 
@@ -78,14 +78,11 @@ def test_each_question_names_its_own_label_and_no_other_positive() -> None:
     assert texts[2] == PaperPrompt().text_for(table.clips[1], table)
 
 
-READS_PROMPT = SimpleNamespace(name="qwen2_audio", uses_prompt_text=True)
-
-
 def test_only_a_prompt_asking_per_label_questions_expands_a_multi_label_table() -> None:
     table = three_clips()
-    assert job_table(table, Prompt(), READS_PROMPT) is table and not Prompt.per_label_questions
-    assert job_table(table, PaperPrompt(), READS_PROMPT) is table
-    assert job_table(table, PaperPrompt(per_label_questions=True), READS_PROMPT).ids == question_table(table).ids
+    assert job_table(table, Prompt()) is table and not Prompt.per_label_questions
+    assert job_table(table, PaperPrompt()) is table
+    assert job_table(table, PaperPrompt(per_label_questions=True)).ids == question_table(table).ids
     single = ClipTable("esc", (Clip("x", Path("x"), 0, "train"), Clip("y", Path("y"), 1, "test")), NAMES)
     assert question_table(single) is single, "a single-label table is already one question per clip"
     assert question_groups(single, np.arange(2)) is None
@@ -199,8 +196,9 @@ def test_a_job_extracts_one_cache_row_per_question(tmp_path: Path, monkeypatch: 
 def test_per_label_questions_with_a_backbone_that_ignores_the_prompt_are_refused() -> None:
     """Whisper never reads the prompt: the questions of a clip would be one row under several labels."""
     whisper = SimpleNamespace(name="whisper_tiny", uses_prompt_text=False)
+    questions = job_table(three_clips(), PaperPrompt(per_label_questions=True))
     with pytest.raises(ConfigError, match="does not read the prompt text") as err:
-        job_table(three_clips(), PaperPrompt(per_label_questions=True), whisper)
+        check_questions_are_read(questions, whisper)
     assert "prompt.per_label_questions=false" in err.value.fix
-    single = ClipTable("esc", (Clip("x", Path("x"), 0, "train"), Clip("y", Path("y"), 1, "test")), NAMES)
-    assert job_table(single, PaperPrompt(per_label_questions=True), whisper) is single, "nothing to ask twice"
+    check_questions_are_read(questions, SimpleNamespace(name="qwen2_audio", uses_prompt_text=True))
+    check_questions_are_read(three_clips(), whisper)  # one row per clip: nothing asked twice

@@ -209,3 +209,34 @@ def test_calm_grid_scores_question_groups_as_the_estimators_predictions() -> Non
             calm.metrics.batched_question_exact_match(pred, query_labels, groups)[0])
         assert result.by_clip["exact_match_sets"][i] == float(
             calm.metrics.batched_set_exact_match(pred, query_labels, groups)[0])
+
+
+def test_cross_validation_holds_out_each_source_clip_whole() -> None:
+    """Rows of one group (one AudioSet clip's questions, a clip drawn twice) share a fold, so a held-out
+    clip is never also fitted on; singleton groups deal exactly as rows did; when grouping leaves a class
+    out of some fold's fit, fewer folds are used, and none when two cannot keep every class."""
+    from calm.selection.cross_validation import (
+        every_class_kept,
+        stratified_folds,
+        support_folds,
+        too_few_clips,
+    )
+
+    labels = np.array([0, 0, 1, 1, 0, 1, 0, 1])
+    duplicated = np.array([7, 7, 3, 3, 9, 4, 5, 8])  # rows 0-1 and 2-3 are one clip each, drawn twice
+    for seed in range(20):
+        fold, n_folds, smallest = support_folds(labels, 2, 5, seed, duplicated)
+        assert (smallest, n_folds) == (3, 3), "3 distinct clips per class, so at most 3 folds"
+        assert fold[0] == fold[1] and fold[2] == fold[3]
+        assert every_class_kept(labels, fold, n_folds, 2)
+        rows = np.array([11, 5, 2, 8, 0, 13, 4, 6])  # unique support rows, in support order
+        assert np.array_equal(stratified_folds(labels, 3, seed, rows), stratified_folds(labels, 3, seed))
+    # clip A asks about classes 0 and 1 (rows 0, 1), clip B is class 0, clip C class 1: two folds hold
+    # out A and {B, C}; whenever the deal puts A with C, class 1 has nothing left to fit on
+    questions, groups = np.array([0, 1, 0, 1]), np.array([0, 0, 1, 2])
+    outcomes = {support_folds(questions, 2, 5, seed, groups)[0] is None for seed in range(40)}
+    assert outcomes == {True, False}, "some deals keep every class, some cannot: those are refused"
+    for seed in range(40):
+        fold, n_folds, _ = support_folds(questions, 2, 5, seed, groups)
+        assert fold is None or (fold[0] == fold[1] and every_class_kept(questions, fold, n_folds, 2))
+    assert "rows of one clip stay in one fold" in too_few_clips(2)

@@ -5,7 +5,7 @@ over shots or estimators answers each clip once and a change of any such input r
 What differs per clip is stored with each answer: the digests of the inputs it was generated from (the
 clip's audio content and, for a backbone that reads it, its rendered prompt text, which under the
 multiple-choice prompt depends on the clip's label and the class list), computed as the activation cache
-computes them (`calm.extract.row_inputs`). A stored answer whose inputs differ from the clip's current
+computes them (`calm.row_inputs`). A stored answer whose inputs differ from the clip's current
 ones (or, in a store written before inputs were stored, that has none) counts as missing and is
 generated again, and the store says how many and why."""
 
@@ -26,8 +26,8 @@ from calm.cache.index import REASONS, RowInputs, stale_reason
 from calm.data.prompts import ClipPrompt
 from calm.data.table import ClipTable
 from calm.digests import canonical_json, digest
-from calm.extract import row_inputs
 from calm.file_digests import FileDigests
+from calm.row_inputs import row_inputs
 
 log = logging.getLogger(__name__)
 

@@ -24,6 +24,7 @@ from calm.cache import RowView
 from calm.config_objects import build, target_class
 from calm.config_schema import paper_grids
 from calm.data.questions import question_groups
+from calm.data.table import ClipTable
 from calm.methods import CALM, Estimator
 from calm.protocols import Episode, multilabel_targets
 from calm.reports.base import ReportOutput
@@ -104,7 +105,8 @@ class Split:
     """The paper protocol's one episode as the sweeps read it: support rows in float16 (upcast a chunk
     at a time), the test rows as a lazy view (`evaluate.query_chunk` clips at a time)."""
 
-    def __init__(self, cfg: DictConfig, episode: Episode, features: RowView, groups: np.ndarray | None) -> None:
+    def __init__(self, cfg: DictConfig, episode: Episode, features: RowView, groups: np.ndarray | None,
+                 support_groups: np.ndarray) -> None:
         self.episode = episode
         self.support = features.gather(torch.tensor(episode.support), torch.float16)
         self.query = features.subset(episode.query)
@@ -114,7 +116,8 @@ class Split:
             "n_classes": episode.ways, "folds": cfg.protocol.folds, "seed": cfg.protocol.cv_seed,
             "query_targets": multilabel_targets(episode, "query") if multi else None,
             "support_targets": multilabel_targets(episode, "support") if multi else None,
-            "query_groups": groups, "positive_class": 1 if episode.ways == 2 else None,
+            "query_groups": groups, "support_groups": support_groups,
+            "positive_class": 1 if episode.ways == 2 else None,
             "query_chunk": int(cfg.evaluate.query_chunk), "device": evaluation_device(cfg.evaluate.device),
         }
 
@@ -144,6 +147,14 @@ def sweep_method(cfg: DictConfig, name: str, estimator: Any, grid_cfg: Mapping[s
                               tie_seed=split.tie_seed(estimator), **split.common), clamped
 
 
+def source_clips(table: ClipTable, rows: np.ndarray) -> np.ndarray:
+    """One id per support row naming the clip it came from: a question's source clip, else the row itself
+    (a clip drawn twice, as the leaking ESC-50 pool does, gives two rows with one id). Cross-validation
+    holds each clip out whole, so a held-out clip is never also fitted on."""
+    groups = question_groups(table, rows)
+    return np.asarray(rows) if groups is None else groups
+
+
 def selection_label(record: dict[str, Any]) -> str:
     """How a row's setting was chosen; a `[cv]` row whose support set was too small to cross-validate
     says so instead of claiming a cross-validated choice."""
@@ -156,7 +167,8 @@ def grid_rows(job: PreparedJob, episode: Episode, features: RowView) -> tuple[li
     """Two labelled rows per tuned method, the JSON summary per method, and notes on clamped top_k."""
     cfg = job.cfg
     grids = paper_grids(cfg)
-    split = Split(cfg, episode, features, question_groups(job.table, episode.query))
+    split = Split(cfg, episode, features, question_groups(job.table, episode.query),
+                  source_clips(job.table, episode.support))
     rows, summary, notes = [], {}, []
     for name in tuned_methods(cfg):
         report, clamped = sweep_method(cfg, name, job.methods[name], grids[name], split)

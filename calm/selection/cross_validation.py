@@ -23,36 +23,64 @@ def fold_seed(cv_seed: int, episode_seed: int) -> int:
     return int(np.random.SeedSequence([int(cv_seed), int(episode_seed)]).generate_state(1)[0])
 
 
-def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
+def stratified_folds(labels: np.ndarray, folds: int, seed: int, groups: np.ndarray | None = None) -> np.ndarray:
     """Fold id (n,) per clip: each class's clips shuffled and dealt round-robin, continuing from where
     the previous class stopped so folds stay balanced in size; with folds ≤ every class's count, every
-    fold leaves at least one clip of every class for fitting."""
+    fold leaves at least one clip of every class for fitting.
+
+    `groups` (n,): rows that must stay in one fold (the questions of one AudioSet clip, a clip drawn
+    twice into the support set), so a held-out clip is never also fitted on. Groups are dealt as the
+    clips are, by the label of their first row; without groups every row is its own group, which is
+    the plain per-clip deal."""
     labels = np.asarray(labels)
+    groups = np.arange(len(labels)) if groups is None else np.asarray(groups)
+    _, first_rows, inverse = np.unique(groups, return_index=True, return_inverse=True)
+    order = np.argsort(first_rows)  # groups in order of first appearance: singleton groups deal as rows do
+    position = np.empty_like(order)
+    position[order] = np.arange(len(order))
+    group_labels = labels[first_rows[order]]
     rng = np.random.default_rng(seed)
-    fold = np.empty(len(labels), dtype=np.int64)
+    group_fold = np.empty(len(order), dtype=np.int64)
     start = 0
-    for c in np.unique(labels):
-        rows = rng.permutation(np.flatnonzero(labels == c))
-        fold[rows] = (start + np.arange(len(rows))) % folds
-        start += len(rows)
-    return fold
+    for c in np.unique(group_labels):
+        members = rng.permutation(np.flatnonzero(group_labels == c))
+        group_fold[members] = (start + np.arange(len(members))) % folds
+        start += len(members)
+    return group_fold[position[inverse.ravel()]]
 
 
-def support_folds(labels: np.ndarray, n_classes: int, folds: int, seed: int) -> tuple[np.ndarray | None, int, int]:
+def every_class_kept(labels: np.ndarray, fold: np.ndarray, n_folds: int, n_classes: int) -> bool:
+    """Whether every fold leaves at least one row of every class to fit on."""
+    return all(np.bincount(labels[fold != f], minlength=n_classes).min() > 0 for f in range(n_folds))
+
+
+def support_folds(labels: np.ndarray, n_classes: int, folds: int, seed: int,
+                  groups: np.ndarray | None = None) -> tuple[np.ndarray | None, int, int]:
     """(fold id per clip, folds used, smallest class count) for cross-validation on a support set.
 
-    Uses min(folds, smallest class count) folds, so with few shots each fold holds out one clip of
-    every class and every class keeps a prototype; None when some class has a single clip.
+    Uses min(folds, smallest class count) folds (counting distinct `groups`: rows of one group stay in
+    one fold, `stratified_folds`), so with few shots each fold holds out one clip of every class and
+    every class keeps a prototype; fewer folds when grouping would leave a class out of some fold's
+    fit; None when no two folds can keep every class.
     """
-    smallest = int(np.bincount(np.asarray(labels), minlength=n_classes).min())
-    n_folds = min(int(folds), smallest)
-    if n_folds < 2:
-        return None, n_folds, smallest
-    return stratified_folds(labels, n_folds, seed), n_folds, smallest
+    labels = np.asarray(labels)
+    keys = np.arange(len(labels)) if groups is None else np.asarray(groups)
+    distinct = np.zeros(n_classes, dtype=np.int64)
+    for c in range(n_classes):
+        distinct[c] = len(np.unique(keys[labels == c]))
+    smallest = int(distinct.min())
+    for n_folds in range(min(int(folds), smallest), 1, -1):
+        fold = stratified_folds(labels, n_folds, seed, groups)
+        if every_class_kept(labels, fold, n_folds, n_classes):
+            return fold, n_folds, smallest
+    return None, min(int(folds), smallest), smallest
 
 
 def too_few_clips(smallest: int) -> str:
     """Why a support set cannot be cross-validated."""
+    if smallest >= 2:
+        return ("no split into 2 or more folds keeps a clip of every class in each fold's fit (the rows of "
+                "one clip stay in one fold)")
     return (f"a class has {smallest} support clip(s): none can be held out without leaving its class "
             "without a prototype")
 

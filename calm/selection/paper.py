@@ -52,10 +52,12 @@ def select_by_cross_validation(
     *,
     n_classes: int | None = None,
     support_targets: np.ndarray | torch.Tensor | None = None,
+    support_groups: np.ndarray | None = None,
     chunk: int = 256,
     device: torch.device | str | None = None,
 ) -> dict[str, Any]:
-    """Choose a setting from the support set alone, by stratified k-fold cross-validation.
+    """Choose a setting from the support set alone, by stratified k-fold cross-validation (rows of one
+    `support_groups` id, e.g. the questions of one clip, held out together).
 
     Each fold refits prototypes and reliabilities on the rest and scores the whole grid on the
     held-out clips; the pooled held-out accuracy (exact match with `support_targets`) ranks the
@@ -67,7 +69,7 @@ def select_by_cross_validation(
     features = support_features  # kept in its dtype (fp16 from the cache): each fold's grid upcasts in chunks
     labels, n_classes = checked_labels(tuple(features.shape), support_labels, n_classes)
     labels_np = labels.cpu().numpy()
-    fold, n_folds, smallest = support_folds(labels_np, n_classes, folds, seed)
+    fold, n_folds, smallest = support_folds(labels_np, n_classes, folds, seed, support_groups)
     if fold is None:
         return {"selected_by": "default", "setting": default_setting(settings).as_dict(), "setting_index": None,
                 "cv_score": None, "folds": 0, "metric": None,
@@ -119,6 +121,7 @@ def paper_grid_report(
     query_targets: np.ndarray | torch.Tensor | None = None,
     support_targets: np.ndarray | torch.Tensor | None = None,
     query_groups: np.ndarray | None = None,
+    support_groups: np.ndarray | None = None,
     positive_class: int | None = None,
     chunk: int = 256,
     query_chunk: int = 256,
@@ -130,8 +133,10 @@ def paper_grid_report(
     The selector is called with the support set only. `positive_class` (two-class detection, e.g.
     bonafide) adds each selection's test EER. Multi-label: pass `query_targets` (and, to select by
     exact match, `support_targets`). Per-label questions: pass `query_groups` (clip id per query row)
-    for both clip-level exact matches, the first of which then ranks the grid on test. `query` may be
-    a lazy row view read `query_chunk` clips at a time; `device` is where the work runs.
+    for both clip-level exact matches, the first of which then ranks the grid on test.
+    `support_groups`: support rows cross-validation must hold out together (one clip's questions, a
+    clip drawn twice). `query` may be a lazy row view read `query_chunk` clips at a time; `device` is
+    where the work runs.
     """
     settings = grid_settings(grid)
     with torch.no_grad():  # the test clips are read once: the grid, the default and the EERs share the scorer
@@ -139,7 +144,8 @@ def paper_grid_report(
     scored = {"query_targets": query_targets, "query_groups": query_groups}
     test = score_settings(scorer, query_labels, settings, chunk=chunk, **scored)
     cv = select_by_cross_validation(support, support_labels, settings, folds, seed, n_classes=n_classes,
-                                    support_targets=support_targets, chunk=chunk, device=device)
+                                    support_targets=support_targets, support_groups=support_groups, chunk=chunk,
+                                    device=device)
     if cv["setting_index"] is not None:
         cv_test = test.scores_of(cv["setting_index"])
     else:
@@ -172,6 +178,7 @@ def paper_sweep_report(
     query_targets: np.ndarray | torch.Tensor | None = None,
     support_targets: np.ndarray | torch.Tensor | None = None,
     query_groups: np.ndarray | None = None,
+    support_groups: np.ndarray | None = None,
     positive_class: int | None = None,
     query_chunk: int = 256,
     device: torch.device | str | None = None,
@@ -185,7 +192,7 @@ def paper_sweep_report(
     test = sweep_split(build, points, support, support_labels, query, query_labels, query_targets=query_targets,
                        query_groups=query_groups, query_chunk=query_chunk, **split)
     cv = sweep_cross_validation(build, points, support, support_labels, folds=folds, seed=seed,
-                                support_targets=support_targets, **split)
+                                support_targets=support_targets, support_groups=support_groups, **split)
     cv_point = points[cv["setting_index"]] if cv["setting_index"] is not None else SweepPoint()
     if cv["setting_index"] is not None:
         cv_test = test.scores_of(cv["setting_index"])

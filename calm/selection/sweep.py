@@ -188,14 +188,16 @@ def sweep_split(build: Build, points: Sequence[SweepPoint], support: FeaturesLik
 def sweep_cross_validation(build: Build, points: Sequence[SweepPoint], support: FeaturesLike,
                            support_labels: LabelsLike, *, n_classes: int, folds: int = 5, seed: int = 0,
                            tie_seed: int | None = None, support_targets: np.ndarray | torch.Tensor | None = None,
+                           support_groups: np.ndarray | None = None,
                            device: torch.device | str | None = None) -> dict[str, Any]:
     """Choose a point from the support set alone, by the one cross-validation rule
-    (`calm.selection.cross_validation`: stratified folds, pooled held-out score) and the one tie rule
+    (`calm.selection.cross_validation`: stratified folds keeping `support_groups` together, pooled
+    held-out score) and the one tie rule
     (`first_best`). With a single clip in some class, the method's configured setting is used
     (``selected_by: "default"``, the reason in ``note``)."""
     support = as_features(support)
     labels_np = np.asarray(torch.as_tensor(np.asarray(support_labels)).long())
-    fold, n_folds, smallest = support_folds(labels_np, n_classes, folds, seed)
+    fold, n_folds, smallest = support_folds(labels_np, n_classes, folds, seed, support_groups)
     if fold is None:
         return {"selected_by": "default", "setting": {}, "setting_index": None, "cv_score": None, "folds": 0,
                 "metric": None, "note": f"{too_few_clips(smallest)}, so the configured setting is used"}
