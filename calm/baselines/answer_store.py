@@ -50,10 +50,6 @@ class AnswerStore:
         stored = json.loads(self.path.read_text())
         return dict(stored["answers"]), dict(stored.get("inputs") or {})
 
-    def load(self) -> dict[str, Any]:
-        """Every stored answer, whatever inputs it was generated from (see `current`)."""
-        return self._read()[0]
-
     def inputs(self, backbone: Backbone, table: ClipTable, prompt: ClipPrompt,
                clip_ids: Sequence[str]) -> dict[str, RowInputs]:
         """Each clip's current inputs: its audio content digest and (when the backbone reads it) the

@@ -10,7 +10,7 @@ samples from seeds derived from the clip's seed and `k`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any
@@ -92,8 +92,3 @@ class Sampling:
                                                     max_new_tokens)[0][0] for k in range(samples)])
         return answers
 
-
-def sampling_from(cfg: Mapping[str, Any]) -> Sampling:
-    """The `Sampling` a config block's temperature, top_p, temperature_range and seed describe."""
-    return Sampling(temperature=cfg.get("temperature", 1.0), top_p=cfg.get("top_p", 1.0),
-                    temperature_range=cfg.get("temperature_range"), seed=cfg.get("seed", 0))
