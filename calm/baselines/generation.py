@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from calm.backbones.base import Backbone
+from calm.baselines.answer_store import AnswerStore
 from calm.data.audio import load_audio
 from calm.data.prompts import ClipPrompt
 from calm.data.table import Clip, ClipTable
@@ -60,3 +61,21 @@ def generate_in_batches(backbone: Backbone, table: ClipTable, prompt: ClipPrompt
         batch = list(clips[start : start + batch_size])
         waves = [load_audio(c.audio_path, backbone.sample_rate) for c in batch]
         yield batch, generate(waves, [prompt.text_for(c, table) for c in batch], batch)
+
+
+def stored_or_generated(backbone: Backbone, table: ClipTable, prompt: ClipPrompt, clips: Sequence[Clip],
+                        batch_size: int, device: torch.device,
+                        generate: Callable[[list[np.ndarray], list[str], list[Clip]], Sequence[T]],
+                        store: AnswerStore | None) -> tuple[dict[str, T], int]:
+    """What `generate` answers for each of `clips` (by id), and how many clips were generated: `store`'s
+    answer where it has one made from the clip's current inputs (`AnswerStore.current`), else generated
+    and added to the store batch by batch, so an interrupted job loses one batch at most."""
+    inputs = store.inputs(backbone, table, prompt, [c.id for c in clips]) if store is not None else {}
+    answers: dict[str, T] = dict(store.current(inputs)) if store is not None else {}
+    todo = list({c.id: c for c in clips if c.id not in answers}.values())  # each clip once
+    for batch, generated in generate_in_batches(backbone, table, prompt, todo, batch_size, device, generate):
+        new = {c.id: answer for c, answer in zip(batch, generated, strict=True)}
+        answers.update(new)
+        if store is not None:
+            store.add(new, inputs)
+    return {c.id: answers[c.id] for c in clips}, len(todo)

@@ -8,8 +8,8 @@ clips it labels consistently join (or, in the authors' mode, replace) each episo
 - `support=replace` (the authors': S = V): the pool is the episodes' support clips themselves, and
   each episode's support becomes its clips that got a pseudo label of one of the episode's classes,
   with that label; clips without one are dropped (the authors' pseudo-labelled file keeps only the
-  clips that passed). The estimators are fitted on those labels and never read the true support
-  labels (rows still `<name>+pl`, next to the true-label rows).
+  clips that passed). Every report of the job is then fitted on those labels, under its plain row
+  names (`calm.reports.relabelled_support`), and never reads the true support labels.
 - Pseudo label: `samples` sampled answers per clip (`calm.baselines.decoding`, seeded per clip). With
   `prompt=clean` each answer is matched to a class name; with `prompt=multiple_choice` (the authors')
   the job's multiple-choice prompt is asked and each answer is matched to the clip's offered options
@@ -46,7 +46,7 @@ from calm.backbones.base import Backbone
 from calm.baselines.answer_matching import match_answer
 from calm.baselines.answer_store import AnswerStore
 from calm.baselines.decoding import SAMPLING_TAG, Sampling
-from calm.baselines.generation import generate_in_batches
+from calm.baselines.generation import stored_or_generated
 from calm.data.prompts import ClipPrompt, PaperPrompt
 from calm.data.table import SUPPORT_SPLIT, Clip, ClipTable
 from calm.digests import seeded_int
@@ -142,7 +142,7 @@ class PseudoLabelSettings:
         return Sampling(self.temperature, self.top_p, self.temperature_range, self.seed)
 
     def refit_methods(self, methods: Mapping[str, Any]) -> dict[str, Any]:
-        """The estimators fitted on the pseudo-labelled support (S ∪ V, or V alone), named `<name>+pl`."""
+        """The estimators refitted on S ∪ V (support=union), named `<name>+pl`."""
         return {f"{name}{SUFFIX}": methods[name] for name in self.refit}
 
 
@@ -229,22 +229,12 @@ def answer_pool(backbone: Backbone, table: ClipTable, prompt: ClipPrompt, rows: 
     Generation runs on `device` (default CPU). Each batch is stored as soon as it is answered, so an
     interrupted job loses one batch at most.
     """
-    ids = [table.clips[i].id for i in rows]
-    inputs = store.inputs(backbone, table, prompt, ids) if store is not None else {}
-    answers = dict(store.current(inputs)) if store is not None else {}
-    todo = [table.clips[i] for i in rows if table.clips[i].id not in answers]
-
     def sample(waves: list[np.ndarray], prompts: list[str], clips: list[Clip]) -> list[list[str]]:
-        return settings.sampling.sample(backbone, waves, prompts, [c.id for c in clips], settings.samples,
-                                        settings.max_new_tokens)
+        return [list(texts) for texts in settings.sampling.sample(backbone, waves, prompts, [c.id for c in clips],
+                                                                  settings.samples, settings.max_new_tokens)]
 
-    for batch, sampled in generate_in_batches(backbone, table, prompt, todo, settings.batch_size,
-                                              device or torch.device("cpu"), sample):
-        new = {c.id: list(texts) for c, texts in zip(batch, sampled, strict=True)}
-        answers.update(new)
-        if store is not None:
-            store.add(new, inputs)
-    return {table.clips[i].id: answers[table.clips[i].id] for i in rows}, len(todo)
+    return stored_or_generated(backbone, table, prompt, [table.clips[i] for i in rows], settings.batch_size,
+                               device or torch.device("cpu"), sample, store)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from calm.backbones.base import Backbone
 from calm.baselines.answer_matching import match_answer, match_option_letter
 from calm.baselines.answer_store import AnswerStore
 from calm.baselines.decoding import DECODINGS, Sampling
-from calm.baselines.generation import generate_in_batches
+from calm.baselines.generation import stored_or_generated
 from calm.data.prompts import ClipPrompt, PaperPrompt
 from calm.data.table import Clip, ClipTable
 from calm.errors import ConfigError
@@ -156,9 +156,6 @@ def answer_clips(backbone: Backbone, table: ClipTable, prompt: ClipPrompt, clip_
     settings = settings or ZeroShotSettings()
     by_id = {c.id: c for c in table.clips}
     clips = [by_id[cid] for cid in dict.fromkeys(clip_ids)]
-    inputs = store.inputs(backbone, table, prompt, [c.id for c in clips]) if store is not None else {}
-    answers: dict[str, str] = dict(store.current(inputs)) if store is not None else {}
-
     def generate(waves: list[np.ndarray], prompts: list[str], batch: list[Clip]) -> list[str]:
         if settings.decoding == "greedy":
             return backbone.generate_answers(waves, prompts, settings.max_new_tokens)
@@ -166,15 +163,10 @@ def answer_clips(backbone: Backbone, table: ClipTable, prompt: ClipPrompt, clip_
                                            settings.max_new_tokens)
         return [texts[0] for texts in sampled]
 
-    todo = [c for c in clips if c.id not in answers]
-    for batch, texts in generate_in_batches(backbone, table, prompt, todo, settings.batch_size,
-                                            device or torch.device("cpu"), generate):
-        new = {c.id: text for c, text in zip(batch, texts, strict=True)}
-        answers.update(new)
-        if store is not None:
-            store.add(new, inputs)
+    answers, _ = stored_or_generated(backbone, table, prompt, clips, settings.batch_size,
+                                     device or torch.device("cpu"), generate, store)
     classes = {c.id: named_class(answers[c.id], c, table, prompt, settings.matching) for c in clips}
-    return ZeroShotAnswers({c.id: answers[c.id] for c in clips}, classes)
+    return ZeroShotAnswers(answers, classes)
 
 
 def zero_shot_accuracy(episode: Episode, table: ClipTable, answers: ZeroShotAnswers) -> float:
