@@ -108,6 +108,16 @@ class PaperGridReport:
                 "cv_choice": self.cv_choice, "oracle": self.oracle}
 
 
+def labelled_choices(cv: dict[str, Any], cv_test: dict[str, float], test: GridResult,
+                     settings: Sequence[Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The two labelled records of a tuned method: the cross-validated choice with its test scores, and
+    the best of grid on test (the oracle; ties to the first in grid order)."""
+    best = test.best()
+    return ({"label": CV_LABEL, **cv, "test": cv_test},
+            {"label": ORACLE_LABEL, "setting": settings[best].as_dict(), "setting_index": best,
+             "test": test.scores_of(best)})
+
+
 def paper_grid_report(
     support: FeaturesLike,
     support_labels: LabelsLike,
@@ -150,10 +160,7 @@ def paper_grid_report(
         cv_test = test.scores_of(cv["setting_index"])
     else:
         cv_test = score_settings(scorer, query_labels, [default_setting(settings)], **scored).scores_of(0)
-    best = test.best()
-    cv_choice = {"label": CV_LABEL, **cv, "test": cv_test}
-    oracle = {"label": ORACLE_LABEL, "setting": settings[best].as_dict(), "setting_index": best,
-              "test": test.scores_of(best)}
+    cv_choice, oracle = labelled_choices(cv, cv_test, test, settings)
     if positive_class is not None:
         truth = query_label_tensor(query_labels, 2).numpy() == positive_class
         for record in (cv_choice, oracle):
@@ -200,12 +207,9 @@ def paper_sweep_report(
         cv_test = sweep_split(build, [cv_point], support, support_labels, query, query_labels,
                               query_targets=query_targets, query_groups=query_groups, query_chunk=query_chunk,
                               **split).scores_of(0)
-    best = test.best()
-    cv_choice = {"label": CV_LABEL, **cv, "test": cv_test}
-    oracle = {"label": ORACLE_LABEL, "setting": points[best].as_dict(), "setting_index": best,
-              "test": test.scores_of(best)}
+    cv_choice, oracle = labelled_choices(cv, cv_test, test, points)
     if positive_class is not None:
-        for record, point in ((cv_choice, cv_point), (oracle, points[best])):
+        for record, point in ((cv_choice, cv_point), (oracle, points[oracle["setting_index"]])):
             record["test"]["eer"] = point_eer(build, point, support, support_labels, query, query_labels,
                                               positive_class, tie_seed=tie_seed, query_chunk=query_chunk,
                                               device=device)
