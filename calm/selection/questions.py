@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from calm.errors import ConfigError
+from calm.metrics import batched_question_exact_match, batched_set_exact_match
 from calm.selection.settings import QUESTION_METRIC
 
 SET_METRIC = "exact_match_sets"
@@ -32,12 +33,6 @@ def group_tensor(groups: np.ndarray | torch.Tensor, n_queries: int) -> torch.Ten
 def clip_exact_matches(pred: torch.Tensor, true: torch.Tensor, groups: torch.Tensor) -> dict[str, np.ndarray]:
     """Both clip-level exact matches, percent (S,), of predictions (S, N) of N questions with labels (N,)
     and clip ids (N,)."""
-    from calm.metrics import batched_question_exact_match, batched_set_exact_match
-
     true, groups = true.to(pred.device), groups.to(pred.device)
-    return {QUESTION_METRIC: _numpy(batched_question_exact_match(pred, true, groups)),
-            SET_METRIC: _numpy(batched_set_exact_match(pred, true, groups))}
-
-
-def _numpy(values: torch.Tensor | np.ndarray) -> np.ndarray:
-    return values.detach().cpu().double().numpy() if isinstance(values, torch.Tensor) else np.asarray(values, float)
+    return {QUESTION_METRIC: batched_question_exact_match(pred, true, groups).cpu().numpy(),
+            SET_METRIC: batched_set_exact_match(pred, true, groups).cpu().numpy()}
