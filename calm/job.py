@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from calm.backbones import Backbone, build_backbone
 from calm.baselines import PseudoLabelSettings, ZeroShotSettings, check_single_label
+from calm.baselines.text_zero_shot import TextZeroShotSettings, check_text_tower
 from calm.cache import ActivationCache
 from calm.config_objects import build
 from calm.config_schema import check_settings
@@ -44,7 +45,7 @@ def launched_as_main() -> bool:
 def build_methods(method_cfg: DictConfig) -> dict[str, Any]:
     """The estimators named in the `method` config group, instantiated (and so validated) up front."""
     estimators = method_cfg.get("estimators") or {}
-    if not estimators and not method_cfg.get("zero_shot"):
+    if not estimators and not method_cfg.get("zero_shot") and not method_cfg.get("text_zero_shot"):
         raise ConfigError("the method config lists no estimators",
                           "use method=calm_vs_sav, method=calm, method=sav or method=zero_shot")
     return {name: instantiate(spec) for name, spec in estimators.items()}
@@ -84,6 +85,12 @@ class PreparedJob:
     pseudo: PseudoLabelSettings | None
     zero_shot: ZeroShotSettings | None
     cache: ActivationCache
+    text_zero_shot: TextZeroShotSettings | None = None  # an embedding backbone's text zero-shot (CLAP)
+
+    @property
+    def reads_features(self) -> bool:
+        """Whether any report reads cached rows: the estimators, or a text zero-shot (audio embeddings)."""
+        return bool(self.methods) or self.text_zero_shot is not None
 
     def without(self, skipped: set[str]) -> PreparedJob:
         """The job without clips that could not be decoded; the protocol re-checks the smaller pools."""
@@ -138,5 +145,11 @@ def prepare(cfg: DictConfig) -> PreparedJob:
     zero_shot = (ZeroShotSettings.from_config(OmegaConf.to_container(cfg.method.zero_shot, resolve=True), prompt,
                                               table)
                  if cfg.method.get("zero_shot") else None)
+    text_zero_shot = None
+    if cfg.method.get("text_zero_shot"):
+        text_zero_shot = TextZeroShotSettings.from_config(OmegaConf.to_container(cfg.method.text_zero_shot,
+                                                                                 resolve=True))
+        check_text_tower(backbone)
     return PreparedJob(cfg, OmegaConf.to_container(cfg, resolve=True), out_dir, main, loaded, table, protocol,
-                       pools, methods, backbone, prompt, pseudo, zero_shot, open_cache(cfg, backbone, prompt))
+                       pools, methods, backbone, prompt, pseudo, zero_shot, open_cache(cfg, backbone, prompt),
+                       text_zero_shot)

@@ -41,7 +41,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
             log.info("rank %d: extraction done; evaluation and results are left to rank 0", extraction.rank)
             failed = False
             return {"rank": extraction.rank, "extracted": extraction.extracted}
-        features = job.cache.rows(job.table.ids) if job.methods else None
+        features = job.cache.rows(job.table.ids) if job.reads_features else None
         outputs = []
         if job.pseudo is not None and job.pseudo.support == "replace":  # S = V: every report on the relabelled support
             episodes, relabelling = relabelled_support(job, episodes)
@@ -77,8 +77,8 @@ def report_finished(cfg: DictConfig, done: dict[str, Any]) -> dict[str, Any]:
 
 def needed_clips(job: PreparedJob, episodes: list[Episode]) -> list[str]:
     """The clips whose rows the reports read: every episode's support and query clips, and the pool a
-    pseudo-labelled refit may add to the support sets; none when no estimator runs (zero-shot only)."""
-    if not job.methods:
+    pseudo-labelled refit may add to the support sets; none when no report reads features (zero-shot only)."""
+    if not job.reads_features:
         return []
     rows = {int(i) for episode in episodes for part in (episode.support, episode.query) for i in part}
     if job.pseudo is not None:

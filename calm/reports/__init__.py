@@ -1,9 +1,10 @@
 """The reports a job runs after extraction, in order, each on the same episodes and features.
 
 `job_reports` is the one place that decides which reports a job runs: the estimators always; the
-zero-shot answers and the pseudo-label refit (support=union) when the method asks for them (under
-support=replace every report sees the relabelled episodes of `relabelled_support` instead); the search objective
-when a search runs; the tuned rows when protocol=paper sweeps a method (`tuned_methods`).
+zero-shot answers, the text zero-shot of an embedding backbone (CLAP) and the pseudo-label refit
+(support=union) when the method asks for them (under support=replace every report sees the
+relabelled episodes of `relabelled_support` instead); the search objective when a search runs; the
+tuned rows when protocol=paper sweeps a method (`tuned_methods`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from calm.reports.paper_grid import (
     tuned_rows,
 )
 from calm.reports.search import SearchObjective
+from calm.reports.text_zero_shot import TextZeroShot
 
 if TYPE_CHECKING:
     from calm.job import PreparedJob
@@ -32,6 +34,8 @@ def job_reports(job: PreparedJob) -> list[Report]:
     reports: list[Report] = [EpisodicMethods()]
     if job.cfg.method.get("zero_shot"):
         reports.append(ZeroShot())
+    if job.text_zero_shot is not None:
+        reports.append(TextZeroShot(job.text_zero_shot))
     if job.pseudo is not None and job.pseudo.support != "replace":  # replace: relabelled_support, before all
         reports.append(PseudoLabelRefit(job.pseudo))
     reports.append(SearchObjective())
@@ -47,6 +51,7 @@ __all__ = [
     "Report",
     "ReportOutput",
     "SearchObjective",
+    "TextZeroShot",
     "ZeroShot",
     "evaluate",
     "grid_rows",

@@ -84,11 +84,13 @@ def check_support_draw(cfg: DictConfig, group: RowGroup, shots: ShotSetting) -> 
 
 
 def expected_methods(cfg: DictConfig) -> list[str]:
-    """The rows a job reports: its estimators, zero-shot, and under protocol=paper two rows per estimator
-    its grids file tunes (the rule of calm.reports.paper_grid, which writes them)."""
+    """The rows a job reports: its estimators, zero-shot, text zero-shot (CLAP), and under protocol=paper
+    two rows per estimator its grids file tunes (the rule of calm.reports.paper_grid, which writes them)."""
     methods = list(cfg.method.get("estimators") or {})
     if cfg.method.get("zero_shot"):
         methods.append(ZERO_SHOT_ROW)
+    if cfg.method.get("text_zero_shot"):
+        methods.append(str(cfg.method.text_zero_shot.row))
     return methods + tuned_rows(cfg)
 
 

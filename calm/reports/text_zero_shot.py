@@ -1,0 +1,44 @@
+"""The text zero-shot of an audio-text embedding backbone (`method.text_zero_shot`, CLAP's
+`clap_zero_shot`): scored per episode like every estimator (`score_method`), on the same episodes and
+cached audio embeddings, with the episode's classes' text centroids as its prototypes."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from calm.baselines.generation import generation_device
+from calm.baselines.text_zero_shot import TextPrototypes, TextZeroShotSettings, text_centroids
+from calm.protocols import Episode
+from calm.reports.base import ReportOutput
+from calm.reports.episodic import clip_groups, evaluation_device, score_method
+from calm.tracking import Tracker
+
+if TYPE_CHECKING:
+    from calm.job import PreparedJob
+
+
+class TextZeroShot:
+    """Class names through the backbone's text tower once per job, then every episode's queries against
+    the text centroids of the episode's classes."""
+
+    def __init__(self, settings: TextZeroShotSettings) -> None:
+        self.settings = settings
+
+    def run(self, job: PreparedJob, features: torch.Tensor | None, episodes: list[Episode],
+            tracker: Tracker) -> ReportOutput:
+        row = self.settings.row
+        centroids = text_centroids(job.backbone, job.table.class_names, self.settings,
+                                   generation_device(job.cfg.trainer))
+        device = evaluation_device(job.cfg.evaluate.device)
+        out = ReportOutput(per_method={row: []}, extra={"text_zero_shot": {
+            "row": row, "templates": list(self.settings.templates)}})
+        for episode, groups in zip(episodes, clip_groups(job.table, episodes), strict=True):
+            support = features[torch.tensor(episode.support)].to(device).float()
+            query = features[torch.tensor(episode.query)].to(device).float()
+            estimator = TextPrototypes(centroids[torch.tensor(episode.classes)].to(device))
+            metrics = score_method(estimator, support, episode, query, groups)
+            out.per_method[row].append(metrics["accuracy"])
+            out.episode_rows.append({"episode": episode.index, "seed": episode.seed, "method": row, **metrics})
+        return out
