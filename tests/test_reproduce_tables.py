@@ -129,6 +129,15 @@ def test_smoke_tables_hold_the_jobs_numbers(smoke: tuple[Path, str]) -> None:
     assert table in stdout and f"wrote {out / 'smoke.md'}" in stdout
 
 
+def test_the_smoke_table_holds_the_clap_baselines_of_their_job(smoke: tuple[Path, str]) -> None:
+    out, _ = smoke
+    ours = [n for n in _numbers(out) if n["experiment"] == "table_smoke_clap"]
+    assert {(n["method"], n["shots"], n["status"]) for n in ours} == {
+        (method, shots, "ok") for method in ("clap_knn", "clap_zero_shot") for shots in ("1", "2")}
+    cells = markdown_cells((out / "smoke.md").read_text())
+    assert ("tones · tiny_clap (baselines)", "clap_zero_shot") in cells
+
+
 def test_every_written_cell_agrees_with_numbers_csv_and_results_json(smoke: tuple[Path, str]) -> None:
     out, _ = smoke
     assert check_written(out, [load_table("smoke")]) == []
@@ -223,26 +232,32 @@ def test_the_paper_table_holds_the_authors_settings() -> None:
     spec = load_table("paper")
     shots = {g.experiment: [s.key for s in g.shots] for g in spec.groups}
     assert shots == {"table_esc50_qwen2_5_omni_pl": ["<=40"], "table_esc50_qwen2_5_omni_pl_leaky": ["40"],
-                     "table_esc50_qwen2_5_omni": ["<=40"],
-                     "table_vggsound_qwen2_audio": ["20", "40"], "table_audioset_qwen2_audio": ["<=20"],
-                     "table_asvspoof_qwen2_audio": ["all"], "table_vggsound_av_qwen2_5_omni": ["20"]}
+                     "table_esc50_qwen2_5_omni": ["<=40"], "table_esc50_clap": ["<=40"],
+                     "table_vggsound_qwen2_audio": ["20", "40"], "table_vggsound_clap": ["20", "40"],
+                     "table_audioset_qwen2_audio": ["<=20"], "table_audioset_clap": ["<=20"],
+                     "table_asvspoof_qwen2_audio": ["all"], "table_asvspoof_clap": ["all"],
+                     "table_vggsound_av_qwen2_5_omni": ["20"]}
     paper = {g.experiment: g.paper for g in spec.groups}
     assert paper == {"table_esc50_qwen2_5_omni_pl": {}, "table_esc50_qwen2_5_omni_pl_leaky": {"calm[oracle]": 99.25},
                      "table_esc50_qwen2_5_omni": {},
                      "table_vggsound_qwen2_audio": {"calm[oracle]": 88.15},
                      "table_audioset_qwen2_audio": {"calm[oracle]": 70.5},
                      "table_asvspoof_qwen2_audio": {"calm[oracle]": 81.99},
-                     "table_vggsound_av_qwen2_5_omni": {"calm[oracle]": 91.02}}
+                     "table_vggsound_av_qwen2_5_omni": {"calm[oracle]": 91.02},
+                     "table_esc50_clap": {}, "table_vggsound_clap": {}, "table_audioset_clap": {},
+                     "table_asvspoof_clap": {}}
 
 
 def test_paper_jobs_compose_with_the_authors_precision_and_support_draw(tmp_path: Path) -> None:
     spec = load_table("paper")
-    precision = {"qwen2_audio": "16-true", "qwen2_5_omni": "bf16-true"}
+    precision = {"qwen2_audio": "16-true", "qwen2_5_omni": "bf16-true", "clap": "32-true"}
     with job_configs():
         for group in spec.groups:
             for shots in group.shots:
                 cfg = compose_job(group, shots, tmp_path, [])  # checks the support draw matches the column
-                assert cfg.protocol.name == "paper" and cfg.prompt.name.startswith("paper")
+                clap = cfg.backbone.name == "clap"  # reads no prompt: its baselines, never a question
+                assert cfg.protocol.name == "paper" and cfg.prompt.name.startswith("clean" if clap else "paper")
+                assert not clap or expected_methods(cfg) == ["clap_knn", "clap_zero_shot"], group.experiment
                 assert cfg.trainer.precision == precision[cfg.backbone.name], group.experiment
                 assert shots.k is None or cfg.shots == shots.k
                 leaky = group.experiment.endswith("_leaky")

@@ -1,8 +1,8 @@
 """Smoke runs of the tables: every row group through the whole table pipeline on a CPU in minutes.
 
-`configs/tables/smoke.yaml` (plain `--smoke`): generated tones for its `table_smoke` row group in the
-`folder` layout, and one group left without data on purpose, so both a filled and a "no data" group go
-through. Any other table (`--smoke --tables paper`): each row group keeps its experiment file (protocol,
+`configs/tables/smoke.yaml` (plain `--smoke`): generated tones for its `table_smoke` (tiny Qwen2-Audio)
+and `table_smoke_clap` (tiny CLAP) row groups in the `folder` layout, and one group left without data
+on purpose, so both a filled and a "no data" group go through. Any other table (`--smoke --tables paper`): each row group keeps its experiment file (protocol,
 method, prompt, support draw) but runs on the tiny model of its backbone (`tiny_<backbone>`) and on
 generated data written in its dataset's OFFICIAL layout (calm.tables.smoke_layouts), with the
 smoke-sized shots of the table's `smoke` section. Every job's data, cache and finished-job records stay
@@ -30,7 +30,7 @@ from calm.tables.smoke_layouts import (
 from calm.tables.spec import CONFIGS_DIR, ShotSetting, TableSpec, column_order
 
 SMOKE_TABLE = "smoke"
-SMOKE_GROUP = "table_smoke"
+SMOKE_GROUPS = ("table_smoke", "table_smoke_clap")  # the row groups that run on the generated tones
 SMOKE_CLASSES = ("low", "mid", "high", "chirp")
 SMOKE_DATA = "smoke_data"
 TINY_PREFIX = "tiny_"  # configs/backbone/tiny_<name>.yaml: the tiny random model of backbone <name>
@@ -60,7 +60,7 @@ def job_overrides(out_dir: Path) -> list[str]:
 def smoke_overrides(out_dir: Path) -> tuple[list[str], dict[str, list[str]]]:
     """The smoke table: write the tones under `out_dir` and return (overrides for every job, per-group overrides)."""
     data = write_smoke_data(Path(out_dir) / SMOKE_DATA / "tones")
-    return job_overrides(out_dir), {SMOKE_GROUP: [f"dataset.root={data}"]}
+    return job_overrides(out_dir), {group: [f"dataset.root={data}"] for group in SMOKE_GROUPS}
 
 
 # Generated data per dataset, in the dataset's official layout; each returns the folder `dataset.root` names.
