@@ -17,7 +17,8 @@ from transformers import ClapModel, ClapProcessor
 
 from calm.backbones import build_backbone
 from calm.backbones.clap import ClapBackbone
-from calm.backbones.tiny_clap import ensure_tiny_clap
+from calm.backbones.tiny import save_tiny
+from calm.backbones.tiny_clap import ensure_tiny_clap, tiny_clap_config, tiny_clap_processor
 from calm.backbones.whisper import WhisperBackbone
 from calm.baselines.text_zero_shot import TextZeroShotSettings, check_text_tower
 from calm.data.audio import load_audio
@@ -156,3 +157,26 @@ def test_the_clap_configs_build_a_backbone_that_reads_no_prompt(tmp_path: Path) 
     assert backbone.hub_id == "laion/clap-htsat-unfused" and not backbone.uses_prompt_text
     assert list(cfg.method.estimators) == ["clap_knn"] and cfg.method.text_zero_shot.row == "clap_zero_shot"
     assert build_prompt(cfg.prompt).key_fields()  # the prompt still builds; it just keys nothing
+
+
+def test_a_fused_checkpoint_gets_each_clips_own_is_longer_and_a_matching_feature_extractor(tmp_path: Path) -> None:
+    """The feature extractor marks one random clip of a short batch as longer, which would send it
+    through a fused model's fusion branch depending on its batch mates; the backbone does not."""
+    processor = tiny_clap_processor()
+    processor.feature_extractor.truncation = "fusion"
+    config = tiny_clap_config(processor.tokenizer, seed=0)
+    config.audio_config.enable_fusion, config.audio_config.fusion_type = True, "aff_2d"
+    fused = save_tiny(ClapModel, config, processor, tmp_path / "fused", seed=0)
+    backbone = ClapBackbone(name="fused", hub_id="calm/tiny-clap-fused", path=str(fused), assets_name=None)
+    backbone.load()
+    rng = np.random.default_rng(1)
+    waves = [0.1 * rng.standard_normal(int(48000 * s)).astype(np.float32) for s in (0.5, 1.0, 1.5)]
+    batched = backbone.capture(backbone.collate(waves, ["a", "b", "c"]))
+    alone = torch.cat([backbone.capture(backbone.collate([w], ["x"])) for w in waves])
+    torch.testing.assert_close(batched, alone, atol=1e-5, rtol=1e-5)
+
+    processor.feature_extractor.truncation = "rand_trunc"  # one-channel mels for a fused model
+    processor.save_pretrained(fused)
+    mismatched = ClapBackbone(name="fused", hub_id="calm/tiny-clap-fused", path=str(fused), assets_name=None)
+    with pytest.raises(ConfigError, match="enable_fusion=True but its feature extractor truncation='rand_trunc'"):
+        mismatched.load()
