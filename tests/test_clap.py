@@ -100,8 +100,9 @@ def test_clap_knn_is_the_nearest_cosine_centroid_computed_by_hand(clap_job: dict
             centroids / np.linalg.norm(centroids, axis=1, keepdims=True)).T
         predicted = cosines.argmax(axis=1)
         features = torch.from_numpy(embeddings[:, None, :]).float()
-        fitted = estimator.fit(features[episode.support], torch.tensor(episode.support_labels), n_classes=episode.ways)
-        assert fitted.predict(features[episode.query]).tolist() == predicted.tolist()
+        fitted = estimator.fit(features[episode.support.tolist()], torch.tensor(episode.support_labels.tolist()),
+                               n_classes=episode.ways)
+        assert fitted.predict(features[episode.query.tolist()]).tolist() == predicted.tolist()
         by_hand.append(100.0 * float(np.mean(predicted == episode.query_labels)))
     assert episode_accuracies(clap_job["rows"], "clap_knn") == pytest.approx(by_hand)
 
