@@ -76,6 +76,8 @@ def print_report(report: dict, console: Console) -> None:
             console.print(f"  ... and {len(paths) - SHOWN} more (--json lists all)")
     if not report["probed"]:
         console.print("clip headers not read (--no-probe): undecodable files are not checked")
+    elif report["decoded"]:
+        console.print("every clip decoded whole (--strict)")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -89,7 +91,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     check.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="another dataset setting, as on the run.py command line (repeatable)")
     check.add_argument("--no-probe", action="store_true", help="skip reading every clip's header")
-    check.add_argument("--strict", action="store_true", help="exit with status 1 if any clip is missing or undecodable")
+    check.add_argument("--strict", action="store_true",
+                       help="decode every clip whole, and exit with status 1 if any is missing or undecodable")
     return parser.parse_args(argv)
 
 
@@ -106,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CalmError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    report = dataset_report(loaded.table, loaded.missing, probe=not args.no_probe)
+    report = dataset_report(loaded.table, loaded.missing, probe=not args.no_probe, decode=args.strict)
     report["config"] = OmegaConf.to_container(cfg, resolve=True)
     if args.json:
         print(json.dumps(report))
