@@ -36,9 +36,10 @@ def require_root(root: str | Path | None, name: str, how_to_get: str) -> Path:
 def csv_rows(path: Path, headers: Sequence[Sequence[str]], fix: str) -> tuple[tuple[str, ...], list[Row]]:
     """The header (one of `headers`) and the (line number, fields) rows of a CSV file.
 
-    Blank lines are skipped; a row whose field count differs from the header is an error.
+    Blank lines are skipped; a row whose field count differs from the header is an error. A UTF-8
+    byte-order mark (how spreadsheets save CSV) is dropped, not read as part of the first column's name.
     """
-    with open(path, newline="", encoding="utf-8") as handle:
+    with open(path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
         header = tuple(cell.strip() for cell in next(reader, []))
         if header not in {tuple(h) for h in headers}:
