@@ -100,9 +100,9 @@ def _check_arguments(cls: type, settings: Mapping[str, Any], extra: Mapping[str,
     unknown = sorted(set(settings) - allowed)
     if unknown:
         accepted = sorted(allowed - set(extra))
-        raise ConfigError(f"{label} has no setting(s) {unknown} ({cls.__qualname__} accepts {accepted})",
-                          f"use one of {accepted}, as `{key}.<setting>=VALUE`" if key else
-                          f"use only {accepted} in {where}")
+        raise ConfigError(f"{label} has no setting(s) {unknown}",
+                          f"use one of {cls.__qualname__}'s settings {accepted}, as `{key}.<setting>=VALUE`" if key
+                          else f"use only {accepted} in {where}")
     missing = sorted(p.name for p in params if p.default is p.empty and p.name not in settings and p.name not in extra)
     if missing:
         raise ConfigError(f"{label} lacks the setting(s) {missing}",

@@ -6,7 +6,9 @@ misspelt setting silently changes nothing. `check_settings` types every top-leve
 `seed`, `force`, `on_bad_clip`, `extract.*`, `trainer.*`, ...), requires every config group, and
 refuses keys no one declared, each as a `ConfigError(problem, fix)` naming the key. `calm.job.prepare`
 calls it first thing and the sweep preflight (`calm.sweep_checks`) calls it on every job it composes,
-so a bad value fails in a second in both.
+so a bad value fails before any data is read or model loads in both (within seconds; a single run
+spends most of them importing torch). Each estimator's `top_k` is checked here too (`TOP_K`), so a
+sweep's preflight refuses `top_k=0` without importing an estimator class.
 
 A schema here rather than Hydra structured configs keeps the config files plain YAML, keeps the
 messages calm's own (problem and fix, never a traceback), and keeps this module free of torch and
