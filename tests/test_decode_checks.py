@@ -140,3 +140,26 @@ def test_validate_strict_decodes_every_clip_whole(tmp_path: Path, capsys: pytest
     report = json.loads(capsys.readouterr().out)
     assert report["undecodable"] == [str(path)] and "lost sync" in report["undecodable_reasons"][str(path)]
     assert report["decoded"] is True
+
+
+def test_a_flac_passed_by_the_older_header_pass_is_checked_again(tmp_path: Path) -> None:
+    """The duration store remembers clips that passed; one the older checks passed (no tail read) must
+    not be served from it, or the cut FLAC would still fail only after the model loaded."""
+    import sqlite3
+
+    from calm.cache.durations import DurationStore, file_key
+
+    root = _dataset(tmp_path / "data")
+    cut = _cut_flac(root / "cat" / "cut.flac")
+    store = DurationStore(tmp_path / "cache")
+    store.path.parent.mkdir()
+    with sqlite3.connect(store.path) as db:  # what the older pass stored: its table, this clip as good
+        db.execute("CREATE TABLE durations (path TEXT, size INTEGER, mtime_ns INTEGER, seconds REAL, "
+                   "PRIMARY KEY (path, size, mtime_ns))")
+        db.execute("INSERT INTO durations VALUES (?, ?, ?, ?)", (*file_key(cut), 0.5))
+    db.close()
+    table, _ = load_folder(root, test_fraction=0.5)
+    _, bad, read = preflight(table, table.ids, "skip", store)
+    assert [Path(cid).name for cid in bad] == ["cut.flac"] and read == len(table)
+    _, bad, read = preflight(table, table.ids, "skip", store)
+    assert list(bad) == [str(cut)] and read == 1, "the clips that passed are remembered; the bad one is not"
