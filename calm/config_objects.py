@@ -58,12 +58,14 @@ def target_class(cfg: Mapping[str, Any], group: str, base: type | None = None) -
 
 
 def build(cfg: Mapping[str, Any], group: str, *, base: type | None = None, named: bool = False,
-          **extra: Any) -> Any:
+          key: str | None = None, **extra: Any) -> Any:
     """Instantiate the object `cfg._target_` names with the config's other keys plus `extra`.
 
     `cfg` is a config node (interpolations resolved against its parent) or a plain mapping;
     lists and mappings reach the constructor as plain Python lists and dicts. With `named`, the
     config's `name` must be that of a file in configs/<group> whose `_target_` is the same class.
+    `key` is where the config sits in a job's config (`method.estimators.calm`), for messages about
+    a config that has no `name`.
     """
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
@@ -76,7 +78,7 @@ def build(cfg: Mapping[str, Any], group: str, *, base: type | None = None, named
     node = cfg if OmegaConf.is_config(cfg) else dict(cfg)
     settings = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
     settings.pop("_target_", None)
-    _check_arguments(cls, settings, extra, group, _where(cfg, group))
+    _check_arguments(cls, settings, extra, group, _where(cfg, group), key)
     try:
         return instantiate(node, **extra, _convert_="all")
     except InstantiationException as err:
@@ -86,8 +88,10 @@ def build(cfg: Mapping[str, Any], group: str, *, base: type | None = None, named
 
 
 def _check_arguments(cls: type, settings: Mapping[str, Any], extra: Mapping[str, Any], group: str,
-                     where: str) -> None:
-    """Unknown and missing settings as ConfigErrors, before the constructor runs."""
+                     where: str, key: str | None) -> None:
+    """Unknown and missing settings as ConfigErrors naming the config (by `key` when given) and the
+    settings its class accepts, before the constructor runs (Hydra's own message is a raw TypeError)."""
+    label = key or f"{group} {settings.get('name')!r}"
     params = [p for p in inspect.signature(cls).parameters.values()
               if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY, p.VAR_KEYWORD)]
     if any(p.kind is p.VAR_KEYWORD for p in params):
@@ -95,11 +99,13 @@ def _check_arguments(cls: type, settings: Mapping[str, Any], extra: Mapping[str,
     allowed = {p.name for p in params}
     unknown = sorted(set(settings) - allowed)
     if unknown:
-        raise ConfigError(f"{group} {settings.get('name')!r} has no setting(s) {unknown}",
-                          f"use only {sorted(allowed - set(extra))} in {where}")
+        accepted = sorted(allowed - set(extra))
+        raise ConfigError(f"{label} has no setting(s) {unknown}",
+                          f"use one of {cls.__qualname__}'s settings {accepted}, as `{key}.<setting>=VALUE`" if key
+                          else f"use only {accepted} in {where}")
     missing = sorted(p.name for p in params if p.default is p.empty and p.name not in settings and p.name not in extra)
     if missing:
-        raise ConfigError(f"{group} {settings.get('name')!r} lacks the setting(s) {missing}",
+        raise ConfigError(f"{label} lacks the setting(s) {missing}",
                           f"add them to {where}; a config composed from that file (run.py {group}=NAME) has them all")
 
 

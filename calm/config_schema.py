@@ -6,7 +6,9 @@ misspelt setting silently changes nothing. `check_settings` types every top-leve
 `seed`, `force`, `on_bad_clip`, `extract.*`, `trainer.*`, ...), requires every config group, and
 refuses keys no one declared, each as a `ConfigError(problem, fix)` naming the key. `calm.job.prepare`
 calls it first thing and the sweep preflight (`calm.sweep_checks`) calls it on every job it composes,
-so a bad value fails in a second in both.
+so a bad value fails before any data is read or model loads in both (within seconds; a single run
+spends most of them importing torch). Each estimator's `top_k` is checked here too (`TOP_K`), so a
+sweep's preflight refuses `top_k=0` without importing an estimator class.
 
 A schema here rather than Hydra structured configs keeps the config files plain YAML, keeps the
 messages calm's own (problem and fix, never a traceback), and keeps this module free of torch and
@@ -32,7 +34,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from calm.errors import ConfigError
 
-__all__ = ["BAD_CLIP_POLICIES", "LONG_CLIP_POLICIES", "check_settings", "declared_keys", "paper_grids"]
+__all__ = ["BAD_CLIP_POLICIES", "LONG_CLIP_POLICIES", "TOP_K", "check_settings", "declared_keys", "paper_grids"]
 
 BAD_CLIP_POLICIES = ("error", "skip")
 LONG_CLIP_POLICIES = ("truncate", "error")
@@ -108,6 +110,10 @@ def _grids(value: Any) -> bool:
         for grid in value.values())
 
 
+# `top_k` of every estimator (CALM, SAV, GRW, TopKSoft, LinearProbe): checked here for every
+# `method.estimators.<name>.top_k`, and by each estimator's constructor (calm.methods.checks.check_top_k).
+TOP_K = integer(1, "20", nullable=True, meaning_of_null="all heads")
+
 TOP_LEVEL: dict[str, Rule] = {
     "task_name": text("calm"),
     "shots": integer(1, "5"),
@@ -180,7 +186,18 @@ def check_settings(cfg: Mapping[str, Any]) -> None:
             except ConfigError as err:
                 raise ConfigError(f"{err.problem} (`{key}` belongs to the {origin} group)",
                                   f"{err.fix}; {origin}={GROUP_EXAMPLES[origin]} sets every `{key}` setting") from err
+    _check_estimators(cfg["method"])
     paper_grids(cfg)
+
+
+def _check_estimators(method: Mapping[str, Any]) -> None:
+    """The estimator settings a sweep's preflight can check without importing an estimator class (and
+    so torch): `top_k`, whose 0 would otherwise fail inside Hydra's instantiation of the first job."""
+    estimators = _value(method, "estimators", "method.estimators") if "estimators" in method else None
+    for name, spec in (estimators or {}).items():
+        if isinstance(spec, Mapping) and "top_k" in spec:
+            key = f"method.estimators.{name}.top_k"
+            _check(key, _value(spec, "top_k", key), TOP_K)
 
 
 def paper_grids(cfg: Mapping[str, Any]) -> dict[str, Any] | None:

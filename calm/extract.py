@@ -209,10 +209,13 @@ def count_recomputed(todo: dict[str, str], report: ExtractionReport) -> None:
     for reason in todo.values():
         if reason in report.recomputed:
             report.recomputed[reason] += 1
-    if any(report.recomputed.values()):
-        log.info("recomputing %d cached rows whose inputs changed: audio %d, prompt text %d, unknown %d "
-                 "(rows of an older cache format)", sum(report.recomputed.values()), report.recomputed["audio"],
-                 report.recomputed["prompt"], report.recomputed["unknown"])
+    counts = report.recomputed
+    reasons = [f"{words} {counts[reason]}" for reason, words in (("audio", "audio"), ("prompt", "prompt text"))
+               if counts.get(reason)]
+    if counts.get("unknown"):
+        reasons.append(f"{counts['unknown']} of an older cache format")
+    if reasons:
+        log.info("recomputing %d cached rows whose inputs changed: %s", sum(counts.values()), ", ".join(reasons))
 
 
 def extract_missing(

@@ -14,7 +14,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from calm.backbones import Backbone, build_backbone
@@ -48,7 +47,7 @@ def build_methods(method_cfg: DictConfig) -> dict[str, Any]:
     if not estimators and not method_cfg.get("zero_shot") and not method_cfg.get("text_zero_shot"):
         raise ConfigError("the method config lists no estimators",
                           "use method=calm_vs_sav, method=calm, method=sav or method=zero_shot")
-    return {name: instantiate(spec) for name, spec in estimators.items()}
+    return {name: build(spec, "estimator", key=f"method.estimators.{name}") for name, spec in estimators.items()}
 
 
 def build_protocol(cfg: DictConfig) -> Protocol:

@@ -116,3 +116,53 @@ def test_a_csv_path_inside_the_root_may_be_absolute(tmp_path: Path) -> None:
     root = _classes(tmp_path / "data")
     (root / "list.csv").write_text(f"path,label\n{root / 'cat' / 'cat0.wav'},cat\ndog/dog0.wav,dog\n")
     assert len(_read("folder", tmp_path, root=str(root), csv="list.csv").table) == 2
+
+
+@pytest.mark.parametrize("link", ["folder", "file"])
+def test_a_csv_row_through_a_symlink_out_of_the_root_is_refused_unless_allowed(tmp_path: Path, link: str) -> None:
+    """Issue 16 item 2: the row is written inside the root, but a link on its way leads out of it."""
+    root = _classes(tmp_path / "data")
+    _classes(tmp_path / "elsewhere", names=("bird",))
+    if link == "folder":
+        os.symlink(tmp_path / "elsewhere" / "bird", root / "bird")
+        listed = "bird/bird0.wav"
+    else:
+        os.symlink(tmp_path / "elsewhere" / "bird" / "bird0.wav", root / "cat" / "bird0.wav")
+        listed = "cat/bird0.wav"
+    (root / "list.csv").write_text(f"path,label\ncat/cat0.wav,cat\n{listed},bird\ndog/dog0.wav,dog\n")
+    with pytest.raises(DataError, match=rf"list.csv line 3: the symlink .* leads to .*elsewhere.* {OUTSIDE}") as err:
+        _read("folder", tmp_path, root=str(root), csv="list.csv")
+    assert "dataset.allow_outside_root=true" in str(err.value)
+    table = _read("folder", tmp_path, root=str(root), csv="list.csv", allow_outside_root=True).table
+    assert len(table) == 3
+
+
+def test_a_csv_row_through_a_looping_folder_link_is_refused(tmp_path: Path) -> None:
+    """`clips/again -> .` makes every clip reachable under endless names: refused like the folder walk does."""
+    root = _classes(tmp_path / "data")
+    os.symlink(".", root / "cat" / "again")
+    (root / "list.csv").write_text("path,label\ncat/again/cat0.wav,cat\ndog/dog0.wav,dog\n")
+    for allow in (False, True):
+        with pytest.raises(DataError, match=r"list.csv line 2: the symlink .*again points back into a folder "
+                                            r"that holds it") as err:
+            _read("folder", tmp_path, root=str(root), csv="list.csv", allow_outside_root=allow)
+        assert "How to fix" in str(err.value)
+
+
+@pytest.mark.parametrize("second", ["cat/./cat0.wav", "dog/copy.wav"])
+def test_two_csv_rows_reaching_one_file_are_refused_naming_both_rows(tmp_path: Path, second: str) -> None:
+    """One file listed twice could be a support clip and a query at once (identical audio on both sides)."""
+    root = _classes(tmp_path / "data")
+    os.symlink("../cat/cat0.wav", root / "dog" / "copy.wav")
+    (root / "list.csv").write_text(f"path,label,split\ncat/cat0.wav,cat,test\ndog/dog0.wav,dog,test\n"
+                                   f"{second},dog,train\n")
+    with pytest.raises(DataError, match=r"list.csv line 2 \('cat/cat0.wav'\) and .*list.csv line 4 .*reach the same "
+                                        r"file .*cat0.wav"):
+        _read("folder", tmp_path, root=str(root), csv="list.csv")
+
+
+def test_two_class_folder_files_reaching_one_file_are_refused(tmp_path: Path) -> None:
+    root = _classes(tmp_path / "data")
+    os.symlink("../cat/cat0.wav", root / "dog" / "also_cat0.wav")
+    with pytest.raises(DataError, match=r"cat/cat0.wav and .*dog/also_cat0.wav reach the same file"):
+        _read("folder", tmp_path, root=str(root))

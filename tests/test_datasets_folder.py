@@ -12,7 +12,7 @@ from calm.cache import ActivationCache
 from calm.data.audio import load_audio, probe_audio
 from calm.data.folder import holdout_split, load_folder
 from calm.data.registry import read_dataset
-from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT
+from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT, Clip, ClipTable
 from calm.errors import ConfigError, DataError
 from tests.cli import dataset_config
 from tests.layouts import tone
@@ -115,3 +115,40 @@ def test_missing_or_empty_root_says_what_layout_is_expected(tmp_path: Path) -> N
         load_folder(tmp_path / "empty")
     with pytest.raises(DataError, match=r"clip list CSV not found: .*missing.csv"):
         load_folder(tmp_path / "empty", "missing.csv")
+
+
+def test_csv_labels_differing_only_in_case_are_refused_naming_both(tmp_path: Path) -> None:
+    """Issue 16 item 3: `D0` and `d0` used to run as two classes."""
+    _class_folders(tmp_path)
+    (tmp_path / "list.csv").write_text("path,label\ncat/cat0.wav,Cat\ndog/dog0.wav,dog\ncat/cat1.flac,cat\n")
+    with pytest.raises(DataError, match=r"list.csv: class names 'Cat' \(line 2\) and 'cat' \(line 4\) differ only "
+                                        r"in case") as err:
+        load_folder(tmp_path, "list.csv")
+    assert "How to fix" in str(err.value)
+
+
+def test_an_empty_csv_label_is_refused_with_its_line(tmp_path: Path) -> None:
+    _class_folders(tmp_path)
+    (tmp_path / "list.csv").write_text("path,label\ncat/cat0.wav,cat\ndog/dog0.wav, \ncat/cat1.flac,cat\n")
+    with pytest.raises(DataError, match=r"list.csv: the label is empty \(line 3\)"):
+        load_folder(tmp_path, "list.csv")
+
+
+def test_class_folders_differing_only_in_case_are_refused_naming_both(tmp_path: Path) -> None:
+    root = _class_folders(tmp_path / "data")
+    (root / "Dog").mkdir()
+    sf.write(root / "Dog" / "x.wav", tone(16000, 0.05), 16000)
+    with pytest.raises(DataError, match=r"'Dog' \(.*data/Dog\) and 'dog' \(.*data/dog\) differ only in case"):
+        load_folder(root)
+
+
+@pytest.mark.parametrize(("names", "message"), [
+    (("D0", "d0", "d1"), r"class names 'D0' and 'd0' differ only in case"),
+    (("", "d1"), r"a class name is empty"),
+])
+def test_every_clip_table_refuses_case_only_or_empty_class_names(names: tuple[str, ...], message: str) -> None:
+    """The rule's one home is the clip table, so every dataset (esc50, hf, ...) gets it."""
+    clips = tuple(Clip(id=f"c{i}", audio_path=Path(f"c{i}.wav"), label=i, split=SUPPORT_SPLIT)
+                  for i in range(len(names)))
+    with pytest.raises(DataError, match=message):
+        ClipTable("mine", clips, names, source="somewhere")

@@ -18,6 +18,9 @@ from pathlib import Path
 from calm.file_store import open_file_table
 
 STORE_NAME = "clip_durations.sqlite"
+# Named after the checks its clips passed: "durations" held clips passed before the header pass read a
+# file's last frames, so a FLAC cut short that it let through is checked again, not served from here.
+TABLE = "passed_tail_check"
 FileKey = tuple[str, int, int]
 
 
@@ -38,7 +41,7 @@ class DurationStore:
         self.path = Path(folder) / STORE_NAME
 
     def _connect(self) -> sqlite3.Connection | None:
-        return open_file_table(self.path, "durations", "seconds REAL")
+        return open_file_table(self.path, TABLE, "seconds REAL")
 
     def known(self, keys: Sequence[FileKey]) -> dict[FileKey, float]:
         """The remembered durations among `keys`."""
@@ -50,7 +53,7 @@ class DurationStore:
             db.execute("CREATE TEMP TABLE wanted (path TEXT, size INTEGER, mtime_ns INTEGER)")
             db.executemany("INSERT INTO wanted VALUES (?, ?, ?)", keys)
             for path, size, mtime_ns, seconds in db.execute(
-                    "SELECT d.path, d.size, d.mtime_ns, d.seconds FROM durations d JOIN wanted w "
+                    f"SELECT d.path, d.size, d.mtime_ns, d.seconds FROM {TABLE} d JOIN wanted w "
                     "ON d.path = w.path AND d.size = w.size AND d.mtime_ns = w.mtime_ns"):
                 found[(path, size, mtime_ns)] = seconds
         except sqlite3.Error:
@@ -68,7 +71,7 @@ class DurationStore:
             return
         try:
             with db:
-                db.executemany("INSERT OR REPLACE INTO durations VALUES (?, ?, ?, ?)",
+                db.executemany(f"INSERT OR REPLACE INTO {TABLE} VALUES (?, ?, ?, ?)",
                                [(*key, seconds) for key, seconds in durations.items()])
         except sqlite3.Error:
             pass

@@ -8,6 +8,7 @@ that names the folder and the fix, not an OSError.
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ META_FILE = "meta.json"
 DATA_FILE = "rows.f16"
 INDEX_FILE = "index.tsv"
 LOCK_FILE = "cache.lock"
+NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # a write refused for lack of room
+NOT_PERMITTED = (errno.EACCES, errno.EPERM, errno.EROFS)  # a write refused for lack of permission
 
 
 def cache_key(fields: dict) -> str:
@@ -57,13 +60,20 @@ def _flatten(fields: dict, prefix: str = "") -> dict:
 
 
 def unwritable(folder: Path, err: OSError) -> CacheError:
-    """The error for a folder rows must be written to and cannot (read-only, not a folder, disk full)."""
+    """The error for a folder rows must be written to and cannot, with the fix its cause calls for: room
+    (a full disk, a quota, a file size limit) or permissions (read-only); "File too large" once got
+    "make the folder writable"."""
     where = f" ({err.filename})" if err.filename else ""
-    return CacheError(
-        f"cannot write the activation cache folder {folder}: {err.strerror or err}{where}",
-        "make the folder writable, or point paths.cache_dir (or CALM_CACHE) at a writable folder "
-        "(a read-only cache serves a job only when it already holds every row the job needs)",
-    )
+    elsewhere = "or point paths.cache_dir (or CALM_CACHE) at a folder on another disk"
+    if err.errno in NO_ROOM:
+        fix = (f"free space on that disk, or raise the quota or file size limit (`ulimit -f`) that refused the "
+               f"write, {elsewhere}; the rows written so far are kept")
+    elif err.errno in NOT_PERMITTED:
+        fix = ("make the folder writable, or point paths.cache_dir (or CALM_CACHE) at a writable folder "
+               "(a read-only cache serves a job only when it already holds every row the job needs)")
+    else:
+        fix = f"check that the folder exists and can be written to, {elsewhere}"
+    return CacheError(f"cannot write the activation cache folder {folder}: {err.strerror or err}{where}", fix)
 
 
 def read_json(path: Path) -> dict:

@@ -26,11 +26,12 @@ SHOWN = 10
 
 
 def dataset_config(name: str, root: str | None, settings: Sequence[str]) -> tuple[DictConfig, str]:
-    """The composed `dataset` config with `root` and `key=value` settings applied, and `paths.data_dir`."""
+    """The composed `dataset` config with `root` and `key=value` settings applied (a key with or without
+    the `dataset.` prefix, as on the run.py command line), and `paths.data_dir`."""
     if name not in dataset_names():
         raise ConfigError(f"unknown dataset {name!r}",
                           f"choose one of {sorted(dataset_names())} (see `python -m calm.data ls`)")
-    overrides = [f"dataset={name}", *(f"dataset.{s}" for s in settings)]
+    overrides = [f"dataset={name}", *(_dataset_override(s) for s in settings)]
     try:
         with initialize_config_dir(str(REPO_ROOT / "configs"), version_base="1.3"):
             cfg = compose("config", overrides=overrides)
@@ -41,6 +42,13 @@ def dataset_config(name: str, root: str | None, settings: Sequence[str]) -> tupl
         with open_dict(cfg.dataset):
             cfg.dataset.root = root
     return cfg.dataset, str(cfg.paths.data_dir)
+
+
+def _dataset_override(setting: str) -> str:
+    """`csv=x` or `dataset.csv=x` (run.py's spelling) as the override `dataset.csv=x`; a leading + or ~ kept."""
+    key = setting.lstrip("+~")
+    sign = setting[: len(setting) - len(key)]
+    return sign + (key if key.startswith("dataset.") else f"dataset.{key}")
 
 
 def list_datasets(console: Console) -> None:
@@ -76,6 +84,8 @@ def print_report(report: dict, console: Console) -> None:
             console.print(f"  ... and {len(paths) - SHOWN} more (--json lists all)")
     if not report["probed"]:
         console.print("clip headers not read (--no-probe): undecodable files are not checked")
+    elif report["decoded"]:
+        console.print("every clip decoded whole (--strict)")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -87,9 +97,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     check.add_argument("root", help="the dataset.root folder (for hf: the dataset path or hub id)")
     check.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     check.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="another dataset setting, as on the run.py command line (repeatable)")
+                       help="another dataset setting, as on the run.py command line: dataset.csv=list.csv "
+                            "(the `dataset.` prefix may be left out; repeatable)")
     check.add_argument("--no-probe", action="store_true", help="skip reading every clip's header")
-    check.add_argument("--strict", action="store_true", help="exit with status 1 if any clip is missing or undecodable")
+    check.add_argument("--strict", action="store_true",
+                       help="decode every clip whole, and exit with status 1 if any is missing or undecodable")
     return parser.parse_args(argv)
 
 
@@ -106,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CalmError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    report = dataset_report(loaded.table, loaded.missing, probe=not args.no_probe)
+    report = dataset_report(loaded.table, loaded.missing, probe=not args.no_probe, decode=args.strict)
     report["config"] = OmegaConf.to_container(cfg, resolve=True)
     if args.json:
         print(json.dumps(report))

@@ -9,8 +9,9 @@ size with the bytes the file holds (header and file size only), and decoding com
 got with the header's count (every format but mp3, whose count libsndfile may estimate). NaN or
 infinite samples only fit in float formats (a PCM wav or a FLAC cannot hold one): `probe_audio(...,
 samples=True)`, which `validate` and the pre-model header pass use, decodes float files (subtype
-FLOAT or DOUBLE) to look for them and reads only the header of every other file; decoding checks
-every clip's samples again.
+FLOAT or DOUBLE) to look for them and reads the header and last frames of every other file but mp3
+(a FLAC cut short keeps its header's frame count and fails only where decoding reaches its end);
+decoding checks every clip's samples again, and `validate --strict` decodes every clip whole.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ RESAMPLER = {"method": "sinc_interp_hann", "lowpass_filter_width": 6, "rolloff":
 FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")  # the only sample formats that can hold NaN or infinity
 UNKNOWN_SIZES = (0, 0xFFFFFFFF)  # what streaming writers put in a wav header whose length they do not know
 SCAN_FRAMES = 1 << 16  # frames per block when scanning a float file for non-finite samples
+TAIL_FRAMES = 1024  # the last frames the header pass reads, to find a compressed file cut short
 SKIP_FIX = "replace the file, or run with on_bad_clip=skip to leave it out (it is listed in skipped_clips.tsv)"
 
 
@@ -86,7 +88,9 @@ def probe_audio(path: Path, samples: bool = False) -> AudioInfo:
         raise DataError(f"audio file {path} is empty (0 samples)", SKIP_FIX)
     _check_wav_length(path)
     if samples and info.subtype in FLOAT_SUBTYPES:
-        _check_finite_samples(path)
+        _check_finite_samples(path, int(info.frames))
+    elif samples and info.format != "MP3":
+        _check_tail(path, int(info.frames))
     return AudioInfo(path, int(info.samplerate), int(info.frames), int(info.channels), str(info.format),
                      str(info.subtype))
 
@@ -124,17 +128,39 @@ def _check_wav_length(path: Path) -> None:
                         f"the file holds {max(held, 0) // block_align}", SKIP_FIX)
 
 
-def _check_finite_samples(path: Path) -> None:
+def _check_finite_samples(path: Path, frames: int) -> None:
     """Decode a float file block by block and refuse NaN or infinite samples (they would poison every
-    head's features and fail the run after the model has loaded)."""
+    head's features and fail the run after the model has loaded), or fewer frames than its header says."""
+    decoded = 0
     try:
         with sf.SoundFile(str(path)) as handle:
             buffer = np.empty((SCAN_FRAMES, handle.channels), np.float32)
             while len(block := handle.read(out=buffer)):
                 if not np.isfinite(block).all():
                     raise DataError(f"audio file {path} contains NaN or infinite samples", SKIP_FIX)
+                decoded += len(block)
     except (sf.LibsndfileError, RuntimeError) as err:
         raise DataError(f"cannot decode audio file {path}: {err}", SKIP_FIX) from err
+    if decoded < frames:
+        raise _truncated(path, frames, f"decoding gave {decoded}")
+
+
+def _check_tail(path: Path, frames: int) -> None:
+    """Read a file's last TAIL_FRAMES frames: a FLAC or other compressed file cut short keeps the frame
+    count of its header, and only decoding its end (after the model loaded) used to fail."""
+    count = min(frames, TAIL_FRAMES)
+    try:
+        with sf.SoundFile(str(path)) as handle:
+            handle.seek(frames - count)
+            got = len(handle.read(count, dtype="float32"))
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise _truncated(path, frames, f"its last {count} cannot be read ({str(err).strip()})") from err
+    if got < count:
+        raise _truncated(path, frames, f"its last {count - got} are missing")
+
+
+def _truncated(path: Path, frames: int, what: str) -> DataError:
+    return DataError(f"audio file {path} is truncated: its header declares {frames} frames, {what}", SKIP_FIX)
 
 
 @lru_cache(maxsize=16)
@@ -154,8 +180,9 @@ def resample(wave: np.ndarray, orig: int, new: int) -> np.ndarray:
     return out.numpy()
 
 
-def load_audio(path: Path, sample_rate: int) -> np.ndarray:
-    """Decode a clip to mono float32 at `sample_rate`; bad files raise a DataError naming the file."""
+def decode_audio(path: Path) -> tuple[np.ndarray, int]:
+    """Decode a whole clip as (samples, channels) float32 and its rate; an empty, truncated or
+    undecodable file, or NaN/Inf samples, is a DataError naming the file (`validate --strict` runs this)."""
     path = Path(path)
     info = probe_audio(path)
     if is_container(path):
@@ -164,19 +191,20 @@ def load_audio(path: Path, sample_rate: int) -> np.ndarray:
         try:
             data, rate = sf.read(str(path), dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError) as err:
-            raise DataError(
-                f"cannot decode audio file {path}: {err}",
-                "replace the file, or run with on_bad_clip=skip to leave it out",
-            ) from err
+            raise DataError(f"cannot decode audio file {path}: {err}", SKIP_FIX) from err
     if data.shape[0] == 0:
         raise DataError(f"audio file {path} is empty (0 samples)", SKIP_FIX)
     if info.format and info.format != "MP3" and data.shape[0] < info.frames:
-        raise DataError(f"audio file {path} is truncated: its header declares {info.frames} frames, "
-                        f"decoding gave {data.shape[0]}", SKIP_FIX)
-    mono = data.mean(axis=1)
-    if not np.isfinite(mono).all():
+        raise _truncated(path, info.frames, f"decoding gave {data.shape[0]}")
+    if not np.isfinite(data).all():
         raise DataError(f"audio file {path} contains NaN or infinite samples", SKIP_FIX)
-    return resample(mono, int(rate), sample_rate)
+    return data, int(rate)
+
+
+def load_audio(path: Path, sample_rate: int) -> np.ndarray:
+    """Decode a clip to mono float32 at `sample_rate`; bad files raise a DataError naming the file."""
+    data, rate = decode_audio(path)
+    return resample(data.mean(axis=1), rate, sample_rate)
 
 
 def _bad_container(path: Path, why: str) -> DataError:

@@ -9,20 +9,22 @@ a file moves no other.
 Files come from under the root only (`calm.data.roots`): the walk follows no symlink that loops or
 leaves the root, and a CSV row naming a file outside the root (absolute, or `..` above it) is an
 error, unless `allow_outside_root` is set (a CSV that lists clips from several disks, clips linked
-in from a store such as a Hugging Face snapshot).
+in from a store such as a Hugging Face snapshot). A CSV row's links follow the walk's rule, and two
+rows (or files) that reach one file are refused: one audio under two names could be a support clip
+and a query of the same episode. Labels may not be empty or differ only in case (`check_class_names`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from calm.data.dataset import Dataset, LoadedDataset
 from calm.data.roots import FolderWalk, resolve_under
-from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT, Clip, ClipTable
+from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT, Clip, ClipTable, check_class_names
 from calm.data.validate import FirstSeen, csv_rows, require_file, require_root
 from calm.errors import ConfigError, DataError
 
@@ -81,66 +83,100 @@ def holdout_split(ids_by_class: dict[str, list[str]], test_fraction: float, seed
     return test
 
 
+@dataclass(frozen=True)
+class Entry:
+    """One clip as a folder or CSV names it: the path as listed, the file, its real path (links
+    followed), class name, split (None: drawn by `holdout_split`), and where it was read (for errors)."""
+
+    listed: str
+    path: Path
+    real: str
+    label: str
+    split: str | None
+    where: str
+
+
 def load_folder(root: Path, csv: str | Path | None = None, test_fraction: float = 0.2, seed: int = 0,
                 extensions: Sequence[str] = FOLDER_EXTENSIONS,
                 allow_outside_root: bool = False) -> tuple[ClipTable, list[str]]:
     """The clip table and the CSV-listed paths that do not exist (class folders cannot miss any)."""
-    if csv is not None:
-        return _from_csv(root, Path(csv), test_fraction, seed, allow_outside_root)
-    extensions = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
     walk = FolderWalk(root, allow_outside_root, OUTSIDE_FIX)
-    entries = []
+    if csv is not None:
+        return _from_csv(root, Path(csv), test_fraction, seed, walk)
+    extensions = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
+    entries, class_folders = [], {}
     for class_dir in walk.folders():
         files = sorted(p for p in walk.files(class_dir) if p.suffix.lower() in extensions)
-        entries.extend((p.relative_to(root).as_posix(), p, class_dir.name, None) for p in files)
+        if files:
+            class_folders[class_dir.name] = str(class_dir)
+        entries.extend(Entry(p.relative_to(root).as_posix(), p, os.path.realpath(p), class_dir.name, None, str(p))
+                       for p in files)
     walk.warn_loops(f"folder dataset {root}")
     if not entries:
         raise DataError(f"no class folders with {sorted(extensions)} files in {root}", HOW_TO_GET)
+    check_class_names(class_folders, f"folder dataset {root}")
+    _one_entry_per_file(entries)
     return _table(root, entries, test_fraction, seed), []
 
 
 def _from_csv(root: Path, csv: Path, test_fraction: float, seed: int,
-              allow_outside_root: bool) -> tuple[ClipTable, list[str]]:
+              walk: FolderWalk) -> tuple[ClipTable, list[str]]:
     """Rows of `path,label[,split]`; relative paths are relative to the CSV's folder, and every path
-    must lead under `root` unless `allow_outside_root`."""
+    must lead under `root`, links followed, unless `walk.allow_outside`."""
     path = require_file(csv if csv.is_absolute() else root / csv, "clip list CSV", HOW_TO_GET)
     header, rows = csv_rows(path, CSV_HEADERS, "the first line must be path,label or path,label,split")
     seen = FirstSeen()
     entries, missing = [], []
+    first_line: dict[str, str] = {}
     for line, fields in rows:
         clip_path, label = fields[0], fields[1]
         split = fields[2] if len(header) == 3 else None
+        where = f"{path} line {line}"
         if split is not None and split not in SPLITS:
-            raise DataError(f"{path} line {line}: split is {split!r}, expected train or test",
+            raise DataError(f"{where}: split is {split!r}, expected train or test",
                             "fix that line; the split column holds train or test")
+        first_line.setdefault(label, f"line {line}")
         seen.add(clip_path, path, line)
         audio = Path(clip_path).expanduser()
         audio = audio if audio.is_absolute() else path.parent / audio
-        if not allow_outside_root:
-            audio = resolve_under(root, audio, f"{path} line {line}", OUTSIDE_FIX)
-        if not audio.is_file():
+        if not walk.allow_outside:
+            audio = resolve_under(root, audio, where, OUTSIDE_FIX)
+        real = walk.real_file(audio, where)
+        if not os.path.isfile(real):
             missing.append(str(audio))
             continue
-        entries.append((clip_path, audio, label, split))
+        entries.append(Entry(clip_path, audio, real, label, split, f"{where} ({clip_path!r})"))
+    check_class_names(first_line, str(path))
+    _one_entry_per_file(entries)
     return _table(root, entries, test_fraction, seed), missing
 
 
-def _table(root: Path, entries: Iterable[tuple[str, Path, str, str | None]], test_fraction: float,
-           seed: int) -> ClipTable:
-    """Clips from (listed path, file, class name, split or None); a None split comes from `holdout_split`
-    on the listed path, and the id is the file's absolute path."""
-    entries = list(entries)
-    names = tuple(sorted({label for _, _, label, _ in entries}))
+def _one_entry_per_file(entries: Sequence[Entry]) -> None:
+    """Two entries reaching one file (by a link, or `./`) would put the same audio in the support set and
+    the queries at once: refused, naming both."""
+    first: dict[str, Entry] = {}
+    for entry in entries:
+        other = first.setdefault(entry.real, entry)
+        if other is not entry:
+            raise DataError(f"{other.where} and {entry.where} reach the same file {entry.real}",
+                            "list each audio file once: one file under two names can be a support clip and a "
+                            "query of the same episode")
+
+
+def _table(root: Path, entries: Sequence[Entry], test_fraction: float, seed: int) -> ClipTable:
+    """Clips from entries; a None split comes from `holdout_split` on the listed path, and the id is the
+    file's absolute path."""
+    names = tuple(sorted({e.label for e in entries}))
     label_of = {name: i for i, name in enumerate(names)}
     listed_by_class: dict[str, list[str]] = {}
-    for listed, _, label, split in entries:
-        if split is None:
-            listed_by_class.setdefault(label, []).append(listed)
+    for e in entries:
+        if e.split is None:
+            listed_by_class.setdefault(e.label, []).append(e.listed)
     test = holdout_split(listed_by_class, test_fraction, seed)
     clips = tuple(
-        Clip(id=Path(os.path.abspath(path)).as_posix(), audio_path=path, label=label_of[label],
-             split=SPLITS[split] if split is not None else (QUERY_SPLIT if listed in test else SUPPORT_SPLIT),
-             meta={"listed_as": listed})
-        for listed, path, label, split in entries
+        Clip(id=Path(os.path.abspath(e.path)).as_posix(), audio_path=e.path, label=label_of[e.label],
+             split=SPLITS[e.split] if e.split is not None else (QUERY_SPLIT if e.listed in test else SUPPORT_SPLIT),
+             meta={"listed_as": e.listed})
+        for e in entries
     )
     return ClipTable("folder", clips, names, source=str(root))

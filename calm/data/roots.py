@@ -11,7 +11,8 @@ clips folder on another disk) and are followed there.
 A folder dataset has no metadata: its directory tree is the class list, so a symlink is a class. A
 root-level link to `.` used to become a class holding a copy of every other class's files.
 `FolderWalk` follows no link that loops back into a folder it is inside, and none that leaves the
-root unless `allow_outside_root` is set.
+root unless `allow_outside_root` is set; a folder CSV's rows go through the same rule
+(`FolderWalk.real_file`), so a row cannot reach outside the root, or name one file twice, by a link.
 """
 
 from __future__ import annotations
@@ -91,6 +92,45 @@ class FolderWalk:
             elif os.path.isfile(target):
                 yield path
 
+    def real_file(self, path: Path, where: str) -> str:
+        """The real path of a file a metadata line names (`path`, normalised as written), its links followed
+        by the walk's rule: one that loops back into a folder holding it, or leaves the root (unless
+        `allow_outside`), is a DataError naming `where`. A path already outside the root is the caller's
+        opt-in and is only resolved."""
+        relative = os.path.relpath(path, self.root)
+        if relative == os.curdir or relative.startswith(os.pardir):
+            return os.path.realpath(path)
+        real = self.real_root
+        for part in Path(relative).parts:
+            step = os.path.join(real, part)
+            if not os.path.islink(step):
+                real = step
+                continue
+            target = os.path.realpath(step)
+            if not os.path.exists(target):
+                return target  # a broken link holds no file: the caller reports it missing
+            if self._follows(Path(step), target, real, (real,), where):
+                real = target
+        return real
+
+    def _follows(self, link: Path, target: str, real_parent: str, chain: tuple[str, ...], where: str = "") -> bool:
+        """The rule for a symlink `link` (in the folder whose real path is `real_parent`, below the real
+        folders `chain`) to the existing `target`: False for a folder link that loops back into a folder
+        holding it (recorded for `warn_loops`, or a DataError naming `where` when a metadata line goes
+        through it); a DataError for a link out of the root unless `allow_outside`; True otherwise."""
+        is_dir = os.path.isdir(target)
+        if is_dir and (target in chain or _inside(real_parent, target)):
+            if where:
+                raise DataError(f"{where}: the symlink {link} points back into a folder that holds it ({target}), "
+                                "so its files are reachable under endless paths",
+                                "list the file by its real path, or remove the link")
+            self.looped.append(str(link))
+            return False
+        if not self.allow_outside and not _inside(target, self.real_root):
+            raise DataError(f"{where + ': ' if where else ''}the symlink {link} leads to {target}, "
+                            f"{'a folder' if is_dir else 'a file'} outside the dataset root {self.root}", self.fix)
+        return True
+
     def _entries(self, folder: Path, real: str, chain: tuple[str, ...]) -> Iterator[tuple[Path, str, bool]]:
         """(path, real path, is a folder) of each entry of `folder` that may be followed."""
         with os.scandir(folder) as scan:
@@ -103,11 +143,5 @@ class FolderWalk:
             target = os.path.realpath(entry.path)
             if not os.path.exists(target):
                 continue  # a broken link holds no file
-            is_dir = os.path.isdir(target)
-            if is_dir and (target in chain or _inside(real, target)):
-                self.looped.append(str(path))
-                continue
-            if not self.allow_outside and not _inside(target, self.real_root):
-                raise DataError(f"the symlink {path} leads to {target}, {'a folder' if is_dir else 'a file'} "
-                                f"outside the dataset root {self.root}", self.fix)
-            yield path, target, is_dir
+            if self._follows(path, target, real, chain):
+                yield path, target, os.path.isdir(target)

@@ -52,6 +52,7 @@ class ClipTable:
     source: str = ""
 
     def __post_init__(self) -> None:
+        check_class_names(dict.fromkeys(self.class_names, ""), f"dataset {self.name!r} ({self.source})")
         duplicates = [cid for cid, n in Counter(c.id for c in self.clips).items() if n > 1]
         if duplicates:
             raise DataError(
@@ -123,6 +124,26 @@ class ClipTable:
             name = self.class_names[c.label]
             per_class[name] = per_class.get(name, 0) + 1
         return out
+
+
+def check_class_names(first_seen: Mapping[str, str], context: str) -> None:
+    """Class names must be non-empty and differ by more than case: a blank label would run as a class
+    named "", and `D0`/`d0` as two classes of one digit (a 5-way task that should be 4-way).
+
+    `first_seen` maps each name to where it was first read ("list.csv line 4", a folder), or to "" when
+    unknown; the error names both places of a case-only pair, and the place of an empty name.
+    """
+    for name, place in first_seen.items():
+        if not name.strip():
+            raise DataError(f"{context}: the label is empty ({place})" if place else f"{context}: a class name is empty",
+                            "give every clip a non-empty label (an empty one would become a class named '')")
+    spelled: dict[str, str] = {}
+    for name in first_seen:
+        other = spelled.setdefault(name.casefold(), name)
+        if other != name:
+            shown = [f"{label!r} ({first_seen[label]})" if first_seen[label] else repr(label) for label in (other, name)]
+            raise DataError(f"{context}: class names {shown[0]} and {shown[1]} differ only in case",
+                            f"use one spelling per class: {other!r} and {name!r} would be counted as two classes")
 
 
 def _question_fields(clip: Clip) -> list[object]:

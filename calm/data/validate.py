@@ -11,7 +11,7 @@ import csv
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from calm.data.audio import probe_audio
+from calm.data.audio import decode_audio, probe_audio
 from calm.data.roots import require_folder
 from calm.data.table import ClipTable
 from calm.errors import CalmError, DataError
@@ -36,9 +36,10 @@ def require_root(root: str | Path | None, name: str, how_to_get: str) -> Path:
 def csv_rows(path: Path, headers: Sequence[Sequence[str]], fix: str) -> tuple[tuple[str, ...], list[Row]]:
     """The header (one of `headers`) and the (line number, fields) rows of a CSV file.
 
-    Blank lines are skipped; a row whose field count differs from the header is an error.
+    Blank lines are skipped; a row whose field count differs from the header is an error. A UTF-8
+    byte-order mark (how spreadsheets save CSV) is dropped, not read as part of the first column's name.
     """
-    with open(path, newline="", encoding="utf-8") as handle:
+    with open(path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
         header = tuple(cell.strip() for cell in next(reader, []))
         if header not in {tuple(h) for h in headers}:
@@ -98,13 +99,16 @@ class FirstSeen:
         self._where[clip_id] = (path, line)
 
 
-def undecodable_clips(table: ClipTable) -> dict[str, str]:
+def undecodable_clips(table: ClipTable, whole: bool = False) -> dict[str, str]:
     """Clip paths that cannot be used, with the first line of the reason: an unreadable, empty or
-    truncated file, or a float file with NaN/Inf samples (the header pass the pipeline runs)."""
+    truncated file, or a float file with NaN/Inf samples (the header pass the pipeline runs); with
+    `whole`, every clip is also decoded to its end (damage mid-file that no header check sees)."""
     bad = {}
     for clip in table.clips:
         try:
             probe_audio(clip.audio_path, samples=True)
+            if whole:
+                decode_audio(clip.audio_path)
         except CalmError as err:
             bad[str(clip.audio_path)] = err.problem
     return bad
@@ -132,9 +136,10 @@ def class_counts(table: ClipTable, clips: Iterable | None = None) -> dict[str, i
     return counts
 
 
-def dataset_report(table: ClipTable, missing: Sequence[str], probe: bool = True) -> dict:
-    """Everything `validate` prints: counts per split and class, missing and undecodable files."""
-    bad = undecodable_clips(table) if probe else {}
+def dataset_report(table: ClipTable, missing: Sequence[str], probe: bool = True, decode: bool = False) -> dict:
+    """Everything `validate` prints: counts per split and class, missing and undecodable files (probed
+    headers, or with `decode` every clip decoded whole)."""
+    bad = undecodable_clips(table, whole=decode) if probe else {}
     splits = sorted({c.split for c in table.clips})
     return {
         "dataset": table.name,
@@ -149,4 +154,5 @@ def dataset_report(table: ClipTable, missing: Sequence[str], probe: bool = True)
         "undecodable": sorted(bad),
         "undecodable_reasons": dict(sorted(bad.items())),
         "probed": probe,
+        "decoded": probe and decode,
     }

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from numbers import Integral, Real
+from numbers import Real
 
+from calm.config_schema import TOP_K
 from calm.errors import ConfigError
 
 
@@ -20,9 +21,7 @@ def check_top_k(owner: str, top_k: int | None) -> None:
     0 once meant "all heads" for CALM alone while SAV refused it; one meaning for null and no
     meaning for 0 keeps a setting from changing sense when it moves from one estimator to another.
     """
-    if top_k is None:
-        return
-    if isinstance(top_k, bool) or not isinstance(top_k, Integral) or top_k < 1:
-        raise ConfigError(f"{owner} top_k must be null (all heads) or a positive integer, got {top_k!r}",
+    if not TOP_K.accepts(top_k):
+        raise ConfigError(f"{owner} top_k must be {TOP_K.expected}, got {top_k!r}",
                           "set top_k to null to keep every head, or to a number of heads such as 20 "
                           "(a number above the model's head count also keeps every head)")

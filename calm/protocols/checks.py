@@ -47,6 +47,9 @@ def check_queries_exist(classes: np.ndarray, n_query: np.ndarray, name: Namer) -
 
 
 def check_shots(shots: int, classes: np.ndarray, n_support: np.ndarray, name: Namer, note: str) -> None:
+    """Every class has `shots` support candidates; a class with none is named as empty first (lowering
+    `shots` cannot help it)."""
+    check_some_support(classes, n_support, name, note)
     short = n_support < shots
     if short.any():
         raise ProtocolError(
