@@ -8,6 +8,8 @@ from collections import Counter
 from typing import Any
 
 SELECTION_COLUMNS = ("selected", "selected_by", "selected_cv_accuracy")
+HOW = {"leave_one_out": "leave-one-out cross-validation", "stratified_folds": "stratified-fold cross-validation",
+       "default": "no cross-validation (a class had a single support clip: the first candidate)"}
 
 
 def selection_fields(estimator: Any) -> dict[str, Any]:
@@ -40,9 +42,7 @@ def selection_notes(shares: dict[str, dict[str, Any]]) -> list[str]:
     notes = []
     for name, record in shares.items():
         won = ", ".join(f"{c} {share:.0%}" for c, share in record["shares"].items() if share > 0)
-        how = ", ".join(f"{how.replace('_', ' ')} in {n}" for how, n in record["selected_by"].items())
-        fallback = ("; default: a class had a single support clip, so the first candidate was used"
-                    if "default" in record["selected_by"] else "")
-        notes.append(f"{name}: candidate chosen per episode by cross-validation on the support set only "
-                     f"(test clips unused): {won} of {record['episodes']} episodes ({how}{fallback})")
+        how = ", ".join(f"{HOW[how]} in {n}" for how, n in record["selected_by"].items())
+        notes.append(f"{name}: the candidate each episode used, chosen on its support set only (test clips "
+                     f"unused): {won} of {record['episodes']} episodes; chosen by {how}")
     return notes
