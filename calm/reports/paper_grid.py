@@ -64,7 +64,7 @@ def choosing_methods(cfg: DictConfig) -> list[str]:
     if not tuned_methods(cfg):
         return []
     return [name for name, spec in (cfg.method.get("estimators") or {}).items()
-            if issubclass(target_class(spec, "estimator"), AutoSelect)]
+            if spec and spec.get("_target_") and issubclass(target_class(spec, "estimator"), AutoSelect)]
 
 
 def tuned_rows(cfg: DictConfig) -> list[str]:
