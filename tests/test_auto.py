@@ -175,8 +175,9 @@ def test_episode_rows_shares_and_notes(tmp_path: Path) -> None:
     auto_rows = [r for r in rows if r["method"] == "auto"]
     for row, episode in zip(auto_rows, episodes, strict=True):  # the row is the winner's own fit and predict
         winner = methods["auto"].candidates[row["selected"]]
-        pred = winner.fit(features[episode.support], torch.tensor(episode.support_labels.copy()), n_classes=3,
-                          tie_seed=episode.seed).predict(features[episode.query])
+        support, query = features[torch.tensor(episode.support)], features[torch.tensor(episode.query)]
+        pred = winner.fit(support, torch.tensor(episode.support_labels), n_classes=3,
+                          tie_seed=episode.seed).predict(query)
         assert row["accuracy"] == pytest.approx(100 * float((pred.numpy() == episode.query_labels).mean()))
     shares = selection_shares(rows, methods)
     assert list(shares) == ["auto"] and list(shares["auto"]["shares"]) == ["calm", "sav", "never"]
