@@ -75,6 +75,7 @@ class CandidatePlan:
 
     @classmethod
     def of(cls, candidates: Sequence[Estimator], tie_seed: int | None) -> CandidatePlan:
+        """Sort the candidates by how they are scored (exact classes only: a subclass may change them)."""
         sav, calm, grw, other = [], [], [], []
         for i, estimator in enumerate(candidates):
             setting = engine_setting(estimator, tie_seed)
@@ -101,16 +102,17 @@ def fold_accuracies(plan: CandidatePlan, features: torch.Tensor, labels: torch.T
     out = np.zeros(plan.n_candidates)
     fit_rows, held_rows = (~held).nonzero().flatten(), held.nonzero().flatten()
     fit_labels, held_labels = labels[fit_rows], labels[held_rows]
+    fit_features, held_features = features[fit_rows], features[held_rows]  # gathered once per fold
     if plan.shares_products:
-        with torch.no_grad():  # each side gathered once; the scorer reads slices of it as views
-            scorer = SplitScorer(features[fit_rows], fit_labels, features[held_rows], n_classes)
+        with torch.no_grad():
+            scorer = SplitScorer(fit_features, fit_labels, held_features, n_classes)
             for i, pred in [*_sav_predictions(scorer, plan.sav, tie_seed),
                             *_weighted_predictions(scorer, plan.calm, plan.grw, tie_seed)]:
                 out[i] = accuracy(pred, held_labels)
+    tie = {} if tie_seed is None else {"tie_seed": tie_seed}
     for i, estimator in plan.other:
-        tie = {} if tie_seed is None else {"tie_seed": tie_seed}
-        fitted = estimator.fit(features[fit_rows], fit_labels, n_classes=n_classes, **tie)
-        out[i] = accuracy(torch.as_tensor(fitted.predict(features[held_rows])).cpu(), held_labels.cpu())
+        fitted = estimator.fit(fit_features, fit_labels, n_classes=n_classes, **tie)
+        out[i] = accuracy(fitted.predict(held_features), held_labels)
     return out
 
 
