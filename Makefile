@@ -33,6 +33,7 @@ smoke-tables: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_methods.py
 	$(BIN)/python scripts/bench_grid.py
+	$(BIN)/python scripts/bench_auto.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

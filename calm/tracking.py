@@ -35,7 +35,8 @@ def write_results(out_dir: Path, config: dict[str, Any], rows: list[dict[str, An
     write_json_atomic(path, payload)
     if episodes:
         with open(out_dir / "episodes.csv", "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(episodes[0]))
+            # every column any row has, in first-seen order (a choosing method adds `selected`, ...)
+            writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(key for row in episodes for key in row)))
             writer.writeheader()
             writer.writerows(episodes)
     return path

@@ -57,10 +57,13 @@ def test_asvspoof_episodes_report_eer(tmp_path: Path, asvspoof_root: Path, monke
 
 def test_paper_protocol_reports_both_selections_labelled(tmp_path: Path, asvspoof_root: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """method=auto (SAV, CALM and auto): both labelled selections of every tuned method, the `auto`
+    estimator on the fixed split, and `auto[cv]`, the tuned method whose own [cv] choice has the best
+    cross-validated score, reported with that [cv] row's test scores."""
     results = _run(tmp_path, monkeypatch, ["dataset=asvspoof2019_la", f"dataset.root={asvspoof_root}", "shots=3",
-                                           "protocol=paper", "prompt=paper", *SMALL_GRID])
+                                           "protocol=paper", "prompt=paper", "method=auto", *SMALL_GRID])
     rows = {r["method"]: r for r in results["results"]}
-    assert set(rows) == {"sav", "calm", "calm[cv]", "calm[oracle]", "sav[cv]", "sav[oracle]"}
+    assert set(rows) == {"sav", "calm", "auto", "calm[cv]", "calm[oracle]", "sav[cv]", "sav[oracle]", "auto[cv]"}
     assert "cross-validation on the support set" in rows["calm[cv]"]["selection"]
     assert rows["calm[oracle]"]["selection"].startswith("oracle")
     assert rows["calm[oracle]"]["accuracy_mean"] >= rows["calm[cv]"]["accuracy_mean"]
@@ -70,6 +73,17 @@ def test_paper_protocol_reports_both_selections_labelled(tmp_path: Path, asvspoo
     # configs/grids/asvspoof2019_la.yaml: SAV k in {20, 40, 100}; Whisper tiny.en has 72 heads, so 100 is all heads
     assert results["paper_grid"]["sav"]["grid_size"] == 3 and "eer_mean" in rows["sav[oracle]"]
     assert results["protocol"] == "paper" and results["prompt"]["name"] == "paper"
+    grid = results["paper_grid"]
+    scores = {m: grid[m]["cv_choice"]["cv_score"] for m in ("sav", "calm")}
+    chosen = grid["auto"]["selected"]
+    assert grid["auto"]["cv_scores"] == scores and scores[chosen] == max(scores.values())
+    assert chosen == "sav" or scores["sav"] < scores["calm"], "ties go to the first tuned method"
+    assert rows["auto[cv]"]["accuracy_mean"] == rows[f"{chosen}[cv]"]["accuracy_mean"]
+    assert rows["auto[cv]"]["eer_mean"] == rows[f"{chosen}[cv]"]["eer_mean"]
+    assert rows["auto[cv]"]["setting"]["method"] == chosen
+    assert "across the tuned methods" in rows["auto[cv]"]["selection"]
+    assert results["selections"]["auto"]["episodes"] == 1
+    assert "selected" in (tmp_path / "out" / "episodes.csv").read_text().splitlines()[0].split(",")
 
 
 def test_paper_cv_rows_without_enough_support_to_cross_validate_say_so(tmp_path: Path, asvspoof_root: Path,

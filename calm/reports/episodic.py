@@ -37,6 +37,7 @@ from calm.metrics import (
 )
 from calm.protocols import Episode, multilabel_targets
 from calm.reports.base import ReportOutput
+from calm.reports.selections import selection_fields, selection_notes, selection_shares
 from calm.tracking import Tracker
 
 if TYPE_CHECKING:
@@ -117,7 +118,8 @@ def evaluate(episodes: list[Episode], features: torch.Tensor, methods: dict[str,
                 collector.add(name, estimator, episode.classes)
             per_method[name].append(metrics["accuracy"])
             logged.update({f"{name}/{key}": value for key, value in metrics.items()})
-            rows.append({"episode": episode.index, "seed": episode.seed, "method": name, **metrics})
+            rows.append({"episode": episode.index, "seed": episode.seed, "method": name, **metrics,
+                         **selection_fields(estimator)})
         tracker.log_episode(episode.index, logged)
     return per_method, rows
 
@@ -158,5 +160,8 @@ class EpisodicMethods:
             tracker.log_figures(write_job_figures(
                 collector, HeadGrid.from_names(job.cache.head_names, job.cache.n_heads), job.table.class_names,
                 job.out_dir, f"{job.cfg.dataset.name} · {job.backbone.name} · {job.cfg.shots}-shot"))
-        return ReportOutput(per_method=per_method, episode_rows=episode_rows,
-                            extra={"tied_selections": tied_selections(episode_rows)})
+        extra = {"tied_selections": tied_selections(episode_rows)}
+        shares = selection_shares(episode_rows, job.methods)
+        if shares:  # method=auto: which candidate each episode chose
+            extra.update(selections=shares, notes=selection_notes(shares))
+        return ReportOutput(per_method=per_method, episode_rows=episode_rows, extra=extra)

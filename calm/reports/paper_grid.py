@@ -6,7 +6,8 @@ reader needs about how the protocol differs from the reference code.
 CALM goes through its grid engine (`calm.selection.paper_grid_report`, shared work between settings);
 every other estimator, including one a user adds, through the estimator API
 (`calm.selection.paper_sweep_report`): a grid point is the job's `estimators.<method>` config with the
-point's values set.
+point's values set. A choosing method (`AutoSelect`, method=auto) adds `<name>[cv]`: the method whose
+own `[cv]` choice scored best in cross-validation on the same folds (`choice_across_methods`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from calm.protocols import Episode, multilabel_targets
 from calm.reports.base import ReportOutput
 from calm.reports.episodic import evaluation_device
 from calm.selection import (
+    AutoSelect,
     CalmGrid,
     MethodGrid,
     PaperGridReport,
@@ -37,6 +39,7 @@ from calm.selection import (
     paper_sweep_report,
     tuned_row_names,
 )
+from calm.selection.auto import choice_across_methods
 from calm.selection.sweep import Build
 from calm.tracking import Tracker
 
@@ -55,9 +58,20 @@ def tuned_methods(cfg: DictConfig) -> list[str]:
     return [name for name in cfg.method.get("estimators") or {} if name in grids]
 
 
+def choosing_methods(cfg: DictConfig) -> list[str]:
+    """The job's `AutoSelect` estimators (method=auto) when protocol=paper tunes methods: each adds a
+    `<name>[cv]` row, the [cv] choice across the tuned methods (`choice_across_methods`)."""
+    if not tuned_methods(cfg):
+        return []
+    return [name for name, spec in (cfg.method.get("estimators") or {}).items()
+            if spec and spec.get("_target_") and issubclass(target_class(spec, "estimator"), AutoSelect)]
+
+
 def tuned_rows(cfg: DictConfig) -> list[str]:
-    """The result rows the sweep adds: `tuned_row_names` of every tuned method."""
-    return [row for name in tuned_methods(cfg) for row in tuned_row_names(name)]
+    """The result rows the sweep adds: `tuned_row_names` of every tuned method, and the `[cv]` row of
+    every choosing method."""
+    return ([row for name in tuned_methods(cfg) for row in tuned_row_names(name)]
+            + [tuned_row_names(name)[0] for name in choosing_methods(cfg)])
 
 
 def grids_file(cfg: DictConfig) -> str:
@@ -163,13 +177,25 @@ def selection_label(record: dict[str, Any]) -> str:
     return record["label"]
 
 
+def tuned_row(cfg: DictConfig, episode: Episode, method: str, record: dict[str, Any],
+              setting: dict[str, Any]) -> dict[str, Any]:
+    """The results row of one labelled choice (`[cv]`, `[oracle]`): its test scores and setting."""
+    test = record["test"]
+    row = {"method": method, "shots": cfg.shots, "ways": episode.ways, "queries": len(episode.query),
+           "episodes": 1, "accuracy_mean": test["accuracy"], "accuracy_ci95": float("nan"),
+           "macro_f1_mean": test["macro_f1"], "selection": selection_label(record), "setting": setting}
+    row.update({f"{k}_mean": v for k, v in test.items() if k not in ("accuracy", "macro_f1")})
+    return row
+
+
 def grid_rows(job: PreparedJob, episode: Episode, features: RowView) -> tuple[list[dict[str, Any]], dict, list[str]]:
-    """Two labelled rows per tuned method, the JSON summary per method, and notes on clamped top_k."""
+    """Two labelled rows per tuned method, one `[cv]` row per choosing method (`choosing_methods`), the
+    JSON summary per method, and notes on clamped top_k."""
     cfg = job.cfg
     grids = paper_grids(cfg)
     split = Split(cfg, episode, features, question_groups(job.table, episode.query),
                   source_clips(job.table, episode.support))
-    rows, summary, notes = [], {}, []
+    rows, summary, notes, cv_choices = [], {}, [], {}
     for name in tuned_methods(cfg):
         report, clamped = sweep_method(cfg, name, job.methods[name], grids[name], split)
         if clamped:
@@ -178,15 +204,14 @@ def grid_rows(job: PreparedJob, episode: Episode, features: RowView) -> tuple[li
             log.info(note)
             notes.append(note)
         summary[name] = report.summary()
+        cv_choices[name] = report.cv_choice
         configured = {key: cfg.method.estimators[name].get(key) for key in grids[name]}
         for method, record in zip(tuned_row_names(name), (report.cv_choice, report.oracle), strict=True):
-            test = record["test"]
-            row = {"method": method, "shots": cfg.shots, "ways": episode.ways, "queries": len(episode.query),
-                   "episodes": 1, "accuracy_mean": test["accuracy"], "accuracy_ci95": float("nan"),
-                   "macro_f1_mean": test["macro_f1"], "selection": selection_label(record),
-                   "setting": record["setting"] or configured}
-            row.update({f"{k}_mean": v for k, v in test.items() if k not in ("accuracy", "macro_f1")})
-            rows.append(row)
+            rows.append(tuned_row(cfg, episode, method, record, record["setting"] or configured))
+    for name in choosing_methods(cfg):
+        record = choice_across_methods(cv_choices)
+        summary[name] = record
+        rows.append(tuned_row(cfg, episode, tuned_row_names(name)[0], record, record["setting"]))
     return rows, summary, notes
 
 

@@ -1,7 +1,8 @@
 """Choosing settings: CALM grids on one split, any estimator's grid through its API, support-set
-cross-validation (the one rule used by the paper protocol and the search), and the paper protocol's
-cross-validated and oracle choices."""
+cross-validation (the one rule used by the paper protocol and the search), the paper protocol's
+cross-validated and oracle choices, and `AutoSelect`, a method chosen per support set by that rule."""
 
+from calm.selection.auto import AutoSelect
 from calm.selection.cross_validation import (
     fold_seed,
     stratified_folds,
@@ -27,6 +28,7 @@ from calm.selection.settings import (
 from calm.selection.sweep import MethodGrid, SweepPoint, sweep_cross_validation, sweep_split
 
 __all__ = [
+    "AutoSelect",
     "DEFAULT_SETTING",
     "CalmGrid",
     "CalmSetting",

@@ -121,6 +121,11 @@ class SplitScorer:
                               [setting.tau_w], [setting.top_k], top_k_mode=setting.top_k_mode)[0]
         return torch.cat([calm_scores(self.posteriors("query", setting.tau, part), weights) for part in self.chunks])
 
+    def dots(self, split: str) -> torch.Tensor:
+        """⟨a_j(x), μ̂_{c,j}⟩ (K, n, C) of the support clips or of every query clip (a classes-major view,
+        as `prototype_dots`): cosines up to a positive factor per clip and head, all SAV needs."""
+        return self._dots[split]
+
     def tie_order(self, setting: CalmSetting) -> torch.Tensor | None:
         """The head order that settles reliability ties under `setting`'s tie rule (as CALM.fit)."""
         return tie_order(self.n_heads, setting.tie_break, setting.tie_seed)
