@@ -9,7 +9,7 @@ import pytest
 
 from calm.errors import ConfigError
 from calm.pipeline import run_job
-from calm.tracking import wandb_mode, write_results
+from calm.tracking import WandbTracker, wandb_mode, write_results
 from tests.cli import compose_config, small_fsdd
 from tests.local_servers import answering_server, silent_server
 from tests.wandb_records import exit_code, history_keys
@@ -79,3 +79,10 @@ def test_results_json_layout(tmp_path: Path) -> None:
     assert payload == {"config": {"shots": 5}, "results": rows}
     assert (tmp_path / "episodes.csv").read_text().splitlines() == ["episode,method,accuracy", "0,calm,89.0",
                                                                     "1,calm,91.0"]
+
+
+@pytest.mark.parametrize("timeout", [0, -1, "5s", True])
+def test_a_bad_init_timeout_is_refused_naming_the_setting(tmp_path: Path, timeout: object) -> None:
+    with pytest.raises(ConfigError, match=r"logger\.init_timeout") as refused:
+        WandbTracker({}, tmp_path, "calm", init_timeout=timeout)
+    assert "positive number of seconds" in refused.value.fix
