@@ -7,9 +7,11 @@ the run is always finished, and marked failed (exit code 1) when the job raised.
 from __future__ import annotations
 
 import csv
+import http.client
 import logging
 import netrc
 import os
+import ssl
 import urllib.error
 import urllib.request
 from abc import ABC, abstractmethod
@@ -124,16 +126,19 @@ def wandb_base_url() -> str:
 def server_silent(url: str, timeout: float) -> str | None:
     """Why the server of `url` gives no HTTP answer within `timeout` s; None when it answers.
 
-    Any answer counts, an error status included: the question is only whether the server talks. A
-    closed port fails in one round trip, a port that accepts and never answers after `timeout` s."""
+    Any answer counts, an error status or a TLS complaint included (the W&B client judges those
+    itself): the question is only whether the server talks. A closed port fails in one round trip, a
+    port that accepts and never answers after `timeout` s."""
     request = urllib.request.Request(url.rstrip("/") + "/healthz", method="GET")
     try:
         with urllib.request.urlopen(request, timeout=timeout):
             return None
     except urllib.error.HTTPError:
         return None
-    except (urllib.error.URLError, OSError, ValueError) as err:
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as err:
         reason = getattr(err, "reason", err)
+        if isinstance(reason, ssl.SSLError):
+            return None
         return f"{type(reason).__name__}: {reason}" if str(reason) else f"no answer within {timeout:g} s"
 
 
