@@ -20,6 +20,7 @@ os.environ.setdefault("CALM_ROOT", str(Path(__file__).resolve().parent))
 
 from calm.errors import CalmError  # noqa: E402
 from calm.sweeps import clear_failure, record_failure, sweep_exit_code  # noqa: E402  (also registers ${calm.unique:})
+from calm.termination import JobTerminated  # noqa: E402
 
 log = logging.getLogger("calm")
 
@@ -46,6 +47,10 @@ def main(cfg: DictConfig) -> float | None:
         value = objective_value(cfg, run_job(cfg))
         clear_failure(Path(cfg.paths.output_dir))  # an error.txt left by an earlier try in this folder
         return value
+    except JobTerminated as err:  # kill or pre-emption: a sweep stops here too; its rerun resumes
+        record_failure(Path(cfg.paths.output_dir), err)
+        log.error("%s", err)
+        sys.exit(err.exit_code)
     except CalmError as err:
         if not in_sweep:
             log.error("%s", err)

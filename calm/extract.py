@@ -37,6 +37,7 @@ from calm.extraction_plan import (
 )
 from calm.file_digests import FileDigests
 from calm.row_inputs import row_inputs
+from calm.termination import at_step_end, stop_if_terminated
 
 log = logging.getLogger(__name__)
 QUIET_WARNINGS = (".*does not have many workers.*", ".*infer the batch indices.*", ".*LeafSpec.*")
@@ -179,7 +180,8 @@ class HeadExtractor(pl.LightningModule):
 
 class CacheWriter(BasePredictionWriter):
     """Commits each batch to the cache as soon as it is computed, so a killed run loses one batch at most;
-    each row is stored with the inputs it was computed from."""
+    each row is stored with the inputs it was computed from. After a SIGTERM no new batch starts, and the
+    one being computed is committed before the job stops (calm.termination)."""
 
     def __init__(self, cache: ActivationCache, report: ExtractionReport, inputs: dict[str, RowInputs]) -> None:
         super().__init__(write_interval="batch")
@@ -187,11 +189,15 @@ class CacheWriter(BasePredictionWriter):
         self.report = report
         self.inputs = inputs
 
+    def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        stop_if_terminated()
+
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
         self.report.skipped.update(prediction["errors"])
         if prediction["ids"]:
             self.report.extracted += self.cache.write(prediction["ids"], prediction["rows"].numpy(),
                                                       [self.inputs[cid] for cid in prediction["ids"]])
+        stop_if_terminated()
 
 
 def cache_key_fields(backbone: Backbone, prompt: Prompt, digests: FileDigests | None = None) -> dict[str, Any]:
@@ -263,7 +269,7 @@ def extract_missing(
         logger=False, enable_checkpointing=False, enable_model_summary=False, use_distributed_sampler=False,
         callbacks=[CacheWriter(cache, report, inputs)], **trainer_kwargs,
     )
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), at_step_end():
         for noise in QUIET_WARNINGS:
             warnings.filterwarnings("ignore", message=noise)
         trainer.predict(HeadExtractor(backbone, model), datamodule=datamodule, return_predictions=False)

@@ -17,14 +17,22 @@ from calm.job import PreparedJob, prepare
 from calm.protocols import Episode, support_marks
 from calm.reports import ReportOutput, job_reports, print_table, relabelled_support, result_rows
 from calm.sweeps import load_finished, mark_finished
+from calm.termination import stops_on_sigterm
 from calm.tracking import NullTracker, build_tracker, write_results
 
 log = logging.getLogger(__name__)
 
 
 def run_job(cfg: DictConfig) -> dict[str, Any]:
-    """Run one experiment: a job with the same settings that finished on the same clip table is reported
-    again, not recomputed (the table is read first: its digest is part of what "the same job" means)."""
+    """Run one experiment; a SIGTERM stops it cleanly with JobTerminated (calm.termination), keeping
+    every row it wrote."""
+    with stops_on_sigterm():
+        return _run_job(cfg)
+
+
+def _run_job(cfg: DictConfig) -> dict[str, Any]:
+    """A job with the same settings that finished on the same clip table is reported again, not
+    recomputed (the table is read first: its digest is part of what "the same job" means)."""
     job = prepare(cfg)
     table_digest = job.table.digest(job.cache.digests) if job.main else ""
     done = load_finished(cfg, table_digest) if job.main else None

@@ -7,21 +7,23 @@ the run is always finished, and marked failed (exit code 1) when the job raised.
 from __future__ import annotations
 
 import csv
+import http.client
 import logging
 import netrc
 import os
-import socket
+import ssl
+import urllib.error
+import urllib.request
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from calm.atomic_write import write_json_atomic
 from calm.errors import ConfigError
 
 log = logging.getLogger(__name__)
 DEFAULT_WANDB_URL = "https://api.wandb.ai"
-PROBE_SECONDS = 3.0  # how long a job may wait to learn that the W&B server cannot be reached
+INIT_TIMEOUT_S = 5.0  # logger.init_timeout's default: how long a job waits for the W&B server to answer
 RESULT_COLUMNS = ("method", "shots", "ways", "queries", "episodes", "accuracy_mean", "accuracy_ci95")
 
 
@@ -85,11 +87,12 @@ def wandb_logged_in() -> bool:
         return False
 
 
-def wandb_mode(requested: str) -> str:
+def wandb_mode(requested: str, timeout: float = INIT_TIMEOUT_S) -> str:
     """`auto`: online when logged in, offline otherwise; `online` without a login is refused up front.
 
-    An online mode whose server does not answer a short probe becomes offline at once, with one
-    warning: a compute node with a key but no network must not wait on the W&B client's retries.
+    An online mode whose server does not answer one request within `timeout` s becomes offline at
+    once, with one warning: a compute node with a key but no network, or a server that accepts
+    connections and never answers, must not hold the job in the W&B client's minutes of retries.
     """
     if requested == "auto":
         mode = os.environ.get("WANDB_MODE") or ("online" if wandb_logged_in() else "offline")
@@ -103,12 +106,17 @@ def wandb_mode(requested: str) -> str:
     else:
         mode = requested
     if mode == "online":
-        problem = server_unreachable(wandb_base_url())
+        problem = server_silent(wandb_base_url(), timeout)
         if problem is not None:
-            log.warning("W&B server %s is unreachable (%s): logging offline; `wandb sync <run folder>` uploads "
-                        "the run later", wandb_base_url(), problem)
+            warn_offline(problem)
             return "offline"
     return mode
+
+
+def warn_offline(problem: str) -> None:
+    """The one warning of a run that was asked to log online and logs offline instead."""
+    log.warning("W&B server %s did not answer (%s): logging offline; `wandb sync <job folder>/wandb/offline-run-*` "
+                "uploads the run later", wandb_base_url(), problem)
 
 
 def wandb_base_url() -> str:
@@ -116,17 +124,23 @@ def wandb_base_url() -> str:
     return os.environ.get("WANDB_BASE_URL") or DEFAULT_WANDB_URL
 
 
-def server_unreachable(url: str, timeout: float = PROBE_SECONDS) -> str | None:
-    """Why a TCP connection to the server of `url` cannot be opened within `timeout` s; None if it can.
+def server_silent(url: str, timeout: float) -> str | None:
+    """Why the server of `url` gives no HTTP answer within `timeout` s; None when it answers.
 
-    Only a connect: no request is sent, so the probe costs one round trip (or the timeout)."""
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    Any answer counts, an error status or a TLS complaint included (the W&B client judges those
+    itself): the question is only whether the server talks. A closed port fails in one round trip, a
+    port that accepts and never answers after `timeout` s."""
+    request = urllib.request.Request(url.rstrip("/") + "/healthz", method="GET")
     try:
-        with socket.create_connection((parts.hostname or "", port), timeout=timeout):
+        with urllib.request.urlopen(request, timeout=timeout):
             return None
-    except OSError as err:
-        return f"{type(err).__name__}: {err}"
+    except urllib.error.HTTPError:
+        return None
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as err:
+        reason = getattr(err, "reason", err)
+        if isinstance(reason, ssl.SSLError):
+            return None
+        return f"{type(reason).__name__}: {reason}" if str(reason) else f"no answer within {timeout:g} s"
 
 
 class WandbTracker(Tracker):
@@ -134,16 +148,29 @@ class WandbTracker(Tracker):
 
     def __init__(self, config: dict[str, Any], out_dir: Path, project: str, mode: str = "auto",
                  entity: str | None = None, name: str | None = None, group: str | None = None,
-                 tags: list[str] | None = None, job_type: str | None = None) -> None:
+                 tags: list[str] | None = None, job_type: str | None = None,
+                 init_timeout: float = INIT_TIMEOUT_S) -> None:
+        if isinstance(init_timeout, bool) or not isinstance(init_timeout, int | float) or init_timeout <= 0:
+            raise ConfigError(f"logger.init_timeout={init_timeout!r}",
+                              f"use a positive number of seconds, e.g. logger.init_timeout={INIT_TIMEOUT_S:g}")
         import wandb
 
         self._wandb = wandb
-        self.run = wandb.init(
-            project=project, entity=entity, name=name, group=group, tags=tags or None, job_type=job_type,
-            config=config,
-            dir=str(out_dir), mode=wandb_mode(mode), reinit="finish_previous",
-            settings=wandb.Settings(console="off", silent=True, x_disable_stats=True),
-        )
+        run_mode = wandb_mode(mode, init_timeout)
+        init = dict(project=project, entity=entity, name=name, group=group, tags=tags or None, job_type=job_type,
+                    config=config, dir=str(out_dir), reinit="finish_previous")
+        settings: dict[str, Any] = dict(console="off", silent=True, x_disable_stats=True)
+        if os.environ.get("WANDB_BASE_URL"):  # the server the probe asked (wandb reads it once per process)
+            settings["base_url"] = os.environ["WANDB_BASE_URL"]
+        if run_mode == "online":
+            try:
+                self.run = wandb.init(**init, mode="online",
+                                      settings=wandb.Settings(**settings, init_timeout=init_timeout))
+                return
+            except wandb.errors.CommError as err:  # answered the probe, then stalled on creating the run
+                warn_offline(str(err).splitlines()[0])
+                run_mode = "offline"
+        self.run = wandb.init(**init, mode=run_mode, settings=wandb.Settings(**settings))
 
     def log_episode(self, episode: int, metrics: dict[str, float]) -> None:
         self.run.log({"episode": episode, **{f"episode/{k}": v for k, v in metrics.items()}})

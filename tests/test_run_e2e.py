@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from calm.cache import INDEX_FILE, ActivationCache
+from tests.cache_files import all_rows, index_lines
 from tests.cli import REPO, run_cli, small_fsdd
 
 SMALL = ["backbone=whisper_tiny", "shots=2", "queries=2", "episodes=5", "ways=10", "extract.batch_size=4"]
@@ -63,20 +63,6 @@ def test_one_job_end_to_end_then_reuses_the_cache(tmp_path: Path, fsdd_copy: Pat
     assert again["results"] == results["results"]
 
 
-def _index_lines(cache_root: Path) -> int:
-    files = list(cache_root.glob(f"*/{INDEX_FILE}"))
-    return files[0].read_text().count("\n") if files else 0
-
-
-def _all_rows(cache_root: Path) -> tuple[list[str], torch.Tensor]:
-    folder = next(p for p in cache_root.iterdir() if p.is_dir())
-    key = json.loads((folder / "key.json").read_text())["fields"]
-    meta = json.loads((folder / "meta.json").read_text())
-    cache = ActivationCache.open_path(folder, key, meta["n_heads"], meta["head_dim"])
-    ids = sorted(cache.cached_ids())
-    return ids, cache.read(ids)
-
-
 def test_killed_extraction_resumes_to_exactly_the_uninterrupted_rows(tmp_path: Path, fsdd_copy: Path) -> None:
     args = [f"dataset.root={fsdd_copy}", *SMALL, "extract.batch_size=2", "logger=none", "episodes=1"]
     whole = run_cli(args, tmp_path / "whole", tmp_path / "cache_whole")
@@ -86,18 +72,18 @@ def test_killed_extraction_resumes_to_exactly_the_uninterrupted_rows(tmp_path: P
     proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), *args, f"hydra.run.dir={tmp_path / 'killed'}"],
                             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
-    while _index_lines(tmp_path / "cache_killed") < 6 and proc.poll() is None and time.monotonic() < deadline:
+    while index_lines(tmp_path / "cache_killed") < 6 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    written = _index_lines(tmp_path / "cache_killed")
+    written = index_lines(tmp_path / "cache_killed")
     assert 6 <= written < 40, f"the kill must land mid-extraction (rows written: {written})"
 
     resumed = run_cli(args, tmp_path / "resumed", tmp_path / "cache_killed")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert json.loads((tmp_path / "resumed" / "results.json").read_text())["cache"]["extracted"] == 40 - written
-    ids_whole, rows_whole = _all_rows(tmp_path / "cache_whole")
-    ids_resumed, rows_resumed = _all_rows(tmp_path / "cache_killed")
+    ids_whole, rows_whole = all_rows(tmp_path / "cache_whole")
+    ids_resumed, rows_resumed = all_rows(tmp_path / "cache_killed")
     assert ids_whole == ids_resumed and len(ids_whole) == 40
     assert torch.equal(rows_whole, rows_resumed)
 

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import pytest
 
 from calm.errors import ConfigError
 from calm.pipeline import run_job
-from calm.tracking import wandb_mode, write_results
+from calm.tracking import WandbTracker, wandb_mode, write_results
 from tests.cli import compose_config, small_fsdd
+from tests.local_servers import answering_server, silent_server
 from tests.wandb_records import exit_code, history_keys
 
 
@@ -57,15 +57,18 @@ def test_wandb_mode_never_waits_for_a_login(monkeypatch: pytest.MonkeyPatch, tmp
     with pytest.raises(ConfigError, match="wandb login"):
         wandb_mode("online")
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
-    with socket.socket() as server:  # a server that accepts connections: online
-        server.bind(("127.0.0.1", 0))
-        server.listen()
-        monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{server.getsockname()[1]}")
+    for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(proxy, raising=False)  # 127.0.0.1 is asked directly, never through a proxy
+    with answering_server() as port:  # a server that answers (any status): online
+        monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")
         assert wandb_mode("auto") == "online"
         assert wandb_mode("online") == "online"
     # the same port once nothing listens there: offline, for auto and for an explicit online
     assert wandb_mode("auto") == "offline"
     assert wandb_mode("online") == "offline"
+    with silent_server() as port:  # accepts connections, never answers: offline once the timeout is over
+        monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")
+        assert wandb_mode("online", timeout=0.5) == "offline"
 
 
 def test_results_json_layout(tmp_path: Path) -> None:
@@ -76,3 +79,10 @@ def test_results_json_layout(tmp_path: Path) -> None:
     assert payload == {"config": {"shots": 5}, "results": rows}
     assert (tmp_path / "episodes.csv").read_text().splitlines() == ["episode,method,accuracy", "0,calm,89.0",
                                                                     "1,calm,91.0"]
+
+
+@pytest.mark.parametrize("timeout", [0, -1, "5s", True])
+def test_a_bad_init_timeout_is_refused_naming_the_setting(tmp_path: Path, timeout: object) -> None:
+    with pytest.raises(ConfigError, match=r"logger\.init_timeout") as refused:
+        WandbTracker({}, tmp_path, "calm", init_timeout=timeout)
+    assert "positive number of seconds" in refused.value.fix

@@ -1,11 +1,12 @@
-"""W&B with a key but no reachable server (a SLURM node): the job falls back to offline at once.
+"""W&B with a key but no answering server (a SLURM node, a firewall that swallows packets): the job
+logs offline after a bounded wait, with one warning saying how to upload the run later.
 
 Before the fallback, wandb.init waited about 100 s for a server at WANDB_BASE_URL and then failed
-the job with CommError after all its work."""
+the job with CommError after all its work. Only 127.0.0.1 is ever contacted here."""
 
 from __future__ import annotations
 
-import socket
+import logging
 import time
 from pathlib import Path
 
@@ -13,36 +14,82 @@ import pytest
 
 from calm.pipeline import run_job
 from tests.cli import compose_config, small_fsdd
+from tests.local_servers import answering_server, closed_port, silent_server
 from tests.wandb_records import exit_code
 
 # the job's whole W&B setup may take seconds (the bounded probe), never the client's ~100 s of retries
 WAITING_BOUND_S = 30.0
+JOB = ["backbone=whisper_tiny", "shots=1", "queries=1", "episodes=2", "figures=false"]
 
 
-def _closed_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on: bound and released by this test."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+@pytest.fixture(scope="module")
+def extracted(tmp_path_factory: pytest.TempPathFactory, fsdd_root: Path) -> tuple[Path, Path]:
+    """(dataset root, cache) with every row the jobs below read already extracted, so they only set up
+    W&B and evaluate."""
+    tmp = tmp_path_factory.mktemp("extracted")
+    root = small_fsdd(fsdd_root, tmp / "fsdd", indices=(0, 10))
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("CALM_CACHE", str(tmp / "cache"))
+        run_job(compose_config([f"dataset.root={root}", *JOB, "logger=none"], tmp / "out"))
+    return root, tmp / "cache"
 
 
-def test_a_key_without_a_reachable_server_logs_offline_within_seconds(tmp_path: Path, fsdd_root: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CALM_CACHE", str(tmp_path / "cache"))
+def _timed_job(extracted: tuple[Path, Path], base_url: str, out: Path, monkeypatch: pytest.MonkeyPatch,
+               settings: tuple[str, ...] = ()) -> tuple[dict, float]:
+    """One job logged in (a made-up key) to the server at `base_url`, with the logger's default settings
+    unless `settings` overrides them."""
+    root, cache = extracted
+    monkeypatch.setenv("CALM_CACHE", str(cache))
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
-    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("WANDB_BASE_URL", base_url)
     monkeypatch.delenv("WANDB_MODE", raising=False)
-    root = small_fsdd(fsdd_root, tmp_path / "fsdd", indices=(0, 10))
-    cfg = compose_config([f"dataset.root={root}", "backbone=whisper_tiny", "shots=1", "queries=1", "episodes=2",
-                          "logger=wandb", "figures=false"], tmp_path / "out")
-    run_job(cfg)  # extraction first, so the timed job below only sets up W&B and evaluates
+    for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(proxy, raising=False)  # 127.0.0.1 is asked directly, never through a proxy
     started = time.perf_counter()
-    result = run_job(compose_config([f"dataset.root={root}", "backbone=whisper_tiny", "shots=1", "queries=1",
-                                     "episodes=2", "logger=wandb", "figures=false", "force=true"],
-                                    tmp_path / "out2"))
-    elapsed = time.perf_counter() - started
-    print(f"job with an unreachable W&B server: {elapsed:.1f} s")
+    result = run_job(compose_config([f"dataset.root={root}", *JOB, "logger=wandb", *settings], out))
+    return result, time.perf_counter() - started
+
+
+def _fell_back_offline(result: dict, out: Path, caplog: pytest.LogCaptureFixture) -> None:
     assert result["results"]
-    runs = list((tmp_path / "out2" / "wandb").glob("offline-run-*"))
+    assert (out / "results.json").exists()
+    runs = list((out / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and exit_code(runs[0]) == 0
+    # the W&B client's own records go to its debug.log only (its logger does not propagate; pytest
+    # attaches its capture to such loggers too)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and r.name != "wandb"]
+    assert len(warnings) == 1, warnings
+    assert "offline" in warnings[0] and "wandb sync" in warnings[0]
+
+
+def test_a_key_without_a_reachable_server_logs_offline_within_seconds(
+        tmp_path: Path, extracted: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    result, elapsed = _timed_job(extracted, f"http://127.0.0.1:{closed_port()}", tmp_path / "out", monkeypatch)
+    print(f"job with an unreachable W&B server: {elapsed:.1f} s")
+    _fell_back_offline(result, tmp_path / "out", caplog)
+    assert elapsed < WAITING_BOUND_S
+
+
+def test_a_server_that_accepts_and_never_answers_logs_offline_within_seconds(
+        tmp_path: Path, extracted: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    with silent_server() as port:
+        result, elapsed = _timed_job(extracted, f"http://127.0.0.1:{port}", tmp_path / "out", monkeypatch)
+    print(f"job with a W&B server that never answers: {elapsed:.1f} s")
+    _fell_back_offline(result, tmp_path / "out", caplog)
+    assert elapsed < WAITING_BOUND_S
+
+
+def test_a_server_that_answers_the_probe_then_stalls_logs_offline_after_the_init_timeout(
+        tmp_path: Path, extracted: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    with answering_server(posts_answered=False) as port:
+        result, elapsed = _timed_job(extracted, f"http://127.0.0.1:{port}", tmp_path / "out", monkeypatch,
+                                     ("logger.init_timeout=1",))
+    print(f"job with a W&B server that stalls on creating the run: {elapsed:.1f} s")
+    _fell_back_offline(result, tmp_path / "out", caplog)
     assert elapsed < WAITING_BOUND_S
