@@ -1,0 +1,77 @@
+"""A named reliability set V (the authors' val file): CALM's reliabilities on V with prototypes from S,
+checked against DESIGN's formulas written out by hand (tests/formula_reference.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from calm.errors import ConfigError
+from calm.methods import CALM, GRW, SAV
+from calm.methods.base import fit_estimator
+from calm.methods.prototypes import ReliabilitySet
+from tests import formula_reference as ref
+
+# two classes, two heads, 2-d features. On S both heads are perfect, so with V = S they weigh the same;
+# on V head 0 gets every clip wrong (clamped margin 0) and head 1 every clip right.
+SUPPORT = [[[1.0, 0.0], [1.0, 0.0]],   # class 0
+           [[0.0, 1.0], [0.0, 1.0]]]   # class 1
+SUPPORT_LABELS = [0, 1]
+VAL = [[[0.2, 1.0], [1.0, 0.1]],       # class 0: head 0 says 1 (wrong), head 1 says 0
+       [[1.0, 0.2], [0.1, 1.0]]]       # class 1: head 0 says 0 (wrong), head 1 says 1
+VAL_LABELS = [0, 1]
+# head 0 is sure of class 0; head 1 leans to class 1 (cosines 0.6 and 0.8)
+QUERY = [[[1.0, 0.0], [0.6, 0.8]]]
+
+
+def tensors():
+    return torch.tensor(SUPPORT), torch.tensor(SUPPORT_LABELS), torch.tensor(VAL), torch.tensor(VAL_LABELS)
+
+
+def test_reliabilities_on_val_change_the_prediction_as_the_formula_says():
+    support, labels, val, val_labels = tensors()
+    query = torch.tensor(QUERY)
+    on_support = CALM().fit(support, labels)
+    on_val = CALM().fit(support, labels, reliability_set=ReliabilitySet(val, val_labels))
+    by_hand_s = ref.calm(SUPPORT, SUPPORT_LABELS, QUERY, 2)
+    by_hand_v = ref.calm(SUPPORT, SUPPORT_LABELS, QUERY, 2, named=(VAL, VAL_LABELS))
+    # the intended case: V = S weighs both heads alike and follows head 0; V follows head 1
+    assert by_hand_s["predictions"] == [0] and by_hand_v["predictions"] == [1]
+    assert by_hand_v["reliability"][0] == [0.0, 0.0] and min(by_hand_v["reliability"][1]) > 0.5
+    for model, expected in ((on_support, by_hand_s), (on_val, by_hand_v)):
+        assert torch.allclose(model.reliability_, torch.tensor(expected["reliability"]), atol=1e-6)
+        assert torch.allclose(model.weights_, torch.tensor(expected["weights"]), atol=1e-6)
+        assert torch.allclose(model.predict_scores(query), torch.tensor(expected["scores"]), atol=1e-6)
+        assert model.predict(query).tolist() == expected["predictions"]
+    # prediction still uses the prototypes of S alone
+    assert torch.equal(on_val.prototypes_, on_support.prototypes_)
+
+
+def test_val_equal_to_support_is_the_default_bit_for_bit():
+    support, labels, _, _ = tensors()
+    default = CALM(top_k=1).fit(support, labels)
+    named = CALM(top_k=1).fit(support, labels, reliability_set=(support, labels))
+    assert torch.equal(default.weights_, named.weights_) and torch.equal(default.reliability_, named.reliability_)
+
+
+def test_a_class_missing_from_val_is_refused_by_name():
+    support, labels, val, _ = tensors()
+    with pytest.raises(ConfigError, match=r"class\(es\) \[1\] have no clip in the reliability set"):
+        CALM().fit(support, labels, reliability_set=(val, torch.tensor([0, 0])))
+    with pytest.raises(ConfigError, match="outside the support's classes"):
+        CALM().fit(support, labels, reliability_set=(val, torch.tensor([0, 2])))
+
+
+def test_val_needs_the_support_split():
+    support, labels, val, val_labels = tensors()
+    with pytest.raises(ConfigError, match="reliability_split=support"):
+        CALM(reliability_split="leave_one_out").fit(support, labels, reliability_set=(val, val_labels))
+
+
+def test_grw_measures_on_val_and_sav_ranks_on_the_support_set():
+    support, labels, val, val_labels = tensors()
+    grw = fit_estimator(GRW(), support, labels, reliability_set=ReliabilitySet(val, val_labels))
+    assert grw.reliability_[0] == 0.0 and grw.reliability_[1] > 0.5  # head 0 wrong on V, head 1 right
+    plain, given = SAV(top_k=1).fit(support, labels), fit_estimator(SAV(top_k=1), support, labels,
+                                                                    reliability_set=ReliabilitySet(val, val_labels))
+    assert torch.equal(plain.head_scores_, given.head_scores_)  # the authors' SAV scores heads on the train file
