@@ -75,3 +75,74 @@ def test_grw_measures_on_val_and_sav_ranks_on_the_support_set():
     plain, given = SAV(top_k=1).fit(support, labels), fit_estimator(SAV(top_k=1), support, labels,
                                                                     reliability_set=ReliabilitySet(val, val_labels))
     assert torch.equal(plain.head_scores_, given.head_scores_)  # the authors' SAV scores heads on the train file
+
+
+def test_bf16_arithmetic_changes_a_prediction_that_float32_makes():
+    """The query's second feature, 1.001, lies within half a bf16 step (2^-8) of 1, so in bf16 the query
+    is (1, 1): equal cosines, equal posteriors, and the tie goes to class 0; in float32 class 1 is closer."""
+    support, labels = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]]), torch.tensor([0, 1])
+    query = torch.tensor([[[1.0, 1.001]]])
+    exact = CALM().fit(support, labels)
+    low = CALM(arithmetic_dtype="bfloat16").fit(support, labels)
+    assert exact.predict(query).tolist() == [1]
+    scores = low.predict_scores(query)
+    assert scores.dtype == torch.float32 and scores[0, 0] == scores[0, 1] == 0.5  # cast after the bf16 softmax
+    assert low.predict(query).tolist() == [0]
+    assert low.prototypes_.dtype == torch.bfloat16
+
+
+def test_bf16_prototypes_sum_one_clip_at_a_time():
+    """Class 0's clips (1, 0), (2^-8, 0), (2^-8, 0), (0, 1): a running bf16 sum of the first coordinate
+    stays at 1 (1 + 2^-8 is a tie between 1 and 1 + 2^-7 and rounds to even, twice), so the prototype
+    is (1, 1)/4 -> (0.7071, 0.7071) and a query (1, 1.01) sits at equal cosine; summed exactly, the
+    first coordinate is 1.0078 and class 0's prototype leans to the first axis."""
+    step = 2.0 ** -8
+    support = torch.tensor([[[1.0, 0.0]], [[step, 0.0]], [[step, 0.0]], [[0.0, 1.0]], [[0.0, 1.0]]])
+    labels = torch.tensor([0, 0, 0, 0, 1])
+    low = CALM(arithmetic_dtype="bfloat16").fit(support, labels)
+    assert low.prototypes_[0, 0, 0] == low.prototypes_[0, 0, 1]
+    exact = CALM().fit(support, labels)
+    assert exact.prototypes_[0, 0, 0] > exact.prototypes_[0, 0, 1]
+
+
+def test_an_unknown_dtype_is_refused():
+    with pytest.raises(ConfigError, match="arithmetic_dtype"):
+        CALM(arithmetic_dtype="float64")
+
+
+def random_case():
+    generator = torch.Generator().manual_seed(3)
+    support = torch.randn(9, 6, 4, generator=generator)
+    return support, torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2]), torch.randn(5, 6, 4, generator=generator)
+
+
+@pytest.mark.parametrize("head_choice", ["random_heads", "random"])
+def test_random_heads_are_the_seeded_draw_weighted_as_calm_weights(head_choice):
+    from calm.digests import seeded_int
+
+    support, labels, query = random_case()
+    model = CALM(top_k=2, head_choice=head_choice, head_seed=7).fit(support, labels, tie_seed=11)
+    reliable = CALM(top_k=2).fit(support, labels)
+    seed = seeded_int("calm.random_heads.v1", 7, 11)  # (head_seed, the episode's seed)
+    assert model.head_seed_ == seed
+    drawn = torch.rand((6, 3), generator=torch.Generator().manual_seed(seed))
+    r = reliable.reliability_
+    assert torch.equal(model.reliability_, r)  # measured as CALM does; only the choice of heads differs
+    scores = drawn if head_choice == "random" else r
+    for c in range(3):
+        kept = sorted(torch.topk(drawn[:, c], 2).indices.tolist())
+        assert sorted(model.weights_[:, c].nonzero().flatten().tolist()) == kept
+        raw = {j: (max(float(scores[j, c]), 0.0) + ref.EPSILON) ** 2 for j in kept}  # power weights, tau_w 0.5
+        for j in kept:
+            assert abs(float(model.weights_[j, c]) - raw[j] / sum(raw.values())) < 1e-6
+    assert not torch.equal(model.weights_, reliable.weights_)
+    again = CALM(top_k=2, head_choice=head_choice, head_seed=7).fit(support, labels, tie_seed=11)
+    other = CALM(top_k=2, head_choice=head_choice, head_seed=7).fit(support, labels, tie_seed=12)
+    assert torch.equal(again.weights_, model.weights_) and not torch.equal(other.weights_, model.weights_)
+    assert torch.equal(model.predict_scores(query), again.predict_scores(query))
+
+
+def test_random_heads_over_every_head_is_calm():
+    support, labels, query = random_case()
+    model = CALM(head_choice="random_heads").fit(support, labels, tie_seed=1)
+    assert torch.equal(model.predict_scores(query), CALM().fit(support, labels).predict_scores(query))
