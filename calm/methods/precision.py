@@ -74,9 +74,18 @@ def low_precision_prototypes(features: torch.Tensor, labels: torch.Tensor, n_cla
     return normalize_in(means).transpose(0, 1).contiguous()
 
 
+def low_precision_cosines(features: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
+    """Cosines (K, m, C) in the prototypes' dtype: the clips' head vectors normalised in that dtype,
+    then one batched product with the normalised prototypes (step 2 and the product of step 3)."""
+    queries = normalize_in(features.to(prototypes.dtype))
+    return torch.bmm(prototypes, queries.permute(1, 2, 0)).transpose(1, 2)
+
+
+def low_precision_softmax(cosines: torch.Tensor, tau: float) -> torch.Tensor:
+    """softmax_c(cosines / tau) in the cosines' dtype, then cast to float32 (the rest of step 3)."""
+    return torch.softmax(cosines / float(tau), dim=-1).to(torch.float32)
+
+
 def low_precision_posteriors(features: torch.Tensor, prototypes: torch.Tensor, tau: float) -> torch.Tensor:
     """Per-head posteriors (K, m, C) as float32, computed in the prototypes' dtype: steps 2 and 3."""
-    dtype = prototypes.dtype
-    queries = normalize_in(features.to(dtype))
-    sims = torch.bmm(prototypes, queries.permute(1, 2, 0)).transpose(1, 2)  # (K, m, C) in dtype
-    return torch.softmax(sims / float(tau), dim=-1).to(torch.float32)
+    return low_precision_softmax(low_precision_cosines(features, prototypes), tau)

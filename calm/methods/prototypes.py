@@ -226,12 +226,19 @@ def validate_reliability_set(reliability_set: ReliabilitySet | tuple[FeaturesLik
     features, labels = (reliability_set.features, reliability_set.labels) if isinstance(
         reliability_set, ReliabilitySet) else reliability_set
     features = validate_query(features, n_heads, head_dim)
+    return ReliabilitySet(features, reliability_labels(labels, features.shape[0], n_classes, features.device))
+
+
+def reliability_labels(labels: LabelsLike, n_rows: int, n_classes: int,
+                       device: torch.device | str = "cpu") -> torch.Tensor:
+    """The labels of a named reliability set as int64 on `device`: one per row, each a class of the
+    support's class list, and every class present (`validate_reliability_set`)."""
     labels_t = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels)
-    if labels_t.ndim != 1 or labels_t.dtype.is_floating_point or labels_t.shape[0] != features.shape[0]:
-        raise ConfigError(f"the reliability set has {features.shape[0]} clips but labels of shape "
+    if labels_t.ndim != 1 or labels_t.dtype.is_floating_point or labels_t.shape[0] != n_rows:
+        raise ConfigError(f"the reliability set has {n_rows} clips but labels of shape "
                           f"{tuple(labels_t.shape)} and dtype {labels_t.dtype}",
                           "pass one integer class index per reliability clip")
-    labels_t = labels_t.to(device=features.device, dtype=torch.long)
+    labels_t = labels_t.to(device=device, dtype=torch.long)
     low, high = (int(labels_t.min()), int(labels_t.max())) if len(labels_t) else (0, -1)
     if low < 0 or high >= n_classes:
         raise ConfigError(f"the reliability set's labels lie in {low}..{high}, outside the support's classes "
@@ -241,7 +248,7 @@ def validate_reliability_set(reliability_set: ReliabilitySet | tuple[FeaturesLik
         raise ConfigError(f"class(es) {missing} have no clip in the reliability set V",
                           "add reliability (val) clips of every class, or measure reliability on the support "
                           "set (protocol.reliability=support)")
-    return ReliabilitySet(features, labels_t)
+    return labels_t
 
 
 def check_named_split(split: str, reliability_set: ReliabilitySet | None) -> None:
