@@ -15,6 +15,7 @@ from calm.file_digests import FileDigests
 
 SUPPORT_SPLIT = "train"
 QUERY_SPLIT = "test"
+RELIABILITY_SPLIT = "val"  # labelled clips a protocol may measure CALM's reliabilities on (protocol.reliability=val)
 
 
 @dataclass(frozen=True)
