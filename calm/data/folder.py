@@ -24,7 +24,14 @@ from pathlib import Path
 
 from calm.data.dataset import Dataset, LoadedDataset
 from calm.data.roots import FolderWalk, resolve_under
-from calm.data.table import QUERY_SPLIT, RELIABILITY_SPLIT, SUPPORT_SPLIT, Clip, ClipTable, check_class_names
+from calm.data.table import (
+    QUERY_SPLIT,
+    RELIABILITY_SPLIT,
+    SUPPORT_SPLIT,
+    Clip,
+    ClipTable,
+    check_class_names,
+)
 from calm.data.validate import FirstSeen, csv_rows, require_file, require_root
 from calm.errors import ConfigError, DataError
 
