@@ -35,7 +35,6 @@ from calm.extraction_plan import (
     plan_batches,
     preflight,
 )
-from calm.file_digests import FileDigests
 from calm.row_inputs import row_inputs
 
 log = logging.getLogger(__name__)
@@ -196,16 +195,6 @@ class CacheWriter(BasePredictionWriter):
             facts = [RowFacts(len(ids), self.durations[cid]) for cid in ids]
             self.report.extracted += self.cache.write(ids, prediction["rows"].numpy(),
                                                       [self.inputs[cid] for cid in ids], facts)
-
-
-def cache_key_fields(backbone: Backbone, prompt: Prompt, digests: FileDigests | None = None) -> dict[str, Any]:
-    """What keys a cache folder: only what changes the rows, i.e. the backbone's fields (its weights by
-    content, their digests remembered in `digests`), and the prompt's when the backbone reads the
-    prompt text. What else each row depends on is stored with the row (`row_inputs`)."""
-    fields = {"backbone": backbone.key_fields(digests)}
-    if backbone.uses_prompt_text:
-        fields["prompt"] = prompt.key_fields()
-    return fields
 
 
 def count_recomputed(todo: dict[str, str], report: ExtractionReport) -> None:

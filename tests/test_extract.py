@@ -13,7 +13,8 @@ from calm.data.audio import load_audio
 from calm.data.fsdd import load_fsdd
 from calm.data.prompts import Prompt
 from calm.errors import DataError
-from calm.extract import cache_key_fields, extract_missing, plan_batches
+from calm.extract import extract_missing, plan_batches
+from calm.row_inputs import model_key_fields
 
 TRAINER = {"accelerator": "cpu", "devices": 1, "precision": "32-true", "enable_progress_bar": False}
 
@@ -26,7 +27,7 @@ def _small_fsdd(fsdd_root: Path, dest: Path, names: list[str]) -> Path:
 
 
 def _open(tmp_path: Path, backbone: WhisperBackbone) -> ActivationCache:
-    return ActivationCache.open(tmp_path / "cache", cache_key_fields(backbone, Prompt()), backbone.n_heads,
+    return ActivationCache.open(tmp_path / "cache", model_key_fields(backbone, Prompt()), backbone.n_heads,
                                 backbone.head_dim, label=backbone.name)
 
 
