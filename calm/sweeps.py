@@ -98,7 +98,7 @@ def read_record(record: Path) -> dict[str, Any] | None:
         missing = [name for name in RECORD_FIELDS if name not in done] if isinstance(done, dict) else ["all"]
         problem = f"fields missing: {', '.join(missing)}" if missing else _tampered(done)
     if problem:
-        log.warning("ignoring the damaged finished-job record %s (%s); the job runs again and rewrites it",
+        log.warning("ignoring the finished-job record %s (%s); the job runs again and rewrites it",
                     record, problem)
         return None
     return done
@@ -110,7 +110,8 @@ def _content_digest(record: dict[str, Any]) -> str:
 
 
 def _tampered(done: dict[str, Any]) -> str:
-    """Why a parsed record cannot be trusted, or "" when its content matches the digest written with it."""
+    """Why a parsed record cannot be trusted, or "" when its content matches the digest written with it
+    (which is taken out of `done`: a resumed job's results.json does not carry it)."""
     stored = done.pop(RECORD_DIGEST, None)
     if stored is None:
         return "it holds no content digest: written by an older calm, or rewritten by hand"
