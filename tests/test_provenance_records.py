@@ -1,7 +1,7 @@
-"""Finished-job records and output folders (issue 10, cases 4-6): a finished job is reused only on the
-same settings and the same clip table; two jobs started in the same second never share a folder; two
-processes writing one record never fail and readers never see a torn one; a torn record is skipped
-with a warning, never fatal."""
+"""Finished-job records and output folders (issue 10, cases 4-6; issue 16, items 1 and 8): a finished job
+is reused only on the same settings, the same model content and the same clip table; two jobs started in
+the same second never share a folder; two processes writing one record never fail and readers never see
+a torn one; a torn or edited record is skipped with a warning, never fatal."""
 
 from __future__ import annotations
 
