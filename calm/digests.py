@@ -12,15 +12,17 @@ import json
 from typing import Any
 
 
-def canonical_json(value: Any) -> str:
-    """The one JSON text of `value`: sorted keys, no whitespace, UTF-8, no NaN; other objects as str()."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
+def canonical_json(value: Any, *, allow_nan: bool = False) -> str:
+    """The one JSON text of `value`: sorted keys, no whitespace, UTF-8, no NaN unless allowed (a key holding
+    NaN is a bug; results may hold it where a statistic is undefined); other objects as str()."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=allow_nan,
                       default=str)
 
 
-def digest(value: Any) -> str:
-    """SHA-256 (hex) of the canonical JSON of `value`: cache keys, job keys, store names."""
-    return hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()
+def digest(value: Any, *, allow_nan: bool = False) -> str:
+    """SHA-256 (hex) of the canonical JSON of `value`: cache keys, job keys, store names; with `allow_nan`,
+    the content digest of a finished-job record (whose results may hold NaN)."""
+    return hashlib.sha256(canonical_json(value, allow_nan=allow_nan).encode("utf-8")).hexdigest()
 
 
 def seeded_int(tag: str, *parts: Any) -> int:

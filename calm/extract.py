@@ -23,7 +23,7 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader, Dataset
 
 from calm.backbones.base import Backbone
-from calm.cache import REASONS, ActivationCache, RowInputs
+from calm.cache import REASONS, ActivationCache, RowFacts, RowInputs
 from calm.cache.durations import DurationStore
 from calm.data.audio import load_audio
 from calm.data.prompts import Prompt
@@ -35,7 +35,6 @@ from calm.extraction_plan import (
     plan_batches,
     preflight,
 )
-from calm.file_digests import FileDigests
 from calm.row_inputs import row_inputs
 from calm.termination import at_step_end, stop_if_terminated
 
@@ -180,34 +179,29 @@ class HeadExtractor(pl.LightningModule):
 
 class CacheWriter(BasePredictionWriter):
     """Commits each batch to the cache as soon as it is computed, so a killed run loses one batch at most;
-    each row is stored with the inputs it was computed from. After a SIGTERM no new batch starts, and the
-    one being computed is committed before the job stops (calm.termination)."""
+    each row is stored with the inputs it was computed from, the size of its batch and its clip's duration.
+    After a SIGTERM no new batch starts, and the one being computed is committed before the job stops
+    (calm.termination)."""
 
-    def __init__(self, cache: ActivationCache, report: ExtractionReport, inputs: dict[str, RowInputs]) -> None:
+    def __init__(self, cache: ActivationCache, report: ExtractionReport, inputs: dict[str, RowInputs],
+                 durations: dict[str, float]) -> None:
         super().__init__(write_interval="batch")
         self.cache = cache
         self.report = report
         self.inputs = inputs
+        self.durations = durations
 
     def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
         stop_if_terminated()
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
         self.report.skipped.update(prediction["errors"])
-        if prediction["ids"]:
-            self.report.extracted += self.cache.write(prediction["ids"], prediction["rows"].numpy(),
-                                                      [self.inputs[cid] for cid in prediction["ids"]])
+        ids = prediction["ids"]
+        if ids:
+            facts = [RowFacts(len(ids), self.durations[cid]) for cid in ids]
+            self.report.extracted += self.cache.write(ids, prediction["rows"].numpy(),
+                                                      [self.inputs[cid] for cid in ids], facts)
         stop_if_terminated()
-
-
-def cache_key_fields(backbone: Backbone, prompt: Prompt, digests: FileDigests | None = None) -> dict[str, Any]:
-    """What keys a cache folder: only what changes the rows, i.e. the backbone's fields (its weights by
-    content, their digests remembered in `digests`), and the prompt's when the backbone reads the
-    prompt text. What else each row depends on is stored with the row (`row_inputs`)."""
-    fields = {"backbone": backbone.key_fields(digests)}
-    if backbone.uses_prompt_text:
-        fields["prompt"] = prompt.key_fields()
-    return fields
 
 
 def count_recomputed(todo: dict[str, str], report: ExtractionReport) -> None:
@@ -222,6 +216,22 @@ def count_recomputed(todo: dict[str, str], report: ExtractionReport) -> None:
         reasons.append(f"{counts['unknown']} of an older cache format")
     if reasons:
         log.info("recomputing %d cached rows whose inputs changed: %s", sum(counts.values()), ", ".join(reasons))
+
+
+def check_served_rows(backbone: Backbone, table: ClipTable, cache: ActivationCache, clip_ids: Sequence[str],
+                      on_long_clip: str, on_bad_clip: str, store: DurationStore, workers: int) -> int:
+    """Apply `on_long_clip` to cached rows a job reads without extracting anything: by the clip durations
+    recorded with the rows (no audio read), truncated clips are named again or, under `error`, refused as
+    an uncached clip would be. Under `error`, clips whose rows recorded no duration (older cache formats)
+    are checked like new clips; returns how many audio headers that read."""
+    durations = {cid: facts.seconds for cid, facts in cache.facts(clip_ids).items()}
+    unrecorded = [cid for cid in clip_ids if cid not in durations]
+    headers_read = 0
+    if on_long_clip == "error" and backbone.window_seconds is not None and unrecorded:
+        probed, _, headers_read = preflight(table, unrecorded, on_bad_clip, store, workers)
+        durations.update(probed)
+    check_long_clips(durations, backbone.window_seconds, on_long_clip, table)
+    return headers_read
 
 
 def extract_missing(
@@ -244,18 +254,22 @@ def extract_missing(
     rows of unchanged inputs are not rewritten), so for a given set of clips the numbers never depend
     on which of them happened to be cached already: a resumed run gives an uninterrupted run's rows.
     Durations come from the duration store next to the cache; only clips never checked are read.
+    `on_long_clip` holds for every row the job reads, cached ones included (`check_served_rows`).
     """
     report = ExtractionReport()
     needed = table.ids if clip_ids is None else list(dict.fromkeys(clip_ids))
     inputs = row_inputs(backbone, table, prompt, cache.digests, needed)
     todo = cache.outdated(inputs)
+    store = DurationStore(cache.path.parent)
+    workers = max(PROBE_WORKERS, num_workers)
     if not todo:
+        report.headers_read = check_served_rows(backbone, table, cache, needed, on_long_clip, on_bad_clip, store,
+                                                workers)
         return report
     cache.ensure_writable()
     missing = set(todo)
-    durations, bad, report.headers_read = preflight(table, needed, on_bad_clip, DurationStore(cache.path.parent),
-                                                    max(PROBE_WORKERS, num_workers))
-    check_long_clips({cid: durations[cid] for cid in missing if cid in durations}, backbone.window_seconds,
+    durations, bad, report.headers_read = preflight(table, needed, on_bad_clip, store, workers)
+    check_long_clips({cid: durations[cid] for cid in needed if cid in durations}, backbone.window_seconds,
                      on_long_clip, table)
     report.skipped.update({cid: why for cid, why in bad.items() if cid in missing})
     usable = [cid for cid in needed if cid not in bad]
@@ -267,7 +281,7 @@ def extract_missing(
     datamodule = ClipBatches(table, batches, prompt, backbone, on_bad_clip, num_workers)
     trainer = pl.Trainer(
         logger=False, enable_checkpointing=False, enable_model_summary=False, use_distributed_sampler=False,
-        callbacks=[CacheWriter(cache, report, inputs)], **trainer_kwargs,
+        callbacks=[CacheWriter(cache, report, inputs, durations)], **trainer_kwargs,
     )
     with warnings.catch_warnings(), at_step_end():
         for noise in QUIET_WARNINGS:

@@ -28,10 +28,10 @@ from calm.data.questions import question_table
 from calm.data.registry import LoadedDataset, read_dataset, warn_missing
 from calm.data.table import ClipTable
 from calm.errors import ConfigError
-from calm.extract import cache_key_fields
 from calm.file_digests import FileDigests
 from calm.methods.precision import dtype_name
 from calm.protocols import Pools, Protocol
+from calm.row_inputs import model_key_fields
 from calm.search import check_objective
 
 # Set by Lightning's DDP launcher, torchrun and SLURM in every process of a multi-process run.
@@ -77,7 +77,7 @@ def open_cache(cfg: DictConfig, backbone: Backbone, prompt: ClipPrompt) -> Activ
     root = Path(cfg.paths.cache_dir)
     digests = FileDigests(root)
     return ActivationCache.open(
-        root, cache_key_fields(backbone, prompt, digests), backbone.n_heads, backbone.head_dim,
+        root, model_key_fields(backbone, prompt, digests), backbone.n_heads, backbone.head_dim,
         label=backbone.name, head_names=backbone.head_names(), digests=digests,
     )
 

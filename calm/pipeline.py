@@ -16,6 +16,7 @@ from calm.extract import ExtractionReport, extract_missing
 from calm.job import PreparedJob, prepare
 from calm.protocols import Episode, support_marks
 from calm.reports import ReportOutput, job_reports, print_table, relabelled_support, result_rows
+from calm.row_inputs import job_inputs
 from calm.sweeps import load_finished, mark_finished
 from calm.termination import stops_on_sigterm
 from calm.tracking import NullTracker, build_tracker, write_results
@@ -31,11 +32,12 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _run_job(cfg: DictConfig) -> dict[str, Any]:
-    """A job with the same settings that finished on the same clip table is reported again, not
-    recomputed (the table is read first: its digest is part of what "the same job" means)."""
+    """A job with the same settings that finished on the same inputs (the model's content and prompt, the
+    clip table: `calm.row_inputs.job_inputs`, as rows are keyed) is reported again, not recomputed (the
+    table is read first: its digest is part of what "the same job" means)."""
     job = prepare(cfg)
-    table_digest = job.table.digest(job.cache.digests) if job.main else ""
-    done = load_finished(cfg, table_digest) if job.main else None
+    inputs = job_inputs(job.backbone, job.prompt, job.table, job.cache.digests) if job.main else {}
+    done = load_finished(cfg, inputs) if job.main else None
     if done is not None:
         return report_finished(cfg, done)
     tracker = (build_tracker(OmegaConf.to_container(cfg.logger, resolve=True), job.config, job.out_dir)
@@ -62,7 +64,7 @@ def _run_job(cfg: DictConfig) -> dict[str, Any]:
                  "clips": len(job.table), "skipped": sorted(extraction.skipped), "missing": len(job.loaded.missing),
                  "prompt": job.prompt.key_fields(), "protocol": cfg.protocol.name, **extra}
         write_results(job.out_dir, job.config, rows, episode_rows, extra)
-        mark_finished(cfg, {"config": job.config, "results": rows, **extra}, job.out_dir, table_digest)
+        mark_finished(cfg, {"config": job.config, "results": rows, **extra}, job.out_dir, inputs)
         tracker.log_results(rows)
         print_table(rows, f"{cfg.dataset.name} · {job.backbone.name} · {cfg.shots}-shot · {cfg.protocol.name} "
                           f"protocol · {len(episodes)} episode{'s' if len(episodes) > 1 else ''}")

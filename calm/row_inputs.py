@@ -1,18 +1,47 @@
-"""What one clip's activation row (or stored answer) is computed from: the content digests of the files
-it is decoded from and of its rendered prompt text. The activation cache (`calm.extract`) and the
-answer stores (`calm.baselines`) both key their entries by it, so neither reuses a result whose inputs
-changed."""
+"""The one rule for what a reused result is computed from, besides the settings that name it.
+
+Three things are reused: activation rows (`calm.cache`), generated answers (`calm.baselines`) and
+finished jobs (`calm.sweeps`). Each is keyed by the same content digests:
+
+- `model_key_fields`: the backbone's key fields (its weights, config, processor and tokenizer files by
+  content digest, or a hub id and revision) and, when the backbone reads the prompt text, the prompt's
+  settings. It keys a cache folder, an answer store, and (by its digest, the cache key) a job's record;
+- `row_inputs`: per clip, the content digest of the files it is decoded from and of its rendered prompt
+  text. It is stored with every row and every answer; a job's record holds `ClipTable.digest`, made of
+  the same file digests with the labels and splits that (with the prompt settings) render those texts.
+
+So weights changed in place, another `CALM_ASSETS` folder, an overwritten clip or another prompt text
+reach all three: none reuses a result whose inputs changed."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from calm.backbones.base import Backbone
 from calm.cache import RowInputs
 from calm.cache.index import media_digest, text_digest
 from calm.data.prompts import Prompt
 from calm.data.table import ClipTable
+from calm.digests import digest
 from calm.file_digests import FileDigests
+
+
+def model_key_fields(backbone: Backbone, prompt: Prompt, digests: FileDigests | None = None) -> dict[str, Any]:
+    """What every row, answer and job of `backbone` under `prompt` shares: the backbone's key fields (its
+    weights by content, their digests remembered in `digests`) and the prompt's settings when the
+    backbone reads the prompt text. What else each row or answer depends on is stored with it
+    (`row_inputs`)."""
+    fields = {"backbone": backbone.key_fields(digests)}
+    if backbone.uses_prompt_text:
+        fields["prompt"] = prompt.key_fields()
+    return fields
+
+
+def job_inputs(backbone: Backbone, prompt: Prompt, table: ClipTable, digests: FileDigests) -> dict[str, str]:
+    """What a finished job's numbers are computed from besides its settings, stored in its record: the
+    digest of `model_key_fields` (its rows' cache key) and of its clip table."""
+    return {"model": digest(model_key_fields(backbone, prompt, digests)), "table": table.digest(digests)}
 
 
 def row_inputs(backbone: Backbone, table: ClipTable, prompt: Prompt, digests: FileDigests,

@@ -1,9 +1,11 @@
 """Sweeps that resume and report. A finished job leaves a record named by a hash of the settings that
-change its results and holding the digest of the clip table it ran on, so a rerun skips it only when
-both are unchanged (`force=true` redoes it); a record that cannot be read counts as not finished and is
-reported, never fatal. A failing job is recorded in its folder, summarised when the sweep ends without
-stopping the other jobs, and makes the sweep exit 1. Run and sweep folders get a random per-process
-suffix (`${calm.unique:}`), so two jobs started in the same second never share one."""
+change its results and holding the digests of what else they were computed from (`calm.row_inputs.job_inputs`:
+the model's weights and files by content, the prompt, the clip table), so a rerun skips it only when all
+are unchanged (`force=true` redoes it). A record carries a digest of its own content: one that cannot be
+read, or was edited after it was written, counts as not finished and is reported, never fatal. A failing
+job is recorded in its folder, summarised when the sweep ends without stopping the other jobs, and makes
+the sweep exit 1. Run and sweep folders get a random per-process suffix (`${calm.unique:}`), so two jobs
+started in the same second never share one."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import json
 import logging
 import secrets
 import traceback
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +32,10 @@ NOT_RESULTS = ("paths", "hydra", "logger", "extract", "force", "task_name", "fig
 NOT_RESULTS_TRAINER = ("accelerator", "devices", "num_nodes", "strategy")
 ERROR_FILE = "error.txt"
 RECORD_FIELDS = ("config", "results", "output_dir")  # what reporting a finished job needs from its record
+RECORD_DIGEST = "record_sha256"  # the record's own content digest, checked on every read
 EXIT_JOBS_FAILED = 1  # run.py's exit code after a sweep in which some jobs failed (preflight refusals exit 2)
 UNIQUE_RESOLVER = "calm.unique"
+INPUT_CHANGES = "model: the weights, config, processor or tokenizer files, or the prompt; table: the clips"
 
 # Fixed for the life of the process: a run folder, or a sweep folder shared by all its jobs, resolves to one
 # name however often it is resolved. Launchers that run jobs in other processes (joblib, submitit) copy the
@@ -59,8 +64,8 @@ register_resolvers()
 
 
 def job_key(cfg: DictConfig) -> str:
-    """sha256 of the resolved settings that change the results (the clip table is checked separately, by
-    the digest stored in the record: see `load_finished`)."""
+    """sha256 of the resolved settings that change the results (the model's content and the clip table are
+    checked separately, by the digests stored in the record: see `load_finished`)."""
     settings = OmegaConf.to_container(cfg, resolve=True)
     for name in NOT_RESULTS:
         settings.pop(name, None)
@@ -75,8 +80,9 @@ def finished_record(cfg: DictConfig) -> Path:
 
 def read_record(record: Path) -> dict[str, Any] | None:
     """A finished-job record, or None when there is none; a record that cannot be read or parsed (torn by
-    a crash, edited by hand, written by another version) is reported and treated as absent, so the job
-    runs again and rewrites it instead of failing every rerun."""
+    a crash, written by another version) or whose content does not match the digest written with it
+    (edited by hand or by a tool) is reported and treated as absent, so the job runs again and rewrites
+    it instead of failing every rerun or serving numbers it did not compute."""
     try:
         text = record.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -90,40 +96,61 @@ def read_record(record: Path) -> dict[str, Any] | None:
         done, problem = None, f"not JSON: {err}"
     else:
         missing = [name for name in RECORD_FIELDS if name not in done] if isinstance(done, dict) else ["all"]
-        problem = f"fields missing: {', '.join(missing)}" if missing else ""
+        problem = f"fields missing: {', '.join(missing)}" if missing else _tampered(done)
     if problem:
-        log.warning("ignoring the damaged finished-job record %s (%s); the job runs again and rewrites it",
+        log.warning("ignoring the finished-job record %s (%s); the job runs again and rewrites it",
                     record, problem)
         return None
     return done
 
 
-def load_finished(cfg: DictConfig, table_digest: str | None) -> dict[str, Any] | None:
-    """The record of a job with the same settings that finished on the same clip table, unless `force=true`.
+def _content_digest(record: dict[str, Any]) -> str:
+    """The digest of a record's content without its own digest: canonical JSON, so its layout does not count."""
+    return digest({k: v for k, v in record.items() if k != RECORD_DIGEST}, allow_nan=True)
 
-    `table_digest` is `ClipTable.digest` of the table this job read; a record from another table (a file
-    added, removed, relabelled or overwritten; or a record from before tables were digested) is not reused.
-    None skips that check (collecting tables without reading any data: the latest record for the settings).
+
+def _tampered(done: dict[str, Any]) -> str:
+    """Why a parsed record cannot be trusted, or "" when its content matches the digest written with it
+    (which is taken out of `done`: a resumed job's results.json does not carry it)."""
+    stored = done.pop(RECORD_DIGEST, None)
+    if stored is None:
+        return "it holds no content digest: written by an older calm, or rewritten by hand"
+    if stored != _content_digest(done):
+        return "its content does not match the digest written with it: it was edited after the job finished"
+    return ""
+
+
+def load_finished(cfg: DictConfig, inputs: Mapping[str, str] | None) -> dict[str, Any] | None:
+    """The record of a job with the same settings that finished on the same inputs, unless `force=true`.
+
+    `inputs` is `calm.row_inputs.job_inputs` of this job (the digests of its model's content and prompt,
+    and of the clip table it read); a record of other inputs (weights changed in place or read from
+    another folder; a clip added, removed, relabelled or overwritten; or a record from before these were
+    stored) is not reused. None skips that check (collecting tables without reading any data or weights:
+    the latest record for the settings).
     """
     if cfg.get("force", False):
         return None
     record = finished_record(cfg)
     done = read_record(record)
-    if done is None or table_digest is None:
+    if done is None or inputs is None:
         return done
-    if done.get("table_digest") != table_digest:
-        log.info("a job with these settings finished in %s on another clip table (the data changed); "
-                 "running it again", done["output_dir"])
+    stored = done.get("inputs") if isinstance(done.get("inputs"), dict) else {}
+    changed = [name for name, value in inputs.items() if stored.get(name) != value]
+    if changed:
+        log.info("a job with these settings finished in %s on other inputs (changed: %s; %s); running it again",
+                 done["output_dir"], ", ".join(changed), INPUT_CHANGES)
         return None
     return done
 
 
-def mark_finished(cfg: DictConfig, payload: dict[str, Any], out_dir: Path, table_digest: str) -> None:
-    """Record a finished job with the digest of its clip table, atomically (a unique temporary file renamed
-    over the record): an interrupted write never counts as finished, and concurrent writers of one record
-    never collide; the last one wins whole."""
-    write_json_atomic(finished_record(cfg), {**payload, "table_digest": table_digest, "settings_key": job_key(cfg),
-                                             "output_dir": str(out_dir)}, indent=None)
+def mark_finished(cfg: DictConfig, payload: dict[str, Any], out_dir: Path, inputs: Mapping[str, str]) -> None:
+    """Record a finished job with the digests of its inputs and of its own content, atomically (a unique
+    temporary file renamed over the record): an interrupted write never counts as finished, and concurrent
+    writers of one record never collide; the last one wins whole."""
+    record = json.loads(json.dumps({**payload, "inputs": dict(inputs), "settings_key": job_key(cfg),
+                                    "output_dir": str(out_dir)}, default=str))  # as it will be read back
+    write_json_atomic(finished_record(cfg), {**record, RECORD_DIGEST: _content_digest(record)}, indent=None)
 
 
 def record_failure(out_dir: Path, err: BaseException) -> None:

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from calm import sweeps
 
-TABLE_DIGEST = "0" * 64
+INPUTS = {"model": "0" * 64, "table": "0" * 64}
 
 
 def record_config(finished_dir: Path) -> DictConfig:
@@ -35,7 +35,7 @@ def main() -> None:
     print("ready", flush=True)
     sys.stdin.readline()
     for write in range(writes):
-        sweeps.mark_finished(cfg, payload(writer, write), finished_dir / f"job{writer}", TABLE_DIGEST)
+        sweeps.mark_finished(cfg, payload(writer, write), finished_dir / f"job{writer}", INPUTS)
     print(f"wrote {writes}", flush=True)
 
 

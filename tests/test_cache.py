@@ -22,6 +22,7 @@ from calm.cache import (
     KEY_FILE,
     LOCK_FILE,
     ActivationCache,
+    RowFacts,
     RowInputs,
     cache_key,
 )
@@ -348,9 +349,21 @@ def test_rows_carry_their_inputs_and_a_changed_input_appends_a_row_that_wins(tmp
     assert torch.equal(reopened.read(["a", "b"]), torch.from_numpy(expected))
     assert reopened.outdated({"a": A, "b": other_audio}) == {} and len(reopened) == 2
     lines = (cache.path / INDEX_FILE).read_text().splitlines()
-    assert lines == [f"a\t0\t{A.audio}\t{A.prompt}", f"b\t1\t{A.audio}\t{A.prompt}",
-                     f"b\t2\t{other_audio.audio}\t{A.prompt}"]
+    assert lines == [f"a\t0\t{A.audio}\t{A.prompt}\t-\t-", f"b\t1\t{A.audio}\t{A.prompt}\t-\t-",
+                     f"b\t2\t{other_audio.audio}\t{A.prompt}\t-\t-"]
     assert cache.write(["b"], _rows(1, seed=3)) == 0, "a write without inputs never replaces a row"
+
+
+def test_rows_record_how_they_were_computed_and_older_lines_record_nothing(tmp_path: Path) -> None:
+    """Batch size and clip duration are recorded with each row and read back, never matched."""
+    cache = _open(tmp_path / "c")
+    cache.write(["a", "b"], _rows(2), [A, A], [RowFacts(2, 31.5), RowFacts(2, 0.25)])
+    line = (cache.path / INDEX_FILE).read_text().splitlines()[0]
+    assert line == f"a\t0\t{A.audio}\t{A.prompt}\t2\t31.5"
+    assert _open(tmp_path / "c").facts(["a", "b", "c"]) == {"a": RowFacts(2, 31.5), "b": RowFacts(2, 0.25)}
+    assert cache.write(["a"], _rows(1, seed=4), [A], [RowFacts(1, 31.5)]) == 0, "other facts reuse the row"
+    (cache.path / INDEX_FILE).write_text(f"a\t0\t{A.audio}\t{A.prompt}\nb\t1\t{A.audio}\t-\n")  # format 2
+    assert _open(tmp_path / "c").facts(["a", "b"]) == {}
 
 
 def test_rows_of_format_1_are_read_but_of_unknown_provenance_and_recomputed(tmp_path: Path) -> None:
@@ -372,7 +385,7 @@ def test_a_newer_format_is_refused_naming_it(tmp_path: Path) -> None:
     cache = _open(tmp_path / "c")
     meta = json.loads((cache.path / "meta.json").read_text())
     (cache.path / "meta.json").write_text(json.dumps({**meta, "format": FORMAT_VERSION + 1}))
-    with pytest.raises(CacheError, match="format: cached 3"):
+    with pytest.raises(CacheError, match=f"format: cached {FORMAT_VERSION + 1}"):
         _open(tmp_path / "c")
 
 

@@ -24,10 +24,10 @@ from calm.baselines.text_zero_shot import TextZeroShotSettings, check_text_tower
 from calm.data.audio import load_audio
 from calm.data.prompts import build_prompt
 from calm.errors import ConfigError
-from calm.extract import cache_key_fields
 from calm.job import prepare
 from calm.pipeline import run_job
 from calm.reports import TextZeroShot
+from calm.row_inputs import model_key_fields
 from calm.tracking import NullTracker
 from tests.cli import REPO, compose_config, small_fsdd
 
@@ -82,7 +82,7 @@ def test_clap_runs_end_to_end_and_caches_one_audio_embedding_per_clip(clap_job: 
 
 def test_clap_reads_no_prompt_so_another_prompt_reuses_the_cache(clap_job: dict) -> None:
     job = clap_job["job"]
-    assert "prompt" not in cache_key_fields(job.backbone, job.prompt)
+    assert "prompt" not in model_key_fields(job.backbone, job.prompt)
     tmp = clap_job["tmp"]
     cfg = compose_config([*clap_job["overrides"], "prompt.question=Which digit is spoken?"], tmp / "out2")
     assert run_job(cfg)["cache"]["extracted"] == 0

@@ -143,7 +143,8 @@ def test_lightning_extraction_copies_only_the_trimmed_mel_input(tiny_dir: Path, 
     from calm.cache import ActivationCache
     from calm.data.fsdd import load_fsdd
     from calm.data.prompts import Prompt
-    from calm.extract import cache_key_fields, extract_missing
+    from calm.extract import extract_missing
+    from calm.row_inputs import model_key_fields
 
     (tmp_path / "fsdd" / "recordings").mkdir(parents=True)
     for name in ("0_george_0", "1_jackson_5", "2_lucas_9"):
@@ -154,7 +155,7 @@ def test_lightning_extraction_copies_only_the_trimmed_mel_input(tiny_dir: Path, 
     capture = Qwen2AudioBackbone.capture
     monkeypatch.setattr(Qwen2AudioBackbone, "capture",
                         lambda self, batch: widths.append(batch["input_features"].shape[-1]) or capture(self, batch))
-    cache = ActivationCache.open(tmp_path / "cache", cache_key_fields(backbone, Prompt()), backbone.n_heads,
+    cache = ActivationCache.open(tmp_path / "cache", model_key_fields(backbone, Prompt()), backbone.n_heads,
                                  backbone.head_dim, label=backbone.name)
     report = extract_missing(backbone, table, Prompt(), cache,
                              {"accelerator": "cpu", "devices": 1, "precision": "32-true", "enable_progress_bar": False},

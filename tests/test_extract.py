@@ -13,7 +13,8 @@ from calm.data.audio import load_audio
 from calm.data.fsdd import load_fsdd
 from calm.data.prompts import Prompt
 from calm.errors import DataError
-from calm.extract import cache_key_fields, extract_missing, plan_batches
+from calm.extract import extract_missing, plan_batches
+from calm.row_inputs import model_key_fields
 
 TRAINER = {"accelerator": "cpu", "devices": 1, "precision": "32-true", "enable_progress_bar": False}
 
@@ -26,7 +27,7 @@ def _small_fsdd(fsdd_root: Path, dest: Path, names: list[str]) -> Path:
 
 
 def _open(tmp_path: Path, backbone: WhisperBackbone) -> ActivationCache:
-    return ActivationCache.open(tmp_path / "cache", cache_key_fields(backbone, Prompt()), backbone.n_heads,
+    return ActivationCache.open(tmp_path / "cache", model_key_fields(backbone, Prompt()), backbone.n_heads,
                                 backbone.head_dim, label=backbone.name)
 
 
@@ -110,3 +111,43 @@ def test_rows_of_an_older_cache_format_are_recomputed_counted_as_unknown_and_log
     assert "recomputing 2 cached rows whose inputs changed" in caplog.text
     again = extract_missing(backbone, table, Prompt(), _open(tmp_path, backbone), TRAINER)
     assert again.extracted == 0 and not any(again.recomputed.values())
+
+
+
+def test_rows_record_their_batch_and_duration_and_the_long_clip_policy_holds_for_cached_rows(
+        tmp_path: Path, fsdd_root: Path, whisper, caplog: pytest.LogCaptureFixture) -> None:
+    """Items 10 and 4 of issue 16. Batch composition moves fp16 rows by up to one float16 step, so each row's
+    index line records the clips in its forward pass (and its clip's duration); neither keys the row. Rows
+    extracted under on_long_clip=truncate do not let a later on_long_clip=error job through, whether the
+    rows recorded their clip's duration or (an older cache) did not; a cached run under truncate names the
+    truncated clips again."""
+    root = _small_fsdd(fsdd_root, tmp_path / "fsdd", NAMES[:2])
+    sf.write(root / "recordings" / "9_george_3.wav", np.zeros(8000 * 31, np.float32), 8000)
+    table = load_fsdd(root)
+    backbone = WhisperBackbone(path=whisper.source)
+    cache = _open(tmp_path, backbone)
+    assert extract_missing(backbone, table, Prompt(), cache, TRAINER, batch_size=2).extracted == 3
+    seconds = {c.id: sf.info(c.audio_path).duration for c in table.clips}
+    batches = plan_batches(table.ids, seconds, 2)
+    assert [len(b) for b in batches] == [2, 1]
+    facts = cache.facts(table.ids)
+    assert {cid: facts[cid].batch_size for cid in table.ids} == {cid: len(b) for b in batches for cid in b}
+    assert {cid: facts[cid].seconds for cid in table.ids} == pytest.approx(seconds)
+
+    refused = r"longer than the model's 30 s audio window: .*9_george_3.wav \(31.0 s\)"
+    with pytest.raises(DataError, match=refused):
+        extract_missing(backbone, table, Prompt(), _open(tmp_path, backbone), TRAINER, on_long_clip="error")
+    with pytest.raises(DataError, match=refused):  # also when only a short clip is missing
+        extract_missing(backbone, table, Prompt(), _open(tmp_path, backbone), TRAINER, on_long_clip="error",
+                        clip_ids=["9_george_3", "0_george_0"])
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="calm.extraction_plan"):  # another batch size reuses the rows
+        assert extract_missing(backbone, table, Prompt(), _open(tmp_path, backbone), TRAINER).extracted == 0
+    assert "9_george_3.wav (31.0 s)" in caplog.text and "truncated" in caplog.text
+
+    index = cache.path / INDEX_FILE  # as a cache written before rows recorded durations
+    index.write_text("".join("\t".join(line.split("\t")[:4]) + "\n" for line in index.read_text().splitlines()))
+    fresh = WhisperBackbone(path=whisper.source)
+    with pytest.raises(DataError, match=refused):
+        extract_missing(fresh, table, Prompt(), _open(tmp_path, fresh), TRAINER, on_long_clip="error")
+    assert fresh.model is None, "the policy is checked before any model loads"

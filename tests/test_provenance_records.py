@@ -1,7 +1,7 @@
-"""Finished-job records and output folders (issue 10, cases 4-6): a finished job is reused only on the
-same settings and the same clip table; two jobs started in the same second never share a folder; two
-processes writing one record never fail and readers never see a torn one; a torn record is skipped
-with a warning, never fatal."""
+"""Finished-job records and output folders (issue 10, cases 4-6; issue 16, items 1 and 8): a finished job
+is reused only on the same settings, the same model content and the same clip table; two jobs started in
+the same second never share a folder; two processes writing one record never fail and readers never see
+a torn one; a torn or edited record is skipped with a warning, never fatal."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from calm.sweeps import finished_record, load_finished, mark_finished
+from calm.sweeps import RECORD_FIELDS, finished_record, load_finished, mark_finished
 from tests import record_writer_proc as writer
 from tests.cli import REPO, compose_config
 from tests.sweep_runs import TINY_ARGS, tiny_data
@@ -125,7 +125,7 @@ def test_two_processes_writing_one_record_never_fail_and_readers_never_see_a_tor
     assert [(code, out.strip()) for code, out, _ in outcomes] == [(0, f"wrote {writes}")] * 2, \
         [err[-1500:] for _, _, err in outcomes]
     assert reads > 0 and torn == [], f"{len(torn)} of {reads} reads saw a torn record (sizes {torn[:10]})"
-    assert load_finished(cfg, writer.TABLE_DIGEST)["write"] == writes - 1
+    assert load_finished(cfg, writer.INPUTS)["write"] == writes - 1
     assert sorted(p.name for p in finished.iterdir()) == [record.name], "no temporary file may be left"
 
 
@@ -138,18 +138,130 @@ def test_a_torn_record_is_skipped_with_a_warning_not_fatal(tmp_path: Path, caplo
         record.write_text(torn)
         caplog.clear()
         with caplog.at_level(logging.WARNING):
-            assert load_finished(cfg, writer.TABLE_DIGEST) is None
+            assert load_finished(cfg, writer.INPUTS) is None
         assert str(record) in caplog.text, torn
-    mark_finished(cfg, writer.payload(0, 7), tmp_path / "job", writer.TABLE_DIGEST)
-    assert load_finished(cfg, writer.TABLE_DIGEST)["write"] == 7
+    mark_finished(cfg, writer.payload(0, 7), tmp_path / "job", writer.INPUTS)
+    assert load_finished(cfg, writer.INPUTS)["write"] == 7
 
 
-def test_a_record_is_reused_only_for_the_same_clip_table(tmp_path: Path) -> None:
-    """The table digest is stored in the record; collecting (no table digest) takes the record as it is."""
+def test_a_record_is_reused_only_for_the_same_inputs(tmp_path: Path) -> None:
+    """The model and table digests are stored in the record; collecting (no inputs) takes the record as it is."""
     cfg = writer.record_config(tmp_path / "finished")
-    mark_finished(cfg, writer.payload(0, 3), tmp_path / "job", writer.TABLE_DIGEST)
-    assert load_finished(cfg, writer.TABLE_DIGEST)["output_dir"] == str(tmp_path / "job")
-    assert load_finished(cfg, "1" * 64) is None
+    mark_finished(cfg, writer.payload(0, 3), tmp_path / "job", writer.INPUTS)
+    assert load_finished(cfg, writer.INPUTS)["output_dir"] == str(tmp_path / "job")
+    for name in writer.INPUTS:
+        assert load_finished(cfg, {**writer.INPUTS, name: "1" * 64}) is None, name
     assert load_finished(cfg, None)["write"] == 3
     cfg.force = True
-    assert load_finished(cfg, writer.TABLE_DIGEST) is None
+    assert load_finished(cfg, writer.INPUTS) is None
+
+
+def _scale_one_tensor(weights: Path, name: str, factor: float) -> None:
+    """Scale one tensor of `weights`/model.safetensors in place: the same file size, other content."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    file = weights / "model.safetensors"
+    size = file.stat().st_size
+    with safe_open(str(file), framework="pt") as handle:
+        metadata = handle.metadata()
+    tensors = load_file(str(file))
+    tensors[name] = tensors[name] * factor
+    save_file(tensors, str(file), metadata=metadata)
+    assert file.stat().st_size == size
+
+
+def test_a_finished_job_is_rerun_when_its_weights_change_in_place_or_come_from_other_assets(
+        tmp_path: Path, fsdd_root: Path, whisper_dir: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Item 1 of issue 16: the same command after one tensor of the real Whisper tiny.en weights was scaled
+    in place (same size), and after CALM_ASSETS was pointed at other weights, extracts again and reports
+    the numbers of the weights it ran with, not the old record's."""
+    from calm.pipeline import run_job
+
+    root = _class_folders(fsdd_root, tmp_path / "data", (0, 1, 2, 3))
+    assets_a, assets_b = tmp_path / "assets_a", tmp_path / "assets_b"
+    for assets in (assets_a, assets_b):
+        shutil.copytree(whisper_dir, assets / whisper_dir.name)
+    _scale_one_tensor(assets_b / whisper_dir.name, "model.encoder.conv2.weight", 0.1)
+    overrides = ["dataset=folder", f"dataset.root={root}", f"paths.cache_dir={tmp_path / 'cache'}", *TINY_ARGS,
+                 "shots=1", "episodes=8", "method=calm_vs_sav"]
+
+    def run(name: str, assets: Path, force: bool = False) -> dict:
+        monkeypatch.setenv("CALM_ASSETS", str(assets))
+        cfg = compose_config([*overrides, f"force={str(force).lower()}"], tmp_path / name)
+        cfg.paths.finished_dir = str(tmp_path / "finished")
+        caplog.clear()
+        run_job(cfg)
+        return json.loads((tmp_path / name / "results.json").read_text())
+
+    def numbers(result: dict) -> dict:
+        return {row["method"]: row["accuracy_mean"] for row in result["results"]}
+
+    caplog.set_level(logging.INFO)
+    first = run("first", assets_a)
+    needed = first["cache"]["needed"]
+    assert first["cache"]["extracted"] == needed > 0
+    assert run("same", assets_a)["resumed_from"] == str(tmp_path / "first") and ALREADY in caplog.text
+
+    _scale_one_tensor(assets_a / whisper_dir.name, "model.encoder.conv1.weight", 0.1)
+    changed = run("changed", assets_a)
+    assert ALREADY not in caplog.text, "weights changed in place must not reuse the old record"
+    assert "resumed_from" not in changed and changed["cache"]["extracted"] == needed
+    assert changed["cache"]["key"] != first["cache"]["key"]
+    assert numbers(changed) == numbers(run("changed_forced", assets_a, force=True))
+    assert numbers(changed) != numbers(first), "the scaled weights must report their own numbers"
+
+    other = run("other", assets_b)
+    assert ALREADY not in caplog.text, "weights from another CALM_ASSETS folder must not reuse the old record"
+    assert "resumed_from" not in other and other["cache"]["extracted"] == needed
+    assert numbers(other) != numbers(first), "the other weights must report their own numbers"
+
+
+def test_an_edited_record_is_reported_and_not_trusted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Item 8 of issue 16: a record edited after it was written (still valid JSON, every field present) is
+    reported with a warning naming the file and counts as not finished; so does a record without its
+    content digest (written before records carried one)."""
+    cfg = writer.record_config(tmp_path / "finished")
+    mark_finished(cfg, writer.payload(0, 3), tmp_path / "job", writer.INPUTS)
+    record = finished_record(cfg)
+    assert load_finished(cfg, writer.INPUTS)["write"] == 3
+    original = json.loads(record.read_text())
+    edited = {**original, "results": [{**original["results"][0], "accuracy_mean": 99.0}, *original["results"][1:]]}
+    unsigned = {name: value for name, value in original.items() if name in (*RECORD_FIELDS, "inputs")}
+    for changed in (edited, unsigned):
+        record.write_text(json.dumps(changed))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            assert load_finished(cfg, writer.INPUTS) is None
+            assert load_finished(cfg, None) is None, "collecting must not trust it either"
+        assert str(record) in caplog.text and "runs again" in caplog.text
+    record.write_text(json.dumps(original, indent=2))  # the same content laid out otherwise is the same record
+    assert load_finished(cfg, writer.INPUTS)["write"] == 3
+
+
+def test_an_edited_record_makes_the_job_run_again(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory,
+                                                  fsdd_root: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Item 8 of issue 16, through the pipeline: the edited numbers are never copied into a new run."""
+    from calm.pipeline import run_job
+
+    data, cache = tiny_data(tmp_path_factory, fsdd_root)
+    overrides = [f"dataset.root={data}", f"paths.cache_dir={cache}", *TINY_ARGS, "shots=2", "method=sav"]
+
+    def run(name: str) -> dict:
+        cfg = compose_config(overrides, tmp_path / name)
+        cfg.paths.finished_dir = str(tmp_path / "finished")
+        caplog.clear()
+        run_job(cfg)
+        return json.loads((tmp_path / name / "results.json").read_text())
+
+    caplog.set_level(logging.INFO)
+    first = run("first")
+    (record,) = (tmp_path / "finished").glob("*.json")
+    edited = json.loads(record.read_text())
+    edited["results"][0]["accuracy_mean"] = 12.5
+    record.write_text(json.dumps(edited))
+    again = run("again")
+    assert ALREADY not in caplog.text and str(record) in caplog.text
+    assert "resumed_from" not in again and again["results"] == first["results"]
+    assert run("third")["resumed_from"] == str(tmp_path / "again"), "the rewritten record is trusted again"

@@ -182,7 +182,7 @@ class FakeBackbone:
         self.calls: list[tuple[int, int]] = []
         self.model = torch.nn.Linear(1, 1)
 
-    def key_fields(self) -> dict[str, Any]:
+    def key_fields(self, digests: Any = None) -> dict[str, Any]:
         return {"family": "fake"}
 
     def sample_answers(self, waves, prompts, seeds, samples, temperature, top_p, max_new_tokens):

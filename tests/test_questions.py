@@ -146,8 +146,8 @@ def test_a_job_extracts_one_cache_row_per_question(tmp_path: Path, monkeypatch: 
     from calm.cache import ActivationCache
     from calm.data.audio import load_audio
     from calm.data.prompts import build_prompt
-    from calm.extract import cache_key_fields
     from calm.pipeline import run_job
+    from calm.row_inputs import model_key_fields
     from tests.cli import compose_config
     from tests.layouts import make_audioset
 
@@ -171,7 +171,7 @@ def test_a_job_extracts_one_cache_row_per_question(tmp_path: Path, monkeypatch: 
     for name in ("exact_match_questions_mean", "exact_match_sets_mean"):  # two clips per episode
         assert calm[name] in (0.0, 25.0, 50.0, 75.0, 100.0)
     backbone, prompt = build_backbone(cfg.backbone, "32-true"), build_prompt(cfg.prompt)
-    cache = ActivationCache.open_path(Path(result["cache"]["path"]), cache_key_fields(backbone, prompt),
+    cache = ActivationCache.open_path(Path(result["cache"]["path"]), model_key_fields(backbone, prompt),
                                       backbone.n_heads, backbone.head_dim)
     questions = {"train0000001_000000#0", "train0000001_000000#1", "train0000002_000000", "train0000003_000000#0",
                  "train0000003_000000#1", "evalu000001_000000#0", "evalu000001_000000#1", "evalu000002_000000"}

@@ -19,7 +19,7 @@ from calm.backbones.tiny import build_tiny_qwen2_audio, ensure_tiny_qwen2_audio
 from calm.data.audio import load_audio
 from calm.data.prompts import Prompt
 from calm.errors import AssetError, ConfigError
-from calm.extract import cache_key_fields
+from calm.row_inputs import model_key_fields
 from tests.cli import REPO
 
 PROMPTS = ["What sound is this?", "Hi", "Describe the sound of this clip in one long sentence, please."]
@@ -180,7 +180,7 @@ def test_key_changes_with_precision_and_hook_points_not_with_batch(tiny_dir: Pat
     assert "batch" not in str(fp32) and "device" not in str(fp32)
     assert fp32["audio"]["n_samples"] == 480000 and fp32["audio"]["sample_rate"] == 16000
     assert fp32["prompt_format"]["rendered"].endswith("{prompt}<|im_end|>\n" + ASSISTANT_HEADER)
-    assert "prompt" in cache_key_fields(qwen, Prompt())
+    assert "prompt" in model_key_fields(qwen, Prompt())
     with pytest.raises(ConfigError, match="unknown qwen2_audio hook points"):
         Qwen2AudioBackbone(path=str(tiny_dir), hook_points=["lm_head"])
 

@@ -13,8 +13,8 @@ from calm.cache import ActivationCache
 from calm.data.audio import load_audio
 from calm.data.fsdd import load_fsdd
 from calm.data.prompts import build_prompt
-from calm.extract import cache_key_fields
 from calm.pipeline import run_job
+from calm.row_inputs import model_key_fields
 from tests.cli import compose_config, small_fsdd
 
 
@@ -30,7 +30,7 @@ def test_tiny_backbone_runs_end_to_end_from_the_config(backbone_name: str, tmp_p
     result = run_job(cfg)
     assert result["cache"]["extracted"] == 20 and (tiny_path / "config.json").is_file()
     backbone, prompt, table = build_backbone(cfg.backbone, "32-true"), build_prompt(cfg.prompt), load_fsdd(data)
-    cache = ActivationCache.open_path(Path(result["cache"]["path"]), cache_key_fields(backbone, prompt),
+    cache = ActivationCache.open_path(Path(result["cache"]["path"]), model_key_fields(backbone, prompt),
                                       backbone.n_heads, backbone.head_dim)
     backbone.load()
     waves = [load_audio(c.audio_path, 16000) for c in table.clips[:3]]

@@ -108,7 +108,7 @@ class LetterFake(GreedyFake):
 
     uses_prompt_text = True
 
-    def key_fields(self) -> dict[str, str]:
+    def key_fields(self, digests: Any = None) -> dict[str, str]:
         return {"family": "letter-fake"}
 
     def generate_answers(self, waves: list[np.ndarray], prompts: list[str], max_new_tokens: int = 32) -> list[str]:
@@ -146,7 +146,7 @@ class SamplingFake(GreedyFake):
     """Sampled answers: a word drawn from the torch generator the caller seeded, and the temperature
     it was asked for, so the test sees both the seeding and the temperature per call."""
 
-    def key_fields(self) -> dict[str, str]:
+    def key_fields(self, digests: Any = None) -> dict[str, str]:
         return {"family": "sampling-fake"}
 
     def sample_answers(self, waves, prompts, seeds, samples, temperature, top_p, max_new_tokens):
@@ -241,7 +241,7 @@ class PromptSpy(GreedyFake):
         super().__init__()
         self.seen: list[tuple[int, str]] = []
 
-    def key_fields(self) -> dict[str, str]:
+    def key_fields(self, digests: Any = None) -> dict[str, str]:
         return {"family": "prompt-spy"}
 
     def generate_answers(self, waves: list[np.ndarray], prompts: list[str], max_new_tokens: int = 32) -> list[str]:

@@ -1,6 +1,7 @@
 """Generated answers per clip id in one JSON file under the cache folder, named by the digest of
-everything shared by all clips that changes them (dataset, backbone, prompt, decoding, seed), so a sweep
-over shots or estimators answers each clip once and a change of any such input reads another file.
+everything shared by all clips that changes them (dataset, decoding, seed, and the backbone and prompt
+as they key activation rows: `calm.row_inputs.model_key_fields`, weights by content), so a sweep over
+shots or estimators answers each clip once and a change of any such input reads another file.
 
 What differs per clip is stored with each answer: the digests of the inputs it was generated from (the
 clip's audio content and, for a backbone that reads it, its rendered prompt text, which under the

@@ -51,7 +51,9 @@ from calm.data.prompts import ClipPrompt, PaperPrompt
 from calm.data.table import SUPPORT_SPLIT, Clip, ClipTable
 from calm.digests import seeded_int
 from calm.errors import ConfigError, DataError
+from calm.file_digests import FileDigests
 from calm.protocols import Episode
+from calm.row_inputs import model_key_fields
 
 TSV_NAME = "pseudo_labels.tsv"
 STORE_FOLDER = "pseudo_label_answers"
@@ -203,21 +205,22 @@ def unlabelled_pool(table: ClipTable, pool_size: int | None, seed: int) -> np.nd
 
 def answer_store(cache_dir: Path, backbone: Backbone, prompt: ClipPrompt, settings: PseudoLabelSettings,
                  table: ClipTable) -> AnswerStore:
-    """The store for this dataset, backbone, prompt (when the backbone reads it) and sampling settings.
+    """The store for this dataset, backbone and prompt (keyed as rows are: `calm.row_inputs.model_key_fields`,
+    weights by content) and sampling settings.
 
     The dataset's name and source are part of the key because clip ids are only unique within a
     dataset: two datasets whose clips share ids must never read each other's answers.
     """
+    digests = FileDigests(cache_dir)
     fields = {
         "dataset": {"name": table.name, "source": table.source},
-        "backbone": backbone.key_fields(),
-        "prompt": prompt.key_fields() if backbone.uses_prompt_text else None,
+        **model_key_fields(backbone, prompt, digests),
         "sampling": {"samples": settings.samples, "temperature": settings.temperature, "top_p": settings.top_p,
                      "max_new_tokens": settings.max_new_tokens, "seed": settings.seed},
     }
     if settings.temperature_range is not None:  # absent otherwise, so the stores of earlier runs stay valid
         fields["sampling"]["temperature_range"] = list(settings.temperature_range)
-    return AnswerStore(Path(cache_dir) / STORE_FOLDER, fields, backbone.name)
+    return AnswerStore(Path(cache_dir) / STORE_FOLDER, fields, backbone.name, digests)
 
 
 def answer_pool(backbone: Backbone, table: ClipTable, prompt: ClipPrompt, rows: Sequence[int],

@@ -25,7 +25,9 @@ from calm.baselines.generation import stored_or_generated
 from calm.data.prompts import ClipPrompt, PaperPrompt
 from calm.data.table import Clip, ClipTable
 from calm.errors import ConfigError
+from calm.file_digests import FileDigests
 from calm.protocols import Episode
+from calm.row_inputs import model_key_fields
 
 # The results row this baseline produces (tables and sweep figures look it up by this name).
 ZERO_SHOT_ROW = "zero_shot"
@@ -130,12 +132,13 @@ class ZeroShotAnswers:
 def zero_shot_store(cache_dir: Path, backbone: Backbone, prompt: ClipPrompt, settings: ZeroShotSettings,
                     table: ClipTable) -> AnswerStore:
     """The answer store for this dataset (name and source: clip ids are unique only within one),
-    backbone, prompt (when the backbone reads it) and decoding settings; each answer is stored with
-    its clip's audio and prompt-text digests (`AnswerStore.current`)."""
-    fields = {"dataset": {"name": table.name, "source": table.source}, "backbone": backbone.key_fields(),
-              "prompt": prompt.key_fields() if backbone.uses_prompt_text else None,
-              "decoding": settings.decoding_key()}
-    return AnswerStore(Path(cache_dir) / STORE_FOLDER, fields, backbone.name)
+    backbone and prompt (keyed as rows are: `calm.row_inputs.model_key_fields`, weights by content) and
+    decoding settings; each answer is stored with its clip's audio and prompt-text digests
+    (`AnswerStore.current`)."""
+    digests = FileDigests(cache_dir)
+    fields = {"dataset": {"name": table.name, "source": table.source},
+              **model_key_fields(backbone, prompt, digests), "decoding": settings.decoding_key()}
+    return AnswerStore(Path(cache_dir) / STORE_FOLDER, fields, backbone.name, digests)
 
 
 def named_class(answer: str, clip: Clip, table: ClipTable, prompt: ClipPrompt, matching: str) -> int | None:

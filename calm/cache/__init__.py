@@ -5,8 +5,9 @@ On-disk layout of one cache folder (``<root>/<label>-<key[:16]>`` or ``<root>/<k
 - ``key.json``: ``{"key": <sha256>, "fields": {...}}``, the settings the rows depend on.
 - ``meta.json``: format version, ``n_heads``, ``head_dim``, ``dtype`` (always float16), ``head_names``.
 - ``rows.f16``: the rows, raw little-endian float16, C order, one row after another.
-- ``index.tsv``: one line per row, naming its clip and the digests of the inputs it was computed from
-  (``calm.cache.index``); only rows named here exist, and for a clip named twice the newest line wins.
+- ``index.tsv``: one line per row, naming its clip, the digests of the inputs it was computed from and
+  how it was computed (batch size, clip duration; ``calm.cache.index``); only rows named here exist,
+  and for a clip named twice the newest line wins.
 - ``cache.lock``: inter-process lock held while writing.
 
 A write appends (and fsyncs) the rows first and the index lines second, under the lock, after
@@ -21,9 +22,9 @@ exact inputs it was computed from (`calm.cache.index`). Content digests of files
 """
 
 from calm.cache.folder import DATA_FILE, INDEX_FILE, KEY_FILE, LOCK_FILE, META_FILE, cache_key
-from calm.cache.index import FORMAT_VERSION, REASONS, RowInputs
+from calm.cache.index import FORMAT_VERSION, REASONS, RowFacts, RowInputs
 from calm.cache.rows import RowView
 from calm.cache.store import ActivationCache
 
 __all__ = ["DATA_FILE", "FORMAT_VERSION", "INDEX_FILE", "KEY_FILE", "LOCK_FILE", "META_FILE", "REASONS",
-           "ActivationCache", "RowInputs", "RowView", "cache_key"]
+           "ActivationCache", "RowFacts", "RowInputs", "RowView", "cache_key"]

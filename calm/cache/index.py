@@ -1,15 +1,23 @@
-"""The row index of a cache folder (``index.tsv``): which row holds which clip, and what it was computed from.
+"""The row index of a cache folder (``index.tsv``): which row holds which clip, what it was computed from,
+and how.
 
 A row depends on more than the folder's key: on the bytes of the clip's audio (and video) file and,
 for a backbone that reads the prompt, on the exact prompt text rendered for that clip (a `paper`
 prompt draws its options from the dataset's class list, which no key holds). Each index line
 therefore records those inputs, and a row whose inputs differ from the ones wanted now is stale.
 
-Line format 2 (current): ``<clip_id>\\t<row>\\t<audio>\\t<prompt>\\n``, where ``<row>`` is the line's
-position (0, 1, ...), ``<audio>`` the digest of the clip's media files and ``<prompt>`` the digest of
-its prompt text, or ``-`` where the backbone reads no prompt text. ``-\\t-`` (rows written without
-their inputs) and format 1's ``<clip_id>\\t<row>\\n`` lines are rows of unknown provenance: they are
-served to callers that do not say which inputs they want, and recomputed by extraction. A clip id may
+Each line also records facts about how the row was computed that are read, never matched: the number
+of clips in its forward pass (batch composition moves fp16 rows by up to one float16 step, so a row is
+not recomputed for it) and its clip's duration (a clip beyond the model's window was truncated, and a
+job under `on_long_clip=error` must refuse its cached row as it refuses the clip).
+
+Line format 3 (current): ``<clip_id>\\t<row>\\t<audio>\\t<prompt>\\t<batch>\\t<seconds>\\n``, where ``<row>`` is
+the line's position (0, 1, ...), ``<audio>`` the digest of the clip's media files, ``<prompt>`` the
+digest of its prompt text or ``-`` where the backbone reads no prompt text, ``<batch>`` the clips in
+the forward pass and ``<seconds>`` the clip's duration (``-\\t-`` where not recorded). Lines with
+``-\\t-`` inputs (rows written without them) and format 1's ``<clip_id>\\t<row>\\n`` lines are rows of unknown provenance:
+they are served to callers that do not say which inputs they want, and recomputed by extraction.
+Format 2's lines (``<clip_id>\\t<row>\\t<audio>\\t<prompt>``) have inputs but no facts. A clip id may
 appear on several lines: the newest line wins (a recomputed row is appended, never written in place).
 """
 
@@ -18,8 +26,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-FORMAT_VERSION = 2
-READABLE_FORMATS = (1, 2)
+FORMAT_VERSION = 3
+READABLE_FORMATS = (1, 2, 3)
 REASONS = ("audio", "prompt", "unknown")  # why a cached row is recomputed, as counted in results.json
 MISSING = "missing"
 _NONE = "-"
@@ -53,22 +61,39 @@ class RowInputs:
             raise ValueError("a row's audio digest may not be empty")
 
 
-def format_line(clip_id: str, row: int, inputs: RowInputs | None) -> str:
-    """One format-2 index line (with its newline)."""
-    if inputs is None:
-        return f"{clip_id}\t{row}\t{_NONE}\t{_NONE}\n"
-    return f"{clip_id}\t{row}\t{inputs.audio}\t{inputs.prompt or _NONE}\n"
+@dataclass(frozen=True)
+class RowFacts:
+    """How one row was computed, recorded with it and never matched: the clips in its forward pass and
+    its clip's duration in seconds (longer than the model's window: the row saw the clip truncated)."""
+
+    batch_size: int
+    seconds: float
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or not self.seconds >= 0:
+            raise ValueError(f"row facts need a positive batch size and a duration, got {self}")
 
 
-def parse_line(line: str, expected_row: int) -> tuple[str, RowInputs | None]:
-    """The clip id and inputs of an index line (format 1 or 2); ValueError when it is not one."""
+def format_line(clip_id: str, row: int, inputs: RowInputs | None, facts: RowFacts | None = None) -> str:
+    """One format-3 index line (with its newline)."""
+    fields = [_NONE, _NONE] if inputs is None else [inputs.audio, inputs.prompt or _NONE]
+    fields += [_NONE, _NONE] if facts is None else [str(facts.batch_size), repr(float(facts.seconds))]
+    return "\t".join([clip_id, str(row), *fields]) + "\n"
+
+
+def parse_line(line: str, expected_row: int) -> tuple[str, RowInputs | None, RowFacts | None]:
+    """The clip id, inputs and facts of an index line (format 1, 2 or 3); ValueError when it is not one."""
     parts = line.split("\t")
-    if len(parts) not in (2, 4) or not parts[0] or parts[1] != str(expected_row):
+    if len(parts) not in (2, 4, 6) or not parts[0] or parts[1] != str(expected_row):
         raise ValueError(f"index line {expected_row + 1} is {line!r}, expected "
-                         f"'<clip_id>\\t{expected_row}\\t<audio>\\t<prompt>'")
-    if len(parts) == 2 or parts[2] == _NONE:
-        return parts[0], None
-    return parts[0], RowInputs(parts[2], "" if parts[3] == _NONE else parts[3])
+                         f"'<clip_id>\\t{expected_row}\\t<audio>\\t<prompt>\\t<batch>\\t<seconds>'")
+    inputs = None
+    if len(parts) > 2 and parts[2] != _NONE:
+        inputs = RowInputs(parts[2], "" if parts[3] == _NONE else parts[3])
+    facts = None
+    if len(parts) == 6 and parts[4] != _NONE:
+        facts = RowFacts(int(parts[4]), float(parts[5]))
+    return parts[0], inputs, facts
 
 
 def stale_reason(stored: RowInputs | None, wanted: RowInputs) -> str | None:

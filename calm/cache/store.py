@@ -29,6 +29,7 @@ from calm.cache.folder import (
 from calm.cache.index import (
     FORMAT_VERSION,
     MISSING,
+    RowFacts,
     RowInputs,
     format_line,
     parse_line,
@@ -69,6 +70,7 @@ class ActivationCache:
         self._lock = FileLock(str(folder / LOCK_FILE))
         self._rows: dict[str, int] = {}  # clip id -> its newest row
         self._inputs: dict[str, RowInputs | None] = {}  # clip id -> what its newest row was computed from
+        self._facts: dict[str, RowFacts | None] = {}  # clip id -> how its newest row was computed
         self._lines = 0  # rows (index lines) so far, every clip's older rows included
         self._index_offset = 0
         self._meta_format = meta_format
@@ -133,11 +135,12 @@ class ActivationCache:
             return
         for line in new[: end - 1].decode("utf-8").split("\n"):
             try:
-                clip_id, inputs = parse_line(line, self._lines)
+                clip_id, inputs, facts = parse_line(line, self._lines)
             except ValueError as err:
                 raise self._corrupt(str(err)) from err
             self._rows[clip_id] = self._lines
             self._inputs[clip_id] = inputs
+            self._facts[clip_id] = facts
             self._lines += 1
         self._index_offset += end
 
@@ -161,6 +164,12 @@ class ActivationCache:
             if reason is not None:
                 todo[clip_id] = reason
         return todo
+
+    def facts(self, clip_ids: Sequence[str]) -> dict[str, RowFacts]:
+        """How the rows of `clip_ids` were computed (batch size, clip duration), for the clips whose row
+        recorded it (rows of older formats did not)."""
+        self._refresh()
+        return {cid: facts for cid in clip_ids if (facts := self._facts.get(cid)) is not None}
 
     def __len__(self) -> int:
         self._refresh()
@@ -221,15 +230,18 @@ class ActivationCache:
 
     def write(
         self, clip_ids: Sequence[str], rows: np.ndarray | torch.Tensor,
-        inputs: Sequence[RowInputs | None] | None = None,
+        inputs: Sequence[RowInputs | None] | None = None, facts: Sequence[RowFacts | None] | None = None,
     ) -> int:
         """Store rows (B, n_heads, head_dim) for ``clip_ids``, computed from ``inputs`` (one per clip; None:
-        unknown). A clip already cached is skipped, unless its inputs are given and its row was computed
-        from others: then the new row is appended and wins. Returns rows written."""
+        unknown) as ``facts`` say (one per clip; None: not recorded). A clip already cached is skipped,
+        unless its inputs are given and its row was computed from others: then the new row is appended
+        and wins. Returns rows written."""
         ids = self._validate_ids(clip_ids)
-        if inputs is not None and len(inputs) != len(ids):
-            raise ValueError(f"{len(inputs)} row inputs given for {len(ids)} clips")
+        for given, what in ((inputs, "row inputs"), (facts, "row facts")):
+            if given is not None and len(given) != len(ids):
+                raise ValueError(f"{len(given)} {what} given for {len(ids)} clips")
         wanted = list(inputs) if inputs is not None else [None] * len(ids)
+        how = list(facts) if facts is not None else [None] * len(ids)
         data = self._to_fp16(ids, rows)
         try:
             with self._lock:
@@ -241,7 +253,7 @@ class ActivationCache:
                 self._upgrade_meta()
                 first_row = self._lines
                 self._append_rows(data[keep].tobytes(), first_row)
-                lines = "".join(format_line(ids[i], first_row + n, wanted[i]) for n, i in enumerate(keep))
+                lines = "".join(format_line(ids[i], first_row + n, wanted[i], how[i]) for n, i in enumerate(keep))
                 self._append_index(lines.encode("utf-8"))
                 self._refresh()
         except OSError as err:
@@ -266,7 +278,8 @@ class ActivationCache:
         return inputs is not None and stale_reason(self._inputs[clip_id], inputs) is not None
 
     def _upgrade_meta(self) -> None:
-        """Mark a format-1 folder as format 2 before its first format-2 line (older calm then refuses it)."""
+        """Mark a folder of an older format as the current one before its first current line (older calm
+        then refuses it instead of misreading the line)."""
         if self._meta_format != FORMAT_VERSION:
             write_meta(self.path / META_FILE, FORMAT_VERSION, self.n_heads, self.head_dim, self.head_names)
             self._meta_format = FORMAT_VERSION

@@ -99,7 +99,7 @@ def run_or_collect(group: RowGroup, shots: ShotSetting, cfg: DictConfig, collect
     outcome = JobOutcome(group, shots, expected_methods(cfg), job_dir=str(cfg.paths.output_dir), key=job_key(cfg))
     try:
         if collect_only:  # no data is read: the latest record for these settings, whatever table it ran on
-            result = load_finished(cfg, table_digest=None)
+            result = load_finished(cfg, inputs=None)
             if result is None:
                 outcome.status, outcome.reason = NO_DATA, "not run yet (no finished job with these settings)"
                 return outcome
