@@ -45,6 +45,9 @@ class Family:
 
     `window` says how long a clip the processor keeps: "chunk_length" (the feature extractor's window,
     longer clips are cut), "max_audio_len" (the processor's cap over several windows), or None (no cap).
+    `per_clip_features`: run the processor clip by clip and pad its outputs here (ids and masks on the left,
+    features and their masks with zeros on the right), for processors that pad audio to the batch's longest:
+    their mel frames and encoder chunks at a clip's end would otherwise depend on the other clips of the batch.
     `position_ids`: pass positions that count real tokens only (1-D RoPE); False where the model works out
     its own (multimodal RoPE from the attention mask). `call_kwargs`: extra keyword arguments of the
     processor call (e.g. text padding where the processor does not pad by default).
@@ -62,6 +65,7 @@ class Family:
     position_ids: bool = True
     call_kwargs: dict[str, Any] = field(default_factory=dict)
     audio_padding: str = "zeros_to_30s_windows"
+    per_clip_features: bool = False
     import_hint: str | None = None
     tiny_text: dict[str, int] | None = None
     build_tiny: Callable[[Path, int], Path] | None = None
@@ -79,6 +83,21 @@ def require_extras(family: Family) -> None:
                 f"backbone family {family.name!r} needs the package {extra!r}, which is not installed",
                 f"pip install 'calm[{family.name}]' (or pip install {extra})",
             )
+
+
+def padded_batch(parts: list[dict[str, torch.Tensor]], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """One batch from single-clip processor outputs: token ids and their mask padded on the left (pad token,
+    0), every other tensor (audio features and their masks) with zeros on the right of its last axis."""
+    batch = {}
+    for key in parts[0]:
+        tensors = [part[key] for part in parts]
+        longest = max(t.shape[-1] for t in tensors)
+        left = key in ("input_ids", "attention_mask")
+        value = pad_token_id if key == "input_ids" else 0
+        batch[key] = torch.cat([
+            torch.nn.functional.pad(t, (longest - t.shape[-1], 0) if left else (0, longest - t.shape[-1]), value=value)
+            for t in tensors])
+    return batch
 
 
 class AudioLMBackbone(Backbone):
@@ -284,14 +303,21 @@ class AudioLMBackbone(Backbone):
         """The processor's batch (left padded), the index of each row's last real token, and, for 1-D RoPE
         families, position ids that count real tokens only, so padding never shifts a row's positions."""
         texts = [self.render_prompt(prompt) for prompt in prompts]
-        inputs = self.processor(text=texts, audio=list(waves), sampling_rate=self.sample_rate,
-                                return_tensors="pt", **self.spec.call_kwargs)
-        batch = {key: value for key, value in inputs.items() if key not in NOT_MODEL_INPUTS}
+        if self.spec.per_clip_features:
+            parts = [self._process([text], [wave]) for text, wave in zip(texts, waves, strict=True)]
+            batch = padded_batch(parts, self.processor.tokenizer.pad_token_id)
+        else:
+            batch = self._process(texts, list(waves))
         mask = batch["attention_mask"]
         if self.spec.position_ids:
             batch["position_ids"] = (mask.cumsum(-1) - 1).clamp_min(0)
         batch["last_index"] = (torch.arange(mask.shape[1]) * mask).argmax(-1)
         return batch
+
+    def _process(self, texts: list[str], waves: list[np.ndarray]) -> dict[str, torch.Tensor]:
+        inputs = self.processor(text=texts, audio=waves, sampling_rate=self.sample_rate, return_tensors="pt",
+                                **self.spec.call_kwargs)
+        return {key: value for key, value in inputs.items() if key not in NOT_MODEL_INPUTS}
 
     def base_model(self) -> nn.Module:
         """The model without its LM head (the head is never computed)."""
