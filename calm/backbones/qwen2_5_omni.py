@@ -37,7 +37,7 @@ def _build_tiny(dest: Path, seed: int) -> Path:
 
 QWEN2_5_OMNI = Family(
     name="qwen2_5_omni", model_class="Qwen2_5OmniThinkerForConditionalGeneration", hub_id="Qwen/Qwen2.5-Omni-7B",
-    license="Apache-2.0 (model card: other, Qwen license)", audio="one 30 s Whisper window (longer clips cut)",
+    license="Apache-2.0", audio="one 30 s Whisper window (longer clips cut)",
     sub_config="thinker_config", window="chunk_length", position_ids=False,
     import_hint="install torchvision (the build matching your torch): Qwen2.5-Omni's video processor needs it",
     call_kwargs={"padding": True, "padding_side": "left"}, audio_padding="zeros_to_window",
