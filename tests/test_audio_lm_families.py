@@ -14,7 +14,7 @@ from calm.backbones.audio_lm import AudioLMBackbone
 from calm.data.audio import load_audio
 from tests.cli import REPO
 
-FAMILIES = ["qwen3_omni", "audio_flamingo3", "music_flamingo", "glm_asr", "qwen3_asr"]
+FAMILIES = ["qwen3_omni", "audio_flamingo3", "music_flamingo", "glm_asr", "qwen3_asr", "phi4_multimodal"]
 CLIPS = ["0_george_0", "7_jackson_12", "3_lucas_30"]  # different lengths, all under a second
 PROMPTS = ["What sound is this?", "Hi", "Which digit is spoken here, from zero to nine?"]
 
@@ -39,11 +39,13 @@ def waves(fsdd_root: Path) -> list[np.ndarray]:
 def test_every_language_model_head_is_captured_and_nothing_else(family: AudioLMBackbone) -> None:
     text = family.text_config
     assert family.n_heads == text.num_hidden_layers * text.num_attention_heads == 8
-    hooked = [path for _, path, _ in family._capture.modules]
-    assert len(hooked) == text.num_hidden_layers and all("language_model.layers." in p for p in hooked), hooked
-    attention_outputs = [n for n, _ in family.model.named_modules()
-                         if n.endswith(("o_proj", "out_proj")) and "language_model" not in n]
-    assert attention_outputs, "the audio tower has attention too; the hooks must skip it"
+    base = family.base_model()
+    language_model = getattr(base, "language_model", base)
+    expected = [layer.self_attn.o_proj for layer in language_model.layers]
+    assert [module for _, _, module in family._capture.modules] == expected
+    others = [name for name, module in family.model.named_modules()
+              if name.endswith(("o_proj", "out_proj")) and all(module is not e for e in expected)]
+    assert others, "the audio tower has attention too; the hooks must skip it"
 
 
 def test_batched_extraction_equals_clip_by_clip(family: AudioLMBackbone, waves: list[np.ndarray]) -> None:

@@ -87,16 +87,21 @@ def require_extras(family: Family) -> None:
 
 def padded_batch(parts: list[dict[str, torch.Tensor]], pad_token_id: int) -> dict[str, torch.Tensor]:
     """One batch from single-clip processor outputs: token ids and their mask padded on the left (pad token,
-    0), every other tensor (audio features and their masks) with zeros on the right of its last axis."""
+    0), every other tensor (audio features and their masks) with zeros at the end of each shorter axis."""
     batch = {}
     for key in parts[0]:
         tensors = [part[key] for part in parts]
-        longest = max(t.shape[-1] for t in tensors)
+        sizes = [max(t.shape[axis] for t in tensors) for axis in range(1, tensors[0].ndim)]
         left = key in ("input_ids", "attention_mask")
         value = pad_token_id if key == "input_ids" else 0
-        batch[key] = torch.cat([
-            torch.nn.functional.pad(t, (longest - t.shape[-1], 0) if left else (0, longest - t.shape[-1]), value=value)
-            for t in tensors])
+        padded = []
+        for tensor in tensors:
+            widths: list[int] = []
+            for axis in reversed(range(1, tensor.ndim)):
+                extra = sizes[axis - 1] - tensor.shape[axis]
+                widths += [extra, 0] if left else [0, extra]
+            padded.append(torch.nn.functional.pad(tensor, widths, value=value) if widths else tensor)
+        batch[key] = torch.cat(padded)
     return batch
 
 
@@ -225,7 +230,7 @@ class AudioLMBackbone(Backbone):
         return None
 
     def template(self) -> str:
-        template = self.chat_template or self.processor.chat_template
+        template = self.chat_template or self.processor.chat_template or self.processor.tokenizer.chat_template
         if not template:
             raise ConfigError(f"the processor of {self.hub_id} has no chat template",
                               "set backbone.chat_template to the model's chat template")
@@ -250,7 +255,7 @@ class AudioLMBackbone(Backbone):
 
     def audio_key(self) -> dict[str, Any]:
         """The feature extractor's settings that change the numbers, and how clips are padded."""
-        features = self.processor.feature_extractor
+        features = getattr(self.processor, "feature_extractor", None) or self.processor.audio_processor
         return {**preprocessing_key(self.sample_rate),
                 **{name: getattr(features, name) for name in FEATURE_FIELDS if hasattr(features, name)},
                 "pad": self.spec.audio_padding}
@@ -271,9 +276,11 @@ class AudioLMBackbone(Backbone):
             "audio": self.audio_key(),
         } | ({"compiled_blocks": "torch.compile(dynamic=True): LM norms and MLPs, audio-encoder layers"} if self.compile_blocks else {})
 
+    def weights_dtype(self) -> torch.dtype:
+        return precision_dtype(self.precision)
+
     def load(self) -> nn.Module:
-        return self.attach(self.from_pretrained(self.spec.model_cls(), config=self.config,
-                                                dtype=precision_dtype(self.precision)))
+        return self.attach(self.from_pretrained(self.spec.model_cls(), config=self.config, dtype=self.weights_dtype()))
 
     def attach(self, model: nn.Module) -> nn.Module:
         """Use an already built model (e.g. random weights of the real dimensions in a benchmark)."""
