@@ -57,10 +57,12 @@ def job_overrides(out_dir: Path) -> list[str]:
             f"paths.finished_dir={out_dir / 'finished'}"]
 
 
-def smoke_overrides(out_dir: Path) -> tuple[list[str], dict[str, list[str]]]:
-    """The smoke table: write the tones under `out_dir` and return (overrides for every job, per-group overrides)."""
+def smoke_overrides(out_dir: Path, spec: TableSpec | None = None) -> tuple[list[str], dict[str, list[str]]]:
+    """The smoke table: write the tones under `out_dir` and return (overrides for every job, per-group
+    overrides): every `table_smoke*` group of `spec` (default: the `table_smoke` group) reads the tones."""
     data = write_smoke_data(Path(out_dir) / SMOKE_DATA / "tones")
-    return job_overrides(out_dir), {SMOKE_GROUP: [f"dataset.root={data}"]}
+    groups = [g.experiment for g in spec.groups if g.experiment.startswith(SMOKE_GROUP)] if spec else [SMOKE_GROUP]
+    return job_overrides(out_dir), {group: [f"dataset.root={data}"] for group in groups}
 
 
 # Generated data per dataset, in the dataset's official layout; each returns the folder `dataset.root` names.
@@ -157,7 +159,7 @@ def smoke_tables(specs: Sequence[TableSpec], out_dir: Path) -> tuple[list[TableS
     built, per_group = [], {}
     for spec in specs:
         if spec.name == SMOKE_TABLE:
-            per_group.update(smoke_overrides(out_dir)[1])
+            per_group.update(smoke_overrides(out_dir, spec)[1])
             built.append(spec)
         else:
             smoke = smoke_spec(spec)
