@@ -82,3 +82,16 @@ def test_zero_shot_generation_returns_new_text(family: AudioLMBackbone, waves: l
     answers = family.generate_answers(waves[:2], PROMPTS[:2], max_new_tokens=3)
     assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
     assert not any(PROMPTS[i] in answers[i] for i in range(2)), "the prompt must not be echoed"
+
+
+def test_a_missing_extra_is_a_clear_error_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from calm.backbones.audio_lm import require_extras
+    from calm.backbones.phi4_multimodal import PHI4_MULTIMODAL
+    from calm.errors import ConfigError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "peft" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"(?s)needs the package 'peft'.*calm\[phi4_multimodal\]"):
+        require_extras(PHI4_MULTIMODAL)

@@ -152,6 +152,10 @@ class AudioLMBackbone(Backbone):
     def family(self) -> str:
         return self.spec.name
 
+    def needs_extras(self) -> bool:
+        """Whether this configuration uses the family's extra packages (a tiny random copy never does)."""
+        return not self.tiny
+
     @classmethod
     def _build_tiny(cls, path: str | None, seed: int) -> str:
         from calm.backbones.tiny import ensure_built
@@ -174,7 +178,7 @@ class AudioLMBackbone(Backbone):
     def processor(self) -> Any:
         """Tokenizer, feature extractor and chat template; left padding so every row ends at its last token."""
         if self._processor is None:
-            if not self.tiny:
+            if self.needs_extras():
                 require_extras(self.spec)
             try:
                 processor = self.from_pretrained(AutoProcessor)

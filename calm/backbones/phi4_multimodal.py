@@ -84,6 +84,10 @@ class Phi4MultimodalBackbone(AudioLMBackbone):
             raise ConfigError("backbone.speech_lora=true with a tiny random model", "set backbone.speech_lora=false")
         self.speech_lora = bool(speech_lora)
 
+    def needs_extras(self) -> bool:
+        """peft is needed for the speech adapter only."""
+        return self.speech_lora
+
     def key_fields(self, digests: FileDigests | None = None) -> dict[str, Any]:
         return {**super().key_fields(digests), "adapter": SPEECH_ADAPTER if self.speech_lora else None}
 
@@ -92,7 +96,7 @@ class Phi4MultimodalBackbone(AudioLMBackbone):
         the hooks go on after it, on the adapted `o_proj` modules."""
         model = self.from_pretrained(self.spec.model_cls(), config=self.config,
                                      dtype=self.weights_dtype())
-        if self.speech_lora:
+        if self.needs_extras():
             require_extras(self.spec)
             model.load_adapter(self.source, adapter_name="speech", revision=self.revision,
                                adapter_kwargs={"subfolder": SPEECH_ADAPTER})
