@@ -17,8 +17,14 @@ from calm.pipeline import run_job
 from calm.row_inputs import model_key_fields
 from tests.cli import compose_config, small_fsdd
 
+SLOW = pytest.mark.slow  # the same path as the fast ones; each family's own rules are in test_audio_lm_families.py
 
-@pytest.mark.parametrize("backbone_name", ["tiny_qwen2_audio", "tiny_qwen2_5_omni"])
+
+@pytest.mark.parametrize("backbone_name", [
+    "tiny_qwen2_audio", "tiny_qwen2_5_omni", "tiny_qwen3_asr",
+    *(pytest.param(f"tiny_{family}", marks=SLOW)
+      for family in ("qwen3_omni", "audio_flamingo3", "music_flamingo", "glm_asr", "phi4_multimodal")),
+])
 def test_tiny_backbone_runs_end_to_end_from_the_config(backbone_name: str, tmp_path: Path, fsdd_root: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CALM_CACHE", str(tmp_path / "cache"))

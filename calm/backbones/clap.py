@@ -34,6 +34,9 @@ class ClapBackbone(Backbone):
 
     family = "clap"
     uses_prompt_text = False  # the audio tower reads no text: the prompt keys neither the cache nor a row
+    listed_heads = "1 × projection_dim: one embedding, no heads"  # what `python -m calm.backbones ls` shows
+    listed_window = "10 s at 48 kHz (from the feature extractor)"
+    license = "Apache-2.0"
 
     def __init__(
         self,

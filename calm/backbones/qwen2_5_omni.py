@@ -19,11 +19,9 @@ import av
 import numpy as np
 import torch
 from torch import nn
-from transformers import AutoConfig, Qwen2_5OmniThinkerForConditionalGeneration
 
-from calm.backbones.base import precision_dtype
-from calm.backbones.hooks import HeadCapture
-from calm.backbones.qwen2_audio import HOOK_POINTS, Qwen2AudioBackbone
+from calm.backbones.audio_lm import HOOK_POINTS, AudioLMBackbone, Family
+from calm.backbones.qwen2_audio import padded_for_generation
 from calm.errors import ConfigError, DataError
 from calm.file_digests import FileDigests
 
@@ -31,11 +29,26 @@ MODALITIES = ("audio", "audio_video")
 DEFAULT_FPS = 2.0  # what Qwen2_5OmniProcessor assumes when the checkpoint saves no fps
 
 
-class Qwen2_5OmniBackbone(Qwen2AudioBackbone):
+def _build_tiny(dest: Path, seed: int) -> Path:
+    from calm.backbones.tiny_omni import build_tiny_qwen2_5_omni
+
+    return build_tiny_qwen2_5_omni(dest, seed)
+
+
+QWEN2_5_OMNI = Family(
+    name="qwen2_5_omni", model_class="Qwen2_5OmniThinkerForConditionalGeneration", hub_id="Qwen/Qwen2.5-Omni-7B",
+    license="Apache-2.0", audio="one 30 s Whisper window (longer clips cut)",
+    sub_config="thinker_config", window="chunk_length", position_ids=False,
+    import_hint="install torchvision (the build matching your torch): Qwen2.5-Omni's video processor needs it",
+    call_kwargs={"padding": True, "padding_side": "left"}, audio_padding="zeros_to_window",
+    tiny_text={"num_hidden_layers": 2, "num_attention_heads": 4, "head_dim": 16}, build_tiny=_build_tiny,
+)
+
+
+class Qwen2_5OmniBackbone(AudioLMBackbone):
     """The Qwen2.5-Omni thinker (or a tiny random copy, `tiny=True`); `load()` reads the weights."""
 
-    family = "qwen2_5_omni"
-    model_class = Qwen2_5OmniThinkerForConditionalGeneration
+    spec = QWEN2_5_OMNI
 
     def __init__(
         self,
@@ -64,39 +77,10 @@ class Qwen2_5OmniBackbone(Qwen2AudioBackbone):
         self.modality = modality
         self._fps = fps
 
-    @staticmethod
-    def _build_tiny(path: str | None, seed: int) -> str:
-        from calm.backbones.tiny_omni import ensure_tiny_qwen2_5_omni
-
-        if not path:
-            raise ConfigError("backbone.tiny=true needs backbone.path", "set backbone.path to a folder to build it in")
-        return str(ensure_tiny_qwen2_5_omni(Path(path).expanduser(), seed))
-
     @property
     def needs_video(self) -> bool:
         """Whether `collate` needs each clip's frames (`load_video(clip.video_path)`)."""
         return self.modality == "audio_video"
-
-    @property
-    def config(self) -> Any:
-        """The thinker's config: the hub repo's config.json is the whole Omni model (thinker, talker, token2wav)."""
-        if self._config is None:
-            config = self.from_pretrained(AutoConfig)
-            self._config = getattr(config, "thinker_config", config)
-        return self._config
-
-    @property
-    def processor(self) -> Any:
-        """Qwen2_5OmniProcessor; its real video processor (Qwen2-VL's) needs torchvision, in either modality."""
-        if self._processor is None:
-            try:
-                return super().processor
-            except ImportError as err:
-                raise ConfigError(
-                    f"cannot build the processor of {self.hub_id}: {err}".strip(),
-                    "install torchvision (the build matching your torch): Qwen2.5-Omni's video processor needs it",
-                ) from err
-        return self._processor
 
     @property
     def fps(self) -> float:
@@ -145,28 +129,18 @@ class Qwen2_5OmniBackbone(Qwen2AudioBackbone):
         return fields
 
     def load(self) -> nn.Module:
-        processor = self.processor
-        self.model = self.from_pretrained(self.model_class, config=self.config,
-                                          dtype=precision_dtype(self.precision)).eval()
-        self._capture = HeadCapture(self.model, self.hook_points())
-        if self._capture.n_heads != self.n_heads:
+        """The shared load (head count and audio token checked), then the video token checked too."""
+        model = super().load()
+        if self.processor.video_token_id != self.config.video_token_id:
             raise ConfigError(
-                f"found {self._capture.n_heads} heads in the loaded model, config says {self.n_heads}",
-                "the weights do not match their config.json",
+                f"the tokenizer's {self.processor.video_token} is id {self.processor.video_token_id}, "
+                f"the model expects {self.config.video_token_id}",
+                "use the processor saved with these weights",
             )
-        for kind in ("audio", "video"):
-            if getattr(processor, f"{kind}_token_id") != getattr(self.config, f"{kind}_token_id"):
-                raise ConfigError(
-                    f"the tokenizer's {getattr(processor, f'{kind}_token')} is id "
-                    f"{getattr(processor, f'{kind}_token_id')}, the model expects {getattr(self.config, f'{kind}_token_id')}",
-                    "use the processor saved with these weights",
-                )
-        self.compile_if_asked()
-        return self.model
+        return model
 
-    def trim_for_capture(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """Unchanged: the thinker's audio tower drops padded mel frames itself (no encoder cut here)."""
-        return batch
+    def generation_waves(self, waves: list[np.ndarray]) -> list[np.ndarray]:
+        return [padded_for_generation(wave, self.sample_rate) for wave in waves]
 
     def load_video(self, path: Path) -> np.ndarray:
         """The clip's frames as (frames, height, width, 3) uint8 RGB, sampled at `fps` with PyAV.

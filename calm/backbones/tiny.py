@@ -203,3 +203,53 @@ def ensure_built(dest: Path, seed: int, build: Callable[[Path, int], Path]) -> P
 def ensure_tiny_qwen2_audio(dest: Path, seed: int = 0) -> Path:
     """The tiny Qwen2-Audio at `dest`, built on first use."""
     return ensure_built(dest, seed, build_tiny_qwen2_audio)
+
+
+def chatml_template(audio_markup: str, system: str | None = "You are a helpful assistant.") -> str:
+    """A ChatML chat template (the Qwen-style turn format several families share) that renders each user
+    turn as its audio items (`audio_markup` each) followed by its text items, generation prompt added."""
+    first = ("{% if loop.first and message['role'] != 'system' %}<|im_start|>system\n" + system + "<|im_end|>\n{% endif %}"
+             if system else "")
+    return (
+        "{% for message in messages %}" + first +
+        "<|im_start|>{{ message['role'] }}\n"
+        "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+        "{% for content in message['content'] %}{% if content['type'] == 'audio' %}" + audio_markup +
+        "{% endif %}{% endfor %}"
+        "{% for content in message['content'] %}{% if content['type'] == 'text' %}{{ content['text'] }}{% endif %}"
+        "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+
+
+def special_tokens_tokenizer(specials: Sequence[str], eos: str, pad: str, chat_template: str,
+                             named: dict[str, str] | None = None) -> Qwen2Tokenizer:
+    """A byte-level BPE tokenizer (Qwen2's real tokenizer class, every byte one token) with a family's
+    special tokens; `named` gives the attributes its processor reads (e.g. {"audio_token": "<|audio_pad|>"})."""
+    vocab = {char: i for i, char in enumerate(_byte_alphabet())}
+    for token in specials:
+        vocab[token] = len(vocab)
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[], unk_token=None, eos_token=eos, pad_token=pad,
+                               extra_special_tokens=dict(named or {}))
+    tokenizer.add_special_tokens({"additional_special_tokens": [t for t in specials if t not in (eos, pad)]})
+    tokenizer.padding_side = "left"
+    tokenizer.chat_template = chat_template
+    return tokenizer
+
+
+def whisper_features(chunk_length: int = 30) -> WhisperFeatureExtractor:
+    """Whisper log-mel features as these families use them: 128 mel bins, 16 kHz, 10 ms hop."""
+    return WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, hop_length=160, chunk_length=chunk_length,
+                                   n_fft=400, padding_value=0.0, return_attention_mask=True)
+
+
+def tiny_text_sizes(tokenizer: Qwen2Tokenizer, **extra: Any) -> dict[str, Any]:
+    """The tiny language-model sizes (TINY_TEXT: 2 layers x 4 heads x 16, GQA) with the tokenizer's ids."""
+    vocab = len(tokenizer)
+    return {**TINY_TEXT, "vocab_size": vocab + (-vocab % 16), "max_position_embeddings": 4096, "rms_norm_eps": 1e-6,
+            "initializer_range": TINY_INIT_RANGE, "pad_token_id": tokenizer.pad_token_id,
+            "eos_token_id": tokenizer.eos_token_id, **extra}
+
+
+TINY_WHISPER_ENCODER = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128,
+                        "initializer_range": TINY_INIT_RANGE}

@@ -36,6 +36,8 @@ class WhisperBackbone(Backbone):
 
     sample_rate = 16000
     window_seconds = 30.0
+    listed_heads = "decoder self + cross attention (+ encoder): 72 × 64 for tiny.en"
+    license = "Apache-2.0"
 
     def __init__(
         self,

@@ -30,7 +30,7 @@ from calm.tables.smoke_layouts import (
 from calm.tables.spec import CONFIGS_DIR, ShotSetting, TableSpec, column_order
 
 SMOKE_TABLE = "smoke"
-SMOKE_GROUPS = ("table_smoke", "table_smoke_clap")  # the row groups that run on the generated tones
+SMOKE_PREFIX = "table_smoke"  # every row group table_smoke* of the smoke table runs on the generated tones
 SMOKE_CLASSES = ("low", "mid", "high", "chirp")
 SMOKE_DATA = "smoke_data"
 TINY_PREFIX = "tiny_"  # configs/backbone/tiny_<name>.yaml: the tiny random model of backbone <name>
@@ -57,10 +57,13 @@ def job_overrides(out_dir: Path) -> list[str]:
             f"paths.finished_dir={out_dir / 'finished'}"]
 
 
-def smoke_overrides(out_dir: Path) -> tuple[list[str], dict[str, list[str]]]:
-    """The smoke table: write the tones under `out_dir` and return (overrides for every job, per-group overrides)."""
+def smoke_overrides(out_dir: Path, spec: TableSpec | None = None) -> tuple[list[str], dict[str, list[str]]]:
+    """The smoke table: write the tones under `out_dir` and return (overrides for every job, per-group
+    overrides): every `table_smoke*` group of `spec` (default: the `table_smoke` group) reads the tones."""
     data = write_smoke_data(Path(out_dir) / SMOKE_DATA / "tones")
-    return job_overrides(out_dir), {group: [f"dataset.root={data}"] for group in SMOKE_GROUPS}
+    groups = ([g.experiment for g in spec.groups if g.experiment.startswith(SMOKE_PREFIX)] if spec
+              else [SMOKE_PREFIX])
+    return job_overrides(out_dir), {group: [f"dataset.root={data}"] for group in groups}
 
 
 # Generated data per dataset, in the dataset's official layout; each returns the folder `dataset.root` names.
@@ -157,7 +160,7 @@ def smoke_tables(specs: Sequence[TableSpec], out_dir: Path) -> tuple[list[TableS
     built, per_group = [], {}
     for spec in specs:
         if spec.name == SMOKE_TABLE:
-            per_group.update(smoke_overrides(out_dir)[1])
+            per_group.update(smoke_overrides(out_dir, spec)[1])
             built.append(spec)
         else:
             smoke = smoke_spec(spec)
