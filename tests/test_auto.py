@@ -109,12 +109,15 @@ def test_fold_rule_leave_one_out_up_to_the_limit_then_stratified_folds() -> None
 
 def engine_candidates() -> dict:
     """Every kind the engine reads off shared products (SAV top_ks with both tie rules, CALM settings at
-    two taus with top_k, shrinkage and another scheme, GRW), and two through fit/predict."""
+    two taus with top_k, shrinkage and another scheme, GRW), and four through fit/predict (among them the
+    random-heads control and bf16 arithmetic, which the float32 shared products cannot give)."""
     return {"calm": CALM(), "calm_prob": CALM(tau=0.1, tau_w=1.0, reliability="prob", top_k=5, shrinkage=0.5),
             "calm_leak": CALM(tau=0.1, tau_w=2.0, top_k=3, top_k_mode="epsilon_leak", tie_break="random"),
             "sav": SAV(top_k=4), "sav_random": SAV(top_k=3, tie_break="random"), "sav_all": SAV(top_k=None),
             "grw": GRW(tau=0.1, tau_w=0.3, top_k=6, tie_break="random"), "concat": Concat(),
-            "topk_soft": TopKSoft(top_k=5), "calm_holdout": CALM(reliability_split="leave_one_out")}
+            "topk_soft": TopKSoft(top_k=5), "calm_holdout": CALM(reliability_split="leave_one_out"),
+            "calm_random_heads": CALM(top_k=3, head_choice="random"),
+            "calm_bf16": CALM(tau=0.1, arithmetic_dtype="bfloat16")}
 
 
 @pytest.mark.parametrize("per_class,up_to", [(3, 20), (6, 20)])  # leave-one-out (12 clips); 5 folds (24 clips)

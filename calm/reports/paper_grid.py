@@ -26,7 +26,7 @@ from calm.config_objects import build, target_class
 from calm.config_schema import paper_grids
 from calm.data.questions import question_groups
 from calm.data.table import ClipTable
-from calm.methods import CALM, Estimator
+from calm.methods import Estimator
 from calm.methods.calm_core import fit_head_seed
 from calm.methods.precision import arithmetic_dtype
 from calm.protocols import Episode, multilabel_targets
@@ -42,6 +42,7 @@ from calm.selection import (
     tuned_row_names,
 )
 from calm.selection.auto import choice_across_methods
+from calm.selection.settings import uses_calm_engine
 from calm.selection.sweep import Build
 from calm.tracking import Tracker
 
@@ -109,13 +110,6 @@ def paper_notes(cfg: DictConfig) -> list[str]:
         notes.append("prompt is not a `paper` prompt: the published protocol used multiple-choice prompts "
                      "containing the label")
     return notes
-
-
-def uses_calm_engine(estimator: Any) -> bool:
-    """CALM settings the grid engine computes exactly: reliability on the support set (or a named V), the
-    paper's weight normalisation per scheme (any head choice, any arithmetic dtype). Any other CALM
-    configuration is swept through the estimator API."""
-    return isinstance(estimator, CALM) and estimator.weight_norm is None and estimator.reliability_split == "support"
 
 
 def point_builder(spec: DictConfig) -> tuple[Build, set[str]]:

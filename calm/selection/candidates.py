@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from calm.methods import CALM, GRW, SAV, Estimator
+from calm.methods import GRW, SAV, Estimator
 from calm.methods.calm_core import (
     calm_weights,
     default_weight_norm,
@@ -41,7 +41,7 @@ from calm.methods.sav_core import sav_decide, sav_head_scores, sav_head_votes, s
 from calm.methods.ties import tie_order
 from calm.metrics import accuracy
 from calm.selection.grid import SplitScorer
-from calm.selection.settings import CalmSetting
+from calm.selection.settings import CalmSetting, uses_calm_engine
 
 
 def fit_seed(estimator: Any, tie_seed: int | None) -> int:
@@ -50,11 +50,10 @@ def fit_seed(estimator: Any, tie_seed: int | None) -> int:
 
 
 def engine_setting(estimator: Any, tie_seed: int | None) -> CalmSetting | None:
-    """The grid engine's setting for a CALM estimator it computes exactly (reliability on the fit clips,
-    the paper's weight pairing for the scheme); None for any other estimator or configuration."""
-    if type(estimator) is not CALM or estimator.reliability_split != "support":
-        return None
-    if (estimator.weight_norm or default_weight_norm(estimator.reliability)) != default_weight_norm(estimator.reliability):
+    """The grid engine's setting for a CALM estimator it computes exactly from the fold's shared float32
+    cosines (`uses_calm_engine`, with CALM's own head choice and float32 arithmetic); None for any other
+    estimator or configuration, which is then fitted per fold through its own API."""
+    if not uses_calm_engine(estimator) or estimator.head_choice != "reliable" or estimator.arithmetic_dtype != "float32":
         return None
     return CalmSetting(reliability=estimator.reliability, tau=estimator.tau, tau_w=estimator.tau_w,
                        top_k=estimator.top_k, shrinkage=estimator.shrinkage, top_k_mode=estimator.top_k_mode,

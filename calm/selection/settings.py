@@ -49,6 +49,13 @@ def heads_top_k(values: Sequence[Any], n_heads: int) -> tuple[tuple[int | None, 
     return tuple(dict.fromkeys(kept)), clamped
 
 
+def uses_calm_engine(estimator: Any) -> bool:
+    """CALM settings the grid engine computes exactly: reliability on the support set (or a named V), the
+    paper's weight normalisation per scheme (any head choice, any arithmetic dtype). Any other CALM
+    configuration is swept through the estimator API. The one rule for the paper grid and `auto`."""
+    return isinstance(estimator, CALM) and estimator.weight_norm is None and estimator.reliability_split == "support"
+
+
 @dataclass(frozen=True)
 class CalmSetting:
     """One CALM setting; `weight_norm` is always the paper's pairing for the scheme. `top_k_mode`,
