@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from calm.baselines.pseudo_label import unlabelled_pool
 from calm.extract import ExtractionReport, extract_missing
 from calm.job import PreparedJob, prepare
-from calm.protocols import Episode, support_marks
+from calm.protocols import Episode, shared_file_marks, support_marks
 from calm.reports import ReportOutput, job_reports, print_table, relabelled_support, result_rows
 from calm.sweeps import load_finished, mark_finished
 from calm.tracking import NullTracker, build_tracker, write_results
@@ -145,6 +145,8 @@ def merge(job: PreparedJob, episodes: list, outputs: list[ReportOutput]) -> tupl
                           job.protocol.reported_queries(episodes), job.cfg.method.get("baseline"))
     # every row says what its support sets were, when not `shots` clean clips per class (calm.protocols.row_marks)
     fields, notes = support_marks(episodes, job.cfg.shots, job.protocol.leaks_test_clips, count_causes(job))
+    shared_fields, shared_notes = shared_file_marks(job.table, episodes)
+    fields, notes = fields | shared_fields, notes + shared_notes
     if notes:
         extra["notes"] = [*extra.get("notes", []), *notes]
     return [row | fields for row in summary + rows], episode_rows, extra

@@ -89,9 +89,9 @@ def manifests_report(folder: str, root: str | None, settings: Sequence[str]) -> 
     cfg, _ = dataset_config("manifest", root, settings)
     fix = "give the folder holding the manifests (e.g. a checkout of the authors' SAVs/data)"
     mapper = None if root is None else PathMapper(require_folder(Path(root).expanduser(), "clips root", fix),
-                                                  cfg.anchors, cfg.extensions)
+                                                  cfg.anchors)
     summaries, skipped = summarize_manifests(require_folder(Path(folder).expanduser(), "manifests folder", fix),
-                                             mapper, int(cfg.pseudo_trials))
+                                             mapper, tuple(cfg.extensions), int(cfg.pseudo_trials))
     return {"folder": folder, "root": root, "manifests": [s.as_dict() for s in summaries],
             "pairs": [p.as_dict() for p in pair_overlaps(summaries)], "not_manifests": skipped}
 

@@ -38,6 +38,8 @@ __all__ = ["ROLES", "Manifest", "load_manifests", "resolve_manifest"]
 
 ROLES = {"support": SUPPORT_SPLIT, "val": VAL_SPLIT, "test": QUERY_SPLIT}
 ON_MISSING = ("error", "skip")
+AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".mp4")
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi")
 SHOWN = 5
 QUESTION = "question"  # the meta key holding the entry's question text, verbatim
 HOW_TO_GET = ("set dataset.root to the folder holding the clips the manifests name (their paths are mapped onto "
@@ -59,6 +61,7 @@ class Manifest(Dataset):
     manifests_dir: str | None
     anchors: Sequence[str]
     extensions: Sequence[str]
+    video_extensions: Sequence[str]
     on_missing: str
     read_video: bool
     pseudo_trials: int
@@ -74,8 +77,10 @@ class Manifest(Dataset):
         for role in ("support", "test"):
             if role not in files:
                 raise ConfigError(f"dataset.manifests.{role} is not set", HOW_TO_GET)
-        mapper = PathMapper(require_root(self.root, "manifest", HOW_TO_GET), self.anchors, self.extensions)
-        table, missing = load_manifests(files, mapper, self.name, bool(self.read_video), int(self.pseudo_trials))
+        mapper = PathMapper(require_root(self.root, "manifest", HOW_TO_GET), self.anchors)
+        table, missing = load_manifests(files, mapper, self.name, tuple(self.extensions),
+                                        tuple(self.video_extensions) if self.read_video else None,
+                                        int(self.pseudo_trials))
         if missing and self.on_missing == "error":
             shown = "; ".join(missing[:SHOWN]) + (f"; ... ({len(missing) - SHOWN} more)" if len(missing) > SHOWN else "")
             raise DataError(f"{len(missing)} manifest entries name files not found under {self.root}: {shown}",
@@ -96,10 +101,13 @@ def resolve_manifest(path: str | Path, manifests_dir: str | Path | None) -> Path
     return path
 
 
-def load_manifests(files: Mapping[str, Path], mapper: PathMapper, name: str = "manifest", read_video: bool = True,
+def load_manifests(files: Mapping[str, Path], mapper: PathMapper, name: str = "manifest",
+                   extensions: Sequence[str] = AUDIO_EXTENSIONS, video_extensions: Sequence[str] | None = VIDEO_EXTENSIONS,
                    pseudo_trials: int = 8) -> tuple[ClipTable, list[str]]:
     """The clip table of the manifests by role (support, val, test) and the entries whose files are
-    missing (`<row id> <foreign path>`), in role then file order."""
+    missing (`<row id> <foreign path>`), in role then file order. Audio is looked up with `extensions`,
+    video with `video_extensions` (None: entries' videos are not read)."""
+    read_video = video_extensions is not None
     stems = [Path(p).stem for p in files.values()]
     entries = {role: read_manifest(path, pseudo_trials) for role, path in files.items()}
     labels = sorted({e.label for rows in entries.values() for e in rows})
@@ -112,8 +120,8 @@ def load_manifests(files: Mapping[str, Path], mapper: PathMapper, name: str = "m
         prefix = f"{role}:{stem}" if stems.count(stem) > 1 else stem
         for entry in entries[role]:
             row_id = f"{prefix}:{entry.index}"
-            audio = mapper.locate(entry.wav)
-            video = mapper.locate(entry.video) if read_video and entry.video else None
+            audio = mapper.locate(entry.wav, extensions)
+            video = mapper.locate(entry.video, video_extensions or ()) if read_video and entry.video else None
             absent = [p for p, found in ((entry.wav, audio), (entry.video if read_video else None, video))
                       if p is not None and found is None]
             if absent:

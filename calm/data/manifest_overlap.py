@@ -60,10 +60,10 @@ class PairOverlap:
                 "percent_of_first": self.of_first, "percent_of_second": self.of_second}
 
 
-def summarize_manifests(folder: Path, mapper: PathMapper | None = None,
+def summarize_manifests(folder: Path, mapper: PathMapper | None = None, extensions: Sequence[str] = (),
                         pseudo_trials: int = 8) -> tuple[list[ManifestSummary], dict[str, str]]:
-    """A summary of every manifest under `folder` (recursively, `*.json`, by relative path), and the JSON
-    files that are not manifests with the reason."""
+    """A summary of every manifest under `folder` (recursively, `*.json`, by relative path; audio looked
+    up with `extensions`), and the JSON files that are not manifests with the reason."""
     summaries, skipped = [], {}
     for path in sorted(Path(folder).rglob("*.json")):
         name = path.relative_to(folder).as_posix()
@@ -77,7 +77,7 @@ def summarize_manifests(folder: Path, mapper: PathMapper | None = None,
             located = None
             if mapper is not None:
                 try:
-                    located = mapper.locate(wav)
+                    located = mapper.locate(wav, extensions)
                 except DataError:
                     ambiguous += 1
                 found += located is not None
@@ -119,7 +119,8 @@ class LeakShare:
 
     def note(self) -> str:
         """A line for a results table's notes."""
-        return (f"{self.row_share:.1%} of the {self.rows} {self.split} rows ({self.leaking_files} of {self.files} "
+        split = "support" if self.split == SUPPORT_SPLIT else self.split
+        return (f"{self.row_share:.1%} of the {self.rows} {split} rows ({self.leaking_files} of {self.files} "
                 f"distinct clips) are test clips")
 
 

@@ -1,6 +1,8 @@
 """What every results row of a job must say about its support sets, measured on the drawn episodes:
-unequal per-class counts (protocol=paper's support_draw=all or at_most) and test clips in the support
-set (support_pool=ast_leaky). The pipeline adds these fields to every row and these lines to the notes."""
+unequal per-class counts (protocol=paper's support_draw=all or at_most), test clips in the support
+set (support_pool=ast_leaky), and support or val rows whose audio file is a test clip's (the authors'
+manifests, dataset=manifest, list some clips in both). The pipeline adds these fields to every row
+and these lines to the notes."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from calm.data.manifest_overlap import LeakShare, leak_shares
+from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT, VAL_SPLIT, ClipTable
 from calm.protocols.episodes import Episode, test_clip_share
 
 
@@ -33,4 +37,26 @@ def support_marks(episodes: list[Episode], shots: int, leaks_test_clips: bool,
         notes.append(f"support_pool=ast_leaky (the reference's ESC-50 pool): {share:.1%} of the {drawn} support "
                      f"clips are test clips, and {repeated} support clips repeat another; these numbers are not "
                      "a clean few-shot measurement, only a comparison with the published ones")
+    return fields, notes
+
+
+def shared_file_marks(table: ClipTable, episodes: list[Episode]) -> tuple[dict[str, Any], list[str]]:
+    """(fields for every results row, notes) when rows of the support sets drawn, or of the val split,
+    are the same audio file as a test row (different rows, so ``test_clip_share`` cannot see them):
+    ``leaks_test_clips``, ``support_test_clip_share`` (share of drawn support rows, a row drawn twice
+    counting twice) and ``val_test_clip_share``. Both empty when no audio file is shared."""
+    test_files = {c.audio_path for c in table.clips if c.split == QUERY_SPLIT}
+    drawn = [table.clips[int(i)].audio_path for episode in episodes for i in episode.support]
+    shares = {SUPPORT_SPLIT: LeakShare(SUPPORT_SPLIT, len(drawn), sum(f in test_files for f in drawn),
+                                       len(set(drawn)), len(set(drawn) & test_files))}
+    if VAL_SPLIT in (val := leak_shares(table, (VAL_SPLIT,))):
+        shares[VAL_SPLIT] = val[VAL_SPLIT]
+    leaking = {split: share for split, share in shares.items() if share.leaking_rows}
+    if not leaking:
+        return {}, []
+    fields: dict[str, Any] = {"leaks_test_clips": True}
+    fields.update({f"{'support' if split == SUPPORT_SPLIT else split}_test_clip_share": share.row_share
+                   for split, share in shares.items()})
+    notes = [f"the same audio file as a test clip: {share.note()}; these numbers are not a clean few-shot "
+             "measurement" for share in leaking.values()]
     return fields, notes

@@ -71,13 +71,16 @@ def paper_notes(cfg: DictConfig) -> list[str]:
     if leaky:
         notes = ["support_pool=ast_leaky: support is drawn from the authors' two AST-style training lists, whose "
                  "union holds test clips (the share drawn is in the rows and notes): an optimistic number"]
+    elif str(cfg.dataset.get("_target_", "")).endswith(".Manifest"):
+        notes = ["support, val and test are the rows of the manifests as given: a clip listed in both support (or "
+                 "val) and test is used as both (the share is measured, in the rows and notes, when there is one)"]
     else:
         notes = ["support is drawn only from the training pool; no clip of the test split is ever in the support set"]
     if cfg.dataset.name == "esc50" and not leaky:
         notes.append("the reference code drew ESC-50 support from a file that also holds the test fold; "
                      "this framework does not unless asked (protocol.support_pool=ast_leaky), so its numbers "
                      "can be lower than the published ones")
-    if not str(cfg.prompt.get("_target_", "")).endswith(".PaperPrompt"):
+    if not str(cfg.prompt.get("_target_", "")).endswith((".PaperPrompt", ".ManifestPrompt")):
         notes.append("prompt is not a `paper` prompt: the published protocol used multiple-choice prompts "
                      "containing the label")
     return notes
