@@ -237,6 +237,20 @@ def test_audio_visual_entries_map_their_video(tmp_path: Path) -> None:
     assert len(audio_only) == 3 and all(c.video_path is None for c in audio_only.clips)
 
 
+def test_asvspoof_entries_without_options_are_read(tmp_path: Path) -> None:
+    root = tmp_path / "LA"
+    _touch(root, "ASVspoof2019_LA_train/flac/LA_T_8326861.flac", "ASVspoof2019_LA_train/flac/LA_T_5837486.flac")
+    question = "Is this audio bonafide or spoofed? \n bonafide\n spoofed"
+    base = "/data/sls/scratch/mvideet/datasets/LA/ASVspoof2019_LA_train/flac/"
+    entries = [{"wav": base + f"LA_T_{n}.flac", "question": question, "answer": label, "mapped_label": label}
+               for n, label in (("8326861", "spoof"), ("5837486", "bonafide"))]
+    path = write(tmp_path / "m/LA_train.json", entries)
+    table, missing = load_manifests({"support": path, "test": path}, PathMapper(root))
+    assert missing == [] and table.class_names == ("bonafide", "spoof")
+    assert [table.class_names[c.label] for c in table.clips[:2]] == ["spoof", "bonafide"]
+    assert table.clips[0].meta["question"] == question and table.clips[0].meta["options"] == "[]"
+
+
 def test_one_file_named_for_two_roles_gets_role_prefixed_ids(tmp_path: Path) -> None:
     root = tmp_path / "clips"
     _touch(root, "1-1-A-0.wav")
@@ -247,6 +261,7 @@ def test_one_file_named_for_two_roles_gets_role_prefixed_ids(tmp_path: Path) -> 
 
 @pytest.mark.parametrize(("entry", "match"), [
     ({"wav": "/a.wav", "question": "Q", "options": ["a"], "label": "/m/x"}, "entry 0 has no mapped_label"),
+    ({"wav": "/a.wav", "options": ["a"], "mapped_label": "a"}, "entry 0 has no question"),
     ({"wav": "/a.wav", "question": "Q", "options": "a b", "mapped_label": "a"}, "options must be a list"),
     ({"question": "Q", "options": ["a"], "mapped_label": "a"}, "entry 0 has no wav"),
 ])

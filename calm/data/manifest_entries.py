@@ -1,12 +1,13 @@
 """One entry of a manifest in the reference code's JSON schema, read with the field rules of each file kind.
 
 A manifest is a JSON list (or an object whose values are the entries) of multiple-choice questions
-about one audio file each. Every kind has `wav` (an absolute path on the authors' cluster), `question`
-(the whole question with its lettered options) and `options` (the option names, in letter order);
-the kinds differ in where the label and the answer are:
+about one audio file each. Every kind has `wav` (an absolute path on the authors' cluster) and
+`question` (the whole question with its options), and all but ASVspoof's have `options` (the option
+names, in letter order); the kinds differ in where the label and the answer are:
 
-- single-label (ESC-50, VGGSound, ASVspoof): `mapped_label` is the class name, `answer` the letter,
-  `label` a class code (`/m/07rwj43`, `vgg_47`).
+- single-label (ESC-50, VGGSound): `mapped_label` is the class name, `answer` the letter, `label` a
+  class code (`/m/07rwj43`, `vgg_47`). ASVspoof: `mapped_label` and `answer` are the class name, and
+  there is no `options` list (the question lists both classes).
 - AudioSet per-label: one entry per positive label of a clip; `original_labels` lists the clip's
   labels, `original_sample_id` names the clip and `label_index_in_original` the label asked about.
   Training files put the class in `mapped_label`; test files in `correct_label` (the letter in
@@ -39,8 +40,8 @@ from calm.errors import DataError
 __all__ = ["PSEUDO_FIELDS", "ManifestEntry", "read_manifest"]
 
 PSEUDO_FIELDS = ("pseudo_label_confidence", "trial_predictions", "vote_count")
-SCHEMA = ("each entry needs wav, question, options (a list of names) and mapped_label (or correct_label, "
-          "as in the authors' AudioSet test files); see README 'Manifest dataset'")
+SCHEMA = ("each entry needs wav, question and mapped_label (or correct_label, as in the authors' AudioSet test "
+          "files), and options, when given, is a list of names; see README 'Manifest dataset'")
 
 
 @dataclass(frozen=True)
@@ -93,10 +94,10 @@ def _entry(path: Path, index: int, item: Any, pseudo_trials: int) -> ManifestEnt
     if not isinstance(item, Mapping):
         raise DataError(f"{where} is not an object", SCHEMA)
     label = item.get("mapped_label", item.get("correct_label"))
-    missing = [k for k in ("wav", "question", "options") if not item.get(k)] + ([] if label else ["mapped_label"])
+    missing = [k for k in ("wav", "question") if not item.get(k)] + ([] if label else ["mapped_label"])
     if missing:
         raise DataError(f"{where} has no {', '.join(missing)}", SCHEMA)
-    options = item["options"]
+    options = item.get("options", [])
     if not isinstance(options, Sequence) or isinstance(options, str) or not all(isinstance(o, str) for o in options):
         raise DataError(f"{where}: options must be a list of names, got {options!r}", SCHEMA)
     originals = tuple(str(x) for x in item.get("original_labels") or ())
