@@ -10,8 +10,8 @@ entry is one row, in file order, so the rows are exactly the questions the autho
   (the cache keys each row by its own prompt text).
 - label: the entry's `mapped_label` (`correct_label` in AudioSet test files); classes are the sorted
   label names of all rows. See `calm.data.manifest_entries` for each file kind's fields.
-- meta: the question verbatim (`prompt=manifest` renders it), the options (JSON, in letter order),
-  the answer, the foreign paths and, for pseudo-labelled entries, the true label, votes, trials and
+- meta: the manifest's file name and the entry's index, the question verbatim (`prompt=manifest`
+  renders it), the options (JSON, in letter order), the answer, the foreign paths and, for pseudo-labelled entries, the true label, votes, trials and
   confidence = votes/trials (the authors' rule). AudioSet rows of one clip share `question_of`
   (`<stem>:sample:<original_sample_id>`) so the clip can be scored as a whole.
 - files: each foreign `wav` (and `video`, when `read_video`) is mapped onto `root` by
@@ -106,8 +106,8 @@ def load_manifests(files: Mapping[str, Path], mapper: PathMapper, name: str = "m
                    pseudo_trials: int = 8) -> tuple[ClipTable, list[str]]:
     """The clip table of the manifests by role (support, val, test) and the entries whose files are
     missing (`<row id> <foreign path>`), in role then file order. Audio is looked up with `extensions`,
-    video with `video_extensions` (None: entries' videos are not read)."""
-    read_video = video_extensions is not None
+    video with `video_extensions` (None: entries' videos are not read). `meta["manifest"]` is the file's
+    name, not its path, so the table's digest does not change when the manifests move."""
     stems = [Path(p).stem for p in files.values()]
     entries = {role: read_manifest(path, pseudo_trials) for role, path in files.items()}
     labels = sorted({e.label for rows in entries.values() for e in rows})
@@ -121,13 +121,13 @@ def load_manifests(files: Mapping[str, Path], mapper: PathMapper, name: str = "m
         for entry in entries[role]:
             row_id = f"{prefix}:{entry.index}"
             audio = mapper.locate(entry.wav, extensions)
-            video = mapper.locate(entry.video, video_extensions or ()) if read_video and entry.video else None
-            absent = [p for p, found in ((entry.wav, audio), (entry.video if read_video else None, video))
-                      if p is not None and found is None]
+            wants_video = video_extensions is not None and entry.video is not None
+            video = mapper.locate(entry.video, video_extensions) if wants_video else None
+            absent = ([] if audio else [entry.wav]) + ([entry.video] if wants_video and video is None else [])
             if absent:
                 missing.append(f"{row_id} {' '.join(absent)}")
                 continue
-            clips.append(_clip(row_id, prefix, entry, ROLES[role], audio, video, class_of, codes, str(path)))
+            clips.append(_clip(row_id, prefix, entry, ROLES[role], audio, video, class_of, codes, Path(path).name))
     return ClipTable(name, tuple(clips), tuple(labels), source=mapper.root.as_posix()), missing
 
 
