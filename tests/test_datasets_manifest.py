@@ -318,3 +318,12 @@ def test_run_py_replays_manifests_over_real_fsdd_clips(tmp_path: Path, fsdd_root
     calm = next(r for r in results["results"] if r["method"] == "calm")
     assert (calm["queries"], calm["support_per_class_min"], calm["support_per_class_max"]) == (7, 2, 3)
     assert calm["leaks_test_clips"] and calm["support_test_clip_share"] == 1 / 7
+
+
+def test_clean_pseudo_labelling_refuses_the_manifest_prompt() -> None:
+    from calm.baselines.pseudo_label import PseudoLabelSettings
+    from calm.data.manifest_prompt import ManifestPrompt
+    from calm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="prompt=manifest: its options show each clip's true label"):
+        PseudoLabelSettings(prompt="clean", refit=("calm",)).check(["calm"], ManifestPrompt())
