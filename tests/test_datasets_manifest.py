@@ -262,6 +262,7 @@ def test_one_file_named_for_two_roles_gets_role_prefixed_ids(tmp_path: Path) -> 
 @pytest.mark.parametrize(("entry", "match"), [
     ({"wav": "/a.wav", "question": "Q", "options": ["a"], "label": "/m/x"}, "entry 0 has no mapped_label"),
     ({"wav": "/a.wav", "options": ["a"], "mapped_label": "a"}, "entry 0 has no question"),
+    ({"wav": "/a.wav", "question": "Q", "mapped_label": "a", "vote_count": "many"}, "bad pseudo-label fields"),
     ({"wav": "/a.wav", "question": "Q", "options": "a b", "mapped_label": "a"}, "options must be a list"),
     ({"question": "Q", "options": ["a"], "mapped_label": "a"}, "entry 0 has no wav"),
 ])

@@ -110,7 +110,11 @@ def _entry(path: Path, index: int, item: Any, pseudo_trials: int) -> ManifestEnt
                   code=None if item.get("label") is None else str(item["label"]))
     if not any(k in item for k in PSEUDO_FIELDS):
         return ManifestEntry(**fields)
-    return ManifestEntry(**fields, **_pseudo_fields(where, item, str(label), originals, pseudo_trials))
+    try:
+        return ManifestEntry(**fields, **_pseudo_fields(where, item, str(label), originals, pseudo_trials))
+    except (TypeError, ValueError) as err:
+        raise DataError(f"{where}: bad pseudo-label fields ({err})", "vote_count and label_index_in_original are "
+                        "integers and pseudo_label_confidence a number, as in the authors' files") from err
 
 
 def _pseudo_fields(where: str, item: Mapping[str, Any], label: str, originals: tuple[str, ...],
