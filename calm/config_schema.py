@@ -123,7 +123,8 @@ TOP_LEVEL: dict[str, Rule] = {
 SECTIONS: dict[str, dict[str, Rule]] = {
     "extract": {"batch_size": integer(1, "16"), "num_workers": integer(0, "0")},
     "evaluate": {"device": Rule("auto, cpu, mps, cuda or cuda:N", "auto", _torch_device),
-                 "query_chunk": integer(1, "256")},
+                 "query_chunk": integer(1, "256"),
+                 "dtype": choice(("float32", "model"))},
     "trainer": {
         "accelerator": text("auto"),
         "devices": Rule("a device count, -1 (all), a string such as auto, or a list of device ids", "1", _devices),

@@ -18,6 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from calm.backbones import Backbone, build_backbone
+from calm.backbones.base import activation_dtype
 from calm.baselines import PseudoLabelSettings, ZeroShotSettings, check_single_label
 from calm.cache import ActivationCache
 from calm.config_objects import build
@@ -29,6 +30,7 @@ from calm.data.table import ClipTable
 from calm.errors import ConfigError
 from calm.extract import cache_key_fields
 from calm.file_digests import FileDigests
+from calm.methods.precision import dtype_name
 from calm.protocols import Pools, Protocol
 from calm.search import check_objective
 
@@ -48,6 +50,20 @@ def build_methods(method_cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError("the method config lists no estimators",
                           "use method=calm_vs_sav, method=calm, method=sav or method=zero_shot")
     return {name: instantiate(spec) for name, spec in estimators.items()}
+
+
+def apply_evaluation_dtype(methods: dict[str, Any], setting: str, precision: str) -> None:
+    """`evaluate.dtype=model`: every estimator with an `arithmetic_dtype` (CALM) left at float32 computes
+    its prototypes, cosines and softmax in the dtype of the backbone's activations (`activation_dtype`:
+    the dtype the cache key records), as the authors' runner did; float32 leaves every estimator as
+    configured."""
+    if setting != "model":
+        return
+    name = dtype_name(activation_dtype(precision))
+    for estimator in methods.values():
+        if getattr(estimator, "arithmetic_dtype", None) == "float32":
+            estimator.arithmetic_dtype = name
+            estimator._check()
 
 
 def build_protocol(cfg: DictConfig) -> Protocol:
@@ -129,6 +145,7 @@ def prepare(cfg: DictConfig) -> PreparedJob:
     pools = Pools.from_table(table)
     protocol.validate(pools)
     methods = build_methods(cfg.method)
+    apply_evaluation_dtype(methods, str(cfg.evaluate.get("dtype", "float32")), str(cfg.trainer.precision))
     check_objective(cfg)
     if cfg.method.get("pseudo_label"):
         check_single_label(table)

@@ -76,11 +76,12 @@ def report_finished(cfg: DictConfig, done: dict[str, Any]) -> dict[str, Any]:
 
 
 def needed_clips(job: PreparedJob, episodes: list[Episode]) -> list[str]:
-    """The clips whose rows the reports read: every episode's support and query clips, and the pool a
+    """The clips whose rows the reports read: every episode's support, query and named reliability clips, and the pool a
     pseudo-labelled refit may add to the support sets; none when no estimator runs (zero-shot only)."""
     if not job.methods:
         return []
-    rows = {int(i) for episode in episodes for part in (episode.support, episode.query) for i in part}
+    rows = {int(i) for episode in episodes
+            for part in (episode.support, episode.query, episode.reliability) if part is not None for i in part}
     if job.pseudo is not None:
         rows.update(int(i) for i in unlabelled_pool(job.table, job.pseudo.pool_size, job.pseudo.seed))
     return [job.table.ids[i] for i in sorted(rows)]

@@ -92,9 +92,13 @@ def sav(support, labels, query, n_classes, top_k, tie_order=None):
             "predictions": predictions}
 
 
-def reliability_set(support, labels, n_classes, split, held):
-    """(label, s[j][c]) for every clip of the reliability set V."""
+def reliability_set(support, labels, n_classes, split, held, named=None):
+    """(label, s[j][c]) for every clip of the reliability set V; `named` = (features, labels) of a
+    named V, scored against the prototypes of the whole support set."""
     n = len(labels)
+    if named is not None:
+        protos = prototypes(support, labels, n_classes)
+        return [(y, similarities(clip, protos)) for clip, y in zip(named[0], named[1], strict=True)]
     if split == "support":
         protos = prototypes(support, labels, n_classes)
         return [(labels[i], similarities(support[i], protos)) for i in range(n)]
@@ -123,10 +127,10 @@ def clip_reliability(p, c, scheme):
 
 def calm(support, labels, query, n_classes, *, tau=0.07, tau_w=0.5, reliability="margin_clamped",
          top_k=None, shrinkage=0.0, weight_norm=None, split="support", held=None, top_k_mode="exclude",
-         tie_order=None):
+         tie_order=None, named=None):
     n_heads = len(support[0])
     position = tie_position(n_heads, tie_order)
-    v = reliability_set(support, labels, n_classes, split, held)
+    v = reliability_set(support, labels, n_classes, split, held, named)
     # step 2: reliability averaged over the clips of each class in V
     r = [[0.0] * n_classes for _ in range(n_heads)]
     counts = [sum(1 for label, _ in v if label == c) for c in range(n_classes)]

@@ -18,7 +18,7 @@ from calm.data.manifest_overlap import leak_shares, pair_overlaps, summarize_man
 from calm.data.manifest_paths import PathMapper
 from calm.data.prompts import build_prompt
 from calm.data.registry import read_dataset
-from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT, VAL_SPLIT, Clip, ClipTable
+from calm.data.table import QUERY_SPLIT, RELIABILITY_SPLIT, SUPPORT_SPLIT, Clip, ClipTable
 from calm.errors import DataError
 from calm.file_digests import FileDigests
 from calm.protocols import PaperProtocol, Pools, shared_file_marks
@@ -137,7 +137,7 @@ def test_clips_in_support_and_test_are_counted_as_overlap_and_leak(tmp_path: Pat
     shares = leak_shares(table)
     assert (shares[SUPPORT_SPLIT].rows, shares[SUPPORT_SPLIT].leaking_rows) == (5, 3)  # the repeat counts twice
     assert (shares[SUPPORT_SPLIT].files, shares[SUPPORT_SPLIT].leaking_files) == (4, 2)
-    assert shares[VAL_SPLIT].row_share == 1.0
+    assert shares[RELIABILITY_SPLIT].row_share == 1.0
     assert main(["manifests", str(tmp_path / "manifests"), "--root", str(root), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     listed = {(p["first"], p["second"]): p["shared_clips"] for p in report["pairs"]}

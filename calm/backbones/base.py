@@ -32,6 +32,16 @@ def precision_dtype(precision: str) -> torch.dtype:
     return PRECISION_DTYPES.get(str(precision), torch.float32)
 
 
+def activation_dtype(precision: str) -> torch.dtype:
+    """The dtype the hooked head activations come out in: the weights' dtype, or the autocast dtype of a
+    "-mixed" precision (what the cache key records as `dtype` and `autocast`); evaluate.dtype=model
+    runs CALM's post-backbone arithmetic in it."""
+    autocast = AUTOCAST.get(str(precision))
+    if autocast is not None:
+        return torch.bfloat16 if autocast == "bf16" else torch.float16
+    return precision_dtype(precision)
+
+
 def resolve_weights(hub_id: str, path: str | None, assets_name: str | None) -> str:
     """A local folder when there is one (backbone.path, then $CALM_ASSETS/<name>), else the hub id."""
     if path:

@@ -30,13 +30,13 @@ from typing import Any
 from calm.data.dataset import Dataset, LoadedDataset
 from calm.data.manifest_entries import ManifestEntry, dumps, read_manifest
 from calm.data.manifest_paths import PathMapper
-from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT, VAL_SPLIT, Clip, ClipTable
+from calm.data.table import QUERY_SPLIT, RELIABILITY_SPLIT, SUPPORT_SPLIT, Clip, ClipTable
 from calm.data.validate import require_root
 from calm.errors import ConfigError, DataError
 
 __all__ = ["ROLES", "Manifest", "load_manifests", "resolve_manifest"]
 
-ROLES = {"support": SUPPORT_SPLIT, "val": VAL_SPLIT, "test": QUERY_SPLIT}
+ROLES = {"support": SUPPORT_SPLIT, "val": RELIABILITY_SPLIT, "test": QUERY_SPLIT}
 ON_MISSING = ("error", "skip")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".mp4")
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi")

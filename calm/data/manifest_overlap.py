@@ -17,7 +17,7 @@ from pathlib import Path
 
 from calm.data.manifest_entries import read_manifest
 from calm.data.manifest_paths import PathMapper
-from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT, VAL_SPLIT, ClipTable
+from calm.data.table import QUERY_SPLIT, RELIABILITY_SPLIT, SUPPORT_SPLIT, ClipTable
 from calm.errors import DataError
 
 __all__ = ["ManifestSummary", "PairOverlap", "LeakShare", "pair_overlaps", "summarize_manifests",
@@ -124,7 +124,7 @@ class LeakShare:
                 f"distinct clips) are test clips")
 
 
-def leak_shares(table: ClipTable, splits: Sequence[str] = (SUPPORT_SPLIT, VAL_SPLIT)) -> dict[str, LeakShare]:
+def leak_shares(table: ClipTable, splits: Sequence[str] = (SUPPORT_SPLIT, RELIABILITY_SPLIT)) -> dict[str, LeakShare]:
     """For each of `splits` that has rows: how many of its rows, and of its distinct audio files, are also
     test clips (the same audio file as some row of the test split), for marking rows that leak."""
     test_files = {c.audio_path for c in table.clips if c.split == QUERY_SPLIT}

@@ -15,7 +15,7 @@ from calm.file_digests import FileDigests
 
 SUPPORT_SPLIT = "train"
 QUERY_SPLIT = "test"
-VAL_SPLIT = "val"  # the reliability set V, where a dataset names one (dataset=manifest's val file)
+RELIABILITY_SPLIT = "val"  # labelled clips a protocol may measure CALM's reliabilities on (protocol.reliability=val)
 
 
 @dataclass(frozen=True)

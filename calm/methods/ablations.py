@@ -1,7 +1,7 @@
 """The ablations DESIGN section 6 asks for beyond the paper: GRW and the soft-vote variants.
 
 - `GRW`: one class-agnostic reliability per head (the clamped true-class margin averaged over all
-  support clips), softmax weights over the top_k heads, score_c = Σ_j w_j p_j(c|x).
+  clips of the reliability set V: the support set, or a named V as CALM takes one), softmax weights over the top_k heads, score_c = Σ_j w_j p_j(c|x).
 - `Concat`: one cosine over all heads concatenated (`normalization="authors"`: each query head
   normalised before concatenating, against the raw concatenated prototype, as the authors ran it).
 - `UniformSoft`: mean of the per-head posteriors over all heads.
@@ -33,10 +33,12 @@ from calm.methods.checks import check_positive, check_top_k
 from calm.methods.prototypes import (
     FeaturesLike,
     LabelsLike,
+    ReliabilitySet,
     check_fitted,
     cosine_similarities,
     l2_normalize,
     prototype_dots,
+    validate_reliability_set,
     validate_support,
 )
 from calm.methods.sav_core import sav_decide, sav_head_votes, sav_votes
@@ -83,11 +85,17 @@ class GRW(_PosteriorEstimator):
         check_top_k("GRW", self.top_k)
         self._check_ties()
 
+    uses_reliability_set = True
+
     def fit(self, features: FeaturesLike, labels: LabelsLike, *, n_classes: int | None = None,
-            tie_seed: int | None = None) -> GRW:
-        """Reliabilities on the support set, the top_k heads by them, and their softmax weights."""
+            tie_seed: int | None = None, reliability_set: ReliabilitySet | None = None) -> GRW:
+        """Reliabilities on the reliability set (a named V, else the support set), the top_k heads by
+        them, and their softmax weights."""
         self._check()
         features, labels, n_classes = self._fit_prototypes(features, labels, n_classes)
+        if reliability_set is not None:
+            named = validate_reliability_set(reliability_set, n_classes, self.n_heads_, self.head_dim_)
+            features, labels = named.features, named.labels
         posteriors = calm_posteriors(cosine_similarities(features, self.prototypes_), self.tau)
         margins = clip_reliability(posteriors, labels, "margin_clamped", scratch=True)
         self.reliability_ = margins.mean(dim=1)

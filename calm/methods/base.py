@@ -20,12 +20,14 @@ selected heads were chosen among ties (their score equals the first unselected h
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Any
 
 import torch
 
 from calm.methods.prototypes import (
     FeaturesLike,
     LabelsLike,
+    ReliabilitySet,
     check_fitted,
     class_counts,
     class_sums,
@@ -42,6 +44,10 @@ class Estimator(ABC):
     """Fit on cached support rows, score query rows; subclasses set `fitted_attribute` in `fit`."""
 
     fitted_attribute = "prototypes_"
+    # estimators that measure a reliability on labelled clips take a named reliability set V in `fit`
+    # (`reliability_set=`); the others (SAV ranks heads on the support set, as the authors' runner did)
+    # are fitted on S alone (`fit_estimator`)
+    uses_reliability_set = False
     prototypes_: torch.Tensor | None = None
     tie_break: str = "index"  # estimators that rank heads take both as constructor arguments
     tie_seed: int = 0
@@ -108,3 +114,13 @@ class Estimator(ABC):
         """Query features validated against the fitted heads and head size."""
         check_fitted(self, self.fitted_attribute)
         return validate_query(features, self.n_heads_, self.head_dim_)
+
+
+def fit_estimator(estimator: Any, features: FeaturesLike, labels: LabelsLike, *, n_classes: int | None = None,
+                  tie_seed: int | None = None, reliability_set: ReliabilitySet | None = None) -> Any:
+    """`estimator.fit` on the support set, with the named reliability set V for the estimators that use
+    one (`uses_reliability_set`); `tie_seed` (the episode's seed) for every `Estimator`."""
+    kwargs: dict[str, Any] = {} if tie_seed is None or not isinstance(estimator, Estimator) else {"tie_seed": tie_seed}
+    if reliability_set is not None and getattr(estimator, "uses_reliability_set", False):
+        kwargs["reliability_set"] = reliability_set
+    return estimator.fit(features, labels, n_classes=n_classes, **kwargs)

@@ -23,12 +23,15 @@ from numbers import Real
 
 import torch
 
+from calm.digests import seeded_int
 from calm.errors import ConfigError
 from calm.methods.checks import check_positive, check_top_k
 from calm.methods.prototypes import class_counts
 from calm.methods.ties import descending_order, ranks_from_order
 
 RELIABILITY_SCHEMES = ("margin_clamped", "margin", "prob", "brier")
+HEAD_CHOICES = ("reliable", "random", "random_heads")
+RANDOM_HEADS_TAG = "calm.random_heads.v1"
 WEIGHT_NORMS = ("power", "softmax")
 TOP_K_MODES = ("exclude", "epsilon_leak")
 EPSILON = torch.finfo(torch.float32).tiny  # DESIGN's ε, the smallest positive normal float32
@@ -113,6 +116,29 @@ def shrink(r: torch.Tensor, counts: torch.Tensor, alpha: float) -> torch.Tensor:
         return r
     keep = counts / (counts + alpha)
     return keep * r + (1 - keep) * r.mean()
+
+
+def head_choice_scores(r: torch.Tensor, head_choice: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the scores the weights are computed from, the scores that rank the heads for top_k), both (K, C).
+
+    `reliable` (CALM): r for both. `random` (the authors' random-heads control, their `--random_topk`):
+    r is replaced by uniform random scores U[0, 1) drawn from `seed`, so the kept heads and their weights
+    are both random (the weight formula of step 5 applied to them). `random_heads`: the kept heads are
+    drawn at random, but weighted by their measured reliabilities as CALM weights its own. The scores
+    are drawn on the CPU (the same on every device; the authors drew theirs on the GPU, so their exact
+    draw is not reproduced) and with top_k None every head is kept, so `random_heads` is then CALM.
+    """
+    if head_choice == "reliable":
+        return r, r
+    generator = torch.Generator().manual_seed(int(seed))
+    scores = torch.rand(tuple(r.shape), generator=generator, dtype=torch.float32).to(r.device, r.dtype)
+    return (scores, scores) if head_choice == "random" else (r, scores)
+
+
+def fit_head_seed(head_seed: int, fit_seed: int | None) -> int:
+    """The seed of one fit's random heads: `head_seed`, mixed with the episode's seed when the fit is
+    given one, so every episode draws its own heads and the draw stays reproducible."""
+    return int(head_seed) if fit_seed is None else seeded_int(RANDOM_HEADS_TAG, int(head_seed), int(fit_seed))
 
 
 def head_ranks(r: torch.Tensor, tie_order: torch.Tensor | None = None) -> torch.Tensor:
@@ -222,6 +248,15 @@ def check_reliability(scheme: str) -> None:
 def check_weight_norm(weight_norm: str | None) -> None:
     if weight_norm is not None and weight_norm not in WEIGHT_NORMS:
         raise ConfigError(f"unknown weight_norm {weight_norm!r}", f"use one of {', '.join(WEIGHT_NORMS)}, or null")
+
+
+def check_head_choice(head_choice: str, head_seed: int) -> None:
+    if head_choice not in HEAD_CHOICES:
+        raise ConfigError(f"unknown head_choice {head_choice!r}",
+                          "use reliable (CALM), random (the authors' control: random scores replace the "
+                          "reliabilities) or random_heads (random top_k heads weighted by their reliabilities)")
+    if isinstance(head_seed, bool) or not isinstance(head_seed, int) or head_seed < 0:
+        raise ConfigError(f"head_seed must be a non-negative integer, got {head_seed!r}", "set head_seed to e.g. 0")
 
 
 def check_top_k_mode(top_k_mode: str) -> None:

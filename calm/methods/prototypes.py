@@ -175,18 +175,25 @@ def holdout_mask(labels: torch.Tensor, n_classes: int, fraction: float, seed: in
 def reliability_similarities(
     features: torch.Tensor, labels: torch.Tensor, n_classes: int, split: str = "support",
     holdout_fraction: float = 0.5, seed: int = 0, scale: float = 1.0, shift: float = 0.0,
+    reliability_set: ReliabilitySet | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """scale · cosines - shift of the reliability set V, its labels, and the normalised prototypes of S.
 
     `support`: V = S against prototypes of S (the paper). `leave_one_out`: V = S, each clip against
     an own-class prototype without it. `holdout`: V = held-out clips against prototypes of the rest.
+    A named `reliability_set` (validated, `validate_reliability_set`) is V itself, against the
+    prototypes of all of S (the authors' val file); it needs split `support`.
     Prediction always uses the prototypes of all of S (the third value). CALM passes scale = 1/tau
     and shift = 1/tau to get shifted logits out of the same pass.
     """
     check_split(split, holdout_fraction)
+    check_named_split(split, reliability_set)
     sums = class_sums(features, labels, n_classes)
     counts = class_counts(labels, n_classes)
     prototypes = normalized_prototypes(sums, counts)
+    if reliability_set is not None:
+        return (scaled_cosines(reliability_set.features, prototypes, scale, shift), reliability_set.labels,
+                prototypes)
     if split == "holdout":
         held = holdout_mask(labels, n_classes, holdout_fraction, seed)
         fit_features, fit_labels = features[~held], labels[~held]
@@ -199,6 +206,56 @@ def reliability_similarities(
             sims = torch.add(sims.new_tensor(-shift), sims, alpha=scale, out=sims)
         return sims, labels, prototypes
     return scaled_cosines(features, prototypes, scale, shift), labels, prototypes
+
+
+@dataclass(frozen=True)
+class ReliabilitySet:
+    """A named reliability set V (DESIGN section 6, step 2): labelled clips, apart from the support set
+    S, on which CALM measures each head's reliability against the prototypes of S (the authors' val
+    file). Without one, V = S. `features` (n_V, K, d), `labels` (n_V,) class indices of the support's
+    class list."""
+
+    features: torch.Tensor
+    labels: torch.Tensor
+
+
+def validate_reliability_set(reliability_set: ReliabilitySet | tuple[FeaturesLike, LabelsLike],
+                             n_classes: int, n_heads: int, head_dim: int) -> ReliabilitySet:
+    """V's features as float32 (n_V, K, d) of the support's heads, and its labels as int64; every
+    class of the support set needs a clip in V (a reliability of a class without one is undefined)."""
+    features, labels = (reliability_set.features, reliability_set.labels) if isinstance(
+        reliability_set, ReliabilitySet) else reliability_set
+    features = validate_query(features, n_heads, head_dim)
+    return ReliabilitySet(features, reliability_labels(labels, features.shape[0], n_classes, features.device))
+
+
+def reliability_labels(labels: LabelsLike, n_rows: int, n_classes: int,
+                       device: torch.device | str = "cpu") -> torch.Tensor:
+    """The labels of a named reliability set as int64 on `device`: one per row, each a class of the
+    support's class list, and every class present (`validate_reliability_set`)."""
+    labels_t = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels)
+    if labels_t.ndim != 1 or labels_t.dtype.is_floating_point or labels_t.shape[0] != n_rows:
+        raise ConfigError(f"the reliability set has {n_rows} clips but labels of shape "
+                          f"{tuple(labels_t.shape)} and dtype {labels_t.dtype}",
+                          "pass one integer class index per reliability clip")
+    labels_t = labels_t.to(device=device, dtype=torch.long)
+    low, high = (int(labels_t.min()), int(labels_t.max())) if len(labels_t) else (0, -1)
+    if low < 0 or high >= n_classes:
+        raise ConfigError(f"the reliability set's labels lie in {low}..{high}, outside the support's classes "
+                          f"0..{n_classes - 1}", "label the reliability clips with the support set's class list")
+    missing = (torch.bincount(labels_t, minlength=n_classes) == 0).nonzero().flatten().tolist()
+    if missing:
+        raise ConfigError(f"class(es) {missing} have no clip in the reliability set V",
+                          "add reliability (val) clips of every class, or measure reliability on the support "
+                          "set (protocol.reliability=support)")
+    return labels_t
+
+
+def check_named_split(split: str, reliability_set: ReliabilitySet | None) -> None:
+    """A named reliability set replaces the support-derived splits, so it needs split `support`."""
+    if reliability_set is not None and split != "support":
+        raise ConfigError(f"a named reliability set V is given, but reliability_split={split!r} would take V from "
+                          "the support set", "use reliability_split=support with a named reliability set")
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,9 @@ class Episode:
     labels (``support_labels``, ``query_labels``) are positions in ``classes``,
     so methods always see labels 0..ways-1. Arrays are read-only.
     ``query_label_sets`` and ``support_label_sets`` (multi-label only) hold every
-    local label of each query and support clip.
+    local label of each query and support clip. ``reliability`` and ``reliability_labels``
+    name a reliability set V apart from the support set (protocol.reliability=val: the clips
+    CALM measures reliabilities on, against the support's prototypes); None: V = S.
     """
 
     index: int
@@ -43,9 +45,16 @@ class Episode:
     query_labels: np.ndarray
     query_label_sets: tuple[tuple[int, ...], ...] | None = None
     support_label_sets: tuple[tuple[int, ...], ...] | None = None
+    reliability: np.ndarray | None = None
+    reliability_labels: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        for name in ("classes", "support", "support_labels", "query", "query_labels"):
+        if (self.reliability is None) != (self.reliability_labels is None):
+            raise ValueError("give both reliability and reliability_labels, or neither")
+        for name in ("classes", "support", "support_labels", "query", "query_labels", "reliability",
+                     "reliability_labels"):
+            if getattr(self, name) is None:
+                continue
             arr = np.array(getattr(self, name), dtype=np.int64)
             arr.setflags(write=False)
             object.__setattr__(self, name, arr)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from calm.data.table import RELIABILITY_SPLIT
 from calm.errors import ProtocolError
 from calm.protocols.ast_pool import ast_leaky_members, check_support_pool
 from calm.protocols.base import Protocol
@@ -16,10 +17,13 @@ from calm.protocols.checks import (
     check_shots,
     check_some_support,
     is_int,
+    list_classes,
 )
 from calm.protocols.episodes import Episode, derive_seed
 from calm.protocols.pools import Pools
 from calm.protocols.support_draws import check_support_draw, support_sizes
+
+RELIABILITY_SETS = ("support", "val")
 
 
 class PaperProtocol(Protocol):
@@ -38,6 +42,12 @@ class PaperProtocol(Protocol):
     so the config group instantiates as written, with no key filtered out, and the grid report reads
     them from the same config. None: not configured.
     ``authors_modes`` is the switch every `${calm.authors:...}` config value reads (calm.authors_modes).
+    ``selection_metric`` (accuracy | macro_f1), like ``folds``, is read by the grid report, not the draw.
+
+    ``reliability`` names the reliability set V: ``support`` (V = S, the default) or ``val``: every
+    clip of the table's ``val`` split (the authors' val file), labelled with the same class list;
+    every class needs a val clip (``ProtocolError`` naming those without). CALM (and GRW) measure
+    reliabilities on V with prototypes from S, and the grid report adds a ``[val]`` choice.
 
     The reference code's support sets (README "Fidelity"), each an opt-in:
     ``support_draw`` (``calm.protocols.support_draws``): ``random`` (default), ``file_order`` (the
@@ -64,7 +74,14 @@ class PaperProtocol(Protocol):
         at_most: bool = False,
         support_pool: str = "clean",
         ast_train_lists: Sequence[int] = (1, 2),
+        reliability: str = "support",
+        selection_metric: str = "accuracy",
     ) -> None:
+        if reliability not in RELIABILITY_SETS:
+            raise ProtocolError(f"`reliability` must be one of {', '.join(RELIABILITY_SETS)}, got {reliability!r}.",
+                                "Set protocol.reliability=support (V = S) or val (the table's val split).")
+        self.reliability = reliability
+        self.selection_metric = selection_metric
         check_support_draw(support_draw, at_most)
         check_support_pool(support_pool, dataset, ast_train_lists)
         self.authors_modes = authors_modes
@@ -110,6 +127,8 @@ class PaperProtocol(Protocol):
             if overlap.any() and not self.leaks_test_clips
             else ""
         )
+        if self.reliability == "val":
+            check_val_pool(pools)
         available = np.array([len(rows) for rows in self.candidates(pools)], dtype=np.int64)
         if self.at_most or self.support_draw == "all":
             check_some_support(pools.classes, available, pools.name, note)
@@ -136,6 +155,7 @@ class PaperProtocol(Protocol):
                                        self.at_most)
         support = np.concatenate(per_class)
         query = np.flatnonzero(pools.query)
+        reliability = np.flatnonzero(pools.val) if self.reliability == "val" else None
         return Episode(
             index=0,
             seed=seed,
@@ -146,4 +166,21 @@ class PaperProtocol(Protocol):
             query_labels=np.searchsorted(pools.classes, pools.labels[query]),
             query_label_sets=pools.local_sets(query, pools.classes),
             support_label_sets=pools.local_sets(support, pools.classes),
+            reliability=reliability,
+            reliability_labels=None if reliability is None else np.searchsorted(pools.classes,
+                                                                                pools.labels[reliability]),
         )
+
+
+def check_val_pool(pools: Pools) -> None:
+    """protocol.reliability=val needs val clips of every class (a class's reliability is a mean over its
+    clips in V)."""
+    if pools.val is None:
+        raise ProtocolError(f"protocol.reliability=val, but the table has no clip in the {RELIABILITY_SPLIT!r} split.",
+                            "Use a table with val clips (e.g. dataset=manifest with a val file), or "
+                            "protocol.reliability=support.")
+    missing = pools.counts(pools.val) == 0
+    if missing.any():
+        raise ProtocolError(f"protocol.reliability=val, but these classes have no val clip: "
+                            f"{list_classes(pools.classes[missing], None, pools.name)}.",
+                            "Add val clips of these classes, or use protocol.reliability=support.")

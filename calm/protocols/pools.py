@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT
+from calm.data.table import QUERY_SPLIT, RELIABILITY_SPLIT, SUPPORT_SPLIT
 from calm.errors import ProtocolError
 from calm.protocols.checks import check_label_sets, check_table
 from calm.protocols.support_draws import pick
@@ -48,7 +48,9 @@ class Pools:
     """Single-label pools: ``labels``, the ``support`` and ``query`` masks, and the ``classes`` with
     clips in either pool (ascending). ``class_names[i]`` names class id ``i`` in error messages.
     ``folds`` holds each row's cross-validation fold where the table records one (ESC-50's
-    ``meta["fold"]``), so a protocol can rebuild a published per-fold list; None otherwise."""
+    ``meta["fold"]``), so a protocol can rebuild a published per-fold list; None otherwise.
+    ``val`` marks the labelled clips of the table's ``val`` split, the reliability set a protocol may
+    measure reliabilities on (``protocol.reliability=val``); None when the table has none."""
 
     labels: np.ndarray
     support: np.ndarray
@@ -56,6 +58,7 @@ class Pools:
     classes: np.ndarray
     class_names: tuple[str, ...] | None
     folds: np.ndarray | None = field(default=None, kw_only=True)
+    val: np.ndarray | None = field(default=None, kw_only=True)
 
     multi_label: ClassVar[bool] = False
 
@@ -68,26 +71,32 @@ class Pools:
         class_names: Sequence[str] | None = None,
         label_sets: Sequence[Sequence[int]] | None = None,
         folds: Sequence[int] | None = None,
+        is_val_pool: np.ndarray | None = None,
     ) -> Pools:
         """Check the arrays (``ProtocolError`` if they do not fit together); ``MultiLabelPools`` when
         ``label_sets`` (every positive class of each row; ``labels`` holds one of them) are given.
-        ``folds``: each row's fold, when the table has folds."""
+        ``folds``: each row's fold, when the table has folds. ``is_val_pool``: the labelled reliability
+        (val) clips, whose classes must be among the support and query pools' classes."""
         labels, support, query = check_table(labels, is_support_pool, is_query_pool)
         names = None if class_names is None else tuple(str(n) for n in class_names)
         fold_ids = check_folds(folds, labels)
         if label_sets is None:
-            return Pools(labels, support, query, np.unique(labels[support | query]), names, folds=fold_ids)
+            classes = np.unique(labels[support | query])
+            return Pools(labels, support, query, classes, names, folds=fold_ids,
+                         val=check_val(is_val_pool, labels, classes, names))
         sets = check_label_sets(label_sets, labels, support | query)
         in_play = [c for row in np.flatnonzero(support | query) for c in sets[row]]
-        return MultiLabelPools(labels, support, query, np.unique(np.array(in_play, dtype=np.int64)), names, sets,
-                               folds=fold_ids)
+        classes = np.unique(np.array(in_play, dtype=np.int64))
+        return MultiLabelPools(labels, support, query, classes, names, sets, folds=fold_ids,
+                               val=check_val(is_val_pool, labels, classes, names))
 
     @classmethod
     def from_table(cls, table: ClipTable) -> Pools:
         """A clip table's pools: its train clips as support, its test clips as queries."""
         label_sets = [c.all_labels for c in table.clips] if table.multi_label else None
+        val = table.split_mask(RELIABILITY_SPLIT)
         return cls.build(table.labels, table.split_mask(SUPPORT_SPLIT), table.split_mask(QUERY_SPLIT),
-                         table.class_names, label_sets, table_folds(table))
+                         table.class_names, label_sets, table_folds(table), val if val.any() else None)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({len(self.labels)} clips, {len(self.classes)} classes, "
@@ -237,6 +246,25 @@ def table_folds(table: ClipTable) -> np.ndarray | None:
     if not folds or any(f is None or not str(f).strip().lstrip("-").isdigit() for f in folds):
         return None
     return np.array([int(f) for f in folds], dtype=np.int64)
+
+
+def check_val(is_val_pool: np.ndarray | None, labels: np.ndarray, classes: np.ndarray,
+               names: tuple[str, ...] | None) -> np.ndarray | None:
+    """The val mask as a read-only bool array, or None; its clips' labels must come from the classes of
+    the support and query pools (one class list for S, V and the test set)."""
+    if is_val_pool is None:
+        return None
+    mask = np.asarray(is_val_pool, dtype=bool)
+    if mask.shape != labels.shape:
+        raise ProtocolError(f"the val mask has shape {mask.shape} but the table has {labels.shape} clips.",
+                            "Pass one val flag per clip of the same table.")
+    stray = sorted(set(labels[mask].tolist()) - set(classes.tolist()))
+    if stray:
+        shown = ", ".join(repr(names[c]) if names and 0 <= c < len(names) else f"class {c}" for c in stray[:5])
+        raise ProtocolError(f"{len(stray)} class(es) of the val clips have no train or test clip: {shown}.",
+                            "Label the val clips with the train/test class list, or drop those clips.")
+    mask.setflags(write=False)
+    return mask
 
 
 def check_folds(folds: Sequence[int] | None, labels: np.ndarray) -> np.ndarray | None:

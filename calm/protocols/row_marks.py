@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from calm.data.manifest_overlap import LeakShare, leak_shares
-from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT, VAL_SPLIT, ClipTable
+from calm.data.table import QUERY_SPLIT, RELIABILITY_SPLIT, SUPPORT_SPLIT, ClipTable
 from calm.protocols.episodes import Episode, test_clip_share
 
 
@@ -49,8 +49,8 @@ def shared_file_marks(table: ClipTable, episodes: list[Episode]) -> tuple[dict[s
     drawn = [table.clips[int(i)].audio_path for episode in episodes for i in episode.support]
     shares = {SUPPORT_SPLIT: LeakShare(SUPPORT_SPLIT, len(drawn), sum(f in test_files for f in drawn),
                                        len(set(drawn)), len(set(drawn) & test_files))}
-    if VAL_SPLIT in (val := leak_shares(table, (VAL_SPLIT,))):
-        shares[VAL_SPLIT] = val[VAL_SPLIT]
+    if RELIABILITY_SPLIT in (val := leak_shares(table, (RELIABILITY_SPLIT,))):
+        shares[RELIABILITY_SPLIT] = val[RELIABILITY_SPLIT]
     leaking = {split: share for split, share in shares.items() if share.leaking_rows}
     if not leaking:
         return {}, []

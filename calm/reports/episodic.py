@@ -22,7 +22,8 @@ import torch
 from calm.data.questions import covers_whole_clips, question_groups
 from calm.data.table import ClipTable
 from calm.figures import HeadCollector, HeadGrid, write_job_figures
-from calm.methods import Estimator
+from calm.methods.base import fit_estimator
+from calm.methods.prototypes import ReliabilitySet
 from calm.metrics import (
     accuracy,
     detector_scores,
@@ -44,15 +45,18 @@ if TYPE_CHECKING:
 
 
 def score_method(estimator: Any, support: torch.Tensor, episode: Episode, query: torch.Tensor,
-                 groups: np.ndarray | None = None) -> dict[str, float]:
+                 groups: np.ndarray | None = None, reliability: torch.Tensor | None = None) -> dict[str, float]:
     """One method on one episode: accuracy and macro-F1; exact match for multi-label episodes (the
     predicted set is the top-|true set| classes); EER for two-class episodes (detection); with `groups`
-    (the clip of each query question, every question of each clip present) both clip-level exact matches."""
+    (the clip of each query question, every question of each clip present) both clip-level exact matches.
+    `reliability`: the features of the episode's named reliability set V (`episode.reliability`), for
+    the estimators that measure reliabilities on labelled clips."""
     support_labels = torch.tensor(episode.support_labels)
     query_labels = torch.tensor(episode.query_labels)
-    # each episode breaks head-score ties with its own seed when an estimator asks for random tie-breaks
-    tie = {"tie_seed": episode.seed} if isinstance(estimator, Estimator) else {}
-    pred = estimator.fit(support, support_labels, n_classes=episode.ways, **tie).predict(query)
+    named = None if reliability is None else ReliabilitySet(reliability, torch.tensor(episode.reliability_labels))
+    # each episode breaks head-score ties (and draws random heads) with its own seed
+    pred = fit_estimator(estimator, support, support_labels, n_classes=episode.ways, tie_seed=episode.seed,
+                         reliability_set=named).predict(query)
     metrics = {"accuracy": accuracy(pred, query_labels), "macro_f1": macro_f1(pred, query_labels, episode.ways)}
     if episode.query_label_sets is not None or episode.ways == 2:
         scores = estimator.predict_scores(query)
@@ -110,9 +114,11 @@ def evaluate(episodes: list[Episode], features: torch.Tensor, methods: dict[str,
     for episode, episode_groups in zip(episodes if methods else [], groups, strict=False):
         support = features[torch.tensor(episode.support)].to(device).float()
         query = features[torch.tensor(episode.query)].to(device).float()
+        reliability = (None if episode.reliability is None
+                       else features[torch.tensor(episode.reliability)].to(device).float())
         logged = {}
         for name, estimator in methods.items():
-            metrics = score_method(estimator, support, episode, query, episode_groups)
+            metrics = score_method(estimator, support, episode, query, episode_groups, reliability)
             if collector is not None:
                 collector.add(name, estimator, episode.classes)
             per_method[name].append(metrics["accuracy"])

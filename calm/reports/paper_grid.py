@@ -26,6 +26,8 @@ from calm.config_schema import paper_grids
 from calm.data.questions import question_groups
 from calm.data.table import ClipTable
 from calm.methods import CALM, Estimator
+from calm.methods.calm_core import fit_head_seed
+from calm.methods.precision import arithmetic_dtype
 from calm.protocols import Episode, multilabel_targets
 from calm.reports.base import ReportOutput
 from calm.reports.episodic import evaluation_device
@@ -55,9 +57,14 @@ def tuned_methods(cfg: DictConfig) -> list[str]:
     return [name for name in cfg.method.get("estimators") or {} if name in grids]
 
 
+def named_reliability(cfg: DictConfig) -> bool:
+    """Whether the protocol names a reliability set V apart from the support set (protocol.reliability=val)."""
+    return cfg.protocol.get("reliability", "support") != "support"
+
+
 def tuned_rows(cfg: DictConfig) -> list[str]:
-    """The result rows the sweep adds: `tuned_row_names` of every tuned method."""
-    return [row for name in tuned_methods(cfg) for row in tuned_row_names(name)]
+    """The result rows the sweep adds: `tuned_row_names` of every tuned method ([val] rows with a named V)."""
+    return [row for name in tuned_methods(cfg) for row in tuned_row_names(name, named_reliability(cfg))]
 
 
 def grids_file(cfg: DictConfig) -> str:
@@ -80,6 +87,13 @@ def paper_notes(cfg: DictConfig) -> list[str]:
         notes.append("the reference code drew ESC-50 support from a file that also holds the test fold; "
                      "this framework does not unless asked (protocol.support_pool=ast_leaky), so its numbers "
                      "can be lower than the published ones")
+    if named_reliability(cfg):
+        notes.append("reliabilities (CALM, GRW) are measured on the table's val clips V with prototypes from the "
+                      "support set; <method>[val] is the setting best on V (SAV and the other rankings use the "
+                      "support set, as the authors' runner did)")
+    if cfg.get("evaluate", {}).get("dtype", "float32") == "model":
+        notes.append("evaluate.dtype=model: CALM's prototypes, cosines and softmax run in the backbone's dtype and "
+                     "are cast to float32 after the softmax, as the authors' runner did")
     if not str(cfg.prompt.get("_target_", "")).endswith((".PaperPrompt", ".ManifestPrompt")):
         notes.append("prompt is not a `paper` prompt: the published protocol used multiple-choice prompts "
                      "containing the label")
@@ -87,8 +101,9 @@ def paper_notes(cfg: DictConfig) -> list[str]:
 
 
 def uses_calm_engine(estimator: Any) -> bool:
-    """CALM settings the grid engine computes exactly: reliability on the support set, the paper's
-    weight normalisation per scheme. Any other CALM configuration is swept through the estimator API."""
+    """CALM settings the grid engine computes exactly: reliability on the support set (or a named V), the
+    paper's weight normalisation per scheme (any head choice, any arithmetic dtype). Any other CALM
+    configuration is swept through the estimator API."""
     return isinstance(estimator, CALM) and estimator.weight_norm is None and estimator.reliability_split == "support"
 
 
@@ -113,6 +128,8 @@ class Split:
         self.episode = episode
         self.support = features.gather(torch.tensor(episode.support), torch.float16)
         self.query = features.subset(episode.query)
+        self.reliability = None if episode.reliability is None else (
+            features.gather(torch.tensor(episode.reliability), torch.float16), torch.tensor(episode.reliability_labels))
         self.n_heads = int(self.support.shape[1])
         multi = episode.query_label_sets is not None
         self.common = {
@@ -122,15 +139,18 @@ class Split:
             "query_groups": groups, "support_groups": support_groups,
             "positive_class": 1 if episode.ways == 2 else None,
             "query_chunk": int(cfg.evaluate.query_chunk), "device": evaluation_device(cfg.evaluate.device),
+            "reliability": self.reliability, "selection_metric": cfg.protocol.get("selection_metric", "accuracy"),
         }
 
     def labels(self) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.tensor(self.episode.support_labels), torch.tensor(self.episode.query_labels)
 
     def tie_seed(self, estimator: Any) -> int | None:
-        """The tie seed of this episode's fits: the episode's seed under random tie-breaks (as the
-        episodic reports), else None (the estimator's own)."""
-        return self.episode.seed if getattr(estimator, "tie_break", "index") == "random" else None
+        """The seed of this episode's fits: the episode's seed under random tie-breaks or random heads
+        (as the episodic reports), else None (the estimator's own)."""
+        random_ties = getattr(estimator, "tie_break", "index") == "random"
+        random_heads = getattr(estimator, "head_choice", "reliable") != "reliable"
+        return self.episode.seed if random_ties or random_heads else None
 
 
 def sweep_method(cfg: DictConfig, name: str, estimator: Any, grid_cfg: Mapping[str, Any],
@@ -141,9 +161,10 @@ def sweep_method(cfg: DictConfig, name: str, estimator: Any, grid_cfg: Mapping[s
         tie_seed = split.tie_seed(estimator)
         grid, clamped = CalmGrid.from_config(
             grid_cfg, top_k_mode=estimator.top_k_mode, tie_break=estimator.tie_break,
-            tie_seed=estimator.tie_seed if tie_seed is None else tie_seed).for_heads(split.n_heads)
+            tie_seed=estimator.tie_seed if tie_seed is None else tie_seed, head_choice=estimator.head_choice,
+            head_seed=fit_head_seed(estimator.head_seed, tie_seed)).for_heads(split.n_heads)
         return paper_grid_report(split.support, support_labels, split.query, query_labels, grid,
-                                 **split.common), clamped
+                                 dtype=arithmetic_dtype(estimator.arithmetic_dtype), **split.common), clamped
     make, parameters = point_builder(cfg.method.estimators[name])
     grid, clamped = MethodGrid.from_config(name, grid_cfg, parameters, grids_file(cfg)).for_heads(split.n_heads)
     return paper_sweep_report(make, grid.points(), split.support, support_labels, split.query, query_labels,
@@ -182,7 +203,8 @@ def grid_rows(job: PreparedJob, episode: Episode, features: RowView) -> tuple[li
             notes.append(note)
         summary[name] = report.summary()
         configured = {key: cfg.method.estimators[name].get(key) for key in grids[name]}
-        for method, record in zip(tuned_row_names(name), (report.cv_choice, report.oracle), strict=True):
+        records = report.records()
+        for method, record in zip(tuned_row_names(name, len(records) == 3), records, strict=True):
             test = record["test"]
             row = {"method": method, "shots": cfg.shots, "ways": episode.ways, "queries": len(episode.query),
                    "episodes": 1, "accuracy_mean": test["accuracy"], "accuracy_ci95": float("nan"),

@@ -118,11 +118,12 @@ def support_cv_scores(estimator: Any, features: torch.Tensor, labels: np.ndarray
 
 
 def cross_validation_choice(pooled: np.ndarray, settings: Sequence[dict[str, Any]], n_folds: int, n_clips: int,
-                            multi_label: bool) -> dict[str, Any]:
+                            multi_label: bool, selection_metric: str = "accuracy") -> dict[str, Any]:
     """The record of a choice by support-set cross-validation: the first setting with the best pooled
     held-out score (`first_best`), its score, and how it was measured."""
     best = first_best(pooled)
+    metric = "exact_match" if multi_label else selection_metric
     return {"selected_by": "cross_validation", "setting": settings[best], "setting_index": best,
             "cv_score": float(pooled[best]), "folds": n_folds,
-            "metric": "exact_match" if multi_label else "accuracy",
+            "metric": metric,
             "note": f"stratified {n_folds}-fold cross-validation on the {n_clips} support clips"}

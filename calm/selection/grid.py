@@ -30,12 +30,18 @@ from calm.methods.calm_core import (
     class_means,
     clip_reliabilities,
     default_weight_norm,
+    head_choice_scores,
     head_ranks,
     logit_shift,
     setting_scores,
     shrink,
     softmax_classes_,
     weight_sets,
+)
+from calm.methods.precision import (
+    low_precision_cosines,
+    low_precision_prototypes,
+    low_precision_softmax,
 )
 from calm.methods.prototypes import (
     FeaturesLike,
@@ -46,6 +52,7 @@ from calm.methods.prototypes import (
     normalized_prototypes,
     prototype_dots,
     reciprocal_norms,
+    reliability_labels,
     scaled_dots,
     support_labels,
     validate_query,
@@ -77,29 +84,49 @@ class SplitScorer:
     The query clips are read `query_chunk` at a time (a tensor, or a lazy row view such as
     `calm.cache.RowView`, whose slices are read from disk): only their dot products with the
     prototypes (K, m, C) and inverse norms are kept, never the query features themselves.
+
+    `reliability` (a named reliability set V: rows and labels) is where reliabilities are measured,
+    against the prototypes of the support set; without it V = S. Its clips can also be scored
+    (`score_settings(..., split="reliability")`: the `[val]` choice). `dtype` other than float32 is the
+    authors' arithmetic (`calm.methods.precision`): prototypes, cosines and softmax in that dtype.
     """
 
     def __init__(self, support: FeaturesLike | QueryRows, labels: LabelsLike, query: FeaturesLike | QueryRows,
                  n_classes: int | None, query_chunk: int = 256, device: torch.device | str | None = None,
-                 support_chunk: int = SUPPORT_CHUNK) -> None:
+                 support_chunk: int = SUPPORT_CHUNK, reliability: ReliabilityRows | None = None,
+                 dtype: torch.dtype = torch.float32) -> None:
         self.device = torch.device(device) if device is not None else _device_of(support)
         self.labels, self.n_classes = support_labels(tuple(support.shape), labels, n_classes, self.device)
         self.n_heads, head_dim, self.n_queries = support.shape[1], support.shape[2], len(query)
         self.counts = class_counts(self.labels, self.n_classes)
+        self.dtype = dtype
         n = len(self.labels)
         support_parts = [slice(a, min(a + support_chunk, n)) for a in range(0, n, support_chunk)]
-        sums = None
-        for part in support_parts:  # class sums chunk by chunk: the support is never upcast whole
-            part_sums = class_sums(as_features(support[part]).to(self.device), self.labels[part], self.n_classes)
-            sums = part_sums if sums is None else sums + part_sums
-        prototypes = normalized_prototypes(sums, self.counts)
         # clips are upcast `query_chunk` at a time (memory), but scored in chunks as large as a
         # heads x classes x clips budget allows (speed: fewer posterior passes per tau)
         upcast = [slice(a, min(a + query_chunk, self.n_queries)) for a in range(0, self.n_queries, query_chunk)]
         scored = max(query_chunk, SCORE_BUDGET // (self.n_heads * self.n_classes))
         self.chunks = [slice(a, min(a + scored, self.n_queries)) for a in range(0, self.n_queries, scored)]
+        splits = [("support", support, support_parts), ("query", query, upcast)]
+        self.reliability_split, self.reliability_labels, self.reliability_counts = "support", self.labels, self.counts
+        if reliability is not None:
+            rows, rel_labels = reliability
+            self.reliability_split = "reliability"
+            self.reliability_labels = reliability_labels(rel_labels, len(rows), self.n_classes, self.device)
+            self.reliability_counts = class_counts(self.reliability_labels, self.n_classes)
+            self.n_reliability = len(rows)
+            splits.append(("reliability", rows, [slice(a, min(a + query_chunk, len(rows)))
+                                                 for a in range(0, len(rows), query_chunk)]))
+        if dtype != torch.float32:
+            self._low_precision(support, splits, head_dim)
+            return
+        sums = None
+        for part in support_parts:  # class sums chunk by chunk: the support is never upcast whole
+            part_sums = class_sums(as_features(support[part]).to(self.device), self.labels[part], self.n_classes)
+            sums = part_sums if sums is None else sums + part_sums
+        prototypes = normalized_prototypes(sums, self.counts)
         self._dots, self._recip = {}, {}
-        for split, rows, parts in (("support", support, support_parts), ("query", query, upcast)):
+        for split, rows, parts in splits:
             dots, recip = [], []
             for part in parts:
                 features = validate_query(rows[part], self.n_heads, head_dim).to(self.device)
@@ -111,32 +138,54 @@ class SplitScorer:
         largest = self.chunks[0].stop - self.chunks[0].start
         self._buffers = {"support": torch.empty_like(self._dots["support"]),  # classes-major, as the dots
                          "query": torch.empty(self.n_heads, self.n_classes, largest, device=self.device).transpose(1, 2)}
+        if reliability is not None:
+            self._buffers["reliability"] = torch.empty_like(self._dots["reliability"])
+
+    def _low_precision(self, support: FeaturesLike | QueryRows, splits: list, head_dim: int) -> None:
+        """The cosines of every split in `dtype` (`calm.methods.precision`), kept in that dtype."""
+        whole = validate_query(support[slice(0, len(self.labels))], self.n_heads, head_dim).to(self.device)
+        prototypes = low_precision_prototypes(whole, self.labels, self.n_classes, self.dtype)
+        self._cosines = {split: torch.cat([low_precision_cosines(validate_query(rows[part], self.n_heads, head_dim)
+                                                                 .to(self.device), prototypes) for part in parts],
+                                          dim=1)
+                         for split, rows, parts in splits}
 
     def setting_scores(self, setting: CalmSetting) -> torch.Tensor:
         """Class scores (m, C) of the query clips under one setting, computed chunk by chunk (for
         detection scores such as the EER's, where a setting's scores and not only its metrics count)."""
-        r = shrink(self.reliabilities(setting.tau, [setting.reliability])[setting.reliability], self.counts,
-                   setting.shrinkage)
-        weights = weight_sets(r, head_ranks(r, self.tie_order(setting)), default_weight_norm(setting.reliability),
-                              [setting.tau_w], [setting.top_k], top_k_mode=setting.top_k_mode)[0]
+        r = shrink(self.reliabilities(setting.tau, [setting.reliability])[setting.reliability],
+                   self.reliability_counts, setting.shrinkage)
+        weighted, ranked = self.head_choice(r, setting)
+        weights = weight_sets(weighted, head_ranks(ranked, self.tie_order(setting)),
+                              default_weight_norm(setting.reliability), [setting.tau_w], [setting.top_k],
+                              top_k_mode=setting.top_k_mode)[0]
         return torch.cat([calm_scores(self.posteriors("query", setting.tau, part), weights) for part in self.chunks])
 
     def tie_order(self, setting: CalmSetting) -> torch.Tensor | None:
         """The head order that settles reliability ties under `setting`'s tie rule (as CALM.fit)."""
         return tie_order(self.n_heads, setting.tie_break, setting.tie_seed)
 
+    @staticmethod
+    def head_choice(r: torch.Tensor, setting: CalmSetting) -> tuple[torch.Tensor, torch.Tensor]:
+        """(weighted, ranked) scores of `setting`'s head choice (`calm_core.head_choice_scores`), the
+        random draw seeded as CALM.fit seeds it."""
+        return head_choice_scores(r, setting.head_choice, setting.head_seed)
+
     def posteriors(self, split: str, tau: float, part: slice = slice(None)) -> torch.Tensor:
-        """p_j(c|x) (K, n, C) of the support clips or of one chunk of query clips, in a buffer the
-        next call overwrites."""
+        """p_j(c|x) (K, n, C) of the support clips, the reliability clips or one chunk of query clips, in
+        a buffer the next call overwrites."""
+        if self.dtype != torch.float32:
+            return low_precision_softmax(self._cosines[split][:, part], tau)
         shift = logit_shift(tau)
         dots, recip = self._dots[split][:, part], self._recip[split][:, part]
         out = self._buffers[split][:, : dots.shape[1]]
         return softmax_classes_(scaled_dots(dots, recip, 1.0 / tau, shift or 0.0, out), shifted=shift is not None)
 
     def reliabilities(self, tau: float, schemes: Sequence[str]) -> dict[str, torch.Tensor]:
-        """r (K, C) per scheme from one set of support posteriors (consumed in place)."""
-        per_clip = clip_reliabilities(self.posteriors("support", tau), self.labels, schemes, scratch=True)
-        return {s: class_means(r, self.labels, self.n_classes) for s, r in per_clip.items()}
+        """r (K, C) per scheme from one set of posteriors of the reliability set (consumed in place)."""
+        labels = self.reliability_labels
+        per_clip = clip_reliabilities(self.posteriors(self.reliability_split, tau), labels, schemes, scratch=True)
+        return {s: class_means(r, labels, self.n_classes) for s, r in per_clip.items()}
 
 
 class RowSubset:
@@ -160,6 +209,10 @@ class QueryRows(Protocol):
     def __len__(self) -> int: ...
 
     def __getitem__(self, part: slice) -> FeaturesLike: ...
+
+
+# a named reliability set V for the grid: its rows (read a slice at a time) and their labels
+ReliabilityRows = tuple[FeaturesLike | QueryRows, LabelsLike]
 
 
 class Scoreboard:
@@ -212,10 +265,13 @@ def evaluate_grid(
     chunk: int = 256,
     query_chunk: int = 256,
     device: torch.device | str | None = None,
+    reliability: ReliabilityRows | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> GridResult:
     """Accuracy and macro-F1 (and exact match, given (m, C) `query_targets`) of every setting.
 
-    Reliability is measured on the support set (the paper's split). Each setting's predictions are
+    Reliability is measured on the support set (the paper's split), or on a named reliability set V
+    (`reliability`: rows and labels); `dtype` as in `SplitScorer`. Each setting's predictions are
     those of `setting.estimator().fit(support, support_labels).predict(query)`: reliabilities and
     weights equal the estimator's bit for bit, and only the final sum over heads is ordered
     differently (`setting_scores` against `calm_scores`). A query whose two best class scores are
@@ -225,59 +281,66 @@ def evaluate_grid(
     the prototypes (K·m·C floats); `device` (default: the support's) is where the work runs.
     """
     with torch.no_grad():
-        scorer = SplitScorer(support, support_labels, query, n_classes, query_chunk, device)
+        scorer = SplitScorer(support, support_labels, query, n_classes, query_chunk, device,
+                             reliability=reliability, dtype=dtype)
     return score_settings(scorer, query_labels, settings, query_targets=query_targets, query_groups=query_groups,
                           chunk=chunk)
 
 
 def score_settings(scorer: SplitScorer, query_labels: LabelsLike, settings: CalmGrid | Sequence[CalmSetting], *,
                    query_targets: np.ndarray | torch.Tensor | None = None, query_groups: np.ndarray | None = None,
-                   chunk: int = 256) -> GridResult:
+                   chunk: int = 256, split: str = "query") -> GridResult:
     """`evaluate_grid` on a split whose cosine products are already computed (a scorer serves many
-    grids and settings' scores without reading the clips again)."""
+    grids and settings' scores without reading the clips again). `split="reliability"` scores the
+    clips of the named reliability set V instead of the queries (`query_labels` are then V's labels):
+    the `[val]` choice, weights measured on V and prototypes from S as for the test clips."""
     settings = grid_settings(settings)
     if not settings:
         raise ConfigError("no settings to evaluate", "pass a CalmGrid or a non-empty list of CalmSetting")
     with torch.no_grad():
         labels = query_label_tensor(query_labels, scorer.n_classes).to(scorer.device)
-        if labels.shape[0] != scorer.n_queries:
-            raise ConfigError(f"{scorer.n_queries} query clips but {labels.shape[0]} query labels",
-                              "pass one label per query clip")
+        expected = scorer.n_queries if split == "query" else scorer.n_reliability
+        if labels.shape[0] != expected:
+            raise ConfigError(f"{expected} {split} clips but {labels.shape[0]} {split} labels",
+                              "pass one label per scored clip")
         targets = None if query_targets is None else target_tensor(query_targets, labels.shape[0], scorer.n_classes)
         groups = None if query_groups is None else group_tensor(query_groups, labels.shape[0]).to(scorer.device)
         board = Scoreboard(labels, None if targets is None else targets.to(scorer.device), scorer.n_classes,
                            len(settings), groups)
         for tau, matrices in _plan(settings).items():
-            _score_tau(scorer, board, tau, matrices, chunk)
+            _score_tau(scorer, board, tau, matrices, chunk, split)
     return GridResult(settings, board.accuracy, board.macro_f1, board.exact_match, int(labels.shape[0]),
                       board.by_clip)
 
 
-# a reliability matrix and how its heads are ranked and masked: (scheme, shrinkage, top_k_mode, tie_break, tie_seed)
-Matrix = tuple[str, float, str, str, int]
+# a reliability matrix and how its heads are chosen, ranked and masked:
+# (scheme, shrinkage, top_k_mode, tie_break, tie_seed, head_choice, head_seed)
+Matrix = tuple[str, float, str, str, int, str, int]
 
 
 def _plan(settings: Sequence[CalmSetting]) -> dict[float, dict[Matrix, list[tuple[int, CalmSetting]]]]:
     """Settings grouped by tau, then by reliability matrix and head-ranking rule, in first-seen order."""
     plan: dict[float, dict[Matrix, list[tuple[int, CalmSetting]]]] = {}
     for i, s in enumerate(settings):
-        key = (s.reliability, s.shrinkage, s.top_k_mode, s.tie_break, s.tie_seed)
+        key = (s.reliability, s.shrinkage, s.top_k_mode, s.tie_break, s.tie_seed, s.head_choice, s.head_seed)
         plan.setdefault(s.tau, {}).setdefault(key, []).append((i, s))
     return plan
 
 
 def _score_tau(scorer: SplitScorer, board: Scoreboard, tau: float,
-               groups: dict[Matrix, list[tuple[int, CalmSetting]]], chunk: int) -> None:
+               groups: dict[Matrix, list[tuple[int, CalmSetting]]], chunk: int, split: str = "query") -> None:
     """All settings at one tau: posteriors once (per query chunk), reliabilities per scheme, weights
-    batched per reliability matrix."""
+    batched per reliability matrix. `split`: the clips scored (the queries, or the reliability set V)."""
     reliabilities = scorer.reliabilities(tau, list(dict.fromkeys(key[0] for key in groups)))
     single = None
-    if len(scorer.chunks) == 1:  # the whole test set fits one chunk: its posteriors serve every settings chunk
+    if split != "query":  # V is scored whole, after its posteriors gave the reliabilities
+        single = scorer.posteriors(split, tau).permute(2, 0, 1).contiguous()
+    elif len(scorer.chunks) == 1:  # the whole test set fits one chunk: its posteriors serve every settings chunk
         single = scorer.posteriors("query", tau).permute(2, 0, 1).contiguous()  # (C, K, m)
 
     def query_posteriors() -> Iterator[tuple[slice, torch.Tensor]]:
         if single is not None:
-            yield scorer.chunks[0], single
+            yield (scorer.chunks[0] if split == "query" else slice(None)), single
             return
         for part in scorer.chunks:
             yield part, scorer.posteriors("query", tau, part).permute(2, 0, 1).contiguous()
@@ -286,12 +349,12 @@ def _score_tau(scorer: SplitScorer, board: Scoreboard, tau: float,
     capacity = max(chunk, *(len(members) for members in groups.values()))
     buffer = torch.empty(n_classes, capacity, n_heads, device=scorer.device)
     pending: list[int] = []
-    for (scheme, alpha, top_k_mode, _, _), members in groups.items():
+    for (scheme, alpha, top_k_mode, *_), members in groups.items():
         if len(pending) + len(members) > capacity:
             board.score(buffer[:, :len(pending)], query_posteriors(), np.array(pending))
             pending = []
-        r = shrink(reliabilities[scheme], scorer.counts, alpha)
-        ranks = head_ranks(r, scorer.tie_order(members[0][1]))
+        r, ranked = scorer.head_choice(shrink(reliabilities[scheme], scorer.reliability_counts, alpha), members[0][1])
+        ranks = head_ranks(ranked, scorer.tie_order(members[0][1]))
         tau_ws = list(dict.fromkeys(s.tau_w for _, s in members))
         top_ks = list(dict.fromkeys(s.top_k for _, s in members))
         slot = {(w, k): t for t, (w, k) in enumerate(itertools.product(tau_ws, top_ks))}

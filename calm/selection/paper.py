@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from calm.methods.prototypes import FeaturesLike, LabelsLike
+from calm.methods.prototypes import FeaturesLike, LabelsLike, ReliabilitySet, as_features
 from calm.methods.prototypes import support_labels as checked_labels
 from calm.metrics import detector_scores, eer
 from calm.selection.cross_validation import (
@@ -23,6 +23,7 @@ from calm.selection.cross_validation import (
 )
 from calm.selection.grid import (
     QueryRows,
+    ReliabilityRows,
     RowSubset,
     SplitScorer,
     evaluate_grid,
@@ -41,6 +42,8 @@ from calm.selection.sweep import Build, SweepPoint, point_eer, sweep_cross_valid
 
 ORACLE_LABEL = "oracle: best of grid on the test set (optimistic; how the reference scripts chose)"
 CV_LABEL = "chosen by cross-validation on the support set; the test set is not used"
+VAL_LABEL = ("best on the reliability (val) set V: scored on V's clips with prototypes from the support set "
+             "(how the authors' runner chose when given a val file); the test set is not used")
 
 
 def select_by_cross_validation(
@@ -55,12 +58,16 @@ def select_by_cross_validation(
     support_groups: np.ndarray | None = None,
     chunk: int = 256,
     device: torch.device | str | None = None,
+    reliability: ReliabilityRows | None = None,
+    dtype: torch.dtype = torch.float32,
+    selection_metric: str = "accuracy",
 ) -> dict[str, Any]:
     """Choose a setting from the support set alone, by stratified k-fold cross-validation (rows of one
     `support_groups` id, e.g. the questions of one clip, held out together).
 
-    Each fold refits prototypes and reliabilities on the rest and scores the whole grid on the
-    held-out clips; the pooled held-out accuracy (exact match with `support_targets`) ranks the
+    Each fold refits prototypes (and reliabilities, on the named reliability set V when one is given,
+    else on the rest) and scores the whole grid on the held-out clips; the pooled held-out accuracy
+    (exact match with `support_targets`; macro-F1 with `selection_metric="macro_f1"`) ranks the
     settings, ties to the first in grid order. With a single clip in some class, CALM's default
     setting is returned instead (with the grid's top_k_mode and tie rule), with ``selected_by: "default"``
     and the reason in ``note``.
@@ -81,11 +88,12 @@ def select_by_cross_validation(
         keep, out = held.nonzero().flatten().cpu(), (~held).nonzero().flatten().cpu()
         return evaluate_grid(RowSubset(features, out), labels[~held], RowSubset(features, keep), labels[held], settings,
                              n_classes=n_classes, query_targets=None if targets is None else targets[held],
-                             chunk=chunk, device=device).values()
+                             chunk=chunk, device=device, reliability=reliability,
+                             dtype=dtype).values(selection_metric)
 
     pooled = pooled_fold_scores(fold, n_folds, score_fold)
     return cross_validation_choice(pooled, [s.as_dict() for s in settings], n_folds, len(labels_np),
-                                   targets is not None)
+                                   targets is not None, selection_metric)
 
 
 def default_setting(settings: Sequence[CalmSetting]) -> CalmSetting:
@@ -96,26 +104,46 @@ def default_setting(settings: Sequence[CalmSetting]) -> CalmSetting:
 
 @dataclass(frozen=True, eq=False)
 class PaperGridReport:
-    """The paper protocol's two selections, and the whole grid's test scores."""
+    """The paper protocol's selections (the `[val]` one only with a named reliability set V), and the
+    whole grid's test scores."""
 
     cv_choice: dict[str, Any]
     oracle: dict[str, Any]
     test: GridResult
+    val_choice: dict[str, Any] | None = None
+    selection_metric: str = "accuracy"
 
     def summary(self) -> dict[str, Any]:
-        """JSON-ready: both selections, labelled, and the grid's size and ranking metric."""
-        return {"grid_size": len(self.test.settings), "metric": self.test.metric,
-                "cv_choice": self.cv_choice, "oracle": self.oracle}
+        """JSON-ready: the selections, labelled, and the grid's size and ranking metric."""
+        out = {"grid_size": len(self.test.settings), "metric": self.test.metric_for(self.selection_metric),
+               "cv_choice": self.cv_choice, "oracle": self.oracle}
+        return out if self.val_choice is None else {**out, "val_choice": self.val_choice}
+
+    def records(self) -> list[dict[str, Any]]:
+        """The labelled records in row order: [cv], [val] (with a named V), [oracle]."""
+        return [self.cv_choice, *([] if self.val_choice is None else [self.val_choice]), self.oracle]
 
 
 def labelled_choices(cv: dict[str, Any], cv_test: dict[str, float], test: GridResult,
-                     settings: Sequence[Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+                     settings: Sequence[Any], selection_metric: str = "accuracy") -> tuple[dict[str, Any], dict[str, Any]]:
     """The two labelled records of a tuned method: the cross-validated choice with its test scores, and
-    the best of grid on test (the oracle; ties to the first in grid order)."""
-    best = test.best()
+    the best of grid on test by `selection_metric` (the oracle; ties to the first in grid order)."""
+    best = test.best(selection_metric)
     return ({"label": CV_LABEL, **cv, "test": cv_test},
             {"label": ORACLE_LABEL, "setting": settings[best].as_dict(), "setting_index": best,
-             "test": test.scores_of(best)})
+             "metric": test.metric_for(selection_metric), "test": test.scores_of(best)})
+
+
+def val_choice(val: GridResult | None, test: GridResult, settings: Sequence[Any],
+               selection_metric: str = "accuracy") -> dict[str, Any] | None:
+    """The `[val]` record: the setting best on the reliability set V (`val`, every setting scored on V's
+    clips), with its test scores; None without a named V."""
+    if val is None:
+        return None
+    best = val.best(selection_metric)
+    return {"label": VAL_LABEL, "selected_by": "val", "setting": settings[best].as_dict(), "setting_index": best,
+            "val_score": float(val.values(selection_metric)[best]), "metric": val.metric_for(selection_metric),
+            "val_clips": val.n_queries, "test": test.scores_of(best)}
 
 
 def paper_grid_report(
@@ -136,9 +164,15 @@ def paper_grid_report(
     chunk: int = 256,
     query_chunk: int = 256,
     device: torch.device | str | None = None,
+    reliability: ReliabilityRows | None = None,
+    dtype: torch.dtype = torch.float32,
+    selection_metric: str = "accuracy",
 ) -> PaperGridReport:
     """The grid on test, the setting chosen by cross-validation on the support set (with its test
-    scores), and the best of grid on test, labelled as an oracle.
+    scores), and the best of grid on test, labelled as an oracle; with a named reliability set V
+    (`reliability`: rows and labels) reliabilities are measured on V and a third choice, the best on
+    V (`[val]`), is added. `selection_metric` (accuracy | macro_f1) ranks every choice; `dtype` as in
+    `SplitScorer`.
 
     The selector is called with the support set only. `positive_class` (two-class detection, e.g.
     bonafide) adds each selection's test EER. Multi-label: pass `query_targets` (and, to select by
@@ -150,24 +184,30 @@ def paper_grid_report(
     """
     settings = grid_settings(grid)
     with torch.no_grad():  # the test clips are read once: the grid, the default and the EERs share the scorer
-        scorer = SplitScorer(support, support_labels, query, n_classes, query_chunk, device)
+        scorer = SplitScorer(support, support_labels, query, n_classes, query_chunk, device,
+                             reliability=reliability, dtype=dtype)
     scored = {"query_targets": query_targets, "query_groups": query_groups}
     test = score_settings(scorer, query_labels, settings, chunk=chunk, **scored)
     cv = select_by_cross_validation(support, support_labels, settings, folds, seed, n_classes=n_classes,
                                     support_targets=support_targets, support_groups=support_groups, chunk=chunk,
-                                    device=device)
+                                    device=device, reliability=reliability, dtype=dtype,
+                                    selection_metric=selection_metric)
     if cv["setting_index"] is not None:
         cv_test = test.scores_of(cv["setting_index"])
     else:
         cv_test = score_settings(scorer, query_labels, [default_setting(settings)], **scored).scores_of(0)
-    cv_choice, oracle = labelled_choices(cv, cv_test, test, settings)
+    cv_choice, oracle = labelled_choices(cv, cv_test, test, settings, selection_metric)
+    val = None if reliability is None else score_settings(scorer, reliability[1], settings, chunk=chunk,
+                                                          split="reliability")
+    report = PaperGridReport(cv_choice, oracle, test, val_choice(val, test, settings, selection_metric),
+                             selection_metric)
     if positive_class is not None:
         truth = query_label_tensor(query_labels, 2).numpy() == positive_class
-        for record in (cv_choice, oracle):
+        for record in report.records():
             with torch.no_grad():
                 scores = scorer.setting_scores(CalmSetting(**record["setting"]))
             record["test"]["eer"] = eer(detector_scores(scores, positive_class), truth)
-    return PaperGridReport(cv_choice, oracle, test)
+    return report
 
 
 def paper_sweep_report(
@@ -189,17 +229,23 @@ def paper_sweep_report(
     positive_class: int | None = None,
     query_chunk: int = 256,
     device: torch.device | str | None = None,
+    reliability: ReliabilityRows | None = None,
+    selection_metric: str = "accuracy",
 ) -> PaperGridReport:
     """`paper_grid_report` for any estimator: `build(point)` makes the estimator of a grid point
-    (`calm.selection.sweep`), each fitted from scratch. Same two selections, rules and fields; the
+    (`calm.selection.sweep`), each fitted from scratch. Same selections, rules and fields; the
     settings are the points' values, and the default when cross-validation cannot run is the
-    method's configured setting (the empty point)."""
+    method's configured setting (the empty point). A named reliability set V reaches the estimators
+    that measure reliabilities (`fit_estimator`) and adds the `[val]` choice for every method."""
     points = tuple(points)
-    split = {"n_classes": n_classes, "tie_seed": tie_seed, "device": device}
+    named = None if reliability is None else ReliabilitySet(as_features(reliability[0]),
+                                                            torch.as_tensor(np.asarray(reliability[1])))
+    split = {"n_classes": n_classes, "tie_seed": tie_seed, "device": device, "reliability_set": named}
     test = sweep_split(build, points, support, support_labels, query, query_labels, query_targets=query_targets,
                        query_groups=query_groups, query_chunk=query_chunk, **split)
     cv = sweep_cross_validation(build, points, support, support_labels, folds=folds, seed=seed,
-                                support_targets=support_targets, support_groups=support_groups, **split)
+                                support_targets=support_targets, support_groups=support_groups,
+                                selection_metric=selection_metric, **split)
     cv_point = points[cv["setting_index"]] if cv["setting_index"] is not None else SweepPoint()
     if cv["setting_index"] is not None:
         cv_test = test.scores_of(cv["setting_index"])
@@ -207,10 +253,16 @@ def paper_sweep_report(
         cv_test = sweep_split(build, [cv_point], support, support_labels, query, query_labels,
                               query_targets=query_targets, query_groups=query_groups, query_chunk=query_chunk,
                               **split).scores_of(0)
-    cv_choice, oracle = labelled_choices(cv, cv_test, test, points)
+    cv_choice, oracle = labelled_choices(cv, cv_test, test, points, selection_metric)
+    val = None if named is None else sweep_split(build, points, support, support_labels, named.features,
+                                                 named.labels, query_chunk=query_chunk, **split)
+    report = PaperGridReport(cv_choice, oracle, test, val_choice(val, test, points, selection_metric),
+                             selection_metric)
     if positive_class is not None:
-        for record, point in ((cv_choice, cv_point), (oracle, points[oracle["setting_index"]])):
+        chosen = [cv_point, *([] if val is None else [points[report.val_choice["setting_index"]]]),
+                  points[oracle["setting_index"]]]
+        for record, point in zip(report.records(), chosen, strict=True):
             record["test"]["eer"] = point_eer(build, point, support, support_labels, query, query_labels,
                                               positive_class, tie_seed=tie_seed, query_chunk=query_chunk,
-                                              device=device)
-    return PaperGridReport(cv_choice, oracle, test)
+                                              device=device, reliability_set=named)
+    return report

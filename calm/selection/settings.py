@@ -16,13 +16,23 @@ import numpy as np
 
 from calm.errors import ConfigError
 from calm.methods import CALM
-from calm.methods.calm_core import check_calm_settings
+from calm.methods.calm_core import check_calm_settings, check_head_choice
 from calm.methods.ties import check_tie_break
 
 AXES = ("reliability", "tau", "tau_w", "top_k", "shrinkage")
 ALL_HEADS = (None, "all")  # config spellings of "every head" for a top_k
 # with per-label questions (`query_groups`), the score settings are ranked by: the authors' CALM runner's
 QUESTION_METRIC = "exact_match_questions"
+
+
+SELECTION_METRICS = ("accuracy", "macro_f1")
+
+
+def check_selection_metric(metric: str) -> None:
+    """`accuracy` (the default ranking: accuracy, or exact match for multi-label) or `macro_f1`."""
+    if metric not in SELECTION_METRICS:
+        raise ConfigError(f"unknown selection_metric {metric!r}",
+                          "use accuracy (exact match for multi-label data) or macro_f1 (the authors' spoofing choice)")
 
 
 def first_best(values: Sequence[float] | np.ndarray) -> int:
@@ -42,8 +52,9 @@ def heads_top_k(values: Sequence[Any], n_heads: int) -> tuple[tuple[int | None, 
 @dataclass(frozen=True)
 class CalmSetting:
     """One CALM setting; `weight_norm` is always the paper's pairing for the scheme. `top_k_mode`,
-    `tie_break` and `tie_seed` are the CALM estimator's (not swept: a grid takes them from the job's
-    `estimators.calm`, so grid and estimator rank and mask heads alike)."""
+    `tie_break`, `tie_seed`, `head_choice` and `head_seed` are the CALM estimator's (not swept: a grid
+    takes them from the job's `estimators.<method>`, so grid and estimator choose, rank and mask heads
+    alike; `head_seed` is the seed of the random draw itself, as a fit without an episode seed uses it)."""
 
     reliability: str = "margin_clamped"
     tau: float = 0.07
@@ -53,20 +64,27 @@ class CalmSetting:
     top_k_mode: str = "exclude"
     tie_break: str = "index"
     tie_seed: int = 0
+    head_choice: str = "reliable"
+    head_seed: int = 0
 
     def __post_init__(self) -> None:
         check_calm_settings(self.tau, self.tau_w, self.reliability, self.top_k, self.shrinkage, None,
                             self.top_k_mode)
         check_tie_break("CALM", self.tie_break, self.tie_seed)
+        check_head_choice(self.head_choice, self.head_seed)
 
     def estimator(self) -> CALM:
         """The estimator that computes this setting from scratch (reliability on the support set)."""
         return CALM(tau=self.tau, tau_w=self.tau_w, reliability=self.reliability, top_k=self.top_k,
                     shrinkage=self.shrinkage, top_k_mode=self.top_k_mode, tie_break=self.tie_break,
-                    tie_seed=self.tie_seed)
+                    tie_seed=self.tie_seed, head_choice=self.head_choice, head_seed=self.head_seed)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The setting's values; the head choice only when it is not CALM's own (`reliable`)."""
+        values = asdict(self)
+        if self.head_choice == "reliable":
+            del values["head_choice"], values["head_seed"]
+        return values
 
 
 DEFAULT_SETTING = CalmSetting()
@@ -75,7 +93,8 @@ DEFAULT_SETTING = CalmSetting()
 @dataclass(frozen=True)
 class CalmGrid:
     """The Cartesian product of values per hyper-parameter; top_k None means all heads. `top_k_mode`,
-    `tie_break` and `tie_seed` are not axes: every setting carries the same ones (`CalmSetting`)."""
+    `tie_break`, `tie_seed`, `head_choice` and `head_seed` are not axes: every setting carries the same
+    ones (`CalmSetting`)."""
 
     reliability: tuple[str, ...]
     tau: tuple[float, ...]
@@ -85,6 +104,8 @@ class CalmGrid:
     top_k_mode: str = "exclude"
     tie_break: str = "index"
     tie_seed: int = 0
+    head_choice: str = "reliable"
+    head_seed: int = 0
 
     def __post_init__(self) -> None:
         for name in AXES:
@@ -94,14 +115,18 @@ class CalmGrid:
             object.__setattr__(self, name, values)
             for value in values:
                 CalmSetting(**{name: value})  # rejects values CALM does not accept
-        CalmSetting(top_k_mode=self.top_k_mode, tie_break=self.tie_break, tie_seed=self.tie_seed)
+        CalmSetting(**self._rules())
+
+    def _rules(self) -> dict[str, Any]:
+        return {"top_k_mode": self.top_k_mode, "tie_break": self.tie_break, "tie_seed": self.tie_seed,
+                "head_choice": self.head_choice, "head_seed": self.head_seed}
 
     def __len__(self) -> int:
         return math.prod(len(getattr(self, name)) for name in AXES)
 
     def settings(self) -> list[CalmSetting]:
         """Every setting, ordered by reliability, tau, shrinkage, tau_w, top_k (the reuse order)."""
-        rules = {"top_k_mode": self.top_k_mode, "tie_break": self.tie_break, "tie_seed": self.tie_seed}
+        rules = self._rules()
         return [CalmSetting(reliability=r, tau=t, tau_w=w, top_k=k, shrinkage=a, **rules)
                 for r, t, a, w, k in itertools.product(self.reliability, self.tau, self.shrinkage,
                                                         self.tau_w, self.top_k)]
@@ -113,7 +138,7 @@ class CalmGrid:
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], *, top_k_mode: str = "exclude", tie_break: str = "index",
-                    tie_seed: int = 0) -> CalmGrid:
+                    tie_seed: int = 0, head_choice: str = "reliable", head_seed: int = 0) -> CalmGrid:
         """From a config mapping of lists (`grids.calm`); a top_k of null or "all" means all heads.
         The keyword settings are the CALM estimator's, shared by every setting."""
         missing = [name for name in AXES if name not in cfg]
@@ -124,7 +149,8 @@ class CalmGrid:
         top_k = tuple(None if k in ALL_HEADS else k for k in cfg["top_k"])
         return cls(tuple(cfg["reliability"]), tuple(float(t) for t in cfg["tau"]),
                    tuple(float(w) for w in cfg["tau_w"]), top_k, tuple(float(a) for a in cfg["shrinkage"]),
-                   top_k_mode=top_k_mode, tie_break=tie_break, tie_seed=tie_seed)
+                   top_k_mode=top_k_mode, tie_break=tie_break, tie_seed=tie_seed, head_choice=head_choice,
+                   head_seed=head_seed)
 
 
 def grid_settings(grid: CalmGrid | Sequence[CalmSetting]) -> tuple[CalmSetting, ...]:
@@ -149,18 +175,31 @@ class GridResult:
     def metric(self) -> str:
         """The score settings are ranked by: all of a clip's questions right for per-label questions,
         exact match for multi-label queries, else accuracy."""
+        return self.metric_for("accuracy")
+
+    def metric_for(self, selection_metric: str) -> str:
+        """The score a choice by `selection_metric` ranks by: `accuracy` is the default ranking
+        (`metric`), `macro_f1` the macro-F1 of single-label queries (the authors' spoofing runner)."""
+        check_selection_metric(selection_metric)
+        if selection_metric == "macro_f1":
+            if self.exact_match is not None or QUESTION_METRIC in self.by_clip:
+                raise ConfigError("selection_metric=macro_f1 ranks single-label results, but these are "
+                                  f"scored by {self.metric}", "use selection_metric=accuracy for multi-label data")
+            return "macro_f1"
         if QUESTION_METRIC in self.by_clip:
             return QUESTION_METRIC
         return "accuracy" if self.exact_match is None else "exact_match"
 
-    def values(self) -> np.ndarray:
-        if QUESTION_METRIC in self.by_clip:
-            return self.by_clip[QUESTION_METRIC]
-        return self.accuracy if self.exact_match is None else self.exact_match
+    def values(self, selection_metric: str = "accuracy") -> np.ndarray:
+        """Each setting's score under `metric_for(selection_metric)`."""
+        metric = self.metric_for(selection_metric)
+        if metric in self.by_clip:
+            return self.by_clip[metric]
+        return {"accuracy": self.accuracy, "macro_f1": self.macro_f1, "exact_match": self.exact_match}[metric]
 
-    def best(self) -> int:
-        """Index of the best setting (`first_best`)."""
-        return first_best(self.values())
+    def best(self, selection_metric: str = "accuracy") -> int:
+        """Index of the best setting by `selection_metric` (`first_best`)."""
+        return first_best(self.values(selection_metric))
 
     def scores_of(self, i: int) -> dict[str, float]:
         out = {"accuracy": float(self.accuracy[i]), "macro_f1": float(self.macro_f1[i])}

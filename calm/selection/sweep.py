@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from calm.errors import ConfigError
-from calm.methods.prototypes import FeaturesLike, LabelsLike, as_features
+from calm.methods.base import fit_estimator
+from calm.methods.prototypes import FeaturesLike, LabelsLike, ReliabilitySet, as_features
 from calm.metrics import detector_scores, eer, exact_hits, prediction_counts
 from calm.selection.cross_validation import (
     cross_validation_choice,
@@ -101,10 +102,11 @@ def _parts(n: int, chunk: int) -> list[slice]:
 
 
 def fit_point(build: Build, point: SweepPoint, support: torch.Tensor, labels: torch.Tensor, n_classes: int,
-              tie_seed: int | None) -> Any:
-    """The estimator of `point`, fitted on the support rows (`tie_seed`: this fit's tie seed, if given)."""
-    tie = {} if tie_seed is None else {"tie_seed": tie_seed}
-    return build(point.as_dict()).fit(support, labels, n_classes=n_classes, **tie)
+              tie_seed: int | None, reliability_set: ReliabilitySet | None = None) -> Any:
+    """The estimator of `point`, fitted on the support rows (`tie_seed`: this fit's tie seed, if given;
+    `reliability_set`: a named V, for the estimators that measure reliabilities)."""
+    return fit_estimator(build(point.as_dict()), support, labels, n_classes=n_classes, tie_seed=tie_seed,
+                         reliability_set=reliability_set)
 
 
 def fitted_bytes(estimator: Any) -> int:
@@ -114,13 +116,14 @@ def fitted_bytes(estimator: Any) -> int:
 
 
 def fitted_batches(build: Build, points: Sequence[SweepPoint], support: torch.Tensor, labels: torch.Tensor,
-                   n_classes: int, tie_seed: int | None, budget: int) -> Iterator[list[tuple[int, Any]]]:
+                   n_classes: int, tie_seed: int | None, budget: int,
+                   reliability_set: ReliabilitySet | None = None) -> Iterator[list[tuple[int, Any]]]:
     """(point index, fitted estimator) pairs, in grid order, in batches whose fitted state stays under
     `budget` bytes (a batch always holds at least one point)."""
     batch: list[tuple[int, Any]] = []
     used = 0
     for i, point in enumerate(points):
-        fitted = fit_point(build, point, support, labels, n_classes, tie_seed)
+        fitted = fit_point(build, point, support, labels, n_classes, tie_seed, reliability_set)
         size = fitted_bytes(fitted)
         if batch and used + size > budget:
             yield batch
@@ -141,10 +144,12 @@ def sweep_split(build: Build, points: Sequence[SweepPoint], support: FeaturesLik
                 query: FeaturesLike | QueryRows, query_labels: LabelsLike, *, n_classes: int,
                 tie_seed: int | None = None, query_targets: np.ndarray | torch.Tensor | None = None,
                 query_groups: np.ndarray | torch.Tensor | None = None, query_chunk: int = 256,
-                device: torch.device | str | None = None, fitted_budget: int = FITTED_BUDGET) -> GridResult:
+                device: torch.device | str | None = None, fitted_budget: int = FITTED_BUDGET,
+                reliability_set: ReliabilitySet | None = None) -> GridResult:
     """Accuracy and macro-F1 of every point (exact match with (m, C) `query_targets`; both clip-level
-    exact matches with `query_groups`), each point's estimator fitted from scratch on the support set;
-    the test rows are read once per batch of fitted points (`fitted_batches`)."""
+    exact matches with `query_groups`), each point's estimator fitted from scratch on the support set
+    (and the named reliability set V, `reliability_set`, where the estimator uses one); the test rows
+    are read once per batch of fitted points (`fitted_batches`)."""
     if not points:
         raise ConfigError("no grid points to evaluate", "give the method at least one grid point")
     device = torch.device(device) if device is not None else torch.device("cpu")
@@ -160,7 +165,8 @@ def sweep_split(build: Build, points: Sequence[SweepPoint], support: FeaturesLik
     exact = None if targets is None else np.zeros(n)
     by_clip = {} if groups is None else {name: np.zeros(n) for name in CLIP_METRICS}
     with torch.no_grad():
-        for batch in fitted_batches(build, points, support, fit_labels, n_classes, tie_seed, fitted_budget):
+        for batch in fitted_batches(build, points, support, fit_labels, n_classes, tie_seed, fitted_budget,
+                                    reliability_set):
             counts: dict[int, Any] = {}
             hits: dict[int, torch.Tensor] = {}
             preds: dict[int, list[torch.Tensor]] = {i: [] for i, _ in batch}
@@ -189,7 +195,8 @@ def sweep_cross_validation(build: Build, points: Sequence[SweepPoint], support: 
                            support_labels: LabelsLike, *, n_classes: int, folds: int = 5, seed: int = 0,
                            tie_seed: int | None = None, support_targets: np.ndarray | torch.Tensor | None = None,
                            support_groups: np.ndarray | None = None,
-                           device: torch.device | str | None = None) -> dict[str, Any]:
+                           device: torch.device | str | None = None, reliability_set: ReliabilitySet | None = None,
+                           selection_metric: str = "accuracy") -> dict[str, Any]:
     """Choose a point from the support set alone, by the one cross-validation rule
     (`calm.selection.cross_validation`: stratified folds keeping `support_groups` together, pooled
     held-out score) and the one tie rule
@@ -207,21 +214,23 @@ def sweep_cross_validation(build: Build, points: Sequence[SweepPoint], support: 
         keep = ~held
         return sweep_split(build, points, support[keep], labels_np[keep.numpy()], support[held],
                            labels_np[held.numpy()], n_classes=n_classes, tie_seed=tie_seed,
-                           query_targets=None if targets is None else targets[held], device=device).values()
+                           query_targets=None if targets is None else targets[held], device=device,
+                           reliability_set=reliability_set).values(selection_metric)
 
     pooled = pooled_fold_scores(fold, n_folds, score_fold)
     return cross_validation_choice(pooled, [s.as_dict() for s in points], n_folds, len(labels_np),
-                                   targets is not None)
+                                   targets is not None, selection_metric)
 
 
 def point_eer(build: Build, point: SweepPoint, support: FeaturesLike, support_labels: LabelsLike,
               query: FeaturesLike | QueryRows, query_labels: LabelsLike, positive_class: int, *,
-              tie_seed: int | None = None, query_chunk: int = 256, device: torch.device | str | None = None) -> float:
+              tie_seed: int | None = None, query_chunk: int = 256, device: torch.device | str | None = None,
+              reliability_set: ReliabilitySet | None = None) -> float:
     """Test EER (percent) of one point on a two-class split, `positive_class` the detected class."""
     device = torch.device(device) if device is not None else torch.device("cpu")
     labels = torch.as_tensor(np.asarray(support_labels)).long().to(device)
     with torch.no_grad():
-        fitted = fit_point(build, point, as_features(support).to(device), labels, 2, tie_seed)
+        fitted = fit_point(build, point, as_features(support).to(device), labels, 2, tie_seed, reliability_set)
         scores = torch.cat([torch.as_tensor(fitted.predict_scores(rows)).float().cpu()
                             for _, rows in _query_chunks(query, query_chunk, device)])
     truth = query_label_tensor(query_labels, 2).numpy() == positive_class
