@@ -145,10 +145,9 @@ def merge(job: PreparedJob, episodes: list, outputs: list[ReportOutput]) -> tupl
     summary = result_rows(job.cfg.shots, per_method, episode_rows, episodes[0].ways,
                           job.protocol.reported_queries(episodes), job.cfg.method.get("baseline"))
     # every row says what its support sets were, when not `shots` clean clips per class (calm.protocols.row_marks)
-    fields, notes = support_marks(episodes, job.cfg.shots, job.protocol.leaks_test_clips, count_causes(job))
-    if not job.protocol.leaks_test_clips:  # a leaky pool's support rows are test rows: marked above already
-        shared_fields, shared_notes = shared_file_marks(job.table, episodes)
-        fields, notes = fields | shared_fields, notes + shared_notes
+    fields, notes = support_marks(episodes, job.cfg.shots, count_causes(job))
+    shared_fields, shared_notes = shared_file_marks(job.table, episodes)
+    fields, notes = fields | shared_fields, notes + shared_notes
     if notes:
         extra["notes"] = [*extra.get("notes", []), *notes]
     return [row | fields for row in summary + rows], episode_rows, extra

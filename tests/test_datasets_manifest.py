@@ -1,4 +1,4 @@
-"""dataset=manifest on manifests the tests write in the authors' exact schema (tests/manifests.py):
+"""dataset=manifest on manifests the tests write in the authors' exact schema (calm/tables/manifest_schema.py):
 path mapping, missing files, duplicates, overlap, the verbatim question, AudioSet, pseudo-labelled
 and audio-visual entries."""
 
@@ -23,8 +23,8 @@ from calm.errors import DataError
 from calm.file_digests import FileDigests
 from calm.protocols import PaperProtocol, Pools, shared_file_marks
 from calm.row_inputs import row_inputs
+from calm.tables.manifest_schema import audioset, mcq, pseudo, write
 from tests.cli import run_cli
-from tests.manifests import audioset, mcq, pseudo, write
 
 ESC = "/data/sls/scratch/sbhati/SSM/VMamba-ast/egs/esc50/data/ESC-50-master/audio_16k/"
 CLASSES = ["dog", "rain", "siren", "clock_tick"]

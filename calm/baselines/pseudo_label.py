@@ -122,10 +122,11 @@ class PseudoLabelSettings:
                               "options show each clip's true label, which the unlabelled pool must never see",
                               "use prompt=clean, or method.pseudo_label.prompt=multiple_choice to ask the authors' "
                               "multiple-choice question knowingly (its options contain the true label)")
-        if self.prompt == "multiple_choice" and not isinstance(prompt, PaperPrompt):
-            raise ConfigError("pseudo_label.prompt=multiple_choice needs the multiple-choice prompt, got "
+        if self.prompt == "multiple_choice" and not isinstance(prompt, (PaperPrompt, ManifestPrompt)):
+            raise ConfigError("pseudo_label.prompt=multiple_choice needs a multiple-choice prompt, got "
                               f"prompt={getattr(prompt, 'name', prompt)}",
-                              "use prompt=paper, or method.pseudo_label.prompt=clean")
+                              "use prompt=paper (or prompt=manifest with dataset=manifest: each entry's own "
+                              "question and options), or method.pseudo_label.prompt=clean")
 
     def notes(self) -> list[str]:
         """What a reader of the `+pl` rows must know under the authors' modes (results.json notes)."""

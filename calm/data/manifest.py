@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,10 @@ __all__ = ["ROLES", "Manifest", "load_manifests", "resolve_manifest"]
 
 ROLES = {"support": SUPPORT_SPLIT, "val": RELIABILITY_SPLIT, "test": QUERY_SPLIT}
 ON_MISSING = ("error", "skip")
+# Whose label a pseudo-labelled entry's row gets: `file` (the model's label the authors' file ships, their
+# confidence rule kept in meta) or `truth` (the true class the file keeps, so the project's own
+# pseudo-labelling, method=pseudo_label, can relabel the same clips: the replay's `regenerate` setting).
+PSEUDO_LABELS = ("file", "truth")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".mp4")
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi")
 SHOWN = 5
@@ -65,11 +69,16 @@ class Manifest(Dataset):
     on_missing: str
     read_video: bool
     pseudo_trials: int
+    pseudo_labels: str = "file"
 
     def load(self, data_dir: Path) -> LoadedDataset:
         if self.on_missing not in ON_MISSING:
             raise ConfigError(f"dataset.on_missing={self.on_missing!r} is not one of {list(ON_MISSING)}",
                               "set dataset.on_missing=error (the default) or skip (missing files listed and left out)")
+        if self.pseudo_labels not in PSEUDO_LABELS:
+            raise ConfigError(f"dataset.pseudo_labels={self.pseudo_labels!r} is not one of {list(PSEUDO_LABELS)}",
+                              "set dataset.pseudo_labels=file (the labels the manifest ships) or truth (the true "
+                              "classes, for method=pseudo_label to relabel)")
         unknown = sorted(set(self.manifests) - set(ROLES))
         if unknown:
             raise ConfigError(f"dataset.manifests has unknown roles {unknown}", f"use {list(ROLES)}")
@@ -80,7 +89,7 @@ class Manifest(Dataset):
         mapper = PathMapper(require_root(self.root, "manifest", HOW_TO_GET), self.anchors)
         table, missing = load_manifests(files, mapper, self.name, tuple(self.extensions),
                                         tuple(self.video_extensions) if self.read_video else None,
-                                        int(self.pseudo_trials))
+                                        int(self.pseudo_trials), self.pseudo_labels)
         if missing and self.on_missing == "error":
             shown = "; ".join(missing[:SHOWN]) + (f"; ... ({len(missing) - SHOWN} more)" if len(missing) > SHOWN else "")
             raise DataError(f"{len(missing)} manifest entries name files not found under {self.root}: {shown}",
@@ -93,6 +102,11 @@ class Manifest(Dataset):
 def resolve_manifest(path: str | Path, manifests_dir: str | Path | None) -> Path:
     """A manifest path as configured: relative ones are relative to `manifests_dir` when it is set."""
     path = Path(path).expanduser()
+    if not path.is_absolute() and manifests_dir is None:
+        raise ConfigError(f"manifest {path} is relative and dataset.manifests_dir is not set",
+                          "set dataset.manifests_dir to the folder it is relative to (the paper table's replay "
+                          "groups, experiment=replay_*: needs the authors' files: set paper.manifests_dir to a "
+                          "checkout of their SAVs/data)")
     if not path.is_absolute() and manifests_dir is not None:
         path = Path(manifests_dir).expanduser() / path
     if not path.is_file():
@@ -103,16 +117,19 @@ def resolve_manifest(path: str | Path, manifests_dir: str | Path | None) -> Path
 
 def load_manifests(files: Mapping[str, Path], mapper: PathMapper, name: str = "manifest",
                    extensions: Sequence[str] = AUDIO_EXTENSIONS, video_extensions: Sequence[str] | None = VIDEO_EXTENSIONS,
-                   pseudo_trials: int = 8) -> tuple[ClipTable, list[str]]:
+                   pseudo_trials: int = 8, pseudo_labels: str = "file") -> tuple[ClipTable, list[str]]:
     """The clip table of the manifests by role (support, val, test) and the entries whose files are
     missing (`<row id> <foreign path>`), in role then file order. Audio is looked up with `extensions`,
     video with `video_extensions` (None: entries' videos are not read). `meta["manifest"]` is the file's
-    name, not its path, so the table's digest does not change when the manifests move."""
+    name, not its path, so the table's digest does not change when the manifests move. `pseudo_labels`:
+    `file` labels a pseudo-labelled entry's row with the model's label, `truth` with its true class."""
     stems = [Path(p).stem for p in files.values()]
     entries = {role: read_manifest(path, pseudo_trials) for role, path in files.items()}
+    codes = _truth_names(entries.values())
+    if pseudo_labels == "truth":
+        entries = {role: [_with_truth(e, codes, files[role]) for e in rows] for role, rows in entries.items()}
     labels = sorted({e.label for rows in entries.values() for e in rows})
     class_of = {label: k for k, label in enumerate(labels)}
-    codes = _truth_names(entries.values())
     clips: list[Clip] = []
     missing: list[str] = []
     for role, path in files.items():
@@ -154,6 +171,19 @@ def _clip(row_id: str, prefix: str, entry: ManifestEntry, split: str, audio: Pat
     return Clip(id=row_id, audio_path=audio, label=label, split=split, video_path=video, meta=meta,
                 question_of=f"{prefix}:sample:{entry.sample}" if grouped else None,
                 clip_labels=(label, *others) if grouped else ())
+
+
+def _with_truth(entry: ManifestEntry, codes: Mapping[str, str], path: Path) -> ManifestEntry:
+    """A pseudo-labelled entry relabelled with its true class name (other entries as they are)."""
+    if not entry.pseudo:
+        return entry
+    code = entry.true_label
+    truth = codes.get(code) if code in codes else (code if code in (*entry.options, *entry.original_labels) else None)
+    if truth is None:
+        raise DataError(f"{Path(path).name} entry {entry.index}: dataset.pseudo_labels=truth needs its true class, "
+                        f"but its code {code!r} names no class (no labelled entry maps it to a name)",
+                        "name a labelled manifest (the test file) beside it, or keep dataset.pseudo_labels=file")
+    return replace(entry, label=truth)
 
 
 def _truth_names(manifests: Any) -> dict[str, str]:

@@ -47,6 +47,16 @@ class ManifestPrompt:
         """The entry's options, in letter order, as its manifest lists them."""
         return options_of(clip)
 
+    def option_ids(self, clip: Clip, table: ClipTable, label: int | None = None) -> list[int]:
+        """The entry's options as class ids, in letter order (an option that names no class of the table
+        is left out; an entry without options, as ASVspoof's, offers every class). What multiple-choice
+        pseudo-labelling (method=pseudo_label, the replay's `regenerate`) matches answers to."""
+        names = options_of(clip)
+        if not names:
+            return list(range(len(table.class_names)))
+        index = {name: k for k, name in enumerate(table.class_names)}
+        return [index[name] for name in names if name in index]
+
     def key_fields(self) -> dict[str, Any]:
         """What changes the text besides the row's own question (which keys each row by its digest)."""
         return {"name": self.name, "template": _TEMPLATE_TAG, "layout": self.layout, "instruction": self.instruction}

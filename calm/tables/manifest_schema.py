@@ -1,6 +1,7 @@
-"""Small manifests in the authors' exact schema (field names and nesting of their SAVs/data files),
-written by the tests themselves: single-label (ESC-50 / VGGSound), pseudo-labelled, AudioSet
-per-label (training and test kinds) and audio-visual entries."""
+"""Entries of manifests in the authors' exact schema (field names and nesting of their SAVs/data files):
+single-label (ESC-50 / VGGSound), pseudo-labelled, AudioSet per-label (training and test kinds),
+audio-visual and ASVspoof entries. The one writer of such files: the paper table's smoke run writes its
+small manifests with it (calm.tables.smoke_manifests) and the tests write theirs."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 CAPTION = "What caption does the given audio belong to?"
 AUDIOSET_QUESTION = "What audio event is present in this audio clip? Choose from: "
+SPOOF_QUESTION = "Is this audio bonafide or spoofed? \n bonafide\n spoofed"
 
 
 def mcq(wav: str, label: str, options: Sequence[str], code: str | None = None, video: str | None = None) -> dict:
@@ -51,7 +53,13 @@ def audioset(wav: str, labels: Sequence[str], sample: int, distractors: Sequence
     return entries
 
 
+def spoof(wav: str, label: str) -> dict:
+    """An ASVspoof entry as in LA_train.json / LA_eval.json: the class name as answer, no options list."""
+    return {"wav": wav, "question": SPOOF_QUESTION, "answer": label, "mapped_label": label}
+
+
 def write(path: Path, entries: list[dict]) -> Path:
+    """A manifest file: the entries as a JSON list."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(entries, indent=2))
     return path
