@@ -16,6 +16,7 @@ from calm.data.__main__ import dataset_config, main
 from calm.data.manifest import load_manifests
 from calm.data.manifest_overlap import leak_shares, pair_overlaps, summarize_manifests
 from calm.data.manifest_paths import PathMapper
+from calm.data.manifest_prompt import ManifestPrompt
 from calm.data.prompts import build_prompt
 from calm.data.registry import read_dataset
 from calm.data.table import QUERY_SPLIT, RELIABILITY_SPLIT, SUPPORT_SPLIT, Clip, ClipTable
@@ -213,6 +214,30 @@ def test_pseudo_labels_use_the_models_label_and_keep_the_truth(tmp_path: Path) -
     assert table.class_names[music.label] == "Music" and music.meta["true_label"] == "Bark"
     assert (music.meta["votes"], music.meta["trials"], music.meta["file_confidence"]) == ("7", "8", "0.875")
     assert "true_label" not in table.clips[2].meta
+
+
+def test_pseudo_labels_truth_relabels_with_the_true_class_for_regenerating(tmp_path: Path) -> None:
+    """dataset.pseudo_labels=truth (the replay's `regenerate`): a pseudo-labelled row gets its true class
+    (the code named by a labelled entry; AudioSet's true label by name), its votes still in meta; a code no
+    labelled entry names is refused; the multiple-choice options are the entry's own, as class ids."""
+    root = tmp_path / "clips"
+    _touch(root, "1-1-A-0.wav", "x.flac")
+    support = [pseudo(_esc("1-1-A-0.wav", "dog", first="siren"), "rain", ["rain"] * 5 + ["dog"] * 3)]
+    as_entry = {**audioset("/c/x.flac", ["Dog", "Bark"], 5, [["Coo", "Hammer"], ["Coo", "Hammer"]], test=False)[1],
+                "mapped_label": "Coo", "pseudo_label_confidence": 0.5}
+    files = {"support": write(tmp_path / "m/s.json", support + [as_entry]),
+             "test": write(tmp_path / "m/t.json", [_esc("1-1-A-0.wav", "dog")])}
+    mapper = PathMapper(root, ["ESC-50-master/audio_16k/"])
+    shipped, _ = load_manifests(files, mapper, extensions=[".wav", ".flac"])
+    truth, _ = load_manifests(files, mapper, extensions=[".wav", ".flac"], pseudo_labels="truth")
+    assert [shipped.class_names[c.label] for c in shipped.clips] == ["rain", "Coo", "dog"]
+    assert [truth.class_names[c.label] for c in truth.clips] == ["dog", "Bark", "dog"]
+    assert truth.clips[0].meta["votes"] == "5"
+    prompt = ManifestPrompt()
+    assert [truth.class_names[i] for i in prompt.option_ids(truth.clips[0], truth)] == ["dog"]  # siren: no class
+    files["test"] = write(tmp_path / "m/t.json", [mcq("/a/1-1-A-0.wav", "dog", ["dog"], code="/m/other")])
+    with pytest.raises(DataError, match="pseudo_labels=truth needs its true class"):
+        load_manifests(files, mapper, extensions=[".wav", ".flac"], pseudo_labels="truth")
 
 
 def test_audio_visual_entries_map_their_video(tmp_path: Path) -> None:
