@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -103,7 +104,12 @@ def check_written(out_dir: Path, specs: list[TableSpec]) -> list[str]:
             if shown_md != expected or shown_tex != latex_escape(expected):
                 problems.append(f"{spec.name}: {where} {n['shots'] or 'paper'}: table shows {shown_md!r} / "
                                 f"{shown_tex!r}, numbers.csv says {expected!r}")
-            if n["source"] == "ours" and n["status"] == "ok":
+            if n["source"] == "ours" and n["status"] == "ok" and n["spread"] != "ci95":  # a seeded group's row
+                seeds = [float(m["mean"]) for m in numbers if m["source"].startswith("ours, one seed")
+                         and (m["experiment"], m["method"], m["shots"]) == (n["experiment"], n["method"], n["shots"])]
+                if not math.isclose(mean, statistics.fmean(seeds)) or not math.isclose(ci, statistics.stdev(seeds)):
+                    problems.append(f"{spec.name}: {where} is not the mean ± sd of its seeds {seeds}")
+            elif n["source"] == "ours" and n["status"] == "ok":
                 results = json.loads((Path(n["job_dir"]) / "results.json").read_text())["results"]
                 row = next(r for r in results if r["method"] == n["method"])
                 reported = row.get(f"{n['metric']}_mean", math.nan)  # a row without the metric: NaN, "no data"
@@ -338,7 +344,7 @@ def test_a_seeded_group_shows_mean_and_sd_over_its_seeds() -> None:
     numbers = numbers_of(spec, outcomes)
     shown = {n.method: n for n in numbers if n.source == "ours"}
     assert (shown["calm"].mean, shown["calm"].ci95, shown["calm"].episodes, shown["calm"].spread) == (
-        60.0, 10.0, 3, "sd over seeds")
+        60.0, 10.0, 3, "sd over 3 seeds")
     assert math.isnan(shown["sav"].mean) and shown["sav"].status == "method missing from results"
     assert sorted(n.source for n in numbers if n.method == "calm") == [
         "ours", "ours, one seed 1", "ours, one seed 2", "ours, one seed 3"]
@@ -459,7 +465,7 @@ def test_the_paper_tables_smoke_run_fills_every_group(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     ours = [n for n in _numbers(tmp_path) if n["source"] == "ours"]
     assert {n["experiment"] for n in ours} == {g.experiment for g in load_table("paper").groups}
-    assert [n for n in ours if not n["status"].startswith("ok")] == []
+    assert [n for n in ours if n["status"] != "ok"] == []
     for experiment in {n["experiment"] for n in ours}:
         methods = {n["method"] for n in ours if n["experiment"] == experiment}
         assert {"calm[cv]", "calm[oracle]", "sav[cv]", "sav[oracle]"} <= methods, experiment

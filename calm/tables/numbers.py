@@ -22,7 +22,7 @@ OURS = "ours"
 PAPER = "paper"
 SEED = "ours, one seed"  # a seeded group's per-seed number (the table shows their mean ± sd, source OURS)
 CI95 = "ci95"            # what the `ci95` field holds: a 95 % CI over episodes ...
-SEED_SD = "sd over seeds"  # ... or, for a seeded group's row, the standard deviation over its seeds
+SEED_SD = "sd over {} seeds"  # ... or, for a seeded group's row, the standard deviation over its seeds
 
 
 @dataclass(frozen=True)
@@ -85,10 +85,10 @@ def seed_means(spec: TableSpec, numbers: list[Number]) -> list[Number]:
         mean = statistics.fmean(values) if complete else math.nan
         sd = statistics.stdev(values) if complete and len(values) > 1 else math.nan
         failed = [n.status for n in per_seed if n.status != OK]
-        status = failed[0] if failed else f"{OK}: mean ± sd over {len(values)} seeds"
+        status = failed[0] if failed else OK
         first = per_seed[0]
         means.append(replace(first, source=OURS, mean=mean, ci95=sd, episodes=len(values), status=status,
-                             job_dir=str(Path(first.job_dir).parent) if first.job_dir else "", spread=SEED_SD))
+                             job_dir=str(Path(first.job_dir).parent) if first.job_dir else "", spread=SEED_SD.format(len(values))))
     return means
 
 
