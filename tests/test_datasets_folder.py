@@ -94,7 +94,7 @@ def test_csv_without_split_column_uses_the_seeded_fraction(tmp_path: Path) -> No
 @pytest.mark.parametrize(("body", "message"), [
     ("file,class\ncat/cat0.wav,cat\n", r"list.csv line 1: header is 'file,class', expected 'path,label' or "
                                        r"'path,label,split'"),
-    ("path,label,split\ncat/cat0.wav,cat,valid\n", r"list.csv line 2: split is 'valid', expected train or test"),
+    ("path,label,split\ncat/cat0.wav,cat,valid\n", r"list.csv line 2: split is 'valid', expected train, test or val"),
     ("path,label\ncat/cat0.wav,cat\ncat/cat1.flac,cat\ncat/cat0.wav,dog\n",
      r"duplicate clip id 'cat/cat0.wav' in .*list.csv line 4 \(first listed in .*list.csv line 2\)"),
     ("path,label\ncat/cat0.wav\n", r"list.csv line 2: expected 2 fields"),

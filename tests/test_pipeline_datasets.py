@@ -145,3 +145,23 @@ def test_vggsound_audio_video_through_the_pipeline(tmp_path: Path, monkeypatch: 
     assert results["cache"]["extracted"] == 8 and results["missing"] == 0
     key = json.loads((Path(results["cache"]["path"]) / "key.json").read_text())["fields"]["backbone"]
     assert key["modality"] == "audio_video"
+
+
+@pytest.mark.slow
+def test_paper_protocol_with_val_clips_adds_val_rows(tmp_path: Path, fsdd_root: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """protocol.reliability=val: the table's val clips are V; every tuned method gets a [val] row, and the
+    [val] choice is recorded with the number of val clips it was scored on."""
+    lines = ["path,label,split"]
+    for digit in range(3):
+        for i, split in enumerate(["train"] * 3 + ["val"] * 2 + ["test"] * 2):
+            lines.append(f"{fsdd_root / 'recordings' / f'{digit}_george_{i}.wav'},{digit},{split}")
+    (tmp_path / "clips.csv").write_text("\n".join(lines) + "\n")
+    results = _run(tmp_path, monkeypatch, ["dataset=folder", f"dataset.root={fsdd_root}",
+                                           f"dataset.csv={tmp_path / 'clips.csv'}", "shots=3", "protocol=paper",
+                                           "protocol.reliability=val", *SMALL_GRID])
+    rows = {r["method"]: r for r in results["results"]}
+    assert set(rows) == {"sav", "calm", *(f"{m}[{s}]" for m in ("calm", "sav") for s in ("cv", "val", "oracle"))}
+    assert rows["calm[val]"]["selection"].startswith("best on the reliability (val) set V")
+    assert results["paper_grid"]["calm"]["val_choice"]["val_clips"] == 6
+    assert any("measured on the table's val clips" in note for note in results["notes"])

@@ -146,3 +146,15 @@ def test_random_heads_over_every_head_is_calm():
     support, labels, query = random_case()
     model = CALM(head_choice="random_heads").fit(support, labels, tie_seed=1)
     assert torch.equal(model.predict_scores(query), CALM().fit(support, labels).predict_scores(query))
+
+
+def test_evaluate_dtype_model_sets_calm_to_the_backbones_activation_dtype():
+    from calm.job import apply_evaluation_dtype
+
+    for precision, expected in (("bf16-true", "bfloat16"), ("16-mixed", "float16"), ("32-true", "float32")):
+        methods = {"calm": CALM(), "sav": SAV()}
+        apply_evaluation_dtype(methods, "model", precision)
+        assert methods["calm"].arithmetic_dtype == expected and not hasattr(methods["sav"], "arithmetic_dtype")
+    untouched = {"calm": CALM()}
+    apply_evaluation_dtype(untouched, "float32", "bf16-true")
+    assert untouched["calm"].arithmetic_dtype == "float32"

@@ -22,13 +22,14 @@ from pathlib import Path
 
 from calm.data.dataset import Dataset, LoadedDataset
 from calm.data.roots import FolderWalk, resolve_under
-from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT, Clip, ClipTable
+from calm.data.table import QUERY_SPLIT, RELIABILITY_SPLIT, SUPPORT_SPLIT, Clip, ClipTable
 from calm.data.validate import FirstSeen, csv_rows, require_file, require_root
 from calm.errors import ConfigError, DataError
 
 FOLDER_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
 CSV_HEADERS = (("path", "label"), ("path", "label", "split"))
-SPLITS = {"train": SUPPORT_SPLIT, "test": QUERY_SPLIT}
+# val: labelled clips a protocol may measure reliabilities on (protocol.reliability=val)
+SPLITS = {"train": SUPPORT_SPLIT, "test": QUERY_SPLIT, "val": RELIABILITY_SPLIT}
 HOW_TO_GET = (
     "set dataset.root to a folder with one sub-folder of audio files per class (root/<class>/*.wav), "
     "or set dataset.csv to a CSV with the header path,label (and optionally split)"
@@ -111,8 +112,8 @@ def _from_csv(root: Path, csv: Path, test_fraction: float, seed: int,
         clip_path, label = fields[0], fields[1]
         split = fields[2] if len(header) == 3 else None
         if split is not None and split not in SPLITS:
-            raise DataError(f"{path} line {line}: split is {split!r}, expected train or test",
-                            "fix that line; the split column holds train or test")
+            raise DataError(f"{path} line {line}: split is {split!r}, expected train, test or val",
+                            "fix that line; the split column holds train, test or val")
         seen.add(clip_path, path, line)
         audio = Path(clip_path).expanduser()
         audio = audio if audio.is_absolute() else path.parent / audio
