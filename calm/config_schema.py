@@ -131,6 +131,10 @@ SECTIONS: dict[str, dict[str, Rule]] = {
     "evaluate": {"device": Rule("auto, cpu, mps, cuda or cuda:N", "auto", _torch_device),
                  "query_chunk": integer(1, "256"),
                  "dtype": choice(("float32", "model"))},
+    "paper": {"manifests_dir": text("~/CALM/SAVs/data", nullable=True),
+              "seed": integer(0, "123", nullable=True, meaning_of_null="no seeded support file"),
+              "clips": Rule("a mapping of dataset name to the folder holding its clips", "{esc50: ~/ESC-50-master}",
+                            lambda v: isinstance(v, Mapping))},
     "trainer": {
         "accelerator": text("auto"),
         "devices": Rule("a device count, -1 (all), a string such as auto, or a list of device ids", "1", _devices),

@@ -127,8 +127,9 @@ def check_questions_are_read(table: ClipTable, backbone: Backbone) -> None:
     would be the same row under different labels."""
     if any(clip.question_of is not None for clip in table.clips) and not backbone.uses_prompt_text:
         raise ConfigError(
-            f"prompt.per_label_questions asks one question per label, but backbone {backbone.name!r} does not "
-            "read the prompt text, so every question of a clip would get the same features under other labels",
+            "the job asks one question per label of each clip (prompt.per_label_questions, or an AudioSet manifest "
+            f"of dataset=manifest), but backbone {backbone.name!r} does not read the prompt text, so every question "
+            "of a clip would get the same features under other labels",
             "use a backbone that reads the prompt (qwen2_audio, qwen2_5_omni), or prompt.per_label_questions=false "
             "(one row per clip, scored by its top-|labels| classes)")
 

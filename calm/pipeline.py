@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from calm.baselines.pseudo_label import unlabelled_pool
 from calm.extract import ExtractionReport, extract_missing
 from calm.job import PreparedJob, prepare
-from calm.protocols import Episode, support_marks
+from calm.protocols import Episode, shared_file_marks, support_marks
 from calm.reports import ReportOutput, job_reports, print_table, relabelled_support, result_rows
 from calm.row_inputs import job_inputs
 from calm.sweeps import load_finished, mark_finished
@@ -156,7 +156,9 @@ def merge(job: PreparedJob, episodes: list, outputs: list[ReportOutput]) -> tupl
     summary = result_rows(job.cfg.shots, per_method, episode_rows, episodes[0].ways,
                           job.protocol.reported_queries(episodes), job.cfg.method.get("baseline"))
     # every row says what its support sets were, when not `shots` clean clips per class (calm.protocols.row_marks)
-    fields, notes = support_marks(episodes, job.cfg.shots, job.protocol.leaks_test_clips, count_causes(job))
+    fields, notes = support_marks(episodes, job.cfg.shots, count_causes(job))
+    shared_fields, shared_notes = shared_file_marks(job.table, episodes)
+    fields, notes = fields | shared_fields, notes + shared_notes
     if notes:
         extra["notes"] = [*extra.get("notes", []), *notes]
     return [row | fields for row in summary + rows], episode_rows, extra

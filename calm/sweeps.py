@@ -28,7 +28,9 @@ log = logging.getLogger(__name__)
 
 # Settings that never change a job's numbers: where things go, how they are logged and drawn, how extraction is
 # batched and placed. trainer.precision stays: it changes the activations.
-NOT_RESULTS = ("paths", "hydra", "logger", "extract", "force", "task_name", "figures")
+# `paper` only feeds the replay groups' dataset settings (paper.manifests_dir -> dataset.manifests_dir, ...),
+# which are keyed themselves; a clean job's key does not depend on it.
+NOT_RESULTS = ("paths", "hydra", "logger", "extract", "force", "task_name", "figures", "paper")
 NOT_RESULTS_TRAINER = ("accelerator", "devices", "num_nodes", "strategy")
 ERROR_FILE = "error.txt"
 RECORD_FIELDS = ("config", "results", "output_dir")  # what reporting a finished job needs from its record

@@ -541,8 +541,7 @@ def test_protocol_configs_build_from_the_top_level_settings(tmp_path) -> None:
     assert isinstance(paper, PaperProtocol)
     assert (paper.name, paper.shots, paper.seed, paper.dataset, paper.folds, paper.cv_seed) == (
         "paper", 4, 7, "esc50", 5, 0)
-    assert (paper.support_draw, paper.at_most, paper.support_pool, paper.leaks_test_clips) == (
-        "random", False, "clean", False)
+    assert (paper.support_draw, paper.at_most, paper.reliability) == ("random", False, "support")
 
 
 def test_pipeline_builds_the_protocol_its_config_names(tmp_path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from calm.baselines import ZERO_SHOT_ROW
+from calm.data.manifest_entries import read_manifest
+from calm.data.manifest_overlap import summarize_manifests
 from calm.errors import CalmError, ConfigError
 from calm.reports.paper_grid import tuned_methods
 from calm.selection.rows import tuned_row_names
@@ -39,7 +42,9 @@ from calm.tables import (
     smoke_spec,
     table_rows,
 )
-from calm.tables.render import NOT_REPORTED, NOT_RUN
+from calm.tables.jobs import NEEDS_MANIFESTS
+from calm.tables.render import NOT_REPORTED, NOT_RUN, group_notes, leak_notes
+from calm.tables.smoke import write_manifests
 from tests.cli import REPO
 
 
@@ -89,7 +94,7 @@ def check_written(out_dir: Path, specs: list[TableSpec]) -> list[str]:
         md = markdown_cells((out_dir / f"{spec.name}.md").read_text())
         tex = latex_cells((out_dir / f"{spec.name}.tex").read_text())
         shots = [k.key for k in spec.shots]
-        for n in (n for n in numbers if n["table"] == spec.name):
+        for n in (n for n in numbers if n["table"] == spec.name and n["source"] in ("ours", "paper")):
             mean, ci = float(n["mean"]), float(n["ci95"])
             column = len(shots) if n["source"] == "paper" else shots.index(n["shots"])
             expected = f"{mean:.2f}" if n["source"] == "paper" else cell(mean, ci)
@@ -99,7 +104,12 @@ def check_written(out_dir: Path, specs: list[TableSpec]) -> list[str]:
             if shown_md != expected or shown_tex != latex_escape(expected):
                 problems.append(f"{spec.name}: {where} {n['shots'] or 'paper'}: table shows {shown_md!r} / "
                                 f"{shown_tex!r}, numbers.csv says {expected!r}")
-            if n["source"] == "ours" and n["status"] == "ok":
+            if n["source"] == "ours" and n["status"] == "ok" and n["spread"] != "ci95":  # a seeded group's row
+                seeds = [float(m["mean"]) for m in numbers if m["source"].startswith("ours, one seed")
+                         and (m["experiment"], m["method"], m["shots"]) == (n["experiment"], n["method"], n["shots"])]
+                if not math.isclose(mean, statistics.fmean(seeds)) or not math.isclose(ci, statistics.stdev(seeds)):
+                    problems.append(f"{spec.name}: {where} is not the mean ± sd of its seeds {seeds}")
+            elif n["source"] == "ours" and n["status"] == "ok":
                 results = json.loads((Path(n["job_dir"]) / "results.json").read_text())["results"]
                 row = next(r for r in results if r["method"] == n["method"])
                 reported = row.get(f"{n['metric']}_mean", math.nan)  # a row without the metric: NaN, "no data"
@@ -228,24 +238,54 @@ def test_paper_numbers_sit_beside_their_rows_and_other_rows_say_not_reported() -
     ]
 
 
+TRUTH = {f"/m/esc{k:02d}": name for k, name in enumerate(("dog", "rooster", "pig"))}  # the smoke ESC-50 classes
+CLEAN_SHOTS = {"table_esc50_qwen2_5_omni_pl": ["<=40"], "table_esc50_qwen2_5_omni": ["<=40"],
+               "table_vggsound_qwen2_audio": ["20", "40"], "table_audioset_qwen2_audio": ["<=20"],
+               "table_asvspoof_qwen2_audio": ["all"], "table_vggsound_av_qwen2_5_omni": ["20"],
+               "table_esc50_clap": ["<=40"], "table_vggsound_clap": ["20", "40"], "table_audioset_clap": ["<=20"],
+               "table_asvspoof_clap": ["all"]}
+# The replay groups' files, as the authors' slurm scripts name them (the experiment files state the script):
+# experiment -> (support, val or None for V = support, test, the script)
+REPLAY_FILES = {
+    "replay_esc50_train20": ("esc/esc_mcq_train.json", None, "esc/esc_mcq_test.json", "slurm/esc50/mcq_sav_grw.sh"),
+    "replay_esc50_40shot": ("esc/esc50_mcq_40shot_train.json", None, "esc/esc_mcq_test_split.json",
+                            "slurm/baselines/linear_probe.sh"),
+    "replay_esc50_pl40": ("esc/pseudolabeled_esc_40shot_mcq_qwen2.5_8trials.json", None, "esc/esc_mcq_test.json",
+                          "slurm/mcq_sav_prwe.sh"),
+    "replay_esc50_pl40_regenerate": ("esc/pseudolabeled_esc_40shot_mcq_qwen2.5_8trials.json", None,
+                                     "esc/esc_mcq_test.json", "slurm/mcq_sav_prwe.sh"),
+    "replay_vggsound_20shot": ("vggsound/vggsound_mcq_train_20shot.json", "vggsound/vggsound_mcq_val.json",
+                               "vggsound/vggsound_mcq_test.json", "slurm/vggsound/mcq_sav_prwe.sh"),
+    "replay_vggsound_40shot": ("vggsound/vggsound_mcq_train_40shot.json", "vggsound/vggsound_mcq_val.json",
+                               "vggsound/vggsound_mcq_test.json", "slurm/vggsound/mcq_sav_prwe.sh"),
+    "replay_vggsound_seeds": ("vggsound/vggsound_train_cleaned_801.json", "vggsound/vggsound_mcq_val.json",
+                              "vggsound/vggsound_mcq_test_split.json", "slurm/vggsound/prwe_vggsound_seeds.sh"),
+    "replay_audioset_pl": ("audioset/pseudolabeled_audioset_qwen2-audio-instruct_train_8trials.json", None,
+                           "audioset/audioset_test_individual_mcqs.json", "slurm/mcq_sav_prwe_audioset.sh"),
+    "replay_asvspoof": ("LA_AvSpoof/LA_train.json", None, "LA_AvSpoof/LA_eval.json",
+                        "slurm/la_spoof/mcq_sav_prwe_spoof.sh"),
+    "replay_vggsound_av": ("vggsound/vgg_video_train.json", None, "vggsound/vgg_video_test.json",
+                           "slurm/legacy/mcq_sav_prwe_av.sh"),
+}
+
+
 def test_the_paper_table_holds_the_authors_settings() -> None:
     spec = load_table("paper")
     shots = {g.experiment: [s.key for s in g.shots] for g in spec.groups}
-    assert shots == {"table_esc50_qwen2_5_omni_pl": ["<=40"], "table_esc50_qwen2_5_omni_pl_leaky": ["40"],
-                     "table_esc50_qwen2_5_omni": ["<=40"], "table_esc50_clap": ["<=40"],
-                     "table_vggsound_qwen2_audio": ["20", "40"], "table_vggsound_clap": ["20", "40"],
-                     "table_audioset_qwen2_audio": ["<=20"], "table_audioset_clap": ["<=20"],
-                     "table_asvspoof_qwen2_audio": ["all"], "table_asvspoof_clap": ["all"],
-                     "table_vggsound_av_qwen2_5_omni": ["20"]}
+    assert shots == {**CLEAN_SHOTS, **{name: ["all"] for name in REPLAY_FILES}}
+    assert {g.experiment for g in spec.groups if g.replay} == set(REPLAY_FILES)
     paper = {g.experiment: g.paper for g in spec.groups}
-    assert paper == {"table_esc50_qwen2_5_omni_pl": {}, "table_esc50_qwen2_5_omni_pl_leaky": {"calm[oracle]": 99.25},
-                     "table_esc50_qwen2_5_omni": {},
-                     "table_vggsound_qwen2_audio": {"calm[oracle]": 88.15},
-                     "table_audioset_qwen2_audio": {"calm[oracle]": 70.5},
-                     "table_asvspoof_qwen2_audio": {"calm[oracle]": 81.99},
-                     "table_vggsound_av_qwen2_5_omni": {"calm[oracle]": 91.02},
-                     "table_esc50_clap": {}, "table_vggsound_clap": {}, "table_audioset_clap": {},
-                     "table_asvspoof_clap": {}}
+    assert {k: v for k, v in paper.items() if not k.startswith("replay_")} == {
+        "table_esc50_qwen2_5_omni_pl": {}, "table_esc50_qwen2_5_omni": {},
+        "table_vggsound_qwen2_audio": {"calm[oracle]": 88.15}, "table_audioset_qwen2_audio": {"calm[oracle]": 70.5},
+        "table_asvspoof_qwen2_audio": {"calm[oracle]": 81.99}, "table_vggsound_av_qwen2_5_omni": {"calm[oracle]": 91.02},
+        "table_esc50_clap": {}, "table_vggsound_clap": {}, "table_audioset_clap": {}, "table_asvspoof_clap": {}}
+    # ESC-50's 99.25 is not tied to a stated run: it stands beside each candidate support file
+    assert [e for e, p in paper.items() if p.get("calm[oracle]") == 99.25] == [
+        "replay_esc50_train20", "replay_esc50_40shot", "replay_esc50_pl40"]
+    assert paper["replay_vggsound_20shot"] == {"calm[oracle]": 88.15, "calm[val]": 88.15}
+    seeds = {g.experiment: g.seeds for g in spec.groups if g.seeds}
+    assert seeds == {"replay_vggsound_seeds": (123, 456, 101, 201, 301, 401, 501, 601, 701, 801)}
 
 
 def test_paper_jobs_compose_with_the_authors_precision_and_support_draw(tmp_path: Path) -> None:
@@ -256,12 +296,104 @@ def test_paper_jobs_compose_with_the_authors_precision_and_support_draw(tmp_path
             for shots in group.shots:
                 cfg = compose_job(group, shots, tmp_path, [])  # checks the support draw matches the column
                 clap = cfg.backbone.name == "clap"  # reads no prompt: its baselines, never a question
-                assert cfg.protocol.name == "paper" and cfg.prompt.name.startswith("clean" if clap else "paper")
+                assert cfg.protocol.name == "paper", group.experiment
+                assert (cfg.prompt.name.startswith("clean" if clap else "paper")
+                        or (group.replay and cfg.prompt.name == "manifest")), group.experiment
                 assert not clap or expected_methods(cfg) == ["clap_knn", "clap_zero_shot"], group.experiment
                 assert cfg.trainer.precision == precision[cfg.backbone.name], group.experiment
                 assert shots.k is None or cfg.shots == shots.k
-                leaky = group.experiment.endswith("_leaky")
-                assert (cfg.protocol.support_pool == "ast_leaky") == leaky, group.experiment
+                assert cfg.evaluate.dtype == ("model" if group.replay else "float32"), group.experiment
+                assert "support_pool" not in cfg.protocol
+
+
+def test_replay_groups_read_the_files_their_scripts_name(tmp_path: Path) -> None:
+    """Each replay group's support / val / test manifests are the ones its script names, the script is
+    stated in its experiment file and in the table's note, V is the val file exactly where their runner had
+    one (and then a [val] row is expected), and the relative paths start at paper.manifests_dir."""
+    spec = load_table("paper")
+    with job_configs():
+        for group in (g for g in spec.groups if g.replay):
+            cfg = compose_job(group, group.shots[0], tmp_path, ["paper.manifests_dir=/their/SAVs/data"],
+                              group.seeds[-1] if group.seeds else None)
+            support, val, test, script = REPLAY_FILES[group.experiment]
+            manifests = cfg.dataset.manifests
+            assert (manifests.support, manifests.get("val"), manifests.test) == (support, val, test), group.experiment
+            assert cfg.dataset.name == "manifest" and cfg.dataset.manifests_dir == "/their/SAVs/data"
+            assert script in (Path("configs/experiment") / f"{group.experiment}.yaml").read_text()
+            assert cfg.protocol.reliability == ("val" if val else "support"), group.experiment
+            assert ("calm[val]" in expected_methods(cfg)) == bool(val), group.experiment
+            assert cfg.protocol.support_draw == "all"
+    with job_configs():
+        asvspoof = compose_job(RowGroup("replay_asvspoof", "x", replay=True), ShotSetting(None), tmp_path, [])
+        regenerate = compose_job(RowGroup("replay_esc50_pl40_regenerate", "x", replay=True), ShotSetting(None),
+                                 tmp_path, [])
+    assert asvspoof.protocol.selection_metric == "macro_f1"
+    assert (regenerate.dataset.pseudo_labels, regenerate.method.name) == ("truth", "pseudo_label")
+
+
+def test_a_replay_group_without_the_authors_files_says_so_and_runs_nothing(tmp_path: Path) -> None:
+    group = RowGroup("replay_esc50_train20", "ESC replay", paper={"calm[oracle]": 99.25}, shots=(ShotSetting(None),),
+                     replay=True)
+    spec = TableSpec("t", "t", (ShotSetting(None),), (group,))
+    numbers = build_tables([spec], tmp_path, [f"paths.data_dir={tmp_path / 'data'}",
+                                              f"paths.cache_dir={tmp_path / 'cache'}",
+                                              f"paths.finished_dir={tmp_path / 'finished'}"], False)
+    ours = [n for n in numbers if n.source == "ours"]
+    assert ours and all(n.status == f"no data: {NEEDS_MANIFESTS}" for n in ours)
+    assert NEEDS_MANIFESTS == "needs the authors' files: set paper.manifests_dir"
+    table = (tmp_path / "t.md").read_text()
+    assert f"- ESC replay: no data ({NEEDS_MANIFESTS})" in table
+    assert markdown_cells(table)[("ESC replay", "calm[oracle]")] == ["no data", "99.25"]
+    assert not (tmp_path / "jobs").exists() and not (tmp_path / "cache").exists()
+
+
+def test_a_seeded_group_shows_mean_and_sd_over_its_seeds() -> None:
+    """Three seeds give calm 50, 60 and 70 (sd 10) and sav 40, 40 and NaN (a seed without a number leaves
+    the cell without one); the per-seed numbers stay in numbers.csv beside the shown ones."""
+    group = RowGroup("exp_s", "S", shots=(ShotSetting(None),), seeds=(1, 2, 3))
+    spec = TableSpec("t", "t", (ShotSetting(None),), (group,))
+    outcomes = [JobOutcome(group, ShotSetting(None), ["calm", "sav"],
+                           {"calm": {"accuracy_mean": calm, "accuracy_ci95": 1.0}}
+                           | ({"sav": {"accuracy_mean": 40.0}} if seed < 3 else {}), seed=seed)
+                for seed, calm in ((1, 50.0), (2, 60.0), (3, 70.0))]
+    numbers = numbers_of(spec, outcomes)
+    shown = {n.method: n for n in numbers if n.source == "ours"}
+    assert (shown["calm"].mean, shown["calm"].ci95, shown["calm"].episodes, shown["calm"].spread) == (
+        60.0, 10.0, 3, "sd over 3 seeds")
+    assert math.isnan(shown["sav"].mean) and shown["sav"].status == "method missing from results"
+    assert sorted(n.source for n in numbers if n.method == "calm") == [
+        "ours", "ours, one seed 1", "ours, one seed 2", "ours, one seed 3"]
+    assert table_rows(spec, numbers) == [["S", "calm", "60.00 ± 10.00", NOT_REPORTED],
+                                         ["S", "sav", "no data", NOT_REPORTED]]
+    assert group_notes(spec) == ["S: cells: mean ± sd over 3 seeds (1, 2, 3), one job per seed"]
+
+
+def test_leak_notes_give_each_jobs_measured_share() -> None:
+    group = RowGroup("exp_l", "L", shots=(ShotSetting(None),))
+    marked = {"accuracy_mean": 1.0, "leaks_test_clips": True, "support_test_clip_share": 0.25,
+              "val_test_clip_share": 0.5}
+    outcomes = [JobOutcome(group, ShotSetting(None), ["calm"], {"calm": marked}),
+                JobOutcome(group, ShotSetting(20), ["calm"], {"calm": {"accuracy_mean": 1.0}})]
+    assert leak_notes(outcomes) == ["L (all (whole train list)): marked leaks_test_clips, measured: 25.0% of the "
+                                    "support rows and 50.0% of the val rows are test clips' audio files"]
+
+
+def test_the_smoke_manifests_keep_the_real_files_relations(tmp_path: Path) -> None:
+    """ESC-50's test file is the union of its val and test-split files, the 40-shot files repeat clips and
+    share test clips (measured by the manifests command's summaries), the pseudo-labelled file carries a
+    wrong label with its truth, and every seeded support file is written."""
+    folder = write_manifests(tmp_path, [123, 456])
+    summaries = {s.name: s for s in summarize_manifests(folder)[0]}
+    esc = {name.removeprefix("esc/"): s for name, s in summaries.items() if name.startswith("esc/")}
+    assert esc["esc_mcq_test.json"].clips == esc["esc_mcq_val.json"].clips | esc["esc_mcq_test_split.json"].clips
+    assert not esc["esc_mcq_train.json"].clips & esc["esc_mcq_test.json"].clips
+    forty = esc["esc50_mcq_40shot_train.json"]
+    assert (forty.entries, len(forty.clips), len(forty.clips & esc["esc_mcq_test.json"].clips)) == (12, 9, 6)
+    entries = read_manifest(folder / "esc" / "pseudolabeled_esc_40shot_mcq_qwen2.5_8trials.json")
+    wrong = [e for e in entries if e.label != TRUTH[e.true_label]]
+    assert len(wrong) == 1 and (wrong[0].votes, wrong[0].trials) == (5, 8)
+    assert {"vggsound/vggsound_train_cleaned_123.json", "vggsound/vggsound_train_cleaned_456.json"} <= set(summaries)
+    assert all(e.video for e in read_manifest(folder / "vggsound" / "vgg_video_test.json"))
 
 
 def test_a_column_the_experiment_does_not_draw_is_refused(tmp_path: Path) -> None:
@@ -275,7 +407,8 @@ def test_the_smoke_spec_maps_shots_and_keeps_the_draws() -> None:
     assert shots["table_vggsound_qwen2_audio"] == ["2", "3"] and shots["table_esc50_qwen2_5_omni"] == ["<=3"]
     assert shots["table_audioset_qwen2_audio"] == ["<=2"] and shots["table_asvspoof_qwen2_audio"] == ["all"]
     assert [s.key for s in spec.shots] == ["2", "<=2", "3", "<=3", "all"]
-    assert spec.groups[1].paper == {"calm[oracle]": 99.25}, "the smoke spec keeps the paper numbers"
+    assert spec.groups[2].paper == {"calm[oracle]": 88.15}, "the smoke spec keeps the paper numbers"
+    assert [g.seeds for g in spec.groups if g.seeds] == [(123, 456)]  # smoke.seeds: the first 2
     bare = TableSpec("t", "t", (ShotSetting(7),), (RowGroup("table_smoke", "x", shots=(ShotSetting(7),)),))
     with pytest.raises(ConfigError, match="no smoke size for 7-shot"):
         smoke_spec(bare)
@@ -351,6 +484,12 @@ def test_the_paper_tables_smoke_run_fills_every_group(tmp_path: Path) -> None:
     for experiment in {n["experiment"] for n in ours}:
         methods = {n["method"] for n in ours if n["experiment"] == experiment}
         assert {"calm[cv]", "calm[oracle]", "sav[cv]", "sav[oracle]"} <= methods, experiment
+    for experiment in ("replay_vggsound_20shot", "replay_vggsound_40shot", "replay_vggsound_seeds"):
+        assert {"calm[val]", "sav[val]"} <= {n["method"] for n in ours if n["experiment"] == experiment}
+    assert not any(n["method"].endswith("[val]") for n in ours if n["experiment"] == "replay_esc50_train20")
+    table = (tmp_path / "paper.md").read_text()
+    assert "ESC-50 · qwen2_5_omni · replay · esc50_mcq_40shot_train (candidate 2 of 3) (all (whole train list)): " \
+           "marked leaks_test_clips, measured: " in table
     tuned = [n for n in ours if n["method"].endswith(("[cv]", "[oracle]"))]
     assert [n for n in tuned if not math.isfinite(float(n["mean"]))] == []
     assert {n["metric"] for n in ours if n["experiment"] == "table_audioset_qwen2_audio"} == {"exact_match_questions"}

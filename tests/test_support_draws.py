@@ -1,4 +1,4 @@
-"""protocol=paper's support draws (support_draw, at_most), ESC-50's published leaky pool (support_pool=ast_leaky)
+"""protocol=paper's support draws (support_draw, at_most), ESC-50's clean pool
 with its row marks, repeated support rows downstream, and the estimators' authors' defaults (calm.authors)."""
 
 from __future__ import annotations
@@ -8,15 +8,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from calm.cache.rows import STORED_DTYPE, RowView
 from calm.data.esc50 import load_esc50
 from calm.errors import ConfigError, ProtocolError
 from calm.methods.prototypes import class_counts, class_sums
-from calm.pipeline import merge
 from calm.protocols import MultiLabelPools, PaperProtocol, Pools, derive_seed, support_marks
-from calm.reports.base import ReportOutput
 from tests.layouts import esc50_rows, make_esc50
 
 # rows:       0  1  2  3  4  5  6  7  8  9  10
@@ -87,16 +84,14 @@ def test_multi_label_all_draw_serves_the_rarest_class_first_without_reusing_a_cl
     assert ep.support_labels.tolist() == [0, 0, 1, 1]
 
 
-def test_unknown_draw_or_pool_is_a_config_error() -> None:
+def test_unknown_draw_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="support_draw"):
         paper(support_draw="first")
     with pytest.raises(ConfigError, match="at_most"):
         paper(at_most="yes")
-    with pytest.raises(ConfigError, match="support_pool"):
-        paper(support_pool="dirty")
 
 
-# --- ESC-50's published pool ------------------------------------------------------------------------
+# --- ESC-50's clean pool ----------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -108,61 +103,18 @@ def esc50_pools(tmp_path) -> Pools:
     return Pools.from_table(table)
 
 
-def test_ast_leaky_pool_is_the_two_training_lists_concatenated_with_duplicates(esc50_pools) -> None:
-    # list of fold 1 (folds 2-5): rows 2..9; list of fold 2 (folds 1, 3-5): rows 0, 1, 4..9. Per class:
-    # class 0 [2, 4, 6, 8, 0, 4, 6, 8], class 1 [3, 5, 7, 9, 1, 5, 7, 9]: test rows 0 and 1 once, folds 3-5 twice.
-    leaky = paper(shots=6, dataset="esc50", support_pool="ast_leaky", support_draw="file_order")
-    assert [m.tolist() for m in leaky.candidates(esc50_pools)] == [[2, 4, 6, 8, 0, 4, 6, 8], [3, 5, 7, 9, 1, 5, 7, 9]]
-    ep = leaky.episode(esc50_pools)
-    assert ep.support.tolist() == [2, 4, 6, 8, 0, 4, 3, 5, 7, 9, 1, 5]
-    assert ep.query.tolist() == [0, 1] and leaky.leaks_test_clips
-    # 2 test rows (0, 1) among 12 support rows; rows 4 and 5 drawn twice
-    fields, notes = support_marks([ep], 6, leaky.leaks_test_clips)
-    assert fields == {"leaks_test_clips": True, "support_test_clip_share": pytest.approx(2 / 12)}
-    assert "16.7% of the 12 support clips are test clips, and 2 support clips repeat another" in notes[0]
-
-
-def test_ast_leaky_random_draw_reaches_the_test_fold(esc50_pools) -> None:
-    # 8 entries per class, shots=8: every entry is drawn, so both test rows are; share 2 / 16 = 1/8, the
-    # published pool's share (5 of 40)
-    ep = paper(shots=8, dataset="esc50", support_pool="ast_leaky").episode(esc50_pools)
-    assert sorted(ep.support.tolist()) == [0, 1, 2, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9]
-    assert support_marks([ep], 8, True)[0]["support_test_clip_share"] == pytest.approx(1 / 8)
-    with pytest.raises(ProtocolError, match="shots=9"):
-        paper(shots=9, dataset="esc50", support_pool="ast_leaky").validate(esc50_pools)
-
-
 def test_clean_esc50_pool_never_holds_the_test_fold(esc50_pools) -> None:
     clean = paper(shots=4, dataset="esc50", support_draw="file_order")
     ep = clean.episode(esc50_pools)
-    assert ep.support.tolist() == [2, 4, 6, 8, 3, 5, 7, 9] and not clean.leaks_test_clips
-    assert support_marks([ep], 4, clean.leaks_test_clips) == ({}, [])
+    assert ep.support.tolist() == [2, 4, 6, 8, 3, 5, 7, 9]
+    assert support_marks([ep], 4) == ({}, [])
     with pytest.raises(ProtocolError, match="shots=5"):
         paper(shots=5, dataset="esc50").validate(esc50_pools)
 
 
-def test_ast_leaky_is_refused_for_other_datasets_and_tables_without_folds() -> None:
-    with pytest.raises(ConfigError, match="ESC-50"):
-        paper(dataset="fsdd", support_pool="ast_leaky")
-    with pytest.raises(ProtocolError, match="fold"):
-        paper(dataset="esc50", support_pool="ast_leaky").validate(pools())
-
-
-def test_pipeline_marks_every_row_and_adds_the_notes(esc50_pools) -> None:
-    protocol = paper(shots=6, dataset="esc50", support_pool="ast_leaky", support_draw="file_order")
-    episodes = protocol.episodes(esc50_pools)
-    job = SimpleNamespace(cfg=OmegaConf.create({"shots": 6, "method": {}}), protocol=protocol, pseudo=None)
-    grid = ReportOutput(rows=[{"method": "calm[cv]"}, {"method": "calm[oracle]"}], extra={"notes": ["grid note"]})
-    episodic = ReportOutput(per_method={"sav": [50.0]}, episode_rows=[{"method": "sav", "macro_f1": 40.0}])
-    rows, _, extra = merge(job, episodes, [episodic, grid])
-    assert [r["method"] for r in rows] == ["sav", "calm[cv]", "calm[oracle]"]
-    assert all(r["leaks_test_clips"] is True and r["support_test_clip_share"] == pytest.approx(2 / 12) for r in rows)
-    assert extra["notes"][0] == "grid note" and "support_pool=ast_leaky" in extra["notes"][1]
-
-
 def test_unequal_counts_are_marked_on_the_rows() -> None:
     ep = paper(shots=3, support_draw="file_order", at_most=True).episode(pools())
-    fields, notes = support_marks([ep], 3, False, ["protocol.at_most=true"])
+    fields, notes = support_marks([ep], 3, ["protocol.at_most=true"])
     assert fields == {"support_per_class_min": 2, "support_per_class_max": 3}
     assert notes == ["support sets hold 2 to 3 clips per class (protocol.at_most=true), not shots=3"]
 

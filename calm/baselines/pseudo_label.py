@@ -47,6 +47,7 @@ from calm.baselines.answer_matching import match_answer
 from calm.baselines.answer_store import AnswerStore
 from calm.baselines.decoding import SAMPLING_TAG, Sampling
 from calm.baselines.generation import stored_or_generated
+from calm.data.manifest_prompt import ManifestPrompt
 from calm.data.prompts import ClipPrompt, PaperPrompt
 from calm.data.table import SUPPORT_SPLIT, Clip, ClipTable
 from calm.digests import seeded_int
@@ -118,15 +119,16 @@ class PseudoLabelSettings:
                 raise ConfigError(f"pseudo_label.{name} must be a positive integer, got {value!r}",
                                   f"set pseudo_label.{name} to a positive number" +
                                   (" or null (the whole training pool)" if name == "pool_size" else ""))
-        if self.prompt == "clean" and isinstance(prompt, PaperPrompt):
-            raise ConfigError("pseudo-labelling with pseudo_label.prompt=clean cannot use prompt=paper: its options "
-                              "show each clip's true label, which the unlabelled pool must never see",
+        if self.prompt == "clean" and isinstance(prompt, (PaperPrompt, ManifestPrompt)):
+            raise ConfigError(f"pseudo-labelling with pseudo_label.prompt=clean cannot use prompt={prompt.name}: its "
+                              "options show each clip's true label, which the unlabelled pool must never see",
                               "use prompt=clean, or method.pseudo_label.prompt=multiple_choice to ask the authors' "
                               "multiple-choice question knowingly (its options contain the true label)")
-        if self.prompt == "multiple_choice" and not isinstance(prompt, PaperPrompt):
-            raise ConfigError("pseudo_label.prompt=multiple_choice needs the multiple-choice prompt, got "
+        if self.prompt == "multiple_choice" and not isinstance(prompt, (PaperPrompt, ManifestPrompt)):
+            raise ConfigError("pseudo_label.prompt=multiple_choice needs a multiple-choice prompt, got "
                               f"prompt={getattr(prompt, 'name', prompt)}",
-                              "use prompt=paper, or method.pseudo_label.prompt=clean")
+                              "use prompt=paper (or prompt=manifest with dataset=manifest: each entry's own "
+                              "question and options), or method.pseudo_label.prompt=clean")
 
     def notes(self) -> list[str]:
         """What a reader of the `+pl` rows must know under the authors' modes (results.json notes)."""

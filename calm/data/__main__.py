@@ -1,7 +1,9 @@
-"""`python -m calm.data ls` and `python -m calm.data validate DATASET ROOT`: inspect data, load no model.
+"""`python -m calm.data ls`, `validate DATASET ROOT` and `manifests DIR --root ROOT`: inspect data, load no model.
 
 `validate` composes the same dataset config as `run.py dataset=DATASET dataset.root=ROOT`, so a
-dataset that validates is one the pipeline reads the same way.
+dataset that validates is one the pipeline reads the same way. `manifests` measures the authors'
+manifest files in DIR (sizes, clips found under ROOT, clips shared by every pair), mapping their paths
+with the anchors of configs/dataset/manifest.yaml.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
@@ -18,7 +21,10 @@ from rich.console import Console
 from rich.table import Table
 
 from calm.assets import REPO_ROOT
+from calm.data.manifest_overlap import pair_overlaps, summarize_manifests
+from calm.data.manifest_paths import PathMapper
 from calm.data.registry import dataset_classes, dataset_names, read_dataset
+from calm.data.roots import require_folder
 from calm.data.validate import dataset_report
 from calm.errors import CalmError, ConfigError
 
@@ -88,6 +94,45 @@ def print_report(report: dict, console: Console) -> None:
         console.print("every clip decoded whole (--strict)")
 
 
+def manifests_report(folder: str, root: str | None, settings: Sequence[str]) -> dict:
+    """Per manifest under `folder` its counts, and every pair's shared clips (`calm.data.manifest_overlap`)."""
+    cfg, _ = dataset_config("manifest", root, settings)
+    fix = "give the folder holding the manifests (e.g. a checkout of the authors' SAVs/data)"
+    mapper = None if root is None else PathMapper(require_folder(Path(root).expanduser(), "clips root", fix),
+                                                  cfg.anchors)
+    summaries, skipped = summarize_manifests(require_folder(Path(folder).expanduser(), "manifests folder", fix),
+                                             mapper, tuple(cfg.extensions), int(cfg.pseudo_trials))
+    return {"folder": folder, "root": root, "manifests": [s.as_dict() for s in summaries],
+            "pairs": [p.as_dict() for p in pair_overlaps(summaries)], "not_manifests": skipped}
+
+
+def print_manifests(report: dict, console: Console) -> None:
+    table = Table(title=f"manifests in {report['folder']}" + (f" (clips under {report['root']})" if report["root"] else ""))
+    for column in ("manifest", "entries", "clips", "classes", "per class min/median/max", "found", "missing"):
+        table.add_column(column, justify="left" if column == "manifest" else "right")
+    for m in report["manifests"]:
+        per = m["entries_per_class"]
+        missing = "-" if m["missing"] is None else str(m["missing"]) + (f" (+{m['ambiguous']} ambiguous)"
+                                                                       if m["ambiguous"] else "")
+        table.add_row(m["manifest"], str(m["entries"]), str(m["distinct_clips"]), str(m["classes"]),
+                      f"{per['min']} / {per['median']:g} / {per['max']}", "-" if m["found"] is None else str(m["found"]),
+                      missing)
+    console.print(table)
+    shared = [p for p in report["pairs"] if p["shared_clips"]]
+    pairs = Table(title="distinct audio files shared by two manifests")
+    for column in ("first", "second", "shared", "% of first", "% of second"):
+        pairs.add_column(column, justify="left" if column in ("first", "second") else "right")
+    for p in shared:
+        pairs.add_row(p["first"], p["second"], str(p["shared_clips"]), f"{p['percent_of_first']:.1f}",
+                      f"{p['percent_of_second']:.1f}")
+    if shared:
+        console.print(pairs)
+    console.print(f"{len(report['pairs']) - len(shared)} of {len(report['pairs'])} pairs share no audio file"
+                  + ("" if report["root"] else " (paths compared as written: no --root)"))
+    for name, reason in report["not_manifests"].items():
+        console.print(f"not a manifest: {name} ({reason})", markup=False, highlight=False)
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m calm.data", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -102,6 +147,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     check.add_argument("--no-probe", action="store_true", help="skip reading every clip's header")
     check.add_argument("--strict", action="store_true",
                        help="decode every clip whole, and exit with status 1 if any is missing or undecodable")
+    manifests = commands.add_parser("manifests", help="per manifest file its size and clips found; clips shared by pairs")
+    manifests.add_argument("folder", help="the folder of manifests (searched recursively for *.json)")
+    manifests.add_argument("--root", help="the dataset.root their clips are mapped onto (counts found / missing)")
+    manifests.add_argument("--json", action="store_true", help="print one JSON object (every pair) instead of tables")
+    manifests.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                           help="a manifest dataset setting, e.g. anchors=[audio/] (repeatable)")
     return parser.parse_args(argv)
 
 
@@ -111,6 +162,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     console.width = max(console.width, 120)
     if args.command == "ls":
         list_datasets(console)
+        return 0
+    if args.command == "manifests":
+        try:
+            found = manifests_report(args.folder, args.root, args.set)
+        except CalmError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        if args.json:
+            print(json.dumps(found))
+        else:
+            print_manifests(found, console)
         return 0
     try:
         cfg, data_dir = dataset_config(args.dataset, args.root, args.set)

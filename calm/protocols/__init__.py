@@ -11,7 +11,7 @@ from calm.protocols.episodes import Episode, derive_seed, multilabel_targets
 from calm.protocols.episodic import EpisodicProtocol
 from calm.protocols.paper import PaperProtocol
 from calm.protocols.pools import MultiLabelPools, Pools
-from calm.protocols.row_marks import support_marks
+from calm.protocols.row_marks import shared_file_marks, support_marks
 
 __all__ = [
     "Episode",
@@ -22,5 +22,6 @@ __all__ = [
     "Protocol",
     "derive_seed",
     "multilabel_targets",
+    "shared_file_marks",
     "support_marks",
 ]

@@ -21,11 +21,6 @@ class Protocol(ABC):
     name: str
     n_episodes: int
 
-    @property
-    def leaks_test_clips(self) -> bool:
-        """Whether support sets can hold test clips (a published leaky pool): every result row is marked."""
-        return False
-
     @abstractmethod
     def validate(self, pools: Pools) -> None:
         """Raise ``ProtocolError`` if these settings cannot be met by these pools."""

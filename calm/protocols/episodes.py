@@ -89,14 +89,6 @@ class Episode:
         return tuple((int(y),) for y in self.query_labels)
 
 
-def test_clip_share(episode: Episode) -> float:
-    """Share of the support rows that are also query rows (a support pool that holds test clips,
-    protocol=paper's support_pool=ast_leaky); a row drawn twice counts twice."""
-    if not len(episode.support):
-        return 0.0
-    return float(np.isin(episode.support, episode.query).mean())
-
-
 def multilabel_targets(episode: Episode, split: str = "query") -> np.ndarray:
     """(clips, ways) boolean indicator of each query's (or support clip's) labels, for exact match
     and the grid; one-hot for single-label episodes."""

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
 from calm.data.table import RELIABILITY_SPLIT
 from calm.errors import ProtocolError
-from calm.protocols.ast_pool import ast_leaky_members, check_support_pool
 from calm.protocols.base import Protocol
 from calm.protocols.checks import (
     check_class_count,
@@ -53,10 +50,9 @@ class PaperProtocol(Protocol):
     ``support_draw`` (``calm.protocols.support_draws``): ``random`` (default), ``file_order`` (the
     first ``shots`` candidates of each class in table order) or ``all`` (every candidate; ``shots``
     ignored); ``at_most``: a class short of ``shots`` gives what it has. Either can leave unequal
-    counts per class (``Episode.support_counts``). ``support_pool`` (``calm.protocols.ast_pool``):
-    ``clean`` (default), or ``ast_leaky``, ESC-50's published pool, the concatenated training lists
-    of the folds in ``ast_train_lists``, duplicates kept, which holds test clips
-    (``leaks_test_clips``).
+    counts per class (``Episode.support_counts``). Candidates are the training pool minus the test
+    pool; the authors' own support files, test clips among them, are replayed with dataset=manifest
+    (the shared files are measured and marked, calm.protocols.row_marks).
     """
 
     n_episodes = 1
@@ -72,8 +68,6 @@ class PaperProtocol(Protocol):
         authors_modes: bool = True,
         support_draw: str = "random",
         at_most: bool = False,
-        support_pool: str = "clean",
-        ast_train_lists: Sequence[int] = (1, 2),
         reliability: str = "support",
         selection_metric: str = "accuracy",
     ) -> None:
@@ -83,12 +77,9 @@ class PaperProtocol(Protocol):
         self.reliability = reliability
         self.selection_metric = selection_metric
         check_support_draw(support_draw, at_most)
-        check_support_pool(support_pool, dataset, ast_train_lists)
         self.authors_modes = authors_modes
         self.support_draw = support_draw
         self.at_most = at_most
-        self.support_pool = support_pool
-        self.ast_train_lists = tuple(int(f) for f in ast_train_lists)
         self.shots = shots
         self.seed = seed
         self.dataset = dataset
@@ -98,18 +89,11 @@ class PaperProtocol(Protocol):
 
     def __repr__(self) -> str:
         return (f"PaperProtocol(shots={self.shots}, seed={self.seed}, dataset={self.dataset!r}, "
-                f"support_draw={self.support_draw!r}, at_most={self.at_most}, support_pool={self.support_pool!r})")
-
-    @property
-    def leaks_test_clips(self) -> bool:
-        """Whether the support pool holds test clips (ESC-50's published pool): results are marked."""
-        return self.support_pool == "ast_leaky"
+                f"support_draw={self.support_draw!r}, at_most={self.at_most})")
 
     def candidates(self, pools: Pools) -> list[np.ndarray]:
         """Per class, the rows a support set is drawn from, in draw order: the support pool minus the
-        query pool (clean), or ESC-50's published lists, test clips and duplicates included."""
-        if self.leaks_test_clips:
-            return ast_leaky_members(pools, self.ast_train_lists)
+        query pool."""
         return pools.members(pools.support & ~pools.query)
 
     def validate(self, pools: Pools) -> None:
@@ -124,7 +108,7 @@ class PaperProtocol(Protocol):
         note = (
             f" ({int(overlap.sum())} clips in both pools are never used as support, since every "
             "test clip is scored)"
-            if overlap.any() and not self.leaks_test_clips
+            if overlap.any()
             else ""
         )
         if self.reliability == "val":

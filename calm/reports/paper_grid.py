@@ -89,16 +89,16 @@ def grids_file(cfg: DictConfig) -> str:
 
 def paper_notes(cfg: DictConfig) -> list[str]:
     """What a reader of protocol=paper results must know about how they differ from the reference."""
-    leaky = cfg.protocol.get("support_pool") == "ast_leaky"
-    if leaky:
-        notes = ["support_pool=ast_leaky: support is drawn from the authors' two AST-style training lists, whose "
-                 "union holds test clips (the share drawn is in the rows and notes): an optimistic number"]
+    manifests = str(cfg.dataset.get("_target_", "")).endswith(".Manifest")
+    if manifests:
+        notes = ["support, val and test are the rows of the manifests as given: a clip listed in both support (or "
+                 "val) and test is used as both (the share is measured, in the rows and notes, when there is one)"]
     else:
         notes = ["support is drawn only from the training pool; no clip of the test split is ever in the support set"]
-    if cfg.dataset.name == "esc50" and not leaky:
-        notes.append("the reference code drew ESC-50 support from a file that also holds the test fold; "
-                     "this framework does not unless asked (protocol.support_pool=ast_leaky), so its numbers "
-                     "can be lower than the published ones")
+    if cfg.dataset.name == "esc50":
+        notes.append("the reference code drew ESC-50 support from files that hold test clips; this job draws "
+                     "from the clean pool, so its numbers can be lower than the published ones (the paper "
+                     "table's replay groups run the authors' files and measure the overlap)")
     if named_reliability(cfg):
         notes.append("reliabilities (CALM, GRW) are measured on the table's val clips V with prototypes from the "
                       "support set; <method>[val] is the setting best on V (SAV and the other rankings use the "
@@ -106,7 +106,7 @@ def paper_notes(cfg: DictConfig) -> list[str]:
     if cfg.get("evaluate", {}).get("dtype", "float32") == "model":
         notes.append("evaluate.dtype=model: CALM's prototypes, cosines and softmax run in the backbone's dtype and "
                      "are cast to float32 after the softmax, as the authors' runner did")
-    if not str(cfg.prompt.get("_target_", "")).endswith(".PaperPrompt"):
+    if not str(cfg.prompt.get("_target_", "")).endswith((".PaperPrompt", ".ManifestPrompt")):
         notes.append("prompt is not a `paper` prompt: the published protocol used multiple-choice prompts "
                      "containing the label")
     return notes

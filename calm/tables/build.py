@@ -10,7 +10,7 @@ from pathlib import Path
 
 from calm.tables.jobs import job_configs, table_outcomes
 from calm.tables.numbers import CSV_NAME, Number, numbers_of, write_csv
-from calm.tables.render import group_notes, latex, markdown, no_data_notes, table_rows
+from calm.tables.render import group_notes, latex, leak_notes, markdown, no_data_notes, table_rows
 from calm.tables.spec import TableSpec
 
 
@@ -30,7 +30,8 @@ def build_tables(specs: Sequence[TableSpec], out_dir: Path, overrides: Sequence[
         for spec in specs:
             outcomes = table_outcomes(spec, out_dir, overrides, collect_only, per_group_overrides)
             numbers = numbers_of(spec, outcomes)
-            rows, notes = table_rows(spec, numbers), [*group_notes(spec), *no_data_notes(outcomes)]
+            rows = table_rows(spec, numbers)
+            notes = [*group_notes(spec), *leak_notes(outcomes), *no_data_notes(outcomes)]
             md, tex = table_files(out_dir, spec)
             md.write_text(markdown(spec, rows, notes))
             tex.write_text(latex(spec, rows, notes))

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 OK = "ok"
 NO_DATA = "no data"
 FAILED = "failed"
+NEEDS_MANIFESTS = "needs the authors' files: set paper.manifests_dir"
 
 
 @dataclass
@@ -47,6 +48,7 @@ class JobOutcome:
     reason: str = ""
     job_dir: str = ""
     key: str = ""
+    seed: int | None = None
 
 
 @contextmanager
@@ -58,11 +60,15 @@ def job_configs() -> Iterator[None]:
         yield
 
 
-def compose_job(group: RowGroup, shots: ShotSetting, out_dir: Path, overrides: Sequence[str]) -> DictConfig:
+def compose_job(group: RowGroup, shots: ShotSetting, out_dir: Path, overrides: Sequence[str],
+                seed: int | None = None) -> DictConfig:
     """The config `python run.py experiment=... shots=K` would run, its output folder under `out_dir`
-    (call inside `job_configs()`); an "all" column sets no `shots` (the whole list ignores it)."""
+    (call inside `job_configs()`); an "all" column sets no `shots` (the whole list ignores it); `seed`
+    (a seeded group's job) sets `paper.seed`."""
     job_dir = Path(out_dir) / "jobs" / group.experiment / shots.folder
     shots_override = [] if shots.k is None else [f"shots={shots.k}"]
+    if seed is not None:
+        job_dir, shots_override = job_dir / f"seed_{seed}", [*shots_override, f"paper.seed={seed}"]
     cfg = compose("config", overrides=[f"experiment={group.experiment}", *shots_override,
                                        f"paths.output_dir={job_dir}", *overrides])
     check_support_draw(cfg, group, shots)
@@ -94,9 +100,15 @@ def expected_methods(cfg: DictConfig) -> list[str]:
     return methods + tuned_rows(cfg)
 
 
-def run_or_collect(group: RowGroup, shots: ShotSetting, cfg: DictConfig, collect_only: bool) -> JobOutcome:
-    """Run the job (finished ones are skipped by the pipeline) or, with `collect_only`, read its record."""
-    outcome = JobOutcome(group, shots, expected_methods(cfg), job_dir=str(cfg.paths.output_dir), key=job_key(cfg))
+def run_or_collect(group: RowGroup, shots: ShotSetting, cfg: DictConfig, collect_only: bool,
+                   seed: int | None = None) -> JobOutcome:
+    """Run the job (finished ones are skipped by the pipeline) or, with `collect_only`, read its record.
+    A replay group without `paper.manifests_dir` gives NO_DATA saying so (nothing is read)."""
+    outcome = JobOutcome(group, shots, expected_methods(cfg), job_dir=str(cfg.paths.output_dir), key=job_key(cfg),
+                         seed=seed)
+    if group.replay and cfg.paper.get("manifests_dir") is None:
+        outcome.status, outcome.reason = NO_DATA, NEEDS_MANIFESTS
+        return outcome
     try:
         if collect_only:  # no data is read: the latest record for these settings, whatever table it ran on
             result = load_finished(cfg, inputs=None)
@@ -132,5 +144,7 @@ def table_outcomes(spec: TableSpec, out_dir: Path, overrides: Sequence[str], col
     for group in spec.groups:
         extra = [*overrides, *(per_group_overrides or {}).get(group.experiment, [])]
         for shots in group.shots:
-            outcomes.append(run_or_collect(group, shots, compose_job(group, shots, out_dir, extra), collect_only))
+            for seed in group.seeds or (None,):
+                cfg = compose_job(group, shots, out_dir, extra, seed)
+                outcomes.append(run_or_collect(group, shots, cfg, collect_only, seed))
     return outcomes

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import csv
 import math
-from dataclasses import dataclass
+import statistics
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from calm.tables.jobs import OK, JobOutcome
@@ -16,9 +17,12 @@ from calm.tables.spec import TableSpec
 
 CSV_NAME = "numbers.csv"
 CSV_COLUMNS = ("table", "group", "experiment", "method", "shots", "metric", "source", "mean", "ci95", "episodes",
-               "status", "job_dir", "job_key")
+               "status", "job_dir", "job_key", "spread")
 OURS = "ours"
 PAPER = "paper"
+SEED = "ours, one seed"  # a seeded group's per-seed number (the table shows their mean ± sd, source OURS)
+CI95 = "ci95"            # what the `ci95` field holds: a 95 % CI over episodes ...
+SEED_SD = "sd over {} seeds"  # ... or, for a seeded group's row, the standard deviation over its seeds
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,7 @@ class Number:
     status: str
     job_dir: str
     job_key: str
+    spread: str = CI95
 
 
 def numbers_of(spec: TableSpec, outcomes: list[JobOutcome]) -> list[Number]:
@@ -45,6 +50,7 @@ def numbers_of(spec: TableSpec, outcomes: list[JobOutcome]) -> list[Number]:
     numbers = []
     for outcome in outcomes:
         group = outcome.group
+        source = OURS if outcome.seed is None else f"{SEED} {outcome.seed}"
         for method in outcome.methods:
             row = outcome.rows.get(method)
             mean = float(row.get(f"{group.metric}_mean", math.nan)) if row else math.nan
@@ -54,13 +60,36 @@ def numbers_of(spec: TableSpec, outcomes: list[JobOutcome]) -> list[Number]:
             else:
                 status = OK if row else "method missing from results"
             numbers.append(Number(spec.name, group.label, group.experiment, method, outcome.shots.key, group.metric,
-                                  OURS, mean, ci, row.get("episodes") if row else None, status,
+                                  source, mean, ci, row.get("episodes") if row else None, status,
                                   outcome.job_dir, outcome.key))
+    numbers += seed_means(spec, numbers)
     for group in spec.groups:
         for method, value in group.paper.items():
             numbers.append(Number(spec.name, group.label, group.experiment, method, None, group.metric, PAPER,
                                   value, math.nan, None, "reported in the paper (its best setting for this benchmark)", "", ""))
     return numbers
+
+
+def seed_means(spec: TableSpec, numbers: list[Number]) -> list[Number]:
+    """A seeded group's shown numbers: per (method, shots), the mean over its seeds' numbers and their
+    sample standard deviation (in `ci95`, `spread` saying so); NaN unless every seed gave a number."""
+    seeded = {g.experiment for g in spec.groups if g.seeds}
+    runs: dict[tuple[str, str, str | None], list[Number]] = {}
+    for n in numbers:
+        if n.experiment in seeded and n.source.startswith(SEED):
+            runs.setdefault((n.experiment, n.method, n.shots), []).append(n)
+    means = []
+    for per_seed in runs.values():
+        values = [n.mean for n in per_seed]
+        complete = all(math.isfinite(v) for v in values)
+        mean = statistics.fmean(values) if complete else math.nan
+        sd = statistics.stdev(values) if complete and len(values) > 1 else math.nan
+        failed = [n.status for n in per_seed if n.status != OK]
+        status = failed[0] if failed else OK
+        first = per_seed[0]
+        means.append(replace(first, source=OURS, mean=mean, ci95=sd, episodes=len(values), status=status,
+                             job_dir=str(Path(first.job_dir).parent) if first.job_dir else "", spread=SEED_SD.format(len(values))))
+    return means
 
 
 def write_csv(path: Path, numbers: list[Number]) -> None:
@@ -71,4 +100,4 @@ def write_csv(path: Path, numbers: list[Number]) -> None:
         for n in numbers:
             writer.writerow([n.table, n.group, n.experiment, n.method, "" if n.shots is None else n.shots, n.metric,
                              n.source, repr(n.mean), repr(n.ci95), "" if n.episodes is None else n.episodes,
-                             n.status, n.job_dir, n.job_key])
+                             n.status, n.job_dir, n.job_key, n.spread])

@@ -54,8 +54,32 @@ def table_rows(spec: TableSpec, numbers: list[Number]) -> list[list[str]]:
 
 
 def group_notes(spec: TableSpec) -> list[str]:
-    """One note per row group that carries one (how its settings differ from the obvious reading)."""
-    return [f"{group.label}: {group.note}" for group in spec.groups if group.note]
+    """One note per row group that carries one (how its settings differ from the obvious reading); a
+    seeded group's note says its cells are mean ± sd over its seeds."""
+    notes = []
+    for group in spec.groups:
+        seeds = (f"cells: mean ± sd over {len(group.seeds)} seeds ({', '.join(map(str, group.seeds))}), "
+                 "one job per seed" if group.seeds else "")
+        text = "; ".join(part for part in (group.note.rstrip(".") if seeds else group.note, seeds) if part)
+        if text:
+            notes.append(f"{group.label}: {text}")
+    return notes
+
+
+def leak_notes(outcomes: list[JobOutcome]) -> list[str]:
+    """One note per job whose rows are marked `leaks_test_clips`: the measured share of its support rows
+    (and val rows) that are test clips' audio files (calm.protocols.row_marks measures them)."""
+    notes = []
+    for outcome in outcomes:
+        row = next((r for r in outcome.rows.values() if r.get("leaks_test_clips")), None)
+        if row is None:
+            continue
+        shares = [f"{row[key]:.1%} of the {name} rows" for key, name in
+                  (("support_test_clip_share", "support"), ("val_test_clip_share", "val")) if key in row]
+        seed = "" if outcome.seed is None else f", seed {outcome.seed}"
+        notes.append(f"{outcome.group.label} ({outcome.shots.header}{seed}): marked leaks_test_clips, measured: "
+                     f"{' and '.join(shares) or 'some support rows'} are test clips' audio files")
+    return notes
 
 
 def no_data_notes(outcomes: list[JobOutcome]) -> list[str]:

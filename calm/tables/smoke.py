@@ -21,18 +21,27 @@ import soundfile as sf
 from calm.errors import ConfigError
 from calm.tables.jobs import compose_job, job_configs
 from calm.tables.smoke_layouts import (
+    ESC50_CATEGORIES,
     esc50_rows,
     make_asvspoof,
     make_audioset,
     make_esc50,
     make_vggsound,
 )
-from calm.tables.spec import CONFIGS_DIR, ShotSetting, TableSpec, column_order
+from calm.tables.smoke_manifests import (
+    write_asvspoof_manifests,
+    write_audioset_manifests,
+    write_esc50_manifests,
+    write_vggsound_manifests,
+)
+from calm.tables.spec import CONFIGS_DIR, RowGroup, ShotSetting, TableSpec, column_order
 
 SMOKE_TABLE = "smoke"
 SMOKE_PREFIX = "table_smoke"  # every row group table_smoke* of the smoke table runs on the generated tones
 SMOKE_CLASSES = ("low", "mid", "high", "chirp")
 SMOKE_DATA = "smoke_data"
+SMOKE_MANIFESTS = "manifests"  # under SMOKE_DATA: the authors' files, small (paper.manifests_dir of the replay groups)
+REPLAY_DATASET = "manifest"    # a replay group's dataset: it reads the manifests over every dataset's clips
 TINY_PREFIX = "tiny_"  # configs/backbone/tiny_<name>.yaml: the tiny random model of backbone <name>
 
 
@@ -67,9 +76,14 @@ def smoke_overrides(out_dir: Path, spec: TableSpec | None = None) -> tuple[list[
 
 
 # Generated data per dataset, in the dataset's official layout; each returns the folder `dataset.root` names.
+ESC50_SMOKE = {"classes": 3, "per_class": 10}
+VGGSOUND_CLASSES = ("dog barking", "rain", "siren")
+AUDIOSET_LABELS = (("/m/dog", "Dog"), ("/m/rain", "Rain"), ("/m/siren", "Siren"))
+
+
 def write_esc50(root: Path) -> Path:
     """ESC-50-master with 3 classes x 10 clips (2 per fold: test fold 1 has 2 per class, folds 2-5 hold 8)."""
-    make_esc50(root, esc50_rows(classes=3, per_class=10), seconds=0.5)
+    make_esc50(root, esc50_rows(**ESC50_SMOKE), seconds=0.5)
     return root
 
 
@@ -78,7 +92,7 @@ def write_vggsound(root: Path) -> Path:
     rows, present = [], {}
     for i in range(18):
         youtube_id = f"smoke{i:06d}"
-        rows.append((youtube_id, 30, ("dog barking", "rain", "siren")[i % 3], "train" if i < 12 else "test"))
+        rows.append((youtube_id, 30, VGGSOUND_CLASSES[i % 3], "train" if i < 12 else "test"))
         present[f"{youtube_id}_000030"] = "mp4"
     return make_vggsound(root, rows, present)
 
@@ -86,7 +100,7 @@ def write_vggsound(root: Path) -> Path:
 def write_audioset(root: Path) -> Path:
     """The segment CSVs, class_labels_indices.csv and flac clips: 3 labels, 9 train and 6 eval clips,
     every third clip carrying a second label."""
-    labels = [("/m/dog", "Dog"), ("/m/rain", "Rain"), ("/m/siren", "Siren")]
+    labels = list(AUDIOSET_LABELS)
     train, evaluation, clips = [], [], {}
     for i in range(15):
         mids = [labels[i % 3][0]] + ([labels[(i + 1) % 3][0]] if i % 3 == 0 else [])
@@ -111,6 +125,36 @@ SMOKE_DATASETS: dict[str, Callable[[Path], Path]] = {
 }
 
 
+def write_manifests(folder: Path, seeds: Sequence[int]) -> Path:
+    """Every manifest a replay group names, small, over the clips the writers above generate (their file
+    names and splits are restated here from those writers); `seeds`: the seeded support files to write."""
+    esc = {ESC50_CATEGORIES[t]: [r[0] for r in sorted(esc50_rows(**ESC50_SMOKE), key=lambda r: r[5])
+                                 if r[2] == t] for t in range(ESC50_SMOKE["classes"])}
+    write_esc50_manifests(folder, list(esc), esc)
+    stems = {name: [f"smoke{c + 3 * k:06d}_000030" for k in range(6)] for c, name in enumerate(VGGSOUND_CLASSES)}
+    write_vggsound_manifests(folder, stems, seeds)
+    names = [name for _, name in AUDIOSET_LABELS]
+    clips = [(f"smoke{i:06d}_000000.flac", [names[i % 3]] + ([names[(i + 1) % 3]] if i % 3 == 0 else []))
+             for i in range(15)]
+    write_audioset_manifests(folder, clips[:9], clips[9:], names)
+    spoofs = [(i, "bonafide" if i < 3 else "spoof") for i in range(6)]
+    write_asvspoof_manifests(folder, [(f"LA_T_{i:07d}", c) for i, c in spoofs],
+                             [(f"LA_E_{i:07d}", c) for i, c in spoofs])
+    return folder
+
+
+def replay_overrides(out_dir: Path, written: dict[str, Path], groups: Sequence[RowGroup]) -> list[str]:
+    """A replay group's smoke overrides: the manifests (written once, with every seed any group names)
+    and every dataset's generated clips (`paper.clips.<dataset>`), writing the datasets not yet written."""
+    for dataset, writer in SMOKE_DATASETS.items():
+        if dataset not in written:
+            written[dataset] = writer(out_dir / SMOKE_DATA / dataset)
+    folder = out_dir / SMOKE_DATA / SMOKE_MANIFESTS
+    if not folder.is_dir():
+        write_manifests(folder, sorted({seed for group in groups for seed in group.seeds}))
+    return [f"paper.manifests_dir={folder}", *(f"paper.clips.{d}={root}" for d, root in written.items())]
+
+
 def smoke_shots(spec: TableSpec, shots: ShotSetting) -> ShotSetting:
     """A real shot setting's smoke size: K mapped by the table's `smoke.shots`, the draw kept."""
     if shots.k is None:
@@ -122,8 +166,10 @@ def smoke_shots(spec: TableSpec, shots: ShotSetting) -> ShotSetting:
 
 
 def smoke_spec(spec: TableSpec) -> TableSpec:
-    """`spec` with every group's shot settings at their smoke size and a title that says so."""
-    groups = tuple(replace(g, shots=tuple(dict.fromkeys(smoke_shots(spec, s) for s in g.shots))) for g in spec.groups)
+    """`spec` with every group's shot settings at their smoke size, a seeded group's first `smoke.seeds`
+    seeds, and a title that says so."""
+    groups = tuple(replace(g, shots=tuple(dict.fromkeys(smoke_shots(spec, s) for s in g.shots)),
+                           seeds=g.seeds[:spec.smoke_seeds] if spec.smoke_seeds else g.seeds) for g in spec.groups)
     columns = tuple(sorted({s for g in groups for s in g.shots}, key=column_order))
     return replace(spec, title=f"Smoke run (tiny backbones, generated data; numbers mean nothing) of: {spec.title}",
                    shots=columns, groups=groups)
@@ -138,9 +184,10 @@ def table_smoke_overrides(spec: TableSpec, out_dir: Path) -> dict[str, list[str]
     per_group: dict[str, list[str]] = {}
     with job_configs():
         for group in spec.groups:
-            cfg = compose_job(group, group.shots[0], out_dir, job_overrides(out_dir))
+            cfg = compose_job(group, group.shots[0], out_dir, job_overrides(out_dir),
+                              group.seeds[0] if group.seeds else None)
             dataset, backbone = str(cfg.dataset.name), str(cfg.backbone.name)
-            if dataset not in SMOKE_DATASETS:
+            if dataset not in SMOKE_DATASETS and dataset != REPLAY_DATASET:
                 raise ConfigError(f"row group {group.label!r}: no generated smoke data for dataset {dataset!r}",
                                   f"add a writer for it to SMOKE_DATASETS in calm/tables/smoke.py "
                                   f"(have {sorted(SMOKE_DATASETS)})")
@@ -148,10 +195,13 @@ def table_smoke_overrides(spec: TableSpec, out_dir: Path) -> dict[str, list[str]
             if not (CONFIGS_DIR / "backbone" / f"{tiny}.yaml").is_file():
                 raise ConfigError(f"row group {group.label!r}: backbone {backbone!r} has no tiny model for the smoke run",
                                   f"add configs/backbone/{tiny}.yaml")
-            if dataset not in written:
-                written[dataset] = SMOKE_DATASETS[dataset](out_dir / SMOKE_DATA / dataset)
-            per_group[group.experiment] = [f"backbone={tiny}", f"dataset.root={written[dataset]}",
-                                           *spec.smoke_overrides, *group.smoke_overrides]
+            if dataset == REPLAY_DATASET:
+                data = replay_overrides(out_dir, written, spec.groups)
+            else:
+                if dataset not in written:
+                    written[dataset] = SMOKE_DATASETS[dataset](out_dir / SMOKE_DATA / dataset)
+                data = [f"dataset.root={written[dataset]}"]
+            per_group[group.experiment] = [f"backbone={tiny}", *data, *spec.smoke_overrides, *group.smoke_overrides]
     return per_group
 
 

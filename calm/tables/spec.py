@@ -86,7 +86,9 @@ def shot_setting(raw: Any, where: str) -> ShotSetting:
 class RowGroup:
     """One experiment file's jobs: one row per method, one job per shot setting of the group.
     `paper`: method -> the paper's number for the row that reproduces it; `note`: what a reader must
-    know about the group's settings (shown under the table)."""
+    know about the group's settings (shown under the table); `replay`: the group reads the authors' own
+    manifests (`paper.manifests_dir`); `seeds`: one job per seed (`paper.seed=<seed>`), each row shown as
+    mean ± sd over them."""
 
     experiment: str
     label: str
@@ -95,6 +97,8 @@ class RowGroup:
     shots: tuple[ShotSetting, ...] = ()
     note: str = ""
     smoke_overrides: tuple[str, ...] = ()
+    replay: bool = False
+    seeds: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,7 @@ class TableSpec:
     groups: tuple[RowGroup, ...]
     smoke_shots: dict[int, int] = field(default_factory=dict)
     smoke_overrides: tuple[str, ...] = ()
+    smoke_seeds: int | None = None
 
 
 def column_order(shots: ShotSetting) -> tuple[bool, int, bool]:
@@ -152,9 +157,22 @@ def load_table(name: str, folder: Path = TABLES_DIR, experiments: Path = EXPERIM
                             f"give the group or the table a `shots` list in {path}")
         groups.append(RowGroup(experiment, raw.get("label", experiment), metric,
                                {k: float(v) for k, v in (raw.get("paper") or {}).items()}, shots,
-                               str(raw.get("note", "")).strip(), tuple(raw.get("smoke_overrides") or ())))
+                               str(raw.get("note", "")).strip(), tuple(raw.get("smoke_overrides") or ()),
+                               bool(raw.get("replay", False)), seed_list(raw.get("seeds"), f"table {name!r}, group {experiment!r}")))
     columns = tuple(sorted({*table_shots, *(s for g in groups for s in g.shots)}, key=column_order))
     smoke = spec.get("smoke") or {}
     smoke_shots = {int(k): int(v) for k, v in (smoke.get("shots") or {}).items()}
+    seeds = smoke.get("seeds")
     return TableSpec(name, spec.get("title", name), columns, tuple(groups), smoke_shots,
-                     tuple(smoke.get("overrides") or ()))
+                     tuple(smoke.get("overrides") or ()), None if seeds is None else int(seeds))
+
+
+def seed_list(raw: Any, where: str) -> tuple[int, ...]:
+    """A group's `seeds`: distinct non-negative ints (none: one job per shot setting)."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not raw or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                                                       for s in raw) or len(set(raw)) != len(raw):
+        raise ConfigError(f"{where}: `seeds` must be a non-empty list of distinct non-negative ints, got {raw!r}",
+                          "e.g. seeds: [123, 456, 101]")
+    return tuple(raw)
