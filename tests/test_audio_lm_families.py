@@ -14,7 +14,7 @@ from calm.backbones.audio_lm import AudioLMBackbone
 from calm.data.audio import load_audio
 from tests.cli import REPO
 
-FAMILIES = ["qwen3_omni", "audio_flamingo3", "music_flamingo", "glm_asr", "qwen3_asr", "phi4_multimodal"]
+FAMILIES = ["qwen3_omni", "audio_flamingo3", "music_flamingo", "glm_asr", "qwen3_asr", "phi4_multimodal", "voxtral"]
 CLIPS = ["0_george_0", "7_jackson_12", "3_lucas_30"]  # different lengths, all under a second
 PROMPTS = ["What sound is this?", "Hi", "Which digit is spoken here, from zero to nine?"]
 
@@ -64,10 +64,18 @@ def test_last_index_is_the_last_prompt_token_of_each_left_padded_row(family: Aud
     batch = family.collate(waves, PROMPTS)
     width = batch["input_ids"].shape[1]
     assert batch["last_index"].tolist() == [width - 1] * 3
-    header = family.processor.tokenizer(family.render_prompt("x").rsplit("x", 1)[1], add_special_tokens=False)
+    header = generation_prompt_ids(family)
     for row in range(3):
-        tail = batch["input_ids"][row, width - len(header["input_ids"]):].tolist()
-        assert tail == header["input_ids"], "each row must end with the generation prompt"
+        tail = batch["input_ids"][row, width - len(header):].tolist()
+        assert tail == header, "each row must end with the generation prompt"
+
+
+def generation_prompt_ids(family: AudioLMBackbone) -> list[int]:
+    """The token ids after the prompt text; mistral-common never parses special tokens out of text."""
+    tail = family.render_prompt("x").rsplit("x", 1)[1]
+    if family.spec.name == "voxtral":
+        return [family.processor.tokenizer.convert_tokens_to_ids(tail)]
+    return family.processor.tokenizer(tail, add_special_tokens=False)["input_ids"]
 
 
 def test_rendered_prompt_holds_the_audio_placeholder_then_the_prompt_text(family: AudioLMBackbone) -> None:
@@ -95,3 +103,36 @@ def test_a_missing_extra_is_a_clear_error_naming_it(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "peft" else real(name, *a))
     with pytest.raises(ConfigError, match=r"(?s)needs the package 'peft'.*calm\[phi4_multimodal\]"):
         require_extras(PHI4_MULTIMODAL)
+
+
+def without_mistral_common(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mistral_common" else real(name, *a))
+
+
+def test_voxtral_without_mistral_common_is_a_clear_error_naming_the_extra(monkeypatch: pytest.MonkeyPatch,
+                                                                          tmp_path: Path) -> None:
+    from omegaconf import OmegaConf
+
+    from calm.errors import ConfigError
+
+    without_mistral_common(monkeypatch)
+    (tmp_path / "config.json").write_text("{}")
+    cfg = OmegaConf.load(REPO / "configs" / "backbone" / "voxtral.yaml")
+    cfg.path = str(tmp_path)
+    with pytest.raises(ConfigError, match=r"(?s)needs the package 'mistral-common'.*calm\[voxtral\]"):
+        build_backbone(cfg, "32-true").template()
+
+
+def test_the_tiny_voxtral_needs_mistral_common_too(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from omegaconf import OmegaConf
+
+    from calm.errors import ConfigError
+
+    without_mistral_common(monkeypatch)
+    cfg = OmegaConf.load(REPO / "configs" / "backbone" / "tiny_voxtral.yaml")
+    cfg.path = str(tmp_path / "tiny")
+    with pytest.raises(ConfigError, match=r"pip install 'calm\[voxtral\]'"):
+        build_backbone(cfg, "32-true")

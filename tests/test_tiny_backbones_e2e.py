@@ -23,7 +23,7 @@ SLOW = pytest.mark.slow  # the same path as the fast ones; each family's own rul
 @pytest.mark.parametrize("backbone_name", [
     "tiny_qwen2_audio", "tiny_qwen2_5_omni", "tiny_qwen3_asr",
     *(pytest.param(f"tiny_{family}", marks=SLOW)
-      for family in ("qwen3_omni", "audio_flamingo3", "music_flamingo", "glm_asr", "phi4_multimodal")),
+      for family in ("qwen3_omni", "audio_flamingo3", "music_flamingo", "glm_asr", "phi4_multimodal", "voxtral")),
 ])
 def test_tiny_backbone_runs_end_to_end_from_the_config(backbone_name: str, tmp_path: Path, fsdd_root: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:

@@ -105,6 +105,19 @@ def padded_batch(parts: list[dict[str, torch.Tensor]], pad_token_id: int) -> dic
     return batch
 
 
+def checked_rendering(rendered: str, token: str, text: str) -> str:
+    """`rendered` if it holds one audio placeholder `token` before the prompt `text`, else a clear error."""
+    if rendered.count(token) != 1:
+        raise ConfigError(
+            f"the chat template renders {rendered.count(token)} audio placeholders ({token}), not 1: {rendered!r}",
+            "use a chat template that renders an audio content item as the model's audio placeholder",
+        )
+    if rendered.index(token) > rendered.rindex(text):
+        raise ConfigError(f"the chat template puts the prompt text before the audio: {rendered!r}",
+                          "use a chat template that keeps the content order (audio, then text)")
+    return rendered
+
+
 class AudioLMBackbone(Backbone):
     """An audio-language model whose language-model heads are read; `load()` reads the weights, nothing before."""
 
@@ -246,16 +259,7 @@ class AudioLMBackbone(Backbone):
             {"type": "audio", "audio": "clip"}, {"type": "text", "text": text}]}]
         rendered = self.processor.apply_chat_template(
             conversation, chat_template=self.template(), add_generation_prompt=True, tokenize=False)
-        token = self.processor.audio_token
-        if rendered.count(token) != 1:
-            raise ConfigError(
-                f"the chat template renders {rendered.count(token)} audio placeholders ({token}), not 1: {rendered!r}",
-                "use a chat template that renders an audio content item as the model's audio placeholder",
-            )
-        if rendered.index(token) > rendered.rindex(text):
-            raise ConfigError(f"the chat template puts the prompt text before the audio: {rendered!r}",
-                              "use a chat template that keeps the content order (audio, then text)")
-        return rendered
+        return checked_rendering(rendered, self.processor.audio_token, text)
 
     def audio_key(self) -> dict[str, Any]:
         """The feature extractor's settings that change the numbers, and how clips are padded."""
@@ -313,17 +317,20 @@ class AudioLMBackbone(Backbone):
     def collate(self, waves: list[np.ndarray], prompts: list[str]) -> dict[str, torch.Tensor]:
         """The processor's batch (left padded), the index of each row's last real token, and, for 1-D RoPE
         families, position ids that count real tokens only, so padding never shifts a row's positions."""
-        texts = [self.render_prompt(prompt) for prompt in prompts]
-        if self.spec.per_clip_features:
-            parts = [self._process([text], [wave]) for text, wave in zip(texts, waves, strict=True)]
-            batch = padded_batch(parts, self.processor.tokenizer.pad_token_id)
-        else:
-            batch = self._process(texts, list(waves))
+        batch = self.processed(waves, prompts)
         mask = batch["attention_mask"]
         if self.spec.position_ids:
             batch["position_ids"] = (mask.cumsum(-1) - 1).clamp_min(0)
         batch["last_index"] = (torch.arange(mask.shape[1]) * mask).argmax(-1)
         return batch
+
+    def processed(self, waves: list[np.ndarray], prompts: list[str]) -> dict[str, torch.Tensor]:
+        """The processor's model inputs for the rendered prompts and their clips (left padded)."""
+        texts = [self.render_prompt(prompt) for prompt in prompts]
+        if self.spec.per_clip_features:
+            parts = [self._process([text], [wave]) for text, wave in zip(texts, waves, strict=True)]
+            return padded_batch(parts, self.processor.tokenizer.pad_token_id)
+        return self._process(texts, list(waves))
 
     def _process(self, texts: list[str], waves: list[np.ndarray]) -> dict[str, torch.Tensor]:
         inputs = self.processor(text=texts, audio=waves, sampling_rate=self.sample_rate, return_tensors="pt",
