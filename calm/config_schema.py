@@ -130,7 +130,7 @@ SECTIONS: dict[str, dict[str, Rule]] = {
     "extract": {"batch_size": integer(1, "16"), "num_workers": integer(0, "0")},
     "evaluate": {"device": Rule("auto, cpu, mps, cuda or cuda:N", "auto", _torch_device),
                  "query_chunk": integer(1, "256"),
-                 "memory_budget_mb": integer(1, "256"),
+                 "memory_budget_mb": integer(1, "128"),
                  "dtype": choice(("float32", "model"))},
     "trainer": {
         "accelerator": text("auto"),

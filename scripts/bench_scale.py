@@ -262,7 +262,7 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=Path("bench_scale"), help="where the synthetic cache goes")
     parser.add_argument("--parts", default="abc", help="any of a, b, c, v (VGGSound-shaped), s (AudioSet-shaped)")
     parser.add_argument("--scale", type=float, default=1.0, help="row counts of (v) and (s) times this")
-    parser.add_argument("--memory-budget-mb", type=int, default=256, help="evaluate.memory_budget_mb of the grids")
+    parser.add_argument("--memory-budget-mb", type=int, default=128, help="evaluate.memory_budget_mb of the grids")
     parser.add_argument("--part", help=argparse.SUPPRESS)  # run one part in this process (internal)
     args = parser.parse_args()
     budget = args.memory_budget_mb * 2**20

@@ -143,7 +143,7 @@ class Split:
         self.reliability = None if episode.reliability is None else (
             features.subset(episode.reliability), torch.tensor(episode.reliability_labels))
         self.n_heads = int(self.support.shape[1])
-        self.memory_budget = int(cfg.evaluate.get("memory_budget_mb", 256)) * 2**20
+        self.memory_budget = int(cfg.evaluate.get("memory_budget_mb", 128)) * 2**20
         multi = episode.query_label_sets is not None
         self.common = {
             "n_classes": episode.ways, "folds": cfg.protocol.folds, "seed": cfg.protocol.cv_seed,

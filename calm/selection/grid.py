@@ -73,7 +73,7 @@ from calm.selection.settings import (
 SUPPORT_CHUNK = 256
 # bytes of cosine products (and their posteriors) a split may hold at once; a split whose products need
 # more is streamed: its rows are read again and its products recomputed block by block
-MEMORY_BUDGET = 256 * 2**20
+MEMORY_BUDGET = 128 * 2**20
 
 
 def _device_of(rows: FeaturesLike | QueryRows) -> torch.device:
