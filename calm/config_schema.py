@@ -130,6 +130,7 @@ SECTIONS: dict[str, dict[str, Rule]] = {
     "extract": {"batch_size": integer(1, "16"), "num_workers": integer(0, "0")},
     "evaluate": {"device": Rule("auto, cpu, mps, cuda or cuda:N", "auto", _torch_device),
                  "query_chunk": integer(1, "256"),
+                 "memory_budget_mb": integer(1, "128"),
                  "dtype": choice(("float32", "model"))},
     "paper": {"manifests_dir": text("~/CALM/SAVs/data", nullable=True),
               "seed": integer(0, "123", nullable=True, meaning_of_null="no seeded support file"),

@@ -99,10 +99,15 @@ def clip_reliability(posteriors: torch.Tensor, labels: torch.Tensor, scheme: str
     return clip_reliabilities(posteriors, labels, [scheme], scratch)[scheme]
 
 
+def class_totals(per_clip: torch.Tensor, labels: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Sum over the clips of each class, (K, n) -> (K, C), as one small matrix product: totals of
+    chunks of clips add up to the whole set's."""
+    return per_clip @ torch.nn.functional.one_hot(labels, n_classes).to(per_clip.dtype)
+
+
 def class_means(per_clip: torch.Tensor, labels: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """Mean over the clips of each class, (K, n) -> (K, C), as one small matrix product; 0 for no clip."""
-    one_hot = torch.nn.functional.one_hot(labels, n_classes).to(per_clip.dtype)
-    return (per_clip @ one_hot) / class_counts(labels, n_classes).clamp_min(1.0)
+    """Mean over the clips of each class, (K, n) -> (K, C); 0 for no clip."""
+    return class_totals(per_clip, labels, n_classes) / class_counts(labels, n_classes).clamp_min(1.0)
 
 
 def calm_reliability(posteriors: torch.Tensor, labels: torch.Tensor, n_classes: int, scheme: str) -> torch.Tensor:

@@ -125,17 +125,19 @@ def point_builder(spec: DictConfig) -> tuple[Build, set[str]]:
 
 
 class Split:
-    """The paper protocol's one episode as the sweeps read it: support rows in float16 (upcast a chunk
-    at a time), the test rows as a lazy view (`evaluate.query_chunk` clips at a time)."""
+    """The paper protocol's one episode as the sweeps read it: the CALM grid reads support, test and V
+    rows as lazy views (`evaluate.query_chunk` clips at a time, streamed under `evaluate.memory_budget_mb`);
+    the other estimators, which fit on tensors, get the support and V rows in float16 (`fit_rows`)."""
 
     def __init__(self, cfg: DictConfig, episode: Episode, features: RowView, groups: np.ndarray | None,
                  support_groups: np.ndarray) -> None:
-        self.episode = episode
-        self.support = features.gather(torch.tensor(episode.support), torch.float16)
+        self.episode, self.features = episode, features
+        self.support = features.subset(episode.support)
         self.query = features.subset(episode.query)
         self.reliability = None if episode.reliability is None else (
-            features.gather(torch.tensor(episode.reliability), torch.float16), torch.tensor(episode.reliability_labels))
+            features.subset(episode.reliability), torch.tensor(episode.reliability_labels))
         self.n_heads = int(self.support.shape[1])
+        self.memory_budget = int(cfg.evaluate.get("memory_budget_mb", 128)) * 2**20
         multi = episode.query_label_sets is not None
         self.common = {
             "n_classes": episode.ways, "folds": cfg.protocol.folds, "seed": cfg.protocol.cv_seed,
@@ -146,6 +148,13 @@ class Split:
             "query_chunk": int(cfg.evaluate.query_chunk), "device": evaluation_device(cfg.evaluate.device),
             "reliability": self.reliability, "selection_metric": cfg.protocol.get("selection_metric", "accuracy"),
         }
+
+    def fit_rows(self) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        """The support rows and the named V (rows, labels) in float16, for estimators fitted on tensors."""
+        gather = self.features.gather
+        support = gather(torch.tensor(self.episode.support), torch.float16)
+        return support, None if self.reliability is None else (
+            gather(torch.tensor(self.episode.reliability), torch.float16), self.reliability[1])
 
     def labels(self) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.tensor(self.episode.support_labels), torch.tensor(self.episode.query_labels)
@@ -169,11 +178,13 @@ def sweep_method(cfg: DictConfig, name: str, estimator: Any, grid_cfg: Mapping[s
             tie_seed=estimator.tie_seed if tie_seed is None else tie_seed, head_choice=estimator.head_choice,
             head_seed=fit_head_seed(estimator.head_seed, tie_seed)).for_heads(split.n_heads)
         return paper_grid_report(split.support, support_labels, split.query, query_labels, grid,
-                                 dtype=arithmetic_dtype(estimator.arithmetic_dtype), **split.common), clamped
+                                 dtype=arithmetic_dtype(estimator.arithmetic_dtype),
+                                 memory_budget=split.memory_budget, **split.common), clamped
     make, parameters = point_builder(cfg.method.estimators[name])
     grid, clamped = MethodGrid.from_config(name, grid_cfg, parameters, grids_file(cfg)).for_heads(split.n_heads)
-    return paper_sweep_report(make, grid.points(), split.support, support_labels, split.query, query_labels,
-                              tie_seed=split.tie_seed(estimator), **split.common), clamped
+    support, reliability = split.fit_rows()
+    return paper_sweep_report(make, grid.points(), support, support_labels, split.query, query_labels,
+                              tie_seed=split.tie_seed(estimator), **{**split.common, "reliability": reliability}), clamped
 
 
 def source_clips(table: ClipTable, rows: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ Per-label questions (`query_groups`) add the two clip-level exact matches (`calm
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -28,6 +28,7 @@ from calm.errors import ConfigError
 from calm.methods.calm_core import (
     calm_scores,
     class_means,
+    class_totals,
     clip_reliabilities,
     default_weight_norm,
     head_choice_scores,
@@ -58,7 +59,7 @@ from calm.methods.prototypes import (
     validate_query,
 )
 from calm.methods.ties import tie_order
-from calm.metrics import exact_hits, prediction_counts
+from calm.metrics import PredictionCounts, exact_hits, prediction_counts
 from calm.selection.questions import CLIP_METRICS, clip_exact_matches, group_tensor
 from calm.selection.settings import (
     CalmGrid,
@@ -70,44 +71,47 @@ from calm.selection.settings import (
 # support clips upcast to float32 at a time; up to this many, the grid's reliabilities and weights equal
 # the estimator's bit for bit (larger supports are summed chunk by chunk: equal up to float32 rounding)
 SUPPORT_CHUNK = 256
-SCORE_BUDGET = 1 << 25  # floats of query posteriors scored at once (128 MiB), per chunk of query clips
+# bytes of cosine products (and their posteriors) a split may hold at once; a split whose products need
+# more is streamed: its rows are read again and its products recomputed block by block
+MEMORY_BUDGET = 128 * 2**20
 
 
 def _device_of(rows: FeaturesLike | QueryRows) -> torch.device:
     return rows.device if isinstance(rows, torch.Tensor) else torch.device("cpu")
 
 
-class SplitScorer:
-    """One split's cosine products, computed once; posteriors per tau with CALM's own arithmetic,
-    so reliabilities (and with them top_k's ranking) equal the estimator's bit for bit.
+def _slices(n: int, step: int) -> list[slice]:
+    return [slice(a, min(a + step, n)) for a in range(0, n, step)] or [slice(0, 0)]
 
-    The query clips are read `query_chunk` at a time (a tensor, or a lazy row view such as
-    `calm.cache.RowView`, whose slices are read from disk): only their dot products with the
-    prototypes (K, m, C) and inverse norms are kept, never the query features themselves.
+
+class SplitScorer:
+    """One split's cosine products with CALM's own arithmetic, so reliabilities (and with them top_k's
+    ranking) equal the estimator's bit for bit.
+
+    Memory is bounded by `memory_budget` (bytes per split), not by the split sizes: a split (support,
+    query, reliability set V) whose dot products with the prototypes (K, n, C), inverse norms and
+    posteriors fit is computed once and kept; a larger one is cut into blocks that fit, each read from
+    its rows and recomputed when it is used (`blocks`), so time grows linearly with the rows. The rows
+    are read `query_chunk` at a time (a tensor, or a lazy row view such as `calm.cache.RowView`, whose
+    slices are read from disk); the prototypes (K, C, d) are the only per-class state kept.
 
     `reliability` (a named reliability set V: rows and labels) is where reliabilities are measured,
     against the prototypes of the support set; without it V = S. Its clips can also be scored
     (`score_settings(..., split="reliability")`: the `[val]` choice). `dtype` other than float32 is the
-    authors' arithmetic (`calm.methods.precision`): prototypes, cosines and softmax in that dtype.
+    authors' arithmetic (`calm.methods.precision`): prototypes, cosines and softmax in that dtype, every
+    split kept whole.
     """
 
     def __init__(self, support: FeaturesLike | QueryRows, labels: LabelsLike, query: FeaturesLike | QueryRows,
                  n_classes: int | None, query_chunk: int = 256, device: torch.device | str | None = None,
                  support_chunk: int = SUPPORT_CHUNK, reliability: ReliabilityRows | None = None,
-                 dtype: torch.dtype = torch.float32) -> None:
+                 dtype: torch.dtype = torch.float32, memory_budget: int = MEMORY_BUDGET) -> None:
         self.device = torch.device(device) if device is not None else _device_of(support)
         self.labels, self.n_classes = support_labels(tuple(support.shape), labels, n_classes, self.device)
-        self.n_heads, head_dim, self.n_queries = support.shape[1], support.shape[2], len(query)
+        self.n_heads, self.head_dim, self.n_queries = support.shape[1], support.shape[2], len(query)
         self.counts = class_counts(self.labels, self.n_classes)
-        self.dtype = dtype
-        n = len(self.labels)
-        support_parts = [slice(a, min(a + support_chunk, n)) for a in range(0, n, support_chunk)]
-        # clips are upcast `query_chunk` at a time (memory), but scored in chunks as large as a
-        # heads x classes x clips budget allows (speed: fewer posterior passes per tau)
-        upcast = [slice(a, min(a + query_chunk, self.n_queries)) for a in range(0, self.n_queries, query_chunk)]
-        scored = max(query_chunk, SCORE_BUDGET // (self.n_heads * self.n_classes))
-        self.chunks = [slice(a, min(a + scored, self.n_queries)) for a in range(0, self.n_queries, scored)]
-        splits = [("support", support, support_parts), ("query", query, upcast)]
+        self.dtype, self.query_chunk, self.support_chunk = dtype, query_chunk, support_chunk
+        self.rows: dict[str, FeaturesLike | QueryRows] = {"support": support, "query": query}
         self.reliability_split, self.reliability_labels, self.reliability_counts = "support", self.labels, self.counts
         if reliability is not None:
             rows, rel_labels = reliability
@@ -115,40 +119,82 @@ class SplitScorer:
             self.reliability_labels = reliability_labels(rel_labels, len(rows), self.n_classes, self.device)
             self.reliability_counts = class_counts(self.reliability_labels, self.n_classes)
             self.n_reliability = len(rows)
-            splits.append(("reliability", rows, [slice(a, min(a + query_chunk, len(rows)))
-                                                 for a in range(0, len(rows), query_chunk)]))
+            self.rows["reliability"] = rows
+        # per row of a resident block: dots and a posteriors buffer (K x C floats each), inverse norms (K)
+        row_bytes = (2 * self.n_classes + 1) * self.n_heads * 4
+        block_rows = max(1, memory_budget // row_bytes)
+        self.block_rows = {split: len(rows) if dtype != torch.float32 else block_rows
+                           for split, rows in self.rows.items()}
+        # query clips are scored in chunks of at most a quarter of the budget of posteriors
+        self.score_rows = max(query_chunk, memory_budget // (4 * 4 * self.n_heads * self.n_classes))
+        self._resident: dict[str, slice] = {}
+        self._streamed: dict[tuple[float, str], torch.Tensor] = {}  # r of a streamed V, per (tau, scheme)
         if dtype != torch.float32:
-            self._low_precision(support, splits, head_dim)
+            self._low_precision(support)
             return
         sums = None
-        for part in support_parts:  # class sums chunk by chunk: the support is never upcast whole
+        for part in _slices(len(self.labels), support_chunk):  # class sums chunk by chunk: never upcast whole
             part_sums = class_sums(as_features(support[part]).to(self.device), self.labels[part], self.n_classes)
             sums = part_sums if sums is None else sums + part_sums
-        prototypes = normalized_prototypes(sums, self.counts)
-        self._dots, self._recip = {}, {}
-        for split, rows, parts in splits:
-            dots, recip = [], []
-            for part in parts:
-                features = validate_query(rows[part], self.n_heads, head_dim).to(self.device)
-                dots.append(prototype_dots(features, prototypes).transpose(1, 2))  # (K, C, part), classes-major
-                recip.append(reciprocal_norms(features))
-            self._dots[split] = torch.cat(dots, dim=2).transpose(1, 2)
-            self._recip[split] = torch.cat(recip, dim=1)
-        # reused across taus: fresh 100-MB tensors per tau would spend more time on page faults than on math
-        largest = self.chunks[0].stop - self.chunks[0].start
-        self._buffers = {"support": torch.empty_like(self._dots["support"]),  # classes-major, as the dots
-                         "query": torch.empty(self.n_heads, self.n_classes, largest, device=self.device).transpose(1, 2)}
-        if reliability is not None:
-            self._buffers["reliability"] = torch.empty_like(self._dots["reliability"])
+        self.prototypes = normalized_prototypes(sums, self.counts)
+        self._dots: dict[str, torch.Tensor] = {}
+        self._recip: dict[str, torch.Tensor] = {}
+        self._buffers: dict[str, torch.Tensor] = {}
+        for split in self.rows:
+            if len(self.block_slices(split)) == 1:  # fits: computed once, kept
+                self._load(split, self.block_slices(split)[0])
 
-    def _low_precision(self, support: FeaturesLike | QueryRows, splits: list, head_dim: int) -> None:
-        """The cosines of every split in `dtype` (`calm.methods.precision`), kept in that dtype."""
-        whole = validate_query(support[slice(0, len(self.labels))], self.n_heads, head_dim).to(self.device)
+    def block_slices(self, split: str) -> list[slice]:
+        """The blocks `split` is read in (one when its products fit the budget)."""
+        return _slices(len(self.rows[split]), self.block_rows[split])
+
+    def blocks(self, split: str) -> Iterator[slice]:
+        """Each block of `split` made resident in turn (rows read, products computed), yielded as the
+        rows it covers; the block's clips are then addressed relative to its start."""
+        for block in self.block_slices(split):
+            if self._resident.get(split) != block:
+                self._load(split, block)
+            yield block
+
+    def _load(self, split: str, block: slice) -> None:
+        """Dot products with the prototypes and inverse norms of `block`'s rows, read a chunk at a time."""
+        self._dots.pop(split, None)
+        self._buffers.pop(split, None)
+        step = self.support_chunk if split == "support" else self.query_chunk
+        dots, recip = [], []
+        for part in _slices(block.stop - block.start, step):
+            rows = self.rows[split][slice(block.start + part.start, block.start + part.stop)]
+            features = validate_query(rows, self.n_heads, self.head_dim).to(self.device)
+            dots.append(prototype_dots(features, self.prototypes).transpose(1, 2))  # (K, C, part), classes-major
+            recip.append(reciprocal_norms(features))
+        self._dots[split] = torch.cat(dots, dim=2).transpose(1, 2)
+        self._recip[split] = torch.cat(recip, dim=1)
+        self._resident[split] = block
+        n = block.stop - block.start
+        if split == "query":
+            # scored in chunks (fewer posterior passes per tau than query_chunk-sized ones); the buffer is
+            # reused across taus: fresh 100-MB tensors per tau would spend more time on page faults than math
+            self.chunks = _slices(n, min(self.score_rows, max(n, 1)))
+            largest = self.chunks[0].stop - self.chunks[0].start
+            self._buffers[split] = torch.empty(self.n_heads, self.n_classes, largest,
+                                               device=self.device).transpose(1, 2)
+        else:
+            self._buffers[split] = torch.empty_like(self._dots[split])  # classes-major, as the dots
+
+    def _low_precision(self, support: FeaturesLike | QueryRows) -> None:
+        """The cosines of every split in `dtype` (`calm.methods.precision`), kept whole in that dtype."""
+        n_heads, head_dim = self.n_heads, self.head_dim
+        whole = validate_query(support[slice(0, len(self.labels))], n_heads, head_dim).to(self.device)
         prototypes = low_precision_prototypes(whole, self.labels, self.n_classes, self.dtype)
-        self._cosines = {split: torch.cat([low_precision_cosines(validate_query(rows[part], self.n_heads, head_dim)
-                                                                 .to(self.device), prototypes) for part in parts],
-                                          dim=1)
-                         for split, rows, parts in splits}
+        self._cosines = {}
+        for split, rows in self.rows.items():
+            step = self.support_chunk if split == "support" else self.query_chunk
+            self._cosines[split] = torch.cat([low_precision_cosines(validate_query(rows[part], n_heads, head_dim)
+                                                                    .to(self.device), prototypes)
+                                              for part in _slices(len(rows), step)], dim=1)
+            self._resident[split] = slice(0, len(rows))
+        self.chunks = _slices(self.n_queries, max(self.score_rows, 1))
+
 
     def setting_scores(self, setting: CalmSetting) -> torch.Tensor:
         """Class scores (m, C) of the query clips under one setting, computed chunk by chunk (for
@@ -159,11 +205,17 @@ class SplitScorer:
         weights = weight_sets(weighted, head_ranks(ranked, self.tie_order(setting)),
                               default_weight_norm(setting.reliability), [setting.tau_w], [setting.top_k],
                               top_k_mode=setting.top_k_mode)[0]
-        return torch.cat([calm_scores(self.posteriors("query", setting.tau, part), weights) for part in self.chunks])
+        return torch.cat([calm_scores(self.posteriors("query", setting.tau, part), weights)
+                          for _ in self.blocks("query") for part in self.chunks])
 
     def dots(self, split: str) -> torch.Tensor:
         """⟨a_j(x), μ̂_{c,j}⟩ (K, n, C) of the support clips or of every query clip (a classes-major view,
-        as `prototype_dots`): cosines up to a positive factor per clip and head, all SAV needs."""
+        as `prototype_dots`): cosines up to a positive factor per clip and head, all SAV needs. Only for
+        a split that fits the memory budget (one block)."""
+        if len(self.block_slices(split)) != 1:
+            raise ConfigError(f"the {split} split's cosine products exceed the memory budget, so they are "
+                              "never held whole", "raise evaluate.memory_budget_mb, or stream the split with "
+                              "SplitScorer.blocks")
         return self._dots[split]
 
     def tie_order(self, setting: CalmSetting) -> torch.Tensor | None:
@@ -177,8 +229,8 @@ class SplitScorer:
         return head_choice_scores(r, setting.head_choice, setting.head_seed)
 
     def posteriors(self, split: str, tau: float, part: slice = slice(None)) -> torch.Tensor:
-        """p_j(c|x) (K, n, C) of the support clips, the reliability clips or one chunk of query clips, in
-        a buffer the next call overwrites."""
+        """p_j(c|x) (K, n, C) of the resident block of the support clips, the reliability clips or one
+        chunk of query clips (`part`, relative to the block), in a buffer the next call overwrites."""
         if self.dtype != torch.float32:
             return low_precision_softmax(self._cosines[split][:, part], tau)
         shift = logit_shift(tau)
@@ -187,10 +239,33 @@ class SplitScorer:
         return softmax_classes_(scaled_dots(dots, recip, 1.0 / tau, shift or 0.0, out), shifted=shift is not None)
 
     def reliabilities(self, tau: float, schemes: Sequence[str]) -> dict[str, torch.Tensor]:
-        """r (K, C) per scheme from one set of posteriors of the reliability set (consumed in place)."""
-        labels = self.reliability_labels
-        per_clip = clip_reliabilities(self.posteriors(self.reliability_split, tau), labels, schemes, scratch=True)
-        return {s: class_means(r, labels, self.n_classes) for s, r in per_clip.items()}
+        """r (K, C) per scheme from the posteriors of the reliability set (consumed in place)."""
+        return self.reliability_matrices({tau: schemes})[tau]
+
+    def reliability_matrices(self, schemes: Mapping[float, Sequence[str]]) -> dict[float, dict[str, torch.Tensor]]:
+        """r (K, C) per tau and scheme. A reliability set that fits is scored whole (each class's mean
+        as the estimator takes it); a larger one block by block, each class's total summed over the
+        blocks, read once for every tau."""
+        split, labels = self.reliability_split, self.reliability_labels
+        if len(self.block_slices(split)) == 1:
+            next(self.blocks(split))
+            return {tau: {s: class_means(r, labels, self.n_classes)
+                          for s, r in clip_reliabilities(self.posteriors(split, tau), labels, wanted,
+                                                         scratch=True).items()}
+                    for tau, wanted in schemes.items()}
+        missing = {tau: [s for s in wanted if (tau, s) not in self._streamed] for tau, wanted in schemes.items()}
+        missing = {tau: wanted for tau, wanted in missing.items() if wanted}
+        if missing:  # V read once for every (tau, scheme) not yet measured; kept (K x C each) for later calls
+            totals: dict[tuple[float, str], torch.Tensor] = {}
+            for block in self.blocks(split):
+                for tau, wanted in missing.items():
+                    per_clip = clip_reliabilities(self.posteriors(split, tau), labels[block], wanted, scratch=True)
+                    for s, r in per_clip.items():
+                        total = class_totals(r, labels[block], self.n_classes)
+                        totals[tau, s] = total if (tau, s) not in totals else totals[tau, s] + total
+            scale = self.reliability_counts.clamp_min(1.0)
+            self._streamed.update({key: total / scale for key, total in totals.items()})
+        return {tau: {s: self._streamed[tau, s].clone() for s in wanted} for tau, wanted in schemes.items()}
 
 
 class RowSubset:
@@ -221,9 +296,10 @@ ReliabilityRows = tuple[FeaturesLike | QueryRows, LabelsLike]
 
 
 class Scoreboard:
-    """Metrics of many settings, accumulated chunk of settings by chunk of queries. With `groups`
-    (per-label questions), the predictions of each settings chunk are kept whole (settings x queries
-    int64) until the clip-level exact matches are read off them."""
+    """Metrics of many settings, from counts summed chunk of queries by chunk, block by block: only
+    per-setting counts are kept across blocks (`score`), the metrics are read off their totals
+    (`finish`). With `groups` (per-label questions), each settings chunk's predictions (settings x
+    queries int64) are kept until the clip-level exact matches are read off them."""
 
     def __init__(self, labels: torch.Tensor, targets: torch.Tensor | None, n_classes: int, n_settings: int,
                  groups: torch.Tensor | None = None) -> None:
@@ -232,29 +308,38 @@ class Scoreboard:
         self.macro_f1 = np.zeros(n_settings)
         self.exact_match = None if targets is None else np.zeros(n_settings)
         self.by_clip = {} if groups is None else {name: np.zeros(n_settings) for name in CLIP_METRICS}
+        self.offset = 0  # the first row of the block being scored
+        self._totals: dict[bytes, tuple[np.ndarray, PredictionCounts, torch.Tensor | None, list[torch.Tensor]]] = {}
 
     def score(self, weights: torch.Tensor, query_posteriors: Iterator[tuple[slice, torch.Tensor]],
               index: np.ndarray) -> None:
-        """weights (C, S, K) and the query posteriors chunk by chunk, (C, K, mc) each: record the
-        metrics of settings `index` from the counts summed over the chunks."""
-        counts, hits, preds = None, None, []
+        """weights (C, S, K) and the posteriors of the block's queries chunk by chunk, (C, K, mc) each
+        (slices relative to the block): add the counts of settings `index`."""
+        _, counts, hits, preds = self._totals.get(index.tobytes(), (index, None, None, []))
         for part, posteriors in query_posteriors:
+            rows = slice(self.offset + part.start, self.offset + part.stop)
             scores = setting_scores(weights, posteriors)  # (C, S, mc)
             pred = scores.max(dim=0).indices  # ties: lowest class, as CALM.predict
             if self.groups is not None:
                 preds.append(pred)
-            chunk = prediction_counts(pred, self.labels[part], self.n_classes)
+            chunk = prediction_counts(pred, self.labels[rows], self.n_classes)
             counts = chunk if counts is None else counts + chunk
             if self.targets is not None:
-                chunk_hits = exact_hits(scores, self.targets[part])
+                chunk_hits = exact_hits(scores, self.targets[rows])
                 hits = chunk_hits if hits is None else hits + chunk_hits
-        self.accuracy[index] = counts.accuracy()
-        self.macro_f1[index] = counts.macro_f1()
-        if hits is not None:
-            self.exact_match[index] = hits.div(counts.n).mul(100.0).cpu().numpy()
-        if preds:
-            for name, values in clip_exact_matches(torch.cat(preds, dim=1), self.labels, self.groups).items():
-                self.by_clip[name][index] = values
+        self._totals[index.tobytes()] = (index, counts, hits, preds)
+
+    def finish(self) -> None:
+        """The metrics of every scored setting, from its counts over all blocks."""
+        for index, counts, hits, preds in self._totals.values():
+            self.accuracy[index] = counts.accuracy()
+            self.macro_f1[index] = counts.macro_f1()
+            if hits is not None:
+                self.exact_match[index] = hits.div(counts.n).mul(100.0).cpu().numpy()
+            if preds:
+                for name, values in clip_exact_matches(torch.cat(preds, dim=1), self.labels, self.groups).items():
+                    self.by_clip[name][index] = values
+        self._totals = {}
 
 
 def evaluate_grid(
@@ -272,6 +357,7 @@ def evaluate_grid(
     device: torch.device | str | None = None,
     reliability: ReliabilityRows | None = None,
     dtype: torch.dtype = torch.float32,
+    memory_budget: int = MEMORY_BUDGET,
 ) -> GridResult:
     """Accuracy and macro-F1 (and exact match, given (m, C) `query_targets`) of every setting.
 
@@ -281,13 +367,13 @@ def evaluate_grid(
     weights equal the estimator's bit for bit, and only the final sum over heads is ordered
     differently (`setting_scores` against `calm_scores`). A query whose two best class scores are
     closer than float32 rounding of that sum can therefore go either way, as between thread counts.
-    Memory: `chunk` settings are scored at a time against `query_chunk` queries at a time
-    (chunk·K·C + C·K·query_chunk + C·chunk·query_chunk floats), plus the queries' dot products with
-    the prototypes (K·m·C floats); `device` (default: the support's) is where the work runs.
+    Memory: `chunk` settings' weights (chunk·K·C floats), the prototypes (K·C·d) and, per split, at most
+    `memory_budget` bytes of cosine products and posteriors (`SplitScorer`), whatever the split sizes;
+    `device` (default: the support's) is where the work runs.
     """
     with torch.no_grad():
         scorer = SplitScorer(support, support_labels, query, n_classes, query_chunk, device,
-                             reliability=reliability, dtype=dtype)
+                             reliability=reliability, dtype=dtype, memory_budget=memory_budget)
     return score_settings(scorer, query_labels, settings, query_targets=query_targets, query_groups=query_groups,
                           chunk=chunk)
 
@@ -312,8 +398,14 @@ def score_settings(scorer: SplitScorer, query_labels: LabelsLike, settings: Calm
         groups = None if query_groups is None else group_tensor(query_groups, labels.shape[0]).to(scorer.device)
         board = Scoreboard(labels, None if targets is None else targets.to(scorer.device), scorer.n_classes,
                            len(settings), groups)
-        for tau, matrices in _plan(settings).items():
-            _score_tau(scorer, board, tau, matrices, chunk, split)
+        plan = _plan(settings)
+        reliabilities = scorer.reliability_matrices({tau: list(dict.fromkeys(key[0] for key in matrices))
+                                                     for tau, matrices in plan.items()})
+        for block in scorer.blocks(split):  # one block when the split fits the memory budget
+            board.offset = block.start
+            for tau, matrices in plan.items():
+                _score_tau(scorer, board, tau, matrices, chunk, reliabilities[tau], split)
+        board.finish()
     return GridResult(settings, board.accuracy, board.macro_f1, board.exact_match, int(labels.shape[0]),
                       board.by_clip)
 
@@ -333,19 +425,20 @@ def _plan(settings: Sequence[CalmSetting]) -> dict[float, dict[Matrix, list[tupl
 
 
 def _score_tau(scorer: SplitScorer, board: Scoreboard, tau: float,
-               groups: dict[Matrix, list[tuple[int, CalmSetting]]], chunk: int, split: str = "query") -> None:
-    """All settings at one tau: posteriors once (per query chunk), reliabilities per scheme, weights
-    batched per reliability matrix. `split`: the clips scored (the queries, or the reliability set V)."""
-    reliabilities = scorer.reliabilities(tau, list(dict.fromkeys(key[0] for key in groups)))
+               groups: dict[Matrix, list[tuple[int, CalmSetting]]], chunk: int,
+               reliabilities: dict[str, torch.Tensor], split: str = "query") -> None:
+    """All settings at one tau on the resident block of `split` (the queries, or the reliability set V):
+    posteriors once (per query chunk), weights batched per reliability matrix (`reliabilities`: r per
+    scheme at this tau)."""
     single = None
-    if split != "query":  # V is scored whole, after its posteriors gave the reliabilities
+    if split != "query":  # V's block is scored whole
         single = scorer.posteriors(split, tau).permute(2, 0, 1).contiguous()
-    elif len(scorer.chunks) == 1:  # the whole test set fits one chunk: its posteriors serve every settings chunk
+    elif len(scorer.chunks) == 1:  # the block fits one chunk: its posteriors serve every settings chunk
         single = scorer.posteriors("query", tau).permute(2, 0, 1).contiguous()  # (C, K, m)
 
     def query_posteriors() -> Iterator[tuple[slice, torch.Tensor]]:
         if single is not None:
-            yield (scorer.chunks[0] if split == "query" else slice(None)), single
+            yield (scorer.chunks[0] if split == "query" else slice(0, single.shape[2])), single
             return
         for part in scorer.chunks:
             yield part, scorer.posteriors("query", tau, part).permute(2, 0, 1).contiguous()

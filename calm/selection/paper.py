@@ -22,6 +22,7 @@ from calm.selection.cross_validation import (
     too_few_clips,
 )
 from calm.selection.grid import (
+    MEMORY_BUDGET,
     QueryRows,
     ReliabilityRows,
     RowSubset,
@@ -47,7 +48,7 @@ VAL_LABEL = ("best on the reliability (val) set V: scored on V's clips with prot
 
 
 def select_by_cross_validation(
-    support_features: FeaturesLike,
+    support_features: FeaturesLike | QueryRows,
     support_labels: LabelsLike,
     grid: CalmGrid | Sequence[CalmSetting],
     folds: int = 5,
@@ -61,6 +62,7 @@ def select_by_cross_validation(
     reliability: ReliabilityRows | None = None,
     dtype: torch.dtype = torch.float32,
     selection_metric: str = "accuracy",
+    memory_budget: int = MEMORY_BUDGET,
 ) -> dict[str, Any]:
     """Choose a setting from the support set alone, by stratified k-fold cross-validation (rows of one
     `support_groups` id, e.g. the questions of one clip, held out together).
@@ -89,7 +91,7 @@ def select_by_cross_validation(
         return evaluate_grid(RowSubset(features, out), labels[~held], RowSubset(features, keep), labels[held], settings,
                              n_classes=n_classes, query_targets=None if targets is None else targets[held],
                              chunk=chunk, device=device, reliability=reliability,
-                             dtype=dtype).values(selection_metric)
+                             dtype=dtype, memory_budget=memory_budget).values(selection_metric)
 
     pooled = pooled_fold_scores(fold, n_folds, score_fold)
     return cross_validation_choice(pooled, [s.as_dict() for s in settings], n_folds, len(labels_np),
@@ -147,7 +149,7 @@ def val_choice(val: GridResult | None, test: GridResult, settings: Sequence[Any]
 
 
 def paper_grid_report(
-    support: FeaturesLike,
+    support: FeaturesLike | QueryRows,
     support_labels: LabelsLike,
     query: FeaturesLike | QueryRows,
     query_labels: LabelsLike,
@@ -167,6 +169,7 @@ def paper_grid_report(
     reliability: ReliabilityRows | None = None,
     dtype: torch.dtype = torch.float32,
     selection_metric: str = "accuracy",
+    memory_budget: int = MEMORY_BUDGET,
 ) -> PaperGridReport:
     """The grid on test, the setting chosen by cross-validation on the support set (with its test
     scores), and the best of grid on test, labelled as an oracle; with a named reliability set V
@@ -179,19 +182,20 @@ def paper_grid_report(
     exact match, `support_targets`). Per-label questions: pass `query_groups` (clip id per query row)
     for both clip-level exact matches, the first of which then ranks the grid on test.
     `support_groups`: support rows cross-validation must hold out together (one clip's questions, a
-    clip drawn twice). `query` may be a lazy row view read `query_chunk` clips at a time; `device` is
-    where the work runs.
+    clip drawn twice). `support`, `query` and V's rows may be lazy row views read `query_chunk` clips at
+    a time; `device` is where the work runs; `memory_budget` bounds each split's cosine products
+    (`SplitScorer`): larger test, support or V sets are streamed block by block.
     """
     settings = grid_settings(grid)
     with torch.no_grad():  # the test clips are read once: the grid, the default and the EERs share the scorer
         scorer = SplitScorer(support, support_labels, query, n_classes, query_chunk, device,
-                             reliability=reliability, dtype=dtype)
+                             reliability=reliability, dtype=dtype, memory_budget=memory_budget)
     scored = {"query_targets": query_targets, "query_groups": query_groups}
     test = score_settings(scorer, query_labels, settings, chunk=chunk, **scored)
     cv = select_by_cross_validation(support, support_labels, settings, folds, seed, n_classes=n_classes,
                                     support_targets=support_targets, support_groups=support_groups, chunk=chunk,
                                     device=device, reliability=reliability, dtype=dtype,
-                                    selection_metric=selection_metric)
+                                    selection_metric=selection_metric, memory_budget=memory_budget)
     if cv["setting_index"] is not None:
         cv_test = test.scores_of(cv["setting_index"])
     else:

@@ -1,0 +1,106 @@
+"""The paper grid streams splits larger than its memory budget: results equal the resident path's, and
+every split (support, test, reliability set V) is read block by block instead of being held."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from calm.selection import CalmGrid, paper_grid_report
+from calm.selection.grid import SplitScorer
+from tests.test_grid import split
+
+GRID = CalmGrid(reliability=("margin_clamped", "brier"), tau=(0.05, 1.0), tau_w=(0.5, 2.0), top_k=(3, None),
+                shrinkage=(0.0, 0.5))
+# (2 * 5 classes + 1) * 24 heads * 4 bytes per resident row: 7 rows per block
+TINY_BUDGET = 7 * 11 * 24 * 4
+
+
+class CountingRows:
+    """A tensor read a slice at a time, as `calm.cache.RowView` is; counts the rows read."""
+
+    def __init__(self, rows: torch.Tensor) -> None:
+        self.data, self.shape, self.read = rows.half(), tuple(rows.shape), 0
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, part):
+        out = self.data[part].float()
+        self.read += out.shape[0]
+        return out
+
+
+@pytest.fixture(scope="module")
+def data():
+    support, labels, query, query_labels = split(shots=6, queries=40, seed=3)
+    val, _, _, val_labels = split(shots=5, queries=1, seed=4)
+    return support, labels, query, query_labels, val, torch.arange(5).repeat_interleave(5)
+
+
+def report(data, budget, device="cpu", **extra):
+    support, labels, query, query_labels, val, val_labels = data
+    rows = {name: CountingRows(x) for name, x in (("support", support), ("query", query), ("val", val))}
+    out = paper_grid_report(rows["support"], labels, rows["query"], query_labels, GRID, n_classes=5, folds=3,
+                            reliability=(rows["val"], val_labels), memory_budget=budget, device=device, **extra)
+    return out, rows
+
+
+def same(a, b) -> None:
+    np.testing.assert_allclose(a.test.accuracy, b.test.accuracy, atol=1e-9)
+    np.testing.assert_allclose(a.test.macro_f1, b.test.macro_f1, atol=1e-9)
+    for key in ("cv_choice", "oracle", "val_choice"):
+        assert getattr(a, key)["setting"] == getattr(b, key)["setting"], key
+        assert getattr(a, key)["test"] == pytest.approx(getattr(b, key)["test"]), key
+
+
+def test_streamed_blocks_equal_the_resident_grid_and_reread_the_rows(data) -> None:
+    whole, whole_rows = report(data, 2**30)
+    streamed, streamed_rows = report(data, TINY_BUDGET)
+    assert whole.test.accuracy.min() < whole.test.accuracy.max(), "the grid does not discriminate"
+    same(whole, streamed)
+    # held whole, the test rows are read once; streamed, V once for the reliabilities and again when scored
+    assert whole_rows["query"].read == 40
+    assert streamed_rows["val"].read > whole_rows["val"].read
+
+
+def test_scorer_holds_one_block_and_reliabilities_match(data) -> None:
+    support, labels, query, _, val, val_labels = data
+    whole = SplitScorer(support, labels, query, 5, reliability=(val, val_labels))
+    small = SplitScorer(support, labels, query, 5, reliability=(val, val_labels), memory_budget=TINY_BUDGET)
+    assert len(small.block_slices("query")) == 6 and len(whole.block_slices("query")) == 1
+    for tau in (0.05, 1.0):
+        a, b = whole.reliabilities(tau, ["brier"])["brier"], small.reliabilities(tau, ["brier"])["brier"]
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert max(block.stop - block.start for block in small.block_slices("query")) == 7
+
+
+def test_questions_and_targets_counted_over_blocks(data) -> None:
+    support, labels, query, query_labels, val, val_labels = data
+    groups = np.arange(40) // 3  # questions of one clip in consecutive rows, split across blocks
+    targets = torch.nn.functional.one_hot(query_labels, 5).bool()
+    targets[::4, 0] = True
+    kwargs = {"query_groups": groups, "query_targets": targets}
+    whole, _ = report(data, 2**30, **kwargs)
+    streamed, _ = report(data, TINY_BUDGET, **kwargs)
+    same(whole, streamed)
+    np.testing.assert_allclose(whole.test.exact_match, streamed.test.exact_match)
+    for name, values in whole.test.by_clip.items():
+        np.testing.assert_allclose(values, streamed.test.by_clip[name])
+
+
+def test_eer_of_a_two_class_split_streamed() -> None:
+    support, labels, query, query_labels = split(classes=2, shots=8, queries=30, seed=5)
+    kwargs = {"n_classes": 2, "folds": 2, "positive_class": 1}
+    whole = paper_grid_report(support, labels, query, query_labels, GRID, **kwargs)
+    streamed = paper_grid_report(support, labels, query, query_labels, GRID, memory_budget=5 * 5 * 24 * 4, **kwargs)
+    assert whole.oracle["test"]["eer"] == pytest.approx(streamed.oracle["test"]["eer"])
+    np.testing.assert_allclose(whole.test.accuracy, streamed.test.accuracy)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_grid_on_cuda_equals_the_cpu(data) -> None:
+    cpu, _ = report(data, TINY_BUDGET)
+    gpu, _ = report(data, TINY_BUDGET, device="cuda")
+    same(cpu, gpu)
