@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 # which are keyed themselves; a clean job's key does not depend on it.
 NOT_RESULTS = ("paths", "hydra", "logger", "extract", "force", "task_name", "figures", "paper")
 NOT_RESULTS_TRAINER = ("accelerator", "devices", "num_nodes", "strategy")
+# How much of a split the paper grid holds at once: streamed blocks give the same counts (tests/test_grid_memory.py)
+NOT_RESULTS_EVALUATE = ("memory_budget_mb",)
 ERROR_FILE = "error.txt"
 RECORD_FIELDS = ("config", "results", "output_dir")  # what reporting a finished job needs from its record
 RECORD_DIGEST = "record_sha256"  # the record's own content digest, checked on every read
@@ -73,6 +75,8 @@ def job_key(cfg: DictConfig) -> str:
         settings.pop(name, None)
     for name in NOT_RESULTS_TRAINER:
         settings.get("trainer", {}).pop(name, None)
+    for name in NOT_RESULTS_EVALUATE:
+        settings.get("evaluate", {}).pop(name, None)
     return digest(settings)
 
 

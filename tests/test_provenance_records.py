@@ -265,3 +265,17 @@ def test_an_edited_record_makes_the_job_run_again(tmp_path: Path, tmp_path_facto
     assert ALREADY not in caplog.text and str(record) in caplog.text
     assert "resumed_from" not in again and again["results"] == first["results"]
     assert run("third")["resumed_from"] == str(tmp_path / "again"), "the rewritten record is trusted again"
+
+
+def test_the_grid_memory_budget_is_not_part_of_a_jobs_key() -> None:
+    """A finished job is the same job whatever share of its splits the grid held at once (streamed blocks
+    give the same counts), but a setting that changes numbers still makes another job."""
+    from omegaconf import OmegaConf
+
+    from calm.sweeps import job_key
+
+    base = OmegaConf.create({"shots": 5, "evaluate": {"memory_budget_mb": 128, "dtype": "float32"}})
+    streamed = OmegaConf.merge(base, {"evaluate": {"memory_budget_mb": 1}})
+    bf16 = OmegaConf.merge(base, {"evaluate": {"dtype": "model"}})
+    assert job_key(streamed) == job_key(base)
+    assert job_key(bf16) != job_key(base)
