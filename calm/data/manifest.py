@@ -69,7 +69,7 @@ class Manifest(Dataset):
     on_missing: str
     read_video: bool
     pseudo_trials: int
-    pseudo_labels: str = "file"
+    pseudo_labels: str
 
     def load(self, data_dir: Path) -> LoadedDataset:
         if self.on_missing not in ON_MISSING:
