@@ -1,7 +1,7 @@
 """One switch for the authors' behaviours: `protocol.authors_modes` (true under protocol=paper, false
 under the clean defaults). Each behaviour keeps its own config key, whose default is written
 `${calm.authors:AUTHORS_VALUE,CLEAN_VALUE}`; setting the key directly overrides the switch for that one
-behaviour (README "Fidelity" lists them)."""
+behaviour (docs/fidelity.md lists them)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""One job as its data flow (DESIGN section 2): prepare (table, protocol, pools, methods, backbone
+"""One job as its data flow (docs/design/data_flow.md): prepare (table, protocol, pools, methods, backbone
 object, prompt, cache; every check that needs no model), extract the missing rows, draw the episodes,
 run the reports (estimators, zero-shot, pseudo-label refit, search objective, paper grid), and write
 the results. W&B is finished, marked failed on error, whatever happens after it starts."""

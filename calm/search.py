@@ -1,4 +1,4 @@
-"""Hyper-parameter search that never looks at the test set (DESIGN section 8).
+"""A hyper-parameter search blind to the test set (docs/design/formulas.md#support-set-cross-validation).
 
 `hparams_search=calm_optuna` lets Optuna tune CALM's settings; the score each trial hands back is
 cross-validation accuracy on the support set alone. Per episode the support clips are dealt into

@@ -1,4 +1,4 @@
-"""How much the batch a clip is extracted in moves its cached fp16 row: the bound the README's cache
+"""How much the batch a clip is extracted in moves its cached fp16 row: the bound docs/design/cache.md's
 section states.
 
 Batch size is not part of a row's key (a cache filled with `extract.batch_size=16` serves a job run

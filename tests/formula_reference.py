@@ -1,4 +1,4 @@
-"""DESIGN section 6 written out literally: plain scalar loops over heads, classes and clips.
+"""docs/design/formulas.md written out literally: plain scalar loops over heads, classes and clips.
 
 Deliberately slow and obvious, in float64 Python numbers, so the vectorised estimators can be checked
 against a version whose every line can be read next to the formulas.

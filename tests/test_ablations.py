@@ -1,4 +1,4 @@
-"""The ablation estimators (DESIGN section 6): per-head loop references, hand-worked cases, invariances."""
+"""Ablation estimators (docs/design/formulas.md): per-head loop references, hand-worked cases, invariances."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""scripts/measure_batch_rows.py, the measurement behind the README's batch-size bound: real Whisper tiny.en
+"""scripts/measure_batch_rows.py, behind docs/design/cache.md's batch-size bound: real Whisper tiny.en
 rows of real FSDD clips extracted alone and in one batch of 4 differ by less than one float16 step of
 their head's scale, and each cache's index recorded the batch its rows were computed in."""
 

@@ -1,4 +1,4 @@
-"""Ties in head rankings (DESIGN section 6, "Ties"): the index rule, the seeded random tie-break and the
+"""Ties in head rankings (docs/design/formulas.md#ties): the index rule, the seeded random tie-break and the
 count of selections a tie decided, on hand-worked cases."""
 
 from __future__ import annotations

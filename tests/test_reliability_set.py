@@ -1,5 +1,5 @@
 """A named reliability set V (the authors' val file): CALM's reliabilities on V with prototypes from S,
-checked against DESIGN's formulas written out by hand (tests/formula_reference.py)."""
+checked against docs/design/formulas.md written out by hand (tests/formula_reference.py)."""
 
 from __future__ import annotations
 

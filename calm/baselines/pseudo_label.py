@@ -1,4 +1,4 @@
-"""Pseudo-labelled support (DESIGN section 6): the backbone labels clips by sampling answers, and the
+"""Pseudo-labelled support (docs/design/formulas.md): the backbone labels clips by sampling answers, and the
 clips it labels consistently join (or, in the authors' mode, replace) each episode's support set S.
 
 - Pool (`support=union`, the clean default): a fixed random subset (`pool_size`, seeded; all when

@@ -1,4 +1,4 @@
-"""The text each clip is paired with (DESIGN.md section 5).
+"""The text each clip is paired with (docs/design/datasets.md#prompts).
 
 Two prompts, reportable side by side: `clean` (the default) asks one fixed question; `paper`
 reproduces the reference code's multiple-choice question, whose options always contain the answer.

@@ -1,4 +1,4 @@
-"""Model-free few-shot estimators on cached head activations (DESIGN section 6).
+"""Model-free few-shot estimators on cached head activations (docs/design/formulas.md).
 
 Every estimator derives from `Estimator` (fit / predict_scores / predict). The functional cores are
 documented here too: `calm_core` holds every CALM formula (shared with the paper grid in

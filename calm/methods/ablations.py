@@ -1,4 +1,4 @@
-"""The ablations DESIGN section 6 asks for beyond the paper: GRW and the soft-vote variants.
+"""The ablations beyond the paper (docs/design/formulas.md#ablations-and-baselines): GRW and the soft votes.
 
 - `GRW`: one class-agnostic reliability per head (the clamped true-class margin averaged over all
   clips of the reliability set V: the support set, or a named V as CALM takes one), softmax weights over the top_k heads, score_c = Σ_j w_j p_j(c|x).

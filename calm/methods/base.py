@@ -1,4 +1,4 @@
-"""The one base class of the model-free estimators: the API every method shares (DESIGN section 6).
+"""The base class of the model-free estimators, the API they share (docs/design/formulas.md#estimator-api).
 
 `fit(features (n, K, d), labels (n,), n_classes=None, tie_seed=None) -> self`,
 `predict_scores(features) -> (m, C)` and `predict(features) -> (m,)`. The base holds the plumbing
@@ -6,7 +6,7 @@ every estimator repeated: validating the support set, normalised class prototype
 ranking, the tie order of head rankings, validating queries against the fitted shape, and argmax
 prediction (ties to the lowest class index).
 
-Ties (DESIGN section 6, "Ties"; `calm.methods.ties`): an estimator that ranks heads takes
+Ties (docs/design/formulas.md#ties; `calm.methods.ties`): an estimator that ranks heads takes
 `tie_break` ("index", the default: lower flat head index first; "random": a seeded random order
 among equal scores) and `tie_seed` (default 0). The seed is per episode: `fit(..., tie_seed=s)`
 uses s for that fit only, so one estimator object can be fitted episode after episode with each

@@ -1,4 +1,4 @@
-"""The CALM estimator (Class-Conditional Sparse Attention Vectors, Mehta et al. 2026, DESIGN section 6).
+"""CALM, Class-Conditional Sparse Attention Vectors (Mehta et al. 2026; docs/design/formulas.md#calm).
 
 Every head gives a soft posterior over classes; each head gets a reliability per class measured
 on a reliability set V; the class score is the reliability-weighted sum of the heads' posteriors.
@@ -70,12 +70,12 @@ def calm_scores_from(sims: Similarities, *, tau: float = 0.07, tau_w: float = 0.
 
 
 class CALM(Estimator):
-    """Class-conditional reliability-weighted vote of per-head posteriors (DESIGN section 6, steps 1-6).
+    """Class-conditional reliability-weighted vote of head posteriors (docs/design/formulas.md#calm).
 
     The reliability set V is S unless `fit` is given a named one (`reliability_set`: the authors' val
     file); the prototypes are always those of S.
 
-    Opt-in settings reproduce the authors' runs (defaults: DESIGN's rules):
+    Opt-in settings reproduce the authors' runs (defaults: the clean rules of docs/design/formulas.md#calm):
     - `top_k_mode`: "exclude" (excluded heads get weight 0) or "epsilon_leak" (the authors' masking:
       with power weights at tau_w ≠ 1 every excluded head keeps w ∝ ε^(1/tau_w), ε the smallest
       normal float32; see `calm_core.weight_sets`).

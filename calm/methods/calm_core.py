@@ -1,4 +1,4 @@
-"""CALM's math, once (DESIGN section 6, steps 1-6): the only home of every CALM formula.
+"""CALM's math, once (docs/design/formulas.md#calm, steps 1-6): the only home of every CALM formula.
 
 The `CALM` estimator, the ablations that share its steps (GRW, the soft votes), the paper grid and
 the search all call these functions; the estimator is the grid of one setting. Every function is
@@ -10,7 +10,7 @@ Layouts: cosines, logits and posteriors are (K, n, C) (heads, clips, classes), u
 classes-major view (see `calm.methods.prototypes.prototype_dots`); reliabilities, ranks and weights
 are (K, C); a stack of weight sets is (S, K, C).
 
-Two opt-in departures from DESIGN's defaults, both for reproducing the authors' runs: a seeded
+Two opt-in departures from docs/design/formulas.md#calm's defaults, for the authors' runs: a seeded
 random tie order for the per-class top_k (`tie_order`, see `calm.methods.ties`) and the authors'
 top-k masking of power weights (`top_k_mode="epsilon_leak"`, see `weight_sets`).
 """
@@ -34,7 +34,7 @@ HEAD_CHOICES = ("reliable", "random", "random_heads")
 RANDOM_HEADS_TAG = "calm.random_heads.v1"
 WEIGHT_NORMS = ("power", "softmax")
 TOP_K_MODES = ("exclude", "epsilon_leak")
-EPSILON = torch.finfo(torch.float32).tiny  # DESIGN's ε, the smallest positive normal float32
+EPSILON = torch.finfo(torch.float32).tiny  # ε of docs/design/formulas.md#calm: the smallest normal float32
 WEIGHT_SUM_FLOOR = 1e-12  # a class whose power weights sum to at most this gets uniform weights
 LOGIT_RANGE = 80.0  # exp(-80) is still a normal float32 number
 
@@ -72,7 +72,7 @@ def calm_posteriors(sims: torch.Tensor, tau: float) -> torch.Tensor:
 
 def clip_reliabilities(posteriors: torch.Tensor, labels: torch.Tensor, schemes: Iterable[str],
                        scratch: bool) -> dict[str, torch.Tensor]:
-    """Per scheme, per head and clip (K, n): the score of the clip's own class (DESIGN step 2).
+    """Per scheme, head and clip (K, n): the clip's own-class score (docs/design/formulas.md#calm, step 2).
 
     margin_clamped: max(0, p(y) - max_{c≠y} p(c)); margin: without the clamp; prob: p(y);
     brier: 2·p(y) - Σ_c p(c)². With `scratch` the caller gives up `posteriors`, and the margins
@@ -156,7 +156,7 @@ def head_ranks(r: torch.Tensor, tie_order: torch.Tensor | None = None) -> torch.
 
 
 def kept_heads(ranks: torch.Tensor, top_ks: Sequence[int | None]) -> torch.Tensor:
-    """Kept heads (T, K, C) bool per top_k: all heads when top_k is None or at least K (DESIGN step 4;
+    """Kept heads (T, K, C) bool per top_k; all when top_k is None or >= K (docs/design/formulas.md#calm;
     the estimators refuse 0 through `check_top_k`, which this low-level helper does not repeat)."""
     n_heads = ranks.shape[0]
     limits = [k if k is not None and 0 < k < n_heads else n_heads for k in top_ks]
@@ -226,7 +226,7 @@ def calm_weights(r: torch.Tensor, tau_w: float, top_k: int | None = None, weight
 
 
 def calm_scores(query_posteriors: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Class scores (m, C) of one setting: score_c(x) = Σ_j w_{j,c} p_j(c|x) (DESIGN step 6).
+    """Class scores (m, C) of one setting, score_c(x) = Σ_j w_{j,c} p_j(c|x) (docs/design/formulas.md#calm).
 
     Classes-major posteriors (as `scaled_cosines` makes them) are read once by a matrix-vector
     product per class; other layouts use a product and a sum over heads (BLAS would copy them).
@@ -272,7 +272,7 @@ def check_top_k_mode(top_k_mode: str) -> None:
 
 def check_calm_settings(tau: float, tau_w: float, reliability: str, top_k: int | None, shrinkage: float,
                         weight_norm: str | None, top_k_mode: str = "exclude") -> None:
-    """Reject settings DESIGN section 6 does not define, before any computation."""
+    """Reject settings docs/design/formulas.md#calm does not define, before any computation."""
     check_top_k_mode(top_k_mode)
     check_positive("tau", tau)
     check_positive("tau_w", tau_w)

@@ -1,4 +1,4 @@
-"""Linear probe baseline (DESIGN section 6): a linear classifier on the features of SAV's top_k heads.
+"""Linear probe baseline: a linear classifier on the features of SAV's top_k heads (docs/design/formulas.md).
 
 Heads are scored and ranked on the support set exactly as SAV does (`sav_head_scores`, `sav_rank`);
 the kept heads' features are L2-normalised per head and concatenated, and one linear layer is

@@ -1,4 +1,4 @@
-"""Shared math of the prototype methods (DESIGN section 6): class prototypes and head-wise cosines.
+"""Class prototypes and head-wise cosines, the prototype methods' shared math (docs/design/formulas.md).
 
 Features are (clips, heads, head_dim). Every function is batched over heads, so SAV, CALM and a
 hyper-parameter sweep can share one set of cosine similarities instead of recomputing them per
@@ -210,7 +210,7 @@ def reliability_similarities(
 
 @dataclass(frozen=True)
 class ReliabilitySet:
-    """A named reliability set V (DESIGN section 6, step 2): labelled clips, apart from the support set
+    """A named reliability set V (docs/design/formulas.md#calm): labelled clips, apart from the support set
     S, on which CALM measures each head's reliability against the prototypes of S (the authors' val
     file). Without one, V = S. `features` (n_V, K, d), `labels` (n_V,) class indices of the support's
     class list."""

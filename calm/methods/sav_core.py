@@ -1,4 +1,4 @@
-"""SAV's math, once (Sparse Attention Vectors, Mitra et al. 2024, DESIGN section 6).
+"""SAV's math, once (Sparse Attention Vectors, Mitra et al. 2024; docs/design/formulas.md#sav).
 
 Heads are scored by how many support clips their nearest prototype gets right, the top_k heads are
 kept, and each query is the majority vote of their nearest-prototype guesses. These functions work

@@ -1,4 +1,4 @@
-"""Ties in head rankings, once (DESIGN section 6, "Ties"): the tie rule, the seeded random tie-break
+"""Ties in head rankings, once (docs/design/formulas.md#ties): the tie rule, the seeded random tie-break
 and the count of selections a tie decided.
 
 Ranking heads by a score ties whenever scores are equal. At 1 shot every SAV head gets its single
@@ -6,7 +6,7 @@ support clip of each class right, so every head scores C and SAV's top-k is deci
 alone; CALM's per-class top_k ties whenever reliabilities saturate (e.g. clamped margins of 1 at a
 small tau). Two rules, chosen per estimator by `tie_break`:
 
-- `index` (the default, DESIGN's rule): a stable sort, so equal scores keep flat head order, the
+- `index` (the default, the clean rule): a stable sort, so equal scores keep flat head order, the
   lower index first. Reproducible, but on a layer-major head order it systematically favours the
   first hook points (on Whisper tiny.en, the decoder self-attention heads).
 - `random`: a permutation π of the K heads is drawn from `torch.Generator().manual_seed(tie_seed)`

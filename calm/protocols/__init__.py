@@ -1,4 +1,4 @@
-"""Evaluation protocols: which clips form the support and query sets (DESIGN section 8).
+"""Evaluation protocols: which clips form the support and query sets (docs/design/protocols.md).
 
 ``Pools`` holds one clip table's labels and support/query masks, checked once; a ``Protocol``
 (``EpisodicProtocol``: N-way K-shot episodes; ``PaperProtocol``: the paper's fixed split) turns

@@ -1,5 +1,5 @@
 """The checks protocols share, each raising ``ProtocolError`` with the problem, the classes concerned
-and a fix, so an impossible setting fails before any model loads (DESIGN section 8)."""
+and a fix, so an impossible setting fails before any model loads (docs/design/protocols.md)."""
 
 from __future__ import annotations
 

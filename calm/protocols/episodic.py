@@ -1,4 +1,4 @@
-"""N-way K-shot episodes, each from a seed of its own (DESIGN section 8)."""
+"""N-way K-shot episodes, each from a seed of its own (docs/design/protocols.md#episodic)."""
 
 from __future__ import annotations
 

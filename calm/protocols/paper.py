@@ -46,7 +46,7 @@ class PaperProtocol(Protocol):
     every class needs a val clip (``ProtocolError`` naming those without). CALM (and GRW) measure
     reliabilities on V with prototypes from S, and the grid report adds a ``[val]`` choice.
 
-    The reference code's support sets (README "Fidelity"), each an opt-in:
+    The reference code's support sets (docs/fidelity.md), each an opt-in:
     ``support_draw`` (``calm.protocols.support_draws``): ``random`` (default), ``file_order`` (the
     first ``shots`` candidates of each class in table order) or ``all`` (every candidate; ``shots``
     ignored); ``at_most``: a class short of ``shots`` gives what it has. Either can leave unequal

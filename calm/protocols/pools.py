@@ -3,7 +3,7 @@
 A protocol works on the table's integer ``labels`` (original class ids) and two boolean masks:
 which clips may be drawn as support (the training pool) and which as queries (the test pool). It
 only ever returns row indices, never features, so it can be validated and run before any model is
-loaded (DESIGN section 8).
+loaded (docs/design/protocols.md#pools).
 
 ``Pools.build`` (or ``Pools.from_table``) returns ``Pools`` for a single-label table and
 ``MultiLabelPools`` when label sets are given. The two differ only in how a clip counts for a class

@@ -1,5 +1,5 @@
 """What a report is: one step after extraction that turns the prepared job and its features into
-result rows and extras (DESIGN section 2, steps 5-7)."""
+result rows and extras (docs/design/data_flow.md#reports)."""
 
 from __future__ import annotations
 

@@ -77,7 +77,7 @@ def score_method(estimator: Any, support: torch.Tensor, episode: Episode, query:
 
 def tied_selections(episode_rows: list[dict[str, Any]]) -> dict[str, float]:
     """Per method, the mean number of selected heads chosen among ties (only methods that select heads):
-    at 1 shot every SAV head ties, so its top_k is then the tie rule's choice (README "Ties")."""
+    at 1 shot every SAV head ties, so its top_k is the tie rule's choice (docs/design/formulas.md#ties)."""
     counts: dict[str, list[float]] = {}
     for row in episode_rows:
         if np.isfinite(row.get("tied_selections", float("nan"))):

@@ -1,4 +1,4 @@
-"""CALM hyper-parameter grids on one split (DESIGN section 8, protocol=paper): every setting, cheaply.
+"""CALM hyper-parameter grids on one split (docs/design/formulas.md#the-paper-grid): every setting, cheaply.
 
 `evaluate_grid` scores a grid on one support/query split with `calm.methods.calm_core`'s functions,
 sharing all the work settings have in common:

@@ -2,7 +2,7 @@
 
 A table is a list of row groups, each naming one experiment file under `configs/experiment/` (the
 jobs' settings), the shot settings it runs (its own `shots` list, else the table's), the metric to
-show, and the numbers the paper reports for it (DESIGN.md section 8). The table's columns are every
+show, and the paper's number for it (docs/fidelity.md#the-papers-reported-numbers). The columns are every
 shot setting of any group, by K (the whole list last). Everything is checked here, before any job is
 composed, so a typo fails in a second, not after the first hour of extraction.
 """
