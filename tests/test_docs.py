@@ -119,3 +119,11 @@ def test_docs_name_only_repository_files_that_exist() -> None:
 ])
 def test_anchors_are_the_ones_github_renders(heading: str, anchor: str) -> None:
     assert heading_anchors(f"# {heading}\n```\n# not a heading\n```\n") == {anchor}
+
+
+def test_the_guides_written_on_other_branches_exist() -> None:
+    """The index links five guides; three come from other branches of issue 19 (`PENDING`)."""
+    missing = sorted(name for name in PENDING if not (REPO / name).exists())
+    if missing:
+        pytest.skip(f"not merged yet: {', '.join(missing)}")
+    assert all((REPO / "docs" / "extending" / f"{kind}.md").exists() for kind in ("backbone", "dataset"))
