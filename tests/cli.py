@@ -12,12 +12,15 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
+from calm.sweeps import register_resolvers
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def compose_config(overrides: list[str], out_dir: Path) -> DictConfig:
     """The config `run.py` would build, with the output folder fixed (no Hydra run here)."""
     os.environ.setdefault("CALM_ROOT", str(REPO))
+    register_resolvers()  # as run.py has them before composing
     with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
         return compose("config", overrides=[*overrides, f"paths.output_dir={out_dir}",
                                             f"paths.finished_dir={out_dir}/finished"])
