@@ -10,6 +10,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from calm.authors_modes import register_authors_resolver
 from calm.errors import ConfigError
 from calm.methods import (
     CALM,
@@ -17,13 +18,11 @@ from calm.methods import (
     SAV,
     Concat,
     ConfidenceWeighted,
-    Estimator,
     LinearProbe,
     TopKSoft,
     UniformSoft,
 )
-from calm.authors_modes import register_authors_resolver
-from calm.config_objects import build
+from calm.methods.base import Estimator, build_estimator
 from tests.cli import compose_config
 
 TAU = 0.07
@@ -39,7 +38,7 @@ def _hard_vote_spec() -> dict:
 
 def hard_vote(**settings) -> Estimator:
     """The hard-vote ablation as the job builds it: a YAML of SAV, no class of its own."""
-    return build({**_hard_vote_spec(), **settings}, "estimator", base=Estimator)
+    return build_estimator({**_hard_vote_spec(), **settings})
 
 
 def episode(seed: int = 0, n_classes: int = 4, shots: int = 3, n_heads: int = 7, head_dim: int = 5,
