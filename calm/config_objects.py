@@ -1,9 +1,11 @@
 """The one way a config becomes an object: its `_target_` names the class, its other keys are the
 class's constructor arguments.
 
-Datasets, prompts and backbones are built with `build` (and so should anything else a config group
-names), so adding one is "write the class, add the YAML": `configs/<group>/<name>.yaml` with
-`_target_` and the settings, whose defaults live in that file. `build` wraps `hydra.utils.instantiate` so that a missing or
+Datasets, prompts, backbones, protocols, estimators and loggers are built with `build` (and so should
+anything else a config group names), so adding one is "write the class, add the YAML":
+`configs/<group>/<name>.yaml` with `_target_` and the settings, whose defaults live in that file. A
+settings block whose class the reading code chooses (`method.pseudo_label`, `grids.calm`) is built by
+the same function with `cls=`, and has no `_target_`. `build` wraps `hydra.utils.instantiate` so that a missing or
 wrong `_target_`, an unknown or missing setting, and an error the constructor raises for a bad
 value reach the user as a `CalmError` naming the fix, not as Hydra's `InstantiationException`.
 
