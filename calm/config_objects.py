@@ -1,9 +1,11 @@
 """The one way a config becomes an object: its `_target_` names the class, its other keys are the
 class's constructor arguments.
 
-Datasets, prompts and backbones are built with `build` (and so should anything else a config group
-names), so adding one is "write the class, add the YAML": `configs/<group>/<name>.yaml` with
-`_target_` and the settings, whose defaults live in that file. `build` wraps `hydra.utils.instantiate` so that a missing or
+Datasets, prompts, backbones, protocols, estimators and loggers are built with `build` (and so should
+anything else a config group names), so adding one is "write the class, add the YAML":
+`configs/<group>/<name>.yaml` with `_target_` and the settings, whose defaults live in that file. A
+settings block whose class the reading code chooses (`method.pseudo_label`, `grids.calm`) is built by
+the same function with `cls=`, and has no `_target_`. `build` wraps `hydra.utils.instantiate` so that a missing or
 wrong `_target_`, an unknown or missing setting, and an error the constructor raises for a bad
 value reach the user as a `CalmError` naming the fix, not as Hydra's `InstantiationException`.
 
@@ -57,19 +59,23 @@ def target_class(cfg: Mapping[str, Any], group: str, base: type | None = None) -
     return cls
 
 
-def build(cfg: Mapping[str, Any], group: str, *, base: type | None = None, named: bool = False,
-          key: str | None = None, **extra: Any) -> Any:
+def build(cfg: Mapping[str, Any], group: str, *, base: type | None = None, cls: type | None = None,
+          named: bool = False, key: str | None = None, **extra: Any) -> Any:
     """Instantiate the object `cfg._target_` names with the config's other keys plus `extra`.
 
     `cfg` is a config node (interpolations resolved against its parent) or a plain mapping;
     lists and mappings reach the constructor as plain Python lists and dicts. With `named`, the
     config's `name` must be that of a file in configs/<group> whose `_target_` is the same class.
     `key` is where the config sits in a job's config (`method.estimators.calm`), for messages about
-    a config that has no `name`.
+    a config that has no `name`. With `cls`, the config is a settings block of that class, chosen by
+    the code that reads it, not by the user (`method.pseudo_label`, `grids.calm`): it names no
+    `_target_`, and its keys are checked and passed to `cls` as any part's are.
     """
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
+    if cls is not None:
+        return _build_settings(cfg, group, cls, key, extra)
     if named:
         _check_known_name(cfg, group)
     cls = target_class(cfg, group, base)
@@ -87,11 +93,34 @@ def build(cfg: Mapping[str, Any], group: str, *, base: type | None = None, named
         raise
 
 
+def _build_settings(cfg: Mapping[str, Any], group: str, cls: type, key: str | None,
+                    extra: Mapping[str, Any]) -> Any:
+    settings = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
+    label = key or group
+    if not isinstance(settings, dict):
+        raise ConfigError(f"{label} is {settings!r}, not a mapping of settings",
+                          f"give {label} as `setting: value` lines (its settings: {_accepted(cls, extra)})")
+    if "_target_" in settings:
+        raise ConfigError(f"{label} names a class (_target_={settings['_target_']!r}), but it is a settings "
+                          f"block of {cls.__qualname__}", f"remove _target_ from {label}")
+    _check_arguments(cls, settings, extra, group, f"the `{label}` block", key)
+    return cls(**settings, **extra)
+
+
+def _accepted(cls: type, extra: Mapping[str, Any]) -> list[str]:
+    return sorted(p.name for p in inspect.signature(cls).parameters.values()
+                  if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in extra)
+
+
 def _check_arguments(cls: type, settings: Mapping[str, Any], extra: Mapping[str, Any], group: str,
                      where: str, key: str | None) -> None:
     """Unknown and missing settings as ConfigErrors naming the config (by `key` when given) and the
     settings its class accepts, before the constructor runs (Hydra's own message is a raw TypeError)."""
     label = key or f"{group} {settings.get('name')!r}"
+    clashes = sorted(set(settings) & set(extra))
+    if clashes:
+        raise ConfigError(f"{label} sets {clashes}, which the job sets itself",
+                          f"remove {clashes} from {where}")
     params = [p for p in inspect.signature(cls).parameters.values()
               if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY, p.VAR_KEYWORD)]
     if any(p.kind is p.VAR_KEYWORD for p in params):

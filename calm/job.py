@@ -29,6 +29,7 @@ from calm.data.registry import LoadedDataset, read_dataset, warn_missing
 from calm.data.table import ClipTable
 from calm.errors import ConfigError
 from calm.file_digests import FileDigests
+from calm.methods.base import build_estimator
 from calm.methods.precision import dtype_name
 from calm.protocols import Pools, Protocol
 from calm.row_inputs import model_key_fields
@@ -49,7 +50,7 @@ def build_methods(method_cfg: DictConfig) -> dict[str, Any]:
     if not estimators and not method_cfg.get("zero_shot") and not method_cfg.get("text_zero_shot"):
         raise ConfigError("the method config lists no estimators",
                           "use method=calm_vs_sav, method=calm, method=sav or method=zero_shot")
-    return {name: build(spec, "estimator", key=f"method.estimators.{name}") for name, spec in estimators.items()}
+    return {name: build_estimator(spec, key=f"method.estimators.{name}") for name, spec in estimators.items()}
 
 
 def apply_evaluation_dtype(methods: dict[str, Any], setting: str, precision: str) -> None:

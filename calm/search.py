@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from calm.errors import ConfigError
@@ -93,9 +92,10 @@ def trial_failure(job_num: int, err: BaseException, out_dir: Path) -> TrialFaile
 def episode_cv_scores(spec: Any, support: torch.Tensor, episode: Episode, folds: int, cv_seed: int) -> dict[str, Any]:
     """Support-set cross-validation of the estimator `spec` on one episode's support clips, with the
     episode's own fold seed (`fold_seed(cv_seed, episode.seed)`)."""
+    from calm.methods.base import build_estimator
     from calm.selection.cross_validation import fold_seed, support_cv_scores, too_few_clips
 
-    scores = support_cv_scores(instantiate(spec), support, episode.support_labels, episode.ways, folds,
+    scores = support_cv_scores(build_estimator(spec), support, episode.support_labels, episode.ways, folds,
                                fold_seed(cv_seed, episode.seed))
     if scores is None:
         smallest = int(np.bincount(np.asarray(episode.support_labels), minlength=episode.ways).min())

@@ -15,10 +15,12 @@ import ssl
 import urllib.error
 import urllib.request
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from calm.atomic_write import write_json_atomic
+from calm.config_objects import build
 from calm.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -45,7 +47,19 @@ def write_results(out_dir: Path, config: dict[str, Any], rows: list[dict[str, An
 
 
 class Tracker(ABC):
-    """An experiment tracker: one run per job, always finished."""
+    """An experiment tracker: one run per job, always finished.
+
+    A tracker is a `logger` config (configs/logger/<name>.yaml, whose `_target_` names the class and
+    whose other keys are its settings), built by `build_tracker`; `start` then opens the job's run.
+    Every tracker takes a `run_name` (a search names its trials with it, whichever logger is picked).
+    """
+
+    def __init__(self, name: str, run_name: str | None = None) -> None:
+        self.name, self.run_name = name, run_name
+
+    @abstractmethod
+    def start(self, config: dict[str, Any], out_dir: Path, job_type: str | None = None) -> Tracker:
+        """Open the run of a job (its resolved config and folder); returns self."""
 
     @abstractmethod
     def log_episode(self, episode: int, metrics: dict[str, float]) -> None: ...
@@ -63,6 +77,12 @@ class Tracker(ABC):
 
 class NullTracker(Tracker):
     """`logger=none`: results files only."""
+
+    def __init__(self, name: str = "none", run_name: str | None = None) -> None:
+        super().__init__(name, run_name)
+
+    def start(self, config: dict[str, Any], out_dir: Path, job_type: str | None = None) -> NullTracker:
+        return self
 
     def log_episode(self, episode: int, metrics: dict[str, float]) -> None:
         pass
@@ -144,33 +164,45 @@ def server_silent(url: str, timeout: float) -> str | None:
 
 
 class WandbTracker(Tracker):
-    """One W&B run per job, with config, per-episode metrics, summary metrics and a results table."""
+    """One W&B run per job, with config, per-episode metrics, summary metrics and a results table.
 
-    def __init__(self, config: dict[str, Any], out_dir: Path, project: str, mode: str = "auto",
-                 entity: str | None = None, name: str | None = None, group: str | None = None,
-                 tags: list[str] | None = None, job_type: str | None = None,
-                 init_timeout: float = INIT_TIMEOUT_S) -> None:
+    The settings are configs/logger/wandb.yaml's (it says what each means); `group: null` groups a
+    multirun's jobs by sweep folder.
+    """
+
+    def __init__(self, name: str, *, project: str, mode: str, entity: str | None, run_name: str | None,
+                 group: str | None, tags: list[str] | None, init_timeout: float) -> None:
+        super().__init__(name, run_name)
         if isinstance(init_timeout, bool) or not isinstance(init_timeout, int | float) or init_timeout <= 0:
             raise ConfigError(f"logger.init_timeout={init_timeout!r}",
                               f"use a positive number of seconds, e.g. logger.init_timeout={INIT_TIMEOUT_S:g}")
+        self.project, self.mode, self.entity = project, mode, entity
+        self.group, self.tags, self.init_timeout = group, tags, init_timeout
+
+    def start(self, config: dict[str, Any], out_dir: Path, job_type: str | None = None) -> WandbTracker:
         import wandb
 
         self._wandb = wandb
-        run_mode = wandb_mode(mode, init_timeout)
-        init = dict(project=project, entity=entity, name=name, group=group, tags=tags or None, job_type=job_type,
-                    config=config, dir=str(out_dir), reinit="finish_previous")
+        group = self.group
+        if group is None and (sweep_dir := current_sweep_dir()) is not None:
+            group = sweep_group(sweep_dir)
+        run_mode = wandb_mode(self.mode, self.init_timeout)
+        init = dict(project=self.project, entity=self.entity, name=self.run_name, group=group,
+                    tags=self.tags or None, job_type=job_type, config=config, dir=str(out_dir),
+                    reinit="finish_previous")
         settings: dict[str, Any] = dict(console="off", silent=True, x_disable_stats=True)
         if os.environ.get("WANDB_BASE_URL"):  # the server the probe asked (wandb reads it once per process)
             settings["base_url"] = os.environ["WANDB_BASE_URL"]
         if run_mode == "online":
             try:
                 self.run = wandb.init(**init, mode="online",
-                                      settings=wandb.Settings(**settings, init_timeout=init_timeout))
-                return
+                                      settings=wandb.Settings(**settings, init_timeout=self.init_timeout))
+                return self
             except wandb.errors.CommError as err:  # answered the probe, then stalled on creating the run
                 warn_offline(str(err).splitlines()[0])
                 run_mode = "offline"
         self.run = wandb.init(**init, mode=run_mode, settings=wandb.Settings(**settings))
+        return self
 
     def log_episode(self, episode: int, metrics: dict[str, float]) -> None:
         self.run.log({"episode": episode, **{f"episode/{k}": v for k, v in metrics.items()}})
@@ -207,19 +239,9 @@ def current_sweep_dir() -> Path | None:
     return Path(HydraConfig.get().sweep.dir)
 
 
-def build_tracker(logger_cfg: dict[str, Any], config: dict[str, Any], out_dir: Path,
+def build_tracker(logger_cfg: Mapping[str, Any], config: dict[str, Any], out_dir: Path,
                   job_type: str | None = None) -> Tracker:
-    """Tracker from the `logger` config group (`wandb` or `none`).
-
-    `run_name` names the W&B run; without a `group`, a multirun's jobs are grouped by sweep.
-    """
-    kind = logger_cfg.get("name", "none")
-    if kind == "none":
-        return NullTracker()
-    if kind == "wandb":
-        opts = {k: v for k, v in logger_cfg.items() if k not in ("name", "run_name")}
-        sweep_dir = current_sweep_dir() if opts.get("group") is None else None
-        if sweep_dir is not None:
-            opts["group"] = sweep_group(sweep_dir)
-        return WandbTracker(config, out_dir, name=logger_cfg.get("run_name"), job_type=job_type, **opts)
-    raise ConfigError(f"unknown logger {kind!r}", "use logger=wandb or logger=none")
+    """The tracker of the `logger` config group (configs/logger/<name>.yaml names its class by
+    `_target_`), built as every configurable part is (`calm.config_objects.build`), with the run of
+    this job (its resolved `config`, folder `out_dir` and W&B `job_type`) started."""
+    return build(logger_cfg, "logger", base=Tracker, named=True).start(config, out_dir, job_type)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from calm.methods.base import Estimator
 
-class ExplodingEstimator:
+
+class ExplodingEstimator(Estimator):
     def __init__(self, **settings) -> None:
         self.settings = settings
 
-    def fit(self, features, labels, n_classes=None):
+    def fit(self, features, labels, *, n_classes=None, tie_seed=None):
         raise RuntimeError("boom: estimator failed on purpose")
 
-    def predict(self, features):
+    def predict_scores(self, features):
         raise AssertionError("unreachable")

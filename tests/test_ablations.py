@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 import pytest
 import torch
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
+from calm.authors_modes import register_authors_resolver
 from calm.errors import ConfigError
 from calm.methods import (
     CALM,
@@ -15,14 +18,27 @@ from calm.methods import (
     SAV,
     Concat,
     ConfidenceWeighted,
-    HardVote,
     LinearProbe,
     TopKSoft,
     UniformSoft,
 )
+from calm.methods.base import Estimator, build_estimator
 from tests.cli import compose_config
 
 TAU = 0.07
+
+
+@cache
+def _hard_vote_spec() -> dict:
+    """configs/estimator/hard_vote.yaml as method=ablations composes it (clean modes), resolved."""
+    register_authors_resolver()
+    cfg = compose_config(["backbone=whisper_tiny", "method=ablations"], Path("unused"))
+    return OmegaConf.to_container(cfg.method.estimators.hard_vote, resolve=True)
+
+
+def hard_vote(**settings) -> Estimator:
+    """The hard-vote ablation as the job builds it: a YAML of SAV, no class of its own."""
+    return build_estimator({**_hard_vote_spec(), **settings})
 
 
 def episode(seed: int = 0, n_classes: int = 4, shots: int = 3, n_heads: int = 7, head_dim: int = 5,
@@ -153,13 +169,15 @@ def test_soft_ablations_match_per_head_loops(seed: int) -> None:
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_hard_vote_matches_per_head_loop_and_sav_with_all_heads(seed: int) -> None:
     support, labels, query = episode(seed, n_heads=6, queries=30)
-    est = HardVote().fit(support, labels)
+    est = hard_vote().fit(support, labels)
+    assert type(est) is SAV and est.top_k is None
     counts, preds = ref_hard_vote(support, labels, query)
     assert est.ranking_.tolist() == ref_sav_ranking(support, labels)
     assert torch.equal(est.predict_scores(query), counts)
     assert torch.equal(est.predict(query), preds)
     sav = SAV(top_k=6).fit(support, labels)
     assert torch.equal(est.predict(query), sav.predict(query))
+    assert torch.equal(est.predict_scores(query), sav.predict_scores(query))
 
 
 def test_topk_soft_selects_the_sav_heads() -> None:
@@ -213,17 +231,17 @@ def test_concat_and_hard_vote_by_hand() -> None:
     # three heads: two vote class 1, the best-ranked votes class 0 -> majority wins
     support3 = torch.tensor([[[1.0, 0.0]] * 3, [[0.0, 1.0]] * 3])
     query3 = torch.tensor([[[1.0, 0.1], [0.1, 1.0], [0.1, 1.0]]])
-    est = HardVote().fit(support3, labels)
+    est = hard_vote().fit(support3, labels)
     assert est.predict_scores(query3).tolist() == [[1.0, 2.0]]
     assert est.predict(query3).tolist() == [1]
     # two heads split 1-1: the tie goes to the class of the highest-ranked head (head 0, all tie at 2)
     support2, query2 = support3[:, :2], query3[:, :2]
-    assert HardVote().fit(support2, labels).predict(query2).tolist() == [0]
+    assert hard_vote().fit(support2, labels).predict(query2).tolist() == [0]
 
 
 ESTIMATORS = [
     lambda: GRW(top_k=3), lambda: GRW(), Concat, UniformSoft, ConfidenceWeighted,
-    lambda: TopKSoft(top_k=3), HardVote,
+    lambda: TopKSoft(top_k=3), hard_vote,
 ]
 
 
@@ -286,10 +304,11 @@ def test_ablations_method_config_instantiates_all_estimators(tmp_path: Path) -> 
     built = {name: instantiate(spec) for name, spec in cfg.method.estimators.items()}
     types = {name: type(est) for name, est in built.items()}
     assert types == {"sav": SAV, "calm": CALM, "grw": GRW, "concat": Concat, "uniform_soft": UniformSoft,
-                     "confidence_weighted": ConfidenceWeighted, "topk_soft": TopKSoft, "hard_vote": HardVote,
+                     "confidence_weighted": ConfidenceWeighted, "topk_soft": TopKSoft, "hard_vote": SAV,
                      "linear_probe": LinearProbe}
     assert (built["grw"].tau, built["grw"].tau_w, built["grw"].top_k) == (0.07, 0.5, None)
     assert built["topk_soft"].top_k == 20
+    assert built["hard_vote"].top_k is None and built["sav"].top_k == 20
     support, labels, query = episode(7)
     for est in built.values():
         assert est.fit(support, labels).predict(query).shape == (len(query),)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from calm.errors import ConfigError
-from calm.methods import CALM, GRW, SAV, HardVote, LinearProbe, TopKSoft, sav_predict_from
+from calm.methods import CALM, GRW, SAV, LinearProbe, TopKSoft, sav_predict_from
 from calm.methods.calm_core import calm_weights, head_ranks
 from calm.methods.prototypes import episode_similarities
 from calm.methods.sav_core import sav_rank
@@ -164,7 +164,7 @@ def test_ablations_and_probe_share_the_tie_rule():
     for cls, extra in ((TopKSoft, {}), (LinearProbe, {"steps": 2})):
         model = cls(top_k=2, tie_break="random", tie_seed=3, **extra).fit(support, labels)
         assert model.selected_heads_.tolist() == permutation(3)[:2] and model.tied_selections_ == 2
-    vote = HardVote(tie_break="random", tie_seed=3).fit(support, labels)
+    vote = SAV(top_k=None, tie_break="random", tie_seed=3).fit(support, labels)  # configs/estimator/hard_vote.yaml
     assert vote.ranking_.tolist() == permutation(3) and vote.tied_selections_ == 0
     grw = GRW(tau=1e-3, top_k=2, tie_break="random", tie_seed=3).fit(support, labels)
     assert grw.kept_heads_.nonzero().flatten().tolist() == sorted(permutation(3)[:2])
@@ -172,7 +172,7 @@ def test_ablations_and_probe_share_the_tie_rule():
     assert GRW(tau=1e-3, top_k=2).fit(support, labels).kept_heads_.nonzero().flatten().tolist() == [0, 1]
 
 
-@pytest.mark.parametrize("cls", [CALM, GRW, SAV, TopKSoft, HardVote, LinearProbe], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", [CALM, GRW, SAV, TopKSoft, LinearProbe], ids=lambda c: c.__name__)
 def test_bad_tie_settings_are_refused(cls):
     with pytest.raises(ConfigError, match="tie_break must be one of index, random"):
         cls(tie_break="lowest")

@@ -84,5 +84,6 @@ def test_results_json_layout(tmp_path: Path) -> None:
 @pytest.mark.parametrize("timeout", [0, -1, "5s", True])
 def test_a_bad_init_timeout_is_refused_naming_the_setting(tmp_path: Path, timeout: object) -> None:
     with pytest.raises(ConfigError, match=r"logger\.init_timeout") as refused:
-        WandbTracker({}, tmp_path, "calm", init_timeout=timeout)
+        WandbTracker("wandb", project="calm", mode="offline", entity=None, run_name=None, group=None, tags=None,
+                     init_timeout=timeout)
     assert "positive number of seconds" in refused.value.fix

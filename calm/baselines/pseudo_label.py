@@ -47,6 +47,7 @@ from calm.baselines.answer_matching import match_answer
 from calm.baselines.answer_store import AnswerStore
 from calm.baselines.decoding import SAMPLING_TAG, Sampling
 from calm.baselines.generation import stored_or_generated
+from calm.config_objects import build
 from calm.data.manifest_prompt import ManifestPrompt
 from calm.data.prompts import ClipPrompt, PaperPrompt
 from calm.data.table import SUPPORT_SPLIT, Clip, ClipTable
@@ -67,7 +68,8 @@ SUPPORTS = ("union", "replace")
 
 @dataclass(frozen=True)
 class PseudoLabelSettings:
-    """The `pseudo_label` block of a method config, checked before any model is loaded."""
+    """The `pseudo_label` block of a method config (configs/method/pseudo_label.yaml holds the defaults a
+    job runs with and says what each key means), checked before any model is loaded."""
 
     refit: tuple[str, ...]
     samples: int = 8
@@ -75,7 +77,7 @@ class PseudoLabelSettings:
     temperature: float = 1.0
     top_p: float = 1.0
     max_new_tokens: int = 16
-    pool_size: int | None = None
+    pool_size: int | None = 200
     seed: int = 0
     batch_size: int = 8
     temperature_range: tuple[float, float] | None = None
@@ -85,17 +87,16 @@ class PseudoLabelSettings:
     support: str = "union"
 
     def __post_init__(self) -> None:
-        if self.temperature_range is not None:  # a config list, kept hashable and comparable
+        object.__setattr__(self, "refit", tuple(self.refit or ()))  # config lists, kept hashable and comparable
+        if self.temperature_range is not None:
             object.__setattr__(self, "temperature_range", tuple(self.temperature_range))
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], estimators: Collection[str], prompt: ClipPrompt) -> PseudoLabelSettings:
-        """Settings from the config; `estimators` are the method's names, `prompt` the job's prompt."""
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(cfg) - fields)
-        if unknown:
-            raise ConfigError(f"unknown pseudo_label settings {unknown}", f"use {sorted(fields)}")
-        settings = cls(**{**cfg, "refit": tuple(cfg.get("refit") or ())})
+        """Settings from the `method.pseudo_label` block (built by `calm.config_objects.build`: an unknown
+        or missing key is a ConfigError naming the accepted ones), checked against the method's
+        `estimators` and the job's `prompt`."""
+        settings = build(cfg, "method", cls=cls, key="method.pseudo_label")
         settings.check(estimators, prompt)
         return settings
 

@@ -15,6 +15,7 @@ import torch
 
 from calm.backbones.base import Backbone
 from calm.baselines.generation import place_model
+from calm.config_objects import build
 from calm.errors import ConfigError
 from calm.methods.base import Estimator
 from calm.methods.prototypes import (
@@ -35,20 +36,22 @@ class TextZeroShotSettings:
     row: str
     templates: tuple[str, ...]
 
-    @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> TextZeroShotSettings:
-        unknown = sorted(set(cfg) - {"row", "templates"})
-        if unknown:
-            raise ConfigError(f"unknown text_zero_shot settings {unknown}", "use row and templates")
-        templates = cfg.get("templates")
+    def __post_init__(self) -> None:
+        templates = self.templates
         if (isinstance(templates, str) or not isinstance(templates, Sequence) or not templates
                 or not all(isinstance(t, str) and LABEL_FIELD in t for t in templates)):
             raise ConfigError(f"text_zero_shot.templates must be a non-empty list of texts holding {LABEL_FIELD}, "
                               f"got {templates!r}", 'e.g. templates: ["This is a sound of {label}."]')
-        row = cfg.get("row")
-        if not isinstance(row, str) or not row:
-            raise ConfigError(f"text_zero_shot.row must name the results row, got {row!r}", "e.g. row: clap_zero_shot")
-        return cls(row, tuple(templates))
+        if not isinstance(self.row, str) or not self.row:
+            raise ConfigError(f"text_zero_shot.row must name the results row, got {self.row!r}",
+                              "e.g. row: clap_zero_shot")
+        object.__setattr__(self, "templates", tuple(templates))
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> TextZeroShotSettings:
+        """Settings from the `method.text_zero_shot` block, built by `calm.config_objects.build` (an
+        unknown or missing key is a ConfigError naming the accepted ones)."""
+        return build(cfg, "method", cls=cls, key="method.text_zero_shot")
 
     def texts(self, class_name: str) -> list[str]:
         """The template texts of one class; underscores in dataset class names are read as spaces."""

@@ -7,7 +7,6 @@ that changes them) and scored on the same episodes as the other methods.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from numbers import Integral
@@ -22,6 +21,7 @@ from calm.baselines.answer_matching import match_answer, match_option_letter
 from calm.baselines.answer_store import AnswerStore
 from calm.baselines.decoding import DECODINGS, Sampling
 from calm.baselines.generation import stored_or_generated
+from calm.config_objects import build
 from calm.data.prompts import ClipPrompt, PaperPrompt
 from calm.data.table import Clip, ClipTable
 from calm.errors import ConfigError
@@ -37,7 +37,8 @@ MATCHINGS = ("class_names", "option_letter")
 
 @dataclass(frozen=True)
 class ZeroShotSettings:
-    """The `zero_shot` block of the method config (configs/method/zero_shot.yaml says what each key means)."""
+    """The `zero_shot` block of the method config (configs/method/zero_shot.yaml holds the defaults a job
+    runs with and says what each key means)."""
 
     max_new_tokens: int = 32
     batch_size: int = 8
@@ -54,13 +55,10 @@ class ZeroShotSettings:
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], prompt: ClipPrompt, table: ClipTable | None = None) -> ZeroShotSettings:
-        """Settings from the config block, checked against the job's prompt (and the table it is asked
-        about, which decides which option wording applies: see `check`)."""
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(cfg) - fields)
-        if unknown:
-            raise ConfigError(f"unknown zero_shot settings {unknown}", f"use {sorted(fields)}")
-        settings = cls(**cfg)
+        """Settings from the `method.zero_shot` block (built by `calm.config_objects.build`: an unknown or
+        missing key is a ConfigError naming the accepted ones), checked against the job's prompt (and the
+        table it is asked about, which decides which option wording applies: see `check`)."""
+        settings = build(cfg, "method", cls=cls, key="method.zero_shot")
         settings.check(prompt, table)
         return settings
 

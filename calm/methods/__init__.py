@@ -6,7 +6,7 @@ documented here too: `calm_core` holds every CALM formula (shared with the paper
 `ties` the tie rule of every head ranking (index order, or a seeded random order per episode).
 """
 
-from calm.methods.ablations import GRW, Concat, ConfidenceWeighted, HardVote, TopKSoft, UniformSoft
+from calm.methods.ablations import GRW, Concat, ConfidenceWeighted, TopKSoft, UniformSoft
 from calm.methods.base import Estimator
 from calm.methods.calm import CALM, calm_scores_from
 from calm.methods.calm_core import (
@@ -29,7 +29,6 @@ __all__ = [
     "Concat",
     "ConfidenceWeighted",
     "Estimator",
-    "HardVote",
     "LinearProbe",
     "Similarities",
     "TopKSoft",

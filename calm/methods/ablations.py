@@ -1,4 +1,5 @@
 """The ablations beyond the paper (docs/design/formulas.md#ablations-and-baselines): GRW and the soft votes.
+(The hard-vote ablation, every head voting, is SAV with `top_k: null`: configs/estimator/hard_vote.yaml.)
 
 - `GRW`: one class-agnostic reliability per head (the clamped true-class margin averaged over all
   clips of the reliability set V: the support set, or a named V as CALM takes one), softmax weights over the top_k heads, score_c = Σ_j w_j p_j(c|x).
@@ -7,12 +8,11 @@
 - `UniformSoft`: mean of the per-head posteriors over all heads.
 - `ConfidenceWeighted`: each head weighted by its own confidence max_c p_j(c|x) on this query.
 - `TopKSoft`: uniform mean of the posteriors of the top_k heads ranked as in SAV.
-- `HardVote`: SAV's majority vote and tie rule with every head voting.
 
 Every estimator has the API of `CALM` and `SAV` (fit / predict / predict_scores) and reuses their
 arithmetic: prototypes and cosines from `calm.methods.prototypes`, posteriors, margins, head
 selection and weights from `calm.methods.calm`, head ranking and votes from `calm.methods.sav`.
-Those that rank heads (GRW, TopKSoft, HardVote) take `tie_break` / `tie_seed` as SAV does (see
+Those that rank heads (GRW, TopKSoft) take `tie_break` / `tie_seed` as SAV does (see
 `calm.methods.base`); every `fit` takes `tie_seed`, ignored where no heads are ranked.
 """
 
@@ -37,11 +37,9 @@ from calm.methods.prototypes import (
     check_fitted,
     cosine_similarities,
     l2_normalize,
-    prototype_dots,
     validate_reliability_set,
     validate_support,
 )
-from calm.methods.sav_core import sav_decide, sav_head_votes, sav_votes
 from calm.methods.ties import descending_order, tied_selections
 
 CONCAT_NORMALIZATIONS = ("cosine", "authors")
@@ -237,38 +235,3 @@ class TopKSoft(_PosteriorEstimator):
     def predict_scores(self, features: FeaturesLike) -> torch.Tensor:
         """(1/k) Σ_{j in top_k} p_j(c|x), (m, C)."""
         return self._posteriors(self._query(features), self.selected_heads_).mean(dim=0)
-
-
-class HardVote(Estimator):
-    """SAV's majority vote with every head voting; a class tie goes to the highest-ranked head's class.
-
-    Every head votes, so no selection ties (`tied_selections_` is 0), but the ranking still settles
-    class ties, so `tie_break` / `tie_seed` apply as in SAV.
-
-    After `fit`: `head_scores_` (K,), `ranking_` (K,), `selected_heads_` (= `ranking_`),
-    `tied_selections_`, `tie_seed_`, `prototypes_`.
-    """
-
-    def __init__(self, tie_break: str = "index", tie_seed: int = 0) -> None:
-        self.tie_break = tie_break
-        self.tie_seed = tie_seed
-        self._check_ties()
-
-    def fit(self, features: FeaturesLike, labels: LabelsLike, *, n_classes: int | None = None,
-            tie_seed: int | None = None) -> HardVote:
-        self._check_ties()
-        self._rank_heads(features, labels, n_classes, None, tie_seed)
-        return self
-
-    def _head_votes(self, features: FeaturesLike) -> torch.Tensor:
-        features = self._query(features)
-        heads = self.ranking_.to(features.device)
-        return sav_head_votes(prototype_dots(features[:, heads], self.prototypes_[heads]))
-
-    def predict_scores(self, features: FeaturesLike) -> torch.Tensor:
-        """Vote counts (m, C) of all heads."""
-        return sav_votes(self._head_votes(features), self.n_classes_)
-
-    def predict(self, features: FeaturesLike) -> torch.Tensor:
-        """Majority vote (m,), ties as in SAV."""
-        return sav_decide(self._head_votes(features), self.n_classes_)

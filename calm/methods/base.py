@@ -20,10 +20,12 @@ selected heads were chosen among ties (their score equals the first unselected h
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
+from calm.config_objects import build
 from calm.methods.prototypes import (
     FeaturesLike,
     LabelsLike,
@@ -114,6 +116,14 @@ class Estimator(ABC):
         """Query features validated against the fitted heads and head size."""
         check_fitted(self, self.fitted_attribute)
         return validate_query(features, self.n_heads_, self.head_dim_)
+
+
+def build_estimator(cfg: Mapping[str, Any], key: str | None = None) -> Estimator:
+    """The estimator an `estimator` config (configs/estimator/<name>.yaml: `_target_` and settings) names,
+    built as every configurable part is (`calm.config_objects.build`): the class must be an `Estimator`,
+    and an unknown or missing setting is a ConfigError naming the accepted ones. `key` is where the
+    config sits in the job's config (`method.estimators.calm`), for messages."""
+    return build(cfg, "estimator", base=Estimator, key=key)
 
 
 def fit_estimator(estimator: Any, features: FeaturesLike, labels: LabelsLike, *, n_classes: int | None = None,

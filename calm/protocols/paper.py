@@ -37,7 +37,7 @@ class PaperProtocol(Protocol):
     interpolate the top-level keys. The selection settings of the split, ``folds`` and ``cv_seed``
     (support-set cross-validation), do not change the draw: they are accepted and kept as attributes
     so the config group instantiates as written, with no key filtered out, and the grid report reads
-    them from the same config. None: not configured.
+    them from the same config.
     ``authors_modes`` is the switch every `${calm.authors:...}` config value reads (calm.authors_modes).
     ``selection_metric`` (accuracy | macro_f1), like ``folds``, is read by the grid report, not the draw.
 
@@ -62,8 +62,8 @@ class PaperProtocol(Protocol):
         shots: int,
         seed: int = 42,
         dataset: str = "",
-        folds: int | None = None,
-        cv_seed: int | None = None,
+        folds: int = 5,
+        cv_seed: int = 0,
         name: str = "paper",
         authors_modes: bool = True,
         support_draw: str = "random",

@@ -10,10 +10,12 @@ import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from numbers import Real
 from typing import Any
 
 import numpy as np
 
+from calm.config_objects import build
 from calm.errors import ConfigError
 from calm.methods import CALM
 from calm.methods.calm_core import check_calm_settings, check_head_choice
@@ -119,6 +121,10 @@ class CalmGrid:
             values = tuple(getattr(self, name))
             if not values:
                 raise ConfigError(f"the grid's {name} list is empty", f"give at least one {name} value")
+            if name == "top_k":  # a top_k of null or "all" means all heads
+                values = tuple(None if k in ALL_HEADS else k for k in values)
+            elif name != "reliability":  # numbers as floats; anything else is refused by CalmSetting
+                values = tuple(float(v) if isinstance(v, Real) and not isinstance(v, bool) else v for v in values)
             object.__setattr__(self, name, values)
             for value in values:
                 CalmSetting(**{name: value})  # rejects values CALM does not accept
@@ -144,20 +150,11 @@ class CalmGrid:
         return dataclasses.replace(self, top_k=top_k), clamped
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any], *, top_k_mode: str = "exclude", tie_break: str = "index",
-                    tie_seed: int = 0, head_choice: str = "reliable", head_seed: int = 0) -> CalmGrid:
-        """From a config mapping of lists (`grids.calm`); a top_k of null or "all" means all heads.
-        The keyword settings are the CALM estimator's, shared by every setting."""
-        missing = [name for name in AXES if name not in cfg]
-        unknown = sorted(set(cfg) - set(AXES))
-        if missing or unknown:
-            raise ConfigError(f"the CALM grid config lacks {missing} or has unknown keys {unknown}",
-                              "list values for exactly reliability, tau, tau_w, top_k and shrinkage")
-        top_k = tuple(None if k in ALL_HEADS else k for k in cfg["top_k"])
-        return cls(tuple(cfg["reliability"]), tuple(float(t) for t in cfg["tau"]),
-                   tuple(float(w) for w in cfg["tau_w"]), top_k, tuple(float(a) for a in cfg["shrinkage"]),
-                   top_k_mode=top_k_mode, tie_break=tie_break, tie_seed=tie_seed, head_choice=head_choice,
-                   head_seed=head_seed)
+    def from_config(cls, cfg: Mapping[str, Any], *, key: str = "grids.calm", **rules: Any) -> CalmGrid:
+        """From a config mapping of lists (`grids.calm`, built by `calm.config_objects.build`: exactly the
+        axes, each a list; a top_k of null or "all" means all heads). `rules` are the CALM estimator's
+        settings every setting shares (`top_k_mode`, `tie_break`, `tie_seed`, `head_choice`, `head_seed`)."""
+        return build(cfg, "grids", cls=cls, key=key, **rules)
 
 
 def grid_settings(grid: CalmGrid | Sequence[CalmSetting]) -> tuple[CalmSetting, ...]:
