@@ -12,6 +12,8 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
+
 
 def canonical_json(value: Any, *, allow_nan: bool = False) -> str:
     """The one JSON text of `value`: sorted keys, no whitespace, UTF-8, no NaN unless allowed (a key holding
@@ -38,6 +40,12 @@ def chunks_sha256(chunks: Iterable[bytes]) -> str:
     for chunk in chunks:
         state.update(chunk)
     return state.hexdigest()
+
+
+def mixed_seed(*seeds: int) -> int:
+    """One 32-bit seed from several integer seeds: numpy's SeedSequence(seeds), its first state word
+    (e.g. a fold assignment per cross-validation seed and episode)."""
+    return int(np.random.SeedSequence([int(s) for s in seeds]).generate_state(1)[0])
 
 
 def seeded_int(tag: str, *parts: Any) -> int:

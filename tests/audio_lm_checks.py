@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,10 +20,21 @@ PROMPTS = ["What sound is this?", "Hi", "Describe the sound of this clip in one 
 ASSISTANT_HEADER = "<|im_start|>assistant\n"
 
 
-def loaded(backbone: Backbone) -> Backbone:
-    """`backbone` after `load()` (a module fixture's one loaded model)."""
-    backbone.load()
-    return backbone
+def tiny_backbone_fixtures(build: Callable[..., Path], backbone_class: type, name: str) -> tuple[Any, Any]:
+    """Two module fixtures: `tiny_dir` (the tiny model `build` writes, seed 0) and `name` (the backbone
+    loaded from it)."""
+
+    @pytest.fixture(scope="module", name="tiny_dir")
+    def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+        return build(tmp_path_factory.mktemp(f"tiny_{name}"), seed=0)
+
+    @pytest.fixture(scope="module", name=name)
+    def backbone(tiny_dir: Path) -> Backbone:
+        loaded = backbone_class(path=str(tiny_dir))
+        loaded.load()
+        return loaded
+
+    return tiny_dir, backbone
 
 
 def tones(seconds: list[float]) -> list[np.ndarray]:

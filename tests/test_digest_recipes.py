@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -19,11 +20,13 @@ from calm.cache.index import media_digest, text_digest
 from calm.data.folder import holdout_split
 from calm.data.hf import _fingerprint, _write_row
 from calm.data.prompts import option_seed
-from calm.digests import chunks_sha256, seeded_int, text_sha256
+from calm.digests import chunks_sha256, mixed_seed, seeded_int, text_sha256
 from calm.file_digests import sha256_file
 from calm.protocols.episodes import EPISODE_SEED_TAG
+from calm.selection.cross_validation import fold_seed
 from calm.testing.tiny import _weights_digest
 
+FOLD_SEED = 3391690389  # np.random.SeedSequence([0, 6515067889599963877]).generate_state(1)[0]
 TEXTS = ["", "What sound is this?", "Kuckuck · ü 🐦\n", "a\tb"]
 
 
@@ -44,6 +47,13 @@ def test_pinned_keys_and_seeds() -> None:
     assert media_digest(["c" * 64]) == "c" * 32
     assert seeded_int(EPISODE_SEED_TAG, 0, 3) == 6515067889599963877
     assert option_seed(7, "dog/1.wav") == 6750085689280774572
+    assert fold_seed(0, 6515067889599963877) == FOLD_SEED
+
+
+@pytest.mark.parametrize(("cv_seed", "episode_seed"), [(0, 0), (3, 2**62 + 5), (17, 123)])
+def test_fold_seeds_equal_the_expression_they_replaced(cv_seed: int, episode_seed: int) -> None:
+    old = int(np.random.SeedSequence([int(cv_seed), int(episode_seed)]).generate_state(1)[0])
+    assert fold_seed(cv_seed, episode_seed) == mixed_seed(cv_seed, episode_seed) == old
 
 
 def test_media_digest_equals_the_expression_it_replaced() -> None:

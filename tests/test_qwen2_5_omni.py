@@ -19,15 +19,7 @@ from calm.errors import ConfigError, DataError  # noqa: E402
 from calm.testing.tiny_omni import build_tiny_qwen2_5_omni  # noqa: E402
 from tests import audio_lm_checks as lm  # noqa: E402
 
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_qwen2_5_omni(tmp_path_factory.mktemp("tiny_qwen2_5_omni"), seed=0)
-
-
-@pytest.fixture(scope="module")
-def omni(tiny_dir: Path) -> Qwen2_5OmniBackbone:
-    return lm.loaded(Qwen2_5OmniBackbone(path=str(tiny_dir)))
+tiny_dir, omni = lm.tiny_backbone_fixtures(build_tiny_qwen2_5_omni, Qwen2_5OmniBackbone, "omni")
 
 
 @pytest.fixture(scope="module")

@@ -22,15 +22,7 @@ from calm.testing.tiny import build_tiny_qwen2_audio, ensure_tiny_qwen2_audio
 from tests import audio_lm_checks as lm
 from tests.cli import REPO
 
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_qwen2_audio(tmp_path_factory.mktemp("tiny_qwen2_audio"), seed=0)
-
-
-@pytest.fixture(scope="module")
-def qwen(tiny_dir: Path) -> Qwen2AudioBackbone:
-    return lm.loaded(Qwen2AudioBackbone(path=str(tiny_dir)))
+tiny_dir, qwen = lm.tiny_backbone_fixtures(build_tiny_qwen2_audio, Qwen2AudioBackbone, "qwen")
 
 
 def _assert_alone_equals_batched(qwen: Qwen2AudioBackbone, waves: list[np.ndarray], prompts: list[str]) -> None:
