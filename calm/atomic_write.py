@@ -10,18 +10,24 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 
 def write_text_atomic(path: str | os.PathLike, text: str, *, durable: bool = True) -> Path:
     """Write `text` (UTF-8) to `path` atomically; `durable` also fsyncs the file and its folder."""
+    return write_bytes_atomic(path, text.encode("utf-8"), durable=durable)
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes, *, durable: bool = True) -> Path:
+    """Write `data` to `path` atomically; `durable` also fsyncs the file and its folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             if durable:
                 os.fsync(handle.fileno())
@@ -32,6 +38,11 @@ def write_text_atomic(path: str | os.PathLike, text: str, *, durable: bool = Tru
     if durable:
         _fsync_folder(path.parent)
     return path
+
+
+def write_lines_atomic(path: str | os.PathLike, lines: Iterable[str]) -> Path:
+    """`lines`, each ended by a newline, written with `write_text_atomic` (the TSV and list files)."""
+    return write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 def write_json_atomic(path: str | os.PathLike, payload: Any, *, indent: int | None = 2, sort_keys: bool = False,

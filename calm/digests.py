@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from typing import Any
+
+import numpy as np
 
 
 def canonical_json(value: Any, *, allow_nan: bool = False) -> str:
@@ -23,6 +26,26 @@ def digest(value: Any, *, allow_nan: bool = False) -> str:
     """SHA-256 (hex) of the canonical JSON of `value`: cache keys, job keys, store names; with `allow_nan`,
     the content digest of a finished-job record (whose results may hold NaN)."""
     return hashlib.sha256(canonical_json(value, allow_nan=allow_nan).encode("utf-8")).hexdigest()
+
+
+def text_sha256(text: str, chars: int | None = None) -> str:
+    """SHA-256 (hex) of `text`'s UTF-8 bytes, cut to its first `chars` characters: for a text that is itself
+    the identity (a rendered prompt, a chat template, a file listing), not settings to make canonical first."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:chars]
+
+
+def chunks_sha256(chunks: Iterable[bytes]) -> str:
+    """SHA-256 (hex) of the concatenated `chunks`, read one at a time (a file's blocks, a model's tensors)."""
+    state = hashlib.sha256()
+    for chunk in chunks:
+        state.update(chunk)
+    return state.hexdigest()
+
+
+def mixed_seed(*seeds: int) -> int:
+    """One 32-bit seed from several integer seeds: numpy's SeedSequence(seeds), its first state word
+    (e.g. a fold assignment per cross-validation seed and episode)."""
+    return int(np.random.SeedSequence([int(s) for s in seeds]).generate_state(1)[0])
 
 
 def seeded_int(tag: str, *parts: Any) -> int:

@@ -22,6 +22,7 @@ import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader, Dataset
 
+from calm.atomic_write import write_lines_atomic
 from calm.backbones.base import Backbone
 from calm.cache import REASONS, ActivationCache, RowFacts, RowInputs
 from calm.cache.durations import DurationStore
@@ -78,7 +79,7 @@ class ExtractionReport:
         """List skipped clips in a TSV so a skip is never silent."""
         if self.skipped:
             lines = ["clip_id\treason"] + [f"{cid}\t{why.splitlines()[0]}" for cid, why in sorted(self.skipped.items())]
-            Path(path).write_text("\n".join(lines) + "\n")
+            write_lines_atomic(path, lines)
 
 
 class PlannedBatches(Dataset):

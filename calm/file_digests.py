@@ -12,13 +12,13 @@ answers, it only hashes again next time, and a store that holds every digest ask
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sqlite3
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from calm.digests import chunks_sha256
 from calm.file_store import open_file_table
 
 STORE_NAME = "file_digests.sqlite"
@@ -28,11 +28,8 @@ SETTLE_NS = 2_000_000_000  # 2 s: coarser than any local filesystem's mtime gran
 
 def sha256_file(path: str | os.PathLike) -> str:
     """SHA-256 (hex) of a file's bytes, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        while block := handle.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
+        return chunks_sha256(iter(lambda: handle.read(CHUNK), b""))
 
 
 def _sha256_or_none(path: str, missing_ok: bool) -> str | None:

@@ -20,7 +20,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from calm.atomic_write import write_json_atomic
+from calm.atomic_write import write_json_atomic, write_text_atomic
 from calm.authors_modes import register_authors_resolver
 from calm.digests import digest
 
@@ -161,9 +161,8 @@ def mark_finished(cfg: DictConfig, payload: dict[str, Any], out_dir: Path, input
 
 def record_failure(out_dir: Path, err: BaseException) -> None:
     """Keep the error with the job's outputs, for the end-of-sweep report."""
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
     text = "".join(traceback.format_exception(type(err), err, err.__traceback__))
-    (Path(out_dir) / ERROR_FILE).write_text(f"{type(err).__name__}: {err}\n\n{text}")
+    write_text_atomic(Path(out_dir) / ERROR_FILE, f"{type(err).__name__}: {err}\n\n{text}")
 
 
 def clear_failure(out_dir: Path) -> None:

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,8 @@ from calm.methods import CALM, Estimator
 from calm.selection import AutoSelect
 from calm.selection.auto import auto_folds
 from calm.selection.cross_validation import fold_seed
-from calm.synthetic import synthetic_split
+from calm.testing.synthetic import synthetic_split
+from calm.testing.timing import time_round_robin
 
 REPO = Path(__file__).resolve().parents[1]
 FULL = dict(heads=1024, dim=128, classes=50, shots=5, queries=400, repeats=5)
@@ -63,19 +63,6 @@ def from_scratch(auto: AutoSelect, support: torch.Tensor, labels: torch.Tensor, 
             correct += int((fitted.predict(support[held]) == labels[held]).sum())
         scores[name] = 100.0 * correct / len(labels)
     return scores
-
-
-def time_round_robin(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median seconds per function after one warm-up call each, interleaving the functions."""
-    for fn in fns.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

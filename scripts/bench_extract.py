@@ -52,13 +52,13 @@ from transformers import (
 
 from calm.backbones.hooks import find_layer_modules
 from calm.backbones.qwen2_audio import LM_LAYER_PATTERN, Qwen2AudioBackbone
-from calm.backbones.tiny import (
+from calm.extract import HeadExtractor, trimmed_for_capture
+from calm.extraction_plan import plan_batches
+from calm.testing.tiny import (
     byte_level_pieces,
     tiny_qwen2_audio_config,
     tiny_qwen2_audio_processor,
 )
-from calm.extract import HeadExtractor, trimmed_for_capture
-from calm.extraction_plan import plan_batches
 
 # Qwen/Qwen2-Audio-7B-Instruct config.json: Whisper-large-v3-sized encoder, Qwen2-7B language model.
 QWEN2_AUDIO_7B_AUDIO = dict(d_model=1280, encoder_layers=32, encoder_attention_heads=20, encoder_ffn_dim=5120,

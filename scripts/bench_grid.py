@@ -24,7 +24,7 @@ import yaml
 
 from calm.metrics import accuracy
 from calm.selection import CalmGrid, evaluate_grid, select_by_cross_validation
-from calm.synthetic import synthetic_split
+from calm.testing.synthetic import synthetic_split
 
 # the grid's one home is the config: the generic CALM grid of protocol=paper
 PAPER_GRID = CalmGrid.from_config(

@@ -12,8 +12,6 @@ round-robin so machine load hits every variant alike; the ratios are what to rea
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable, Sequence
 
 import torch
@@ -21,7 +19,8 @@ import torch
 from calm.methods import CALM, SAV
 from calm.methods.calm_core import EPSILON, WEIGHT_SUM_FLOOR
 from calm.methods.sav_core import sav_decide
-from calm.synthetic import SyntheticSplit, synthetic_split
+from calm.testing.synthetic import SyntheticSplit, synthetic_split
+from calm.testing.timing import time_round_robin
 
 FULL = dict(heads=1024, dim=128, classes=50, shots=5, queries=400, repeats=7)
 QUICK = dict(heads=64, dim=32, classes=10, shots=5, queries=50, repeats=2)
@@ -83,19 +82,6 @@ def floor(heads: int, rows: int, dim: int, classes: int) -> Callable[[], torch.T
     x = torch.randn(heads, rows, dim)
     p = torch.randn(heads, dim, classes)
     return lambda: torch.bmm(x, p)
-
-
-def time_round_robin(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median seconds per function after one warm-up call each, interleaving the functions."""
-    for fn in fns.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float | bool]]:

@@ -206,49 +206,48 @@ def part_c(folder: Path, rows: int, budget: int) -> dict:
             "peak_rss_mb": peak_rss_mb()}
 
 
-def part_v(folder: Path, scale: float, budget: int) -> dict:
-    """The VGGSound-shaped paper protocol: 309 classes, support, a large V and the test rows on disk."""
+def _shaped_run(folder: Path, shape: dict, grid_name: str, n_classes: int, budget: int,
+                **split: np.ndarray) -> tuple[dict, object]:
+    """The paper grid over a shaped cache: the rows of each split read from `folder`, timed, with peak RSS."""
     import torch
 
     from calm.cache import ActivationCache
     from calm.selection import CalmGrid, paper_grid_report
 
     torch.set_num_threads(2)
-    shape = vggsound_layout(scale)
-    labels, sizes = shape["labels"], shape["sizes"]
+    labels = shape["labels"]
     view = ActivationCache.open_path(folder, {"bench": "scale", "heads": HEADS}, HEADS, HEAD_DIM).rows(
         clip_ids(len(labels)))
-    edges = np.cumsum([0, sizes["support"], sizes["val"], sizes["test"]])
-    support, val, test = (np.arange(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True))
-    grid = CalmGrid.from_config(grid_config("vggsound"))
+    support, test, val = split["support"], split["test"], split.get("val")
+    grid = CalmGrid.from_config(grid_config(grid_name))
+    extra = {"reliability": (view.subset(val), labels[val])} if val is not None else {"query_groups": shape["groups"]}
     started = time.perf_counter()
     report = paper_grid_report(view.subset(support), labels[support], view.subset(test), labels[test], grid,
-                               n_classes=VGGSOUND["classes"], reliability=(view.subset(val), labels[val]),
-                               memory_budget=budget)
-    return {"seconds": time.perf_counter() - started, "peak_rss_mb": peak_rss_mb(), "settings": len(grid),
-            **{f"{k}_rows": v for k, v in sizes.items()}, "oracle_accuracy": report.oracle["test"]["accuracy"],
+                               n_classes=n_classes, memory_budget=budget, **extra)
+    timing = {"seconds": time.perf_counter() - started, "peak_rss_mb": peak_rss_mb(), "settings": len(grid)}
+    return timing, report
+
+
+def part_v(folder: Path, scale: float, budget: int) -> dict:
+    """The VGGSound-shaped paper protocol: 309 classes, support, a large V and the test rows on disk."""
+    shape = vggsound_layout(scale)
+    sizes = shape["sizes"]
+    edges = np.cumsum([0, sizes["support"], sizes["val"], sizes["test"]])
+    support, val, test = (np.arange(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True))
+    timing, report = _shaped_run(folder, shape, "vggsound", VGGSOUND["classes"], budget,
+                                 support=support, val=val, test=test)
+    return {**timing, **{f"{k}_rows": v for k, v in sizes.items()}, "oracle_accuracy": report.oracle["test"]["accuracy"],
             "val_accuracy": report.val_choice["test"]["accuracy"], "cv_accuracy": report.cv_choice["test"]["accuracy"]}
 
 
 def part_s(folder: Path, scale: float, budget: int) -> dict:
     """The AudioSet-shaped paper protocol: 527 labels, one row per (clip, positive label) question."""
-    import torch
-
-    from calm.cache import ActivationCache
-    from calm.selection import CalmGrid, paper_grid_report
-
-    torch.set_num_threads(2)
     shape = audioset_layout(scale)
-    labels, sizes = shape["labels"], shape["sizes"]
-    view = ActivationCache.open_path(folder, {"bench": "scale", "heads": HEADS}, HEADS, HEAD_DIM).rows(
-        clip_ids(len(labels)))
-    support, test = np.arange(sizes["support"]), np.arange(sizes["support"], len(labels))
-    grid = CalmGrid.from_config(grid_config("audioset"))
-    started = time.perf_counter()
-    report = paper_grid_report(view.subset(support), labels[support], view.subset(test), labels[test], grid,
-                               n_classes=AUDIOSET["labels"], query_groups=shape["groups"], memory_budget=budget)
-    return {"seconds": time.perf_counter() - started, "peak_rss_mb": peak_rss_mb(), "settings": len(grid),
-            **{f"{k}_rows" if k != "test_clips" else k: v for k, v in sizes.items()},
+    sizes = shape["sizes"]
+    support, test = np.arange(sizes["support"]), np.arange(sizes["support"], len(shape["labels"]))
+    timing, report = _shaped_run(folder, shape, "audioset", AUDIOSET["labels"], budget,
+                                 support=support, test=test)
+    return {**timing, **{f"{k}_rows" if k != "test_clips" else k: v for k, v in sizes.items()},
             "oracle": report.oracle["test"], "cv": report.cv_choice["test"]}
 
 

@@ -11,7 +11,6 @@ ESC-50-master/meta/esc50.csv with the official header; `--sha256` also pins its 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 import zipfile
 from collections.abc import Sequence
@@ -20,13 +19,14 @@ from pathlib import Path
 from calm.data.download import download, unpack_zip
 from calm.data.esc50 import CLIPS, ESC50_URL, FOLDER, HEADER
 from calm.errors import CalmError, DataError
+from calm.file_digests import sha256_file
 
 META = f"{FOLDER}/meta/esc50.csv"
 
 
 def verify_archive(archive: Path, sha256: str | None = None) -> None:
     """Zip integrity (every member's CRC), the 2,000 wavs and the metadata header; DataError otherwise."""
-    if sha256 and _sha256(archive) != sha256:
+    if sha256 and sha256_file(archive) != sha256:
         raise DataError(f"checksum mismatch for {archive}: expected {sha256}", "download the archive again")
     try:
         with zipfile.ZipFile(archive) as zf:
@@ -46,14 +46,6 @@ def verify_archive(archive: Path, sha256: str | None = None) -> None:
     if tuple(c.strip() for c in header.split(",")) != HEADER:
         raise DataError(f"{archive}: {META} line 1 is {header!r}, expected {','.join(HEADER)!r}",
                         f"download the official archive ({ESC50_URL}) again")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def is_prepared(target: Path) -> bool:

@@ -21,7 +21,7 @@ from calm.reports.selections import selection_notes, selection_shares
 from calm.selection import AutoSelect
 from calm.selection.auto import auto_folds, choice_across_methods
 from calm.selection.cross_validation import fold_seed
-from calm.synthetic import synthetic_split
+from calm.testing.synthetic import synthetic_split
 from calm.tracking import NullTracker, write_results
 from tests.cli import compose_config, load_script
 

@@ -111,7 +111,7 @@ def test_case2_an_overwritten_clip_is_recomputed_and_counted_as_audio(
 
 
 def test_case3_other_option_texts_for_the_same_clip_are_recomputed_and_counted_as_prompt(tmp_path: Path) -> None:
-    from tests.layouts import esc50_rows, make_esc50
+    from calm.testing.smoke_layouts import esc50_rows, make_esc50
 
     rows = esc50_rows(classes=3, per_class=5)  # dog and rooster are ESC-10 classes, pig is not
     make_esc50(tmp_path / "data", rows=rows, seconds=0.2)

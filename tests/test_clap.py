@@ -17,8 +17,6 @@ from transformers import ClapModel, ClapProcessor
 
 from calm.backbones import build_backbone
 from calm.backbones.clap import ClapBackbone
-from calm.backbones.tiny import save_tiny
-from calm.backbones.tiny_clap import ensure_tiny_clap, tiny_clap_config, tiny_clap_processor
 from calm.backbones.whisper import WhisperBackbone
 from calm.baselines.text_zero_shot import TextZeroShotSettings, check_text_tower
 from calm.data.audio import load_audio
@@ -28,6 +26,8 @@ from calm.job import prepare
 from calm.pipeline import run_job
 from calm.reports import TextZeroShot
 from calm.row_inputs import model_key_fields
+from calm.testing.tiny import save_tiny
+from calm.testing.tiny_clap import ensure_tiny_clap, tiny_clap_config, tiny_clap_processor
 from calm.tracking import NullTracker
 from tests.cli import REPO, compose_config, small_fsdd
 

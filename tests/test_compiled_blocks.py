@@ -11,7 +11,7 @@ import torch
 
 from calm.backbones.compiled_blocks import hook_free_blocks, unhooked_layers
 from calm.backbones.qwen2_audio import Qwen2AudioBackbone
-from calm.backbones.tiny import build_tiny_qwen2_audio
+from calm.testing.tiny import build_tiny_qwen2_audio
 
 
 @pytest.fixture(scope="module")

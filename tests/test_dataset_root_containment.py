@@ -12,8 +12,7 @@ import soundfile as sf
 
 from calm.data.registry import read_dataset
 from calm.errors import DataError
-from tests.cli import dataset_config
-from tests.layouts import (
+from calm.testing.smoke_layouts import (
     audio_bytes,
     esc50_rows,
     make_asvspoof,
@@ -22,6 +21,7 @@ from tests.layouts import (
     make_vggsound,
     tone,
 )
+from tests.cli import dataset_config
 
 OUTSIDE = "outside the dataset root"
 

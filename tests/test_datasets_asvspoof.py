@@ -11,8 +11,8 @@ from calm.data.audio import load_audio, probe_audio
 from calm.data.registry import read_dataset
 from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT
 from calm.errors import ConfigError, DataError
+from calm.testing.smoke_layouts import make_asvspoof
 from tests.cli import dataset_config
-from tests.layouts import make_asvspoof
 
 PARTITIONS = {
     "train": ["LA_0079 LA_T_1138215 - - bonafide", "LA_0079 LA_T_1271820 - A01 spoof",

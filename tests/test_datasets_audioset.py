@@ -10,8 +10,8 @@ from calm.data.audioset import load_audioset
 from calm.data.registry import read_dataset
 from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT
 from calm.errors import DataError
+from calm.testing.smoke_layouts import audioset_segments, make_audioset
 from tests.cli import dataset_config
-from tests.layouts import audioset_segments, make_audioset
 
 LABELS = [("/m/09x0r", "Speech"), ("/m/0jbk", "Animal"), ("/m/04rlf", "Music")]
 TRAIN = [("--PJHxphWEs", 30.0, 40.0, "/m/09x0r,/m/04rlf"), ("-0RWZT-miFs", 420.0, 430.0, "/m/0jbk"),

@@ -17,8 +17,8 @@ from calm.data.esc50 import load_esc50, resolve_root
 from calm.data.registry import read_dataset
 from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT
 from calm.errors import ConfigError, DataError
+from calm.testing.smoke_layouts import ESC50_CATEGORIES, esc50_rows, make_esc50
 from tests.cli import dataset_config
-from tests.layouts import ESC50_CATEGORIES, esc50_rows, make_esc50
 from tests.test_fsdd import _serve
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "prepare_esc50.py"

@@ -14,8 +14,8 @@ from calm.data.folder import holdout_split, load_folder
 from calm.data.registry import read_dataset
 from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT, Clip, ClipTable
 from calm.errors import ConfigError, DataError
+from calm.testing.smoke_layouts import tone
 from tests.cli import dataset_config
-from tests.layouts import tone
 
 FORMATS = [("wav", 16000, 1), ("flac", 22050, 2), ("ogg", 8000, 1), ("mp3", 48000, 2)]
 

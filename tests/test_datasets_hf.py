@@ -17,8 +17,8 @@ from calm.data.hf import dataset_tag, load_hf
 from calm.data.registry import read_dataset
 from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT
 from calm.errors import CacheError, ConfigError, DataError
+from calm.testing.smoke_layouts import audio_bytes
 from tests.cli import dataset_config
-from tests.layouts import audio_bytes
 
 STORED = datasets.Features({"audio": {"bytes": datasets.Value("binary"), "path": datasets.Value("string")},
                             "label": datasets.ClassLabel(names=["yes", "no", "maybe"])})

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from calm.backbones.qwen2_audio import Qwen2AudioBackbone
-from calm.backbones.tiny import build_tiny_qwen2_audio
 from calm.data.__main__ import dataset_config, main
 from calm.data.manifest import load_manifests
 from calm.data.manifest_overlap import leak_shares, pair_overlaps, summarize_manifests
@@ -25,6 +24,7 @@ from calm.file_digests import FileDigests
 from calm.protocols import PaperProtocol, Pools, shared_file_marks
 from calm.row_inputs import row_inputs
 from calm.tables.manifest_schema import audioset, mcq, pseudo, write
+from calm.testing.tiny import build_tiny_qwen2_audio
 from tests.cli import run_cli
 
 ESC = "/data/sls/scratch/sbhati/SSM/VMamba-ast/egs/esc50/data/ESC-50-master/audio_16k/"

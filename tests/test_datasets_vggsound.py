@@ -14,8 +14,8 @@ from calm.data.registry import load_dataset, read_dataset
 from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT
 from calm.data.vggsound import load_vggsound
 from calm.errors import DataError
+from calm.testing.smoke_layouts import make_vggsound, write_mp4
 from tests.cli import dataset_config
-from tests.layouts import make_vggsound, write_mp4
 
 ROWS = [
     ("-abc_DEF123", 30, "dog barking", "train"),

@@ -15,7 +15,7 @@ from calm.data.audio import load_audio, probe_audio
 from calm.data.folder import load_folder
 from calm.errors import DataError
 from calm.extraction_plan import preflight
-from tests.layouts import tone
+from calm.testing.smoke_layouts import tone
 
 
 def _truncate(path: Path) -> Path:

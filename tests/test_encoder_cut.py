@@ -16,8 +16,8 @@ from calm.backbones.encoder_cut import (
     merged_embeddings,
 )
 from calm.backbones.qwen2_audio import Qwen2AudioBackbone
-from calm.backbones.tiny import build_tiny_qwen2_audio
 from calm.errors import ConfigError
+from calm.testing.tiny import build_tiny_qwen2_audio
 
 PROMPTS = ["What sound is this?", "Hi", "Describe the sound of this clip in one long sentence, please.", "Which?"]
 

@@ -11,8 +11,8 @@ import pytest
 
 from calm.job import prepare
 from calm.pipeline import needed_clips, run_job
+from calm.testing.smoke_layouts import make_asvspoof
 from tests.cli import compose_config
-from tests.layouts import make_asvspoof
 
 PER_PARTITION = 1500
 

@@ -19,8 +19,8 @@ from calm.data.__main__ import main as data_cli
 from calm.data.folder import load_folder
 from calm.errors import ConfigError, ProtocolError
 from calm.protocols import EpisodicProtocol, Pools
+from calm.testing.smoke_layouts import tone
 from tests.cli import REPO, compose_config
-from tests.layouts import tone
 from tests.sweep_runs import rejected_sweep
 
 

@@ -25,7 +25,7 @@ from calm.protocols import Episode
 from calm.search import search_record
 from calm.selection import CalmSetting, evaluate_grid, select_by_cross_validation, support_cv_scores
 from calm.selection.cross_validation import stratified_folds
-from calm.synthetic import synthetic_split
+from calm.testing.synthetic import synthetic_split
 from tests.cli import compose_config
 
 

@@ -11,8 +11,8 @@ import pytest
 import soundfile as sf
 
 from calm.pipeline import run_job
+from calm.testing.smoke_layouts import make_asvspoof, make_audioset
 from tests.cli import compose_config
-from tests.layouts import make_asvspoof, make_audioset
 
 SMALL_GRID = ["grids.calm.tau=[0.01,0.07]", "grids.calm.tau_w=[0.5]", "grids.calm.top_k=[5,all]",
               "grids.calm.shrinkage=[0]", "grids.calm.reliability=[margin_clamped,prob]"]
@@ -144,7 +144,7 @@ def test_pseudo_labels_on_a_multi_label_dataset_fail_before_the_model_is_needed(
 def test_vggsound_audio_video_through_the_pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """VGGSound mp4 clips (audio + video streams) with the tiny Qwen2.5-Omni thinker in audio_video mode:
     the extraction decodes audio and frames from each file and keys the cache by modality."""
-    from tests.layouts import make_vggsound
+    from calm.testing.smoke_layouts import make_vggsound
 
     rows, present = [], {}
     for i in range(8):

@@ -25,6 +25,17 @@ DIGITS = ("zero", "one", "two", "three")
 ALREADY = "an identical job already finished"
 
 
+def _run_job(overrides: list[str], tmp_path: Path, name: str, caplog: pytest.LogCaptureFixture) -> dict:
+    """Run one job into tmp_path/name (finished-job records shared under tmp_path/finished); its results.json."""
+    from calm.pipeline import run_job
+
+    cfg = compose_config(overrides, tmp_path / name)
+    cfg.paths.finished_dir = str(tmp_path / "finished")
+    caplog.clear()
+    run_job(cfg)
+    return json.loads((tmp_path / name / "results.json").read_text())
+
+
 def _class_folders(fsdd_root: Path, root: Path, digits: tuple[int, ...]) -> Path:
     """A `dataset=folder` root with one class folder per digit, three real recordings each."""
     for digit in digits:
@@ -37,18 +48,12 @@ def _class_folders(fsdd_root: Path, root: Path, digits: tuple[int, ...]) -> Path
 def test_a_finished_job_is_rerun_when_its_clip_table_changes(tmp_path: Path, fsdd_root: Path,
                                                                caplog: pytest.LogCaptureFixture) -> None:
     """Case 4: same settings, an added class folder: the job runs again and reports four classes."""
-    from calm.pipeline import run_job
-
     root = _class_folders(fsdd_root, tmp_path / "data", (0, 1, 2))
     overrides = ["dataset=folder", f"dataset.root={root}", f"paths.cache_dir={tmp_path / 'cache'}", *TINY_ARGS,
                  "shots=2", "method=sav"]
 
     def run(name: str) -> dict:
-        cfg = compose_config(overrides, tmp_path / name)
-        cfg.paths.finished_dir = str(tmp_path / "finished")
-        caplog.clear()
-        run_job(cfg)
-        return json.loads((tmp_path / name / "results.json").read_text())
+        return _run_job(overrides, tmp_path, name, caplog)
 
     caplog.set_level(logging.INFO)
     assert run("first")["results"][0]["ways"] == 3
@@ -177,8 +182,6 @@ def test_a_finished_job_is_rerun_when_its_weights_change_in_place_or_come_from_o
     """Item 1 of issue 16: the same command after one tensor of the real Whisper tiny.en weights was scaled
     in place (same size), and after CALM_ASSETS was pointed at other weights, extracts again and reports
     the numbers of the weights it ran with, not the old record's."""
-    from calm.pipeline import run_job
-
     root = _class_folders(fsdd_root, tmp_path / "data", (0, 1, 2, 3))
     assets_a, assets_b = tmp_path / "assets_a", tmp_path / "assets_b"
     for assets in (assets_a, assets_b):
@@ -189,11 +192,7 @@ def test_a_finished_job_is_rerun_when_its_weights_change_in_place_or_come_from_o
 
     def run(name: str, assets: Path, force: bool = False) -> dict:
         monkeypatch.setenv("CALM_ASSETS", str(assets))
-        cfg = compose_config([*overrides, f"force={str(force).lower()}"], tmp_path / name)
-        cfg.paths.finished_dir = str(tmp_path / "finished")
-        caplog.clear()
-        run_job(cfg)
-        return json.loads((tmp_path / name / "results.json").read_text())
+        return _run_job([*overrides, f"force={str(force).lower()}"], tmp_path, name, caplog)
 
     def numbers(result: dict) -> dict:
         return {row["method"]: row["accuracy_mean"] for row in result["results"]}
@@ -243,17 +242,11 @@ def test_an_edited_record_is_reported_and_not_trusted(tmp_path: Path, caplog: py
 def test_an_edited_record_makes_the_job_run_again(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory,
                                                   fsdd_root: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Item 8 of issue 16, through the pipeline: the edited numbers are never copied into a new run."""
-    from calm.pipeline import run_job
-
     data, cache = tiny_data(tmp_path_factory, fsdd_root)
     overrides = [f"dataset.root={data}", f"paths.cache_dir={cache}", *TINY_ARGS, "shots=2", "method=sav"]
 
     def run(name: str) -> dict:
-        cfg = compose_config(overrides, tmp_path / name)
-        cfg.paths.finished_dir = str(tmp_path / "finished")
-        caplog.clear()
-        run_job(cfg)
-        return json.loads((tmp_path / name / "results.json").read_text())
+        return _run_job(overrides, tmp_path, name, caplog)
 
     caplog.set_level(logging.INFO)
     first = run("first")

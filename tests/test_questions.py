@@ -148,8 +148,8 @@ def test_a_job_extracts_one_cache_row_per_question(tmp_path: Path, monkeypatch: 
     from calm.data.prompts import build_prompt
     from calm.pipeline import run_job
     from calm.row_inputs import model_key_fields
+    from calm.testing.smoke_layouts import make_audioset
     from tests.cli import compose_config
-    from tests.layouts import make_audioset
 
     labels = [("/m/a", "alarm"), ("/m/b", "bark"), ("/m/c", "chime")]
     train = [("train0000001", 0.0, 10.0, "/m/a,/m/c"), ("train0000002", 0.0, 10.0, "/m/b"),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from pathlib import Path
 
@@ -15,24 +14,12 @@ import torch
 pytest.importorskip("torchvision", reason="Qwen2.5-Omni's real video processor (Qwen2VLVideoProcessor) needs it")
 
 from calm.backbones.qwen2_5_omni import Qwen2_5OmniBackbone  # noqa: E402
-from calm.backbones.tiny_omni import build_tiny_qwen2_5_omni  # noqa: E402
 from calm.data.audio import load_audio  # noqa: E402
-from calm.errors import AssetError, ConfigError, DataError  # noqa: E402
+from calm.errors import ConfigError, DataError  # noqa: E402
+from calm.testing.tiny_omni import build_tiny_qwen2_5_omni  # noqa: E402
+from tests import audio_lm_checks as lm  # noqa: E402
 
-PROMPTS = ["What sound is this?", "Hi", "Describe the sound of this clip in one long sentence, please."]
-ASSISTANT_HEADER = "<|im_start|>assistant\n"
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_qwen2_5_omni(tmp_path_factory.mktemp("tiny_qwen2_5_omni"), seed=0)
-
-
-@pytest.fixture(scope="module")
-def omni(tiny_dir: Path) -> Qwen2_5OmniBackbone:
-    backbone = Qwen2_5OmniBackbone(path=str(tiny_dir))
-    backbone.load()
-    return backbone
+tiny_dir, omni = lm.tiny_backbone_fixtures(build_tiny_qwen2_5_omni, Qwen2_5OmniBackbone, "omni")
 
 
 @pytest.fixture(scope="module")
@@ -42,37 +29,17 @@ def omni_av(tiny_dir: Path) -> Qwen2_5OmniBackbone:
     return backbone
 
 
-def _tones(seconds: list[float]) -> list[np.ndarray]:
-    rng = np.random.default_rng(0)
-    waves = []
-    for i, length in enumerate(seconds):
-        t = np.arange(int(length * 16000)) / 16000
-        waves.append((0.3 * np.sin(2 * np.pi * (220 + 170 * i) * t) + 0.05 * rng.standard_normal(t.size))
-                     .astype(np.float32))
-    return waves
-
-
 def test_same_activations_alone_and_in_a_padded_batch_of_other_lengths(omni) -> None:
-    waves = _tones([0.5, 2.3, 1.1])
-    batch = omni.collate(waves, PROMPTS)
+    waves = lm.tones([0.5, 2.3, 1.1])
+    batch = omni.collate(waves, lm.PROMPTS)
     assert (batch["attention_mask"] == 0).any(), "the batch must contain padding"
     assert (batch["last_index"] == batch["input_ids"].shape[1] - 1).all(), "left padding: last token at -1"
     batched = omni.capture(batch)
     assert batched.shape == (3, 8, 16) and batched.dtype == torch.float32
     for i, wave in enumerate(waves):
-        alone = omni.capture(omni.collate([wave], [PROMPTS[i]]))[0]
+        alone = omni.capture(omni.collate([wave], [lm.PROMPTS[i]]))[0]
         torch.testing.assert_close(batched[i], alone, atol=1e-5, rtol=1e-5)
     assert (batched[0] - batched[1]).abs().max() > 0.1, "different clips must give different heads"
-
-
-def _rotate(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor:
-    """Rotary embedding on (seq, heads, d), rotate-half convention."""
-    d = x.shape[-1]
-    inv_freq = 1.0 / theta ** (torch.arange(0, d, 2, dtype=torch.float32) / d)
-    angles = positions[:, None].float() * inv_freq
-    angles = torch.cat([angles, angles], dim=-1)[:, None, :]
-    x1, x2 = x[..., : d // 2], x[..., d // 2 :]
-    return x * angles.cos() + torch.cat([-x2, x1], dim=-1) * angles.sin()
 
 
 def test_captured_heads_are_attention_recomputed_from_q_k_v(omni) -> None:
@@ -94,34 +61,22 @@ def test_captured_heads_are_attention_recomputed_from_q_k_v(omni) -> None:
     def keep_attn_inputs(_module, _args, kwargs):
         seen["hidden"] = kwargs["hidden_states"].detach().clone()
 
-    batch = omni.collate(_tones([1.7, 0.6]), PROMPTS[:2])
+    batch = omni.collate(lm.tones([1.7, 0.6]), lm.PROMPTS[:2])
     rotary = omni.model.model.language_model.rotary_emb
-    handles = [rotary.register_forward_pre_hook(keep_rope_positions),
-               attn.register_forward_pre_hook(keep_attn_inputs, with_kwargs=True)]
-    try:
-        rows = omni.capture(batch)
-    finally:
-        for handle in handles:
-            handle.remove()
+    rows = lm.captured_with(lambda: omni.capture(batch), [(rotary, keep_rope_positions, False),
+                                                      (attn, keep_attn_inputs, True)])
 
     cfg = omni.text_config
     heads, kv_heads, d = cfg.num_attention_heads, cfg.num_key_value_heads, omni.head_dim
     assert kv_heads < heads, "the tiny model must exercise grouped-query attention"
     assert seen["position_ids"].shape[0] == 3, "the thinker computes 3-axis (t, h, w) positions"
-    theta = cfg.rope_parameters["rope_theta"]
     for row in range(2):
         real = batch["attention_mask"][row].bool()
         hidden = seen["hidden"][row, real]
         for axis in range(3):
             torch.testing.assert_close(seen["position_ids"][axis, row, real], torch.arange(int(real.sum())))
         positions = torch.arange(int(real.sum()))
-        with torch.no_grad():
-            q = _rotate(attn.q_proj(hidden).view(-1, heads, d), positions, theta)
-            k = _rotate(attn.k_proj(hidden).view(-1, kv_heads, d), positions, theta)
-            v = attn.v_proj(hidden).view(-1, kv_heads, d)
-        k, v = k.repeat_interleave(heads // kv_heads, dim=1), v.repeat_interleave(heads // kv_heads, dim=1)
-        weights = torch.softmax(torch.einsum("hd,shd->hs", q[-1], k) / math.sqrt(d), dim=-1)
-        expected = torch.einsum("hs,shd->hd", weights, v)
+        expected = lm.recomputed_heads(attn, hidden, positions, cfg, d)
         torch.testing.assert_close(rows[row, layer_index * heads : (layer_index + 1) * heads], expected,
                                    atol=1e-5, rtol=1e-5)
 
@@ -129,8 +84,8 @@ def test_captured_heads_are_attention_recomputed_from_q_k_v(omni) -> None:
 def test_the_lm_head_never_runs_and_only_thinker_lm_layers_are_hooked(omni, omni_av) -> None:
     assert [path for _, path, _ in omni._capture.modules] == [
         f"model.language_model.layers.{i}.self_attn.o_proj" for i in range(2)]
-    for backbone, batch in ((omni, omni.collate(_tones([0.8, 1.2]), PROMPTS[:2])),
-                            (omni_av, omni_av.collate(_tones([0.8, 1.2]), PROMPTS[:2], videos=_noise_videos([2, 3])))):
+    for backbone, batch in ((omni, omni.collate(lm.tones([0.8, 1.2]), lm.PROMPTS[:2])),
+                            (omni_av, omni_av.collate(lm.tones([0.8, 1.2]), lm.PROMPTS[:2], videos=_noise_videos([2, 3])))):
         calls: list[int] = []
         handle = backbone.model.lm_head.register_forward_hook(lambda *args, calls=calls: calls.append(1))
         try:
@@ -144,10 +99,10 @@ def test_the_lm_head_never_runs_and_only_thinker_lm_layers_are_hooked(omni, omni
 def test_prompt_is_audio_then_text_then_the_assistant_header(omni, omni_av) -> None:
     rendered = omni.render_prompt("Which animal?")
     assert rendered.index("<|audio_bos|><|AUDIO|><|audio_eos|>") < rendered.index("Which animal?")
-    assert rendered.endswith("Which animal?<|im_end|>\n" + ASSISTANT_HEADER)
+    assert rendered.endswith("Which animal?<|im_end|>\n" + lm.ASSISTANT_HEADER)
     rendered = omni_av.render_prompt("Which animal?")
     assert rendered.index("<|vision_bos|><|VIDEO|><|vision_eos|>") < rendered.index("Which animal?")
-    assert rendered.endswith("Which animal?<|im_end|>\n" + ASSISTANT_HEADER)
+    assert rendered.endswith("Which animal?<|im_end|>\n" + lm.ASSISTANT_HEADER)
     with pytest.raises(ConfigError, match="audio placeholders"):
         Qwen2_5OmniBackbone(path=omni.source, chat_template="{{ messages[0]['role'] }}: q").render_prompt("x")
 
@@ -189,7 +144,7 @@ def _noise_videos(lengths: list[int]) -> list[np.ndarray]:
 
 
 def test_audio_video_consumes_real_frames_decoded_from_the_mp4(omni_av, tmp_path: Path) -> None:
-    wave = _tones([2.0])[0]
+    wave = lm.tones([2.0])[0]
     ramp = np.stack([np.full((48, 64, 3), 12 * i, np.uint8) for i in range(20)])  # 2 s at 10 fps, frame i = 12*i
     rng = np.random.default_rng(3)
     noise = rng.integers(0, 256, ramp.shape, dtype=np.uint8)
@@ -220,7 +175,7 @@ def test_audio_video_consumes_real_frames_decoded_from_the_mp4(omni_av, tmp_path
 
 def test_audio_video_without_frames_or_video_stream_is_a_clear_error(omni_av, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="videos="):
-        omni_av.collate(_tones([0.5]), ["Hi"])
+        omni_av.collate(lm.tones([0.5]), ["Hi"])
     wav_only = tmp_path / "audio.mp4"
     with av.open(str(wav_only), "w") as container:
         stream = container.add_stream("aac", rate=16000, layout="mono")
@@ -233,16 +188,7 @@ def test_audio_video_without_frames_or_video_stream_is_a_clear_error(omni_av, tm
 
 
 def test_no_weights_and_no_network_names_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CALM_ASSETS", str(tmp_path / "empty"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    backbone = Qwen2_5OmniBackbone()
-    assert backbone.source == "Qwen/Qwen2.5-Omni-7B"
-    with pytest.raises(AssetError, match="cannot load the weights of Qwen/Qwen2.5-Omni-7B") as err:
-        backbone.n_heads  # noqa: B018
-    assert "backbone.path" in str(err.value)
-    with pytest.raises(AssetError, match="backbone.path"):
-        Qwen2_5OmniBackbone(path=str(tmp_path / "nothing-here"))
+    lm.check_no_weights_names_the_fix(Qwen2_5OmniBackbone, "Qwen/Qwen2.5-Omni-7B", tmp_path, monkeypatch)
 
 
 def test_the_hub_layout_of_the_whole_omni_model_loads_its_thinker(tiny_dir: Path, omni, tmp_path: Path) -> None:
@@ -267,8 +213,8 @@ def test_the_hub_layout_of_the_whole_omni_model_loads_its_thinker(tiny_dir: Path
     backbone = Qwen2_5OmniBackbone(path=str(full))
     assert backbone.n_heads == 8 and type(backbone.config).__name__ == "Qwen2_5OmniThinkerConfig"
     backbone.load()
-    waves = _tones([0.7, 1.3])
-    torch.testing.assert_close(backbone.capture(backbone.collate(waves, PROMPTS[:2])),
-                               omni.capture(omni.collate(waves, PROMPTS[:2])), atol=0, rtol=0)
+    waves = lm.tones([0.7, 1.3])
+    torch.testing.assert_close(backbone.capture(backbone.collate(waves, lm.PROMPTS[:2])),
+                               omni.capture(omni.collate(waves, lm.PROMPTS[:2])), atol=0, rtol=0)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import socket
 import subprocess
@@ -15,37 +14,15 @@ import pytest
 import torch
 
 from calm.backbones.qwen2_audio import Qwen2AudioBackbone
-from calm.backbones.tiny import build_tiny_qwen2_audio, ensure_tiny_qwen2_audio
 from calm.data.audio import load_audio
 from calm.data.prompts import Prompt
-from calm.errors import AssetError, ConfigError
+from calm.errors import ConfigError
 from calm.row_inputs import model_key_fields
+from calm.testing.tiny import build_tiny_qwen2_audio, ensure_tiny_qwen2_audio
+from tests import audio_lm_checks as lm
 from tests.cli import REPO
 
-PROMPTS = ["What sound is this?", "Hi", "Describe the sound of this clip in one long sentence, please."]
-ASSISTANT_HEADER = "<|im_start|>assistant\n"
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_qwen2_audio(tmp_path_factory.mktemp("tiny_qwen2_audio"), seed=0)
-
-
-@pytest.fixture(scope="module")
-def qwen(tiny_dir: Path) -> Qwen2AudioBackbone:
-    backbone = Qwen2AudioBackbone(path=str(tiny_dir))
-    backbone.load()
-    return backbone
-
-
-def _tones(seconds: list[float]) -> list[np.ndarray]:
-    rng = np.random.default_rng(0)
-    waves = []
-    for i, length in enumerate(seconds):
-        t = np.arange(int(length * 16000)) / 16000
-        waves.append((0.3 * np.sin(2 * np.pi * (220 + 170 * i) * t) + 0.05 * rng.standard_normal(t.size))
-                     .astype(np.float32))
-    return waves
+tiny_dir, qwen = lm.tiny_backbone_fixtures(build_tiny_qwen2_audio, Qwen2AudioBackbone, "qwen")
 
 
 def _assert_alone_equals_batched(qwen: Qwen2AudioBackbone, waves: list[np.ndarray], prompts: list[str]) -> None:
@@ -59,25 +36,15 @@ def _assert_alone_equals_batched(qwen: Qwen2AudioBackbone, waves: list[np.ndarra
 
 
 def test_same_activations_alone_and_in_a_padded_batch_of_other_lengths_and_prompts(qwen) -> None:
-    waves = _tones([0.5, 2.3, 1.1])
-    _assert_alone_equals_batched(qwen, waves, PROMPTS)
+    waves = lm.tones([0.5, 2.3, 1.1])
+    _assert_alone_equals_batched(qwen, waves, lm.PROMPTS)
 
 
 def test_same_activations_for_real_clips_alone_and_batched(qwen, fsdd_root: Path) -> None:
     names = ["0_george_0", "7_jackson_12", "3_lucas_30", "9_yweweler_2"]
     waves = [load_audio(fsdd_root / "recordings" / f"{n}.wav", 16000) for n in names]
     assert len({len(w) for w in waves}) == 4
-    _assert_alone_equals_batched(qwen, waves, [PROMPTS[i % 3] for i in range(4)])
-
-
-def _rotate(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor:
-    """Rotary embedding on (seq, heads, d), rotate-half convention."""
-    d = x.shape[-1]
-    inv_freq = 1.0 / theta ** (torch.arange(0, d, 2, dtype=torch.float32) / d)
-    angles = positions[:, None].float() * inv_freq
-    angles = torch.cat([angles, angles], dim=-1)[:, None, :]
-    x1, x2 = x[..., : d // 2], x[..., d // 2 :]
-    return x * angles.cos() + torch.cat([-x2, x1], dim=-1) * angles.sin()
+    _assert_alone_equals_batched(qwen, waves, [lm.PROMPTS[i % 3] for i in range(4)])
 
 
 def test_captured_heads_are_attention_recomputed_from_q_k_v(qwen) -> None:
@@ -93,31 +60,19 @@ def test_captured_heads_are_attention_recomputed_from_q_k_v(qwen) -> None:
     def keep_attn_inputs(_module, _args, kwargs):
         seen["hidden"] = kwargs["hidden_states"].detach().clone()
 
-    batch = qwen.collate(_tones([1.7, 0.6]), PROMPTS[:2])
-    handles = [layer.register_forward_pre_hook(keep_layer_inputs, with_kwargs=True),
-               attn.register_forward_pre_hook(keep_attn_inputs, with_kwargs=True)]
-    try:
-        rows = qwen.capture(batch)
-    finally:
-        for handle in handles:
-            handle.remove()
+    batch = qwen.collate(lm.tones([1.7, 0.6]), lm.PROMPTS[:2])
+    rows = lm.captured_with(lambda: qwen.capture(batch), [(layer, keep_layer_inputs, True),
+                                                      (attn, keep_attn_inputs, True)])
 
     cfg = qwen.text_config
     heads, kv_heads, d = cfg.num_attention_heads, cfg.num_key_value_heads, qwen.head_dim
     assert kv_heads < heads, "the tiny model must exercise grouped-query attention"
-    theta = cfg.rope_parameters["rope_theta"]
     for row in range(2):
         real = batch["attention_mask"][row].bool()
         hidden = seen["hidden"][row, real]
         positions = seen["position_ids"][row, real]
         torch.testing.assert_close(positions, torch.arange(int(real.sum())))
-        with torch.no_grad():
-            q = _rotate(attn.q_proj(hidden).view(-1, heads, d), positions, theta)
-            k = _rotate(attn.k_proj(hidden).view(-1, kv_heads, d), positions, theta)
-            v = attn.v_proj(hidden).view(-1, kv_heads, d)
-        k, v = k.repeat_interleave(heads // kv_heads, dim=1), v.repeat_interleave(heads // kv_heads, dim=1)
-        weights = torch.softmax(torch.einsum("hd,shd->hs", q[-1], k) / math.sqrt(d), dim=-1)
-        expected = torch.einsum("hs,shd->hd", weights, v)
+        expected = lm.recomputed_heads(attn, hidden, positions, cfg, d)
         torch.testing.assert_close(rows[row, layer_index * heads : (layer_index + 1) * heads], expected,
                                    atol=1e-5, rtol=1e-5)
 
@@ -126,7 +81,7 @@ def test_the_lm_head_never_runs(qwen) -> None:
     calls = []
     handle = qwen.model.lm_head.register_forward_hook(lambda *args: calls.append(1))
     try:
-        rows = qwen.capture(qwen.collate(_tones([0.8, 1.2]), PROMPTS[:2]))
+        rows = qwen.capture(qwen.collate(lm.tones([0.8, 1.2]), lm.PROMPTS[:2]))
     finally:
         handle.remove()
     assert rows.shape == (2, 8, 16) and rows.dtype == torch.float32
@@ -136,14 +91,14 @@ def test_the_lm_head_never_runs(qwen) -> None:
 def test_prompt_is_audio_then_text_then_the_assistant_header(qwen) -> None:
     rendered = qwen.render_prompt("Which animal?")
     assert rendered.index("<|audio_bos|><|AUDIO|><|audio_eos|>") < rendered.index("Which animal?")
-    assert rendered.endswith("Which animal?<|im_end|>\n" + ASSISTANT_HEADER)
-    batch = qwen.collate(_tones([0.5, 1.5]), ["Which animal?", "Hi"])
+    assert rendered.endswith("Which animal?<|im_end|>\n" + lm.ASSISTANT_HEADER)
+    batch = qwen.collate(lm.tones([0.5, 1.5]), ["Which animal?", "Hi"])
     tokenizer = qwen.processor.tokenizer
     audio_id = tokenizer.convert_tokens_to_ids("<|AUDIO|>")
     for row in range(2):
         ids = batch["input_ids"][row, batch["attention_mask"][row].bool()].tolist()
         assert ids[-1] == batch["input_ids"][row, batch["last_index"][row]]
-        assert tokenizer.decode(ids[-len(tokenizer.encode(ASSISTANT_HEADER)) :]) == ASSISTANT_HEADER
+        assert tokenizer.decode(ids[-len(tokenizer.encode(lm.ASSISTANT_HEADER)) :]) == lm.ASSISTANT_HEADER
         audio_at = [i for i, token in enumerate(ids) if token == audio_id]
         frames = int(batch["feature_attention_mask"][row].sum())  # 100 mel frames per second
         assert len(audio_at) == ((frames - 1) // 2 + 1 - 2) // 2 + 1 == (12, 37)[row]  # conv stride 2, pool 2
@@ -179,23 +134,14 @@ def test_key_changes_with_precision_and_hook_points_not_with_batch(tiny_dir: Pat
     assert fp32 != Qwen2AudioBackbone(path=str(tiny_dir), layers=[0]).key_fields()
     assert "batch" not in str(fp32) and "device" not in str(fp32)
     assert fp32["audio"]["n_samples"] == 480000 and fp32["audio"]["sample_rate"] == 16000
-    assert fp32["prompt_format"]["rendered"].endswith("{prompt}<|im_end|>\n" + ASSISTANT_HEADER)
+    assert fp32["prompt_format"]["rendered"].endswith("{prompt}<|im_end|>\n" + lm.ASSISTANT_HEADER)
     assert "prompt" in model_key_fields(qwen, Prompt())
     with pytest.raises(ConfigError, match="unknown qwen2_audio hook points"):
         Qwen2AudioBackbone(path=str(tiny_dir), hook_points=["lm_head"])
 
 
 def test_no_weights_and_no_network_names_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CALM_ASSETS", str(tmp_path / "empty"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    backbone = Qwen2AudioBackbone()
-    assert backbone.source == "Qwen/Qwen2-Audio-7B-Instruct"
-    with pytest.raises(AssetError, match="cannot load the weights of Qwen/Qwen2-Audio-7B-Instruct") as err:
-        backbone.n_heads  # noqa: B018
-    assert "backbone.path" in str(err.value)
-    with pytest.raises(AssetError, match="backbone.path"):
-        Qwen2AudioBackbone(path=str(tmp_path / "nothing-here"))
+    lm.check_no_weights_names_the_fix(Qwen2AudioBackbone, "Qwen/Qwen2-Audio-7B-Instruct", tmp_path, monkeypatch)
 
 
 def test_tiny_model_is_deterministic_per_seed(tmp_path: Path, tiny_dir: Path) -> None:
@@ -236,7 +182,7 @@ def test_unreachable_hub_fails_fast_without_the_offline_flag(tmp_path: Path) -> 
 def test_generate_answers_are_greedy_new_tokens_only(tmp_path: Path) -> None:
     """The zero-shot path: one answer per clip, deterministic, prompt tokens not echoed."""
     from calm.backbones.qwen2_audio import Qwen2AudioBackbone
-    from calm.backbones.tiny import build_tiny_qwen2_audio
+    from calm.testing.tiny import build_tiny_qwen2_audio
 
     backbone = Qwen2AudioBackbone(name="tiny", path=str(build_tiny_qwen2_audio(tmp_path / "tiny")))
     backbone.load()
@@ -253,7 +199,7 @@ def test_generation_pads_clips_too_short_for_two_audio_tokens(tmp_path: Path) ->
     fails on; generation pads it with silence to 0.1 s (two tokens): the same answer as the clip padded
     by hand, while clips of 0.1 s or more are left alone."""
     from calm.backbones.qwen2_audio import Qwen2AudioBackbone, padded_for_generation
-    from calm.backbones.tiny import build_tiny_qwen2_audio
+    from calm.testing.tiny import build_tiny_qwen2_audio
 
     backbone = Qwen2AudioBackbone(name="tiny", path=str(build_tiny_qwen2_audio(tmp_path / "tiny")))
     backbone.load()

@@ -9,7 +9,7 @@ import torch
 from calm.methods import CALM, SAV
 from calm.protocols import Episode
 from calm.reports.episodic import evaluate, tied_selections
-from calm.synthetic import synthetic_split
+from calm.testing.synthetic import synthetic_split
 from calm.tracking import NullTracker
 
 

@@ -97,7 +97,7 @@ def test_data_error_exits_cleanly_with_the_fix(tmp_path: Path) -> None:
 
 def test_headline_command_on_an_official_esc50_layout_with_the_tiny_qwen2_audio(tmp_path: Path) -> None:
     """`python run.py dataset=esc50 shots=5` end to end: official layout, real chat-template path, tiny weights."""
-    from tests.layouts import esc50_rows, make_esc50
+    from calm.testing.smoke_layouts import esc50_rows, make_esc50
 
     make_esc50(tmp_path / "data", rows=esc50_rows(classes=5, per_class=10), seconds=0.2)
     args = ["dataset=esc50", "shots=5", f"dataset.root={tmp_path / 'data'}", "backbone=tiny_qwen2_audio",

@@ -19,7 +19,7 @@ from calm.protocols import Episode
 from calm.search import check_objective, search_record
 from calm.selection.cross_validation import fold_seed, stratified_folds, support_cv_scores
 from calm.sweeps import job_key
-from calm.synthetic import synthetic_split
+from calm.testing.synthetic import synthetic_split
 from tests.cli import compose_config
 from tests.sweep_runs import TINY_ARGS, run_sweep, tiny_data
 

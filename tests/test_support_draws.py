@@ -14,7 +14,7 @@ from calm.data.esc50 import load_esc50
 from calm.errors import ConfigError, ProtocolError
 from calm.methods.prototypes import class_counts, class_sums
 from calm.protocols import MultiLabelPools, PaperProtocol, Pools, derive_seed, support_marks
-from tests.layouts import esc50_rows, make_esc50
+from calm.testing.smoke_layouts import esc50_rows, make_esc50
 
 # rows:       0  1  2  3  4  5  6  7  8  9  10
 LABELS = [0, 1, 0, 0, 1, 2, 0, 1, 2, 2, 1]

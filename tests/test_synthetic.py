@@ -1,7 +1,7 @@
 import torch
 
 from calm.methods import CALM
-from calm.synthetic import synthetic_split
+from calm.testing.synthetic import synthetic_split
 
 
 def test_balanced_split_shapes_and_labels() -> None:

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from calm.data.__main__ import main
+from calm.testing.smoke_layouts import esc50_rows, make_esc50, make_vggsound
 from tests.cli import REPO
-from tests.layouts import esc50_rows, make_esc50, make_vggsound
 
 FOLD2 = [row[0] for row in esc50_rows() if row[1] == 2]
 

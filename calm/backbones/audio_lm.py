@@ -5,16 +5,13 @@ What the families share lives here once: the processor call, the chat template (
 audio, then the prompt text, generation prompt added), hook discovery on the language model's `o_proj`
 inputs only, left padding with the last real token read per row, position ids over real tokens only,
 the cache key, loading and zero-shot generation. A family is a `Family` description plus only what is
-truly its own (a module of ~50 lines: its description and how its tiny random copy is built).
+truly its own (often only its description; its tiny random copy for tests is built in calm.testing).
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,10 +20,11 @@ import transformers
 from torch import nn
 from transformers import AutoConfig, AutoProcessor
 
-from calm.backbones.base import AUTOCAST, Backbone, precision_dtype, resolve_weights
+from calm.backbones.base import Backbone, precision_dtype
 from calm.backbones.compiled_blocks import compile_hook_free_blocks
 from calm.backbones.hooks import LAST_TOKEN, HeadCapture, HookPoint
 from calm.data.audio import preprocessing_key
+from calm.digests import text_sha256
 from calm.errors import ConfigError
 from calm.file_digests import FileDigests
 
@@ -67,8 +65,6 @@ class Family:
     audio_padding: str = "zeros_to_30s_windows"
     per_clip_features: bool = False
     import_hint: str | None = None
-    tiny_text: dict[str, int] | None = None
-    build_tiny: Callable[[Path, int], Path] | None = None
 
     def model_cls(self) -> type:
         return getattr(transformers, self.model_class)
@@ -105,16 +101,18 @@ def padded_batch(parts: list[dict[str, torch.Tensor]], pad_token_id: int) -> dic
     return batch
 
 
-def checked_rendering(rendered: str, token: str, text: str) -> str:
-    """`rendered` if it holds one audio placeholder `token` before the prompt `text`, else a clear error."""
+def checked_rendering(rendered: str, token: str, text: str, media: str = "audio") -> str:
+    """`rendered` if it holds one placeholder `token` of the clip's `media` ("audio" or "video") before the
+    prompt `text`, else a clear error."""
     if rendered.count(token) != 1:
         raise ConfigError(
-            f"the chat template renders {rendered.count(token)} audio placeholders ({token}), not 1: {rendered!r}",
-            "use a chat template that renders an audio content item as the model's audio placeholder",
+            f"the chat template renders {rendered.count(token)} {media} placeholders ({token}), not 1: {rendered!r}",
+            f"use a chat template that renders {'an' if media == 'audio' else 'a'} {media} content item as the "
+            f"model's {media} placeholder",
         )
     if rendered.index(token) > rendered.rindex(text):
-        raise ConfigError(f"the chat template puts the prompt text before the audio: {rendered!r}",
-                          "use a chat template that keeps the content order (audio, then text)")
+        raise ConfigError(f"the chat template puts the prompt text before the {media}: {rendered!r}",
+                          f"use a chat template that keeps the content order ({media}, then text)")
     return rendered
 
 
@@ -134,7 +132,7 @@ class AudioLMBackbone(Backbone):
         hook_points: list[str] | tuple[str, ...] = HOOK_POINTS,
         layers: list[int] | None = None,
         chat_template: str | None = None,
-        tiny: bool = False,
+        tiny_model: str | None = None,
         tiny_seed: int = 0,
         precision: str = "32-true",
         compile_blocks: bool = False,
@@ -142,17 +140,11 @@ class AudioLMBackbone(Backbone):
         unknown = [p for p in hook_points if p not in HOOK_POINTS]
         if unknown or not hook_points:
             raise ConfigError(f"unknown {self.family} hook points {unknown or '[]'}", f"choose from {list(HOOK_POINTS)}")
-        if tiny:
-            path = self._build_tiny(path, tiny_seed)
-        self.name = name or self.spec.name
-        self.hub_id = hub_id or self.spec.hub_id
-        self.revision = revision
-        self.source = resolve_weights(self.hub_id, path, assets_name)
-        self.tiny = bool(tiny)
+        super().__init__(name or self.spec.name, hub_id or self.spec.hub_id, path, assets_name, revision, precision,
+                         tiny_model, tiny_seed)
         self.hook_point_names = list(hook_points)
         self.layer_subset = sorted(set(layers)) if layers is not None else None
         self.chat_template = chat_template
-        self.precision = str(precision)
         # torch.compile the norms and MLPs between the hooks (calm.backbones.compiled_blocks): a GPU speed-up
         # whose fused kernels round differently, hence in the cache key when on.
         self.compile_blocks = bool(compile_blocks)
@@ -168,16 +160,6 @@ class AudioLMBackbone(Backbone):
     def needs_extras(self) -> bool:
         """Whether this configuration uses the family's extra packages (a tiny random copy never does)."""
         return not self.tiny
-
-    @classmethod
-    def _build_tiny(cls, path: str | None, seed: int) -> str:
-        from calm.backbones.tiny import ensure_built
-
-        if cls.spec.build_tiny is None:
-            raise ConfigError(f"backbone family {cls.spec.name!r} has no tiny random model", "set backbone.tiny=false")
-        if not path:
-            raise ConfigError("backbone.tiny=true needs backbone.path", "set backbone.path to a folder to build it in")
-        return str(ensure_built(Path(path).expanduser(), seed, cls.spec.build_tiny))
 
     @property
     def config(self) -> Any:
@@ -253,13 +235,17 @@ class AudioLMBackbone(Backbone):
                               "set backbone.chat_template to the model's chat template")
         return template
 
+    prompt_media = "audio"  # the content item the clip is given as ("video" for a video whose audio is interleaved)
+
     def render_prompt(self, text: str) -> str:
-        """The chat template applied to one user turn: the audio first, then `text`, generation prompt added."""
+        """The chat template applied to one user turn: the clip (`prompt_media`) first, then `text`, generation
+        prompt added."""
+        media = self.prompt_media
         conversation = [{"role": "user", "content": [
-            {"type": "audio", "audio": "clip"}, {"type": "text", "text": text}]}]
+            {"type": media, media: "clip"}, {"type": "text", "text": text}]}]
         rendered = self.processor.apply_chat_template(
             conversation, chat_template=self.template(), add_generation_prompt=True, tokenize=False)
-        return checked_rendering(rendered, self.processor.audio_token, text)
+        return checked_rendering(rendered, getattr(self.processor, f"{media}_token"), text, media)
 
     def audio_key(self) -> dict[str, Any]:
         """The feature extractor's settings that change the numbers, and how clips are padded."""
@@ -270,15 +256,11 @@ class AudioLMBackbone(Backbone):
 
     def key_fields(self, digests: FileDigests | None = None) -> dict[str, Any]:
         return {
-            "family": self.family,
-            "model": self.hub_id,
-            "weights": self.weights_id(digests),
-            "dtype": str(precision_dtype(self.precision)),
-            "autocast": AUTOCAST.get(self.precision),
+            **self.weights_key(digests),
             "hook_points": [[p.name, p.pattern, p.reduce] for p in self.hook_points()],
             "position": "last_real_token",
             "prompt_format": {
-                "chat_template_sha256": hashlib.sha256(self.template().encode()).hexdigest()[:16],
+                "chat_template_sha256": text_sha256(self.template(), 16),
                 "rendered": self.render_prompt(PROMPT_PLACEHOLDER),
             },
             "audio": self.audio_key(),

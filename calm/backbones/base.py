@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
+import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from calm.assets import assets_dir
+from calm.digests import text_sha256
 from calm.errors import AssetError, ConfigError
 from calm.file_digests import FileDigests
 
@@ -119,7 +120,7 @@ def weights_fingerprint(source: str, revision: str | None, digests: FileDigests 
     files = model_files(local)
     shas = (digests or _PROCESS_DIGESTS).of_many(files)
     listing = "".join(f"{path.name}\t{sha}\n" for path, sha in zip(files, shas, strict=True))
-    return f"local:{hashlib.sha256(listing.encode()).hexdigest()[:32]}"
+    return f"local:{text_sha256(listing, 32)}"
 
 
 def fetch_error(hub_id: str, source: str, err: Exception) -> AssetError:
@@ -131,13 +132,58 @@ def fetch_error(hub_id: str, source: str, err: Exception) -> AssetError:
     )
 
 
+def tiny_weights(path: str | None, tiny_model: str, seed: int) -> str:
+    """`path`, where the tiny random model that `tiny_model` names is built on first use.
+
+    `tiny_model` is the dotted name of an object with `ensure(dest, seed) -> Path` (test scaffolding:
+    calm.testing.tiny_models); the backbone config names it, so the product never imports the builders.
+    """
+    if not path:
+        raise ConfigError("backbone.tiny_model needs backbone.path", "set backbone.path to a folder to build it in")
+    module, _, attribute = str(tiny_model).rpartition(".")
+    try:
+        model = getattr(importlib.import_module(module), attribute)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise ConfigError(f"backbone.tiny_model={tiny_model!r} cannot be imported ({type(err).__name__}: {err})",
+                          "name one of calm.testing.tiny_models (e.g. calm.testing.tiny_models.QWEN2_AUDIO), "
+                          "or set backbone.tiny_model=null for real weights") from err
+    return str(model.ensure(Path(path).expanduser(), seed))
+
+
 class Backbone(ABC):
-    """A model whose attention heads are read; cheap to construct, `load()` does the heavy work."""
+    """A model whose attention heads are read; cheap to construct, `load()` does the heavy work.
+
+    `Backbone.__init__` holds what every checkpoint-backed backbone is given: its name, the weights
+    (`resolve_weights` of hub id, local path and assets name; or a tiny random model built at `path`),
+    the revision and the Lightning precision. `weights_key` is the start of every cache key.
+    """
 
     name: str
+    family: str
     sample_rate: int
     uses_prompt_text: bool = True
     window_seconds: float | None = None
+
+    def __init__(self, name: str, hub_id: str, path: str | None, assets_name: str | None, revision: str | None,
+                 precision: str, tiny_model: str | None = None, tiny_seed: int = 0) -> None:
+        if tiny_model:
+            path = tiny_weights(path, tiny_model, tiny_seed)
+        self.name = name
+        self.hub_id = hub_id
+        self.revision = revision
+        self.source = resolve_weights(hub_id, path, assets_name)
+        self.tiny = bool(tiny_model)
+        self.precision = str(precision)
+
+    def weights_key(self, digests: FileDigests | None = None) -> dict[str, Any]:
+        """The cache key's first fields, the same for every backbone: family, model, weights and dtypes."""
+        return {
+            "family": self.family,
+            "model": self.hub_id,
+            "weights": self.weights_id(digests),
+            "dtype": str(precision_dtype(self.precision)),
+            "autocast": AUTOCAST.get(self.precision),
+        }
 
     @abstractmethod
     def key_fields(self, digests: FileDigests | None = None) -> dict[str, Any]:

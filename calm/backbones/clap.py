@@ -12,7 +12,6 @@ to its first `window_seconds` (the project's `on_long_clip=truncate`) instead of
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,7 +19,7 @@ import torch
 from torch import nn
 from transformers import ClapConfig, ClapModel, ClapProcessor
 
-from calm.backbones.base import AUTOCAST, Backbone, precision_dtype, resolve_weights
+from calm.backbones.base import Backbone, precision_dtype
 from calm.data.audio import preprocessing_key
 from calm.errors import ConfigError
 from calm.file_digests import FileDigests
@@ -30,7 +29,7 @@ FUSION = "fusion"
 
 
 class ClapBackbone(Backbone):
-    """A CLAP checkpoint (or a tiny random copy, `tiny=True`); `load()` reads the weights, nothing before it."""
+    """A CLAP checkpoint (or a tiny random copy: `tiny_model`); `load()` reads the weights, nothing before it."""
 
     family = "clap"
     uses_prompt_text = False  # the audio tower reads no text: the prompt keys neither the cache nor a row
@@ -45,28 +44,14 @@ class ClapBackbone(Backbone):
         path: str | None = None,
         assets_name: str | None = "clap-htsat-unfused",
         revision: str | None = None,
-        tiny: bool = False,
+        tiny_model: str | None = None,
         tiny_seed: int = 0,
         precision: str = "32-true",
     ) -> None:
-        if tiny:
-            path = self._build_tiny(path, tiny_seed)
-        self.name = name
-        self.hub_id = hub_id
-        self.revision = revision
-        self.source = resolve_weights(hub_id, path, assets_name)
-        self.precision = str(precision)
+        super().__init__(name, hub_id, path, assets_name, revision, precision, tiny_model, tiny_seed)
         self._config: ClapConfig | None = None
         self._processor: ClapProcessor | None = None
         self.model: ClapModel | None = None
-
-    @staticmethod
-    def _build_tiny(path: str | None, seed: int) -> str:
-        from calm.backbones.tiny_clap import ensure_tiny_clap
-
-        if not path:
-            raise ConfigError("backbone.tiny=true needs backbone.path", "set backbone.path to a folder to build it in")
-        return str(ensure_tiny_clap(Path(path).expanduser(), seed))
 
     @property
     def config(self) -> ClapConfig:
@@ -117,11 +102,7 @@ class ClapBackbone(Backbone):
     def key_fields(self, digests: FileDigests | None = None) -> dict[str, Any]:
         features = self.processor.feature_extractor
         return {
-            "family": self.family,
-            "model": self.hub_id,
-            "weights": self.weights_id(digests),
-            "dtype": str(precision_dtype(self.precision)),
-            "autocast": AUTOCAST.get(self.precision),
+            **self.weights_key(digests),
             "feature": "get_audio_features (projected, L2-normalised)",
             "audio": {
                 **preprocessing_key(self.sample_rate),

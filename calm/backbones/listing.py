@@ -32,8 +32,8 @@ class BackboneRow:
     reads_prompt: str
 
 
-def _target_class(cfg: DictConfig) -> type:
-    module, _, name = str(cfg["_target_"]).rpartition(".")
+def _named(dotted: str) -> object:
+    module, _, name = str(dotted).rpartition(".")
     return getattr(importlib.import_module(module), name)
 
 
@@ -44,11 +44,11 @@ def _raw(cfg: DictConfig, key: str, default: object = None) -> object:
 
 def describe(name: str, cfg: DictConfig) -> BackboneRow:
     """The row for one backbone config; the class's own description where it has one."""
-    cls = _target_class(cfg)
-    tiny = bool(_raw(cfg, "tiny", False))
+    cls = _named(cfg["_target_"])
+    tiny_model = _raw(cfg, "tiny_model")
     if issubclass(cls, AudioLMBackbone):
         spec = cls.spec
-        sizes = spec.tiny_text if tiny else None
+        sizes = getattr(_named(tiny_model), "text_sizes", None) if tiny_model else None
         heads = (f"{sizes['num_hidden_layers']} × {sizes['num_attention_heads']} × {sizes['head_dim']} = "
                  f"{sizes['num_hidden_layers'] * sizes['num_attention_heads']} heads" if sizes else FROM_HUB)
         return BackboneRow(name, spec.name, heads, spec.audio, str(_raw(cfg, "hub_id", spec.hub_id)),

@@ -1,86 +1,44 @@
 """Phi-4-multimodal (Microsoft): a conformer speech encoder and a Phi-3-style language model
-(`model.layers.N.self_attn.o_proj`). Its own, besides its description and tiny random copy: the speech
+(`model.layers.N.self_attn.o_proj`). Its own, besides its description: the speech
 LoRA adapter (`speech-lora` in the checkpoint), which its speech path is trained with and which needs
 `peft` (pip install 'calm[phi4_multimodal]'); the tiny random copy has none."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from transformers import (
-    Phi4MultimodalAudioConfig,
-    Phi4MultimodalConfig,
-    Phi4MultimodalFeatureExtractor,
-    Phi4MultimodalForCausalLM,
-    Phi4MultimodalImageProcessor,
-    Phi4MultimodalProcessor,
-    Phi4MultimodalVisionConfig,
-)
 
 from calm.backbones.audio_lm import HOOK_POINTS, AudioLMBackbone, Family, require_extras
-from calm.backbones.tiny import TINY_TEXT, save_tiny, special_tokens_tokenizer, tiny_text_sizes
 from calm.errors import ConfigError
 from calm.file_digests import FileDigests
 
-# Phi's turn format: role tokens, the audio placeholder, the text, <|end|>; generation prompt <|assistant|>.
-PHI4_TEMPLATE = (
-    "{% for message in messages %}<|{{ message['role'] }}|>"
-    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
-    "{% for content in message['content'] %}{% if content['type'] == 'audio' %}<|audio|>{% endif %}{% endfor %}"
-    "{% for content in message['content'] %}{% if content['type'] == 'text' %}{{ content['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}<|end|>{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
-)
 SPEECH_ADAPTER = "speech-lora"
-TINY_CONFORMER = {"hidden_size": 32, "intermediate_size": 64, "num_blocks": 2, "num_attention_heads": 2,
-                  "ext_pw_out_channel": 32, "depthwise_separable_out_channel": 32, "nemo_conv_channels": 32}
-TINY_VISION = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2}
-
-
-def build_tiny_phi4_multimodal(dest: Path, seed: int = 0) -> Path:
-    """A tiny random Phi-4-multimodal: real config, model, feature-extractor, image and processor classes."""
-    specials = ["<|endoftext|>", "<|user|>", "<|assistant|>", "<|end|>", "<|image|>", "<|audio|>"]
-    tokenizer = special_tokens_tokenizer(specials, "<|end|>", "<|endoftext|>", PHI4_TEMPLATE,
-                                         named={"image_token": "<|image|>", "audio_token": "<|audio|>"})
-    processor = Phi4MultimodalProcessor(image_processor=Phi4MultimodalImageProcessor(),
-                                        audio_processor=Phi4MultimodalFeatureExtractor(), tokenizer=tokenizer,
-                                        chat_template=PHI4_TEMPLATE)
-    ids = tokenizer.convert_tokens_to_ids
-    text = {key: value for key, value in tiny_text_sizes(tokenizer).items() if key not in ("head_dim", "rms_norm_eps")}
-    config = Phi4MultimodalConfig(
-        **text, original_max_position_embeddings=text["max_position_embeddings"], bos_token_id=tokenizer.pad_token_id,
-        vision_config=Phi4MultimodalVisionConfig(**TINY_VISION, image_token_id=ids("<|image|>")),
-        audio_config=Phi4MultimodalAudioConfig(**TINY_CONFORMER, audio_token_id=ids("<|audio|>")))
-    config.calm_tiny_seed = seed
-    return save_tiny(Phi4MultimodalForCausalLM, config, processor, dest, seed)
-
 
 PHI4_MULTIMODAL = Family(
     name="phi4_multimodal", model_class="Phi4MultimodalForCausalLM", hub_id="microsoft/Phi-4-multimodal-instruct",
     license="MIT", audio="whole clip, padded to the batch's longest (conformer encoder)", extras=("peft",),
     layer_pattern=r"^model\.layers\.({layers})\.self_attn\.o_proj$", window=None, call_kwargs={"padding": True},
-    audio_padding="zeros_to_longest_in_batch", per_clip_features=True, tiny_text=TINY_TEXT,
-    build_tiny=build_tiny_phi4_multimodal,
+    audio_padding="zeros_to_longest_in_batch", per_clip_features=True,
 )
 
 
 class Phi4MultimodalBackbone(AudioLMBackbone):
-    """Phi-4-multimodal (or its tiny random copy, `tiny=True`), with its speech LoRA adapter on by default."""
+    """Phi-4-multimodal (or its tiny random copy: `tiny_model`), with its speech LoRA adapter on by default."""
 
     spec = PHI4_MULTIMODAL
 
     def __init__(self, name: str | None = None, hub_id: str | None = None, path: str | None = None,
                  assets_name: str | None = None, revision: str | None = None,
                  hook_points: list[str] | tuple[str, ...] = HOOK_POINTS, layers: list[int] | None = None,
-                 chat_template: str | None = None, speech_lora: bool = True, tiny: bool = False, tiny_seed: int = 0,
+                 chat_template: str | None = None, speech_lora: bool = True, tiny_model: str | None = None, tiny_seed: int = 0,
                  precision: str = "32-true", compile_blocks: bool = False) -> None:
         super().__init__(name=name, hub_id=hub_id, path=path, assets_name=assets_name, revision=revision,
-                         hook_points=hook_points, layers=layers, chat_template=chat_template, tiny=tiny,
+                         hook_points=hook_points, layers=layers, chat_template=chat_template, tiny_model=tiny_model,
                          tiny_seed=tiny_seed, precision=precision, compile_blocks=compile_blocks)
-        if speech_lora and tiny:
+        if speech_lora and tiny_model:
             raise ConfigError("backbone.speech_lora=true with a tiny random model", "set backbone.speech_lora=false")
         self.speech_lora = bool(speech_lora)
 

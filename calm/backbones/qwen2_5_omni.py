@@ -29,24 +29,17 @@ MODALITIES = ("audio", "audio_video")
 DEFAULT_FPS = 2.0  # what Qwen2_5OmniProcessor assumes when the checkpoint saves no fps
 
 
-def _build_tiny(dest: Path, seed: int) -> Path:
-    from calm.backbones.tiny_omni import build_tiny_qwen2_5_omni
-
-    return build_tiny_qwen2_5_omni(dest, seed)
-
-
 QWEN2_5_OMNI = Family(
     name="qwen2_5_omni", model_class="Qwen2_5OmniThinkerForConditionalGeneration", hub_id="Qwen/Qwen2.5-Omni-7B",
     license="Apache-2.0", audio="one 30 s Whisper window (longer clips cut)",
     sub_config="thinker_config", window="chunk_length", position_ids=False,
     import_hint="install torchvision (the build matching your torch): Qwen2.5-Omni's video processor needs it",
     call_kwargs={"padding": True, "padding_side": "left"}, audio_padding="zeros_to_window",
-    tiny_text={"num_hidden_layers": 2, "num_attention_heads": 4, "head_dim": 16}, build_tiny=_build_tiny,
 )
 
 
 class Qwen2_5OmniBackbone(AudioLMBackbone):
-    """The Qwen2.5-Omni thinker (or a tiny random copy, `tiny=True`); `load()` reads the weights."""
+    """The Qwen2.5-Omni thinker (or a tiny random copy: `tiny_model`); `load()` reads the weights."""
 
     spec = QWEN2_5_OMNI
 
@@ -62,7 +55,7 @@ class Qwen2_5OmniBackbone(AudioLMBackbone):
         chat_template: str | None = None,
         modality: str = "audio",
         fps: float | None = None,
-        tiny: bool = False,
+        tiny_model: str | None = None,
         tiny_seed: int = 0,
         precision: str = "32-true",
         compile_blocks: bool = False,
@@ -72,7 +65,7 @@ class Qwen2_5OmniBackbone(AudioLMBackbone):
         if fps is not None and not fps > 0:
             raise ConfigError(f"backbone.fps={fps}", "use a positive frame rate, or null for the processor's")
         super().__init__(name=name, hub_id=hub_id, path=path, assets_name=assets_name, revision=revision,
-                         hook_points=hook_points, layers=layers, chat_template=chat_template, tiny=tiny,
+                         hook_points=hook_points, layers=layers, chat_template=chat_template, tiny_model=tiny_model,
                          tiny_seed=tiny_seed, precision=precision, compile_blocks=compile_blocks)
         self.modality = modality
         self._fps = fps
@@ -90,24 +83,10 @@ class Qwen2_5OmniBackbone(AudioLMBackbone):
         video = getattr(self.processor, "video_processor", None)
         return float(getattr(video, "fps", None) or DEFAULT_FPS)
 
-    def render_prompt(self, text: str) -> str:
-        """Audio (or the video, whose audio is interleaved into it) first, then `text`, generation prompt added."""
-        if self.modality == "audio":
-            return super().render_prompt(text)
-        conversation = [{"role": "user", "content": [
-            {"type": "video", "video": "clip"}, {"type": "text", "text": text}]}]
-        rendered = self.processor.apply_chat_template(
-            conversation, chat_template=self.template(), add_generation_prompt=True, tokenize=False)
-        token = self.processor.video_token
-        if rendered.count(token) != 1:
-            raise ConfigError(
-                f"the chat template renders {rendered.count(token)} video placeholders ({token}), not 1: {rendered!r}",
-                "use a chat template that renders a video content item as the model's video placeholder",
-            )
-        if rendered.index(token) > rendered.rindex(text):
-            raise ConfigError(f"the chat template puts the prompt text before the video: {rendered!r}",
-                              "use a chat template that keeps the content order (video, then text)")
-        return rendered
+    @property
+    def prompt_media(self) -> str:
+        """The clip's content item in the prompt: its audio, or its video (whose audio is interleaved into it)."""
+        return "audio" if self.modality == "audio" else "video"
 
     def key_fields(self, digests: FileDigests | None = None) -> dict[str, Any]:
         fields = super().key_fields(digests)

@@ -6,7 +6,6 @@ and trailing silence for clips too short to generate from.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,32 +33,25 @@ def padded_for_generation(wave: np.ndarray, sample_rate: int) -> np.ndarray:
     return np.pad(wave, (0, short)) if short > 0 else wave
 
 
-def _build_tiny(dest: Path, seed: int) -> Path:
-    from calm.backbones.tiny import build_tiny_qwen2_audio
-
-    return build_tiny_qwen2_audio(dest, seed)
-
-
 QWEN2_AUDIO = Family(
     name="qwen2_audio", model_class="Qwen2AudioForConditionalGeneration", hub_id="Qwen/Qwen2-Audio-7B-Instruct",
     license="Apache-2.0", audio="one 30 s Whisper window (longer clips cut)", window="chunk_length",
     call_kwargs={"padding": True}, audio_padding="zeros_to_window",
-    tiny_text={"num_hidden_layers": 2, "num_attention_heads": 4, "head_dim": 16}, build_tiny=_build_tiny,
 )
 
 
 class Qwen2AudioBackbone(AudioLMBackbone):
-    """Qwen2-Audio (or a tiny random copy of it, `tiny=True`); `load()` reads the weights, nothing before it."""
+    """Qwen2-Audio (or a tiny random copy of it: `tiny_model`); `load()` reads the weights, nothing before it."""
 
     spec = QWEN2_AUDIO
 
     def __init__(self, name: str = "qwen2_audio", hub_id: str = "Qwen/Qwen2-Audio-7B-Instruct", path: str | None = None,
                  assets_name: str | None = "Qwen2-Audio-7B-Instruct", revision: str | None = None,
                  hook_points: list[str] | tuple[str, ...] = HOOK_POINTS, layers: list[int] | None = None,
-                 chat_template: str | None = None, tiny: bool = False, tiny_seed: int = 0, precision: str = "32-true",
+                 chat_template: str | None = None, tiny_model: str | None = None, tiny_seed: int = 0, precision: str = "32-true",
                  encoder_cut: bool = True, compile_blocks: bool = False) -> None:
         super().__init__(name=name, hub_id=hub_id, path=path, assets_name=assets_name, revision=revision,
-                         hook_points=hook_points, layers=layers, chat_template=chat_template, tiny=tiny,
+                         hook_points=hook_points, layers=layers, chat_template=chat_template, tiny_model=tiny_model,
                          tiny_seed=tiny_seed, precision=precision, compile_blocks=compile_blocks)
         # Run the audio encoder on the batch's real mel frames only (calm.backbones.encoder_cut). Exact, so
         # not part of the cache key: the captured numbers are those of the full 30 s input.

@@ -10,12 +10,7 @@ import torch
 from torch import nn
 from transformers import WhisperConfig, WhisperForConditionalGeneration, WhisperProcessor
 
-from calm.backbones.base import (
-    AUTOCAST,
-    Backbone,
-    precision_dtype,
-    resolve_weights,
-)
+from calm.backbones.base import Backbone, precision_dtype
 from calm.backbones.hooks import LAST_TOKEN, MEAN_FRAMES, HeadCapture, HookPoint
 from calm.data.audio import preprocessing_key
 from calm.errors import ConfigError
@@ -34,6 +29,7 @@ class WhisperBackbone(Backbone):
     With `text_prompt=True` the prompt text is given as previous-context (`<|startofprev|> text`).
     """
 
+    family = "whisper"
     sample_rate = 16000
     window_seconds = 30.0
     listed_heads = "decoder self + cross attention (+ encoder): 72 × 64 for tiny.en"
@@ -53,14 +49,10 @@ class WhisperBackbone(Backbone):
         unknown = [p for p in hook_points if p not in HOOK_PATTERNS]
         if unknown or not hook_points:
             raise ConfigError(f"unknown Whisper hook points {unknown or '[]'}", f"choose from {list(HOOK_PATTERNS)}")
-        self.name = name
-        self.hub_id = hub_id
-        self.revision = revision
-        self.source = resolve_weights(hub_id, path, assets_name)
+        super().__init__(name, hub_id, path, assets_name, revision, precision)
         self.hook_point_names = list(hook_points)
         self.text_prompt = text_prompt
         self.uses_prompt_text = text_prompt
-        self.precision = str(precision)
         self._config: WhisperConfig | None = None
         self.model: WhisperForConditionalGeneration | None = None
         self.processor: WhisperProcessor | None = None
@@ -101,11 +93,7 @@ class WhisperBackbone(Backbone):
 
     def key_fields(self, digests: FileDigests | None = None) -> dict[str, Any]:
         return {
-            "family": "whisper",
-            "model": self.hub_id,
-            "weights": self.weights_id(digests),
-            "dtype": str(precision_dtype(self.precision)),
-            "autocast": AUTOCAST.get(self.precision),
+            **self.weights_key(digests),
             "hook_points": [[p.name, p.pattern, p.reduce] for p in self.hook_points()],
             "position": "last_prompt_token",
             "decoder_prompt": "startofprev+text+sot+notimestamps" if self.text_prompt else "sot+notimestamps",

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from calm.atomic_write import write_lines_atomic
 from calm.backbones.base import Backbone
 from calm.baselines.answer_matching import match_answer
 from calm.baselines.answer_store import AnswerStore
@@ -312,7 +313,7 @@ def write_tsv(path: Path, table: ClipTable, pool: PoolLabels, min_agreement: flo
         lines.append(f"{clip.id}\t{names[vote.label] if vote.label is not None else '-'}\t{vote.agreement:.4f}\t"
                      f"{vote.votes}/{vote.samples}\t{'yes' if vote.kept(min_agreement) else 'no'}\t"
                      f"{names[clip.label]}\t{answers}")
-    Path(path).write_text("\n".join(lines) + "\n")
+    write_lines_atomic(path, lines)
 
 
 def pool_report(table: ClipTable, pool: PoolLabels, settings: PseudoLabelSettings, episodes: Sequence[Episode],

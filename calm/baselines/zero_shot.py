@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from calm.atomic_write import write_lines_atomic
 from calm.backbones.base import Backbone
 from calm.baselines.answer_matching import match_answer, match_option_letter
 from calm.baselines.answer_store import AnswerStore
@@ -124,7 +125,7 @@ class ZeroShotAnswers:
             f"{self.answers[cid].replace(chr(9), ' ').replace(chr(10), ' ')}"
             for cid in sorted(self.answers)
         ]
-        Path(path).write_text("\n".join(lines) + "\n")
+        write_lines_atomic(path, lines)
 
 
 def zero_shot_store(cache_dir: Path, backbone: Backbone, prompt: ClipPrompt, settings: ZeroShotSettings,

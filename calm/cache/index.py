@@ -23,8 +23,9 @@ appear on several lines: the newest line wins (a recomputed row is appended, nev
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
+
+from calm.digests import text_sha256
 
 FORMAT_VERSION = 3
 READABLE_FORMATS = (1, 2, 3)
@@ -36,12 +37,12 @@ _DIGEST_CHARS = 32  # 128 bits of SHA-256
 
 def text_digest(text: str) -> str:
     """The digest stored for a rendered prompt text."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:_DIGEST_CHARS]
+    return text_sha256(text, _DIGEST_CHARS)
 
 
 def media_digest(file_shas: list[str]) -> str:
     """The digest stored for a clip's media: its files' SHA-256s in order (one file: that SHA-256, cut)."""
-    joined = file_shas[0] if len(file_shas) == 1 else hashlib.sha256("\n".join(file_shas).encode()).hexdigest()
+    joined = file_shas[0] if len(file_shas) == 1 else text_sha256("\n".join(file_shas))
     return joined[:_DIGEST_CHARS]
 
 

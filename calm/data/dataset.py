@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from calm.atomic_write import write_lines_atomic
 from calm.data.table import ClipTable
 
 __all__ = ["Dataset", "LoadedDataset"]
@@ -28,7 +29,7 @@ class LoadedDataset:
     def write_missing(self, path: Path) -> None:
         """List the missing clips in a text file, one per line, so leaving them out is never silent."""
         if self.missing:
-            Path(path).write_text("\n".join(self.missing) + "\n")
+            write_lines_atomic(path, self.missing)
 
 
 class Dataset(ABC):

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO, Any
 
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
+from calm.digests import chunks_sha256
 from calm.errors import DataError
 
 CHUNK = 1 << 20
@@ -21,7 +23,6 @@ def download(url: str, dest: Path, sha256: str | None = None, timeout: float = 6
     """Fetch `url` to `dest` atomically (temp file, then rename); verify `sha256` when given."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
@@ -30,23 +31,28 @@ def download(url: str, dest: Path, sha256: str | None = None, timeout: float = 6
                 transient=True,
             ) as progress:
                 task = progress.add_task("download", total=total)
-                while chunk := response.read(CHUNK):
-                    tmp.write(chunk)
-                    digest.update(chunk)
-                    progress.advance(task, len(chunk))
+                got = chunks_sha256(_copied(response, tmp, lambda n: progress.advance(task, n)))
     except (urllib.error.URLError, TimeoutError, OSError) as err:
         raise DataError(
             f"could not download {url}: {err}",
             f"check the network, or fetch the file by hand and place it at {dest}",
         ) from err
-    if sha256 and digest.hexdigest() != sha256:
+    if sha256 and got != sha256:
         Path(tmp.name).unlink(missing_ok=True)
         raise DataError(
-            f"checksum mismatch for {url}: got {digest.hexdigest()}, expected {sha256}",
+            f"checksum mismatch for {url}: got {got}, expected {sha256}",
             "retry the download; if it persists the archive changed upstream",
         )
     shutil.move(tmp.name, dest)
     return dest
+
+
+def _copied(response: Any, out: IO[bytes], advance: Callable[[int], object]) -> Iterator[bytes]:
+    """The response's chunks, each written to `out` (and counted) as it is read."""
+    while chunk := response.read(CHUNK):
+        out.write(chunk)
+        advance(len(chunk))
+        yield chunk
 
 
 def unpack_zip(archive: Path, dest: Path) -> Path:

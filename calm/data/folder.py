@@ -16,7 +16,6 @@ and a query of the same episode. Labels may not be empty or differ only in case 
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from calm.data.table import (
     check_class_names,
 )
 from calm.data.validate import FirstSeen, csv_rows, require_file, require_root
+from calm.digests import text_sha256
 from calm.errors import ConfigError, DataError
 
 FOLDER_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
@@ -86,7 +86,7 @@ def holdout_split(ids_by_class: dict[str, list[str]], test_fraction: float, seed
         n_test = round(len(ids) * test_fraction)
         if test_fraction > 0 and len(ids) >= 2:
             n_test = min(max(n_test, 1), len(ids) - 1)
-        ranked = sorted(ids, key=lambda cid: hashlib.sha256(f"{seed}:{cid}".encode()).hexdigest())
+        ranked = sorted(ids, key=lambda cid: text_sha256(f"{seed}:{cid}"))
         test.update(ranked[:n_test])
     return test
 

@@ -9,7 +9,6 @@ by soundfile like every other dataset. `datasets` is imported only when a split 
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -19,10 +18,12 @@ from typing import TYPE_CHECKING
 
 import soundfile as sf
 
+from calm.atomic_write import write_bytes_atomic, write_text_atomic
 from calm.data.audio import AUDIO_EXTENSIONS, CONTAINER_EXTENSIONS
 from calm.data.dataset import Dataset, LoadedDataset
 from calm.data.folder import holdout_split
 from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT, Clip, ClipTable
+from calm.digests import text_sha256
 from calm.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -171,7 +172,7 @@ def _label_names(splits: dict[str, datasets.Dataset], label_column: str) -> tupl
 def _fingerprint(path: str, config: str | None, revision: str | None, split: str, ds: datasets.Dataset) -> str:
     """Names the cache folder: changes when the split's content (its `datasets` fingerprint) changes."""
     text = json.dumps([path, config, revision, split, ds._fingerprint])
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return text_sha256(text, 16)
 
 
 def _materialise(ds: datasets.Dataset, split: str, audio_column: str, folder: Path) -> list[Path | None]:
@@ -187,7 +188,7 @@ def _materialise(ds: datasets.Dataset, split: str, audio_column: str, folder: Pa
     for batch in raw.iter(batch_size=64):
         for audio in batch[audio_column]:
             names.append(_write_row(audio, folder, len(names)))
-    index.write_text(json.dumps(names))
+    write_text_atomic(index, json.dumps(names))
     return [None if name is None else folder / name for name in names]
 
 
@@ -198,9 +199,7 @@ def _write_row(audio: dict | None, folder: Path, row: int) -> str | None:
         return str(source.resolve()) if source is not None and source.is_file() else None
     data = audio["bytes"]
     target = folder / f"{row}{_extension(audio.get('path'), data)}"
-    tmp = target.with_suffix(target.suffix + ".part")
-    tmp.write_bytes(data)
-    os.replace(tmp, target)
+    write_bytes_atomic(target, data, durable=False)  # a unique temporary name each: concurrent writers never collide
     return target.name
 
 

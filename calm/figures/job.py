@@ -3,6 +3,7 @@ which heads each class relies on most, and how often SAV selected each head acro
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,6 +13,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 
+from calm.atomic_write import write_bytes_atomic
 from calm.figures.heads import HeadCollector, HeadGrid, top_heads
 
 CLASSES_PER_PAGE = 10
@@ -113,8 +115,15 @@ def top_heads_figure(grid: HeadGrid, mean_weights: np.ndarray, class_names: Sequ
 
 def _save(fig: Figure, path: Path, title: str) -> Path:
     """Save as PNG, with the title also in the file's metadata (readable without decoding the image)."""
-    fig.savefig(path, metadata={"Title": title})
-    return path
+    return save_figure(fig, path, metadata={"Title": title})
+
+
+def save_figure(fig: Figure, path: Path, **options: object) -> Path:
+    """`fig.savefig` (format from the file's suffix) written with `write_bytes_atomic`: a reader never
+    sees half an image."""
+    image = io.BytesIO()
+    fig.savefig(image, format=Path(path).suffix.lstrip(".") or "png", **options)
+    return write_bytes_atomic(path, image.getvalue())
 
 
 def write_job_figures(collector: HeadCollector, grid: HeadGrid, class_names: Sequence[str], out_dir: Path,

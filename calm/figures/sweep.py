@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from calm.baselines.pseudo_label import SUFFIX as PL_SUFFIX
 from calm.baselines.zero_shot import ZERO_SHOT_ROW
-from calm.figures.job import DPI, plain
+from calm.figures.job import DPI, plain, save_figure
 from calm.sweeps import NOT_RESULTS, NOT_RESULTS_TRAINER
 from calm.tracking import build_tracker, sweep_group
 
@@ -204,7 +204,7 @@ def write_sweep_figures(sweep_dir: Path) -> dict[tuple[str, str], Path]:
     figures = {}
     for (dataset, backbone), curves in accuracy_curves(read_sweep(sweep_dir)).items():
         path = Path(sweep_dir) / f"accuracy_vs_shots_{_file_part(dataset)}_{_file_part(backbone)}.png"
-        curves_figure(curves, f"{dataset} · {backbone}").savefig(path)
+        save_figure(curves_figure(curves, f"{dataset} · {backbone}"), path)
         figures[dataset, backbone] = path
     return figures
 

@@ -14,13 +14,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from calm.digests import mixed_seed
 from calm.metrics import accuracy, macro_f1
 from calm.selection.settings import first_best
 
 
 def fold_seed(cv_seed: int, episode_seed: int) -> int:
     """One fold assignment per (cross-validation seed, episode), so episodes do not share a split pattern."""
-    return int(np.random.SeedSequence([int(cv_seed), int(episode_seed)]).generate_state(1)[0])
+    return mixed_seed(cv_seed, episode_seed)
 
 
 def stratified_folds(labels: np.ndarray, folds: int, seed: int, groups: np.ndarray | None = None) -> np.ndarray:

@@ -5,7 +5,7 @@ jobs    one job per (row group, shot count): composed, then run or collected
 numbers every number shown, with its source; `numbers.csv`
 render  Markdown and LaTeX
 build   all of the above for a list of tables, written into one folder
-smoke   smoke runs: tiny backbones on generated data (smoke_layouts: the official layouts' writers)
+smoke   smoke runs: tiny backbones on generated data (calm.testing.smoke_layouts: the official layouts' writers)
 """
 
 from calm.tables.build import build_tables, table_files

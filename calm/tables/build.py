@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from calm.atomic_write import write_text_atomic
 from calm.tables.jobs import job_configs, table_outcomes
 from calm.tables.numbers import CSV_NAME, Number, numbers_of, write_csv
 from calm.tables.render import group_notes, latex, leak_notes, markdown, no_data_notes, table_rows
@@ -33,8 +34,8 @@ def build_tables(specs: Sequence[TableSpec], out_dir: Path, overrides: Sequence[
             rows = table_rows(spec, numbers)
             notes = [*group_notes(spec), *leak_notes(outcomes), *no_data_notes(outcomes)]
             md, tex = table_files(out_dir, spec)
-            md.write_text(markdown(spec, rows, notes))
-            tex.write_text(latex(spec, rows, notes))
+            write_text_atomic(md, markdown(spec, rows, notes))
+            write_text_atomic(tex, latex(spec, rows, notes))
             all_numbers.extend(numbers)
     write_csv(out_dir / CSV_NAME, all_numbers)
     return all_numbers

@@ -10,6 +10,8 @@ import string
 from collections.abc import Sequence
 from pathlib import Path
 
+from calm.atomic_write import write_text_atomic
+
 CAPTION = "What caption does the given audio belong to?"
 AUDIOSET_QUESTION = "What audio event is present in this audio clip? Choose from: "
 SPOOF_QUESTION = "Is this audio bonafide or spoofed? \n bonafide\n spoofed"
@@ -60,6 +62,4 @@ def spoof(wav: str, label: str) -> dict:
 
 def write(path: Path, entries: list[dict]) -> Path:
     """A manifest file: the entries as a JSON list."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(entries, indent=2))
-    return path
+    return write_text_atomic(path, json.dumps(entries, indent=2))

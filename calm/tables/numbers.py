@@ -7,11 +7,13 @@ paper's numbers have none (one per row, whatever shots the paper used).
 from __future__ import annotations
 
 import csv
+import io
 import math
 import statistics
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from calm.atomic_write import write_text_atomic
 from calm.tables.jobs import OK, JobOutcome
 from calm.tables.spec import TableSpec
 
@@ -94,10 +96,11 @@ def seed_means(spec: TableSpec, numbers: list[Number]) -> list[Number]:
 
 def write_csv(path: Path, numbers: list[Number]) -> None:
     """numbers.csv: one line per number; floats as repr() so they read back bit for bit."""
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(CSV_COLUMNS)
-        for n in numbers:
-            writer.writerow([n.table, n.group, n.experiment, n.method, "" if n.shots is None else n.shots, n.metric,
-                             n.source, repr(n.mean), repr(n.ci95), "" if n.episodes is None else n.episodes,
-                             n.status, n.job_dir, n.job_key, n.spread])
+    handle = io.StringIO(newline="")
+    writer = csv.writer(handle)
+    writer.writerow(CSV_COLUMNS)
+    for n in numbers:
+        writer.writerow([n.table, n.group, n.experiment, n.method, "" if n.shots is None else n.shots, n.metric,
+                         n.source, repr(n.mean), repr(n.ci95), "" if n.episodes is None else n.episodes,
+                         n.status, n.job_dir, n.job_key, n.spread])
+    write_text_atomic(path, handle.getvalue())

@@ -4,7 +4,7 @@
 and `table_smoke_clap` (tiny CLAP) row groups in the `folder` layout, and one group left without data
 on purpose, so both a filled and a "no data" group go through. Any other table (`--smoke --tables paper`): each row group keeps its experiment file (protocol,
 method, prompt, support draw) but runs on the tiny model of its backbone (`tiny_<backbone>`) and on
-generated data written in its dataset's OFFICIAL layout (calm.tables.smoke_layouts), with the
+generated data written in its dataset's OFFICIAL layout (calm.testing.smoke_layouts), with the
 smoke-sized shots of the table's `smoke` section. Every job's data, cache and finished-job records stay
 inside the output folder.
 """
@@ -20,14 +20,6 @@ import soundfile as sf
 
 from calm.errors import ConfigError
 from calm.tables.jobs import compose_job, job_configs
-from calm.tables.smoke_layouts import (
-    ESC50_CATEGORIES,
-    esc50_rows,
-    make_asvspoof,
-    make_audioset,
-    make_esc50,
-    make_vggsound,
-)
 from calm.tables.smoke_manifests import (
     write_asvspoof_manifests,
     write_audioset_manifests,
@@ -35,6 +27,14 @@ from calm.tables.smoke_manifests import (
     write_vggsound_manifests,
 )
 from calm.tables.spec import CONFIGS_DIR, RowGroup, ShotSetting, TableSpec, column_order
+from calm.testing.smoke_layouts import (
+    ESC50_CATEGORIES,
+    esc50_rows,
+    make_asvspoof,
+    make_audioset,
+    make_esc50,
+    make_vggsound,
+)
 
 SMOKE_TABLE = "smoke"
 SMOKE_PREFIX = "table_smoke"  # every row group table_smoke* of the smoke table runs on the generated tones

@@ -9,7 +9,6 @@ Qwen's real 151k-token vocabulary, where common words are one token each).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -29,11 +28,12 @@ from transformers import (
     WhisperFeatureExtractor,
 )
 
+from calm.digests import chunks_sha256
 from calm.errors import ConfigError
 
-# The chat template shipped with Qwen/Qwen2-Audio-7B-Instruct (chat_template.json).
-QWEN2_AUDIO_CHAT_TEMPLATE = (
-    "{% set audio_count = namespace(value=0) %}"
+# What the Qwen chat templates (Qwen2-Audio's, Qwen2.5-Omni's) share around their content items: a default
+# system turn, then each turn's items in order, generation prompt added.
+QWEN_TURNS_HEAD = (
     "{% for message in messages %}"
     "{% if loop.first and message['role'] != 'system' %}"
     "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
@@ -43,9 +43,8 @@ QWEN2_AUDIO_CHAT_TEMPLATE = (
     "{{ message['content'] }}<|im_end|>\n"
     "{% else %}"
     "{% for content in message['content'] %}"
-    "{% if 'audio' in content or 'audio_url' in content %}"
-    "{% set audio_count.value = audio_count.value + 1 %}"
-    "Audio {{ audio_count.value }}: <|audio_bos|><|AUDIO|><|audio_eos|>\n"
+)
+QWEN_TURNS_TAIL = (
     "{% elif 'text' in content %}"
     "{{ content['text'] }}"
     "{% endif %}"
@@ -56,6 +55,13 @@ QWEN2_AUDIO_CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}"
     "<|im_start|>assistant\n"
     "{% endif %}"
+)
+# The chat template shipped with Qwen/Qwen2-Audio-7B-Instruct (chat_template.json).
+QWEN2_AUDIO_CHAT_TEMPLATE = (
+    "{% set audio_count = namespace(value=0) %}" + QWEN_TURNS_HEAD +
+    "{% if 'audio' in content or 'audio_url' in content %}"
+    "{% set audio_count.value = audio_count.value + 1 %}"
+    "Audio {{ audio_count.value }}: <|audio_bos|><|AUDIO|><|audio_eos|>\n" + QWEN_TURNS_TAIL
 )
 QWEN2_AUDIO_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>")
 TINY_TEXT = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
@@ -147,11 +153,8 @@ def _perturb_vectors(model: torch.nn.Module) -> None:
 
 
 def _weights_digest(model: torch.nn.Module) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
+    return chunks_sha256(part for name, tensor in sorted(model.state_dict().items())
+                         for part in (name.encode(), tensor.detach().contiguous().numpy().tobytes()))[:16]
 
 
 def save_tiny(model_class: Any, config: Any, processor: Any, dest: Path, seed: int) -> Path:

@@ -20,7 +20,7 @@ from transformers import (
     RobertaTokenizer,
 )
 
-from calm.backbones.tiny import TINY_INIT_RANGE, _byte_alphabet, ensure_built, save_tiny
+from calm.testing.tiny import TINY_INIT_RANGE, _byte_alphabet, ensure_built, save_tiny
 
 ROBERTA_SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>")  # ids 0..3, as in roberta-base
 PROJECTION_DIM = 16

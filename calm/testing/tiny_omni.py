@@ -19,24 +19,22 @@ from transformers import (
     Qwen2_5OmniVisionEncoderConfig,
     Qwen2Tokenizer,
     Qwen2VLImageProcessor,
-    WhisperFeatureExtractor,
 )
 
-from calm.backbones.tiny import TINY_INIT_RANGE, _byte_alphabet, ensure_built, save_tiny
+from calm.testing.tiny import (
+    QWEN_TURNS_HEAD,
+    QWEN_TURNS_TAIL,
+    TINY_INIT_RANGE,
+    _byte_alphabet,
+    ensure_built,
+    save_tiny,
+    whisper_features,
+)
 
 # The chat template shipped with Qwen/Qwen2.5-Omni-7B (audio, image and video items, then text).
 QWEN2_5_OMNI_CHAT_TEMPLATE = (
     "{% set audio_count = namespace(value=0) %}{% set image_count = namespace(value=0) %}"
-    "{% set video_count = namespace(value=0) %}"
-    "{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}"
-    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
-    "{% endif %}"
-    "<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}"
-    "{{ message['content'] }}<|im_end|>\n"
-    "{% else %}"
-    "{% for content in message['content'] %}"
+    "{% set video_count = namespace(value=0) %}" + QWEN_TURNS_HEAD +
     "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
     "{% set image_count.value = image_count.value + 1 %}"
     "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}<|vision_bos|><|IMAGE|><|vision_eos|>"
@@ -45,17 +43,7 @@ QWEN2_5_OMNI_CHAT_TEMPLATE = (
     "{% if add_audio_id %}Audio {{ audio_count.value }}: {% endif %}<|audio_bos|><|AUDIO|><|audio_eos|>"
     "{% elif content['type'] == 'video' or 'video' in content %}"
     "{% set video_count.value = video_count.value + 1 %}"
-    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}<|vision_bos|><|VIDEO|><|vision_eos|>"
-    "{% elif 'text' in content %}"
-    "{{ content['text'] }}"
-    "{% endif %}"
-    "{% endfor %}"
-    "<|im_end|>\n"
-    "{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}"
-    "<|im_start|>assistant\n"
-    "{% endif %}"
+    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}<|vision_bos|><|VIDEO|><|vision_eos|>" + QWEN_TURNS_TAIL
 )
 # Qwen2.5-Omni's added tokens in id order (151643...151656 in the real vocabulary).
 OMNI_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>",
@@ -96,8 +84,7 @@ def tiny_omni_processor() -> Qwen2_5OmniProcessor:
     """The real processor classes: Whisper features (128 mel, 16 kHz, 30 s), Qwen2-VL image and video processors."""
     from transformers import Qwen2VLVideoProcessor  # needs torchvision
 
-    features = WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, hop_length=160, chunk_length=30,
-                                       n_fft=400, padding_value=0.0, return_attention_mask=True)
+    features = whisper_features()
     vision = {"patch_size": 14, "temporal_patch_size": 2, "merge_size": 2, "size": dict(TINY_VIDEO_PIXELS)}
     return Qwen2_5OmniProcessor(
         image_processor=Qwen2VLImageProcessor(**vision), video_processor=Qwen2VLVideoProcessor(**vision),
