@@ -84,6 +84,13 @@ def _slices(n: int, step: int) -> list[slice]:
     return [slice(a, min(a + step, n)) for a in range(0, n, step)] or [slice(0, 0)]
 
 
+def rows_within(memory_budget: int, n_heads: int, n_classes: int) -> int:
+    """How many clips' products fit `memory_budget` bytes (the one rule of evaluate.memory_budget_mb):
+    per clip, its dot products with the prototypes and their posteriors (K x C floats each) and its
+    inverse norms (K floats). At least one."""
+    return max(1, memory_budget // ((2 * n_classes + 1) * n_heads * 4))
+
+
 class SplitScorer:
     """One split's cosine products with CALM's own arithmetic, so reliabilities (and with them top_k's
     ranking) equal the estimator's bit for bit.
@@ -120,9 +127,7 @@ class SplitScorer:
             self.reliability_counts = class_counts(self.reliability_labels, self.n_classes)
             self.n_reliability = len(rows)
             self.rows["reliability"] = rows
-        # per row of a resident block: dots and a posteriors buffer (K x C floats each), inverse norms (K)
-        row_bytes = (2 * self.n_classes + 1) * self.n_heads * 4
-        block_rows = max(1, memory_budget // row_bytes)
+        block_rows = rows_within(memory_budget, self.n_heads, self.n_classes)
         self.block_rows = {split: len(rows) if dtype != torch.float32 else block_rows
                            for split, rows in self.rows.items()}
         # query clips are scored in chunks of at most a quarter of the budget of posteriors
