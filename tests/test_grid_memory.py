@@ -78,6 +78,19 @@ def test_scorer_holds_one_block_and_reliabilities_match(data) -> None:
     assert max(block.stop - block.start for block in small.block_slices("query")) == 7
 
 
+def test_model_dtype_cosines_streamed_with_equal_results(data) -> None:
+    support, labels, query, _, val, val_labels = data
+    whole, _ = report(data, 2**30, dtype=torch.bfloat16)
+    streamed, rows = report(data, TINY_BUDGET, dtype=torch.bfloat16)
+    same(whole, streamed)
+    assert rows["val"].read > 25, "V is read again when it is scored, not held"
+    scorer = SplitScorer(support, labels, query, 5, reliability=(val, val_labels), dtype=torch.float16,
+                         memory_budget=TINY_BUDGET)
+    assert [b.stop - b.start for b in scorer.block_slices("query")] == [7] * 5 + [5]
+    for block in scorer.blocks("query"):
+        assert scorer._cosines["query"].shape[1] == block.stop - block.start, "one block of cosines held"
+
+
 def test_questions_and_targets_counted_over_blocks(data) -> None:
     support, labels, query, query_labels, val, val_labels = data
     groups = np.arange(40) // 3  # questions of one clip in consecutive rows, split across blocks
