@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from calm.methods import GRW
+import calm.methods.base as base
+from calm.methods import GRW, SAV
+from calm.methods.prototypes import prototype_dots
+from calm.methods.sav_core import sav_head_scores
 from calm.selection import CalmGrid, MethodGrid, paper_grid_report, paper_sweep_report
 from calm.selection.grid import SplitScorer, rows_within
 from tests.test_grid import split
@@ -163,3 +166,15 @@ def test_sweep_on_cuda_equals_the_cpu(data) -> None:
     cpu, _ = sweep(data, TINY_BUDGET)
     gpu, _ = sweep(data, TINY_BUDGET, device="cuda")
     same(cpu, gpu)
+
+
+def test_sav_ranks_heads_on_chunks_of_the_support(monkeypatch) -> None:
+    g = torch.Generator().manual_seed(5)
+    labels = torch.arange(600) % 3
+    support = torch.randn(3, 6, 4, generator=g)[labels] + 2.0 * torch.randn(600, 6, 4, generator=g)
+    widest = []
+    monkeypatch.setattr(base, "prototype_dots", lambda x, p: widest.append(x.shape[0]) or prototype_dots(x, p))
+    fitted = SAV(top_k=3).fit(support, labels)
+    assert max(widest) == base.RANKING_CHUNK < 600, "the support's products are computed a chunk at a time"
+    whole = sav_head_scores(prototype_dots(support, fitted.prototypes_), labels)
+    assert torch.equal(fitted.head_scores_, whole) and whole.min() < whole.max()
