@@ -14,7 +14,10 @@ clip table, then measures, each in a fresh process (peak RSS of that process alo
       configs/grids/vggsound.yaml (96 settings); cross-validated, [val] and oracle choices;
   (s) the AudioSet-shaped paper protocol (own cache): 527 labels, per-label question rows (5 support
       questions per label, 20,000 test clips of 1 to 4 labels: ~50,000 question rows scored per clip
-      too), the AudioSet grid of configs/grids/audioset.yaml (80 settings).
+      too), the AudioSet grid of configs/grids/audioset.yaml (80 settings);
+  (w) the tuned baselines of method=ablations on (v)'s cache: SAV (top_k 20) and GRW (one point,
+      reliabilities on V) through the generic sweep (`paper_sweep_report`): each fit takes the support
+      (and V) rows whole, so this part's memory grows with them (the scored rows are streamed).
 
 The support, test and V rows of (b), (v) and (s) are read from disk as lazy views, streamed by the grid
 under `--memory-budget-mb` (evaluate.memory_budget_mb). `--scale` shrinks (v) and (s) (the row counts
@@ -23,6 +26,7 @@ are multiplied by it; (b) and (a) follow --rows).
     python scripts/bench_scale.py --rows 8000
     python scripts/bench_scale.py --rows 32000 --dir /big/disk/bench   # 8 GB of cache
     python scripts/bench_scale.py --parts v --scale 0.1                 # a tenth of VGGSound, ~0.7 GB
+    python scripts/bench_scale.py --parts w --scale 0.05                # its baselines' sweep
 """
 
 from __future__ import annotations
@@ -251,21 +255,49 @@ def part_s(folder: Path, scale: float, budget: int) -> dict:
             "oracle": report.oracle["test"], "cv": report.cv_choice["test"]}
 
 
+def part_w(folder: Path, scale: float, budget: int) -> dict:
+    """The tuned baselines on the VGGSound-shaped rows: SAV and GRW, fitted on fp16 support (and V) rows."""
+    import torch
+
+    from calm.cache import ActivationCache
+    from calm.methods import GRW, SAV
+    from calm.selection import SweepPoint, paper_sweep_report
+
+    torch.set_num_threads(2)
+    shape = vggsound_layout(scale)
+    labels, sizes = shape["labels"], shape["sizes"]
+    view = ActivationCache.open_path(folder, {"bench": "scale", "heads": HEADS}, HEADS, HEAD_DIM).rows(
+        clip_ids(len(labels)))
+    edges = np.cumsum([0, sizes["support"], sizes["val"], sizes["test"]])
+    support, val, test = (np.arange(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True))
+    fp16 = {name: view.gather(torch.tensor(rows), torch.float16) for name, rows in (("support", support), ("val", val))}
+    out: dict = {f"{k}_rows": v for k, v in sizes.items()}
+    for name, make, point in (("sav", SAV, SweepPoint((("top_k", 20),))),
+                              ("grw", GRW, SweepPoint((("tau", 0.03), ("tau_w", 0.5), ("top_k", 20))))):
+        started = time.perf_counter()
+        report = paper_sweep_report(lambda values, make=make: make(**values), [point], fp16["support"],
+                                    labels[support], view.subset(test), labels[test], n_classes=VGGSOUND["classes"],
+                                    reliability=(fp16["val"], labels[val]), memory_budget=budget)
+        out[name] = {"seconds": time.perf_counter() - started, "peak_rss_mb": peak_rss_mb(),
+                     "accuracy": report.oracle["test"]["accuracy"]}
+    return out
+
+
 PARTS = {"a": part_a, "b": part_b, "c": part_c}
-SHAPED = {"v": part_v, "s": part_s}
+SHAPED = {"v": part_v, "s": part_s, "w": part_w}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=8000)
     parser.add_argument("--dir", type=Path, default=Path("bench_scale"), help="where the synthetic cache goes")
-    parser.add_argument("--parts", default="abc", help="any of a, b, c, v (VGGSound-shaped), s (AudioSet-shaped)")
+    parser.add_argument("--parts", default="abc", help="any of a, b, c, v (VGGSound-shaped), s (AudioSet-shaped), w (v's baselines)")
     parser.add_argument("--scale", type=float, default=1.0, help="row counts of (v) and (s) times this")
     parser.add_argument("--memory-budget-mb", type=int, default=128, help="evaluate.memory_budget_mb of the grids")
     parser.add_argument("--part", help=argparse.SUPPRESS)  # run one part in this process (internal)
     args = parser.parse_args()
     budget = args.memory_budget_mb * 2**20
-    folders = {name: args.dir / f"{name}_scale{args.scale:g}" for name in SHAPED}
+    folders = {name: args.dir / f"{'v' if name == 'w' else name}_scale{args.scale:g}" for name in SHAPED}
     if args.part:
         out = (SHAPED[args.part](folders[args.part], args.scale, budget) if args.part in SHAPED
                else PARTS[args.part](args.dir / f"rows{args.rows}", args.rows, budget))
@@ -276,7 +308,7 @@ def main() -> None:
         report["write_seconds"] = write_cache(args.dir / f"rows{args.rows}", args.rows)
     for name in args.parts:
         if name in SHAPED:
-            labels = layout(name, args.scale)["labels"]
+            labels = layout("v" if name == "w" else name, args.scale)["labels"]
             report[name] = {"rows": len(labels), "cache_gb": len(labels) * HEADS * HEAD_DIM * 2 / 1e9,
                             "write_seconds": write_cache(folders[name], len(labels), labels=labels)}
         out = subprocess.run([sys.executable, __file__, "--rows", str(args.rows), "--dir", str(args.dir),

@@ -1,5 +1,6 @@
 """The paper grid streams splits larger than its memory budget: results equal the resident path's, and
-every split (support, test, reliability set V) is read block by block instead of being held."""
+every split (support, test, reliability set V) is read block by block instead of being held. The
+generic sweep (any other estimator) scores its rows in chunks under the same budget."""
 
 from __future__ import annotations
 
@@ -7,8 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from calm.selection import CalmGrid, paper_grid_report
-from calm.selection.grid import SplitScorer
+import calm.methods.base as base
+from calm.methods import GRW, SAV
+from calm.methods.prototypes import prototype_dots
+from calm.methods.sav_core import sav_head_scores
+from calm.selection import CalmGrid, MethodGrid, paper_grid_report, paper_sweep_report
+from calm.selection.grid import SplitScorer, rows_within
 from tests.test_grid import split
 
 GRID = CalmGrid(reliability=("margin_clamped", "brier"), tau=(0.05, 1.0), tau_w=(0.5, 2.0), top_k=(3, None),
@@ -76,6 +81,19 @@ def test_scorer_holds_one_block_and_reliabilities_match(data) -> None:
     assert max(block.stop - block.start for block in small.block_slices("query")) == 7
 
 
+def test_model_dtype_cosines_streamed_with_equal_results(data) -> None:
+    support, labels, query, _, val, val_labels = data
+    whole, _ = report(data, 2**30, dtype=torch.bfloat16)
+    streamed, rows = report(data, TINY_BUDGET, dtype=torch.bfloat16)
+    same(whole, streamed)
+    assert rows["val"].read > 25, "V is read again when it is scored, not held"
+    scorer = SplitScorer(support, labels, query, 5, reliability=(val, val_labels), dtype=torch.float16,
+                         memory_budget=TINY_BUDGET)
+    assert [b.stop - b.start for b in scorer.block_slices("query")] == [7] * 5 + [5]
+    for block in scorer.blocks("query"):
+        assert scorer._cosines["query"].shape[1] == block.stop - block.start, "one block of cosines held"
+
+
 def test_questions_and_targets_counted_over_blocks(data) -> None:
     support, labels, query, query_labels, val, val_labels = data
     groups = np.arange(40) // 3  # questions of one clip in consecutive rows, split across blocks
@@ -104,3 +122,59 @@ def test_grid_on_cuda_equals_the_cpu(data) -> None:
     cpu, _ = report(data, TINY_BUDGET)
     gpu, _ = report(data, TINY_BUDGET, device="cuda")
     same(cpu, gpu)
+
+
+class BatchSpy(GRW):
+    """GRW that remembers the most clips it was asked to score at once, and the dtype it was fitted on."""
+
+    largest, fitted_on = 0, set()
+
+    def fit(self, features, labels, **kwargs):
+        BatchSpy.fitted_on.add(features.dtype)
+        return super().fit(features, labels, **kwargs)
+
+    def predict_scores(self, features):
+        BatchSpy.largest = max(BatchSpy.largest, features.shape[0])
+        return super().predict_scores(features)
+
+
+def sweep(data, budget, device="cpu"):
+    support, labels, query, query_labels, val, val_labels = data
+    points = MethodGrid.from_config("grw", {"tau": [0.05, 1.0], "tau_w": [0.5, 7.0], "top_k": [2, None]},
+                                    {"tau", "tau_w", "top_k"}, "test").points()
+    BatchSpy.largest, BatchSpy.fitted_on = 0, set()
+    out = paper_sweep_report(lambda values: BatchSpy(**values), points, support.half(), labels, CountingRows(query),
+                             query_labels, n_classes=5, folds=3, reliability=(val.half(), val_labels),
+                             memory_budget=budget, device=device)
+    return out, BatchSpy.largest
+
+
+def test_sweep_scores_in_chunks_under_the_budget_with_equal_results(data) -> None:
+    whole, whole_batch = sweep(data, 2**30)
+    streamed, streamed_batch = sweep(data, TINY_BUDGET)
+    assert whole.test.accuracy.min() < whole.test.accuracy.max(), "the sweep does not discriminate"
+    assert BatchSpy.fitted_on == {torch.float32}, "each fit gets float32 rows, upcast from the fp16 support and V"
+    np.testing.assert_array_equal(whole.test.accuracy, streamed.test.accuracy)
+    np.testing.assert_array_equal(whole.test.macro_f1, streamed.test.macro_f1)
+    same(whole, streamed)
+    assert whole_batch == 40, "within a large budget the 40 test clips are scored in one chunk"
+    assert streamed_batch == rows_within(TINY_BUDGET, 24, 5) == 7, "test, folds and V are scored 7 clips at a time"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_sweep_on_cuda_equals_the_cpu(data) -> None:
+    cpu, _ = sweep(data, TINY_BUDGET)
+    gpu, _ = sweep(data, TINY_BUDGET, device="cuda")
+    same(cpu, gpu)
+
+
+def test_sav_ranks_heads_on_chunks_of_the_support(monkeypatch) -> None:
+    g = torch.Generator().manual_seed(5)
+    labels = torch.arange(600) % 3
+    support = torch.randn(3, 6, 4, generator=g)[labels] + 2.0 * torch.randn(600, 6, 4, generator=g)
+    widest = []
+    monkeypatch.setattr(base, "prototype_dots", lambda x, p: widest.append(x.shape[0]) or prototype_dots(x, p))
+    fitted = SAV(top_k=3).fit(support, labels)
+    assert max(widest) == base.RANKING_CHUNK < 600, "the support's products are computed a chunk at a time"
+    whole = sav_head_scores(prototype_dots(support, fitted.prototypes_), labels)
+    assert torch.equal(fitted.head_scores_, whole) and whole.min() < whole.max()

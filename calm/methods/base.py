@@ -41,6 +41,9 @@ from calm.methods.prototypes import (
 from calm.methods.sav_core import sav_head_scores, sav_rank
 from calm.methods.ties import check_tie_break, check_tie_seed, tie_order, tied_selections
 
+# support clips whose cosine products (heads x clips x classes floats) SAV's head ranking holds at once
+RANKING_CHUNK = 256
+
 
 class Estimator(ABC):
     """Fit on cached support rows, score query rows; subclasses set `fitted_attribute` in `fit`."""
@@ -105,7 +108,10 @@ class Estimator(ABC):
         when None) in `selected_heads_` and counts in `tied_selections_` those chosen among ties.
         Returns the validated support features, labels and class count."""
         features, labels, n_classes = self._fit_prototypes(features, labels, n_classes)
-        self.head_scores_ = sav_head_scores(prototype_dots(features, self.prototypes_), labels)
+        # per-head counts summed over chunks of clips: never the whole support's (K, n, C) products at once
+        self.head_scores_ = sum(sav_head_scores(prototype_dots(features[a:a + RANKING_CHUNK], self.prototypes_),
+                                                labels[a:a + RANKING_CHUNK])
+                                for a in range(0, len(labels), RANKING_CHUNK))
         self.ranking_ = sav_rank(self.head_scores_, self._tie_order(self.n_heads_, tie_seed))
         k = min(top_k or self.n_heads_, self.n_heads_)
         self.selected_heads_ = self.ranking_[:k]

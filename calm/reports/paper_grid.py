@@ -184,7 +184,8 @@ def sweep_method(cfg: DictConfig, name: str, estimator: Any, grid_cfg: Mapping[s
     grid, clamped = MethodGrid.from_config(name, grid_cfg, parameters, grids_file(cfg)).for_heads(split.n_heads)
     support, reliability = split.fit_rows()
     return paper_sweep_report(make, grid.points(), support, support_labels, split.query, query_labels,
-                              tie_seed=split.tie_seed(estimator), **{**split.common, "reliability": reliability}), clamped
+                              tie_seed=split.tie_seed(estimator), memory_budget=split.memory_budget,
+                              **{**split.common, "reliability": reliability}), clamped
 
 
 def source_clips(table: ClipTable, rows: np.ndarray) -> np.ndarray:

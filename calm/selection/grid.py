@@ -84,6 +84,13 @@ def _slices(n: int, step: int) -> list[slice]:
     return [slice(a, min(a + step, n)) for a in range(0, n, step)] or [slice(0, 0)]
 
 
+def rows_within(memory_budget: int, n_heads: int, n_classes: int) -> int:
+    """How many clips' products fit `memory_budget` bytes (the one rule of evaluate.memory_budget_mb):
+    per clip, its dot products with the prototypes and their posteriors (K x C floats each) and its
+    inverse norms (K floats). At least one."""
+    return max(1, memory_budget // ((2 * n_classes + 1) * n_heads * 4))
+
+
 class SplitScorer:
     """One split's cosine products with CALM's own arithmetic, so reliabilities (and with them top_k's
     ranking) equal the estimator's bit for bit.
@@ -98,8 +105,9 @@ class SplitScorer:
     `reliability` (a named reliability set V: rows and labels) is where reliabilities are measured,
     against the prototypes of the support set; without it V = S. Its clips can also be scored
     (`score_settings(..., split="reliability")`: the `[val]` choice). `dtype` other than float32 is the
-    authors' arithmetic (`calm.methods.precision`): prototypes, cosines and softmax in that dtype, every
-    split kept whole.
+    authors' arithmetic (`calm.methods.precision`): prototypes, cosines and softmax in that dtype, the
+    cosines streamed block by block as the float32 products are; the prototypes' running sums take the
+    support rows whole, held in that dtype.
     """
 
     def __init__(self, support: FeaturesLike | QueryRows, labels: LabelsLike, query: FeaturesLike | QueryRows,
@@ -120,26 +128,24 @@ class SplitScorer:
             self.reliability_counts = class_counts(self.reliability_labels, self.n_classes)
             self.n_reliability = len(rows)
             self.rows["reliability"] = rows
-        # per row of a resident block: dots and a posteriors buffer (K x C floats each), inverse norms (K)
-        row_bytes = (2 * self.n_classes + 1) * self.n_heads * 4
-        block_rows = max(1, memory_budget // row_bytes)
-        self.block_rows = {split: len(rows) if dtype != torch.float32 else block_rows
-                           for split, rows in self.rows.items()}
+        block_rows = rows_within(memory_budget, self.n_heads, self.n_classes)
+        self.block_rows = dict.fromkeys(self.rows, block_rows)
         # query clips are scored in chunks of at most a quarter of the budget of posteriors
         self.score_rows = max(query_chunk, memory_budget // (4 * 4 * self.n_heads * self.n_classes))
         self._resident: dict[str, slice] = {}
         self._streamed: dict[tuple[float, str], torch.Tensor] = {}  # r of a streamed V, per (tau, scheme)
-        if dtype != torch.float32:
-            self._low_precision(support)
-            return
-        sums = None
-        for part in _slices(len(self.labels), support_chunk):  # class sums chunk by chunk: never upcast whole
-            part_sums = class_sums(as_features(support[part]).to(self.device), self.labels[part], self.n_classes)
-            sums = part_sums if sums is None else sums + part_sums
-        self.prototypes = normalized_prototypes(sums, self.counts)
         self._dots: dict[str, torch.Tensor] = {}
         self._recip: dict[str, torch.Tensor] = {}
         self._buffers: dict[str, torch.Tensor] = {}
+        self._cosines: dict[str, torch.Tensor] = {}  # the low-precision path's products, in `dtype`
+        if dtype != torch.float32:
+            self.prototypes = self._low_precision_prototypes(support)
+        else:
+            sums = None
+            for part in _slices(len(self.labels), support_chunk):  # class sums chunk by chunk: never upcast whole
+                part_sums = class_sums(as_features(support[part]).to(self.device), self.labels[part], self.n_classes)
+                sums = part_sums if sums is None else sums + part_sums
+            self.prototypes = normalized_prototypes(sums, self.counts)
         for split in self.rows:
             if len(self.block_slices(split)) == 1:  # fits: computed once, kept
                 self._load(split, self.block_slices(split)[0])
@@ -157,10 +163,23 @@ class SplitScorer:
             yield block
 
     def _load(self, split: str, block: slice) -> None:
-        """Dot products with the prototypes and inverse norms of `block`'s rows, read a chunk at a time."""
+        """Dot products with the prototypes and inverse norms of `block`'s rows (the low-precision path:
+        their cosines in `dtype`), read a chunk at a time."""
         self._dots.pop(split, None)
         self._buffers.pop(split, None)
+        self._cosines.pop(split, None)
         step = self.support_chunk if split == "support" else self.query_chunk
+        if self.dtype != torch.float32:
+            self._cosines[split] = torch.cat([
+                low_precision_cosines(validate_query(self.rows[split][slice(block.start + part.start,
+                                                                            block.start + part.stop)],
+                                                     self.n_heads, self.head_dim).to(self.device), self.prototypes)
+                for part in _slices(block.stop - block.start, step)], dim=1)
+            self._resident[split] = block
+            n = block.stop - block.start
+            if split == "query":
+                self.chunks = _slices(n, min(self.score_rows, max(n, 1)))
+            return
         dots, recip = [], []
         for part in _slices(block.stop - block.start, step):
             rows = self.rows[split][slice(block.start + part.start, block.start + part.stop)]
@@ -181,20 +200,12 @@ class SplitScorer:
         else:
             self._buffers[split] = torch.empty_like(self._dots[split])  # classes-major, as the dots
 
-    def _low_precision(self, support: FeaturesLike | QueryRows) -> None:
-        """The cosines of every split in `dtype` (`calm.methods.precision`), kept whole in that dtype."""
-        n_heads, head_dim = self.n_heads, self.head_dim
-        whole = validate_query(support[slice(0, len(self.labels))], n_heads, head_dim).to(self.device)
-        prototypes = low_precision_prototypes(whole, self.labels, self.n_classes, self.dtype)
-        self._cosines = {}
-        for split, rows in self.rows.items():
-            step = self.support_chunk if split == "support" else self.query_chunk
-            self._cosines[split] = torch.cat([low_precision_cosines(validate_query(rows[part], n_heads, head_dim)
-                                                                    .to(self.device), prototypes)
-                                              for part in _slices(len(rows), step)], dim=1)
-            self._resident[split] = slice(0, len(rows))
-        self.chunks = _slices(self.n_queries, max(self.score_rows, 1))
-
+    def _low_precision_prototypes(self, support: FeaturesLike | QueryRows) -> torch.Tensor:
+        """The prototypes in `dtype` (`calm.methods.precision`): the support rows cast to `dtype` a chunk
+        at a time (never upcast whole), then summed in support order."""
+        rows = torch.cat([validate_query(support[part], self.n_heads, self.head_dim).to(self.device).to(self.dtype)
+                          for part in _slices(len(self.labels), self.support_chunk)])
+        return low_precision_prototypes(rows, self.labels, self.n_classes, self.dtype)
 
     def setting_scores(self, setting: CalmSetting) -> torch.Tensor:
         """Class scores (m, C) of the query clips under one setting, computed chunk by chunk (for

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from calm.methods.prototypes import FeaturesLike, LabelsLike, ReliabilitySet, as_features
+from calm.methods.prototypes import FeaturesLike, LabelsLike, ReliabilitySet
 from calm.methods.prototypes import support_labels as checked_labels
 from calm.metrics import detector_scores, eer
 from calm.selection.cross_validation import (
@@ -39,7 +39,14 @@ from calm.selection.settings import (
     GridResult,
     grid_settings,
 )
-from calm.selection.sweep import Build, SweepPoint, point_eer, sweep_cross_validation, sweep_split
+from calm.selection.sweep import (
+    Build,
+    SweepPoint,
+    kept_rows,
+    point_eer,
+    sweep_cross_validation,
+    sweep_split,
+)
 
 ORACLE_LABEL = "oracle: best of grid on the test set (optimistic; how the reference scripts chose)"
 CV_LABEL = "chosen by cross-validation on the support set; the test set is not used"
@@ -235,18 +242,22 @@ def paper_sweep_report(
     device: torch.device | str | None = None,
     reliability: ReliabilityRows | None = None,
     selection_metric: str = "accuracy",
+    memory_budget: int = MEMORY_BUDGET,
 ) -> PaperGridReport:
     """`paper_grid_report` for any estimator: `build(point)` makes the estimator of a grid point
     (`calm.selection.sweep`), each fitted from scratch. Same selections, rules and fields; the
     settings are the points' values, and the default when cross-validation cannot run is the
     method's configured setting (the empty point). A named reliability set V reaches the estimators
-    that measure reliabilities (`fit_estimator`) and adds the `[val]` choice for every method."""
+    that measure reliabilities (`fit_estimator`) and adds the `[val]` choice for every method. Scored
+    rows are read in chunks under `memory_budget` (`calm.selection.sweep`); the support set and V stay
+    in their dtype (fp16 from the cache) between fits."""
     points = tuple(points)
-    named = None if reliability is None else ReliabilitySet(as_features(reliability[0]),
+    named = None if reliability is None else ReliabilitySet(kept_rows(reliability[0]),
                                                             torch.as_tensor(np.asarray(reliability[1])))
-    split = {"n_classes": n_classes, "tie_seed": tie_seed, "device": device, "reliability_set": named}
+    split = {"n_classes": n_classes, "tie_seed": tie_seed, "device": device, "reliability_set": named,
+             "query_chunk": query_chunk, "memory_budget": memory_budget}
     test = sweep_split(build, points, support, support_labels, query, query_labels, query_targets=query_targets,
-                       query_groups=query_groups, query_chunk=query_chunk, **split)
+                       query_groups=query_groups, **split)
     cv = sweep_cross_validation(build, points, support, support_labels, folds=folds, seed=seed,
                                 support_targets=support_targets, support_groups=support_groups,
                                 selection_metric=selection_metric, **split)
@@ -255,11 +266,10 @@ def paper_sweep_report(
         cv_test = test.scores_of(cv["setting_index"])
     else:
         cv_test = sweep_split(build, [cv_point], support, support_labels, query, query_labels,
-                              query_targets=query_targets, query_groups=query_groups, query_chunk=query_chunk,
-                              **split).scores_of(0)
+                              query_targets=query_targets, query_groups=query_groups, **split).scores_of(0)
     cv_choice, oracle = labelled_choices(cv, cv_test, test, points, selection_metric)
     val = None if named is None else sweep_split(build, points, support, support_labels, named.features,
-                                                 named.labels, query_chunk=query_chunk, **split)
+                                                 named.labels, **split)
     report = PaperGridReport(cv_choice, oracle, test, val_choice(val, test, points, selection_metric),
                              selection_metric)
     if positive_class is not None:
@@ -268,5 +278,5 @@ def paper_sweep_report(
         for record, point in zip(report.records(), chosen, strict=True):
             record["test"]["eer"] = point_eer(build, point, support, support_labels, query, query_labels,
                                               positive_class, tie_seed=tie_seed, query_chunk=query_chunk,
-                                              device=device, reliability_set=named)
+                                              device=device, reliability_set=named, memory_budget=memory_budget)
     return report

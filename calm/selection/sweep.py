@@ -3,12 +3,16 @@
 CALM has its own engine (`calm.selection.grid`), which shares work between settings; every other
 method, including one a user adds with a `configs/grids/<dataset>.yaml` entry, is swept here: for
 each grid point the estimator is built (`build(point)`: the job's `estimators.<name>` config with the
-point's values set), fitted on the support set and asked for predictions, the query rows read
-`query_chunk` clips at a time (a tensor or a lazy row view such as `calm.cache.RowView`), so the test
-split is never held as float32 at once. Points are fitted in batches whose fitted state (prototypes and
-the like) stays under `fitted_budget` bytes, and each batch reads the test rows once: a grid of P points
-reads them ceil(P / batch) times, not P times. Only counts (and, for per-label questions, each point's
-predictions) are kept.
+point's values set), fitted on the support set and asked for predictions. Points are fitted in batches
+whose fitted state (prototypes and the like) stays under `fitted_budget` bytes, and each batch reads the
+test rows once: a grid of P points reads them ceil(P / batch) times, not P times. Only counts (and, for
+per-label questions, each point's predictions) are kept.
+
+Memory: the scored rows (test, held-out folds, the reliability set V) are read from their tensor or lazy
+row view (`calm.cache.RowView`) in chunks whose per-clip products fit `memory_budget` bytes, the grid's
+rule (`calm.selection.grid.rows_within`, evaluate.memory_budget_mb); the support set and V stay in the
+dtype they come in (fp16 from the cache) and are upcast to float32 for one fit at a time. A fit itself
+takes its rows whole (the estimator API), so its transient products grow with the support set and V.
 """
 
 from __future__ import annotations
@@ -31,7 +35,14 @@ from calm.selection.cross_validation import (
     support_folds,
     too_few_clips,
 )
-from calm.selection.grid import QueryRows, query_label_tensor, target_tensor
+from calm.selection.grid import (
+    MEMORY_BUDGET,
+    QueryRows,
+    RowSubset,
+    query_label_tensor,
+    rows_within,
+    target_tensor,
+)
 from calm.selection.questions import CLIP_METRICS, clip_exact_matches, group_tensor
 from calm.selection.settings import ALL_HEADS, GridResult, heads_top_k
 
@@ -104,9 +115,12 @@ def _parts(n: int, chunk: int) -> list[slice]:
 def fit_point(build: Build, point: SweepPoint, support: torch.Tensor, labels: torch.Tensor, n_classes: int,
               tie_seed: int | None, reliability_set: ReliabilitySet | None = None) -> Any:
     """The estimator of `point`, fitted on the support rows (`tie_seed`: this fit's tie seed, if given;
-    `reliability_set`: a named V, for the estimators that measure reliabilities)."""
-    return fit_estimator(build(point.as_dict()), support, labels, n_classes=n_classes, tie_seed=tie_seed,
-                         reliability_set=reliability_set)
+    `reliability_set`: a named V, for the estimators that measure reliabilities). Rows kept in fp16 are
+    upcast to float32 for this fit only."""
+    named = None if reliability_set is None else ReliabilitySet(as_features(reliability_set.features),
+                                                                reliability_set.labels)
+    return fit_estimator(build(point.as_dict()), as_features(support), labels, n_classes=n_classes,
+                         tie_seed=tie_seed, reliability_set=named)
 
 
 def fitted_bytes(estimator: Any) -> int:
@@ -134,10 +148,20 @@ def fitted_batches(build: Build, points: Sequence[SweepPoint], support: torch.Te
         yield batch
 
 
-def _query_chunks(query: FeaturesLike | QueryRows, chunk: int, device: torch.device) -> Iterator[
-        tuple[slice, torch.Tensor]]:
-    for part in _parts(len(query), chunk):
+def _query_chunks(query: FeaturesLike | QueryRows, chunk: int, device: torch.device, memory_budget: int,
+                  n_heads: int, n_classes: int) -> Iterator[tuple[slice, torch.Tensor]]:
+    """The scored rows as float32, at most `chunk` clips at a time and fewer when their products (K x C
+    per clip) would exceed `memory_budget` (`rows_within`)."""
+    step = min(chunk, rows_within(memory_budget, n_heads, n_classes))
+    for part in _parts(len(query), step):
         yield part, as_features(query[part]).to(device)
+
+
+def kept_rows(rows: FeaturesLike, device: torch.device | None = None) -> torch.Tensor:
+    """Support or V rows as a tensor (on `device`, if given) in their own dtype: fp16 stays fp16, and
+    `fit_point` upcasts for one fit at a time."""
+    rows = rows if isinstance(rows, torch.Tensor) else as_features(rows)
+    return rows if device is None else rows.to(device)
 
 
 def sweep_split(build: Build, points: Sequence[SweepPoint], support: FeaturesLike, support_labels: LabelsLike,
@@ -145,15 +169,15 @@ def sweep_split(build: Build, points: Sequence[SweepPoint], support: FeaturesLik
                 tie_seed: int | None = None, query_targets: np.ndarray | torch.Tensor | None = None,
                 query_groups: np.ndarray | torch.Tensor | None = None, query_chunk: int = 256,
                 device: torch.device | str | None = None, fitted_budget: int = FITTED_BUDGET,
-                reliability_set: ReliabilitySet | None = None) -> GridResult:
+                reliability_set: ReliabilitySet | None = None, memory_budget: int = MEMORY_BUDGET) -> GridResult:
     """Accuracy and macro-F1 of every point (exact match with (m, C) `query_targets`; both clip-level
     exact matches with `query_groups`), each point's estimator fitted from scratch on the support set
     (and the named reliability set V, `reliability_set`, where the estimator uses one); the test rows
-    are read once per batch of fitted points (`fitted_batches`)."""
+    are read once per batch of fitted points (`fitted_batches`), in chunks under `memory_budget`."""
     if not points:
         raise ConfigError("no grid points to evaluate", "give the method at least one grid point")
     device = torch.device(device) if device is not None else torch.device("cpu")
-    support = as_features(support).to(device)
+    support = kept_rows(support, device)
     fit_labels = torch.as_tensor(np.asarray(support_labels)).long().to(device)
     labels = query_label_tensor(query_labels, n_classes)
     if labels.shape[0] != len(query):
@@ -170,7 +194,8 @@ def sweep_split(build: Build, points: Sequence[SweepPoint], support: FeaturesLik
             counts: dict[int, Any] = {}
             hits: dict[int, torch.Tensor] = {}
             preds: dict[int, list[torch.Tensor]] = {i: [] for i, _ in batch}
-            for part, rows in _query_chunks(query, query_chunk, device):
+            for part, rows in _query_chunks(query, query_chunk, device, memory_budget, int(support.shape[1]),
+                                             n_classes):
                 for i, fitted in batch:
                     pred = torch.as_tensor(fitted.predict(rows)).long().cpu()  # SAV's own tie rule, not argmax
                     if targets is not None:  # (m, C) scores as the grid's (C, S=1, m)
@@ -196,13 +221,15 @@ def sweep_cross_validation(build: Build, points: Sequence[SweepPoint], support: 
                            tie_seed: int | None = None, support_targets: np.ndarray | torch.Tensor | None = None,
                            support_groups: np.ndarray | None = None,
                            device: torch.device | str | None = None, reliability_set: ReliabilitySet | None = None,
-                           selection_metric: str = "accuracy") -> dict[str, Any]:
+                           selection_metric: str = "accuracy", query_chunk: int = 256,
+                           memory_budget: int = MEMORY_BUDGET) -> dict[str, Any]:
     """Choose a point from the support set alone, by the one cross-validation rule
     (`calm.selection.cross_validation`: stratified folds keeping `support_groups` together, pooled
     held-out score) and the one tie rule
     (`first_best`). With a single clip in some class, the method's configured setting is used
-    (``selected_by: "default"``, the reason in ``note``)."""
-    support = as_features(support)
+    (``selected_by: "default"``, the reason in ``note``). Each fold's held-out rows are read from the
+    support rows in chunks (`sweep_split`), not copied."""
+    support = kept_rows(support)
     labels_np = np.asarray(torch.as_tensor(np.asarray(support_labels)).long())
     fold, n_folds, smallest = support_folds(labels_np, n_classes, folds, seed, support_groups)
     if fold is None:
@@ -212,10 +239,12 @@ def sweep_cross_validation(build: Build, points: Sequence[SweepPoint], support: 
 
     def score_fold(held: torch.Tensor) -> np.ndarray:
         keep = ~held
-        return sweep_split(build, points, support[keep], labels_np[keep.numpy()], support[held],
-                           labels_np[held.numpy()], n_classes=n_classes, tie_seed=tie_seed,
+        return sweep_split(build, points, support[keep], labels_np[keep.numpy()],
+                           RowSubset(support, held.nonzero().flatten()), labels_np[held.numpy()],
+                           n_classes=n_classes, tie_seed=tie_seed,
                            query_targets=None if targets is None else targets[held], device=device,
-                           reliability_set=reliability_set).values(selection_metric)
+                           reliability_set=reliability_set, query_chunk=query_chunk,
+                           memory_budget=memory_budget).values(selection_metric)
 
     pooled = pooled_fold_scores(fold, n_folds, score_fold)
     return cross_validation_choice(pooled, [s.as_dict() for s in points], n_folds, len(labels_np),
@@ -225,13 +254,15 @@ def sweep_cross_validation(build: Build, points: Sequence[SweepPoint], support: 
 def point_eer(build: Build, point: SweepPoint, support: FeaturesLike, support_labels: LabelsLike,
               query: FeaturesLike | QueryRows, query_labels: LabelsLike, positive_class: int, *,
               tie_seed: int | None = None, query_chunk: int = 256, device: torch.device | str | None = None,
-              reliability_set: ReliabilitySet | None = None) -> float:
+              reliability_set: ReliabilitySet | None = None, memory_budget: int = MEMORY_BUDGET) -> float:
     """Test EER (percent) of one point on a two-class split, `positive_class` the detected class."""
     device = torch.device(device) if device is not None else torch.device("cpu")
     labels = torch.as_tensor(np.asarray(support_labels)).long().to(device)
     with torch.no_grad():
-        fitted = fit_point(build, point, as_features(support).to(device), labels, 2, tie_seed, reliability_set)
+        support = kept_rows(support, device)
+        fitted = fit_point(build, point, support, labels, 2, tie_seed, reliability_set)
         scores = torch.cat([torch.as_tensor(fitted.predict_scores(rows)).float().cpu()
-                            for _, rows in _query_chunks(query, query_chunk, device)])
+                            for _, rows in _query_chunks(query, query_chunk, device, memory_budget,
+                                                         int(support.shape[1]), 2)])
     truth = query_label_tensor(query_labels, 2).numpy() == positive_class
     return eer(detector_scores(scores, positive_class), truth)
