@@ -34,7 +34,7 @@ from calm.errors import ConfigError
 from calm.file_digests import FileDigests
 from calm.methods.precision import dtype_name
 from calm.protocols import PaperProtocol, Pools, Protocol
-from calm.reports import Report, job_reports
+from calm.reports import Report, job_reports, report_walk
 from calm.reports.episodic import evaluation_device
 from calm.row_inputs import model_key_fields
 from calm.search import SearchSettings, search_settings
@@ -207,10 +207,11 @@ def prepare(cfg: DictConfig) -> PreparedJob:
                                     int(cfg.evaluate.get("memory_budget_mb", 128)))
     apply_evaluation_dtype(methods, evaluation.dtype, str(cfg.trainer.precision))
     search = search_settings(cfg)
+    method = OmegaConf.to_container(cfg.method, resolve=True)
+    walk = report_walk(method, table)
     backbone = build_backbone(cfg.backbone, str(cfg.trainer.precision))
     check_questions_are_read(table, backbone)
     cache_dir = Path(cfg.paths.cache_dir)
-    method = OmegaConf.to_container(cfg.method, resolve=True)
     extraction = ExtractionSettings(int(cfg.extract.batch_size), int(cfg.extract.num_workers), str(cfg.on_bad_clip),
                                     str(cfg.on_long_clip), OmegaConf.to_container(cfg.trainer, resolve=True))
     job = PreparedJob(
@@ -220,7 +221,7 @@ def prepare(cfg: DictConfig) -> PreparedJob:
         open_cache(cache_dir, backbone, prompt), cache_dir, extraction, evaluation,
         Devices(evaluation_device(str(cfg.evaluate.device))), OmegaConf.to_container(cfg.logger, resolve=True),
         search, paper_grids(cfg) if isinstance(protocol, PaperProtocol) else None)
-    reports = job_reports(method, job)
+    reports = job_reports(walk, job)
     generation = generation_device(extraction.trainer) if any(r.uses_backbone for r in reports) else None
     return replace(job, reports=reports, devices=replace(job.devices, generation=generation))
 

@@ -15,7 +15,7 @@ from calm.reports.console import print_table
 from calm.reports.episodic import EpisodicMethods, evaluate, result_rows, score_method
 from calm.reports.generation import PseudoLabels, ZeroShot
 from calm.reports.paper_grid import PaperGrid, paper_notes, tuned_methods, tuned_rows
-from calm.reports.registry import job_reports
+from calm.reports.registry import job_reports, report_walk
 from calm.reports.search import SearchObjective
 from calm.reports.text_zero_shot import TextZeroShot
 
@@ -32,6 +32,7 @@ __all__ = [
     "job_reports",
     "paper_notes",
     "print_table",
+    "report_walk",
     "result_rows",
     "score_method",
     "tuned_methods",

@@ -20,6 +20,7 @@ from calm.config_objects import build
 if TYPE_CHECKING:
     import torch
 
+    from calm.data.table import ClipTable
     from calm.job import PreparedJob
     from calm.protocols import Episode
     from calm.tracking import Tracker
@@ -58,6 +59,12 @@ class Report(ABC):
     def applies(cls, job: PreparedJob) -> bool:
         """Whether the report runs in `job` (every part but the reports is built); True by default."""
         return True
+
+    @classmethod
+    def check_table(cls, settings: Mapping[str, Any], table: ClipTable) -> None:
+        """Refuse a table the report cannot score, before the backbone is built or its weights read (a
+        multi-label table for pseudo-labels); nothing by default."""
+        return
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], job: PreparedJob, key: str) -> Report:

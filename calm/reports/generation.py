@@ -27,6 +27,7 @@ from calm.reports.episodic import evaluate
 from calm.tracking import Tracker
 
 if TYPE_CHECKING:
+    from calm.data.table import ClipTable
     from calm.job import PreparedJob
 
 log = logging.getLogger(__name__)
@@ -89,8 +90,11 @@ class PseudoLabels(Report):
         return self.settings.support == "replace"
 
     @classmethod
+    def check_table(cls, settings: Mapping[str, Any], table: ClipTable) -> None:
+        check_single_label(table)
+
+    @classmethod
     def from_settings(cls, settings: Mapping[str, Any], job: PreparedJob, key: str) -> PseudoLabels:
-        check_single_label(job.table)
         return cls(PseudoLabelSettings.from_config(settings, job.methods, job.prompt))
 
     def extra_rows(self, job: PreparedJob) -> set[int]:

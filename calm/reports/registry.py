@@ -21,6 +21,7 @@ from calm.reports.search import SearchObjective
 from calm.reports.text_zero_shot import TextZeroShot
 
 if TYPE_CHECKING:
+    from calm.data.table import ClipTable
     from calm.job import PreparedJob
 
 # Before the reports a method declares, and after them: the results rows keep this order.
@@ -38,13 +39,24 @@ def declared_reports(method: Mapping[str, Any]) -> list[tuple[str, type[Report],
     return declared
 
 
-def job_reports(method: Mapping[str, Any], job: PreparedJob) -> tuple[Report, ...]:
-    """The reports of `job` (every other part built) from its resolved `method` settings, in the order their
-    rows appear in results.json: a keyed built-in report runs when its block is set, a declared one when
-    listed, a closing one always; each only where its class `applies` to the job."""
+Walk = list[tuple[str, type[Report], dict[str, Any]]]
+
+
+def report_walk(method: Mapping[str, Any], table: ClipTable) -> Walk:
+    """The report classes a job's resolved `method` settings turn on, in results order, each with where it
+    sits and its settings: a keyed built-in report when its block is set, a declared one when listed, a
+    closing one always. Each checks the table here, before the backbone is built (`Report.check_table`)."""
     walk = [(f"method.{cls.key}", cls, method.get(cls.key) or None) if cls.key else (cls.__name__, cls, {})
             for cls in LEADING]
     walk += declared_reports(method)
     walk += [(cls.__name__, cls, {}) for cls in CLOSING]
-    return tuple(cls.from_settings(settings, job, key) for key, cls, settings in walk
-                 if settings is not None and cls.applies(job))
+    walk = [(key, cls, settings) for key, cls, settings in walk if settings is not None]
+    for _, cls, settings in walk:
+        cls.check_table(settings, table)
+    return walk
+
+
+def job_reports(walk: Walk, job: PreparedJob) -> tuple[Report, ...]:
+    """The reports of `job` (every other part built): each class of the walk that `applies` to the job,
+    built from its settings."""
+    return tuple(cls.from_settings(settings, job, key) for key, cls, settings in walk if cls.applies(job))
