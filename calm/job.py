@@ -208,7 +208,7 @@ def prepare(cfg: DictConfig) -> PreparedJob:
     apply_evaluation_dtype(methods, evaluation.dtype, str(cfg.trainer.precision))
     search = search_settings(cfg)
     method = OmegaConf.to_container(cfg.method, resolve=True)
-    walk = report_walk(method, table)
+    walk = report_walk(method, table, prompt)
     backbone = build_backbone(cfg.backbone, str(cfg.trainer.precision))
     check_questions_are_read(table, backbone)
     cache_dir = Path(cfg.paths.cache_dir)

@@ -20,6 +20,7 @@ from calm.config_objects import build
 if TYPE_CHECKING:
     import torch
 
+    from calm.data.prompts import ClipPrompt
     from calm.data.table import ClipTable
     from calm.job import PreparedJob
     from calm.protocols import Episode
@@ -61,9 +62,10 @@ class Report(ABC):
         return True
 
     @classmethod
-    def check_table(cls, settings: Mapping[str, Any], table: ClipTable) -> None:
-        """Refuse a table the report cannot score, before the backbone is built or its weights read (a
-        multi-label table for pseudo-labels); nothing by default."""
+    def check(cls, settings: Mapping[str, Any], table: ClipTable, prompt: ClipPrompt) -> None:
+        """Refuse settings, a table or a prompt the report cannot work with, before the backbone is built,
+        its weights read or the cache opened (a multi-label table for pseudo-labels, option letters with a
+        prompt that shows none); nothing by default."""
         return
 
     @classmethod

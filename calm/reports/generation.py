@@ -27,6 +27,7 @@ from calm.reports.episodic import evaluate
 from calm.tracking import Tracker
 
 if TYPE_CHECKING:
+    from calm.data.prompts import ClipPrompt
     from calm.data.table import ClipTable
     from calm.job import PreparedJob
 
@@ -45,6 +46,10 @@ class ZeroShot(Report):
 
     def __init__(self, settings: ZeroShotSettings) -> None:
         self.settings = settings
+
+    @classmethod
+    def check(cls, settings: Mapping[str, Any], table: ClipTable, prompt: ClipPrompt) -> None:
+        ZeroShotSettings.from_config(settings, prompt, table)
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], job: PreparedJob, key: str) -> ZeroShot:
@@ -90,7 +95,7 @@ class PseudoLabels(Report):
         return self.settings.support == "replace"
 
     @classmethod
-    def check_table(cls, settings: Mapping[str, Any], table: ClipTable) -> None:
+    def check(cls, settings: Mapping[str, Any], table: ClipTable, prompt: ClipPrompt) -> None:
         check_single_label(table)
 
     @classmethod

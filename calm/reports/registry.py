@@ -21,6 +21,7 @@ from calm.reports.search import SearchObjective
 from calm.reports.text_zero_shot import TextZeroShot
 
 if TYPE_CHECKING:
+    from calm.data.prompts import ClipPrompt
     from calm.data.table import ClipTable
     from calm.job import PreparedJob
 
@@ -42,17 +43,18 @@ def declared_reports(method: Mapping[str, Any]) -> list[tuple[str, type[Report],
 Walk = list[tuple[str, type[Report], dict[str, Any]]]
 
 
-def report_walk(method: Mapping[str, Any], table: ClipTable) -> Walk:
+def report_walk(method: Mapping[str, Any], table: ClipTable, prompt: ClipPrompt) -> Walk:
     """The report classes a job's resolved `method` settings turn on, in results order, each with where it
     sits and its settings: a keyed built-in report when its block is set, a declared one when listed, a
-    closing one always. Each checks the table here, before the backbone is built (`Report.check_table`)."""
+    closing one always. Each checks its settings against the table and prompt here, before the backbone is
+    built and the cache opened (`Report.check`)."""
     walk = [(f"method.{cls.key}", cls, method.get(cls.key) or None) if cls.key else (cls.__name__, cls, {})
             for cls in LEADING]
     walk += declared_reports(method)
     walk += [(cls.__name__, cls, {}) for cls in CLOSING]
     walk = [(key, cls, settings) for key, cls, settings in walk if settings is not None]
     for _, cls, settings in walk:
-        cls.check_table(settings, table)
+        cls.check(settings, table, prompt)
     return walk
 
 
