@@ -3,8 +3,10 @@
 `prepare(cfg)` reads the dataset table (turned into one question per positive label when the prompt
 asks for it: `calm.data.questions`), builds the protocol and its pools (once), the estimators,
 the backbone object (weights are loaded only by extraction, and only when a clip is missing), the
-prompt and the pseudo-labelling settings, and opens the activation cache under its key, so a bad
-setting, an unusable split or a cache written by another model fails in seconds.
+prompt and the reports the job runs (`calm.reports.job_reports`), and opens the activation cache under
+its key, so a bad setting, an unusable split or a cache written by another model fails in seconds.
+The config is read here only: what the rest of the job needs is a built object or a typed setting of
+the `PreparedJob`.
 """
 
 from __future__ import annotations
@@ -14,26 +16,31 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from calm.backbones import Backbone, build_backbone
 from calm.backbones.base import activation_dtype
-from calm.baselines import PseudoLabelSettings, ZeroShotSettings, check_single_label
-from calm.baselines.text_zero_shot import TextZeroShotSettings, check_text_tower
+from calm.baselines.generation import generation_device
 from calm.cache import ActivationCache
 from calm.config_objects import build
-from calm.config_schema import check_settings
+from calm.config_schema import check_settings, paper_grids
+from calm.data.dataset import Dataset
 from calm.data.prompts import ClipPrompt, build_prompt
 from calm.data.questions import question_table
-from calm.data.registry import LoadedDataset, read_dataset, warn_missing
+from calm.data.registry import LoadedDataset, build_dataset, warn_missing
 from calm.data.table import ClipTable
 from calm.errors import ConfigError
 from calm.file_digests import FileDigests
 from calm.methods.base import build_estimator
 from calm.methods.precision import dtype_name
-from calm.protocols import Pools, Protocol
+from calm.protocols import PaperProtocol, Pools, Protocol
+from calm.reports import Report, job_reports, report_walk
+from calm.reports.episodic import evaluation_device
 from calm.row_inputs import model_key_fields
-from calm.search import check_objective
+from calm.search import SearchSettings, search_settings
+from calm.sweeps import FinishedRecord, finished_record_of
+from calm.tracking import Tracker, build_tracker
 
 # Set by Lightning's DDP launcher, torchrun and SLURM in every process of a multi-process run.
 RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
@@ -47,7 +54,7 @@ def launched_as_main() -> bool:
 def build_methods(method_cfg: DictConfig) -> dict[str, Any]:
     """The estimators named in the `method` config group, instantiated (and so validated) up front."""
     estimators = method_cfg.get("estimators") or {}
-    if not estimators and not method_cfg.get("zero_shot") and not method_cfg.get("text_zero_shot"):
+    if not estimators and not any(method_cfg.get(key) for key in ("zero_shot", "text_zero_shot", "reports")):
         raise ConfigError("the method config lists no estimators",
                           "use method=calm_vs_sav, method=calm, method=sav or method=zero_shot")
     return {name: build_estimator(spec, key=f"method.estimators.{name}") for name, spec in estimators.items()}
@@ -72,10 +79,9 @@ def build_protocol(cfg: DictConfig) -> Protocol:
     return build(cfg.protocol, "protocol", base=Protocol, named=True)
 
 
-def open_cache(cfg: DictConfig, backbone: Backbone, prompt: ClipPrompt) -> ActivationCache:
-    """The activation cache folder for this backbone and prompt under `paths.cache_dir` (whose file digest
-    store remembers the weights' content digests, so local weights are hashed once, not per run)."""
-    root = Path(cfg.paths.cache_dir)
+def open_cache(root: Path, backbone: Backbone, prompt: ClipPrompt) -> ActivationCache:
+    """The activation cache folder for this backbone and prompt under `root` (`paths.cache_dir`, whose file
+    digest store remembers the weights' content digests, so local weights are hashed once, not per run)."""
     digests = FileDigests(root)
     return ActivationCache.open(
         root, model_key_fields(backbone, prompt, digests), backbone.n_heads, backbone.head_dim,
@@ -84,29 +90,73 @@ def open_cache(cfg: DictConfig, backbone: Backbone, prompt: ClipPrompt) -> Activ
 
 
 @dataclass(frozen=True)
-class PreparedJob:
-    """Everything a job needs that can be had without loading a model."""
+class Devices:
+    """Where the job computes, resolved once: the estimators' arithmetic (`evaluate.device`), and generation
+    with the backbone (the device Lightning extracts on, from `trainer`); generation is None when no report
+    of the job runs the backbone, so a setting only generation uses is checked only when it is used."""
 
-    cfg: DictConfig
-    config: dict[str, Any]  # the resolved settings, as written to results.json
+    evaluation: torch.device
+    generation: torch.device | None = None
+
+
+@dataclass(frozen=True)
+class ExtractionSettings:
+    """How missing rows are extracted: the `extract` batch and workers, the bad/long clip policies, and
+    the Lightning `trainer` settings."""
+
+    batch_size: int
+    num_workers: int
+    on_bad_clip: str
+    on_long_clip: str
+    trainer: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """The `evaluate` settings the reports read beyond the device: CALM's arithmetic dtype (float32 | model),
+    and the paper grid's test clips per chunk and streamed-memory budget."""
+
+    dtype: str
+    query_chunk: int
+    memory_budget_mb: int
+
+
+@dataclass(frozen=True)
+class PreparedJob:
+    """Everything a job needs that can be had without loading a model, as built objects and typed settings:
+    after `prepare` nothing reads the run's config again. `config` (the resolved settings) is only written
+    to results.json and the finished-job record, never read for a setting."""
+
+    config: dict[str, Any]
+    record: FinishedRecord  # where a finished job with these settings is recorded
     out_dir: Path
     main: bool  # False in the extra processes of a DDP run
+    shots: int
+    figures: bool
+    dataset: Dataset
     loaded: LoadedDataset
     table: ClipTable  # the clips the job reads: `loaded.table`, or its per-label questions
     protocol: Protocol
     pools: Pools
-    methods: dict[str, Any]
+    methods: dict[str, Any]  # the built estimators, in `method.estimators` order
+    estimator_specs: dict[str, dict[str, Any]]  # their resolved configs (a grid point is one with values set)
+    baseline: str | None
     backbone: Backbone
     prompt: ClipPrompt
-    pseudo: PseudoLabelSettings | None
-    zero_shot: ZeroShotSettings | None
     cache: ActivationCache
-    text_zero_shot: TextZeroShotSettings | None = None  # an embedding backbone's text zero-shot (CLAP)
+    cache_dir: Path
+    extraction: ExtractionSettings
+    evaluation: EvaluationSettings
+    devices: Devices
+    logger: dict[str, Any]  # the `logger` settings, for the tracker the job opens after the finished-job check
+    search: SearchSettings | None
+    grids: dict[str, Any] | None  # protocol=paper's grids per method; None under other protocols
+    reports: tuple[Report, ...] = ()  # in the order their rows appear in results.json
 
     @property
     def reads_features(self) -> bool:
-        """Whether any report reads cached rows: the estimators, or a text zero-shot (audio embeddings)."""
-        return bool(self.methods) or self.text_zero_shot is not None
+        """Whether any report reads cached rows (the estimators, a text zero-shot, a pseudo-label refit)."""
+        return any(report.reads_features for report in self.reports)
 
     def without(self, skipped: set[str]) -> PreparedJob:
         """The job without clips that could not be decoded; the protocol re-checks the smaller pools."""
@@ -137,12 +187,14 @@ def check_questions_are_read(table: ClipTable, backbone: Backbone) -> None:
 
 def prepare(cfg: DictConfig) -> PreparedJob:
     """Read the table and check every setting and split; load no model. The top-level settings are
-    typed first (`calm.config_schema`), before anything is read or written."""
+    typed first (`calm.config_schema`), before anything is read or written; the config is then resolved
+    once into the job's typed parts."""
     check_settings(cfg)
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     main = launched_as_main()
-    loaded = read_dataset(cfg.dataset, cfg.paths.data_dir)
+    dataset = build_dataset(cfg.dataset)
+    loaded = dataset.load(Path(cfg.paths.data_dir))
     warn_missing(cfg.dataset, loaded)
     if main:
         loaded.write_missing(out_dir / "missing_clips.txt")
@@ -152,22 +204,29 @@ def prepare(cfg: DictConfig) -> PreparedJob:
     pools = Pools.from_table(table)
     protocol.validate(pools)
     methods = build_methods(cfg.method)
-    apply_evaluation_dtype(methods, str(cfg.evaluate.get("dtype", "float32")), str(cfg.trainer.precision))
-    check_objective(cfg)
-    if cfg.method.get("pseudo_label"):
-        check_single_label(table)
+    evaluation = EvaluationSettings(str(cfg.evaluate.get("dtype", "float32")), int(cfg.evaluate.query_chunk),
+                                    int(cfg.evaluate.get("memory_budget_mb", 128)))
+    apply_evaluation_dtype(methods, evaluation.dtype, str(cfg.trainer.precision))
+    search = search_settings(cfg)
+    method = OmegaConf.to_container(cfg.method, resolve=True)
+    walk = report_walk(method, table, prompt)
     backbone = build_backbone(cfg.backbone, str(cfg.trainer.precision))
     check_questions_are_read(table, backbone)
-    pseudo = (PseudoLabelSettings.from_config(OmegaConf.to_container(cfg.method.pseudo_label, resolve=True), methods,
-                                             prompt) if cfg.method.get("pseudo_label") else None)
-    zero_shot = (ZeroShotSettings.from_config(OmegaConf.to_container(cfg.method.zero_shot, resolve=True), prompt,
-                                              table)
-                 if cfg.method.get("zero_shot") else None)
-    text_zero_shot = None
-    if cfg.method.get("text_zero_shot"):
-        text_zero_shot = TextZeroShotSettings.from_config(OmegaConf.to_container(cfg.method.text_zero_shot,
-                                                                                 resolve=True))
-        check_text_tower(backbone)
-    return PreparedJob(cfg, OmegaConf.to_container(cfg, resolve=True), out_dir, main, loaded, table, protocol,
-                       pools, methods, backbone, prompt, pseudo, zero_shot, open_cache(cfg, backbone, prompt),
-                       text_zero_shot)
+    cache_dir = Path(cfg.paths.cache_dir)
+    extraction = ExtractionSettings(int(cfg.extract.batch_size), int(cfg.extract.num_workers), str(cfg.on_bad_clip),
+                                    str(cfg.on_long_clip), OmegaConf.to_container(cfg.trainer, resolve=True))
+    job = PreparedJob(
+        OmegaConf.to_container(cfg, resolve=True), finished_record_of(cfg), out_dir, main, int(cfg.shots),
+        bool(cfg.get("figures", True)), dataset, loaded, table, protocol, pools, methods,
+        {name: method["estimators"][name] for name in methods}, method.get("baseline"), backbone, prompt,
+        open_cache(cache_dir, backbone, prompt), cache_dir, extraction, evaluation,
+        Devices(evaluation_device(str(cfg.evaluate.device))), OmegaConf.to_container(cfg.logger, resolve=True),
+        search, paper_grids(cfg) if isinstance(protocol, PaperProtocol) else None)
+    reports = job_reports(walk, job)
+    generation = generation_device(extraction.trainer) if any(r.uses_backbone for r in reports) else None
+    return replace(job, reports=reports, devices=replace(job.devices, generation=generation))
+
+
+def open_tracker(job: PreparedJob) -> Tracker:
+    """The job's tracker (W&B or none), opened once the job is known not to be finished already."""
+    return build_tracker(job.logger, job.config, job.out_dir)

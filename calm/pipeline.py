@@ -9,17 +9,15 @@ import logging
 import time
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from calm.baselines.pseudo_label import unlabelled_pool
 from calm.extract import ExtractionReport, extract_missing
-from calm.job import PreparedJob, prepare
+from calm.job import PreparedJob, open_tracker, prepare
 from calm.protocols import Episode, shared_file_marks, support_marks
-from calm.reports import ReportOutput, job_reports, print_table, relabelled_support, result_rows
+from calm.reports import ReportOutput, print_table, result_rows
 from calm.row_inputs import job_inputs
-from calm.sweeps import load_finished, mark_finished
 from calm.termination import stops_on_sigterm
-from calm.tracking import NullTracker, build_tracker, write_results
+from calm.tracking import NullTracker, write_results
 
 log = logging.getLogger(__name__)
 
@@ -28,20 +26,18 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     """Run one experiment; a SIGTERM stops it cleanly with JobTerminated (calm.termination), keeping
     every row it wrote."""
     with stops_on_sigterm():
-        return _run_job(cfg)
+        return run_prepared(prepare(cfg))
 
 
-def _run_job(cfg: DictConfig) -> dict[str, Any]:
+def run_prepared(job: PreparedJob) -> dict[str, Any]:
     """A job with the same settings that finished on the same inputs (the model's content and prompt, the
     clip table: `calm.row_inputs.job_inputs`, as rows are keyed) is reported again, not recomputed (the
     table is read first: its digest is part of what "the same job" means)."""
-    job = prepare(cfg)
     inputs = job_inputs(job.backbone, job.prompt, job.table, job.cache.digests) if job.main else {}
-    done = load_finished(cfg, inputs) if job.main else None
+    done = job.record.load(inputs) if job.main else None
     if done is not None:
-        return report_finished(cfg, done)
-    tracker = (build_tracker(OmegaConf.to_container(cfg.logger, resolve=True), job.config, job.out_dir)
-               if job.main else NullTracker())
+        return report_finished(job, done)
+    tracker = open_tracker(job) if job.main else NullTracker()
     failed = True
     try:
         started = time.perf_counter()
@@ -53,20 +49,21 @@ def _run_job(cfg: DictConfig) -> dict[str, Any]:
             return {"rank": extraction.rank, "extracted": extraction.extracted}
         features = job.cache.rows(job.table.ids) if job.reads_features else None
         outputs = []
-        if job.pseudo is not None and job.pseudo.support == "replace":  # S = V: every report on the relabelled support
-            episodes, relabelling = relabelled_support(job, episodes)
-            outputs.append(relabelling)
-        outputs += [report.run(job, features, episodes, tracker) for report in job_reports(job)]
+        for report in job.reports:  # pseudo_label.support=replace: every report on the relabelled support
+            episodes, relabelling = report.relabel(job, episodes)
+            if relabelling is not None:
+                outputs.append(relabelling)
+        outputs += [report.run(job, features, episodes, tracker) for report in job.reports]
         rows, episode_rows, extra = merge(job, episodes, outputs)
         extra = {"cache": {"path": str(job.cache.path), "key": job.cache.key, "needed": extraction.needed,
                            "extracted": extraction.extracted, "recomputed": extraction.recomputed,
                            "headers_read": extraction.headers_read, "extract_seconds": extract_seconds},
                  "clips": len(job.table), "skipped": sorted(extraction.skipped), "missing": len(job.loaded.missing),
-                 "prompt": job.prompt.key_fields(), "protocol": cfg.protocol.name, **extra}
+                 "prompt": job.prompt.key_fields(), "protocol": job.protocol.name, **extra}
         write_results(job.out_dir, job.config, rows, episode_rows, extra)
-        mark_finished(cfg, {"config": job.config, "results": rows, **extra}, job.out_dir, inputs)
+        job.record.mark({"config": job.config, "results": rows, **extra}, job.out_dir, inputs)
         tracker.log_results(rows)
-        print_table(rows, f"{cfg.dataset.name} · {job.backbone.name} · {cfg.shots}-shot · {cfg.protocol.name} "
+        print_table(rows, f"{job.dataset.name} · {job.backbone.name} · {job.shots}-shot · {job.protocol.name} "
                           f"protocol · {len(episodes)} episode{'s' if len(episodes) > 1 else ''}")
         failed = False
         return {"results": rows, **extra}
@@ -74,27 +71,26 @@ def _run_job(cfg: DictConfig) -> dict[str, Any]:
         tracker.finish(failed=failed)
 
 
-def report_finished(cfg: DictConfig, done: dict[str, Any]) -> dict[str, Any]:
+def report_finished(job: PreparedJob, done: dict[str, Any]) -> dict[str, Any]:
     """An identical job already finished: its results are written into this job's folder and printed."""
-    out_dir = cfg.paths.output_dir
     log.info("an identical job already finished in %s; skipping it (force=true redoes it)", done["output_dir"])
-    write_results(out_dir, done["config"], done["results"], [],
+    write_results(job.out_dir, done["config"], done["results"], [],
                   {k: v for k, v in done.items() if k not in ("config", "results", "output_dir")}
                   | {"resumed_from": done["output_dir"]})
-    print_table(done["results"], f"{cfg.dataset.name} · {cfg.shots}-shot · already finished in {done['output_dir']}")
+    print_table(done["results"], f"{job.dataset.name} · {job.shots}-shot · already finished in {done['output_dir']}")
     return done
 
 
 def needed_clips(job: PreparedJob, episodes: list[Episode]) -> list[str]:
     """The clips whose rows the reports read: every episode's support, query and named reliability clips,
-    and the pool a pseudo-labelled refit may add to the support sets; none when no report reads features
-    (zero-shot only)."""
+    and the rows a report reads beyond them (a pseudo-labelled refit's pool); none when no report reads
+    features (zero-shot only)."""
     if not job.reads_features:
         return []
     rows = {int(i) for episode in episodes
             for part in (episode.support, episode.query, episode.reliability) if part is not None for i in part}
-    if job.pseudo is not None:
-        rows.update(int(i) for i in unlabelled_pool(job.table, job.pseudo.pool_size, job.pseudo.seed))
+    for report in job.reports:
+        rows.update(report.extra_rows(job))
     return [job.table.ids[i] for i in sorted(rows)]
 
 
@@ -105,15 +101,15 @@ def extract_for_episodes(job: PreparedJob) -> tuple[PreparedJob, list[Episode], 
     episodes are then drawn again on the smaller table and any newly needed clips extracted, until
     no clip is skipped.
     """
-    cfg = job.cfg
+    settings = job.extraction
     total = ExtractionReport()
     while True:
         episodes = job.protocol.episodes(job.pools)
         needed = needed_clips(job, episodes)
         report = extract_missing(
-            job.backbone, job.table, job.prompt, job.cache, OmegaConf.to_container(cfg.trainer, resolve=True),
-            batch_size=cfg.extract.batch_size, num_workers=cfg.extract.num_workers, on_bad_clip=cfg.on_bad_clip,
-            on_long_clip=cfg.on_long_clip, clip_ids=needed,
+            job.backbone, job.table, job.prompt, job.cache, settings.trainer, batch_size=settings.batch_size,
+            num_workers=settings.num_workers, on_bad_clip=settings.on_bad_clip, on_long_clip=settings.on_long_clip,
+            clip_ids=needed,
         )
         total.add(report)
         total.needed = len(needed)
@@ -133,9 +129,7 @@ def count_causes(job: PreparedJob) -> list[str]:
         causes.append("protocol.support_draw=all")
     if getattr(job.protocol, "at_most", False):
         causes.append("protocol.at_most=true")
-    if job.pseudo is not None and job.pseudo.support == "replace":
-        causes.append("support clips without an agreed pseudo label dropped (pseudo_label.support=replace)")
-    return causes
+    return causes + [cause for report in job.reports for cause in report.support_causes()]
 
 
 def merge(job: PreparedJob, episodes: list, outputs: list[ReportOutput]) -> tuple[list, list, dict[str, Any]]:
@@ -153,10 +147,10 @@ def merge(job: PreparedJob, episodes: list, outputs: list[ReportOutput]) -> tupl
         extra.update(out.extra)
         if notes:
             extra["notes"] = notes
-    summary = result_rows(job.cfg.shots, per_method, episode_rows, episodes[0].ways,
-                          job.protocol.reported_queries(episodes), job.cfg.method.get("baseline"))
+    summary = result_rows(job.shots, per_method, episode_rows, episodes[0].ways,
+                          job.protocol.reported_queries(episodes), job.baseline)
     # every row says what its support sets were, when not `shots` clean clips per class (calm.protocols.row_marks)
-    fields, notes = support_marks(episodes, job.cfg.shots, count_causes(job))
+    fields, notes = support_marks(episodes, job.shots, count_causes(job))
     shared_fields, shared_notes = shared_file_marks(job.table, episodes)
     fields, notes = fields | shared_fields, notes + shared_notes
     if notes:

@@ -12,6 +12,7 @@ so the test metrics each job still reports stay an honest estimate of the chosen
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -103,28 +104,43 @@ def episode_cv_scores(spec: Any, support: torch.Tensor, episode: Episode, folds:
     return scores
 
 
-def search_record(cfg: DictConfig, episodes: Sequence[Episode], features: torch.Tensor) -> dict[str, Any] | None:
-    """The search objective of one job (None when no search is active), for results.json.
+@dataclass(frozen=True)
+class SearchSettings:
+    """An active search, resolved once when the job is prepared: the metric it optimises, the estimator it
+    tunes (its name and resolved config, `_target_` included) and the cross-validation folds and seed."""
 
-    Reads each episode's support rows and support labels only.
-    """
-    import torch
+    metric: str
+    estimator: str
+    spec: dict[str, Any]
+    folds: int
+    seed: int
 
-    from calm.metrics import mean_ci95
 
+def search_settings(cfg: DictConfig) -> SearchSettings | None:
+    """The job's search (checked by `check_objective`), or None when the config asks for none."""
     metric = check_objective(cfg)
     if metric is None:
         return None
     search = cfg.search
-    spec = cfg.method.estimators[search.estimator]
+    return SearchSettings(metric, str(search.estimator),
+                          OmegaConf.to_container(cfg.method.estimators[search.estimator], resolve=True),
+                          int(search.folds), int(search.seed))
+
+
+def search_record(search: SearchSettings, episodes: Sequence[Episode], features: torch.Tensor) -> dict[str, Any]:
+    """The search objective of one job, for results.json. Reads each episode's support rows and support
+    labels only."""
+    import torch
+
+    from calm.metrics import mean_ci95
+
     per_episode = []
     for episode in episodes:
         support = features[torch.tensor(episode.support)]
-        per_episode.append(episode_cv_scores(spec, support, episode, int(search.folds), int(search.seed)))
-    settings = OmegaConf.to_container(spec, resolve=True)
+        per_episode.append(episode_cv_scores(search.spec, support, episode, search.folds, search.seed))
     record: dict[str, Any] = {
-        "optimized_metric": metric, "estimator": str(search.estimator),
-        "settings": {k: v for k, v in settings.items() if k != "_target_"},
+        "optimized_metric": search.metric, "estimator": search.estimator,
+        "settings": {k: v for k, v in search.spec.items() if k != "_target_"},
         "folds": sorted({s["folds"] for s in per_episode}), "episodes": len(per_episode), "note": NOTE,
     }
     for name in SEARCH_METRICS:

@@ -14,6 +14,7 @@ import logging
 import secrets
 import traceback
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -126,37 +127,59 @@ def _tampered(done: dict[str, Any]) -> str:
     return ""
 
 
-def load_finished(cfg: DictConfig, inputs: Mapping[str, str] | None) -> dict[str, Any] | None:
-    """The record of a job with the same settings that finished on the same inputs, unless `force=true`.
+@dataclass(frozen=True)
+class FinishedRecord:
+    """Where a job's finished-job record lives and under which settings key, resolved when the job is
+    prepared; `force` (force=true) never reuses a record but still writes one."""
 
-    `inputs` is `calm.row_inputs.job_inputs` of this job (the digests of its model's content and prompt,
-    and of the clip table it read); a record of other inputs (weights changed in place or read from
-    another folder; a clip added, removed, relabelled or overwritten; or a record from before these were
-    stored) is not reused. None skips that check (collecting tables without reading any data or weights:
-    the latest record for the settings).
-    """
-    if cfg.get("force", False):
-        return None
-    record = finished_record(cfg)
-    done = read_record(record)
-    if done is None or inputs is None:
+    path: Path
+    key: str
+    force: bool = False
+
+    def load(self, inputs: Mapping[str, str] | None) -> dict[str, Any] | None:
+        """The record of a job with the same settings that finished on the same inputs, unless `force`.
+
+        `inputs` is `calm.row_inputs.job_inputs` of this job (the digests of its model's content and prompt,
+        and of the clip table it read); a record of other inputs (weights changed in place or read from
+        another folder; a clip added, removed, relabelled or overwritten; or a record from before these were
+        stored) is not reused. None skips that check (collecting tables without reading any data or weights:
+        the latest record for the settings).
+        """
+        if self.force:
+            return None
+        done = read_record(self.path)
+        if done is None or inputs is None:
+            return done
+        stored = done.get("inputs") if isinstance(done.get("inputs"), dict) else {}
+        changed = [name for name, value in inputs.items() if stored.get(name) != value]
+        if changed:
+            log.info("a job with these settings finished in %s on other inputs (changed: %s; %s); running it again",
+                     done["output_dir"], ", ".join(changed), INPUT_CHANGES)
+            return None
         return done
-    stored = done.get("inputs") if isinstance(done.get("inputs"), dict) else {}
-    changed = [name for name, value in inputs.items() if stored.get(name) != value]
-    if changed:
-        log.info("a job with these settings finished in %s on other inputs (changed: %s; %s); running it again",
-                 done["output_dir"], ", ".join(changed), INPUT_CHANGES)
-        return None
-    return done
+
+    def mark(self, payload: dict[str, Any], out_dir: Path, inputs: Mapping[str, str]) -> None:
+        """Record a finished job with the digests of its inputs and of its own content, atomically (a unique
+        temporary file renamed over the record): an interrupted write never counts as finished, and concurrent
+        writers of one record never collide; the last one wins whole."""
+        record = json.loads(json.dumps({**payload, "inputs": dict(inputs), "settings_key": self.key,
+                                        "output_dir": str(out_dir)}, default=str))  # as it will be read back
+        write_json_atomic(self.path, {**record, RECORD_DIGEST: _content_digest(record)}, indent=None)
+
+
+def finished_record_of(cfg: DictConfig) -> FinishedRecord:
+    """The finished-job record of a job's config (`paths.finished_dir`, the settings key, `force`)."""
+    return FinishedRecord(finished_record(cfg), job_key(cfg), bool(cfg.get("force", False)))
+
+
+def load_finished(cfg: DictConfig, inputs: Mapping[str, str] | None) -> dict[str, Any] | None:
+    """`FinishedRecord.load` for a job's config."""
+    return finished_record_of(cfg).load(inputs)
 
 
 def mark_finished(cfg: DictConfig, payload: dict[str, Any], out_dir: Path, inputs: Mapping[str, str]) -> None:
-    """Record a finished job with the digests of its inputs and of its own content, atomically (a unique
-    temporary file renamed over the record): an interrupted write never counts as finished, and concurrent
-    writers of one record never collide; the last one wins whole."""
-    record = json.loads(json.dumps({**payload, "inputs": dict(inputs), "settings_key": job_key(cfg),
-                                    "output_dir": str(out_dir)}, default=str))  # as it will be read back
-    write_json_atomic(finished_record(cfg), {**record, RECORD_DIGEST: _content_digest(record)}, indent=None)
+    """`FinishedRecord.mark` for a job's config."""
+    finished_record_of(cfg).mark(payload, out_dir, inputs)
 
 
 def record_failure(out_dir: Path, err: BaseException) -> None:

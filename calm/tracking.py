@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import http.client
+import io
 import logging
 import netrc
 import os
@@ -19,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from calm.atomic_write import write_json_atomic
+from calm.atomic_write import write_json_atomic, write_text_atomic
 from calm.config_objects import build
 from calm.errors import ConfigError
 
@@ -37,12 +38,13 @@ def write_results(out_dir: Path, config: dict[str, Any], rows: list[dict[str, An
     payload = {"config": config, "results": rows, **(extra or {})}
     path = out_dir / "results.json"
     write_json_atomic(path, payload)
-    if episodes:
-        with open(out_dir / "episodes.csv", "w", newline="") as handle:
-            # every column any row has, in first-seen order (a choosing method adds `selected`, ...)
-            writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(key for row in episodes for key in row)))
-            writer.writeheader()
-            writer.writerows(episodes)
+    if episodes:  # atomically too: a reader never sees half a table beside a whole results.json
+        text = io.StringIO(newline="")
+        # every column any row has, in first-seen order (a choosing method adds `selected`, ...)
+        writer = csv.DictWriter(text, fieldnames=list(dict.fromkeys(key for row in episodes for key in row)))
+        writer.writeheader()
+        writer.writerows(episodes)
+        write_text_atomic(out_dir / "episodes.csv", text.getvalue())
     return path
 
 

@@ -22,7 +22,7 @@ from calm.metrics import (
     top_label_sets,
 )
 from calm.protocols import Episode
-from calm.search import search_record
+from calm.search import search_record, search_settings
 from calm.selection import CalmSetting, evaluate_grid, select_by_cross_validation, support_cv_scores
 from calm.selection.cross_validation import stratified_folds
 from calm.testing.synthetic import synthetic_split
@@ -108,5 +108,5 @@ def test_fold_seeds_differ_between_episodes_of_one_search(tmp_path: Path, monkey
         return real(labels, folds, seed, groups)
 
     monkeypatch.setattr(cv_module, "stratified_folds", spy)
-    search_record(cfg, episodes, torch.cat([split.support, split.query]))
+    search_record(search_settings(cfg), episodes, torch.cat([split.support, split.query]))
     assert len(seen) == 3 and len(set(seen)) == 3

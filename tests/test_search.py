@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from calm.errors import ConfigError
 from calm.methods import CALM
 from calm.protocols import Episode
-from calm.search import check_objective, search_record
+from calm.search import check_objective, search_record, search_settings
 from calm.selection.cross_validation import fold_seed, stratified_folds, support_cv_scores
 from calm.sweeps import job_key
 from calm.testing.synthetic import synthetic_split
@@ -45,20 +45,20 @@ def _with(episode: Episode, **changes) -> Episode:
 
 
 def test_the_objective_ignores_query_clips_and_labels(tmp_path: Path) -> None:
-    cfg = _search_config(tmp_path)
+    search = search_settings(_search_config(tmp_path))
     features, episode = _synthetic_episode()
-    before = search_record(cfg, [episode], features)
+    before = search_record(search, [episode], features)
     assert 0 < before["support_cv_accuracy"] < 100
 
     scrambled = features.clone()
     queries = torch.tensor(episode.query)
     scrambled[queries] = torch.randn_like(scrambled[queries]) * 50
     other_queries = _with(episode, query=episode.query[::-1].copy(), query_labels=(episode.query_labels + 1) % 4)
-    assert search_record(cfg, [other_queries], scrambled) == before
+    assert search_record(search, [other_queries], scrambled) == before
 
     swapped = episode.support_labels.copy()
     swapped[[0, -1]] = swapped[[-1, 0]]
-    assert search_record(cfg, [_with(episode, support_labels=swapped)], features) != before
+    assert search_record(search, [_with(episode, support_labels=swapped)], features) != before
 
 
 class _Spy:
@@ -124,7 +124,7 @@ def _support_cv_by_hand(job: dict) -> float:
 
     cfg = OmegaConf.create(job["config"])
     table = read_dataset(cfg.dataset, cfg.paths.data_dir).table
-    cache = open_cache(cfg, build_backbone(cfg.backbone, str(cfg.trainer.precision)),
+    cache = open_cache(Path(cfg.paths.cache_dir), build_backbone(cfg.backbone, str(cfg.trainer.precision)),
                        build_prompt(OmegaConf.to_container(cfg.prompt, resolve=True)))
     features = cache.rows(table.ids)  # only the clips the episodes use are cached
     settings = {k: v for k, v in job["config"]["method"]["estimators"]["calm"].items() if k != "_target_"}

@@ -160,10 +160,11 @@ def test_estimator_defaults_follow_the_protocol_switch(tmp_path, protocol, tie, 
 def test_the_unequal_counts_note_names_the_settings_that_cause_them() -> None:
     """The note names what this job set (the draw, at_most, the pseudo-label drop), never a setting it lacks."""
     from calm.pipeline import count_causes
+    from calm.reports import PseudoLabels
 
     def job(pseudo_support: str | None, **protocol: object) -> SimpleNamespace:
-        return SimpleNamespace(protocol=paper(**protocol),
-                               pseudo=None if pseudo_support is None else SimpleNamespace(support=pseudo_support))
+        reports = [] if pseudo_support is None else [PseudoLabels(SimpleNamespace(support=pseudo_support))]
+        return SimpleNamespace(protocol=paper(**protocol), reports=reports)
 
     assert count_causes(job(None)) == []
     assert count_causes(job(None, support_draw="all")) == ["protocol.support_draw=all"]

@@ -9,7 +9,7 @@ clips it labels consistently join (or, in the authors' mode, replace) each episo
   each episode's support becomes its clips that got a pseudo label of one of the episode's classes,
   with that label; clips without one are dropped (the authors' pseudo-labelled file keeps only the
   clips that passed). Every report of the job is then fitted on those labels, under its plain row
-  names (`calm.reports.relabelled_support`), and never reads the true support labels.
+  names (`calm.reports.generation.PseudoLabels.relabel`), and never reads the true support labels.
 - Pseudo label: `samples` sampled answers per clip (`calm.baselines.decoding`, seeded per clip). With
   `prompt=clean` each answer is matched to a class name; with `prompt=multiple_choice` (the authors')
   the job's multiple-choice prompt is asked and each answer is matched to the clip's offered options

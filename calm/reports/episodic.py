@@ -14,6 +14,7 @@ of each query clip among the queries, which holds when the protocol scores the w
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -37,7 +38,7 @@ from calm.metrics import (
     top_label_sets,
 )
 from calm.protocols import Episode, multilabel_targets
-from calm.reports.base import ReportOutput
+from calm.reports.base import Report, ReportOutput
 from calm.reports.selections import selection_fields, selection_notes, selection_shares
 from calm.tracking import Tracker
 
@@ -153,19 +154,25 @@ def result_rows(shots: int, per_method: dict[str, list[float]], episode_rows: li
     return rows
 
 
-class EpisodicMethods:
+class EpisodicMethods(Report):
     """The configured estimators on every episode; with `figures`, the heads they weight or select."""
+
+    def __init__(self, reads_features: bool) -> None:
+        self.reads_features = reads_features
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any], job: PreparedJob, key: str) -> EpisodicMethods:
+        return cls(reads_features=bool(job.methods))
 
     def run(self, job: PreparedJob, features: torch.Tensor | None, episodes: list[Episode],
             tracker: Tracker) -> ReportOutput:
-        collector = (HeadCollector(job.cache.n_heads, len(job.table.class_names))
-                     if job.cfg.get("figures", True) else None)
-        device = evaluation_device(job.cfg.evaluate.device)
-        per_method, episode_rows = evaluate(episodes, features, job.methods, tracker, collector, device, job.table)
+        collector = HeadCollector(job.cache.n_heads, len(job.table.class_names)) if job.figures else None
+        per_method, episode_rows = evaluate(episodes, features, job.methods, tracker, collector,
+                                            job.devices.evaluation, job.table)
         if collector is not None:
             tracker.log_figures(write_job_figures(
                 collector, HeadGrid.from_names(job.cache.head_names, job.cache.n_heads), job.table.class_names,
-                job.out_dir, f"{job.cfg.dataset.name} · {job.backbone.name} · {job.cfg.shots}-shot"))
+                job.out_dir, f"{job.dataset.name} · {job.backbone.name} · {job.shots}-shot"))
         extra = {"tied_selections": tied_selections(episode_rows)}
         shares = selection_shares(episode_rows, job.methods)
         if shares:  # method=auto: which candidate each episode chose

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from calm.protocols import Episode
-from calm.reports.base import ReportOutput
+from calm.reports.base import Report, ReportOutput
 from calm.search import search_record
 from calm.tracking import Tracker
 
@@ -15,10 +15,13 @@ if TYPE_CHECKING:
     from calm.job import PreparedJob
 
 
-class SearchObjective:
+class SearchObjective(Report):
     """Writes `search` into results.json: the value the sweeper optimises, from support clips only."""
+
+    @classmethod
+    def applies(cls, job: PreparedJob) -> bool:
+        return job.search is not None
 
     def run(self, job: PreparedJob, features: torch.Tensor | None, episodes: list[Episode],
             tracker: Tracker) -> ReportOutput:
-        record = search_record(job.cfg, episodes, features)
-        return ReportOutput(extra={} if record is None else {"search": record})
+        return ReportOutput(extra={"search": search_record(job.search, episodes, features)})

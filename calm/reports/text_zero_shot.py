@@ -4,34 +4,47 @@ cached audio embeddings, with the episode's classes' text centroids as its proto
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from calm.baselines.generation import generation_device
-from calm.baselines.text_zero_shot import TextPrototypes, TextZeroShotSettings, text_centroids
+from calm.baselines.text_zero_shot import (
+    TextPrototypes,
+    TextZeroShotSettings,
+    check_text_tower,
+    text_centroids,
+)
 from calm.protocols import Episode
-from calm.reports.base import ReportOutput
-from calm.reports.episodic import clip_groups, evaluation_device, score_method
+from calm.reports.base import Report, ReportOutput
+from calm.reports.episodic import clip_groups, score_method
 from calm.tracking import Tracker
 
 if TYPE_CHECKING:
     from calm.job import PreparedJob
 
 
-class TextZeroShot:
+class TextZeroShot(Report):
     """Class names through the backbone's text tower once per job, then every episode's queries against
     the text centroids of the episode's classes."""
+
+    key = "text_zero_shot"
+    uses_backbone = True
 
     def __init__(self, settings: TextZeroShotSettings) -> None:
         self.settings = settings
 
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any], job: PreparedJob, key: str) -> TextZeroShot:
+        report = cls(TextZeroShotSettings.from_config(settings))
+        check_text_tower(job.backbone)
+        return report
+
     def run(self, job: PreparedJob, features: torch.Tensor | None, episodes: list[Episode],
             tracker: Tracker) -> ReportOutput:
         row = self.settings.row
-        centroids = text_centroids(job.backbone, job.table.class_names, self.settings,
-                                   generation_device(job.cfg.trainer))
-        device = evaluation_device(job.cfg.evaluate.device)
+        centroids = text_centroids(job.backbone, job.table.class_names, self.settings, job.devices.generation)
+        device = job.devices.evaluation
         out = ReportOutput(per_method={row: []}, extra={"text_zero_shot": {
             "row": row, "templates": list(self.settings.templates)}})
         for episode, groups in zip(episodes, clip_groups(job.table, episodes), strict=True):
