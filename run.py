@@ -1,4 +1,4 @@
-"""Hydra entry point: compose the config, run one job (calm.pipeline). Example:
+"""Hydra entry point: compose the config, run one job (calm.run.pipeline). Example:
 
     python run.py experiment=quickstart
     python run.py -m shots=1,5 method=calm,sav
@@ -19,8 +19,8 @@ from omegaconf import DictConfig
 os.environ.setdefault("CALM_ROOT", str(Path(__file__).resolve().parent))
 
 from calm.errors import CalmError  # noqa: E402
-from calm.sweeps import clear_failure, record_failure, sweep_exit_code  # noqa: E402  (also registers ${calm.unique:})
-from calm.termination import JobTerminated  # noqa: E402
+from calm.run.sweeps import clear_failure, record_failure, sweep_exit_code  # noqa: E402  (also registers ${calm.unique:})
+from calm.run.termination import JobTerminated  # noqa: E402
 
 log = logging.getLogger("calm")
 
@@ -36,10 +36,10 @@ def main(cfg: DictConfig) -> float | None:
     the search still writes its best result from the trials that completed, then exits 1.
     Other sweepers stop at a job that raises, so there the failure is only recorded.
     """
-    # imported here, not at the top: a sweep the preflight rejects (calm.sweep_checks) fails in a
+    # imported here, not at the top: a sweep the preflight rejects (calm.run.sweep_checks) fails in a
     # second instead of after loading torch and transformers
-    from calm.pipeline import run_job
-    from calm.search import objective_value, optuna_sweeper, trial_failure
+    from calm.run.pipeline import run_job
+    from calm.run.search import objective_value, optuna_sweeper, trial_failure
 
     hydra_cfg = HydraConfig.get()
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN

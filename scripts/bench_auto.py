@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 
-import calm.authors_modes  # noqa: F401  (registers ${calm.authors:...}, which the estimator configs use)
-from calm.config_objects import build
+import calm.config.authors_modes  # noqa: F401  (registers ${calm.authors:...}, which the estimator configs use)
+from calm.config.builder import build
 from calm.methods import CALM, Estimator
 from calm.selection import AutoSelect
 from calm.selection.auto import auto_folds

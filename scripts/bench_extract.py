@@ -14,7 +14,7 @@ the weight values. In one run, on the same model and the same clips, it times:
 * batched+cut+compile (`--compile`): the same with `backbone.compile_blocks=true`, the language
   model's norms and MLPs compiled with torch.compile (calm.backbones.compiled_blocks).
 
-Batches are planned as `calm.extract` plans them (longest clips first). Preprocessing (the
+Batches are planned as `calm.extraction.extract` plans them (longest clips first). Preprocessing (the
 processor's log-mel features, on the CPU, in DataLoader workers in the framework) is done before
 the timed loops for every path and timed apart. The ratios against the reference, all measured in
 this process on the same device, are what to read.
@@ -52,8 +52,8 @@ from transformers import (
 
 from calm.backbones.hooks import find_layer_modules
 from calm.backbones.qwen2_audio import LM_LAYER_PATTERN, Qwen2AudioBackbone
-from calm.extract import HeadExtractor, trimmed_for_capture
-from calm.extraction_plan import plan_batches
+from calm.extraction.extract import HeadExtractor, trimmed_for_capture
+from calm.extraction.plan import plan_batches
 from calm.testing.tiny import (
     byte_level_pieces,
     tiny_qwen2_audio_config,

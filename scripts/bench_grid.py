@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from calm.metrics import accuracy
+from calm.methods.metrics import accuracy
 from calm.selection import CalmGrid, evaluate_grid, select_by_cross_validation
 from calm.testing.synthetic import synthetic_split
 

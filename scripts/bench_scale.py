@@ -128,7 +128,7 @@ def part_a(folder: Path, rows: int, budget: int) -> dict:
     from calm.methods import CALM, SAV
     from calm.protocols import EpisodicProtocol, Pools
     from calm.reports.episodic import evaluate
-    from calm.tracking import NullTracker
+    from calm.run.tracking import NullTracker
 
     torch.set_num_threads(2)
     cache = ActivationCache.open_path(folder, {"bench": "scale", "heads": HEADS}, HEADS, HEAD_DIM)
@@ -167,7 +167,7 @@ def part_c(folder: Path, rows: int, budget: int) -> dict:
     """Planning a resumed extraction: headers read with none missing, and with 1 % new clips."""
     import soundfile as sf
 
-    import calm.extraction_plan as plan
+    import calm.extraction.plan as plan
     from calm.cache.durations import DurationStore
     from calm.data.table import Clip, ClipTable
 

@@ -5,7 +5,7 @@ Batch size is not part of a row's key (a cache filled with `extract.batch_size=1
 with 4), but the model's matrix kernels sum in another order for another batch shape, so the float32
 head outputs differ in their last bits, and the float16 rounding of the stored row can land one step
 apart. This script extracts the same real clips twice through the framework's Lightning extraction
-(`calm.extract.extract_missing`): each clip alone, and in batches of `--batch-size`; it prints the
+(`calm.extraction.extract.extract_missing`): each clip alone, and in batches of `--batch-size`; it prints the
 largest difference between the two caches' rows, absolute and relative to the largest value of the
 same head (one float16 step at that magnitude is 2**-11 to 2**-10 of it), and the batch sizes each
 cache's index recorded.
@@ -24,13 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from calm.assets import assets_dir
 from calm.backbones.whisper import WhisperBackbone
 from calm.cache import ActivationCache
+from calm.config.assets import assets_dir
 from calm.data.fsdd import load_fsdd
 from calm.data.prompts import Prompt
-from calm.extract import extract_missing
-from calm.row_inputs import model_key_fields
+from calm.extraction.extract import extract_missing
+from calm.extraction.row_inputs import model_key_fields
 
 
 def relative_to_head(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ from pathlib import Path
 from calm.data.download import download, unpack_zip
 from calm.data.esc50 import CLIPS, ESC50_URL, FOLDER, HEADER
 from calm.errors import CalmError, DataError
-from calm.file_digests import sha256_file
+from calm.storage.file_digests import sha256_file
 
 META = f"{FOLDER}/meta/esc50.csv"
 

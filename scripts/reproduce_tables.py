@@ -1,7 +1,7 @@
 """Rebuild the result tables: run (or collect) every job a table needs, write it as Markdown, LaTeX and CSV.
 
 A table is a file under `configs/tables/`; each of its row groups names an experiment file under
-`configs/experiment/`. Every (row group, shot count) job runs through `calm.pipeline.run_job`, which
+`configs/experiment/`. Every (row group, shot count) job runs through `calm.run.pipeline.run_job`, which
 skips jobs that already finished (`--collect` only reads finished jobs and runs nothing). A row group
 whose jobs cannot run (dataset or weights absent) stays in the table, marked "no data" with the reason.
 

@@ -12,7 +12,7 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from calm.sweeps import register_resolvers
+from calm.run.sweeps import register_resolvers
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"  # before transformers is imported: the hub is never reached in tests
 os.environ.setdefault("WANDB_MODE", "offline")
 
-from calm.assets import assets_dir  # noqa: E402
+from calm.config.assets import assets_dir  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -2,7 +2,7 @@
 
 Usage: python record_writer_proc.py FINISHED_DIR WRITER WRITES
 It prints "ready", waits for a line on stdin (so several writers can be released together), writes
-the record WRITES times with `calm.sweeps.mark_finished`, and prints "wrote N".
+the record WRITES times with `calm.run.sweeps.mark_finished`, and prints "wrote N".
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from calm import sweeps
+from calm.run import sweeps
 
 INPUTS = {"model": "0" * 64, "table": "0" * 64}
 

@@ -22,7 +22,7 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory, fsdd_root: Path) -> tupl
     base = tmp_path_factory.getbasetemp() / "tiny_sweeps"
     data, cache, warm = base / "fsdd", base / "cache", base / "warm"
     if not warm.exists():
-        from calm.pipeline import run_job
+        from calm.run.pipeline import run_job
 
         small_fsdd(fsdd_root, data, speakers=("george", "jackson"), indices=(0, 10), digits=(0, 1, 2, 3))
         run_job(compose_config([f"dataset.root={data}", f"paths.cache_dir={cache}", *TINY_ARGS, "shots=2",

@@ -10,7 +10,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from calm.authors_modes import register_authors_resolver
+from calm.config.authors_modes import register_authors_resolver
 from calm.errors import ConfigError
 from calm.methods import (
     CALM,

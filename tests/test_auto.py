@@ -13,16 +13,16 @@ import pytest
 import torch
 
 from calm.errors import ConfigError
-from calm.job import build_methods
 from calm.methods import CALM, GRW, SAV, Concat, TopKSoft
 from calm.protocols import Episode
 from calm.reports.episodic import evaluate
 from calm.reports.selections import selection_notes, selection_shares
+from calm.run.job import build_methods
+from calm.run.tracking import NullTracker, write_results
 from calm.selection import AutoSelect
 from calm.selection.auto import auto_folds, choice_across_methods
 from calm.selection.cross_validation import fold_seed
 from calm.testing.synthetic import synthetic_split
-from calm.tracking import NullTracker, write_results
 from tests.cli import compose_config, load_script
 
 E0, E1 = [1.0, 0.0], [0.0, 1.0]

@@ -1,5 +1,5 @@
 """One builder for every configurable part: each config group (and each nested block that makes an object)
-is built by `calm.config_objects.build`, with its base-class check and its refusal of unknown keys; a new
+is built by `calm.config.builder.build`, with its base-class check and its refusal of unknown keys; a new
 estimator is one class and one YAML file."""
 
 from __future__ import annotations
@@ -11,18 +11,18 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-import calm.config_objects as config_objects
+import calm.config.builder as config_objects
 from calm.backbones.base import Backbone
 from calm.baselines import PseudoLabelSettings, ZeroShotSettings
 from calm.baselines.text_zero_shot import TextZeroShotSettings
-from calm.config_objects import CONFIG_DIR
+from calm.config.builder import CONFIG_DIR
 from calm.data.dataset import Dataset
 from calm.errors import ConfigError
-from calm.job import prepare
 from calm.methods.base import Estimator, build_estimator
 from calm.protocols import Protocol
+from calm.run.job import prepare
+from calm.run.tracking import NullTracker, Tracker, WandbTracker, build_tracker
 from calm.selection.settings import CalmGrid
-from calm.tracking import NullTracker, Tracker, WandbTracker, build_tracker
 from tests.cli import compose_config, small_fsdd
 
 # config groups whose files build one object each, and the base class `build` checks it against (a prompt
@@ -160,7 +160,7 @@ def test_a_new_estimator_is_one_class_and_one_yaml(fsdd4: Path, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """The class in a module of the user's, the YAML in a config folder Hydra searches: the job reports a row
     for it, on the same episodes as every other estimator (so equal to Concat's, which it inherits)."""
-    from calm.pipeline import run_job
+    from calm.run.pipeline import run_job
 
     (tmp_path / "my_estimators.py").write_text(textwrap.dedent(NEW_ESTIMATOR))
     (tmp_path / "configs" / "estimator").mkdir(parents=True)

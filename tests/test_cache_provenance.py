@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from calm.cache import LOCK_FILE
 from calm.errors import CacheError
-from calm.pipeline import run_job
+from calm.run.pipeline import run_job
 from tests.cli import compose_config, small_fsdd
 
 FAST = ["logger=none", "figures=false", "force=true", "shots=1", "queries=1", "ways=2", "episodes=1",
@@ -32,7 +32,7 @@ CLIPS = 4
 
 def _settled(path: Path, age: float = 3600.0) -> Path:
     """Files last modified `age` seconds ago, as real data are: digests of files modified in the last
-    seconds are not remembered (`calm.file_digests.SETTLE_NS`)."""
+    seconds are not remembered (`calm.storage.file_digests.SETTLE_NS`)."""
     stamp = time.time() - age
     for file in [path, *path.rglob("*")] if path.is_dir() else [path]:
         os.utime(file, (stamp, stamp))
@@ -133,8 +133,8 @@ def test_case3_other_option_texts_for_the_same_clip_are_recomputed_and_counted_a
 
 def _needed(tmp_path: Path, overrides: list[str]) -> list[str]:
     """The clips a job's episodes use (what it extracts)."""
-    from calm.job import prepare
-    from calm.pipeline import needed_clips
+    from calm.run.job import prepare
+    from calm.run.pipeline import needed_clips
 
     job = prepare(compose_config([*overrides, f"paths.cache_dir={tmp_path / 'cache'}"], tmp_path / "plan"))
     return needed_clips(job, job.protocol.episodes(job.pools))
@@ -207,9 +207,9 @@ def test_case10_a_read_only_cache_dir_is_a_cache_error_when_rows_are_needed(tmp_
 
 def test_local_weights_are_keyed_by_content_hashed_once_and_the_hub_by_revision(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import calm.file_digests
+    import calm.storage.file_digests
     from calm.backbones.base import weights_fingerprint
-    from calm.file_digests import FileDigests
+    from calm.storage.file_digests import FileDigests
 
     model = tmp_path / "model"
     model.mkdir()
@@ -219,8 +219,8 @@ def test_local_weights_are_keyed_by_content_hashed_once_and_the_hub_by_revision(
     store = tmp_path / "cache"
     before = weights_fingerprint(str(model), None, FileDigests(store))
     hashed: list[str] = []
-    real = calm.file_digests.sha256_file
-    monkeypatch.setattr(calm.file_digests, "sha256_file", lambda path: hashed.append(path) or real(path))
+    real = calm.storage.file_digests.sha256_file
+    monkeypatch.setattr(calm.storage.file_digests, "sha256_file", lambda path: hashed.append(path) or real(path))
     assert weights_fingerprint(str(model), None, FileDigests(store)) == before and not hashed, \
         "a second run must read the remembered digests, not the weights"
     (model / "model.safetensors").write_bytes(b"\x01" * 64)  # same name, same size, other content
@@ -233,15 +233,15 @@ def test_local_weights_are_keyed_by_content_hashed_once_and_the_hub_by_revision(
 def test_a_file_modified_in_the_last_seconds_is_hashed_again_next_time(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Its mtime could stay put through another write within the timestamp granularity."""
-    import calm.file_digests
-    from calm.file_digests import FileDigests
+    import calm.storage.file_digests
+    from calm.storage.file_digests import FileDigests
 
     clip = tmp_path / "clip.wav"
     clip.write_bytes(b"RIFF")
     first = FileDigests(tmp_path / "cache").of(clip)
     hashed: list[str] = []
-    real = calm.file_digests.sha256_file
-    monkeypatch.setattr(calm.file_digests, "sha256_file", lambda path: hashed.append(path) or real(path))
+    real = calm.storage.file_digests.sha256_file
+    monkeypatch.setattr(calm.storage.file_digests, "sha256_file", lambda path: hashed.append(path) or real(path))
     assert FileDigests(tmp_path / "cache").of(clip) == first and len(hashed) == 1
     _settled(clip)
     FileDigests(tmp_path / "cache").of(clip)

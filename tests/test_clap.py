@@ -22,13 +22,13 @@ from calm.baselines.text_zero_shot import TextZeroShotSettings, check_text_tower
 from calm.data.audio import load_audio
 from calm.data.prompts import build_prompt
 from calm.errors import ConfigError
-from calm.job import prepare
-from calm.pipeline import run_job
+from calm.extraction.row_inputs import model_key_fields
 from calm.reports import TextZeroShot
-from calm.row_inputs import model_key_fields
+from calm.run.job import prepare
+from calm.run.pipeline import run_job
+from calm.run.tracking import NullTracker
 from calm.testing.tiny import save_tiny
 from calm.testing.tiny_clap import ensure_tiny_clap, tiny_clap_config, tiny_clap_processor
-from calm.tracking import NullTracker
 from tests.cli import REPO, compose_config, small_fsdd
 
 TEMPLATE = "This is a sound of {label}."

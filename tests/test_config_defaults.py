@@ -13,8 +13,8 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from calm.authors_modes import register_authors_resolver
-from calm.config_objects import CONFIG_DIR
+from calm.config.authors_modes import register_authors_resolver
+from calm.config.builder import CONFIG_DIR
 from tests.test_builder import BLOCKS
 
 GROUPS = ("estimator", "logger", "dataset", "prompt", "protocol", "method")

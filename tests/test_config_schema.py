@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from calm.errors import ConfigError, DataError
 from calm.methods import CALM, GRW, SAV, LinearProbe, TopKSoft
-from calm.pipeline import run_job
+from calm.run.pipeline import run_job
 from tests.cli import REPO, compose_config, dataset_config, small_fsdd
 from tests.sweep_runs import rejected_sweep
 
@@ -51,7 +51,7 @@ def test_a_bad_setting_fails_before_any_model_loads(tmp_path: Path, fsdd_copy: P
                                       "trainer.devices=auto", "ways=null", "ways=2", "+trainer.deterministic=true",
                                       "seed=0", "extract.num_workers=0"])
 def test_good_settings_pass(tmp_path: Path, override: str) -> None:
-    from calm.config_schema import check_settings
+    from calm.config.schema import check_settings
 
     check_settings(compose_config([override], tmp_path))
 
@@ -62,18 +62,18 @@ def _global_files() -> list[Path]:
 
 
 def test_every_top_level_key_a_config_file_sets_is_declared() -> None:
-    from calm.config_schema import declared_keys
+    from calm.config.schema import declared_keys
 
     declared = declared_keys()
     for path in _global_files():
         keys = set(OmegaConf.load(path)) - {"defaults", "hydra"}
-        assert keys <= declared, f"{path} sets {sorted(keys - declared)}, unknown to calm.config_schema"
+        assert keys <= declared, f"{path} sets {sorted(keys - declared)}, unknown to calm.config.schema"
 
 
 @pytest.mark.parametrize("option", [f"experiment={p.stem}" for p in sorted((REPO / "configs" / "experiment").glob("*.yaml"))]
                          + ["hparams_search=calm_optuna"])
 def test_every_experiment_and_search_passes_the_schema(tmp_path: Path, option: str) -> None:
-    from calm.config_schema import check_settings
+    from calm.config.schema import check_settings
 
     check_settings(compose_config([option], tmp_path))
 

@@ -11,8 +11,8 @@ from omegaconf import OmegaConf
 
 from calm.cache import cache_key
 from calm.errors import CacheError, ConfigError, DataError, ProtocolError
-from calm.job import build_methods
-from calm.pipeline import run_job
+from calm.run.job import build_methods
+from calm.run.pipeline import run_job
 from tests.cli import REPO, compose_config, small_fsdd
 
 GROUPS = ["backbone", "dataset", "prompt", "method", "protocol", "logger"]

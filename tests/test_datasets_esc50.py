@@ -185,8 +185,8 @@ def test_prepare_esc50_offline_says_where_to_put_the_files(tmp_path: Path, capsy
 
 def test_no_episode_of_a_run_has_a_test_fold_clip_in_its_support(esc50_parent: Path, tmp_path: Path) -> None:
     """Every episode the pipeline draws (episodic, 100 episodes; and the paper's fixed split)."""
-    from calm.job import build_protocol
     from calm.protocols import Pools
+    from calm.run.job import build_protocol
     from tests.cli import REPO
 
     table = read_dataset(_cfg(esc50_parent), tmp_path).table

@@ -20,9 +20,9 @@ from calm.data.prompts import build_prompt
 from calm.data.registry import read_dataset
 from calm.data.table import QUERY_SPLIT, RELIABILITY_SPLIT, SUPPORT_SPLIT, Clip, ClipTable
 from calm.errors import DataError
-from calm.file_digests import FileDigests
+from calm.extraction.row_inputs import row_inputs
 from calm.protocols import PaperProtocol, Pools, shared_file_marks
-from calm.row_inputs import row_inputs
+from calm.storage.file_digests import FileDigests
 from calm.tables.manifest_schema import audioset, mcq, pseudo, write
 from calm.testing.tiny import build_tiny_qwen2_audio
 from tests.cli import run_cli
@@ -167,7 +167,7 @@ def dataset_config_prompt() -> dict:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from calm.assets import REPO_ROOT
+    from calm.config.assets import REPO_ROOT
 
     with initialize_config_dir(str(REPO_ROOT / "configs"), version_base="1.3"):
         return OmegaConf.to_container(compose("config", overrides=["prompt=manifest"]).prompt, resolve=True)

@@ -14,7 +14,7 @@ from calm.data.__main__ import main
 from calm.data.audio import load_audio, probe_audio
 from calm.data.folder import load_folder
 from calm.errors import DataError
-from calm.extraction_plan import preflight
+from calm.extraction.plan import preflight
 from calm.testing.smoke_layouts import tone
 
 

@@ -1,4 +1,4 @@
-"""Every digest and derived seed goes through calm.digests, and moving a recipe there changed no value:
+"""Every digest and derived seed goes through calm.storage.digests, and moving a recipe there changed no value:
 each function is checked against the expression it replaced (written out here with hashlib) and a few
 values are pinned, so cache keys, clip files, test splits and seeds stay byte-identical."""
 
@@ -14,16 +14,16 @@ import numpy as np
 import pytest
 import torch
 
-from calm.atomic_write import write_bytes_atomic
 from calm.backbones.base import weights_fingerprint
 from calm.cache.index import media_digest, text_digest
 from calm.data.folder import holdout_split
 from calm.data.hf import _fingerprint, _write_row
 from calm.data.prompts import option_seed
-from calm.digests import chunks_sha256, mixed_seed, seeded_int, text_sha256
-from calm.file_digests import sha256_file
 from calm.protocols.episodes import EPISODE_SEED_TAG
 from calm.selection.cross_validation import fold_seed
+from calm.storage.atomic_write import write_bytes_atomic
+from calm.storage.digests import chunks_sha256, mixed_seed, seeded_int, text_sha256
+from calm.storage.file_digests import sha256_file
 from calm.testing.tiny import _weights_digest
 
 FOLD_SEED = 3391690389  # np.random.SeedSequence([0, 6515067889599963877]).generate_state(1)[0]
@@ -94,7 +94,7 @@ def test_the_hf_cache_folder_and_the_folder_test_split_keep_their_names() -> Non
 
 
 def test_no_other_module_hashes_on_its_own() -> None:
-    """The recipes have one home: no module of calm or scripts imports hashlib but calm/digests.py."""
+    """The recipes have one home: no module of calm or scripts imports hashlib but calm/storage/digests.py."""
     repo = Path(__file__).resolve().parents[1]
     own = [str(path.relative_to(repo)) for folder in ("calm", "scripts") for path in (repo / folder).rglob("*.py")
            if "hashlib" in path.read_text() and path != repo / "calm" / "digests.py"]

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 THIS = Path(__file__).resolve().relative_to(REPO).as_posix()
 TEXT_SUFFIXES = {".py", ".yaml", ".yml", ".toml", ".md", ".txt", ".cfg", ".ini", ".sh"}
 # Design notes outside the repository, as comments used to cite them. `../shared/assets` stays allowed:
-# it is the documented runtime default for the offline weights and clips (calm/assets.py), not a text.
+# it is the documented runtime default for the offline weights and clips (calm/config/assets.py), not a text.
 OUTSIDE = re.compile(r"\bDESIGN\b|\.\./shared/(?!assets\b)|/work/(?:shared|main)\b")
 DOCS_PATH = re.compile(r"(?<![\w/.])(docs/[\w./-]*[\w-])(#[\w-]+)?")
 MARKDOWN_LINK = re.compile(r"\]\(([^)\s]+)\)")

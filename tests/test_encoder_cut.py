@@ -118,7 +118,7 @@ def test_the_mel_input_is_trimmed_on_the_cpu_before_transfer_with_the_same_rows(
     """ClipBatches trims what the capture never reads before Lightning moves the batch; same rows."""
     from calm.data.prompts import Prompt
     from calm.data.table import ClipTable
-    from calm.extract import ClipBatches
+    from calm.extraction.extract import ClipBatches
 
     cut, full = pair
     waves = _noise([0.6, 2.2, 1.3])
@@ -143,8 +143,8 @@ def test_lightning_extraction_copies_only_the_trimmed_mel_input(tiny_dir: Path, 
     from calm.cache import ActivationCache
     from calm.data.fsdd import load_fsdd
     from calm.data.prompts import Prompt
-    from calm.extract import extract_missing
-    from calm.row_inputs import model_key_fields
+    from calm.extraction.extract import extract_missing
+    from calm.extraction.row_inputs import model_key_fields
 
     (tmp_path / "fsdd" / "recordings").mkdir(parents=True)
     for name in ("0_george_0", "1_jackson_5", "2_lucas_9"):

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-import calm.atomic_write
-from calm.tracking import write_results
+import calm.storage.atomic_write
+from calm.run.tracking import write_results
 
 ROWS = [{"episode": 0, "method": "calm", "accuracy": 89.0}, {"episode": 0, "method": "sav", "accuracy": 71.5}]
 
@@ -18,14 +18,14 @@ def test_an_interrupted_write_keeps_the_previous_table_whole(tmp_path: Path, mon
     before = (tmp_path / "episodes.csv").read_bytes()
     assert before == b"episode,method,accuracy\r\n0,calm,89.0\r\n0,sav,71.5\r\n", "the csv module's own format"
 
-    replace = calm.atomic_write.os.replace
+    replace = calm.storage.atomic_write.os.replace
 
     def killed(src: str, dst: str) -> None:  # results.json is renamed in place; episodes.csv never
         if str(dst).endswith("episodes.csv"):
             raise KeyboardInterrupt
         replace(src, dst)
 
-    monkeypatch.setattr(calm.atomic_write.os, "replace", killed)
+    monkeypatch.setattr(calm.storage.atomic_write.os, "replace", killed)
     with pytest.raises(KeyboardInterrupt):
         write_results(tmp_path, {"shots": 5}, [], [{**row, "accuracy": 0.0} for row in ROWS])
     assert (tmp_path / "episodes.csv").read_bytes() == before

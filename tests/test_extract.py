@@ -13,8 +13,8 @@ from calm.data.audio import load_audio
 from calm.data.fsdd import load_fsdd
 from calm.data.prompts import Prompt
 from calm.errors import DataError
-from calm.extract import extract_missing, plan_batches
-from calm.row_inputs import model_key_fields
+from calm.extraction.extract import extract_missing, plan_batches
+from calm.extraction.row_inputs import model_key_fields
 
 TRAINER = {"accelerator": "cpu", "devices": 1, "precision": "32-true", "enable_progress_bar": False}
 
@@ -90,7 +90,7 @@ def test_long_clips_warn_with_their_names_or_fail_by_config(tmp_path: Path, fsdd
     with pytest.raises(DataError, match=r"longer than the model's 30 s audio window: .*9_george_3.wav \(31.0 s\)"):
         extract_missing(backbone, table, Prompt(), _open(tmp_path, backbone), TRAINER, on_long_clip="error")
     assert backbone.model is None
-    with caplog.at_level("WARNING", logger="calm.extract"):
+    with caplog.at_level("WARNING", logger="calm.extraction.extract"):
         report = extract_missing(backbone, table, Prompt(), _open(tmp_path, backbone), TRAINER)
     assert report.extracted == 3
     assert "9_george_3.wav (31.0 s)" in caplog.text and "truncated" in caplog.text
@@ -105,7 +105,7 @@ def test_rows_of_an_older_cache_format_are_recomputed_counted_as_unknown_and_log
     index, meta = cache.path / INDEX_FILE, cache.path / "meta.json"
     index.write_text("".join("\t".join(line.split("\t")[:2]) + "\n" for line in index.read_text().splitlines()))
     meta.write_text(json.dumps({**json.loads(meta.read_text()), "format": 1}))  # as calm wrote caches before
-    with caplog.at_level("INFO", logger="calm.extract"):
+    with caplog.at_level("INFO", logger="calm.extraction.extract"):
         report = extract_missing(backbone, table, Prompt(), _open(tmp_path, backbone), TRAINER)
     assert report.extracted == 2 and report.recomputed == {"audio": 0, "prompt": 0, "unknown": 2}
     assert "recomputing 2 cached rows whose inputs changed" in caplog.text
@@ -141,7 +141,7 @@ def test_rows_record_their_batch_and_duration_and_the_long_clip_policy_holds_for
         extract_missing(backbone, table, Prompt(), _open(tmp_path, backbone), TRAINER, on_long_clip="error",
                         clip_ids=["9_george_3", "0_george_0"])
     caplog.clear()
-    with caplog.at_level("WARNING", logger="calm.extraction_plan"):  # another batch size reuses the rows
+    with caplog.at_level("WARNING", logger="calm.extraction.plan"):  # another batch size reuses the rows
         assert extract_missing(backbone, table, Prompt(), _open(tmp_path, backbone), TRAINER).extracted == 0
     assert "9_george_3.wav (31.0 s)" in caplog.text and "truncated" in caplog.text
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from calm.job import prepare
-from calm.pipeline import needed_clips, run_job
+from calm.run.job import prepare
+from calm.run.pipeline import needed_clips, run_job
 from calm.testing.smoke_layouts import make_asvspoof
 from tests.cli import compose_config
 

@@ -30,7 +30,7 @@ from calm.figures import (
 from calm.methods import CALM, SAV
 from calm.protocols import Episode
 from calm.reports import evaluate
-from calm.tracking import NullTracker
+from calm.run.tracking import NullTracker
 from tests.wandb_records import exit_code, logged_images, run_record
 
 # Two hook points, a subset of layers (4 and 8, as a backbone hooking some layers gives), 3 heads each.

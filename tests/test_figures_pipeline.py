@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from calm.figures import accuracy_curves, read_sweep
-from calm.pipeline import run_job
+from calm.run.pipeline import run_job
 from tests.cli import REPO, compose_config, small_fsdd
 from tests.wandb_records import exit_code, logged_images, run_record
 

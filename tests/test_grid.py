@@ -12,7 +12,14 @@ import torch
 import calm.selection.paper as paper_module
 from calm.errors import ConfigError
 from calm.methods.calm_core import head_ranks, shrink, weight_sets
-from calm.metrics import accuracy, detector_scores, eer, exact_match, macro_f1, top_label_sets
+from calm.methods.metrics import (
+    accuracy,
+    detector_scores,
+    eer,
+    exact_match,
+    macro_f1,
+    top_label_sets,
+)
 from calm.selection import (
     DEFAULT_SETTING,
     CalmGrid,

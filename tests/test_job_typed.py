@@ -12,9 +12,9 @@ import pytest
 import torch
 from omegaconf import DictConfig, ListConfig
 
-from calm.job import PreparedJob, prepare
 from calm.protocols import EpisodicProtocol, PaperProtocol
 from calm.reports import EpisodicMethods, PaperGrid
+from calm.run.job import PreparedJob, prepare
 from tests.cli import REPO, compose_config, small_fsdd
 
 

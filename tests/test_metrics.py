@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from calm.errors import ConfigError
-from calm.metrics import (
+from calm.methods.metrics import (
     accuracy,
     batched_question_exact_match,
     batched_set_exact_match,

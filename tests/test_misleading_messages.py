@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from calm.config_schema import check_settings
+from calm.config.schema import check_settings
 from calm.data.__main__ import main as data_cli
 from calm.data.folder import load_folder
 from calm.errors import ConfigError, ProtocolError
@@ -25,7 +25,7 @@ from tests.sweep_runs import rejected_sweep
 
 
 def test_an_unknown_estimator_key_names_it_and_the_accepted_keys(tmp_path: Path) -> None:
-    from calm.job import build_methods
+    from calm.run.job import build_methods
 
     cfg = compose_config(["experiment=quickstart", "+method.estimators.calm.taus=0.1"], tmp_path)
     with pytest.raises(ConfigError) as err:
@@ -37,7 +37,7 @@ def test_an_unknown_estimator_key_names_it_and_the_accepted_keys(tmp_path: Path)
 def test_top_k_zero_is_a_settings_error_naming_the_estimator(tmp_path: Path) -> None:
     """Checked with the other settings (so before any estimator is built, and by a sweep's preflight),
     and by the estimator itself as a plain ConfigError, not wrapped in Hydra's InstantiationException."""
-    from calm.job import build_methods
+    from calm.run.job import build_methods
 
     cfg = compose_config(["method=calm_vs_sav", "method.estimators.sav.top_k=0"], tmp_path)
     with pytest.raises(ConfigError, match=r"`method.estimators.sav.top_k` must be null \(all heads\) or a positive "
@@ -91,14 +91,14 @@ def test_validate_set_takes_keys_as_run_py_does(tmp_path: Path, setting: str,
 
 
 def test_older_cache_format_is_mentioned_only_when_such_rows_exist(caplog: pytest.LogCaptureFixture) -> None:
-    from calm.extract import ExtractionReport, count_recomputed
+    from calm.extraction.extract import ExtractionReport, count_recomputed
 
-    with caplog.at_level(logging.INFO, logger="calm.extract"):
+    with caplog.at_level(logging.INFO, logger="calm.extraction.extract"):
         count_recomputed({"a": "audio", "b": "prompt", "c": "audio"}, ExtractionReport())
     assert "recomputing 3 cached rows whose inputs changed: audio 2, prompt text 1" in caplog.text
     assert "older cache format" not in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="calm.extract"):
+    with caplog.at_level(logging.INFO, logger="calm.extraction.extract"):
         count_recomputed({"a": "unknown"}, ExtractionReport())
     assert "1 of an older cache format" in caplog.text
 

@@ -12,7 +12,7 @@ import torch
 import calm.selection.cross_validation as cv_module
 from calm.methods import CALM
 from calm.methods.calm_core import calm_weights
-from calm.metrics import (
+from calm.methods.metrics import (
     accuracy,
     batched_accuracy,
     batched_exact_match,
@@ -22,7 +22,7 @@ from calm.metrics import (
     top_label_sets,
 )
 from calm.protocols import Episode
-from calm.search import search_record, search_settings
+from calm.run.search import search_record, search_settings
 from calm.selection import CalmSetting, evaluate_grid, select_by_cross_validation, support_cv_scores
 from calm.selection.cross_validation import stratified_folds
 from calm.testing.synthetic import synthetic_split

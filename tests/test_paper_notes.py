@@ -7,8 +7,8 @@ from omegaconf import OmegaConf
 
 from calm.data.prompts import build_prompt
 from calm.data.registry import build_dataset
-from calm.job import build_protocol
 from calm.reports.paper_grid import paper_notes
+from calm.run.job import build_protocol
 from tests.cli import compose_config
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from calm.pipeline import run_job
+from calm.run.pipeline import run_job
 from calm.testing.smoke_layouts import make_asvspoof, make_audioset
 from tests.cli import compose_config
 

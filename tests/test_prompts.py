@@ -167,7 +167,7 @@ def test_build_prompt_from_the_config_files() -> None:
 
 
 def test_option_seed_is_the_projects_seeded_hash() -> None:
-    from calm.digests import seeded_int
+    from calm.storage.digests import seeded_int
 
     for seed, clip_id in [(0, "1-100032-A-0.wav"), (7, "dog-1"), (2**40, "é/ü")]:
         assert option_seed(seed, clip_id) == seeded_int("calm.prompt.paper.v1", seed, clip_id)

@@ -527,7 +527,7 @@ def test_one_pools_object_serves_every_protocol_and_call() -> None:
 
 
 def test_protocol_configs_build_from_the_top_level_settings(tmp_path) -> None:
-    from calm.config_objects import build
+    from calm.config.builder import build
     from tests.cli import compose_config
 
     cfg = compose_config(["protocol=episodic", "dataset=esc50", "shots=2", "ways=3", "episodes=4",
@@ -546,7 +546,7 @@ def test_protocol_configs_build_from_the_top_level_settings(tmp_path) -> None:
 
 def test_pipeline_builds_the_protocol_its_config_names(tmp_path) -> None:
     from calm.errors import ConfigError
-    from calm.job import build_protocol
+    from calm.run.job import build_protocol
     from tests.cli import compose_config
 
     cfg = compose_config(["protocol=paper", "shots=3"], tmp_path)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from calm.sweeps import RECORD_FIELDS, finished_record, load_finished, mark_finished
+from calm.run.sweeps import RECORD_FIELDS, finished_record, load_finished, mark_finished
 from tests import record_writer_proc as writer
 from tests.cli import REPO, compose_config
 from tests.sweep_runs import TINY_ARGS, tiny_data
@@ -27,7 +27,7 @@ ALREADY = "an identical job already finished"
 
 def _run_job(overrides: list[str], tmp_path: Path, name: str, caplog: pytest.LogCaptureFixture) -> dict:
     """Run one job into tmp_path/name (finished-job records shared under tmp_path/finished); its results.json."""
-    from calm.pipeline import run_job
+    from calm.run.pipeline import run_job
 
     cfg = compose_config(overrides, tmp_path / name)
     cfg.paths.finished_dir = str(tmp_path / "finished")
@@ -265,7 +265,7 @@ def test_the_grid_memory_budget_is_not_part_of_a_jobs_key() -> None:
     give the same counts), but a setting that changes numbers still makes another job."""
     from omegaconf import OmegaConf
 
-    from calm.sweeps import job_key
+    from calm.run.sweeps import job_key
 
     base = OmegaConf.create({"shots": 5, "evaluate": {"memory_budget_mb": 128, "dtype": "float32"}})
     streamed = OmegaConf.merge(base, {"evaluate": {"memory_budget_mb": 1}})

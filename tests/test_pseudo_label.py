@@ -35,8 +35,8 @@ from calm.data.prompts import PaperPrompt, Prompt
 from calm.data.table import Clip, ClipTable
 from calm.errors import ConfigError, DataError
 from calm.methods import CALM, SAV
-from calm.pipeline import run_job
 from calm.protocols import Episode
+from calm.run.pipeline import run_job
 from tests.cli import compose_config, small_fsdd
 
 DIGITS = [str(d) for d in range(10)]
@@ -262,7 +262,7 @@ def test_replace_fits_on_the_pseudo_labels_never_the_true_support_labels(tmp_pat
     (all 5 classes offered); the backbone names s0 "class1" and s1 "class0", so the estimator must be
     fitted on labels [1, 0, 2], not [0, 1, 2]. Only the support clips are answered (no pool)."""
     from calm.reports.episodic import evaluate
-    from calm.tracking import NullTracker
+    from calm.run.tracking import NullTracker
 
     table = write_table(tmp_path, [0] * 6)
     episode = Episode(index=0, seed=1, classes=[0, 1, 2], support=[0, 1, 2], support_labels=[0, 1, 2],
@@ -309,7 +309,7 @@ def test_pool_draw_is_seeded_and_uses_only_training_clips(tmp_path: Path) -> Non
 
 
 def test_pool_draw_and_sampling_seeds_are_pinned(tmp_path: Path) -> None:
-    """The values the module's own SHA-256 helper gave before it moved to calm.digests.seeded_int:
+    """The values the module's own SHA-256 helper gave before it moved to calm.storage.digests.seeded_int:
     the pool subset and every clip's sampling seed must not change with the refactor."""
     table = write_table(tmp_path, [0] * 6)
     assert unlabelled_pool(table, 4, seed=0).tolist() == [0, 2, 9, 10]

@@ -15,10 +15,10 @@ from calm.data.prompts import PaperPrompt, Prompt
 from calm.data.questions import covers_whole_clips, question_groups, question_table
 from calm.data.table import Clip, ClipTable
 from calm.errors import ConfigError, DataError
-from calm.file_digests import FileDigests
-from calm.job import check_questions_are_read, job_table
 from calm.protocols import Episode
 from calm.reports.episodic import clip_groups, score_method
+from calm.run.job import check_questions_are_read, job_table
+from calm.storage.file_digests import FileDigests
 
 NAMES = ("c0", "c1", "c2", "c3", "c4", "c5")
 
@@ -146,8 +146,8 @@ def test_a_job_extracts_one_cache_row_per_question(tmp_path: Path, monkeypatch: 
     from calm.cache import ActivationCache
     from calm.data.audio import load_audio
     from calm.data.prompts import build_prompt
-    from calm.pipeline import run_job
-    from calm.row_inputs import model_key_fields
+    from calm.extraction.row_inputs import model_key_fields
+    from calm.run.pipeline import run_job
     from calm.testing.smoke_layouts import make_audioset
     from tests.cli import compose_config
 

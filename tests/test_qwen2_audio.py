@@ -17,7 +17,7 @@ from calm.backbones.qwen2_audio import Qwen2AudioBackbone
 from calm.data.audio import load_audio
 from calm.data.prompts import Prompt
 from calm.errors import ConfigError
-from calm.row_inputs import model_key_fields
+from calm.extraction.row_inputs import model_key_fields
 from calm.testing.tiny import build_tiny_qwen2_audio, ensure_tiny_qwen2_audio
 from tests import audio_lm_checks as lm
 from tests.cli import REPO

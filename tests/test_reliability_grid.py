@@ -10,8 +10,8 @@ import torch
 
 from calm.errors import ConfigError, ProtocolError
 from calm.methods import CALM, GRW
+from calm.methods.metrics import accuracy, macro_f1
 from calm.methods.prototypes import ReliabilitySet
-from calm.metrics import accuracy, macro_f1
 from calm.protocols import PaperProtocol, Pools
 from calm.selection import CalmGrid, evaluate_grid, paper_grid_report, paper_sweep_report
 from calm.selection.settings import first_best

@@ -118,7 +118,7 @@ def random_case():
 
 @pytest.mark.parametrize("head_choice", ["random_heads", "random"])
 def test_random_heads_are_the_seeded_draw_weighted_as_calm_weights(head_choice):
-    from calm.digests import seeded_int
+    from calm.storage.digests import seeded_int
 
     support, labels, query = random_case()
     model = CALM(top_k=2, head_choice=head_choice, head_seed=7).fit(support, labels, tie_seed=11)
@@ -149,7 +149,7 @@ def test_random_heads_over_every_head_is_calm():
 
 
 def test_evaluate_dtype_model_sets_calm_to_the_backbones_activation_dtype():
-    from calm.job import apply_evaluation_dtype
+    from calm.run.job import apply_evaluation_dtype
 
     for precision, expected in (("bf16-true", "bfloat16"), ("16-mixed", "float16"), ("32-true", "float32")):
         methods = {"calm": CALM(), "sav": SAV()}

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from calm.baselines.generation import generate_in_batches
-from calm.pipeline import run_job
 from calm.protocols import Episode
 from calm.reports import Report, ReportOutput
+from calm.run.pipeline import run_job
 from tests.cli import compose_config
 
 WORDS = ["zero", "one", "two", "three", "four"]

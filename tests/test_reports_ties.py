@@ -9,8 +9,8 @@ import torch
 from calm.methods import CALM, SAV
 from calm.protocols import Episode
 from calm.reports.episodic import evaluate, tied_selections
+from calm.run.tracking import NullTracker
 from calm.testing.synthetic import synthetic_split
-from calm.tracking import NullTracker
 
 
 def test_one_shot_sav_reports_every_selected_head_as_tied_and_calm_none_without_top_k() -> None:

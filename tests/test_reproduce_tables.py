@@ -457,14 +457,14 @@ def test_the_check_catches_a_cell_that_disagrees_with_the_numbers(smoke: tuple[P
 
 def test_a_job_that_breaks_is_marked_failed_and_the_table_is_still_written(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import calm.pipeline
+    import calm.run.pipeline
 
     spec = load_table("smoke")
 
     def broken(cfg):
         raise RuntimeError("CUDA out of memory")
 
-    monkeypatch.setattr(calm.pipeline, "run_job", broken)
+    monkeypatch.setattr(calm.run.pipeline, "run_job", broken)
     numbers = build_tables([spec], tmp_path, ["logger=none", f"paths.data_dir={tmp_path / 'data'}",
                                               f"paths.finished_dir={tmp_path / 'finished'}"], collect_only=False)
     assert numbers and all(n.status == "failed: RuntimeError: CUDA out of memory"

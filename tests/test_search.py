@@ -16,9 +16,9 @@ from omegaconf import OmegaConf
 from calm.errors import ConfigError
 from calm.methods import CALM
 from calm.protocols import Episode
-from calm.search import check_objective, search_record, search_settings
+from calm.run.search import check_objective, search_record, search_settings
+from calm.run.sweeps import job_key
 from calm.selection.cross_validation import fold_seed, stratified_folds, support_cv_scores
-from calm.sweeps import job_key
 from calm.testing.synthetic import synthetic_split
 from tests.cli import compose_config
 from tests.sweep_runs import TINY_ARGS, run_sweep, tiny_data
@@ -119,8 +119,8 @@ def _support_cv_by_hand(job: dict) -> float:
     from calm.backbones import build_backbone
     from calm.data.prompts import build_prompt
     from calm.data.registry import read_dataset
-    from calm.job import build_protocol, open_cache
     from calm.protocols import Pools
+    from calm.run.job import build_protocol, open_cache
 
     cfg = OmegaConf.create(job["config"])
     table = read_dataset(cfg.dataset, cfg.paths.data_dir).table

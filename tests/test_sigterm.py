@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from calm.pipeline import run_job
-from calm.termination import JobTerminated, at_step_end, stop_if_terminated, stops_on_sigterm
+from calm.run.pipeline import run_job
+from calm.run.termination import JobTerminated, at_step_end, stop_if_terminated, stops_on_sigterm
 from tests.cache_files import all_rows, index_lines
 from tests.cli import REPO, compose_config, small_fsdd
 from tests.stalling import STALL_ENV

@@ -142,7 +142,7 @@ def test_repeated_support_rows_are_read_twice_and_count_twice_in_a_prototype(tmp
 @pytest.mark.parametrize(("protocol", "tie", "top_k_mode", "normalization"),
                          [("paper", "random", "epsilon_leak", "authors"), ("episodic", "index", "exclude", "cosine")])
 def test_estimator_defaults_follow_the_protocol_switch(tmp_path, protocol, tie, top_k_mode, normalization) -> None:
-    from calm.job import build_methods
+    from calm.run.job import build_methods
     from tests.cli import compose_config
 
     cfg = compose_config([f"protocol={protocol}", "method=ablations"], tmp_path)
@@ -159,8 +159,8 @@ def test_estimator_defaults_follow_the_protocol_switch(tmp_path, protocol, tie, 
 
 def test_the_unequal_counts_note_names_the_settings_that_cause_them() -> None:
     """The note names what this job set (the draw, at_most, the pseudo-label drop), never a setting it lacks."""
-    from calm.pipeline import count_causes
     from calm.reports import PseudoLabels
+    from calm.run.pipeline import count_causes
 
     def job(pseudo_support: str | None, **protocol: object) -> SimpleNamespace:
         reports = [] if pseudo_support is None else [PseudoLabels(SimpleNamespace(support=pseudo_support))]

@@ -13,8 +13,8 @@ from calm.cache import ActivationCache
 from calm.data.audio import load_audio
 from calm.data.fsdd import load_fsdd
 from calm.data.prompts import build_prompt
-from calm.pipeline import run_job
-from calm.row_inputs import model_key_fields
+from calm.extraction.row_inputs import model_key_fields
+from calm.run.pipeline import run_job
 from tests.cli import compose_config, small_fsdd
 
 SLOW = pytest.mark.slow  # the same path as the fast ones; each family's own rules are in test_audio_lm_families.py

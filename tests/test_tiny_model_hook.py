@@ -45,7 +45,7 @@ def test_a_tiny_model_needs_a_folder() -> None:
 def test_every_tiny_backbone_config_names_a_model_of_calm_testing() -> None:
     from omegaconf import OmegaConf
 
-    from calm.config_objects import CONFIG_DIR
+    from calm.config.builder import CONFIG_DIR
 
     configs = sorted((CONFIG_DIR / "backbone").glob("tiny_*.yaml"))
     assert configs

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from calm.errors import ConfigError
-from calm.pipeline import run_job
-from calm.tracking import WandbTracker, wandb_mode, write_results
+from calm.run.pipeline import run_job
+from calm.run.tracking import WandbTracker, wandb_mode, write_results
 from tests.cli import compose_config, small_fsdd
 from tests.local_servers import answering_server, silent_server
 from tests.wandb_records import exit_code, history_keys

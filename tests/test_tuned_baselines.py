@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-import calm.metrics
-from calm.config_schema import paper_grids
+import calm.methods.metrics
+from calm.config.schema import paper_grids
 from calm.errors import ConfigError
 from calm.methods import GRW, SAV, Estimator, TopKSoft
-from calm.metrics import accuracy, macro_f1
+from calm.methods.metrics import accuracy, macro_f1
 from calm.selection import (
     CalmGrid,
     MethodGrid,
@@ -154,8 +154,8 @@ class ByFeature(Estimator):
         return torch.nn.functional.one_hot(pred, self.n_classes_).float()
 
 
-@pytest.mark.skipif(not hasattr(calm.metrics, "batched_question_exact_match"),
-                    reason="the clip-level exact-match metrics (calm.metrics) have not landed yet")
+@pytest.mark.skipif(not hasattr(calm.methods.metrics, "batched_question_exact_match"),
+                    reason="the clip-level exact-match metrics (calm.methods.metrics) have not landed yet")
 def test_question_groups_give_both_exact_matches() -> None:
     """Clip A has labels {0, 1} (questions 0 and 1), clip B label {2} (question 2); true = [0, 1, 2].
     shift 0 predicts [1, 0, 2]: A's questions both wrong, yet its predicted set {0, 1} is its true set;
@@ -207,9 +207,9 @@ def test_calm_grid_scores_question_groups_as_the_estimators_predictions() -> Non
     for i, setting in enumerate(result.settings):
         pred = setting.estimator().fit(support, labels).predict(query)[None]
         assert result.by_clip["exact_match_questions"][i] == float(
-            calm.metrics.batched_question_exact_match(pred, query_labels, groups)[0])
+            calm.methods.metrics.batched_question_exact_match(pred, query_labels, groups)[0])
         assert result.by_clip["exact_match_sets"][i] == float(
-            calm.metrics.batched_set_exact_match(pred, query_labels, groups)[0])
+            calm.methods.metrics.batched_set_exact_match(pred, query_labels, groups)[0])
 
 
 def test_cross_validation_holds_out_each_source_clip_whole() -> None:

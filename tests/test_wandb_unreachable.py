@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from calm.pipeline import run_job
+from calm.run.pipeline import run_job
 from tests.cli import compose_config, small_fsdd
 from tests.local_servers import answering_server, closed_port, silent_server
 from tests.wandb_records import exit_code

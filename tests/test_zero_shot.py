@@ -23,7 +23,7 @@ from calm.baselines.zero_shot import STORE_FOLDER, ZeroShotSettings, answer_clip
 from calm.data.prompts import PaperPrompt, Prompt
 from calm.data.table import Clip, ClipTable
 from calm.errors import ConfigError
-from calm.pipeline import run_job
+from calm.run.pipeline import run_job
 from tests.cli import compose_config
 
 WORDS = ["zero", "one", "two", "three", "four"]
@@ -220,7 +220,7 @@ def test_protocol_paper_turns_on_sampling_and_option_letters(tmp_path: Path, pro
 def test_option_letters_with_a_clean_prompt_are_refused_when_the_job_is_prepared(tmp_path: Path) -> None:
     """protocol=paper turns option-letter matching on; with the default clean prompt the job stops in
     `prepare` (no model loaded, nothing extracted), naming both fixes."""
-    from calm.job import prepare
+    from calm.run.job import prepare
 
     cfg = compose_config(["experiment=quickstart", "method=zero_shot", "protocol=paper", "logger=none",
                           f"paths.cache_dir={tmp_path / 'cache'}"], tmp_path / "job")

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from calm.backbones.base import Backbone
-from calm.config_objects import build
+from calm.config.builder import build
 
 
 def build_backbone(cfg: Mapping[str, Any], precision: str) -> Backbone:

@@ -24,9 +24,9 @@ from calm.backbones.base import Backbone, precision_dtype
 from calm.backbones.compiled_blocks import compile_hook_free_blocks
 from calm.backbones.hooks import LAST_TOKEN, HeadCapture, HookPoint
 from calm.data.audio import preprocessing_key
-from calm.digests import text_sha256
 from calm.errors import ConfigError
-from calm.file_digests import FileDigests
+from calm.storage.digests import text_sha256
+from calm.storage.file_digests import FileDigests
 
 # transformers 5: model.language_model.layers.N; 4.x: language_model.model.layers.N. Never the audio tower.
 LM_LAYER_PATTERN = r"language_model\.(?:model\.)?layers\.({layers})\.self_attn\.o_proj$"

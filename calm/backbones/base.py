@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from calm.assets import assets_dir
-from calm.digests import text_sha256
+from calm.config.assets import assets_dir
 from calm.errors import AssetError, ConfigError
-from calm.file_digests import FileDigests
+from calm.storage.digests import text_sha256
+from calm.storage.file_digests import FileDigests
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
 # Lightning precision -> the dtype weights are loaded in ("-mixed" keeps fp32 weights under autocast).

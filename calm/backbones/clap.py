@@ -22,7 +22,7 @@ from transformers import ClapConfig, ClapModel, ClapProcessor
 from calm.backbones.base import Backbone, precision_dtype
 from calm.data.audio import preprocessing_key
 from calm.errors import ConfigError
-from calm.file_digests import FileDigests
+from calm.storage.file_digests import FileDigests
 
 HEAD_NAME = "audio_embedding"
 FUSION = "fusion"

@@ -13,7 +13,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from calm.backbones.audio_lm import AudioLMBackbone
-from calm.config_objects import CONFIG_DIR
+from calm.config.builder import CONFIG_DIR
 
 FROM_HUB = "from hub config"
 

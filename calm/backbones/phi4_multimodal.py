@@ -13,7 +13,7 @@ from torch import nn
 
 from calm.backbones.audio_lm import HOOK_POINTS, AudioLMBackbone, Family, require_extras
 from calm.errors import ConfigError
-from calm.file_digests import FileDigests
+from calm.storage.file_digests import FileDigests
 
 SPEECH_ADAPTER = "speech-lora"
 

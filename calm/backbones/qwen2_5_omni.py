@@ -23,7 +23,7 @@ from torch import nn
 from calm.backbones.audio_lm import HOOK_POINTS, AudioLMBackbone, Family
 from calm.backbones.qwen2_audio import padded_for_generation
 from calm.errors import ConfigError, DataError
-from calm.file_digests import FileDigests
+from calm.storage.file_digests import FileDigests
 
 MODALITIES = ("audio", "audio_video")
 DEFAULT_FPS = 2.0  # what Qwen2_5OmniProcessor assumes when the checkpoint saves no fps

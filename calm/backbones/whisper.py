@@ -14,7 +14,7 @@ from calm.backbones.base import Backbone, precision_dtype
 from calm.backbones.hooks import LAST_TOKEN, MEAN_FRAMES, HeadCapture, HookPoint
 from calm.data.audio import preprocessing_key
 from calm.errors import ConfigError
-from calm.file_digests import FileDigests
+from calm.storage.file_digests import FileDigests
 
 HOOK_PATTERNS = {
     "decoder_self_attn": (r"decoder\.layers\.(\d+)\.self_attn\.out_proj$", LAST_TOKEN),

@@ -1,12 +1,12 @@
 """Generated answers per clip id in one JSON file under the cache folder, named by the digest of
 everything shared by all clips that changes them (dataset, decoding, seed, and the backbone and prompt
-as they key activation rows: `calm.row_inputs.model_key_fields`, weights by content), so a sweep over
+as they key activation rows: `calm.extraction.row_inputs.model_key_fields`, weights by content), so a sweep over
 shots or estimators answers each clip once and a change of any such input reads another file.
 
 What differs per clip is stored with each answer: the digests of the inputs it was generated from (the
 clip's audio content and, for a backbone that reads it, its rendered prompt text, which under the
 multiple-choice prompt depends on the clip's label and the class list), computed as the activation cache
-computes them (`calm.row_inputs`). A stored answer whose inputs differ from the clip's current
+computes them (`calm.extraction.row_inputs`). A stored answer whose inputs differ from the clip's current
 ones (or, in a store written before inputs were stored, that has none) counts as missing and is
 generated again, and the store says how many and why."""
 
@@ -21,14 +21,14 @@ from typing import Any
 
 from filelock import FileLock
 
-from calm.atomic_write import write_json_atomic
 from calm.backbones.base import Backbone
 from calm.cache.index import REASONS, RowInputs, stale_reason
 from calm.data.prompts import ClipPrompt
 from calm.data.table import ClipTable
-from calm.digests import canonical_json, digest
-from calm.file_digests import FileDigests
-from calm.row_inputs import row_inputs
+from calm.extraction.row_inputs import row_inputs
+from calm.storage.atomic_write import write_json_atomic
+from calm.storage.digests import canonical_json, digest
+from calm.storage.file_digests import FileDigests
 
 log = logging.getLogger(__name__)
 

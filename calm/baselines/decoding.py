@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from calm.backbones.base import Backbone, check_sampling
-from calm.digests import seeded_int
 from calm.errors import ConfigError
+from calm.storage.digests import seeded_int
 
 # Tag of every sampling seed (the value pseudo-labelling has always used: changing it changes every answer).
 SAMPLING_TAG = "calm.pseudo_label.v1"

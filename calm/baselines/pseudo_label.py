@@ -42,21 +42,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from calm.atomic_write import write_lines_atomic
 from calm.backbones.base import Backbone
 from calm.baselines.answer_matching import match_answer
 from calm.baselines.answer_store import AnswerStore
 from calm.baselines.decoding import SAMPLING_TAG, Sampling
 from calm.baselines.generation import stored_or_generated
-from calm.config_objects import build
+from calm.config.builder import build
 from calm.data.manifest_prompt import ManifestPrompt
 from calm.data.prompts import ClipPrompt, PaperPrompt
 from calm.data.table import SUPPORT_SPLIT, Clip, ClipTable
-from calm.digests import seeded_int
 from calm.errors import ConfigError, DataError
-from calm.file_digests import FileDigests
+from calm.extraction.row_inputs import model_key_fields
 from calm.protocols import Episode
-from calm.row_inputs import model_key_fields
+from calm.storage.atomic_write import write_lines_atomic
+from calm.storage.digests import seeded_int
+from calm.storage.file_digests import FileDigests
 
 TSV_NAME = "pseudo_labels.tsv"
 STORE_FOLDER = "pseudo_label_answers"
@@ -94,7 +94,7 @@ class PseudoLabelSettings:
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], estimators: Collection[str], prompt: ClipPrompt) -> PseudoLabelSettings:
-        """Settings from the `method.pseudo_label` block (built by `calm.config_objects.build`: an unknown
+        """Settings from the `method.pseudo_label` block (built by `calm.config.builder.build`: an unknown
         or missing key is a ConfigError naming the accepted ones), checked against the method's
         `estimators` and the job's `prompt`."""
         settings = build(cfg, "method", cls=cls, key="method.pseudo_label")
@@ -209,7 +209,7 @@ def unlabelled_pool(table: ClipTable, pool_size: int | None, seed: int) -> np.nd
 
 def answer_store(cache_dir: Path, backbone: Backbone, prompt: ClipPrompt, settings: PseudoLabelSettings,
                  table: ClipTable) -> AnswerStore:
-    """The store for this dataset, backbone and prompt (keyed as rows are: `calm.row_inputs.model_key_fields`,
+    """The store for this dataset, backbone and prompt (keyed as rows are: `calm.extraction.row_inputs.model_key_fields`,
     weights by content) and sampling settings.
 
     The dataset's name and source are part of the key because clip ids are only unique within a

@@ -15,7 +15,7 @@ import torch
 
 from calm.backbones.base import Backbone
 from calm.baselines.generation import place_model
-from calm.config_objects import build
+from calm.config.builder import build
 from calm.errors import ConfigError
 from calm.methods.base import Estimator
 from calm.methods.prototypes import (
@@ -49,7 +49,7 @@ class TextZeroShotSettings:
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> TextZeroShotSettings:
-        """Settings from the `method.text_zero_shot` block, built by `calm.config_objects.build` (an
+        """Settings from the `method.text_zero_shot` block, built by `calm.config.builder.build` (an
         unknown or missing key is a ConfigError naming the accepted ones)."""
         return build(cfg, "method", cls=cls, key="method.text_zero_shot")
 

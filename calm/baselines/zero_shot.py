@@ -16,19 +16,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from calm.atomic_write import write_lines_atomic
 from calm.backbones.base import Backbone
 from calm.baselines.answer_matching import match_answer, match_option_letter
 from calm.baselines.answer_store import AnswerStore
 from calm.baselines.decoding import DECODINGS, Sampling
 from calm.baselines.generation import stored_or_generated
-from calm.config_objects import build
+from calm.config.builder import build
 from calm.data.prompts import ClipPrompt, PaperPrompt
 from calm.data.table import Clip, ClipTable
 from calm.errors import ConfigError
-from calm.file_digests import FileDigests
+from calm.extraction.row_inputs import model_key_fields
 from calm.protocols import Episode
-from calm.row_inputs import model_key_fields
+from calm.storage.atomic_write import write_lines_atomic
+from calm.storage.file_digests import FileDigests
 
 # The results row this baseline produces (tables and sweep figures look it up by this name).
 ZERO_SHOT_ROW = "zero_shot"
@@ -56,7 +56,7 @@ class ZeroShotSettings:
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], prompt: ClipPrompt, table: ClipTable | None = None) -> ZeroShotSettings:
-        """Settings from the `method.zero_shot` block (built by `calm.config_objects.build`: an unknown or
+        """Settings from the `method.zero_shot` block (built by `calm.config.builder.build`: an unknown or
         missing key is a ConfigError naming the accepted ones), checked against the job's prompt (and the
         table it is asked about, which decides which option wording applies: see `check`)."""
         settings = build(cfg, "method", cls=cls, key="method.zero_shot")
@@ -131,7 +131,7 @@ class ZeroShotAnswers:
 def zero_shot_store(cache_dir: Path, backbone: Backbone, prompt: ClipPrompt, settings: ZeroShotSettings,
                     table: ClipTable) -> AnswerStore:
     """The answer store for this dataset (name and source: clip ids are unique only within one),
-    backbone and prompt (keyed as rows are: `calm.row_inputs.model_key_fields`, weights by content) and
+    backbone and prompt (keyed as rows are: `calm.extraction.row_inputs.model_key_fields`, weights by content) and
     decoding settings; each answer is stored with its clip's audio and prompt-text digests
     (`AnswerStore.current`)."""
     digests = FileDigests(cache_dir)

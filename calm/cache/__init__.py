@@ -18,7 +18,7 @@ a read-only cache that holds every row a job needs serves it; the lock is taken 
 
 Which rows are served: a folder is keyed by the settings (`key.json`); a row by the digests of the
 exact inputs it was computed from (`calm.cache.index`). Content digests of files are remembered in
-`file_digests.sqlite` next to the folders (`calm.file_digests`).
+`file_digests.sqlite` next to the folders (`calm.storage.file_digests`).
 """
 
 from calm.cache.folder import DATA_FILE, INDEX_FILE, KEY_FILE, LOCK_FILE, META_FILE, cache_key

@@ -15,7 +15,7 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from calm.file_store import open_file_table
+from calm.storage.file_store import open_file_table
 
 STORE_NAME = "clip_durations.sqlite"
 # Named after the checks its clips passed: "durations" held clips passed before the header pass read a

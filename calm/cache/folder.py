@@ -15,10 +15,10 @@ from typing import Any
 
 from filelock import FileLock
 
-from calm.atomic_write import write_json_atomic
 from calm.cache.index import FORMAT_VERSION, READABLE_FORMATS
-from calm.digests import canonical_json, digest
 from calm.errors import CacheError
+from calm.storage.atomic_write import write_json_atomic
+from calm.storage.digests import canonical_json, digest
 
 KEY_FILE = "key.json"
 META_FILE = "meta.json"

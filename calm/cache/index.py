@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from calm.digests import text_sha256
+from calm.storage.digests import text_sha256
 
 FORMAT_VERSION = 3
 READABLE_FORMATS = (1, 2, 3)

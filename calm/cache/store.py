@@ -37,7 +37,7 @@ from calm.cache.index import (
 )
 from calm.cache.rows import STORED_DTYPE, RowView
 from calm.errors import CacheError
-from calm.file_digests import FileDigests
+from calm.storage.file_digests import FileDigests
 
 _LABEL_PATTERN = re.compile(r"[A-Za-z0-9_.]+(?:-[A-Za-z0-9_.]+)*")
 _FORBIDDEN_ID_CHARS = ("\t", "\n", "\r")

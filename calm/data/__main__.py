@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
 from rich.table import Table
 
-from calm.assets import REPO_ROOT
+from calm.config.assets import REPO_ROOT
 from calm.data.manifest_overlap import pair_overlaps, summarize_manifests
 from calm.data.manifest_paths import PathMapper
 from calm.data.registry import dataset_classes, dataset_names, read_dataset

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from calm.atomic_write import write_lines_atomic
 from calm.data.table import ClipTable
+from calm.storage.atomic_write import write_lines_atomic
 
 __all__ = ["Dataset", "LoadedDataset"]
 

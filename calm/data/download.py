@@ -13,8 +13,8 @@ from typing import IO, Any
 
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-from calm.digests import chunks_sha256
 from calm.errors import DataError
+from calm.storage.digests import chunks_sha256
 
 CHUNK = 1 << 20
 

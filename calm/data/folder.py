@@ -32,8 +32,8 @@ from calm.data.table import (
     check_class_names,
 )
 from calm.data.validate import FirstSeen, csv_rows, require_file, require_root
-from calm.digests import text_sha256
 from calm.errors import ConfigError, DataError
+from calm.storage.digests import text_sha256
 
 FOLDER_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
 CSV_HEADERS = (("path", "label"), ("path", "label", "split"))

@@ -7,7 +7,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from calm.assets import assets_dir
+from calm.config.assets import assets_dir
 from calm.data.dataset import Dataset, LoadedDataset
 from calm.data.download import download, unpack_zip
 from calm.data.roots import require_folder

@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING
 
 import soundfile as sf
 
-from calm.atomic_write import write_bytes_atomic, write_text_atomic
 from calm.data.audio import AUDIO_EXTENSIONS, CONTAINER_EXTENSIONS
 from calm.data.dataset import Dataset, LoadedDataset
 from calm.data.folder import holdout_split
 from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT, Clip, ClipTable
-from calm.digests import text_sha256
 from calm.errors import ConfigError, DataError
+from calm.storage.atomic_write import write_bytes_atomic, write_text_atomic
+from calm.storage.digests import text_sha256
 
 if TYPE_CHECKING:
     import datasets

@@ -3,7 +3,7 @@
 Two prompts, reportable side by side: `clean` (the default) asks one fixed question; `paper`
 reproduces the reference code's multiple-choice question, whose options always contain the answer.
 `build_prompt` builds the class a `prompt` config's `_target_` names (configs/prompt/*.yaml), as
-every configurable object is built (`calm.config_objects`). A prompt's `key_fields` name
+every configurable object is built (`calm.config.builder`). A prompt's `key_fields` name
 everything that changes its text, because they key the activation cache.
 """
 
@@ -17,11 +17,11 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
-from calm.authors_modes import register_authors_resolver
-from calm.config_objects import build
+from calm.config.authors_modes import register_authors_resolver
+from calm.config.builder import build
 from calm.data.table import Clip, ClipTable
-from calm.digests import seeded_int
 from calm.errors import ConfigError
+from calm.storage.digests import seeded_int
 
 __all__ = ["ClipPrompt", "PaperPrompt", "Prompt", "build_prompt", "option_seed"]
 

@@ -3,8 +3,8 @@
 `question_table` turns every clip of a multi-label table into one single-label row per positive label,
 in file order (clip order, then the clip's label order). Each row is its own cache row (its own prompt
 text names its own label among the options) and is predicted on its own; `question_groups` says which
-rows came from the same clip, so a clip can be scored as a whole (`calm.metrics.question_exact_match`,
-`calm.metrics.set_exact_match`).
+rows came from the same clip, so a clip can be scored as a whole (`calm.methods.metrics.question_exact_match`,
+`calm.methods.metrics.set_exact_match`).
 
 Ids: a clip with several labels gives `"<clip id>#<label position>"` (position in the clip's label
 list, from 0); a clip with one label is its own single question and keeps its id, so its row and

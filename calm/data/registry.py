@@ -1,6 +1,6 @@
 """The datasets calm knows are the files of configs/dataset: each names its class in `_target_`.
 
-`read_dataset` builds the class a `dataset` config names (through `calm.config_objects.build`, as
+`read_dataset` builds the class a `dataset` config names (through `calm.config.builder.build`, as
 every configurable object is built) and reads its clip table; `dataset_classes` lists the
 datasets for `python -m calm.data ls`, importing each class only when asked, so `ls` stays quick
 and only the `hf` dataset ever imports the `datasets` library.
@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from calm.config_objects import build, group_targets, target_class
+from calm.config.builder import build, group_targets, target_class
 from calm.data.dataset import Dataset, LoadedDataset
 from calm.data.table import ClipTable
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from calm.digests import digest
 from calm.errors import DataError
-from calm.file_digests import FileDigests
+from calm.storage.digests import digest
+from calm.storage.file_digests import FileDigests
 
 SUPPORT_SPLIT = "train"
 QUERY_SPLIT = "test"

@@ -13,8 +13,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 
-from calm.atomic_write import write_bytes_atomic
 from calm.figures.heads import HeadCollector, HeadGrid, top_heads
+from calm.storage.atomic_write import write_bytes_atomic
 
 CLASSES_PER_PAGE = 10
 # Classes drawn per method in the class-weight pages and the top-heads figure: VGGSound (309) or

@@ -22,8 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 from calm.baselines.pseudo_label import SUFFIX as PL_SUFFIX
 from calm.baselines.zero_shot import ZERO_SHOT_ROW
 from calm.figures.job import DPI, plain, save_figure
-from calm.sweeps import NOT_RESULTS, NOT_RESULTS_TRAINER
-from calm.tracking import build_tracker, sweep_group
+from calm.run.sweeps import NOT_RESULTS, NOT_RESULTS_TRAINER
+from calm.run.tracking import build_tracker, sweep_group
 
 log = logging.getLogger(__name__)
 

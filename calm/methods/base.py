@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from calm.config_objects import build
+from calm.config.builder import build
 from calm.methods.prototypes import (
     FeaturesLike,
     LabelsLike,
@@ -126,7 +126,7 @@ class Estimator(ABC):
 
 def build_estimator(cfg: Mapping[str, Any], key: str | None = None) -> Estimator:
     """The estimator an `estimator` config (configs/estimator/<name>.yaml: `_target_` and settings) names,
-    built as every configurable part is (`calm.config_objects.build`): the class must be an `Estimator`,
+    built as every configurable part is (`calm.config.builder.build`): the class must be an `Estimator`,
     and an unknown or missing setting is a ConfigError naming the accepted ones. `key` is where the
     config sits in the job's config (`method.estimators.calm`), for messages."""
     return build(cfg, "estimator", base=Estimator, key=key)

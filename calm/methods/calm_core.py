@@ -23,11 +23,11 @@ from numbers import Real
 
 import torch
 
-from calm.digests import seeded_int
 from calm.errors import ConfigError
 from calm.methods.checks import check_positive, check_top_k
 from calm.methods.prototypes import class_counts
 from calm.methods.ties import descending_order, ranks_from_order
+from calm.storage.digests import seeded_int
 
 RELIABILITY_SCHEMES = ("margin_clamped", "margin", "prob", "brier")
 HEAD_CHOICES = ("reliable", "random", "random_heads")

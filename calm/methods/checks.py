@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from numbers import Real
 
-from calm.config_schema import TOP_K
+from calm.config.schema import TOP_K
 from calm.errors import ConfigError
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from calm.digests import seeded_int
+from calm.storage.digests import seeded_int
 
 EPISODE_SEED_TAG = "calm.episode.v1"
 
@@ -17,7 +17,7 @@ def derive_seed(seed: int, dataset: str, shots: int, episode: int) -> int:
 
     Adding a method, a setting or more episodes never moves an earlier episode, and every method
     sees the same ones. The value is the same on every machine, process and Python version
-    (``calm.digests.seeded_int``): a non-negative 63-bit int, valid for numpy and torch.
+    (``calm.storage.digests.seeded_int``): a non-negative 63-bit int, valid for numpy and torch.
     """
     return seeded_int(EPISODE_SEED_TAG, operator.index(seed), str(dataset), operator.index(shots),
                       operator.index(episode))

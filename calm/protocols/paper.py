@@ -38,7 +38,7 @@ class PaperProtocol(Protocol):
     (support-set cross-validation), do not change the draw: they are accepted and kept as attributes
     so the config group instantiates as written, with no key filtered out, and the grid report reads
     them from the same config.
-    ``authors_modes`` is the switch every `${calm.authors:...}` config value reads (calm.authors_modes).
+    ``authors_modes`` is the switch every `${calm.authors:...}` config value reads (calm.config.authors_modes).
     ``selection_metric`` (accuracy | macro_f1), like ``folds``, is read by the grid report, not the draw.
 
     ``reliability`` names the reliability set V: ``support`` (V = S, the default) or ``val``: every

@@ -18,8 +18,8 @@ a multi-label (AudioSet) episode is built as follows:
   ``query_labels`` holds one of each query's classes (the class it was drawn for; the clip's first
   label in the paper protocol), and ``query_label_sets`` all of them (restricted to the episode's
   classes).
-- Scoring: exact match (``calm.metrics.exact_match``) of the true set against the query's
-  top-|true set| classes by score (``calm.metrics.top_label_sets``): the estimator is told how many
+- Scoring: exact match (``calm.methods.metrics.exact_match``) of the true set against the query's
+  top-|true set| classes by score (``calm.methods.metrics.top_label_sets``): the estimator is told how many
   labels a clip has, and must name them all. ``multilabel_targets`` gives the indicator matrix.
 """
 

@@ -15,16 +15,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from calm.config_objects import build
+from calm.config.builder import build
 
 if TYPE_CHECKING:
     import torch
 
     from calm.data.prompts import ClipPrompt
     from calm.data.table import ClipTable
-    from calm.job import PreparedJob
     from calm.protocols import Episode
-    from calm.tracking import Tracker
+    from calm.run.job import PreparedJob
+    from calm.run.tracking import Tracker
 
 
 @dataclass

@@ -24,8 +24,7 @@ from calm.data.questions import covers_whole_clips, question_groups
 from calm.data.table import ClipTable
 from calm.figures import HeadCollector, HeadGrid, write_job_figures
 from calm.methods.base import fit_estimator
-from calm.methods.prototypes import ReliabilitySet
-from calm.metrics import (
+from calm.methods.metrics import (
     accuracy,
     detector_scores,
     eer,
@@ -37,13 +36,14 @@ from calm.metrics import (
     summarize,
     top_label_sets,
 )
+from calm.methods.prototypes import ReliabilitySet
 from calm.protocols import Episode, multilabel_targets
 from calm.reports.base import Report, ReportOutput
 from calm.reports.selections import selection_fields, selection_notes, selection_shares
-from calm.tracking import Tracker
+from calm.run.tracking import Tracker
 
 if TYPE_CHECKING:
-    from calm.job import PreparedJob
+    from calm.run.job import PreparedJob
 
 
 def score_method(estimator: Any, support: torch.Tensor, episode: Episode, query: torch.Tensor,

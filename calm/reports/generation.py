@@ -24,12 +24,12 @@ from calm.baselines.pseudo_label import unlabelled_pool
 from calm.protocols import Episode
 from calm.reports.base import Report, ReportOutput
 from calm.reports.episodic import evaluate
-from calm.tracking import Tracker
+from calm.run.tracking import Tracker
 
 if TYPE_CHECKING:
     from calm.data.prompts import ClipPrompt
     from calm.data.table import ClipTable
-    from calm.job import PreparedJob
+    from calm.run.job import PreparedJob
 
 log = logging.getLogger(__name__)
 ANSWERS_FILE = "zero_shot_answers.tsv"

@@ -24,8 +24,8 @@ import torch
 from omegaconf import DictConfig
 
 from calm.cache import RowView
-from calm.config_objects import build, target_class
-from calm.config_schema import paper_grids
+from calm.config.builder import build, target_class
+from calm.config.schema import paper_grids
 from calm.data.dataset import Dataset
 from calm.data.manifest import Manifest
 from calm.data.manifest_prompt import ManifestPrompt
@@ -37,6 +37,7 @@ from calm.methods.calm_core import fit_head_seed
 from calm.methods.precision import arithmetic_dtype
 from calm.protocols import Episode, PaperProtocol, multilabel_targets
 from calm.reports.base import Report, ReportOutput
+from calm.run.tracking import Tracker
 from calm.selection import (
     AutoSelect,
     CalmGrid,
@@ -49,10 +50,9 @@ from calm.selection import (
 from calm.selection.auto import choice_across_methods
 from calm.selection.settings import uses_calm_engine
 from calm.selection.sweep import Build
-from calm.tracking import Tracker
 
 if TYPE_CHECKING:
-    from calm.job import PreparedJob
+    from calm.run.job import PreparedJob
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from calm.config_objects import target_class
+from calm.config.builder import target_class
 from calm.reports.base import Report
 from calm.reports.episodic import EpisodicMethods
 from calm.reports.generation import PseudoLabels, ZeroShot
@@ -23,7 +23,7 @@ from calm.reports.text_zero_shot import TextZeroShot
 if TYPE_CHECKING:
     from calm.data.prompts import ClipPrompt
     from calm.data.table import ClipTable
-    from calm.job import PreparedJob
+    from calm.run.job import PreparedJob
 
 # Before the reports a method declares, and after them: the results rows keep this order.
 LEADING: tuple[type[Report], ...] = (EpisodicMethods, ZeroShot, TextZeroShot, PseudoLabels)

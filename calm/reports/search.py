@@ -8,11 +8,11 @@ import torch
 
 from calm.protocols import Episode
 from calm.reports.base import Report, ReportOutput
-from calm.search import search_record
-from calm.tracking import Tracker
+from calm.run.search import search_record
+from calm.run.tracking import Tracker
 
 if TYPE_CHECKING:
-    from calm.job import PreparedJob
+    from calm.run.job import PreparedJob
 
 
 class SearchObjective(Report):

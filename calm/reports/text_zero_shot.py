@@ -18,10 +18,10 @@ from calm.baselines.text_zero_shot import (
 from calm.protocols import Episode
 from calm.reports.base import Report, ReportOutput
 from calm.reports.episodic import clip_groups, score_method
-from calm.tracking import Tracker
+from calm.run.tracking import Tracker
 
 if TYPE_CHECKING:
-    from calm.job import PreparedJob
+    from calm.run.job import PreparedJob
 
 
 class TextZeroShot(Report):

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from calm.config_objects import build
+from calm.config.builder import build
 from calm.errors import ConfigError
 from calm.methods import Estimator
 from calm.methods.prototypes import FeaturesLike, LabelsLike, check_fitted

@@ -37,9 +37,9 @@ from calm.methods.calm_core import (
     shrink,
     weight_sets,
 )
+from calm.methods.metrics import accuracy
 from calm.methods.sav_core import sav_decide, sav_head_scores, sav_head_votes, sav_rank
 from calm.methods.ties import tie_order
-from calm.metrics import accuracy
 from calm.selection.grid import SplitScorer
 from calm.selection.settings import CalmSetting, uses_calm_engine
 

@@ -1,7 +1,7 @@
 """Support-set cross-validation, the one home of its rule: folds, fold seeds and the pooled score.
 
 Both choices made without the test set use it: the paper grid's `[cv]` row
-(`calm.selection.paper`) and the Optuna search objective (`calm.search`). Per support set the
+(`calm.selection.paper`) and the Optuna search objective (`calm.run.search`). Per support set the
 clips are dealt into stratified folds; each fold refits on the other folds and predicts its own
 clips; the score is pooled over all held-out clips (so unequal folds weigh by their size).
 """
@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from calm.digests import mixed_seed
-from calm.metrics import accuracy, macro_f1
+from calm.methods.metrics import accuracy, macro_f1
 from calm.selection.settings import first_best
+from calm.storage.digests import mixed_seed
 
 
 def fold_seed(cv_seed: int, episode_seed: int) -> int:

@@ -39,6 +39,7 @@ from calm.methods.calm_core import (
     softmax_classes_,
     weight_sets,
 )
+from calm.methods.metrics import PredictionCounts, exact_hits, prediction_counts
 from calm.methods.precision import (
     low_precision_cosines,
     low_precision_prototypes,
@@ -59,7 +60,6 @@ from calm.methods.prototypes import (
     validate_query,
 )
 from calm.methods.ties import tie_order
-from calm.metrics import PredictionCounts, exact_hits, prediction_counts
 from calm.selection.questions import CLIP_METRICS, clip_exact_matches, group_tensor
 from calm.selection.settings import (
     CalmGrid,

@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from calm.methods.metrics import detector_scores, eer
 from calm.methods.prototypes import FeaturesLike, LabelsLike, ReliabilitySet
 from calm.methods.prototypes import support_labels as checked_labels
-from calm.metrics import detector_scores, eer
 from calm.selection.cross_validation import (
     cross_validation_choice,
     pooled_fold_scores,

@@ -3,7 +3,7 @@ multi-label clip (`calm.data.questions`), a setting is also scored per clip, fro
 predictions. Two definitions, both reported: `exact_match_questions` (every question of the clip
 answered right; the authors' CALM runner, and the ranking metric) and `exact_match_sets` (the set of
 labels predicted for the clip's questions equals its true set; the authors' SAV runner). The formulas
-live in `calm.metrics`; this module only names them and checks the group ids.
+live in `calm.methods.metrics`; this module only names them and checks the group ids.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from calm.errors import ConfigError
-from calm.metrics import batched_question_exact_match, batched_set_exact_match
+from calm.methods.metrics import batched_question_exact_match, batched_set_exact_match
 from calm.selection.settings import QUESTION_METRIC
 
 SET_METRIC = "exact_match_sets"

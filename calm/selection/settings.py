@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from calm.config_objects import build
+from calm.config.builder import build
 from calm.errors import ConfigError
 from calm.methods import CALM
 from calm.methods.calm_core import check_calm_settings, check_head_choice
@@ -151,7 +151,7 @@ class CalmGrid:
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], *, key: str = "grids.calm", **rules: Any) -> CalmGrid:
-        """From a config mapping of lists (`grids.calm`, built by `calm.config_objects.build`: exactly the
+        """From a config mapping of lists (`grids.calm`, built by `calm.config.builder.build`: exactly the
         axes, each a list; a top_k of null or "all" means all heads). `rules` are the CALM estimator's
         settings every setting shares (`top_k_mode`, `tie_break`, `tie_seed`, `head_choice`, `head_seed`)."""
         return build(cfg, "grids", cls=cls, key=key, **rules)

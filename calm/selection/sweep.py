@@ -27,8 +27,8 @@ import torch
 
 from calm.errors import ConfigError
 from calm.methods.base import fit_estimator
+from calm.methods.metrics import detector_scores, eer, exact_hits, prediction_counts
 from calm.methods.prototypes import FeaturesLike, LabelsLike, ReliabilitySet, as_features
-from calm.metrics import detector_scores, eer, exact_hits, prediction_counts
 from calm.selection.cross_validation import (
     cross_validation_choice,
     pooled_fold_scores,

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from calm.atomic_write import write_text_atomic
+from calm.storage.atomic_write import write_text_atomic
 from calm.tables.jobs import job_configs, table_outcomes
 from calm.tables.numbers import CSV_NAME, Number, numbers_of, write_csv
 from calm.tables.render import group_notes, latex, leak_notes, markdown, no_data_notes, table_rows

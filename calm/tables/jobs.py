@@ -1,6 +1,6 @@
 """The jobs behind a table: one per (row group, shot setting), composed from the experiment file as
 `python run.py experiment=... shots=K` would (the experiment file sets the support draw a "<=K" or
-"all" column needs; composing checks it does), then run through `calm.pipeline.run_job` (which skips
+"all" column needs; composing checks it does), then run through `calm.run.pipeline.run_job` (which skips
 jobs that already finished on the same clip table) or, when only collecting, read from the finished-job
 records (by the settings alone: collecting reads no data, so it takes the latest record of each job).
 
@@ -22,11 +22,11 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from calm.assets import REPO_ROOT
 from calm.baselines.zero_shot import ZERO_SHOT_ROW
+from calm.config.assets import REPO_ROOT
 from calm.errors import CalmError, ConfigError
 from calm.reports.paper_grid import tuned_rows
-from calm.sweeps import job_key, load_finished
+from calm.run.sweeps import job_key, load_finished
 from calm.tables.spec import ALL_SHOTS, CONFIGS_DIR, RowGroup, ShotSetting, TableSpec
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ def run_or_collect(group: RowGroup, shots: ShotSetting, cfg: DictConfig, collect
                 return outcome
             outcome.job_dir = result["output_dir"]
         else:
-            from calm import pipeline  # the model stack loads only when a job runs
+            from calm.run import pipeline  # the model stack loads only when a job runs
 
             result = pipeline.run_job(cfg)
             outcome.job_dir = result.get("output_dir", outcome.job_dir)

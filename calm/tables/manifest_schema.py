@@ -10,7 +10,7 @@ import string
 from collections.abc import Sequence
 from pathlib import Path
 
-from calm.atomic_write import write_text_atomic
+from calm.storage.atomic_write import write_text_atomic
 
 CAPTION = "What caption does the given audio belong to?"
 AUDIOSET_QUESTION = "What audio event is present in this audio clip? Choose from: "

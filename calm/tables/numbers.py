@@ -13,7 +13,7 @@ import statistics
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from calm.atomic_write import write_text_atomic
+from calm.storage.atomic_write import write_text_atomic
 from calm.tables.jobs import OK, JobOutcome
 from calm.tables.spec import TableSpec
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from calm.assets import REPO_ROOT
+from calm.config.assets import REPO_ROOT
 from calm.errors import ConfigError
 
 CONFIGS_DIR = REPO_ROOT / "configs"

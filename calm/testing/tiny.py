@@ -28,8 +28,8 @@ from transformers import (
     WhisperFeatureExtractor,
 )
 
-from calm.digests import chunks_sha256
 from calm.errors import ConfigError
+from calm.storage.digests import chunks_sha256
 
 # What the Qwen chat templates (Qwen2-Audio's, Qwen2.5-Omni's) share around their content items: a default
 # system turn, then each turn's items in order, generation prompt added.

@@ -20,9 +20,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from calm.atomic_write import write_json_atomic, write_text_atomic
-from calm.config_objects import build
+from calm.config.builder import build
 from calm.errors import ConfigError
+from calm.storage.atomic_write import write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 DEFAULT_WANDB_URL = "https://api.wandb.ai"
@@ -244,6 +244,6 @@ def current_sweep_dir() -> Path | None:
 def build_tracker(logger_cfg: Mapping[str, Any], config: dict[str, Any], out_dir: Path,
                   job_type: str | None = None) -> Tracker:
     """The tracker of the `logger` config group (configs/logger/<name>.yaml names its class by
-    `_target_`), built as every configurable part is (`calm.config_objects.build`), with the run of
+    `_target_`), built as every configurable part is (`calm.config.builder.build`), with the run of
     this job (its resolved `config`, folder `out_dir` and W&B `job_type`) started."""
     return build(logger_cfg, "logger", base=Tracker, named=True).start(config, out_dir, job_type)

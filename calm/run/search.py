@@ -20,7 +20,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from calm.errors import ConfigError
-from calm.sweeps import ERROR_FILE
+from calm.run.sweeps import ERROR_FILE
 
 if TYPE_CHECKING:
     import torch
@@ -132,7 +132,7 @@ def search_record(search: SearchSettings, episodes: Sequence[Episode], features:
     labels only."""
     import torch
 
-    from calm.metrics import mean_ci95
+    from calm.methods.metrics import mean_ci95
 
     per_episode = []
     for episode in episodes:

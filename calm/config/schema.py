@@ -4,8 +4,8 @@ Hydra composes whatever it is given: `seed=1.5` and `seed=abc` compose, and then
 `TypeError` after the model has loaded and extracted; `+foo=1` composes and is never read, so a
 misspelt setting silently changes nothing. `check_settings` types every top-level setting (`shots`,
 `seed`, `force`, `on_bad_clip`, `extract.*`, `trainer.*`, ...), requires every config group, and
-refuses keys no one declared, each as a `ConfigError(problem, fix)` naming the key. `calm.job.prepare`
-calls it first thing and the sweep preflight (`calm.sweep_checks`) calls it on every job it composes,
+refuses keys no one declared, each as a `ConfigError(problem, fix)` naming the key. `calm.run.job.prepare`
+calls it first thing and the sweep preflight (`calm.run.sweep_checks`) calls it on every job it composes,
 so a bad value fails before any data is read or model loads in both (within seconds; a single run
 spends most of them importing torch). Each estimator's `top_k` is checked here too (`TOP_K`), so a
 sweep's preflight refuses `top_k=0` without importing an estimator class.
@@ -13,7 +13,7 @@ sweep's preflight refuses `top_k=0` without importing an estimator class.
 A schema here rather than Hydra structured configs keeps the config files plain YAML, keeps the
 messages calm's own (problem and fix, never a traceback), and keeps this module free of torch and
 Lightning, so the preflight stays quick. The config groups (`dataset`, `method`, ...) are checked by
-the classes they build (`calm.config_objects.build`); here they only have to be there.
+the classes they build (`calm.config.builder.build`); here they only have to be there.
 
 A config file that sets a new top-level key (an `# @package _global_` experiment or search file)
 declares it in `DECLARED_BY_GROUPS`; tests/test_config_schema.py fails for any file that sets an
@@ -42,7 +42,7 @@ LONG_CLIP_POLICIES = ("truncate", "error")
 # so that checking them needs no Lightning import.
 PRECISIONS = (64, 32, 16, "64", "32", "16", "bf16", "64-true", "32-true", "16-true", "16-mixed", "bf16-true",
               "bf16-mixed", "transformer-engine", "transformer-engine-float16")
-# Trainer arguments calm's extraction sets itself (calm.extract.extract_missing): a config value for
+# Trainer arguments calm's extraction sets itself (calm.extraction.extract.extract_missing): a config value for
 # one of them would be a duplicate keyword argument, a TypeError after the model has loaded.
 RESERVED_TRAINER_KEYS = ("logger", "callbacks", "enable_checkpointing", "enable_model_summary",
                          "use_distributed_sampler")
@@ -293,7 +293,7 @@ def _unknown(key: str, known: list[str], note: str = "") -> ConfigError:
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
     hint = f"did you mean `{close[0]}`? " if close else ""
     if "." not in key:
-        note = ("a config group that needs a new top-level key declares it in calm/config_schema.py "
+        note = ("a config group that needs a new top-level key declares it in calm/config/schema.py "
                 "(DECLARED_BY_GROUPS)")
     return ConfigError(f"`{key}` is not a setting calm knows (added by `+{key}=...` or a config file)",
                        f"{hint}remove it or fix its spelling; {HOW_TO_LIST}{'; ' + note if note else ''}")

@@ -18,8 +18,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from calm.digests import chunks_sha256
-from calm.file_store import open_file_table
+from calm.storage.digests import chunks_sha256
+from calm.storage.file_store import open_file_table
 
 STORE_NAME = "file_digests.sqlite"
 CHUNK = 1 << 20

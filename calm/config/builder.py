@@ -24,7 +24,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from calm.assets import REPO_ROOT
+from calm.config.assets import REPO_ROOT
 from calm.errors import CalmError, ConfigError
 
 CONFIG_DIR = REPO_ROOT / "configs"

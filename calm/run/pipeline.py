@@ -11,19 +11,19 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from calm.extract import ExtractionReport, extract_missing
-from calm.job import PreparedJob, open_tracker, prepare
+from calm.extraction.extract import ExtractionReport, extract_missing
+from calm.extraction.row_inputs import job_inputs
 from calm.protocols import Episode, shared_file_marks, support_marks
 from calm.reports import ReportOutput, print_table, result_rows
-from calm.row_inputs import job_inputs
-from calm.termination import stops_on_sigterm
-from calm.tracking import NullTracker, write_results
+from calm.run.job import PreparedJob, open_tracker, prepare
+from calm.run.termination import stops_on_sigterm
+from calm.run.tracking import NullTracker, write_results
 
 log = logging.getLogger(__name__)
 
 
 def run_job(cfg: DictConfig) -> dict[str, Any]:
-    """Run one experiment; a SIGTERM stops it cleanly with JobTerminated (calm.termination), keeping
+    """Run one experiment; a SIGTERM stops it cleanly with JobTerminated (calm.run.termination), keeping
     every row it wrote."""
     with stops_on_sigterm():
         return run_prepared(prepare(cfg))
@@ -31,7 +31,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
 
 def run_prepared(job: PreparedJob) -> dict[str, Any]:
     """A job with the same settings that finished on the same inputs (the model's content and prompt, the
-    clip table: `calm.row_inputs.job_inputs`, as rows are keyed) is reported again, not recomputed (the
+    clip table: `calm.extraction.row_inputs.job_inputs`, as rows are keyed) is reported again, not recomputed (the
     table is read first: its digest is part of what "the same job" means)."""
     inputs = job_inputs(job.backbone, job.prompt, job.table, job.cache.digests) if job.main else {}
     done = job.record.load(inputs) if job.main else None

@@ -8,10 +8,10 @@ line's overrides) into its jobs, composes each one exactly as the launchers will
 - every overridden key exists (`+key=...` adds one on purpose) and every config named exists,
   also those an experiment file names (`override /dataset: ...`);
 - every job's top-level settings have their types and ranges, and no undeclared key is added
-  (`calm.config_schema`: `seed=0,1.5` fails here, not in the second job after a model load);
+  (`calm.config.schema`: `seed=0,1.5` fails here, not in the second job after a model load);
 - every job's `dataset` config names a dataset of configs/dataset (its `name`, and the class its
   `_target_` names: `calm.data.registry.build_dataset`'s checks, without reading any data);
-- a search optimises a support-set cross-validation metric, never a test metric (`calm.search`).
+- a search optimises a support-set cross-validation metric, never a test metric (`calm.run.search`).
 - an Optuna search searches at least one setting of the estimator it scores (`search.estimator`).
 
 Sweeps of up to `MAX_COMPOSED` jobs are composed in full; a larger one (a grid of thousands) is
@@ -39,10 +39,10 @@ from hydra.errors import OverrideParseException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from calm.config_schema import check_settings
+from calm.config.schema import check_settings
 from calm.data.registry import build_dataset, dataset_names
 from calm.errors import CalmError, ConfigError
-from calm.search import check_objective, optuna_sweeper
+from calm.run.search import check_objective, optuna_sweeper
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +196,7 @@ def _who_names(origin: str | None, missing: str, overrides: list[str], loader: A
 
 
 def _check_settings(job: DictConfig, overrides: list[str]) -> None:
-    """The job's top-level settings, typed as a single run types them (`calm.config_schema`)."""
+    """The job's top-level settings, typed as a single run types them (`calm.config.schema`)."""
     try:
         check_settings(job)
     except ConfigError as err:

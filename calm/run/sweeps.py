@@ -1,5 +1,5 @@
 """Sweeps that resume and report. A finished job leaves a record named by a hash of the settings that
-change its results and holding the digests of what else they were computed from (`calm.row_inputs.job_inputs`:
+change its results and holding the digests of what else they were computed from (`calm.extraction.row_inputs.job_inputs`:
 the model's weights and files by content, the prompt, the clip table), so a rerun skips it only when all
 are unchanged (`force=true` redoes it). A record carries a digest of its own content: one that cannot be
 read, or was edited after it was written, counts as not finished and is reported, never fatal. A failing
@@ -21,9 +21,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from calm.atomic_write import write_json_atomic, write_text_atomic
-from calm.authors_modes import register_authors_resolver
-from calm.digests import digest
+from calm.config.authors_modes import register_authors_resolver
+from calm.storage.atomic_write import write_json_atomic, write_text_atomic
+from calm.storage.digests import digest
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def unique_suffix() -> str:
 
 def register_resolvers() -> None:
     """Make `${calm.unique:}` (configs/hydra/default.yaml's folder names) and `${calm.authors:a,b}`
-    (calm.authors_modes) resolvable in this process.
+    (calm.config.authors_modes) resolvable in this process.
 
     Called when this module is imported: run.py imports it before Hydra composes anything, and a job in a
     launcher's worker process imports it when it unpickles the sweep callbacks (SweepReport lives here)."""
@@ -139,7 +139,7 @@ class FinishedRecord:
     def load(self, inputs: Mapping[str, str] | None) -> dict[str, Any] | None:
         """The record of a job with the same settings that finished on the same inputs, unless `force`.
 
-        `inputs` is `calm.row_inputs.job_inputs` of this job (the digests of its model's content and prompt,
+        `inputs` is `calm.extraction.row_inputs.job_inputs` of this job (the digests of its model's content and prompt,
         and of the clip table it read); a record of other inputs (weights changed in place or read from
         another folder; a clip added, removed, relabelled or overwritten; or a record from before these were
         stored) is not reused. None skips that check (collecting tables without reading any data or weights:

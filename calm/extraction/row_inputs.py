@@ -1,7 +1,7 @@
 """The one rule for what a reused result is computed from, besides the settings that name it.
 
 Three things are reused: activation rows (`calm.cache`), generated answers (`calm.baselines`) and
-finished jobs (`calm.sweeps`). Each is keyed by the same content digests:
+finished jobs (`calm.run.sweeps`). Each is keyed by the same content digests:
 
 - `model_key_fields`: the backbone's key fields (its weights, config, processor and tokenizer files by
   content digest, or a hub id and revision) and, when the backbone reads the prompt text, the prompt's
@@ -23,8 +23,8 @@ from calm.cache import RowInputs
 from calm.cache.index import media_digest, text_digest
 from calm.data.prompts import Prompt
 from calm.data.table import ClipTable
-from calm.digests import digest
-from calm.file_digests import FileDigests
+from calm.storage.digests import digest
+from calm.storage.file_digests import FileDigests
 
 
 def model_key_fields(backbone: Backbone, prompt: Prompt, digests: FileDigests | None = None) -> dict[str, Any]:

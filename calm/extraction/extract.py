@@ -22,7 +22,6 @@ import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader, Dataset
 
-from calm.atomic_write import write_lines_atomic
 from calm.backbones.base import Backbone
 from calm.cache import REASONS, ActivationCache, RowFacts, RowInputs
 from calm.cache.durations import DurationStore
@@ -30,14 +29,15 @@ from calm.data.audio import load_audio
 from calm.data.prompts import Prompt
 from calm.data.table import Clip, ClipTable
 from calm.errors import CalmError, DataError
-from calm.extraction_plan import (
+from calm.extraction.plan import (
     PROBE_WORKERS,
     check_long_clips,
     plan_batches,
     preflight,
 )
-from calm.row_inputs import row_inputs
-from calm.termination import at_step_end, stop_if_terminated
+from calm.extraction.row_inputs import row_inputs
+from calm.run.termination import at_step_end, stop_if_terminated
+from calm.storage.atomic_write import write_lines_atomic
 
 log = logging.getLogger(__name__)
 QUIET_WARNINGS = (".*does not have many workers.*", ".*infer the batch indices.*", ".*LeafSpec.*")
@@ -182,7 +182,7 @@ class CacheWriter(BasePredictionWriter):
     """Commits each batch to the cache as soon as it is computed, so a killed run loses one batch at most;
     each row is stored with the inputs it was computed from, the size of its batch and its clip's duration.
     After a SIGTERM no new batch starts, and the one being computed is committed before the job stops
-    (calm.termination)."""
+    (calm.run.termination)."""
 
     def __init__(self, cache: ActivationCache, report: ExtractionReport, inputs: dict[str, RowInputs],
                  durations: dict[str, float]) -> None:

@@ -23,24 +23,24 @@ from calm.backbones import Backbone, build_backbone
 from calm.backbones.base import activation_dtype
 from calm.baselines.generation import generation_device
 from calm.cache import ActivationCache
-from calm.config_objects import build
-from calm.config_schema import check_settings, paper_grids
+from calm.config.builder import build
+from calm.config.schema import check_settings, paper_grids
 from calm.data.dataset import Dataset
 from calm.data.prompts import ClipPrompt, build_prompt
 from calm.data.questions import question_table
 from calm.data.registry import LoadedDataset, build_dataset, warn_missing
 from calm.data.table import ClipTable
 from calm.errors import ConfigError
-from calm.file_digests import FileDigests
+from calm.extraction.row_inputs import model_key_fields
 from calm.methods.base import build_estimator
 from calm.methods.precision import dtype_name
 from calm.protocols import PaperProtocol, Pools, Protocol
 from calm.reports import Report, job_reports, report_walk
 from calm.reports.episodic import evaluation_device
-from calm.row_inputs import model_key_fields
-from calm.search import SearchSettings, search_settings
-from calm.sweeps import FinishedRecord, finished_record_of
-from calm.tracking import Tracker, build_tracker
+from calm.run.search import SearchSettings, search_settings
+from calm.run.sweeps import FinishedRecord, finished_record_of
+from calm.run.tracking import Tracker, build_tracker
+from calm.storage.file_digests import FileDigests
 
 # Set by Lightning's DDP launcher, torchrun and SLURM in every process of a multi-process run.
 RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
@@ -187,7 +187,7 @@ def check_questions_are_read(table: ClipTable, backbone: Backbone) -> None:
 
 def prepare(cfg: DictConfig) -> PreparedJob:
     """Read the table and check every setting and split; load no model. The top-level settings are
-    typed first (`calm.config_schema`), before anything is read or written; the config is then resolved
+    typed first (`calm.config.schema`), before anything is read or written; the config is then resolved
     once into the job's typed parts."""
     check_settings(cfg)
     out_dir = Path(cfg.paths.output_dir)
