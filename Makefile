@@ -35,7 +35,9 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench_grid.py
 	$(BIN)/python scripts/bench_auto.py
 
+# the formatter (ruff format, pinned in the dev extra) and the linter, line length 120 (pyproject.toml)
 lint: $(STAMP)
+	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 
 contracts: $(STAMP)

@@ -1,7 +1,7 @@
 """Hydra entry point: compose the config, run one job (calm.run.pipeline). Example:
 
-    python run.py experiment=quickstart
-    python run.py -m shots=1,5 method=calm,sav
+python run.py experiment=quickstart
+python run.py -m shots=1,5 method=calm,sav
 """
 
 from __future__ import annotations

@@ -48,12 +48,14 @@ def configured_auto(overrides: Sequence[str] = ()) -> AutoSelect:
     return build(cfg.method.estimators.auto, "estimator", base=Estimator)
 
 
-def from_scratch(auto: AutoSelect, support: torch.Tensor, labels: torch.Tensor, n_classes: int,
-                 tie_seed: int) -> dict[str, float]:
+def from_scratch(
+    auto: AutoSelect, support: torch.Tensor, labels: torch.Tensor, n_classes: int, tie_seed: int
+) -> dict[str, float]:
     """Each candidate fitted on each fold's fit clips and asked for its held-out clips, through the
     estimator API: the pooled held-out accuracy per candidate, on auto's folds."""
-    fold, n_folds, _ = auto_folds(labels.numpy(), n_classes, auto.folds, auto.leave_one_out_up_to,
-                                  fold_seed(auto.cv_seed, tie_seed))
+    fold, n_folds, _ = auto_folds(
+        labels.numpy(), n_classes, auto.folds, auto.leave_one_out_up_to, fold_seed(auto.cv_seed, tie_seed)
+    )
     scores = {}
     for name, estimator in auto.candidates.items():
         correct = 0
@@ -73,8 +75,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     sizes = {name: getattr(args, name) or default for name, default in (QUICK if args.quick else FULL).items()}
-    ep = synthetic_split(sizes["heads"], sizes["dim"], sizes["classes"], sizes["shots"], sizes["queries"],
-                         balanced_queries=False, signal=0.2, seed=args.seed)
+    ep = synthetic_split(
+        sizes["heads"],
+        sizes["dim"],
+        sizes["classes"],
+        sizes["shots"],
+        sizes["queries"],
+        balanced_queries=False,
+        signal=0.2,
+        seed=args.seed,
+    )
     auto = configured_auto()
     tie_seed = args.seed
 
@@ -93,20 +103,34 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ratio = timings["auto"] / timings["CALM"]
     accuracy = float((chosen() == ep.query_labels).float().mean() * 100)
 
-    print(f"episode: {sizes['heads']} heads x {sizes['dim']} dims, {ep.n_classes}-way {sizes['shots']}-shot "
-          f"(n={len(ep.labels)}), {len(ep.query_labels)} queries; torch threads {torch.get_num_threads()}; "
-          f"median of {sizes['repeats']}")
-    print(f"auto: {len(auto.candidates)} candidates ({', '.join(auto.candidates)}), "
-          f"{record['selected_by']} with {record['folds']} folds; chose {record['selected']} "
-          f"(test accuracy {accuracy:.1f} %)")
+    print(
+        f"episode: {sizes['heads']} heads x {sizes['dim']} dims, {ep.n_classes}-way {sizes['shots']}-shot "
+        f"(n={len(ep.labels)}), {len(ep.query_labels)} queries; torch threads {torch.get_num_threads()}; "
+        f"median of {sizes['repeats']}"
+    )
+    print(
+        f"auto: {len(auto.candidates)} candidates ({', '.join(auto.candidates)}), "
+        f"{record['selected_by']} with {record['folds']} folds; chose {record['selected']} "
+        f"(test accuracy {accuracy:.1f} %)"
+    )
     print(f"CALM fit+predict {timings['CALM'] * 1e3:9.1f} ms")
     print(f"auto fit+predict {timings['auto'] * 1e3:9.1f} ms   ratio to CALM: {ratio:.2f}x (target <= {TARGET:g}x)")
-    print(f"every candidate fitted per fold from scratch: {scratch_seconds * 1e3:9.1f} ms "
-          f"({scratch_seconds / timings['CALM']:.2f}x CALM, {scratch_seconds / timings['auto']:.2f}x auto)")
+    print(
+        f"every candidate fitted per fold from scratch: {scratch_seconds * 1e3:9.1f} ms "
+        f"({scratch_seconds / timings['CALM']:.2f}x CALM, {scratch_seconds / timings['auto']:.2f}x auto)"
+    )
     print(f"cross-validated accuracies agree with the from-scratch fits: {'yes' if agree else 'NO'}")
-    return {"calm_seconds": timings["CALM"], "auto_seconds": timings["auto"], "ratio": ratio,
-            "scratch_seconds": scratch_seconds, "agree": agree, "selected": record["selected"],
-            "selected_by": record["selected_by"], "folds": record["folds"], "accuracy": accuracy}
+    return {
+        "calm_seconds": timings["CALM"],
+        "auto_seconds": timings["auto"],
+        "ratio": ratio,
+        "scratch_seconds": scratch_seconds,
+        "agree": agree,
+        "selected": record["selected"],
+        "selected_by": record["selected_by"],
+        "folds": record["folds"],
+        "accuracy": accuracy,
+    }
 
 
 if __name__ == "__main__":

@@ -28,7 +28,8 @@ from calm.testing.synthetic import synthetic_split
 
 # the grid's one home is the config: the generic CALM grid of protocol=paper
 PAPER_GRID = CalmGrid.from_config(
-    yaml.safe_load((Path(__file__).resolve().parents[1] / "configs/grids/generic.yaml").read_text())["calm"])
+    yaml.safe_load((Path(__file__).resolve().parents[1] / "configs/grids/generic.yaml").read_text())["calm"]
+)
 
 FULL = dict(heads=1024, dim=128, classes=50, support_per_class=32, query_per_class=8, samples=20)
 QUICK = dict(heads=32, dim=16, classes=10, support_per_class=4, query_per_class=4, samples=5)
@@ -55,9 +56,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float | int | bool]:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     sizes = {name: getattr(args, name) or default for name, default in (QUICK if args.quick else FULL).items()}
-    split = synthetic_split(sizes["heads"], sizes["dim"], sizes["classes"], sizes["support_per_class"],
-                            sizes["query_per_class"], signal=args.signal or (0.3 if args.quick else 0.05),
-                            seed=args.seed)
+    split = synthetic_split(
+        sizes["heads"],
+        sizes["dim"],
+        sizes["classes"],
+        sizes["support_per_class"],
+        sizes["query_per_class"],
+        signal=args.signal or (0.3 if args.quick else 0.05),
+        seed=args.seed,
+    )
     n_settings = len(PAPER_GRID)
 
     started = time.perf_counter()
@@ -74,38 +81,60 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float | int | bool]:
         if accuracy(pred, split.query_labels) == result.accuracy[i]:
             agree += 1
         else:
-            within_ties += _explained_by_ties(scores, sizes["heads"], accuracy(pred, split.query_labels), result.accuracy[i])
+            within_ties += _explained_by_ties(
+                scores, sizes["heads"], accuracy(pred, split.query_labels), result.accuracy[i]
+            )
     per_setting = sum(scratch_seconds) / len(scratch_seconds)
     extrapolated = per_setting * n_settings
     out: dict[str, float | int | bool] = {
-        "settings": n_settings, "grid_seconds": grid_seconds, "scratch_seconds_per_setting": per_setting,
-        "scratch_seconds_extrapolated": extrapolated, "ratio": extrapolated / grid_seconds,
-        "sampled": len(sample), "agree": agree, "within_float32_ties": within_ties,
+        "settings": n_settings,
+        "grid_seconds": grid_seconds,
+        "scratch_seconds_per_setting": per_setting,
+        "scratch_seconds_extrapolated": extrapolated,
+        "ratio": extrapolated / grid_seconds,
+        "sampled": len(sample),
+        "agree": agree,
+        "within_float32_ties": within_ties,
         "best_accuracy": float(result.accuracy.max()),
     }
 
-    print(f"split: {sizes['heads']} heads x {sizes['dim']} dims, {split.n_classes} classes, "
-          f"{len(split.labels)} support and {len(split.query_labels)} test clips; "
-          f"torch threads {torch.get_num_threads()}")
-    print(f"paper grid, shared work:  {n_settings} settings in {grid_seconds:.1f} s "
-          f"({1e3 * grid_seconds / n_settings:.2f} ms per setting)")
-    print(f"from scratch (CALM fit+predict): {per_setting:.3f} s per setting over {len(sample)} sampled settings "
-          f"-> {extrapolated:.0f} s ({extrapolated / 3600:.2f} h) for the grid")
+    print(
+        f"split: {sizes['heads']} heads x {sizes['dim']} dims, {split.n_classes} classes, "
+        f"{len(split.labels)} support and {len(split.query_labels)} test clips; "
+        f"torch threads {torch.get_num_threads()}"
+    )
+    print(
+        f"paper grid, shared work:  {n_settings} settings in {grid_seconds:.1f} s "
+        f"({1e3 * grid_seconds / n_settings:.2f} ms per setting)"
+    )
+    print(
+        f"from scratch (CALM fit+predict): {per_setting:.3f} s per setting over {len(sample)} sampled settings "
+        f"-> {extrapolated:.0f} s ({extrapolated / 3600:.2f} h) for the grid"
+    )
     unexplained = len(sample) - agree - within_ties
-    print(f"ratio: {out['ratio']:.0f}x; sampled settings agree with the grid: "
-          f"{'yes' if agree == len(sample) else 'exactly'} ({agree}/{len(sample)})"
-          + (f"; {within_ties} differ only on queries whose top two CALM scores are closer than float32 "
-             f"summation error" if within_ties else "")
-          + (f"; {unexplained} DISAGREE" if unexplained else ""))
-    print(f"test accuracy over the grid: {result.accuracy.min():.2f} to {out['best_accuracy']:.2f} % (the best "
-          "is the oracle)")
+    print(
+        f"ratio: {out['ratio']:.0f}x; sampled settings agree with the grid: "
+        f"{'yes' if agree == len(sample) else 'exactly'} ({agree}/{len(sample)})"
+        + (
+            f"; {within_ties} differ only on queries whose top two CALM scores are closer than float32 summation error"
+            if within_ties
+            else ""
+        )
+        + (f"; {unexplained} DISAGREE" if unexplained else "")
+    )
+    print(
+        f"test accuracy over the grid: {result.accuracy.min():.2f} to {out['best_accuracy']:.2f} % (the best "
+        "is the oracle)"
+    )
     if args.cv:
         started = time.perf_counter()
         choice = select_by_cross_validation(split.support, split.labels, PAPER_GRID, folds=5)
         out["cv_seconds"] = time.perf_counter() - started
         out["cv_test_accuracy"] = float(result.accuracy[choice["setting_index"]])
-        print(f"cross-validated selection on the support set ({choice['folds']} folds): {out['cv_seconds']:.1f} s; "
-              f"cv accuracy {choice['cv_score']:.2f} %, its test accuracy {out['cv_test_accuracy']:.2f} %")
+        print(
+            f"cross-validated selection on the support set ({choice['folds']} folds): {out['cv_seconds']:.1f} s; "
+            f"cv accuracy {choice['cv_score']:.2f} %, its test accuracy {out['cv_test_accuracy']:.2f} %"
+        )
     return out
 
 

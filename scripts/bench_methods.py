@@ -109,25 +109,45 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float | bool]
         "SAV": (sav(), sav_loop(ep, top_k)),
     }
     sav_rows = n + -(-top_k * m // heads)  # SAV scores all heads on S, only top_k heads on the queries
-    timings = time_round_robin({
-        "CALM": calm, "CALM loop": lambda: calm_loop(ep), "CALM floor": floor(heads, n + m, dim, classes),
-        "SAV": sav, "SAV loop": lambda: sav_loop(ep, top_k), "SAV floor": floor(heads, sav_rows, dim, classes),
-    }, sizes["repeats"])
+    timings = time_round_robin(
+        {
+            "CALM": calm,
+            "CALM loop": lambda: calm_loop(ep),
+            "CALM floor": floor(heads, n + m, dim, classes),
+            "SAV": sav,
+            "SAV loop": lambda: sav_loop(ep, top_k),
+            "SAV floor": floor(heads, sav_rows, dim, classes),
+        },
+        sizes["repeats"],
+    )
 
-    print(f"episode: {heads} heads x {dim} dims, {classes} classes, {sizes['shots']} shots (n={n}), "
-          f"{m} queries; torch threads {torch.get_num_threads()}; median of {sizes['repeats']}")
-    print(f"{'method':6} {'fit+predict':>12} {'loop':>10} {'loop/vec':>9} {'floor':>9} {'vec/floor':>10} "
-          f"{'accuracy':>9}  loop predictions agree")
+    print(
+        f"episode: {heads} heads x {dim} dims, {classes} classes, {sizes['shots']} shots (n={n}), "
+        f"{m} queries; torch threads {torch.get_num_threads()}; median of {sizes['repeats']}"
+    )
+    print(
+        f"{'method':6} {'fit+predict':>12} {'loop':>10} {'loop/vec':>9} {'floor':>9} {'vec/floor':>10} "
+        f"{'accuracy':>9}  loop predictions agree"
+    )
     results: dict[str, dict[str, float | bool]] = {}
     for name, (pred, loop_pred) in checks.items():
         vec, loop, base = timings[name], timings[f"{name} loop"], timings[f"{name} floor"]
         agree = bool(torch.equal(pred, loop_pred))
         accuracy = float((pred == ep.query_labels).float().mean())
-        results[name] = dict(seconds=vec, loop_seconds=loop, floor_seconds=base, loop_ratio=loop / vec,
-                             floor_ratio=vec / base, accuracy=accuracy, loop_agrees=agree)
-        print(f"{name:6} {vec * 1e3:9.1f} ms {loop * 1e3:7.1f} ms {loop / vec:8.1f}x {base * 1e3:6.1f} ms "
-              f"{vec / base:9.2f}x {accuracy:9.3f}  {'yes' if agree else 'NO'} "
-              f"({int((pred == loop_pred).sum())}/{m})")
+        results[name] = dict(
+            seconds=vec,
+            loop_seconds=loop,
+            floor_seconds=base,
+            loop_ratio=loop / vec,
+            floor_ratio=vec / base,
+            accuracy=accuracy,
+            loop_agrees=agree,
+        )
+        print(
+            f"{name:6} {vec * 1e3:9.1f} ms {loop * 1e3:7.1f} ms {loop / vec:8.1f}x {base * 1e3:6.1f} ms "
+            f"{vec / base:9.2f}x {accuracy:9.3f}  {'yes' if agree else 'NO'} "
+            f"({int((pred == loop_pred).sum())}/{m})"
+        )
     print("targets: loop/vec >= 20x, vec/floor <= 3x (floor: one bmm with the method's cosine-product FLOPs)")
     return results
 

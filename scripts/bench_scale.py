@@ -47,11 +47,13 @@ GRIDS = Path(__file__).resolve().parents[1] / "configs" / "grids"
 # (v): classes, support and V clips per class, test rows; (s): labels, support questions per label, test clips
 VGGSOUND = {"classes": 309, "shots": 20, "val_per_class": 20, "test": 15446}
 AUDIOSET = {"labels": 527, "shots": 5, "test_clips": 20000}
-SPOOF_GRID = {"reliability": ["margin_clamped", "brier"],
-              "tau": [1e-4, 1e-3, 0.01, 0.03, 0.1, 0.3, 0.5, 0.8, 1, 2, 5],
-              "shrinkage": [0, 0.1, 0.3, 0.5, 0.7, 1],
-              "tau_w": [0.1, 0.3, 0.5, 0.7, 1, 2, 3, 5, 7, 10],
-              "top_k": [5, 10, 20, 40, 100, 300, 500, 1024]}
+SPOOF_GRID = {
+    "reliability": ["margin_clamped", "brier"],
+    "tau": [1e-4, 1e-3, 0.01, 0.03, 0.1, 0.3, 0.5, 0.8, 1, 2, 5],
+    "shrinkage": [0, 0.1, 0.3, 0.5, 0.7, 1],
+    "tau_w": [0.1, 0.3, 0.5, 0.7, 1, 2, 3, 5, 7, 10],
+    "top_k": [5, 10, 20, 40, 100, 300, 500, 1024],
+}
 
 
 def peak_rss_mb() -> float:
@@ -98,8 +100,11 @@ def vggsound_layout(scale: float) -> dict:
     classes = VGGSOUND["classes"]
     shots, val = (max(2, round(VGGSOUND[key] * scale)) for key in ("shots", "val_per_class"))
     test = max(classes, round(VGGSOUND["test"] * scale))
-    sections = {"support": np.arange(classes * shots) % classes, "val": np.arange(classes * val) % classes,
-                "test": np.arange(test) % classes}
+    sections = {
+        "support": np.arange(classes * shots) % classes,
+        "val": np.arange(classes * val) % classes,
+        "test": np.arange(test) % classes,
+    }
     return {"labels": np.concatenate(list(sections.values())), "sizes": {k: len(v) for k, v in sections.items()}}
 
 
@@ -112,8 +117,11 @@ def audioset_layout(scale: float) -> dict:
     clips = max(labels, round(AUDIOSET["test_clips"] * scale))
     per_clip = 1 + np.arange(clips) % 4
     test = np.concatenate([rng.choice(labels, n, replace=False) for n in per_clip])
-    return {"labels": np.concatenate([support, test]), "groups": np.repeat(np.arange(clips), per_clip),
-            "sizes": {"support": len(support), "test": len(test), "test_clips": clips}}
+    return {
+        "labels": np.concatenate([support, test]),
+        "groups": np.repeat(np.arange(clips), per_clip),
+        "sizes": {"support": len(support), "test": len(test), "test_clips": clips},
+    }
 
 
 def layout(part: str, scale: float) -> dict:
@@ -138,8 +146,12 @@ def part_a(folder: Path, rows: int, budget: int) -> dict:
     episodes = EpisodicProtocol(shots=5, queries=5, episodes=100, seed=0, dataset="bench", ways=WAYS_A).episodes(pools)
     started = time.perf_counter()
     per_method, _ = evaluate(episodes, cache.rows(clip_ids(rows)), {"sav": SAV(), "calm": CALM()}, NullTracker())
-    return {"seconds": time.perf_counter() - started, "peak_rss_mb": peak_rss_mb(),
-            "sav_accuracy": float(np.mean(per_method["sav"])), "calm_accuracy": float(np.mean(per_method["calm"]))}
+    return {
+        "seconds": time.perf_counter() - started,
+        "peak_rss_mb": peak_rss_mb(),
+        "sav_accuracy": float(np.mean(per_method["sav"])),
+        "calm_accuracy": float(np.mean(per_method["calm"])),
+    }
 
 
 def part_b(folder: Path, rows: int, budget: int) -> dict:
@@ -156,11 +168,25 @@ def part_b(folder: Path, rows: int, budget: int) -> dict:
     grid = CalmGrid.from_config(SPOOF_GRID)
     support = SUPPORT_B if rows > SUPPORT_B + 1000 else rows // 2  # 5,000; half the rows in a small trial run
     started = time.perf_counter()
-    report = paper_grid_report(view.subset(np.arange(support)), labels[:support], view.subset(np.arange(support, rows)),
-                               labels[support:], grid, positive_class=1, n_classes=2, memory_budget=budget)
-    return {"seconds": time.perf_counter() - started, "peak_rss_mb": peak_rss_mb(), "settings": len(grid),
-            "support_rows": support, "test_rows": rows - support, "oracle_accuracy": report.oracle["test"]["accuracy"],
-            "cv_accuracy": report.cv_choice["test"]["accuracy"]}
+    report = paper_grid_report(
+        view.subset(np.arange(support)),
+        labels[:support],
+        view.subset(np.arange(support, rows)),
+        labels[support:],
+        grid,
+        positive_class=1,
+        n_classes=2,
+        memory_budget=budget,
+    )
+    return {
+        "seconds": time.perf_counter() - started,
+        "peak_rss_mb": peak_rss_mb(),
+        "settings": len(grid),
+        "support_rows": support,
+        "test_rows": rows - support,
+        "oracle_accuracy": report.oracle["test"]["accuracy"],
+        "cv_accuracy": report.cv_choice["test"]["accuracy"],
+    }
 
 
 def part_c(folder: Path, rows: int, budget: int) -> dict:
@@ -204,14 +230,18 @@ def part_c(folder: Path, rows: int, budget: int) -> dict:
     durations, _, _ = plan.preflight(table, table.ids, "error", store)  # 1 % of the clips are new
     widened = (reads["n"], time.perf_counter() - started)
     plan.plan_batches(table.ids, durations, 16)
-    return {"clips": rows, "first_run": {"headers_read": first[0], "seconds": first[1]},
-            "resumed_none_missing": {"headers_read": resumed[0], "seconds": resumed[1]},
-            "one_percent_new": {"new_clips": rows // 100, "headers_read": widened[0], "seconds": widened[1]},
-            "peak_rss_mb": peak_rss_mb()}
+    return {
+        "clips": rows,
+        "first_run": {"headers_read": first[0], "seconds": first[1]},
+        "resumed_none_missing": {"headers_read": resumed[0], "seconds": resumed[1]},
+        "one_percent_new": {"new_clips": rows // 100, "headers_read": widened[0], "seconds": widened[1]},
+        "peak_rss_mb": peak_rss_mb(),
+    }
 
 
-def _shaped_run(folder: Path, shape: dict, grid_name: str, n_classes: int, budget: int,
-                **split: np.ndarray) -> tuple[dict, object]:
+def _shaped_run(
+    folder: Path, shape: dict, grid_name: str, n_classes: int, budget: int, **split: np.ndarray
+) -> tuple[dict, object]:
     """The paper grid over a shaped cache: the rows of each split read from `folder`, timed, with peak RSS."""
     import torch
 
@@ -221,13 +251,22 @@ def _shaped_run(folder: Path, shape: dict, grid_name: str, n_classes: int, budge
     torch.set_num_threads(2)
     labels = shape["labels"]
     view = ActivationCache.open_path(folder, {"bench": "scale", "heads": HEADS}, HEADS, HEAD_DIM).rows(
-        clip_ids(len(labels)))
+        clip_ids(len(labels))
+    )
     support, test, val = split["support"], split["test"], split.get("val")
     grid = CalmGrid.from_config(grid_config(grid_name))
     extra = {"reliability": (view.subset(val), labels[val])} if val is not None else {"query_groups": shape["groups"]}
     started = time.perf_counter()
-    report = paper_grid_report(view.subset(support), labels[support], view.subset(test), labels[test], grid,
-                               n_classes=n_classes, memory_budget=budget, **extra)
+    report = paper_grid_report(
+        view.subset(support),
+        labels[support],
+        view.subset(test),
+        labels[test],
+        grid,
+        n_classes=n_classes,
+        memory_budget=budget,
+        **extra,
+    )
     timing = {"seconds": time.perf_counter() - started, "peak_rss_mb": peak_rss_mb(), "settings": len(grid)}
     return timing, report
 
@@ -238,10 +277,16 @@ def part_v(folder: Path, scale: float, budget: int) -> dict:
     sizes = shape["sizes"]
     edges = np.cumsum([0, sizes["support"], sizes["val"], sizes["test"]])
     support, val, test = (np.arange(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True))
-    timing, report = _shaped_run(folder, shape, "vggsound", VGGSOUND["classes"], budget,
-                                 support=support, val=val, test=test)
-    return {**timing, **{f"{k}_rows": v for k, v in sizes.items()}, "oracle_accuracy": report.oracle["test"]["accuracy"],
-            "val_accuracy": report.val_choice["test"]["accuracy"], "cv_accuracy": report.cv_choice["test"]["accuracy"]}
+    timing, report = _shaped_run(
+        folder, shape, "vggsound", VGGSOUND["classes"], budget, support=support, val=val, test=test
+    )
+    return {
+        **timing,
+        **{f"{k}_rows": v for k, v in sizes.items()},
+        "oracle_accuracy": report.oracle["test"]["accuracy"],
+        "val_accuracy": report.val_choice["test"]["accuracy"],
+        "cv_accuracy": report.cv_choice["test"]["accuracy"],
+    }
 
 
 def part_s(folder: Path, scale: float, budget: int) -> dict:
@@ -249,10 +294,13 @@ def part_s(folder: Path, scale: float, budget: int) -> dict:
     shape = audioset_layout(scale)
     sizes = shape["sizes"]
     support, test = np.arange(sizes["support"]), np.arange(sizes["support"], len(shape["labels"]))
-    timing, report = _shaped_run(folder, shape, "audioset", AUDIOSET["labels"], budget,
-                                 support=support, test=test)
-    return {**timing, **{f"{k}_rows" if k != "test_clips" else k: v for k, v in sizes.items()},
-            "oracle": report.oracle["test"], "cv": report.cv_choice["test"]}
+    timing, report = _shaped_run(folder, shape, "audioset", AUDIOSET["labels"], budget, support=support, test=test)
+    return {
+        **timing,
+        **{f"{k}_rows" if k != "test_clips" else k: v for k, v in sizes.items()},
+        "oracle": report.oracle["test"],
+        "cv": report.cv_choice["test"],
+    }
 
 
 def part_w(folder: Path, scale: float, budget: int) -> dict:
@@ -267,19 +315,33 @@ def part_w(folder: Path, scale: float, budget: int) -> dict:
     shape = vggsound_layout(scale)
     labels, sizes = shape["labels"], shape["sizes"]
     view = ActivationCache.open_path(folder, {"bench": "scale", "heads": HEADS}, HEADS, HEAD_DIM).rows(
-        clip_ids(len(labels)))
+        clip_ids(len(labels))
+    )
     edges = np.cumsum([0, sizes["support"], sizes["val"], sizes["test"]])
     support, val, test = (np.arange(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True))
     fp16 = {name: view.gather(torch.tensor(rows), torch.float16) for name, rows in (("support", support), ("val", val))}
     out: dict = {f"{k}_rows": v for k, v in sizes.items()}
-    for name, make, point in (("sav", SAV, SweepPoint((("top_k", 20),))),
-                              ("grw", GRW, SweepPoint((("tau", 0.03), ("tau_w", 0.5), ("top_k", 20))))):
+    for name, make, point in (
+        ("sav", SAV, SweepPoint((("top_k", 20),))),
+        ("grw", GRW, SweepPoint((("tau", 0.03), ("tau_w", 0.5), ("top_k", 20)))),
+    ):
         started = time.perf_counter()
-        report = paper_sweep_report(lambda values, make=make: make(**values), [point], fp16["support"],
-                                    labels[support], view.subset(test), labels[test], n_classes=VGGSOUND["classes"],
-                                    reliability=(fp16["val"], labels[val]), memory_budget=budget)
-        out[name] = {"seconds": time.perf_counter() - started, "peak_rss_mb": peak_rss_mb(),
-                     "accuracy": report.oracle["test"]["accuracy"]}
+        report = paper_sweep_report(
+            lambda values, make=make: make(**values),
+            [point],
+            fp16["support"],
+            labels[support],
+            view.subset(test),
+            labels[test],
+            n_classes=VGGSOUND["classes"],
+            reliability=(fp16["val"], labels[val]),
+            memory_budget=budget,
+        )
+        out[name] = {
+            "seconds": time.perf_counter() - started,
+            "peak_rss_mb": peak_rss_mb(),
+            "accuracy": report.oracle["test"]["accuracy"],
+        }
     return out
 
 
@@ -291,7 +353,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=8000)
     parser.add_argument("--dir", type=Path, default=Path("bench_scale"), help="where the synthetic cache goes")
-    parser.add_argument("--parts", default="abc", help="any of a, b, c, v (VGGSound-shaped), s (AudioSet-shaped), w (v's baselines)")
+    parser.add_argument(
+        "--parts", default="abc", help="any of a, b, c, v (VGGSound-shaped), s (AudioSet-shaped), w (v's baselines)"
+    )
     parser.add_argument("--scale", type=float, default=1.0, help="row counts of (v) and (s) times this")
     parser.add_argument("--memory-budget-mb", type=int, default=128, help="evaluate.memory_budget_mb of the grids")
     parser.add_argument("--part", help=argparse.SUPPRESS)  # run one part in this process (internal)
@@ -299,8 +363,11 @@ def main() -> None:
     budget = args.memory_budget_mb * 2**20
     folders = {name: args.dir / f"{'v' if name == 'w' else name}_scale{args.scale:g}" for name in SHAPED}
     if args.part:
-        out = (SHAPED[args.part](folders[args.part], args.scale, budget) if args.part in SHAPED
-               else PARTS[args.part](args.dir / f"rows{args.rows}", args.rows, budget))
+        out = (
+            SHAPED[args.part](folders[args.part], args.scale, budget)
+            if args.part in SHAPED
+            else PARTS[args.part](args.dir / f"rows{args.rows}", args.rows, budget)
+        )
         print(json.dumps(out))
         return
     report = {"rows": args.rows, "cache_gb": args.rows * HEADS * HEAD_DIM * 2 / 1e9}
@@ -309,11 +376,30 @@ def main() -> None:
     for name in args.parts:
         if name in SHAPED:
             labels = layout("v" if name == "w" else name, args.scale)["labels"]
-            report[name] = {"rows": len(labels), "cache_gb": len(labels) * HEADS * HEAD_DIM * 2 / 1e9,
-                            "write_seconds": write_cache(folders[name], len(labels), labels=labels)}
-        out = subprocess.run([sys.executable, __file__, "--rows", str(args.rows), "--dir", str(args.dir),
-                              "--scale", str(args.scale), "--memory-budget-mb", str(args.memory_budget_mb),
-                              "--part", name], capture_output=True, text=True, check=True)
+            report[name] = {
+                "rows": len(labels),
+                "cache_gb": len(labels) * HEADS * HEAD_DIM * 2 / 1e9,
+                "write_seconds": write_cache(folders[name], len(labels), labels=labels),
+            }
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--rows",
+                str(args.rows),
+                "--dir",
+                str(args.dir),
+                "--scale",
+                str(args.scale),
+                "--memory-budget-mb",
+                str(args.memory_budget_mb),
+                "--part",
+                name,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         report[name] = {**report.get(name, {}), **json.loads(out.stdout.strip().splitlines()[-1])}
         print(f"({name}) {json.dumps(report[name])}", flush=True)
     print(json.dumps(report))

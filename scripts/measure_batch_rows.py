@@ -40,15 +40,17 @@ def relative_to_head(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.abs(a.astype(np.float32) - b.astype(np.float32)) / np.maximum(scale, np.finfo(np.float32).tiny)
 
 
-def extracted_rows(weights: Path, fsdd: Path, clip_ids: Sequence[str], batch_size: int, cache_dir: Path,
-                   trainer: dict[str, Any]) -> tuple[np.ndarray, dict[str, int]]:
+def extracted_rows(
+    weights: Path, fsdd: Path, clip_ids: Sequence[str], batch_size: int, cache_dir: Path, trainer: dict[str, Any]
+) -> tuple[np.ndarray, dict[str, int]]:
     """The stored rows of `clip_ids` (float16 values), extracted in batches of `batch_size`, and the batch
     size each row's index line recorded."""
     backbone = WhisperBackbone(path=str(weights), precision=str(trainer["precision"]))
     table = load_fsdd(fsdd)
     prompt = Prompt()
-    cache = ActivationCache.open(cache_dir, model_key_fields(backbone, prompt), backbone.n_heads,
-                                 backbone.head_dim, label=backbone.name)
+    cache = ActivationCache.open(
+        cache_dir, model_key_fields(backbone, prompt), backbone.n_heads, backbone.head_dim, label=backbone.name
+    )
     extract_missing(backbone, table, prompt, cache, trainer, batch_size=batch_size, clip_ids=clip_ids)
     facts = cache.facts(clip_ids)
     return cache.read(clip_ids).numpy(), {cid: facts[cid].batch_size for cid in clip_ids}
@@ -66,27 +68,42 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     speakers = ("george", "jackson", "lucas", "nicolas", "yweweler")
     clip_ids = [f"{n % 10}_{speakers[n % len(speakers)]}_{n}" for n in range(args.clips)]
-    trainer = {"accelerator": args.accelerator, "devices": 1, "precision": args.precision,
-               "enable_progress_bar": False}
+    trainer = {"accelerator": args.accelerator, "devices": 1, "precision": args.precision, "enable_progress_bar": False}
     with tempfile.TemporaryDirectory() as tmp:
         alone, alone_sizes = extracted_rows(args.weights, args.fsdd, clip_ids, 1, Path(tmp) / "alone", trainer)
-        batched, batched_sizes = extracted_rows(args.weights, args.fsdd, clip_ids, args.batch_size,
-                                                Path(tmp) / "batched", trainer)
+        batched, batched_sizes = extracted_rows(
+            args.weights, args.fsdd, clip_ids, args.batch_size, Path(tmp) / "batched", trainer
+        )
     diff = np.abs(alone.astype(np.float32) - batched.astype(np.float32))
-    result = {"clips": len(clip_ids), "batch_size": args.batch_size, "max_abs_diff": float(diff.max()),
-              "max_relative_to_head": float(relative_to_head(alone, batched).max()),
-              "largest_value": float(np.abs(alone).max()), "entries_differing": float((diff > 0).mean()),
-              "rows_differing": int((diff > 0).any(axis=(1, 2)).sum()),
-              "recorded_batch_sizes": {"alone": sorted(set(alone_sizes.values())),
-                                       "batched": sorted(set(batched_sizes.values()))}}
-    print(f"{len(clip_ids)} real FSDD clips, Whisper tiny.en ({args.precision}, {args.accelerator}): rows extracted "
-          f"alone vs in batches of {args.batch_size}")
-    print(f"  max |difference|: {result['max_abs_diff']:.3g} (values up to {result['largest_value']:.3g}); at most "
-          f"{result['max_relative_to_head']:.3g} of the largest |value| of the same head (2**-10 = 9.77e-4)")
-    print(f"  {result['rows_differing']} of {len(clip_ids)} rows and {100 * result['entries_differing']:.3f} % of "
-          "entries differ")
-    print(f"  batch sizes recorded in the index: alone {result['recorded_batch_sizes']['alone']}, "
-          f"batched {result['recorded_batch_sizes']['batched']}")
+    result = {
+        "clips": len(clip_ids),
+        "batch_size": args.batch_size,
+        "max_abs_diff": float(diff.max()),
+        "max_relative_to_head": float(relative_to_head(alone, batched).max()),
+        "largest_value": float(np.abs(alone).max()),
+        "entries_differing": float((diff > 0).mean()),
+        "rows_differing": int((diff > 0).any(axis=(1, 2)).sum()),
+        "recorded_batch_sizes": {
+            "alone": sorted(set(alone_sizes.values())),
+            "batched": sorted(set(batched_sizes.values())),
+        },
+    }
+    print(
+        f"{len(clip_ids)} real FSDD clips, Whisper tiny.en ({args.precision}, {args.accelerator}): rows extracted "
+        f"alone vs in batches of {args.batch_size}"
+    )
+    print(
+        f"  max |difference|: {result['max_abs_diff']:.3g} (values up to {result['largest_value']:.3g}); at most "
+        f"{result['max_relative_to_head']:.3g} of the largest |value| of the same head (2**-10 = 9.77e-4)"
+    )
+    print(
+        f"  {result['rows_differing']} of {len(clip_ids)} rows and {100 * result['entries_differing']:.3f} % of "
+        "entries differ"
+    )
+    print(
+        f"  batch sizes recorded in the index: alone {result['recorded_batch_sizes']['alone']}, "
+        f"batched {result['recorded_batch_sizes']['batched']}"
+    )
     return result
 
 

@@ -39,13 +39,17 @@ def verify_archive(archive: Path, sha256: str | None = None) -> None:
         raise DataError(f"{archive} is corrupt: {corrupt} fails its CRC check", "delete it and download it again")
     wavs = [n for n in names if n.startswith(f"{FOLDER}/audio/") and n.endswith(".wav")]
     if len(wavs) != CLIPS:
-        raise DataError(f"{archive} holds {len(wavs)} wav files under {FOLDER}/audio/, expected {CLIPS}",
-                        f"download the official archive ({ESC50_URL}) again")
+        raise DataError(
+            f"{archive} holds {len(wavs)} wav files under {FOLDER}/audio/, expected {CLIPS}",
+            f"download the official archive ({ESC50_URL}) again",
+        )
     if header is None:
         raise DataError(f"{archive} has no {META}", f"download the official archive ({ESC50_URL}) again")
     if tuple(c.strip() for c in header.split(",")) != HEADER:
-        raise DataError(f"{archive}: {META} line 1 is {header!r}, expected {','.join(HEADER)!r}",
-                        f"download the official archive ({ESC50_URL}) again")
+        raise DataError(
+            f"{archive}: {META} line 1 is {header!r}, expected {','.join(HEADER)!r}",
+            f"download the official archive ({ESC50_URL}) again",
+        )
 
 
 def is_prepared(target: Path) -> bool:

@@ -40,13 +40,20 @@ from calm.tables.numbers import OURS
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tables", nargs="+", default=None,
-                        help=f"table files under configs/tables/ (have: {table_names()}); default: fsdd_whisper "
-                             f"paper, or with --smoke: {SMOKE_TABLE}")
+    parser.add_argument(
+        "--tables",
+        nargs="+",
+        default=None,
+        help=f"table files under configs/tables/ (have: {table_names()}); default: fsdd_whisper "
+        f"paper, or with --smoke: {SMOKE_TABLE}",
+    )
     parser.add_argument("--out", type=Path, required=True, help="folder for the .md, .tex and numbers.csv files")
     parser.add_argument("--collect", action="store_true", help="run nothing; use finished jobs only")
-    parser.add_argument("--smoke", action="store_true",
-                        help="smoke runs: the tables' row groups on tiny backbones and generated data (calm.tables.smoke)")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="smoke runs: the tables' row groups on tiny backbones and generated data (calm.tables.smoke)",
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every job (e.g. episodes=20 logger=wandb)")
     return parser.parse_args(argv)
 
@@ -72,8 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(table_files(args.out, spec)[0].read_text())
     print(f"wrote {', '.join(str(p) for s in specs for p in table_files(args.out, s))} and {args.out / CSV_NAME}")
     # a smoke run fails (for CI) when a job it gave data to did not finish
-    broken = sorted({f"{n.group}: {n.status}" for n in numbers
-                     if n.source == OURS and n.experiment in per_group and n.status != OK})
+    broken = sorted(
+        {f"{n.group}: {n.status}" for n in numbers if n.source == OURS and n.experiment in per_group and n.status != OK}
+    )
     if args.smoke and broken:
         print("error: smoke jobs with generated data gave no numbers:\n  " + "\n  ".join(broken), file=sys.stderr)
         return 1

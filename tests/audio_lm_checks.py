@@ -43,8 +43,9 @@ def tones(seconds: list[float]) -> list[np.ndarray]:
     waves = []
     for i, length in enumerate(seconds):
         t = np.arange(int(length * 16000)) / 16000
-        waves.append((0.3 * np.sin(2 * np.pi * (220 + 170 * i) * t) + 0.05 * rng.standard_normal(t.size))
-                     .astype(np.float32))
+        waves.append(
+            (0.3 * np.sin(2 * np.pi * (220 + 170 * i) * t) + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
+        )
     return waves
 
 
@@ -68,8 +69,9 @@ def captured_with(capture: Callable[[], torch.Tensor], hooks: list[tuple[nn.Modu
             handle.remove()
 
 
-def recomputed_heads(attn: nn.Module, hidden: torch.Tensor, positions: torch.Tensor, cfg: object,
-                     head_dim: int) -> torch.Tensor:
+def recomputed_heads(
+    attn: nn.Module, hidden: torch.Tensor, positions: torch.Tensor, cfg: object, head_dim: int
+) -> torch.Tensor:
     """softmax(QKᵀ/√d)V at the last token of `hidden` (one row's real tokens), from the layer's own q/k/v
     projections, RoPE at `positions` and the GQA expansion: (heads, head_dim)."""
     heads, kv_heads, d = cfg.num_attention_heads, cfg.num_key_value_heads, head_dim

@@ -22,8 +22,9 @@ def compose_config(overrides: list[str], out_dir: Path) -> DictConfig:
     os.environ.setdefault("CALM_ROOT", str(REPO))
     register_resolvers()  # as run.py has them before composing
     with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
-        return compose("config", overrides=[*overrides, f"paths.output_dir={out_dir}",
-                                            f"paths.finished_dir={out_dir}/finished"])
+        return compose(
+            "config", overrides=[*overrides, f"paths.output_dir={out_dir}", f"paths.finished_dir={out_dir}/finished"]
+        )
 
 
 def dataset_config(config: str, /, **settings: Any) -> DictConfig:
@@ -32,19 +33,34 @@ def dataset_config(config: str, /, **settings: Any) -> DictConfig:
     return OmegaConf.merge(OmegaConf.load(REPO / "configs" / "dataset" / f"{config}.yaml"), settings)
 
 
-def run_cli(args: list[str], out_dir: Path, cache_dir: Path, env: dict[str, str] | None = None,
-            timeout: float = 600) -> subprocess.CompletedProcess:
+def run_cli(
+    args: list[str], out_dir: Path, cache_dir: Path, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
     """`python run.py ARGS` in a subprocess, output in `out_dir`, cache in `cache_dir`."""
     full_env = {**os.environ, "CALM_CACHE": str(cache_dir), **(env or {})}
     return subprocess.run(
-        [sys.executable, str(REPO / "run.py"), *args, f"hydra.run.dir={out_dir}",
-         f"paths.finished_dir={out_dir}/finished"],
-        cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout,
+        [
+            sys.executable,
+            str(REPO / "run.py"),
+            *args,
+            f"hydra.run.dir={out_dir}",
+            f"paths.finished_dir={out_dir}/finished",
+        ],
+        cwd=REPO,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
-def small_fsdd(fsdd_root: Path, dest: Path, speakers: tuple[str, ...] = ("george",),
-               indices: tuple[int, ...] = (0, 1, 10, 11), digits: tuple[int, ...] = tuple(range(10))) -> Path:
+def small_fsdd(
+    fsdd_root: Path,
+    dest: Path,
+    speakers: tuple[str, ...] = ("george",),
+    indices: tuple[int, ...] = (0, 1, 10, 11),
+    digits: tuple[int, ...] = tuple(range(10)),
+) -> Path:
     """A copy of a few real FSDD recordings in the official layout (fewer digits: fewer classes)."""
     (dest / "recordings").mkdir(parents=True, exist_ok=True)
     for digit in digits:

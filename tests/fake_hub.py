@@ -169,8 +169,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _listing(self, repo_id: str) -> list[dict]:
         root = self.owner.repos[repo_id]
         return [
-            {"type": "file", "path": p.relative_to(root).as_posix(), "size": p.stat().st_size,
-             "oid": FakeHub.etag(p)}
+            {"type": "file", "path": p.relative_to(root).as_posix(), "size": p.stat().st_size, "oid": FakeHub.etag(p)}
             for p in self.owner.files(repo_id)
         ]
 
@@ -186,8 +185,19 @@ class _Handler(BaseHTTPRequestHandler):
         if commit is None:
             return
         siblings = [{"rfilename": e["path"], "size": e["size"]} for e in self._listing(repo_id)]
-        self._json({"id": repo_id, "modelId": repo_id, "sha": commit, "private": False, "gated": False,
-                    "disabled": False, "tags": [], "siblings": siblings}, body)
+        self._json(
+            {
+                "id": repo_id,
+                "modelId": repo_id,
+                "sha": commit,
+                "private": False,
+                "gated": False,
+                "disabled": False,
+                "tags": [],
+                "siblings": siblings,
+            },
+            body,
+        )
 
     # -- responses -------------------------------------------------------------------------------
 

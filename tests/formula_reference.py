@@ -32,8 +32,9 @@ def prototypes(features, labels, n_classes, clips=None):
     """protos[j][c] = mean of head j's features over the listed clips of class c."""
     clips = range(len(labels)) if clips is None else clips
     n_heads, dim = len(features[0]), len(features[0][0])
-    return [[mean([features[i][j] for i in clips if labels[i] == c], dim) for c in range(n_classes)]
-            for j in range(n_heads)]
+    return [
+        [mean([features[i][j] for i in clips if labels[i] == c], dim) for c in range(n_classes)] for j in range(n_heads)
+    ]
 
 
 def similarities(clip, protos):
@@ -73,7 +74,7 @@ def sav(support, labels, query, n_classes, top_k, tie_order=None):
             if argmax(s[j]) == labels[i]:
                 scores[j] += 1
     ranking = sorted(range(n_heads), key=lambda j: (-scores[j], position[j]))
-    selected = ranking[:min(top_k, n_heads)]
+    selected = ranking[: min(top_k, n_heads)]
     votes, predictions = [], []
     for clip in query:
         s = similarities(clip, protos)
@@ -88,8 +89,7 @@ def sav(support, labels, query, n_classes, top_k, tie_order=None):
         tied = [c for c in range(n_classes) if count[c] == best]
         predictions.append(min(tied, key=lambda c: first_rank[c]))
         votes.append(count)
-    return {"head_scores": scores, "ranking": ranking, "selected": selected, "votes": votes,
-            "predictions": predictions}
+    return {"head_scores": scores, "ranking": ranking, "selected": selected, "votes": votes, "predictions": predictions}
 
 
 def reliability_set(support, labels, n_classes, split, held, named=None):
@@ -110,8 +110,7 @@ def reliability_set(support, labels, n_classes, split, held, named=None):
         rest = [k for k in range(n) if k != i]
         own = prototypes(support, labels, n_classes, clips=rest)
         full = prototypes(support, labels, n_classes)
-        protos = [[own[j][c] if c == labels[i] else full[j][c] for c in range(n_classes)]
-                  for j in range(len(full))]
+        protos = [[own[j][c] if c == labels[i] else full[j][c] for c in range(n_classes)] for j in range(len(full))]
         out.append((labels[i], similarities(support[i], protos)))
     return out
 
@@ -125,9 +124,24 @@ def clip_reliability(p, c, scheme):
     return max(0.0, margin) if scheme == "margin_clamped" else margin
 
 
-def calm(support, labels, query, n_classes, *, tau=0.07, tau_w=0.5, reliability="margin_clamped",
-         top_k=None, shrinkage=0.0, weight_norm=None, split="support", held=None, top_k_mode="exclude",
-         tie_order=None, named=None):
+def calm(
+    support,
+    labels,
+    query,
+    n_classes,
+    *,
+    tau=0.07,
+    tau_w=0.5,
+    reliability="margin_clamped",
+    top_k=None,
+    shrinkage=0.0,
+    weight_norm=None,
+    split="support",
+    held=None,
+    top_k_mode="exclude",
+    tie_order=None,
+    named=None,
+):
     n_heads = len(support[0])
     position = tie_position(n_heads, tie_order)
     v = reliability_set(support, labels, n_classes, split, held, named)
@@ -136,8 +150,9 @@ def calm(support, labels, query, n_classes, *, tau=0.07, tau_w=0.5, reliability=
     counts = [sum(1 for label, _ in v if label == c) for c in range(n_classes)]
     for j in range(n_heads):
         for c in range(n_classes):
-            values = [clip_reliability(softmax([x / tau for x in s[j]]), c, reliability)
-                      for label, s in v if label == c]
+            values = [
+                clip_reliability(softmax([x / tau for x in s[j]]), c, reliability) for label, s in v if label == c
+            ]
             r[j][c] = sum(values) / len(values) if values else 0.0
     # step 3: shrinkage toward the grand mean
     if shrinkage:

@@ -25,20 +25,36 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory, fsdd_root: Path) -> tupl
         from calm.run.pipeline import run_job
 
         small_fsdd(fsdd_root, data, speakers=("george", "jackson"), indices=(0, 10), digits=(0, 1, 2, 3))
-        run_job(compose_config([f"dataset.root={data}", f"paths.cache_dir={cache}", *TINY_ARGS, "shots=2",
-                                "method=sav"], base / "warmup"))
+        run_job(
+            compose_config(
+                [f"dataset.root={data}", f"paths.cache_dir={cache}", *TINY_ARGS, "shots=2", "method=sav"],
+                base / "warmup",
+            )
+        )
         warm.touch()
     return data, cache
 
 
-def run_sweep(args: list[str], sweep_dir: Path, finished: Path, cache: Path,
-              timeout: float = 300) -> subprocess.CompletedProcess:
+def run_sweep(
+    args: list[str], sweep_dir: Path, finished: Path, cache: Path, timeout: float = 300
+) -> subprocess.CompletedProcess:
     """`python run.py -m ARGS` in a subprocess, with its sweep folder, finished records and cache."""
     env = {**os.environ, "CALM_CACHE": str(cache)}
     return subprocess.run(
-        [sys.executable, str(REPO / "run.py"), "-m", *args, f"hydra.sweep.dir={sweep_dir}",
-         f"paths.finished_dir={finished}"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+        [
+            sys.executable,
+            str(REPO / "run.py"),
+            "-m",
+            *args,
+            f"hydra.sweep.dir={sweep_dir}",
+            f"paths.finished_dir={finished}",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def rejected_sweep(tmp_path: Path, args: list[str]) -> str:

@@ -41,18 +41,21 @@ def hard_vote(**settings) -> Estimator:
     return build_estimator({**_hard_vote_spec(), **settings})
 
 
-def episode(seed: int = 0, n_classes: int = 4, shots: int = 3, n_heads: int = 7, head_dim: int = 5,
-            queries: int = 11) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def episode(
+    seed: int = 0, n_classes: int = 4, shots: int = 3, n_heads: int = 7, head_dim: int = 5, queries: int = 11
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     centres = torch.randn(n_classes, n_heads, head_dim, generator=g)
     labels = torch.arange(n_classes).repeat_interleave(shots)
     support = centres[labels] + 1.5 * torch.randn(len(labels), n_heads, head_dim, generator=g)
     query = centres[torch.randint(n_classes, (queries,), generator=g)] + 1.5 * torch.randn(
-        queries, n_heads, head_dim, generator=g)
+        queries, n_heads, head_dim, generator=g
+    )
     return support, labels, query
 
 
 # ---- literal per-head loop references (float64) ------------------------------------------------
+
 
 def unit(v: torch.Tensor) -> torch.Tensor:
     return v / max(float(v.norm()), 1e-8)
@@ -189,8 +192,7 @@ def test_topk_soft_selects_the_sav_heads() -> None:
 
 def test_grw_weights_on_a_two_head_case() -> None:
     # head 0 separates the classes perfectly; head 1 puts both classes on the same direction
-    support = torch.tensor([[[1.0, 0.0], [1.0, 0.0]],
-                            [[0.0, 1.0], [1.0, 0.0]]])
+    support = torch.tensor([[[1.0, 0.0], [1.0, 0.0]], [[0.0, 1.0], [1.0, 0.0]]])
     labels = torch.tensor([0, 1])
     est = GRW(tau=0.07, tau_w=0.5).fit(support, labels)
     margin = torch.tanh(torch.tensor(0.5 / 0.07))  # p - (1 - p) with p = sigmoid(1/0.07)
@@ -207,8 +209,7 @@ def test_grw_weights_on_a_two_head_case() -> None:
 
 def test_confidence_weights_by_hand() -> None:
     # two heads, two classes; the query is on class 0's prototype in head 0 and halfway in head 1
-    support = torch.tensor([[[1.0, 0.0], [1.0, 0.0]],
-                            [[0.0, 1.0], [0.0, 1.0]]])
+    support = torch.tensor([[[1.0, 0.0], [1.0, 0.0]], [[0.0, 1.0], [0.0, 1.0]]])
     labels = torch.tensor([0, 1])
     query = torch.tensor([[[1.0, 0.0], [1.0, 1.0]]])
     est = ConfidenceWeighted(tau=1.0).fit(support, labels)
@@ -240,8 +241,13 @@ def test_concat_and_hard_vote_by_hand() -> None:
 
 
 ESTIMATORS = [
-    lambda: GRW(top_k=3), lambda: GRW(), Concat, UniformSoft, ConfidenceWeighted,
-    lambda: TopKSoft(top_k=3), hard_vote,
+    lambda: GRW(top_k=3),
+    lambda: GRW(),
+    Concat,
+    UniformSoft,
+    ConfidenceWeighted,
+    lambda: TopKSoft(top_k=3),
+    hard_vote,
 ]
 
 
@@ -288,11 +294,21 @@ def test_api_errors_and_numpy_input(make) -> None:
         est.fit(support, labels + 10)
 
 
-@pytest.mark.parametrize("bad", [
-    lambda: GRW(tau=0), lambda: GRW(tau_w=-1), lambda: GRW(top_k=-1), lambda: GRW(top_k=0), lambda: GRW(top_k=2.5),
-    lambda: UniformSoft(tau=0), lambda: ConfidenceWeighted(tau="x"),
-    lambda: TopKSoft(top_k=0), lambda: TopKSoft(top_k=True), lambda: TopKSoft(tau=-1),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        lambda: GRW(tau=0),
+        lambda: GRW(tau_w=-1),
+        lambda: GRW(top_k=-1),
+        lambda: GRW(top_k=0),
+        lambda: GRW(top_k=2.5),
+        lambda: UniformSoft(tau=0),
+        lambda: ConfidenceWeighted(tau="x"),
+        lambda: TopKSoft(top_k=0),
+        lambda: TopKSoft(top_k=True),
+        lambda: TopKSoft(tau=-1),
+    ],
+)
 def test_bad_settings_raise_config_error(bad) -> None:
     with pytest.raises(ConfigError):
         bad()
@@ -303,9 +319,17 @@ def test_ablations_method_config_instantiates_all_estimators(tmp_path: Path) -> 
     assert cfg.method.baseline == "sav"
     built = {name: instantiate(spec) for name, spec in cfg.method.estimators.items()}
     types = {name: type(est) for name, est in built.items()}
-    assert types == {"sav": SAV, "calm": CALM, "grw": GRW, "concat": Concat, "uniform_soft": UniformSoft,
-                     "confidence_weighted": ConfidenceWeighted, "topk_soft": TopKSoft, "hard_vote": SAV,
-                     "linear_probe": LinearProbe}
+    assert types == {
+        "sav": SAV,
+        "calm": CALM,
+        "grw": GRW,
+        "concat": Concat,
+        "uniform_soft": UniformSoft,
+        "confidence_weighted": ConfidenceWeighted,
+        "topk_soft": TopKSoft,
+        "hard_vote": SAV,
+        "linear_probe": LinearProbe,
+    }
     assert (built["grw"].tau, built["grw"].tau_w, built["grw"].top_k) == (0.07, 0.5, None)
     assert built["topk_soft"].top_k == 20
     assert built["hard_vote"].top_k is None and built["sav"].top_k == 20

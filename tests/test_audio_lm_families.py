@@ -43,8 +43,11 @@ def test_every_language_model_head_is_captured_and_nothing_else(family: AudioLMB
     language_model = getattr(base, "language_model", base)
     expected = [layer.self_attn.o_proj for layer in language_model.layers]
     assert [module for _, _, module in family._capture.modules] == expected
-    others = [name for name, module in family.model.named_modules()
-              if name.endswith(("o_proj", "out_proj")) and all(module is not e for e in expected)]
+    others = [
+        name
+        for name, module in family.model.named_modules()
+        if name.endswith(("o_proj", "out_proj")) and all(module is not e for e in expected)
+    ]
     assert others, "the audio tower has attention too; the hooks must skip it"
 
 
@@ -59,14 +62,15 @@ def test_batched_extraction_equals_clip_by_clip(family: AudioLMBackbone, waves: 
     assert (rows[0] - rows[1]).abs().max() > 0.1, "different clips must give different heads"
 
 
-def test_last_index_is_the_last_prompt_token_of_each_left_padded_row(family: AudioLMBackbone,
-                                                                      waves: list[np.ndarray]) -> None:
+def test_last_index_is_the_last_prompt_token_of_each_left_padded_row(
+    family: AudioLMBackbone, waves: list[np.ndarray]
+) -> None:
     batch = family.collate(waves, PROMPTS)
     width = batch["input_ids"].shape[1]
     assert batch["last_index"].tolist() == [width - 1] * 3
     header = generation_prompt_ids(family)
     for row in range(3):
-        tail = batch["input_ids"][row, width - len(header):].tolist()
+        tail = batch["input_ids"][row, width - len(header) :].tolist()
         assert tail == header, "each row must end with the generation prompt"
 
 
@@ -109,11 +113,14 @@ def without_mistral_common(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mistral_common" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "mistral_common" else real(name, *a)
+    )
 
 
-def test_voxtral_without_mistral_common_is_a_clear_error_naming_the_extra(monkeypatch: pytest.MonkeyPatch,
-                                                                          tmp_path: Path) -> None:
+def test_voxtral_without_mistral_common_is_a_clear_error_naming_the_extra(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     from omegaconf import OmegaConf
 
     from calm.errors import ConfigError

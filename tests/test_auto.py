@@ -111,13 +111,20 @@ def engine_candidates() -> dict:
     """Every kind the engine reads off shared products (SAV top_ks with both tie rules, CALM settings at
     two taus with top_k, shrinkage and another scheme, GRW), and four through fit/predict (among them the
     random-heads control and bf16 arithmetic, which the float32 shared products cannot give)."""
-    return {"calm": CALM(), "calm_prob": CALM(tau=0.1, tau_w=1.0, reliability="prob", top_k=5, shrinkage=0.5),
-            "calm_leak": CALM(tau=0.1, tau_w=2.0, top_k=3, top_k_mode="epsilon_leak", tie_break="random"),
-            "sav": SAV(top_k=4), "sav_random": SAV(top_k=3, tie_break="random"), "sav_all": SAV(top_k=None),
-            "grw": GRW(tau=0.1, tau_w=0.3, top_k=6, tie_break="random"), "concat": Concat(),
-            "topk_soft": TopKSoft(top_k=5), "calm_holdout": CALM(reliability_split="leave_one_out"),
-            "calm_random_heads": CALM(top_k=3, head_choice="random"),
-            "calm_bf16": CALM(tau=0.1, arithmetic_dtype="bfloat16")}
+    return {
+        "calm": CALM(),
+        "calm_prob": CALM(tau=0.1, tau_w=1.0, reliability="prob", top_k=5, shrinkage=0.5),
+        "calm_leak": CALM(tau=0.1, tau_w=2.0, top_k=3, top_k_mode="epsilon_leak", tie_break="random"),
+        "sav": SAV(top_k=4),
+        "sav_random": SAV(top_k=3, tie_break="random"),
+        "sav_all": SAV(top_k=None),
+        "grw": GRW(tau=0.1, tau_w=0.3, top_k=6, tie_break="random"),
+        "concat": Concat(),
+        "topk_soft": TopKSoft(top_k=5),
+        "calm_holdout": CALM(reliability_split="leave_one_out"),
+        "calm_random_heads": CALM(top_k=3, head_choice="random"),
+        "calm_bf16": CALM(tau=0.1, arithmetic_dtype="bfloat16"),
+    }
 
 
 @pytest.mark.parametrize("per_class,up_to", [(3, 20), (6, 20)])  # leave-one-out (12 clips); 5 folds (24 clips)
@@ -145,12 +152,21 @@ def episodes_of(split, n: int) -> tuple[torch.Tensor, list[Episode]]:
     rng = np.random.default_rng(0)
     episodes = []
     for e in range(n):
-        support = np.concatenate([rng.choice(np.flatnonzero(split.labels.numpy() == c), 3, replace=False)
-                                  for c in range(classes)])
+        support = np.concatenate(
+            [rng.choice(np.flatnonzero(split.labels.numpy() == c), 3, replace=False) for c in range(classes)]
+        )
         query = n_support + np.arange(len(split.query_labels))
-        episodes.append(Episode(index=e, seed=100 + e, classes=np.arange(classes), support=support,
-                                support_labels=np.repeat(np.arange(classes), 3), query=query,
-                                query_labels=split.query_labels.numpy()))
+        episodes.append(
+            Episode(
+                index=e,
+                seed=100 + e,
+                classes=np.arange(classes),
+                support=support,
+                support_labels=np.repeat(np.arange(classes), 3),
+                query=query,
+                query_labels=split.query_labels.numpy(),
+            )
+        )
     return features, episodes
 
 
@@ -160,7 +176,7 @@ def test_the_choice_never_reads_the_query_rows(tmp_path: Path) -> None:
     split = synthetic_split(heads=16, dim=8, classes=3, support_per_class=6, queries=4, signal=0.5, seed=1)
     features, episodes = episodes_of(split, 6)
     blind = features.clone()
-    blind[len(split.labels):] = float("nan")
+    blind[len(split.labels) :] = float("nan")
     methods = {"auto": AutoSelect({"calm": CALM(), "sav": SAV(top_k=2), "sav_all": SAV(top_k=None)})}
     _, rows = evaluate(episodes, features, methods, NullTracker())
     _, blind_rows = evaluate(episodes, blind, methods, NullTracker())
@@ -172,15 +188,18 @@ def test_the_choice_never_reads_the_query_rows(tmp_path: Path) -> None:
 def test_episode_rows_shares_and_notes(tmp_path: Path) -> None:
     split = synthetic_split(heads=16, dim=8, classes=3, support_per_class=6, queries=4, signal=0.5, seed=1)
     features, episodes = episodes_of(split, 6)
-    methods = {"sav": SAV(top_k=2), "auto": AutoSelect({"calm": CALM(), "sav": SAV(top_k=2),
-                                                       "never": SAV(top_k=1, tie_break="random")})}
+    methods = {
+        "sav": SAV(top_k=2),
+        "auto": AutoSelect({"calm": CALM(), "sav": SAV(top_k=2), "never": SAV(top_k=1, tie_break="random")}),
+    }
     _, rows = evaluate(episodes, features, methods, NullTracker())
     auto_rows = [r for r in rows if r["method"] == "auto"]
     for row, episode in zip(auto_rows, episodes, strict=True):  # the row is the winner's own fit and predict
         winner = methods["auto"].candidates[row["selected"]]
         support, query = features[torch.tensor(episode.support)], features[torch.tensor(episode.query)]
-        pred = winner.fit(support, torch.tensor(episode.support_labels), n_classes=3,
-                          tie_seed=episode.seed).predict(query)
+        pred = winner.fit(support, torch.tensor(episode.support_labels), n_classes=3, tie_seed=episode.seed).predict(
+            query
+        )
         assert row["accuracy"] == pytest.approx(100 * float((pred.numpy() == episode.query_labels).mean()))
     shares = selection_shares(rows, methods)
     assert list(shares) == ["auto"] and list(shares["auto"]["shares"]) == ["calm", "sav", "never"]
@@ -198,9 +217,11 @@ def test_episode_rows_shares_and_notes(tmp_path: Path) -> None:
 
 
 def test_across_methods_choice_is_the_best_cv_score_ties_first() -> None:
-    records = {"sav": {"cv_score": 80.0, "setting": {"top_k": 5}, "test": {"accuracy": 70.0, "macro_f1": 69.0}},
-               "calm": {"cv_score": 90.0, "setting": {"tau": 0.1}, "test": {"accuracy": 60.0, "macro_f1": 59.0}},
-               "grw": {"cv_score": 90.0, "setting": {}, "test": {"accuracy": 99.0, "macro_f1": 99.0}}}
+    records = {
+        "sav": {"cv_score": 80.0, "setting": {"top_k": 5}, "test": {"accuracy": 70.0, "macro_f1": 69.0}},
+        "calm": {"cv_score": 90.0, "setting": {"tau": 0.1}, "test": {"accuracy": 60.0, "macro_f1": 59.0}},
+        "grw": {"cv_score": 90.0, "setting": {}, "test": {"accuracy": 99.0, "macro_f1": 99.0}},
+    }
     choice = choice_across_methods(records)
     assert choice["selected"] == "calm" and choice["setting"] == {"method": "calm", "tau": 0.1}
     assert choice["test"]["accuracy"] == 60.0, "the test score never decides"

@@ -11,8 +11,9 @@ from tests.cli import load_script
 
 def test_tiny_benchmark_paths_agree_and_print_the_ratio(capsys: pytest.CaptureFixture[str]) -> None:
     bench = load_script("bench_extract")
-    results = bench.main(["--tiny", "--clips", "5", "--batch-size", "2", "--clip-seconds", "3", "--jitter", "0.6",
-                          "--repeats", "1"])
+    results = bench.main(
+        ["--tiny", "--clips", "5", "--batch-size", "2", "--clip-seconds", "3", "--jitter", "0.6", "--repeats", "1"]
+    )
     out = capsys.readouterr().out
     assert set(results["paths"]) == {"reference", "batched", "batched+cut"}
     reference = results["paths"]["reference"]["rows"]
@@ -23,8 +24,9 @@ def test_tiny_benchmark_paths_agree_and_print_the_ratio(capsys: pytest.CaptureFi
         torch.testing.assert_close(row["rows"].float(), reference, atol=2e-3, rtol=2e-3, msg=name)
         assert row["clips_per_s"] > 0 and row["ratio"] > 0 and row["mfu"] is None  # no bf16 peak on a CPU
     # fp32 model, fp16 rows: the cut may flip the last fp16 bit of a row, never more
-    torch.testing.assert_close(results["paths"]["batched+cut"]["rows"], results["paths"]["batched"]["rows"],
-                               atol=2e-3, rtol=2e-3)
+    torch.testing.assert_close(
+        results["paths"]["batched+cut"]["rows"], results["paths"]["batched"]["rows"], atol=2e-3, rtol=2e-3
+    )
     assert "ratio batched+cut / reference: " in out and "x (targets" in out
     assert "clips: 5 of 3 s" in out and "batch size 2, 3 batches" in out
 

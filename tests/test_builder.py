@@ -27,11 +27,21 @@ from tests.cli import compose_config, small_fsdd
 
 # config groups whose files build one object each, and the base class `build` checks it against (a prompt
 # is any class with ClipPrompt's methods, a typing Protocol: no base class to check)
-PARTS = {"dataset": Dataset, "prompt": object, "backbone": Backbone, "protocol": Protocol, "logger": Tracker,
-         "estimator": Estimator}
+PARTS = {
+    "dataset": Dataset,
+    "prompt": object,
+    "backbone": Backbone,
+    "protocol": Protocol,
+    "logger": Tracker,
+    "estimator": Estimator,
+}
 # settings blocks nested in a group's files, built by `build(..., cls=...)` (the reading code picks the class)
-BLOCKS = {"method.pseudo_label": PseudoLabelSettings, "method.zero_shot": ZeroShotSettings,
-          "method.text_zero_shot": TextZeroShotSettings, "grids.calm": CalmGrid}
+BLOCKS = {
+    "method.pseudo_label": PseudoLabelSettings,
+    "method.zero_shot": ZeroShotSettings,
+    "method.text_zero_shot": TextZeroShotSettings,
+    "grids.calm": CalmGrid,
+}
 # config groups that make no object of their own, and why
 NOT_OBJECTS = {
     "method": "a list of estimators (configs/estimator) and the settings blocks in BLOCKS",
@@ -71,16 +81,34 @@ def fsdd4(fsdd_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def job_config(fsdd4: Path, tmp_path: Path, *overrides: str):
-    return compose_config(["backbone=whisper_tiny", f"dataset.root={fsdd4}", "shots=2", "queries=2", "episodes=2",
-                           "ways=4", "logger=none", "figures=false", f"paths.cache_dir={tmp_path / 'cache'}",
-                           *overrides], tmp_path / "out")
+    return compose_config(
+        [
+            "backbone=whisper_tiny",
+            f"dataset.root={fsdd4}",
+            "shots=2",
+            "queries=2",
+            "episodes=2",
+            "ways=4",
+            "logger=none",
+            "figures=false",
+            f"paths.cache_dir={tmp_path / 'cache'}",
+            *overrides,
+        ],
+        tmp_path / "out",
+    )
 
 
-@pytest.mark.parametrize(("method", "blocks"), [
-    ("ablations", set()), ("pseudo_label", {"method.pseudo_label"}), ("zero_shot", {"method.zero_shot"}),
-])
-def test_prepare_builds_every_part_through_the_builder(built, fsdd4: Path, tmp_path: Path, method: str,
-                                                       blocks: set[str]) -> None:
+@pytest.mark.parametrize(
+    ("method", "blocks"),
+    [
+        ("ablations", set()),
+        ("pseudo_label", {"method.pseudo_label"}),
+        ("zero_shot", {"method.zero_shot"}),
+    ],
+)
+def test_prepare_builds_every_part_through_the_builder(
+    built, fsdd4: Path, tmp_path: Path, method: str, blocks: set[str]
+) -> None:
     cfg = job_config(fsdd4, tmp_path, f"method={method}")
     job = prepare(cfg)
     groups = {group for group, _, _ in built}
@@ -102,10 +130,13 @@ def test_text_zero_shot_block_is_built_before_the_backbone_is_checked(built, fsd
 
 
 @pytest.mark.parametrize(("logger", "cls"), [("none", NullTracker), ("wandb", WandbTracker)])
-def test_the_logger_is_built_from_its_target(built, monkeypatch: pytest.MonkeyPatch, fsdd4: Path, tmp_path: Path,
-                                              logger: str, cls: type) -> None:
+def test_the_logger_is_built_from_its_target(
+    built, monkeypatch: pytest.MonkeyPatch, fsdd4: Path, tmp_path: Path, logger: str, cls: type
+) -> None:
     started = []
-    monkeypatch.setattr(WandbTracker, "start", lambda self, config, out_dir, job_type=None: started.append(self) or self)
+    monkeypatch.setattr(
+        WandbTracker, "start", lambda self, config, out_dir, job_type=None: started.append(self) or self
+    )
     cfg = job_config(fsdd4, tmp_path, f"logger={logger}")
     tracker = build_tracker(OmegaConf.to_container(cfg.logger, resolve=True), {}, tmp_path)
     assert type(tracker) is cls and built == [("logger", None, cls)]
@@ -113,13 +144,17 @@ def test_the_logger_is_built_from_its_target(built, monkeypatch: pytest.MonkeyPa
     if cls is WandbTracker:
         assert tracker.run_name == cfg.logger.run_name and tracker.project == "calm"
     with pytest.raises(ConfigError, match=r"is not a calm\.tracking\.Tracker"):
-        build_tracker({**OmegaConf.to_container(cfg.logger, resolve=True), "_target_": "calm.methods.SAV"}, {},
-                      tmp_path)
+        build_tracker(
+            {**OmegaConf.to_container(cfg.logger, resolve=True), "_target_": "calm.methods.SAV"}, {}, tmp_path
+        )
 
 
 def test_the_calm_grid_is_built_through_the_builder(built) -> None:
-    grid = CalmGrid.from_config({"reliability": ["prob"], "tau": [1], "tau_w": [0.5], "top_k": [3, "all"],
-                                 "shrinkage": [0]}, tie_break="random", tie_seed=4)
+    grid = CalmGrid.from_config(
+        {"reliability": ["prob"], "tau": [1], "tau_w": [0.5], "top_k": [3, "all"], "shrinkage": [0]},
+        tie_break="random",
+        tie_seed=4,
+    )
     assert built == [("grids", "grids.calm", CalmGrid)]
     assert grid.top_k == (3, None) and grid.tau == (1.0,) and grid.tie_seed == 4
 
@@ -133,14 +168,34 @@ def test_an_estimator_config_must_name_an_estimator() -> None:
     assert "['tie_break', 'tie_seed', 'top_k']" in err.value.fix
 
 
-@pytest.mark.parametrize(("build_block", "problem"), [
-    (lambda: PseudoLabelSettings.from_config({"refit": ["calm"], "samplez": 3}, ["calm"], None),
-     r"method\.pseudo_label has no setting\(s\) \['samplez'\]"),
-    (lambda: ZeroShotSettings.from_config({"_target_": "x.Y"}, None), r"method\.zero_shot names a class"),
-    (lambda: TextZeroShotSettings.from_config({"row": "clap_zero_shot"}), r"lacks the setting\(s\) \['templates'\]"),
-    (lambda: CalmGrid.from_config({"reliability": ["prob"], "tau": [1], "tau_w": [1], "top_k": [1], "shrinkage": [0],
-                                   "tie_break": ["index"]}, tie_break="index"), r"sets \['tie_break'\], which the job"),
-])
+@pytest.mark.parametrize(
+    ("build_block", "problem"),
+    [
+        (
+            lambda: PseudoLabelSettings.from_config({"refit": ["calm"], "samplez": 3}, ["calm"], None),
+            r"method\.pseudo_label has no setting\(s\) \['samplez'\]",
+        ),
+        (lambda: ZeroShotSettings.from_config({"_target_": "x.Y"}, None), r"method\.zero_shot names a class"),
+        (
+            lambda: TextZeroShotSettings.from_config({"row": "clap_zero_shot"}),
+            r"lacks the setting\(s\) \['templates'\]",
+        ),
+        (
+            lambda: CalmGrid.from_config(
+                {
+                    "reliability": ["prob"],
+                    "tau": [1],
+                    "tau_w": [1],
+                    "top_k": [1],
+                    "shrinkage": [0],
+                    "tie_break": ["index"],
+                },
+                tie_break="index",
+            ),
+            r"sets \['tie_break'\], which the job",
+        ),
+    ],
+)
 def test_a_bad_settings_block_is_a_config_error(build_block, problem: str) -> None:
     with pytest.raises(ConfigError, match=problem):
         build_block()
@@ -156,8 +211,9 @@ NEW_ESTIMATOR = '''
 '''
 
 
-def test_a_new_estimator_is_one_class_and_one_yaml(fsdd4: Path, tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_new_estimator_is_one_class_and_one_yaml(
+    fsdd4: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The class in a module of the user's, the YAML in a config folder Hydra searches: the job reports a row
     for it, on the same episodes as every other estimator (so equal to Concat's, which it inherits)."""
     from calm.run.pipeline import run_job
@@ -165,10 +221,17 @@ def test_a_new_estimator_is_one_class_and_one_yaml(fsdd4: Path, tmp_path: Path,
     (tmp_path / "my_estimators.py").write_text(textwrap.dedent(NEW_ESTIMATOR))
     (tmp_path / "configs" / "estimator").mkdir(parents=True)
     (tmp_path / "configs" / "estimator" / "my_concat.yaml").write_text(
-        "_target_: my_estimators.MyConcat\nnormalization: cosine\n")
+        "_target_: my_estimators.MyConcat\nnormalization: cosine\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
-    cfg = job_config(fsdd4, tmp_path, f"hydra.searchpath=[file://{tmp_path / 'configs'}]", "method=sav",
-                     "+estimator@method.estimators.mine=my_concat", "+estimator@method.estimators.concat=concat")
+    cfg = job_config(
+        fsdd4,
+        tmp_path,
+        f"hydra.searchpath=[file://{tmp_path / 'configs'}]",
+        "method=sav",
+        "+estimator@method.estimators.mine=my_concat",
+        "+estimator@method.estimators.concat=concat",
+    )
     run_job(cfg)
     rows = {row["method"]: row for row in json.loads((tmp_path / "out" / "results.json").read_text())["results"]}
     assert set(rows) == {"sav", "mine", "concat"}

@@ -40,9 +40,7 @@ ROW_BYTES = H * D * 2
 
 
 def _open(folder: Path, fields: dict = FIELDS, **kwargs) -> ActivationCache:
-    return ActivationCache.open_path(
-        folder, fields, kwargs.pop("n_heads", H), kwargs.pop("head_dim", D), **kwargs
-    )
+    return ActivationCache.open_path(folder, fields, kwargs.pop("n_heads", H), kwargs.pop("head_dim", D), **kwargs)
 
 
 def _rows(n: int, seed: int = 0) -> np.ndarray:
@@ -122,9 +120,7 @@ def test_rewrite_writes_only_new_ids_and_keeps_old_rows(tmp_path: Path) -> None:
     assert cache.write(["a", "b", "c", "d"], _rows(4, seed=2)) == 2
     assert cache.write(["d", "a"], _rows(2, seed=3)) == 0
     assert len(cache) == 4
-    assert torch.equal(
-        cache.read(["a", "b"]), torch.from_numpy(first.astype(np.float16).astype(np.float32))
-    )
+    assert torch.equal(cache.read(["a", "b"]), torch.from_numpy(first.astype(np.float16).astype(np.float32)))
     assert _index_lines(cache.path) == 4
     assert (cache.path / DATA_FILE).stat().st_size == 4 * ROW_BYTES
 
@@ -161,11 +157,7 @@ def test_folder_written_under_another_key_raises(tmp_path: Path) -> None:
     _open(tmp_path / "c").write(["a"], _rows(1))
     with pytest.raises(CacheError) as err:
         _open(tmp_path / "c", {**FIELDS, "revision": "def456"})
-    assert (
-        "revision" in err.value.problem
-        and "abc123" in err.value.problem
-        and "def456" in err.value.problem
-    )
+    assert "revision" in err.value.problem and "abc123" in err.value.problem and "def456" in err.value.problem
     assert "delete" in err.value.fix and "paths.cache_dir" in err.value.fix
 
 
@@ -241,9 +233,7 @@ def _partial_index_id(folder: Path) -> None:
         f.write(b"c5")
 
 
-@pytest.mark.parametrize(
-    "tear", [_torn_data_tail, _unindexed_whole_rows, _partial_index_line, _partial_index_id]
-)
+@pytest.mark.parametrize("tear", [_torn_data_tail, _unindexed_whole_rows, _partial_index_line, _partial_index_id])
 def test_torn_writes_are_ignored_and_repaired(tmp_path: Path, tear) -> None:
     rows = _rows(10)
     clean = _open(tmp_path / "clean")
@@ -281,9 +271,7 @@ def test_sigkilled_writer_leaves_a_cache_that_completes_identically(tmp_path: Pa
     survivor = ActivationCache.open_path(killed, writer.KEY_FIELDS, writer.N_HEADS, writer.HEAD_DIM)
     survived = sorted(survivor.cached_ids())
     assert survived == [writer.clip_id(i) for i in range(len(survived))]
-    expected = (
-        np.stack([writer.row_for(i) for i in range(total)]).astype(np.float16).astype(np.float32)
-    )
+    expected = np.stack([writer.row_for(i) for i in range(total)]).astype(np.float16).astype(np.float32)
     assert np.array_equal(survivor.read(survived).numpy(), expected[: len(survived)])
 
     numbers = list(range(total))
@@ -291,12 +279,8 @@ def test_sigkilled_writer_leaves_a_cache_that_completes_identically(tmp_path: Pa
     reference = tmp_path / "reference"
     assert writer.fill(reference, numbers, total, 0) == total
     ids = [writer.clip_id(i) for i in numbers]
-    a = ActivationCache.open_path(killed, writer.KEY_FIELDS, writer.N_HEADS, writer.HEAD_DIM).read(
-        ids
-    )
-    b = ActivationCache.open_path(
-        reference, writer.KEY_FIELDS, writer.N_HEADS, writer.HEAD_DIM
-    ).read(ids)
+    a = ActivationCache.open_path(killed, writer.KEY_FIELDS, writer.N_HEADS, writer.HEAD_DIM).read(ids)
+    b = ActivationCache.open_path(reference, writer.KEY_FIELDS, writer.N_HEADS, writer.HEAD_DIM).read(ids)
     assert a.numpy().tobytes() == b.numpy().tobytes()
     assert _files(killed) == _files(reference)
 
@@ -327,9 +311,7 @@ def test_concurrent_writers_with_overlapping_ids(tmp_path: Path) -> None:
     assert len(ids) == len(set(ids)) == 200
     assert set(ids) == {writer.clip_id(i) for i in range(200)}
     assert (folder / DATA_FILE).stat().st_size == 200 * writer.N_HEADS * writer.HEAD_DIM * 2
-    expected = (
-        np.stack([writer.row_for(i) for i in range(200)]).astype(np.float16).astype(np.float32)
-    )
+    expected = np.stack([writer.row_for(i) for i in range(200)]).astype(np.float16).astype(np.float32)
     assert np.array_equal(cache.read([writer.clip_id(i) for i in range(200)]).numpy(), expected)
 
 
@@ -349,8 +331,11 @@ def test_rows_carry_their_inputs_and_a_changed_input_appends_a_row_that_wins(tmp
     assert torch.equal(reopened.read(["a", "b"]), torch.from_numpy(expected))
     assert reopened.outdated({"a": A, "b": other_audio}) == {} and len(reopened) == 2
     lines = (cache.path / INDEX_FILE).read_text().splitlines()
-    assert lines == [f"a\t0\t{A.audio}\t{A.prompt}\t-\t-", f"b\t1\t{A.audio}\t{A.prompt}\t-\t-",
-                     f"b\t2\t{other_audio.audio}\t{A.prompt}\t-\t-"]
+    assert lines == [
+        f"a\t0\t{A.audio}\t{A.prompt}\t-\t-",
+        f"b\t1\t{A.audio}\t{A.prompt}\t-\t-",
+        f"b\t2\t{other_audio.audio}\t{A.prompt}\t-\t-",
+    ]
     assert cache.write(["b"], _rows(1, seed=3)) == 0, "a write without inputs never replaces a row"
 
 

@@ -23,8 +23,17 @@ from calm.errors import CacheError
 from calm.run.pipeline import run_job
 from tests.cli import compose_config, small_fsdd
 
-FAST = ["logger=none", "figures=false", "force=true", "shots=1", "queries=1", "ways=2", "episodes=1",
-        "extract.batch_size=4", "trainer.accelerator=cpu"]
+FAST = [
+    "logger=none",
+    "figures=false",
+    "force=true",
+    "shots=1",
+    "queries=1",
+    "ways=2",
+    "episodes=1",
+    "extract.batch_size=4",
+    "trainer.accelerator=cpu",
+]
 WHISPER = ["backbone=whisper_tiny", *FAST]
 INDICES = (0, 10)  # george's recordings of digits 0 and 1: one test clip and one support clip each
 CLIPS = 4
@@ -73,7 +82,8 @@ def _copy(source: Path, dest: Path) -> Path:
 
 
 def test_case1_a_copy_of_the_weights_scaled_with_the_same_file_size_is_recomputed(
-        tmp_path: Path, fsdd_clips: Path, whisper_dir: Path, populated: tuple[Path, dict[str, Any]]) -> None:
+    tmp_path: Path, fsdd_clips: Path, whisper_dir: Path, populated: tuple[Path, dict[str, Any]]
+) -> None:
     """The issue's case: copy whisper-tiny.en, scale its encoder weights by 0.5, save with safetensors
     (same file size), run with backbone.path=<copy> over a cache filled from the original."""
     cache = _copy_cache(populated, tmp_path / "cache")
@@ -82,20 +92,20 @@ def test_case1_a_copy_of_the_weights_scaled_with_the_same_file_size_is_recompute
     with safe_open(str(file), framework="pt") as handle:
         metadata = handle.metadata()
     tensors = load_file(str(file))
-    save_file({k: v * 0.5 if k.startswith("model.encoder.") else v for k, v in tensors.items()}, str(file),
-              metadata=metadata)
+    save_file(
+        {k: v * 0.5 if k.startswith("model.encoder.") else v for k, v in tensors.items()}, str(file), metadata=metadata
+    )
     assert file.stat().st_size == (whisper_dir / "model.safetensors").stat().st_size
-    assert not torch.equal(load_file(str(file))["model.encoder.conv1.weight"],
-                           tensors["model.encoder.conv1.weight"])
+    assert not torch.equal(load_file(str(file))["model.encoder.conv1.weight"], tensors["model.encoder.conv1.weight"])
 
-    scaled = _run(tmp_path, "scaled", [*WHISPER, f"dataset.root={fsdd_clips}", f"backbone.path={weights}"],
-                  cache=cache)
+    scaled = _run(tmp_path, "scaled", [*WHISPER, f"dataset.root={fsdd_clips}", f"backbone.path={weights}"], cache=cache)
     assert scaled["cache"]["key"] != populated[1]["cache"]["key"], "other weights content must key another cache"
     assert scaled["cache"]["extracted"] == CLIPS
 
 
 def test_case2_an_overwritten_clip_is_recomputed_and_counted_as_audio(
-        tmp_path: Path, fsdd_root: Path, fsdd_clips: Path, populated: tuple[Path, dict[str, Any]]) -> None:
+    tmp_path: Path, fsdd_root: Path, fsdd_clips: Path, populated: tuple[Path, dict[str, Any]]
+) -> None:
     cache = _copy_cache(populated, tmp_path / "cache")
     data = _copy(fsdd_clips, tmp_path / "fsdd")  # the same clips (ids and bytes) as the populated cache's
     args = [*WHISPER, f"dataset.root={data}"]
@@ -115,8 +125,14 @@ def test_case3_other_option_texts_for_the_same_clip_are_recomputed_and_counted_a
 
     rows = esc50_rows(classes=3, per_class=5)  # dog and rooster are ESC-10 classes, pig is not
     make_esc50(tmp_path / "data", rows=rows, seconds=0.2)
-    base = ["dataset=esc50", f"dataset.root={tmp_path / 'data'}", "backbone=tiny_qwen2_audio",
-            f"backbone.path={tmp_path / 'tiny'}", "prompt=paper", *FAST]
+    base = [
+        "dataset=esc50",
+        f"dataset.root={tmp_path / 'data'}",
+        "backbone=tiny_qwen2_audio",
+        f"backbone.path={tmp_path / 'tiny'}",
+        "prompt=paper",
+        *FAST,
+    ]
     more = ["ways=null", "episodes=6"]  # episodes over every class, so the two runs share clips
     full = _run(tmp_path, "esc50", [*base, *more, "dataset.esc10=false"])
     used_full = _needed(tmp_path, [*base, *more, "dataset.esc10=false"])
@@ -141,8 +157,10 @@ def _needed(tmp_path: Path, overrides: list[str]) -> list[str]:
 
 
 def _tree(folder: Path) -> dict[str, tuple[int, int, bytes]]:
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns, p.read_bytes() if p.is_file() else b"")
-            for p in sorted(folder.rglob("*"))}
+    return {
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns, p.read_bytes() if p.is_file() else b"")
+        for p in sorted(folder.rglob("*"))
+    }
 
 
 def _set_writable(folder: Path, writable: bool) -> None:
@@ -152,7 +170,8 @@ def _set_writable(folder: Path, writable: bool) -> None:
 
 
 def test_case10_a_read_only_cache_holding_every_row_is_read_without_writing(
-        tmp_path: Path, fsdd_clips: Path, populated: tuple[Path, dict[str, Any]]) -> None:
+    tmp_path: Path, fsdd_clips: Path, populated: tuple[Path, dict[str, Any]]
+) -> None:
     """As root chmod stops nothing, so the test also proves no write happened: no file appears (not even
     the lock file, removed before the second run), none changes."""
     cache = _copy_cache(populated, tmp_path / "cache")
@@ -178,7 +197,8 @@ def test_case10_a_cache_dir_that_cannot_be_created_is_a_cache_error(tmp_path: Pa
 
 
 def test_case10_a_populated_cache_that_cannot_be_written_is_a_cache_error_when_rows_are_needed(
-        tmp_path: Path, fsdd_root: Path, populated: tuple[Path, dict[str, Any]]) -> None:
+    tmp_path: Path, fsdd_root: Path, populated: tuple[Path, dict[str, Any]]
+) -> None:
     """Rows are missing and the cache cannot take its lock: the lock file is a folder here, which no
     process (root included) can open for writing, standing in for a read-only cache."""
     cache = _copy_cache(populated, tmp_path / "cache")
@@ -192,8 +212,10 @@ def test_case10_a_populated_cache_that_cannot_be_written_is_a_cache_error_when_r
     assert "paths.cache_dir" in err.value.fix
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through chmod; the folder-below-a-file and "
-                                              "lock-folder tests cover this path for root")
+@pytest.mark.skipif(
+    os.geteuid() == 0,
+    reason="root writes through chmod; the folder-below-a-file and lock-folder tests cover this path for root",
+)
 def test_case10_a_read_only_cache_dir_is_a_cache_error_when_rows_are_needed(tmp_path: Path, fsdd_clips: Path) -> None:
     (tmp_path / "cache").mkdir()
     _set_writable(tmp_path / "cache", False)
@@ -206,7 +228,8 @@ def test_case10_a_read_only_cache_dir_is_a_cache_error_when_rows_are_needed(tmp_
 
 
 def test_local_weights_are_keyed_by_content_hashed_once_and_the_hub_by_revision(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import calm.storage.file_digests
     from calm.backbones.base import weights_fingerprint
     from calm.storage.file_digests import FileDigests
@@ -221,8 +244,9 @@ def test_local_weights_are_keyed_by_content_hashed_once_and_the_hub_by_revision(
     hashed: list[str] = []
     real = calm.storage.file_digests.sha256_file
     monkeypatch.setattr(calm.storage.file_digests, "sha256_file", lambda path: hashed.append(path) or real(path))
-    assert weights_fingerprint(str(model), None, FileDigests(store)) == before and not hashed, \
+    assert weights_fingerprint(str(model), None, FileDigests(store)) == before and not hashed, (
         "a second run must read the remembered digests, not the weights"
+    )
     (model / "model.safetensors").write_bytes(b"\x01" * 64)  # same name, same size, other content
     _settled(model / "model.safetensors", age=1800.0)
     after = weights_fingerprint(str(model), None, FileDigests(store))
@@ -231,7 +255,8 @@ def test_local_weights_are_keyed_by_content_hashed_once_and_the_hub_by_revision(
 
 
 def test_a_file_modified_in_the_last_seconds_is_hashed_again_next_time(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Its mtime could stay put through another write within the timestamp granularity."""
     import calm.storage.file_digests
     from calm.storage.file_digests import FileDigests

@@ -44,16 +44,33 @@ def clap_job(tiny_clap: Path, fsdd_root: Path, tmp_path_factory: pytest.TempPath
     """One method=clap job on 4 FSDD digits (2 test + 2 train clips each): 3 episodes, 2 shots, 2 queries."""
     tmp = tmp_path_factory.mktemp("clap_job")
     data = small_fsdd(fsdd_root, tmp / "fsdd", digits=(0, 1, 2, 3))
-    overrides = ["logger=none", "backbone=tiny_clap", f"backbone.path={tiny_clap.parent}/seed_0",
-                 f"dataset.root={data}", "method=clap", "shots=2", "queries=2", "episodes=3",
-                 "extract.batch_size=3", f"paths.cache_dir={tmp / 'cache'}", "figures=false"]
+    overrides = [
+        "logger=none",
+        "backbone=tiny_clap",
+        f"backbone.path={tiny_clap.parent}/seed_0",
+        f"dataset.root={data}",
+        "method=clap",
+        "shots=2",
+        "queries=2",
+        "episodes=3",
+        "extract.batch_size=3",
+        f"paths.cache_dir={tmp / 'cache'}",
+        "figures=false",
+    ]
     cfg = compose_config(overrides, tmp / "out")
     result = run_job(cfg)
     job = prepare(cfg)
     with open(tmp / "out" / "episodes.csv") as handle:
         rows = list(csv.DictReader(handle))
-    return {"cfg": cfg, "result": result, "job": job, "episodes": job.protocol.episodes(job.pools), "rows": rows,
-            "overrides": overrides, "tmp": tmp}
+    return {
+        "cfg": cfg,
+        "result": result,
+        "job": job,
+        "episodes": job.protocol.episodes(job.pools),
+        "rows": rows,
+        "overrides": overrides,
+        "tmp": tmp,
+    }
 
 
 def direct_audio_embeddings(model_dir: Path, paths: list[Path]) -> torch.Tensor:
@@ -62,8 +79,9 @@ def direct_audio_embeddings(model_dir: Path, paths: list[Path]) -> torch.Tensor:
     waves = [load_audio(p, 48000) for p in paths]
     inputs = processor.feature_extractor(waves, sampling_rate=48000, return_tensors="pt")
     with torch.no_grad():
-        return model.get_audio_features(input_features=inputs.input_features,
-                                        is_longer=torch.zeros(len(waves), 1, dtype=torch.bool)).pooler_output
+        return model.get_audio_features(
+            input_features=inputs.input_features, is_longer=torch.zeros(len(waves), 1, dtype=torch.bool)
+        ).pooler_output
 
 
 def episode_accuracies(rows: list[dict], method: str) -> list[float]:
@@ -97,11 +115,13 @@ def test_clap_knn_is_the_nearest_cosine_centroid_computed_by_hand(clap_job: dict
         support, query = embeddings[episode.support], embeddings[episode.query]
         centroids = np.stack([support[episode.support_labels == c].mean(axis=0) for c in range(episode.ways)])
         cosines = (query / np.linalg.norm(query, axis=1, keepdims=True)) @ (
-            centroids / np.linalg.norm(centroids, axis=1, keepdims=True)).T
+            centroids / np.linalg.norm(centroids, axis=1, keepdims=True)
+        ).T
         predicted = cosines.argmax(axis=1)
         features = torch.from_numpy(embeddings[:, None, :]).float()
-        fitted = estimator.fit(features[episode.support.tolist()], torch.tensor(episode.support_labels.tolist()),
-                               n_classes=episode.ways)
+        fitted = estimator.fit(
+            features[episode.support.tolist()], torch.tensor(episode.support_labels.tolist()), n_classes=episode.ways
+        )
         assert fitted.predict(features[episode.query.tolist()]).tolist() == predicted.tolist()
         by_hand.append(100.0 * float(np.mean(predicted == episode.query_labels)))
     assert episode_accuracies(clap_job["rows"], "clap_knn") == pytest.approx(by_hand)
@@ -110,8 +130,9 @@ def test_clap_knn_is_the_nearest_cosine_centroid_computed_by_hand(clap_job: dict
 def test_clap_zero_shot_is_the_argmax_cosine_to_the_text_embeddings(clap_job: dict, tiny_clap: Path) -> None:
     job, episodes = clap_job["job"], clap_job["episodes"]
     processor, model = ClapProcessor.from_pretrained(tiny_clap), ClapModel.from_pretrained(tiny_clap).eval()
-    tokens = processor.tokenizer([TEMPLATE.format(label=name) for name in job.table.class_names],
-                                 padding=True, return_tensors="pt")
+    tokens = processor.tokenizer(
+        [TEMPLATE.format(label=name) for name in job.table.class_names], padding=True, return_tensors="pt"
+    )
     with torch.no_grad():
         text = torch.nn.functional.normalize(model.get_text_features(**tokens).pooler_output, dim=-1)
     audio = torch.nn.functional.normalize(job.cache.read(job.table.ids)[:, 0], dim=-1)
@@ -140,7 +161,11 @@ def test_clap_batches_equal_clip_by_clip_and_long_clips_keep_their_first_window(
     torch.testing.assert_close(batched, alone, atol=1e-5, rtol=1e-5)
     first_window = backbone.capture(backbone.collate([waves[1][: 10 * 48000]], ["x"]))
     torch.testing.assert_close(alone[1:], first_window)
-    assert backbone.sample_rate == 48000 and backbone.window_seconds == 10.0 and backbone.head_names() == ["audio_embedding"]
+    assert (
+        backbone.sample_rate == 48000
+        and backbone.window_seconds == 10.0
+        and backbone.head_names() == ["audio_embedding"]
+    )
 
 
 def test_text_zero_shot_needs_a_text_tower_and_label_templates() -> None:

@@ -26,12 +26,16 @@ def test_only_the_norms_and_mlps_of_hooked_layers_are_compiled(tiny_dir: Path) -
     blocks = [path for path, _ in hook_free_blocks(backbone.model, hooked)]
     layer = hooked[0].removesuffix(".self_attn.o_proj")
     assert layer.endswith("layers.1")
-    assert sorted(blocks) == sorted(f"{layer}.{name}" for name in ("mlp", "input_layernorm", "post_attention_layernorm"))
+    assert sorted(blocks) == sorted(
+        f"{layer}.{name}" for name in ("mlp", "input_layernorm", "post_attention_layernorm")
+    )
     assert not any(hook.startswith(block) for hook in hooked for block in blocks)
     encoder = [path for path, _ in unhooked_layers(backbone.model, hooked)]
     assert encoder == [f"model.audio_tower.layers.{i}" for i in range(2)]
-    assert unhooked_layers(backbone.model, [f"{encoder[1]}.self_attn.out_proj"]) == unhooked_layers(
-        backbone.model, hooked)[:1]
+    assert (
+        unhooked_layers(backbone.model, [f"{encoder[1]}.self_attn.out_proj"])
+        == unhooked_layers(backbone.model, hooked)[:1]
+    )
 
 
 def test_the_flag_is_part_of_the_cache_key(tiny_dir: Path) -> None:

@@ -87,8 +87,10 @@ def disagreements(group: str, name: str) -> list[str]:
             value = OmegaConf.select(cfg, f"{where}.{param.name}", throw_on_missing=True)
             value = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
             if not same(param.default, value):
-                found.append(f"{cls.__module__}.{cls.__qualname__}({param.name}={param.default!r}) but "
-                             f"configs/{group}/{name}.yaml sets {param.name}: {value!r}")
+                found.append(
+                    f"{cls.__module__}.{cls.__qualname__}({param.name}={param.default!r}) but "
+                    f"configs/{group}/{name}.yaml sets {param.name}: {value!r}"
+                )
     return found
 
 
@@ -98,8 +100,11 @@ def test_no_python_default_disagrees_with_its_yaml(group: str) -> None:
     assert not found, "\n".join(found)
 
 
-@pytest.mark.xfail(strict=True, reason="the backbone classes default hub_id/name/tiny to the real model's while "
-                   "configs/backbone/tiny_*.yaml are homes too; for the backbone refactor (one constructor in Backbone)")
+@pytest.mark.xfail(
+    strict=True,
+    reason="the backbone classes default hub_id/name/tiny to the real model's while "
+    "configs/backbone/tiny_*.yaml are homes too; for the backbone refactor (one constructor in Backbone)",
+)
 def test_no_backbone_default_disagrees_with_its_yaml() -> None:
     found = [line for name in home_files("backbone") for line in disagreements("backbone", name)]
     assert not found, "\n".join(found)
@@ -112,13 +117,22 @@ def test_a_default_the_yaml_contradicts_is_found(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setitem(BLOCKS, "method.pseudo_label", OldSettings)
     found = disagreements("method", "pseudo_label")
     assert [line.split("<locals>.")[1] for line in found] == [
-        "OldSettings(pool_size=None) but configs/method/pseudo_label.yaml sets pool_size: 200"]
+        "OldSettings(pool_size=None) but configs/method/pseudo_label.yaml sets pool_size: 200"
+    ]
 
 
-@pytest.mark.parametrize(("default", "value", "agree"), [
-    (0.07, 0.07, True), (5.0, 5, True), (None, 200, False), (16, 32, False), (("a",), ["a"], True),
-    (False, 0, False), ("0", 0, False),
-])
+@pytest.mark.parametrize(
+    ("default", "value", "agree"),
+    [
+        (0.07, 0.07, True),
+        (5.0, 5, True),
+        (None, 200, False),
+        (16, 32, False),
+        (("a",), ["a"], True),
+        (False, 0, False),
+        ("0", 0, False),
+    ],
+)
 def test_the_comparison(default: Any, value: Any, agree: bool) -> None:
     assert same(default, value) is agree
 

@@ -17,14 +17,29 @@ from tests.cli import REPO, compose_config, dataset_config, small_fsdd
 from tests.sweep_runs import rejected_sweep
 
 BAD_SETTINGS = [
-    ("seed=1.5", "seed"), ("seed=abc", "seed"), ("seed=true", "seed"), ("seed=-1", "seed"),
-    ("shots=2.5", "shots"), ("shots=0", "shots"), ("episodes=0", "episodes"), ("queries=abc", "queries"),
-    ("ways=1", "ways"), ("force=maybe", "force"), ("figures=1", "figures"), ("task_name=null", "task_name"),
-    ("on_bad_clip=ignore", "on_bad_clip"), ("on_long_clip=cut", "on_long_clip"),
-    ("extract.batch_size=0", "extract.batch_size"), ("extract.num_workers=-1", "extract.num_workers"),
-    ("+extract.prefetch=2", "extract.prefetch"), ("trainer.precision=17", "trainer.precision"),
-    ("trainer.num_nodes=0", "trainer.num_nodes"), ("+trainer.callbacks=[]", "trainer.callbacks"),
-    ("+trainer.max_epoch=1", "trainer.max_epoch"), ("+foo=1", "foo"), ("~protocol", "protocol"),
+    ("seed=1.5", "seed"),
+    ("seed=abc", "seed"),
+    ("seed=true", "seed"),
+    ("seed=-1", "seed"),
+    ("shots=2.5", "shots"),
+    ("shots=0", "shots"),
+    ("episodes=0", "episodes"),
+    ("queries=abc", "queries"),
+    ("ways=1", "ways"),
+    ("force=maybe", "force"),
+    ("figures=1", "figures"),
+    ("task_name=null", "task_name"),
+    ("on_bad_clip=ignore", "on_bad_clip"),
+    ("on_long_clip=cut", "on_long_clip"),
+    ("extract.batch_size=0", "extract.batch_size"),
+    ("extract.num_workers=-1", "extract.num_workers"),
+    ("+extract.prefetch=2", "extract.prefetch"),
+    ("trainer.precision=17", "trainer.precision"),
+    ("trainer.num_nodes=0", "trainer.num_nodes"),
+    ("+trainer.callbacks=[]", "trainer.callbacks"),
+    ("+trainer.max_epoch=1", "trainer.max_epoch"),
+    ("+foo=1", "foo"),
+    ("~protocol", "protocol"),
 ]
 
 
@@ -34,22 +49,44 @@ def fsdd_copy(tmp_path: Path, fsdd_root: Path) -> Path:
 
 
 @pytest.mark.parametrize(("override", "key"), BAD_SETTINGS, ids=[o for o, _ in BAD_SETTINGS])
-def test_a_bad_setting_fails_before_any_model_loads(tmp_path: Path, fsdd_copy: Path, override: str, key: str,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_bad_setting_fails_before_any_model_loads(
+    tmp_path: Path, fsdd_copy: Path, override: str, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Weights that do not exist: a check made after the model is asked for fails on them instead."""
     monkeypatch.setenv("CALM_CACHE", str(tmp_path / "cache"))
-    cfg = compose_config(["logger=none", "backbone=whisper_tiny", f"backbone.path={tmp_path / 'no_weights'}",
-                          f"dataset.root={fsdd_copy}", "shots=1", "queries=1", "episodes=1", override],
-                         tmp_path / "out")
+    cfg = compose_config(
+        [
+            "logger=none",
+            "backbone=whisper_tiny",
+            f"backbone.path={tmp_path / 'no_weights'}",
+            f"dataset.root={fsdd_copy}",
+            "shots=1",
+            "queries=1",
+            "episodes=1",
+            override,
+        ],
+        tmp_path / "out",
+    )
     with pytest.raises(ConfigError, match=f"`{key}`") as err:
         run_job(cfg)
     assert "How to fix" in str(err.value)
     assert not (tmp_path / "cache").exists()
 
 
-@pytest.mark.parametrize("override", ["trainer.precision=16", "trainer.precision=bf16-mixed", "trainer.devices=[0]",
-                                      "trainer.devices=auto", "ways=null", "ways=2", "+trainer.deterministic=true",
-                                      "seed=0", "extract.num_workers=0"])
+@pytest.mark.parametrize(
+    "override",
+    [
+        "trainer.precision=16",
+        "trainer.precision=bf16-mixed",
+        "trainer.devices=[0]",
+        "trainer.devices=auto",
+        "ways=null",
+        "ways=2",
+        "+trainer.deterministic=true",
+        "seed=0",
+        "extract.num_workers=0",
+    ],
+)
 def test_good_settings_pass(tmp_path: Path, override: str) -> None:
     from calm.config.schema import check_settings
 
@@ -57,8 +94,11 @@ def test_good_settings_pass(tmp_path: Path, override: str) -> None:
 
 
 def _global_files() -> list[Path]:
-    return [path for path in sorted((REPO / "configs").rglob("*.yaml"))
-            if path.read_text().startswith("# @package _global_") and "hydra" not in path.parts[-2:-1]]
+    return [
+        path
+        for path in sorted((REPO / "configs").rglob("*.yaml"))
+        if path.read_text().startswith("# @package _global_") and "hydra" not in path.parts[-2:-1]
+    ]
 
 
 def test_every_top_level_key_a_config_file_sets_is_declared() -> None:
@@ -70,8 +110,11 @@ def test_every_top_level_key_a_config_file_sets_is_declared() -> None:
         assert keys <= declared, f"{path} sets {sorted(keys - declared)}, unknown to calm.config.schema"
 
 
-@pytest.mark.parametrize("option", [f"experiment={p.stem}" for p in sorted((REPO / "configs" / "experiment").glob("*.yaml"))]
-                         + ["hparams_search=calm_optuna"])
+@pytest.mark.parametrize(
+    "option",
+    [f"experiment={p.stem}" for p in sorted((REPO / "configs" / "experiment").glob("*.yaml"))]
+    + ["hparams_search=calm_optuna"],
+)
 def test_every_experiment_and_search_passes_the_schema(tmp_path: Path, option: str) -> None:
     from calm.config.schema import check_settings
 

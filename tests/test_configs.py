@@ -35,7 +35,13 @@ def test_every_experiment_composes_and_builds_its_methods(experiment: str, tmp_p
 def test_quickstart_is_the_documented_recipe(tmp_path: Path) -> None:
     cfg = compose_config(["experiment=quickstart"], tmp_path)
     assert (cfg.backbone.name, cfg.dataset.name, cfg.shots, cfg.ways, cfg.episodes, cfg.queries) == (
-        "whisper_tiny", "fsdd", 5, 10, 100, 5)
+        "whisper_tiny",
+        "fsdd",
+        5,
+        10,
+        100,
+        5,
+    )
     assert cfg.dataset.max_clips_per_class == 60
     assert list(cfg.backbone.hook_points) == ["decoder_self_attn", "decoder_cross_attn", "encoder_self_attn"]
     assert set(cfg.method.estimators) == {"sav", "calm"}
@@ -58,8 +64,9 @@ def _job(tmp_path: Path, overrides: list[str]):
     return compose_config(["logger=none", "backbone=whisper_tiny", *overrides], tmp_path / "out")
 
 
-def test_shots_larger_than_a_class_fail_before_the_model_loads(tmp_path: Path, fsdd_copy: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_shots_larger_than_a_class_fail_before_the_model_loads(
+    tmp_path: Path, fsdd_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("CALM_CACHE", str(tmp_path / "cache"))
     cfg = _job(tmp_path, [f"dataset.root={fsdd_copy}", "shots=3"])
     with pytest.raises(ProtocolError, match="shots") as err:
@@ -81,8 +88,9 @@ def test_missing_assets_and_no_weights(tmp_path: Path, fsdd_copy: Path, monkeypa
     assert "backbone.path" in str(err.value)
 
 
-def test_cache_folder_written_under_another_key(tmp_path: Path, fsdd_copy: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cache_folder_written_under_another_key(
+    tmp_path: Path, fsdd_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("CALM_CACHE", str(tmp_path / "cache"))
     cfg = _job(tmp_path, [f"dataset.root={fsdd_copy}", "shots=1", "queries=1", "episodes=2", "force=true"])
     run_job(cfg)

@@ -34,8 +34,10 @@ def test_an_asvspoof_protocol_line_cannot_reach_outside_the_root(tmp_path: Path)
     """The line's name matches a file of flac/, but its path climbs out of the root to another file."""
     (tmp_path / "outside").mkdir()
     escape = "../../../../outside/LA_T_0"
-    partitions = {"train": ["LA_0079 LA_T_1 - - bonafide", f"LA_0079 {escape} - A01 spoof"],
-                  "eval": ["LA_0039 LA_E_1 - - bonafide", "LA_0039 LA_E_2 - A11 spoof"]}
+    partitions = {
+        "train": ["LA_0079 LA_T_1 - - bonafide", f"LA_0079 {escape} - A01 spoof"],
+        "eval": ["LA_0039 LA_E_1 - - bonafide", "LA_0039 LA_E_2 - A11 spoof"],
+    }
     la = make_asvspoof(tmp_path / "ds", partitions)
     assert (tmp_path / "outside" / "LA_T_0.flac").is_file()
     (la / "ASVspoof2019_LA_train" / "flac" / "LA_T_0.flac").write_bytes(audio_bytes(16000, 0.05, "FLAC"))
@@ -63,8 +65,13 @@ def test_a_vggsound_id_cannot_reach_outside_the_root(tmp_path: Path) -> None:
 
 def test_an_audioset_id_cannot_reach_outside_the_root(tmp_path: Path) -> None:
     labels = [("/m/09x0r", "Speech"), ("/m/0jbk", "Animal")]
-    root = make_audioset(tmp_path / "as", labels, [("aaa", 0.0, 10.0, "/m/09x0r")],
-                         [("../../../evil", 0.0, 10.0, "/m/0jbk")], {"aaa_000000.flac": "x"})
+    root = make_audioset(
+        tmp_path / "as",
+        labels,
+        [("aaa", 0.0, 10.0, "/m/09x0r")],
+        [("../../../evil", 0.0, 10.0, "/m/0jbk")],
+        {"aaa_000000.flac": "x"},
+    )
     with pytest.raises(DataError, match=rf"eval_segments.csv line 4: .*evil.* {OUTSIDE}"):
         _read("audioset", tmp_path, root=str(root))
 
@@ -103,8 +110,7 @@ def test_a_csv_path_outside_the_root_needs_the_opt_in(tmp_path: Path, listed: st
     root = _classes(tmp_path / "data")
     _classes(tmp_path / "elsewhere", names=("bird",))
     listed = listed.format(tmp=tmp_path)
-    (root / "list.csv").write_text(f"path,label\ncat/cat0.wav,cat\ncat/cat1.wav,cat\n{listed},bird\n"
-                                   "dog/dog0.wav,dog\n")
+    (root / "list.csv").write_text(f"path,label\ncat/cat0.wav,cat\ncat/cat1.wav,cat\n{listed},bird\ndog/dog0.wav,dog\n")
     with pytest.raises(DataError, match=rf"list.csv line 4: .*bird0.wav.* {OUTSIDE}") as err:
         _read("folder", tmp_path, root=str(root), csv="list.csv")
     assert "dataset.allow_outside_root=true" in str(err.value)
@@ -143,8 +149,11 @@ def test_a_csv_row_through_a_looping_folder_link_is_refused(tmp_path: Path) -> N
     os.symlink(".", root / "cat" / "again")
     (root / "list.csv").write_text("path,label\ncat/again/cat0.wav,cat\ndog/dog0.wav,dog\n")
     for allow in (False, True):
-        with pytest.raises(DataError, match=r"list.csv line 2: the symlink .*again points back into a folder "
-                                            r"that holds it") as err:
+        with pytest.raises(
+            DataError,
+            match=r"list.csv line 2: the symlink .*again points back into a folder "
+            r"that holds it",
+        ) as err:
             _read("folder", tmp_path, root=str(root), csv="list.csv", allow_outside_root=allow)
         assert "How to fix" in str(err.value)
 
@@ -154,10 +163,14 @@ def test_two_csv_rows_reaching_one_file_are_refused_naming_both_rows(tmp_path: P
     """One file listed twice could be a support clip and a query at once (identical audio on both sides)."""
     root = _classes(tmp_path / "data")
     os.symlink("../cat/cat0.wav", root / "dog" / "copy.wav")
-    (root / "list.csv").write_text(f"path,label,split\ncat/cat0.wav,cat,test\ndog/dog0.wav,dog,test\n"
-                                   f"{second},dog,train\n")
-    with pytest.raises(DataError, match=r"list.csv line 2 \('cat/cat0.wav'\) and .*list.csv line 4 .*reach the same "
-                                        r"file .*cat0.wav"):
+    (root / "list.csv").write_text(
+        f"path,label,split\ncat/cat0.wav,cat,test\ndog/dog0.wav,dog,test\n{second},dog,train\n"
+    )
+    with pytest.raises(
+        DataError,
+        match=r"list.csv line 2 \('cat/cat0.wav'\) and .*list.csv line 4 .*reach the same "
+        r"file .*cat0.wav",
+    ):
         _read("folder", tmp_path, root=str(root), csv="list.csv")
 
 

@@ -15,11 +15,17 @@ from calm.testing.smoke_layouts import make_asvspoof
 from tests.cli import dataset_config
 
 PARTITIONS = {
-    "train": ["LA_0079 LA_T_1138215 - - bonafide", "LA_0079 LA_T_1271820 - A01 spoof",
-              "LA_0080 LA_T_1272637 - A02 spoof"],
+    "train": [
+        "LA_0079 LA_T_1138215 - - bonafide",
+        "LA_0079 LA_T_1271820 - A01 spoof",
+        "LA_0080 LA_T_1272637 - A02 spoof",
+    ],
     "dev": ["LA_0069 LA_D_1047731 - - bonafide", "LA_0069 LA_D_1105538 - A03 spoof"],
-    "eval": ["LA_0039 LA_E_2834763 - A11 spoof", "LA_0014 LA_E_8877452 - - bonafide",
-             "LA_0040 LA_E_6828287 - A13 spoof"],
+    "eval": [
+        "LA_0039 LA_E_2834763 - A11 spoof",
+        "LA_0014 LA_E_8877452 - - bonafide",
+        "LA_0040 LA_E_6828287 - A13 spoof",
+    ],
 }
 
 
@@ -57,24 +63,33 @@ def test_partitions_are_configurable_and_root_may_be_la_itself(tmp_path: Path) -
 def test_a_key_other_than_bonafide_or_spoof_names_the_file_and_line(tmp_path: Path) -> None:
     lines = {**PARTITIONS, "train": [*PARTITIONS["train"], "LA_0080 LA_T_9999999 - A02 fake"]}
     la = make_asvspoof(tmp_path, lines)
-    with pytest.raises(DataError, match=r"ASVspoof2019\.LA\.cm\.train\.trn\.txt line 4: key is 'fake', "
-                                        r"expected bonafide or spoof"):
+    with pytest.raises(
+        DataError,
+        match=r"ASVspoof2019\.LA\.cm\.train\.trn\.txt line 4: key is 'fake', "
+        r"expected bonafide or spoof",
+    ):
         load_asvspoof2019_la(la)
 
 
 def test_a_line_with_the_wrong_number_of_fields_is_named(tmp_path: Path) -> None:
     lines = {**PARTITIONS, "eval": ["LA_0039 LA_E_2834763 - A11 spoof", "LA_0014 LA_E_8877452 bonafide"]}
     la = make_asvspoof(tmp_path, lines)
-    with pytest.raises(DataError, match=r"ASVspoof2019\.LA\.cm\.eval\.trl\.txt line 2: expected 5 fields "
-                                        r"\(SPEAKER UTT - ATTACK KEY\), found 3"):
+    with pytest.raises(
+        DataError,
+        match=r"ASVspoof2019\.LA\.cm\.eval\.trl\.txt line 2: expected 5 fields "
+        r"\(SPEAKER UTT - ATTACK KEY\), found 3",
+    ):
         load_asvspoof2019_la(la)
 
 
 def test_duplicate_utterance_names_both_places(tmp_path: Path) -> None:
     lines = {**PARTITIONS, "eval": ["LA_0079 LA_T_1138215 - - bonafide"]}
     la = make_asvspoof(tmp_path, lines)
-    with pytest.raises(DataError, match=r"duplicate clip id 'LA_T_1138215' in .*eval\.trl\.txt line 1 "
-                                        r"\(first listed in .*train\.trn\.txt line 1\)"):
+    with pytest.raises(
+        DataError,
+        match=r"duplicate clip id 'LA_T_1138215' in .*eval\.trl\.txt line 1 "
+        r"\(first listed in .*train\.trn\.txt line 1\)",
+    ):
         load_asvspoof2019_la(la)
 
 

@@ -14,11 +14,18 @@ from calm.testing.smoke_layouts import audioset_segments, make_audioset
 from tests.cli import dataset_config
 
 LABELS = [("/m/09x0r", "Speech"), ("/m/0jbk", "Animal"), ("/m/04rlf", "Music")]
-TRAIN = [("--PJHxphWEs", 30.0, 40.0, "/m/09x0r,/m/04rlf"), ("-0RWZT-miFs", 420.0, 430.0, "/m/0jbk"),
-         ("0aQpIWZsXxA", 0.0, 10.0, "/m/04rlf")]
+TRAIN = [
+    ("--PJHxphWEs", 30.0, 40.0, "/m/09x0r,/m/04rlf"),
+    ("-0RWZT-miFs", 420.0, 430.0, "/m/0jbk"),
+    ("0aQpIWZsXxA", 0.0, 10.0, "/m/04rlf"),
+]
 EVAL = [("--4gqARaEJE", 0.0, 10.0, "/m/0jbk,/m/09x0r,/m/04rlf"), ("gone1234567", 10.0, 20.0, "/m/09x0r")]
-CLIPS = {"--PJHxphWEs_000030.flac": "balanced_train", "-0RWZT-miFs.flac": "balanced_train",
-         "0aQpIWZsXxA_000000.flac": "balanced_train", "--4gqARaEJE_000000.flac": "eval"}
+CLIPS = {
+    "--PJHxphWEs_000030.flac": "balanced_train",
+    "-0RWZT-miFs.flac": "balanced_train",
+    "0aQpIWZsXxA_000000.flac": "balanced_train",
+    "--4gqARaEJE_000000.flac": "eval",
+}
 
 
 @pytest.fixture()
@@ -43,22 +50,34 @@ def test_multi_label_table_from_the_official_files(root: Path, tmp_path: Path) -
 
 def test_segment_files_and_clips_folder_are_configurable(root: Path) -> None:
     (root / "eval_only.csv").write_text(audioset_segments(EVAL[:1]))
-    table, missing = load_audioset(root, train_csv="eval_only.csv", eval_csv="balanced_train_segments.csv",
-                                   clips_dir=root / "audio" / "eval")
+    table, missing = load_audioset(
+        root, train_csv="eval_only.csv", eval_csv="balanced_train_segments.csv", clips_dir=root / "audio" / "eval"
+    )
     assert [c.id for c in table.clips if c.split == SUPPORT_SPLIT] == ["--4gqARaEJE_000000"]
     assert len(missing) == 3
 
 
-@pytest.mark.parametrize(("edit", "message"), [
-    (lambda text: text.replace("# YTID, start_seconds, end_seconds, positive_labels\n", ""),
-     r"eval_segments.csv line 3: segment before the header line '# YTID, start_seconds"),
-    (lambda text: text.replace("/m/0jbk,/m/09x0r", "/m/0jbk,/m/nope"),
-     r"eval_segments.csv line 4: label '/m/nope' is not in class_labels_indices.csv"),
-    (lambda text: text.replace('gone1234567, 10.000, 20.000, "/m/09x0r"', "gone1234567, 10.000"),
-     r"eval_segments.csv line 5: expected 4 fields"),
-    (lambda text: text + '--4gqARaEJE, 0.000, 10.000, "/m/0jbk"\n',
-     r"duplicate clip id '--4gqARaEJE_000000' in .*eval_segments.csv line 6 \(first listed in .*line 4\)"),
-])
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda text: text.replace("# YTID, start_seconds, end_seconds, positive_labels\n", ""),
+            r"eval_segments.csv line 3: segment before the header line '# YTID, start_seconds",
+        ),
+        (
+            lambda text: text.replace("/m/0jbk,/m/09x0r", "/m/0jbk,/m/nope"),
+            r"eval_segments.csv line 4: label '/m/nope' is not in class_labels_indices.csv",
+        ),
+        (
+            lambda text: text.replace('gone1234567, 10.000, 20.000, "/m/09x0r"', "gone1234567, 10.000"),
+            r"eval_segments.csv line 5: expected 4 fields",
+        ),
+        (
+            lambda text: text + '--4gqARaEJE, 0.000, 10.000, "/m/0jbk"\n',
+            r"duplicate clip id '--4gqARaEJE_000000' in .*eval_segments.csv line 6 \(first listed in .*line 4\)",
+        ),
+    ],
+)
 def test_bad_segment_lines_are_named(root: Path, edit, message: str) -> None:
     segments = root / "eval_segments.csv"
     segments.write_text(edit(segments.read_text()))
@@ -68,8 +87,11 @@ def test_bad_segment_lines_are_named(root: Path, edit, message: str) -> None:
 
 def test_bad_class_list_header_is_named(root: Path) -> None:
     (root / "class_labels_indices.csv").write_text("idx,mid,name\n0,/m/09x0r,Speech\n")
-    with pytest.raises(DataError, match=r"class_labels_indices.csv line 1: header is 'idx,mid,name', "
-                                        r"expected 'index,mid,display_name'"):
+    with pytest.raises(
+        DataError,
+        match=r"class_labels_indices.csv line 1: header is 'idx,mid,name', "
+        r"expected 'index,mid,display_name'",
+    ):
         load_audioset(root)
 
 

@@ -61,8 +61,18 @@ def test_the_test_fold_is_configurable_and_support_never_comes_from_it(esc50_par
 def test_esc10_subset(esc50_parent: Path, tmp_path: Path) -> None:
     table = read_dataset(_cfg(esc50_parent, esc10=True), tmp_path).table
     assert len(table) == 400 and len(table.class_names) == 10
-    assert set(table.class_names) == {"dog", "rooster", "rain", "sea_waves", "crackling_fire", "crying_baby",
-                                      "sneezing", "clock_tick", "helicopter", "chainsaw"}
+    assert set(table.class_names) == {
+        "dog",
+        "rooster",
+        "rain",
+        "sea_waves",
+        "crackling_fire",
+        "crying_baby",
+        "sneezing",
+        "clock_tick",
+        "helicopter",
+        "chainsaw",
+    }
 
 
 def test_clips_are_real_44k_wavs_resampled_on_load(esc50_parent: Path) -> None:
@@ -89,8 +99,11 @@ def test_wrong_header_names_the_file_and_line(tmp_path: Path) -> None:
 def test_duplicate_clip_names_the_file_and_both_lines(tmp_path: Path) -> None:
     rows = esc50_rows(2, 5)
     base = make_esc50(tmp_path, [*rows, rows[2]])
-    with pytest.raises(DataError, match=rf"duplicate clip id '{rows[2][0][:-4]}' in .*esc50.csv line 12 "
-                                        r"\(first listed in .*esc50.csv line 4\)"):
+    with pytest.raises(
+        DataError,
+        match=rf"duplicate clip id '{rows[2][0][:-4]}' in .*esc50.csv line 12 "
+        r"\(first listed in .*esc50.csv line 4\)",
+    ):
         load_esc50(base)
 
 
@@ -137,8 +150,9 @@ def _zip(folder: Path, archive: Path, drop: int = 0) -> Path:
     return archive
 
 
-def test_prepare_esc50_downloads_verifies_and_unpacks(esc50_parent: Path, tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_prepare_esc50_downloads_verifies_and_unpacks(
+    esc50_parent: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     served = tmp_path / "served"
     served.mkdir()
     archive = _zip(esc50_parent / "ESC-50-master", served / "master.zip")
@@ -162,8 +176,9 @@ def test_prepare_esc50_downloads_verifies_and_unpacks(esc50_parent: Path, tmp_pa
     assert "already" in capsys.readouterr().out
 
 
-def test_prepare_esc50_rejects_incomplete_or_corrupt_archives(esc50_parent: Path, tmp_path: Path,
-                                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_prepare_esc50_rejects_incomplete_or_corrupt_archives(
+    esc50_parent: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     script = _prepare_script()
     short = _zip(esc50_parent / "ESC-50-master", tmp_path / "short.zip", drop=3)
     assert script.main(["--archive", str(short), "--dest", str(tmp_path / "a")]) == 1
@@ -191,9 +206,17 @@ def test_no_episode_of_a_run_has_a_test_fold_clip_in_its_support(esc50_parent: P
 
     table = read_dataset(_cfg(esc50_parent), tmp_path).table
     for protocol in ("episodic", "paper"):
-        cfg = OmegaConf.create({"shots": 5, "queries": 5, "episodes": 100, "seed": 0, "ways": None,
-                                "dataset": {"name": "esc50"},
-                                "protocol": OmegaConf.load(REPO / "configs" / "protocol" / f"{protocol}.yaml")})
+        cfg = OmegaConf.create(
+            {
+                "shots": 5,
+                "queries": 5,
+                "episodes": 100,
+                "seed": 0,
+                "ways": None,
+                "dataset": {"name": "esc50"},
+                "protocol": OmegaConf.load(REPO / "configs" / "protocol" / f"{protocol}.yaml"),
+            }
+        )
         episodes = build_protocol(cfg).episodes(Pools.from_table(table))
         assert len(episodes) == (100 if protocol == "episodic" else 1)
         for episode in episodes:

@@ -36,7 +36,8 @@ def test_class_folders_in_every_format_decode_to_16k_mono(tmp_path: Path) -> Non
     table = loaded.table
     assert table.class_names == ("cat", "dog") and len(table) == 8 and loaded.missing == ()
     assert sorted(c.id for c in table.clips if c.label == 0) == [
-        str(root / name) for name in ("cat/cat0.wav", "cat/cat1.flac", "cat/cat2.ogg", "cat/cat3.mp3")]
+        str(root / name) for name in ("cat/cat0.wav", "cat/cat1.flac", "cat/cat2.ogg", "cat/cat3.mp3")
+    ]
     assert all(c.id == str(c.audio_path) for c in table.clips)
     assert [sum(c.split == QUERY_SPLIT and c.label == k for c in table.clips) for k in (0, 1)] == [1, 1]
     for clip in table.clips:
@@ -74,11 +75,14 @@ def test_csv_with_a_split_column_and_missing_files(tmp_path: Path) -> None:
     _class_folders(tmp_path)
     (tmp_path / "list.csv").write_text(
         "path,label,split\ncat/cat0.wav,cat,train\ndog/dog1.flac,dog,test\ncat/gone.wav,cat,train\n"
-        f"{tmp_path / 'dog' / 'dog0.wav'},dog,train\n")
+        f"{tmp_path / 'dog' / 'dog0.wav'},dog,train\n"
+    )
     loaded = read_dataset(dataset_config("folder", root=str(tmp_path), csv="list.csv"), tmp_path)
     assert [(c.id, c.label, c.split) for c in loaded.table.clips] == [
-        (str(tmp_path / "cat" / "cat0.wav"), 0, SUPPORT_SPLIT), (str(tmp_path / "dog" / "dog1.flac"), 1, QUERY_SPLIT),
-        (str(tmp_path / "dog" / "dog0.wav"), 1, SUPPORT_SPLIT)]
+        (str(tmp_path / "cat" / "cat0.wav"), 0, SUPPORT_SPLIT),
+        (str(tmp_path / "dog" / "dog1.flac"), 1, QUERY_SPLIT),
+        (str(tmp_path / "dog" / "dog0.wav"), 1, SUPPORT_SPLIT),
+    ]
     assert loaded.table.clips[0].meta == {"listed_as": "cat/cat0.wav"}
     assert loaded.missing == (str(tmp_path / "cat" / "gone.wav"),)
 
@@ -91,14 +95,25 @@ def test_csv_without_split_column_uses_the_seeded_fraction(tmp_path: Path) -> No
     assert table.split_mask(QUERY_SPLIT).sum() == 4
 
 
-@pytest.mark.parametrize(("body", "message"), [
-    ("file,class\ncat/cat0.wav,cat\n", r"list.csv line 1: header is 'file,class', expected 'path,label' or "
-                                       r"'path,label,split'"),
-    ("path,label,split\ncat/cat0.wav,cat,valid\n", r"list.csv line 2: split is 'valid', expected train, test or val"),
-    ("path,label\ncat/cat0.wav,cat\ncat/cat1.flac,cat\ncat/cat0.wav,dog\n",
-     r"duplicate clip id 'cat/cat0.wav' in .*list.csv line 4 \(first listed in .*list.csv line 2\)"),
-    ("path,label\ncat/cat0.wav\n", r"list.csv line 2: expected 2 fields"),
-])
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            "file,class\ncat/cat0.wav,cat\n",
+            r"list.csv line 1: header is 'file,class', expected 'path,label' or "
+            r"'path,label,split'",
+        ),
+        (
+            "path,label,split\ncat/cat0.wav,cat,valid\n",
+            r"list.csv line 2: split is 'valid', expected train, test or val",
+        ),
+        (
+            "path,label\ncat/cat0.wav,cat\ncat/cat1.flac,cat\ncat/cat0.wav,dog\n",
+            r"duplicate clip id 'cat/cat0.wav' in .*list.csv line 4 \(first listed in .*list.csv line 2\)",
+        ),
+        ("path,label\ncat/cat0.wav\n", r"list.csv line 2: expected 2 fields"),
+    ],
+)
 def test_bad_csv_is_named(tmp_path: Path, body: str, message: str) -> None:
     _class_folders(tmp_path)
     (tmp_path / "list.csv").write_text(body)
@@ -121,8 +136,11 @@ def test_csv_labels_differing_only_in_case_are_refused_naming_both(tmp_path: Pat
     """Issue 16 item 3: `D0` and `d0` used to run as two classes."""
     _class_folders(tmp_path)
     (tmp_path / "list.csv").write_text("path,label\ncat/cat0.wav,Cat\ndog/dog0.wav,dog\ncat/cat1.flac,cat\n")
-    with pytest.raises(DataError, match=r"list.csv: class names 'Cat' \(line 2\) and 'cat' \(line 4\) differ only "
-                                        r"in case") as err:
+    with pytest.raises(
+        DataError,
+        match=r"list.csv: class names 'Cat' \(line 2\) and 'cat' \(line 4\) differ only "
+        r"in case",
+    ) as err:
         load_folder(tmp_path, "list.csv")
     assert "How to fix" in str(err.value)
 
@@ -142,13 +160,17 @@ def test_class_folders_differing_only_in_case_are_refused_naming_both(tmp_path: 
         load_folder(root)
 
 
-@pytest.mark.parametrize(("names", "message"), [
-    (("D0", "d0", "d1"), r"class names 'D0' and 'd0' differ only in case"),
-    (("", "d1"), r"a class name is empty"),
-])
+@pytest.mark.parametrize(
+    ("names", "message"),
+    [
+        (("D0", "d0", "d1"), r"class names 'D0' and 'd0' differ only in case"),
+        (("", "d1"), r"a class name is empty"),
+    ],
+)
 def test_every_clip_table_refuses_case_only_or_empty_class_names(names: tuple[str, ...], message: str) -> None:
     """The rule's one home is the clip table, so every dataset (esc50, hf, ...) gets it."""
-    clips = tuple(Clip(id=f"c{i}", audio_path=Path(f"c{i}.wav"), label=i, split=SUPPORT_SPLIT)
-                  for i in range(len(names)))
+    clips = tuple(
+        Clip(id=f"c{i}", audio_path=Path(f"c{i}.wav"), label=i, split=SUPPORT_SPLIT) for i in range(len(names))
+    )
     with pytest.raises(DataError, match=message):
         ClipTable("mine", clips, names, source="somewhere")

@@ -20,8 +20,12 @@ from calm.errors import CacheError, ConfigError, DataError
 from calm.testing.smoke_layouts import audio_bytes
 from tests.cli import dataset_config
 
-STORED = datasets.Features({"audio": {"bytes": datasets.Value("binary"), "path": datasets.Value("string")},
-                            "label": datasets.ClassLabel(names=["yes", "no", "maybe"])})
+STORED = datasets.Features(
+    {
+        "audio": {"bytes": datasets.Value("binary"), "path": datasets.Value("string")},
+        "label": datasets.ClassLabel(names=["yes", "no", "maybe"]),
+    }
+)
 
 
 def _split(rows: list[tuple[bytes, str | None, int]], features: datasets.Features = STORED) -> datasets.Dataset:
@@ -30,15 +34,22 @@ def _split(rows: list[tuple[bytes, str | None, int]], features: datasets.Feature
     Built through a plain struct and cast, which is how `datasets` stores audio without encoding it.
     """
     ds = datasets.Dataset.from_dict(
-        {"audio": [{"bytes": b, "path": p} for b, p, _ in rows], "label": [y for *_, y in rows]}, features=features)
+        {"audio": [{"bytes": b, "path": p} for b, p, _ in rows], "label": [y for *_, y in rows]}, features=features
+    )
     return ds.cast_column("audio", datasets.Audio())
 
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("hf") / "saved"
-    train = _split([(audio_bytes(16000, 0.1), "a.wav", 0), (audio_bytes(22050, 0.2, "FLAC", channels=2), None, 1),
-                    (audio_bytes(8000, 0.3, "OGG"), "c.ogg", 2), (audio_bytes(44100, 0.1), "d.wav", 0)])
+    train = _split(
+        [
+            (audio_bytes(16000, 0.1), "a.wav", 0),
+            (audio_bytes(22050, 0.2, "FLAC", channels=2), None, 1),
+            (audio_bytes(8000, 0.3, "OGG"), "c.ogg", 2),
+            (audio_bytes(44100, 0.1), "d.wav", 0),
+        ]
+    )
     test = _split([(audio_bytes(16000, 0.15), "e.wav", 1), (audio_bytes(11025, 0.1, "FLAC"), "f.flac", 2)])
     datasets.DatasetDict({"train": train, "test": test}).save_to_disk(str(folder))
     return folder
@@ -85,11 +96,13 @@ def test_plain_labels_and_a_held_out_fraction_from_a_local_parquet_folder(tmp_pa
     assert [sum(c.split == QUERY_SPLIT and c.label == k for c in table.clips) for k in (0, 1)] == [1, 1]
     assert load_audio(table.clips[0].audio_path, 16000).shape == (800,)
     shutil.copytree(folder, tmp_path / "moved")
-    moved, _ = load_hf(str(tmp_path / "moved"), tmp_path / "cache", test_split=None, label_column="kind",
-                       test_fraction=0.25)
+    moved, _ = load_hf(
+        str(tmp_path / "moved"), tmp_path / "cache", test_split=None, label_column="kind", test_fraction=0.25
+    )
     assert not set(moved.ids) & set(table.ids)
-    assert [(c.meta["hf_row"], c.split) for c in moved.clips] == [(c.meta["hf_row"], c.split) for c in table.clips], \
+    assert [(c.meta["hf_row"], c.split) for c in moved.clips] == [(c.meta["hf_row"], c.split) for c in table.clips], (
         "the held-out rows do not depend on where the dataset lives"
+    )
 
 
 def test_ids_name_the_dataset_its_config_and_revision(tmp_path: Path) -> None:
@@ -118,7 +131,9 @@ def test_two_datasets_sharing_a_cache_never_read_each_others_rows(tmp_path: Path
 
 
 def test_wrong_columns_splits_or_paths_are_clear_errors(saved: Path, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"no column 'sound'.*\n.*dataset.audio_column to one of \['audio', 'label'\]"):
+    with pytest.raises(
+        ConfigError, match=r"no column 'sound'.*\n.*dataset.audio_column to one of \['audio', 'label'\]"
+    ):
         load_hf(str(saved), tmp_path, audio_column="sound")
     with pytest.raises(ConfigError, match="column 'label' is ClassLabel"):
         load_hf(str(saved), tmp_path, audio_column="label")

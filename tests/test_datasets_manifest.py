@@ -57,12 +57,21 @@ def _dataset(tmp_path: Path, root: Path, settings: list[str]):
 def test_foreign_absolute_paths_are_mapped_onto_the_root(tmp_path: Path) -> None:
     root = tmp_path / "clips"
     _touch(root, "1-100-A-0.wav", "deep/er/2-200-A-1.wav", "vgg/abc_000030.wav")
-    table, missing = _load(tmp_path, root, support=[_esc("1-100-A-0.wav", "dog")], test=[
-        mcq("/somewhere/else/entirely/2-200-A-1.wav", "rain", ["rain", "dog"]),
-        mcq("/cluster/audio_16k/abc_000030.flac", "dog", ["siren", "dog"])])
+    table, missing = _load(
+        tmp_path,
+        root,
+        support=[_esc("1-100-A-0.wav", "dog")],
+        test=[
+            mcq("/somewhere/else/entirely/2-200-A-1.wav", "rain", ["rain", "dog"]),
+            mcq("/cluster/audio_16k/abc_000030.flac", "dog", ["siren", "dog"]),
+        ],
+    )
     assert missing == []
-    assert [c.audio_path for c in table.clips] == [root / "1-100-A-0.wav", root / "deep/er/2-200-A-1.wav",
-                                                   root / "vgg/abc_000030.wav"]
+    assert [c.audio_path for c in table.clips] == [
+        root / "1-100-A-0.wav",
+        root / "deep/er/2-200-A-1.wav",
+        root / "vgg/abc_000030.wav",
+    ]
     assert [c.meta["wav"] for c in table.clips][0] == ESC + "1-100-A-0.wav"
 
 
@@ -84,8 +93,9 @@ def test_an_ambiguous_basename_is_refused_naming_the_candidates(tmp_path: Path) 
 def test_missing_files_are_an_error_counting_them_or_a_listed_skip(tmp_path: Path) -> None:
     root = tmp_path / "clips"
     _touch(root, "1-1-A-0.wav", "1-2-A-1.wav")
-    support = write(tmp_path / "m/train.json", [_esc("1-1-A-0.wav", "dog"), _esc("gone-1.wav", "dog"),
-                                                _esc("1-2-A-1.wav", "rain")])
+    support = write(
+        tmp_path / "m/train.json", [_esc("1-1-A-0.wav", "dog"), _esc("gone-1.wav", "dog"), _esc("1-2-A-1.wav", "rain")]
+    )
     test = write(tmp_path / "m/test.json", [_esc("gone-2.wav", "rain"), _esc("1-2-A-1.wav", "rain")])
     settings = [f"manifests.support={support}", f"manifests.test={test}"]
     with pytest.raises(DataError, match=r"2 manifest entries name files not found") as err:
@@ -114,8 +124,12 @@ def test_a_clip_twice_in_support_is_two_rows_sharing_the_audio_digest(tmp_path: 
     assert table.ids == ["esc_support:0", "esc_support:1", "esc_support:2", "esc_test:0"]
     assert table.clips[0].audio_path == table.clips[2].audio_path and table.clips[0].label == table.clips[2].label
     assert json.loads(table.clips[2].meta["options"])[0] == "siren"
-    inputs = row_inputs(tiny_qwen, table, build_prompt({"_target_": "calm.data.manifest_prompt.ManifestPrompt",
-                                                        "name": "manifest"}), FileDigests(None))
+    inputs = row_inputs(
+        tiny_qwen,
+        table,
+        build_prompt({"_target_": "calm.data.manifest_prompt.ManifestPrompt", "name": "manifest"}),
+        FileDigests(None),
+    )
     assert inputs["esc_support:0"].audio == inputs["esc_support:2"].audio
     assert inputs["esc_support:0"].prompt != inputs["esc_support:2"].prompt  # two questions, two cache rows
     summary = {s.name: s for s in summarize_manifests(tmp_path / "manifests", PathMapper(root))[0]}
@@ -130,8 +144,9 @@ def test_clips_in_support_and_test_are_counted_as_overlap_and_leak(tmp_path: Pat
     support = [_esc(n, "dog") for n in names[:4]] + [_esc(names[3], "dog", first="rain")]
     test = [_esc(n, "dog") for n in names[2:6]]
     table, _ = _load(tmp_path, root, support=support, val=[_esc(names[5], "dog")], test=test)
-    pair = {(p.first, p.second): p for p in pair_overlaps(summarize_manifests(tmp_path / "manifests",
-                                                                               PathMapper(root))[0])}
+    pair = {
+        (p.first, p.second): p for p in pair_overlaps(summarize_manifests(tmp_path / "manifests", PathMapper(root))[0])
+    }
     shared = pair[("esc_support.json", "esc_test.json")]
     assert (shared.shared, shared.of_first, shared.of_second) == (2, 50.0, 50.0)
     assert pair[("esc_support.json", "esc_val.json")].shared == 0
@@ -142,10 +157,14 @@ def test_clips_in_support_and_test_are_counted_as_overlap_and_leak(tmp_path: Pat
     assert main(["manifests", str(tmp_path / "manifests"), "--root", str(root), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     listed = {(p["first"], p["second"]): p["shared_clips"] for p in report["pairs"]}
-    assert listed == {("esc_support.json", "esc_test.json"): 2, ("esc_support.json", "esc_val.json"): 0,
-                      ("esc_test.json", "esc_val.json"): 1}
-    assert [(m["manifest"], m["entries"], m["distinct_clips"], m["found"], m["missing"]) for m in report["manifests"]] \
-        == [("esc_support.json", 5, 4, 4, 0), ("esc_test.json", 4, 4, 4, 0), ("esc_val.json", 1, 1, 1, 0)]
+    assert listed == {
+        ("esc_support.json", "esc_test.json"): 2,
+        ("esc_support.json", "esc_val.json"): 0,
+        ("esc_test.json", "esc_val.json"): 1,
+    }
+    assert [
+        (m["manifest"], m["entries"], m["distinct_clips"], m["found"], m["missing"]) for m in report["manifests"]
+    ] == [("esc_support.json", 5, 4, 4, 0), ("esc_test.json", 4, 4, 4, 0), ("esc_val.json", 1, 1, 1, 0)]
 
 
 def test_the_rendered_prompt_holds_the_manifest_question_byte_for_byte(tmp_path: Path, tiny_qwen) -> None:
@@ -177,8 +196,9 @@ def test_audioset_entries_are_one_row_per_question_grouped_by_clip(tmp_path: Pat
     root = tmp_path / "audioset"
     _touch(root, "--4gqARaEJE.flac", "--BfvyPmVMo.flac", "-0BIyqJj9ZU.flac")
     base = "/data/sls/audioset/dave_version/audio/"
-    train = (audioset(base + "--4gqARaEJE.flac", ["Dog", "Bark"], 0, [["Coo", "Hammer"], ["Music", "Coo"]], test=False)
-             + audioset(base + "-0BIyqJj9ZU.flac", ["Hammer"], 986, [["Dog", "Coo"]], test=False))
+    train = audioset(
+        base + "--4gqARaEJE.flac", ["Dog", "Bark"], 0, [["Coo", "Hammer"], ["Music", "Coo"]], test=False
+    ) + audioset(base + "-0BIyqJj9ZU.flac", ["Hammer"], 986, [["Dog", "Coo"]], test=False)
     test = audioset(base + "--BfvyPmVMo.flac", ["Music", "Dog"], 3, [["Bark", "Coo"], ["Hammer", "Bark"]], test=True)
     assert "correct_label" in test[0] and "mapped_label" not in test[0]
     files = {"support": write(tmp_path / "m/as_train.json", train), "test": write(tmp_path / "m/as_test.json", test)}
@@ -198,10 +218,17 @@ def test_pseudo_labels_use_the_models_label_and_keep_the_truth(tmp_path: Path) -
     root = tmp_path / "clips"
     _touch(root, "1-1-A-0.wav", "1-2-A-1.wav", "x.flac")
     trials = ["rain", "", "rain", "rain ", "the audio is rain", "rain", "dog", "Rain"]
-    support = [pseudo(_esc("1-1-A-0.wav", "dog"), "rain", trials),
-               pseudo(_esc("1-2-A-1.wav", "rain"), "rain", ["rain"] * 8)]
-    as_entry = {**audioset("/c/x.flac", ["Dog", "Bark"], 5, [["Coo", "Hammer"], ["Coo", "Hammer"]], test=False)[1],
-                "answer": "Music", "label": "Music", "mapped_label": "Music", "pseudo_label_confidence": 0.875}
+    support = [
+        pseudo(_esc("1-1-A-0.wav", "dog"), "rain", trials),
+        pseudo(_esc("1-2-A-1.wav", "rain"), "rain", ["rain"] * 8),
+    ]
+    as_entry = {
+        **audioset("/c/x.flac", ["Dog", "Bark"], 5, [["Coo", "Hammer"], ["Coo", "Hammer"]], test=False)[1],
+        "answer": "Music",
+        "label": "Music",
+        "mapped_label": "Music",
+        "pseudo_label_confidence": 0.875,
+    }
     del support[0]["vote_count"]  # votes then counted from the raw trial strings: 3 of 8 are exactly "rain"
     test = [_esc("1-1-A-0.wav", "dog"), as_entry]
     table, _ = _load(tmp_path, root, support=support, test=test)
@@ -223,10 +250,15 @@ def test_pseudo_labels_truth_relabels_with_the_true_class_for_regenerating(tmp_p
     root = tmp_path / "clips"
     _touch(root, "1-1-A-0.wav", "x.flac")
     support = [pseudo(_esc("1-1-A-0.wav", "dog", first="siren"), "rain", ["rain"] * 5 + ["dog"] * 3)]
-    as_entry = {**audioset("/c/x.flac", ["Dog", "Bark"], 5, [["Coo", "Hammer"], ["Coo", "Hammer"]], test=False)[1],
-                "mapped_label": "Coo", "pseudo_label_confidence": 0.5}
-    files = {"support": write(tmp_path / "m/s.json", support + [as_entry]),
-             "test": write(tmp_path / "m/t.json", [_esc("1-1-A-0.wav", "dog")])}
+    as_entry = {
+        **audioset("/c/x.flac", ["Dog", "Bark"], 5, [["Coo", "Hammer"], ["Coo", "Hammer"]], test=False)[1],
+        "mapped_label": "Coo",
+        "pseudo_label_confidence": 0.5,
+    }
+    files = {
+        "support": write(tmp_path / "m/s.json", support + [as_entry]),
+        "test": write(tmp_path / "m/t.json", [_esc("1-1-A-0.wav", "dog")]),
+    }
     mapper = PathMapper(root, ["ESC-50-master/audio_16k/"])
     shipped, _ = load_manifests(files, mapper, extensions=[".wav", ".flac"])
     truth, _ = load_manifests(files, mapper, extensions=[".wav", ".flac"], pseudo_labels="truth")
@@ -246,8 +278,10 @@ def test_audio_visual_entries_map_their_video(tmp_path: Path) -> None:
     audio = "/data/sls/scratch/yuangong/avbyol2/egs/vggsound/preprocess/data/audio_16k/"
     video = "/data/sls/placesaudio/datasets/VGGSound/video/"
     organ = ["horse neighing", "playing hammond organ", "race car_ auto racing", "playing cymbal"]
-    entries = [mcq(audio + f"{s}.flac", "playing hammond organ", organ, code="vgg_47", video=video + f"{s}.mp4")
-               for s in ("I2S72eajLzw_000030", "cUzDGcBVrlE_000030")]
+    entries = [
+        mcq(audio + f"{s}.flac", "playing hammond organ", organ, code="vgg_47", video=video + f"{s}.mp4")
+        for s in ("I2S72eajLzw_000030", "cUzDGcBVrlE_000030")
+    ]
     assert list(entries[0]) == ["wav", "video", "question", "answer", "label", "mapped_label", "options"]
     support = write(tmp_path / "m/vgg_video_train.json", entries[:1])
     test = write(tmp_path / "m/vgg_video_test.json", entries)
@@ -257,7 +291,8 @@ def test_audio_visual_entries_map_their_video(tmp_path: Path) -> None:
     assert video + "cUzDGcBVrlE_000030.mp4" in str(err.value)
     table = _dataset(tmp_path, root, [*settings, "on_missing=skip"]).table
     assert [(c.audio_path, c.video_path) for c in table.clips] == [
-        (root / "audio/I2S72eajLzw_000030.wav", root / "video/I2S72eajLzw_000030.mp4")] * 2
+        (root / "audio/I2S72eajLzw_000030.wav", root / "video/I2S72eajLzw_000030.mp4")
+    ] * 2
     audio_only = _dataset(tmp_path, root, [*settings, "read_video=false"]).table
     assert len(audio_only) == 3 and all(c.video_path is None for c in audio_only.clips)
 
@@ -267,8 +302,10 @@ def test_asvspoof_entries_without_options_are_read(tmp_path: Path) -> None:
     _touch(root, "ASVspoof2019_LA_train/flac/LA_T_8326861.flac", "ASVspoof2019_LA_train/flac/LA_T_5837486.flac")
     question = "Is this audio bonafide or spoofed? \n bonafide\n spoofed"
     base = "/data/sls/scratch/mvideet/datasets/LA/ASVspoof2019_LA_train/flac/"
-    entries = [{"wav": base + f"LA_T_{n}.flac", "question": question, "answer": label, "mapped_label": label}
-               for n, label in (("8326861", "spoof"), ("5837486", "bonafide"))]
+    entries = [
+        {"wav": base + f"LA_T_{n}.flac", "question": question, "answer": label, "mapped_label": label}
+        for n, label in (("8326861", "spoof"), ("5837486", "bonafide"))
+    ]
     path = write(tmp_path / "m/LA_train.json", entries)
     table, missing = load_manifests({"support": path, "test": path}, PathMapper(root))
     assert missing == [] and table.class_names == ("bonafide", "spoof")
@@ -284,13 +321,16 @@ def test_one_file_named_for_two_roles_gets_role_prefixed_ids(tmp_path: Path) -> 
     assert table.ids == ["support:esc_mcq_test:0", "val:esc_mcq_test:0", "test:esc_mcq_test:0"]
 
 
-@pytest.mark.parametrize(("entry", "match"), [
-    ({"wav": "/a.wav", "question": "Q", "options": ["a"], "label": "/m/x"}, "entry 0 has no mapped_label"),
-    ({"wav": "/a.wav", "options": ["a"], "mapped_label": "a"}, "entry 0 has no question"),
-    ({"wav": "/a.wav", "question": "Q", "mapped_label": "a", "vote_count": "many"}, "bad pseudo-label fields"),
-    ({"wav": "/a.wav", "question": "Q", "options": "a b", "mapped_label": "a"}, "options must be a list"),
-    ({"question": "Q", "options": ["a"], "mapped_label": "a"}, "entry 0 has no wav"),
-])
+@pytest.mark.parametrize(
+    ("entry", "match"),
+    [
+        ({"wav": "/a.wav", "question": "Q", "options": ["a"], "label": "/m/x"}, "entry 0 has no mapped_label"),
+        ({"wav": "/a.wav", "options": ["a"], "mapped_label": "a"}, "entry 0 has no question"),
+        ({"wav": "/a.wav", "question": "Q", "mapped_label": "a", "vote_count": "many"}, "bad pseudo-label fields"),
+        ({"wav": "/a.wav", "question": "Q", "options": "a b", "mapped_label": "a"}, "options must be a list"),
+        ({"question": "Q", "options": ["a"], "mapped_label": "a"}, "entry 0 has no wav"),
+    ],
+)
 def test_entries_outside_the_schema_are_named(tmp_path: Path, entry: dict, match: str) -> None:
     bad = write(tmp_path / "bad.json", [entry])
     with pytest.raises(DataError, match=match):
@@ -311,15 +351,22 @@ def test_results_rows_are_marked_when_support_or_val_rows_are_test_clips(tmp_pat
     label = {n: CLASSES[int(n[-5])] for n in names}
     support = [_esc(n, label[n]) for n in names[:2] + names[3:5]] + [_esc(names[0], label[names[0]], first="rain")]
     test = [_esc(n, label[n]) for n in (names[0], names[2], names[5])]
-    table, _ = _load(tmp_path, root, support=support, val=[_esc(names[5], label[names[5]]),
-                                                           _esc(names[4], label[names[4]])], test=test)
+    table, _ = _load(
+        tmp_path,
+        root,
+        support=support,
+        val=[_esc(names[5], label[names[5]]), _esc(names[4], label[names[4]])],
+        test=test,
+    )
     episodes = PaperProtocol(shots=1, support_draw="all").episodes(Pools.from_table(table))
     fields, notes = shared_file_marks(table, episodes)
     assert fields == {"leaks_test_clips": True, "support_test_clip_share": 2 / 5, "val_test_clip_share": 1 / 2}
     assert notes[0].startswith("the same audio file as a test clip: 40.0% of the 5 support rows (1 of 4 distinct")
     clean, _ = _load(tmp_path / "clean", root, support=support[1:4], test=[_esc(n, label[n]) for n in names[2::3]])
-    assert shared_file_marks(clean, PaperProtocol(shots=1, support_draw="all").episodes(Pools.from_table(clean))) \
-        == ({}, [])
+    assert shared_file_marks(clean, PaperProtocol(shots=1, support_draw="all").episodes(Pools.from_table(clean))) == (
+        {},
+        [],
+    )
 
 
 @pytest.mark.slow
@@ -328,17 +375,34 @@ def test_run_py_replays_manifests_over_real_fsdd_clips(tmp_path: Path, fsdd_root
 
     def entry(digit: int, speaker: str, index: int, shift: int = 0) -> dict:
         options = [digits[(digit + shift + k) % 3] for k in range(3)]
-        return mcq(f"/data/sls/scratch/fsdd/recordings/{digit}_{speaker}_{index}.wav", digits[digit], options,
-                   code=f"fsdd_{digit}")
+        return mcq(
+            f"/data/sls/scratch/fsdd/recordings/{digit}_{speaker}_{index}.wav",
+            digits[digit],
+            options,
+            code=f"fsdd_{digit}",
+        )
 
     support = [entry(d, "george", i) for d in range(3) for i in range(2)] + [entry(0, "george", 0, shift=1)]
     test = [entry(d, "lucas", i) for d in range(3) for i in range(2)] + [entry(1, "george", 1)]
     files = {role: write(tmp_path / f"m/fsdd_{role}.json", rows) for role, rows in (("train", support), ("test", test))}
     out = tmp_path / "out"
-    done = run_cli(["dataset=manifest", f"dataset.root={fsdd_root}", f"dataset.manifests.support={files['train']}",
-                    f"dataset.manifests.test={files['test']}", "prompt=manifest", "backbone=tiny_qwen2_audio",
-                    "protocol=paper", "protocol.support_draw=all", "method=calm_vs_sav", "logger=none",
-                    f"paths.data_dir={tmp_path / 'data'}"], out, tmp_path / "cache")
+    done = run_cli(
+        [
+            "dataset=manifest",
+            f"dataset.root={fsdd_root}",
+            f"dataset.manifests.support={files['train']}",
+            f"dataset.manifests.test={files['test']}",
+            "prompt=manifest",
+            "backbone=tiny_qwen2_audio",
+            "protocol=paper",
+            "protocol.support_draw=all",
+            "method=calm_vs_sav",
+            "logger=none",
+            f"paths.data_dir={tmp_path / 'data'}",
+        ],
+        out,
+        tmp_path / "cache",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     calm = next(r for r in results["results"] if r["method"] == "calm")

@@ -42,10 +42,18 @@ def test_every_dataset_config_names_a_dataset_class_whose_fields_are_its_keys() 
 
 
 def test_ls_lists_every_config_without_importing_datasets() -> None:
-    code = ("import sys; from calm.data.__main__ import main; main(['ls']); "
-            "assert 'datasets' not in sys.modules, 'ls imported the datasets library'")
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "COLUMNS": "300"})
+    code = (
+        "import sys; from calm.data.__main__ import main; main(['ls']); "
+        "assert 'datasets' not in sys.modules, 'ls imported the datasets library'"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "300"},
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     for name in ("asvspoof2019_la", "audioset", "esc50", "folder", "fsdd", "hf", "vggsound"):
         assert name in done.stdout
@@ -67,15 +75,20 @@ def test_unknown_dataset(tmp_path: Path) -> None:
     assert "configs/dataset/nope.yaml" in err.value.fix and "'esc50'" in err.value.fix
 
 
-@pytest.mark.parametrize(("change", "problem", "fix"), [
-    ({"_target_": None}, "has no _target_", "configs/dataset/esc50.yaml"),
-    ({"_target_": "calm.data.esc50.Nope"}, "cannot be imported", "dotted path of an existing class"),
-    ({"_target_": "calm.data.table.ClipTable"}, "is not a calm.data.dataset.Dataset", "subclass of Dataset"),
-    ({"name": "fsdd"}, "is the dataset of configs/dataset/fsdd.yaml", "dataset=fsdd"),
-    ({"test_fold": None, "fold": 2}, "has no setting(s) ['fold']", "'test_fold'"),
-], ids=["no-target", "unimportable", "not-a-dataset", "name-of-another-dataset", "unknown-key"])
-def test_bad_dataset_configs_are_config_errors_naming_the_fix(change: dict, problem: str, fix: str,
-                                                              tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("change", "problem", "fix"),
+    [
+        ({"_target_": None}, "has no _target_", "configs/dataset/esc50.yaml"),
+        ({"_target_": "calm.data.esc50.Nope"}, "cannot be imported", "dotted path of an existing class"),
+        ({"_target_": "calm.data.table.ClipTable"}, "is not a calm.data.dataset.Dataset", "subclass of Dataset"),
+        ({"name": "fsdd"}, "is the dataset of configs/dataset/fsdd.yaml", "dataset=fsdd"),
+        ({"test_fold": None, "fold": 2}, "has no setting(s) ['fold']", "'test_fold'"),
+    ],
+    ids=["no-target", "unimportable", "not-a-dataset", "name-of-another-dataset", "unknown-key"],
+)
+def test_bad_dataset_configs_are_config_errors_naming_the_fix(
+    change: dict, problem: str, fix: str, tmp_path: Path
+) -> None:
     cfg = dataset_config("esc50", **{k: v for k, v in change.items() if v is not None})
     for key in (k for k, v in change.items() if v is None):
         del cfg[key]

@@ -25,8 +25,12 @@ ROWS = [
     ("gone0000001", 10, "dog barking", "train"),
     ("gone0000002", 20, "airplane", "test"),
 ]
-PRESENT = {"-abc_DEF123_000030": "mp4", "xyz0000000A_000000": "wav", "q1q1q1q1q1q_000120": "flac",
-           "r2r2r2r2r2r_000007": "mp4"}
+PRESENT = {
+    "-abc_DEF123_000030": "mp4",
+    "xyz0000000A_000000": "wav",
+    "q1q1q1q1q1q_000120": "flac",
+    "r2r2r2r2r2r_000007": "mp4",
+}
 
 
 def _dominant_hz(wave: np.ndarray, rate: int) -> float:
@@ -44,8 +48,10 @@ def test_table_from_the_official_layout_with_missing_clips_reported(vgg_root: Pa
     table = loaded.table
     assert table.class_names == ("airplane", "dog barking", "people marching, shouting")
     assert sorted(table.ids) == sorted(PRESENT)
-    assert loaded.missing == (str(vgg_root / "video" / "gone0000001_000010.mp4"),
-                              str(vgg_root / "video" / "gone0000002_000020.mp4"))
+    assert loaded.missing == (
+        str(vgg_root / "video" / "gone0000001_000010.mp4"),
+        str(vgg_root / "video" / "gone0000002_000020.mp4"),
+    )
     by_id = {c.id: c for c in table.clips}
     first = by_id["-abc_DEF123_000030"]
     assert (first.label, first.split, first.meta["youtube_id"]) == (1, SUPPORT_SPLIT, "-abc_DEF123")
@@ -54,8 +60,9 @@ def test_table_from_the_official_layout_with_missing_clips_reported(vgg_root: Pa
     assert by_id["q1q1q1q1q1q_000120"].audio_path.suffix == ".flac"
 
 
-def test_pipeline_builder_warns_with_the_missing_count(vgg_root: Path, tmp_path: Path,
-                                                       caplog: pytest.LogCaptureFixture) -> None:
+def test_pipeline_builder_warns_with_the_missing_count(
+    vgg_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.WARNING, logger="calm.data.registry"):
         table = load_dataset(dataset_config("vggsound", root=str(vgg_root)), tmp_path)
     assert len(table) == 4
@@ -112,14 +119,20 @@ def test_broken_or_silent_mp4_is_a_data_error_naming_the_file(tmp_path: Path) ->
         probe_audio(video_only)
 
 
-@pytest.mark.parametrize(("line", "message"), [
-    ("youtube_id,start_seconds,label,split", r"line 1: looks like a header"),
-    ("abc,12,dog,validation", r"line 2: split is 'validation', expected train or test"),
-    ("abc,12,dog", r"line 2: expected 4 fields \(youtube_id,start_seconds,label,split\), found 3"),
-    ("-abc_DEF123,30,dog,test", r"duplicate clip id '-abc_DEF123_000030' in .*vggsound.csv line 2 "
-                                r"\(first listed in .*vggsound.csv line 1\)"),
-    ("abc,later,dog,test", r"line 2: start_seconds must be an integer, found 'later'"),
-])
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("youtube_id,start_seconds,label,split", r"line 1: looks like a header"),
+        ("abc,12,dog,validation", r"line 2: split is 'validation', expected train or test"),
+        ("abc,12,dog", r"line 2: expected 4 fields \(youtube_id,start_seconds,label,split\), found 3"),
+        (
+            "-abc_DEF123,30,dog,test",
+            r"duplicate clip id '-abc_DEF123_000030' in .*vggsound.csv line 2 "
+            r"\(first listed in .*vggsound.csv line 1\)",
+        ),
+        ("abc,later,dog,test", r"line 2: start_seconds must be an integer, found 'later'"),
+    ],
+)
 def test_bad_csv_lines_are_named(tmp_path: Path, line: str, message: str) -> None:
     make_vggsound(tmp_path, [], {})
     body = f"{line}\n" if "header" in message else f"-abc_DEF123,30,dog,train\n{line}\n"

@@ -11,8 +11,14 @@ from calm.cache import INDEX_FILE, ActivationCache
 from tests.cli import run_cli, small_fsdd
 
 # 20 clips (10 digits x 2 recordings, one in each split), 5 planned batches of 4: ranks take batches 0,2,4 and 1,3.
-TINY = ["backbone=tiny_qwen2_audio", "shots=1", "queries=1", "episodes=2", "extract.batch_size=4",
-        "trainer.accelerator=cpu"]
+TINY = [
+    "backbone=tiny_qwen2_audio",
+    "shots=1",
+    "queries=1",
+    "episodes=2",
+    "extract.batch_size=4",
+    "trainer.accelerator=cpu",
+]
 DDP = ["trainer.devices=2", "trainer.strategy=ddp"]
 
 

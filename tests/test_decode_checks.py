@@ -30,8 +30,11 @@ def test_a_truncated_wav_is_an_error_naming_the_file(tmp_path: Path, subtype: st
     sf.write(path, tone(16000, 0.5, channels=2), 16000, subtype=subtype)
     _truncate(path)
     for read in (probe_audio, lambda p: load_audio(p, 16000)):
-        with pytest.raises(DataError, match=rf"{path.name} is truncated: its header declares 8000 frames, "
-                                            r"the file holds \d+") as err:
+        with pytest.raises(
+            DataError,
+            match=rf"{path.name} is truncated: its header declares 8000 frames, "
+            r"the file holds \d+",
+        ) as err:
             read(path)
         assert "on_bad_clip=skip" in str(err.value)
 
@@ -63,8 +66,12 @@ def _bad_files(root: Path) -> dict[str, str]:
         wave = tone(16000, 0.1)
         wave[100] = value
         sf.write(root / "dog" / name, wave, 16000, subtype="FLOAT")
-    return {"short.wav": "truncated", "cut.flac": "truncated", "nan.wav": "NaN or infinite",
-            "inf.wav": "NaN or infinite"}
+    return {
+        "short.wav": "truncated",
+        "cut.flac": "truncated",
+        "nan.wav": "NaN or infinite",
+        "inf.wav": "NaN or infinite",
+    }
 
 
 def test_the_header_pass_lists_truncated_and_non_finite_clips_or_stops(tmp_path: Path) -> None:
@@ -91,8 +98,9 @@ def test_validate_reports_truncated_and_non_finite_clips(tmp_path: Path, capsys:
 
 
 @pytest.mark.parametrize("cut", [1, 100, 2400])
-def test_a_truncated_flac_fails_the_header_pass_and_validate_strict(tmp_path: Path, cut: int,
-                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_truncated_flac_fails_the_header_pass_and_validate_strict(
+    tmp_path: Path, cut: int, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Issue 16 item 7: it used to pass both and fail only after the model loaded ("psf_fseek() failed")."""
     root = _dataset(tmp_path / "data")
     _cut_flac(root / "cat" / "cut.flac", cut)
@@ -154,8 +162,10 @@ def test_a_flac_passed_by_the_older_header_pass_is_checked_again(tmp_path: Path)
     store = DurationStore(tmp_path / "cache")
     store.path.parent.mkdir()
     with sqlite3.connect(store.path) as db:  # what the older pass stored: its table, this clip as good
-        db.execute("CREATE TABLE durations (path TEXT, size INTEGER, mtime_ns INTEGER, seconds REAL, "
-                   "PRIMARY KEY (path, size, mtime_ns))")
+        db.execute(
+            "CREATE TABLE durations (path TEXT, size INTEGER, mtime_ns INTEGER, seconds REAL, "
+            "PRIMARY KEY (path, size, mtime_ns))"
+        )
         db.execute("INSERT INTO durations VALUES (?, ?, ?, ?)", (*file_key(cut), 0.5))
     db.close()
     table, _ = load_folder(root, test_fraction=0.5)

@@ -65,8 +65,10 @@ def test_file_and_weight_digests_equal_the_expressions_they_replaced(tmp_path: P
     (tmp_path / "config.json").write_text('{"a": 1}')
     (tmp_path / "model.safetensors").write_bytes(bytes(range(256)) * 5000)
     assert sha256_file(tmp_path / "model.safetensors") == hashlib.sha256(bytes(range(256)) * 5000).hexdigest()
-    listing = "".join(f"{p.name}\t{hashlib.sha256(p.read_bytes()).hexdigest()}\n"
-                      for p in sorted([tmp_path / "config.json", tmp_path / "model.safetensors"]))
+    listing = "".join(
+        f"{p.name}\t{hashlib.sha256(p.read_bytes()).hexdigest()}\n"
+        for p in sorted([tmp_path / "config.json", tmp_path / "model.safetensors"])
+    )
     assert weights_fingerprint(str(tmp_path), None) == f"local:{_old_text(listing, 32)}"
     assert chunks_sha256([b"ab", b"", b"c"]) == hashlib.sha256(b"abc").hexdigest()
 
@@ -96,8 +98,12 @@ def test_the_hf_cache_folder_and_the_folder_test_split_keep_their_names() -> Non
 def test_no_other_module_hashes_on_its_own() -> None:
     """The recipes have one home: no module of calm or scripts imports hashlib but calm/storage/digests.py."""
     repo = Path(__file__).resolve().parents[1]
-    own = [str(path.relative_to(repo)) for folder in ("calm", "scripts") for path in (repo / folder).rglob("*.py")
-           if "hashlib" in path.read_text() and path != repo / "calm" / "digests.py"]
+    own = [
+        str(path.relative_to(repo))
+        for folder in ("calm", "scripts")
+        for path in (repo / folder).rglob("*.py")
+        if "hashlib" in path.read_text() and path != repo / "calm" / "digests.py"
+    ]
     assert own == []
 
 

@@ -26,11 +26,22 @@ PENDING: set[str] = set()
 
 def tracked_text_files() -> list[Path]:
     """The repository's tracked text files (what a comment or a link can live in)."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                            capture_output=True, check=True).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=REPO,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     files = [REPO / name for name in listed if name and name != THIS]
-    return [p for p in files if p.is_file() and (p.suffix in TEXT_SUFFIXES or p.name == "Makefile"
-                                                  or p.parent.name == ".ci")]
+    return [
+        p
+        for p in files
+        if p.is_file() and (p.suffix in TEXT_SUFFIXES or p.name == "Makefile" or p.parent.name == ".ci")
+    ]
 
 
 def heading_anchors(markdown: str) -> set[str]:
@@ -65,10 +76,12 @@ def broken_target(target: Path, anchor: str | None) -> str | None:
 
 
 def test_no_file_points_to_design_notes_outside_the_repository() -> None:
-    hits = [f"{path.relative_to(REPO)}:{number}: {line.strip()}"
-            for path in tracked_text_files()
-            for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1)
-            if OUTSIDE.search(line)]
+    hits = [
+        f"{path.relative_to(REPO)}:{number}: {line.strip()}"
+        for path in tracked_text_files()
+        for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1)
+        if OUTSIDE.search(line)
+    ]
     assert not hits, "point these to docs/ instead:\n" + "\n".join(hits)
 
 
@@ -104,19 +117,24 @@ def test_links_in_the_readme_and_docs_resolve() -> None:
 def test_docs_name_only_repository_files_that_exist() -> None:
     """A module moved or renamed must take its docs along: every path `calm/...`, `configs/...`,
     `scripts/...`, `tests/...` the docs name (placeholders such as `<name>` aside) exists."""
-    stale = [f"{page.relative_to(REPO)}: {name}"
-             for page in sorted((REPO / "docs").rglob("*.md"))
-             for name in REPO_PATH.findall(page.read_text(encoding="utf-8"))
-             if not re.search(r"[<>*{}]", name) and not (REPO / name.rstrip("/")).exists()]
+    stale = [
+        f"{page.relative_to(REPO)}: {name}"
+        for page in sorted((REPO / "docs").rglob("*.md"))
+        for name in REPO_PATH.findall(page.read_text(encoding="utf-8"))
+        if not re.search(r"[<>*{}]", name) and not (REPO / name.rstrip("/")).exists()
+    ]
     assert not stale, "docs name files that do not exist:\n" + "\n".join(stale)
 
 
-@pytest.mark.parametrize(("heading", "anchor"), [
-    ("The paper's reported numbers", "the-papers-reported-numbers"),
-    ("Fidelity: protocol=paper against the authors' code", "fidelity-protocolpaper-against-the-authors-code"),
-    ("1. The class", "1-the-class"),
-    ("Support-set cross-validation", "support-set-cross-validation"),
-])
+@pytest.mark.parametrize(
+    ("heading", "anchor"),
+    [
+        ("The paper's reported numbers", "the-papers-reported-numbers"),
+        ("Fidelity: protocol=paper against the authors' code", "fidelity-protocolpaper-against-the-authors-code"),
+        ("1. The class", "1-the-class"),
+        ("Support-set cross-validation", "support-set-cross-validation"),
+    ],
+)
 def test_anchors_are_the_ones_github_renders(heading: str, anchor: str) -> None:
     assert heading_anchors(f"# {heading}\n```\n# not a heading\n```\n") == {anchor}
 

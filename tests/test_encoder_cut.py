@@ -82,12 +82,18 @@ def test_cut_audio_features_equal_the_towers_own_on_every_kept_position(pair) ->
     embeds = merged_embeddings(base, batch["input_ids"], features, mask, cut=False)
     seen = {}
     handle = base.language_model.register_forward_pre_hook(
-        lambda _m, _a, kw: seen.update(embeds=kw["inputs_embeds"]), with_kwargs=True)
+        lambda _m, _a, kw: seen.update(embeds=kw["inputs_embeds"]), with_kwargs=True
+    )
     try:
         with torch.no_grad():
-            base(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                 position_ids=batch["position_ids"], input_features=features, feature_attention_mask=mask,
-                 use_cache=False)
+            base(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                position_ids=batch["position_ids"],
+                input_features=features,
+                feature_attention_mask=mask,
+                use_cache=False,
+            )
     finally:
         handle.remove()
     torch.testing.assert_close(embeds, seen["embeds"], atol=1e-6, rtol=1e-6)
@@ -106,8 +112,10 @@ def test_cut_encoder_does_a_fraction_of_the_work(pair) -> None:
 
 
 def test_cut_is_not_in_the_cache_key_and_refuses_other_towers(tiny_dir: Path, pair) -> None:
-    assert (Qwen2AudioBackbone(path=str(tiny_dir), encoder_cut=True).key_fields()
-            == Qwen2AudioBackbone(path=str(tiny_dir), encoder_cut=False).key_fields())
+    assert (
+        Qwen2AudioBackbone(path=str(tiny_dir), encoder_cut=True).key_fields()
+        == Qwen2AudioBackbone(path=str(tiny_dir), encoder_cut=False).key_fields()
+    )
     assert Qwen2AudioBackbone(path=str(tiny_dir)).encoder_cut is True
     other = torch.nn.Module()
     with pytest.raises(ConfigError, match="encoder_cut=false"):
@@ -135,8 +143,9 @@ def test_the_mel_input_is_trimmed_on_the_cpu_before_transfer_with_the_same_rows(
     assert untouched["input_features"].shape[-1] == 3000  # encoder_cut=false copies the full window
 
 
-def test_lightning_extraction_copies_only_the_trimmed_mel_input(tiny_dir: Path, tmp_path: Path, fsdd_root: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lightning_extraction_copies_only_the_trimmed_mel_input(
+    tiny_dir: Path, tmp_path: Path, fsdd_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Through the real Trainer.predict, the batch reaching the model is already cut (the hook runs)."""
     import shutil
 
@@ -153,11 +162,24 @@ def test_lightning_extraction_copies_only_the_trimmed_mel_input(tiny_dir: Path, 
     backbone = Qwen2AudioBackbone(path=str(tiny_dir))
     widths = []
     capture = Qwen2AudioBackbone.capture
-    monkeypatch.setattr(Qwen2AudioBackbone, "capture",
-                        lambda self, batch: widths.append(batch["input_features"].shape[-1]) or capture(self, batch))
-    cache = ActivationCache.open(tmp_path / "cache", model_key_fields(backbone, Prompt()), backbone.n_heads,
-                                 backbone.head_dim, label=backbone.name)
-    report = extract_missing(backbone, table, Prompt(), cache,
-                             {"accelerator": "cpu", "devices": 1, "precision": "32-true", "enable_progress_bar": False},
-                             batch_size=2)
+    monkeypatch.setattr(
+        Qwen2AudioBackbone,
+        "capture",
+        lambda self, batch: widths.append(batch["input_features"].shape[-1]) or capture(self, batch),
+    )
+    cache = ActivationCache.open(
+        tmp_path / "cache",
+        model_key_fields(backbone, Prompt()),
+        backbone.n_heads,
+        backbone.head_dim,
+        label=backbone.name,
+    )
+    report = extract_missing(
+        backbone,
+        table,
+        Prompt(),
+        cache,
+        {"accelerator": "cpu", "devices": 1, "precision": "32-true", "enable_progress_bar": False},
+        batch_size=2,
+    )
     assert report.extracted == 3 and widths and max(widths) < 3000  # FSDD clips are about 0.5 s

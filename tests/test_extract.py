@@ -27,8 +27,13 @@ def _small_fsdd(fsdd_root: Path, dest: Path, names: list[str]) -> Path:
 
 
 def _open(tmp_path: Path, backbone: WhisperBackbone) -> ActivationCache:
-    return ActivationCache.open(tmp_path / "cache", model_key_fields(backbone, Prompt()), backbone.n_heads,
-                                backbone.head_dim, label=backbone.name)
+    return ActivationCache.open(
+        tmp_path / "cache",
+        model_key_fields(backbone, Prompt()),
+        backbone.n_heads,
+        backbone.head_dim,
+        label=backbone.name,
+    )
 
 
 NAMES = ["0_george_0", "1_jackson_5", "2_lucas_9", "3_nicolas_1", "4_yweweler_20"]
@@ -81,8 +86,9 @@ def test_batches_are_planned_from_the_whole_table_longest_first() -> None:
     assert plan_batches(list(durations), durations, 2) == [["b", "d"], ["c", "a"]]
 
 
-def test_long_clips_warn_with_their_names_or_fail_by_config(tmp_path: Path, fsdd_root: Path, whisper,
-                                                            caplog: pytest.LogCaptureFixture) -> None:
+def test_long_clips_warn_with_their_names_or_fail_by_config(
+    tmp_path: Path, fsdd_root: Path, whisper, caplog: pytest.LogCaptureFixture
+) -> None:
     root = _small_fsdd(fsdd_root, tmp_path / "fsdd", NAMES[:2])
     sf.write(root / "recordings" / "9_george_3.wav", np.zeros(8000 * 31, np.float32), 8000)
     table = load_fsdd(root)
@@ -97,7 +103,8 @@ def test_long_clips_warn_with_their_names_or_fail_by_config(tmp_path: Path, fsdd
 
 
 def test_rows_of_an_older_cache_format_are_recomputed_counted_as_unknown_and_logged(
-        tmp_path: Path, fsdd_root: Path, whisper, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, fsdd_root: Path, whisper, caplog: pytest.LogCaptureFixture
+) -> None:
     table = load_fsdd(_small_fsdd(fsdd_root, tmp_path / "fsdd", NAMES[:2]))
     backbone = WhisperBackbone(path=whisper.source)
     cache = _open(tmp_path, backbone)
@@ -113,9 +120,9 @@ def test_rows_of_an_older_cache_format_are_recomputed_counted_as_unknown_and_log
     assert again.extracted == 0 and not any(again.recomputed.values())
 
 
-
 def test_rows_record_their_batch_and_duration_and_the_long_clip_policy_holds_for_cached_rows(
-        tmp_path: Path, fsdd_root: Path, whisper, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, fsdd_root: Path, whisper, caplog: pytest.LogCaptureFixture
+) -> None:
     """Items 10 and 4 of issue 16. Batch composition moves fp16 rows by up to one float16 step, so each row's
     index line records the clips in its forward pass (and its clip's duration); neither keys the row. Rows
     extracted under on_long_clip=truncate do not let a later on_long_clip=error job through, whether the
@@ -138,8 +145,15 @@ def test_rows_record_their_batch_and_duration_and_the_long_clip_policy_holds_for
     with pytest.raises(DataError, match=refused):
         extract_missing(backbone, table, Prompt(), _open(tmp_path, backbone), TRAINER, on_long_clip="error")
     with pytest.raises(DataError, match=refused):  # also when only a short clip is missing
-        extract_missing(backbone, table, Prompt(), _open(tmp_path, backbone), TRAINER, on_long_clip="error",
-                        clip_ids=["9_george_3", "0_george_0"])
+        extract_missing(
+            backbone,
+            table,
+            Prompt(),
+            _open(tmp_path, backbone),
+            TRAINER,
+            on_long_clip="error",
+            clip_ids=["9_george_3", "0_george_0"],
+        )
     caplog.clear()
     with caplog.at_level("WARNING", logger="calm.extraction.plan"):  # another batch size reuses the rows
         assert extract_missing(backbone, table, Prompt(), _open(tmp_path, backbone), TRAINER).extracted == 0

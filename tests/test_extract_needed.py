@@ -20,25 +20,42 @@ PER_PARTITION = 1500
 @pytest.fixture(scope="module")
 def asvspoof_3000(tmp_path_factory: pytest.TempPathFactory) -> Path:
     parent = tmp_path_factory.mktemp("asv3000")
-    lines = {part: [f"LA_00{i % 40:02d} LA_{part[0].upper()}_{i:05d} - {'-' if i % 2 else 'A01'} "
-                    f"{'bonafide' if i % 2 else 'spoof'}" for i in range(PER_PARTITION)]
-             for part in ("train", "eval")}
+    lines = {
+        part: [
+            f"LA_00{i % 40:02d} LA_{part[0].upper()}_{i:05d} - {'-' if i % 2 else 'A01'} "
+            f"{'bonafide' if i % 2 else 'spoof'}"
+            for i in range(PER_PARTITION)
+        ]
+        for part in ("train", "eval")
+    }
     make_asvspoof(parent, lines)
     return parent
 
 
 def _run(tmp_path: Path, root: Path, episodes: int, name: str) -> tuple[dict, list[str]]:
-    cfg = compose_config(["dataset=asvspoof2019_la", f"dataset.root={root}", "backbone=tiny_qwen2_audio",
-                          f"backbone.path={tmp_path / 'tiny'}", "shots=5", "queries=5", f"episodes={episodes}",
-                          "logger=none", "figures=false"], tmp_path / name)
+    cfg = compose_config(
+        [
+            "dataset=asvspoof2019_la",
+            f"dataset.root={root}",
+            "backbone=tiny_qwen2_audio",
+            f"backbone.path={tmp_path / 'tiny'}",
+            "shots=5",
+            "queries=5",
+            f"episodes={episodes}",
+            "logger=none",
+            "figures=false",
+        ],
+        tmp_path / name,
+    )
     job = prepare(cfg)
     used = needed_clips(job, job.protocol.episodes(job.pools))
     run_job(cfg)
     return json.loads((tmp_path / name / "results.json").read_text()), used
 
 
-def test_runs_extract_only_the_clips_their_episodes_use(tmp_path: Path, asvspoof_3000: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_runs_extract_only_the_clips_their_episodes_use(
+    tmp_path: Path, asvspoof_3000: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("CALM_CACHE", str(tmp_path / "cache"))
     first, used_first = _run(tmp_path, asvspoof_3000, 10, "ten")
     assert first["clips"] == 2 * PER_PARTITION

@@ -52,10 +52,17 @@ def data() -> tuple[torch.Tensor, list[Episode]]:
     episodes = []
     for index, classes in enumerate(EPISODE_CLASSES):
         rows = [np.flatnonzero(labels == c) for c in classes]
-        episodes.append(Episode(
-            index=index, seed=index, classes=np.array(classes),
-            support=np.concatenate([r[:2] for r in rows]), support_labels=np.repeat(np.arange(len(classes)), 2),
-            query=np.concatenate([r[2:] for r in rows]), query_labels=np.repeat(np.arange(len(classes)), 2)))
+        episodes.append(
+            Episode(
+                index=index,
+                seed=index,
+                classes=np.array(classes),
+                support=np.concatenate([r[:2] for r in rows]),
+                support_labels=np.repeat(np.arange(len(classes)), 2),
+                query=np.concatenate([r[2:] for r in rows]),
+                query_labels=np.repeat(np.arange(len(classes)), 2),
+            )
+        )
     return features, episodes
 
 
@@ -124,9 +131,11 @@ def test_sav_grid_counts_how_often_each_head_was_selected(data, collected) -> No
 
 def test_job_figures_are_written_as_pngs(collected, tmp_path: Path) -> None:
     figures = write_job_figures(collected, HeadGrid.from_names(NAMES, len(NAMES)), CLASS_NAMES, tmp_path, "synthetic")
-    assert figures == {"calm/class_weights": tmp_path / "calm_class_weights.png",
-                       "calm/top_heads": tmp_path / "calm_top_heads.png",
-                       "sav/selection": tmp_path / "sav_selection.png"}
+    assert figures == {
+        "calm/class_weights": tmp_path / "calm_class_weights.png",
+        "calm/top_heads": tmp_path / "calm_top_heads.png",
+        "sav/selection": tmp_path / "sav_selection.png",
+    }
     for path in figures.values():
         assert path.read_bytes()[:8] == PNG_MAGIC
     assert "classes shown" not in _title(figures["calm/top_heads"]), "5 classes: none left out, nothing said"
@@ -153,8 +162,14 @@ def test_job_figures_of_many_classes_draw_at_most_the_cap_and_say_so(tmp_path: P
         collector.add("calm", SimpleNamespace(weights_=weights), range(start, start + ways))
     for start in (250, 255):
         collector.add("calm", SimpleNamespace(weights_=weights), range(start, start + ways))
-    figures = write_job_figures(collector, HeadGrid.from_names(None, n_heads), [f"c{c}" for c in range(n_classes)],
-                                tmp_path, "vggsound", max_classes=40)
+    figures = write_job_figures(
+        collector,
+        HeadGrid.from_names(None, n_heads),
+        [f"c{c}" for c in range(n_classes)],
+        tmp_path,
+        "vggsound",
+        max_classes=40,
+    )
     pages = sorted(key for key in figures if key.startswith("calm/class_weights"))
     assert pages == [f"calm/class_weights_{n}" for n in range(1, 5)], "40 classes, 10 per page"
     assert sorted(p.name for p in tmp_path.glob("*.png")) == sorted(p.name for p in figures.values())
@@ -164,12 +179,33 @@ def test_job_figures_of_many_classes_draw_at_most_the_cap_and_say_so(tmp_path: P
     assert shown_classes(collector.class_episodes["calm"], 40) == list(range(30)) + list(range(250, 260))
 
 
-def _job(sweep: Path, number: int, dataset: str, shots: int, seed: int, rows: list[tuple[str, float, float]],
-         tau: float = 0.07, method: dict[str, Any] | None = None) -> None:
-    config = {"dataset": {"name": dataset, "root": "/data"}, "backbone": {"name": "whisper_tiny"}, "shots": shots,
-              "seed": seed, "figures": True, "paths": {"output_dir": str(sweep / str(number))},
-              "logger": {"name": "wandb"}, "method": method or {"name": "calm_vs_sav", "estimators": {
-                  "calm": {"_target_": "calm.methods.CALM", "tau": tau}, "sav": {"_target_": "calm.methods.SAV"}}}}
+def _job(
+    sweep: Path,
+    number: int,
+    dataset: str,
+    shots: int,
+    seed: int,
+    rows: list[tuple[str, float, float]],
+    tau: float = 0.07,
+    method: dict[str, Any] | None = None,
+) -> None:
+    config = {
+        "dataset": {"name": dataset, "root": "/data"},
+        "backbone": {"name": "whisper_tiny"},
+        "shots": shots,
+        "seed": seed,
+        "figures": True,
+        "paths": {"output_dir": str(sweep / str(number))},
+        "logger": {"name": "wandb"},
+        "method": method
+        or {
+            "name": "calm_vs_sav",
+            "estimators": {
+                "calm": {"_target_": "calm.methods.CALM", "tau": tau},
+                "sav": {"_target_": "calm.methods.SAV"},
+            },
+        },
+    }
     results = [{"method": m, "shots": shots, "accuracy_mean": mean, "accuracy_ci95": ci} for m, mean, ci in rows]
     (sweep / str(number)).mkdir(parents=True)
     (sweep / str(number) / "results.json").write_text(json.dumps({"config": config, "results": results}))
@@ -210,8 +246,11 @@ def test_a_search_over_calms_settings_keeps_savs_identical_rows_as_one_job(tmp_p
         _job(tmp_path, number, "fsdd", 1, 0, [("calm", 50.0 + number, 4.0), ("sav", 40.0, 3.0)], tau=tau)
     curves = {c.label: c for c in accuracy_curves(read_sweep(tmp_path))["fsdd", "whisper_tiny"]}
     assert set(curves) == {"calm (tau=0.05)", "calm (tau=0.1)", "calm (tau=0.3)", "sav"}
-    assert (curves["sav"].mean.tolist(), curves["sav"].ci95.tolist(), curves["sav"].seeds.tolist()) == \
-        ([40.0], [3.0], [1])
+    assert (curves["sav"].mean.tolist(), curves["sav"].ci95.tolist(), curves["sav"].seeds.tolist()) == (
+        [40.0],
+        [3.0],
+        [1],
+    )
     # a second seed is independent: pooled with the (single) seed-0 job, not with its three copies
     _job(tmp_path, 3, "fsdd", 1, 1, [("calm", 60.0, 2.0), ("sav", 44.0, 4.0)], tau=0.05)
     curves = {c.label: c for c in accuracy_curves(read_sweep(tmp_path))["fsdd", "whisper_tiny"]}
@@ -229,10 +268,15 @@ def test_same_seed_duplicates_that_differ_are_averaged_not_pooled(tmp_path: Path
 
 
 def _pseudo_label(min_agreement: float, sav_top_k: int) -> dict[str, Any]:
-    return {"name": "pseudo_label", "baseline": "calm",
-            "estimators": {"calm": {"_target_": "calm.methods.CALM", "tau": 0.07},
-                           "sav": {"_target_": "calm.methods.SAV", "top_k": sav_top_k}},
-            "pseudo_label": {"refit": ["calm", "sav"], "samples": 8, "min_agreement": min_agreement}}
+    return {
+        "name": "pseudo_label",
+        "baseline": "calm",
+        "estimators": {
+            "calm": {"_target_": "calm.methods.CALM", "tau": 0.07},
+            "sav": {"_target_": "calm.methods.SAV", "top_k": sav_top_k},
+        },
+        "pseudo_label": {"refit": ["calm", "sav"], "samples": 8, "min_agreement": min_agreement},
+    }
 
 
 def test_pseudo_label_refits_are_split_by_their_own_settings_only(tmp_path: Path) -> None:
@@ -240,14 +284,24 @@ def test_pseudo_label_refits_are_split_by_their_own_settings_only(tmp_path: Path
     for number, (agreement, top_k) in enumerate([(0.5, 3), (0.9, 3), (0.5, 5), (0.9, 5)]):
         calm_pl = 55.0 if agreement == 0.5 else 58.0
         sav = 40.0 + top_k
-        _job(tmp_path, number, "fsdd", 1, 0, [("calm", 50.0, 4.0), ("sav", sav, 3.0), ("calm+pl", calm_pl, 4.5),
-                                              ("sav+pl", sav + agreement, 3.5)],
-             method=_pseudo_label(agreement, top_k))
+        _job(
+            tmp_path,
+            number,
+            "fsdd",
+            1,
+            0,
+            [("calm", 50.0, 4.0), ("sav", sav, 3.0), ("calm+pl", calm_pl, 4.5), ("sav+pl", sav + agreement, 3.5)],
+            method=_pseudo_label(agreement, top_k),
+        )
     curves = {c.label: c for c in accuracy_curves(read_sweep(tmp_path))["fsdd", "whisper_tiny"]}
     assert set(curves) == {
-        "calm", "sav (top_k=3)", "sav (top_k=5)",
-        "calm+pl (pseudo_label.min_agreement=0.5)", "calm+pl (pseudo_label.min_agreement=0.9)",
-        *(f"sav+pl (pseudo_label.min_agreement={a}, top_k={k})" for a in (0.5, 0.9) for k in (3, 5))}
+        "calm",
+        "sav (top_k=3)",
+        "sav (top_k=5)",
+        "calm+pl (pseudo_label.min_agreement=0.5)",
+        "calm+pl (pseudo_label.min_agreement=0.9)",
+        *(f"sav+pl (pseudo_label.min_agreement={a}, top_k={k})" for a in (0.5, 0.9) for k in (3, 5)),
+    }
     assert curves["calm+pl (pseudo_label.min_agreement=0.9)"].mean.tolist() == [58.0]
     assert curves["calm+pl (pseudo_label.min_agreement=0.9)"].ci95.tolist() == [4.5]
     assert curves["sav+pl (pseudo_label.min_agreement=0.9, top_k=5)"].mean.tolist() == [45.9]
@@ -256,17 +310,34 @@ def test_pseudo_label_refits_are_split_by_their_own_settings_only(tmp_path: Path
 
 def test_zero_shot_rows_are_split_by_the_zero_shot_settings(tmp_path: Path) -> None:
     for number, tokens in enumerate((16, 32)):
-        _job(tmp_path, number, "fsdd", 1, 0, [("zero_shot", 30.0 + number, 2.0)], method={
-            "name": "zero_shot", "baseline": None, "estimators": {}, "zero_shot": {"max_new_tokens": tokens}})
+        _job(
+            tmp_path,
+            number,
+            "fsdd",
+            1,
+            0,
+            [("zero_shot", 30.0 + number, 2.0)],
+            method={"name": "zero_shot", "baseline": None, "estimators": {}, "zero_shot": {"max_new_tokens": tokens}},
+        )
     curves = {c.label: c for c in accuracy_curves(read_sweep(tmp_path))["fsdd", "whisper_tiny"]}
     assert set(curves) == {"zero_shot (zero_shot.max_new_tokens=16)", "zero_shot (zero_shot.max_new_tokens=32)"}
     assert curves["zero_shot (zero_shot.max_new_tokens=32)"].mean.tolist() == [31.0]
 
 
 def _config(sweep: Path, logger: str, figures: bool = True):
-    logger_cfg = {"name": logger} if logger == "none" else {
-        "name": "wandb", "project": "calm", "entity": None, "mode": "offline", "run_name": "unused", "group": None,
-        "tags": ["unused"]}
+    logger_cfg = (
+        {"name": logger}
+        if logger == "none"
+        else {
+            "name": "wandb",
+            "project": "calm",
+            "entity": None,
+            "mode": "offline",
+            "run_name": "unused",
+            "group": None,
+            "tags": ["unused"],
+        }
+    )
     return OmegaConf.create({"figures": figures, "hydra": {"sweep": {"dir": str(sweep)}}, "logger": logger_cfg})
 
 

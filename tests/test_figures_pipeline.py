@@ -19,8 +19,11 @@ from tests.cli import REPO, compose_config, small_fsdd
 from tests.wandb_records import exit_code, logged_images, run_record
 
 JOB = ["backbone=whisper_tiny", "method=calm_vs_sav", "queries=1", "episodes=2", "logger=wandb"]
-JOB_FIGURES = {"calm/class_weights": "calm_class_weights.png", "calm/top_heads": "calm_top_heads.png",
-               "sav/selection": "sav_selection.png"}
+JOB_FIGURES = {
+    "calm/class_weights": "calm_class_weights.png",
+    "calm/top_heads": "calm_top_heads.png",
+    "sav/selection": "sav_selection.png",
+}
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +44,8 @@ def _sha256(path: Path) -> str:
 
 
 def test_a_job_writes_its_head_figures_and_logs_them_to_its_named_tagged_run(
-        shared: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    shared: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fsdd, cache = shared
     monkeypatch.setenv("CALM_CACHE", str(cache))
     out = tmp_path / "out"
@@ -58,8 +62,9 @@ def test_a_job_writes_its_head_figures_and_logs_them_to_its_named_tagged_run(
         assert images[f"figures/{key}"]["sha256"] == _sha256(out / name), "W&B holds the PNG of the job folder"
 
 
-def test_figures_false_draws_nothing(shared: tuple[Path, Path], tmp_path: Path,
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_figures_false_draws_nothing(
+    shared: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fsdd, cache = shared
     monkeypatch.setenv("CALM_CACHE", str(cache))
     out = tmp_path / "out"
@@ -72,9 +77,22 @@ def test_a_sweep_groups_its_runs_and_ends_with_its_accuracy_curve(shared: tuple[
     fsdd, cache = shared
     sweep = tmp_path / "my-sweep"
     result = subprocess.run(
-        [sys.executable, str(REPO / "run.py"), "-m", f"dataset.root={fsdd}", *JOB, "shots=1,2",
-         f"hydra.sweep.dir={sweep}", f"paths.finished_dir={tmp_path / 'finished'}"],
-        cwd=REPO, env={**os.environ, "CALM_CACHE": str(cache)}, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            str(REPO / "run.py"),
+            "-m",
+            f"dataset.root={fsdd}",
+            *JOB,
+            "shots=1,2",
+            f"hydra.sweep.dir={sweep}",
+            f"paths.finished_dir={tmp_path / 'finished'}",
+        ],
+        cwd=REPO,
+        env={**os.environ, "CALM_CACHE": str(cache)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert not list(sweep.glob("*/error.txt")), (result.stdout + result.stderr)[-3000:]
     for number, shots in ((0, 1), (1, 2)):
@@ -89,8 +107,10 @@ def test_a_sweep_groups_its_runs_and_ends_with_its_accuracy_curve(shared: tuple[
     record = run_record(summary)
     assert (record.job_type, record.run_group) == ("sweep-summary", "my-sweep")
     assert logged_images(summary)["figures/accuracy_vs_shots/fsdd/whisper_tiny"]["sha256"] == _sha256(png)
-    results = {json.loads(p.read_text())["config"]["shots"]: json.loads(p.read_text())["results"]
-               for p in sweep.glob("[0-9]/results.json")}
+    results = {
+        json.loads(p.read_text())["config"]["shots"]: json.loads(p.read_text())["results"]
+        for p in sweep.glob("[0-9]/results.json")
+    }
     curves = {c.label: c for c in accuracy_curves(read_sweep(sweep))["fsdd", "whisper_tiny"]}
     for method in ("calm", "sav"):
         rows = [next(r for r in results[s] if r["method"] == method) for s in (1, 2)]

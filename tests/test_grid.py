@@ -32,12 +32,20 @@ from calm.selection import (
 from calm.selection.grid import SplitScorer
 from tests.grids import PAPER_GRID
 
-SMALL_GRID = CalmGrid(reliability=("margin_clamped", "prob"), tau=(0.05, 1.0), tau_w=(0.5, 1.0),
-                      top_k=(3, None), shrinkage=(0.0, 1.0))
+SMALL_GRID = CalmGrid(
+    reliability=("margin_clamped", "prob"), tau=(0.05, 1.0), tau_w=(0.5, 1.0), top_k=(3, None), shrinkage=(0.0, 1.0)
+)
 
 
-def split(heads: int = 24, dim: int = 8, classes: int = 5, shots: int = 4, queries: int = 30, seed: int = 0,
-          signal: float = 0.3):
+def split(
+    heads: int = 24,
+    dim: int = 8,
+    classes: int = 5,
+    shots: int = 4,
+    queries: int = 30,
+    seed: int = 0,
+    signal: float = 0.3,
+):
     """Class-structured features: shared offset per head, class signal of varying strength, noise."""
     g = torch.Generator().manual_seed(seed)
     offset = 3.0 * torch.randn(heads, dim, generator=g)
@@ -125,8 +133,7 @@ def test_multilabel_exact_match_per_setting() -> None:
     for i, setting in enumerate(result.settings):
         scores = setting.estimator().fit(support, labels).predict_scores(query)
         assert result.exact_match[i] == pytest.approx(exact_match(top_label_sets(scores, sizes), true_sets))
-    tied = evaluate_grid(support, labels, query, query_labels, [CalmSetting(tau=1e-4, top_k=1)],
-                         query_targets=targets)
+    tied = evaluate_grid(support, labels, query, query_labels, [CalmSetting(tau=1e-4, top_k=1)], query_targets=targets)
     scores = CalmSetting(tau=1e-4, top_k=1).estimator().fit(support, labels).predict_scores(query)
     assert tied.exact_match[0] == pytest.approx(exact_match(top_label_sets(scores, sizes), true_sets))
 
@@ -143,8 +150,13 @@ def test_grid_config_and_bad_values() -> None:
     cfg = {"reliability": ["prob"], "tau": [1], "tau_w": [0.5], "top_k": [5, "all", None], "shrinkage": [0]}
     grid = CalmGrid.from_config(cfg)
     assert [s.top_k for s in grid.settings()] == [5, None, None] and len(grid) == 3
-    for bad in ({**cfg, "tau": [0]}, {**cfg, "reliability": ["best"]}, {**cfg, "top_k": ["some"]},
-                {**cfg, "shrinkage": []}, {k: v for k, v in cfg.items() if k != "tau_w"}):
+    for bad in (
+        {**cfg, "tau": [0]},
+        {**cfg, "reliability": ["best"]},
+        {**cfg, "top_k": ["some"]},
+        {**cfg, "shrinkage": []},
+        {k: v for k, v in cfg.items() if k != "tau_w"},
+    ):
         with pytest.raises(ConfigError):
             CalmGrid.from_config(bad)
     with pytest.raises(ConfigError, match="query labels"):
@@ -201,12 +213,13 @@ def test_report_choice_ignores_the_test_set_and_oracle_is_labelled(data, monkeyp
 
     monkeypatch.setattr(paper_module, "select_by_cross_validation", spy)
     report = paper_grid_report(support, labels, query, query_labels, SMALL_GRID, folds=2)
-    (args, kwargs), = seen
+    ((args, kwargs),) = seen
     passed = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
     assert not any(t.shape == query.shape or t.shape == query_labels.shape for t in passed)
 
-    garbage = paper_grid_report(support, labels, torch.full_like(query, float("nan")), 4 - query_labels,
-                                SMALL_GRID, folds=2)
+    garbage = paper_grid_report(
+        support, labels, torch.full_like(query, float("nan")), 4 - query_labels, SMALL_GRID, folds=2
+    )
     for key in ("setting", "setting_index", "cv_score", "folds", "label"):
         assert garbage.cv_choice[key] == report.cv_choice[key]
 

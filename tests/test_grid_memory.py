@@ -16,8 +16,9 @@ from calm.selection import CalmGrid, MethodGrid, paper_grid_report, paper_sweep_
 from calm.selection.grid import SplitScorer, rows_within
 from tests.test_grid import split
 
-GRID = CalmGrid(reliability=("margin_clamped", "brier"), tau=(0.05, 1.0), tau_w=(0.5, 2.0), top_k=(3, None),
-                shrinkage=(0.0, 0.5))
+GRID = CalmGrid(
+    reliability=("margin_clamped", "brier"), tau=(0.05, 1.0), tau_w=(0.5, 2.0), top_k=(3, None), shrinkage=(0.0, 0.5)
+)
 # (2 * 5 classes + 1) * 24 heads * 4 bytes per resident row: 7 rows per block
 TINY_BUDGET = 7 * 11 * 24 * 4
 
@@ -47,8 +48,19 @@ def data():
 def report(data, budget, device="cpu", **extra):
     support, labels, query, query_labels, val, val_labels = data
     rows = {name: CountingRows(x) for name, x in (("support", support), ("query", query), ("val", val))}
-    out = paper_grid_report(rows["support"], labels, rows["query"], query_labels, GRID, n_classes=5, folds=3,
-                            reliability=(rows["val"], val_labels), memory_budget=budget, device=device, **extra)
+    out = paper_grid_report(
+        rows["support"],
+        labels,
+        rows["query"],
+        query_labels,
+        GRID,
+        n_classes=5,
+        folds=3,
+        reliability=(rows["val"], val_labels),
+        memory_budget=budget,
+        device=device,
+        **extra,
+    )
     return out, rows
 
 
@@ -87,8 +99,9 @@ def test_model_dtype_cosines_streamed_with_equal_results(data) -> None:
     streamed, rows = report(data, TINY_BUDGET, dtype=torch.bfloat16)
     same(whole, streamed)
     assert rows["val"].read > 25, "V is read again when it is scored, not held"
-    scorer = SplitScorer(support, labels, query, 5, reliability=(val, val_labels), dtype=torch.float16,
-                         memory_budget=TINY_BUDGET)
+    scorer = SplitScorer(
+        support, labels, query, 5, reliability=(val, val_labels), dtype=torch.float16, memory_budget=TINY_BUDGET
+    )
     assert [b.stop - b.start for b in scorer.block_slices("query")] == [7] * 5 + [5]
     for block in scorer.blocks("query"):
         assert scorer._cosines["query"].shape[1] == block.stop - block.start, "one block of cosines held"
@@ -140,12 +153,23 @@ class BatchSpy(GRW):
 
 def sweep(data, budget, device="cpu"):
     support, labels, query, query_labels, val, val_labels = data
-    points = MethodGrid.from_config("grw", {"tau": [0.05, 1.0], "tau_w": [0.5, 7.0], "top_k": [2, None]},
-                                    {"tau", "tau_w", "top_k"}, "test").points()
+    points = MethodGrid.from_config(
+        "grw", {"tau": [0.05, 1.0], "tau_w": [0.5, 7.0], "top_k": [2, None]}, {"tau", "tau_w", "top_k"}, "test"
+    ).points()
     BatchSpy.largest, BatchSpy.fitted_on = 0, set()
-    out = paper_sweep_report(lambda values: BatchSpy(**values), points, support.half(), labels, CountingRows(query),
-                             query_labels, n_classes=5, folds=3, reliability=(val.half(), val_labels),
-                             memory_budget=budget, device=device)
+    out = paper_sweep_report(
+        lambda values: BatchSpy(**values),
+        points,
+        support.half(),
+        labels,
+        CountingRows(query),
+        query_labels,
+        n_classes=5,
+        folds=3,
+        reliability=(val.half(), val_labels),
+        memory_budget=budget,
+        device=device,
+    )
     return out, BatchSpy.largest
 
 

@@ -45,9 +45,19 @@ print(json.dumps({"n_heads": n_heads, "head_dim": backbone.head_dim, "shape": li
                   "sum": float(heads.double().sum()), "finite": bool(heads.isfinite().all())}))
 """
 
-HF_ENV_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HUB_CACHE",
-               "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_CACHE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN",
-               "HF_TOKEN_PATH", "HF_XET_CACHE", "HF_ASSETS_CACHE")
+HF_ENV_VARS = (
+    "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "HF_DATASETS_OFFLINE",
+    "HF_HUB_CACHE",
+    "HUGGINGFACE_HUB_CACHE",
+    "TRANSFORMERS_CACHE",
+    "HF_TOKEN",
+    "HUGGING_FACE_HUB_TOKEN",
+    "HF_TOKEN_PATH",
+    "HF_XET_CACHE",
+    "HF_ASSETS_CACHE",
+)
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 
 
@@ -63,10 +73,19 @@ def tiny_repo(tmp_path: Path, whisper_dir: Path) -> Path:
     processor.save_pretrained(str(repo))
     real_cfg = json.loads((real / "config.json").read_text())
     config = WhisperConfig(
-        vocab_size=len(processor.tokenizer), d_model=D_MODEL, encoder_layers=LAYERS, decoder_layers=LAYERS,
-        encoder_attention_heads=HEADS, decoder_attention_heads=HEADS, encoder_ffn_dim=128, decoder_ffn_dim=128,
-        num_mel_bins=80, max_source_positions=1500, max_target_positions=448,
-        suppress_tokens=real_cfg["suppress_tokens"], begin_suppress_tokens=real_cfg["begin_suppress_tokens"],
+        vocab_size=len(processor.tokenizer),
+        d_model=D_MODEL,
+        encoder_layers=LAYERS,
+        decoder_layers=LAYERS,
+        encoder_attention_heads=HEADS,
+        decoder_attention_heads=HEADS,
+        encoder_ffn_dim=128,
+        decoder_ffn_dim=128,
+        num_mel_bins=80,
+        max_source_positions=1500,
+        max_target_positions=448,
+        suppress_tokens=real_cfg["suppress_tokens"],
+        begin_suppress_tokens=real_cfg["begin_suppress_tokens"],
         **{key: real_cfg[key] for key in SPECIAL_IDS},
     )
     torch.manual_seed(0)
@@ -94,13 +113,27 @@ def _free_port() -> int:
 def _start(endpoint: str, hf_home: Path, assets: Path, offline: bool) -> subprocess.Popen:
     """The program in a fresh interpreter, with only the given hub settings (none inherited)."""
     env = {k: v for k, v in os.environ.items() if k not in HF_ENV_VARS + PROXY_VARS}
-    env.update(HF_ENDPOINT=endpoint, HF_HOME=str(hf_home), CALM_ASSETS=str(assets), NO_PROXY="127.0.0.1,localhost",
-               no_proxy="127.0.0.1,localhost", HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_ETAG_TIMEOUT="5",
-               HF_HUB_DOWNLOAD_TIMEOUT="10", PYTHONPATH=str(REPO))
+    env.update(
+        HF_ENDPOINT=endpoint,
+        HF_HOME=str(hf_home),
+        CALM_ASSETS=str(assets),
+        NO_PROXY="127.0.0.1,localhost",
+        no_proxy="127.0.0.1,localhost",
+        HF_HUB_DISABLE_TELEMETRY="1",
+        HF_HUB_ETAG_TIMEOUT="5",
+        HF_HUB_DOWNLOAD_TIMEOUT="10",
+        PYTHONPATH=str(REPO),
+    )
     if offline:
         env["HF_HUB_OFFLINE"] = "1"
-    return subprocess.Popen([sys.executable, "-c", PROGRAM, HUB_ID], cwd=REPO, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-c", PROGRAM, HUB_ID],
+        cwd=REPO,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _finish(proc: subprocess.Popen, timeout: float = 120) -> tuple[int, str, str]:
@@ -135,8 +168,9 @@ def unreachable(tmp_path: Path) -> Iterator[tuple[subprocess.Popen, Path]]:
             proc.communicate()
 
 
-def test_hub_id_downloads_then_cache_then_clear_error(unreachable: tuple[subprocess.Popen, Path],
-                                                      hub: FakeHub, tmp_path: Path) -> None:
+def test_hub_id_downloads_then_cache_then_clear_error(
+    unreachable: tuple[subprocess.Popen, Path], hub: FakeHub, tmp_path: Path
+) -> None:
     hf_home, assets = tmp_path / "hf_home", tmp_path / "no_assets"
     assets.mkdir()
 

@@ -23,8 +23,13 @@ def raw_configs(value: Any, path: str, seen: set[int], depth: int = 0) -> list[s
     and the attributes of objects (a backbone's, a protocol's, an estimator's, a report's)."""
     if isinstance(value, (DictConfig, ListConfig)):
         return [path]
-    if id(value) in seen or depth > 8 or isinstance(value, (str, bytes, int, float, bool, type(None), torch.Tensor,
-                                                           torch.device, torch.dtype, Path, type)):
+    if (
+        id(value) in seen
+        or depth > 8
+        or isinstance(
+            value, (str, bytes, int, float, bool, type(None), torch.Tensor, torch.device, torch.dtype, Path, type)
+        )
+    ):
         return []
     seen.add(id(value))
     if isinstance(value, dict):
@@ -46,13 +51,26 @@ def data(tmp_path: Path, fsdd_root: Path, monkeypatch: pytest.MonkeyPatch) -> Pa
     return small_fsdd(fsdd_root, tmp_path / "fsdd", indices=(0, 1, 10, 11))
 
 
-@pytest.mark.parametrize("overrides", [
-    ["method=calm_vs_sav"],
-    ["method=ablations", "protocol=paper", "method.estimators.calm.top_k=3"],
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["method=calm_vs_sav"],
+        ["method=ablations", "protocol=paper", "method.estimators.calm.top_k=3"],
+    ],
+)
 def test_a_prepared_job_holds_no_raw_config(overrides: list[str], data: Path, tmp_path: Path) -> None:
-    cfg = compose_config(["backbone=whisper_tiny", "logger=none", f"dataset.root={data}", "shots=1", "queries=1",
-                          "episodes=2", *overrides], tmp_path / "out")
+    cfg = compose_config(
+        [
+            "backbone=whisper_tiny",
+            "logger=none",
+            f"dataset.root={data}",
+            "shots=1",
+            "queries=1",
+            "episodes=2",
+            *overrides,
+        ],
+        tmp_path / "out",
+    )
     job = prepare(cfg)
     assert "cfg" not in {f.name for f in dataclasses.fields(PreparedJob)}
     assert raw_configs(job, "job", set()) == []
@@ -68,6 +86,10 @@ def test_a_prepared_job_holds_no_raw_config(overrides: list[str], data: Path, tm
 
 
 def test_no_module_reads_the_config_through_the_job() -> None:
-    reads = [f"{path.relative_to(REPO)}:{n}" for path in sorted((REPO / "calm").rglob("*.py"))
-             for n, line in enumerate(path.read_text().splitlines(), 1) if re.search(r"\bjob\.cfg\b", line)]
+    reads = [
+        f"{path.relative_to(REPO)}:{n}"
+        for path in sorted((REPO / "calm").rglob("*.py"))
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if re.search(r"\bjob\.cfg\b", line)
+    ]
     assert reads == []

@@ -26,8 +26,14 @@ def _results(job: Path) -> dict:
     return json.loads((job / "results.json").read_text())
 
 
-JOBLIB = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *TINY_ARGS, "shots=2", "method=calm",
-          "method.estimators.calm._target_=tests.exploding.ExplodingEstimator,calm.methods.CALM"]
+JOBLIB = [
+    "hydra/launcher=joblib",
+    "hydra.launcher.n_jobs=2",
+    *TINY_ARGS,
+    "shots=2",
+    "method=calm",
+    "method.estimators.calm._target_=tests.exploding.ExplodingEstimator,calm.methods.CALM",
+]
 
 
 def _joblib_sweep(tmp_path: Path, tiny: tuple[Path, Path], name: str) -> tuple[str, Path]:
@@ -39,8 +45,9 @@ def _joblib_sweep(tmp_path: Path, tiny: tuple[Path, Path], name: str) -> tuple[s
     return output, tmp_path / name
 
 
-def test_joblib_runs_jobs_in_worker_processes_records_failures_and_resumes(tmp_path: Path,
-                                                                           tiny: tuple[Path, Path]) -> None:
+def test_joblib_runs_jobs_in_worker_processes_records_failures_and_resumes(
+    tmp_path: Path, tiny: tuple[Path, Path]
+) -> None:
     output, sweep = _joblib_sweep(tmp_path, tiny, "sweep1")
     assert "Joblib.Parallel(n_jobs=2" in output and "is launching 2 jobs" in output
     failed, ok = sweep / "0", sweep / "1"
@@ -60,8 +67,20 @@ def test_joblib_runs_jobs_in_worker_processes_records_failures_and_resumes(tmp_p
 def test_submitit_local_runs_each_job_as_a_submitit_job(tmp_path: Path, tiny: tuple[Path, Path]) -> None:
     data, cache = tiny
     sweep = tmp_path / "sweep"
-    done = run_sweep(["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", f"dataset.root={data}",
-                      *TINY_ARGS, "shots=2", "method=calm", "seed=0,1"], sweep, tmp_path / "finished", cache)
+    done = run_sweep(
+        [
+            "hydra/launcher=submitit_local",
+            "hydra.launcher.timeout_min=10",
+            f"dataset.root={data}",
+            *TINY_ARGS,
+            "shots=2",
+            "method=calm",
+            "seed=0,1",
+        ],
+        sweep,
+        tmp_path / "finished",
+        cache,
+    )
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     assert {_results(sweep / str(i))["config"]["seed"] for i in (0, 1)} == {0, 1}
     for i in (0, 1):
@@ -92,8 +111,11 @@ def _sbatch_script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overrides: l
     monkeypatch.setattr(SlurmExecutor, "_make_submission_file_text", capture)
     monkeypatch.setenv("CALM_ROOT", str(REPO))
     with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
-        cfg = compose("config", overrides=["hydra/launcher=slurm", f"hydra.sweep.dir={tmp_path / 'sweep'}",
-                                           *overrides], return_hydra_config=True)
+        cfg = compose(
+            "config",
+            overrides=["hydra/launcher=slurm", f"hydra.sweep.dir={tmp_path / 'sweep'}", *overrides],
+            return_hydra_config=True,
+        )
     HydraConfig.instance().set_config(cfg)
     launcher = instantiate(cfg.hydra.launcher)
     launcher.config = cfg
@@ -103,17 +125,26 @@ def _sbatch_script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overrides: l
 
 
 def test_slurm_config_requests_what_the_trainer_settings_need(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    script = _sbatch_script(tmp_path, monkeypatch, ["trainer.devices=4", "trainer.num_nodes=2",
-                                                    "hydra.launcher.partition=gpu"])
+    script = _sbatch_script(
+        tmp_path, monkeypatch, ["trainer.devices=4", "trainer.num_nodes=2", "hydra.launcher.partition=gpu"]
+    )
     lines = set(script.splitlines())
-    for expected in ("#SBATCH --gpus-per-node=4", "#SBATCH --ntasks-per-node=4", "#SBATCH --nodes=2",
-                     "#SBATCH --partition=gpu", "#SBATCH --time=240", "#SBATCH --cpus-per-task=8",
-                     "#SBATCH --array=0-1%2", "export OMP_NUM_THREADS=8"):
+    for expected in (
+        "#SBATCH --gpus-per-node=4",
+        "#SBATCH --ntasks-per-node=4",
+        "#SBATCH --nodes=2",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --time=240",
+        "#SBATCH --cpus-per-task=8",
+        "#SBATCH --array=0-1%2",
+        "export OMP_NUM_THREADS=8",
+    ):
         assert expected in lines, f"{expected!r} missing from:\n{script}"
 
 
-def test_slurm_config_defaults_to_one_gpu_and_the_cluster_partition(tmp_path: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_slurm_config_defaults_to_one_gpu_and_the_cluster_partition(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     script = _sbatch_script(tmp_path, monkeypatch, [])
     assert "#SBATCH --gpus-per-node=1" in script and "#SBATCH --nodes=1" in script
     assert "--partition" not in script

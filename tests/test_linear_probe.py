@@ -16,8 +16,15 @@ from calm.methods.linear_probe import probe_features
 from tests.cli import compose_config
 
 
-def separable(seed: int = 0, n_classes: int = 4, shots: int = 5, n_heads: int = 9, head_dim: int = 6,
-              queries: int = 40, informative: tuple[int, ...] = (1, 4, 7)) -> tuple[torch.Tensor, ...]:
+def separable(
+    seed: int = 0,
+    n_classes: int = 4,
+    shots: int = 5,
+    n_heads: int = 9,
+    head_dim: int = 6,
+    queries: int = 40,
+    informative: tuple[int, ...] = (1, 4, 7),
+) -> tuple[torch.Tensor, ...]:
     """Classes differ only in the `informative` heads (by direction); the other heads are pure noise."""
     g = torch.Generator().manual_seed(seed)
     centres = torch.zeros(n_classes, n_heads, head_dim)
@@ -45,9 +52,12 @@ def test_learns_a_separable_problem_and_selects_the_sav_heads() -> None:
 
 def test_training_lowers_the_loss_from_the_initial_weights() -> None:
     support, labels, query, query_labels = separable(seed=1, n_heads=5, informative=(0, 2))
-    loss = [torch.nn.functional.cross_entropy(
-        torch.log(LinearProbe(top_k=2, steps=steps).fit(support, labels).predict_scores(support)), labels)
-        for steps in (1, 100)]
+    loss = [
+        torch.nn.functional.cross_entropy(
+            torch.log(LinearProbe(top_k=2, steps=steps).fit(support, labels).predict_scores(support)), labels
+        )
+        for steps in (1, 100)
+    ]
     assert float(loss[1]) < 0.5 * float(loss[0])
 
 
@@ -97,10 +107,21 @@ def test_numpy_input_top_k_clamped_and_explicit_n_classes() -> None:
     assert probe.predict(query.numpy()).shape == (len(query),)
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"top_k": 0}, {"top_k": -3}, {"top_k": True}, {"top_k": 2.5},
-    {"steps": 0}, {"lr": 0}, {"lr": -1.0}, {"lr": "fast"}, {"weight_decay": -0.1}, {"seed": 1.5},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"top_k": 0},
+        {"top_k": -3},
+        {"top_k": True},
+        {"top_k": 2.5},
+        {"steps": 0},
+        {"lr": 0},
+        {"lr": -1.0},
+        {"lr": "fast"},
+        {"weight_decay": -0.1},
+        {"seed": 1.5},
+    ],
+)
 def test_bad_settings_raise_config_error(kwargs: dict) -> None:
     with pytest.raises(ConfigError):
         LinearProbe(**kwargs)
@@ -118,9 +139,13 @@ def test_usage_errors_are_config_errors() -> None:
         probe.fit(support, labels)
 
 
-def test_fit_is_quiet_and_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                         caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture,
-                                         recwarn: pytest.WarningsRecorder) -> None:
+def test_fit_is_quiet_and_writes_nothing(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture,
+    recwarn: pytest.WarningsRecorder,
+) -> None:
     monkeypatch.chdir(tmp_path)
     support, labels, _, _ = separable(seed=6, shots=2)
     with caplog.at_level(logging.INFO):

@@ -30,10 +30,12 @@ def test_epsilon_leak_weights_at_tau_w_10_by_hand():
     assert leak == pytest.approx(1.6107e-4, rel=1e-4)
     kept0, kept1 = (0.8**0.1, 0.6**0.1), (0.3**0.1, 0.9**0.1)  # r + ε == r in float64 here
     total0, total1 = sum(kept0) + 2 * leak, sum(kept1) + 2 * leak
-    expected = [[kept0[0] / total0, kept1[0] / total1],
-                [leak / total0, leak / total1],
-                [kept0[1] / total0, kept1[1] / total1],
-                [leak / total0, leak / total1]]
+    expected = [
+        [kept0[0] / total0, kept1[0] / total1],
+        [leak / total0, leak / total1],
+        [kept0[1] / total0, kept1[1] / total1],
+        [leak / total0, leak / total1],
+    ]
     # the numbers themselves: 0.97793/1.92885, 1.6107e-4/1.92885, 0.95021/1.92885 for class 0
     assert expected[0][0] == pytest.approx(0.507107, abs=1e-6)
     assert expected[1][0] == pytest.approx(8.3524e-5, rel=1e-4)
@@ -44,8 +46,16 @@ def test_epsilon_leak_weights_at_tau_w_10_by_hand():
     assert float(w[1, 0] / w[0, 0]) == pytest.approx(leak / 0.8**0.1, rel=1e-5)
     # today's rule: the excluded heads get exactly 0
     exclude = calm_weights(r, tau_w=10.0, top_k=2, weight_norm="power")
-    np.testing.assert_allclose(exclude.numpy(), [[kept0[0] / sum(kept0), kept1[0] / sum(kept1)], [0, 0],
-                                                 [kept0[1] / sum(kept0), kept1[1] / sum(kept1)], [0, 0]], rtol=2e-6)
+    np.testing.assert_allclose(
+        exclude.numpy(),
+        [
+            [kept0[0] / sum(kept0), kept1[0] / sum(kept1)],
+            [0, 0],
+            [kept0[1] / sum(kept0), kept1[1] / sum(kept1)],
+            [0, 0],
+        ],
+        rtol=2e-6,
+    )
     assert exclude[[1, 3]].eq(0).all()
 
 
@@ -87,8 +97,16 @@ def test_calm_epsilon_leak_matches_the_formula_reference(tau_w):
     support, labels, query = random_episode(7, counts=(3, 2, 4), n_heads=6, queries=8)
     for top_k in (1, 3, None):
         model = CALM(tau=0.2, tau_w=tau_w, top_k=top_k, top_k_mode="epsilon_leak").fit(support, labels)
-        expected = ref.calm(support.tolist(), labels.tolist(), query.tolist(), 3, tau=0.2, tau_w=tau_w,
-                            top_k=top_k, top_k_mode="epsilon_leak")
+        expected = ref.calm(
+            support.tolist(),
+            labels.tolist(),
+            query.tolist(),
+            3,
+            tau=0.2,
+            tau_w=tau_w,
+            top_k=top_k,
+            top_k_mode="epsilon_leak",
+        )
         np.testing.assert_allclose(model.weights_.numpy(), expected["weights"], rtol=1e-5, atol=1e-9)
         np.testing.assert_allclose(model.predict_scores(query).numpy(), expected["scores"], atol=1e-6)
         if top_k in (1, 3):
@@ -108,10 +126,14 @@ def test_top_k_mode_is_checked():
 # Concat: two heads of 2-D features, two classes of two clips each.
 # class 0 clips: head 0 (1, 0), head 1 (0, 4) and (0, 6) -> raw mean [(1, 0), (0, 5)] -> flat (1, 0, 0, 5)
 # class 1 clips: head 0 (0, 1), head 1 (1, 0), twice      -> raw mean [(0, 1), (1, 0)] -> flat (0, 1, 1, 0)
-CONCAT_SUPPORT = torch.tensor([
-    [[1.0, 0.0], [0.0, 4.0]], [[1.0, 0.0], [0.0, 6.0]],
-    [[0.0, 1.0], [1.0, 0.0]], [[0.0, 1.0], [1.0, 0.0]],
-])
+CONCAT_SUPPORT = torch.tensor(
+    [
+        [[1.0, 0.0], [0.0, 4.0]],
+        [[1.0, 0.0], [0.0, 6.0]],
+        [[0.0, 1.0], [1.0, 0.0]],
+        [[0.0, 1.0], [1.0, 0.0]],
+    ]
+)
 CONCAT_LABELS = torch.tensor([0, 0, 1, 1])
 # query: head 0 (0, 10) points at class 1, head 1 (0, 1) at class 0
 CONCAT_QUERY = torch.tensor([[[0.0, 10.0], [0.0, 1.0]]])

@@ -46,19 +46,21 @@ def f_brier(p: float) -> float:
 # head 0: class 0 = (1, 0) twice, class 1 = (0, 1) twice: prototypes (1, 0), (0, 1).
 # head 1: class 0 = (0.6, 0.8), (0.6, -0.8) -> prototype (1, 0); class 1 = (0, 1) twice -> (0, 1).
 # With two classes p_c = sig(2 (s_c - s_other)) and the margin is 2 p_c - 1.
-SUPPORT = torch.tensor([
-    [[1.0, 0.0], [0.6, 0.8]],
-    [[1.0, 0.0], [0.6, -0.8]],
-    [[0.0, 1.0], [0.0, 1.0]],
-    [[0.0, 1.0], [0.0, 1.0]],
-])
+SUPPORT = torch.tensor(
+    [
+        [[1.0, 0.0], [0.6, 0.8]],
+        [[1.0, 0.0], [0.6, -0.8]],
+        [[0.0, 1.0], [0.0, 1.0]],
+        [[0.0, 1.0], [0.0, 1.0]],
+    ]
+)
 LABELS = torch.tensor([0, 0, 1, 1])
 QUERY = torch.tensor([[[0.8, 0.6], [0.0, 1.0]]])  # head 0: s = (0.8, 0.6); head 1: s = (0, 1)
 TAU = 0.5
-A = sig(2.0)          # own-class p of every clip that sits on its prototype (cosines 1 and 0)
-B = sig(2 * -0.2)     # head 1, clip (0.6, 0.8): s = (0.6, 0.8), wrong side
-D = sig(2 * 1.4)      # head 1, clip (0.6, -0.8): s = (0.6, -0.8)
-E = sig(2 * 0.2)      # query, head 0: p(0) ; head 1: p(0) = 1 - A
+A = sig(2.0)  # own-class p of every clip that sits on its prototype (cosines 1 and 0)
+B = sig(2 * -0.2)  # head 1, clip (0.6, 0.8): s = (0.6, 0.8), wrong side
+D = sig(2 * 1.4)  # head 1, clip (0.6, -0.8): s = (0.6, -0.8)
+E = sig(2 * 0.2)  # query, head 0: p(0) ; head 1: p(0) = 1 - A
 HAND_R = {
     "margin_clamped": [[2 * A - 1, 2 * A - 1], [(0 + 2 * D - 1) / 2, 2 * A - 1]],
     "margin": [[2 * A - 1, 2 * A - 1], [B + D - 1, 2 * A - 1]],
@@ -189,8 +191,9 @@ def test_weights_by_hand():
 def test_shrink_and_scores_by_hand():
     r = torch.tensor([[0.2, 0.6], [0.4, 0.0]])
     out = shrink(r, torch.tensor([1.0, 3.0]), alpha=1.0)  # grand mean 0.3
-    assert close(out, [[0.5 * 0.2 + 0.5 * 0.3, 0.75 * 0.6 + 0.25 * 0.3],
-                       [0.5 * 0.4 + 0.5 * 0.3, 0.75 * 0.0 + 0.25 * 0.3]])
+    assert close(
+        out, [[0.5 * 0.2 + 0.5 * 0.3, 0.75 * 0.6 + 0.25 * 0.3], [0.5 * 0.4 + 0.5 * 0.3, 0.75 * 0.0 + 0.25 * 0.3]]
+    )
     assert torch.equal(shrink(r, torch.tensor([1.0, 3.0]), alpha=0.0), r)
     post = torch.tensor([[[0.9, 0.1]], [[0.3, 0.7]]])  # (K=2, m=1, C=2)
     w = torch.tensor([[0.25, 1.0], [0.75, 0.0]])
@@ -201,11 +204,15 @@ def test_shrink_and_scores_by_hand():
 
 def test_all_zero_reliability_class_gets_uniform_weights():
     # classes 0 and 1 have the same prototype (1, 0) on both heads, so their clips tie: clamped margin 0
-    support = torch.tensor([
-        [[1.0, 0.5], [1.0, 0.5]], [[1.0, -0.5], [1.0, -0.5]],
-        [[2.0, 0.0], [3.0, 0.0]],
-        [[0.0, 1.0], [0.1, 1.0]], [[0.0, 1.0], [-0.1, 1.0]],
-    ])
+    support = torch.tensor(
+        [
+            [[1.0, 0.5], [1.0, 0.5]],
+            [[1.0, -0.5], [1.0, -0.5]],
+            [[2.0, 0.0], [3.0, 0.0]],
+            [[0.0, 1.0], [0.1, 1.0]],
+            [[0.0, 1.0], [-0.1, 1.0]],
+        ]
+    )
     labels = torch.tensor([0, 0, 1, 2, 2])
     for tau_w in (0.5, 1.0):
         model = CALM(tau_w=tau_w).fit(support, labels)
@@ -240,8 +247,9 @@ def test_matches_formula_reference(scheme, weight_norm, split):
     seed = SCHEMES.index(scheme) * 9 + SPLITS.index(split) * 3 + [None, "power", "softmax"].index(weight_norm)
     support, labels, query = random_episode(seed, counts=(3, 2, 4), n_heads=4, dim=5, queries=6)
     for top_k, shrinkage, tau_w in itertools.product((None, 1, 2, 4), (0.0, 0.5), (0.5, 1.0)):
-        settings = dict(tau=0.2, tau_w=tau_w, reliability=scheme, top_k=top_k, shrinkage=shrinkage,
-                        weight_norm=weight_norm)
+        settings = dict(
+            tau=0.2, tau_w=tau_w, reliability=scheme, top_k=top_k, shrinkage=shrinkage, weight_norm=weight_norm
+        )
         model = CALM(reliability_split=split, **settings).fit(support, labels)
         expected = reference_calm(support, labels, query, 3, split, **settings)
         assert_matches(model, expected, query, settings)
@@ -264,8 +272,9 @@ def test_small_tau_matches_reference(tau):
     for split in SPLITS:
         model = CALM(tau=tau, reliability="margin", reliability_split=split).fit(support, labels)
         assert torch.isfinite(model.predict_scores(query)).all()
-        assert_matches(model, reference_calm(support, labels, query, 3, split, tau=tau, reliability="margin"),
-                       query, (tau, split))
+        assert_matches(
+            model, reference_calm(support, labels, query, 3, split, tau=tau, reliability="margin"), query, (tau, split)
+        )
 
 
 @pytest.mark.parametrize("tau", [0.026, 0.01, 0.001])
@@ -309,7 +318,11 @@ def test_leave_one_out_reliability_is_not_optimistic():
 
 def test_relabelling_permutes_scores_and_scaling_a_head_changes_nothing():
     support, labels, query = random_episode(8, counts=(3, 3, 3, 3), n_heads=5, queries=9)
-    for settings in ({}, {"reliability": "brier", "top_k": 2}, {"reliability_split": "leave_one_out", "shrinkage": 1.0}):
+    for settings in (
+        {},
+        {"reliability": "brier", "top_k": 2},
+        {"reliability_split": "leave_one_out", "shrinkage": 1.0},
+    ):
         scores = CALM(**settings).fit(support, labels).predict_scores(query)
         perm = np.array([3, 1, 0, 2])
         relabelled = CALM(**settings).fit(support, perm[labels]).predict_scores(query)
@@ -317,8 +330,9 @@ def test_relabelling_permutes_scores_and_scaling_a_head_changes_nothing():
         scaled, scaled_query = support.copy(), query.copy()
         scaled[:, 2] *= 50.0
         scaled_query[:, 2] *= 0.02
-        assert torch.allclose(CALM(**settings).fit(scaled, labels).predict_scores(scaled_query), scores,
-                              atol=1e-5), settings
+        assert torch.allclose(CALM(**settings).fit(scaled, labels).predict_scores(scaled_query), scores, atol=1e-5), (
+            settings
+        )
 
 
 def test_numpy_and_torch_inputs_agree():
@@ -333,9 +347,12 @@ def test_sweep_reuses_similarities(monkeypatch):
     support, labels, query = random_episode(10, counts=(4, 3, 5), n_heads=6, queries=8)
     for split in SPLITS:
         sims = episode_similarities(support, labels, query, split=split)
-        settings = [dict(tau=tau, tau_w=tau_w, reliability=scheme, top_k=top_k, shrinkage=alpha)
-                    for tau, tau_w, scheme, top_k, alpha in itertools.product(
-                        (0.07, 0.3), (0.5, 1.0), SCHEMES, (None, 3), (0.0, 1.0))]
+        settings = [
+            dict(tau=tau, tau_w=tau_w, reliability=scheme, top_k=top_k, shrinkage=alpha)
+            for tau, tau_w, scheme, top_k, alpha in itertools.product(
+                (0.07, 0.3), (0.5, 1.0), SCHEMES, (None, 3), (0.0, 1.0)
+            )
+        ]
         expected = [CALM(reliability_split=split, **s).fit(support, labels).predict_scores(query) for s in settings]
 
         def no_matmul(*args, **kwargs):

@@ -17,18 +17,22 @@ from tests.test_prototypes import random_episode
 #         (0.6, 0.8) is nearer class 1 (0.8 > 0.6): wrong. (1, 1) ties 0.7071 vs 0.7071 -> class 0: wrong.
 #         Head score 2.
 # heads 1 and 2: every clip right, head score 4 (a tie: head 1 ranks first).
-SUPPORT = torch.tensor([
-    [[0.6, 0.8], [2.0, 0.0], [1.0, 0.1]],
-    [[0.6, -0.8], [1.0, 0.0], [1.0, -0.1]],
-    [[1.0, 1.0], [0.0, 1.0], [0.1, 1.0]],
-    [[-1.0, 1.0], [0.0, 3.0], [-0.1, 1.0]],
-])
+SUPPORT = torch.tensor(
+    [
+        [[0.6, 0.8], [2.0, 0.0], [1.0, 0.1]],
+        [[0.6, -0.8], [1.0, 0.0], [1.0, -0.1]],
+        [[1.0, 1.0], [0.0, 1.0], [0.1, 1.0]],
+        [[-1.0, 1.0], [0.0, 3.0], [-0.1, 1.0]],
+    ]
+)
 LABELS = torch.tensor([0, 0, 1, 1])
 # Query 0: every head says class 0. Query 1: head 1 says class 1, heads 0 and 2 say class 0.
-QUERY = torch.tensor([
-    [[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]],
-    [[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]],
-])
+QUERY = torch.tensor(
+    [
+        [[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]],
+        [[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]],
+    ]
+)
 
 
 def test_head_scores_and_ranking_by_hand():

@@ -141,8 +141,9 @@ def test_calm_random_ties_match_the_formula_reference():
     pi = permutation(4)
     for top_k in (1, 2, 5):
         model = CALM(tau=1e-3, top_k=top_k, tie_break="random", tie_seed=4).fit(support, labels)
-        expected = ref.calm(support.tolist(), labels.tolist(), query.tolist(), N_CLASSES, tau=1e-3, top_k=top_k,
-                            tie_order=pi)
+        expected = ref.calm(
+            support.tolist(), labels.tolist(), query.tolist(), N_CLASSES, tau=1e-3, top_k=top_k, tie_order=pi
+        )
         assert torch.allclose(model.weights_, torch.tensor(expected["weights"]), atol=1e-6)
 
 

@@ -164,12 +164,15 @@ def test_eer_extremes_symmetry_and_inputs() -> None:
     assert eer(torch.tensor(scores), torch.tensor(labels)) == pytest.approx(value)
 
 
-@pytest.mark.parametrize(("scores", "labels", "match"), [
-    ([0.1, 0.2], [1, 1], "both classes"),
-    ([0.1, 0.2], [0, 2], "binary"),
-    ([0.1, float("nan")], [0, 1], "finite"),
-    ([0.1], [0, 1], "entries"),
-])
+@pytest.mark.parametrize(
+    ("scores", "labels", "match"),
+    [
+        ([0.1, 0.2], [1, 1], "both classes"),
+        ([0.1, 0.2], [0, 2], "binary"),
+        ([0.1, float("nan")], [0, 1], "finite"),
+        ([0.1], [0, 1], "entries"),
+    ],
+)
 def test_eer_rejects_bad_input(scores, labels, match) -> None:
     with pytest.raises(ValueError, match=match):
         eer(scores, labels)
@@ -264,4 +267,3 @@ def test_question_exact_match_rejects_bad_input() -> None:
         batched_set_exact_match(torch.tensor([0, 1]), torch.tensor([0, 1]), torch.tensor([0, 0]))
     with pytest.raises(ValueError, match="class ids >= 0"):
         batched_question_exact_match(torch.tensor([[-1, 1]]), torch.tensor([0, 1]), torch.tensor([0, 0]))
-

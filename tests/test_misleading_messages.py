@@ -40,8 +40,11 @@ def test_top_k_zero_is_a_settings_error_naming_the_estimator(tmp_path: Path) -> 
     from calm.run.job import build_methods
 
     cfg = compose_config(["method=calm_vs_sav", "method.estimators.sav.top_k=0"], tmp_path)
-    with pytest.raises(ConfigError, match=r"`method.estimators.sav.top_k` must be null \(all heads\) or a positive "
-                                          r"integer, got 0"):
+    with pytest.raises(
+        ConfigError,
+        match=r"`method.estimators.sav.top_k` must be null \(all heads\) or a positive "
+        r"integer, got 0",
+    ):
         check_settings(cfg)
     with pytest.raises(ConfigError, match=r"top_k must be null \(all heads\) or a positive integer, got 0"):
         build_methods(cfg.method)
@@ -81,8 +84,9 @@ def test_a_csv_with_a_utf8_byte_order_mark_is_read(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("setting", ["dataset.csv=list.csv", "csv=list.csv"])
-def test_validate_set_takes_keys_as_run_py_does(tmp_path: Path, setting: str,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_validate_set_takes_keys_as_run_py_does(
+    tmp_path: Path, setting: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     root = _clips(tmp_path)
     (root / "list.csv").write_text("path,label\ncat/cat0.wav,cat\ndog/dog0.wav,dog\n")
     assert data_cli(["validate", "folder", str(root), "--json", "--set", setting]) == 0
@@ -120,16 +124,27 @@ except CacheError as err:
 def test_a_file_size_limit_is_not_answered_with_make_the_folder_writable(tmp_path: Path) -> None:
     """A write refused with EFBIG (a file size limit, a full disk or quota alike) asks for room, not
     permissions; a read-only folder still asks for permissions."""
-    done = subprocess.run([sys.executable, "-c", FULL_DISK, str(tmp_path / "cache")], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", FULL_DISK, str(tmp_path / "cache")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert "File too large" in done.stdout, done.stdout + done.stderr[-2000:]
     assert "make the folder writable" not in done.stdout
     assert "file size limit" in done.stdout and "free space" in done.stdout
 
 
-@pytest.mark.parametrize(("code", "asks"), [(errno.ENOSPC, "free space"), (errno.EDQUOT, "free space"),
-                                             (errno.EACCES, "make the folder writable"),
-                                             (errno.EROFS, "make the folder writable")])
+@pytest.mark.parametrize(
+    ("code", "asks"),
+    [
+        (errno.ENOSPC, "free space"),
+        (errno.EDQUOT, "free space"),
+        (errno.EACCES, "make the folder writable"),
+        (errno.EROFS, "make the folder writable"),
+    ],
+)
 def test_each_write_error_gets_its_own_fix(tmp_path: Path, code: int, asks: str) -> None:
     from calm.cache.folder import unwritable
 

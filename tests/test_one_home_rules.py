@@ -97,9 +97,18 @@ def test_batched_metrics_equal_the_scalar_ones() -> None:
 def test_fold_seeds_differ_between_episodes_of_one_search(tmp_path: Path, monkeypatch) -> None:
     cfg = compose_config(["hparams_search=calm_optuna", "method=calm", "shots=3"], tmp_path)
     split = synthetic_split(heads=8, dim=4, classes=3, support_per_class=3, queries=1, seed=1)
-    episodes = [Episode(index=i, seed=100 + i, classes=np.arange(3), support=np.arange(9),
-                        support_labels=split.labels.numpy(), query=np.arange(9, 12),
-                        query_labels=split.query_labels.numpy()) for i in range(3)]
+    episodes = [
+        Episode(
+            index=i,
+            seed=100 + i,
+            classes=np.arange(3),
+            support=np.arange(9),
+            support_labels=split.labels.numpy(),
+            query=np.arange(9, 12),
+            query_labels=split.query_labels.numpy(),
+        )
+        for i in range(3)
+    ]
     seen: list[int] = []
     real = cv_module.stratified_folds
 

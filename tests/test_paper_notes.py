@@ -14,8 +14,12 @@ from tests.cli import compose_config
 
 def notes_for(tmp_path: Path, dataset: str, prompt: str, *overrides: str) -> list[str]:
     cfg = compose_config([f"dataset={dataset}", f"prompt={prompt}", "protocol=paper", *overrides], tmp_path)
-    return paper_notes(build_dataset(cfg.dataset), build_prompt(OmegaConf.to_container(cfg.prompt, resolve=True)),
-                       build_protocol(cfg), str(cfg.evaluate.dtype))
+    return paper_notes(
+        build_dataset(cfg.dataset),
+        build_prompt(OmegaConf.to_container(cfg.prompt, resolve=True)),
+        build_protocol(cfg),
+        str(cfg.evaluate.dtype),
+    )
 
 
 def test_clean_esc50_pool_says_test_fold_is_never_support_and_where_the_authors_files_run(tmp_path: Path):

@@ -14,8 +14,13 @@ from calm.run.pipeline import run_job
 from calm.testing.smoke_layouts import make_asvspoof, make_audioset
 from tests.cli import compose_config
 
-SMALL_GRID = ["grids.calm.tau=[0.01,0.07]", "grids.calm.tau_w=[0.5]", "grids.calm.top_k=[5,all]",
-              "grids.calm.shrinkage=[0]", "grids.calm.reliability=[margin_clamped,prob]"]
+SMALL_GRID = [
+    "grids.calm.tau=[0.01,0.07]",
+    "grids.calm.tau_w=[0.5]",
+    "grids.calm.top_k=[5,all]",
+    "grids.calm.shrinkage=[0]",
+    "grids.calm.reliability=[margin_clamped,prob]",
+]
 
 
 def _digit(fsdd_root: Path, digit: int, i: int) -> tuple[np.ndarray, int]:
@@ -26,10 +31,14 @@ def _digit(fsdd_root: Path, digit: int, i: int) -> tuple[np.ndarray, int]:
 @pytest.fixture()
 def asvspoof_root(tmp_path: Path, fsdd_root: Path) -> Path:
     """Bonafide = spoken 'zero', spoof = spoken 'one': separable, so EER must be low."""
-    lines = {"train": [f"LA_0001 LA_T_{i:03d} - {'-' if i < 6 else 'A01'} {'bonafide' if i < 6 else 'spoof'}"
-                       for i in range(12)],
-             "eval": [f"LA_0002 LA_E_{i:03d} - {'-' if i < 6 else 'A07'} {'bonafide' if i < 6 else 'spoof'}"
-                      for i in range(12)]}
+    lines = {
+        "train": [
+            f"LA_0001 LA_T_{i:03d} - {'-' if i < 6 else 'A01'} {'bonafide' if i < 6 else 'spoof'}" for i in range(12)
+        ],
+        "eval": [
+            f"LA_0002 LA_E_{i:03d} - {'-' if i < 6 else 'A07'} {'bonafide' if i < 6 else 'spoof'}" for i in range(12)
+        ],
+    }
     la = make_asvspoof(tmp_path / "asv", lines)
     for part, prefix in (("train", "T"), ("eval", "E")):
         for i in range(12):
@@ -46,8 +55,11 @@ def _run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overrides: list[str]) 
 
 
 def test_asvspoof_episodes_report_eer(tmp_path: Path, asvspoof_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    results = _run(tmp_path, monkeypatch, ["dataset=asvspoof2019_la", f"dataset.root={asvspoof_root}", "shots=3",
-                                           "queries=4", "episodes=4"])
+    results = _run(
+        tmp_path,
+        monkeypatch,
+        ["dataset=asvspoof2019_la", f"dataset.root={asvspoof_root}", "shots=3", "queries=4", "episodes=4"],
+    )
     calm = next(r for r in results["results"] if r["method"] == "calm")
     assert calm["ways"] == 2 and "eer_mean" in calm
     assert calm["accuracy_mean"] >= 90.0 and calm["eer_mean"] <= 10.0
@@ -55,13 +67,25 @@ def test_asvspoof_episodes_report_eer(tmp_path: Path, asvspoof_root: Path, monke
     assert "eer" in episodes[0].split(",")
 
 
-def test_paper_protocol_reports_both_selections_labelled(tmp_path: Path, asvspoof_root: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_paper_protocol_reports_both_selections_labelled(
+    tmp_path: Path, asvspoof_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """method=auto (SAV, CALM and auto): both labelled selections of every tuned method, the `auto`
     estimator on the fixed split, and `auto[cv]`, the tuned method whose own [cv] choice has the best
     cross-validated score, reported with that [cv] row's test scores."""
-    results = _run(tmp_path, monkeypatch, ["dataset=asvspoof2019_la", f"dataset.root={asvspoof_root}", "shots=3",
-                                           "protocol=paper", "prompt=paper", "method=auto", *SMALL_GRID])
+    results = _run(
+        tmp_path,
+        monkeypatch,
+        [
+            "dataset=asvspoof2019_la",
+            f"dataset.root={asvspoof_root}",
+            "shots=3",
+            "protocol=paper",
+            "prompt=paper",
+            "method=auto",
+            *SMALL_GRID,
+        ],
+    )
     rows = {r["method"]: r for r in results["results"]}
     assert set(rows) == {"sav", "calm", "auto", "calm[cv]", "calm[oracle]", "sav[cv]", "sav[oracle]", "auto[cv]"}
     assert "cross-validation on the support set" in rows["calm[cv]"]["selection"]
@@ -86,12 +110,23 @@ def test_paper_protocol_reports_both_selections_labelled(tmp_path: Path, asvspoo
     assert "selected" in (tmp_path / "out" / "episodes.csv").read_text().splitlines()[0].split(",")
 
 
-def test_paper_cv_rows_without_enough_support_to_cross_validate_say_so(tmp_path: Path, asvspoof_root: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_paper_cv_rows_without_enough_support_to_cross_validate_say_so(
+    tmp_path: Path, asvspoof_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """One support clip per class cannot be cross-validated: the [cv] rows say so and show the setting
     actually used (the configured one), never an empty setting under a cross-validation label."""
-    results = _run(tmp_path, monkeypatch, ["dataset=asvspoof2019_la", f"dataset.root={asvspoof_root}", "shots=1",
-                                           "protocol=paper", "prompt=paper", *SMALL_GRID])
+    results = _run(
+        tmp_path,
+        monkeypatch,
+        [
+            "dataset=asvspoof2019_la",
+            f"dataset.root={asvspoof_root}",
+            "shots=1",
+            "protocol=paper",
+            "prompt=paper",
+            *SMALL_GRID,
+        ],
+    )
     rows = {r["method"]: r for r in results["results"]}
     for method in ("calm[cv]", "sav[cv]"):
         assert rows[method]["selection"].startswith("not cross-validated: a class has 1 support clip"), method
@@ -120,10 +155,14 @@ def audioset_root(tmp_path: Path, fsdd_root: Path) -> Path:
     return root
 
 
-def test_audioset_multilabel_reports_exact_match(tmp_path: Path, audioset_root: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    results = _run(tmp_path, monkeypatch, ["dataset=audioset", f"dataset.root={audioset_root}", "shots=2",
-                                           "queries=1", "episodes=3"])
+def test_audioset_multilabel_reports_exact_match(
+    tmp_path: Path, audioset_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    results = _run(
+        tmp_path,
+        monkeypatch,
+        ["dataset=audioset", f"dataset.root={audioset_root}", "shots=2", "queries=1", "episodes=3"],
+    )
     calm = next(r for r in results["results"] if r["method"] == "calm")
     assert "exact_match_mean" in calm and 0.0 <= calm["exact_match_mean"] <= 100.0
     header = (tmp_path / "out" / "episodes.csv").read_text().splitlines()[0]
@@ -131,14 +170,25 @@ def test_audioset_multilabel_reports_exact_match(tmp_path: Path, audioset_root: 
 
 
 def test_pseudo_labels_on_a_multi_label_dataset_fail_before_the_model_is_needed(
-        tmp_path: Path, audioset_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, audioset_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """With weights that do not exist, a late check would fail on the missing weights instead."""
     from calm.errors import ConfigError
 
     with pytest.raises(ConfigError, match="one label per clip; audioset is multi-label"):
-        _run(tmp_path, monkeypatch, ["dataset=audioset", f"dataset.root={audioset_root}", "shots=2", "queries=1",
-                                     "method=pseudo_label", "backbone=qwen2_audio",
-                                     f"backbone.path={tmp_path / 'no_weights'}"])
+        _run(
+            tmp_path,
+            monkeypatch,
+            [
+                "dataset=audioset",
+                f"dataset.root={audioset_root}",
+                "shots=2",
+                "queries=1",
+                "method=pseudo_label",
+                "backbone=qwen2_audio",
+                f"backbone.path={tmp_path / 'no_weights'}",
+            ],
+        )
 
 
 def test_vggsound_audio_video_through_the_pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -152,18 +202,30 @@ def test_vggsound_audio_video_through_the_pipeline(tmp_path: Path, monkeypatch: 
         rows.append((f"vid{i:08d}", 30, label, split))
         present[f"vid{i:08d}_000030"] = "mp4"
     root = make_vggsound(tmp_path / "vgg", rows, present)
-    results = _run(tmp_path, monkeypatch, [
-        "dataset=vggsound", f"dataset.root={root}", "backbone=tiny_qwen2_5_omni",
-        f"backbone.path={tmp_path / 'tiny_omni'}", "backbone.modality=audio_video", "shots=2", "queries=2",
-        "episodes=2", "extract.batch_size=4"])
+    results = _run(
+        tmp_path,
+        monkeypatch,
+        [
+            "dataset=vggsound",
+            f"dataset.root={root}",
+            "backbone=tiny_qwen2_5_omni",
+            f"backbone.path={tmp_path / 'tiny_omni'}",
+            "backbone.modality=audio_video",
+            "shots=2",
+            "queries=2",
+            "episodes=2",
+            "extract.batch_size=4",
+        ],
+    )
     assert results["cache"]["extracted"] == 8 and results["missing"] == 0
     key = json.loads((Path(results["cache"]["path"]) / "key.json").read_text())["fields"]["backbone"]
     assert key["modality"] == "audio_video"
 
 
 @pytest.mark.slow
-def test_paper_protocol_with_val_clips_adds_val_rows(tmp_path: Path, fsdd_root: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_paper_protocol_with_val_clips_adds_val_rows(
+    tmp_path: Path, fsdd_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """protocol.reliability=val: the table's val clips are V; every tuned method gets a [val] row, and the
     [val] choice is recorded with the number of val clips it was scored on."""
     lines = ["path,label,split"]
@@ -171,9 +233,19 @@ def test_paper_protocol_with_val_clips_adds_val_rows(tmp_path: Path, fsdd_root: 
         for i, split in enumerate(["train"] * 3 + ["val"] * 2 + ["test"] * 2):
             lines.append(f"{fsdd_root / 'recordings' / f'{digit}_george_{i}.wav'},{digit},{split}")
     (tmp_path / "clips.csv").write_text("\n".join(lines) + "\n")
-    results = _run(tmp_path, monkeypatch, ["dataset=folder", f"dataset.root={fsdd_root}",
-                                           f"dataset.csv={tmp_path / 'clips.csv'}", "shots=3", "protocol=paper",
-                                           "protocol.reliability=val", *SMALL_GRID])
+    results = _run(
+        tmp_path,
+        monkeypatch,
+        [
+            "dataset=folder",
+            f"dataset.root={fsdd_root}",
+            f"dataset.csv={tmp_path / 'clips.csv'}",
+            "shots=3",
+            "protocol=paper",
+            "protocol.reliability=val",
+            *SMALL_GRID,
+        ],
+    )
     rows = {r["method"]: r for r in results["results"]}
     assert set(rows) == {"sav", "calm", *(f"{m}[{s}]" for m in ("calm", "sav") for s in ("cv", "val", "oracle"))}
     assert rows["calm[val]"]["selection"].startswith("best on the reliability (val) set V")

@@ -47,8 +47,11 @@ def test_clean_prompt_is_one_fixed_question_for_every_clip() -> None:
     assert texts == {"What sound is this? Answer with the class name."}
     assert Prompt().text_for(t.clips[0], t, label=3) == "What sound is this? Answer with the class name."
     # the cache key of existing clean caches must not move
-    assert Prompt().key_fields() == {"name": "clean", "question": "What sound is this?",
-                                     "instruction": "Answer with the class name."}
+    assert Prompt().key_fields() == {
+        "name": "clean",
+        "question": "What sound is this?",
+        "instruction": "Answer with the class name.",
+    }
 
 
 # --- paper -----------------------------------------------------------------------------
@@ -73,8 +76,9 @@ def test_paper_options_are_shuffled_and_vary_across_clips() -> None:
     letters = Counter(options(text).index(NAMES[c.label]) for text, c in zip(texts, t.clips, strict=True))
     assert set(letters) == {0, 1, 2, 3}, "the answer always sits at the same letter"
     assert min(letters.values()) > 25  # roughly uniform over 200 clips
-    distractors = Counter(n for text, c in zip(texts, t.clips, strict=True) for n in options(text)
-                          if n != NAMES[c.label])
+    distractors = Counter(
+        n for text, c in zip(texts, t.clips, strict=True) for n in options(text) if n != NAMES[c.label]
+    )
     assert len(distractors) > 45, "distractors are not drawn from all classes"
 
 
@@ -88,17 +92,29 @@ def test_paper_options_are_deterministic_per_clip_id_and_pinned() -> None:
     # regression pin: cached features depend on this text
     pinned = clip("1-100032-A-0.wav", 0)
     assert PaperPrompt().text_for(pinned, table([pinned])) == (
-        "What sound is this?\nA. class_39 B. class_46 C. class_17 D. class_0 Answer with the class name.")
+        "What sound is this?\nA. class_39 B. class_46 C. class_17 D. class_0 Answer with the class name."
+    )
     assert option_seed(0, "1-100032-A-0.wav") == 1357159828684476346
 
 
 def test_paper_options_do_not_depend_on_the_process_hash_seed() -> None:
-    code = ("from pathlib import Path; from calm.data.prompts import PaperPrompt; "
-            "from calm.data.table import Clip, ClipTable; "
-            "c = Clip('dog-1', Path('x'), 3, 'train'); "
-            "print(PaperPrompt().text_for(c, ClipTable('t', (c,), tuple(f'c{i}' for i in range(50)))))")
-    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO,
-                           env={"PYTHONHASHSEED": seed, "PATH": ""}).stdout for seed in ("1", "2")}
+    code = (
+        "from pathlib import Path; from calm.data.prompts import PaperPrompt; "
+        "from calm.data.table import Clip, ClipTable; "
+        "c = Clip('dog-1', Path('x'), 3, 'train'); "
+        "print(PaperPrompt().text_for(c, ClipTable('t', (c,), tuple(f'c{i}' for i in range(50)))))"
+    )
+    outs = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=REPO,
+            env={"PYTHONHASHSEED": seed, "PATH": ""},
+        ).stdout
+        for seed in ("1", "2")
+    }
     assert len(outs) == 1
 
 
@@ -177,17 +193,20 @@ def _cfg(config: str, **settings) -> dict:
     return {**OmegaConf.to_container(OmegaConf.load(REPO / "configs" / "prompt" / f"{config}.yaml")), **settings}
 
 
-@pytest.mark.parametrize(("cfg", "match"), [
-    ({"_target_": "calm.data.prompts.Prompt", "name": "fancy"}, "unknown prompt 'fancy'"),
-    (_cfg("clean", name="paper"), "is the prompt of configs/prompt/paper.yaml"),
-    ({"name": "clean"}, "has no _target_"),
-    (_cfg("clean", _target_="calm.data.prompts.Nope"), "cannot be imported"),
-    (_cfg("clean", options=4), "no setting"),
-    (_cfg("paper", options=1), "options"),
-    (_cfg("paper", options=27), "options"),
-    (_cfg("paper", spoof_classes=["bonafide"]), "two classes"),
-    (_cfg("paper", seed="x"), "seed"),
-])
+@pytest.mark.parametrize(
+    ("cfg", "match"),
+    [
+        ({"_target_": "calm.data.prompts.Prompt", "name": "fancy"}, "unknown prompt 'fancy'"),
+        (_cfg("clean", name="paper"), "is the prompt of configs/prompt/paper.yaml"),
+        ({"name": "clean"}, "has no _target_"),
+        (_cfg("clean", _target_="calm.data.prompts.Nope"), "cannot be imported"),
+        (_cfg("clean", options=4), "no setting"),
+        (_cfg("paper", options=1), "options"),
+        (_cfg("paper", options=27), "options"),
+        (_cfg("paper", spoof_classes=["bonafide"]), "two classes"),
+        (_cfg("paper", seed="x"), "seed"),
+    ],
+)
 def test_bad_prompt_configs(cfg: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(match)) as err:
         build_prompt(cfg)
@@ -203,11 +222,20 @@ def _composed(overrides: list[str], tmp_path: Path):
     return build_prompt(compose_config(overrides, tmp_path).prompt)
 
 
-@pytest.mark.parametrize(("config", "spoof_text"), [
-    ("paper", "Is this audio bonafide or spoofed?\nA. bonafide B. spoof Answer with the class name."),
-    ("paper_asvspoof_lines", "Is this audio bonafide or spoofed? \n bonafide\n spoofed Answer with the class name."),
-    ("paper_asvspoof_lettered", "Is this audio bonafide or spoofed?\nA. bonafide\nB. spoof Answer with the class name."),
-])
+@pytest.mark.parametrize(
+    ("config", "spoof_text"),
+    [
+        ("paper", "Is this audio bonafide or spoofed?\nA. bonafide B. spoof Answer with the class name."),
+        (
+            "paper_asvspoof_lines",
+            "Is this audio bonafide or spoofed? \n bonafide\n spoofed Answer with the class name.",
+        ),
+        (
+            "paper_asvspoof_lettered",
+            "Is this audio bonafide or spoofed?\nA. bonafide\nB. spoof Answer with the class name.",
+        ),
+    ],
+)
 def test_authors_spoofing_wordings(config: str, spoof_text: str, tmp_path: Path) -> None:
     prompt = _composed([f"prompt={config}"], tmp_path)
     for names in (("bonafide", "spoof"), ("spoof", "bonafide")):  # the fixed order does not follow the table
@@ -225,38 +253,52 @@ def test_authors_esc50_and_audioset_wordings(tmp_path: Path) -> None:
     audioset = _composed(["prompt=paper_audioset"], tmp_path)
     for c in t.clips:
         a, b, cc, d = default.option_names(c, t)  # the same seeded options under every wording
-        assert caption.text_for(c, t) == (f"What caption does the given audio belong to?\nA. {a} B. {b} C. {cc} D. {d} "
-                                          "Answer with the class name.")
-        assert audioset.text_for(c, t) == (f"What audio event is present in this audio clip? Choose from: A) {a}, "
-                                           f"B) {b}, C) {cc}, D) {d} Answer with the class name.")
+        assert caption.text_for(c, t) == (
+            f"What caption does the given audio belong to?\nA. {a} B. {b} C. {cc} D. {d} Answer with the class name."
+        )
+        assert audioset.text_for(c, t) == (
+            f"What audio event is present in this audio clip? Choose from: A) {a}, "
+            f"B) {b}, C) {cc}, D) {d} Answer with the class name."
+        )
     # a wording is part of the cache key; the default wording's key is the one it had before wordings existed
     assert audioset.key_fields()["layout"] == "{question} Choose from: {options} {instruction}"
     assert default.key_fields() == {
-        "name": "paper", "template": "calm.prompt.paper.v1", "question": "What sound is this?",
-        "instruction": "Answer with the class name.", "options": 4, "seed": 0,
-        "spoof_question": "Is this audio bonafide or spoofed?", "spoof_classes": ["bonafide", "spoof"]}
+        "name": "paper",
+        "template": "calm.prompt.paper.v1",
+        "question": "What sound is this?",
+        "instruction": "Answer with the class name.",
+        "options": 4,
+        "seed": 0,
+        "spoof_question": "Is this audio bonafide or spoofed?",
+        "spoof_classes": ["bonafide", "spoof"],
+    }
     assert PaperPrompt(per_label_questions=True).key_fields() == default.key_fields()
 
 
-@pytest.mark.parametrize(("overrides", "expected"), [
-    (["prompt=paper"], False),
-    (["prompt=paper", "protocol=paper"], True),
-    (["prompt=paper_audioset", "protocol=paper"], True),
-    (["prompt=paper", "protocol=paper", "prompt.per_label_questions=false"], False),
-    (["prompt=paper", "prompt.per_label_questions=true"], True),
-])
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["prompt=paper"], False),
+        (["prompt=paper", "protocol=paper"], True),
+        (["prompt=paper_audioset", "protocol=paper"], True),
+        (["prompt=paper", "protocol=paper", "prompt.per_label_questions=false"], False),
+        (["prompt=paper", "prompt.per_label_questions=true"], True),
+    ],
+)
 def test_per_label_questions_follow_the_authors_switch(overrides: list[str], expected: bool, tmp_path: Path) -> None:
     assert _composed(overrides, tmp_path).per_label_questions is expected
 
 
-@pytest.mark.parametrize(("settings", "match"), [
-    ({"layout": "{question} {instruction}"}, "prompt.layout="),
-    ({"option_format": "{letter}. {label}"}, "prompt.option_format="),
-    ({"spoof_layout": "{question} {options"}, "not a valid template"),
-    ({"spoof_option_names": ["only one"]}, "two options"),
-    ({"per_label_questions": "yes"}, "per_label_questions must be true or false"),
-])
+@pytest.mark.parametrize(
+    ("settings", "match"),
+    [
+        ({"layout": "{question} {instruction}"}, "prompt.layout="),
+        ({"option_format": "{letter}. {label}"}, "prompt.option_format="),
+        ({"spoof_layout": "{question} {options"}, "not a valid template"),
+        ({"spoof_option_names": ["only one"]}, "two options"),
+        ({"per_label_questions": "yes"}, "per_label_questions must be true or false"),
+    ],
+)
 def test_bad_wordings_are_named(settings: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(match)):
         build_prompt({**_cfg("paper", per_label_questions=False), **settings})
-

@@ -53,12 +53,8 @@ def assert_episode_valid(ep: Episode, labels, support_pool, query_pool, shots, q
     # local labels are positions in `classes` and agree with the original labels
     np.testing.assert_array_equal(ep.classes[ep.support_labels], labels[ep.support])
     np.testing.assert_array_equal(ep.classes[ep.query_labels], labels[ep.query])
-    np.testing.assert_array_equal(
-        np.bincount(ep.support_labels, minlength=ep.ways), [shots] * ep.ways
-    )
-    np.testing.assert_array_equal(
-        np.bincount(ep.query_labels, minlength=ep.ways), [queries] * ep.ways
-    )
+    np.testing.assert_array_equal(np.bincount(ep.support_labels, minlength=ep.ways), [shots] * ep.ways)
+    np.testing.assert_array_equal(np.bincount(ep.query_labels, minlength=ep.ways), [queries] * ep.ways)
 
 
 def same(a: Episode, b: Episode) -> bool:
@@ -280,10 +276,7 @@ def test_each_episode_depends_only_on_its_derived_seed(monkeypatch) -> None:
     monkeypatch.setattr(episodic, "derive_seed", lambda seed, dataset, shots, episode: 123)
     labels, sp, qp = make_table()
     eps = protocol(ways=3).episodes(Pools.build(labels, sp, qp))
-    assert all(
-        np.array_equal(eps[0].support, ep.support) and np.array_equal(eps[0].query, ep.query)
-        for ep in eps[1:]
-    )
+    assert all(np.array_equal(eps[0].support, ep.support) and np.array_equal(eps[0].query, ep.query) for ep in eps[1:])
 
 
 def test_shared_pool_exhausted_by_support_suggests_lowering_shots() -> None:
@@ -478,9 +471,13 @@ def clip_table(labels: np.ndarray, sp: np.ndarray, qp: np.ndarray, sets=None, n_
     from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT, Clip, ClipTable
 
     clips = tuple(
-        Clip(id=f"c{i}", audio_path=Path(f"c{i}.wav"), label=int(y),
-             split=SUPPORT_SPLIT if s else QUERY_SPLIT if q else "unused",
-             labels=tuple(sets[i]) if sets is not None else ())
+        Clip(
+            id=f"c{i}",
+            audio_path=Path(f"c{i}.wav"),
+            label=int(y),
+            split=SUPPORT_SPLIT if s else QUERY_SPLIT if q else "unused",
+            labels=tuple(sets[i]) if sets is not None else (),
+        )
         for i, (y, s, q) in enumerate(zip(labels, sp, qp, strict=True))
     )
     return ClipTable("toy", clips, tuple(f"class_{c}" for c in range(n_classes)))
@@ -495,7 +492,9 @@ def test_pools_kind_follows_the_label_sets() -> None:
     multi = Pools.build(labels, sp, qp, label_sets=sets)
     assert isinstance(multi, MultiLabelPools) and multi.multi_label
     # a clip counts for every class it holds
-    np.testing.assert_array_equal(multi.counts(multi.support), [sum(c in sets[r] for r in range(160)) for c in range(6)])
+    np.testing.assert_array_equal(
+        multi.counts(multi.support), [sum(c in sets[r] for r in range(160)) for c in range(6)]
+    )
 
 
 def test_pools_from_table_match_the_arrays() -> None:
@@ -530,17 +529,31 @@ def test_protocol_configs_build_from_the_top_level_settings(tmp_path) -> None:
     from calm.config.builder import build
     from tests.cli import compose_config
 
-    cfg = compose_config(["protocol=episodic", "dataset=esc50", "shots=2", "ways=3", "episodes=4",
-                          "queries=1", "seed=9"], tmp_path)
+    cfg = compose_config(
+        ["protocol=episodic", "dataset=esc50", "shots=2", "ways=3", "episodes=4", "queries=1", "seed=9"], tmp_path
+    )
     episodic = build(cfg.protocol, "protocol", base=Protocol, named=True)
     assert isinstance(episodic, EpisodicProtocol) and isinstance(episodic, Protocol)
-    assert (episodic.name, episodic.shots, episodic.ways, episodic.n_episodes, episodic.queries, episodic.seed,
-            episodic.dataset) == ("episodic", 2, 3, 4, 1, 9, "esc50")
+    assert (
+        episodic.name,
+        episodic.shots,
+        episodic.ways,
+        episodic.n_episodes,
+        episodic.queries,
+        episodic.seed,
+        episodic.dataset,
+    ) == ("episodic", 2, 3, 4, 1, 9, "esc50")
     cfg = compose_config(["protocol=paper", "dataset=esc50", "shots=4", "protocol.seed=7"], tmp_path)
     paper = build(cfg.protocol, "protocol", base=Protocol, named=True)
     assert isinstance(paper, PaperProtocol)
     assert (paper.name, paper.shots, paper.seed, paper.dataset, paper.folds, paper.cv_seed) == (
-        "paper", 4, 7, "esc50", 5, 0)
+        "paper",
+        4,
+        7,
+        "esc50",
+        5,
+        0,
+    )
     assert (paper.support_draw, paper.at_most, paper.reliability) == ("random", False, "support")
 
 

@@ -67,8 +67,10 @@ def test_cosine_similarities_by_hand():
     features = torch.tensor([[[3.0, 4.0], [0.0, 2.0]], [[-5.0, 0.0], [0.8, -0.6]]])  # (m=2, K=2, d=2)
     sims = cosine_similarities(features, protos)
     assert sims.shape == (2, 2, 2)
-    expected = [[[0.6, 0.8], [-1.0, 0.0]],        # head 0: clips vs (1,0), (0,1)
-                [[0.8, 0.0], [0.0, -0.8]]]        # head 1: clips vs (0.6,0.8), (-1,0)
+    expected = [
+        [[0.6, 0.8], [-1.0, 0.0]],  # head 0: clips vs (1,0), (0,1)
+        [[0.8, 0.0], [0.0, -0.8]],
+    ]  # head 1: clips vs (0.6,0.8), (-1,0)
     assert torch.allclose(sims, torch.tensor(expected), atol=1e-6)
 
 
@@ -108,8 +110,9 @@ def test_leave_one_out_matches_refit(seed):
     support, labels, _ = random_episode(seed, counts=(1, 2, 3, 5))
     support[:, 1] *= 40.0  # heads of very different scale
     sims = leave_one_out_similarities(torch.from_numpy(support), torch.from_numpy(labels), 4)
-    for i, (label, expected) in enumerate(ref.reliability_set(support.tolist(), labels.tolist(), 4,
-                                                              "leave_one_out", None)):
+    for i, (label, expected) in enumerate(
+        ref.reliability_set(support.tolist(), labels.tolist(), 4, "leave_one_out", None)
+    ):
         assert label == labels[i]
         assert np.allclose(sims[:, i, :].numpy(), expected, atol=1e-5), i
     one_shot = labels == 0

@@ -45,12 +45,19 @@ def _class_folders(fsdd_root: Path, root: Path, digits: tuple[int, ...]) -> Path
     return root
 
 
-def test_a_finished_job_is_rerun_when_its_clip_table_changes(tmp_path: Path, fsdd_root: Path,
-                                                               caplog: pytest.LogCaptureFixture) -> None:
+def test_a_finished_job_is_rerun_when_its_clip_table_changes(
+    tmp_path: Path, fsdd_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Case 4: same settings, an added class folder: the job runs again and reports four classes."""
     root = _class_folders(fsdd_root, tmp_path / "data", (0, 1, 2))
-    overrides = ["dataset=folder", f"dataset.root={root}", f"paths.cache_dir={tmp_path / 'cache'}", *TINY_ARGS,
-                 "shots=2", "method=sav"]
+    overrides = [
+        "dataset=folder",
+        f"dataset.root={root}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        *TINY_ARGS,
+        "shots=2",
+        "method=sav",
+    ]
 
     def run(name: str) -> dict:
         return _run_job(overrides, tmp_path, name, caplog)
@@ -71,12 +78,17 @@ def _sweep(args: list[str], logs: Path, finished: Path, cache: Path) -> subproce
     """`python run.py -m ARGS` with the default (time-named) sweep folder under `logs`."""
     return subprocess.Popen(
         [sys.executable, str(REPO / "run.py"), "-m", *args, f"paths.log_dir={logs}", f"paths.finished_dir={finished}"],
-        cwd=REPO, env={**os.environ, "CALM_CACHE": str(cache)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True)
+        cwd=REPO,
+        env={**os.environ, "CALM_CACHE": str(cache)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def test_two_sweeps_started_in_the_same_second_write_to_their_own_folders(
-        tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, fsdd_root: Path) -> None:
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, fsdd_root: Path
+) -> None:
     """Case 5: two real run.py sweeps started together get two folders (named to the second plus a
     random suffix); every finished record points to its own job's folder."""
     data, cache = tiny_data(tmp_path_factory, fsdd_root)
@@ -106,9 +118,17 @@ def test_two_processes_writing_one_record_never_fail_and_readers_never_see_a_tor
     """Case 6: 2 writers x 60 writes of one record; every raw read while they write parses."""
     finished, writes = tmp_path / "finished", 60
     cfg = writer.record_config(finished)
-    procs = [subprocess.Popen([sys.executable, str(Path(writer.__file__)), str(finished), str(n), str(writes)],
-                              cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for n in (0, 1)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(Path(writer.__file__)), str(finished), str(n), str(writes)],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in (0, 1)
+    ]
     for proc in procs:
         assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
     for proc in procs:
@@ -127,8 +147,9 @@ def test_two_processes_writing_one_record_never_fail_and_readers_never_see_a_tor
         except ValueError:
             torn.append(len(text))
     outcomes = [(proc.returncode, *proc.communicate()) for proc in procs]
-    assert [(code, out.strip()) for code, out, _ in outcomes] == [(0, f"wrote {writes}")] * 2, \
-        [err[-1500:] for _, _, err in outcomes]
+    assert [(code, out.strip()) for code, out, _ in outcomes] == [(0, f"wrote {writes}")] * 2, [
+        err[-1500:] for _, _, err in outcomes
+    ]
     assert reads > 0 and torn == [], f"{len(torn)} of {reads} reads saw a torn record (sizes {torn[:10]})"
     assert load_finished(cfg, writer.INPUTS)["write"] == writes - 1
     assert sorted(p.name for p in finished.iterdir()) == [record.name], "no temporary file may be left"
@@ -177,8 +198,12 @@ def _scale_one_tensor(weights: Path, name: str, factor: float) -> None:
 
 
 def test_a_finished_job_is_rerun_when_its_weights_change_in_place_or_come_from_other_assets(
-        tmp_path: Path, fsdd_root: Path, whisper_dir: Path, monkeypatch: pytest.MonkeyPatch,
-        caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path,
+    fsdd_root: Path,
+    whisper_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """Item 1 of issue 16: the same command after one tensor of the real Whisper tiny.en weights was scaled
     in place (same size), and after CALM_ASSETS was pointed at other weights, extracts again and reports
     the numbers of the weights it ran with, not the old record's."""
@@ -187,8 +212,15 @@ def test_a_finished_job_is_rerun_when_its_weights_change_in_place_or_come_from_o
     for assets in (assets_a, assets_b):
         shutil.copytree(whisper_dir, assets / whisper_dir.name)
     _scale_one_tensor(assets_b / whisper_dir.name, "model.encoder.conv2.weight", 0.1)
-    overrides = ["dataset=folder", f"dataset.root={root}", f"paths.cache_dir={tmp_path / 'cache'}", *TINY_ARGS,
-                 "shots=1", "episodes=8", "method=calm_vs_sav"]
+    overrides = [
+        "dataset=folder",
+        f"dataset.root={root}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        *TINY_ARGS,
+        "shots=1",
+        "episodes=8",
+        "method=calm_vs_sav",
+    ]
 
     def run(name: str, assets: Path, force: bool = False) -> dict:
         monkeypatch.setenv("CALM_ASSETS", str(assets))
@@ -239,8 +271,9 @@ def test_an_edited_record_is_reported_and_not_trusted(tmp_path: Path, caplog: py
     assert load_finished(cfg, writer.INPUTS)["write"] == 3
 
 
-def test_an_edited_record_makes_the_job_run_again(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory,
-                                                  fsdd_root: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_an_edited_record_makes_the_job_run_again(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, fsdd_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Item 8 of issue 16, through the pipeline: the edited numbers are never copied into a new run."""
     data, cache = tiny_data(tmp_path_factory, fsdd_root)
     overrides = [f"dataset.root={data}", f"paths.cache_dir={cache}", *TINY_ARGS, "shots=2", "method=sav"]

@@ -44,6 +44,7 @@ DIGITS = [str(d) for d in range(10)]
 
 # ---- majority vote and agreement filter ---------------------------------------------------------
 
+
 def test_four_of_eight_is_kept_three_of_eight_is_dropped() -> None:
     four = majority_vote([3, 3, None, 3, 1, None, 3, 2])
     assert four == Vote(3, 4, 8) and four.agreement == 0.5 and four.kept(0.5)
@@ -65,8 +66,15 @@ def test_a_tie_for_the_most_votes_labels_nothing_whatever_the_order() -> None:
 
 
 def test_spoken_digit_answers_are_matched_then_voted() -> None:
-    assert [match_answer(a, DIGITS) for a in ("Seven.", "7", "seven!", "Three", "Heaven.", "Someone", "Seventy")] \
-        == [7, 7, 7, 3, None, None, None]
+    assert [match_answer(a, DIGITS) for a in ("Seven.", "7", "seven!", "Three", "Heaven.", "Someone", "Seventy")] == [
+        7,
+        7,
+        7,
+        3,
+        None,
+        None,
+        None,
+    ]
     assert match_answer("7.", ["zero", "one", "two", "three", "four", "five", "six", "seven"]) == 7
     assert vote_answers(["Seven.", "7", "Heaven.", "seven", "8", "Eight.", "Bye.", "7."], DIGITS) == Vote(7, 4, 8)
     assert vote_answers(["Seven.", "7", "Heaven.", "Hey.", "3", "three", "Bye.", "8"], DIGITS) == Vote(None, 2, 8)
@@ -74,43 +82,75 @@ def test_spoken_digit_answers_are_matched_then_voted() -> None:
 
 # ---- settings -------------------------------------------------------------------------------------
 
+
 def test_method_config_builds_valid_settings(tmp_path: Path) -> None:
     cfg = compose_config(["backbone=whisper_tiny", "method=pseudo_label"], tmp_path)
     from omegaconf import OmegaConf
 
-    settings = PseudoLabelSettings.from_config(OmegaConf.to_container(cfg.method.pseudo_label, resolve=True),
-                                               cfg.method.estimators, Prompt())
+    settings = PseudoLabelSettings.from_config(
+        OmegaConf.to_container(cfg.method.pseudo_label, resolve=True), cfg.method.estimators, Prompt()
+    )
     assert (settings.samples, settings.min_agreement, settings.refit) == (8, 0.5, ("calm", "sav"))
     assert (settings.agreement, settings.ties, settings.prompt, settings.support) == ("all", "none", "clean", "union")
-    assert (settings.temperature, settings.top_p, settings.temperature_range, settings.max_new_tokens) == \
-        (1.0, 1.0, None, 16), "the clean sampling settings are unchanged"
+    assert (settings.temperature, settings.top_p, settings.temperature_range, settings.max_new_tokens) == (
+        1.0,
+        1.0,
+        None,
+        16,
+    ), "the clean sampling settings are unchanged"
     assert set(settings.refit_methods({"calm": CALM(), "sav": SAV()})) == {"calm+pl", "sav+pl"}
 
 
-@pytest.mark.parametrize(("backbone", "temperature", "temperature_range"), [
-    ("qwen2_audio", 1.1, None), ("qwen2_5_omni", 1.0, [0.5, 1.5]), ("whisper_tiny", 1.0, None)])
-def test_protocol_paper_turns_on_the_authors_modes(tmp_path: Path, backbone: str, temperature: float,
-                                                   temperature_range: list[float] | None) -> None:
+@pytest.mark.parametrize(
+    ("backbone", "temperature", "temperature_range"),
+    [("qwen2_audio", 1.1, None), ("qwen2_5_omni", 1.0, [0.5, 1.5]), ("whisper_tiny", 1.0, None)],
+)
+def test_protocol_paper_turns_on_the_authors_modes(
+    tmp_path: Path, backbone: str, temperature: float, temperature_range: list[float] | None
+) -> None:
     from omegaconf import OmegaConf
 
     cfg = compose_config([f"backbone={backbone}", "method=pseudo_label", "protocol=paper", "prompt=paper"], tmp_path)
     block = OmegaConf.to_container(cfg.method.pseudo_label, resolve=True)
     settings = PseudoLabelSettings.from_config(block, cfg.method.estimators, PaperPrompt())
-    assert (settings.agreement, settings.ties, settings.prompt, settings.support) == \
-        ("non_empty", "first_seen", "multiple_choice", "replace")
-    assert (settings.temperature, settings.temperature_range, settings.max_new_tokens) == \
-        (temperature, None if temperature_range is None else tuple(temperature_range), 32)
-    assert settings.top_p == (1.0 if backbone == "whisper_tiny" else 0.95), "a backbone the authors never ran samples plainly"
-    one_off = compose_config(["backbone=qwen2_audio", "method=pseudo_label", "protocol=paper",
-                              "method.pseudo_label.support=union"], tmp_path)
+    assert (settings.agreement, settings.ties, settings.prompt, settings.support) == (
+        "non_empty",
+        "first_seen",
+        "multiple_choice",
+        "replace",
+    )
+    assert (settings.temperature, settings.temperature_range, settings.max_new_tokens) == (
+        temperature,
+        None if temperature_range is None else tuple(temperature_range),
+        32,
+    )
+    assert settings.top_p == (1.0 if backbone == "whisper_tiny" else 0.95), (
+        "a backbone the authors never ran samples plainly"
+    )
+    one_off = compose_config(
+        ["backbone=qwen2_audio", "method=pseudo_label", "protocol=paper", "method.pseudo_label.support=union"], tmp_path
+    )
     assert one_off.method.pseudo_label.support == "union" and one_off.method.pseudo_label.ties == "first_seen"
 
 
-@pytest.mark.parametrize("bad", [
-    {"samples": 0}, {"samples": 2.5}, {"temperature": 0.0}, {"top_p": 0.0}, {"top_p": 1.5},
-    {"min_agreement": 0.0}, {"min_agreement": 1.2}, {"pool_size": 0}, {"max_new_tokens": 0}, {"batch_size": -1},
-    {"refit": []}, {"refit": ["grw"]}, {"sample": 8},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"samples": 0},
+        {"samples": 2.5},
+        {"temperature": 0.0},
+        {"top_p": 0.0},
+        {"top_p": 1.5},
+        {"min_agreement": 0.0},
+        {"min_agreement": 1.2},
+        {"pool_size": 0},
+        {"max_new_tokens": 0},
+        {"batch_size": -1},
+        {"refit": []},
+        {"refit": ["grw"]},
+        {"sample": 8},
+    ],
+)
 def test_bad_settings_are_config_errors(bad: dict[str, Any]) -> None:
     with pytest.raises(ConfigError):
         PseudoLabelSettings.from_config({"refit": ["calm"], **bad}, ["calm", "sav"], Prompt())
@@ -125,14 +165,24 @@ def test_paper_prompts_are_refused_because_they_show_the_label() -> None:
         PseudoLabelSettings.from_config(knowingly, ["calm"], Prompt())
 
 
-@pytest.mark.parametrize("bad", [{"agreement": "some"}, {"ties": "last"}, {"support": "both"}, {"prompt": "paper"},
-                                 {"temperature_range": [1.5, 0.5]}, {"temperature_range": [0.0, 1.0]}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"agreement": "some"},
+        {"ties": "last"},
+        {"support": "both"},
+        {"prompt": "paper"},
+        {"temperature_range": [1.5, 0.5]},
+        {"temperature_range": [0.0, 1.0]},
+    ],
+)
 def test_bad_authors_mode_settings_are_config_errors(bad: dict[str, Any]) -> None:
     with pytest.raises(ConfigError):
         PseudoLabelSettings.from_config({"refit": ["calm"], **bad}, ["calm"], Prompt())
 
 
 # ---- the authors' vote: agreement over matched answers, ties to the first seen -------------------
+
 
 def test_agreement_over_non_empty_answers_keeps_what_the_clean_rule_drops() -> None:
     answers = ["dog", "", "", "dog", "cat", "", "", ""]  # "" names no class: 2 dog, 1 cat, 5 unmatched
@@ -152,15 +202,24 @@ def test_a_tie_goes_to_the_class_named_first_under_the_authors_rule() -> None:
 
 def test_multiple_choice_answers_are_matched_to_the_offered_options_only() -> None:
     names = ["dog", "rain", "siren", "clock_tick", "cat"]
-    assert option_classes(["B. rain", "cat", "siren"], [3, 1, 0, 2], names) == [1, None, 2], \
+    assert option_classes(["B. rain", "cat", "siren"], [3, 1, 0, 2], names) == [1, None, 2], (
         "cat is a class but not offered to this clip"
+    )
 
 
 # ---- augmented support ----------------------------------------------------------------------------
 
+
 def test_augmented_support_adds_only_pool_clips_of_the_episode_classes() -> None:
-    episode = Episode(index=3, seed=11, classes=[2, 5, 7], support=[0, 1, 2], support_labels=[0, 1, 2],
-                      query=[10, 11, 12], query_labels=[2, 1, 0])
+    episode = Episode(
+        index=3,
+        seed=11,
+        classes=[2, 5, 7],
+        support=[0, 1, 2],
+        support_labels=[0, 1, 2],
+        query=[10, 11, 12],
+        query_labels=[2, 1, 0],
+    )
     pseudo = {1: 2, 10: 5, 20: 7, 21: 4, 22: 2, 23: 5}  # 1: support clip, 10: query clip, 21: class not in episode
     out = augment_episode(episode, pseudo)
     assert out.support.tolist() == [0, 1, 2, 20, 22, 23]
@@ -196,8 +255,10 @@ def write_table(root: Path, pool_labels: list[int], offset: int = 0) -> ClipTabl
     clip's audio is a constant (i + 1 + offset) / 1000, the level that names it."""
     clips = []
     for i, (name, split, label) in enumerate(
-            [(f"s{c}", "train", c) for c in range(5)] + [(f"p{k}", "train", y) for k, y in enumerate(pool_labels)]
-            + [("q0", "test", 0), ("q1", "test", 1)]):
+        [(f"s{c}", "train", c) for c in range(5)]
+        + [(f"p{k}", "train", y) for k, y in enumerate(pool_labels)]
+        + [("q0", "test", 0), ("q1", "test", 1)]
+    ):
         path = root / f"{name}.wav"
         if not path.exists():
             sf.write(path, np.full(1600, (i + 1 + offset) / 1000, dtype=np.float32), 16000, subtype="FLOAT")
@@ -206,19 +267,26 @@ def write_table(root: Path, pool_labels: list[int], offset: int = 0) -> ClipTabl
 
 
 POOL_ANSWERS = {  # audio level of p_k is 6 + k
-    6: ["class1", "class1", "class1", "class1", "dog", "cat", "class2", "x"],   # 4/8: kept as 1
-    7: ["class2", "class2", "class2", "dog", "dog", "cat", "class1", "x"],      # 3/8: dropped
+    6: ["class1", "class1", "class1", "class1", "dog", "cat", "class2", "x"],  # 4/8: kept as 1
+    7: ["class2", "class2", "class2", "dog", "dog", "cat", "class1", "x"],  # 3/8: dropped
     8: ["class3", "class3", "class3", "class3", "class4", "class4", "class4", "class4"],  # tie: dropped
-    9: ["class4"] * 8,                                                         # kept as 4, not in the episode
-    10: ["Class 0."] * 6 + ["class1"] * 2,                                     # kept as 0
-    11: ["class2"] * 5 + ["?"] * 3,                                            # kept as 2
+    9: ["class4"] * 8,  # kept as 4, not in the episode
+    10: ["Class 0."] * 6 + ["class1"] * 2,  # kept as 0
+    11: ["class2"] * 5 + ["?"] * 3,  # kept as 2
 }
 
 
 def test_pool_labels_are_never_read(tmp_path: Path) -> None:
     """Two tables that differ only in the pool clips' true labels give the same augmented support."""
-    episode = Episode(index=0, seed=1, classes=[0, 1, 2], support=[0, 1, 2], support_labels=[0, 1, 2],
-                      query=[11, 12], query_labels=[0, 1])
+    episode = Episode(
+        index=0,
+        seed=1,
+        classes=[0, 1, 2],
+        support=[0, 1, 2],
+        support_labels=[0, 1, 2],
+        query=[11, 12],
+        query_labels=[0, 1],
+    )
     settings = PseudoLabelSettings(refit=("calm",), samples=8, min_agreement=0.5, pool_size=None)
     results = []
     for name, labels in (("a", [1, 2, 3, 4, 0, 2]), ("b", [4, 4, 0, 0, 3, 1])):
@@ -265,13 +333,30 @@ def test_replace_fits_on_the_pseudo_labels_never_the_true_support_labels(tmp_pat
     from calm.run.tracking import NullTracker
 
     table = write_table(tmp_path, [0] * 6)
-    episode = Episode(index=0, seed=1, classes=[0, 1, 2], support=[0, 1, 2], support_labels=[0, 1, 2],
-                      query=[11, 12], query_labels=[0, 1])
-    backbone = FakeBackbone({1: ["B. class1"] * 3 + [""] * 5,               # 3 of 3 matched: class1
-                             2: ["class0", "", "class3", "?", "class0", "", "", ""],  # 2 of 3 matched: class0
-                             3: ["class2", "class4"]})                      # tie: first seen, class2
-    settings = PseudoLabelSettings(refit=("calm",), samples=8, prompt="multiple_choice", agreement="non_empty",
-                                   ties="first_seen", support="replace")
+    episode = Episode(
+        index=0,
+        seed=1,
+        classes=[0, 1, 2],
+        support=[0, 1, 2],
+        support_labels=[0, 1, 2],
+        query=[11, 12],
+        query_labels=[0, 1],
+    )
+    backbone = FakeBackbone(
+        {
+            1: ["B. class1"] * 3 + [""] * 5,  # 3 of 3 matched: class1
+            2: ["class0", "", "class3", "?", "class0", "", "", ""],  # 2 of 3 matched: class0
+            3: ["class2", "class4"],
+        }
+    )  # tie: first seen, class2
+    settings = PseudoLabelSettings(
+        refit=("calm",),
+        samples=8,
+        prompt="multiple_choice",
+        agreement="non_empty",
+        ties="first_seen",
+        support="replace",
+    )
     prompt = PaperPrompt(options=5)
     replaced, report = pseudo_label_episodes(settings, backbone, table, prompt, [episode], tmp_path, None)
     assert sorted(level for level, _ in backbone.calls) == [1, 2, 3], "the support clips, and nothing else"
@@ -287,8 +372,16 @@ def test_replace_fits_on_the_pseudo_labels_never_the_true_support_labels(tmp_pat
 
 
 def test_replace_drops_support_clips_without_a_label_and_names_a_class_left_empty() -> None:
-    episode = Episode(index=4, seed=1, classes=[3, 5, 7], support=[10, 11, 12, 13], support_labels=[0, 0, 1, 2],
-                      query=[20], query_labels=[0], support_label_sets=((0,), (0,), (1,), (2,)))
+    episode = Episode(
+        index=4,
+        seed=1,
+        classes=[3, 5, 7],
+        support=[10, 11, 12, 13],
+        support_labels=[0, 0, 1, 2],
+        query=[20],
+        query_labels=[0],
+        support_label_sets=((0,), (0,), (1,), (2,)),
+    )
     kept = replace_support(episode, {10: 7, 12: 5, 13: 3, 14: 5})  # 11: no label; 14: not a support clip
     assert kept.support.tolist() == [10, 12, 13] and kept.support_labels.tolist() == [2, 1, 0]
     assert kept.support_label_sets == ((2,), (1,), (0,))
@@ -313,8 +406,15 @@ def test_pool_draw_and_sampling_seeds_are_pinned(tmp_path: Path) -> None:
     the pool subset and every clip's sampling seed must not change with the refactor."""
     table = write_table(tmp_path, [0] * 6)
     assert unlabelled_pool(table, 4, seed=0).tolist() == [0, 2, 9, 10]
-    episode = Episode(index=0, seed=1, classes=[0, 1, 2], support=[0, 1, 2], support_labels=[0, 1, 2],
-                      query=[11, 12], query_labels=[0, 1])
+    episode = Episode(
+        index=0,
+        seed=1,
+        classes=[0, 1, 2],
+        support=[0, 1, 2],
+        support_labels=[0, 1, 2],
+        query=[11, 12],
+        query_labels=[0, 1],
+    )
     backbone = FakeBackbone({**POOL_ANSWERS, **{level: ["class0"] * 8 for level in range(1, 6)}})
     pseudo_label_episodes(PseudoLabelSettings(refit=("calm",)), backbone, table, Prompt(), [episode], tmp_path, None)
     seeds = dict(backbone.calls)  # audio level -> seed: s0 is level 1, p0 level 6, p1 level 7
@@ -323,8 +423,15 @@ def test_pool_draw_and_sampling_seeds_are_pinned(tmp_path: Path) -> None:
 
 def test_answers_are_stored_and_reused(tmp_path: Path) -> None:
     table = write_table(tmp_path, [0] * 6)
-    episode = Episode(index=0, seed=1, classes=[0, 1, 2], support=[0, 1, 2], support_labels=[0, 1, 2],
-                      query=[11, 12], query_labels=[0, 1])
+    episode = Episode(
+        index=0,
+        seed=1,
+        classes=[0, 1, 2],
+        support=[0, 1, 2],
+        support_labels=[0, 1, 2],
+        query=[11, 12],
+        query_labels=[0, 1],
+    )
     settings = PseudoLabelSettings(refit=("calm",), pool_size=None, batch_size=4)
     pool_answers = {**POOL_ANSWERS, **{level: ["class0"] * 8 for level in range(1, 6)}}
     first = FakeBackbone(pool_answers)
@@ -332,18 +439,27 @@ def test_answers_are_stored_and_reused(tmp_path: Path) -> None:
     again = FakeBackbone(pool_answers)
     _, report_again = pseudo_label_episodes(settings, again, table, Prompt(), [episode], tmp_path, tmp_path / "cache")
     assert report["generated"] == 11 and report_again["generated"] == 0 and again.calls == []
-    assert {k: v for k, v in report.items() if k != "generated"} == \
-        {k: v for k, v in report_again.items() if k != "generated"}
+    assert {k: v for k, v in report.items() if k != "generated"} == {
+        k: v for k, v in report_again.items() if k != "generated"
+    }
     other = PseudoLabelSettings(refit=("calm",), pool_size=None, temperature=0.5)
-    _, report_other = pseudo_label_episodes(other, FakeBackbone(pool_answers), table, Prompt(), [episode], tmp_path,
-                                            tmp_path / "cache")
+    _, report_other = pseudo_label_episodes(
+        other, FakeBackbone(pool_answers), table, Prompt(), [episode], tmp_path, tmp_path / "cache"
+    )
     assert report_other["generated"] == 11, "other sampling settings are other answers"
 
 
 def test_datasets_with_the_same_clip_ids_never_share_answers(tmp_path: Path) -> None:
     """Two tables with ids s0..q1 but other audio (another source): each is answered from its own audio."""
-    episode = Episode(index=0, seed=1, classes=[0, 1, 2], support=[0, 1, 2], support_labels=[0, 1, 2],
-                      query=[11, 12], query_labels=[0, 1])
+    episode = Episode(
+        index=0,
+        seed=1,
+        classes=[0, 1, 2],
+        support=[0, 1, 2],
+        support_labels=[0, 1, 2],
+        query=[11, 12],
+        query_labels=[0, 1],
+    )
     settings = PseudoLabelSettings(refit=("calm",), pool_size=None)
     answers = {level: [f"class{level % 5}"] * 8 for level in range(1, 40)}
     first, second = (tmp_path / "first", tmp_path / "second")
@@ -354,10 +470,13 @@ def test_datasets_with_the_same_clip_ids_never_share_answers(tmp_path: Path) -> 
     for table in tables:
         out = Path(table.source) / "out"
         out.mkdir()
-        _, report = pseudo_label_episodes(settings, FakeBackbone(answers), table, Prompt(), [episode], out,
-                                          tmp_path / "cache")
+        _, report = pseudo_label_episodes(
+            settings, FakeBackbone(answers), table, Prompt(), [episode], out, tmp_path / "cache"
+        )
         reports.append(report)
-        tsvs.append({line.split("\t")[0]: line.split("\t")[-1] for line in (out / TSV_NAME).read_text().splitlines()[1:]})
+        tsvs.append(
+            {line.split("\t")[0]: line.split("\t")[-1] for line in (out / TSV_NAME).read_text().splitlines()[1:]}
+        )
     assert [r["generated"] for r in reports] == [11, 11], "the second dataset's answers are not read from the first's"
     assert tsvs[0]["p0"] == " | ".join(["class1"] * 8) and tsvs[1]["p0"] == " | ".join(["class2"] * 8)
     stores = sorted((tmp_path / "cache" / STORE_FOLDER).glob("*.json"))
@@ -365,18 +484,28 @@ def test_datasets_with_the_same_clip_ids_never_share_answers(tmp_path: Path) -> 
     assert sorted(json.loads(p.read_text())["key"]["dataset"]["source"] for p in stores) == [str(first), str(second)]
 
 
-def test_accelerator_cpu_keeps_generation_on_the_cpu_even_with_a_gpu(tmp_path: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_accelerator_cpu_keeps_generation_on_the_cpu_even_with_a_gpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert generation_device({"accelerator": "cpu", "devices": 1}) == torch.device("cpu")
     assert generation_device({"accelerator": "auto", "devices": 1}) == torch.device("cuda", 0)
     assert generation_device({"accelerator": "gpu", "devices": [1]}) == torch.device("cuda", 1)
     table = write_table(tmp_path, [0] * 6)
     backbone = FakeBackbone({level: ["class0"] * 8 for level in range(1, 14)})
-    episode = Episode(index=0, seed=1, classes=[0, 1], support=[0, 1], support_labels=[0, 1], query=[11, 12],
-                      query_labels=[0, 1])
-    _, report = pseudo_label_episodes(PseudoLabelSettings(refit=("calm",)), backbone, table, Prompt(), [episode],
-                                      tmp_path, None, generation_device({"accelerator": "cpu"}))
+    episode = Episode(
+        index=0, seed=1, classes=[0, 1], support=[0, 1], support_labels=[0, 1], query=[11, 12], query_labels=[0, 1]
+    )
+    _, report = pseudo_label_episodes(
+        PseudoLabelSettings(refit=("calm",)),
+        backbone,
+        table,
+        Prompt(),
+        [episode],
+        tmp_path,
+        None,
+        generation_device({"accelerator": "cpu"}),
+    )
     assert report["generated"] == 11 and next(backbone.model.parameters()).device == torch.device("cpu")
 
 
@@ -391,6 +520,7 @@ def test_a_gpu_accelerator_without_a_gpu_or_an_unknown_one_is_a_config_error(mon
 
 # ---- real backbones -------------------------------------------------------------------------------
 
+
 def test_whisper_pseudo_labels_end_to_end(tmp_path: Path, fsdd_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Five digits of one speaker Whisper tiny.en transcribes well; 6 training clips pseudo-labelled."""
     root = small_fsdd(fsdd_root, tmp_path / "fsdd", speakers=("lucas",), indices=(0, 10, 11))
@@ -398,10 +528,21 @@ def test_whisper_pseudo_labels_end_to_end(tmp_path: Path, fsdd_root: Path, monke
         if int(path.name.split("_")[0]) >= 5:
             path.unlink()
     monkeypatch.setenv("CALM_CACHE", str(tmp_path / "cache"))
-    overrides = ["backbone=whisper_tiny", "logger=none", "dataset=fsdd", f"dataset.root={root}",
-                 "method=pseudo_label", "shots=1", "queries=1", "episodes=2", "figures=false",
-                 "method.pseudo_label.samples=4", "method.pseudo_label.pool_size=6",
-                 "method.pseudo_label.temperature=0.7", "method.pseudo_label.max_new_tokens=5"]
+    overrides = [
+        "backbone=whisper_tiny",
+        "logger=none",
+        "dataset=fsdd",
+        f"dataset.root={root}",
+        "method=pseudo_label",
+        "shots=1",
+        "queries=1",
+        "episodes=2",
+        "figures=false",
+        "method.pseudo_label.samples=4",
+        "method.pseudo_label.pool_size=6",
+        "method.pseudo_label.temperature=0.7",
+        "method.pseudo_label.max_new_tokens=5",
+    ]
     run_job(compose_config(overrides, tmp_path / "out"))
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert {r["method"] for r in results["results"]} == {"calm", "sav", "calm+pl", "sav+pl"}
@@ -459,8 +600,9 @@ def test_tiny_qwen2_audio_samples_through_generate_with_seeds(tmp_path: Path, mo
         backbone.sample_answers(waves, prompts, [1, 2], samples=3, temperature=0.0)
 
 
-def test_replace_runs_every_report_of_the_job_on_the_relabelled_support(tmp_path: Path, fsdd_root: Path,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_replace_runs_every_report_of_the_job_on_the_relabelled_support(
+    tmp_path: Path, fsdd_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """support=replace (S = V): the estimators and the tuned rows are all fitted on the relabelled support,
     with no `+pl` rows. The backbone's labelling is replaced by a fixed relabelling (class c -> c+1), so a
     right wiring scores far below the same job on the true labels; the answers are not what is tested."""
@@ -476,12 +618,24 @@ def test_replace_runs_every_report_of_the_job_on_the_relabelled_support(tmp_path
         return moved, {"kept": sum(len(e.support) for e in moved)}
 
     monkeypatch.setattr(generation, "pseudo_label_episodes", shifted)
-    base = ["backbone=whisper_tiny", "logger=none", "dataset=fsdd", f"dataset.root={root}", "shots=2",
-            "protocol=paper", "figures=false", "method.estimators.calm.tie_break=index",
-            "method.estimators.sav.tie_break=index"]
+    base = [
+        "backbone=whisper_tiny",
+        "logger=none",
+        "dataset=fsdd",
+        f"dataset.root={root}",
+        "shots=2",
+        "protocol=paper",
+        "figures=false",
+        "method.estimators.calm.tie_break=index",
+        "method.estimators.sav.tie_break=index",
+    ]
     run_job(compose_config([*base, "method=calm_vs_sav"], tmp_path / "true"))
-    run_job(compose_config([*base, "method=pseudo_label", "method.pseudo_label.prompt=clean",
-                            "method.pseudo_label.support=replace"], tmp_path / "relabelled"))
+    run_job(
+        compose_config(
+            [*base, "method=pseudo_label", "method.pseudo_label.prompt=clean", "method.pseudo_label.support=replace"],
+            tmp_path / "relabelled",
+        )
+    )
     true = {r["method"]: r for r in json.loads((tmp_path / "true" / "results.json").read_text())["results"]}
     relabelled = json.loads((tmp_path / "relabelled" / "results.json").read_text())
     rows = {r["method"]: r for r in relabelled["results"]}
@@ -502,8 +656,15 @@ class PromptReadingFake(FakeBackbone):
 def test_stored_answers_are_regenerated_only_for_clips_whose_inputs_changed(tmp_path: Path) -> None:
     """Same dataset name and source: correcting a pool clip's label changes its multiple-choice text, and
     overwriting a clip's audio its content; only that clip is sampled again, the others are read."""
-    episode = Episode(index=0, seed=1, classes=[0, 1, 2], support=[0, 1, 2], support_labels=[0, 1, 2],
-                      query=[11, 12], query_labels=[0, 1])
+    episode = Episode(
+        index=0,
+        seed=1,
+        classes=[0, 1, 2],
+        support=[0, 1, 2],
+        support_labels=[0, 1, 2],
+        query=[11, 12],
+        query_labels=[0, 1],
+    )
     settings = PseudoLabelSettings(refit=("calm",), pool_size=None, prompt="multiple_choice", agreement="non_empty")
     pool_answers = {**POOL_ANSWERS, **{level: ["class0"] * 8 for level in range(1, 6)}}
     prompt = PaperPrompt(options=3)

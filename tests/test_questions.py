@@ -25,15 +25,18 @@ NAMES = ("c0", "c1", "c2", "c3", "c4", "c5")
 
 def three_clips() -> ClipTable:
     """a: {0, 2} (train), b: {1} (train), c: {2, 0, 3} (test), in that file order."""
-    clips = (Clip("a", Path("a.flac"), 0, "train", labels=(0, 2)),
-             Clip("b", Path("b.flac"), 1, "train", labels=(1,)),
-             Clip("c", Path("c.flac"), 2, "test", video_path=Path("c.mp4"), labels=(2, 0, 3)))
+    clips = (
+        Clip("a", Path("a.flac"), 0, "train", labels=(0, 2)),
+        Clip("b", Path("b.flac"), 1, "train", labels=(1,)),
+        Clip("c", Path("c.flac"), 2, "test", video_path=Path("c.mp4"), labels=(2, 0, 3)),
+    )
     return ClipTable("toy", clips, NAMES)
 
 
 def options(text: str) -> set[str]:
-    match = re.fullmatch(r"What sound is this\?\nA\. (\S+) B\. (\S+) C\. (\S+) D\. (\S+) Answer with the class name\.",
-                         text)
+    match = re.fullmatch(
+        r"What sound is this\?\nA\. (\S+) B\. (\S+) C\. (\S+) D\. (\S+) Answer with the class name\.", text
+    )
     assert match, text
     return set(match.groups())
 
@@ -69,8 +72,11 @@ def test_each_question_names_its_own_label_and_no_other_positive() -> None:
         assert NAMES[q.label] in offered
         assert not {NAMES[y] for y in q.clip_labels if y != q.label} & offered, text
     # c has 6 - 3 = 3 classes that are not its labels, so each of its questions offers exactly those three
-    assert [options(t) for t in texts[3:]] == [{"c2", "c1", "c4", "c5"}, {"c0", "c1", "c4", "c5"},
-                                               {"c3", "c1", "c4", "c5"}]
+    assert [options(t) for t in texts[3:]] == [
+        {"c2", "c1", "c4", "c5"},
+        {"c0", "c1", "c4", "c5"},
+        {"c3", "c1", "c4", "c5"},
+    ]
     # so the questions of one clip always differ (each offers its own label and none of the others)
     assert len({texts[0], texts[1]}) == 2 and len(set(texts[3:])) == 3
     # the one-label clip keeps the text it has without the expansion (so its cached row is reused)
@@ -98,8 +104,14 @@ def test_ids_with_the_separator_are_refused() -> None:
 def test_table_digest_sees_the_questions_clip_labels(tmp_path: Path) -> None:
     (tmp_path / "a.flac").write_bytes(b"x")
     questions = question_table(ClipTable("t", (Clip("a", tmp_path / "a.flac", 0, "train", labels=(0, 2)),), NAMES))
-    other = ClipTable("t", tuple(Clip(q.id, q.audio_path, q.label, q.split, question_of=q.question_of,
-                                      clip_labels=(0, 2, 4)) for q in questions.clips), NAMES)
+    other = ClipTable(
+        "t",
+        tuple(
+            Clip(q.id, q.audio_path, q.label, q.split, question_of=q.question_of, clip_labels=(0, 2, 4))
+            for q in questions.clips
+        ),
+        NAMES,
+    )
     digests = FileDigests(None)
     assert questions.digest(digests) != other.digest(digests)
 
@@ -120,16 +132,23 @@ class FixedPredictions:
 def test_episode_rows_report_both_clip_exact_matches_only_for_whole_clips() -> None:
     questions = question_table(three_clips())
     # queries: a#0, a#1 (clip a, true {0, 2}) and c#0, c#1, c#2 (clip c, true {2, 0, 3}); classes 0..3 local
-    whole = Episode(0, 7, np.array([0, 1, 2, 3]), np.array([2]), np.array([1]), np.array([0, 1, 3, 4, 5]),
-                    np.array([0, 2, 2, 0, 3]))
+    whole = Episode(
+        0, 7, np.array([0, 1, 2, 3]), np.array([2]), np.array([1]), np.array([0, 1, 3, 4, 5]), np.array([0, 2, 2, 0, 3])
+    )
     # a answered (2, 0): the set is right, the questions are not; c answered right -> questions 50 %, sets 100 %
-    metrics = score_method(FixedPredictions([2, 0, 2, 0, 3]), torch.zeros(1, 2, 2), whole, torch.zeros(5, 2, 2),
-                           question_groups(questions, whole.query))
+    metrics = score_method(
+        FixedPredictions([2, 0, 2, 0, 3]),
+        torch.zeros(1, 2, 2),
+        whole,
+        torch.zeros(5, 2, 2),
+        question_groups(questions, whole.query),
+    )
     assert metrics["exact_match_questions"] == pytest.approx(50.0)
     assert metrics["exact_match_sets"] == pytest.approx(100.0)
     assert metrics["accuracy"] == pytest.approx(60.0)
-    partial = Episode(1, 7, whole.classes, whole.support, whole.support_labels, np.array([0, 1, 3]),
-                      np.array([0, 2, 2]))
+    partial = Episode(
+        1, 7, whole.classes, whole.support, whole.support_labels, np.array([0, 1, 3]), np.array([0, 2, 2])
+    )
     assert clip_groups(questions, [whole])[0].tolist() == [0, 0, 1, 1, 1]
     assert clip_groups(questions, [whole, partial]) == [None, None], "c#1, c#2 missing: left out for every episode"
     plain = Episode(2, 7, whole.classes, np.array([0]), np.array([0]), np.array([1, 2]), np.array([1, 2]))
@@ -152,16 +171,32 @@ def test_a_job_extracts_one_cache_row_per_question(tmp_path: Path, monkeypatch: 
     from tests.cli import compose_config
 
     labels = [("/m/a", "alarm"), ("/m/b", "bark"), ("/m/c", "chime")]
-    train = [("train0000001", 0.0, 10.0, "/m/a,/m/c"), ("train0000002", 0.0, 10.0, "/m/b"),
-             ("train0000003", 0.0, 10.0, "/m/c,/m/b")]
+    train = [
+        ("train0000001", 0.0, 10.0, "/m/a,/m/c"),
+        ("train0000002", 0.0, 10.0, "/m/b"),
+        ("train0000003", 0.0, 10.0, "/m/c,/m/b"),
+    ]
     evaluation = [("evalu000001", 0.0, 10.0, "/m/a,/m/b"), ("evalu000002", 0.0, 10.0, "/m/c")]
     clips = {f"{ytid}_000000.flac": "balanced_train" for ytid, *_ in train}
     clips |= {f"{ytid}_000000.flac": "eval" for ytid, *_ in evaluation}
     root = make_audioset(tmp_path / "audioset", labels, train, evaluation, clips)
     monkeypatch.setenv("CALM_CACHE", str(tmp_path / "cache"))
-    cfg = compose_config(["logger=none", "backbone=tiny_qwen2_audio", f"backbone.path={tmp_path / 'tiny'}",
-                          "dataset=audioset", f"dataset.root={root}", "prompt=paper", "prompt.per_label_questions=true",
-                          "shots=1", "queries=1", "episodes=2", "figures=false"], tmp_path / "out")
+    cfg = compose_config(
+        [
+            "logger=none",
+            "backbone=tiny_qwen2_audio",
+            f"backbone.path={tmp_path / 'tiny'}",
+            "dataset=audioset",
+            f"dataset.root={root}",
+            "prompt=paper",
+            "prompt.per_label_questions=true",
+            "shots=1",
+            "queries=1",
+            "episodes=2",
+            "figures=false",
+        ],
+        tmp_path / "out",
+    )
     result = run_job(cfg)
     # the test questions are evalu000001#0 (alarm), #1 (bark) and evalu000002 (chime): one query per class,
     # so every episode holds every question of its query clips and the clip-level scores are reported
@@ -171,10 +206,19 @@ def test_a_job_extracts_one_cache_row_per_question(tmp_path: Path, monkeypatch: 
     for name in ("exact_match_questions_mean", "exact_match_sets_mean"):  # two clips per episode
         assert calm[name] in (0.0, 25.0, 50.0, 75.0, 100.0)
     backbone, prompt = build_backbone(cfg.backbone, "32-true"), build_prompt(cfg.prompt)
-    cache = ActivationCache.open_path(Path(result["cache"]["path"]), model_key_fields(backbone, prompt),
-                                      backbone.n_heads, backbone.head_dim)
-    questions = {"train0000001_000000#0", "train0000001_000000#1", "train0000002_000000", "train0000003_000000#0",
-                 "train0000003_000000#1", "evalu000001_000000#0", "evalu000001_000000#1", "evalu000002_000000"}
+    cache = ActivationCache.open_path(
+        Path(result["cache"]["path"]), model_key_fields(backbone, prompt), backbone.n_heads, backbone.head_dim
+    )
+    questions = {
+        "train0000001_000000#0",
+        "train0000001_000000#1",
+        "train0000002_000000",
+        "train0000003_000000#0",
+        "train0000003_000000#1",
+        "evalu000001_000000#0",
+        "evalu000001_000000#1",
+        "evalu000002_000000",
+    }
     cached = cache.cached_ids()
     assert {"evalu000001_000000#0", "evalu000001_000000#1", "evalu000002_000000"} <= cached <= questions
     assert result["cache"]["extracted"] == len(cached)

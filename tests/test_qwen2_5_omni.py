@@ -63,8 +63,9 @@ def test_captured_heads_are_attention_recomputed_from_q_k_v(omni) -> None:
 
     batch = omni.collate(lm.tones([1.7, 0.6]), lm.PROMPTS[:2])
     rotary = omni.model.model.language_model.rotary_emb
-    rows = lm.captured_with(lambda: omni.capture(batch), [(rotary, keep_rope_positions, False),
-                                                      (attn, keep_attn_inputs, True)])
+    rows = lm.captured_with(
+        lambda: omni.capture(batch), [(rotary, keep_rope_positions, False), (attn, keep_attn_inputs, True)]
+    )
 
     cfg = omni.text_config
     heads, kv_heads, d = cfg.num_attention_heads, cfg.num_key_value_heads, omni.head_dim
@@ -77,15 +78,19 @@ def test_captured_heads_are_attention_recomputed_from_q_k_v(omni) -> None:
             torch.testing.assert_close(seen["position_ids"][axis, row, real], torch.arange(int(real.sum())))
         positions = torch.arange(int(real.sum()))
         expected = lm.recomputed_heads(attn, hidden, positions, cfg, d)
-        torch.testing.assert_close(rows[row, layer_index * heads : (layer_index + 1) * heads], expected,
-                                   atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            rows[row, layer_index * heads : (layer_index + 1) * heads], expected, atol=1e-5, rtol=1e-5
+        )
 
 
 def test_the_lm_head_never_runs_and_only_thinker_lm_layers_are_hooked(omni, omni_av) -> None:
     assert [path for _, path, _ in omni._capture.modules] == [
-        f"model.language_model.layers.{i}.self_attn.o_proj" for i in range(2)]
-    for backbone, batch in ((omni, omni.collate(lm.tones([0.8, 1.2]), lm.PROMPTS[:2])),
-                            (omni_av, omni_av.collate(lm.tones([0.8, 1.2]), lm.PROMPTS[:2], videos=_noise_videos([2, 3])))):
+        f"model.language_model.layers.{i}.self_attn.o_proj" for i in range(2)
+    ]
+    for backbone, batch in (
+        (omni, omni.collate(lm.tones([0.8, 1.2]), lm.PROMPTS[:2])),
+        (omni_av, omni_av.collate(lm.tones([0.8, 1.2]), lm.PROMPTS[:2], videos=_noise_videos([2, 3]))),
+    ):
         calls: list[int] = []
         handle = backbone.model.lm_head.register_forward_hook(lambda *args, calls=calls: calls.append(1))
         try:
@@ -131,8 +136,9 @@ def _write_mp4(path: Path, wave: np.ndarray, frames: np.ndarray, rate: int = 160
             container.mux(video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(video.encode())
         for start in range(0, len(wave), 1024):
-            chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[None, start:start + 1024]), format="fltp",
-                                               layout="mono")
+            chunk = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(wave[None, start : start + 1024]), format="fltp", layout="mono"
+            )
             chunk.sample_rate, chunk.pts = rate, start
             container.mux(audio.encode(chunk))
         container.mux(audio.encode())
@@ -198,12 +204,16 @@ def test_the_hub_layout_of_the_whole_omni_model_loads_its_thinker(tiny_dir: Path
 
     full = tmp_path / "omni_full"
     shutil.copytree(tiny_dir, full)
-    Qwen2_5OmniConfig(thinker_config=json.loads((tiny_dir / "config.json").read_text()),
-                      enable_audio_output=False).save_pretrained(full)
+    Qwen2_5OmniConfig(
+        thinker_config=json.loads((tiny_dir / "config.json").read_text()), enable_audio_output=False
+    ).save_pretrained(full)
     weights = {}
     for name, tensor in load_file(tiny_dir / "model.safetensors").items():
-        for new, old in (("model.", "model.language_model."), ("audio_tower.", "model.audio_tower."),
-                         ("visual.", "model.visual.")):
+        for new, old in (
+            ("model.", "model.language_model."),
+            ("audio_tower.", "model.audio_tower."),
+            ("visual.", "model.visual."),
+        ):
             name = name.replace(old, new) if name.startswith(old) else name
         weights[f"thinker.{name}"] = tensor
     weights["talker.codec_head.weight"] = torch.zeros(2, 2)  # the talker is never loaded
@@ -214,7 +224,9 @@ def test_the_hub_layout_of_the_whole_omni_model_loads_its_thinker(tiny_dir: Path
     assert backbone.n_heads == 8 and type(backbone.config).__name__ == "Qwen2_5OmniThinkerConfig"
     backbone.load()
     waves = lm.tones([0.7, 1.3])
-    torch.testing.assert_close(backbone.capture(backbone.collate(waves, lm.PROMPTS[:2])),
-                               omni.capture(omni.collate(waves, lm.PROMPTS[:2])), atol=0, rtol=0)
-
-
+    torch.testing.assert_close(
+        backbone.capture(backbone.collate(waves, lm.PROMPTS[:2])),
+        omni.capture(omni.collate(waves, lm.PROMPTS[:2])),
+        atol=0,
+        rtol=0,
+    )

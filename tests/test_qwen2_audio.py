@@ -61,8 +61,9 @@ def test_captured_heads_are_attention_recomputed_from_q_k_v(qwen) -> None:
         seen["hidden"] = kwargs["hidden_states"].detach().clone()
 
     batch = qwen.collate(lm.tones([1.7, 0.6]), lm.PROMPTS[:2])
-    rows = lm.captured_with(lambda: qwen.capture(batch), [(layer, keep_layer_inputs, True),
-                                                      (attn, keep_attn_inputs, True)])
+    rows = lm.captured_with(
+        lambda: qwen.capture(batch), [(layer, keep_layer_inputs, True), (attn, keep_attn_inputs, True)]
+    )
 
     cfg = qwen.text_config
     heads, kv_heads, d = cfg.num_attention_heads, cfg.num_key_value_heads, qwen.head_dim
@@ -73,8 +74,9 @@ def test_captured_heads_are_attention_recomputed_from_q_k_v(qwen) -> None:
         positions = seen["position_ids"][row, real]
         torch.testing.assert_close(positions, torch.arange(int(real.sum())))
         expected = lm.recomputed_heads(attn, hidden, positions, cfg, d)
-        torch.testing.assert_close(rows[row, layer_index * heads : (layer_index + 1) * heads], expected,
-                                   atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            rows[row, layer_index * heads : (layer_index + 1) * heads], expected, atol=1e-5, rtol=1e-5
+        )
 
 
 def test_the_lm_head_never_runs(qwen) -> None:
@@ -118,7 +120,8 @@ def test_heads_from_the_config_without_loading_weights(tiny_dir: Path, qwen) -> 
     assert backbone.head_names()[:5] == [f"lm_self_attn.L0.H{h}" for h in range(4)] + ["lm_self_attn.L1.H0"]
     assert backbone.model is None and backbone.uses_prompt_text
     assert [path for _, path, _ in qwen._capture.modules] == [
-        f"model.language_model.layers.{i}.self_attn.o_proj" for i in range(2)]
+        f"model.language_model.layers.{i}.self_attn.o_proj" for i in range(2)
+    ]
     assert qwen._capture.head_names() == backbone.head_names()
     second = Qwen2AudioBackbone(path=str(tiny_dir), layers=[1])
     assert second.n_heads == 4 and second.head_names()[0] == "lm_self_attn.L1.H0"
@@ -148,8 +151,10 @@ def test_tiny_model_is_deterministic_per_seed(tmp_path: Path, tiny_dir: Path) ->
     again = build_tiny_qwen2_audio(tmp_path / "again", seed=0)
     assert (again / "model.safetensors").read_bytes() == (tiny_dir / "model.safetensors").read_bytes()
     other = build_tiny_qwen2_audio(tmp_path / "other", seed=1)
-    assert (Qwen2AudioBackbone(path=str(other)).key_fields()["weights"]
-            != Qwen2AudioBackbone(path=str(again)).key_fields()["weights"])
+    assert (
+        Qwen2AudioBackbone(path=str(other)).key_fields()["weights"]
+        != Qwen2AudioBackbone(path=str(again)).key_fields()["weights"]
+    )
     with pytest.raises(ConfigError, match="seed 1"):
         ensure_tiny_qwen2_audio(other, seed=0)
 
@@ -170,11 +175,16 @@ def test_unreachable_hub_fails_fast_without_the_offline_flag(tmp_path: Path) -> 
         sock.bind(("127.0.0.1", 0))
         closed_port = sock.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_"))}
-    env.update(HF_ENDPOINT=f"http://127.0.0.1:{closed_port}", HF_HOME=str(tmp_path / "hf"),
-               CALM_ASSETS=str(tmp_path / "empty"), PYTHONPATH=str(REPO))
+    env.update(
+        HF_ENDPOINT=f"http://127.0.0.1:{closed_port}",
+        HF_HOME=str(tmp_path / "hf"),
+        CALM_ASSETS=str(tmp_path / "empty"),
+        PYTHONPATH=str(REPO),
+    )
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-c", NO_NETWORK_PROGRAM], env=env, cwd=REPO, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", NO_NETWORK_PROGRAM], env=env, cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert "ASSET_ERROR" in proc.stdout and "backbone.path" in proc.stdout, proc.stdout + proc.stderr
     assert time.monotonic() - started < 20, "the missing hub must not be retried for minutes"
 
@@ -206,7 +216,11 @@ def test_generation_pads_clips_too_short_for_two_audio_tokens(tmp_path: Path) ->
     rate = backbone.sample_rate
     short = np.sin(np.linspace(0, 20, int(rate * 0.05))).astype(np.float32)
     padded = padded_for_generation(short, rate)
-    assert len(padded) == int(rate * 0.1) and np.array_equal(padded[:len(short)], short) and not padded[len(short):].any()
+    assert (
+        len(padded) == int(rate * 0.1)
+        and np.array_equal(padded[: len(short)], short)
+        and not padded[len(short) :].any()
+    )
     long = np.ones(int(rate * 0.1), dtype=np.float32)
     assert padded_for_generation(long, rate) is long
     by_hand = np.concatenate([short, np.zeros(int(rate * 0.1) - len(short), dtype=np.float32)])

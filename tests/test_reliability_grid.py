@@ -18,8 +18,9 @@ from calm.selection.settings import first_best
 from calm.selection.sweep import MethodGrid
 from tests.test_grid import split
 
-GRID = CalmGrid(reliability=("margin_clamped", "prob"), tau=(0.05, 0.5), tau_w=(0.5, 2.0), top_k=(3, None),
-                shrinkage=(0.0, 1.0))
+GRID = CalmGrid(
+    reliability=("margin_clamped", "prob"), tau=(0.05, 0.5), tau_w=(0.5, 2.0), top_k=(3, None), shrinkage=(0.0, 1.0)
+)
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +58,9 @@ def test_grid_with_val_equals_the_estimator_and_val_picks_the_best_on_v(data):
 
 def test_macro_f1_selection_picks_the_best_macro_f1(data):
     support, labels, query, query_labels, val, val_labels = data
-    report = paper_grid_report(support, labels, query, query_labels, GRID, reliability=(val, val_labels), folds=3,
-                               selection_metric="macro_f1")
+    report = paper_grid_report(
+        support, labels, query, query_labels, GRID, reliability=(val, val_labels), folds=3, selection_metric="macro_f1"
+    )
     assert report.oracle["setting_index"] == first_best(report.test.macro_f1)
     assert report.oracle["metric"] == "macro_f1" and report.cv_choice["metric"] == "macro_f1"
     with pytest.raises(ConfigError, match="selection_metric"):
@@ -67,17 +69,30 @@ def test_macro_f1_selection_picks_the_best_macro_f1(data):
 
 def test_grid_head_choice_and_bf16_equal_the_estimator(data):
     support, labels, query, query_labels, val, val_labels = data
-    for head_choice, dtype, name in (("random", torch.float32, "float32"), ("random_heads", torch.float32, "float32"),
-                                     ("reliable", torch.bfloat16, "bfloat16")):
-        grid = CalmGrid(reliability=("margin_clamped",), tau=(0.05,), tau_w=(0.5,), top_k=(3,), shrinkage=(0.0,),
-                        head_choice=head_choice, head_seed=5)
+    for head_choice, dtype, name in (
+        ("random", torch.float32, "float32"),
+        ("random_heads", torch.float32, "float32"),
+        ("reliable", torch.bfloat16, "bfloat16"),
+    ):
+        grid = CalmGrid(
+            reliability=("margin_clamped",),
+            tau=(0.05,),
+            tau_w=(0.5,),
+            top_k=(3,),
+            shrinkage=(0.0,),
+            head_choice=head_choice,
+            head_seed=5,
+        )
         result = evaluate_grid(support, labels, query, query_labels, grid, reliability=(val, val_labels), dtype=dtype)
         setting = grid.settings()[0]
         model = CALM(tau=0.05, top_k=3, head_choice=head_choice, head_seed=5, arithmetic_dtype=name)
         acc, _ = estimator_scores(model, support, labels, query, query_labels, ReliabilitySet(val, val_labels))
         assert result.accuracy[0] == pytest.approx(acc), (head_choice, name)
-        assert setting.as_dict()["head_choice"] == head_choice if head_choice != "reliable" else (
-            "head_choice" not in setting.as_dict())
+        assert (
+            setting.as_dict()["head_choice"] == head_choice
+            if head_choice != "reliable"
+            else ("head_choice" not in setting.as_dict())
+        )
 
 
 def test_sweep_passes_v_to_grw_and_adds_a_val_choice(data):
@@ -87,12 +102,14 @@ def test_sweep_passes_v_to_grw_and_adds_a_val_choice(data):
     def build(values):
         return GRW(**values)
 
-    report = paper_sweep_report(build, grid.points(), support, labels, query, query_labels, n_classes=4, folds=3,
-                                reliability=(val, val_labels))
+    report = paper_sweep_report(
+        build, grid.points(), support, labels, query, query_labels, n_classes=4, folds=3, reliability=(val, val_labels)
+    )
     named = ReliabilitySet(val, val_labels)
     on_val = [estimator_scores(GRW(**p.as_dict()), support, labels, val, val_labels, named)[0] for p in grid.points()]
-    on_test = [estimator_scores(GRW(**p.as_dict()), support, labels, query, query_labels, named)[0]
-               for p in grid.points()]
+    on_test = [
+        estimator_scores(GRW(**p.as_dict()), support, labels, query, query_labels, named)[0] for p in grid.points()
+    ]
     assert report.test.accuracy.tolist() == pytest.approx(on_test)
     assert report.val_choice["setting_index"] == first_best(on_val)
 
@@ -116,7 +133,12 @@ def test_paper_protocol_names_the_val_clips_as_v():
     with pytest.raises(ProtocolError, match="no val clip: 'cat'"):
         PaperProtocol(shots=1, reliability="val").episode(pools_with_val([0, 0]))
     with pytest.raises(ProtocolError, match="have no train or test clip: 'bird'"):
-        Pools.build(np.array([0, 1, 0, 1, 2]), np.array([1, 1, 0, 0, 0], bool), np.array([0, 0, 1, 1, 0], bool),
-                    ("dog", "cat", "bird"), is_val_pool=np.array([0, 0, 0, 0, 1], bool))
+        Pools.build(
+            np.array([0, 1, 0, 1, 2]),
+            np.array([1, 1, 0, 0, 0], bool),
+            np.array([0, 0, 1, 1, 0], bool),
+            ("dog", "cat", "bird"),
+            is_val_pool=np.array([0, 0, 0, 0, 1], bool),
+        )
     with pytest.raises(ProtocolError, match="reliability"):
         PaperProtocol(shots=1, reliability="holdout")

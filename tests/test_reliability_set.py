@@ -14,11 +14,15 @@ from tests import formula_reference as ref
 
 # two classes, two heads, 2-d features. On S both heads are perfect, so with V = S they weigh the same;
 # on V head 0 gets every clip wrong (clamped margin 0) and head 1 every clip right.
-SUPPORT = [[[1.0, 0.0], [1.0, 0.0]],   # class 0
-           [[0.0, 1.0], [0.0, 1.0]]]   # class 1
+SUPPORT = [
+    [[1.0, 0.0], [1.0, 0.0]],  # class 0
+    [[0.0, 1.0], [0.0, 1.0]],
+]  # class 1
 SUPPORT_LABELS = [0, 1]
-VAL = [[[0.2, 1.0], [1.0, 0.1]],       # class 0: head 0 says 1 (wrong), head 1 says 0
-       [[1.0, 0.2], [0.1, 1.0]]]       # class 1: head 0 says 0 (wrong), head 1 says 1
+VAL = [
+    [[0.2, 1.0], [1.0, 0.1]],  # class 0: head 0 says 1 (wrong), head 1 says 0
+    [[1.0, 0.2], [0.1, 1.0]],
+]  # class 1: head 0 says 0 (wrong), head 1 says 1
 VAL_LABELS = [0, 1]
 # head 0 is sure of class 0; head 1 leans to class 1 (cosines 0.6 and 0.8)
 QUERY = [[[1.0, 0.0], [0.6, 0.8]]]
@@ -72,8 +76,10 @@ def test_grw_measures_on_val_and_sav_ranks_on_the_support_set():
     support, labels, val, val_labels = tensors()
     grw = fit_estimator(GRW(), support, labels, reliability_set=ReliabilitySet(val, val_labels))
     assert grw.reliability_[0] == 0.0 and grw.reliability_[1] > 0.5  # head 0 wrong on V, head 1 right
-    plain, given = SAV(top_k=1).fit(support, labels), fit_estimator(SAV(top_k=1), support, labels,
-                                                                    reliability_set=ReliabilitySet(val, val_labels))
+    plain, given = (
+        SAV(top_k=1).fit(support, labels),
+        fit_estimator(SAV(top_k=1), support, labels, reliability_set=ReliabilitySet(val, val_labels)),
+    )
     assert torch.equal(plain.head_scores_, given.head_scores_)  # the authors' SAV scores heads on the train file
 
 
@@ -96,7 +102,7 @@ def test_bf16_prototypes_sum_one_clip_at_a_time():
     stays at 1 (1 + 2^-8 is a tie between 1 and 1 + 2^-7 and rounds to even, twice), so the prototype
     is (1, 1)/4 -> (0.7071, 0.7071) and a query (1, 1.01) sits at equal cosine; summed exactly, the
     first coordinate is 1.0078 and class 0's prototype leans to the first axis."""
-    step = 2.0 ** -8
+    step = 2.0**-8
     support = torch.tensor([[[1.0, 0.0]], [[step, 0.0]], [[step, 0.0]], [[0.0, 1.0]], [[0.0, 1.0]]])
     labels = torch.tensor([0, 0, 0, 0, 1])
     low = CALM(arithmetic_dtype="bfloat16").fit(support, labels)

@@ -37,8 +37,15 @@ class MeanHeadPrototypes(Report):
             pred = torch.cdist(query, means).argmin(1).numpy()
             acc = 100.0 * float(np.mean(pred == episode.query_labels))
             out.per_method[self.row].append(acc)
-            out.episode_rows.append({"episode": episode.index, "seed": episode.seed, "method": self.row,
-                                     "accuracy": acc, "macro_f1": float("nan")})
+            out.episode_rows.append(
+                {
+                    "episode": episode.index,
+                    "seed": episode.seed,
+                    "method": self.row,
+                    "accuracy": acc,
+                    "macro_f1": float("nan"),
+                }
+            )
         return out
 
 
@@ -60,17 +67,32 @@ class SpokenWord(Report):
         table = job.table
         clips = [table.clips[i] for episode in episodes for i in episode.query]
         answers = {}
-        for batch, texts in generate_in_batches(job.backbone, table, job.prompt, clips, self.batch_size,
-                                                job.devices.generation, lambda waves, prompts, _: job.backbone.
-                                                generate_answers(waves, prompts, max_new_tokens=8)):
+        for batch, texts in generate_in_batches(
+            job.backbone,
+            table,
+            job.prompt,
+            clips,
+            self.batch_size,
+            job.devices.generation,
+            lambda waves, prompts, _: job.backbone.generate_answers(waves, prompts, max_new_tokens=8),
+        ):
             answers.update({clip.id: text.lower() for clip, text in zip(batch, texts, strict=True)})
         out = ReportOutput(per_method={self.row: []})
         for episode in episodes:
-            right = [table.class_names[episode.classes[label]] in answers[table.clips[i].id]
-                     for i, label in zip(episode.query, episode.query_labels, strict=True)]
+            right = [
+                table.class_names[episode.classes[label]] in answers[table.clips[i].id]
+                for i, label in zip(episode.query, episode.query_labels, strict=True)
+            ]
             out.per_method[self.row].append(100.0 * float(np.mean(right)))
-            out.episode_rows.append({"episode": episode.index, "seed": episode.seed, "method": self.row,
-                                     "accuracy": out.per_method[self.row][-1], "macro_f1": float("nan")})
+            out.episode_rows.append(
+                {
+                    "episode": episode.index,
+                    "seed": episode.seed,
+                    "method": self.row,
+                    "accuracy": out.per_method[self.row][-1],
+                    "macro_f1": float("nan"),
+                }
+            )
         return out
 
 
@@ -93,15 +115,31 @@ def digits(tmp_path: Path, fsdd_root: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def run_with(method: str, configs: Path, digits: Path, out: Path, episodes: int = 2) -> dict:
-    cfg = compose_config([f"hydra.searchpath=[file://{configs}]", f"method={method}", "backbone=whisper_tiny",
-                          "logger=none", "figures=false", "dataset=folder", f"dataset.root={digits}",
-                          "dataset.test_fraction=0.5", "shots=1", "queries=1", f"episodes={episodes}"], out)
+    cfg = compose_config(
+        [
+            f"hydra.searchpath=[file://{configs}]",
+            f"method={method}",
+            "backbone=whisper_tiny",
+            "logger=none",
+            "figures=false",
+            "dataset=folder",
+            f"dataset.root={digits}",
+            "dataset.test_fraction=0.5",
+            "shots=1",
+            "queries=1",
+            f"episodes={episodes}",
+        ],
+        out,
+    )
     run_job(cfg)
     return json.loads((out / "results.json").read_text())
 
 
 def test_a_report_added_with_one_class_and_one_yaml_reaches_results(tmp_path: Path, digits: Path) -> None:
-    configs = write_method(tmp_path / "configs", "calm_and_means", f"""\
+    configs = write_method(
+        tmp_path / "configs",
+        "calm_and_means",
+        f"""\
 defaults:
   - calm
   - _self_
@@ -110,7 +148,8 @@ reports:
   means:
     _target_: {__name__}.MeanHeadPrototypes
     row: mean_head_prototypes
-""")
+""",
+    )
     results = run_with("calm_and_means", configs, digits, tmp_path / "out")
     rows = [row["method"] for row in results["results"]]
     assert rows == ["calm", "mean_head_prototypes"], "a declared report's rows follow the built-in ones"
@@ -121,7 +160,10 @@ reports:
 
 
 def test_a_method_that_needs_the_backbone_is_one_class_and_one_yaml(tmp_path: Path, digits: Path) -> None:
-    configs = write_method(tmp_path / "configs", "spoken_word", f"""\
+    configs = write_method(
+        tmp_path / "configs",
+        "spoken_word",
+        f"""\
 name: spoken_word
 baseline: null
 estimators: {{}}
@@ -130,7 +172,8 @@ reports:
     _target_: {__name__}.SpokenWord
     row: spoken_word
     batch_size: 4
-""")
+""",
+    )
     results = run_with("spoken_word", configs, digits, tmp_path / "out", episodes=1)
     row = next(r for r in results["results"] if r["method"] == "spoken_word")
     assert row["episodes"] == 1 and row["accuracy_mean"] >= 60.0, "Whisper's transcript names the spoken digit"
@@ -140,7 +183,10 @@ reports:
 def test_a_declared_report_with_an_unknown_setting_is_refused_by_name(tmp_path: Path, digits: Path) -> None:
     from calm.errors import ConfigError
 
-    configs = write_method(tmp_path / "configs", "bad", f"""\
+    configs = write_method(
+        tmp_path / "configs",
+        "bad",
+        f"""\
 defaults:
   - calm
   - _self_
@@ -150,6 +196,7 @@ reports:
     _target_: {__name__}.MeanHeadPrototypes
     row: means
     colour: red
-""")
+""",
+    )
     with pytest.raises(ConfigError, match=r"method\.reports\.means.*colour"):
         run_with("bad", configs, digits, tmp_path / "out")

@@ -16,7 +16,17 @@ from calm.testing.synthetic import synthetic_split
 def test_one_shot_sav_reports_every_selected_head_as_tied_and_calm_none_without_top_k() -> None:
     split = synthetic_split(heads=30, dim=4, classes=3, support_per_class=1, queries=2, seed=0)
     features = torch.cat([split.support, split.query])
-    episodes = [Episode(index=i, seed=i, classes=np.arange(3), support=np.arange(3), support_labels=np.arange(3),
-                        query=np.arange(3, 9), query_labels=split.query_labels.numpy()) for i in range(2)]
+    episodes = [
+        Episode(
+            index=i,
+            seed=i,
+            classes=np.arange(3),
+            support=np.arange(3),
+            support_labels=np.arange(3),
+            query=np.arange(3, 9),
+            query_labels=split.query_labels.numpy(),
+        )
+        for i in range(2)
+    ]
     _, rows = evaluate(episodes, features, {"sav": SAV(top_k=5), "calm": CALM()}, NullTracker())
     assert tied_selections(rows) == {"sav": 5.0, "calm": 0.0}

@@ -51,8 +51,13 @@ from tests.cli import REPO
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("tables")
-    done = subprocess.run([sys.executable, str(REPO / "scripts" / "reproduce_tables.py"), "--smoke", "--out", str(out)],
-                          cwd=REPO, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "reproduce_tables.py"), "--smoke", "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     return out, done.stdout
 
@@ -75,7 +80,7 @@ def markdown_cells(text: str) -> dict[tuple[str, str], list[str]]:
 def latex_cells(text: str) -> dict[tuple[str, str], list[str]]:
     """The same for a written LaTeX tabular (a group's label stands on its first row only)."""
     cells, group = {}, ""
-    body = text[text.index(r"\midrule"):text.index(r"\bottomrule")]
+    body = text[text.index(r"\midrule") : text.index(r"\bottomrule")]
     for line in body.splitlines():
         if not line.endswith(r"\\"):
             continue
@@ -102,11 +107,17 @@ def check_written(out_dir: Path, specs: list[TableSpec]) -> list[str]:
             shown_md = md.get(where, [None] * (column + 1))[column]
             shown_tex = tex.get((latex_escape(n["group"]), latex_escape(n["method"])), [None] * (column + 1))[column]
             if shown_md != expected or shown_tex != latex_escape(expected):
-                problems.append(f"{spec.name}: {where} {n['shots'] or 'paper'}: table shows {shown_md!r} / "
-                                f"{shown_tex!r}, numbers.csv says {expected!r}")
+                problems.append(
+                    f"{spec.name}: {where} {n['shots'] or 'paper'}: table shows {shown_md!r} / "
+                    f"{shown_tex!r}, numbers.csv says {expected!r}"
+                )
             if n["source"] == "ours" and n["status"] == "ok" and n["spread"] != "ci95":  # a seeded group's row
-                seeds = [float(m["mean"]) for m in numbers if m["source"].startswith("ours, one seed")
-                         and (m["experiment"], m["method"], m["shots"]) == (n["experiment"], n["method"], n["shots"])]
+                seeds = [
+                    float(m["mean"])
+                    for m in numbers
+                    if m["source"].startswith("ours, one seed")
+                    and (m["experiment"], m["method"], m["shots"]) == (n["experiment"], n["method"], n["shots"])
+                ]
                 if not math.isclose(mean, statistics.fmean(seeds)) or not math.isclose(ci, statistics.stdev(seeds)):
                     problems.append(f"{spec.name}: {where} is not the mean ± sd of its seeds {seeds}")
             elif n["source"] == "ours" and n["status"] == "ok":
@@ -122,8 +133,17 @@ def test_smoke_tables_hold_the_jobs_numbers(smoke: tuple[Path, str]) -> None:
     out, stdout = smoke
     numbers = _numbers(out)
     ours = [n for n in numbers if n["source"] == "ours" and n["experiment"] == "table_smoke"]
-    methods = {"sav", "calm", "grw", "concat", "uniform_soft", "confidence_weighted", "topk_soft", "hard_vote",
-               "linear_probe"}
+    methods = {
+        "sav",
+        "calm",
+        "grw",
+        "concat",
+        "uniform_soft",
+        "confidence_weighted",
+        "topk_soft",
+        "hard_vote",
+        "linear_probe",
+    }
     assert {n["method"] for n in ours} >= methods and {n["shots"] for n in ours} == {"1", "2"}
     table = (out / "smoke.md").read_text()
     tex = (out / "smoke.tex").read_text()
@@ -143,7 +163,8 @@ def test_the_smoke_table_holds_the_clap_baselines_of_their_job(smoke: tuple[Path
     out, _ = smoke
     ours = [n for n in _numbers(out) if n["experiment"] == "table_smoke_clap"]
     assert {(n["method"], n["shots"], n["status"]) for n in ours} == {
-        (method, shots, "ok") for method in ("clap_knn", "clap_zero_shot") for shots in ("1", "2")}
+        (method, shots, "ok") for method in ("clap_knn", "clap_zero_shot") for shots in ("1", "2")
+    }
     cells = markdown_cells((out / "smoke.md").read_text())
     assert ("tones · tiny_clap (baselines)", "clap_zero_shot") in cells
 
@@ -180,9 +201,13 @@ def test_expected_rows_are_named_by_the_modules_that_make_them(tmp_path: Path) -
 def test_expected_rows_are_the_estimators_and_two_per_estimator_with_a_grid() -> None:
     """knn has a grid but is not an estimator of the job; grw is an estimator without a grid; outside
     protocol=paper nothing is tuned."""
-    cfg = OmegaConf.create({"protocol": {"_target_": "calm.protocols.PaperProtocol"},
-                            "grids": {"calm": {}, "sav": {}, "knn": {}},
-                            "method": {"estimators": {"calm": {}, "grw": {}, "sav": {}}}})
+    cfg = OmegaConf.create(
+        {
+            "protocol": {"_target_": "calm.protocols.PaperProtocol"},
+            "grids": {"calm": {}, "sav": {}, "knn": {}},
+            "method": {"estimators": {"calm": {}, "grw": {}, "sav": {}}},
+        }
+    )
     assert expected_methods(cfg) == ["calm", "grw", "sav", "calm[cv]", "calm[oracle]", "sav[cv]", "sav[oracle]"]
     cfg.protocol._target_ = "calm.protocols.EpisodicProtocol"
     assert expected_methods(cfg) == ["calm", "grw", "sav"]
@@ -202,7 +227,10 @@ def test_shot_entries_parse_and_bad_ones_are_clear_errors() -> None:
     assert shot_setting("<=20", "t") == shot_setting("≤ 20", "t") == ShotSetting(20, at_most=True)
     assert shot_setting("all", "t") == ShotSetting(None)
     assert [s.header for s in (ShotSetting(20), ShotSetting(20, True), ShotSetting(None))] == [
-        "20-shot", "≤20-shot", "all (whole train list)"]
+        "20-shot",
+        "≤20-shot",
+        "all (whole train list)",
+    ]
     assert [s.key for s in (ShotSetting(20), ShotSetting(20, True), ShotSetting(None))] == ["20", "<=20", "all"]
     for bad in (0, "<=0", "some", True, "20 shots"):
         with pytest.raises(ConfigError, match="is not a shot setting"):
@@ -212,7 +240,8 @@ def test_shot_entries_parse_and_bad_ones_are_clear_errors() -> None:
 def test_a_groups_shots_override_the_tables_and_columns_are_ordered(tmp_path: Path) -> None:
     (tmp_path / "t.yaml").write_text(
         "title: x\nshots: [5]\ngroups:\n  - experiment: table_smoke\n"
-        "  - experiment: table_esc50_qwen2_audio\n    shots: [all, '<=20', 20]\n")
+        "  - experiment: table_esc50_qwen2_audio\n    shots: [all, '<=20', 20]\n"
+    )
     spec = load_table("t", folder=tmp_path)
     assert spec.groups[0].shots == (ShotSetting(5),)
     assert spec.groups[1].shots == (ShotSetting(None), ShotSetting(20, True), ShotSetting(20))
@@ -227,9 +256,11 @@ def test_paper_numbers_sit_beside_their_rows_and_other_rows_say_not_reported() -
     b = RowGroup("exp_b", "B", shots=(ShotSetting(20, True),))
     spec = TableSpec("t", "t", (ShotSetting(20), ShotSetting(20, True), ShotSetting(40)), (a, b))
     row = {"accuracy_mean": 50.0, "accuracy_ci95": float("nan")}
-    outcomes = [JobOutcome(a, ShotSetting(20), ["calm[cv]", "calm[oracle]"], {"calm[oracle]": row}),
-                JobOutcome(a, ShotSetting(40), ["calm[cv]", "calm[oracle]"]),
-                JobOutcome(b, ShotSetting(20, True), ["calm[oracle]"], {"calm[oracle]": row})]
+    outcomes = [
+        JobOutcome(a, ShotSetting(20), ["calm[cv]", "calm[oracle]"], {"calm[oracle]": row}),
+        JobOutcome(a, ShotSetting(40), ["calm[cv]", "calm[oracle]"]),
+        JobOutcome(b, ShotSetting(20, True), ["calm[oracle]"], {"calm[oracle]": row}),
+    ]
     rows = table_rows(spec, numbers_of(spec, outcomes))
     assert rows == [
         ["A", "calm[cv]", "no data", NOT_RUN, "no data", NOT_REPORTED],
@@ -239,33 +270,76 @@ def test_paper_numbers_sit_beside_their_rows_and_other_rows_say_not_reported() -
 
 
 TRUTH = {f"/m/esc{k:02d}": name for k, name in enumerate(("dog", "rooster", "pig"))}  # the smoke ESC-50 classes
-CLEAN_SHOTS = {"table_esc50_qwen2_5_omni_pl": ["<=40"], "table_esc50_qwen2_5_omni": ["<=40"],
-               "table_vggsound_qwen2_audio": ["20", "40"], "table_audioset_qwen2_audio": ["<=20"],
-               "table_asvspoof_qwen2_audio": ["all"], "table_vggsound_av_qwen2_5_omni": ["20"],
-               "table_esc50_clap": ["<=40"], "table_vggsound_clap": ["20", "40"], "table_audioset_clap": ["<=20"],
-               "table_asvspoof_clap": ["all"]}
+CLEAN_SHOTS = {
+    "table_esc50_qwen2_5_omni_pl": ["<=40"],
+    "table_esc50_qwen2_5_omni": ["<=40"],
+    "table_vggsound_qwen2_audio": ["20", "40"],
+    "table_audioset_qwen2_audio": ["<=20"],
+    "table_asvspoof_qwen2_audio": ["all"],
+    "table_vggsound_av_qwen2_5_omni": ["20"],
+    "table_esc50_clap": ["<=40"],
+    "table_vggsound_clap": ["20", "40"],
+    "table_audioset_clap": ["<=20"],
+    "table_asvspoof_clap": ["all"],
+}
 # The replay groups' files, as the authors' slurm scripts name them (the experiment files state the script):
 # experiment -> (support, val or None for V = support, test, the script)
 REPLAY_FILES = {
     "replay_esc50_train20": ("esc/esc_mcq_train.json", None, "esc/esc_mcq_test.json", "slurm/esc50/mcq_sav_grw.sh"),
-    "replay_esc50_40shot": ("esc/esc50_mcq_40shot_train.json", None, "esc/esc_mcq_test_split.json",
-                            "slurm/baselines/linear_probe.sh"),
-    "replay_esc50_pl40": ("esc/pseudolabeled_esc_40shot_mcq_qwen2.5_8trials.json", None, "esc/esc_mcq_test.json",
-                          "slurm/mcq_sav_prwe.sh"),
-    "replay_esc50_pl40_regenerate": ("esc/pseudolabeled_esc_40shot_mcq_qwen2.5_8trials.json", None,
-                                     "esc/esc_mcq_test.json", "slurm/mcq_sav_prwe.sh"),
-    "replay_vggsound_20shot": ("vggsound/vggsound_mcq_train_20shot.json", "vggsound/vggsound_mcq_val.json",
-                               "vggsound/vggsound_mcq_test.json", "slurm/vggsound/mcq_sav_prwe.sh"),
-    "replay_vggsound_40shot": ("vggsound/vggsound_mcq_train_40shot.json", "vggsound/vggsound_mcq_val.json",
-                               "vggsound/vggsound_mcq_test.json", "slurm/vggsound/mcq_sav_prwe.sh"),
-    "replay_vggsound_seeds": ("vggsound/vggsound_train_cleaned_801.json", "vggsound/vggsound_mcq_val.json",
-                              "vggsound/vggsound_mcq_test_split.json", "slurm/vggsound/prwe_vggsound_seeds.sh"),
-    "replay_audioset_pl": ("audioset/pseudolabeled_audioset_qwen2-audio-instruct_train_8trials.json", None,
-                           "audioset/audioset_test_individual_mcqs.json", "slurm/mcq_sav_prwe_audioset.sh"),
-    "replay_asvspoof": ("LA_AvSpoof/LA_train.json", None, "LA_AvSpoof/LA_eval.json",
-                        "slurm/la_spoof/mcq_sav_prwe_spoof.sh"),
-    "replay_vggsound_av": ("vggsound/vgg_video_train.json", None, "vggsound/vgg_video_test.json",
-                           "slurm/legacy/mcq_sav_prwe_av.sh"),
+    "replay_esc50_40shot": (
+        "esc/esc50_mcq_40shot_train.json",
+        None,
+        "esc/esc_mcq_test_split.json",
+        "slurm/baselines/linear_probe.sh",
+    ),
+    "replay_esc50_pl40": (
+        "esc/pseudolabeled_esc_40shot_mcq_qwen2.5_8trials.json",
+        None,
+        "esc/esc_mcq_test.json",
+        "slurm/mcq_sav_prwe.sh",
+    ),
+    "replay_esc50_pl40_regenerate": (
+        "esc/pseudolabeled_esc_40shot_mcq_qwen2.5_8trials.json",
+        None,
+        "esc/esc_mcq_test.json",
+        "slurm/mcq_sav_prwe.sh",
+    ),
+    "replay_vggsound_20shot": (
+        "vggsound/vggsound_mcq_train_20shot.json",
+        "vggsound/vggsound_mcq_val.json",
+        "vggsound/vggsound_mcq_test.json",
+        "slurm/vggsound/mcq_sav_prwe.sh",
+    ),
+    "replay_vggsound_40shot": (
+        "vggsound/vggsound_mcq_train_40shot.json",
+        "vggsound/vggsound_mcq_val.json",
+        "vggsound/vggsound_mcq_test.json",
+        "slurm/vggsound/mcq_sav_prwe.sh",
+    ),
+    "replay_vggsound_seeds": (
+        "vggsound/vggsound_train_cleaned_801.json",
+        "vggsound/vggsound_mcq_val.json",
+        "vggsound/vggsound_mcq_test_split.json",
+        "slurm/vggsound/prwe_vggsound_seeds.sh",
+    ),
+    "replay_audioset_pl": (
+        "audioset/pseudolabeled_audioset_qwen2-audio-instruct_train_8trials.json",
+        None,
+        "audioset/audioset_test_individual_mcqs.json",
+        "slurm/mcq_sav_prwe_audioset.sh",
+    ),
+    "replay_asvspoof": (
+        "LA_AvSpoof/LA_train.json",
+        None,
+        "LA_AvSpoof/LA_eval.json",
+        "slurm/la_spoof/mcq_sav_prwe_spoof.sh",
+    ),
+    "replay_vggsound_av": (
+        "vggsound/vgg_video_train.json",
+        None,
+        "vggsound/vgg_video_test.json",
+        "slurm/legacy/mcq_sav_prwe_av.sh",
+    ),
 }
 
 
@@ -276,13 +350,23 @@ def test_the_paper_table_holds_the_authors_settings() -> None:
     assert {g.experiment for g in spec.groups if g.replay} == set(REPLAY_FILES)
     paper = {g.experiment: g.paper for g in spec.groups}
     assert {k: v for k, v in paper.items() if not k.startswith("replay_")} == {
-        "table_esc50_qwen2_5_omni_pl": {}, "table_esc50_qwen2_5_omni": {},
-        "table_vggsound_qwen2_audio": {"calm[oracle]": 88.15}, "table_audioset_qwen2_audio": {"calm[oracle]": 70.5},
-        "table_asvspoof_qwen2_audio": {"calm[oracle]": 81.99}, "table_vggsound_av_qwen2_5_omni": {"calm[oracle]": 91.02},
-        "table_esc50_clap": {}, "table_vggsound_clap": {}, "table_audioset_clap": {}, "table_asvspoof_clap": {}}
+        "table_esc50_qwen2_5_omni_pl": {},
+        "table_esc50_qwen2_5_omni": {},
+        "table_vggsound_qwen2_audio": {"calm[oracle]": 88.15},
+        "table_audioset_qwen2_audio": {"calm[oracle]": 70.5},
+        "table_asvspoof_qwen2_audio": {"calm[oracle]": 81.99},
+        "table_vggsound_av_qwen2_5_omni": {"calm[oracle]": 91.02},
+        "table_esc50_clap": {},
+        "table_vggsound_clap": {},
+        "table_audioset_clap": {},
+        "table_asvspoof_clap": {},
+    }
     # ESC-50's 99.25 is not tied to a stated run: it stands beside each candidate support file
     assert [e for e, p in paper.items() if p.get("calm[oracle]") == 99.25] == [
-        "replay_esc50_train20", "replay_esc50_40shot", "replay_esc50_pl40"]
+        "replay_esc50_train20",
+        "replay_esc50_40shot",
+        "replay_esc50_pl40",
+    ]
     assert paper["replay_vggsound_20shot"] == {"calm[oracle]": 88.15, "calm[val]": 88.15}
     seeds = {g.experiment: g.seeds for g in spec.groups if g.seeds}
     assert seeds == {"replay_vggsound_seeds": (123, 456, 101, 201, 301, 401, 501, 601, 701, 801)}
@@ -297,8 +381,9 @@ def test_paper_jobs_compose_with_the_authors_precision_and_support_draw(tmp_path
                 cfg = compose_job(group, shots, tmp_path, [])  # checks the support draw matches the column
                 clap = cfg.backbone.name == "clap"  # reads no prompt: its baselines, never a question
                 assert cfg.protocol.name == "paper", group.experiment
-                assert (cfg.prompt.name.startswith("clean" if clap else "paper")
-                        or (group.replay and cfg.prompt.name == "manifest")), group.experiment
+                assert cfg.prompt.name.startswith("clean" if clap else "paper") or (
+                    group.replay and cfg.prompt.name == "manifest"
+                ), group.experiment
                 assert not clap or expected_methods(cfg) == ["clap_knn", "clap_zero_shot"], group.experiment
                 assert cfg.trainer.precision == precision[cfg.backbone.name], group.experiment
                 assert shots.k is None or cfg.shots == shots.k
@@ -313,8 +398,13 @@ def test_replay_groups_read_the_files_their_scripts_name(tmp_path: Path) -> None
     spec = load_table("paper")
     with job_configs():
         for group in (g for g in spec.groups if g.replay):
-            cfg = compose_job(group, group.shots[0], tmp_path, ["paper.manifests_dir=/their/SAVs/data"],
-                              group.seeds[-1] if group.seeds else None)
+            cfg = compose_job(
+                group,
+                group.shots[0],
+                tmp_path,
+                ["paper.manifests_dir=/their/SAVs/data"],
+                group.seeds[-1] if group.seeds else None,
+            )
             support, val, test, script = REPLAY_FILES[group.experiment]
             manifests = cfg.dataset.manifests
             assert (manifests.support, manifests.get("val"), manifests.test) == (support, val, test), group.experiment
@@ -325,19 +415,28 @@ def test_replay_groups_read_the_files_their_scripts_name(tmp_path: Path) -> None
             assert cfg.protocol.support_draw == "all"
     with job_configs():
         asvspoof = compose_job(RowGroup("replay_asvspoof", "x", replay=True), ShotSetting(None), tmp_path, [])
-        regenerate = compose_job(RowGroup("replay_esc50_pl40_regenerate", "x", replay=True), ShotSetting(None),
-                                 tmp_path, [])
+        regenerate = compose_job(
+            RowGroup("replay_esc50_pl40_regenerate", "x", replay=True), ShotSetting(None), tmp_path, []
+        )
     assert asvspoof.protocol.selection_metric == "macro_f1"
     assert (regenerate.dataset.pseudo_labels, regenerate.method.name) == ("truth", "pseudo_label")
 
 
 def test_a_replay_group_without_the_authors_files_says_so_and_runs_nothing(tmp_path: Path) -> None:
-    group = RowGroup("replay_esc50_train20", "ESC replay", paper={"calm[oracle]": 99.25}, shots=(ShotSetting(None),),
-                     replay=True)
+    group = RowGroup(
+        "replay_esc50_train20", "ESC replay", paper={"calm[oracle]": 99.25}, shots=(ShotSetting(None),), replay=True
+    )
     spec = TableSpec("t", "t", (ShotSetting(None),), (group,))
-    numbers = build_tables([spec], tmp_path, [f"paths.data_dir={tmp_path / 'data'}",
-                                              f"paths.cache_dir={tmp_path / 'cache'}",
-                                              f"paths.finished_dir={tmp_path / 'finished'}"], False)
+    numbers = build_tables(
+        [spec],
+        tmp_path,
+        [
+            f"paths.data_dir={tmp_path / 'data'}",
+            f"paths.cache_dir={tmp_path / 'cache'}",
+            f"paths.finished_dir={tmp_path / 'finished'}",
+        ],
+        False,
+    )
     ours = [n for n in numbers if n.source == "ours"]
     assert ours and all(n.status == f"no data: {NEEDS_MANIFESTS}" for n in ours)
     assert NEEDS_MANIFESTS == "needs the authors' files: set paper.manifests_dir"
@@ -352,30 +451,55 @@ def test_a_seeded_group_shows_mean_and_sd_over_its_seeds() -> None:
     the cell without one); the per-seed numbers stay in numbers.csv beside the shown ones."""
     group = RowGroup("exp_s", "S", shots=(ShotSetting(None),), seeds=(1, 2, 3))
     spec = TableSpec("t", "t", (ShotSetting(None),), (group,))
-    outcomes = [JobOutcome(group, ShotSetting(None), ["calm", "sav"],
-                           {"calm": {"accuracy_mean": calm, "accuracy_ci95": 1.0}}
-                           | ({"sav": {"accuracy_mean": 40.0}} if seed < 3 else {}), seed=seed)
-                for seed, calm in ((1, 50.0), (2, 60.0), (3, 70.0))]
+    outcomes = [
+        JobOutcome(
+            group,
+            ShotSetting(None),
+            ["calm", "sav"],
+            {"calm": {"accuracy_mean": calm, "accuracy_ci95": 1.0}}
+            | ({"sav": {"accuracy_mean": 40.0}} if seed < 3 else {}),
+            seed=seed,
+        )
+        for seed, calm in ((1, 50.0), (2, 60.0), (3, 70.0))
+    ]
     numbers = numbers_of(spec, outcomes)
     shown = {n.method: n for n in numbers if n.source == "ours"}
     assert (shown["calm"].mean, shown["calm"].ci95, shown["calm"].episodes, shown["calm"].spread) == (
-        60.0, 10.0, 3, "sd over 3 seeds")
+        60.0,
+        10.0,
+        3,
+        "sd over 3 seeds",
+    )
     assert math.isnan(shown["sav"].mean) and shown["sav"].status == "method missing from results"
     assert sorted(n.source for n in numbers if n.method == "calm") == [
-        "ours", "ours, one seed 1", "ours, one seed 2", "ours, one seed 3"]
-    assert table_rows(spec, numbers) == [["S", "calm", "60.00 ± 10.00", NOT_REPORTED],
-                                         ["S", "sav", "no data", NOT_REPORTED]]
+        "ours",
+        "ours, one seed 1",
+        "ours, one seed 2",
+        "ours, one seed 3",
+    ]
+    assert table_rows(spec, numbers) == [
+        ["S", "calm", "60.00 ± 10.00", NOT_REPORTED],
+        ["S", "sav", "no data", NOT_REPORTED],
+    ]
     assert group_notes(spec) == ["S: cells: mean ± sd over 3 seeds (1, 2, 3), one job per seed"]
 
 
 def test_leak_notes_give_each_jobs_measured_share() -> None:
     group = RowGroup("exp_l", "L", shots=(ShotSetting(None),))
-    marked = {"accuracy_mean": 1.0, "leaks_test_clips": True, "support_test_clip_share": 0.25,
-              "val_test_clip_share": 0.5}
-    outcomes = [JobOutcome(group, ShotSetting(None), ["calm"], {"calm": marked}),
-                JobOutcome(group, ShotSetting(20), ["calm"], {"calm": {"accuracy_mean": 1.0}})]
-    assert leak_notes(outcomes) == ["L (all (whole train list)): marked leaks_test_clips, measured: 25.0% of the "
-                                    "support rows and 50.0% of the val rows are test clips' audio files"]
+    marked = {
+        "accuracy_mean": 1.0,
+        "leaks_test_clips": True,
+        "support_test_clip_share": 0.25,
+        "val_test_clip_share": 0.5,
+    }
+    outcomes = [
+        JobOutcome(group, ShotSetting(None), ["calm"], {"calm": marked}),
+        JobOutcome(group, ShotSetting(20), ["calm"], {"calm": {"accuracy_mean": 1.0}}),
+    ]
+    assert leak_notes(outcomes) == [
+        "L (all (whole train list)): marked leaks_test_clips, measured: 25.0% of the "
+        "support rows and 50.0% of the val rows are test clips' audio files"
+    ]
 
 
 def test_the_smoke_manifests_keep_the_real_files_relations(tmp_path: Path) -> None:
@@ -419,10 +543,15 @@ def test_collect_reads_finished_jobs_and_runs_nothing(smoke: tuple[Path, str], t
     out, _ = smoke
     spec = load_table("smoke")
     data = out / "smoke_data" / "tones"
-    overrides = ["logger=none", f"paths.data_dir={out / 'data'}", f"paths.cache_dir={tmp_path / 'empty_cache'}",
-                 f"paths.finished_dir={out / 'finished'}"]
-    numbers = build_tables([spec], tmp_path, overrides, collect_only=True,
-                           per_group_overrides={"table_smoke": [f"dataset.root={data}"]})
+    overrides = [
+        "logger=none",
+        f"paths.data_dir={out / 'data'}",
+        f"paths.cache_dir={tmp_path / 'empty_cache'}",
+        f"paths.finished_dir={out / 'finished'}",
+    ]
+    numbers = build_tables(
+        [spec], tmp_path, overrides, collect_only=True, per_group_overrides={"table_smoke": [f"dataset.root={data}"]}
+    )
     first = {(n["method"], n["shots"]): float(n["mean"]) for n in _numbers(out) if n["experiment"] == "table_smoke"}
     again = {(n.method, str(n.shots)): n.mean for n in numbers if n.experiment == "table_smoke"}
     assert again == first
@@ -445,8 +574,9 @@ def test_the_check_catches_a_cell_that_disagrees_with_the_numbers(smoke: tuple[P
     for name in ("smoke.md", "smoke.tex", CSV_NAME):
         (copy / name).write_text((out / name).read_text())
     assert check_written(copy, [spec]) == []
-    calm_1 = next(n for n in _numbers(out) if n["experiment"] == "table_smoke" and n["method"] == "calm"
-                  and n["shots"] == "1")
+    calm_1 = next(
+        n for n in _numbers(out) if n["experiment"] == "table_smoke" and n["method"] == "calm" and n["shots"] == "1"
+    )
     shown = cell(float(calm_1["mean"]), float(calm_1["ci95"]))
     text = (copy / "smoke.md").read_text()
     line = next(ln for ln in text.splitlines() if "| tones · tiny_qwen2_audio | calm |" in ln)
@@ -456,7 +586,8 @@ def test_the_check_catches_a_cell_that_disagrees_with_the_numbers(smoke: tuple[P
 
 
 def test_a_job_that_breaks_is_marked_failed_and_the_table_is_still_written(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import calm.run.pipeline
 
     spec = load_table("smoke")
@@ -465,10 +596,15 @@ def test_a_job_that_breaks_is_marked_failed_and_the_table_is_still_written(
         raise RuntimeError("CUDA out of memory")
 
     monkeypatch.setattr(calm.run.pipeline, "run_job", broken)
-    numbers = build_tables([spec], tmp_path, ["logger=none", f"paths.data_dir={tmp_path / 'data'}",
-                                              f"paths.finished_dir={tmp_path / 'finished'}"], collect_only=False)
-    assert numbers and all(n.status == "failed: RuntimeError: CUDA out of memory"
-                           for n in numbers if n.source == "ours")
+    numbers = build_tables(
+        [spec],
+        tmp_path,
+        ["logger=none", f"paths.data_dir={tmp_path / 'data'}", f"paths.finished_dir={tmp_path / 'finished'}"],
+        collect_only=False,
+    )
+    assert numbers and all(
+        n.status == "failed: RuntimeError: CUDA out of memory" for n in numbers if n.source == "ours"
+    )
     assert "tones · tiny_qwen2_audio: failed (RuntimeError: CUDA out of memory)" in (tmp_path / "smoke.md").read_text()
 
 
@@ -476,8 +612,21 @@ def test_a_job_that_breaks_is_marked_failed_and_the_table_is_still_written(
 def test_the_paper_tables_smoke_run_fills_every_group(tmp_path: Path) -> None:
     """`--smoke --tables paper`: every row group on its tiny backbone and generated data in its dataset's
     official layout; every expected row (two per tuned method) has a number, and every cell agrees."""
-    done = subprocess.run([sys.executable, str(REPO / "scripts" / "reproduce_tables.py"), "--smoke", "--tables",
-                           "paper", "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=1200)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "reproduce_tables.py"),
+            "--smoke",
+            "--tables",
+            "paper",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     ours = [n for n in _numbers(tmp_path) if n["source"] == "ours"]
     assert {n["experiment"] for n in ours} == {g.experiment for g in load_table("paper").groups}
@@ -489,12 +638,18 @@ def test_the_paper_tables_smoke_run_fills_every_group(tmp_path: Path) -> None:
         assert {"calm[val]", "sav[val]"} <= {n["method"] for n in ours if n["experiment"] == experiment}
     assert not any(n["method"].endswith("[val]") for n in ours if n["experiment"] == "replay_esc50_train20")
     table = (tmp_path / "paper.md").read_text()
-    assert "ESC-50 · qwen2_5_omni · replay · esc50_mcq_40shot_train (candidate 2 of 3) (all (whole train list)): " \
-           "marked leaks_test_clips, measured: " in table
+    assert (
+        "ESC-50 · qwen2_5_omni · replay · esc50_mcq_40shot_train (candidate 2 of 3) (all (whole train list)): "
+        "marked leaks_test_clips, measured: " in table
+    )
     tuned = [n for n in ours if n["method"].endswith(("[cv]", "[oracle]"))]
     assert [n for n in tuned if not math.isfinite(float(n["mean"]))] == []
     assert {n["metric"] for n in ours if n["experiment"] == "table_audioset_qwen2_audio"} == {"exact_match_questions"}
-    for layout in ("esc50/ESC-50-master/meta/esc50.csv", "vggsound/vggsound.csv", "audioset/eval_segments.csv",
-                   "asvspoof2019_la/LA/ASVspoof2019_LA_cm_protocols/ASVspoof2019.LA.cm.train.trn.txt"):
+    for layout in (
+        "esc50/ESC-50-master/meta/esc50.csv",
+        "vggsound/vggsound.csv",
+        "audioset/eval_segments.csv",
+        "asvspoof2019_la/LA/ASVspoof2019_LA_cm_protocols/ASVspoof2019.LA.cm.train.trn.txt",
+    ):
         assert (tmp_path / "smoke_data" / layout).is_file(), layout
     assert check_written(tmp_path, [smoke_spec(load_table("paper"))]) == []

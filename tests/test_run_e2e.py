@@ -49,9 +49,12 @@ def test_one_job_end_to_end_then_reuses_the_cache(tmp_path: Path, fsdd_copy: Pat
     for method, row in rows.items():
         accs = [float(e["accuracy"]) for e in episodes if e["method"] == method]
         assert row["accuracy_mean"] == pytest.approx(np.mean(accs))
-    diffs = [float(c["accuracy"]) - float(s["accuracy"])
-             for c, s in zip([e for e in episodes if e["method"] == "calm"],
-                             [e for e in episodes if e["method"] == "sav"], strict=True)]
+    diffs = [
+        float(c["accuracy"]) - float(s["accuracy"])
+        for c, s in zip(
+            [e for e in episodes if e["method"] == "calm"], [e for e in episodes if e["method"] == "sav"], strict=True
+        )
+    ]
     assert rows["calm"]["diff_vs_baseline_mean"] == pytest.approx(np.mean(diffs))
     assert "calm" in first.stdout and "±" in first.stdout
     assert list((tmp_path / "run1" / "wandb").glob("offline-run-*")), "W&B must log offline without a login"
@@ -69,8 +72,13 @@ def test_killed_extraction_resumes_to_exactly_the_uninterrupted_rows(tmp_path: P
     assert whole.returncode == 0, whole.stderr[-3000:]
 
     env = {**os.environ, "CALM_CACHE": str(tmp_path / "cache_killed")}
-    proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), *args, f"hydra.run.dir={tmp_path / 'killed'}"],
-                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "run.py"), *args, f"hydra.run.dir={tmp_path / 'killed'}"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 300
     while index_lines(tmp_path / "cache_killed") < 6 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -100,8 +108,16 @@ def test_headline_command_on_an_official_esc50_layout_with_the_tiny_qwen2_audio(
     from calm.testing.smoke_layouts import esc50_rows, make_esc50
 
     make_esc50(tmp_path / "data", rows=esc50_rows(classes=5, per_class=10), seconds=0.2)
-    args = ["dataset=esc50", "shots=5", f"dataset.root={tmp_path / 'data'}", "backbone=tiny_qwen2_audio",
-            f"backbone.path={tmp_path / 'tiny'}", "queries=2", "episodes=3", "logger=none"]
+    args = [
+        "dataset=esc50",
+        "shots=5",
+        f"dataset.root={tmp_path / 'data'}",
+        "backbone=tiny_qwen2_audio",
+        f"backbone.path={tmp_path / 'tiny'}",
+        "queries=2",
+        "episodes=3",
+        "logger=none",
+    ]
     result = run_cli(args, tmp_path / "out", tmp_path / "cache")
     assert result.returncode == 0, result.stderr[-3000:]
     results = _read(tmp_path / "out")
@@ -116,8 +132,9 @@ def test_headline_command_on_an_official_esc50_layout_with_the_tiny_qwen2_audio(
 
 def test_headline_command_without_the_data_stops_at_once_with_how_to_get_it(tmp_path: Path) -> None:
     """`python run.py dataset=esc50 shots=5` with the default backbone (Qwen2-Audio) and no ESC-50 copy."""
-    result = run_cli(["dataset=esc50", "shots=5", f"paths.data_dir={tmp_path / 'data'}"], tmp_path / "out",
-                     tmp_path / "cache")
+    result = run_cli(
+        ["dataset=esc50", "shots=5", f"paths.data_dir={tmp_path / 'data'}"], tmp_path / "out", tmp_path / "cache"
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 2, output[-2000:]
     assert "prepare_esc50.py" in output and "dataset.root" in output and "Traceback" not in output

@@ -32,15 +32,23 @@ def _synthetic_episode(seed: int = 1) -> tuple[torch.Tensor, Episode]:
     """3-shot 4-way support and 3 queries per class, hard enough that CV accuracy is below 100 %."""
     split = synthetic_split(heads=16, dim=8, classes=4, support_per_class=3, queries=3, signal=0.25, seed=seed)
     n, m = len(split.labels), len(split.query_labels)
-    episode = Episode(index=0, seed=11, classes=np.arange(4), support=np.arange(n),
-                      support_labels=split.labels.numpy(), query=np.arange(n, n + m),
-                      query_labels=split.query_labels.numpy())
+    episode = Episode(
+        index=0,
+        seed=11,
+        classes=np.arange(4),
+        support=np.arange(n),
+        support_labels=split.labels.numpy(),
+        query=np.arange(n, n + m),
+        query_labels=split.query_labels.numpy(),
+    )
     return torch.cat([split.support, split.query]), episode
 
 
 def _with(episode: Episode, **changes) -> Episode:
-    fields = {name: getattr(episode, name) for name in ("index", "seed", "classes", "support", "support_labels",
-                                                          "query", "query_labels")}
+    fields = {
+        name: getattr(episode, name)
+        for name in ("index", "seed", "classes", "support", "support_labels", "query", "query_labels")
+    }
     return Episode(**{**fields, **changes})
 
 
@@ -124,8 +132,11 @@ def _support_cv_by_hand(job: dict) -> float:
 
     cfg = OmegaConf.create(job["config"])
     table = read_dataset(cfg.dataset, cfg.paths.data_dir).table
-    cache = open_cache(Path(cfg.paths.cache_dir), build_backbone(cfg.backbone, str(cfg.trainer.precision)),
-                       build_prompt(OmegaConf.to_container(cfg.prompt, resolve=True)))
+    cache = open_cache(
+        Path(cfg.paths.cache_dir),
+        build_backbone(cfg.backbone, str(cfg.trainer.precision)),
+        build_prompt(OmegaConf.to_container(cfg.prompt, resolve=True)),
+    )
     features = cache.rows(table.ids)  # only the clips the episodes use are cached
     settings = {k: v for k, v in job["config"]["method"]["estimators"]["calm"].items() if k != "_target_"}
     scores = []
@@ -143,22 +154,38 @@ def _support_cv_by_hand(job: dict) -> float:
 
 
 def test_optuna_trials_score_their_settings_by_support_cross_validation(
-        tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, fsdd_root: Path) -> None:
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, fsdd_root: Path
+) -> None:
     data, cache = tiny_data(tmp_path_factory, fsdd_root)
     db, sweep = tmp_path / "optuna.db", tmp_path / "sweep"
-    done = run_sweep(["hparams_search=calm_optuna", f"dataset.root={data}", *TINY_ARGS, "shots=2", "method=calm",
-                      "hydra.sweeper.n_trials=4", f"hydra.sweeper.storage=sqlite:///{db}",
-                      "method.estimators.calm.tau=choice(0.0001,0.05)", "method.estimators.calm.top_k=choice(5,100000)",
-                      "method.estimators.calm.tau_w=0.5", "method.estimators.calm.reliability=margin_clamped"],
-                     sweep, tmp_path / "finished", cache)
+    done = run_sweep(
+        [
+            "hparams_search=calm_optuna",
+            f"dataset.root={data}",
+            *TINY_ARGS,
+            "shots=2",
+            "method=calm",
+            "hydra.sweeper.n_trials=4",
+            f"hydra.sweeper.storage=sqlite:///{db}",
+            "method.estimators.calm.tau=choice(0.0001,0.05)",
+            "method.estimators.calm.top_k=choice(5,100000)",
+            "method.estimators.calm.tau_w=0.5",
+            "method.estimators.calm.reliability=margin_clamped",
+        ],
+        sweep,
+        tmp_path / "finished",
+        cache,
+    )
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     trials = optuna.load_study(study_name="calm_fsdd_2shot", storage=f"sqlite:///{db}").trials
     assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 4
     for trial in trials:
         job = json.loads((sweep / str(trial.number) / "results.json").read_text())
         calm = job["config"]["method"]["estimators"]["calm"]
-        assert (calm["tau"], calm["top_k"]) == (float(trial.params["method.estimators.calm.tau"]),
-                                                 int(trial.params["method.estimators.calm.top_k"]))
+        assert (calm["tau"], calm["top_k"]) == (
+            float(trial.params["method.estimators.calm.tau"]),
+            int(trial.params["method.estimators.calm.top_k"]),
+        )
         assert trial.value == pytest.approx(_support_cv_by_hand(job), abs=1e-9)
         assert job["search"]["support_cv_accuracy"] == trial.value
         assert {row["method"] for row in job["results"]} == {"calm"}  # the test metrics, kept apart
@@ -168,18 +195,31 @@ def test_optuna_trials_score_their_settings_by_support_cross_validation(
 
 
 def test_a_failed_trial_is_told_to_optuna_as_failed_and_the_search_goes_on(
-        tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, fsdd_root: Path) -> None:
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, fsdd_root: Path
+) -> None:
     """Trials whose estimator explodes are FAIL in the study and listed by the sweep report; the others
     complete, keep their results, and the best value comes from them."""
     data, cache = tiny_data(tmp_path_factory, fsdd_root)
     db, sweep = tmp_path / "optuna.db", tmp_path / "sweep"
     exploding = "tests.exploding.ExplodingEstimator"
-    done = run_sweep(["hparams_search=calm_optuna", f"dataset.root={data}", *TINY_ARGS, "shots=2",
-                      "hydra.sweeper.n_trials=3", f"hydra.sweeper.storage=sqlite:///{db}",
-                      f"method.estimators.calm._target_=choice({exploding},calm.methods.CALM)",
-                      "method.estimators.calm.tau=choice(0.0001,0.05)", "method.estimators.calm.top_k=null",
-                      "method.estimators.calm.tau_w=0.5", "method.estimators.calm.reliability=margin_clamped"],
-                     sweep, tmp_path / "finished", cache)
+    done = run_sweep(
+        [
+            "hparams_search=calm_optuna",
+            f"dataset.root={data}",
+            *TINY_ARGS,
+            "shots=2",
+            "hydra.sweeper.n_trials=3",
+            f"hydra.sweeper.storage=sqlite:///{db}",
+            f"method.estimators.calm._target_=choice({exploding},calm.methods.CALM)",
+            "method.estimators.calm.tau=choice(0.0001,0.05)",
+            "method.estimators.calm.top_k=null",
+            "method.estimators.calm.tau_w=0.5",
+            "method.estimators.calm.reliability=margin_clamped",
+        ],
+        sweep,
+        tmp_path / "finished",
+        cache,
+    )
     output = done.stdout + done.stderr
     assert done.returncode == 1, output[-3000:]  # failed trials make the search exit 1; the others' results stay
     assert "float-castable" not in output

@@ -26,8 +26,16 @@ from tests.cli import REPO, compose_config, small_fsdd
 from tests.stalling import STALL_ENV
 
 # 2 classes x (2 support + 1 query) clips, 2 clips a batch: 3 batches to extract
-ARGS = ["backbone=whisper_tiny", "shots=2", "queries=1", "episodes=1", "extract.batch_size=2", "logger=none",
-        "figures=false", "method.estimators.calm._target_=tests.stalling.StallingCALM"]
+ARGS = [
+    "backbone=whisper_tiny",
+    "shots=2",
+    "queries=1",
+    "episodes=1",
+    "extract.batch_size=2",
+    "logger=none",
+    "figures=false",
+    "method.estimators.calm._target_=tests.stalling.StallingCALM",
+]
 CLIPS = 6
 TERMINATED = 128 + signal.SIGTERM
 WAIT_S = 300
@@ -86,14 +94,19 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory, fsdd_copy: Path) -> 
     return tmp / "cache", _job(fsdd_copy, tmp / "out", tmp / "cache")
 
 
-def _terminated(args: list[str], out: Path, cache: Path, ready: Callable[[], bool],
-                env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess, int]:
+def _terminated(
+    args: list[str], out: Path, cache: Path, ready: Callable[[], bool], env: dict[str, str] | None = None
+) -> tuple[subprocess.CompletedProcess, int]:
     """Run `run.py ARGS`, send SIGTERM once `ready()` holds, wait for the exit; also the rows the cache
     held when the signal was sent."""
-    proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), *args, f"hydra.run.dir={out}",
-                             f"paths.finished_dir={out}/finished"],
-                            cwd=REPO, env={**os.environ, "CALM_CACHE": str(cache), **(env or {})},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "run.py"), *args, f"hydra.run.dir={out}", f"paths.finished_dir={out}/finished"],
+        cwd=REPO,
+        env={**os.environ, "CALM_CACHE": str(cache), **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + WAIT_S
     while not ready() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -112,7 +125,8 @@ def _says_terminated(out: Path, result: subprocess.CompletedProcess) -> None:
 
 
 def test_sigterm_during_extraction_keeps_the_rows_and_a_rerun_resumes_to_the_same_results(
-        tmp_path: Path, fsdd_copy: Path, uninterrupted: tuple[Path, dict]) -> None:
+    tmp_path: Path, fsdd_copy: Path, uninterrupted: tuple[Path, dict]
+) -> None:
     cache = tmp_path / "cache"
     args = [f"dataset.root={fsdd_copy}", *ARGS]
     stopped, rows_at_signal = _terminated(args, tmp_path / "stopped", cache, lambda: index_lines(cache) >= 1)
@@ -132,12 +146,14 @@ def test_sigterm_during_extraction_keeps_the_rows_and_a_rerun_resumes_to_the_sam
 
 
 def test_sigterm_during_evaluation_stops_the_job_and_a_rerun_gives_the_same_results(
-        tmp_path: Path, fsdd_copy: Path, uninterrupted: tuple[Path, dict]) -> None:
+    tmp_path: Path, fsdd_copy: Path, uninterrupted: tuple[Path, dict]
+) -> None:
     cache, reference = uninterrupted
     args = [f"dataset.root={fsdd_copy}", *ARGS]
     marker = tmp_path / "evaluating"
-    stopped, rows_at_signal = _terminated(args, tmp_path / "stopped", cache, marker.exists,
-                                          env={STALL_ENV: str(marker)})
+    stopped, rows_at_signal = _terminated(
+        args, tmp_path / "stopped", cache, marker.exists, env={STALL_ENV: str(marker)}
+    )
     assert marker.exists(), "the signal must land during the evaluation"
     _says_terminated(tmp_path / "stopped", stopped)
     assert index_lines(cache) == rows_at_signal == CLIPS

@@ -76,8 +76,12 @@ def test_random_draw_is_the_seeded_choice_it_always_was() -> None:
 def test_multi_label_all_draw_serves_the_rarest_class_first_without_reusing_a_clip() -> None:
     # rows 0-3 support; row 1 holds classes 0 and 1; queries rows 4, 5. Class 1 (candidates [1, 2]) is
     # rarer than class 0 ([0, 1, 3]) and takes both; class 0 then has [0, 3] left.
-    ml = Pools.build(np.array([0, 0, 1, 0, 0, 1]), np.array([1, 1, 1, 1, 0, 0], bool),
-                     np.array([0, 0, 0, 0, 1, 1], bool), label_sets=[[0], [0, 1], [1], [0], [0], [1]])
+    ml = Pools.build(
+        np.array([0, 0, 1, 0, 0, 1]),
+        np.array([1, 1, 1, 1, 0, 0], bool),
+        np.array([0, 0, 0, 0, 1, 1], bool),
+        label_sets=[[0], [0, 1], [1], [0], [0], [1]],
+    )
     assert isinstance(ml, MultiLabelPools)
     ep = paper(support_draw="all").episode(ml)
     assert ep.support.tolist() == [0, 3, 1, 2]
@@ -139,8 +143,10 @@ def test_repeated_support_rows_are_read_twice_and_count_twice_in_a_prototype(tmp
 # --- the estimators' authors' defaults ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("protocol", "tie", "top_k_mode", "normalization"),
-                         [("paper", "random", "epsilon_leak", "authors"), ("episodic", "index", "exclude", "cosine")])
+@pytest.mark.parametrize(
+    ("protocol", "tie", "top_k_mode", "normalization"),
+    [("paper", "random", "epsilon_leak", "authors"), ("episodic", "index", "exclude", "cosine")],
+)
 def test_estimator_defaults_follow_the_protocol_switch(tmp_path, protocol, tie, top_k_mode, normalization) -> None:
     from calm.run.job import build_methods
     from tests.cli import compose_config
@@ -152,8 +158,9 @@ def test_estimator_defaults_follow_the_protocol_switch(tmp_path, protocol, tie, 
     assert methods["calm"].top_k_mode == top_k_mode
     assert methods["concat"].normalization == normalization
     # a key set directly wins over the switch
-    cfg = compose_config([f"protocol={protocol}", "method=ablations", "method.estimators.sav.tie_break=index"],
-                         tmp_path)
+    cfg = compose_config(
+        [f"protocol={protocol}", "method=ablations", "method.estimators.sav.tie_break=index"], tmp_path
+    )
     assert build_methods(cfg.method)["sav"].tie_break == "index"
 
 
@@ -170,4 +177,5 @@ def test_the_unequal_counts_note_names_the_settings_that_cause_them() -> None:
     assert count_causes(job(None, support_draw="all")) == ["protocol.support_draw=all"]
     assert count_causes(job("union", at_most=True)) == ["protocol.at_most=true"]
     assert count_causes(job("replace")) == [
-        "support clips without an agreed pseudo label dropped (pseudo_label.support=replace)"]
+        "support clips without an agreed pseudo label dropped (pseudo_label.support=replace)"
+    ]

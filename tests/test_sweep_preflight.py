@@ -25,13 +25,19 @@ def experiments(tmp_path: Path) -> str:
     return f"hydra.searchpath=[file://{folder.parent}]"
 
 
-@pytest.mark.parametrize(("args", "expected"), [
-    (["shots=1,5", "shotz=1,5"], ["`shotz`, which is not a setting", "did you mean `shots`?"]),
-    (["method=calm", "method.estimators.calm.tauu=1,2"],
-     ["`method.estimators.calm.tauu`, which is not a setting", "did you mean `method.estimators.calm.tau`?"]),
-    (["dataset=fsdd,nosuch"], ["no configs/dataset/nosuch.yaml", "use one of ['asvspoof2019_la'"]),
-    (["seed=range(0,40)", "dataset.name=fsdd,nosuch"], ["dataset.name='nosuch' is not a dataset", "'esc50'"]),
-], ids=["misspelt-key", "misspelt-estimator-key", "unknown-dataset-config", "unknown-name-in-a-large-sweep"])
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["shots=1,5", "shotz=1,5"], ["`shotz`, which is not a setting", "did you mean `shots`?"]),
+        (
+            ["method=calm", "method.estimators.calm.tauu=1,2"],
+            ["`method.estimators.calm.tauu`, which is not a setting", "did you mean `method.estimators.calm.tau`?"],
+        ),
+        (["dataset=fsdd,nosuch"], ["no configs/dataset/nosuch.yaml", "use one of ['asvspoof2019_la'"]),
+        (["seed=range(0,40)", "dataset.name=fsdd,nosuch"], ["dataset.name='nosuch' is not a dataset", "'esc50'"]),
+    ],
+    ids=["misspelt-key", "misspelt-estimator-key", "unknown-dataset-config", "unknown-name-in-a-large-sweep"],
+)
 def test_a_bad_sweep_is_rejected_before_any_job(tmp_path: Path, args: list[str], expected: list[str]) -> None:
     output = rejected_sweep(tmp_path, args)
     for text in expected:
@@ -57,13 +63,17 @@ def test_a_search_on_a_test_metric_is_rejected(tmp_path: Path, metric: str) -> N
     assert "support_cv_accuracy" in output
 
 
-def test_an_unswept_experiment_naming_an_unknown_config_stops_before_any_job(tmp_path: Path,
-                                                                           experiments: str) -> None:
+def test_an_unswept_experiment_naming_an_unknown_config_stops_before_any_job(tmp_path: Path, experiments: str) -> None:
     """Not swept, the experiment is part of the sweep's own config: Hydra rejects it while composing
     that, before the preflight or any job runs, with its own message (exit code 1)."""
     sweep = tmp_path / "sweep"
-    done = run_sweep(["backbone=whisper_tiny", "logger=none", experiments, "experiment=unknown_group", "seed=0,1"],
-                     sweep, tmp_path / "finished", tmp_path / "cache", timeout=120)
+    done = run_sweep(
+        ["backbone=whisper_tiny", "logger=none", experiments, "experiment=unknown_group", "seed=0,1"],
+        sweep,
+        tmp_path / "finished",
+        tmp_path / "cache",
+        timeout=120,
+    )
     output = done.stdout + done.stderr
     assert done.returncode != 0
     assert "Could not find 'dataset/nosuch'" in output and "fsdd" in output

@@ -16,8 +16,7 @@ import pytest
 from tests.cli import REPO, small_fsdd
 from tests.wandb_records import exit_code
 
-SWEEP = ["backbone=whisper_tiny", "shots=1,2", "seed=0,1", "method=sav,calm", "queries=2", "episodes=3",
-         "logger=none"]
+SWEEP = ["backbone=whisper_tiny", "shots=1,2", "seed=0,1", "method=sav,calm", "queries=2", "episodes=3", "logger=none"]
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +27,20 @@ def fsdd_copy(tmp_path_factory: pytest.TempPathFactory, fsdd_root: Path) -> Path
 def _sweep(args: list[str], sweep_dir: Path, finished: Path, cache: Path) -> subprocess.Popen:
     env = {**os.environ, "CALM_CACHE": str(cache)}
     return subprocess.Popen(
-        [sys.executable, str(REPO / "run.py"), "-m", *args, f"hydra.sweep.dir={sweep_dir}",
-         f"paths.finished_dir={finished}"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            str(REPO / "run.py"),
+            "-m",
+            *args,
+            f"hydra.sweep.dir={sweep_dir}",
+            f"paths.finished_dir={finished}",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def test_an_interrupted_sweep_reruns_only_unfinished_jobs(tmp_path: Path, fsdd_copy: Path) -> None:
@@ -38,8 +48,11 @@ def test_an_interrupted_sweep_reruns_only_unfinished_jobs(tmp_path: Path, fsdd_c
     args = [f"dataset.root={fsdd_copy}", *SWEEP]
     first = _sweep(args, tmp_path / "sweep1", finished, tmp_path / "cache")
     deadline = time.monotonic() + 300
-    while (len(list(finished.glob("*.json"))) if finished.exists() else 0) < 3 and first.poll() is None \
-            and time.monotonic() < deadline:
+    while (
+        (len(list(finished.glob("*.json"))) if finished.exists() else 0) < 3
+        and first.poll() is None
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.05)
     first.send_signal(signal.SIGKILL)
     first.wait()
@@ -56,13 +69,21 @@ def test_an_interrupted_sweep_reruns_only_unfinished_jobs(tmp_path: Path, fsdd_c
     resumed = [json.loads(p.read_text()) for p in jobs]
     assert sum("resumed_from" in r for r in resumed) == done_before
     assert {(r["config"]["shots"], r["config"]["seed"], r["config"]["method"]["name"]) for r in resumed} == {
-        (s, seed, m) for s in (1, 2) for seed in (0, 1) for m in ("sav", "calm")}
+        (s, seed, m) for s in (1, 2) for seed in (0, 1) for m in ("sav", "calm")
+    }
 
 
 def test_a_failing_job_does_not_stop_the_sweep_and_is_marked_failed(tmp_path: Path, fsdd_copy: Path) -> None:
-    args = [f"dataset.root={fsdd_copy}", "backbone=whisper_tiny", "method=calm", "shots=1", "queries=2",
-            "episodes=2", "logger=wandb",
-            "method.estimators.calm._target_=tests.exploding.ExplodingEstimator,calm.methods.CALM"]
+    args = [
+        f"dataset.root={fsdd_copy}",
+        "backbone=whisper_tiny",
+        "method=calm",
+        "shots=1",
+        "queries=2",
+        "episodes=2",
+        "logger=wandb",
+        "method.estimators.calm._target_=tests.exploding.ExplodingEstimator,calm.methods.CALM",
+    ]
     sweep = _sweep(args, tmp_path / "sweep", tmp_path / "finished", tmp_path / "cache")
     output, _ = sweep.communicate(timeout=600)
     assert sweep.returncode == 1, output[-3000:]  # the failed job makes the sweep exit 1, after the other ran

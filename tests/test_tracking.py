@@ -21,8 +21,19 @@ def job(tmp_path: Path, fsdd_root: Path, monkeypatch: pytest.MonkeyPatch):
     root = small_fsdd(fsdd_root, tmp_path / "fsdd", indices=(0, 10))
 
     def compose(extra: list[str]):
-        return compose_config([f"dataset.root={root}", "backbone=whisper_tiny", "shots=1", "queries=1", "episodes=3", "logger=wandb",
-                               *extra], tmp_path / "out")
+        return compose_config(
+            [
+                f"dataset.root={root}",
+                "backbone=whisper_tiny",
+                "shots=1",
+                "queries=1",
+                "episodes=3",
+                "logger=wandb",
+                *extra,
+            ],
+            tmp_path / "out",
+        )
+
     return compose
 
 
@@ -77,13 +88,24 @@ def test_results_json_layout(tmp_path: Path) -> None:
     write_results(tmp_path, {"shots": 5}, rows, episodes)
     payload = json.loads((tmp_path / "results.json").read_text())
     assert payload == {"config": {"shots": 5}, "results": rows}
-    assert (tmp_path / "episodes.csv").read_text().splitlines() == ["episode,method,accuracy", "0,calm,89.0",
-                                                                    "1,calm,91.0"]
+    assert (tmp_path / "episodes.csv").read_text().splitlines() == [
+        "episode,method,accuracy",
+        "0,calm,89.0",
+        "1,calm,91.0",
+    ]
 
 
 @pytest.mark.parametrize("timeout", [0, -1, "5s", True])
 def test_a_bad_init_timeout_is_refused_naming_the_setting(tmp_path: Path, timeout: object) -> None:
     with pytest.raises(ConfigError, match=r"logger\.init_timeout") as refused:
-        WandbTracker("wandb", project="calm", mode="offline", entity=None, run_name=None, group=None, tags=None,
-                     init_timeout=timeout)
+        WandbTracker(
+            "wandb",
+            project="calm",
+            mode="offline",
+            entity=None,
+            run_name=None,
+            group=None,
+            tags=None,
+            init_timeout=timeout,
+        )
     assert "positive number of seconds" in refused.value.fix

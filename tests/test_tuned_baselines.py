@@ -54,21 +54,24 @@ def sav_split() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 def test_sav_cv_and_oracle_choices_are_the_hand_worked_ones() -> None:
     support, labels, query, query_labels = sav_split()
     # [1024, 1, 3] on a 3-head model: 1024 and 3 both mean all heads -> points (all, 1), 1024 and 3 clamped
-    grid, clamped = MethodGrid.from_config("sav", {"top_k": [1024, 1, 3]}, {"top_k", "tie_break", "tie_seed"},
-                                           "configs/grids/x.yaml").for_heads(3)
+    grid, clamped = MethodGrid.from_config(
+        "sav", {"top_k": [1024, 1, 3]}, {"top_k", "tie_break", "tie_seed"}, "configs/grids/x.yaml"
+    ).for_heads(3)
     assert clamped == (1024, 3)
     points = grid.points()
     assert [p.as_dict() for p in points] == [{"top_k": None}, {"top_k": 1}]
-    report = paper_sweep_report(lambda values: SAV(**values), points, support, labels, query, query_labels,
-                                n_classes=2, folds=5, seed=0)
+    report = paper_sweep_report(
+        lambda values: SAV(**values), points, support, labels, query, query_labels, n_classes=2, folds=5, seed=0
+    )
     assert report.cv_choice["setting"] == {"top_k": 1} and report.cv_choice["folds"] == 2
     assert report.cv_choice["cv_score"] == 100.0 and report.cv_choice["test"]["accuracy"] == 0.0
     assert report.oracle["setting"] == {"top_k": None} and report.oracle["test"]["accuracy"] == 50.0
     assert report.oracle["label"].startswith("oracle") and "support set" in report.cv_choice["label"]
     # EER, positive class 1, oracle top_k=all: class-0 queries get 1 vote for class 1 (head 0, reversed),
     # class-1 queries 0 votes: every positive scores below every negative -> EER 100
-    eer_report = paper_sweep_report(lambda values: SAV(**values), points, support, labels, query, query_labels,
-                                    n_classes=2, positive_class=1)
+    eer_report = paper_sweep_report(
+        lambda values: SAV(**values), points, support, labels, query, query_labels, n_classes=2, positive_class=1
+    )
     assert eer_report.oracle["test"]["eer"] == 100.0
 
 
@@ -88,10 +91,13 @@ class Lazy:
         return self.rows[part]
 
 
-@pytest.mark.parametrize("make, axes", [
-    (lambda v: GRW(**v), {"tau": [0.01, 1.0], "tau_w": [0.5, 7.0], "top_k": [2, 100]}),
-    (lambda v: TopKSoft(**v), {"tau": [0.001, 0.03], "top_k": [1, 3, 784]}),
-])
+@pytest.mark.parametrize(
+    "make, axes",
+    [
+        (lambda v: GRW(**v), {"tau": [0.01, 1.0], "tau_w": [0.5, 7.0], "top_k": [2, 100]}),
+        (lambda v: TopKSoft(**v), {"tau": [0.001, 0.03], "top_k": [1, 3, 784]}),
+    ],
+)
 def test_generic_sweep_equals_fitting_each_point_from_scratch(make, axes) -> None:
     g = torch.Generator().manual_seed(3)
     centers = torch.randn(3, 6, 4, generator=g)
@@ -104,8 +110,9 @@ def test_generic_sweep_equals_fitting_each_point_from_scratch(make, axes) -> Non
     assert lazy.largest == 5, "queries are read query_chunk rows at a time"
     assert lazy.read == 17, "every point fits in the default budget: the 17 test rows are read once"
     one_by_one = Lazy(query)
-    alone = sweep_split(make, points, support, labels, one_by_one, query_labels, n_classes=3, query_chunk=5,
-                        fitted_budget=0)
+    alone = sweep_split(
+        make, points, support, labels, one_by_one, query_labels, n_classes=3, query_chunk=5, fitted_budget=0
+    )
     assert one_by_one.read == 17 * len(points), "a budget of 0 bytes fits one point per read of the test rows"
     assert np.array_equal(alone.accuracy, result.accuracy) and np.array_equal(alone.macro_f1, result.macro_f1)
     for i, point in enumerate(points):
@@ -122,8 +129,16 @@ def test_calm_grid_carries_the_estimators_tie_rule_and_top_k_mode() -> None:
     labels, query_labels = torch.arange(4).repeat_interleave(2), torch.randint(0, 4, (40,), generator=g)
     support = centers[labels] + 0.3 * torch.randn(8, 12, 3, generator=g)
     query = centers[query_labels] + 1.5 * torch.randn(40, 12, 3, generator=g)
-    grid = CalmGrid(("margin_clamped", "prob"), (1e-4, 0.5), (0.5, 10.0), (2, None), (0.0,),
-                    top_k_mode="epsilon_leak", tie_break="random", tie_seed=7)
+    grid = CalmGrid(
+        ("margin_clamped", "prob"),
+        (1e-4, 0.5),
+        (0.5, 10.0),
+        (2, None),
+        (0.0,),
+        top_k_mode="epsilon_leak",
+        tie_break="random",
+        tie_seed=7,
+    )
     result = evaluate_grid(support, labels, query, query_labels, grid)
     for i, setting in enumerate(result.settings):
         assert (setting.top_k_mode, setting.tie_break, setting.tie_seed) == ("epsilon_leak", "random", 7)
@@ -132,8 +147,9 @@ def test_calm_grid_carries_the_estimators_tie_rule_and_top_k_mode() -> None:
 
 
 def test_calm_grid_top_k_above_the_heads_means_all_heads() -> None:
-    grid, clamped = CalmGrid.from_config({"reliability": ["prob"], "tau": [1], "tau_w": [1], "shrinkage": [0],
-                                          "top_k": [2, 12, "all", 784]}).for_heads(12)
+    grid, clamped = CalmGrid.from_config(
+        {"reliability": ["prob"], "tau": [1], "tau_w": [1], "shrinkage": [0], "top_k": [2, 12, "all", 784]}
+    ).for_heads(12)
     assert grid.top_k == (2, None) and clamped == (12, 784)
 
 
@@ -154,8 +170,10 @@ class ByFeature(Estimator):
         return torch.nn.functional.one_hot(pred, self.n_classes_).float()
 
 
-@pytest.mark.skipif(not hasattr(calm.methods.metrics, "batched_question_exact_match"),
-                    reason="the clip-level exact-match metrics (calm.methods.metrics) have not landed yet")
+@pytest.mark.skipif(
+    not hasattr(calm.methods.metrics, "batched_question_exact_match"),
+    reason="the clip-level exact-match metrics (calm.methods.metrics) have not landed yet",
+)
 def test_question_groups_give_both_exact_matches() -> None:
     """Clip A has labels {0, 1} (questions 0 and 1), clip B label {2} (question 2); true = [0, 1, 2].
     shift 0 predicts [1, 0, 2]: A's questions both wrong, yet its predicted set {0, 1} is its true set;
@@ -164,8 +182,16 @@ def test_question_groups_give_both_exact_matches() -> None:
     support = torch.tensor([0.0, 1.0, 2.0]).reshape(3, 1, 1)
     query = torch.tensor([1.0, 0.0, 2.0]).reshape(3, 1, 1)
     true, groups = torch.tensor([0, 1, 2]), torch.tensor([0, 0, 1])
-    result = sweep_split(lambda v: ByFeature(**v), [SweepPoint((("shift", 0),)), SweepPoint((("shift", 2),))],
-                         support, torch.tensor([0, 1, 2]), query, true, n_classes=3, query_groups=groups)
+    result = sweep_split(
+        lambda v: ByFeature(**v),
+        [SweepPoint((("shift", 0),)), SweepPoint((("shift", 2),))],
+        support,
+        torch.tensor([0, 1, 2]),
+        query,
+        true,
+        n_classes=3,
+        query_groups=groups,
+    )
     assert result.metric == "exact_match_questions"
     assert result.by_clip["exact_match_questions"].tolist() == [50.0, 0.0]
     assert result.by_clip["exact_match_sets"].tolist() == [100.0, 0.0]
@@ -188,8 +214,9 @@ def test_grid_files_are_selected_by_dataset(tmp_path: Path) -> None:
     fsdd = paper_grids(compose_config(["dataset=fsdd", "protocol=paper"], tmp_path))
     assert fsdd == config_grids("generic")
     vggsound = paper_grids(compose_config(["dataset=vggsound", "protocol=paper"], tmp_path))["calm"]
-    assert vggsound == config_grids("vggsound")["calm"] != config_grids("vggsound_av")["calm"], \
+    assert vggsound == config_grids("vggsound")["calm"] != config_grids("vggsound_av")["calm"], (
         "VGGSound audio has its own grid (the authors' slurm/vggsound/mcq_sav_prwe.sh), not the AV one"
+    )
 
 
 def test_calm_grid_scores_question_groups_as_the_estimators_predictions() -> None:
@@ -207,9 +234,11 @@ def test_calm_grid_scores_question_groups_as_the_estimators_predictions() -> Non
     for i, setting in enumerate(result.settings):
         pred = setting.estimator().fit(support, labels).predict(query)[None]
         assert result.by_clip["exact_match_questions"][i] == float(
-            calm.methods.metrics.batched_question_exact_match(pred, query_labels, groups)[0])
+            calm.methods.metrics.batched_question_exact_match(pred, query_labels, groups)[0]
+        )
         assert result.by_clip["exact_match_sets"][i] == float(
-            calm.methods.metrics.batched_set_exact_match(pred, query_labels, groups)[0])
+            calm.methods.metrics.batched_set_exact_match(pred, query_labels, groups)[0]
+        )
 
 
 def test_cross_validation_holds_out_each_source_clip_whole() -> None:

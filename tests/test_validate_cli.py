@@ -26,8 +26,14 @@ def esc50_parent(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-X", "importtime", "-m", "calm.data", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
+    return subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "calm.data", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200"},
+    )
 
 
 def test_validate_json_reports_esc50_per_fold_class_missing_and_undecodable_without_a_model(esc50_parent: Path) -> None:
@@ -36,15 +42,25 @@ def test_validate_json_reports_esc50_per_fold_class_missing_and_undecodable_with
     report = json.loads(result.stdout)
     base = esc50_parent / "ESC-50-master"
     assert (report["dataset"], report["clips"], report["classes"]) == ("esc50", 1998, 50)
-    assert report["per_split"] == {"test": 400, "train": 1598, "fold1": 400, "fold2": 398, "fold3": 400,
-                                   "fold4": 400, "fold5": 400}
+    assert report["per_split"] == {
+        "test": 400,
+        "train": 1598,
+        "fold1": 400,
+        "fold2": 398,
+        "fold3": 400,
+        "fold4": 400,
+        "fold5": 400,
+    }
     assert len(report["per_class"]) == 50 and sum(report["per_class"].values()) == 1998
     assert report["per_class"]["dog"] == 38 and report["per_class"]["cat"] == 40
     assert sorted(report["missing"]) == sorted(str(base / "audio" / name) for name in FOLD2[:2])
     assert report["undecodable"] == [str(base / "audio" / FOLD2[2])]
     assert report["per_split_class"]["test"]["dog"] == 8
-    imported = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in result.stderr.splitlines()
-                if line.startswith("import time:")}
+    imported = {
+        line.rsplit("|", 1)[-1].strip().split(".")[0]
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:")
+    }
     assert "calm" in imported and "soundfile" in imported
     assert not imported & {"transformers", "pytorch_lightning", "lightning", "wandb", "torchcodec", "datasets"}
 

@@ -34,8 +34,13 @@ def extracted(tmp_path_factory: pytest.TempPathFactory, fsdd_root: Path) -> tupl
     return root, tmp / "cache"
 
 
-def _timed_job(extracted: tuple[Path, Path], base_url: str, out: Path, monkeypatch: pytest.MonkeyPatch,
-               settings: tuple[str, ...] = ()) -> tuple[dict, float]:
+def _timed_job(
+    extracted: tuple[Path, Path],
+    base_url: str,
+    out: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    settings: tuple[str, ...] = (),
+) -> tuple[dict, float]:
     """One job logged in (a made-up key) to the server at `base_url`, with the logger's default settings
     unless `settings` overrides them."""
     root, cache = extracted
@@ -63,8 +68,8 @@ def _fell_back_offline(result: dict, out: Path, caplog: pytest.LogCaptureFixture
 
 
 def test_a_key_without_a_reachable_server_logs_offline_within_seconds(
-        tmp_path: Path, extracted: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch,
-        caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, extracted: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING)
     result, elapsed = _timed_job(extracted, f"http://127.0.0.1:{closed_port()}", tmp_path / "out", monkeypatch)
     print(f"job with an unreachable W&B server: {elapsed:.1f} s")
@@ -73,8 +78,8 @@ def test_a_key_without_a_reachable_server_logs_offline_within_seconds(
 
 
 def test_a_server_that_accepts_and_never_answers_logs_offline_within_seconds(
-        tmp_path: Path, extracted: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch,
-        caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, extracted: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING)
     with silent_server() as port:
         result, elapsed = _timed_job(extracted, f"http://127.0.0.1:{port}", tmp_path / "out", monkeypatch)
@@ -84,12 +89,13 @@ def test_a_server_that_accepts_and_never_answers_logs_offline_within_seconds(
 
 
 def test_a_server_that_answers_the_probe_then_stalls_logs_offline_after_the_init_timeout(
-        tmp_path: Path, extracted: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch,
-        caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, extracted: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING)
     with answering_server(posts_answered=False) as port:
-        result, elapsed = _timed_job(extracted, f"http://127.0.0.1:{port}", tmp_path / "out", monkeypatch,
-                                     ("logger.init_timeout=1",))
+        result, elapsed = _timed_job(
+            extracted, f"http://127.0.0.1:{port}", tmp_path / "out", monkeypatch, ("logger.init_timeout=1",)
+        )
     print(f"job with a W&B server that stalls on creating the run: {elapsed:.1f} s")
     _fell_back_offline(result, tmp_path / "out", caplog)
     assert elapsed < WAITING_BOUND_S

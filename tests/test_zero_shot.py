@@ -29,17 +29,29 @@ from tests.cli import compose_config
 WORDS = ["zero", "one", "two", "three", "four"]
 
 
-def test_zero_shot_answers_are_matched_and_scored_on_the_episodes(tmp_path: Path, fsdd_root: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_zero_shot_answers_are_matched_and_scored_on_the_episodes(
+    tmp_path: Path, fsdd_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = tmp_path / "digits"
     for digit, word in enumerate(WORDS):
         (root / word).mkdir(parents=True)
         for index in range(4):
             shutil.copy(fsdd_root / "recordings" / f"{digit}_jackson_{index}.wav", root / word)
     monkeypatch.setenv("CALM_CACHE", str(tmp_path / "cache"))
-    cfg = compose_config(["backbone=whisper_tiny", "logger=none", "dataset=folder", f"dataset.root={root}",
-                          "dataset.test_fraction=0.5", "method=zero_shot", "shots=1", "queries=2", "episodes=2"],
-                         tmp_path / "out")
+    cfg = compose_config(
+        [
+            "backbone=whisper_tiny",
+            "logger=none",
+            "dataset=folder",
+            f"dataset.root={root}",
+            "dataset.test_fraction=0.5",
+            "method=zero_shot",
+            "shots=1",
+            "queries=2",
+            "episodes=2",
+        ],
+        tmp_path / "out",
+    )
     run_job(cfg)
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     row = next(r for r in results["results"] if r["method"] == "zero_shot")
@@ -83,14 +95,21 @@ def test_generation_under_accelerator_cpu_stays_on_the_cpu(tmp_path: Path, monke
         clips.append(Clip(f"c{level}", path, level, "test"))
     table = ClipTable("toy", tuple(clips), tuple(WORDS))
     backbone = GreedyFake()
-    answers = answer_clips(backbone, table, Prompt(), ["c4", "c0", "c4", "c2"], ZeroShotSettings(batch_size=2),
-                           device=generation_device({"accelerator": "cpu"}))
+    answers = answer_clips(
+        backbone,
+        table,
+        Prompt(),
+        ["c4", "c0", "c4", "c2"],
+        ZeroShotSettings(batch_size=2),
+        device=generation_device({"accelerator": "cpu"}),
+    )
     assert answers.classes == {"c4": 4, "c0": 0, "c2": 2} and answers.unmatched == []
     assert backbone.loads == 1 and backbone.batches == [2, 1], "each clip answered once, in batches"
     assert next(backbone.model.parameters()).device == torch.device("cpu")
 
 
 # ---- the authors' decoding and option-letter matching ------------------------------------------
+
 
 def letter_table(root: Path) -> ClipTable:
     """Five test clips c0..c4 of classes 0..4 (WORDS); clip i's audio is the constant i / 100."""
@@ -123,8 +142,11 @@ class LetterFake(GreedyFake):
     def options(prompt: str) -> dict[str, str]:
         """Class name -> its letter, from the prompt's option line "A. x B. y ..."."""
         tokens = prompt.splitlines()[1].split()
-        return {tokens[i + 1]: tokens[i][0] for i in range(0, len(tokens) - 1, 2) if tokens[i].endswith(".")
-                and len(tokens[i]) == 2}
+        return {
+            tokens[i + 1]: tokens[i][0]
+            for i in range(0, len(tokens) - 1, 2)
+            if tokens[i].endswith(".") and len(tokens[i]) == 2
+        }
 
 
 def test_option_letters_name_the_lettered_option_of_each_clip(tmp_path: Path) -> None:
@@ -154,8 +176,9 @@ class SamplingFake(GreedyFake):
         out = []
         for seed in seeds:
             generator = torch.Generator().manual_seed(int(seed))
-            out.append([f"{WORDS[int(torch.randint(5, (1,), generator=generator))]}@{temperature:.3f}"
-                        for _ in range(samples)])
+            out.append(
+                [f"{WORDS[int(torch.randint(5, (1,), generator=generator))]}@{temperature:.3f}" for _ in range(samples)]
+            )
         return out
 
 
@@ -175,8 +198,9 @@ def test_sampled_answers_are_keyed_by_every_decoding_input(tmp_path: Path) -> No
     again, generated_again = run(temperature=0.7)
     assert (again, generated_again) == (first, 0), "the same inputs read the store"
     hotter, generated_hotter = run(temperature=1.3)
-    assert generated_hotter == 5 and all(text.endswith("@1.300") for text in hotter.values()), \
+    assert generated_hotter == 5 and all(text.endswith("@1.300") for text in hotter.values()), (
         "another temperature is another store, never the stale answers"
+    )
     assert run(temperature=0.7, seed=1)[1] == 5 and run(temperature=0.7, top_p=0.9)[1] == 5
     drawn, _ = run(temperature_range=(0.5, 1.5))
     temperatures = {float(text.split("@")[1]) for text in drawn.values()}
@@ -204,10 +228,13 @@ def test_sampled_decoding_is_seeded_on_tiny_qwen2_audio(tmp_path: Path) -> None:
     assert answers(temperature_range=(0.5, 1.5), top_p=0.95) == ranged
 
 
-@pytest.mark.parametrize(("protocol", "expected"), [
-    ("paper", ("sample", "option_letter", 1.1, 0.95)), ("episodic", ("greedy", "class_names", 1.1, 0.95))])
-def test_protocol_paper_turns_on_sampling_and_option_letters(tmp_path: Path, protocol: str,
-                                                             expected: tuple[str, str, float, float]) -> None:
+@pytest.mark.parametrize(
+    ("protocol", "expected"),
+    [("paper", ("sample", "option_letter", 1.1, 0.95)), ("episodic", ("greedy", "class_names", 1.1, 0.95))],
+)
+def test_protocol_paper_turns_on_sampling_and_option_letters(
+    tmp_path: Path, protocol: str, expected: tuple[str, str, float, float]
+) -> None:
     from omegaconf import OmegaConf
 
     cfg = compose_config(["backbone=qwen2_audio", "method=zero_shot", f"protocol={protocol}", "prompt=paper"], tmp_path)
@@ -222,8 +249,16 @@ def test_option_letters_with_a_clean_prompt_are_refused_when_the_job_is_prepared
     `prepare` (no model loaded, nothing extracted), naming both fixes."""
     from calm.run.job import prepare
 
-    cfg = compose_config(["experiment=quickstart", "method=zero_shot", "protocol=paper", "logger=none",
-                          f"paths.cache_dir={tmp_path / 'cache'}"], tmp_path / "job")
+    cfg = compose_config(
+        [
+            "experiment=quickstart",
+            "method=zero_shot",
+            "protocol=paper",
+            "logger=none",
+            f"paths.cache_dir={tmp_path / 'cache'}",
+        ],
+        tmp_path / "job",
+    )
     with pytest.raises(ConfigError, match="option_letter") as err:
         prepare(cfg)
     assert "prompt=paper" in err.value.fix and "matching=class_names" in err.value.fix
@@ -231,6 +266,7 @@ def test_option_letters_with_a_clean_prompt_are_refused_when_the_job_is_prepared
 
 
 # ---- stored answers are keyed by each clip's inputs --------------------------------------------
+
 
 class PromptSpy(GreedyFake):
     """Reads its prompt: answers with the first offered letter and records (audio level, prompt) per clip."""
@@ -250,7 +286,8 @@ class PromptSpy(GreedyFake):
 
 
 def test_a_stored_answer_is_regenerated_when_its_prompt_text_or_audio_changes(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Relabelling a clip changes its multiple-choice text, overwriting its audio its content: only that
     clip is answered again (the store file is the same: same dataset name and source); unchanged clips
     are read from the store, and a store of the older format (no inputs) is regenerated whole."""
@@ -268,8 +305,12 @@ def test_a_stored_answer_is_regenerated_when_its_prompt_text_or_audio_changes(
     again, same, changed = run(table)
     assert again.seen == [] and same.answers == answers.answers and sum(changed.values()) == 0
 
-    relabelled = ClipTable(table.name, (dataclasses.replace(table.clips[0], label=1), *table.clips[1:]),
-                           table.class_names, source=table.source)
+    relabelled = ClipTable(
+        table.name,
+        (dataclasses.replace(table.clips[0], label=1), *table.clips[1:]),
+        table.class_names,
+        source=table.source,
+    )
     assert prompt.text_for(relabelled.clips[0], relabelled) != prompt.text_for(table.clips[0], table)
     caplog.set_level(logging.INFO, logger="calm.baselines.answer_store")
     spy, after, changed = run(relabelled)
@@ -278,8 +319,9 @@ def test_a_stored_answer_is_regenerated_when_its_prompt_text_or_audio_changes(
     assert "regenerating 1 stored answers whose inputs changed" in caplog.text
     offered = prompt.option_ids(relabelled.clips[0], relabelled)
     assert after.classes["c0"] == offered[0], "the new answer is read against the options it was given"
-    assert {cid: after.answers[cid] for cid in ("c1", "c2", "c3", "c4")} == \
-        {cid: answers.answers[cid] for cid in ("c1", "c2", "c3", "c4")}
+    assert {cid: after.answers[cid] for cid in ("c1", "c2", "c3", "c4")} == {
+        cid: answers.answers[cid] for cid in ("c1", "c2", "c3", "c4")
+    }
 
     sf.write(table.clips[2].audio_path, np.full(3200, 0.02, dtype=np.float32), 16000, subtype="FLOAT")
     spy, overwritten, changed = run(relabelled)

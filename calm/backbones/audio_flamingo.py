@@ -6,12 +6,18 @@ from __future__ import annotations
 from calm.backbones.audio_lm import AudioLMBackbone, Family
 
 AUDIO_FLAMINGO3 = Family(
-    name="audio_flamingo3", model_class="AudioFlamingo3ForConditionalGeneration", hub_id="nvidia/audio-flamingo-3-hf",
-    license="NVIDIA OneWay Noncommercial License", audio="30 s Whisper windows, up to the processor's max_audio_len",
+    name="audio_flamingo3",
+    model_class="AudioFlamingo3ForConditionalGeneration",
+    hub_id="nvidia/audio-flamingo-3-hf",
+    license="NVIDIA OneWay Noncommercial License",
+    audio="30 s Whisper windows, up to the processor's max_audio_len",
 )
 MUSIC_FLAMINGO = Family(
-    name="music_flamingo", model_class="MusicFlamingoForConditionalGeneration", hub_id="nvidia/music-flamingo-2601-hf",
-    license="NVIDIA OneWay Noncommercial License", audio="30 s Whisper windows, up to the processor's max_audio_len",
+    name="music_flamingo",
+    model_class="MusicFlamingoForConditionalGeneration",
+    hub_id="nvidia/music-flamingo-2601-hf",
+    license="NVIDIA OneWay Noncommercial License",
+    audio="30 s Whisper windows, up to the processor's max_audio_len",
 )
 
 

@@ -111,8 +111,10 @@ def checked_rendering(rendered: str, token: str, text: str, media: str = "audio"
             f"model's {media} placeholder",
         )
     if rendered.index(token) > rendered.rindex(text):
-        raise ConfigError(f"the chat template puts the prompt text before the {media}: {rendered!r}",
-                          f"use a chat template that keeps the content order ({media}, then text)")
+        raise ConfigError(
+            f"the chat template puts the prompt text before the {media}: {rendered!r}",
+            f"use a chat template that keeps the content order ({media}, then text)",
+        )
     return rendered
 
 
@@ -139,9 +141,19 @@ class AudioLMBackbone(Backbone):
     ) -> None:
         unknown = [p for p in hook_points if p not in HOOK_POINTS]
         if unknown or not hook_points:
-            raise ConfigError(f"unknown {self.family} hook points {unknown or '[]'}", f"choose from {list(HOOK_POINTS)}")
-        super().__init__(name or self.spec.name, hub_id or self.spec.hub_id, path, assets_name, revision, precision,
-                         tiny_model, tiny_seed)
+            raise ConfigError(
+                f"unknown {self.family} hook points {unknown or '[]'}", f"choose from {list(HOOK_POINTS)}"
+            )
+        super().__init__(
+            name or self.spec.name,
+            hub_id or self.spec.hub_id,
+            path,
+            assets_name,
+            revision,
+            precision,
+            tiny_model,
+            tiny_seed,
+        )
         self.hook_point_names = list(hook_points)
         self.layer_subset = sorted(set(layers)) if layers is not None else None
         self.chat_template = chat_template
@@ -178,9 +190,10 @@ class AudioLMBackbone(Backbone):
             try:
                 processor = self.from_pretrained(AutoProcessor)
             except ImportError as err:
-                raise ConfigError(f"cannot build the processor of {self.hub_id}: {err}".strip(),
-                                  self.spec.import_hint or f"install what it names (pip install 'calm[{self.family}]')",
-                                  ) from err
+                raise ConfigError(
+                    f"cannot build the processor of {self.hub_id}: {err}".strip(),
+                    self.spec.import_hint or f"install what it names (pip install 'calm[{self.family}]')",
+                ) from err
             processor.tokenizer.padding_side = "left"
             self._processor = processor
         return self._processor
@@ -196,14 +209,24 @@ class AudioLMBackbone(Backbone):
             return list(range(total))
         outside = [i for i in self.layer_subset if not 0 <= i < total]
         if outside:
-            raise ConfigError(f"backbone.layers {outside} outside the model's {total} layers",
-                              f"use indices 0..{total - 1}, or null for all")
+            raise ConfigError(
+                f"backbone.layers {outside} outside the model's {total} layers",
+                f"use indices 0..{total - 1}, or null for all",
+            )
         return self.layer_subset
 
     def hook_points(self) -> list[HookPoint]:
         layers = "|".join(str(i) for i in self.layer_indices) if self.layer_subset is not None else r"\d+"
-        return [HookPoint(name, self.spec.layer_pattern.format(layers=layers), self.text_config.num_attention_heads,
-                          self.head_dim, LAST_TOKEN) for name in self.hook_point_names]
+        return [
+            HookPoint(
+                name,
+                self.spec.layer_pattern.format(layers=layers),
+                self.text_config.num_attention_heads,
+                self.head_dim,
+                LAST_TOKEN,
+            )
+            for name in self.hook_point_names
+        ]
 
     @property
     def n_heads(self) -> int:
@@ -216,8 +239,12 @@ class AudioLMBackbone(Backbone):
 
     def head_names(self) -> list[str]:
         heads = self.text_config.num_attention_heads
-        return [f"{point}.L{layer}.H{head}" for point in self.hook_point_names
-                for layer in self.layer_indices for head in range(heads)]
+        return [
+            f"{point}.L{layer}.H{head}"
+            for point in self.hook_point_names
+            for layer in self.layer_indices
+            for head in range(heads)
+        ]
 
     @property
     def window_seconds(self) -> float | None:
@@ -231,8 +258,10 @@ class AudioLMBackbone(Backbone):
     def template(self) -> str:
         template = self.chat_template or self.processor.chat_template or self.processor.tokenizer.chat_template
         if not template:
-            raise ConfigError(f"the processor of {self.hub_id} has no chat template",
-                              "set backbone.chat_template to the model's chat template")
+            raise ConfigError(
+                f"the processor of {self.hub_id} has no chat template",
+                "set backbone.chat_template to the model's chat template",
+            )
         return template
 
     prompt_media = "audio"  # the content item the clip is given as ("video" for a video whose audio is interleaved)
@@ -241,18 +270,20 @@ class AudioLMBackbone(Backbone):
         """The chat template applied to one user turn: the clip (`prompt_media`) first, then `text`, generation
         prompt added."""
         media = self.prompt_media
-        conversation = [{"role": "user", "content": [
-            {"type": media, media: "clip"}, {"type": "text", "text": text}]}]
+        conversation = [{"role": "user", "content": [{"type": media, media: "clip"}, {"type": "text", "text": text}]}]
         rendered = self.processor.apply_chat_template(
-            conversation, chat_template=self.template(), add_generation_prompt=True, tokenize=False)
+            conversation, chat_template=self.template(), add_generation_prompt=True, tokenize=False
+        )
         return checked_rendering(rendered, getattr(self.processor, f"{media}_token"), text, media)
 
     def audio_key(self) -> dict[str, Any]:
         """The feature extractor's settings that change the numbers, and how clips are padded."""
         features = getattr(self.processor, "feature_extractor", None) or self.processor.audio_processor
-        return {**preprocessing_key(self.sample_rate),
-                **{name: getattr(features, name) for name in FEATURE_FIELDS if hasattr(features, name)},
-                "pad": self.spec.audio_padding}
+        return {
+            **preprocessing_key(self.sample_rate),
+            **{name: getattr(features, name) for name in FEATURE_FIELDS if hasattr(features, name)},
+            "pad": self.spec.audio_padding,
+        }
 
     def key_fields(self, digests: FileDigests | None = None) -> dict[str, Any]:
         return {
@@ -264,7 +295,11 @@ class AudioLMBackbone(Backbone):
                 "rendered": self.render_prompt(PROMPT_PLACEHOLDER),
             },
             "audio": self.audio_key(),
-        } | ({"compiled_blocks": "torch.compile(dynamic=True): LM norms and MLPs, audio-encoder layers"} if self.compile_blocks else {})
+        } | (
+            {"compiled_blocks": "torch.compile(dynamic=True): LM norms and MLPs, audio-encoder layers"}
+            if self.compile_blocks
+            else {}
+        )
 
     def weights_dtype(self) -> torch.dtype:
         return precision_dtype(self.precision)
@@ -285,7 +320,8 @@ class AudioLMBackbone(Backbone):
         expected = getattr(self.config, "audio_token_id", None)
         if expected is not None and processor.audio_token_id != expected:
             raise ConfigError(
-                f"the tokenizer's {processor.audio_token} is id {processor.audio_token_id}, the model expects {expected}",
+                f"the tokenizer's {processor.audio_token} is id {processor.audio_token_id}, "
+                f"the model expects {expected}",
                 "use the processor saved with these weights",
             )
         self.compile_if_asked()
@@ -315,8 +351,9 @@ class AudioLMBackbone(Backbone):
         return self._process(texts, list(waves))
 
     def _process(self, texts: list[str], waves: list[np.ndarray]) -> dict[str, torch.Tensor]:
-        inputs = self.processor(text=texts, audio=waves, sampling_rate=self.sample_rate, return_tensors="pt",
-                                **self.spec.call_kwargs)
+        inputs = self.processor(
+            text=texts, audio=waves, sampling_rate=self.sample_rate, return_tensors="pt", **self.spec.call_kwargs
+        )
         return {key: value for key, value in inputs.items() if key not in NOT_MODEL_INPUTS}
 
     def base_model(self) -> nn.Module:
@@ -341,14 +378,18 @@ class AudioLMBackbone(Backbone):
         return list(waves)
 
     @torch.no_grad()
-    def generate_texts(self, waves: list[np.ndarray], prompts: list[str], max_new_tokens: int,
-                       options: dict[str, Any]) -> list[str]:
+    def generate_texts(
+        self, waves: list[np.ndarray], prompts: list[str], max_new_tokens: int, options: dict[str, Any]
+    ) -> list[str]:
         """Answers to the chat-template prompts (greedy or sampled, per `options`); only new tokens decoded."""
         assert self.model is not None, "call load() first"
         batch = self.collate(self.generation_waves(waves), prompts)
         dtype = next(self.model.parameters()).dtype
-        inputs = {key: value.to(self.model.device, dtype) if value.is_floating_point() else value.to(self.model.device)
-                  for key, value in batch.items() if key not in ("last_index", "position_ids")}
+        inputs = {
+            key: value.to(self.model.device, dtype) if value.is_floating_point() else value.to(self.model.device)
+            for key, value in batch.items()
+            if key not in ("last_index", "position_ids")
+        }
         tokens = self.model.generate(**inputs, max_new_tokens=max_new_tokens, **options)
-        new = tokens[:, inputs["input_ids"].shape[1]:]
+        new = tokens[:, inputs["input_ids"].shape[1] :]
         return [text.strip() for text in self.processor.batch_decode(new, skip_special_tokens=True)]

@@ -21,8 +21,14 @@ from calm.storage.file_digests import FileDigests
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
 # Lightning precision -> the dtype weights are loaded in ("-mixed" keeps fp32 weights under autocast).
-PRECISION_DTYPES = {"32": torch.float32, "32-true": torch.float32, "bf16-true": torch.bfloat16,
-                    "bf16-mixed": torch.float32, "16-true": torch.float16, "16-mixed": torch.float32}
+PRECISION_DTYPES = {
+    "32": torch.float32,
+    "32-true": torch.float32,
+    "bf16-true": torch.bfloat16,
+    "bf16-mixed": torch.float32,
+    "16-true": torch.float16,
+    "16-mixed": torch.float32,
+}
 
 AUTOCAST = {"bf16-mixed": "bf16", "16-mixed": "fp16"}
 _PROCESS_DIGESTS = FileDigests(None)  # weight digests for callers that pass no store: this process only
@@ -82,8 +88,10 @@ def check_sampling(samples: int, temperature: float, top_p: float) -> None:
     if isinstance(samples, bool) or not isinstance(samples, Integral) or samples < 1:
         raise ConfigError(f"samples must be a positive integer, got {samples!r}", "set samples to e.g. 8")
     if isinstance(temperature, bool) or not isinstance(temperature, Real) or not temperature > 0:
-        raise ConfigError(f"temperature must be a number > 0, got {temperature!r}",
-                          "set temperature to e.g. 1.0 (sampling needs a positive temperature)")
+        raise ConfigError(
+            f"temperature must be a number > 0, got {temperature!r}",
+            "set temperature to e.g. 1.0 (sampling needs a positive temperature)",
+        )
     if isinstance(top_p, bool) or not isinstance(top_p, Real) or not 0 < top_p <= 1:
         raise ConfigError(f"top_p must be in (0, 1], got {top_p!r}", "set top_p to e.g. 0.95, or 1.0 (off)")
 
@@ -103,9 +111,13 @@ def seeded_generation(seed: int, device: torch.device) -> Iterator[None]:
 def model_files(folder: Path) -> list[Path]:
     """The files of a local model folder whose bytes can change the numbers: config.json, the weights,
     and every other top-level JSON (tokenizer, processor and generation configs) or tokenizer file."""
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and not p.name.startswith(".")
-                  and (p.suffix in WEIGHT_SUFFIXES + (".json", ".txt", ".model", ".tiktoken")))
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file()
+        and not p.name.startswith(".")
+        and (p.suffix in WEIGHT_SUFFIXES + (".json", ".txt", ".model", ".tiktoken"))
+    )
 
 
 def weights_fingerprint(source: str, revision: str | None, digests: FileDigests | None = None) -> str:
@@ -144,9 +156,11 @@ def tiny_weights(path: str | None, tiny_model: str, seed: int) -> str:
     try:
         model = getattr(importlib.import_module(module), attribute)
     except (ImportError, AttributeError, ValueError) as err:
-        raise ConfigError(f"backbone.tiny_model={tiny_model!r} cannot be imported ({type(err).__name__}: {err})",
-                          "name one of calm.testing.tiny_models (e.g. calm.testing.tiny_models.QWEN2_AUDIO), "
-                          "or set backbone.tiny_model=null for real weights") from err
+        raise ConfigError(
+            f"backbone.tiny_model={tiny_model!r} cannot be imported ({type(err).__name__}: {err})",
+            "name one of calm.testing.tiny_models (e.g. calm.testing.tiny_models.QWEN2_AUDIO), "
+            "or set backbone.tiny_model=null for real weights",
+        ) from err
     return str(model.ensure(Path(path).expanduser(), seed))
 
 
@@ -164,8 +178,17 @@ class Backbone(ABC):
     uses_prompt_text: bool = True
     window_seconds: float | None = None
 
-    def __init__(self, name: str, hub_id: str, path: str | None, assets_name: str | None, revision: str | None,
-                 precision: str, tiny_model: str | None = None, tiny_seed: int = 0) -> None:
+    def __init__(
+        self,
+        name: str,
+        hub_id: str,
+        path: str | None,
+        assets_name: str | None,
+        revision: str | None,
+        precision: str,
+        tiny_model: str | None = None,
+        tiny_seed: int = 0,
+    ) -> None:
         if tiny_model:
             path = tiny_weights(path, tiny_model, tiny_seed)
         self.name = name
@@ -230,16 +253,28 @@ class Backbone(ABC):
         """Greedy answers to the prompts, one per clip (the zero-shot baseline)."""
         return self.generate_texts(waves, prompts, max_new_tokens, {"do_sample": False})
 
-    def sample_answers(self, waves: list[np.ndarray], prompts: list[str], seeds: list[int], samples: int = 8,
-                       temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: int = 32) -> list[list[str]]:
+    def sample_answers(
+        self,
+        waves: list[np.ndarray],
+        prompts: list[str],
+        seeds: list[int],
+        samples: int = 8,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        max_new_tokens: int = 32,
+    ) -> list[list[str]]:
         """`samples` sampled answers per clip (pseudo-labelling).
 
         Each clip is generated alone from its own seed, and the global random state is restored
         afterwards, so a clip's answers depend on its seed only, not on the other clips of the call.
         """
         check_sampling(samples, temperature, top_p)
-        options = {"do_sample": True, "temperature": float(temperature), "top_p": float(top_p),
-                   "num_return_sequences": int(samples)}
+        options = {
+            "do_sample": True,
+            "temperature": float(temperature),
+            "top_p": float(top_p),
+            "num_return_sequences": int(samples),
+        }
         model = getattr(self, "model", None)
         device = next(model.parameters()).device if model is not None else torch.device("cpu")
         answers = []
@@ -248,8 +283,9 @@ class Backbone(ABC):
                 answers.append(self.generate_texts([wave], [prompt], max_new_tokens, options))
         return answers
 
-    def generate_texts(self, waves: list[np.ndarray], prompts: list[str], max_new_tokens: int,
-                       options: dict[str, Any]) -> list[str]:
+    def generate_texts(
+        self, waves: list[np.ndarray], prompts: list[str], max_new_tokens: int, options: dict[str, Any]
+    ) -> list[str]:
         """Decoded new tokens of the model's `generate(**options)`, `num_return_sequences` per clip in clip
         order; only generative backbones have them."""
         raise ConfigError(
@@ -265,7 +301,8 @@ class Backbone(ABC):
         if getattr(self, "_local_only", None) is None:
             self._local_only = not Path(self.source).is_dir() and hub_unreachable(self.source, self.revision)
         try:
-            return loader.from_pretrained(self.source, revision=self.revision, local_files_only=self._local_only,
-                                          **kwargs)
+            return loader.from_pretrained(
+                self.source, revision=self.revision, local_files_only=self._local_only, **kwargs
+            )
         except (OSError, ValueError) as err:
             raise fetch_error(self.hub_id, self.source, err) from err

@@ -74,7 +74,8 @@ class ClapBackbone(Backbone):
         truncation = self.processor.feature_extractor.truncation
         if fused != (truncation == FUSION):
             raise ConfigError(
-                f"{self.hub_id}: the model has enable_fusion={fused} but its feature extractor truncation={truncation!r}",
+                f"{self.hub_id}: the model has enable_fusion={fused} but its feature extractor "
+                f"truncation={truncation!r}",
                 "use the preprocessor_config.json shipped with these weights (fused checkpoints use "
                 "truncation='fusion', unfused ones 'rand_trunc')",
             )
@@ -106,11 +107,17 @@ class ClapBackbone(Backbone):
             "feature": "get_audio_features (projected, L2-normalised)",
             "audio": {
                 **preprocessing_key(self.sample_rate),
-                "window_seconds": self.window_seconds, "cut": "first_window", "is_longer": "own_clip",
-                "truncation": features.truncation, "padding": features.padding,
-                "feature_size": features.feature_size, "hop_length": features.hop_length,
-                "fft_window_size": features.fft_window_size, "frequency_min": features.frequency_min,
-                "frequency_max": features.frequency_max, "top_db": features.top_db,
+                "window_seconds": self.window_seconds,
+                "cut": "first_window",
+                "is_longer": "own_clip",
+                "truncation": features.truncation,
+                "padding": features.padding,
+                "feature_size": features.feature_size,
+                "hop_length": features.hop_length,
+                "fft_window_size": features.fft_window_size,
+                "frequency_min": features.frequency_min,
+                "frequency_max": features.frequency_max,
+                "top_db": features.top_db,
             },
         }
 
@@ -118,16 +125,21 @@ class ClapBackbone(Backbone):
         self._check_fusion()  # before the weights load
         self.model = self.from_pretrained(ClapModel, dtype=precision_dtype(self.precision)).eval()
         if self.model.config.projection_dim != self.head_dim:
-            raise ConfigError(f"the loaded model projects to {self.model.config.projection_dim}, config says "
-                              f"{self.head_dim}", "the weights do not match their config.json")
+            raise ConfigError(
+                f"the loaded model projects to {self.model.config.projection_dim}, config says {self.head_dim}",
+                "the weights do not match their config.json",
+            )
         return self.model
 
     def collate(self, waves: list[np.ndarray], prompts: list[str]) -> dict[str, torch.Tensor]:
         """Mels of each clip cut to the window; the prompt texts are not read."""
         features = self.processor.feature_extractor
         window = int(features.nb_max_samples)
-        batch = features([np.asarray(w[:window], dtype=np.float32) for w in waves],
-                         sampling_rate=self.sample_rate, return_tensors="pt")
+        batch = features(
+            [np.asarray(w[:window], dtype=np.float32) for w in waves],
+            sampling_rate=self.sample_rate,
+            return_tensors="pt",
+        )
         # every clip is within the window now: none is "longer" (the extractor flags one at random)
         return {"input_features": batch.input_features, "is_longer": torch.zeros(len(waves), 1, dtype=torch.bool)}
 
@@ -136,8 +148,9 @@ class ClapBackbone(Backbone):
         """The projected, L2-normalised audio embeddings as (batch, 1, projection_dim) float32."""
         assert self.model is not None, "call load() first"
         dtype = next(self.model.parameters()).dtype
-        out = self.model.get_audio_features(input_features=batch["input_features"].to(dtype),
-                                            is_longer=batch["is_longer"])
+        out = self.model.get_audio_features(
+            input_features=batch["input_features"].to(dtype), is_longer=batch["is_longer"]
+        )
         return out.pooler_output.float()[:, None, :]
 
     @torch.no_grad()

@@ -43,12 +43,16 @@ def hook_free_blocks(model: nn.Module, hooked_paths: Iterable[str], levels_up: i
     return blocks
 
 
-def unhooked_layers(model: nn.Module, hooked_paths: Iterable[str],
-                    pattern: str = UNHOOKED_LAYER_PATTERN) -> list[tuple[str, nn.Module]]:
+def unhooked_layers(
+    model: nn.Module, hooked_paths: Iterable[str], pattern: str = UNHOOKED_LAYER_PATTERN
+) -> list[tuple[str, nn.Module]]:
     """Modules matching `pattern` (e.g. audio-encoder layers) with no hooked module inside."""
     hooked = list(hooked_paths)
-    return [(path, module) for path, module in model.named_modules()
-            if re.search(pattern, path) and not holds_hook(path, hooked)]
+    return [
+        (path, module)
+        for path, module in model.named_modules()
+        if re.search(pattern, path) and not holds_hook(path, hooked)
+    ]
 
 
 def compile_hook_free_blocks(model: nn.Module, hooked_paths: Iterable[str]) -> int:

@@ -53,10 +53,14 @@ def check_tower(tower: nn.Module) -> None:
     parts = ("conv1", "conv2", "embed_positions", "layers", "avg_pooler", "layer_norm")
     missing = [p for p in parts if not hasattr(tower, p)]
     shape_ok = not missing and (
-        tower.conv1.stride == (1,) and tower.conv1.kernel_size == (3,) and tower.conv1.padding == (1,)
-        and tower.conv2.stride == (2,) and tower.conv2.kernel_size == (3,) and tower.conv2.padding == (1,)
-        and getattr(tower.avg_pooler, "stride", None) in (2, (2,)) and getattr(tower.avg_pooler, "kernel_size", None)
-        in (2, (2,))
+        tower.conv1.stride == (1,)
+        and tower.conv1.kernel_size == (3,)
+        and tower.conv1.padding == (1,)
+        and tower.conv2.stride == (2,)
+        and tower.conv2.kernel_size == (3,)
+        and tower.conv2.padding == (1,)
+        and getattr(tower.avg_pooler, "stride", None) in (2, (2,))
+        and getattr(tower.avg_pooler, "kernel_size", None) in (2, (2,))
     )
     if not shape_ok:
         raise ConfigError(
@@ -65,8 +69,9 @@ def check_tower(tower: nn.Module) -> None:
         )
 
 
-def encode_audio(tower: nn.Module, input_features: torch.Tensor, feature_attention_mask: torch.Tensor) -> tuple[
-        torch.Tensor, torch.Tensor]:
+def encode_audio(
+    tower: nn.Module, input_features: torch.Tensor, feature_attention_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The tower's forward on cut features: (batch, T/4, d_model) outputs and each clip's kept length."""
     check_tower(tower)
     if tower.training:
@@ -79,12 +84,13 @@ def encode_audio(tower: nn.Module, input_features: torch.Tensor, feature_attenti
     hidden = nn.functional.gelu(tower.conv2(hidden)).permute(0, 2, 1)
     positions = hidden.shape[1]
     if positions > tower.embed_positions.weight.shape[0]:
-        raise ValueError(f"{positions} encoder positions, the positional table has {tower.embed_positions.weight.shape[0]}")
+        raise ValueError(
+            f"{positions} encoder positions, the positional table has {tower.embed_positions.weight.shape[0]}"
+        )
     hidden = hidden + tower.embed_positions.weight[:positions]
 
     real = torch.arange(positions, device=hidden.device)[None, :] < feat_lengths[:, None]
-    attention_mask = create_bidirectional_mask(config=tower.config, inputs_embeds=hidden,
-                                               attention_mask=real.long())
+    attention_mask = create_bidirectional_mask(config=tower.config, inputs_embeds=hidden, attention_mask=real.long())
     for layer in tower.layers:
         hidden = layer(hidden, attention_mask)
         if isinstance(hidden, tuple):  # older layers return (hidden, attn_weights)
@@ -96,8 +102,13 @@ def encode_audio(tower: nn.Module, input_features: torch.Tensor, feature_attenti
     return hidden, out_lengths
 
 
-def merged_embeddings(model: nn.Module, input_ids: torch.Tensor, input_features: torch.Tensor,
-                      feature_attention_mask: torch.Tensor, cut: bool = True) -> torch.Tensor:
+def merged_embeddings(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    input_features: torch.Tensor,
+    feature_attention_mask: torch.Tensor,
+    cut: bool = True,
+) -> torch.Tensor:
     """Token embeddings with each clip's audio features written over its `<|AUDIO|>` placeholders.
 
     `model` is the inner `Qwen2AudioModel` (audio_tower, multi_modal_projector, language_model).
@@ -112,6 +123,8 @@ def merged_embeddings(model: nn.Module, input_ids: torch.Tensor, input_features:
     embeds = model.get_input_embeddings()(input_ids)
     placeholders = input_ids == model.config.audio_token_id
     if int(placeholders.sum()) != audio.shape[0]:
-        raise ValueError(f"{int(placeholders.sum())} audio placeholder tokens for {audio.shape[0]} audio features: "
-                         "the prompt was not expanded by this model's processor")
+        raise ValueError(
+            f"{int(placeholders.sum())} audio placeholder tokens for {audio.shape[0]} audio features: "
+            "the prompt was not expanded by this model's processor"
+        )
     return embeds.masked_scatter(placeholders.unsqueeze(-1).to(embeds.device), audio.to(embeds.device, embeds.dtype))

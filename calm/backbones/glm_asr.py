@@ -6,8 +6,11 @@ from __future__ import annotations
 from calm.backbones.audio_lm import AudioLMBackbone, Family
 
 GLM_ASR = Family(
-    name="glm_asr", model_class="GlmAsrForConditionalGeneration", hub_id="zai-org/GLM-ASR-Nano-2512",
-    license="MIT", audio="30 s Whisper windows, up to the processor's max_audio_len",
+    name="glm_asr",
+    model_class="GlmAsrForConditionalGeneration",
+    hub_id="zai-org/GLM-ASR-Nano-2512",
+    license="MIT",
+    audio="30 s Whisper windows, up to the processor's max_audio_len",
 )
 
 

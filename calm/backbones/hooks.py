@@ -66,7 +66,9 @@ class HeadCapture:
         ]
         dims = {point.head_dim for point in points}
         if len(dims) != 1:
-            raise ConfigError(f"hook points have different head sizes {sorted(dims)}", "capture one head size per cache")
+            raise ConfigError(
+                f"hook points have different head sizes {sorted(dims)}", "capture one head size per cache"
+            )
         self.head_dim = dims.pop()
         self._last_index: torch.Tensor | None = None
         self._frame_mask: torch.Tensor | None = None
@@ -108,8 +110,10 @@ class HeadCapture:
         self._captured = {}
         handles = []
         for point, path, module in self.modules:
+
             def hook(_module: nn.Module, args: tuple, point: HookPoint = point, path: str = path) -> None:
                 self._captured[path] = self._reduce(point, args[0]).float()
+
             handles.append(module.register_forward_pre_hook(hook))
         try:
             yield self
@@ -122,7 +126,5 @@ class HeadCapture:
         missing = [path for _, path, _ in self.modules if path not in self._captured]
         if missing:
             raise RuntimeError(f"hooks did not fire for {missing[:3]}: the forward pass skipped these layers")
-        parts = [
-            self._captured[path].reshape(-1, point.n_heads, point.head_dim) for point, path, _ in self.modules
-        ]
+        parts = [self._captured[path].reshape(-1, point.n_heads, point.head_dim) for point, path, _ in self.modules]
         return torch.cat(parts, dim=1)

@@ -49,18 +49,35 @@ def describe(name: str, cfg: DictConfig) -> BackboneRow:
     if issubclass(cls, AudioLMBackbone):
         spec = cls.spec
         sizes = getattr(_named(tiny_model), "text_sizes", None) if tiny_model else None
-        heads = (f"{sizes['num_hidden_layers']} × {sizes['num_attention_heads']} × {sizes['head_dim']} = "
-                 f"{sizes['num_hidden_layers'] * sizes['num_attention_heads']} heads" if sizes else FROM_HUB)
-        return BackboneRow(name, spec.name, heads, spec.audio, str(_raw(cfg, "hub_id", spec.hub_id)),
-                           spec.license, ", ".join(spec.extras) or "-", "yes")
+        heads = (
+            f"{sizes['num_hidden_layers']} × {sizes['num_attention_heads']} × {sizes['head_dim']} = "
+            f"{sizes['num_hidden_layers'] * sizes['num_attention_heads']} heads"
+            if sizes
+            else FROM_HUB
+        )
+        return BackboneRow(
+            name,
+            spec.name,
+            heads,
+            spec.audio,
+            str(_raw(cfg, "hub_id", spec.hub_id)),
+            spec.license,
+            ", ".join(spec.extras) or "-",
+            "yes",
+        )
     listed = getattr(cls, "listed_heads", None)
     window = getattr(cls, "listed_window", None) or getattr(cls, "window_seconds", None)
     reads = _raw(cfg, "text_prompt", getattr(cls, "uses_prompt_text", True))
     return BackboneRow(
-        name, str(getattr(cls, "family", None) or cls.__module__.rpartition(".")[2]),
+        name,
+        str(getattr(cls, "family", None) or cls.__module__.rpartition(".")[2]),
         str(listed) if listed else "from model config",
-        f"{window:g} s window" if isinstance(window, (int, float)) else str(window or "-"), str(_raw(cfg, "hub_id", "-")),
-        str(getattr(cls, "license", "-")), ", ".join(getattr(cls, "extras", ())) or "-", "yes" if reads else "no")
+        f"{window:g} s window" if isinstance(window, (int, float)) else str(window or "-"),
+        str(_raw(cfg, "hub_id", "-")),
+        str(getattr(cls, "license", "-")),
+        ", ".join(getattr(cls, "extras", ())) or "-",
+        "yes" if reads else "no",
+    )
 
 
 def backbone_rows(config_dir: Path = CONFIG_DIR) -> list[BackboneRow]:
@@ -69,11 +86,14 @@ def backbone_rows(config_dir: Path = CONFIG_DIR) -> list[BackboneRow]:
 
 
 def render(rows: list[BackboneRow], markdown: bool = False) -> str:
-    header = BackboneRow("backbone", "family", "layers × heads × head_dim", "audio window", "hub id", "license",
-                         "extras", "reads prompt")
+    header = BackboneRow(
+        "backbone", "family", "layers × heads × head_dim", "audio window", "hub id", "license", "extras", "reads prompt"
+    )
     table = [list(vars(row).values()) for row in [header, *rows]]
     if markdown:
         lines = ["| " + " | ".join(cells) + " |" for cells in table]
         return "\n".join([lines[0], "|" + "---|" * len(table[0]), *lines[1:]])
     widths = [max(len(cells[i]) for cells in table) for i in range(len(table[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(cells, widths, strict=True)).rstrip() for cells in table)
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(cells, widths, strict=True)).rstrip() for cells in table
+    )

@@ -18,10 +18,17 @@ from calm.storage.file_digests import FileDigests
 SPEECH_ADAPTER = "speech-lora"
 
 PHI4_MULTIMODAL = Family(
-    name="phi4_multimodal", model_class="Phi4MultimodalForCausalLM", hub_id="microsoft/Phi-4-multimodal-instruct",
-    license="MIT", audio="whole clip, padded to the batch's longest (conformer encoder)", extras=("peft",),
-    layer_pattern=r"^model\.layers\.({layers})\.self_attn\.o_proj$", window=None, call_kwargs={"padding": True},
-    audio_padding="zeros_to_longest_in_batch", per_clip_features=True,
+    name="phi4_multimodal",
+    model_class="Phi4MultimodalForCausalLM",
+    hub_id="microsoft/Phi-4-multimodal-instruct",
+    license="MIT",
+    audio="whole clip, padded to the batch's longest (conformer encoder)",
+    extras=("peft",),
+    layer_pattern=r"^model\.layers\.({layers})\.self_attn\.o_proj$",
+    window=None,
+    call_kwargs={"padding": True},
+    audio_padding="zeros_to_longest_in_batch",
+    per_clip_features=True,
 )
 
 
@@ -30,14 +37,36 @@ class Phi4MultimodalBackbone(AudioLMBackbone):
 
     spec = PHI4_MULTIMODAL
 
-    def __init__(self, name: str | None = None, hub_id: str | None = None, path: str | None = None,
-                 assets_name: str | None = None, revision: str | None = None,
-                 hook_points: list[str] | tuple[str, ...] = HOOK_POINTS, layers: list[int] | None = None,
-                 chat_template: str | None = None, speech_lora: bool = True, tiny_model: str | None = None, tiny_seed: int = 0,
-                 precision: str = "32-true", compile_blocks: bool = False) -> None:
-        super().__init__(name=name, hub_id=hub_id, path=path, assets_name=assets_name, revision=revision,
-                         hook_points=hook_points, layers=layers, chat_template=chat_template, tiny_model=tiny_model,
-                         tiny_seed=tiny_seed, precision=precision, compile_blocks=compile_blocks)
+    def __init__(
+        self,
+        name: str | None = None,
+        hub_id: str | None = None,
+        path: str | None = None,
+        assets_name: str | None = None,
+        revision: str | None = None,
+        hook_points: list[str] | tuple[str, ...] = HOOK_POINTS,
+        layers: list[int] | None = None,
+        chat_template: str | None = None,
+        speech_lora: bool = True,
+        tiny_model: str | None = None,
+        tiny_seed: int = 0,
+        precision: str = "32-true",
+        compile_blocks: bool = False,
+    ) -> None:
+        super().__init__(
+            name=name,
+            hub_id=hub_id,
+            path=path,
+            assets_name=assets_name,
+            revision=revision,
+            hook_points=hook_points,
+            layers=layers,
+            chat_template=chat_template,
+            tiny_model=tiny_model,
+            tiny_seed=tiny_seed,
+            precision=precision,
+            compile_blocks=compile_blocks,
+        )
         if speech_lora and tiny_model:
             raise ConfigError("backbone.speech_lora=true with a tiny random model", "set backbone.speech_lora=false")
         self.speech_lora = bool(speech_lora)
@@ -52,12 +81,12 @@ class Phi4MultimodalBackbone(AudioLMBackbone):
     def load(self) -> nn.Module:
         """The weights, then (by default) the speech LoRA adapter from the checkpoint's `speech-lora` folder;
         the hooks go on after it, on the adapted `o_proj` modules."""
-        model = self.from_pretrained(self.spec.model_cls(), config=self.config,
-                                     dtype=self.weights_dtype())
+        model = self.from_pretrained(self.spec.model_cls(), config=self.config, dtype=self.weights_dtype())
         if self.needs_extras():
             require_extras(self.spec)
-            model.load_adapter(self.source, adapter_name="speech", revision=self.revision,
-                               adapter_kwargs={"subfolder": SPEECH_ADAPTER})
+            model.load_adapter(
+                self.source, adapter_name="speech", revision=self.revision, adapter_kwargs={"subfolder": SPEECH_ADAPTER}
+            )
             model.set_adapter("speech")
         return self.attach(model)
 
@@ -78,12 +107,21 @@ class Phi4MultimodalBackbone(AudioLMBackbone):
         rows = []
         for row in range(ids.shape[0]):
             own = int(frames[row].sum())
-            rows.append(base.embed_tokens_extend(
-                ids[row:row + 1], base.embed_tokens(ids[row:row + 1]),
-                audio_input_features=features[row:row + 1, :own], audio_embed_sizes=batch["audio_embed_sizes"][row:row + 1],
-                audio_attention_mask=frames[row:row + 1, :own]))
+            rows.append(
+                base.embed_tokens_extend(
+                    ids[row : row + 1],
+                    base.embed_tokens(ids[row : row + 1]),
+                    audio_input_features=features[row : row + 1, :own],
+                    audio_embed_sizes=batch["audio_embed_sizes"][row : row + 1],
+                    audio_attention_mask=frames[row : row + 1, :own],
+                )
+            )
         self._capture.set_positions(last_index=batch["last_index"])
         with self._capture.capturing():
-            base(inputs_embeds=torch.cat(rows), attention_mask=batch["attention_mask"],
-                 position_ids=batch["position_ids"], use_cache=False)
+            base(
+                inputs_embeds=torch.cat(rows),
+                attention_mask=batch["attention_mask"],
+                position_ids=batch["position_ids"],
+                use_cache=False,
+            )
         return self._capture.stacked()

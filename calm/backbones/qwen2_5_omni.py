@@ -30,11 +30,17 @@ DEFAULT_FPS = 2.0  # what Qwen2_5OmniProcessor assumes when the checkpoint saves
 
 
 QWEN2_5_OMNI = Family(
-    name="qwen2_5_omni", model_class="Qwen2_5OmniThinkerForConditionalGeneration", hub_id="Qwen/Qwen2.5-Omni-7B",
-    license="Apache-2.0", audio="one 30 s Whisper window (longer clips cut)",
-    sub_config="thinker_config", window="chunk_length", position_ids=False,
+    name="qwen2_5_omni",
+    model_class="Qwen2_5OmniThinkerForConditionalGeneration",
+    hub_id="Qwen/Qwen2.5-Omni-7B",
+    license="Apache-2.0",
+    audio="one 30 s Whisper window (longer clips cut)",
+    sub_config="thinker_config",
+    window="chunk_length",
+    position_ids=False,
     import_hint="install torchvision (the build matching your torch): Qwen2.5-Omni's video processor needs it",
-    call_kwargs={"padding": True, "padding_side": "left"}, audio_padding="zeros_to_window",
+    call_kwargs={"padding": True, "padding_side": "left"},
+    audio_padding="zeros_to_window",
 )
 
 
@@ -64,9 +70,20 @@ class Qwen2_5OmniBackbone(AudioLMBackbone):
             raise ConfigError(f"backbone.modality={modality!r}", f"choose one of {list(MODALITIES)}")
         if fps is not None and not fps > 0:
             raise ConfigError(f"backbone.fps={fps}", "use a positive frame rate, or null for the processor's")
-        super().__init__(name=name, hub_id=hub_id, path=path, assets_name=assets_name, revision=revision,
-                         hook_points=hook_points, layers=layers, chat_template=chat_template, tiny_model=tiny_model,
-                         tiny_seed=tiny_seed, precision=precision, compile_blocks=compile_blocks)
+        super().__init__(
+            name=name,
+            hub_id=hub_id,
+            path=path,
+            assets_name=assets_name,
+            revision=revision,
+            hook_points=hook_points,
+            layers=layers,
+            chat_template=chat_template,
+            tiny_model=tiny_model,
+            tiny_seed=tiny_seed,
+            precision=precision,
+            compile_blocks=compile_blocks,
+        )
         self.modality = modality
         self._fps = fps
 
@@ -96,11 +113,15 @@ class Qwen2_5OmniBackbone(AudioLMBackbone):
             # Qwen2_5OmniProcessor resizes frames to its own pixel bounds, whatever the video processor saved.
             size = (getattr(self.processor, "videos_kwargs", None) or {}).get("size") or video.size
             fields["video"] = {
-                "fps": self.fps, "decoder": "PyAV", "sampling": "last frame at or before k/fps, round(duration*fps)",
-                "audio_in_video": "interleaved", "seconds_per_chunk": self.config.seconds_per_chunk,
+                "fps": self.fps,
+                "decoder": "PyAV",
+                "sampling": "last frame at or before k/fps, round(duration*fps)",
+                "audio_in_video": "interleaved",
+                "seconds_per_chunk": self.config.seconds_per_chunk,
                 "position_id_per_seconds": self.config.position_id_per_seconds,
                 "size": {k: v for k, v in dict(size).items() if v is not None} if size is not None else None,
-                "patch_size": video.patch_size, "temporal_patch_size": video.temporal_patch_size,
+                "patch_size": video.patch_size,
+                "temporal_patch_size": video.temporal_patch_size,
                 "merge_size": video.merge_size,
             }
         else:
@@ -133,8 +154,9 @@ class Qwen2_5OmniBackbone(AudioLMBackbone):
         try:
             with av.open(str(path)) as container:
                 if not container.streams.video:
-                    raise DataError(f"{path} has no video stream",
-                                    "use backbone.modality=audio, or run with on_bad_clip=skip")
+                    raise DataError(
+                        f"{path} has no video stream", "use backbone.modality=audio, or run with on_bad_clip=skip"
+                    )
                 stream = container.streams.video[0]
                 if stream.duration is not None and stream.time_base is not None:
                     duration = float(stream.duration * stream.time_base)
@@ -162,8 +184,9 @@ class Qwen2_5OmniBackbone(AudioLMBackbone):
             raise DataError(f"video file {path} has no frames", "replace the file, or run with on_bad_clip=skip")
         return np.stack(frames)
 
-    def collate(self, waves: list[np.ndarray], prompts: list[str],
-                videos: list[np.ndarray] | None = None) -> dict[str, torch.Tensor]:
+    def collate(
+        self, waves: list[np.ndarray], prompts: list[str], videos: list[np.ndarray] | None = None
+    ) -> dict[str, torch.Tensor]:
         """Left-padded token ids (the thinker computes its multimodal RoPE positions over real tokens only).
 
         audio_video: `videos[i]` are clip i's frames (`load_video`), `waves[i]` the audio of the same file.
@@ -177,10 +200,22 @@ class Qwen2_5OmniBackbone(AudioLMBackbone):
                     f"{'none' if videos is None else len(videos)} for {len(waves)} clips",
                     "pass videos=[backbone.load_video(clip.video_path) ...] to collate (clips need a video_path)",
                 )
-            kwargs = {"videos": [np.asarray(v) for v in videos], "audio_from_video_indices": list(range(len(waves))),
-                      "load_audio_from_video": True, "fps": self.fps, "do_sample_frames": False}
-        inputs = self.processor(text=texts, audio=list(waves), sampling_rate=self.sample_rate, return_tensors="pt",
-                                padding=True, padding_side="left", **kwargs)
+            kwargs = {
+                "videos": [np.asarray(v) for v in videos],
+                "audio_from_video_indices": list(range(len(waves))),
+                "load_audio_from_video": True,
+                "fps": self.fps,
+                "do_sample_frames": False,
+            }
+        inputs = self.processor(
+            text=texts,
+            audio=list(waves),
+            sampling_rate=self.sample_rate,
+            return_tensors="pt",
+            padding=True,
+            padding_side="left",
+            **kwargs,
+        )
         mask = inputs["attention_mask"]
         columns = torch.arange(mask.shape[1])
         batch = {
@@ -204,8 +239,12 @@ class Qwen2_5OmniBackbone(AudioLMBackbone):
         self._capture.set_positions(last_index=batch["last_index"])
         extra = {}
         if "pixel_values_videos" in batch:
-            extra = {"pixel_values_videos": batch["pixel_values_videos"], "video_grid_thw": batch["video_grid_thw"],
-                     "video_second_per_grid": batch["video_second_per_grid"], "use_audio_in_video": True}
+            extra = {
+                "pixel_values_videos": batch["pixel_values_videos"],
+                "video_grid_thw": batch["video_grid_thw"],
+                "video_second_per_grid": batch["video_second_per_grid"],
+                "use_audio_in_video": True,
+            }
         with self._capture.capturing():
             base(
                 input_ids=batch["input_ids"],
@@ -216,4 +255,3 @@ class Qwen2_5OmniBackbone(AudioLMBackbone):
                 **extra,
             )
         return self._capture.stacked()
-

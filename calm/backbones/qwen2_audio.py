@@ -34,9 +34,14 @@ def padded_for_generation(wave: np.ndarray, sample_rate: int) -> np.ndarray:
 
 
 QWEN2_AUDIO = Family(
-    name="qwen2_audio", model_class="Qwen2AudioForConditionalGeneration", hub_id="Qwen/Qwen2-Audio-7B-Instruct",
-    license="Apache-2.0", audio="one 30 s Whisper window (longer clips cut)", window="chunk_length",
-    call_kwargs={"padding": True}, audio_padding="zeros_to_window",
+    name="qwen2_audio",
+    model_class="Qwen2AudioForConditionalGeneration",
+    hub_id="Qwen/Qwen2-Audio-7B-Instruct",
+    license="Apache-2.0",
+    audio="one 30 s Whisper window (longer clips cut)",
+    window="chunk_length",
+    call_kwargs={"padding": True},
+    audio_padding="zeros_to_window",
 )
 
 
@@ -45,14 +50,36 @@ class Qwen2AudioBackbone(AudioLMBackbone):
 
     spec = QWEN2_AUDIO
 
-    def __init__(self, name: str = "qwen2_audio", hub_id: str = "Qwen/Qwen2-Audio-7B-Instruct", path: str | None = None,
-                 assets_name: str | None = "Qwen2-Audio-7B-Instruct", revision: str | None = None,
-                 hook_points: list[str] | tuple[str, ...] = HOOK_POINTS, layers: list[int] | None = None,
-                 chat_template: str | None = None, tiny_model: str | None = None, tiny_seed: int = 0, precision: str = "32-true",
-                 encoder_cut: bool = True, compile_blocks: bool = False) -> None:
-        super().__init__(name=name, hub_id=hub_id, path=path, assets_name=assets_name, revision=revision,
-                         hook_points=hook_points, layers=layers, chat_template=chat_template, tiny_model=tiny_model,
-                         tiny_seed=tiny_seed, precision=precision, compile_blocks=compile_blocks)
+    def __init__(
+        self,
+        name: str = "qwen2_audio",
+        hub_id: str = "Qwen/Qwen2-Audio-7B-Instruct",
+        path: str | None = None,
+        assets_name: str | None = "Qwen2-Audio-7B-Instruct",
+        revision: str | None = None,
+        hook_points: list[str] | tuple[str, ...] = HOOK_POINTS,
+        layers: list[int] | None = None,
+        chat_template: str | None = None,
+        tiny_model: str | None = None,
+        tiny_seed: int = 0,
+        precision: str = "32-true",
+        encoder_cut: bool = True,
+        compile_blocks: bool = False,
+    ) -> None:
+        super().__init__(
+            name=name,
+            hub_id=hub_id,
+            path=path,
+            assets_name=assets_name,
+            revision=revision,
+            hook_points=hook_points,
+            layers=layers,
+            chat_template=chat_template,
+            tiny_model=tiny_model,
+            tiny_seed=tiny_seed,
+            precision=precision,
+            compile_blocks=compile_blocks,
+        )
         # Run the audio encoder on the batch's real mel frames only (calm.backbones.encoder_cut). Exact, so
         # not part of the cache key: the captured numbers are those of the full 30 s input.
         self.encoder_cut = bool(encoder_cut)
@@ -76,10 +103,15 @@ class Qwen2AudioBackbone(AudioLMBackbone):
         base = self.base_model()
         self._capture.set_positions(last_index=batch["last_index"])
         with self._capture.capturing():
-            embeds = merged_embeddings(base, batch["input_ids"], batch["input_features"],
-                                       batch["feature_attention_mask"])
-            base(inputs_embeds=embeds, attention_mask=batch["attention_mask"],
-                 position_ids=batch["position_ids"], use_cache=False)
+            embeds = merged_embeddings(
+                base, batch["input_ids"], batch["input_features"], batch["feature_attention_mask"]
+            )
+            base(
+                inputs_embeds=embeds,
+                attention_mask=batch["attention_mask"],
+                position_ids=batch["position_ids"],
+                use_cache=False,
+            )
         return self._capture.stacked()
 
     def generation_waves(self, waves: list[np.ndarray]) -> list[np.ndarray]:

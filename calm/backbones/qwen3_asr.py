@@ -6,9 +6,14 @@ from __future__ import annotations
 from calm.backbones.audio_lm import AudioLMBackbone, Family
 
 QWEN3_ASR = Family(
-    name="qwen3_asr", model_class="Qwen3ASRForConditionalGeneration", hub_id="Qwen/Qwen3-ASR-1.7B-hf",
-    license="Apache-2.0", audio="whole clip, padded to the batch's longest (chunked encoder)", window=None,
-    audio_padding="zeros_to_longest_in_batch", per_clip_features=True,
+    name="qwen3_asr",
+    model_class="Qwen3ASRForConditionalGeneration",
+    hub_id="Qwen/Qwen3-ASR-1.7B-hf",
+    license="Apache-2.0",
+    audio="whole clip, padded to the batch's longest (chunked encoder)",
+    window=None,
+    audio_padding="zeros_to_longest_in_batch",
+    per_clip_features=True,
 )
 
 

@@ -11,10 +11,17 @@ import torch
 from calm.backbones.audio_lm import AudioLMBackbone, Family
 
 QWEN3_OMNI = Family(
-    name="qwen3_omni", model_class="Qwen3OmniMoeThinkerForConditionalGeneration",
-    hub_id="Qwen/Qwen3-Omni-30B-A3B-Instruct", license="Apache-2.0",
-    audio="whole clip, padded to the batch's longest (chunked encoder)", sub_config="thinker_config", window=None,
-    position_ids=False, call_kwargs={"padding": True}, audio_padding="zeros_to_longest_in_batch", per_clip_features=True,
+    name="qwen3_omni",
+    model_class="Qwen3OmniMoeThinkerForConditionalGeneration",
+    hub_id="Qwen/Qwen3-Omni-30B-A3B-Instruct",
+    license="Apache-2.0",
+    audio="whole clip, padded to the batch's longest (chunked encoder)",
+    sub_config="thinker_config",
+    window=None,
+    position_ids=False,
+    call_kwargs={"padding": True},
+    audio_padding="zeros_to_longest_in_batch",
+    per_clip_features=True,
     import_hint="install torchvision (the build matching your torch): Qwen3-Omni's video processor needs it",
 )
 
@@ -33,11 +40,16 @@ class Qwen3OmniBackbone(AudioLMBackbone):
         ids, features, frames = batch["input_ids"], batch["input_features"], batch["feature_attention_mask"]
         embeds = base.get_input_embeddings()(ids)
         for row in range(ids.shape[0]):
-            audio = base.get_audio_features(features[row:row + 1], frames[row:row + 1], return_dict=True)
+            audio = base.get_audio_features(features[row : row + 1], frames[row : row + 1], return_dict=True)
             at = ids[row] == self.config.audio_token_id
             embeds[row, at] = audio.last_hidden_state.to(embeds.dtype)
         self._capture.set_positions(last_index=batch["last_index"])
         with self._capture.capturing():
-            base(input_ids=ids, inputs_embeds=embeds, attention_mask=batch["attention_mask"],
-                 feature_attention_mask=frames, use_cache=False)
+            base(
+                input_ids=ids,
+                inputs_embeds=embeds,
+                attention_mask=batch["attention_mask"],
+                feature_attention_mask=frames,
+                use_cache=False,
+            )
         return self._capture.stacked()

@@ -29,9 +29,14 @@ def wav_base64(wave: np.ndarray, sample_rate: int) -> str:
 
 
 VOXTRAL = Family(
-    name="voxtral", model_class="VoxtralForConditionalGeneration", hub_id="mistralai/Voxtral-Mini-3B-2507",
-    license="Apache-2.0", audio="whole clip, padded to a multiple of 30 s (375 audio tokens per 30 s)",
-    extras=("mistral-common",), window=None, audio_padding="zeros_to_30s_multiple",
+    name="voxtral",
+    model_class="VoxtralForConditionalGeneration",
+    hub_id="mistralai/Voxtral-Mini-3B-2507",
+    license="Apache-2.0",
+    audio="whole clip, padded to a multiple of 30 s (375 audio tokens per 30 s)",
+    extras=("mistral-common",),
+    window=None,
+    audio_padding="zeros_to_30s_multiple",
 )
 
 
@@ -46,14 +51,23 @@ class VoxtralBackbone(AudioLMBackbone):
 
     def conversation(self, prompt: str, wave: np.ndarray) -> list[dict[str, Any]]:
         """One user turn: the clip, then the prompt text (mistral-common adds [/INST], the generation prompt)."""
-        return [{"role": "user", "content": [{"type": "audio", "base64": wav_base64(wave, self.sample_rate)},
-                                             {"type": "text", "text": prompt}]}]
+        return [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "audio", "base64": wav_base64(wave, self.sample_rate)},
+                    {"type": "text", "text": prompt},
+                ],
+            }
+        ]
 
     def template(self) -> str:
         """No Jinja template: mistral-common's instruct tokenizer (class and version) builds the turns."""
         if self.chat_template:
-            raise ConfigError("voxtral builds its prompt with mistral-common's instruct tokenizer, not a chat template",
-                              "set backbone.chat_template=null")
+            raise ConfigError(
+                "voxtral builds its prompt with mistral-common's instruct tokenizer, not a chat template",
+                "set backbone.chat_template=null",
+            )
         tokenizer = self.processor.tokenizer.tokenizer
         return f"mistral-common {type(tokenizer.instruct_tokenizer).__name__} {tokenizer.version.value}"
 
@@ -63,8 +77,9 @@ class VoxtralBackbone(AudioLMBackbone):
         self.template()
         tokenizer = self.processor.tokenizer
         silence = np.zeros(self.sample_rate, dtype=np.float32)
-        ids = tokenizer.apply_chat_template([self.conversation(text, silence)], tokenize=True,
-                                            return_dict=True)["input_ids"][0]
+        ids = tokenizer.apply_chat_template([self.conversation(text, silence)], tokenize=True, return_dict=True)[
+            "input_ids"
+        ][0]
         audio = self.processor.audio_token_id
         kept = [token for i, token in enumerate(ids) if token != audio or i == 0 or ids[i - 1] != audio]
         return checked_rendering(tokenizer.decode(kept, skip_special_tokens=False), self.processor.audio_token, text)
@@ -73,6 +88,5 @@ class VoxtralBackbone(AudioLMBackbone):
         """Token ids (left padded), attention mask and the mel windows of every clip, each clip padded to a
         multiple of 30 s on its own, so a clip's windows never depend on the rest of the batch."""
         conversations = [self.conversation(prompt, wave) for wave, prompt in zip(waves, prompts, strict=True)]
-        inputs = self.processor.apply_chat_template(conversations, tokenize=True, return_dict=True,
-                                                    return_tensors="pt")
+        inputs = self.processor.apply_chat_template(conversations, tokenize=True, return_dict=True, return_tensors="pt")
         return dict(inputs)

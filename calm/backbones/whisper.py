@@ -88,7 +88,9 @@ class WhisperBackbone(Backbone):
         layers = {"encoder": cfg.encoder_layers, "decoder": cfg.decoder_layers}
         return [
             f"{p.name}.L{layer}.H{head}"
-            for p in self.hook_points() for layer in range(layers[p.name.split("_")[0]]) for head in range(p.n_heads)
+            for p in self.hook_points()
+            for layer in range(layers[p.name.split("_")[0]])
+            for head in range(p.n_heads)
         ]
 
     def key_fields(self, digests: FileDigests | None = None) -> dict[str, Any]:
@@ -156,8 +158,9 @@ class WhisperBackbone(Backbone):
         return self.generate_answers([wave], [""], max_new_tokens=128)[0]
 
     @torch.no_grad()
-    def generate_texts(self, waves: list[np.ndarray], prompts: list[str], max_new_tokens: int,
-                       options: dict[str, Any]) -> list[str]:
+    def generate_texts(
+        self, waves: list[np.ndarray], prompts: list[str], max_new_tokens: int, options: dict[str, Any]
+    ) -> list[str]:
         """Whisper's answer is its transcription (the prompt is not a question it can follow).
 
         Sampling needs an explicit temperature: Whisper's generate decodes greedily without one.
@@ -166,6 +169,10 @@ class WhisperBackbone(Backbone):
         assert self.model is not None and self.processor is not None, "call load() first"
         features = self.processor.feature_extractor(waves, sampling_rate=self.sample_rate, return_tensors="pt")
         dtype = next(self.model.parameters()).dtype
-        tokens = self.model.generate(features.input_features.to(self.model.device, dtype),
-                                     max_new_tokens=max_new_tokens, max_length=None, **options)
+        tokens = self.model.generate(
+            features.input_features.to(self.model.device, dtype),
+            max_new_tokens=max_new_tokens,
+            max_length=None,
+            **options,
+        )
         return [text.strip() for text in self.processor.batch_decode(tokens, skip_special_tokens=True)]

@@ -4,7 +4,8 @@ offered option by its letter (`match_option_letter`, the authors' multiple-choic
 Exact match first, then a normalised match (case, punctuation, underscores, an option letter such
 as "B." in front), then a fuzzy one (a single class name contained in the answer, or difflib
 similarity ≥ `cutoff`); simple inflections count ("spoofed" names "spoof"), and number words
-match digits both ways ("Seven." names class "7": Whisper transcribes spoken digits). An answer that matches nothing, or several classes equally, is unmatched:
+match digits both ways ("Seven." names class "7": Whisper transcribes spoken digits). An answer that matches nothing,
+or several classes equally, is unmatched:
 the caller counts it as wrong and reports it.
 
 Option letters (`match_option_letter`): the first letter in the answer that stands alone (no letter or
@@ -27,9 +28,13 @@ LEADING_SMALL_LETTER = re.compile(r"^\s*\(?([a-z])(?:[.):]|\s*$)")
 OPTION_PREFIX = re.compile(r"^\s*(?:\(?[A-Da-d][.):]\s+)")
 NON_WORD = re.compile(r"[^0-9a-z]+")
 INFLECTION = "(?:s|es|ed|d|ing)?"  # "spoofed" names "spoof", "dogs" names "dog"
-NUMBER_WORDS = {word: str(value) for value, word in enumerate(
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
-    "seventeen eighteen nineteen twenty".split())}
+NUMBER_WORDS = {
+    word: str(value)
+    for value, word in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+        "seventeen eighteen nineteen twenty".split()
+    )
+}
 
 
 def normalise(text: str) -> str:
@@ -59,9 +64,12 @@ def match_answer(answer: str, class_names: Sequence[str], cutoff: float = 0.8) -
         others = [i for i in contained if i != longest and names[i] not in names[longest]]
         return None if others else longest
     close = difflib.get_close_matches(wanted, names, n=2, cutoff=cutoff)
-    if len(close) == 1 or (len(close) == 2 and close[0] != close[1] and
-                           difflib.SequenceMatcher(None, wanted, close[0]).ratio()
-                           > difflib.SequenceMatcher(None, wanted, close[1]).ratio()):
+    if len(close) == 1 or (
+        len(close) == 2
+        and close[0] != close[1]
+        and difflib.SequenceMatcher(None, wanted, close[0]).ratio()
+        > difflib.SequenceMatcher(None, wanted, close[1]).ratio()
+    ):
         return names.index(close[0])
     return None
 

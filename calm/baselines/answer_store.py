@@ -38,8 +38,9 @@ class AnswerStore:
     with the digests of its clip's inputs. Audio digests are remembered in `digests` (default: the file
     digest store of the cache folder above `folder`)."""
 
-    def __init__(self, folder: Path, key_fields: Mapping[str, Any], label: str,
-                 digests: FileDigests | None = None) -> None:
+    def __init__(
+        self, folder: Path, key_fields: Mapping[str, Any], label: str, digests: FileDigests | None = None
+    ) -> None:
         self.path = Path(folder) / f"{label}-{digest(key_fields)[:16]}.json"
         self.key_fields = json.loads(canonical_json(key_fields))  # as stored: plain JSON values
         self.digests = digests if digests is not None else FileDigests(Path(folder).parent)
@@ -51,8 +52,9 @@ class AnswerStore:
         stored = json.loads(self.path.read_text())
         return dict(stored["answers"]), dict(stored.get("inputs") or {})
 
-    def inputs(self, backbone: Backbone, table: ClipTable, prompt: ClipPrompt,
-               clip_ids: Sequence[str]) -> dict[str, RowInputs]:
+    def inputs(
+        self, backbone: Backbone, table: ClipTable, prompt: ClipPrompt, clip_ids: Sequence[str]
+    ) -> dict[str, RowInputs]:
         """Each clip's current inputs: its audio content digest and (when the backbone reads it) the
         digest of its rendered prompt text, as the activation cache keys its rows."""
         return row_inputs(backbone, table, prompt, self.digests, list(dict.fromkeys(clip_ids)))
@@ -73,9 +75,15 @@ class AnswerStore:
             else:
                 self.changed[reason] += 1
         if any(self.changed.values()):
-            log.info("regenerating %d stored answers whose inputs changed: audio %d, prompt text %d, unknown %d "
-                     "(answers of an older store format) [%s]", sum(self.changed.values()), self.changed["audio"],
-                     self.changed["prompt"], self.changed["unknown"], self.path.name)
+            log.info(
+                "regenerating %d stored answers whose inputs changed: audio %d, prompt text %d, unknown %d "
+                "(answers of an older store format) [%s]",
+                sum(self.changed.values()),
+                self.changed["audio"],
+                self.changed["prompt"],
+                self.changed["unknown"],
+                self.path.name,
+            )
         return fresh
 
     def add(self, answers: Mapping[str, Any], inputs: Mapping[str, RowInputs]) -> None:
@@ -89,8 +97,12 @@ class AnswerStore:
             stored, stored_inputs = self._read()
             merged = {**stored, **answers}
             merged_inputs = {**stored_inputs, **{cid: dataclasses.asdict(inputs[cid]) for cid in answers}}
-            write_json_atomic(self.path, {"key": self.key_fields, "answers": merged, "inputs": merged_inputs},
-                              indent=1, sort_keys=True)
+            write_json_atomic(
+                self.path,
+                {"key": self.key_fields, "answers": merged, "inputs": merged_inputs},
+                indent=1,
+                sort_keys=True,
+            )
 
 
 def _row_inputs(stored: Any) -> RowInputs | None:

@@ -64,31 +64,57 @@ class Sampling:
             raise ConfigError(f"{where}: {err.problem}", err.fix) from None
         if self.temperature_range is not None:
             bounds = self.temperature_range
-            if len(bounds) != 2 or not all(isinstance(b, Real) and not isinstance(b, bool) for b in bounds) \
-                    or not 0 < bounds[0] <= bounds[1]:
-                raise ConfigError(f"{where}.temperature_range must be [low, high] with 0 < low <= high, got "
-                                  f"{list(bounds)}", f"set {where}.temperature_range to e.g. [0.5, 1.5], or null")
+            if (
+                len(bounds) != 2
+                or not all(isinstance(b, Real) and not isinstance(b, bool) for b in bounds)
+                or not 0 < bounds[0] <= bounds[1]
+            ):
+                raise ConfigError(
+                    f"{where}.temperature_range must be [low, high] with 0 < low <= high, got {list(bounds)}",
+                    f"set {where}.temperature_range to e.g. [0.5, 1.5], or null",
+                )
         if isinstance(self.seed, bool) or not isinstance(self.seed, Integral):
             raise ConfigError(f"{where}.seed must be an integer, got {self.seed!r}", f"set {where}.seed to e.g. 0")
 
     def key_fields(self) -> dict[str, Any]:
         """Everything that changes a sampled answer (for the answer stores' keys)."""
-        return {"temperature": None if self.temperature_range else float(self.temperature),
-                "top_p": float(self.top_p), "seed": int(self.seed),
-                "temperature_range": list(self.temperature_range) if self.temperature_range else None}
+        return {
+            "temperature": None if self.temperature_range else float(self.temperature),
+            "top_p": float(self.top_p),
+            "seed": int(self.seed),
+            "temperature_range": list(self.temperature_range) if self.temperature_range else None,
+        }
 
-    def sample(self, backbone: Backbone, waves: Sequence[np.ndarray], prompts: Sequence[str],
-               clip_ids: Sequence[str], samples: int, max_new_tokens: int) -> list[list[str]]:
+    def sample(
+        self,
+        backbone: Backbone,
+        waves: Sequence[np.ndarray],
+        prompts: Sequence[str],
+        clip_ids: Sequence[str],
+        samples: int,
+        max_new_tokens: int,
+    ) -> list[list[str]]:
         """`samples` answers per clip, each clip from its own seeds (independent of the batch)."""
         if self.temperature_range is None:
             seeds = [clip_seed(self.seed, cid) for cid in clip_ids]
-            return backbone.sample_answers(list(waves), list(prompts), seeds, samples, self.temperature,
-                                           self.top_p, max_new_tokens)
+            return backbone.sample_answers(
+                list(waves), list(prompts), seeds, samples, self.temperature, self.top_p, max_new_tokens
+            )
         low, high = self.temperature_range
         answers = []
         for wave, prompt, cid in zip(waves, prompts, clip_ids, strict=True):
-            answers.append([backbone.sample_answers([wave], [prompt], [call_seed(self.seed, cid, k)], 1,
-                                                    call_temperature(low, high, self.seed, cid, k), self.top_p,
-                                                    max_new_tokens)[0][0] for k in range(samples)])
+            answers.append(
+                [
+                    backbone.sample_answers(
+                        [wave],
+                        [prompt],
+                        [call_seed(self.seed, cid, k)],
+                        1,
+                        call_temperature(low, high, self.seed, cid, k),
+                        self.top_p,
+                        max_new_tokens,
+                    )[0][0]
+                    for k in range(samples)
+                ]
+            )
         return answers
-

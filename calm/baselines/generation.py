@@ -29,13 +29,17 @@ def generation_device(trainer: Mapping[str, Any]) -> torch.device:
     if accelerator == "cpu":
         return torch.device("cpu")
     if accelerator not in (*GPU_ACCELERATORS, "auto"):
-        raise ConfigError(f"generation (zero-shot, pseudo-labels) cannot run on trainer.accelerator={accelerator}",
-                          "set trainer.accelerator to cpu, gpu or auto")
+        raise ConfigError(
+            f"generation (zero-shot, pseudo-labels) cannot run on trainer.accelerator={accelerator}",
+            "set trainer.accelerator to cpu, gpu or auto",
+        )
     if not torch.cuda.is_available():
         if accelerator == "auto":
             return torch.device("cpu")
-        raise ConfigError(f"trainer.accelerator={accelerator} but no CUDA GPU is visible",
-                          "run on a machine with a GPU, or set trainer.accelerator=cpu")
+        raise ConfigError(
+            f"trainer.accelerator={accelerator} but no CUDA GPU is visible",
+            "run on a machine with a GPU, or set trainer.accelerator=cpu",
+        )
     devices = trainer.get("devices")
     index = devices[0] if isinstance(devices, Sequence) and not isinstance(devices, str) and devices else 0
     return torch.device("cuda", int(index))
@@ -48,10 +52,15 @@ def place_model(backbone: Backbone, device: torch.device) -> None:
     backbone.model.to(device)
 
 
-def generate_in_batches(backbone: Backbone, table: ClipTable, prompt: ClipPrompt, clips: Sequence[Clip],
-                        batch_size: int, device: torch.device,
-                        generate: Callable[[list[np.ndarray], list[str], list[Clip]], Sequence[T]],
-                        ) -> Iterator[tuple[list[Clip], Sequence[T]]]:
+def generate_in_batches(
+    backbone: Backbone,
+    table: ClipTable,
+    prompt: ClipPrompt,
+    clips: Sequence[Clip],
+    batch_size: int,
+    device: torch.device,
+    generate: Callable[[list[np.ndarray], list[str], list[Clip]], Sequence[T]],
+) -> Iterator[tuple[list[Clip], Sequence[T]]]:
     """Each batch of `clips` with what `generate(waves, prompt texts, clips)` returns for it, in clip
     order; the model is loaded and placed only when there is a clip to answer."""
     if not clips:
@@ -63,10 +72,16 @@ def generate_in_batches(backbone: Backbone, table: ClipTable, prompt: ClipPrompt
         yield batch, generate(waves, [prompt.text_for(c, table) for c in batch], batch)
 
 
-def stored_or_generated(backbone: Backbone, table: ClipTable, prompt: ClipPrompt, clips: Sequence[Clip],
-                        batch_size: int, device: torch.device,
-                        generate: Callable[[list[np.ndarray], list[str], list[Clip]], Sequence[T]],
-                        store: AnswerStore | None) -> tuple[dict[str, T], int]:
+def stored_or_generated(
+    backbone: Backbone,
+    table: ClipTable,
+    prompt: ClipPrompt,
+    clips: Sequence[Clip],
+    batch_size: int,
+    device: torch.device,
+    generate: Callable[[list[np.ndarray], list[str], list[Clip]], Sequence[T]],
+    store: AnswerStore | None,
+) -> tuple[dict[str, T], int]:
     """What `generate` answers for each of `clips` (by id), and how many clips were generated: `store`'s
     answer where it has one made from the clip's current inputs (`AnswerStore.current`), else generated
     and added to the store batch by batch, so an interrupted job loses one batch at most."""

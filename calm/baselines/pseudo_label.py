@@ -93,7 +93,9 @@ class PseudoLabelSettings:
             object.__setattr__(self, "temperature_range", tuple(self.temperature_range))
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any], estimators: Collection[str], prompt: ClipPrompt) -> PseudoLabelSettings:
+    def from_config(
+        cls, cfg: Mapping[str, Any], estimators: Collection[str], prompt: ClipPrompt
+    ) -> PseudoLabelSettings:
         """Settings from the `method.pseudo_label` block (built by `calm.config.builder.build`: an unknown
         or missing key is a ConfigError naming the accepted ones), checked against the method's
         `estimators` and the job's `prompt`."""
@@ -103,44 +105,62 @@ class PseudoLabelSettings:
 
     def check(self, estimators: Collection[str], prompt: ClipPrompt) -> None:
         if not self.refit or not set(self.refit) <= set(estimators):
-            raise ConfigError(f"pseudo_label.refit={list(self.refit)} must name estimators of the method "
-                              f"({sorted(estimators)})", "e.g. pseudo_label.refit=[calm,sav]")
+            raise ConfigError(
+                f"pseudo_label.refit={list(self.refit)} must name estimators of the method ({sorted(estimators)})",
+                "e.g. pseudo_label.refit=[calm,sav]",
+            )
         self.sampling.check(self.samples, "pseudo_label")
-        for name, allowed in (("prompt", PROMPTS), ("agreement", AGREEMENTS), ("ties", TIES),
-                              ("support", SUPPORTS)):
+        for name, allowed in (("prompt", PROMPTS), ("agreement", AGREEMENTS), ("ties", TIES), ("support", SUPPORTS)):
             if getattr(self, name) not in allowed:
-                raise ConfigError(f"pseudo_label.{name} must be one of {list(allowed)}, got {getattr(self, name)!r}",
-                                  f"set method.pseudo_label.{name}={allowed[0]} (clean) or {allowed[1]} (the authors')")
-        if isinstance(self.min_agreement, bool) or not isinstance(self.min_agreement, Real) \
-                or not 0 < self.min_agreement <= 1:
-            raise ConfigError(f"pseudo_label.min_agreement must be in (0, 1], got {self.min_agreement!r}",
-                              "set min_agreement to e.g. 0.5 (at least half of the samples agree)")
+                raise ConfigError(
+                    f"pseudo_label.{name} must be one of {list(allowed)}, got {getattr(self, name)!r}",
+                    f"set method.pseudo_label.{name}={allowed[0]} (clean) or {allowed[1]} (the authors')",
+                )
+        if (
+            isinstance(self.min_agreement, bool)
+            or not isinstance(self.min_agreement, Real)
+            or not 0 < self.min_agreement <= 1
+        ):
+            raise ConfigError(
+                f"pseudo_label.min_agreement must be in (0, 1], got {self.min_agreement!r}",
+                "set min_agreement to e.g. 0.5 (at least half of the samples agree)",
+            )
         for name in ("max_new_tokens", "batch_size") + (("pool_size",) if self.pool_size is not None else ()):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-                raise ConfigError(f"pseudo_label.{name} must be a positive integer, got {value!r}",
-                                  f"set pseudo_label.{name} to a positive number" +
-                                  (" or null (the whole training pool)" if name == "pool_size" else ""))
+                raise ConfigError(
+                    f"pseudo_label.{name} must be a positive integer, got {value!r}",
+                    f"set pseudo_label.{name} to a positive number"
+                    + (" or null (the whole training pool)" if name == "pool_size" else ""),
+                )
         if self.prompt == "clean" and isinstance(prompt, (PaperPrompt, ManifestPrompt)):
-            raise ConfigError(f"pseudo-labelling with pseudo_label.prompt=clean cannot use prompt={prompt.name}: its "
-                              "options show each clip's true label, which the unlabelled pool must never see",
-                              "use prompt=clean, or method.pseudo_label.prompt=multiple_choice to ask the authors' "
-                              "multiple-choice question knowingly (its options contain the true label)")
+            raise ConfigError(
+                f"pseudo-labelling with pseudo_label.prompt=clean cannot use prompt={prompt.name}: its "
+                "options show each clip's true label, which the unlabelled pool must never see",
+                "use prompt=clean, or method.pseudo_label.prompt=multiple_choice to ask the authors' "
+                "multiple-choice question knowingly (its options contain the true label)",
+            )
         if self.prompt == "multiple_choice" and not isinstance(prompt, (PaperPrompt, ManifestPrompt)):
-            raise ConfigError("pseudo_label.prompt=multiple_choice needs a multiple-choice prompt, got "
-                              f"prompt={getattr(prompt, 'name', prompt)}",
-                              "use prompt=paper (or prompt=manifest with dataset=manifest: each entry's own "
-                              "question and options), or method.pseudo_label.prompt=clean")
+            raise ConfigError(
+                "pseudo_label.prompt=multiple_choice needs a multiple-choice prompt, got "
+                f"prompt={getattr(prompt, 'name', prompt)}",
+                "use prompt=paper (or prompt=manifest with dataset=manifest: each entry's own "
+                "question and options), or method.pseudo_label.prompt=clean",
+            )
 
     def notes(self) -> list[str]:
         """What a reader of the `+pl` rows must know under the authors' modes (results.json notes)."""
         notes = []
         if self.prompt == "multiple_choice":
-            notes.append("pseudo labels come from the multiple-choice prompt, whose options contain each clip's "
-                         "true label (as in the authors' runs), so the backbone is shown the answer among the choices")
+            notes.append(
+                "pseudo labels come from the multiple-choice prompt, whose options contain each clip's "
+                "true label (as in the authors' runs), so the backbone is shown the answer among the choices"
+            )
         if self.support == "replace":
-            notes.append("every row of this job is fitted on the support set relabelled by the backbone (S = V): "
-                         "clips without an agreed pseudo label are dropped; the true support labels are never read")
+            notes.append(
+                "every row of this job is fitted on the support set relabelled by the backbone (S = V): "
+                "clips without an agreed pseudo label are dropped; the true support labels are never read"
+            )
         return notes
 
     @property
@@ -186,8 +206,9 @@ def majority_vote(classes: Sequence[int | None], agreement: str = "all", ties: s
     return Vote(winners[0] if len(winners) == 1 or ties == "first_seen" else None, top, base)
 
 
-def vote_answers(answers: Sequence[str], class_names: Sequence[str], agreement: str = "all",
-                 ties: str = "none") -> Vote:
+def vote_answers(
+    answers: Sequence[str], class_names: Sequence[str], agreement: str = "all", ties: str = "none"
+) -> Vote:
     """Match every sampled answer to a class name, then take the majority vote."""
     return majority_vote([match_answer(answer, class_names) for answer in answers], agreement, ties)
 
@@ -207,9 +228,11 @@ def unlabelled_pool(table: ClipTable, pool_size: int | None, seed: int) -> np.nd
     return np.sort(rng.choice(rows, size=pool_size, replace=False))
 
 
-def answer_store(cache_dir: Path, backbone: Backbone, prompt: ClipPrompt, settings: PseudoLabelSettings,
-                 table: ClipTable) -> AnswerStore:
-    """The store for this dataset, backbone and prompt (keyed as rows are: `calm.extraction.row_inputs.model_key_fields`,
+def answer_store(
+    cache_dir: Path, backbone: Backbone, prompt: ClipPrompt, settings: PseudoLabelSettings, table: ClipTable
+) -> AnswerStore:
+    """The store for this dataset, backbone and prompt (keyed as rows are:
+    `calm.extraction.row_inputs.model_key_fields`,
     weights by content) and sampling settings.
 
     The dataset's name and source are part of the key because clip ids are only unique within a
@@ -219,29 +242,53 @@ def answer_store(cache_dir: Path, backbone: Backbone, prompt: ClipPrompt, settin
     fields = {
         "dataset": {"name": table.name, "source": table.source},
         **model_key_fields(backbone, prompt, digests),
-        "sampling": {"samples": settings.samples, "temperature": settings.temperature, "top_p": settings.top_p,
-                     "max_new_tokens": settings.max_new_tokens, "seed": settings.seed},
+        "sampling": {
+            "samples": settings.samples,
+            "temperature": settings.temperature,
+            "top_p": settings.top_p,
+            "max_new_tokens": settings.max_new_tokens,
+            "seed": settings.seed,
+        },
     }
     if settings.temperature_range is not None:  # absent otherwise, so the stores of earlier runs stay valid
         fields["sampling"]["temperature_range"] = list(settings.temperature_range)
     return AnswerStore(Path(cache_dir) / STORE_FOLDER, fields, backbone.name, digests)
 
 
-def answer_pool(backbone: Backbone, table: ClipTable, prompt: ClipPrompt, rows: Sequence[int],
-                settings: PseudoLabelSettings, store: AnswerStore | None = None,
-                device: torch.device | None = None) -> tuple[dict[str, list[str]], int]:
+def answer_pool(
+    backbone: Backbone,
+    table: ClipTable,
+    prompt: ClipPrompt,
+    rows: Sequence[int],
+    settings: PseudoLabelSettings,
+    store: AnswerStore | None = None,
+    device: torch.device | None = None,
+) -> tuple[dict[str, list[str]], int]:
     """Sampled answers for every pool clip, and how many clips had to be generated (not in the store, or
     stored from other inputs: another audio content or rendered prompt text, see `AnswerStore.current`).
 
     Generation runs on `device` (default CPU). Each batch is stored as soon as it is answered, so an
     interrupted job loses one batch at most.
     """
-    def sample(waves: list[np.ndarray], prompts: list[str], clips: list[Clip]) -> list[list[str]]:
-        return [list(texts) for texts in settings.sampling.sample(backbone, waves, prompts, [c.id for c in clips],
-                                                                  settings.samples, settings.max_new_tokens)]
 
-    return stored_or_generated(backbone, table, prompt, [table.clips[i] for i in rows], settings.batch_size,
-                               device or torch.device("cpu"), sample, store)
+    def sample(waves: list[np.ndarray], prompts: list[str], clips: list[Clip]) -> list[list[str]]:
+        return [
+            list(texts)
+            for texts in settings.sampling.sample(
+                backbone, waves, prompts, [c.id for c in clips], settings.samples, settings.max_new_tokens
+            )
+        ]
+
+    return stored_or_generated(
+        backbone,
+        table,
+        prompt,
+        [table.clips[i] for i in rows],
+        settings.batch_size,
+        device or torch.device("cpu"),
+        sample,
+        store,
+    )
 
 
 @dataclass(frozen=True)
@@ -253,8 +300,14 @@ class PoolLabels:
     votes: dict[int, Vote]
 
     @classmethod
-    def from_answers(cls, table: ClipTable, rows: Sequence[int], answers: Mapping[str, list[str]],
-                     settings: PseudoLabelSettings | None = None, prompt: ClipPrompt | None = None) -> PoolLabels:
+    def from_answers(
+        cls,
+        table: ClipTable,
+        rows: Sequence[int],
+        answers: Mapping[str, list[str]],
+        settings: PseudoLabelSettings | None = None,
+        prompt: ClipPrompt | None = None,
+    ) -> PoolLabels:
         """Each row's vote under `settings` (default: the clean rules); `prompt` offers the options
         answers are matched to under `settings.prompt=multiple_choice`."""
         settings = settings or PseudoLabelSettings(refit=())
@@ -282,9 +335,11 @@ def augment_episode(episode: Episode, pseudo: Mapping[int, int]) -> Episode:
     labels = [local[pseudo[row]] for row in added]
     sets = episode.support_label_sets
     return dataclasses.replace(
-        episode, support=np.concatenate([episode.support, np.asarray(added, dtype=np.int64)]),
+        episode,
+        support=np.concatenate([episode.support, np.asarray(added, dtype=np.int64)]),
         support_labels=np.concatenate([episode.support_labels, np.asarray(labels, dtype=np.int64)]),
-        support_label_sets=None if sets is None else (*sets, *((y,) for y in labels)))
+        support_label_sets=None if sets is None else (*sets, *((y,) for y in labels)),
+    )
 
 
 def replace_support(episode: Episode, pseudo: Mapping[int, int]) -> Episode:
@@ -295,12 +350,17 @@ def replace_support(episode: Episode, pseudo: Mapping[int, int]) -> Episode:
     labels = [local[pseudo[row]] for row in kept]
     missing = sorted(set(range(len(local))) - set(labels))
     if missing:
-        raise DataError(f"pseudo_label.support=replace: episode {episode.index} keeps no support clip of class(es) "
-                        f"{[int(episode.classes[i]) for i in missing]} (no pseudo label of theirs passed the vote)",
-                        "lower method.pseudo_label.min_agreement, raise shots, or use method.pseudo_label.support=union")
+        raise DataError(
+            f"pseudo_label.support=replace: episode {episode.index} keeps no support clip of class(es) "
+            f"{[int(episode.classes[i]) for i in missing]} (no pseudo label of theirs passed the vote)",
+            "lower method.pseudo_label.min_agreement, raise shots, or use method.pseudo_label.support=union",
+        )
     return dataclasses.replace(
-        episode, support=np.asarray(kept, dtype=np.int64), support_labels=np.asarray(labels, dtype=np.int64),
-        support_label_sets=None if episode.support_label_sets is None else tuple((y,) for y in labels))
+        episode,
+        support=np.asarray(kept, dtype=np.int64),
+        support_labels=np.asarray(labels, dtype=np.int64),
+        support_label_sets=None if episode.support_label_sets is None else tuple((y,) for y in labels),
+    )
 
 
 def write_tsv(path: Path, table: ClipTable, pool: PoolLabels, min_agreement: float) -> None:
@@ -310,44 +370,69 @@ def write_tsv(path: Path, table: ClipTable, pool: PoolLabels, min_agreement: flo
     for row in pool.rows.tolist():
         clip, vote = table.clips[row], pool.votes[row]
         answers = " | ".join(a.replace("\t", " ").replace("\n", " ").replace("|", "/") for a in pool.answers[clip.id])
-        lines.append(f"{clip.id}\t{names[vote.label] if vote.label is not None else '-'}\t{vote.agreement:.4f}\t"
-                     f"{vote.votes}/{vote.samples}\t{'yes' if vote.kept(min_agreement) else 'no'}\t"
-                     f"{names[clip.label]}\t{answers}")
+        lines.append(
+            f"{clip.id}\t{names[vote.label] if vote.label is not None else '-'}\t{vote.agreement:.4f}\t"
+            f"{vote.votes}/{vote.samples}\t{'yes' if vote.kept(min_agreement) else 'no'}\t"
+            f"{names[clip.label]}\t{answers}"
+        )
     write_lines_atomic(path, lines)
 
 
-def pool_report(table: ClipTable, pool: PoolLabels, settings: PseudoLabelSettings, episodes: Sequence[Episode],
-                augmented: Sequence[Episode], generated: int) -> dict[str, Any]:
+def pool_report(
+    table: ClipTable,
+    pool: PoolLabels,
+    settings: PseudoLabelSettings,
+    episodes: Sequence[Episode],
+    augmented: Sequence[Episode],
+    generated: int,
+) -> dict[str, Any]:
     """What results.json says about the pseudo labels; the only place true labels of the pool are read."""
     kept = pool.kept(settings.min_agreement)
     right = sum(table.clips[row].label == label for row, label in kept.items())
     added = [len(a.support) - len(e.support) for e, a in zip(episodes, augmented, strict=True)]
     relabelled = settings.support == "replace"
     return {
-        "pool": len(pool.rows), "kept": len(kept),
+        "pool": len(pool.rows),
+        "kept": len(kept),
         "kept_accuracy": 100.0 * right / len(kept) if kept else None,
         "ties": sum(v.label is None and v.votes > 0 for v in pool.votes.values()),
         # union: pool clips added per episode; replace: support clips dropped per episode (no pseudo label)
         "added_per_episode_mean": float(np.mean(added)) if added and not relabelled else 0.0,
         "dropped_per_episode_mean": float(-np.mean(added)) if added and relabelled else 0.0,
-        "generated": generated, "samples": settings.samples, "min_agreement": settings.min_agreement,
-        "temperature": settings.temperature, "top_p": settings.top_p, "tsv": TSV_NAME,
+        "generated": generated,
+        "samples": settings.samples,
+        "min_agreement": settings.min_agreement,
+        "temperature": settings.temperature,
+        "top_p": settings.top_p,
+        "tsv": TSV_NAME,
         "temperature_range": list(settings.temperature_range) if settings.temperature_range else None,
-        "prompt": settings.prompt, "agreement": settings.agreement, "tie_rule": settings.ties,
-        "support": settings.support, "options_show_true_label": settings.prompt == "multiple_choice",
+        "prompt": settings.prompt,
+        "agreement": settings.agreement,
+        "tie_rule": settings.ties,
+        "support": settings.support,
+        "options_show_true_label": settings.prompt == "multiple_choice",
     }
 
 
 def check_single_label(table: ClipTable) -> None:
     """Pseudo-labelling gives each pool clip one label; checked up front, before any model loads."""
     if table.multi_label:
-        raise ConfigError(f"pseudo-labelling gives one label per clip; {table.name} is multi-label",
-                          "use a single-label dataset with method=pseudo_label")
+        raise ConfigError(
+            f"pseudo-labelling gives one label per clip; {table.name} is multi-label",
+            "use a single-label dataset with method=pseudo_label",
+        )
 
 
-def pseudo_label_episodes(settings: PseudoLabelSettings, backbone: Backbone, table: ClipTable, prompt: ClipPrompt,
-                          episodes: Sequence[Episode], out_dir: Path, cache_dir: Path | None,
-                          device: torch.device | None = None) -> tuple[list[Episode], dict[str, Any]]:
+def pseudo_label_episodes(
+    settings: PseudoLabelSettings,
+    backbone: Backbone,
+    table: ClipTable,
+    prompt: ClipPrompt,
+    episodes: Sequence[Episode],
+    out_dir: Path,
+    cache_dir: Path | None,
+    device: torch.device | None = None,
+) -> tuple[list[Episode], dict[str, Any]]:
     """Label the pool (answers from the store where possible, generated on `device` otherwise), write
     the TSV, and return the episodes with augmented (or, under support=replace, relabelled) support
     sets and the report. `cache_dir=None` keeps

@@ -38,13 +38,20 @@ class TextZeroShotSettings:
 
     def __post_init__(self) -> None:
         templates = self.templates
-        if (isinstance(templates, str) or not isinstance(templates, Sequence) or not templates
-                or not all(isinstance(t, str) and LABEL_FIELD in t for t in templates)):
-            raise ConfigError(f"text_zero_shot.templates must be a non-empty list of texts holding {LABEL_FIELD}, "
-                              f"got {templates!r}", 'e.g. templates: ["This is a sound of {label}."]')
+        if (
+            isinstance(templates, str)
+            or not isinstance(templates, Sequence)
+            or not templates
+            or not all(isinstance(t, str) and LABEL_FIELD in t for t in templates)
+        ):
+            raise ConfigError(
+                f"text_zero_shot.templates must be a non-empty list of texts holding {LABEL_FIELD}, got {templates!r}",
+                'e.g. templates: ["This is a sound of {label}."]',
+            )
         if not isinstance(self.row, str) or not self.row:
-            raise ConfigError(f"text_zero_shot.row must name the results row, got {self.row!r}",
-                              "e.g. row: clap_zero_shot")
+            raise ConfigError(
+                f"text_zero_shot.row must name the results row, got {self.row!r}", "e.g. row: clap_zero_shot"
+            )
         object.__setattr__(self, "templates", tuple(templates))
 
     @classmethod
@@ -62,12 +69,15 @@ class TextZeroShotSettings:
 def check_text_tower(backbone: Backbone) -> None:
     """Refuse, before any extraction, a backbone that cannot embed text."""
     if not callable(getattr(backbone, "embed_texts", None)):
-        raise ConfigError(f"method.text_zero_shot needs a backbone with a text tower; {backbone.name!r} has none",
-                          "use backbone=clap (or tiny_clap), or a method without text_zero_shot")
+        raise ConfigError(
+            f"method.text_zero_shot needs a backbone with a text tower; {backbone.name!r} has none",
+            "use backbone=clap (or tiny_clap), or a method without text_zero_shot",
+        )
 
 
-def text_centroids(backbone: Backbone, class_names: Sequence[str], settings: TextZeroShotSettings,
-                   device: torch.device) -> torch.Tensor:
+def text_centroids(
+    backbone: Backbone, class_names: Sequence[str], settings: TextZeroShotSettings, device: torch.device
+) -> torch.Tensor:
     """Per class, the mean of its template texts' normalised text embeddings, (C, d) float32 on the CPU;
     loads the model onto `device` if extraction did not."""
     check_text_tower(backbone)
@@ -85,13 +95,17 @@ class TextPrototypes(Estimator):
     def __init__(self, centroids: torch.Tensor) -> None:
         self.centroids = centroids
 
-    def fit(self, features: FeaturesLike, labels: LabelsLike, *, n_classes: int | None = None,
-            tie_seed: int | None = None) -> TextPrototypes:
+    def fit(
+        self, features: FeaturesLike, labels: LabelsLike, *, n_classes: int | None = None, tie_seed: int | None = None
+    ) -> TextPrototypes:
         _, _, n_classes = self._support(features, labels, n_classes)
         if self.n_heads_ != 1 or self.centroids.shape != (n_classes, self.head_dim_):
-            raise ConfigError(f"text zero-shot needs one embedding per clip of size {self.centroids.shape[1]} and "
-                              f"{self.centroids.shape[0]} classes; got {self.n_heads_} heads of {self.head_dim_} "
-                              f"and {n_classes} classes", "use backbone=clap: its feature is the audio embedding")
+            raise ConfigError(
+                f"text zero-shot needs one embedding per clip of size {self.centroids.shape[1]} and "
+                f"{self.centroids.shape[0]} classes; got {self.n_heads_} heads of {self.head_dim_} "
+                f"and {n_classes} classes",
+                "use backbone=clap: its feature is the audio embedding",
+            )
         self.prototypes_ = l2_normalize(self.centroids.float())[None]
         return self
 

@@ -55,7 +55,9 @@ class ZeroShotSettings:
             object.__setattr__(self, "temperature_range", tuple(self.temperature_range))
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any], prompt: ClipPrompt, table: ClipTable | None = None) -> ZeroShotSettings:
+    def from_config(
+        cls, cfg: Mapping[str, Any], prompt: ClipPrompt, table: ClipTable | None = None
+    ) -> ZeroShotSettings:
         """Settings from the `method.zero_shot` block (built by `calm.config.builder.build`: an unknown or
         missing key is a ConfigError naming the accepted ones), checked against the job's prompt (and the
         table it is asked about, which decides which option wording applies: see `check`)."""
@@ -73,34 +75,47 @@ class ZeroShotSettings:
         for name in ("max_new_tokens", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-                raise ConfigError(f"zero_shot.{name} must be a positive integer, got {value!r}",
-                                  f"set method.zero_shot.{name} to a positive number")
+                raise ConfigError(
+                    f"zero_shot.{name} must be a positive integer, got {value!r}",
+                    f"set method.zero_shot.{name} to a positive number",
+                )
         if self.decoding not in DECODINGS:
-            raise ConfigError(f"zero_shot.decoding must be one of {list(DECODINGS)}, got {self.decoding!r}",
-                              "set method.zero_shot.decoding=greedy (clean) or sample (the authors')")
+            raise ConfigError(
+                f"zero_shot.decoding must be one of {list(DECODINGS)}, got {self.decoding!r}",
+                "set method.zero_shot.decoding=greedy (clean) or sample (the authors')",
+            )
         if self.decoding == "sample":
             self.sampling.check(1, "zero_shot")
         if self.matching not in MATCHINGS:
-            raise ConfigError(f"zero_shot.matching must be one of {list(MATCHINGS)}, got {self.matching!r}",
-                              "set method.zero_shot.matching=class_names or option_letter")
+            raise ConfigError(
+                f"zero_shot.matching must be one of {list(MATCHINGS)}, got {self.matching!r}",
+                "set method.zero_shot.matching=class_names or option_letter",
+            )
         if self.matching == "option_letter" and not (isinstance(prompt, PaperPrompt) and prompt.shows_letters(table)):
             name = getattr(prompt, "name", prompt)
             whose = "its options" if table is None else f"the options of {table.name}"
-            shown = ("offers no options" if not isinstance(prompt, PaperPrompt) else
-                     f"shows {whose} without letters (option format {prompt.option_format_for(table)!r} "
-                     "has no {letter})")
-            raise ConfigError(f"zero_shot.matching=option_letter needs options shown with letters: prompt={name} "
-                              f"{shown}, so no answer could name one",
-                              "use a lettered multiple-choice prompt (prompt=paper, or prompt=paper_asvspoof_lettered "
-                              "for ASVspoof), or method.zero_shot.matching=class_names")
+            shown = (
+                "offers no options"
+                if not isinstance(prompt, PaperPrompt)
+                else f"shows {whose} without letters (option format {prompt.option_format_for(table)!r} "
+                "has no {letter})"
+            )
+            raise ConfigError(
+                f"zero_shot.matching=option_letter needs options shown with letters: prompt={name} "
+                f"{shown}, so no answer could name one",
+                "use a lettered multiple-choice prompt (prompt=paper, or prompt=paper_asvspoof_lettered "
+                "for ASVspoof), or method.zero_shot.matching=class_names",
+            )
 
     def notes(self, unmatched: int, answered: int) -> list[str]:
         """What a reader of the zero-shot row must know under the authors' matching (results.json notes)."""
         if self.matching != "option_letter":
             return []
-        return [f"zero_shot is scored by the option letter of the multiple-choice prompt, whose options contain "
-                f"each clip's true label (as in the authors' runs); {unmatched} of {answered} answers gave no "
-                "offered letter and count as wrong"]
+        return [
+            f"zero_shot is scored by the option letter of the multiple-choice prompt, whose options contain "
+            f"each clip's true label (as in the authors' runs); {unmatched} of {answered} answers gave no "
+            "offered letter and count as wrong"
+        ]
 
     def decoding_key(self) -> dict[str, Any]:
         """Everything about decoding that changes an answer (the answer store's key)."""
@@ -128,15 +143,19 @@ class ZeroShotAnswers:
         write_lines_atomic(path, lines)
 
 
-def zero_shot_store(cache_dir: Path, backbone: Backbone, prompt: ClipPrompt, settings: ZeroShotSettings,
-                    table: ClipTable) -> AnswerStore:
+def zero_shot_store(
+    cache_dir: Path, backbone: Backbone, prompt: ClipPrompt, settings: ZeroShotSettings, table: ClipTable
+) -> AnswerStore:
     """The answer store for this dataset (name and source: clip ids are unique only within one),
     backbone and prompt (keyed as rows are: `calm.extraction.row_inputs.model_key_fields`, weights by content) and
     decoding settings; each answer is stored with its clip's audio and prompt-text digests
     (`AnswerStore.current`)."""
     digests = FileDigests(cache_dir)
-    fields = {"dataset": {"name": table.name, "source": table.source},
-              **model_key_fields(backbone, prompt, digests), "decoding": settings.decoding_key()}
+    fields = {
+        "dataset": {"name": table.name, "source": table.source},
+        **model_key_fields(backbone, prompt, digests),
+        "decoding": settings.decoding_key(),
+    }
     return AnswerStore(Path(cache_dir) / STORE_FOLDER, fields, backbone.name, digests)
 
 
@@ -149,24 +168,31 @@ def named_class(answer: str, clip: Clip, table: ClipTable, prompt: ClipPrompt, m
     return None if position is None else offered[position]
 
 
-def answer_clips(backbone: Backbone, table: ClipTable, prompt: ClipPrompt, clip_ids: Sequence[str],
-                 settings: ZeroShotSettings | None = None, device: torch.device | None = None,
-                 store: AnswerStore | None = None) -> ZeroShotAnswers:
+def answer_clips(
+    backbone: Backbone,
+    table: ClipTable,
+    prompt: ClipPrompt,
+    clip_ids: Sequence[str],
+    settings: ZeroShotSettings | None = None,
+    device: torch.device | None = None,
+    store: AnswerStore | None = None,
+) -> ZeroShotAnswers:
     """An answer for every clip in `clip_ids`, from `store` where it has one generated from the clip's
     current inputs (audio content, rendered prompt text), else generated on `device` (default CPU; the
     model is loaded if it is not yet) and added to the store batch by batch."""
     settings = settings or ZeroShotSettings()
     by_id = {c.id: c for c in table.clips}
     clips = [by_id[cid] for cid in dict.fromkeys(clip_ids)]
+
     def generate(waves: list[np.ndarray], prompts: list[str], batch: list[Clip]) -> list[str]:
         if settings.decoding == "greedy":
             return backbone.generate_answers(waves, prompts, settings.max_new_tokens)
-        sampled = settings.sampling.sample(backbone, waves, prompts, [c.id for c in batch], 1,
-                                           settings.max_new_tokens)
+        sampled = settings.sampling.sample(backbone, waves, prompts, [c.id for c in batch], 1, settings.max_new_tokens)
         return [texts[0] for texts in sampled]
 
-    answers, _ = stored_or_generated(backbone, table, prompt, clips, settings.batch_size,
-                                     device or torch.device("cpu"), generate, store)
+    answers, _ = stored_or_generated(
+        backbone, table, prompt, clips, settings.batch_size, device or torch.device("cpu"), generate, store
+    )
     classes = {c.id: named_class(answers[c.id], c, table, prompt, settings.matching) for c in clips}
     return ZeroShotAnswers(answers, classes)
 

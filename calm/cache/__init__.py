@@ -26,5 +26,17 @@ from calm.cache.index import FORMAT_VERSION, REASONS, RowFacts, RowInputs
 from calm.cache.rows import RowView
 from calm.cache.store import ActivationCache
 
-__all__ = ["DATA_FILE", "FORMAT_VERSION", "INDEX_FILE", "KEY_FILE", "LOCK_FILE", "META_FILE", "REASONS",
-           "ActivationCache", "RowFacts", "RowInputs", "RowView", "cache_key"]
+__all__ = [
+    "DATA_FILE",
+    "FORMAT_VERSION",
+    "INDEX_FILE",
+    "KEY_FILE",
+    "LOCK_FILE",
+    "META_FILE",
+    "REASONS",
+    "ActivationCache",
+    "RowFacts",
+    "RowInputs",
+    "RowView",
+    "cache_key",
+]

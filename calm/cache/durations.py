@@ -53,8 +53,9 @@ class DurationStore:
             db.execute("CREATE TEMP TABLE wanted (path TEXT, size INTEGER, mtime_ns INTEGER)")
             db.executemany("INSERT INTO wanted VALUES (?, ?, ?)", keys)
             for path, size, mtime_ns, seconds in db.execute(
-                    f"SELECT d.path, d.size, d.mtime_ns, d.seconds FROM {TABLE} d JOIN wanted w "
-                    "ON d.path = w.path AND d.size = w.size AND d.mtime_ns = w.mtime_ns"):
+                f"SELECT d.path, d.size, d.mtime_ns, d.seconds FROM {TABLE} d JOIN wanted w "
+                "ON d.path = w.path AND d.size = w.size AND d.mtime_ns = w.mtime_ns"
+            ):
                 found[(path, size, mtime_ns)] = seconds
         except sqlite3.Error:
             return {}
@@ -71,8 +72,10 @@ class DurationStore:
             return
         try:
             with db:
-                db.executemany(f"INSERT OR REPLACE INTO {TABLE} VALUES (?, ?, ?, ?)",
-                               [(*key, seconds) for key, seconds in durations.items()])
+                db.executemany(
+                    f"INSERT OR REPLACE INTO {TABLE} VALUES (?, ?, ?, ?)",
+                    [(*key, seconds) for key, seconds in durations.items()],
+                )
         except sqlite3.Error:
             pass
         finally:

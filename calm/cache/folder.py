@@ -66,11 +66,15 @@ def unwritable(folder: Path, err: OSError) -> CacheError:
     where = f" ({err.filename})" if err.filename else ""
     elsewhere = "or point paths.cache_dir (or CALM_CACHE) at a folder on another disk"
     if err.errno in NO_ROOM:
-        fix = (f"free space on that disk, or raise the quota or file size limit (`ulimit -f`) that refused the "
-               f"write, {elsewhere}; the rows written so far are kept")
+        fix = (
+            f"free space on that disk, or raise the quota or file size limit (`ulimit -f`) that refused the "
+            f"write, {elsewhere}; the rows written so far are kept"
+        )
     elif err.errno in NOT_PERMITTED:
-        fix = ("make the folder writable, or point paths.cache_dir (or CALM_CACHE) at a writable folder "
-               "(a read-only cache serves a job only when it already holds every row the job needs)")
+        fix = (
+            "make the folder writable, or point paths.cache_dir (or CALM_CACHE) at a writable folder "
+            "(a read-only cache serves a job only when it already holds every row the job needs)"
+        )
     else:
         fix = f"check that the folder exists and can be written to, {elsewhere}"
     return CacheError(f"cannot write the activation cache folder {folder}: {err.strerror or err}{where}", fix)
@@ -89,8 +93,11 @@ def read_json(path: Path) -> dict:
 
 def write_meta(path: Path, meta_format: int, n_heads: int, head_dim: int, head_names: list[str] | None) -> None:
     """meta.json, atomically."""
-    write_json_atomic(path, {"format": meta_format, "n_heads": n_heads, "head_dim": head_dim, "dtype": "float16",
-                             "head_names": head_names}, sort_keys=True)
+    write_json_atomic(
+        path,
+        {"format": meta_format, "n_heads": n_heads, "head_dim": head_dim, "dtype": "float16", "head_names": head_names},
+        sort_keys=True,
+    )
 
 
 def check_or_write_key(folder: Path, key: str, key_fields: dict) -> None:
@@ -104,9 +111,7 @@ def check_or_write_key(folder: Path, key: str, key_fields: dict) -> None:
                 "so the settings its activations came from are unknown",
                 delete_fix(folder),
             )
-        write_json_atomic(
-            key_path, {"key": key, "fields": json.loads(canonical_json(key_fields))}, sort_keys=True
-        )
+        write_json_atomic(key_path, {"key": key, "fields": json.loads(canonical_json(key_fields))}, sort_keys=True)
         return
     stored = read_json(key_path)
     if stored.get("key") == key:
@@ -125,9 +130,7 @@ def check_or_write_key(folder: Path, key: str, key_fields: dict) -> None:
     )
 
 
-def checked_meta(
-    folder: Path, stored: dict, n_heads: int, head_dim: int, head_names: list[str] | None
-) -> dict:
+def checked_meta(folder: Path, stored: dict, n_heads: int, head_dim: int, head_names: list[str] | None) -> dict:
     """`stored` meta, if its rows are readable here: a known format, the same shape and head names."""
     wanted = {"n_heads": n_heads, "head_dim": head_dim, "dtype": "float16"}
     diffs = [
@@ -139,9 +142,7 @@ def checked_meta(
         diffs.insert(0, f"format: cached {_short(stored.get('format'))}, readable {list(READABLE_FORMATS)}")
     stored_names = stored.get("head_names")
     if head_names is not None and stored_names is not None and stored_names != head_names:
-        diffs.append(
-            f"head_names: cached {_short(stored_names)}, requested {_short(head_names)}"
-        )
+        diffs.append(f"head_names: cached {_short(stored_names)}, requested {_short(head_names)}")
     if diffs:
         raise CacheError(
             f"cache folder {folder} holds rows of another shape or format ({'; '.join(diffs)})",

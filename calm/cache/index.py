@@ -15,7 +15,8 @@ Line format 3 (current): ``<clip_id>\\t<row>\\t<audio>\\t<prompt>\\t<batch>\\t<s
 the line's position (0, 1, ...), ``<audio>`` the digest of the clip's media files, ``<prompt>`` the
 digest of its prompt text or ``-`` where the backbone reads no prompt text, ``<batch>`` the clips in
 the forward pass and ``<seconds>`` the clip's duration (``-\\t-`` where not recorded). Lines with
-``-\\t-`` inputs (rows written without them) and format 1's ``<clip_id>\\t<row>\\n`` lines are rows of unknown provenance:
+``-\\t-`` inputs (rows written without them) and format 1's ``<clip_id>\\t<row>\\n`` lines are rows of unknown
+provenance:
 they are served to callers that do not say which inputs they want, and recomputed by extraction.
 Format 2's lines (``<clip_id>\\t<row>\\t<audio>\\t<prompt>``) have inputs but no facts. A clip id may
 appear on several lines: the newest line wins (a recomputed row is appended, never written in place).
@@ -86,8 +87,10 @@ def parse_line(line: str, expected_row: int) -> tuple[str, RowInputs | None, Row
     """The clip id, inputs and facts of an index line (format 1, 2 or 3); ValueError when it is not one."""
     parts = line.split("\t")
     if len(parts) not in (2, 4, 6) or not parts[0] or parts[1] != str(expected_row):
-        raise ValueError(f"index line {expected_row + 1} is {line!r}, expected "
-                         f"'<clip_id>\\t{expected_row}\\t<audio>\\t<prompt>\\t<batch>\\t<seconds>'")
+        raise ValueError(
+            f"index line {expected_row + 1} is {line!r}, expected "
+            f"'<clip_id>\\t{expected_row}\\t<audio>\\t<prompt>\\t<batch>\\t<seconds>'"
+        )
     inputs = None
     if len(parts) > 2 and parts[2] != _NONE:
         inputs = RowInputs(parts[2], "" if parts[3] == _NONE else parts[3])

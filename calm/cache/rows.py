@@ -29,8 +29,9 @@ class RowView:
     """Rows of some clips, read from disk on indexing: `view[i]`, `view[a:b]`, `view[index_array]`
     give float32 tensors (n, n_heads, head_dim); `len(view)` is the number of clips."""
 
-    def __init__(self, data_path: Path, positions: np.ndarray, clip_ids: list[str], n_rows: int,
-                 n_heads: int, head_dim: int) -> None:
+    def __init__(
+        self, data_path: Path, positions: np.ndarray, clip_ids: list[str], n_rows: int, n_heads: int, head_dim: int
+    ) -> None:
         self.data_path, self.positions, self.clip_ids = data_path, positions, clip_ids
         self.n_heads, self.head_dim, self.n_rows = n_heads, head_dim, n_rows
 
@@ -44,8 +45,9 @@ class RowView:
     def __getitem__(self, index: int | slice | np.ndarray | torch.Tensor | list[int]) -> torch.Tensor:
         return self.gather(index)
 
-    def gather(self, index: int | slice | np.ndarray | torch.Tensor | list[int],
-               dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    def gather(
+        self, index: int | slice | np.ndarray | torch.Tensor | list[int], dtype: torch.dtype = torch.float32
+    ) -> torch.Tensor:
         """The rows at `index`, as `dtype` (float16 keeps them as stored: half the memory, e.g. for a
         5,000-clip support set that is upcast a chunk at a time later)."""
         if isinstance(index, torch.Tensor):
@@ -69,21 +71,31 @@ class RowView:
         order = np.argsort(positions, kind="stable")
         sorted_rows = positions[order]
         breaks = np.flatnonzero(np.diff(sorted_rows) != 1) + 1
-        runs = [piece for run in np.split(np.arange(len(order)), breaks)
-                for piece in np.split(run, range(READ_ROWS, len(run), READ_ROWS))]  # bounded reads
+        runs = [
+            piece
+            for run in np.split(np.arange(len(order)), breaks)
+            for piece in np.split(run, range(READ_ROWS, len(run), READ_ROWS))
+        ]  # bounded reads
         with open(self.data_path, "rb", buffering=0) as handle:
             for run in runs:
                 first = int(sorted_rows[run[0]])
                 data = os.pread(handle.fileno(), row_bytes * len(run), first * row_bytes)
                 if len(data) != row_bytes * len(run):
-                    raise CacheError(f"{self.data_path} ends before row {first + len(run) - 1}",
-                                     "delete the cache folder; its rows are recomputed on the next run")
-                out[order[run]] = np.frombuffer(data, dtype=STORED_DTYPE).reshape(len(run), self.n_heads,
-                                                                                   self.head_dim)
+                    raise CacheError(
+                        f"{self.data_path} ends before row {first + len(run) - 1}",
+                        "delete the cache folder; its rows are recomputed on the next run",
+                    )
+                out[order[run]] = np.frombuffer(data, dtype=STORED_DTYPE).reshape(len(run), self.n_heads, self.head_dim)
         return out
 
     def subset(self, index: np.ndarray | list[int]) -> RowView:
         """A view of some of these clips, in the given order (e.g. a paper split's test clips)."""
         index = np.asarray(index, dtype=np.int64)
-        return RowView(self.data_path, self.positions[index], [self.clip_ids[i] for i in index], self.n_rows,
-                       self.n_heads, self.head_dim)
+        return RowView(
+            self.data_path,
+            self.positions[index],
+            [self.clip_ids[i] for i in index],
+            self.n_rows,
+            self.n_heads,
+            self.head_dim,
+        )

@@ -56,8 +56,14 @@ class ActivationCache:
     """Per-clip head activations (n_heads, head_dim) in fp16, safe against crashes and concurrent writers."""
 
     def __init__(
-        self, folder: Path, key: str, n_heads: int, head_dim: int, head_names: list[str] | None,
-        meta_format: int = FORMAT_VERSION, digests: FileDigests | None = None,
+        self,
+        folder: Path,
+        key: str,
+        n_heads: int,
+        head_dim: int,
+        head_names: list[str] | None,
+        meta_format: int = FORMAT_VERSION,
+        digests: FileDigests | None = None,
     ) -> None:
         self.path = folder
         self.key = key
@@ -91,9 +97,7 @@ class ActivationCache:
     ) -> ActivationCache:
         """Create or open the cache for ``key_fields`` in ``root/<label>-<key[:16]>``."""
         if label and not _LABEL_PATTERN.fullmatch(label):
-            raise ValueError(
-                f"cache label {label!r} must be letters, digits, '_', '.' or inner '-'"
-            )
+            raise ValueError(f"cache label {label!r} must be letters, digits, '_', '.' or inner '-'")
         short = cache_key(key_fields)[:16]
         folder = Path(root) / (f"{label}-{short}" if label else short)
         return cls.open_path(folder, key_fields, n_heads, head_dim, head_names, digests)
@@ -207,9 +211,7 @@ class ActivationCache:
                 raise ValueError(f"rows must be floating point, got {array.dtype}")
         expected = (len(ids), self.n_heads, self.head_dim)
         if array.shape != expected:
-            raise ValueError(
-                f"rows have shape {tuple(array.shape)}, expected {expected} (clips, n_heads, head_dim)"
-            )
+            raise ValueError(f"rows have shape {tuple(array.shape)}, expected {expected} (clips, n_heads, head_dim)")
         finite_in = np.isfinite(array).all(axis=(1, 2))
         with np.errstate(over="ignore"):
             out = np.ascontiguousarray(array.astype(STORED_DTYPE))
@@ -217,11 +219,7 @@ class ActivationCache:
         if not finite_out.all():
             bad = [ids[i] for i in np.flatnonzero(~finite_out)]
             overflow = bool(finite_in[~finite_out].all())
-            what = (
-                "values beyond the float16 range (|x| > 65504)"
-                if overflow
-                else "NaN or infinite values"
-            )
+            what = "values beyond the float16 range (|x| > 65504)" if overflow else "NaN or infinite values"
             raise CacheError(
                 f"activations of {len(bad)} clip(s) have {what}, e.g. {bad[:_SHOWN]}; nothing was cached",
                 "run the backbone in bfloat16 or float32 instead of float16, and check those clips' audio",
@@ -229,8 +227,11 @@ class ActivationCache:
         return out
 
     def write(
-        self, clip_ids: Sequence[str], rows: np.ndarray | torch.Tensor,
-        inputs: Sequence[RowInputs | None] | None = None, facts: Sequence[RowFacts | None] | None = None,
+        self,
+        clip_ids: Sequence[str],
+        rows: np.ndarray | torch.Tensor,
+        inputs: Sequence[RowInputs | None] | None = None,
+        facts: Sequence[RowFacts | None] | None = None,
     ) -> int:
         """Store rows (B, n_heads, head_dim) for ``clip_ids``, computed from ``inputs`` (one per clip; None:
         unknown) as ``facts`` say (one per clip; None: not recorded). A clip already cached is skipped,
@@ -334,15 +335,11 @@ class ActivationCache:
             )
         if not clip_ids:
             return torch.empty((0, self.n_heads, self.head_dim), dtype=torch.float32)
-        positions = np.fromiter(
-            (self._rows[c] for c in clip_ids), dtype=np.int64, count=len(clip_ids)
-        )
+        positions = np.fromiter((self._rows[c] for c in clip_ids), dtype=np.int64, count=len(clip_ids))
         n_rows = int(positions.max()) + 1
         size = self._data_path.stat().st_size if self._data_path.exists() else 0
         if size < n_rows * self._row_bytes:
-            raise self._corrupt(
-                f"{DATA_FILE} holds {size} bytes but the index needs {n_rows * self._row_bytes}"
-            )
+            raise self._corrupt(f"{DATA_FILE} holds {size} bytes but the index needs {n_rows * self._row_bytes}")
         table = np.memmap(
             self._data_path,
             dtype=STORED_DTYPE,

@@ -44,23 +44,37 @@ def target_class(cfg: Mapping[str, Any], group: str, base: type | None = None) -
     target = cfg.get("_target_")
     where = _where(cfg, group)
     if not target:
-        raise ConfigError(f"the {group} config {cfg.get('name')!r} has no _target_",
-                          f"add `_target_: <package>.<module>.<Class>` (the class that builds it) to {where}")
+        raise ConfigError(
+            f"the {group} config {cfg.get('name')!r} has no _target_",
+            f"add `_target_: <package>.<module>.<Class>` (the class that builds it) to {where}",
+        )
     try:
         cls = get_class(str(target))
     except Exception as err:  # hydra raises ImportError, ValueError or its own errors for a bad path
-        raise ConfigError(f"{group}._target_={target!r} cannot be imported ({type(err).__name__}: "
-                          f"{str(err).splitlines()[0] if str(err) else ''})",
-                          f"set _target_ in {where} to the dotted path of an existing class "
-                          f"(see the other files in configs/{group}/)") from err
+        raise ConfigError(
+            f"{group}._target_={target!r} cannot be imported ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''})",
+            f"set _target_ in {where} to the dotted path of an existing class "
+            f"(see the other files in configs/{group}/)",
+        ) from err
     if base is not None and not issubclass(cls, base):
-        raise ConfigError(f"{group}._target_={target!r} is not a {base.__module__}.{base.__qualname__}",
-                          f"point _target_ in {where} at a subclass of {base.__qualname__}")
+        raise ConfigError(
+            f"{group}._target_={target!r} is not a {base.__module__}.{base.__qualname__}",
+            f"point _target_ in {where} at a subclass of {base.__qualname__}",
+        )
     return cls
 
 
-def build(cfg: Mapping[str, Any], group: str, *, base: type | None = None, cls: type | None = None,
-          named: bool = False, key: str | None = None, **extra: Any) -> Any:
+def build(
+    cfg: Mapping[str, Any],
+    group: str,
+    *,
+    base: type | None = None,
+    cls: type | None = None,
+    named: bool = False,
+    key: str | None = None,
+    **extra: Any,
+) -> Any:
     """Instantiate the object `cfg._target_` names with the config's other keys plus `extra`.
 
     `cfg` is a config node (interpolations resolved against its parent) or a plain mapping;
@@ -93,49 +107,64 @@ def build(cfg: Mapping[str, Any], group: str, *, base: type | None = None, cls: 
         raise
 
 
-def _build_settings(cfg: Mapping[str, Any], group: str, cls: type, key: str | None,
-                    extra: Mapping[str, Any]) -> Any:
+def _build_settings(cfg: Mapping[str, Any], group: str, cls: type, key: str | None, extra: Mapping[str, Any]) -> Any:
     settings = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
     label = key or group
     if not isinstance(settings, dict):
-        raise ConfigError(f"{label} is {settings!r}, not a mapping of settings",
-                          f"give {label} as `setting: value` lines (its settings: {_accepted(cls, extra)})")
+        raise ConfigError(
+            f"{label} is {settings!r}, not a mapping of settings",
+            f"give {label} as `setting: value` lines (its settings: {_accepted(cls, extra)})",
+        )
     if "_target_" in settings:
-        raise ConfigError(f"{label} names a class (_target_={settings['_target_']!r}), but it is a settings "
-                          f"block of {cls.__qualname__}", f"remove _target_ from {label}")
+        raise ConfigError(
+            f"{label} names a class (_target_={settings['_target_']!r}), but it is a settings "
+            f"block of {cls.__qualname__}",
+            f"remove _target_ from {label}",
+        )
     _check_arguments(cls, settings, extra, group, f"the `{label}` block", key)
     return cls(**settings, **extra)
 
 
 def _accepted(cls: type, extra: Mapping[str, Any]) -> list[str]:
-    return sorted(p.name for p in inspect.signature(cls).parameters.values()
-                  if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in extra)
+    return sorted(
+        p.name
+        for p in inspect.signature(cls).parameters.values()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in extra
+    )
 
 
-def _check_arguments(cls: type, settings: Mapping[str, Any], extra: Mapping[str, Any], group: str,
-                     where: str, key: str | None) -> None:
+def _check_arguments(
+    cls: type, settings: Mapping[str, Any], extra: Mapping[str, Any], group: str, where: str, key: str | None
+) -> None:
     """Unknown and missing settings as ConfigErrors naming the config (by `key` when given) and the
     settings its class accepts, before the constructor runs (Hydra's own message is a raw TypeError)."""
     label = key or f"{group} {settings.get('name')!r}"
     clashes = sorted(set(settings) & set(extra))
     if clashes:
-        raise ConfigError(f"{label} sets {clashes}, which the job sets itself",
-                          f"remove {clashes} from {where}")
-    params = [p for p in inspect.signature(cls).parameters.values()
-              if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY, p.VAR_KEYWORD)]
+        raise ConfigError(f"{label} sets {clashes}, which the job sets itself", f"remove {clashes} from {where}")
+    params = [
+        p
+        for p in inspect.signature(cls).parameters.values()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY, p.VAR_KEYWORD)
+    ]
     if any(p.kind is p.VAR_KEYWORD for p in params):
         return
     allowed = {p.name for p in params}
     unknown = sorted(set(settings) - allowed)
     if unknown:
         accepted = sorted(allowed - set(extra))
-        raise ConfigError(f"{label} has no setting(s) {unknown}",
-                          f"use one of {cls.__qualname__}'s settings {accepted}, as `{key}.<setting>=VALUE`" if key
-                          else f"use only {accepted} in {where}")
+        raise ConfigError(
+            f"{label} has no setting(s) {unknown}",
+            f"use one of {cls.__qualname__}'s settings {accepted}, as `{key}.<setting>=VALUE`"
+            if key
+            else f"use only {accepted} in {where}",
+        )
     missing = sorted(p.name for p in params if p.default is p.empty and p.name not in settings and p.name not in extra)
     if missing:
-        raise ConfigError(f"{label} lacks the setting(s) {missing}",
-                          f"add them to {where}; a config composed from that file (run.py {group}=NAME) has them all")
+        raise ConfigError(
+            f"{label} lacks the setting(s) {missing}",
+            f"add them to {where}; a config composed from that file (run.py {group}=NAME) has them all",
+        )
 
 
 @cache
@@ -156,12 +185,16 @@ def _check_known_name(cfg: Mapping[str, Any], group: str) -> None:
     known = group_targets(group)
     name = cfg.get("name")
     if name is None:
-        raise ConfigError(f"the {group} config has no `name`",
-                          f"compose it from a file in configs/{group}/ ({group}=NAME), which sets name and _target_")
+        raise ConfigError(
+            f"the {group} config has no `name`",
+            f"compose it from a file in configs/{group}/ ({group}=NAME), which sets name and _target_",
+        )
     if name not in known:
-        raise ConfigError(f"unknown {group} {name!r}",
-                          f"choose one of {sorted(known)} ({group}=NAME), or add configs/{group}/{name}.yaml "
-                          "whose `_target_` names the class that builds it")
+        raise ConfigError(
+            f"unknown {group} {name!r}",
+            f"choose one of {sorted(known)} ({group}=NAME), or add configs/{group}/{name}.yaml "
+            "whose `_target_` names the class that builds it",
+        )
 
 
 def _check_same_target(cfg: Mapping[str, Any], group: str) -> None:
@@ -172,4 +205,5 @@ def _check_same_target(cfg: Mapping[str, Any], group: str) -> None:
             f"{group}.name={name!r} is the {group} of configs/{group}/{name}.yaml ({expected}), "
             f"but this config builds {target}",
             f"pick that {group} with {group}={name} (not {group}.name={name}), or give this config its own "
-            f"name and file in configs/{group}/")
+            f"name and file in configs/{group}/",
+        )

@@ -40,12 +40,32 @@ BAD_CLIP_POLICIES = ("error", "skip")
 LONG_CLIP_POLICIES = ("truncate", "error")
 # Lightning's accepted `precision` values (lightning_fabric.connector._PRECISION_INPUT), listed here
 # so that checking them needs no Lightning import.
-PRECISIONS = (64, 32, 16, "64", "32", "16", "bf16", "64-true", "32-true", "16-true", "16-mixed", "bf16-true",
-              "bf16-mixed", "transformer-engine", "transformer-engine-float16")
+PRECISIONS = (
+    64,
+    32,
+    16,
+    "64",
+    "32",
+    "16",
+    "bf16",
+    "64-true",
+    "32-true",
+    "16-true",
+    "16-mixed",
+    "bf16-true",
+    "bf16-mixed",
+    "transformer-engine",
+    "transformer-engine-float16",
+)
 # Trainer arguments calm's extraction sets itself (calm.extraction.extract.extract_missing): a config value for
 # one of them would be a duplicate keyword argument, a TypeError after the model has loaded.
-RESERVED_TRAINER_KEYS = ("logger", "callbacks", "enable_checkpointing", "enable_model_summary",
-                         "use_distributed_sampler")
+RESERVED_TRAINER_KEYS = (
+    "logger",
+    "callbacks",
+    "enable_checkpointing",
+    "enable_model_summary",
+    "use_distributed_sampler",
+)
 # The config groups of configs/config.yaml's defaults list; each builds its own object and checks it.
 GROUPS = ("paths", "backbone", "dataset", "prompt", "method", "protocol", "logger")
 HOW_TO_LIST = "`python run.py --cfg job` prints every setting"
@@ -80,8 +100,7 @@ def boolean(example: str) -> Rule:
 
 def choice(options: tuple[Any, ...], example: str | None = None) -> Rule:
     shown = ", ".join(str(o) for o in options)
-    return Rule(f"one of {shown}", example or str(options[0]),
-                lambda v: not isinstance(v, bool) and v in options)
+    return Rule(f"one of {shown}", example or str(options[0]), lambda v: not isinstance(v, bool) and v in options)
 
 
 def text(example: str, nullable: bool = False) -> Rule:
@@ -106,8 +125,8 @@ def _torch_device(value: Any) -> bool:
 def _grids(value: Any) -> bool:
     """`grids`: per method name, a mapping of parameter name to a non-empty list of values."""
     return isinstance(value, Mapping) and all(
-        isinstance(grid, Mapping) and all(isinstance(v, list) and v for v in grid.values())
-        for grid in value.values())
+        isinstance(grid, Mapping) and all(isinstance(v, list) and v for v in grid.values()) for grid in value.values()
+    )
 
 
 # `top_k` of every estimator (CALM, SAV, GRW, TopKSoft, LinearProbe): checked here for every
@@ -128,14 +147,21 @@ TOP_LEVEL: dict[str, Rule] = {
 }
 SECTIONS: dict[str, dict[str, Rule]] = {
     "extract": {"batch_size": integer(1, "16"), "num_workers": integer(0, "0")},
-    "evaluate": {"device": Rule("auto, cpu, mps, cuda or cuda:N", "auto", _torch_device),
-                 "query_chunk": integer(1, "256"),
-                 "memory_budget_mb": integer(1, "128"),
-                 "dtype": choice(("float32", "model"))},
-    "paper": {"manifests_dir": text("~/CALM/SAVs/data", nullable=True),
-              "seed": integer(0, "123", nullable=True, meaning_of_null="no seeded support file"),
-              "clips": Rule("a mapping of dataset name to the folder holding its clips", "{esc50: ~/ESC-50-master}",
-                            lambda v: isinstance(v, Mapping))},
+    "evaluate": {
+        "device": Rule("auto, cpu, mps, cuda or cuda:N", "auto", _torch_device),
+        "query_chunk": integer(1, "256"),
+        "memory_budget_mb": integer(1, "128"),
+        "dtype": choice(("float32", "model")),
+    },
+    "paper": {
+        "manifests_dir": text("~/CALM/SAVs/data", nullable=True),
+        "seed": integer(0, "123", nullable=True, meaning_of_null="no seeded support file"),
+        "clips": Rule(
+            "a mapping of dataset name to the folder holding its clips",
+            "{esc50: ~/ESC-50-master}",
+            lambda v: isinstance(v, Mapping),
+        ),
+    },
     "trainer": {
         "accelerator": text("auto"),
         "devices": Rule("a device count, -1 (all), a string such as auto, or a list of device ids", "1", _devices),
@@ -148,8 +174,7 @@ SECTIONS: dict[str, dict[str, Rule]] = {
 GROUP_EXAMPLES = {"grids": "generic", "hparams_search": "calm_optuna"}
 # Top-level keys a config group adds (they are absent unless that group is picked), with their rules.
 DECLARED_BY_GROUPS: dict[str, dict[str, Rule | dict[str, Rule]]] = {
-    "grids": {"grids": Rule("per method, a mapping of parameter to a non-empty list of values",
-                            "generic", _grids)},
+    "grids": {"grids": Rule("per method, a mapping of parameter to a non-empty list of values", "generic", _grids)},
     "hparams_search": {
         "optimized_metric": text("support_cv_accuracy", nullable=True),
         "search": {"estimator": text("calm"), "folds": integer(2, "5"), "seed": integer(0, "0")},
@@ -177,9 +202,10 @@ def check_settings(cfg: Mapping[str, Any]) -> None:
         _check_section(section, _section(cfg, section), rules)
     for group in GROUPS:
         if not isinstance(_value(cfg, group), Mapping):
-            raise ConfigError(f"the `{group}` config group is missing or not a config",
-                              f"pick one with {group}=NAME (one of configs/{group}/*.yaml), or drop the "
-                              f"override that removed it")
+            raise ConfigError(
+                f"the `{group}` config group is missing or not a config",
+                f"pick one with {group}=NAME (one of configs/{group}/*.yaml), or drop the override that removed it",
+            )
     for origin, keys in DECLARED_BY_GROUPS.items():
         for key, rules in keys.items():
             if key not in cfg:
@@ -190,8 +216,10 @@ def check_settings(cfg: Mapping[str, Any]) -> None:
                 else:
                     _check_section(key, _section(cfg, key), rules)
             except ConfigError as err:
-                raise ConfigError(f"{err.problem} (`{key}` belongs to the {origin} group)",
-                                  f"{err.fix}; {origin}={GROUP_EXAMPLES[origin]} sets every `{key}` setting") from err
+                raise ConfigError(
+                    f"{err.problem} (`{key}` belongs to the {origin} group)",
+                    f"{err.fix}; {origin}={GROUP_EXAMPLES[origin]} sets every `{key}` setting",
+                ) from err
     _check_estimators(cfg["method"])
     paper_grids(cfg)
 
@@ -215,10 +243,12 @@ def paper_grids(cfg: Mapping[str, Any]) -> dict[str, Any] | None:
     grids = cfg.get("grids")
     if grids is None:
         name = _value(cfg, "dataset").get("name", "<dataset>")
-        raise ConfigError(f"protocol=paper sweeps each method's grid for the dataset, and dataset {name!r} has none "
-                          f"(configs/grids/{name}.yaml does not exist)",
-                          f"create configs/grids/{name}.yaml (`defaults: [generic]` reuses the generic grids), "
-                          "or pick a grid file with grids=generic")
+        raise ConfigError(
+            f"protocol=paper sweeps each method's grid for the dataset, and dataset {name!r} has none "
+            f"(configs/grids/{name}.yaml does not exist)",
+            f"create configs/grids/{name}.yaml (`defaults: [generic]` reuses the generic grids), "
+            "or pick a grid file with grids=generic",
+        )
     return OmegaConf.to_container(grids, resolve=True) if OmegaConf.is_config(grids) else dict(grids)
 
 
@@ -227,21 +257,26 @@ def _value(cfg: Mapping[str, Any], key: str, name: str | None = None) -> Any:
     unresolvable one."""
     name = name or key
     if key not in cfg:
-        raise ConfigError(f"the setting `{name}` is missing from the config",
-                          f"set it (`{name}=...` on the command line; configs/config.yaml has a default); "
-                          f"{HOW_TO_LIST}")
+        raise ConfigError(
+            f"the setting `{name}` is missing from the config",
+            f"set it (`{name}=...` on the command line; configs/config.yaml has a default); {HOW_TO_LIST}",
+        )
     try:
         return cfg[key]
     except OmegaConfBaseException as err:
-        raise ConfigError(f"the setting `{name}` cannot be resolved: {str(err).splitlines()[0]}",
-                          f"fix the interpolation that sets `{name}`; {HOW_TO_LIST}") from err
+        raise ConfigError(
+            f"the setting `{name}` cannot be resolved: {str(err).splitlines()[0]}",
+            f"fix the interpolation that sets `{name}`; {HOW_TO_LIST}",
+        ) from err
 
 
 def _section(cfg: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     node = _value(cfg, key)
     if not isinstance(node, Mapping):
-        raise ConfigError(f"`{key}` must be a group of settings, got {_shown(node)}",
-                          f"set its fields one by one ({key}.NAME=VALUE); {HOW_TO_LIST}")
+        raise ConfigError(
+            f"`{key}` must be a group of settings, got {_shown(node)}",
+            f"set its fields one by one ({key}.NAME=VALUE); {HOW_TO_LIST}",
+        )
     return node
 
 
@@ -259,8 +294,10 @@ def _check_trainer_extras(extra: list[str]) -> None:
     """More `trainer.*` keys may be any argument of Lightning's Trainer but those extraction sets."""
     reserved = [key for key in extra if key in RESERVED_TRAINER_KEYS]
     if reserved:
-        raise ConfigError(f"`trainer.{reserved[0]}` is set by calm's extraction itself and cannot be configured",
-                          f"remove trainer.{reserved[0]} from the command line or config")
+        raise ConfigError(
+            f"`trainer.{reserved[0]}` is set by calm's extraction itself and cannot be configured",
+            f"remove trainer.{reserved[0]} from the command line or config",
+        )
     if not extra:
         return
     import inspect
@@ -270,8 +307,11 @@ def _check_trainer_extras(extra: list[str]) -> None:
     accepted = [name for name in inspect.signature(pl.Trainer).parameters if name not in RESERVED_TRAINER_KEYS]
     for key in extra:
         if key not in accepted:
-            raise _unknown(f"trainer.{key}", [f"trainer.{name}" for name in accepted],
-                           "trainer.* takes the arguments of pytorch_lightning.Trainer")
+            raise _unknown(
+                f"trainer.{key}",
+                [f"trainer.{name}" for name in accepted],
+                "trainer.* takes the arguments of pytorch_lightning.Trainer",
+            )
 
 
 def _check(key: str, value: Any, rule: Rule) -> None:
@@ -279,10 +319,15 @@ def _check(key: str, value: Any, rule: Rule) -> None:
         value = OmegaConf.to_container(value, resolve=True)
     if rule.accepts(value):
         return
-    quoted = (" (a quoted number is a string: write it without quotes)"
-              if isinstance(value, str) and value.strip().lstrip("-").replace(".", "", 1).isdigit() else "")
-    raise ConfigError(f"`{key}` must be {rule.expected}, got {_shown(value)}",
-                      f"set {key} to {rule.expected}, e.g. {key}={rule.example}{quoted}")
+    quoted = (
+        " (a quoted number is a string: write it without quotes)"
+        if isinstance(value, str) and value.strip().lstrip("-").replace(".", "", 1).isdigit()
+        else ""
+    )
+    raise ConfigError(
+        f"`{key}` must be {rule.expected}, got {_shown(value)}",
+        f"set {key} to {rule.expected}, e.g. {key}={rule.example}{quoted}",
+    )
 
 
 def _shown(value: Any) -> str:
@@ -293,7 +338,8 @@ def _unknown(key: str, known: list[str], note: str = "") -> ConfigError:
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
     hint = f"did you mean `{close[0]}`? " if close else ""
     if "." not in key:
-        note = ("a config group that needs a new top-level key declares it in calm/config/schema.py "
-                "(DECLARED_BY_GROUPS)")
-    return ConfigError(f"`{key}` is not a setting calm knows (added by `+{key}=...` or a config file)",
-                       f"{hint}remove it or fix its spelling; {HOW_TO_LIST}{'; ' + note if note else ''}")
+        note = "a config group that needs a new top-level key declares it in calm/config/schema.py (DECLARED_BY_GROUPS)"
+    return ConfigError(
+        f"`{key}` is not a setting calm knows (added by `+{key}=...` or a config file)",
+        f"{hint}remove it or fix its spelling; {HOW_TO_LIST}{'; ' + note if note else ''}",
+    )

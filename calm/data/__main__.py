@@ -35,15 +35,17 @@ def dataset_config(name: str, root: str | None, settings: Sequence[str]) -> tupl
     """The composed `dataset` config with `root` and `key=value` settings applied (a key with or without
     the `dataset.` prefix, as on the run.py command line), and `paths.data_dir`."""
     if name not in dataset_names():
-        raise ConfigError(f"unknown dataset {name!r}",
-                          f"choose one of {sorted(dataset_names())} (see `python -m calm.data ls`)")
+        raise ConfigError(
+            f"unknown dataset {name!r}", f"choose one of {sorted(dataset_names())} (see `python -m calm.data ls`)"
+        )
     overrides = [f"dataset={name}", *(_dataset_override(s) for s in settings)]
     try:
         with initialize_config_dir(str(REPO_ROOT / "configs"), version_base="1.3"):
             cfg = compose("config", overrides=overrides)
     except HydraException as err:
-        raise ConfigError(f"cannot apply --set {' '.join(settings)}: {err}",
-                          f"use keys of configs/dataset/{name}.yaml, as key=value") from err
+        raise ConfigError(
+            f"cannot apply --set {' '.join(settings)}: {err}", f"use keys of configs/dataset/{name}.yaml, as key=value"
+        ) from err
     if root is not None:
         with open_dict(cfg.dataset):
             cfg.dataset.root = root
@@ -98,37 +100,65 @@ def manifests_report(folder: str, root: str | None, settings: Sequence[str]) -> 
     """Per manifest under `folder` its counts, and every pair's shared clips (`calm.data.manifest_overlap`)."""
     cfg, _ = dataset_config("manifest", root, settings)
     fix = "give the folder holding the manifests (e.g. a checkout of the authors' SAVs/data)"
-    mapper = None if root is None else PathMapper(require_folder(Path(root).expanduser(), "clips root", fix),
-                                                  cfg.anchors)
-    summaries, skipped = summarize_manifests(require_folder(Path(folder).expanduser(), "manifests folder", fix),
-                                             mapper, tuple(cfg.extensions), int(cfg.pseudo_trials))
-    return {"folder": folder, "root": root, "manifests": [s.as_dict() for s in summaries],
-            "pairs": [p.as_dict() for p in pair_overlaps(summaries)], "not_manifests": skipped}
+    mapper = (
+        None if root is None else PathMapper(require_folder(Path(root).expanduser(), "clips root", fix), cfg.anchors)
+    )
+    summaries, skipped = summarize_manifests(
+        require_folder(Path(folder).expanduser(), "manifests folder", fix),
+        mapper,
+        tuple(cfg.extensions),
+        int(cfg.pseudo_trials),
+    )
+    return {
+        "folder": folder,
+        "root": root,
+        "manifests": [s.as_dict() for s in summaries],
+        "pairs": [p.as_dict() for p in pair_overlaps(summaries)],
+        "not_manifests": skipped,
+    }
 
 
 def print_manifests(report: dict, console: Console) -> None:
-    table = Table(title=f"manifests in {report['folder']}" + (f" (clips under {report['root']})" if report["root"] else ""))
+    table = Table(
+        title=f"manifests in {report['folder']}" + (f" (clips under {report['root']})" if report["root"] else "")
+    )
     for column in ("manifest", "entries", "clips", "classes", "per class min/median/max", "found", "missing"):
         table.add_column(column, justify="left" if column == "manifest" else "right")
     for m in report["manifests"]:
         per = m["entries_per_class"]
-        missing = "-" if m["missing"] is None else str(m["missing"]) + (f" (+{m['ambiguous']} ambiguous)"
-                                                                       if m["ambiguous"] else "")
-        table.add_row(m["manifest"], str(m["entries"]), str(m["distinct_clips"]), str(m["classes"]),
-                      f"{per['min']} / {per['median']:g} / {per['max']}", "-" if m["found"] is None else str(m["found"]),
-                      missing)
+        missing = (
+            "-"
+            if m["missing"] is None
+            else str(m["missing"]) + (f" (+{m['ambiguous']} ambiguous)" if m["ambiguous"] else "")
+        )
+        table.add_row(
+            m["manifest"],
+            str(m["entries"]),
+            str(m["distinct_clips"]),
+            str(m["classes"]),
+            f"{per['min']} / {per['median']:g} / {per['max']}",
+            "-" if m["found"] is None else str(m["found"]),
+            missing,
+        )
     console.print(table)
     shared = [p for p in report["pairs"] if p["shared_clips"]]
     pairs = Table(title="distinct audio files shared by two manifests")
     for column in ("first", "second", "shared", "% of first", "% of second"):
         pairs.add_column(column, justify="left" if column in ("first", "second") else "right")
     for p in shared:
-        pairs.add_row(p["first"], p["second"], str(p["shared_clips"]), f"{p['percent_of_first']:.1f}",
-                      f"{p['percent_of_second']:.1f}")
+        pairs.add_row(
+            p["first"],
+            p["second"],
+            str(p["shared_clips"]),
+            f"{p['percent_of_first']:.1f}",
+            f"{p['percent_of_second']:.1f}",
+        )
     if shared:
         console.print(pairs)
-    console.print(f"{len(report['pairs']) - len(shared)} of {len(report['pairs'])} pairs share no audio file"
-                  + ("" if report["root"] else " (paths compared as written: no --root)"))
+    console.print(
+        f"{len(report['pairs']) - len(shared)} of {len(report['pairs'])} pairs share no audio file"
+        + ("" if report["root"] else " (paths compared as written: no --root)")
+    )
     for name, reason in report["not_manifests"].items():
         console.print(f"not a manifest: {name} ({reason})", markup=False, highlight=False)
 
@@ -141,18 +171,33 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     check.add_argument("dataset", help="a name from `ls`")
     check.add_argument("root", help="the dataset.root folder (for hf: the dataset path or hub id)")
     check.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
-    check.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="another dataset setting, as on the run.py command line: dataset.csv=list.csv "
-                            "(the `dataset.` prefix may be left out; repeatable)")
+    check.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="another dataset setting, as on the run.py command line: dataset.csv=list.csv "
+        "(the `dataset.` prefix may be left out; repeatable)",
+    )
     check.add_argument("--no-probe", action="store_true", help="skip reading every clip's header")
-    check.add_argument("--strict", action="store_true",
-                       help="decode every clip whole, and exit with status 1 if any is missing or undecodable")
-    manifests = commands.add_parser("manifests", help="per manifest file its size and clips found; clips shared by pairs")
+    check.add_argument(
+        "--strict",
+        action="store_true",
+        help="decode every clip whole, and exit with status 1 if any is missing or undecodable",
+    )
+    manifests = commands.add_parser(
+        "manifests", help="per manifest file its size and clips found; clips shared by pairs"
+    )
     manifests.add_argument("folder", help="the folder of manifests (searched recursively for *.json)")
     manifests.add_argument("--root", help="the dataset.root their clips are mapped onto (counts found / missing)")
     manifests.add_argument("--json", action="store_true", help="print one JSON object (every pair) instead of tables")
-    manifests.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                           help="a manifest dataset setting, e.g. anchors=[audio/] (repeatable)")
+    manifests.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a manifest dataset setting, e.g. anchors=[audio/] (repeatable)",
+    )
     return parser.parse_args(argv)
 
 

@@ -32,8 +32,10 @@ class Asvspoof2019La(Dataset):
     """`dataset=asvspoof2019_la`: `root` is LA/ or the folder holding it; one partition per pool."""
 
     description = "ASVspoof 2019 LA: bonafide vs spoof speech; support from train, queries from eval (or dev)"
-    layout = ("LA/ASVspoof2019_LA_cm_protocols/ASVspoof2019.LA.cm.{train.trn,dev.trl,eval.trl}.txt + "
-              "LA/ASVspoof2019_LA_{train,dev,eval}/flac/UTT.flac")
+    layout = (
+        "LA/ASVspoof2019_LA_cm_protocols/ASVspoof2019.LA.cm.{train.trn,dev.trl,eval.trl}.txt + "
+        "LA/ASVspoof2019_LA_{train,dev,eval}/flac/UTT.flac"
+    )
     source = ASVSPOOF_URL
 
     name: str
@@ -56,8 +58,9 @@ def protocol_file(la: Path, partition: str) -> Path:
     return la / PROTOCOLS / f"ASVspoof2019.LA.cm.{PARTITIONS[partition]}.txt"
 
 
-def load_asvspoof2019_la(la: Path, support_split: str = "train",
-                         query_split: str = "eval") -> tuple[ClipTable, list[str]]:
+def load_asvspoof2019_la(
+    la: Path, support_split: str = "train", query_split: str = "eval"
+) -> tuple[ClipTable, list[str]]:
     """The clip table (label 0 bonafide, 1 spoof) and the flac paths listed but absent."""
     for key, partition in (("support_split", support_split), ("query_split", query_split)):
         if partition not in PARTITIONS:
@@ -81,8 +84,15 @@ def load_asvspoof2019_la(la: Path, support_split: str = "train",
             if not (path.name in present if path.parent == flac else path.is_file()):
                 missing.append(str(path))
                 continue
-            clips.append(Clip(id=utt, audio_path=path, label=CLASSES.index(key), split=split,
-                              meta={"speaker": speaker, "attack": attack, "partition": partition}))
+            clips.append(
+                Clip(
+                    id=utt,
+                    audio_path=path,
+                    label=CLASSES.index(key),
+                    split=split,
+                    meta={"speaker": speaker, "attack": attack, "partition": partition},
+                )
+            )
     return ClipTable("asvspoof2019_la", tuple(clips), CLASSES, source=str(la)), missing
 
 

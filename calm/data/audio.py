@@ -91,8 +91,9 @@ def probe_audio(path: Path, samples: bool = False) -> AudioInfo:
         _check_finite_samples(path, int(info.frames))
     elif samples and info.format != "MP3":
         _check_tail(path, int(info.frames))
-    return AudioInfo(path, int(info.samplerate), int(info.frames), int(info.channels), str(info.format),
-                     str(info.subtype))
+    return AudioInfo(
+        path, int(info.samplerate), int(info.frames), int(info.channels), str(info.format), str(info.subtype)
+    )
 
 
 def _wav_data_chunk(path: Path) -> tuple[int, int, int] | None:
@@ -124,8 +125,11 @@ def _check_wav_length(path: Path) -> None:
     declared, start, block_align = chunk
     held = os.path.getsize(path) - start
     if declared > held:
-        raise DataError(f"audio file {path} is truncated: its header declares {declared // block_align} frames, "
-                        f"the file holds {max(held, 0) // block_align}", SKIP_FIX)
+        raise DataError(
+            f"audio file {path} is truncated: its header declares {declared // block_align} frames, "
+            f"the file holds {max(held, 0) // block_align}",
+            SKIP_FIX,
+        )
 
 
 def _check_finite_samples(path: Path, frames: int) -> None:
@@ -166,8 +170,11 @@ def _truncated(path: Path, frames: int, what: str) -> DataError:
 @lru_cache(maxsize=16)
 def _resampler(orig: int, new: int) -> torchaudio.transforms.Resample:
     return torchaudio.transforms.Resample(
-        orig, new, resampling_method=RESAMPLER["method"],
-        lowpass_filter_width=RESAMPLER["lowpass_filter_width"], rolloff=RESAMPLER["rolloff"],
+        orig,
+        new,
+        resampling_method=RESAMPLER["method"],
+        lowpass_filter_width=RESAMPLER["lowpass_filter_width"],
+        rolloff=RESAMPLER["rolloff"],
     )
 
 
@@ -241,8 +248,9 @@ def _probe_container(path: Path) -> AudioInfo:
     if frames is None:
         frames = _decode_container(path)[0].shape[0]
     if not frames or frames <= 0:
-        raise DataError(f"audio file {path} is empty (0 samples)",
-                        "replace the file, or run with on_bad_clip=skip to leave it out")
+        raise DataError(
+            f"audio file {path} is empty (0 samples)", "replace the file, or run with on_bad_clip=skip to leave it out"
+        )
     return AudioInfo(path, rate, int(frames), channels)
 
 

@@ -44,8 +44,10 @@ class AudioSet(Dataset):
     """`dataset=audioset`: the segment CSVs and class list under `root`, clips under `clips_dir`."""
 
     description = "AudioSet: 527 classes, multi-label; train segments = support pool, eval segments = queries"
-    layout = ("class_labels_indices.csv + balanced_train_segments.csv + eval_segments.csv + "
-              "audio/**/{YTID}_{start:06d}.wav or {YTID}.wav")
+    layout = (
+        "class_labels_indices.csv + balanced_train_segments.csv + eval_segments.csv + "
+        "audio/**/{YTID}_{start:06d}.wav or {YTID}.wav"
+    )
     source = AUDIOSET_URL
 
     name: str
@@ -58,14 +60,20 @@ class AudioSet(Dataset):
 
     def load(self, data_dir: Path) -> LoadedDataset:
         root = require_root(self.root, "AudioSet", HOW_TO_GET)
-        table, missing = load_audioset(root, self.train_csv, self.eval_csv, self.labels_csv, self.clips_dir,
-                                       tuple(self.extensions))
+        table, missing = load_audioset(
+            root, self.train_csv, self.eval_csv, self.labels_csv, self.clips_dir, tuple(self.extensions)
+        )
         return LoadedDataset(table, tuple(missing))
 
 
-def load_audioset(root: Path, train_csv: str = "balanced_train_segments.csv", eval_csv: str = "eval_segments.csv",
-                  labels_csv: str = "class_labels_indices.csv", clips_dir: str | Path = "audio",
-                  extensions: Sequence[str] = (".wav", ".flac", ".mp4")) -> tuple[ClipTable, list[str]]:
+def load_audioset(
+    root: Path,
+    train_csv: str = "balanced_train_segments.csv",
+    eval_csv: str = "eval_segments.csv",
+    labels_csv: str = "class_labels_indices.csv",
+    clips_dir: str | Path = "audio",
+    extensions: Sequence[str] = (".wav", ".flac", ".mp4"),
+) -> tuple[ClipTable, list[str]]:
     """The clip table (train segments: support pool, eval segments: queries) and the clips not found."""
     names, mids = _read_labels(require_file(root / labels_csv, "AudioSet class list", HOW_TO_GET))
     folder = clips_folder(root, clips_dir, HOW_TO_GET)
@@ -86,16 +94,28 @@ def load_audioset(root: Path, train_csv: str = "balanced_train_segments.csv", ev
             labels = []
             for mid in positives:
                 if mid not in mids:
-                    raise DataError(f"{segments} line {line}: label {mid!r} is not in {labels_csv}",
-                                    "use the class_labels_indices.csv that matches the segment files")
+                    raise DataError(
+                        f"{segments} line {line}: label {mid!r} is not in {labels_csv}",
+                        "use the class_labels_indices.csv that matches the segment files",
+                    )
                 if mids[mid] not in labels:
                     labels.append(mids[mid])
-            clips.append(Clip(
-                id=stem, audio_path=path, label=labels[0], split=split, labels=tuple(labels),
-                video_path=path if is_container(path) else None,
-                meta={"youtube_id": ytid, "start_seconds": f"{start:.3f}", "end_seconds": f"{end:.3f}",
-                      "mids": ",".join(positives)},
-            ))
+            clips.append(
+                Clip(
+                    id=stem,
+                    audio_path=path,
+                    label=labels[0],
+                    split=split,
+                    labels=tuple(labels),
+                    video_path=path if is_container(path) else None,
+                    meta={
+                        "youtube_id": ytid,
+                        "start_seconds": f"{start:.3f}",
+                        "end_seconds": f"{end:.3f}",
+                        "mids": ",".join(positives),
+                    },
+                )
+            )
     return ClipTable("audioset", tuple(clips), names, source=str(root)), missing
 
 
@@ -105,8 +125,10 @@ def _read_labels(path: Path) -> tuple[tuple[str, ...], dict[str, int]]:
     names, mids = [], {}
     for line, (index, mid, display_name) in rows:
         if parse_int(path, line, index, "index") != len(names):
-            raise DataError(f"{path} line {line}: index {index} out of order, expected {len(names)}",
-                            "use the official class_labels_indices.csv")
+            raise DataError(
+                f"{path} line {line}: index {index} out of order, expected {len(names)}",
+                "use the official class_labels_indices.csv",
+            )
         if mid in mids:
             raise DataError(f"{path} line {line}: MID {mid} listed twice", "use the official class_labels_indices.csv")
         mids[mid] = len(names)
@@ -136,6 +158,15 @@ def _read_segments(path: Path) -> list[tuple[int, tuple[str, float, float, list[
             mids = [m.strip() for m in positives.split(",") if m.strip()]
             if not mids:
                 raise DataError(f"{path} line {line}: no positive labels", "use the official segment CSV")
-            rows.append((line, (ytid, parse_float(path, line, start, "start_seconds"),
-                                parse_float(path, line, end, "end_seconds"), mids)))
+            rows.append(
+                (
+                    line,
+                    (
+                        ytid,
+                        parse_float(path, line, start, "start_seconds"),
+                        parse_float(path, line, end, "end_seconds"),
+                        mids,
+                    ),
+                )
+            )
     return rows

@@ -26,10 +26,16 @@ def download(url: str, dest: Path, sha256: str | None = None, timeout: float = 6
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
-            with tempfile.NamedTemporaryFile(dir=dest.parent, delete=False, suffix=".part") as tmp, Progress(
-                TextColumn(f"[bold]{dest.name}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                transient=True,
-            ) as progress:
+            with (
+                tempfile.NamedTemporaryFile(dir=dest.parent, delete=False, suffix=".part") as tmp,
+                Progress(
+                    TextColumn(f"[bold]{dest.name}"),
+                    BarColumn(),
+                    DownloadColumn(),
+                    TransferSpeedColumn(),
+                    transient=True,
+                ) as progress,
+            ):
                 task = progress.add_task("download", total=total)
                 got = chunks_sha256(_copied(response, tmp, lambda n: progress.advance(task, n)))
     except (urllib.error.URLError, TimeoutError, OSError) as err:

@@ -95,10 +95,14 @@ def load_esc50(base: Path, test_fold: int = 1, esc10: bool = False) -> tuple[Cli
         if not (path.name in present if path.parent == audio else path.is_file()):
             missing.append(str(path))
             continue
-        clips.append(Clip(
-            id=path.stem, audio_path=path, label=label_of[target_id],
-            split=QUERY_SPLIT if fold == test_fold else SUPPORT_SPLIT,
-            meta={"fold": str(fold), "category": category, "esc10": is_esc10, "src_file": src_file, "take": take},
-        ))
+        clips.append(
+            Clip(
+                id=path.stem,
+                audio_path=path,
+                label=label_of[target_id],
+                split=QUERY_SPLIT if fold == test_fold else SUPPORT_SPLIT,
+                meta={"fold": str(fold), "category": category, "esc10": is_esc10, "src_file": src_file, "take": take},
+            )
+        )
     names = tuple(categories[t] for t in targets)
     return ClipTable("esc50", tuple(clips), names, source=str(base)), missing

@@ -43,8 +43,10 @@ HOW_TO_GET = (
     "set dataset.root to a folder with one sub-folder of audio files per class (root/<class>/*.wav), "
     "or set dataset.csv to a CSV with the header path,label (and optionally split)"
 )
-OUTSIDE_FIX = ("keep the clips under dataset.root (copy them in), or set dataset.allow_outside_root=true "
-               "to read files outside it on purpose")
+OUTSIDE_FIX = (
+    "keep the clips under dataset.root (copy them in), or set dataset.allow_outside_root=true "
+    "to read files outside it on purpose"
+)
 
 
 @dataclass(frozen=True)
@@ -69,10 +71,18 @@ class Folder(Dataset):
         if root is None and self.csv is not None and Path(self.csv).is_absolute():
             root = Path(self.csv).parent
         if not isinstance(self.allow_outside_root, bool):
-            raise ConfigError(f"dataset.allow_outside_root must be true or false, got {self.allow_outside_root!r}",
-                              "set dataset.allow_outside_root=false (the default) or true")
-        table, missing = load_folder(require_root(root, "folder", HOW_TO_GET), self.csv, float(self.test_fraction),
-                                     int(self.seed), tuple(self.extensions), self.allow_outside_root)
+            raise ConfigError(
+                f"dataset.allow_outside_root must be true or false, got {self.allow_outside_root!r}",
+                "set dataset.allow_outside_root=false (the default) or true",
+            )
+        table, missing = load_folder(
+            require_root(root, "folder", HOW_TO_GET),
+            self.csv,
+            float(self.test_fraction),
+            int(self.seed),
+            tuple(self.extensions),
+            self.allow_outside_root,
+        )
         return LoadedDataset(table, tuple(missing))
 
 
@@ -104,9 +114,14 @@ class Entry:
     where: str
 
 
-def load_folder(root: Path, csv: str | Path | None = None, test_fraction: float = 0.2, seed: int = 0,
-                extensions: Sequence[str] = FOLDER_EXTENSIONS,
-                allow_outside_root: bool = False) -> tuple[ClipTable, list[str]]:
+def load_folder(
+    root: Path,
+    csv: str | Path | None = None,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    extensions: Sequence[str] = FOLDER_EXTENSIONS,
+    allow_outside_root: bool = False,
+) -> tuple[ClipTable, list[str]]:
     """The clip table and the CSV-listed paths that do not exist (class folders cannot miss any)."""
     walk = FolderWalk(root, allow_outside_root, OUTSIDE_FIX)
     if csv is not None:
@@ -117,8 +132,9 @@ def load_folder(root: Path, csv: str | Path | None = None, test_fraction: float 
         files = sorted(p for p in walk.files(class_dir) if p.suffix.lower() in extensions)
         if files:
             class_folders[class_dir.name] = str(class_dir)
-        entries.extend(Entry(p.relative_to(root).as_posix(), p, os.path.realpath(p), class_dir.name, None, str(p))
-                       for p in files)
+        entries.extend(
+            Entry(p.relative_to(root).as_posix(), p, os.path.realpath(p), class_dir.name, None, str(p)) for p in files
+        )
     walk.warn_loops(f"folder dataset {root}")
     if not entries:
         raise DataError(f"no class folders with {sorted(extensions)} files in {root}", HOW_TO_GET)
@@ -127,8 +143,7 @@ def load_folder(root: Path, csv: str | Path | None = None, test_fraction: float 
     return _table(root, entries, test_fraction, seed), []
 
 
-def _from_csv(root: Path, csv: Path, test_fraction: float, seed: int,
-              walk: FolderWalk) -> tuple[ClipTable, list[str]]:
+def _from_csv(root: Path, csv: Path, test_fraction: float, seed: int, walk: FolderWalk) -> tuple[ClipTable, list[str]]:
     """Rows of `path,label[,split]`; relative paths are relative to the CSV's folder, and every path
     must lead under `root`, links followed, unless `walk.allow_outside`."""
     path = require_file(csv if csv.is_absolute() else root / csv, "clip list CSV", HOW_TO_GET)
@@ -141,8 +156,10 @@ def _from_csv(root: Path, csv: Path, test_fraction: float, seed: int,
         split = fields[2] if len(header) == 3 else None
         where = f"{path} line {line}"
         if split is not None and split not in SPLITS:
-            raise DataError(f"{where}: split is {split!r}, expected train, test or val",
-                            "fix that line; the split column holds train, test or val")
+            raise DataError(
+                f"{where}: split is {split!r}, expected train, test or val",
+                "fix that line; the split column holds train, test or val",
+            )
         first_line.setdefault(label, f"line {line}")
         seen.add(clip_path, path, line)
         audio = Path(clip_path).expanduser()
@@ -166,9 +183,11 @@ def _one_entry_per_file(entries: Sequence[Entry]) -> None:
     for entry in entries:
         other = first.setdefault(entry.real, entry)
         if other is not entry:
-            raise DataError(f"{other.where} and {entry.where} reach the same file {entry.real}",
-                            "list each audio file once: one file under two names can be a support clip and a "
-                            "query of the same episode")
+            raise DataError(
+                f"{other.where} and {entry.where} reach the same file {entry.real}",
+                "list each audio file once: one file under two names can be a support clip and a "
+                "query of the same episode",
+            )
 
 
 def _table(root: Path, entries: Sequence[Entry], test_fraction: float, seed: int) -> ClipTable:
@@ -182,9 +201,13 @@ def _table(root: Path, entries: Sequence[Entry], test_fraction: float, seed: int
             listed_by_class.setdefault(e.label, []).append(e.listed)
     test = holdout_split(listed_by_class, test_fraction, seed)
     clips = tuple(
-        Clip(id=Path(os.path.abspath(e.path)).as_posix(), audio_path=e.path, label=label_of[e.label],
-             split=SPLITS[e.split] if e.split is not None else (QUERY_SPLIT if e.listed in test else SUPPORT_SPLIT),
-             meta={"listed_as": e.listed})
+        Clip(
+            id=Path(os.path.abspath(e.path)).as_posix(),
+            audio_path=e.path,
+            label=label_of[e.label],
+            split=SPLITS[e.split] if e.split is not None else (QUERY_SPLIT if e.listed in test else SUPPORT_SPLIT),
+            meta={"listed_as": e.listed},
+        )
         for e in entries
     )
     return ClipTable("folder", clips, names, source=str(root))

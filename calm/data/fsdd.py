@@ -40,8 +40,12 @@ class Fsdd(Dataset):
 def resolve_root(root: str | Path | None, data_dir: str | Path, download_missing: bool, url: str = FSDD_URL) -> Path:
     """The folder holding `recordings/`: the given root, else the assets copy, else a downloaded one."""
     if root is not None:
-        return require_folder(Path(root).expanduser(), "FSDD root", "set dataset.root=/path/to/fsdd (the folder "
-                              "holding recordings/), or leave it unset to use the assets copy or dataset.download=true")
+        return require_folder(
+            Path(root).expanduser(),
+            "FSDD root",
+            "set dataset.root=/path/to/fsdd (the folder "
+            "holding recordings/), or leave it unset to use the assets copy or dataset.download=true",
+        )
     for candidate in (assets_dir() / "fsdd", Path(data_dir) / "fsdd"):
         if (candidate / "recordings").is_dir():
             return candidate
@@ -90,7 +94,9 @@ def load_fsdd(root: str | Path, max_clips_per_class: int | None = None) -> ClipT
         rows = _balanced_subset(rows, max_clips_per_class)
     clips = tuple(
         Clip(
-            id=path.stem, audio_path=path, label=digit,
+            id=path.stem,
+            audio_path=path,
+            label=digit,
             split=QUERY_SPLIT if index in TEST_INDICES else SUPPORT_SPLIT,
             meta={"speaker": speaker, "index": str(index)},
         )

@@ -60,15 +60,32 @@ class HfDataset(Dataset):
 
     def load(self, data_dir: Path) -> LoadedDataset:
         table, missing = load_hf(
-            self.path or self.root, self.cache_dir or Path(data_dir) / "hf", self.config, self.train_split,
-            self.test_split, self.audio_column, self.label_column, float(self.test_fraction), int(self.seed),
-            self.revision)
+            self.path or self.root,
+            self.cache_dir or Path(data_dir) / "hf",
+            self.config,
+            self.train_split,
+            self.test_split,
+            self.audio_column,
+            self.label_column,
+            float(self.test_fraction),
+            int(self.seed),
+            self.revision,
+        )
         return LoadedDataset(table, tuple(missing))
 
 
-def load_hf(path: str | None, cache_dir: str | Path, config: str | None = None, train_split: str = "train",
-            test_split: str | None = "test", audio_column: str = "audio", label_column: str = "label",
-            test_fraction: float = 0.2, seed: int = 0, revision: str | None = None) -> tuple[ClipTable, list[str]]:
+def load_hf(
+    path: str | None,
+    cache_dir: str | Path,
+    config: str | None = None,
+    train_split: str = "train",
+    test_split: str | None = "test",
+    audio_column: str = "audio",
+    label_column: str = "label",
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    revision: str | None = None,
+) -> tuple[ClipTable, list[str]]:
     """The clip table (ids `<dataset>/<split>/<row>`, see `dataset_tag`) and the rows that carry no audio.
 
     With `test_split` unset, a seeded `test_fraction` of each class of `train_split` becomes the test
@@ -77,8 +94,10 @@ def load_hf(path: str | None, cache_dir: str | Path, config: str | None = None, 
     if path is None:
         raise DataError("hf: dataset.path is not set", HOW_TO_GET)
     if test_split == train_split:
-        raise ConfigError(f"dataset.train_split and dataset.test_split are both {train_split!r}",
-                          "set dataset.test_split=null to hold out dataset.test_fraction of it instead")
+        raise ConfigError(
+            f"dataset.train_split and dataset.test_split are both {train_split!r}",
+            "set dataset.test_split=null to hold out dataset.test_fraction of it instead",
+        )
     wanted = [train_split] if test_split is None else [train_split, test_split]
     splits = {s: _open_split(path, config, s, revision, Path(cache_dir)) for s in wanted}
     for split, ds in splits.items():
@@ -95,8 +114,10 @@ def load_hf(path: str | None, cache_dir: str | Path, config: str | None = None, 
                 missing.append(cid)
                 continue
             if labels[index] is None or labels[index] == -1:
-                raise DataError(f"hf: row {index} of split {split!r} of {path} has no label",
-                                "choose splits whose rows are all labelled (hidden test labels cannot be used)")
+                raise DataError(
+                    f"hf: row {index} of split {split!r} of {path} has no label",
+                    "choose splits whose rows are all labelled (hidden test labels cannot be used)",
+                )
             clips.append((cid, f"{split}/{index}", audio, label_of[labels[index]], split))
     held_out: set[str] = set()
     if test_split is None:
@@ -105,9 +126,13 @@ def load_hf(path: str | None, cache_dir: str | Path, config: str | None = None, 
             by_class.setdefault(str(label), []).append(row)
         held_out = holdout_split(by_class, test_fraction, seed)
     table = tuple(
-        Clip(id=cid, audio_path=audio, label=label,
-             split=QUERY_SPLIT if split == test_split or row in held_out else SUPPORT_SPLIT,
-             meta={"hf_split": split, "hf_row": row})
+        Clip(
+            id=cid,
+            audio_path=audio,
+            label=label,
+            split=QUERY_SPLIT if split == test_split or row in held_out else SUPPORT_SPLIT,
+            meta={"hf_split": split, "hf_row": row},
+        )
         for cid, row, audio, label, split in clips
     )
     return ClipTable("hf", table, names, source=tag), missing
@@ -133,16 +158,22 @@ def _open_split(path: str, config: str | None, split: str, revision: str | None,
             if isinstance(saved, datasets.Dataset):
                 saved = datasets.DatasetDict({"train": saved})
             if split not in saved:
-                raise DataError(f"hf: {local} has no split {split!r} (it has {sorted(saved)})",
-                                "set dataset.train_split / dataset.test_split to existing splits")
+                raise DataError(
+                    f"hf: {local} has no split {split!r} (it has {sorted(saved)})",
+                    "set dataset.train_split / dataset.test_split to existing splits",
+                )
             return saved[split]
         if path.startswith((".", "/", "~")) and not local.exists():
             raise DataError(f"hf: dataset folder {local} does not exist", HOW_TO_GET)
-        return datasets.load_dataset(path, config, split=split, revision=revision, cache_dir=str(cache_dir / "datasets"))
+        return datasets.load_dataset(
+            path, config, split=split, revision=revision, cache_dir=str(cache_dir / "datasets")
+        )
     except DataError:
         raise
     except Exception as err:  # datasets raises many types (hub, file, split, config errors)
-        raise DataError(f"hf: cannot load split {split!r} of {path!r}: {type(err).__name__}: {err}", HOW_TO_GET) from err
+        raise DataError(
+            f"hf: cannot load split {split!r} of {path!r}: {type(err).__name__}: {err}", HOW_TO_GET
+        ) from err
 
 
 def _check_columns(ds: datasets.Dataset, split: str, audio_column: str, label_column: str) -> None:
@@ -150,11 +181,14 @@ def _check_columns(ds: datasets.Dataset, split: str, audio_column: str, label_co
 
     for key, column in (("audio_column", audio_column), ("label_column", label_column)):
         if column not in ds.column_names:
-            raise ConfigError(f"hf: split {split!r} has no column {column!r}",
-                              f"set dataset.{key} to one of {ds.column_names}")
+            raise ConfigError(
+                f"hf: split {split!r} has no column {column!r}", f"set dataset.{key} to one of {ds.column_names}"
+            )
     if not isinstance(ds.features[audio_column], datasets.Audio):
-        raise ConfigError(f"hf: column {audio_column!r} is {ds.features[audio_column]}, not an Audio feature",
-                          "set dataset.audio_column to the dataset's audio column")
+        raise ConfigError(
+            f"hf: column {audio_column!r} is {ds.features[audio_column]}, not an Audio feature",
+            "set dataset.audio_column to the dataset's audio column",
+        )
 
 
 def _label_names(splits: dict[str, datasets.Dataset], label_column: str) -> tuple[tuple[str, ...], dict]:
@@ -164,8 +198,9 @@ def _label_names(splits: dict[str, datasets.Dataset], label_column: str) -> tupl
     feature = next(iter(splits.values())).features[label_column]
     if isinstance(feature, datasets.ClassLabel):
         return tuple(feature.names), {i: i for i in range(len(feature.names))}
-    values = sorted({v for ds in splits.values() for v in ds[label_column] if v is not None},
-                    key=lambda v: (isinstance(v, str), v))
+    values = sorted(
+        {v for ds in splits.values() for v in ds[label_column] if v is not None}, key=lambda v: (isinstance(v, str), v)
+    )
     return tuple(str(v) for v in values), {v: i for i, v in enumerate(values)}
 
 

@@ -11,7 +11,8 @@ entry is one row, in file order, so the rows are exactly the questions the autho
 - label: the entry's `mapped_label` (`correct_label` in AudioSet test files); classes are the sorted
   label names of all rows. See `calm.data.manifest_entries` for each file kind's fields.
 - meta: the manifest's file name and the entry's index, the question verbatim (`prompt=manifest`
-  renders it), the options (JSON, in letter order), the answer, the foreign paths and, for pseudo-labelled entries, the true label, votes, trials and
+  renders it), the options (JSON, in letter order), the answer, the foreign paths and, for pseudo-labelled entries,
+  the true label, votes, trials and
   confidence = votes/trials (the authors' rule). AudioSet rows of one clip share `question_of`
   (`<stem>:sample:<original_sample_id>`) so the clip can be scored as a whole.
 - files: each foreign `wav` (and `video`, when `read_video`) is mapped onto `root` by
@@ -46,9 +47,11 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".mp4")
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi")
 SHOWN = 5
 QUESTION = "question"  # the meta key holding the entry's question text, verbatim
-HOW_TO_GET = ("set dataset.root to the folder holding the clips the manifests name (their paths are mapped onto "
-              "it: see README 'Manifest dataset'), and dataset.manifests.support / .test (and optionally .val) "
-              "to the manifest files")
+HOW_TO_GET = (
+    "set dataset.root to the folder holding the clips the manifests name (their paths are mapped onto "
+    "it: see README 'Manifest dataset'), and dataset.manifests.support / .test (and optionally .val) "
+    "to the manifest files"
+)
 
 
 @dataclass(frozen=True)
@@ -73,12 +76,16 @@ class Manifest(Dataset):
 
     def load(self, data_dir: Path) -> LoadedDataset:
         if self.on_missing not in ON_MISSING:
-            raise ConfigError(f"dataset.on_missing={self.on_missing!r} is not one of {list(ON_MISSING)}",
-                              "set dataset.on_missing=error (the default) or skip (missing files listed and left out)")
+            raise ConfigError(
+                f"dataset.on_missing={self.on_missing!r} is not one of {list(ON_MISSING)}",
+                "set dataset.on_missing=error (the default) or skip (missing files listed and left out)",
+            )
         if self.pseudo_labels not in PSEUDO_LABELS:
-            raise ConfigError(f"dataset.pseudo_labels={self.pseudo_labels!r} is not one of {list(PSEUDO_LABELS)}",
-                              "set dataset.pseudo_labels=file (the labels the manifest ships) or truth (the true "
-                              "classes, for method=pseudo_label to relabel)")
+            raise ConfigError(
+                f"dataset.pseudo_labels={self.pseudo_labels!r} is not one of {list(PSEUDO_LABELS)}",
+                "set dataset.pseudo_labels=file (the labels the manifest ships) or truth (the true "
+                "classes, for method=pseudo_label to relabel)",
+            )
         unknown = sorted(set(self.manifests) - set(ROLES))
         if unknown:
             raise ConfigError(f"dataset.manifests has unknown roles {unknown}", f"use {list(ROLES)}")
@@ -87,15 +94,25 @@ class Manifest(Dataset):
             if role not in files:
                 raise ConfigError(f"dataset.manifests.{role} is not set", HOW_TO_GET)
         mapper = PathMapper(require_root(self.root, "manifest", HOW_TO_GET), self.anchors)
-        table, missing = load_manifests(files, mapper, self.name, tuple(self.extensions),
-                                        tuple(self.video_extensions) if self.read_video else None,
-                                        int(self.pseudo_trials), self.pseudo_labels)
+        table, missing = load_manifests(
+            files,
+            mapper,
+            self.name,
+            tuple(self.extensions),
+            tuple(self.video_extensions) if self.read_video else None,
+            int(self.pseudo_trials),
+            self.pseudo_labels,
+        )
         if missing and self.on_missing == "error":
-            shown = "; ".join(missing[:SHOWN]) + (f"; ... ({len(missing) - SHOWN} more)" if len(missing) > SHOWN else "")
-            raise DataError(f"{len(missing)} manifest entries name files not found under {self.root}: {shown}",
-                            "check dataset.root and dataset.anchors (`python -m calm.data manifests DIR --root ROOT` "
-                            "counts found and missing clips per file), or set dataset.on_missing=skip to leave them "
-                            "out (listed in missing_clips.txt)")
+            shown = "; ".join(missing[:SHOWN]) + (
+                f"; ... ({len(missing) - SHOWN} more)" if len(missing) > SHOWN else ""
+            )
+            raise DataError(
+                f"{len(missing)} manifest entries name files not found under {self.root}: {shown}",
+                "check dataset.root and dataset.anchors (`python -m calm.data manifests DIR --root ROOT` "
+                "counts found and missing clips per file), or set dataset.on_missing=skip to leave them "
+                "out (listed in missing_clips.txt)",
+            )
         return LoadedDataset(table, tuple(missing))
 
 
@@ -103,21 +120,32 @@ def resolve_manifest(path: str | Path, manifests_dir: str | Path | None) -> Path
     """A manifest path as configured: relative ones are relative to `manifests_dir` when it is set."""
     path = Path(path).expanduser()
     if not path.is_absolute() and manifests_dir is None:
-        raise ConfigError(f"manifest {path} is relative and dataset.manifests_dir is not set",
-                          "set dataset.manifests_dir to the folder it is relative to (the paper table's replay "
-                          "groups, experiment=replay_*: needs the authors' files: set paper.manifests_dir to a "
-                          "checkout of their SAVs/data)")
+        raise ConfigError(
+            f"manifest {path} is relative and dataset.manifests_dir is not set",
+            "set dataset.manifests_dir to the folder it is relative to (the paper table's replay "
+            "groups, experiment=replay_*: needs the authors' files: set paper.manifests_dir to a "
+            "checkout of their SAVs/data)",
+        )
     if not path.is_absolute() and manifests_dir is not None:
         path = Path(manifests_dir).expanduser() / path
     if not path.is_file():
-        raise DataError(f"manifest not found: {path}", "set dataset.manifests.* (and dataset.manifests_dir, which "
-                        "relative manifest paths start from) to the authors' .json files")
+        raise DataError(
+            f"manifest not found: {path}",
+            "set dataset.manifests.* (and dataset.manifests_dir, which "
+            "relative manifest paths start from) to the authors' .json files",
+        )
     return path
 
 
-def load_manifests(files: Mapping[str, Path], mapper: PathMapper, name: str = "manifest",
-                   extensions: Sequence[str] = AUDIO_EXTENSIONS, video_extensions: Sequence[str] | None = VIDEO_EXTENSIONS,
-                   pseudo_trials: int = 8, pseudo_labels: str = "file") -> tuple[ClipTable, list[str]]:
+def load_manifests(
+    files: Mapping[str, Path],
+    mapper: PathMapper,
+    name: str = "manifest",
+    extensions: Sequence[str] = AUDIO_EXTENSIONS,
+    video_extensions: Sequence[str] | None = VIDEO_EXTENSIONS,
+    pseudo_trials: int = 8,
+    pseudo_labels: str = "file",
+) -> tuple[ClipTable, list[str]]:
     """The clip table of the manifests by role (support, val, test) and the entries whose files are
     missing (`<row id> <foreign path>`), in role then file order. Audio is looked up with `extensions`,
     video with `video_extensions` (None: entries' videos are not read). `meta["manifest"]` is the file's
@@ -148,10 +176,24 @@ def load_manifests(files: Mapping[str, Path], mapper: PathMapper, name: str = "m
     return ClipTable(name, tuple(clips), tuple(labels), source=mapper.root.as_posix()), missing
 
 
-def _clip(row_id: str, prefix: str, entry: ManifestEntry, split: str, audio: Path, video: Path | None,
-          class_of: Mapping[str, int], codes: Mapping[str, str], manifest: str) -> Clip:
-    meta: dict[str, str] = {"manifest": manifest, "entry": str(entry.index), QUESTION: entry.question,
-                            "options": dumps(entry.options), "wav": entry.wav}
+def _clip(
+    row_id: str,
+    prefix: str,
+    entry: ManifestEntry,
+    split: str,
+    audio: Path,
+    video: Path | None,
+    class_of: Mapping[str, int],
+    codes: Mapping[str, str],
+    manifest: str,
+) -> Clip:
+    meta: dict[str, str] = {
+        "manifest": manifest,
+        "entry": str(entry.index),
+        QUESTION: entry.question,
+        "options": dumps(entry.options),
+        "wav": entry.wav,
+    }
     if entry.answer is not None:
         meta["answer"] = entry.answer
     if entry.video is not None:
@@ -168,9 +210,16 @@ def _clip(row_id: str, prefix: str, entry: ManifestEntry, split: str, audio: Pat
     label = class_of[entry.label]
     grouped = entry.sample is not None and bool(entry.original_labels)
     others = tuple(class_of[x] for x in entry.original_labels if x in class_of and class_of[x] != label)
-    return Clip(id=row_id, audio_path=audio, label=label, split=split, video_path=video, meta=meta,
-                question_of=f"{prefix}:sample:{entry.sample}" if grouped else None,
-                clip_labels=(label, *others) if grouped else ())
+    return Clip(
+        id=row_id,
+        audio_path=audio,
+        label=label,
+        split=split,
+        video_path=video,
+        meta=meta,
+        question_of=f"{prefix}:sample:{entry.sample}" if grouped else None,
+        clip_labels=(label, *others) if grouped else (),
+    )
 
 
 def _with_truth(entry: ManifestEntry, codes: Mapping[str, str], path: Path) -> ManifestEntry:
@@ -180,9 +229,11 @@ def _with_truth(entry: ManifestEntry, codes: Mapping[str, str], path: Path) -> M
     code = entry.true_label
     truth = codes.get(code) if code in codes else (code if code in (*entry.options, *entry.original_labels) else None)
     if truth is None:
-        raise DataError(f"{Path(path).name} entry {entry.index}: dataset.pseudo_labels=truth needs its true class, "
-                        f"but its code {code!r} names no class (no labelled entry maps it to a name)",
-                        "name a labelled manifest (the test file) beside it, or keep dataset.pseudo_labels=file")
+        raise DataError(
+            f"{Path(path).name} entry {entry.index}: dataset.pseudo_labels=truth needs its true class, "
+            f"but its code {code!r} names no class (no labelled entry maps it to a name)",
+            "name a labelled manifest (the test file) beside it, or keep dataset.pseudo_labels=file",
+        )
     return replace(entry, label=truth)
 
 
@@ -202,8 +253,10 @@ def question_text(clip: Clip) -> str:
     try:
         return clip.meta[QUESTION]
     except KeyError:
-        raise DataError(f"row {clip.id!r} has no manifest question: prompt=manifest reads each entry's question",
-                        "use prompt=manifest with dataset=manifest only (other datasets: prompt=clean or paper)") from None
+        raise DataError(
+            f"row {clip.id!r} has no manifest question: prompt=manifest reads each entry's question",
+            "use prompt=manifest with dataset=manifest only (other datasets: prompt=clean or paper)",
+        ) from None
 
 
 def options_of(clip: Clip) -> list[str]:

@@ -40,8 +40,10 @@ from calm.errors import DataError
 __all__ = ["PSEUDO_FIELDS", "ManifestEntry", "read_manifest"]
 
 PSEUDO_FIELDS = ("pseudo_label_confidence", "trial_predictions", "vote_count")
-SCHEMA = ("each entry needs wav, question and mapped_label (or correct_label, as in the authors' AudioSet test "
-          "files), and options, when given, is a list of names; see README 'Manifest dataset'")
+SCHEMA = (
+    "each entry needs wav, question and mapped_label (or correct_label, as in the authors' AudioSet test "
+    "files), and options, when given, is a list of names; see README 'Manifest dataset'"
+)
 
 
 @dataclass(frozen=True)
@@ -79,9 +81,13 @@ def read_manifest(path: Path, pseudo_trials: int = 8) -> list[ManifestEntry]:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as err:
-        raise DataError(f"cannot read manifest {path}: {err}", "check dataset.manifests and dataset.manifests_dir") from err
+        raise DataError(
+            f"cannot read manifest {path}: {err}", "check dataset.manifests and dataset.manifests_dir"
+        ) from err
     except json.JSONDecodeError as err:
-        raise DataError(f"manifest {path} is not JSON ({err})", "point dataset.manifests at the authors' .json files") from err
+        raise DataError(
+            f"manifest {path} is not JSON ({err})", "point dataset.manifests at the authors' .json files"
+        ) from err
     if isinstance(data, Mapping):
         data = list(data.values())
     if not isinstance(data, list) or not data:
@@ -103,22 +109,33 @@ def _entry(path: Path, index: int, item: Any, pseudo_trials: int) -> ManifestEnt
     originals = tuple(str(x) for x in item.get("original_labels") or ())
     answer = item.get("answer", item.get("correct_answer"))
     sample = item.get("original_sample_id")
-    fields = dict(index=index, wav=str(item["wav"]), question=str(item["question"]), options=tuple(options),
-                  label=str(label), answer=None if answer is None else str(answer),
-                  video=str(item["video"]) if item.get("video") else None, original_labels=originals,
-                  sample=None if sample is None else str(sample),
-                  code=None if item.get("label") is None else str(item["label"]))
+    fields = dict(
+        index=index,
+        wav=str(item["wav"]),
+        question=str(item["question"]),
+        options=tuple(options),
+        label=str(label),
+        answer=None if answer is None else str(answer),
+        video=str(item["video"]) if item.get("video") else None,
+        original_labels=originals,
+        sample=None if sample is None else str(sample),
+        code=None if item.get("label") is None else str(item["label"]),
+    )
     if not any(k in item for k in PSEUDO_FIELDS):
         return ManifestEntry(**fields)
     try:
         return ManifestEntry(**fields, **_pseudo_fields(where, item, str(label), originals, pseudo_trials))
     except (TypeError, ValueError) as err:
-        raise DataError(f"{where}: bad pseudo-label fields ({err})", "vote_count and label_index_in_original are "
-                        "integers and pseudo_label_confidence a number, as in the authors' files") from err
+        raise DataError(
+            f"{where}: bad pseudo-label fields ({err})",
+            "vote_count and label_index_in_original are "
+            "integers and pseudo_label_confidence a number, as in the authors' files",
+        ) from err
 
 
-def _pseudo_fields(where: str, item: Mapping[str, Any], label: str, originals: tuple[str, ...],
-                   pseudo_trials: int) -> dict[str, Any]:
+def _pseudo_fields(
+    where: str, item: Mapping[str, Any], label: str, originals: tuple[str, ...], pseudo_trials: int
+) -> dict[str, Any]:
     """Truth, votes and trials of a pseudo-labelled entry (the module docstring states the rule)."""
     trials_given = item.get("trial_predictions")
     trials = len(trials_given) if isinstance(trials_given, list) and trials_given else int(pseudo_trials)
@@ -130,8 +147,10 @@ def _pseudo_fields(where: str, item: Mapping[str, Any], label: str, originals: t
     elif file_confidence is not None:
         votes = round(float(file_confidence) * trials)
     else:
-        raise DataError(f"{where} is pseudo-labelled but gives no votes", "give vote_count, trial_predictions or "
-                        "pseudo_label_confidence, as the authors' pseudo-labelled files do")
+        raise DataError(
+            f"{where} is pseudo-labelled but gives no votes",
+            "give vote_count, trial_predictions or pseudo_label_confidence, as the authors' pseudo-labelled files do",
+        )
     position = item.get("label_index_in_original")
     if originals and position is not None and 0 <= int(position) < len(originals):
         truth: str | None = originals[int(position)]
@@ -139,8 +158,12 @@ def _pseudo_fields(where: str, item: Mapping[str, Any], label: str, originals: t
         truth = originals[0]
     else:
         truth = str(item["label"]) if item.get("label") is not None else None
-    return dict(true_label=truth, votes=votes, trials=trials,
-                file_confidence=None if file_confidence is None else float(file_confidence))
+    return dict(
+        true_label=truth,
+        votes=votes,
+        trials=trials,
+        file_confidence=None if file_confidence is None else float(file_confidence),
+    )
 
 
 def dumps(values: Sequence[str]) -> str:

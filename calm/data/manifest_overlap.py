@@ -20,8 +20,7 @@ from calm.data.manifest_paths import PathMapper
 from calm.data.table import QUERY_SPLIT, RELIABILITY_SPLIT, SUPPORT_SPLIT, ClipTable
 from calm.errors import DataError
 
-__all__ = ["ManifestSummary", "PairOverlap", "LeakShare", "pair_overlaps", "summarize_manifests",
-           "leak_shares"]
+__all__ = ["ManifestSummary", "PairOverlap", "LeakShare", "pair_overlaps", "summarize_manifests", "leak_shares"]
 
 
 @dataclass(frozen=True)
@@ -40,9 +39,16 @@ class ManifestSummary:
 
     def as_dict(self) -> dict:
         low, median, high = self.per_class
-        return {"manifest": self.name, "entries": self.entries, "distinct_clips": len(self.clips),
-                "classes": self.classes, "entries_per_class": {"min": low, "median": median, "max": high},
-                "found": self.found, "missing": self.missing, "ambiguous": self.ambiguous}
+        return {
+            "manifest": self.name,
+            "entries": self.entries,
+            "distinct_clips": len(self.clips),
+            "classes": self.classes,
+            "entries_per_class": {"min": low, "median": median, "max": high},
+            "found": self.found,
+            "missing": self.missing,
+            "ambiguous": self.ambiguous,
+        }
 
 
 @dataclass(frozen=True)
@@ -56,12 +62,18 @@ class PairOverlap:
     of_second: float
 
     def as_dict(self) -> dict:
-        return {"first": self.first, "second": self.second, "shared_clips": self.shared,
-                "percent_of_first": self.of_first, "percent_of_second": self.of_second}
+        return {
+            "first": self.first,
+            "second": self.second,
+            "shared_clips": self.shared,
+            "percent_of_first": self.of_first,
+            "percent_of_second": self.of_second,
+        }
 
 
-def summarize_manifests(folder: Path, mapper: PathMapper | None = None, extensions: Sequence[str] = (),
-                        pseudo_trials: int = 8) -> tuple[list[ManifestSummary], dict[str, str]]:
+def summarize_manifests(
+    folder: Path, mapper: PathMapper | None = None, extensions: Sequence[str] = (), pseudo_trials: int = 8
+) -> tuple[list[ManifestSummary], dict[str, str]]:
     """A summary of every manifest under `folder` (recursively, `*.json`, by relative path; audio looked
     up with `extensions`), and the JSON files that are not manifests with the reason."""
     summaries, skipped = [], {}
@@ -84,9 +96,16 @@ def summarize_manifests(folder: Path, mapper: PathMapper | None = None, extensio
             keys.append(located.as_posix() if located is not None else wav)
         missing = len(keys) - found - ambiguous
         counts = sorted(Counter(e.label for e in entries).values())
-        summaries.append(ManifestSummary(
-            name, len(entries), frozenset(keys), len(counts), (counts[0], float(statistics.median(counts)), counts[-1]),
-            *((found, missing, ambiguous) if mapper is not None else ())))
+        summaries.append(
+            ManifestSummary(
+                name,
+                len(entries),
+                frozenset(keys),
+                len(counts),
+                (counts[0], float(statistics.median(counts)), counts[-1]),
+                *((found, missing, ambiguous) if mapper is not None else ()),
+            )
+        )
     return summaries, skipped
 
 
@@ -120,8 +139,10 @@ class LeakShare:
     def note(self) -> str:
         """A line for a results table's notes."""
         split = "support" if self.split == SUPPORT_SPLIT else self.split
-        return (f"{self.row_share:.1%} of the {self.rows} {split} rows ({self.leaking_files} of {self.files} "
-                f"distinct clips) are test clips")
+        return (
+            f"{self.row_share:.1%} of the {self.rows} {split} rows ({self.leaking_files} of {self.files} "
+            f"distinct clips) are test clips"
+        )
 
 
 def leak_shares(table: ClipTable, splits: Sequence[str] = (SUPPORT_SPLIT, RELIABILITY_SPLIT)) -> dict[str, LeakShare]:
@@ -133,6 +154,7 @@ def leak_shares(table: ClipTable, splits: Sequence[str] = (SUPPORT_SPLIT, RELIAB
         files = [c.audio_path for c in table.clips if c.split == split]
         if files:
             distinct = set(files)
-            shares[split] = LeakShare(split, len(files), sum(f in test_files for f in files), len(distinct),
-                                          len(distinct & test_files))
+            shares[split] = LeakShare(
+                split, len(files), sum(f in test_files for f in files), len(distinct), len(distinct & test_files)
+            )
     return shares

@@ -28,8 +28,10 @@ from calm.errors import DataError
 
 __all__ = ["PathMapper"]
 
-AMBIGUOUS_FIX = ("add the folder part that tells them apart to dataset.anchors (the text just before it in the "
-                 "manifest's paths, e.g. 'audio_16k/'), or point dataset.root at the one folder that holds the clips")
+AMBIGUOUS_FIX = (
+    "add the folder part that tells them apart to dataset.anchors (the text just before it in the "
+    "manifest's paths, e.g. 'audio_16k/'), or point dataset.root at the one folder that holds the clips"
+)
 
 
 class PathMapper:
@@ -55,7 +57,7 @@ class PathMapper:
         for anchor in self.anchors:
             at = posix.find(anchor)
             if at >= 0:
-                path = resolve_under(self.root, posix[at + len(anchor):].lstrip("/"), f"the manifest path {foreign!r}")
+                path = resolve_under(self.root, posix[at + len(anchor) :].lstrip("/"), f"the manifest path {foreign!r}")
                 if path.is_file():
                     return path
                 break
@@ -69,8 +71,10 @@ class PathMapper:
                 break
         if len(candidates) > 1:
             shown = ", ".join(str(p) for p in candidates[:5])
-            raise DataError(f"the manifest path {foreign!r} matches {len(candidates)} files under {self.root} by its "
-                            f"name: {shown}", AMBIGUOUS_FIX)
+            raise DataError(
+                f"the manifest path {foreign!r} matches {len(candidates)} files under {self.root} by its name: {shown}",
+                AMBIGUOUS_FIX,
+            )
         return candidates[0] if candidates else None
 
     def _index(self) -> tuple[dict[str, list[Path]], dict[str, list[Path]]]:

@@ -31,13 +31,17 @@ class ManifestPrompt:
 
     def __post_init__(self) -> None:
         if "{question}" not in self.layout:
-            raise ConfigError(f"prompt.layout={self.layout!r} does not place {{question}}",
-                              "set prompt.layout to e.g. '{question} {instruction}' (the authors' text)")
+            raise ConfigError(
+                f"prompt.layout={self.layout!r} does not place {{question}}",
+                "set prompt.layout to e.g. '{question} {instruction}' (the authors' text)",
+            )
         try:
             self.layout.format(question="", instruction="")
         except (KeyError, IndexError, ValueError) as err:
-            raise ConfigError(f"prompt.layout={self.layout!r} is not a valid template ({err})",
-                              "use only {question} and {instruction}; write literal braces as {{ and }}") from err
+            raise ConfigError(
+                f"prompt.layout={self.layout!r} is not a valid template ({err})",
+                "use only {question} and {instruction}; write literal braces as {{ and }}",
+            ) from err
 
     def text_for(self, clip: Clip, table: ClipTable, label: int | None = None) -> str:
         """The row's question in `layout`; `label` is accepted for a uniform call and ignored."""

@@ -113,20 +113,32 @@ class PaperPrompt:
     def __post_init__(self) -> None:
         for name in ("spoof_classes", "spoof_option_names"):
             object.__setattr__(self, name, tuple(str(c) for c in getattr(self, name)))
-        if isinstance(self.options, bool) or not isinstance(self.options, int) or not 2 <= self.options <= len(_LETTERS):
-            raise ConfigError(f"prompt.options must be an integer in 2..{len(_LETTERS)}, got {self.options!r}",
-                              "set prompt.options to 4 (the paper's setting)")
+        if (
+            isinstance(self.options, bool)
+            or not isinstance(self.options, int)
+            or not 2 <= self.options <= len(_LETTERS)
+        ):
+            raise ConfigError(
+                f"prompt.options must be an integer in 2..{len(_LETTERS)}, got {self.options!r}",
+                "set prompt.options to 4 (the paper's setting)",
+            )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ConfigError(f"prompt.seed must be an integer, got {self.seed!r}", "set prompt.seed to e.g. 0")
         if len(self.spoof_classes) != 2:
-            raise ConfigError(f"prompt.spoof_classes must name two classes, got {list(self.spoof_classes)}",
-                              "set prompt.spoof_classes to [bonafide, spoof]")
+            raise ConfigError(
+                f"prompt.spoof_classes must name two classes, got {list(self.spoof_classes)}",
+                "set prompt.spoof_classes to [bonafide, spoof]",
+            )
         if self.spoof_option_names and len(self.spoof_option_names) != 2:
-            raise ConfigError(f"prompt.spoof_option_names must name two options, got {list(self.spoof_option_names)}",
-                              "set prompt.spoof_option_names to [] (the class names) or e.g. [bonafide, spoofed]")
+            raise ConfigError(
+                f"prompt.spoof_option_names must name two options, got {list(self.spoof_option_names)}",
+                "set prompt.spoof_option_names to [] (the class names) or e.g. [bonafide, spoofed]",
+            )
         if not isinstance(self.per_label_questions, bool):
-            raise ConfigError(f"prompt.per_label_questions must be true or false, got {self.per_label_questions!r}",
-                              "set prompt.per_label_questions to true (one question per label) or false")
+            raise ConfigError(
+                f"prompt.per_label_questions must be true or false, got {self.per_label_questions!r}",
+                "set prompt.per_label_questions to true (one question per label) or false",
+            )
         for layout, item in (("layout", "option_format"), ("spoof_layout", "spoof_option_format")):
             _check_template(layout, getattr(self, layout), {"question", "options", "instruction"}, {"options"})
             _check_template(item, getattr(self, item), {"letter", "name"}, {"name"})
@@ -140,8 +152,9 @@ class PaperPrompt:
         else:
             layout, item, separator = self.layout, self.option_format, self.option_separator
             question = self.question
-        listed = separator.join(item.format(letter=letter, name=name)
-                                for letter, name in zip(_LETTERS, names, strict=False))
+        listed = separator.join(
+            item.format(letter=letter, name=name) for letter, name in zip(_LETTERS, names, strict=False)
+        )
         return layout.format(question=question, options=listed, instruction=self.instruction).strip()
 
     def option_names(self, clip: Clip, table: ClipTable, label: int | None = None) -> list[str]:
@@ -186,9 +199,16 @@ class PaperPrompt:
         wording fields are listed only when they differ from their defaults, so the key (and the cache
         folder) of the default wording is the one it had before they existed. `per_label_questions`
         changes which rows exist, not any row's text: the rows are keyed by their own ids."""
-        fields = {"name": self.name, "template": _OPTION_TAG, "question": self.question,
-                  "instruction": self.instruction, "options": self.options, "seed": self.seed,
-                  "spoof_question": self.spoof_question, "spoof_classes": list(self.spoof_classes)}
+        fields = {
+            "name": self.name,
+            "template": _OPTION_TAG,
+            "question": self.question,
+            "instruction": self.instruction,
+            "options": self.options,
+            "seed": self.seed,
+            "spoof_question": self.spoof_question,
+            "spoof_classes": list(self.spoof_classes),
+        }
         defaults = {f.name: f.default for f in dataclasses.fields(PaperPrompt)}
         for name in _WORDING_FIELDS:
             value = getattr(self, name)
@@ -197,8 +217,15 @@ class PaperPrompt:
         return fields
 
 
-_WORDING_FIELDS = ("layout", "option_format", "option_separator", "spoof_layout", "spoof_option_format",
-                   "spoof_option_separator", "spoof_option_names")
+_WORDING_FIELDS = (
+    "layout",
+    "option_format",
+    "option_separator",
+    "spoof_layout",
+    "spoof_option_format",
+    "spoof_option_separator",
+    "spoof_option_names",
+)
 
 
 def _fields(template: str) -> set[str]:
@@ -211,12 +238,15 @@ def _check_template(field: str, template: str, allowed: set[str], required: set[
     try:
         used = {name for _, name, _, _ in string.Formatter().parse(str(template)) if name is not None}
     except ValueError as err:
-        raise ConfigError(f"prompt.{field}={template!r} is not a valid template ({err})",
-                          "write literal braces as {{ and }}") from err
+        raise ConfigError(
+            f"prompt.{field}={template!r} is not a valid template ({err})", "write literal braces as {{ and }}"
+        ) from err
     if not used <= allowed or not required <= used:
-        raise ConfigError(f"prompt.{field}={template!r} uses {sorted(used)}; it may use {sorted(allowed)} "
-                          f"and must use {sorted(required)}",
-                          f"fix prompt.{field} (see configs/prompt/paper.yaml)")
+        raise ConfigError(
+            f"prompt.{field}={template!r} uses {sorted(used)}; it may use {sorted(allowed)} "
+            f"and must use {sorted(required)}",
+            f"fix prompt.{field} (see configs/prompt/paper.yaml)",
+        )
 
 
 def build_prompt(cfg: Mapping[str, Any]) -> ClipPrompt:

@@ -34,9 +34,11 @@ def question_table(table: ClipTable) -> ClipTable:
         return table
     clashing = [c.id for c in table.clips if QUESTION_SEPARATOR in c.id]
     if clashing:
-        raise DataError(f"dataset {table.name!r} has clip ids containing {QUESTION_SEPARATOR!r}, which names "
-                        f"per-label questions: {clashing[:5]}",
-                        "rename those clips, or set prompt.per_label_questions=false")
+        raise DataError(
+            f"dataset {table.name!r} has clip ids containing {QUESTION_SEPARATOR!r}, which names "
+            f"per-label questions: {clashing[:5]}",
+            "rename those clips, or set prompt.per_label_questions=false",
+        )
     rows = tuple(question for clip in table.clips for question in _questions(clip))
     return ClipTable(table.name, rows, table.class_names, table.source)
 
@@ -45,8 +47,17 @@ def _questions(clip: Clip) -> list[Clip]:
     positives = clip.all_labels
     if len(positives) == 1:
         return [replace(clip, label=positives[0], labels=(), question_of=clip.id, clip_labels=positives)]
-    return [replace(clip, id=f"{clip.id}{QUESTION_SEPARATOR}{k}", label=label, labels=(), question_of=clip.id,
-                    clip_labels=positives) for k, label in enumerate(positives)]
+    return [
+        replace(
+            clip,
+            id=f"{clip.id}{QUESTION_SEPARATOR}{k}",
+            label=label,
+            labels=(),
+            question_of=clip.id,
+            clip_labels=positives,
+        )
+        for k, label in enumerate(positives)
+    ]
 
 
 def question_groups(table: ClipTable, rows: np.ndarray) -> np.ndarray | None:
@@ -55,8 +66,9 @@ def question_groups(table: ClipTable, rows: np.ndarray) -> np.ndarray | None:
     if not any(c.question_of is not None for c in table.clips):
         return None
     dense: dict[str, int] = {}
-    return np.array([dense.setdefault(_source(table.clips[int(i)]), len(dense)) for i in np.asarray(rows).ravel()],
-                    dtype=np.int64)
+    return np.array(
+        [dense.setdefault(_source(table.clips[int(i)]), len(dense)) for i in np.asarray(rows).ravel()], dtype=np.int64
+    )
 
 
 def covers_whole_clips(table: ClipTable, rows: np.ndarray) -> bool:

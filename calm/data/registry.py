@@ -19,8 +19,15 @@ from calm.data.table import ClipTable
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LoadedDataset", "build_dataset", "dataset_classes", "dataset_names", "load_dataset", "read_dataset",
-           "warn_missing"]
+__all__ = [
+    "LoadedDataset",
+    "build_dataset",
+    "dataset_classes",
+    "dataset_names",
+    "load_dataset",
+    "read_dataset",
+    "warn_missing",
+]
 
 
 def dataset_names() -> list[str]:
@@ -51,8 +58,13 @@ def warn_missing(cfg: Mapping[str, Any], loaded: LoadedDataset) -> None:
         log.warning(
             "%s: %d clips listed in the metadata are missing on disk and were left out (%s%s); "
             "`python -m calm.data validate %s %s` lists them all",
-            cfg.get("name"), len(loaded.missing), shown, ", ..." if len(loaded.missing) > 3 else "", cfg.get("name"),
-            cfg.get("root") or "ROOT")
+            cfg.get("name"),
+            len(loaded.missing),
+            shown,
+            ", ..." if len(loaded.missing) > 3 else "",
+            cfg.get("name"),
+            cfg.get("root") or "ROOT",
+        )
 
 
 def load_dataset(cfg: Mapping[str, Any], data_dir: str | Path) -> ClipTable:

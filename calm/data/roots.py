@@ -28,8 +28,10 @@ log = logging.getLogger(__name__)
 
 __all__ = ["FolderWalk", "require_folder", "resolve_under"]
 
-STAY_INSIDE = ("fix that line: paths in a dataset's metadata are relative to the dataset root and may not "
-               "leave it (no absolute path, no `..` above the root); keep the dataset's official layout")
+STAY_INSIDE = (
+    "fix that line: paths in a dataset's metadata are relative to the dataset root and may not "
+    "leave it (no absolute path, no `..` above the root); keep the dataset's official layout"
+)
 
 
 def require_folder(path: Path, what: str, how_to_get: str) -> Path:
@@ -51,8 +53,7 @@ def resolve_under(root: Path, relative: str | Path, where: str, fix: str = STAY_
     root, so it passes only when it lies under `root`)."""
     joined = os.path.normpath(os.path.join(root, os.path.expanduser(relative)))
     if not _inside(os.path.abspath(joined), os.path.abspath(root)):
-        raise DataError(f"{where}: the path {str(relative)!r} leads to {joined}, outside the dataset root {root}",
-                        fix)
+        raise DataError(f"{where}: the path {str(relative)!r} leads to {joined}, outside the dataset root {root}", fix)
     return Path(joined)
 
 
@@ -82,8 +83,14 @@ class FolderWalk:
         """One warning naming the links that were not followed, so leaving them out is never silent."""
         if self.looped:
             shown = ", ".join(self.looped[:5]) + (f" and {len(self.looped) - 5} more" if len(self.looped) > 5 else "")
-            log.warning("%s: %d symlink(s) under %s point back into a folder that holds them (the walk loops) "
-                        "and were not followed: %s", name, len(self.looped), self.root, shown)
+            log.warning(
+                "%s: %d symlink(s) under %s point back into a folder that holds them (the walk loops) "
+                "and were not followed: %s",
+                name,
+                len(self.looped),
+                self.root,
+                shown,
+            )
 
     def _files(self, folder: Path, real: str, chain: tuple[str, ...]) -> Iterator[Path]:
         for path, target, is_dir in self._entries(folder, real, chain):
@@ -121,14 +128,19 @@ class FolderWalk:
         is_dir = os.path.isdir(target)
         if is_dir and (target in chain or _inside(real_parent, target)):
             if where:
-                raise DataError(f"{where}: the symlink {link} points back into a folder that holds it ({target}), "
-                                "so its files are reachable under endless paths",
-                                "list the file by its real path, or remove the link")
+                raise DataError(
+                    f"{where}: the symlink {link} points back into a folder that holds it ({target}), "
+                    "so its files are reachable under endless paths",
+                    "list the file by its real path, or remove the link",
+                )
             self.looped.append(str(link))
             return False
         if not self.allow_outside and not _inside(target, self.real_root):
-            raise DataError(f"{where + ': ' if where else ''}the symlink {link} leads to {target}, "
-                            f"{'a folder' if is_dir else 'a file'} outside the dataset root {self.root}", self.fix)
+            raise DataError(
+                f"{where + ': ' if where else ''}the symlink {link} leads to {target}, "
+                f"{'a folder' if is_dir else 'a file'} outside the dataset root {self.root}",
+                self.fix,
+            )
         return True
 
     def _entries(self, folder: Path, real: str, chain: tuple[str, ...]) -> Iterator[tuple[Path, str, bool]]:

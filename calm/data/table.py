@@ -60,8 +60,9 @@ class ClipTable:
                 f"dataset {self.name!r} ({self.source}) has duplicate clip ids: {duplicates[:5]}",
                 "make every clip id unique (ids name cache rows, so two clips may not share one)",
             )
-        bad = [c.id for c in self.clips
-               if not all(0 <= y < len(self.class_names) for y in (*c.all_labels, *c.clip_labels))]
+        bad = [
+            c.id for c in self.clips if not all(0 <= y < len(self.class_names) for y in (*c.all_labels, *c.clip_labels))
+        ]
         if bad:
             raise DataError(
                 f"dataset {self.name!r} has clips with labels outside 0..{len(self.class_names) - 1}: {bad[:5]}",
@@ -108,14 +109,28 @@ class ClipTable:
         try:
             contents = dict(zip(paths, file_digests.of_many(paths), strict=True))
         except OSError as err:
-            raise DataError(f"dataset {self.name!r}: cannot read {err.filename or 'a clip'} to digest it ({err})",
-                            "check that the dataset's files are present and readable, then run again") from err
-        return digest({
-            "classes": list(self.class_names),
-            "clips": [[c.id, c.label, list(c.all_labels), c.split, dict(c.meta), contents[c.audio_path],
-                       contents[c.video_path] if c.video_path is not None else None, *_question_fields(c)]
-                      for c in self.clips],
-        })
+            raise DataError(
+                f"dataset {self.name!r}: cannot read {err.filename or 'a clip'} to digest it ({err})",
+                "check that the dataset's files are present and readable, then run again",
+            ) from err
+        return digest(
+            {
+                "classes": list(self.class_names),
+                "clips": [
+                    [
+                        c.id,
+                        c.label,
+                        list(c.all_labels),
+                        c.split,
+                        dict(c.meta),
+                        contents[c.audio_path],
+                        contents[c.video_path] if c.video_path is not None else None,
+                        *_question_fields(c),
+                    ]
+                    for c in self.clips
+                ],
+            }
+        )
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Clips per split and class name, for reports."""
@@ -136,15 +151,21 @@ def check_class_names(first_seen: Mapping[str, str], context: str) -> None:
     """
     for name, place in first_seen.items():
         if not name.strip():
-            raise DataError(f"{context}: the label is empty ({place})" if place else f"{context}: a class name is empty",
-                            "give every clip a non-empty label (an empty one would become a class named '')")
+            raise DataError(
+                f"{context}: the label is empty ({place})" if place else f"{context}: a class name is empty",
+                "give every clip a non-empty label (an empty one would become a class named '')",
+            )
     spelled: dict[str, str] = {}
     for name in first_seen:
         other = spelled.setdefault(name.casefold(), name)
         if other != name:
-            shown = [f"{label!r} ({first_seen[label]})" if first_seen[label] else repr(label) for label in (other, name)]
-            raise DataError(f"{context}: class names {shown[0]} and {shown[1]} differ only in case",
-                            f"use one spelling per class: {other!r} and {name!r} would be counted as two classes")
+            shown = [
+                f"{label!r} ({first_seen[label]})" if first_seen[label] else repr(label) for label in (other, name)
+            ]
+            raise DataError(
+                f"{context}: class names {shown[0]} and {shown[1]} differ only in case",
+                f"use one spelling per class: {other!r} and {name!r} would be counted as two classes",
+            )
 
 
 def _question_fields(clip: Clip) -> list[object]:

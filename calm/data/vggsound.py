@@ -35,8 +35,9 @@ class VggSound(Dataset):
     """`dataset=vggsound`: vggsound.csv under `root`, clips under `clips_dir` (relative to `root`, or absolute)."""
 
     description = "VGGSound: 309 classes of YouTube clips (audio, or audio+video from mp4); missing clips reported"
-    layout = ("vggsound.csv (no header: youtube_id,start_seconds,label,split) + "
-              "video/{youtube_id}_{start:06d}.mp4|wav|flac")
+    layout = (
+        "vggsound.csv (no header: youtube_id,start_seconds,label,split) + video/{youtube_id}_{start:06d}.mp4|wav|flac"
+    )
     source = VGGSOUND_URL
 
     name: str
@@ -82,8 +83,9 @@ def clips_folder(root: Path, clips_dir: str | Path, how_to_get: str) -> Path:
     return require_folder(folder, "clips folder", how_to_get)
 
 
-def load_vggsound(root: Path, clips_dir: str | Path = "video",
-                  extensions: Sequence[str] = CLIP_EXTENSIONS) -> tuple[ClipTable, list[str]]:
+def load_vggsound(
+    root: Path, clips_dir: str | Path = "video", extensions: Sequence[str] = CLIP_EXTENSIONS
+) -> tuple[ClipTable, list[str]]:
     """The clip table and the expected paths of clips listed in vggsound.csv but not found."""
     meta = require_file(root / "vggsound.csv", "VGGSound metadata", HOW_TO_GET)
     folder = clips_folder(root, clips_dir, HOW_TO_GET)
@@ -99,11 +101,16 @@ def load_vggsound(root: Path, clips_dir: str | Path = "video",
         if path is None:
             missing.append(str(expected))
             continue
-        clips.append(Clip(
-            id=stem, audio_path=path, label=label_of[label], split=SPLITS[split],
-            video_path=path if is_container(path) else None,
-            meta={"youtube_id": youtube_id, "start_seconds": str(start)},
-        ))
+        clips.append(
+            Clip(
+                id=stem,
+                audio_path=path,
+                label=label_of[label],
+                split=SPLITS[split],
+                video_path=path if is_container(path) else None,
+                meta={"youtube_id": youtube_id, "start_seconds": str(start)},
+            )
+        )
     return ClipTable("vggsound", tuple(clips), names, source=str(root)), missing
 
 
@@ -126,8 +133,10 @@ def _read_csv(meta: Path) -> list[tuple[int, str, str, int, str, str]]:
                 )
             start_seconds = parse_int(meta, line, start, "start_seconds")
             if split not in SPLITS:
-                raise DataError(f"{meta} line {line}: split is {split!r}, expected train or test",
-                                f"fix that line; each line is {LAYOUT}")
+                raise DataError(
+                    f"{meta} line {line}: split is {split!r}, expected train or test",
+                    f"fix that line; each line is {LAYOUT}",
+                )
             stem = clip_stem(youtube_id, start_seconds)
             seen.add(stem, meta, line)
             rows.append((line, stem, youtube_id, start_seconds, label, split))

@@ -43,7 +43,6 @@ log = logging.getLogger(__name__)
 QUIET_WARNINGS = (".*does not have many workers.*", ".*infer the batch indices.*", ".*LeafSpec.*")
 
 
-
 class _DropAdvertising(logging.Filter):
     """Lightning prints a product tip on every Trainer; keep its useful device lines only."""
 
@@ -89,8 +88,9 @@ class PlannedBatches(Dataset):
     whatever sampler Lightning puts in front of it.
     """
 
-    def __init__(self, table: ClipTable, batches: list[list[str]], prompt: Prompt, backbone: Backbone,
-                 on_bad_clip: str) -> None:
+    def __init__(
+        self, table: ClipTable, batches: list[list[str]], prompt: Prompt, backbone: Backbone, on_bad_clip: str
+    ) -> None:
         self.table = table
         self.batches = batches
         self.prompt = prompt
@@ -130,8 +130,10 @@ class PlannedBatches(Dataset):
         if not needs_video:
             return load_audio(clip.audio_path, self.backbone.sample_rate), None
         if clip.video_path is None:
-            raise DataError(f"clip {clip.id} ({clip.audio_path}) has no video file",
-                            "use backbone.modality=audio, or a dataset whose clips are videos (e.g. vggsound mp4)")
+            raise DataError(
+                f"clip {clip.id} ({clip.audio_path}) has no video file",
+                "use backbone.modality=audio, or a dataset whose clips are videos (e.g. vggsound mp4)",
+            )
         return load_audio(clip.video_path, self.backbone.sample_rate), self.backbone.load_video(clip.video_path)
 
 
@@ -145,8 +147,15 @@ def trimmed_for_capture(backbone: Backbone, batch: dict[str, Any]) -> dict[str, 
 class ClipBatches(pl.LightningDataModule):
     """Serves the planned batches; under DDP each rank takes every world_size-th batch."""
 
-    def __init__(self, table: ClipTable, batches: list[list[str]], prompt: Prompt, backbone: Backbone,
-                 on_bad_clip: str, num_workers: int) -> None:
+    def __init__(
+        self,
+        table: ClipTable,
+        batches: list[list[str]],
+        prompt: Prompt,
+        backbone: Backbone,
+        on_bad_clip: str,
+        num_workers: int,
+    ) -> None:
         super().__init__()
         self.args = (table, batches, prompt, backbone, on_bad_clip)
         self.num_workers = num_workers
@@ -184,8 +193,13 @@ class CacheWriter(BasePredictionWriter):
     After a SIGTERM no new batch starts, and the one being computed is committed before the job stops
     (calm.run.termination)."""
 
-    def __init__(self, cache: ActivationCache, report: ExtractionReport, inputs: dict[str, RowInputs],
-                 durations: dict[str, float]) -> None:
+    def __init__(
+        self,
+        cache: ActivationCache,
+        report: ExtractionReport,
+        inputs: dict[str, RowInputs],
+        durations: dict[str, float],
+    ) -> None:
         super().__init__(write_interval="batch")
         self.cache = cache
         self.report = report
@@ -200,8 +214,9 @@ class CacheWriter(BasePredictionWriter):
         ids = prediction["ids"]
         if ids:
             facts = [RowFacts(len(ids), self.durations[cid]) for cid in ids]
-            self.report.extracted += self.cache.write(ids, prediction["rows"].numpy(),
-                                                      [self.inputs[cid] for cid in ids], facts)
+            self.report.extracted += self.cache.write(
+                ids, prediction["rows"].numpy(), [self.inputs[cid] for cid in ids], facts
+            )
         stop_if_terminated()
 
 
@@ -211,16 +226,27 @@ def count_recomputed(todo: dict[str, str], report: ExtractionReport) -> None:
         if reason in report.recomputed:
             report.recomputed[reason] += 1
     counts = report.recomputed
-    reasons = [f"{words} {counts[reason]}" for reason, words in (("audio", "audio"), ("prompt", "prompt text"))
-               if counts.get(reason)]
+    reasons = [
+        f"{words} {counts[reason]}"
+        for reason, words in (("audio", "audio"), ("prompt", "prompt text"))
+        if counts.get(reason)
+    ]
     if counts.get("unknown"):
         reasons.append(f"{counts['unknown']} of an older cache format")
     if reasons:
         log.info("recomputing %d cached rows whose inputs changed: %s", sum(counts.values()), ", ".join(reasons))
 
 
-def check_served_rows(backbone: Backbone, table: ClipTable, cache: ActivationCache, clip_ids: Sequence[str],
-                      on_long_clip: str, on_bad_clip: str, store: DurationStore, workers: int) -> int:
+def check_served_rows(
+    backbone: Backbone,
+    table: ClipTable,
+    cache: ActivationCache,
+    clip_ids: Sequence[str],
+    on_long_clip: str,
+    on_bad_clip: str,
+    store: DurationStore,
+    workers: int,
+) -> int:
     """Apply `on_long_clip` to cached rows a job reads without extracting anything: by the clip durations
     recorded with the rows (no audio read), truncated clips are named again or, under `error`, refused as
     an uncached clip would be. Under `error`, clips whose rows recorded no duration (older cache formats)
@@ -264,14 +290,16 @@ def extract_missing(
     store = DurationStore(cache.path.parent)
     workers = max(PROBE_WORKERS, num_workers)
     if not todo:
-        report.headers_read = check_served_rows(backbone, table, cache, needed, on_long_clip, on_bad_clip, store,
-                                                workers)
+        report.headers_read = check_served_rows(
+            backbone, table, cache, needed, on_long_clip, on_bad_clip, store, workers
+        )
         return report
     cache.ensure_writable()
     missing = set(todo)
     durations, bad, report.headers_read = preflight(table, needed, on_bad_clip, store, workers)
-    check_long_clips({cid: durations[cid] for cid in needed if cid in durations}, backbone.window_seconds,
-                     on_long_clip, table)
+    check_long_clips(
+        {cid: durations[cid] for cid in needed if cid in durations}, backbone.window_seconds, on_long_clip, table
+    )
     report.skipped.update({cid: why for cid, why in bad.items() if cid in missing})
     usable = [cid for cid in needed if cid not in bad]
     count_recomputed({cid: why for cid, why in todo.items() if cid not in bad}, report)
@@ -281,8 +309,12 @@ def extract_missing(
     model = backbone.load()
     datamodule = ClipBatches(table, batches, prompt, backbone, on_bad_clip, num_workers)
     trainer = pl.Trainer(
-        logger=False, enable_checkpointing=False, enable_model_summary=False, use_distributed_sampler=False,
-        callbacks=[CacheWriter(cache, report, inputs, durations)], **trainer_kwargs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        callbacks=[CacheWriter(cache, report, inputs, durations)],
+        **trainer_kwargs,
     )
     with warnings.catch_warnings(), at_step_end():
         for noise in QUIET_WARNINGS:

@@ -27,8 +27,13 @@ PROBE_WORKERS = 8  # threads reading audio headers (I/O bound): at least this ma
 PROGRESS_FROM = 200  # clips to check before a progress bar is worth showing
 
 
-def preflight(table: ClipTable, clip_ids: Sequence[str], on_bad_clip: str, store: DurationStore | None = None,
-              workers: int = PROBE_WORKERS) -> tuple[dict[str, float], dict[str, str], int]:
+def preflight(
+    table: ClipTable,
+    clip_ids: Sequence[str],
+    on_bad_clip: str,
+    store: DurationStore | None = None,
+    workers: int = PROBE_WORKERS,
+) -> tuple[dict[str, float], dict[str, str], int]:
     """Check the clips before the model loads: durations, and bad clips (missing, undecodable, empty,
     truncated, or a float file holding NaN/Inf samples; float files are the only ones decoded here,
     see `calm.data.audio`). Returns (durations, bad clips with why, headers read).
@@ -54,8 +59,14 @@ def preflight(table: ClipTable, clip_ids: Sequence[str], on_bad_clip: str, store
     fresh: dict[FileKey, float] = {}
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = pool.map(probe, todo)
-        for cid, seconds, err in tqdm(results, total=len(todo), desc="checking audio headers", unit="clip",
-                                      disable=len(todo) < PROGRESS_FROM, leave=False):
+        for cid, seconds, err in tqdm(
+            results,
+            total=len(todo),
+            desc="checking audio headers",
+            unit="clip",
+            disable=len(todo) < PROGRESS_FROM,
+            leave=False,
+        ):
             if err is not None:
                 if on_bad_clip == "error":
                     raise err
@@ -87,8 +98,9 @@ def check_long_clips(durations: dict[str, float], window: float | None, policy: 
             "trim them, or set on_long_clip=truncate to keep only the first "
             f"{window:.0f} s of each (the processor's behaviour)",
         )
-    log.warning("%d clips are longer than the %.0f s audio window and are truncated to it: %s%s",
-                len(long), window, shown, more)
+    log.warning(
+        "%d clips are longer than the %.0f s audio window and are truncated to it: %s%s", len(long), window, shown, more
+    )
 
 
 def plan_batches(clip_ids: Sequence[str], durations: dict[str, float], batch_size: int) -> list[list[str]]:

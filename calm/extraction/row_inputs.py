@@ -44,8 +44,9 @@ def job_inputs(backbone: Backbone, prompt: Prompt, table: ClipTable, digests: Fi
     return {"model": digest(model_key_fields(backbone, prompt, digests)), "table": table.digest(digests)}
 
 
-def row_inputs(backbone: Backbone, table: ClipTable, prompt: Prompt, digests: FileDigests,
-               clip_ids: Sequence[str] | None = None) -> dict[str, RowInputs]:
+def row_inputs(
+    backbone: Backbone, table: ClipTable, prompt: Prompt, digests: FileDigests, clip_ids: Sequence[str] | None = None
+) -> dict[str, RowInputs]:
     """What each clip's row is computed from: the content digest of the files it is decoded from (the
     audio file; also the video file when the backbone reads frames) and of the rendered prompt text
     when the backbone reads it. File digests are remembered by path, size and mtime in `digests`, so

@@ -40,8 +40,15 @@ class HeadGrid:
         """Parse the head names; without (parsable) names, one panel with a single row of all heads."""
         parsed = [HEAD_NAME.match(name) for name in names or ()]
         if len(parsed) != n_heads or not all(parsed):
-            return cls((UNNAMED_POINT,), ((0,),), (n_heads,), np.zeros(n_heads, int), np.zeros(n_heads, int),
-                       np.arange(n_heads), tuple(f"H{j}" for j in range(n_heads)))
+            return cls(
+                (UNNAMED_POINT,),
+                ((0,),),
+                (n_heads,),
+                np.zeros(n_heads, int),
+                np.zeros(n_heads, int),
+                np.arange(n_heads),
+                tuple(f"H{j}" for j in range(n_heads)),
+            )
         points = tuple(dict.fromkeys(m["point"] for m in parsed))
         layers = tuple(tuple(sorted({int(m["layer"]) for m in parsed if m["point"] == p})) for p in points)
         width = tuple(1 + max(int(m["head"]) for m in parsed if m["point"] == p) for p in points)

@@ -55,8 +55,7 @@ def heads_figure(grid: HeadGrid, rows: list[tuple[str, np.ndarray]], title: str,
     width = sum(w * cell + 0.9 for w in grid.width) + 1.2
     height = (max(len(layers) for layers in grid.layers) * cell + 0.5) * len(rows) + 0.9
     fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
-    axes = fig.subplots(len(rows), len(grid.points), squeeze=False,
-                        gridspec_kw={"width_ratios": list(grid.width)})
+    axes = fig.subplots(len(rows), len(grid.points), squeeze=False, gridspec_kw={"width_ratios": list(grid.width)})
     vmax = max([float(np.nanmax(v)) for _, v in rows if np.isfinite(v).any()] + [1e-12])
     for r, (label, values) in enumerate(rows):
         for p, panel in enumerate(grid.panels(values)):
@@ -88,14 +87,23 @@ def shown_classes(class_episodes: np.ndarray, max_classes: int = MAX_CLASSES) ->
     return sorted(sorted(seen, key=lambda c: (-int(class_episodes[c]), c))[:max_classes])
 
 
-def top_heads_figure(grid: HeadGrid, mean_weights: np.ndarray, class_names: Sequence[str], title: str,
-                     n: int = TOP_HEADS, classes: Sequence[int] | None = None) -> Figure:
+def top_heads_figure(
+    grid: HeadGrid,
+    mean_weights: np.ndarray,
+    class_names: Sequence[str],
+    title: str,
+    n: int = TOP_HEADS,
+    classes: Sequence[int] | None = None,
+) -> Figure:
     """Classes × rank: each cell names the class's n-th heaviest head, coloured by its mean weight.
 
     `classes` are the ones drawn (rows), by default every class with weights.
     """
-    shown = list(classes) if classes is not None else [
-        c for c in range(mean_weights.shape[1]) if np.isfinite(mean_weights[:, c]).any()]
+    shown = (
+        list(classes)
+        if classes is not None
+        else [c for c in range(mean_weights.shape[1]) if np.isfinite(mean_weights[:, c]).any()]
+    )
     heads, values = top_heads(mean_weights[:, shown], n)
     fig = Figure(figsize=(1.3 * heads.shape[1] + 2.5, 0.32 * len(shown) + 1.3), dpi=DPI, layout="constrained")
     ax = fig.subplots()
@@ -103,8 +111,15 @@ def top_heads_figure(grid: HeadGrid, mean_weights: np.ndarray, class_names: Sequ
     bright = 0.6 * np.nanmax(values, initial=0.0)
     for i, row in enumerate(heads):
         for k, j in enumerate(row):
-            ax.text(k, i, short_head_name(grid, int(j)), ha="center", va="center", fontsize=7,
-                    color="black" if values[i, k] > bright else "white")
+            ax.text(
+                k,
+                i,
+                short_head_name(grid, int(j)),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="black" if values[i, k] > bright else "white",
+            )
     ax.set_yticks(range(len(shown)), [plain(class_names[c]) for c in shown], fontsize=7)
     ax.set_xticks(range(heads.shape[1]), [f"#{k + 1}" for k in range(heads.shape[1])], fontsize=8)
     ax.set_xlabel("rank of the head within the class")
@@ -126,8 +141,14 @@ def save_figure(fig: Figure, path: Path, **options: object) -> Path:
     return write_bytes_atomic(path, image.getvalue())
 
 
-def write_job_figures(collector: HeadCollector, grid: HeadGrid, class_names: Sequence[str], out_dir: Path,
-                      context: str = "", max_classes: int = MAX_CLASSES) -> dict[str, Path]:
+def write_job_figures(
+    collector: HeadCollector,
+    grid: HeadGrid,
+    class_names: Sequence[str],
+    out_dir: Path,
+    context: str = "",
+    max_classes: int = MAX_CLASSES,
+) -> dict[str, Path]:
     """Write every figure the collected fits allow into `out_dir`; returns {W&B key: PNG path}.
 
     Per-class figures draw at most `max_classes` classes (`shown_classes`), and say so in the title.
@@ -141,7 +162,7 @@ def write_job_figures(collector: HeadCollector, grid: HeadGrid, class_names: Seq
         seen = int(np.count_nonzero(collector.class_episodes[method]))
         shown = shown_classes(collector.class_episodes[method], max_classes)
         capped = f" · {len(shown)} of {seen} classes shown (most episodes)" if len(shown) < seen else ""
-        pages = [shown[i:i + CLASSES_PER_PAGE] for i in range(0, len(shown), CLASSES_PER_PAGE)]
+        pages = [shown[i : i + CLASSES_PER_PAGE] for i in range(0, len(shown), CLASSES_PER_PAGE)]
         for number, page in enumerate(pages, start=1):
             part = f" ({number}/{len(pages)})" if len(pages) > 1 else ""
             title = f"{method}: head weights per class, mean over episodes{part}{capped}{suffix}"

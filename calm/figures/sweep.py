@@ -106,8 +106,9 @@ def curve_settings(config: dict[str, Any], method: str) -> dict[str, Any]:
     kept["trainer"] = {k: v for k, v in config.get("trainer", {}).items() if k not in NOT_RESULTS_TRAINER}
     kept["method"] = _method_settings(method_cfg, method)
     # a protocol's copy of an axis (episodic.yaml's `shots: ${shots}`) is that axis, not a setting
-    kept["protocol"] = {k: v for k, v in (config.get("protocol") or {}).items()
-                        if not (k in CURVE_AXES and v == config.get(k))}
+    kept["protocol"] = {
+        k: v for k, v in (config.get("protocol") or {}).items() if not (k in CURVE_AXES and v == config.get(k))
+    }
     flat = _flatten(kept)
     estimator = row_estimator(method_cfg, method)
     if estimator is not None:
@@ -145,8 +146,7 @@ def accuracy_curves(payloads: Iterable[dict[str, Any]]) -> dict[tuple[str, str],
     Rows with the same settings are pooled across distinct seeds (mean of means, CI combined as
     independent); rows of the same settings and seed are one job repeated and count once.
     """
-    rows: dict[tuple[str, str], list[tuple[str, str | None, dict[str, Any], str, dict[str, Any]]]] = \
-        defaultdict(list)
+    rows: dict[tuple[str, str], list[tuple[str, str | None, dict[str, Any], str, dict[str, Any]]]] = defaultdict(list)
     for payload in payloads:
         config = payload["config"]
         combo = (config["dataset"]["name"], config["backbone"]["name"])
@@ -167,8 +167,15 @@ def accuracy_curves(payloads: Iterable[dict[str, Any]]) -> dict[tuple[str, str],
         for label, by_shots in points.items():
             shots = sorted(by_shots)
             pooled = [_pooled(by_shots[s]) for s in shots]
-            curves[combo].append(Curve(label, np.array(shots), np.array([p[0] for p in pooled]),
-                                       np.array([p[1] for p in pooled]), np.array([p[2] for p in pooled])))
+            curves[combo].append(
+                Curve(
+                    label,
+                    np.array(shots),
+                    np.array([p[0] for p in pooled]),
+                    np.array([p[1] for p in pooled]),
+                    np.array([p[2] for p in pooled]),
+                )
+            )
     return curves
 
 
@@ -178,8 +185,14 @@ def curves_figure(curves: list[Curve], title: str) -> Figure:
     ax = fig.subplots()
     for curve in curves:
         (line,) = ax.plot(curve.shots, curve.mean, marker="o", label=plain(curve.label))
-        ax.fill_between(curve.shots, curve.mean - curve.ci95, curve.mean + curve.ci95, color=line.get_color(),
-                        alpha=0.2, linewidth=0)
+        ax.fill_between(
+            curve.shots,
+            curve.mean - curve.ci95,
+            curve.mean + curve.ci95,
+            color=line.get_color(),
+            alpha=0.2,
+            linewidth=0,
+        )
     shots = sorted({int(s) for curve in curves for s in curve.shots})
     if shots[0] > 0 and shots[-1] / shots[0] >= 8:
         ax.set_xscale("log")

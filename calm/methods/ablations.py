@@ -2,7 +2,8 @@
 (The hard-vote ablation, every head voting, is SAV with `top_k: null`: configs/estimator/hard_vote.yaml.)
 
 - `GRW`: one class-agnostic reliability per head (the clamped true-class margin averaged over all
-  clips of the reliability set V: the support set, or a named V as CALM takes one), softmax weights over the top_k heads, score_c = Σ_j w_j p_j(c|x).
+  clips of the reliability set V: the support set, or a named V as CALM takes one), softmax weights over the top_k
+  heads, score_c = Σ_j w_j p_j(c|x).
 - `Concat`: one cosine over all heads concatenated (`normalization="authors"`: each query head
   normalised before concatenating, against the raw concatenated prototype, as the authors ran it).
 - `UniformSoft`: mean of the per-head posteriors over all heads.
@@ -67,8 +68,14 @@ class GRW(_PosteriorEstimator):
     normalised, `n_classes_`.
     """
 
-    def __init__(self, tau: float = 0.07, tau_w: float = 0.5, top_k: int | None = None,
-                 tie_break: str = "index", tie_seed: int = 0) -> None:
+    def __init__(
+        self,
+        tau: float = 0.07,
+        tau_w: float = 0.5,
+        top_k: int | None = None,
+        tie_break: str = "index",
+        tie_seed: int = 0,
+    ) -> None:
         self.tau = tau
         self.tau_w = tau_w
         self.top_k = top_k
@@ -85,8 +92,15 @@ class GRW(_PosteriorEstimator):
 
     uses_reliability_set = True
 
-    def fit(self, features: FeaturesLike, labels: LabelsLike, *, n_classes: int | None = None,
-            tie_seed: int | None = None, reliability_set: ReliabilitySet | None = None) -> GRW:
+    def fit(
+        self,
+        features: FeaturesLike,
+        labels: LabelsLike,
+        *,
+        n_classes: int | None = None,
+        tie_seed: int | None = None,
+        reliability_set: ReliabilitySet | None = None,
+    ) -> GRW:
         """Reliabilities on the reliability set (a named V, else the support set), the top_k heads by
         them, and their softmax weights."""
         self._check()
@@ -133,13 +147,15 @@ class Concat(Estimator):
 
     def _check(self) -> None:
         if self.normalization not in CONCAT_NORMALIZATIONS:
-            raise ConfigError(f"Concat normalization must be one of {', '.join(CONCAT_NORMALIZATIONS)}, "
-                              f"got {self.normalization!r}",
-                              "use normalization=cosine (raw concatenations) or normalization=authors "
-                              "(per-head normalised queries against raw prototypes)")
+            raise ConfigError(
+                f"Concat normalization must be one of {', '.join(CONCAT_NORMALIZATIONS)}, got {self.normalization!r}",
+                "use normalization=cosine (raw concatenations) or normalization=authors "
+                "(per-head normalised queries against raw prototypes)",
+            )
 
-    def fit(self, features: FeaturesLike, labels: LabelsLike, *, n_classes: int | None = None,
-            tie_seed: int | None = None) -> Concat:
+    def fit(
+        self, features: FeaturesLike, labels: LabelsLike, *, n_classes: int | None = None, tie_seed: int | None = None
+    ) -> Concat:
         self._check()
         features, labels, n_classes = validate_support(features, labels, n_classes)
         n_heads, head_dim = features.shape[1], features.shape[2]
@@ -164,8 +180,9 @@ class UniformSoft(_PosteriorEstimator):
         self.tau = tau
         check_positive("tau", tau)
 
-    def fit(self, features: FeaturesLike, labels: LabelsLike, *, n_classes: int | None = None,
-            tie_seed: int | None = None) -> UniformSoft:
+    def fit(
+        self, features: FeaturesLike, labels: LabelsLike, *, n_classes: int | None = None, tie_seed: int | None = None
+    ) -> UniformSoft:
         check_positive("tau", self.tau)
         self._fit_prototypes(features, labels, n_classes)
         return self
@@ -185,8 +202,9 @@ class ConfidenceWeighted(_PosteriorEstimator):
         self.tau = tau
         check_positive("tau", tau)
 
-    def fit(self, features: FeaturesLike, labels: LabelsLike, *,
-            n_classes: int | None = None, tie_seed: int | None = None) -> ConfidenceWeighted:
+    def fit(
+        self, features: FeaturesLike, labels: LabelsLike, *, n_classes: int | None = None, tie_seed: int | None = None
+    ) -> ConfidenceWeighted:
         check_positive("tau", self.tau)
         self._fit_prototypes(features, labels, n_classes)
         return self
@@ -213,8 +231,7 @@ class TopKSoft(_PosteriorEstimator):
     order, `tied_selections_`, `tie_seed_`, `prototypes_` (K, C, d).
     """
 
-    def __init__(self, tau: float = 0.07, top_k: int | None = 20, tie_break: str = "index",
-                 tie_seed: int = 0) -> None:
+    def __init__(self, tau: float = 0.07, top_k: int | None = 20, tie_break: str = "index", tie_seed: int = 0) -> None:
         self.tau = tau
         self.top_k = top_k
         self.tie_break = tie_break
@@ -226,8 +243,9 @@ class TopKSoft(_PosteriorEstimator):
         check_top_k("TopKSoft", self.top_k)
         self._check_ties()
 
-    def fit(self, features: FeaturesLike, labels: LabelsLike, *, n_classes: int | None = None,
-            tie_seed: int | None = None) -> TopKSoft:
+    def fit(
+        self, features: FeaturesLike, labels: LabelsLike, *, n_classes: int | None = None, tie_seed: int | None = None
+    ) -> TopKSoft:
         self._check()
         self._rank_heads(features, labels, n_classes, self.top_k, tie_seed)
         return self

@@ -58,8 +58,9 @@ class Estimator(ABC):
     tie_seed: int = 0
 
     @abstractmethod
-    def fit(self, features: FeaturesLike, labels: LabelsLike, *, n_classes: int | None = None,
-            tie_seed: int | None = None) -> Estimator:
+    def fit(
+        self, features: FeaturesLike, labels: LabelsLike, *, n_classes: int | None = None, tie_seed: int | None = None
+    ) -> Estimator:
         """Learn from the support set; returns self. `tie_seed` replaces the `tie_seed` setting for
         this fit (used only with tie_break="random"; ignored by estimators that rank no heads)."""
 
@@ -71,20 +72,23 @@ class Estimator(ABC):
         """argmax_c of `predict_scores` (m,), ties to the lowest class index."""
         return self.predict_scores(features).argmax(dim=1)
 
-    def _support(self, features: FeaturesLike, labels: LabelsLike,
-                 n_classes: int | None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def _support(
+        self, features: FeaturesLike, labels: LabelsLike, n_classes: int | None
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Validated support features, labels and class count; remembers the shape queries must have."""
         features, labels, n_classes = validate_support(features, labels, n_classes)
         self.n_classes_ = n_classes
         self.n_heads_, self.head_dim_ = features.shape[1], features.shape[2]
         return features, labels, n_classes
 
-    def _fit_prototypes(self, features: FeaturesLike, labels: LabelsLike,
-                        n_classes: int | None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def _fit_prototypes(
+        self, features: FeaturesLike, labels: LabelsLike, n_classes: int | None
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
         """`_support`, plus the normalised class prototypes (K, C, d) in `prototypes_`."""
         features, labels, n_classes = self._support(features, labels, n_classes)
-        self.prototypes_ = normalized_prototypes(class_sums(features, labels, n_classes),
-                                                 class_counts(labels, n_classes))
+        self.prototypes_ = normalized_prototypes(
+            class_sums(features, labels, n_classes), class_counts(labels, n_classes)
+        )
         return features, labels, n_classes
 
     def _check_ties(self) -> None:
@@ -102,16 +106,25 @@ class Estimator(ABC):
         self.tie_seed_ = int(seed)
         return tie_order(n_heads, self.tie_break, seed)
 
-    def _rank_heads(self, features: FeaturesLike, labels: LabelsLike, n_classes: int | None,
-                    top_k: int | None, tie_seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def _rank_heads(
+        self,
+        features: FeaturesLike,
+        labels: LabelsLike,
+        n_classes: int | None,
+        top_k: int | None,
+        tie_seed: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Fit the prototypes and rank heads as SAV (ties by `tie_break`); keeps the first top_k (all
         when None) in `selected_heads_` and counts in `tied_selections_` those chosen among ties.
         Returns the validated support features, labels and class count."""
         features, labels, n_classes = self._fit_prototypes(features, labels, n_classes)
         # per-head counts summed over chunks of clips: never the whole support's (K, n, C) products at once
-        self.head_scores_ = sum(sav_head_scores(prototype_dots(features[a:a + RANKING_CHUNK], self.prototypes_),
-                                                labels[a:a + RANKING_CHUNK])
-                                for a in range(0, len(labels), RANKING_CHUNK))
+        self.head_scores_ = sum(
+            sav_head_scores(
+                prototype_dots(features[a : a + RANKING_CHUNK], self.prototypes_), labels[a : a + RANKING_CHUNK]
+            )
+            for a in range(0, len(labels), RANKING_CHUNK)
+        )
         self.ranking_ = sav_rank(self.head_scores_, self._tie_order(self.n_heads_, tie_seed))
         k = min(top_k or self.n_heads_, self.n_heads_)
         self.selected_heads_ = self.ranking_[:k]
@@ -132,8 +145,15 @@ def build_estimator(cfg: Mapping[str, Any], key: str | None = None) -> Estimator
     return build(cfg, "estimator", base=Estimator, key=key)
 
 
-def fit_estimator(estimator: Any, features: FeaturesLike, labels: LabelsLike, *, n_classes: int | None = None,
-                  tie_seed: int | None = None, reliability_set: ReliabilitySet | None = None) -> Any:
+def fit_estimator(
+    estimator: Any,
+    features: FeaturesLike,
+    labels: LabelsLike,
+    *,
+    n_classes: int | None = None,
+    tie_seed: int | None = None,
+    reliability_set: ReliabilitySet | None = None,
+) -> Any:
     """`estimator.fit` on the support set, with the named reliability set V for the estimators that use
     one (`uses_reliability_set`); `tie_seed` (the episode's seed) for every `Estimator`."""
     kwargs: dict[str, Any] = {} if tie_seed is None or not isinstance(estimator, Estimator) else {"tie_seed": tie_seed}

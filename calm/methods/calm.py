@@ -51,10 +51,18 @@ from calm.methods.prototypes import (
 from calm.methods.ties import descending_order, ranks_from_order, tied_selections
 
 
-def calm_scores_from(sims: Similarities, *, tau: float = 0.07, tau_w: float = 0.5,
-                     reliability: str = "margin_clamped", top_k: int | None = None, shrinkage: float = 0.0,
-                     weight_norm: str | None = None, top_k_mode: str = "exclude",
-                     tie_order: torch.Tensor | None = None) -> torch.Tensor:
+def calm_scores_from(
+    sims: Similarities,
+    *,
+    tau: float = 0.07,
+    tau_w: float = 0.5,
+    reliability: str = "margin_clamped",
+    top_k: int | None = None,
+    shrinkage: float = 0.0,
+    weight_norm: str | None = None,
+    top_k_mode: str = "exclude",
+    tie_order: torch.Tensor | None = None,
+) -> torch.Tensor:
     """CALM scores (m, C) for one setting from an episode's precomputed cosines (sweeps).
 
     For many settings at one tau, compute the posteriors once with `calm_posteriors` and call
@@ -93,11 +101,24 @@ class CALM(Estimator):
     `tie_seed_`, `head_seed_` (the seed of this fit's random heads; None under "reliable").
     """
 
-    def __init__(self, tau: float = 0.07, tau_w: float = 0.5, reliability: str = "margin_clamped",
-                 top_k: int | None = None, shrinkage: float = 0.0, weight_norm: str | None = None,
-                 reliability_split: str = "support", holdout_fraction: float = 0.5, seed: int = 0,
-                 top_k_mode: str = "exclude", tie_break: str = "index", tie_seed: int = 0,
-                 head_choice: str = "reliable", head_seed: int = 0, arithmetic_dtype: str = "float32") -> None:
+    def __init__(
+        self,
+        tau: float = 0.07,
+        tau_w: float = 0.5,
+        reliability: str = "margin_clamped",
+        top_k: int | None = None,
+        shrinkage: float = 0.0,
+        weight_norm: str | None = None,
+        reliability_split: str = "support",
+        holdout_fraction: float = 0.5,
+        seed: int = 0,
+        top_k_mode: str = "exclude",
+        tie_break: str = "index",
+        tie_seed: int = 0,
+        head_choice: str = "reliable",
+        head_seed: int = 0,
+        arithmetic_dtype: str = "float32",
+    ) -> None:
         self.tau = tau
         self.tau_w = tau_w
         self.reliability = reliability
@@ -120,26 +141,40 @@ class CALM(Estimator):
     uses_reliability_set = True
 
     def _check(self) -> None:
-        check_calm_settings(self.tau, self.tau_w, self.reliability, self.top_k, self.shrinkage, self.weight_norm,
-                            self.top_k_mode)
+        check_calm_settings(
+            self.tau, self.tau_w, self.reliability, self.top_k, self.shrinkage, self.weight_norm, self.top_k_mode
+        )
         check_split(self.reliability_split, self.holdout_fraction)
         check_head_choice(self.head_choice, self.head_seed)
         check_arithmetic_dtype(self.arithmetic_dtype)
         if self.arithmetic_dtype != "float32" and self.reliability_split != "support":
-            raise ConfigError(f"arithmetic_dtype={self.arithmetic_dtype} is the authors' arithmetic, which measured "
-                              f"reliability on the support set or a val file, not reliability_split="
-                              f"{self.reliability_split!r}", "use reliability_split=support, or arithmetic_dtype=float32")
+            raise ConfigError(
+                f"arithmetic_dtype={self.arithmetic_dtype} is the authors' arithmetic, which measured "
+                f"reliability on the support set or a val file, not reliability_split="
+                f"{self.reliability_split!r}",
+                "use reliability_split=support, or arithmetic_dtype=float32",
+            )
         self._check_ties()
 
-    def fit(self, features: FeaturesLike, labels: LabelsLike, *, n_classes: int | None = None,
-            tie_seed: int | None = None, reliability_set: ReliabilitySet | None = None) -> CALM:
+    def fit(
+        self,
+        features: FeaturesLike,
+        labels: LabelsLike,
+        *,
+        n_classes: int | None = None,
+        tie_seed: int | None = None,
+        reliability_set: ReliabilitySet | None = None,
+    ) -> CALM:
         """Prototypes from the support set, reliabilities on the reliability set (`reliability_set`, a
         named V, else S), and the head weights; `tie_seed` (the episode's seed) replaces the tie seed
         for this fit (tie_break="random" only) and seeds its random heads (head_choice random*)."""
         self._check()
         features, labels, n_classes = self._support(features, labels, n_classes)
-        named = None if reliability_set is None else validate_reliability_set(
-            reliability_set, n_classes, self.n_heads_, self.head_dim_)
+        named = (
+            None
+            if reliability_set is None
+            else validate_reliability_set(reliability_set, n_classes, self.n_heads_, self.head_dim_)
+        )
         check_named_split(self.reliability_split, named)
         if self.arithmetic_dtype != "float32":
             prototypes = low_precision_prototypes(features, labels, n_classes, arithmetic_dtype(self.arithmetic_dtype))
@@ -148,8 +183,16 @@ class CALM(Estimator):
         else:
             shift = logit_shift(self.tau)
             logits, rel_labels, prototypes = reliability_similarities(
-                features, labels, n_classes, self.reliability_split, self.holdout_fraction, self.seed,
-                scale=1.0 / self.tau, shift=shift or 0.0, reliability_set=named)
+                features,
+                labels,
+                n_classes,
+                self.reliability_split,
+                self.holdout_fraction,
+                self.seed,
+                scale=1.0 / self.tau,
+                shift=shift or 0.0,
+                reliability_set=named,
+            )
             posteriors = softmax_classes_(logits, shifted=shift is not None)
         per_clip = clip_reliability(posteriors, rel_labels, self.reliability, scratch=True)
         r = class_means(per_clip, rel_labels, n_classes)
@@ -158,8 +201,9 @@ class CALM(Estimator):
         weighted, ranked = head_choice_scores(self.reliability_, self.head_choice, self.head_seed_ or 0)
         order = descending_order(ranked, self._tie_order(self.n_heads_, tie_seed))
         norm = self.weight_norm or default_weight_norm(self.reliability)
-        self.weights_ = weight_sets(weighted, ranks_from_order(order), norm, [self.tau_w], [self.top_k],
-                                    top_k_mode=self.top_k_mode)[0]
+        self.weights_ = weight_sets(
+            weighted, ranks_from_order(order), norm, [self.tau_w], [self.top_k], top_k_mode=self.top_k_mode
+        )[0]
         self.tied_selections_ = tied_selections(ranked, order, self.top_k)
         self.prototypes_ = prototypes
         return self

@@ -70,8 +70,9 @@ def calm_posteriors(sims: torch.Tensor, tau: float) -> torch.Tensor:
     return softmax_classes_(sims * (1.0 / tau), shifted=False)
 
 
-def clip_reliabilities(posteriors: torch.Tensor, labels: torch.Tensor, schemes: Iterable[str],
-                       scratch: bool) -> dict[str, torch.Tensor]:
+def clip_reliabilities(
+    posteriors: torch.Tensor, labels: torch.Tensor, schemes: Iterable[str], scratch: bool
+) -> dict[str, torch.Tensor]:
     """Per scheme, head and clip (K, n): the clip's own-class score (docs/design/formulas.md#calm, step 2).
 
     margin_clamped: max(0, p(y) - max_{c≠y} p(c)); margin: without the clamp; prob: p(y);
@@ -168,9 +169,15 @@ def top_k_mask(r: torch.Tensor, top_k: int | None, tie_order: torch.Tensor | Non
     return kept_heads(head_ranks(r, tie_order), [top_k])[0]
 
 
-def weight_sets(r: torch.Tensor, ranks: torch.Tensor, weight_norm: str, tau_ws: Sequence[float],
-                top_ks: Sequence[int | None], out: torch.Tensor | None = None,
-                top_k_mode: str = "exclude") -> torch.Tensor:
+def weight_sets(
+    r: torch.Tensor,
+    ranks: torch.Tensor,
+    weight_norm: str,
+    tau_ws: Sequence[float],
+    top_ks: Sequence[int | None],
+    out: torch.Tensor | None = None,
+    top_k_mode: str = "exclude",
+) -> torch.Tensor:
     """Head weights of every (tau_w, top_k) pair, tau_w-major, (W·T, K, C), summing to 1 per class.
 
     `power`: w ∝ (max(r, 0) + ε)^(1/tau_w) over the kept heads (the power is skipped at tau_w = 1),
@@ -213,9 +220,16 @@ def weight_sets(r: torch.Tensor, ranks: torch.Tensor, weight_norm: str, tau_ws: 
     return target.flatten(0, 1) if out is None else out
 
 
-def calm_weights(r: torch.Tensor, tau_w: float, top_k: int | None = None, weight_norm: str | None = None,
-                 scheme: str = "margin_clamped", *, top_k_mode: str = "exclude",
-                 tie_order: torch.Tensor | None = None) -> torch.Tensor:
+def calm_weights(
+    r: torch.Tensor,
+    tau_w: float,
+    top_k: int | None = None,
+    weight_norm: str | None = None,
+    scheme: str = "margin_clamped",
+    *,
+    top_k_mode: str = "exclude",
+    tie_order: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Head weights (K, C) of one setting: `weight_sets` of one (tau_w, top_k) pair.
 
     `weight_norm` None: the paper's pairing for `scheme`. `top_k_mode` as in `weight_sets`,
@@ -257,21 +271,32 @@ def check_weight_norm(weight_norm: str | None) -> None:
 
 def check_head_choice(head_choice: str, head_seed: int) -> None:
     if head_choice not in HEAD_CHOICES:
-        raise ConfigError(f"unknown head_choice {head_choice!r}",
-                          "use reliable (CALM), random (the authors' control: random scores replace the "
-                          "reliabilities) or random_heads (random top_k heads weighted by their reliabilities)")
+        raise ConfigError(
+            f"unknown head_choice {head_choice!r}",
+            "use reliable (CALM), random (the authors' control: random scores replace the "
+            "reliabilities) or random_heads (random top_k heads weighted by their reliabilities)",
+        )
     if isinstance(head_seed, bool) or not isinstance(head_seed, int) or head_seed < 0:
         raise ConfigError(f"head_seed must be a non-negative integer, got {head_seed!r}", "set head_seed to e.g. 0")
 
 
 def check_top_k_mode(top_k_mode: str) -> None:
     if top_k_mode not in TOP_K_MODES:
-        raise ConfigError(f"unknown top_k_mode {top_k_mode!r}",
-                          "use exclude (excluded heads get 0) or epsilon_leak (the authors' masking)")
+        raise ConfigError(
+            f"unknown top_k_mode {top_k_mode!r}",
+            "use exclude (excluded heads get 0) or epsilon_leak (the authors' masking)",
+        )
 
 
-def check_calm_settings(tau: float, tau_w: float, reliability: str, top_k: int | None, shrinkage: float,
-                        weight_norm: str | None, top_k_mode: str = "exclude") -> None:
+def check_calm_settings(
+    tau: float,
+    tau_w: float,
+    reliability: str,
+    top_k: int | None,
+    shrinkage: float,
+    weight_norm: str | None,
+    top_k_mode: str = "exclude",
+) -> None:
     """Reject settings docs/design/formulas.md#calm does not define, before any computation."""
     check_top_k_mode(top_k_mode)
     check_positive("tau", tau)

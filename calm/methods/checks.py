@@ -11,7 +11,9 @@ from calm.errors import ConfigError
 def check_positive(name: str, value: float) -> None:
     """tau, tau_w: a positive real number (a bool is not one)."""
     if not isinstance(value, Real) or isinstance(value, bool) or not value > 0:
-        raise ConfigError(f"{name} must be a positive number, got {value!r}", f"set {name} > 0 (e.g. tau=0.07, tau_w=0.5)")
+        raise ConfigError(
+            f"{name} must be a positive number, got {value!r}", f"set {name} > 0 (e.g. tau=0.07, tau_w=0.5)"
+        )
 
 
 def check_top_k(owner: str, top_k: int | None) -> None:
@@ -22,6 +24,8 @@ def check_top_k(owner: str, top_k: int | None) -> None:
     meaning for 0 keeps a setting from changing sense when it moves from one estimator to another.
     """
     if not TOP_K.accepts(top_k):
-        raise ConfigError(f"{owner} top_k must be {TOP_K.expected}, got {top_k!r}",
-                          "set top_k to null to keep every head, or to a number of heads such as 20 "
-                          "(a number above the model's head count also keeps every head)")
+        raise ConfigError(
+            f"{owner} top_k must be {TOP_K.expected}, got {top_k!r}",
+            "set top_k to null to keep every head, or to a number of heads such as 20 "
+            "(a number above the model's head count also keeps every head)",
+        )

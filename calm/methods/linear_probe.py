@@ -32,8 +32,13 @@ from calm.methods.prototypes import (
 
 # Lightning announces the devices on every Trainer; a job builds one Trainer per episode.
 TRAINER_LOGGERS = ("pytorch_lightning.utilities.rank_zero", "pytorch_lightning.accelerators.cuda")
-QUIET_WARNINGS = (".*does not have many workers.*", ".*infer the batch.*", ".*GPU available but not used.*",
-                  ".*smaller than the logging interval.*", ".*LeafSpec.*")
+QUIET_WARNINGS = (
+    ".*does not have many workers.*",
+    ".*infer the batch.*",
+    ".*GPU available but not used.*",
+    ".*smaller than the logging interval.*",
+    ".*LeafSpec.*",
+)
 
 
 class ProbeModule(pl.LightningModule):
@@ -105,8 +110,10 @@ def check_probe_settings(top_k: int | None, steps: int, lr: float, weight_decay:
     if isinstance(lr, bool) or not isinstance(lr, Real) or not lr > 0:
         raise ConfigError(f"LinearProbe lr must be a positive number, got {lr!r}", "set lr to e.g. 0.01")
     if isinstance(weight_decay, bool) or not isinstance(weight_decay, Real) or not weight_decay >= 0:
-        raise ConfigError(f"LinearProbe weight_decay must be a number >= 0, got {weight_decay!r}",
-                          "set weight_decay to 0 (off) or e.g. 0.01")
+        raise ConfigError(
+            f"LinearProbe weight_decay must be a number >= 0, got {weight_decay!r}",
+            "set weight_decay to 0 (off) or e.g. 0.01",
+        )
     if isinstance(seed, bool) or not isinstance(seed, Integral):
         raise ConfigError(f"LinearProbe seed must be an integer, got {seed!r}", "set seed to e.g. 0")
 
@@ -121,8 +128,16 @@ class LinearProbe(Estimator):
     order (as SAV), `tied_selections_`, `tie_seed_`, `module_` the trained `ProbeModule`, `n_classes_`.
     """
 
-    def __init__(self, top_k: int | None = 20, steps: int = 100, lr: float = 0.01, weight_decay: float = 0.01,
-                 seed: int = 0, tie_break: str = "index", tie_seed: int = 0) -> None:
+    def __init__(
+        self,
+        top_k: int | None = 20,
+        steps: int = 100,
+        lr: float = 0.01,
+        weight_decay: float = 0.01,
+        seed: int = 0,
+        tie_break: str = "index",
+        tie_seed: int = 0,
+    ) -> None:
         self.top_k = top_k
         self.steps = steps
         self.lr = lr
@@ -139,8 +154,9 @@ class LinearProbe(Estimator):
         check_probe_settings(self.top_k, self.steps, self.lr, self.weight_decay, self.seed)
         self._check_ties()
 
-    def fit(self, features: FeaturesLike, labels: LabelsLike, *, n_classes: int | None = None,
-            tie_seed: int | None = None) -> LinearProbe:
+    def fit(
+        self, features: FeaturesLike, labels: LabelsLike, *, n_classes: int | None = None, tie_seed: int | None = None
+    ) -> LinearProbe:
         """Rank heads as SAV, keep the top_k, and train the linear layer on their features."""
         self._check()
         features, labels, n_classes = self._rank_heads(features, labels, n_classes, self.top_k, tie_seed)
@@ -148,9 +164,16 @@ class LinearProbe(Estimator):
         module = ProbeModule(x.shape[1], n_classes, float(self.lr), float(self.weight_decay), int(self.seed))
         with quiet_trainer():
             trainer = pl.Trainer(
-                accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
-                enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                limit_val_batches=0, use_distributed_sampler=False,
+                accelerator="cpu",
+                devices=1,
+                max_epochs=1,
+                logger=False,
+                enable_checkpointing=False,
+                enable_progress_bar=False,
+                enable_model_summary=False,
+                num_sanity_val_steps=0,
+                limit_val_batches=0,
+                use_distributed_sampler=False,
             )
             trainer.fit(module, train_dataloaders=FullBatch(x, labels.cpu(), int(self.steps)))
         self.module_ = module.eval()

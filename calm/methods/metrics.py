@@ -182,8 +182,9 @@ def prediction_counts(pred: torch.Tensor, true: torch.Tensor, n_classes: int) ->
     n_pred = torch.zeros(pred.shape[0], n_classes, dtype=torch.float64, device=pred.device)
     n_pred.scatter_add_(1, pred, torch.ones_like(correct))
     tp = torch.zeros_like(n_pred).scatter_add_(1, pred, correct)
-    return PredictionCounts(correct.sum(dim=1), n_pred, tp, torch.bincount(true, minlength=n_classes).double(),
-                            int(true.shape[0]))
+    return PredictionCounts(
+        correct.sum(dim=1), n_pred, tp, torch.bincount(true, minlength=n_classes).double(), int(true.shape[0])
+    )
 
 
 @dataclass
@@ -198,8 +199,13 @@ class PredictionCounts:
     n: int
 
     def __add__(self, other: PredictionCounts) -> PredictionCounts:
-        return PredictionCounts(self.correct + other.correct, self.n_pred + other.n_pred, self.tp + other.tp,
-                                self.n_true + other.n_true, self.n + other.n)
+        return PredictionCounts(
+            self.correct + other.correct,
+            self.n_pred + other.n_pred,
+            self.tp + other.tp,
+            self.n_true + other.n_true,
+            self.n + other.n,
+        )
 
     def accuracy(self) -> np.ndarray:
         """Percent correct per setting, as `accuracy`."""
@@ -270,8 +276,7 @@ def set_exact_match(pred: Any, true: Any, groups: Any) -> float:
     here but not in `question_exact_match`, and one answered (a, a) counts as wrong in both."""
     pred, true, groups = _check_groups(pred, true, groups)
     clips = np.unique(groups)
-    return float(np.mean([set(pred[groups == g].tolist()) == set(true[groups == g].tolist()) for g in clips])
-                 * 100.0)
+    return float(np.mean([set(pred[groups == g].tolist()) == set(true[groups == g].tolist()) for g in clips]) * 100.0)
 
 
 def _per_group(flags: torch.Tensor, groups: torch.Tensor, n_groups: int) -> torch.Tensor:
@@ -290,8 +295,10 @@ def _distinct_per_group(keys: torch.Tensor, n_classes: int, n_groups: int) -> to
 
 def _dense_groups(pred: torch.Tensor, true: torch.Tensor, groups: torch.Tensor) -> tuple[torch.Tensor, int]:
     if pred.dim() != 2 or true.shape != (pred.shape[1],) or groups.shape != true.shape:
-        raise ValueError(f"need pred (S, N), true (N,) and groups (N,), got {tuple(pred.shape)}, "
-                         f"{tuple(true.shape)} and {tuple(groups.shape)}")
+        raise ValueError(
+            f"need pred (S, N), true (N,) and groups (N,), got {tuple(pred.shape)}, "
+            f"{tuple(true.shape)} and {tuple(groups.shape)}"
+        )
     if true.numel() == 0:
         raise ValueError("cannot score an empty set of predictions")
     if bool((pred < 0).any()) or bool((true < 0).any()):
@@ -342,9 +349,7 @@ def mean_ci95(values: Sequence[float] | np.ndarray) -> tuple[float, float]:
     return mean, half
 
 
-def paired_difference(
-    a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray
-) -> tuple[float, float]:
+def paired_difference(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> tuple[float, float]:
     """Mean and 95 % CI half-width of the per-episode differences ``a - b`` (paired t).
 
     ``a[i]`` and ``b[i]`` must be scores on the same episode ``i``.
@@ -355,9 +360,7 @@ def paired_difference(
     return mean_ci95(a - b)
 
 
-def summarize(
-    per_episode: dict[str, Sequence[float]], baseline: str | None = None
-) -> dict[str, dict[str, float]]:
+def summarize(per_episode: dict[str, Sequence[float]], baseline: str | None = None) -> dict[str, dict[str, float]]:
     """Mean, CI and (vs ``baseline``) paired difference for each method.
 
     Returns ``{method: {"mean", "ci95", "episodes"}}``; when ``baseline`` is

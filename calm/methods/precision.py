@@ -27,8 +27,10 @@ ARITHMETIC_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "floa
 
 def check_arithmetic_dtype(name: str) -> None:
     if name not in ARITHMETIC_DTYPES:
-        raise ConfigError(f"unknown arithmetic_dtype {name!r}",
-                          f"use one of {', '.join(ARITHMETIC_DTYPES)} (evaluate.dtype=model picks the backbone's)")
+        raise ConfigError(
+            f"unknown arithmetic_dtype {name!r}",
+            f"use one of {', '.join(ARITHMETIC_DTYPES)} (evaluate.dtype=model picks the backbone's)",
+        )
 
 
 def arithmetic_dtype(name: str) -> torch.dtype:
@@ -50,8 +52,9 @@ def normalize_in(x: torch.Tensor) -> torch.Tensor:
     return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(NORM_FLOOR)
 
 
-def low_precision_prototypes(features: torch.Tensor, labels: torch.Tensor, n_classes: int,
-                             dtype: torch.dtype) -> torch.Tensor:
+def low_precision_prototypes(
+    features: torch.Tensor, labels: torch.Tensor, n_classes: int, dtype: torch.dtype
+) -> torch.Tensor:
     """Normalised class prototypes (K, C, d) in `dtype`: step 1 of the module docstring.
 
     The t-th support row of every class is added in step t (classes at once), so each class's sum

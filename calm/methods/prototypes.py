@@ -71,8 +71,9 @@ def cosine_similarities(features: torch.Tensor, prototypes_normalized: torch.Ten
     return scaled_cosines(features, prototypes_normalized, 1.0)
 
 
-def scaled_cosines(features: torch.Tensor, prototypes_normalized: torch.Tensor, scale: float,
-                   shift: float = 0.0) -> torch.Tensor:
+def scaled_cosines(
+    features: torch.Tensor, prototypes_normalized: torch.Tensor, scale: float, shift: float = 0.0
+) -> torch.Tensor:
     """scale · cosines - shift, (K, m, C): the dot products divided by the feature norms.
 
     Dividing afterwards gives the same numbers as normalising the features first, without writing
@@ -88,8 +89,9 @@ def reciprocal_norms(features: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(features, dim=-1).clamp_min(NORM_FLOOR).reciprocal().t().contiguous()
 
 
-def scaled_dots(dots: torch.Tensor, inv_norms: torch.Tensor, scale: float, shift: float,
-                out: torch.Tensor) -> torch.Tensor:
+def scaled_dots(
+    dots: torch.Tensor, inv_norms: torch.Tensor, scale: float, shift: float, out: torch.Tensor
+) -> torch.Tensor:
     """scale · ⟨a, μ̂⟩ / ‖a‖ - shift into `out` (K, n, C): the one formula for cosines and CALM's logits,
     used by the estimators (`scaled_cosines`) and by the grid, which keeps the dots across taus."""
     inv = inv_norms.mul(scale).unsqueeze(-1)
@@ -123,8 +125,9 @@ def leave_one_out_similarities(features: torch.Tensor, labels: torch.Tensor, n_c
     return _leave_one_out_(sims, features, labels, sums, counts)
 
 
-def _leave_one_out_(sims: torch.Tensor, features: torch.Tensor, labels: torch.Tensor,
-                    sums: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+def _leave_one_out_(
+    sims: torch.Tensor, features: torch.Tensor, labels: torch.Tensor, sums: torch.Tensor, counts: torch.Tensor
+) -> torch.Tensor:
     """Overwrite the own-class cosines in `sims` with <q̂, S_c - a> / ||S_c - a||, in closed form.
 
     With S_c the class sum and a the clip: <a, S_c> is recovered from the cosine already
@@ -173,8 +176,14 @@ def holdout_mask(labels: torch.Tensor, n_classes: int, fraction: float, seed: in
 
 
 def reliability_similarities(
-    features: torch.Tensor, labels: torch.Tensor, n_classes: int, split: str = "support",
-    holdout_fraction: float = 0.5, seed: int = 0, scale: float = 1.0, shift: float = 0.0,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    n_classes: int,
+    split: str = "support",
+    holdout_fraction: float = 0.5,
+    seed: int = 0,
+    scale: float = 1.0,
+    shift: float = 0.0,
     reliability_set: ReliabilitySet | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """scale · cosines - shift of the reliability set V, its labels, and the normalised prototypes of S.
@@ -192,8 +201,7 @@ def reliability_similarities(
     counts = class_counts(labels, n_classes)
     prototypes = normalized_prototypes(sums, counts)
     if reliability_set is not None:
-        return (scaled_cosines(reliability_set.features, prototypes, scale, shift), reliability_set.labels,
-                prototypes)
+        return (scaled_cosines(reliability_set.features, prototypes, scale, shift), reliability_set.labels, prototypes)
     if split == "holdout":
         held = holdout_mask(labels, n_classes, holdout_fraction, seed)
         fit_features, fit_labels = features[~held], labels[~held]
@@ -219,43 +227,56 @@ class ReliabilitySet:
     labels: torch.Tensor
 
 
-def validate_reliability_set(reliability_set: ReliabilitySet | tuple[FeaturesLike, LabelsLike],
-                             n_classes: int, n_heads: int, head_dim: int) -> ReliabilitySet:
+def validate_reliability_set(
+    reliability_set: ReliabilitySet | tuple[FeaturesLike, LabelsLike], n_classes: int, n_heads: int, head_dim: int
+) -> ReliabilitySet:
     """V's features as float32 (n_V, K, d) of the support's heads, and its labels as int64; every
     class of the support set needs a clip in V (a reliability of a class without one is undefined)."""
-    features, labels = (reliability_set.features, reliability_set.labels) if isinstance(
-        reliability_set, ReliabilitySet) else reliability_set
+    features, labels = (
+        (reliability_set.features, reliability_set.labels)
+        if isinstance(reliability_set, ReliabilitySet)
+        else reliability_set
+    )
     features = validate_query(features, n_heads, head_dim)
     return ReliabilitySet(features, reliability_labels(labels, features.shape[0], n_classes, features.device))
 
 
-def reliability_labels(labels: LabelsLike, n_rows: int, n_classes: int,
-                       device: torch.device | str = "cpu") -> torch.Tensor:
+def reliability_labels(
+    labels: LabelsLike, n_rows: int, n_classes: int, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """The labels of a named reliability set as int64 on `device`: one per row, each a class of the
     support's class list, and every class present (`validate_reliability_set`)."""
     labels_t = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels)
     if labels_t.ndim != 1 or labels_t.dtype.is_floating_point or labels_t.shape[0] != n_rows:
-        raise ConfigError(f"the reliability set has {n_rows} clips but labels of shape "
-                          f"{tuple(labels_t.shape)} and dtype {labels_t.dtype}",
-                          "pass one integer class index per reliability clip")
+        raise ConfigError(
+            f"the reliability set has {n_rows} clips but labels of shape "
+            f"{tuple(labels_t.shape)} and dtype {labels_t.dtype}",
+            "pass one integer class index per reliability clip",
+        )
     labels_t = labels_t.to(device=device, dtype=torch.long)
     low, high = (int(labels_t.min()), int(labels_t.max())) if len(labels_t) else (0, -1)
     if low < 0 or high >= n_classes:
-        raise ConfigError(f"the reliability set's labels lie in {low}..{high}, outside the support's classes "
-                          f"0..{n_classes - 1}", "label the reliability clips with the support set's class list")
+        raise ConfigError(
+            f"the reliability set's labels lie in {low}..{high}, outside the support's classes 0..{n_classes - 1}",
+            "label the reliability clips with the support set's class list",
+        )
     missing = (torch.bincount(labels_t, minlength=n_classes) == 0).nonzero().flatten().tolist()
     if missing:
-        raise ConfigError(f"class(es) {missing} have no clip in the reliability set V",
-                          "add reliability (val) clips of every class, or measure reliability on the support "
-                          "set (protocol.reliability=support)")
+        raise ConfigError(
+            f"class(es) {missing} have no clip in the reliability set V",
+            "add reliability (val) clips of every class, or measure reliability on the support "
+            "set (protocol.reliability=support)",
+        )
     return labels_t
 
 
 def check_named_split(split: str, reliability_set: ReliabilitySet | None) -> None:
     """A named reliability set replaces the support-derived splits, so it needs split `support`."""
     if reliability_set is not None and split != "support":
-        raise ConfigError(f"a named reliability set V is given, but reliability_split={split!r} would take V from "
-                          "the support set", "use reliability_split=support with a named reliability set")
+        raise ConfigError(
+            f"a named reliability set V is given, but reliability_split={split!r} would take V from the support set",
+            "use reliability_split=support with a named reliability set",
+        )
 
 
 @dataclass(frozen=True)
@@ -276,13 +297,18 @@ class Similarities:
 
 
 def episode_similarities(
-    support: FeaturesLike, labels: LabelsLike, query: FeaturesLike, *, n_classes: int | None = None,
-    split: str = "support", holdout_fraction: float = 0.5, seed: int = 0,
+    support: FeaturesLike,
+    labels: LabelsLike,
+    query: FeaturesLike,
+    *,
+    n_classes: int | None = None,
+    split: str = "support",
+    holdout_fraction: float = 0.5,
+    seed: int = 0,
 ) -> Similarities:
     """Validate one episode and compute all the cosines that SAV and CALM settings need."""
     support, labels, n_classes = validate_support(support, labels, n_classes)
-    rel, rel_labels, prototypes = reliability_similarities(
-        support, labels, n_classes, split, holdout_fraction, seed)
+    rel, rel_labels, prototypes = reliability_similarities(support, labels, n_classes, split, holdout_fraction, seed)
     query = validate_query(query, support.shape[1], support.shape[2])
     return Similarities(rel, rel_labels, cosine_similarities(query, prototypes), prototypes, n_classes, split)
 
@@ -292,12 +318,14 @@ def check_split(split: str, holdout_fraction: float) -> None:
     if split not in RELIABILITY_SPLITS:
         raise ConfigError(f"unknown reliability_split {split!r}", f"use one of {', '.join(RELIABILITY_SPLITS)}")
     if split == "holdout" and not 0.0 < float(holdout_fraction) < 1.0:
-        raise ConfigError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}",
-                          "set holdout_fraction to e.g. 0.5")
+        raise ConfigError(
+            f"holdout_fraction must be in (0, 1), got {holdout_fraction}", "set holdout_fraction to e.g. 0.5"
+        )
 
 
-def validate_support(features: FeaturesLike, labels: LabelsLike,
-                     n_classes: int | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+def validate_support(
+    features: FeaturesLike, labels: LabelsLike, n_classes: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Support features as float32 (n, K, d), labels as int64 on their device, and the class count.
 
     Raises ConfigError when shapes disagree, a label is outside 0..C-1, or a class has no clip.
@@ -307,20 +335,31 @@ def validate_support(features: FeaturesLike, labels: LabelsLike,
     return features, labels_t, n_classes
 
 
-def support_labels(shape: tuple[int, ...], labels: LabelsLike, n_classes: int | None,
-                   device: torch.device | str = "cpu") -> tuple[torch.Tensor, int]:
+def support_labels(
+    shape: tuple[int, ...], labels: LabelsLike, n_classes: int | None, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, int]:
     """The checks of `validate_support` on the features' shape alone (no copy of the features, which
     may stay in fp16 or on disk): labels as int64 on `device`, and the class count."""
     if len(shape) != 3:
-        raise ConfigError(f"features must be 3-D (n_clips, n_heads, head_dim), got shape {tuple(shape)}",
-                          "stack the per-clip (n_heads, head_dim) activations along a first clip axis")
+        raise ConfigError(
+            f"features must be 3-D (n_clips, n_heads, head_dim), got shape {tuple(shape)}",
+            "stack the per-clip (n_heads, head_dim) activations along a first clip axis",
+        )
     labels_t = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels)
-    if labels_t.ndim != 1 or labels_t.dtype.is_floating_point or labels_t.dtype.is_complex or labels_t.dtype == torch.bool:
-        raise ConfigError(f"labels must be a 1-D integer array, got dtype {labels_t.dtype} and shape {tuple(labels_t.shape)}",
-                          "pass one integer class index (0..C-1) per support clip")
+    if (
+        labels_t.ndim != 1
+        or labels_t.dtype.is_floating_point
+        or labels_t.dtype.is_complex
+        or labels_t.dtype == torch.bool
+    ):
+        raise ConfigError(
+            f"labels must be a 1-D integer array, got dtype {labels_t.dtype} and shape {tuple(labels_t.shape)}",
+            "pass one integer class index (0..C-1) per support clip",
+        )
     if labels_t.shape[0] != shape[0]:
-        raise ConfigError(f"{shape[0]} support clips but {labels_t.shape[0]} labels",
-                          "pass exactly one label per support clip")
+        raise ConfigError(
+            f"{shape[0]} support clips but {labels_t.shape[0]} labels", "pass exactly one label per support clip"
+        )
     if labels_t.shape[0] == 0:
         raise ConfigError("the support set is empty", "pass at least one labelled clip per class")
     labels_t = labels_t.to(device=device, dtype=torch.long)
@@ -328,14 +367,18 @@ def support_labels(shape: tuple[int, ...], labels: LabelsLike, n_classes: int | 
     if n_classes is None:
         n_classes = high + 1
     if low < 0 or high >= n_classes:
-        raise ConfigError(f"labels must lie in 0..{n_classes - 1}, found {low}..{high}",
-                          "map class names to indices 0..C-1 (or pass the right n_classes)")
+        raise ConfigError(
+            f"labels must lie in 0..{n_classes - 1}, found {low}..{high}",
+            "map class names to indices 0..C-1 (or pass the right n_classes)",
+        )
     if n_classes < 2:
         raise ConfigError(f"need at least 2 classes, got {n_classes}", "add support clips of a second class")
     missing = (torch.bincount(labels_t, minlength=n_classes) == 0).nonzero().flatten().tolist()
     if missing:
-        raise ConfigError(f"class(es) {missing} have no support clip",
-                          "give every class at least one support clip, or relabel the classes to 0..C-1 without gaps")
+        raise ConfigError(
+            f"class(es) {missing} have no support clip",
+            "give every class at least one support clip, or relabel the classes to 0..C-1 without gaps",
+        )
     return labels_t, int(n_classes)
 
 

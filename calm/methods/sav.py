@@ -29,8 +29,9 @@ class SAV(Estimator):
         self.tie_seed = tie_seed
         self._check_ties()
 
-    def fit(self, features: FeaturesLike, labels: LabelsLike, *, n_classes: int | None = None,
-            tie_seed: int | None = None) -> SAV:
+    def fit(
+        self, features: FeaturesLike, labels: LabelsLike, *, n_classes: int | None = None, tie_seed: int | None = None
+    ) -> SAV:
         """Score every head on the support set and keep the top_k (clamped to the number of heads);
         `tie_seed` replaces the setting for this fit (tie_break="random" only)."""
         check_top_k("SAV", self.top_k)

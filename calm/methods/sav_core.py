@@ -69,7 +69,9 @@ def sav_predict_from(sims: Similarities, top_k: int | None, tie_order: torch.Ten
     heads); `tie_order` as in `sav_rank`."""
     check_top_k("SAV", top_k)
     if sims.split != "support":
-        raise ConfigError(f"SAV scores heads on the support set, but these similarities use split {sims.split!r}",
-                          "compute the similarities with split='support'")
+        raise ConfigError(
+            f"SAV scores heads on the support set, but these similarities use split {sims.split!r}",
+            "compute the similarities with split='support'",
+        )
     order = sav_rank(sav_head_scores(sims.reliability, sims.reliability_labels), tie_order)[:top_k]  # None: all
     return sav_decide(sav_head_votes(sims.query[order]), sims.n_classes)

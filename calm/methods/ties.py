@@ -35,15 +35,19 @@ SEED_LIMIT = 2**63  # seeds are non-negative (as episode seeds are) and fit torc
 def check_tie_seed(owner: str, tie_seed: int) -> None:
     """A tie seed is a non-negative integer below 2**63 (a bool is not one)."""
     if isinstance(tie_seed, bool) or not isinstance(tie_seed, Integral) or not 0 <= tie_seed < SEED_LIMIT:
-        raise ConfigError(f"{owner} tie_seed must be a non-negative integer, got {tie_seed!r}",
-                          "set tie_seed to e.g. 0 (the pipeline passes each episode's seed)")
+        raise ConfigError(
+            f"{owner} tie_seed must be a non-negative integer, got {tie_seed!r}",
+            "set tie_seed to e.g. 0 (the pipeline passes each episode's seed)",
+        )
 
 
 def check_tie_break(owner: str, tie_break: str, tie_seed: int) -> None:
     """`tie_break` is `index` or `random`, and `tie_seed` a valid seed."""
     if tie_break not in TIE_BREAKS:
-        raise ConfigError(f"{owner} tie_break must be one of {', '.join(TIE_BREAKS)}, got {tie_break!r}",
-                          "use tie_break=index (lower head index first) or tie_break=random (seeded by tie_seed)")
+        raise ConfigError(
+            f"{owner} tie_break must be one of {', '.join(TIE_BREAKS)}, got {tie_break!r}",
+            "use tie_break=index (lower head index first) or tie_break=random (seeded by tie_seed)",
+        )
     check_tie_seed(owner, tie_seed)
 
 
@@ -80,5 +84,5 @@ def tied_selections(scores: torch.Tensor, order: torch.Tensor, k: int | None) ->
     n_heads = scores.shape[0]
     if k is None or not 0 < k < n_heads:
         return 0
-    boundary = scores.gather(0, order[k:k + 1])
+    boundary = scores.gather(0, order[k : k + 1])
     return int((scores.gather(0, order[:k]) == boundary).sum())

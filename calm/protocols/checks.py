@@ -40,8 +40,7 @@ def check_queries_exist(classes: np.ndarray, n_query: np.ndarray, name: Namer) -
     empty = classes[n_query == 0]
     if len(empty):
         raise ProtocolError(
-            "These classes have no clips in the query (test) pool: "
-            f"{list_classes(empty, None, name)}.",
+            f"These classes have no clips in the query (test) pool: {list_classes(empty, None, name)}.",
             "Add test clips for these classes, or remove them from the dataset table.",
         )
 
@@ -55,8 +54,7 @@ def check_shots(shots: int, classes: np.ndarray, n_support: np.ndarray, name: Na
         raise ProtocolError(
             f"shots={shots} but these classes have fewer support-pool (training) "
             f"clips{note}: {list_classes(classes[short], n_support[short], name)}.",
-            f"Lower `shots` to at most {int(n_support.min())}, or add training clips "
-            "for these classes.",
+            f"Lower `shots` to at most {int(n_support.min())}, or add training clips for these classes.",
         )
 
 
@@ -65,8 +63,7 @@ def check_some_support(classes: np.ndarray, n_support: np.ndarray, name: Namer, 
     empty = n_support == 0
     if empty.any():
         raise ProtocolError(
-            f"These classes have no support-pool (training) clips{note}: "
-            f"{list_classes(classes[empty], None, name)}.",
+            f"These classes have no support-pool (training) clips{note}: {list_classes(classes[empty], None, name)}.",
             "Add training clips for these classes, or remove them from the dataset table.",
         )
 

@@ -19,8 +19,9 @@ def derive_seed(seed: int, dataset: str, shots: int, episode: int) -> int:
     sees the same ones. The value is the same on every machine, process and Python version
     (``calm.storage.digests.seeded_int``): a non-negative 63-bit int, valid for numpy and torch.
     """
-    return seeded_int(EPISODE_SEED_TAG, operator.index(seed), str(dataset), operator.index(shots),
-                      operator.index(episode))
+    return seeded_int(
+        EPISODE_SEED_TAG, operator.index(seed), str(dataset), operator.index(shots), operator.index(episode)
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -51,8 +52,15 @@ class Episode:
     def __post_init__(self) -> None:
         if (self.reliability is None) != (self.reliability_labels is None):
             raise ValueError("give both reliability and reliability_labels, or neither")
-        for name in ("classes", "support", "support_labels", "query", "query_labels", "reliability",
-                     "reliability_labels"):
+        for name in (
+            "classes",
+            "support",
+            "support_labels",
+            "query",
+            "query_labels",
+            "reliability",
+            "reliability_labels",
+        ):
             if getattr(self, name) is None:
                 continue
             arr = np.array(getattr(self, name), dtype=np.int64)

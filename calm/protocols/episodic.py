@@ -87,9 +87,7 @@ class EpisodicProtocol(Protocol):
         short = n_query_free < self.queries
         if short.any():
             overlap_note = (
-                " (clips in both pools that may be drawn as support are not counted)"
-                if n_overlap.any()
-                else ""
+                " (clips in both pools that may be drawn as support are not counted)" if n_overlap.any() else ""
             )
             most = int(n_query_free.min())
             fix = (

@@ -72,8 +72,10 @@ class PaperProtocol(Protocol):
         selection_metric: str = "accuracy",
     ) -> None:
         if reliability not in RELIABILITY_SETS:
-            raise ProtocolError(f"`reliability` must be one of {', '.join(RELIABILITY_SETS)}, got {reliability!r}.",
-                                "Set protocol.reliability=support (V = S) or val (the table's val split).")
+            raise ProtocolError(
+                f"`reliability` must be one of {', '.join(RELIABILITY_SETS)}, got {reliability!r}.",
+                "Set protocol.reliability=support (V = S) or val (the table's val split).",
+            )
         self.reliability = reliability
         self.selection_metric = selection_metric
         check_support_draw(support_draw, at_most)
@@ -88,8 +90,10 @@ class PaperProtocol(Protocol):
         self.name = name
 
     def __repr__(self) -> str:
-        return (f"PaperProtocol(shots={self.shots}, seed={self.seed}, dataset={self.dataset!r}, "
-                f"support_draw={self.support_draw!r}, at_most={self.at_most})")
+        return (
+            f"PaperProtocol(shots={self.shots}, seed={self.seed}, dataset={self.dataset!r}, "
+            f"support_draw={self.support_draw!r}, at_most={self.at_most})"
+        )
 
     def candidates(self, pools: Pools) -> list[np.ndarray]:
         """Per class, the rows a support set is drawn from, in draw order: the support pool minus the
@@ -100,14 +104,15 @@ class PaperProtocol(Protocol):
         """Raise ``ProtocolError`` if the fixed split cannot be drawn; labels and masks only."""
         check_positive("shots", self.shots)
         if not is_int(self.seed) or self.seed < 0:
-            raise ProtocolError(f"`seed` must be a non-negative integer, got {self.seed!r}.",
-                                "Set the protocol seed to e.g. 42 (the paper's).")
+            raise ProtocolError(
+                f"`seed` must be a non-negative integer, got {self.seed!r}.",
+                "Set the protocol seed to e.g. 42 (the paper's).",
+            )
         check_class_count(len(pools.classes))
         check_queries_exist(pools.classes, pools.counts(pools.query), pools.name)
         overlap = pools.support & pools.query
         note = (
-            f" ({int(overlap.sum())} clips in both pools are never used as support, since every "
-            "test clip is scored)"
+            f" ({int(overlap.sum())} clips in both pools are never used as support, since every test clip is scored)"
             if overlap.any()
             else ""
         )
@@ -135,8 +140,9 @@ class PaperProtocol(Protocol):
         all_classes = np.arange(len(pools.classes))
         candidates = self.candidates(pools)
         sizes = support_sizes(self.support_draw, self.shots, self.at_most, [len(rows) for rows in candidates])
-        per_class = pools.draw_support(rng, candidates, all_classes, sizes, "the paper split", self.support_draw,
-                                       self.at_most)
+        per_class = pools.draw_support(
+            rng, candidates, all_classes, sizes, "the paper split", self.support_draw, self.at_most
+        )
         support = np.concatenate(per_class)
         query = np.flatnonzero(pools.query)
         reliability = np.flatnonzero(pools.val) if self.reliability == "val" else None
@@ -151,8 +157,9 @@ class PaperProtocol(Protocol):
             query_label_sets=pools.local_sets(query, pools.classes),
             support_label_sets=pools.local_sets(support, pools.classes),
             reliability=reliability,
-            reliability_labels=None if reliability is None else np.searchsorted(pools.classes,
-                                                                                pools.labels[reliability]),
+            reliability_labels=None
+            if reliability is None
+            else np.searchsorted(pools.classes, pools.labels[reliability]),
         )
 
 
@@ -160,11 +167,14 @@ def check_val_pool(pools: Pools) -> None:
     """protocol.reliability=val needs val clips of every class (a class's reliability is a mean over its
     clips in V)."""
     if pools.val is None:
-        raise ProtocolError(f"protocol.reliability=val, but the table has no clip in the {RELIABILITY_SPLIT!r} split.",
-                            "Use a table with val clips (e.g. dataset=manifest with a val file), or "
-                            "protocol.reliability=support.")
+        raise ProtocolError(
+            f"protocol.reliability=val, but the table has no clip in the {RELIABILITY_SPLIT!r} split.",
+            "Use a table with val clips (e.g. dataset=manifest with a val file), or protocol.reliability=support.",
+        )
     missing = pools.counts(pools.val) == 0
     if missing.any():
-        raise ProtocolError(f"protocol.reliability=val, but these classes have no val clip: "
-                            f"{list_classes(pools.classes[missing], None, pools.name)}.",
-                            "Add val clips of these classes, or use protocol.reliability=support.")
+        raise ProtocolError(
+            f"protocol.reliability=val, but these classes have no val clip: "
+            f"{list_classes(pools.classes[missing], None, pools.name)}.",
+            "Add val clips of these classes, or use protocol.reliability=support.",
+        )

@@ -82,25 +82,49 @@ class Pools:
         fold_ids = check_folds(folds, labels)
         if label_sets is None:
             classes = np.unique(labels[support | query])
-            return Pools(labels, support, query, classes, names, folds=fold_ids,
-                         val=check_val(is_val_pool, labels, classes, names))
+            return Pools(
+                labels,
+                support,
+                query,
+                classes,
+                names,
+                folds=fold_ids,
+                val=check_val(is_val_pool, labels, classes, names),
+            )
         sets = check_label_sets(label_sets, labels, support | query)
         in_play = [c for row in np.flatnonzero(support | query) for c in sets[row]]
         classes = np.unique(np.array(in_play, dtype=np.int64))
-        return MultiLabelPools(labels, support, query, classes, names, sets, folds=fold_ids,
-                               val=check_val(is_val_pool, labels, classes, names))
+        return MultiLabelPools(
+            labels,
+            support,
+            query,
+            classes,
+            names,
+            sets,
+            folds=fold_ids,
+            val=check_val(is_val_pool, labels, classes, names),
+        )
 
     @classmethod
     def from_table(cls, table: ClipTable) -> Pools:
         """A clip table's pools: its train clips as support, its test clips as queries."""
         label_sets = [c.all_labels for c in table.clips] if table.multi_label else None
         val = table.split_mask(RELIABILITY_SPLIT)
-        return cls.build(table.labels, table.split_mask(SUPPORT_SPLIT), table.split_mask(QUERY_SPLIT),
-                         table.class_names, label_sets, table_folds(table), val if val.any() else None)
+        return cls.build(
+            table.labels,
+            table.split_mask(SUPPORT_SPLIT),
+            table.split_mask(QUERY_SPLIT),
+            table.class_names,
+            label_sets,
+            table_folds(table),
+            val if val.any() else None,
+        )
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}({len(self.labels)} clips, {len(self.classes)} classes, "
-                f"support={int(self.support.sum())}, query={int(self.query.sum())})")
+        return (
+            f"{type(self).__name__}({len(self.labels)} clips, {len(self.classes)} classes, "
+            f"support={int(self.support.sum())}, query={int(self.query.sum())})"
+        )
 
     def name(self, c: int) -> str:
         """Class id ``c`` as messages show it: its quoted name, else 'class <c>'."""
@@ -143,8 +167,14 @@ class Pools:
         return np.concatenate(support), np.concatenate(query)
 
     def draw_support(
-        self, rng: np.random.Generator, members: list[np.ndarray], chosen: np.ndarray, shots: int | np.ndarray,
-        where: str, draw: str = "random", at_most: bool = False,
+        self,
+        rng: np.random.Generator,
+        members: list[np.ndarray],
+        chosen: np.ndarray,
+        shots: int | np.ndarray,
+        where: str,
+        draw: str = "random",
+        at_most: bool = False,
     ) -> list[np.ndarray]:
         """``shots`` rows (one count, or one per class of ``chosen``) of ``members[k]`` for each class
         ``k`` of ``chosen``, one array per class in that order, picked by ``draw``
@@ -183,24 +213,27 @@ class MultiLabelPools(Pools):
         self, rng: np.random.Generator, chosen: np.ndarray, shots: int, queries: int, where: str
     ) -> tuple[np.ndarray, np.ndarray]:
         """All support rows first, then the queries from the rest (no clip drawn twice)."""
-        support = np.concatenate(self._draw_disjoint(rng, chosen, self.support_members, shots,
-                                                     np.empty(0, np.int64), "support", where))
+        support = np.concatenate(
+            self._draw_disjoint(rng, chosen, self.support_members, shots, np.empty(0, np.int64), "support", where)
+        )
         query = self._draw_disjoint(rng, chosen, self.query_members, queries, support, "query", where)
         return support, np.concatenate(query)
 
     def draw_support(
-        self, rng: np.random.Generator, members: list[np.ndarray], chosen: np.ndarray, shots: int | np.ndarray,
-        where: str, draw: str = "random", at_most: bool = False,
+        self,
+        rng: np.random.Generator,
+        members: list[np.ndarray],
+        chosen: np.ndarray,
+        shots: int | np.ndarray,
+        where: str,
+        draw: str = "random",
+        at_most: bool = False,
     ) -> list[np.ndarray]:
-        return self._draw_disjoint(rng, chosen, members, shots, np.empty(0, np.int64), "support", where, draw,
-                                   at_most)
+        return self._draw_disjoint(rng, chosen, members, shots, np.empty(0, np.int64), "support", where, draw, at_most)
 
     def local_sets(self, rows: np.ndarray, episode_classes: np.ndarray) -> LocalSets:
         kept = set(episode_classes.tolist())
-        return tuple(
-            tuple(int(i) for i in np.searchsorted(episode_classes, sorted(self.sets[r] & kept)))
-            for r in rows
-        )
+        return tuple(tuple(int(i) for i in np.searchsorted(episode_classes, sorted(self.sets[r] & kept))) for r in rows)
 
     def _draw_disjoint(
         self,
@@ -248,21 +281,26 @@ def table_folds(table: ClipTable) -> np.ndarray | None:
     return np.array([int(f) for f in folds], dtype=np.int64)
 
 
-def check_val(is_val_pool: np.ndarray | None, labels: np.ndarray, classes: np.ndarray,
-               names: tuple[str, ...] | None) -> np.ndarray | None:
+def check_val(
+    is_val_pool: np.ndarray | None, labels: np.ndarray, classes: np.ndarray, names: tuple[str, ...] | None
+) -> np.ndarray | None:
     """The val mask as a read-only bool array, or None; its clips' labels must come from the classes of
     the support and query pools (one class list for S, V and the test set)."""
     if is_val_pool is None:
         return None
     mask = np.asarray(is_val_pool, dtype=bool)
     if mask.shape != labels.shape:
-        raise ProtocolError(f"the val mask has shape {mask.shape} but the table has {labels.shape} clips.",
-                            "Pass one val flag per clip of the same table.")
+        raise ProtocolError(
+            f"the val mask has shape {mask.shape} but the table has {labels.shape} clips.",
+            "Pass one val flag per clip of the same table.",
+        )
     stray = sorted(set(labels[mask].tolist()) - set(classes.tolist()))
     if stray:
         shown = ", ".join(repr(names[c]) if names and 0 <= c < len(names) else f"class {c}" for c in stray[:5])
-        raise ProtocolError(f"{len(stray)} class(es) of the val clips have no train or test clip: {shown}.",
-                            "Label the val clips with the train/test class list, or drop those clips.")
+        raise ProtocolError(
+            f"{len(stray)} class(es) of the val clips have no train or test clip: {shown}.",
+            "Label the val clips with the train/test class list, or drop those clips.",
+        )
     mask.setflags(write=False)
     return mask
 
@@ -273,7 +311,9 @@ def check_folds(folds: Sequence[int] | None, labels: np.ndarray) -> np.ndarray |
         return None
     ids = np.array(folds, dtype=np.int64)
     if ids.shape != labels.shape:
-        raise ProtocolError(f"`folds` has shape {ids.shape} but the table has {labels.shape} clips.",
-                            "Pass one fold per clip of the same table (e.g. ESC-50's meta['fold']).")
+        raise ProtocolError(
+            f"`folds` has shape {ids.shape} but the table has {labels.shape} clips.",
+            "Pass one fold per clip of the same table (e.g. ESC-50's meta['fold']).",
+        )
     ids.setflags(write=False)
     return ids

@@ -25,11 +25,15 @@ SUPPORT_DRAWS = ("random", "file_order", "all")
 def check_support_draw(draw: str, at_most: object) -> None:
     """``ConfigError`` for an unknown ``support_draw`` or a non-boolean ``at_most``."""
     if draw not in SUPPORT_DRAWS:
-        raise ConfigError(f"protocol.support_draw={draw!r} is not one of {list(SUPPORT_DRAWS)}",
-                          "set protocol.support_draw=random (the default), file_order or all")
+        raise ConfigError(
+            f"protocol.support_draw={draw!r} is not one of {list(SUPPORT_DRAWS)}",
+            "set protocol.support_draw=random (the default), file_order or all",
+        )
     if not isinstance(at_most, bool):
-        raise ConfigError(f"protocol.at_most must be true or false, got {at_most!r}",
-                          "set protocol.at_most=false (every class needs `shots` clips) or true")
+        raise ConfigError(
+            f"protocol.at_most must be true or false, got {at_most!r}",
+            "set protocol.at_most=false (every class needs `shots` clips) or true",
+        )
 
 
 def support_sizes(draw: str, shots: int, at_most: bool, available: np.ndarray) -> np.ndarray:

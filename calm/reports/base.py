@@ -72,12 +72,12 @@ class Report(ABC):
     def from_settings(cls, settings: Mapping[str, Any], job: PreparedJob, key: str) -> Report:
         """The report with its settings (its `method` block without `_target_`), checked against `job`;
         by default the constructor takes the settings (unknown or missing ones refused by name)."""
-        return build({"_target_": f"{cls.__module__}.{cls.__qualname__}", **settings}, "report", base=Report,
-                      key=key)
+        return build({"_target_": f"{cls.__module__}.{cls.__qualname__}", **settings}, "report", base=Report, key=key)
 
     @abstractmethod
-    def run(self, job: PreparedJob, features: torch.Tensor | None, episodes: list[Episode],
-            tracker: Tracker) -> ReportOutput: ...
+    def run(
+        self, job: PreparedJob, features: torch.Tensor | None, episodes: list[Episode], tracker: Tracker
+    ) -> ReportOutput: ...
 
     def relabel(self, job: PreparedJob, episodes: list[Episode]) -> tuple[list[Episode], ReportOutput | None]:
         """Episodes every report then sees instead of the drawn ones (pseudo_label.support=replace), and

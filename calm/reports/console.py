@@ -22,14 +22,29 @@ def print_table(rows: list[dict[str, Any]], title: str) -> None:
     """One line per results row: accuracy ± CI, macro-F1, exact match / EER when present, Δ vs baseline."""
     extras = [key for key in ("exact_match", "eer") if any(f"{key}_mean" in row for row in rows)]
     table = Table(title=title)
-    for column in ("method", "shots", "ways", "episodes", "accuracy (%)", "macro-F1 (%)",
-                   *(HEADERS[k] for k in extras), "Δ vs baseline"):
+    for column in (
+        "method",
+        "shots",
+        "ways",
+        "episodes",
+        "accuracy (%)",
+        "macro-F1 (%)",
+        *(HEADERS[k] for k in extras),
+        "Δ vs baseline",
+    ):
         table.add_column(column, justify="left" if column == "method" else "right")
     for row in rows:
         diff = _mean_ci(row.get("diff_vs_baseline_mean"), row.get("diff_vs_baseline_ci95"), "+")
-        table.add_row(escape(row["method"]), str(row["shots"]), str(row["ways"]), str(row["episodes"]),
-                      _mean_ci(row.get("accuracy_mean"), row.get("accuracy_ci95")), f"{row['macro_f1_mean']:.2f}",
-                      *(_mean_ci(row.get(f"{k}_mean"), row.get(f"{k}_ci95")) for k in extras), diff)
+        table.add_row(
+            escape(row["method"]),
+            str(row["shots"]),
+            str(row["ways"]),
+            str(row["episodes"]),
+            _mean_ci(row.get("accuracy_mean"), row.get("accuracy_ci95")),
+            f"{row['macro_f1_mean']:.2f}",
+            *(_mean_ci(row.get(f"{k}_mean"), row.get(f"{k}_ci95")) for k in extras),
+            diff,
+        )
     console = Console()
     console.width = max(console.width, 120)
     console.print(table)

@@ -46,8 +46,14 @@ if TYPE_CHECKING:
     from calm.run.job import PreparedJob
 
 
-def score_method(estimator: Any, support: torch.Tensor, episode: Episode, query: torch.Tensor,
-                 groups: np.ndarray | None = None, reliability: torch.Tensor | None = None) -> dict[str, float]:
+def score_method(
+    estimator: Any,
+    support: torch.Tensor,
+    episode: Episode,
+    query: torch.Tensor,
+    groups: np.ndarray | None = None,
+    reliability: torch.Tensor | None = None,
+) -> dict[str, float]:
     """One method on one episode: accuracy and macro-F1; exact match for multi-label episodes (the
     predicted set is the top-|true set| classes); EER for two-class episodes (detection); with `groups`
     (the clip of each query question, every question of each clip present) both clip-level exact matches.
@@ -57,8 +63,9 @@ def score_method(estimator: Any, support: torch.Tensor, episode: Episode, query:
     query_labels = torch.tensor(episode.query_labels)
     named = None if reliability is None else ReliabilitySet(reliability, torch.tensor(episode.reliability_labels))
     # each episode breaks head-score ties (and draws random heads) with its own seed
-    pred = fit_estimator(estimator, support, support_labels, n_classes=episode.ways, tie_seed=episode.seed,
-                         reliability_set=named).predict(query)
+    pred = fit_estimator(
+        estimator, support, support_labels, n_classes=episode.ways, tie_seed=episode.seed, reliability_set=named
+    ).predict(query)
     metrics = {"accuracy": accuracy(pred, query_labels), "macro_f1": macro_f1(pred, query_labels, episode.ways)}
     if episode.query_label_sets is not None or episode.ways == 2:
         scores = estimator.predict_scores(query)
@@ -103,9 +110,15 @@ def clip_groups(table: ClipTable | None, episodes: list[Episode]) -> list[np.nda
     return groups
 
 
-def evaluate(episodes: list[Episode], features: torch.Tensor, methods: dict[str, Any], tracker: Tracker,
-             collector: HeadCollector | None = None, device: torch.device | None = None,
-             table: ClipTable | None = None) -> tuple[dict[str, list[float]], list[dict[str, Any]]]:
+def evaluate(
+    episodes: list[Episode],
+    features: torch.Tensor,
+    methods: dict[str, Any],
+    tracker: Tracker,
+    collector: HeadCollector | None = None,
+    device: torch.device | None = None,
+    table: ClipTable | None = None,
+) -> tuple[dict[str, list[float]], list[dict[str, Any]]]:
     """Every method on the same episodes; returns per-method accuracies and the per-episode rows.
     Each episode's rows are gathered (and upcast) on their own and moved to `device` (default: where
     `features` are). `collector` reads each fit's head weights / selected heads (for the figures).
@@ -116,8 +129,9 @@ def evaluate(episodes: list[Episode], features: torch.Tensor, methods: dict[str,
     for episode, episode_groups in zip(episodes if methods else [], groups, strict=False):
         support = features[torch.tensor(episode.support)].to(device).float()
         query = features[torch.tensor(episode.query)].to(device).float()
-        reliability = (None if episode.reliability is None
-                       else features[torch.tensor(episode.reliability)].to(device).float())
+        reliability = (
+            None if episode.reliability is None else features[torch.tensor(episode.reliability)].to(device).float()
+        )
         logged = {}
         for name, estimator in methods.items():
             metrics = score_method(estimator, support, episode, query, episode_groups, reliability)
@@ -125,14 +139,27 @@ def evaluate(episodes: list[Episode], features: torch.Tensor, methods: dict[str,
                 collector.add(name, estimator, episode.classes)
             per_method[name].append(metrics["accuracy"])
             logged.update({f"{name}/{key}": value for key, value in metrics.items()})
-            rows.append({"episode": episode.index, "seed": episode.seed, "method": name, **metrics,
-                         **selection_fields(estimator)})
+            rows.append(
+                {
+                    "episode": episode.index,
+                    "seed": episode.seed,
+                    "method": name,
+                    **metrics,
+                    **selection_fields(estimator),
+                }
+            )
         tracker.log_episode(episode.index, logged)
     return per_method, rows
 
 
-def result_rows(shots: int, per_method: dict[str, list[float]], episode_rows: list[dict[str, Any]],
-                ways: int, queries: int, baseline: str | None) -> list[dict[str, Any]]:
+def result_rows(
+    shots: int,
+    per_method: dict[str, list[float]],
+    episode_rows: list[dict[str, Any]],
+    ways: int,
+    queries: int,
+    baseline: str | None,
+) -> list[dict[str, Any]]:
     """One row per method: accuracy mean and 95 % CI, macro-F1, the metrics only some episodes have
     (exact matches, EER) when the method's episodes have them, and the paired difference vs baseline."""
     summary = summarize(per_method, baseline if baseline in per_method else None)
@@ -140,16 +167,22 @@ def result_rows(shots: int, per_method: dict[str, list[float]], episode_rows: li
     for name, stats in summary.items():
         mine = [r for r in episode_rows if r["method"] == name]
         row = {
-            "method": name, "shots": shots, "ways": ways, "queries": queries, "episodes": stats["episodes"],
-            "accuracy_mean": stats["mean"], "accuracy_ci95": stats["ci95"],
+            "method": name,
+            "shots": shots,
+            "ways": ways,
+            "queries": queries,
+            "episodes": stats["episodes"],
+            "accuracy_mean": stats["mean"],
+            "accuracy_ci95": stats["ci95"],
             "macro_f1_mean": float(np.mean([r["macro_f1"] for r in mine])),
         }
         for extra in ("exact_match", "exact_match_questions", "exact_match_sets", "eer"):
             if extra in mine[0]:
                 row[f"{extra}_mean"], row[f"{extra}_ci95"] = mean_ci95([r[extra] for r in mine])
         if "diff_mean" in stats:
-            row.update(baseline=baseline, diff_vs_baseline_mean=stats["diff_mean"],
-                       diff_vs_baseline_ci95=stats["diff_ci95"])
+            row.update(
+                baseline=baseline, diff_vs_baseline_mean=stats["diff_mean"], diff_vs_baseline_ci95=stats["diff_ci95"]
+            )
         rows.append(row)
     return rows
 
@@ -164,15 +197,23 @@ class EpisodicMethods(Report):
     def from_settings(cls, settings: Mapping[str, Any], job: PreparedJob, key: str) -> EpisodicMethods:
         return cls(reads_features=bool(job.methods))
 
-    def run(self, job: PreparedJob, features: torch.Tensor | None, episodes: list[Episode],
-            tracker: Tracker) -> ReportOutput:
+    def run(
+        self, job: PreparedJob, features: torch.Tensor | None, episodes: list[Episode], tracker: Tracker
+    ) -> ReportOutput:
         collector = HeadCollector(job.cache.n_heads, len(job.table.class_names)) if job.figures else None
-        per_method, episode_rows = evaluate(episodes, features, job.methods, tracker, collector,
-                                            job.devices.evaluation, job.table)
+        per_method, episode_rows = evaluate(
+            episodes, features, job.methods, tracker, collector, job.devices.evaluation, job.table
+        )
         if collector is not None:
-            tracker.log_figures(write_job_figures(
-                collector, HeadGrid.from_names(job.cache.head_names, job.cache.n_heads), job.table.class_names,
-                job.out_dir, f"{job.dataset.name} · {job.backbone.name} · {job.shots}-shot"))
+            tracker.log_figures(
+                write_job_figures(
+                    collector,
+                    HeadGrid.from_names(job.cache.head_names, job.cache.n_heads),
+                    job.table.class_names,
+                    job.out_dir,
+                    f"{job.dataset.name} · {job.backbone.name} · {job.shots}-shot",
+                )
+            )
         extra = {"tied_selections": tied_selections(episode_rows)}
         shares = selection_shares(episode_rows, job.methods)
         if shares:  # method=auto: which candidate each episode chose

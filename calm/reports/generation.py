@@ -55,26 +55,42 @@ class ZeroShot(Report):
     def from_settings(cls, settings: Mapping[str, Any], job: PreparedJob, key: str) -> ZeroShot:
         return cls(ZeroShotSettings.from_config(settings, job.prompt, job.table))
 
-    def run(self, job: PreparedJob, features: torch.Tensor | None, episodes: list[Episode],
-            tracker: Tracker) -> ReportOutput:
+    def run(
+        self, job: PreparedJob, features: torch.Tensor | None, episodes: list[Episode], tracker: Tracker
+    ) -> ReportOutput:
         table, settings = job.table, self.settings
         query_ids = [table.clips[i].id for episode in episodes for i in episode.query]
         store = zero_shot_store(job.cache_dir, job.backbone, job.prompt, settings, table)
         answers = answer_clips(job.backbone, table, job.prompt, query_ids, settings, job.devices.generation, store)
         answers.write(job.out_dir / ANSWERS_FILE, table.class_names)
-        out = ReportOutput(per_method={ZERO_SHOT_ROW: []}, extra={
-            "zero_shot_unmatched": len(answers.unmatched),
-            "zero_shot_decoding": {"matching": settings.matching, **settings.decoding_key()},
-            "notes": settings.notes(len(answers.unmatched), len(answers.answers))})
+        out = ReportOutput(
+            per_method={ZERO_SHOT_ROW: []},
+            extra={
+                "zero_shot_unmatched": len(answers.unmatched),
+                "zero_shot_decoding": {"matching": settings.matching, **settings.decoding_key()},
+                "notes": settings.notes(len(answers.unmatched), len(answers.answers)),
+            },
+        )
         for episode in episodes:
             acc = zero_shot_accuracy(episode, table, answers)
             out.per_method[ZERO_SHOT_ROW].append(acc)
-            out.episode_rows.append({"episode": episode.index, "seed": episode.seed, "method": ZERO_SHOT_ROW,
-                                     "accuracy": acc, "macro_f1": float("nan")})
+            out.episode_rows.append(
+                {
+                    "episode": episode.index,
+                    "seed": episode.seed,
+                    "method": ZERO_SHOT_ROW,
+                    "accuracy": acc,
+                    "macro_f1": float("nan"),
+                }
+            )
         if answers.unmatched:
-            log.warning("zero-shot: %d of %d answers name no %s (counted wrong); see %s", len(answers.unmatched),
-                        len(answers.answers), "class" if settings.matching == "class_names" else "offered letter",
-                        job.out_dir / ANSWERS_FILE)
+            log.warning(
+                "zero-shot: %d of %d answers name no %s (counted wrong); see %s",
+                len(answers.unmatched),
+                len(answers.answers),
+                "class" if settings.matching == "class_names" else "offered letter",
+                job.out_dir / ANSWERS_FILE,
+            )
         return out
 
 
@@ -106,12 +122,23 @@ class PseudoLabels(Report):
         return {int(i) for i in unlabelled_pool(job.table, self.settings.pool_size, self.settings.seed)}
 
     def support_causes(self) -> list[str]:
-        return (["support clips without an agreed pseudo label dropped (pseudo_label.support=replace)"]
-                if self.replaces_support else [])
+        return (
+            ["support clips without an agreed pseudo label dropped (pseudo_label.support=replace)"]
+            if self.replaces_support
+            else []
+        )
 
     def _labelled(self, job: PreparedJob, episodes: list[Episode]) -> tuple[list[Episode], dict[str, Any]]:
-        return pseudo_label_episodes(self.settings, job.backbone, job.table, job.prompt, episodes, job.out_dir,
-                                     job.cache_dir, job.devices.generation)
+        return pseudo_label_episodes(
+            self.settings,
+            job.backbone,
+            job.table,
+            job.prompt,
+            episodes,
+            job.out_dir,
+            job.cache_dir,
+            job.devices.generation,
+        )
 
     def relabel(self, job: PreparedJob, episodes: list[Episode]) -> tuple[list[Episode], ReportOutput | None]:
         if not self.replaces_support:
@@ -119,12 +146,22 @@ class PseudoLabels(Report):
         relabelled, record = self._labelled(job, episodes)
         return relabelled, ReportOutput(extra={"pseudo_label": record, "notes": self.settings.notes()})
 
-    def run(self, job: PreparedJob, features: torch.Tensor | None, episodes: list[Episode],
-            tracker: Tracker) -> ReportOutput:
+    def run(
+        self, job: PreparedJob, features: torch.Tensor | None, episodes: list[Episode], tracker: Tracker
+    ) -> ReportOutput:
         if self.replaces_support:  # every report already ran on the relabelled support (`relabel`)
             return ReportOutput()
         augmented, record = self._labelled(job, episodes)
-        per_method, episode_rows = evaluate(augmented, features, self.settings.refit_methods(job.methods), tracker,
-                                            device=job.devices.evaluation, table=job.table)
-        return ReportOutput(per_method=per_method, episode_rows=episode_rows,
-                            extra={"pseudo_label": record, "notes": self.settings.notes()})
+        per_method, episode_rows = evaluate(
+            augmented,
+            features,
+            self.settings.refit_methods(job.methods),
+            tracker,
+            device=job.devices.evaluation,
+            table=job.table,
+        )
+        return ReportOutput(
+            per_method=per_method,
+            episode_rows=episode_rows,
+            extra={"pseudo_label": record, "notes": self.settings.notes()},
+        )

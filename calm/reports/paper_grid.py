@@ -71,16 +71,20 @@ def choosing_methods(cfg: DictConfig) -> list[str]:
     """The `AutoSelect` estimators (method=auto) of a config not yet built, when protocol=paper tunes methods."""
     if not tuned_methods(cfg):
         return []
-    return [name for name, spec in (cfg.method.get("estimators") or {}).items()
-            if spec and spec.get("_target_") and issubclass(target_class(spec, "estimator"), AutoSelect)]
+    return [
+        name
+        for name, spec in (cfg.method.get("estimators") or {}).items()
+        if spec and spec.get("_target_") and issubclass(target_class(spec, "estimator"), AutoSelect)
+    ]
 
 
 def tuned_rows(cfg: DictConfig) -> list[str]:
     """The result rows the sweep adds: `tuned_row_names` of every tuned method ([val] rows with a named V),
     and the `[cv]` row of every choosing method."""
     named = cfg.protocol.get("reliability", "support") != "support"
-    return ([row for name in tuned_methods(cfg) for row in tuned_row_names(name, named)]
-            + [tuned_row_names(name)[0] for name in choosing_methods(cfg)])
+    return [row for name in tuned_methods(cfg) for row in tuned_row_names(name, named)] + [
+        tuned_row_names(name)[0] for name in choosing_methods(cfg)
+    ]
 
 
 def grids_file(dataset: str) -> str:
@@ -91,24 +95,33 @@ def grids_file(dataset: str) -> str:
 def paper_notes(dataset: Dataset, prompt: ClipPrompt, protocol: PaperProtocol, evaluation_dtype: str) -> list[str]:
     """What a reader of protocol=paper results must know about how they differ from the reference."""
     if isinstance(dataset, Manifest):
-        notes = ["support, val and test are the rows of the manifests as given: a clip listed in both support (or "
-                 "val) and test is used as both (the share is measured, in the rows and notes, when there is one)"]
+        notes = [
+            "support, val and test are the rows of the manifests as given: a clip listed in both support (or "
+            "val) and test is used as both (the share is measured, in the rows and notes, when there is one)"
+        ]
     else:
         notes = ["support is drawn only from the training pool; no clip of the test split is ever in the support set"]
     if dataset.name == "esc50":
-        notes.append("the reference code drew ESC-50 support from files that hold test clips; this job draws "
-                     "from the clean pool, so its numbers can be lower than the published ones (the paper "
-                     "table's replay groups run the authors' files and measure the overlap)")
+        notes.append(
+            "the reference code drew ESC-50 support from files that hold test clips; this job draws "
+            "from the clean pool, so its numbers can be lower than the published ones (the paper "
+            "table's replay groups run the authors' files and measure the overlap)"
+        )
     if protocol.reliability != "support":
-        notes.append("reliabilities (CALM, GRW) are measured on the table's val clips V with prototypes from the "
-                      "support set; <method>[val] is the setting best on V (SAV and the other rankings use the "
-                      "support set, as the authors' runner did)")
+        notes.append(
+            "reliabilities (CALM, GRW) are measured on the table's val clips V with prototypes from the "
+            "support set; <method>[val] is the setting best on V (SAV and the other rankings use the "
+            "support set, as the authors' runner did)"
+        )
     if evaluation_dtype == "model":
-        notes.append("evaluate.dtype=model: CALM's prototypes, cosines and softmax run in the backbone's dtype and "
-                     "are cast to float32 after the softmax, as the authors' runner did")
+        notes.append(
+            "evaluate.dtype=model: CALM's prototypes, cosines and softmax run in the backbone's dtype and "
+            "are cast to float32 after the softmax, as the authors' runner did"
+        )
     if not isinstance(prompt, (PaperPrompt, ManifestPrompt)):
-        notes.append("prompt is not a `paper` prompt: the published protocol used multiple-choice prompts "
-                     "containing the label")
+        notes.append(
+            "prompt is not a `paper` prompt: the published protocol used multiple-choice prompts containing the label"
+        )
     return notes
 
 
@@ -143,24 +156,38 @@ class Split:
     rows as lazy views (`evaluate.query_chunk` clips at a time, streamed under `evaluate.memory_budget_mb`);
     the other estimators, which fit on tensors, get the support and V rows in float16 (`fit_rows`)."""
 
-    def __init__(self, settings: GridSettings, episode: Episode, features: RowView, groups: np.ndarray | None,
-                 support_groups: np.ndarray) -> None:
+    def __init__(
+        self,
+        settings: GridSettings,
+        episode: Episode,
+        features: RowView,
+        groups: np.ndarray | None,
+        support_groups: np.ndarray,
+    ) -> None:
         self.episode, self.features = episode, features
         self.support = features.subset(episode.support)
         self.query = features.subset(episode.query)
-        self.reliability = None if episode.reliability is None else (
-            features.subset(episode.reliability), torch.tensor(episode.reliability_labels))
+        self.reliability = (
+            None
+            if episode.reliability is None
+            else (features.subset(episode.reliability), torch.tensor(episode.reliability_labels))
+        )
         self.n_heads = int(self.support.shape[1])
         self.memory_budget = settings.memory_budget_mb * 2**20
         multi = episode.query_label_sets is not None
         self.common = {
-            "n_classes": episode.ways, "folds": settings.folds, "seed": settings.cv_seed,
+            "n_classes": episode.ways,
+            "folds": settings.folds,
+            "seed": settings.cv_seed,
             "query_targets": multilabel_targets(episode, "query") if multi else None,
             "support_targets": multilabel_targets(episode, "support") if multi else None,
-            "query_groups": groups, "support_groups": support_groups,
+            "query_groups": groups,
+            "support_groups": support_groups,
             "positive_class": 1 if episode.ways == 2 else None,
-            "query_chunk": settings.query_chunk, "device": settings.device,
-            "reliability": self.reliability, "selection_metric": settings.selection_metric,
+            "query_chunk": settings.query_chunk,
+            "device": settings.device,
+            "reliability": self.reliability,
+            "selection_metric": settings.selection_metric,
         }
 
     def fit_rows(self) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
@@ -168,7 +195,9 @@ class Split:
         gather = self.features.gather
         support = gather(torch.tensor(self.episode.support), torch.float16)
         return support, None if self.reliability is None else (
-            gather(torch.tensor(self.episode.reliability), torch.float16), self.reliability[1])
+            gather(torch.tensor(self.episode.reliability), torch.float16),
+            self.reliability[1],
+        )
 
     def labels(self) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.tensor(self.episode.support_labels), torch.tensor(self.episode.query_labels)
@@ -203,15 +232,26 @@ class CalmEngineScorer(GridScorer):
     def grid(self, grid_cfg: Mapping[str, Any], split: Split) -> tuple[CalmGrid, tuple[int, ...]]:
         estimator, tie_seed = self.estimator, split.tie_seed(self.estimator)
         return CalmGrid.from_config(
-            grid_cfg, top_k_mode=estimator.top_k_mode, tie_break=estimator.tie_break,
-            tie_seed=estimator.tie_seed if tie_seed is None else tie_seed, head_choice=estimator.head_choice,
-            head_seed=fit_head_seed(estimator.head_seed, tie_seed)).for_heads(split.n_heads)
+            grid_cfg,
+            top_k_mode=estimator.top_k_mode,
+            tie_break=estimator.tie_break,
+            tie_seed=estimator.tie_seed if tie_seed is None else tie_seed,
+            head_choice=estimator.head_choice,
+            head_seed=fit_head_seed(estimator.head_seed, tie_seed),
+        ).for_heads(split.n_heads)
 
     def score(self, grid: CalmGrid, split: Split) -> PaperGridReport:
         support_labels, query_labels = split.labels()
-        return paper_grid_report(split.support, support_labels, split.query, query_labels, grid,
-                                 dtype=arithmetic_dtype(self.estimator.arithmetic_dtype),
-                                 memory_budget=split.memory_budget, **split.common)
+        return paper_grid_report(
+            split.support,
+            support_labels,
+            split.query,
+            query_labels,
+            grid,
+            dtype=arithmetic_dtype(self.estimator.arithmetic_dtype),
+            memory_budget=split.memory_budget,
+            **split.common,
+        )
 
 
 class EstimatorScorer(GridScorer):
@@ -229,9 +269,17 @@ class EstimatorScorer(GridScorer):
     def score(self, grid: MethodGrid, split: Split) -> PaperGridReport:
         support_labels, query_labels = split.labels()
         support, reliability = split.fit_rows()
-        return paper_sweep_report(self.make, grid.points(), support, support_labels, split.query, query_labels,
-                                  tie_seed=split.tie_seed(self.estimator), memory_budget=split.memory_budget,
-                                  **{**split.common, "reliability": reliability})
+        return paper_sweep_report(
+            self.make,
+            grid.points(),
+            support,
+            support_labels,
+            split.query,
+            query_labels,
+            tie_seed=split.tie_seed(self.estimator),
+            memory_budget=split.memory_budget,
+            **{**split.common, "reliability": reliability},
+        )
 
 
 def scorer_for(name: str, estimator: Any, spec: Mapping[str, Any], grids_file: str) -> GridScorer:
@@ -257,13 +305,23 @@ def selection_label(record: dict[str, Any]) -> str:
     return record["label"]
 
 
-def tuned_row(shots: int, episode: Episode, method: str, record: dict[str, Any],
-              setting: dict[str, Any]) -> dict[str, Any]:
+def tuned_row(
+    shots: int, episode: Episode, method: str, record: dict[str, Any], setting: dict[str, Any]
+) -> dict[str, Any]:
     """The results row of one labelled choice (`[cv]`, `[oracle]`): its test scores and setting."""
     test = record["test"]
-    row = {"method": method, "shots": shots, "ways": episode.ways, "queries": len(episode.query),
-           "episodes": 1, "accuracy_mean": test["accuracy"], "accuracy_ci95": float("nan"),
-           "macro_f1_mean": test["macro_f1"], "selection": selection_label(record), "setting": setting}
+    row = {
+        "method": method,
+        "shots": shots,
+        "ways": episode.ways,
+        "queries": len(episode.query),
+        "episodes": 1,
+        "accuracy_mean": test["accuracy"],
+        "accuracy_ci95": float("nan"),
+        "macro_f1_mean": test["macro_f1"],
+        "selection": selection_label(record),
+        "setting": setting,
+    }
     row.update({f"{k}_mean": v for k, v in test.items() if k not in ("accuracy", "macro_f1")})
     return row
 
@@ -272,8 +330,14 @@ class PaperGrid(Report):
     """The tuned rows of protocol=paper (its single episode is the fixed split): two labelled rows per
     tuned method, a `[val]` row with a named V, and one `[cv]` row per choosing method."""
 
-    def __init__(self, grids: Mapping[str, Mapping[str, Any]], tuned: list[str], choosing: list[str],
-                 settings: GridSettings, notes: list[str]) -> None:
+    def __init__(
+        self,
+        grids: Mapping[str, Mapping[str, Any]],
+        tuned: list[str],
+        choosing: list[str],
+        settings: GridSettings,
+        notes: list[str],
+    ) -> None:
         self.grids, self.tuned, self.choosing = grids, tuned, choosing
         self.settings, self.notes = settings, notes
 
@@ -292,24 +356,42 @@ class PaperGrid(Report):
         evaluation = job.evaluation
         tuned = cls.tuned_methods(job)
         choosing = [name for name, estimator in job.methods.items() if isinstance(estimator, AutoSelect)]
-        return cls({name: job.grids[name] for name in tuned}, tuned, choosing,
-                   GridSettings(protocol.folds, protocol.cv_seed, protocol.selection_metric, evaluation.query_chunk,
-                                evaluation.memory_budget_mb, job.devices.evaluation),
-                   paper_notes(job.dataset, job.prompt, protocol, evaluation.dtype))
+        return cls(
+            {name: job.grids[name] for name in tuned},
+            tuned,
+            choosing,
+            GridSettings(
+                protocol.folds,
+                protocol.cv_seed,
+                protocol.selection_metric,
+                evaluation.query_chunk,
+                evaluation.memory_budget_mb,
+                job.devices.evaluation,
+            ),
+            paper_notes(job.dataset, job.prompt, protocol, evaluation.dtype),
+        )
 
-    def grid_rows(self, job: PreparedJob, episode: Episode,
-                  features: RowView) -> tuple[list[dict[str, Any]], dict, list[str]]:
+    def grid_rows(
+        self, job: PreparedJob, episode: Episode, features: RowView
+    ) -> tuple[list[dict[str, Any]], dict, list[str]]:
         """The rows, the JSON summary per method, and notes on clamped top_k."""
-        split = Split(self.settings, episode, features, question_groups(job.table, episode.query),
-                      source_clips(job.table, episode.support))
+        split = Split(
+            self.settings,
+            episode,
+            features,
+            question_groups(job.table, episode.query),
+            source_clips(job.table, episode.support),
+        )
         rows, summary, notes, cv_choices = [], {}, [], {}
         for name in self.tuned:
             scorer = scorer_for(name, job.methods[name], job.estimator_specs[name], grids_file(job.dataset.name))
             grid, clamped = scorer.grid(self.grids[name], split)
             report = scorer.score(grid, split)
             if clamped:
-                note = (f"{name}: top_k {', '.join(map(str, clamped))} at or above the model's {split.n_heads} heads "
-                        "mean all heads")
+                note = (
+                    f"{name}: top_k {', '.join(map(str, clamped))} at or above the model's {split.n_heads} heads "
+                    "mean all heads"
+                )
                 log.info(note)
                 notes.append(note)
             summary[name] = report.summary()
@@ -324,7 +406,8 @@ class PaperGrid(Report):
             rows.append(tuned_row(job.shots, episode, tuned_row_names(name)[0], record, record["setting"]))
         return rows, summary, notes
 
-    def run(self, job: PreparedJob, features: RowView | None, episodes: list[Episode],
-            tracker: Tracker) -> ReportOutput:
+    def run(
+        self, job: PreparedJob, features: RowView | None, episodes: list[Episode], tracker: Tracker
+    ) -> ReportOutput:
         rows, summary, notes = self.grid_rows(job, episodes[0], features)
         return ReportOutput(rows=rows, extra={"paper_grid": summary, "notes": self.notes + notes})

@@ -48,8 +48,10 @@ def report_walk(method: Mapping[str, Any], table: ClipTable, prompt: ClipPrompt)
     sits and its settings: a keyed built-in report when its block is set, a declared one when listed, a
     closing one always. Each checks its settings against the table and prompt here, before the backbone is
     built and the cache opened (`Report.check`)."""
-    walk = [(f"method.{cls.key}", cls, method.get(cls.key) or None) if cls.key else (cls.__name__, cls, {})
-            for cls in LEADING]
+    walk = [
+        (f"method.{cls.key}", cls, method.get(cls.key) or None) if cls.key else (cls.__name__, cls, {})
+        for cls in LEADING
+    ]
     walk += declared_reports(method)
     walk += [(cls.__name__, cls, {}) for cls in CLOSING]
     walk = [(key, cls, settings) for key, cls, settings in walk if settings is not None]

@@ -22,6 +22,7 @@ class SearchObjective(Report):
     def applies(cls, job: PreparedJob) -> bool:
         return job.search is not None
 
-    def run(self, job: PreparedJob, features: torch.Tensor | None, episodes: list[Episode],
-            tracker: Tracker) -> ReportOutput:
+    def run(
+        self, job: PreparedJob, features: torch.Tensor | None, episodes: list[Episode], tracker: Tracker
+    ) -> ReportOutput:
         return ReportOutput(extra={"search": search_record(job.search, episodes, features)})

@@ -8,8 +8,11 @@ from collections import Counter
 from typing import Any
 
 SELECTION_COLUMNS = ("selected", "selected_by", "selected_cv_accuracy")
-HOW = {"leave_one_out": "leave-one-out cross-validation", "stratified_folds": "stratified-fold cross-validation",
-       "default": "no cross-validation (a class had a single support clip: the first candidate)"}
+HOW = {
+    "leave_one_out": "leave-one-out cross-validation",
+    "stratified_folds": "stratified-fold cross-validation",
+    "default": "no cross-validation (a class had a single support clip: the first candidate)",
+}
 
 
 def selection_fields(estimator: Any) -> dict[str, Any]:
@@ -32,8 +35,11 @@ def selection_shares(episode_rows: list[dict[str, Any]], methods: dict[str, Any]
         if not mine or not hasattr(estimator, "candidates"):
             continue
         won = Counter(row["selected"] for row in mine)
-        out[name] = {"episodes": len(mine), "shares": {c: won[c] / len(mine) for c in estimator.candidates},
-                     "selected_by": dict(Counter(row["selected_by"] for row in mine))}
+        out[name] = {
+            "episodes": len(mine),
+            "shares": {c: won[c] / len(mine) for c in estimator.candidates},
+            "selected_by": dict(Counter(row["selected_by"] for row in mine)),
+        }
     return out
 
 
@@ -43,6 +49,8 @@ def selection_notes(shares: dict[str, dict[str, Any]]) -> list[str]:
     for name, record in shares.items():
         won = ", ".join(f"{c} {share:.0%}" for c, share in record["shares"].items() if share > 0)
         how = ", ".join(f"{HOW[how]} in {n}" for how, n in record["selected_by"].items())
-        notes.append(f"{name}: the candidate each episode used, chosen on its support set only (test clips "
-                     f"unused): {won} of {record['episodes']} episodes; chosen by {how}")
+        notes.append(
+            f"{name}: the candidate each episode used, chosen on its support set only (test clips "
+            f"unused): {won} of {record['episodes']} episodes; chosen by {how}"
+        )
     return notes

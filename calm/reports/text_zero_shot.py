@@ -40,13 +40,15 @@ class TextZeroShot(Report):
         check_text_tower(job.backbone)
         return report
 
-    def run(self, job: PreparedJob, features: torch.Tensor | None, episodes: list[Episode],
-            tracker: Tracker) -> ReportOutput:
+    def run(
+        self, job: PreparedJob, features: torch.Tensor | None, episodes: list[Episode], tracker: Tracker
+    ) -> ReportOutput:
         row = self.settings.row
         centroids = text_centroids(job.backbone, job.table.class_names, self.settings, job.devices.generation)
         device = job.devices.evaluation
-        out = ReportOutput(per_method={row: []}, extra={"text_zero_shot": {
-            "row": row, "templates": list(self.settings.templates)}})
+        out = ReportOutput(
+            per_method={row: []}, extra={"text_zero_shot": {"row": row, "templates": list(self.settings.templates)}}
+        )
         for episode, groups in zip(episodes, clip_groups(job.table, episodes), strict=True):
             support = features[torch.tensor(episode.support)].to(device).float()
             query = features[torch.tensor(episode.query)].to(device).float()

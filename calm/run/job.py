@@ -55,8 +55,10 @@ def build_methods(method_cfg: DictConfig) -> dict[str, Any]:
     """The estimators named in the `method` config group, instantiated (and so validated) up front."""
     estimators = method_cfg.get("estimators") or {}
     if not estimators and not any(method_cfg.get(key) for key in ("zero_shot", "text_zero_shot", "reports")):
-        raise ConfigError("the method config lists no estimators",
-                          "use method=calm_vs_sav, method=calm, method=sav or method=zero_shot")
+        raise ConfigError(
+            "the method config lists no estimators",
+            "use method=calm_vs_sav, method=calm, method=sav or method=zero_shot",
+        )
     return {name: build_estimator(spec, key=f"method.estimators.{name}") for name, spec in estimators.items()}
 
 
@@ -84,8 +86,13 @@ def open_cache(root: Path, backbone: Backbone, prompt: ClipPrompt) -> Activation
     digest store remembers the weights' content digests, so local weights are hashed once, not per run)."""
     digests = FileDigests(root)
     return ActivationCache.open(
-        root, model_key_fields(backbone, prompt, digests), backbone.n_heads, backbone.head_dim,
-        label=backbone.name, head_names=backbone.head_names(), digests=digests,
+        root,
+        model_key_fields(backbone, prompt, digests),
+        backbone.n_heads,
+        backbone.head_dim,
+        label=backbone.name,
+        head_names=backbone.head_names(),
+        digests=digests,
     )
 
 
@@ -182,7 +189,8 @@ def check_questions_are_read(table: ClipTable, backbone: Backbone) -> None:
             f"of dataset=manifest), but backbone {backbone.name!r} does not read the prompt text, so every question "
             "of a clip would get the same features under other labels",
             "use a backbone that reads the prompt (qwen2_audio, qwen2_5_omni), or prompt.per_label_questions=false "
-            "(one row per clip, scored by its top-|labels| classes)")
+            "(one row per clip, scored by its top-|labels| classes)",
+        )
 
 
 def prepare(cfg: DictConfig) -> PreparedJob:
@@ -204,8 +212,11 @@ def prepare(cfg: DictConfig) -> PreparedJob:
     pools = Pools.from_table(table)
     protocol.validate(pools)
     methods = build_methods(cfg.method)
-    evaluation = EvaluationSettings(str(cfg.evaluate.get("dtype", "float32")), int(cfg.evaluate.query_chunk),
-                                    int(cfg.evaluate.get("memory_budget_mb", 128)))
+    evaluation = EvaluationSettings(
+        str(cfg.evaluate.get("dtype", "float32")),
+        int(cfg.evaluate.query_chunk),
+        int(cfg.evaluate.get("memory_budget_mb", 128)),
+    )
     apply_evaluation_dtype(methods, evaluation.dtype, str(cfg.trainer.precision))
     search = search_settings(cfg)
     method = OmegaConf.to_container(cfg.method, resolve=True)
@@ -213,15 +224,39 @@ def prepare(cfg: DictConfig) -> PreparedJob:
     backbone = build_backbone(cfg.backbone, str(cfg.trainer.precision))
     check_questions_are_read(table, backbone)
     cache_dir = Path(cfg.paths.cache_dir)
-    extraction = ExtractionSettings(int(cfg.extract.batch_size), int(cfg.extract.num_workers), str(cfg.on_bad_clip),
-                                    str(cfg.on_long_clip), OmegaConf.to_container(cfg.trainer, resolve=True))
+    extraction = ExtractionSettings(
+        int(cfg.extract.batch_size),
+        int(cfg.extract.num_workers),
+        str(cfg.on_bad_clip),
+        str(cfg.on_long_clip),
+        OmegaConf.to_container(cfg.trainer, resolve=True),
+    )
     job = PreparedJob(
-        OmegaConf.to_container(cfg, resolve=True), finished_record_of(cfg), out_dir, main, int(cfg.shots),
-        bool(cfg.get("figures", True)), dataset, loaded, table, protocol, pools, methods,
-        {name: method["estimators"][name] for name in methods}, method.get("baseline"), backbone, prompt,
-        open_cache(cache_dir, backbone, prompt), cache_dir, extraction, evaluation,
-        Devices(evaluation_device(str(cfg.evaluate.device))), OmegaConf.to_container(cfg.logger, resolve=True),
-        search, paper_grids(cfg) if isinstance(protocol, PaperProtocol) else None)
+        OmegaConf.to_container(cfg, resolve=True),
+        finished_record_of(cfg),
+        out_dir,
+        main,
+        int(cfg.shots),
+        bool(cfg.get("figures", True)),
+        dataset,
+        loaded,
+        table,
+        protocol,
+        pools,
+        methods,
+        {name: method["estimators"][name] for name in methods},
+        method.get("baseline"),
+        backbone,
+        prompt,
+        open_cache(cache_dir, backbone, prompt),
+        cache_dir,
+        extraction,
+        evaluation,
+        Devices(evaluation_device(str(cfg.evaluate.device))),
+        OmegaConf.to_container(cfg.logger, resolve=True),
+        search,
+        paper_grids(cfg) if isinstance(protocol, PaperProtocol) else None,
+    )
     reports = job_reports(walk, job)
     generation = generation_device(extraction.trainer) if any(r.uses_backbone for r in reports) else None
     return replace(job, reports=reports, devices=replace(job.devices, generation=generation))

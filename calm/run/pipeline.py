@@ -55,16 +55,31 @@ def run_prepared(job: PreparedJob) -> dict[str, Any]:
                 outputs.append(relabelling)
         outputs += [report.run(job, features, episodes, tracker) for report in job.reports]
         rows, episode_rows, extra = merge(job, episodes, outputs)
-        extra = {"cache": {"path": str(job.cache.path), "key": job.cache.key, "needed": extraction.needed,
-                           "extracted": extraction.extracted, "recomputed": extraction.recomputed,
-                           "headers_read": extraction.headers_read, "extract_seconds": extract_seconds},
-                 "clips": len(job.table), "skipped": sorted(extraction.skipped), "missing": len(job.loaded.missing),
-                 "prompt": job.prompt.key_fields(), "protocol": job.protocol.name, **extra}
+        extra = {
+            "cache": {
+                "path": str(job.cache.path),
+                "key": job.cache.key,
+                "needed": extraction.needed,
+                "extracted": extraction.extracted,
+                "recomputed": extraction.recomputed,
+                "headers_read": extraction.headers_read,
+                "extract_seconds": extract_seconds,
+            },
+            "clips": len(job.table),
+            "skipped": sorted(extraction.skipped),
+            "missing": len(job.loaded.missing),
+            "prompt": job.prompt.key_fields(),
+            "protocol": job.protocol.name,
+            **extra,
+        }
         write_results(job.out_dir, job.config, rows, episode_rows, extra)
         job.record.mark({"config": job.config, "results": rows, **extra}, job.out_dir, inputs)
         tracker.log_results(rows)
-        print_table(rows, f"{job.dataset.name} · {job.backbone.name} · {job.shots}-shot · {job.protocol.name} "
-                          f"protocol · {len(episodes)} episode{'s' if len(episodes) > 1 else ''}")
+        print_table(
+            rows,
+            f"{job.dataset.name} · {job.backbone.name} · {job.shots}-shot · {job.protocol.name} "
+            f"protocol · {len(episodes)} episode{'s' if len(episodes) > 1 else ''}",
+        )
         failed = False
         return {"results": rows, **extra}
     finally:
@@ -74,9 +89,14 @@ def run_prepared(job: PreparedJob) -> dict[str, Any]:
 def report_finished(job: PreparedJob, done: dict[str, Any]) -> dict[str, Any]:
     """An identical job already finished: its results are written into this job's folder and printed."""
     log.info("an identical job already finished in %s; skipping it (force=true redoes it)", done["output_dir"])
-    write_results(job.out_dir, done["config"], done["results"], [],
-                  {k: v for k, v in done.items() if k not in ("config", "results", "output_dir")}
-                  | {"resumed_from": done["output_dir"]})
+    write_results(
+        job.out_dir,
+        done["config"],
+        done["results"],
+        [],
+        {k: v for k, v in done.items() if k not in ("config", "results", "output_dir")}
+        | {"resumed_from": done["output_dir"]},
+    )
     print_table(done["results"], f"{job.dataset.name} · {job.shots}-shot · already finished in {done['output_dir']}")
     return done
 
@@ -87,8 +107,13 @@ def needed_clips(job: PreparedJob, episodes: list[Episode]) -> list[str]:
     features (zero-shot only)."""
     if not job.reads_features:
         return []
-    rows = {int(i) for episode in episodes
-            for part in (episode.support, episode.query, episode.reliability) if part is not None for i in part}
+    rows = {
+        int(i)
+        for episode in episodes
+        for part in (episode.support, episode.query, episode.reliability)
+        if part is not None
+        for i in part
+    }
     for report in job.reports:
         rows.update(report.extra_rows(job))
     return [job.table.ids[i] for i in sorted(rows)]
@@ -107,16 +132,26 @@ def extract_for_episodes(job: PreparedJob) -> tuple[PreparedJob, list[Episode], 
         episodes = job.protocol.episodes(job.pools)
         needed = needed_clips(job, episodes)
         report = extract_missing(
-            job.backbone, job.table, job.prompt, job.cache, settings.trainer, batch_size=settings.batch_size,
-            num_workers=settings.num_workers, on_bad_clip=settings.on_bad_clip, on_long_clip=settings.on_long_clip,
+            job.backbone,
+            job.table,
+            job.prompt,
+            job.cache,
+            settings.trainer,
+            batch_size=settings.batch_size,
+            num_workers=settings.num_workers,
+            on_bad_clip=settings.on_bad_clip,
+            on_long_clip=settings.on_long_clip,
             clip_ids=needed,
         )
         total.add(report)
         total.needed = len(needed)
         if not report.skipped:
             break
-        log.warning("skipped %d clips that could not be decoded; listed in %s", len(report.skipped),
-                    job.out_dir / "skipped_clips.tsv")
+        log.warning(
+            "skipped %d clips that could not be decoded; listed in %s",
+            len(report.skipped),
+            job.out_dir / "skipped_clips.tsv",
+        )
         job = job.without(set(report.skipped))
     total.write_skips(job.out_dir / "skipped_clips.tsv")
     return job, episodes, total
@@ -147,8 +182,9 @@ def merge(job: PreparedJob, episodes: list, outputs: list[ReportOutput]) -> tupl
         extra.update(out.extra)
         if notes:
             extra["notes"] = notes
-    summary = result_rows(job.shots, per_method, episode_rows, episodes[0].ways,
-                          job.protocol.reported_queries(episodes), job.baseline)
+    summary = result_rows(
+        job.shots, per_method, episode_rows, episodes[0].ways, job.protocol.reported_queries(episodes), job.baseline
+    )
     # every row says what its support sets were, when not `shots` clean clips per class (calm.protocols.row_marks)
     fields, notes = support_marks(episodes, job.shots, count_causes(job))
     shared_fields, shared_notes = shared_file_marks(job.table, episodes)

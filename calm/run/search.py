@@ -2,7 +2,8 @@
 
 `hparams_search=calm_optuna` lets Optuna tune CALM's settings; the score each trial hands back is
 cross-validation accuracy on the support set alone. Per episode the support clips are dealt into
-stratified folds (`calm.selection.cross_validation`, the paper grid's rule; with `shots` ≤ `search.folds` every fold holds out
+stratified folds (`calm.selection.cross_validation`, the paper grid's rule; with `shots` ≤ `search.folds` every fold
+holds out
 exactly one clip per class, leave-one-per-class-out); the estimator with the trial's settings is
 fitted on the other folds and predicts the held-out ones; the pooled held-out accuracy (and
 macro-F1) per episode is averaged over the episodes. Query clips and their labels are never read,
@@ -29,8 +30,10 @@ if TYPE_CHECKING:
 
 # Objectives a search may optimise (all computed on support clips only), and the metric each pools.
 SEARCH_METRICS = ("support_cv_accuracy", "support_cv_macro_f1")
-NOTE = ("stratified cross-validation within each episode's support set, averaged over episodes; "
-        "query/test clips are never used (the test metrics are in `results`)")
+NOTE = (
+    "stratified cross-validation within each episode's support set, averaged over episodes; "
+    "query/test clips are never used (the test metrics are in `results`)"
+)
 
 
 def check_objective(cfg: DictConfig) -> str | None:
@@ -49,26 +52,32 @@ def check_objective(cfg: DictConfig) -> str | None:
             "optimises a test metric (accuracy_mean, calm/accuracy, ...) chooses settings by their test "
             "score, which then overstates how well they do",
             f"set optimized_metric to one of {list(SEARCH_METRICS)} (hparams_search=calm_optuna does); "
-            "every trial's test metrics are still written to its results.json")
+            "every trial's test metrics are still written to its results.json",
+        )
     search = cfg.get("search")
     if search is None:
-        raise ConfigError(f"optimized_metric={metric} is set but the config has no `search` block",
-                          "use hparams_search=calm_optuna, which sets search.estimator, search.folds and "
-                          "search.seed")
+        raise ConfigError(
+            f"optimized_metric={metric} is set but the config has no `search` block",
+            "use hparams_search=calm_optuna, which sets search.estimator, search.folds and search.seed",
+        )
     estimators = cfg.method.get("estimators") or {}
     if search.get("estimator") not in estimators:
         raise ConfigError(
             f"the search tunes estimator {search.get('estimator')!r}, but method={cfg.method.name} has "
             f"{sorted(estimators) or 'no estimators'}",
-            "pick a method that includes it (method=calm or method=calm_vs_sav), or set search.estimator")
+            "pick a method that includes it (method=calm or method=calm_vs_sav), or set search.estimator",
+        )
     if int(search.get("folds", 0)) < 2:
-        raise ConfigError(f"search.folds={search.get('folds')}: cross-validation needs at least 2 folds",
-                          "set search.folds=5 (fewer shots than folds already means one clip per class out)")
+        raise ConfigError(
+            f"search.folds={search.get('folds')}: cross-validation needs at least 2 folds",
+            "set search.folds=5 (fewer shots than folds already means one clip per class out)",
+        )
     if int(cfg.shots) < 2:
         raise ConfigError(
             f"shots={cfg.shots}: support-set cross-validation needs at least 2 support clips per class "
             "(holding out the only clip of a class leaves it without a prototype)",
-            "search with shots=2 or more; the chosen settings can then be run at shots=1")
+            "search with shots=2 or more; the chosen settings can then be run at shots=1",
+        )
     return metric
 
 
@@ -96,8 +105,9 @@ def episode_cv_scores(spec: Any, support: torch.Tensor, episode: Episode, folds:
     from calm.methods.base import build_estimator
     from calm.selection.cross_validation import fold_seed, support_cv_scores, too_few_clips
 
-    scores = support_cv_scores(build_estimator(spec), support, episode.support_labels, episode.ways, folds,
-                               fold_seed(cv_seed, episode.seed))
+    scores = support_cv_scores(
+        build_estimator(spec), support, episode.support_labels, episode.ways, folds, fold_seed(cv_seed, episode.seed)
+    )
     if scores is None:
         smallest = int(np.bincount(np.asarray(episode.support_labels), minlength=episode.ways).min())
         raise ConfigError(f"{too_few_clips(smallest)} for cross-validation", "use shots=2 or more for a search")
@@ -122,9 +132,13 @@ def search_settings(cfg: DictConfig) -> SearchSettings | None:
     if metric is None:
         return None
     search = cfg.search
-    return SearchSettings(metric, str(search.estimator),
-                          OmegaConf.to_container(cfg.method.estimators[search.estimator], resolve=True),
-                          int(search.folds), int(search.seed))
+    return SearchSettings(
+        metric,
+        str(search.estimator),
+        OmegaConf.to_container(cfg.method.estimators[search.estimator], resolve=True),
+        int(search.folds),
+        int(search.seed),
+    )
 
 
 def search_record(search: SearchSettings, episodes: Sequence[Episode], features: torch.Tensor) -> dict[str, Any]:
@@ -139,9 +153,12 @@ def search_record(search: SearchSettings, episodes: Sequence[Episode], features:
         support = features[torch.tensor(episode.support)]
         per_episode.append(episode_cv_scores(search.spec, support, episode, search.folds, search.seed))
     record: dict[str, Any] = {
-        "optimized_metric": search.metric, "estimator": search.estimator,
+        "optimized_metric": search.metric,
+        "estimator": search.estimator,
         "settings": {k: v for k, v in search.spec.items() if k != "_target_"},
-        "folds": sorted({s["folds"] for s in per_episode}), "episodes": len(per_episode), "note": NOTE,
+        "folds": sorted({s["folds"] for s in per_episode}),
+        "episodes": len(per_episode),
+        "note": NOTE,
     }
     for name in SEARCH_METRICS:
         record[name], record[f"{name}_ci95"] = mean_ci95([s[name] for s in per_episode])

@@ -71,8 +71,11 @@ def preflight(config: DictConfig) -> int:
     loader = GlobalHydra.instance().config_loader()
     parser = OverridesParser.create(config_loader=loader)
     jobs = sweep_jobs(config, parser)
-    searched = [override.package or override.key_or_group  # a group's package: where its config goes
-                for override in _sweep_overrides(config, parser).values() if override.is_sweep_override()]
+    searched = [
+        override.package or override.key_or_group  # a group's package: where its config goes
+        for override in _sweep_overrides(config, parser).values()
+        if override.is_sweep_override()
+    ]
     known = _setting_names(config)
     for overrides in jobs:
         try:
@@ -95,7 +98,7 @@ def sweep_jobs(config: DictConfig, parser: OverridesParser) -> list[list[str]]:
     first = [axis[0] for axis in axes]
     jobs = [first]
     for i, axis in enumerate(axes):
-        jobs += [first[:i] + [value] + first[i + 1:] for value in axis[1:]]
+        jobs += [first[:i] + [value] + first[i + 1 :] for value in axis[1:]]
     return jobs
 
 
@@ -108,9 +111,10 @@ def _sweep_overrides(config: DictConfig, parser: OverridesParser) -> dict[str, O
     try:
         parsed = parser.parse_overrides(lines)
     except OverrideParseException as err:
-        raise ConfigError(f"a sweep override cannot be parsed: {err}",
-                          "fix its syntax (https://hydra.cc/docs/advanced/override_grammar/extended/); "
-                          "a choice() cannot hold null") from err
+        raise ConfigError(
+            f"a sweep override cannot be parsed: {err}",
+            "fix its syntax (https://hydra.cc/docs/advanced/override_grammar/extended/); a choice() cannot hold null",
+        ) from err
     return {override.get_key_element(): override for override in parsed}
 
 
@@ -142,16 +146,24 @@ def _dotted(node: Any, prefix: str) -> Iterable[str]:
             yield from _dotted(child, f"{name}.")
 
 
-def _composition_error(err: Exception, overrides: list[str], known: list[str], loader: Any,
-                       config: DictConfig) -> ConfigError:
+def _composition_error(
+    err: Exception, overrides: list[str], known: list[str], loader: Any, config: DictConfig
+) -> ConfigError:
     text = str(err)
     job = " ".join(overrides) or "(no overrides)"
-    missing_key = re.search(r"Could not (?:override|append to|delete from config)\.? '([^']+)'", text) \
-        or re.search(r"Key '([^']+)' is not in struct", text)
+    missing_key = re.search(r"Could not (?:override|append to|delete from config)\.? '([^']+)'", text) or re.search(
+        r"Key '([^']+)' is not in struct", text
+    )
     if missing_key:
         key = missing_key.group(1)
-        swept = next((line.split("=", 1)[0].lstrip("+~") for line in overrides
-                      if line.split("=", 1)[0].lstrip("+~").endswith(key)), None)
+        swept = next(
+            (
+                line.split("=", 1)[0].lstrip("+~")
+                for line in overrides
+                if line.split("=", 1)[0].lstrip("+~").endswith(key)
+            ),
+            None,
+        )
         full = swept or key
         close = difflib.get_close_matches(full, known, n=1, cutoff=0.75)
         hint = f"did you mean `{close[0]}`? " if close else ""
@@ -159,20 +171,28 @@ def _composition_error(err: Exception, overrides: list[str], known: list[str], l
         return ConfigError(
             f"{who} `{full}`, which is not a setting of this config (job: {job})",
             f"{hint}check the spelling; `python run.py --cfg job` lists every setting, and `+{full}=...` "
-            "adds a new one on purpose")
+            "adds a new one on purpose",
+        )
     missing_config = re.search(r"(?:In '([^']+)': )?Could not find '([^']+)/([^'/]+)'", text)
     if missing_config:
         origin, group, name = missing_config.groups()
         options = loader.get_group_options(group)
         where = _who_names(origin, f"{group}/{name}", overrides, loader, config)
-        registry = (f" (a dataset config's `name` must be one of {sorted(dataset_names())})"
-                    if group.split("/")[-1] == "dataset" else "")
-        return ConfigError(f"{where} `{group}: {name}`, but there is no configs/{group}/{name}.yaml (job: {job})",
-                           f"use one of {options}{registry}, or add configs/{group}/{name}.yaml")
+        registry = (
+            f" (a dataset config's `name` must be one of {sorted(dataset_names())})"
+            if group.split("/")[-1] == "dataset"
+            else ""
+        )
+        return ConfigError(
+            f"{where} `{group}: {name}`, but there is no configs/{group}/{name}.yaml (job: {job})",
+            f"use one of {options}{registry}, or add configs/{group}/{name}.yaml",
+        )
     first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
-    return ConfigError(f"job `{job}` cannot be composed: {first}",
-                       f"fix that override or the config file the message names; `python run.py {job} --cfg job` "
-                       "shows the full error for this one job")
+    return ConfigError(
+        f"job `{job}` cannot be composed: {first}",
+        f"fix that override or the config file the message names; `python run.py {job} --cfg job` "
+        "shows the full error for this one job",
+    )
 
 
 def _who_names(origin: str | None, missing: str, overrides: list[str], loader: Any, config: DictConfig) -> str:
@@ -214,7 +234,8 @@ def _check_dataset(job: DictConfig, overrides: list[str]) -> None:
         raise ConfigError(
             f"dataset.name={name!r} is not a dataset calm can read ({source or 'config'}; job: {job_text})",
             f"set dataset.name (or pick dataset=<config>) to one of {known}; for your own clips use "
-            "dataset=folder dataset.root=PATH")
+            "dataset=folder dataset.root=PATH",
+        )
     try:
         build_dataset(job.dataset)
     except ConfigError as err:
@@ -236,7 +257,8 @@ def _check_searched_estimator(sweep: DictConfig, job: DictConfig, searched: list
         "score the same estimator",
         f"search one of its settings (`{prefix}<setting>=choice(...)` or `interval(...)`, in "
         "hydra.sweeper.params or on the command line), or set search.estimator to the estimator whose settings "
-        "are searched")
+        "are searched",
+    )
 
 
 def _check_search(sweep: DictConfig, job: DictConfig) -> bool:
@@ -245,11 +267,15 @@ def _check_search(sweep: DictConfig, job: DictConfig) -> bool:
     if not optuna and job.get("optimized_metric") is None:
         return False
     if optuna and job.get("optimized_metric") is None:
-        raise ConfigError("an Optuna sweep needs an objective, but optimized_metric is not set",
-                          "use hparams_search=calm_optuna, which optimises support_cv_accuracy")
+        raise ConfigError(
+            "an Optuna sweep needs an objective, but optimized_metric is not set",
+            "use hparams_search=calm_optuna, which optimises support_cv_accuracy",
+        )
     check_objective(job)
     direction = str(OmegaConf.select(sweep, "hydra.sweeper.direction", default="maximize"))
     if optuna and "minimize" in direction.lower():
-        raise ConfigError(f"hydra.sweeper.direction={direction} would minimise {job.optimized_metric}, "
-                          "an accuracy", "set hydra.sweeper.direction=maximize")
+        raise ConfigError(
+            f"hydra.sweeper.direction={direction} would minimise {job.optimized_metric}, an accuracy",
+            "set hydra.sweeper.direction=maximize",
+        )
     return True

@@ -1,5 +1,6 @@
 """Sweeps that resume and report. A finished job leaves a record named by a hash of the settings that
-change its results and holding the digests of what else they were computed from (`calm.extraction.row_inputs.job_inputs`:
+change its results and holding the digests of what else they were computed from
+(`calm.extraction.row_inputs.job_inputs`:
 the model's weights and files by content, the prompt, the clip table), so a rerun skips it only when all
 are unchanged (`force=true` redoes it). A record carries a digest of its own content: one that cannot be
 read, or was edited after it was written, counts as not finished and is reported, never fatal. A failing
@@ -105,8 +106,7 @@ def read_record(record: Path) -> dict[str, Any] | None:
         missing = [name for name in RECORD_FIELDS if name not in done] if isinstance(done, dict) else ["all"]
         problem = f"fields missing: {', '.join(missing)}" if missing else _tampered(done)
     if problem:
-        log.warning("ignoring the finished-job record %s (%s); the job runs again and rewrites it",
-                    record, problem)
+        log.warning("ignoring the finished-job record %s (%s); the job runs again and rewrites it", record, problem)
         return None
     return done
 
@@ -153,8 +153,12 @@ class FinishedRecord:
         stored = done.get("inputs") if isinstance(done.get("inputs"), dict) else {}
         changed = [name for name, value in inputs.items() if stored.get(name) != value]
         if changed:
-            log.info("a job with these settings finished in %s on other inputs (changed: %s; %s); running it again",
-                     done["output_dir"], ", ".join(changed), INPUT_CHANGES)
+            log.info(
+                "a job with these settings finished in %s on other inputs (changed: %s; %s); running it again",
+                done["output_dir"],
+                ", ".join(changed),
+                INPUT_CHANGES,
+            )
             return None
         return done
 
@@ -162,8 +166,11 @@ class FinishedRecord:
         """Record a finished job with the digests of its inputs and of its own content, atomically (a unique
         temporary file renamed over the record): an interrupted write never counts as finished, and concurrent
         writers of one record never collide; the last one wins whole."""
-        record = json.loads(json.dumps({**payload, "inputs": dict(inputs), "settings_key": self.key,
-                                        "output_dir": str(out_dir)}, default=str))  # as it will be read back
+        record = json.loads(
+            json.dumps(
+                {**payload, "inputs": dict(inputs), "settings_key": self.key, "output_dir": str(out_dir)}, default=str
+            )
+        )  # as it will be read back
         write_json_atomic(self.path, {**record, RECORD_DIGEST: _content_digest(record)}, indent=None)
 
 
@@ -215,5 +222,9 @@ class SweepReport(Callback):
             log.info("sweep finished: every job succeeded (%s)", config.hydra.sweep.dir)
             return
         lines = "\n".join(f"  {folder}: {first}" for folder, first in failures)
-        log.error("sweep finished with %d failed job(s); the others' results are intact (exit code %d):\n%s",
-                  len(failures), EXIT_JOBS_FAILED, lines)
+        log.error(
+            "sweep finished with %d failed job(s); the others' results are intact (exit code %d):\n%s",
+            len(failures),
+            EXIT_JOBS_FAILED,
+            lines,
+        )

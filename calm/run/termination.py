@@ -27,8 +27,10 @@ class JobTerminated(Exception):
     def __init__(self, signum: int = signal.SIGTERM) -> None:
         self.signum = int(signum)
         self.exit_code = 128 + self.signum  # what a shell or SLURM reports for a process the signal ended
-        super().__init__(f"the job was terminated by {signal.Signals(self.signum).name}; every cached row it "
-                         "wrote is kept, and a rerun of the same command resumes from them")
+        super().__init__(
+            f"the job was terminated by {signal.Signals(self.signum).name}; every cached row it "
+            "wrote is kept, and a rerun of the same command resumes from them"
+        )
 
 
 class _Received:

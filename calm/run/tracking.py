@@ -30,8 +30,13 @@ INIT_TIMEOUT_S = 5.0  # logger.init_timeout's default: how long a job waits for 
 RESULT_COLUMNS = ("method", "shots", "ways", "queries", "episodes", "accuracy_mean", "accuracy_ci95")
 
 
-def write_results(out_dir: Path, config: dict[str, Any], rows: list[dict[str, Any]], episodes: list[dict[str, Any]],
-                  extra: dict[str, Any] | None = None) -> Path:
+def write_results(
+    out_dir: Path,
+    config: dict[str, Any],
+    rows: list[dict[str, Any]],
+    episodes: list[dict[str, Any]],
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """Write `results.json` (config + one row per method) and `episodes.csv` (one row per episode and method)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -137,8 +142,12 @@ def wandb_mode(requested: str, timeout: float = INIT_TIMEOUT_S) -> str:
 
 def warn_offline(problem: str) -> None:
     """The one warning of a run that was asked to log online and logs offline instead."""
-    log.warning("W&B server %s did not answer (%s): logging offline; `wandb sync <job folder>/wandb/offline-run-*` "
-                "uploads the run later", wandb_base_url(), problem)
+    log.warning(
+        "W&B server %s did not answer (%s): logging offline; `wandb sync <job folder>/wandb/offline-run-*` "
+        "uploads the run later",
+        wandb_base_url(),
+        problem,
+    )
 
 
 def wandb_base_url() -> str:
@@ -172,12 +181,24 @@ class WandbTracker(Tracker):
     multirun's jobs by sweep folder.
     """
 
-    def __init__(self, name: str, *, project: str, mode: str, entity: str | None, run_name: str | None,
-                 group: str | None, tags: list[str] | None, init_timeout: float) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        project: str,
+        mode: str,
+        entity: str | None,
+        run_name: str | None,
+        group: str | None,
+        tags: list[str] | None,
+        init_timeout: float,
+    ) -> None:
         super().__init__(name, run_name)
         if isinstance(init_timeout, bool) or not isinstance(init_timeout, int | float) or init_timeout <= 0:
-            raise ConfigError(f"logger.init_timeout={init_timeout!r}",
-                              f"use a positive number of seconds, e.g. logger.init_timeout={INIT_TIMEOUT_S:g}")
+            raise ConfigError(
+                f"logger.init_timeout={init_timeout!r}",
+                f"use a positive number of seconds, e.g. logger.init_timeout={INIT_TIMEOUT_S:g}",
+            )
         self.project, self.mode, self.entity = project, mode, entity
         self.group, self.tags, self.init_timeout = group, tags, init_timeout
 
@@ -189,16 +210,25 @@ class WandbTracker(Tracker):
         if group is None and (sweep_dir := current_sweep_dir()) is not None:
             group = sweep_group(sweep_dir)
         run_mode = wandb_mode(self.mode, self.init_timeout)
-        init = dict(project=self.project, entity=self.entity, name=self.run_name, group=group,
-                    tags=self.tags or None, job_type=job_type, config=config, dir=str(out_dir),
-                    reinit="finish_previous")
+        init = dict(
+            project=self.project,
+            entity=self.entity,
+            name=self.run_name,
+            group=group,
+            tags=self.tags or None,
+            job_type=job_type,
+            config=config,
+            dir=str(out_dir),
+            reinit="finish_previous",
+        )
         settings: dict[str, Any] = dict(console="off", silent=True, x_disable_stats=True)
         if os.environ.get("WANDB_BASE_URL"):  # the server the probe asked (wandb reads it once per process)
             settings["base_url"] = os.environ["WANDB_BASE_URL"]
         if run_mode == "online":
             try:
-                self.run = wandb.init(**init, mode="online",
-                                      settings=wandb.Settings(**settings, init_timeout=self.init_timeout))
+                self.run = wandb.init(
+                    **init, mode="online", settings=wandb.Settings(**settings, init_timeout=self.init_timeout)
+                )
                 return self
             except wandb.errors.CommError as err:  # answered the probe, then stalled on creating the run
                 warn_offline(str(err).splitlines()[0])
@@ -241,8 +271,9 @@ def current_sweep_dir() -> Path | None:
     return Path(HydraConfig.get().sweep.dir)
 
 
-def build_tracker(logger_cfg: Mapping[str, Any], config: dict[str, Any], out_dir: Path,
-                  job_type: str | None = None) -> Tracker:
+def build_tracker(
+    logger_cfg: Mapping[str, Any], config: dict[str, Any], out_dir: Path, job_type: str | None = None
+) -> Tracker:
     """The tracker of the `logger` config group (configs/logger/<name>.yaml names its class by
     `_target_`), built as every configurable part is (`calm.config.builder.build`), with the run of
     this job (its resolved `config`, folder `out_dir` and W&B `job_type`) started."""

@@ -46,8 +46,9 @@ STRATIFIED = "stratified_folds"
 NOT_CROSS_VALIDATED = "default"  # the first candidate, when the support set cannot be cross-validated
 
 
-def auto_folds(labels: np.ndarray, n_classes: int, folds: int, leave_one_out_up_to: int,
-               seed: int) -> tuple[np.ndarray | None, int, str]:
+def auto_folds(
+    labels: np.ndarray, n_classes: int, folds: int, leave_one_out_up_to: int, seed: int
+) -> tuple[np.ndarray | None, int, str]:
     """(fold id per clip, number of folds, how the folds were made) for choosing on one support set:
     leave-one-out up to `leave_one_out_up_to` clips, else `support_folds`; (None, 0, reason) when some
     class has a single clip or no split keeps every class in every fold's fit."""
@@ -84,16 +85,26 @@ class AutoSelect(Estimator):
 
     fitted_attribute = "winner_"
 
-    def __init__(self, candidates: Mapping[str, Estimator | Mapping[str, Any]], folds: int = 5,
-                 leave_one_out_up_to: int = 20, cv_seed: int = 0) -> None:
+    def __init__(
+        self,
+        candidates: Mapping[str, Estimator | Mapping[str, Any]],
+        folds: int = 5,
+        leave_one_out_up_to: int = 20,
+        cv_seed: int = 0,
+    ) -> None:
         if not isinstance(candidates, Mapping) or not candidates:
-            raise ConfigError(f"AutoSelect needs a non-empty mapping of candidates, got {candidates!r}",
-                              "list them under `candidates:` as name: {_target_: ..., settings} "
-                              "(configs/estimator/auto.yaml)")
+            raise ConfigError(
+                f"AutoSelect needs a non-empty mapping of candidates, got {candidates!r}",
+                "list them under `candidates:` as name: {_target_: ..., settings} (configs/estimator/auto.yaml)",
+            )
         self.candidates = {str(name): self._candidate(str(name), spec) for name, spec in candidates.items()}
         _check_count("folds", folds, 2, "set folds to 2 or more (5 is the paper grid's)")
-        _check_count("leave_one_out_up_to", leave_one_out_up_to, 0,
-                     "set leave_one_out_up_to to a number of support clips (0: never leave-one-out)")
+        _check_count(
+            "leave_one_out_up_to",
+            leave_one_out_up_to,
+            0,
+            "set leave_one_out_up_to to a number of support clips (0: never leave-one-out)",
+        )
         _check_count("cv_seed", cv_seed, 0, "set cv_seed to a non-negative integer such as 0")
         self.folds = int(folds)
         self.leave_one_out_up_to = int(leave_one_out_up_to)
@@ -106,12 +117,15 @@ class AutoSelect(Estimator):
             return spec
         if isinstance(spec, Mapping) and "_target_" in spec:
             return build(spec, "estimator", base=Estimator)
-        raise ConfigError(f"AutoSelect candidate {name!r} is {spec!r}, not an estimator",
-                          f"give {name} an estimator config with `_target_` (e.g. calm.methods.CALM) and its "
-                          "settings, or an Estimator object")
+        raise ConfigError(
+            f"AutoSelect candidate {name!r} is {spec!r}, not an estimator",
+            f"give {name} an estimator config with `_target_` (e.g. calm.methods.CALM) and its "
+            "settings, or an Estimator object",
+        )
 
-    def fit(self, features: FeaturesLike, labels: LabelsLike, *, n_classes: int | None = None,
-            tie_seed: int | None = None) -> AutoSelect:
+    def fit(
+        self, features: FeaturesLike, labels: LabelsLike, *, n_classes: int | None = None, tie_seed: int | None = None
+    ) -> AutoSelect:
         """Score every candidate by cross-validation on this support set, then fit the best on all of it."""
         features, labels, n_classes = self._support(features, labels, n_classes)
         names = list(self.candidates)
@@ -123,8 +137,11 @@ class AutoSelect(Estimator):
             how = NOT_CROSS_VALIDATED
         else:
             plan = CandidatePlan.of(list(self.candidates.values()), tie_seed)
-            pooled = pooled_fold_scores(fold, n_folds, lambda held: fold_accuracies(
-                plan, features, labels, held.to(features.device), n_classes, tie_seed))
+            pooled = pooled_fold_scores(
+                fold,
+                n_folds,
+                lambda held: fold_accuracies(plan, features, labels, held.to(features.device), n_classes, tie_seed),
+            )
             best = first_best(pooled)
             scores = {name: float(score) for name, score in zip(names, pooled, strict=True)}
             scheme = "leave-one-out" if how == LEAVE_ONE_OUT else f"stratified {n_folds}-fold cross-validation"
@@ -132,8 +149,13 @@ class AutoSelect(Estimator):
         self.selected_ = names[best]
         tie = {} if tie_seed is None else {"tie_seed": tie_seed}
         self.winner_ = self.candidates[self.selected_].fit(features, labels, n_classes=n_classes, **tie)
-        self.selection_ = {"selected": self.selected_, "selected_by": how, "folds": n_folds,
-                           "cv_accuracy": scores, "note": note}
+        self.selection_ = {
+            "selected": self.selected_,
+            "selected_by": how,
+            "folds": n_folds,
+            "cv_accuracy": scores,
+            "note": note,
+        }
         return self
 
     def predict_scores(self, features: FeaturesLike) -> torch.Tensor:
@@ -147,8 +169,10 @@ class AutoSelect(Estimator):
         return self.winner_.predict(features)
 
 
-ACROSS_LABEL = ("chosen across the tuned methods by cross-validation on the support set (each method's own [cv] "
-                "setting; the best pooled held-out score on the same folds); the test set is not used")
+ACROSS_LABEL = (
+    "chosen across the tuned methods by cross-validation on the support set (each method's own [cv] "
+    "setting; the best pooled held-out score on the same folds); the test set is not used"
+)
 
 
 def choice_across_methods(cv_choices: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -172,6 +196,13 @@ def choice_across_methods(cv_choices: Mapping[str, Mapping[str, Any]]) -> dict[s
         chosen, how = names[0], NOT_CROSS_VALIDATED
         note = f"no method could be cross-validated ({cv_choices[chosen].get('note', '')}); {chosen} is used"
     record = cv_choices[chosen]
-    return {"label": ACROSS_LABEL, "selected": chosen, "selected_by": how, "cv_score": scores[chosen],
-            "cv_scores": scores, "setting": {"method": chosen, **(record.get("setting") or {})},
-            "test": dict(record["test"]), "note": note}
+    return {
+        "label": ACROSS_LABEL,
+        "selected": chosen,
+        "selected_by": how,
+        "cv_score": scores[chosen],
+        "cv_scores": scores,
+        "setting": {"method": chosen, **(record.get("setting") or {})},
+        "test": dict(record["test"]),
+        "note": note,
+    }

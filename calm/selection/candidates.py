@@ -53,11 +53,22 @@ def engine_setting(estimator: Any, tie_seed: int | None) -> CalmSetting | None:
     """The grid engine's setting for a CALM estimator it computes exactly from the fold's shared float32
     cosines (`uses_calm_engine`, with CALM's own head choice and float32 arithmetic); None for any other
     estimator or configuration, which is then fitted per fold through its own API."""
-    if not uses_calm_engine(estimator) or estimator.head_choice != "reliable" or estimator.arithmetic_dtype != "float32":
+    if (
+        not uses_calm_engine(estimator)
+        or estimator.head_choice != "reliable"
+        or estimator.arithmetic_dtype != "float32"
+    ):
         return None
-    return CalmSetting(reliability=estimator.reliability, tau=estimator.tau, tau_w=estimator.tau_w,
-                       top_k=estimator.top_k, shrinkage=estimator.shrinkage, top_k_mode=estimator.top_k_mode,
-                       tie_break=estimator.tie_break, tie_seed=fit_seed(estimator, tie_seed))
+    return CalmSetting(
+        reliability=estimator.reliability,
+        tau=estimator.tau,
+        tau_w=estimator.tau_w,
+        top_k=estimator.top_k,
+        shrinkage=estimator.shrinkage,
+        top_k_mode=estimator.top_k_mode,
+        tie_break=estimator.tie_break,
+        tie_seed=fit_seed(estimator, tie_seed),
+    )
 
 
 @dataclass(frozen=True)
@@ -94,8 +105,14 @@ class CandidatePlan:
         return bool(self.sav or self.calm or self.grw)
 
 
-def fold_accuracies(plan: CandidatePlan, features: torch.Tensor, labels: torch.Tensor, held: torch.Tensor,
-                    n_classes: int, tie_seed: int | None) -> np.ndarray:
+def fold_accuracies(
+    plan: CandidatePlan,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    held: torch.Tensor,
+    n_classes: int,
+    tie_seed: int | None,
+) -> np.ndarray:
     """Percent of the held-out clips (`held`, bool (n,)) each candidate gets right when fitted on the
     other clips, (n_candidates,)."""
     out = np.zeros(plan.n_candidates)
@@ -105,8 +122,10 @@ def fold_accuracies(plan: CandidatePlan, features: torch.Tensor, labels: torch.T
     if plan.shares_products:
         with torch.no_grad():
             scorer = SplitScorer(fit_features, fit_labels, held_features, n_classes)
-            for i, pred in [*_sav_predictions(scorer, plan.sav, tie_seed),
-                            *_weighted_predictions(scorer, plan.calm, plan.grw, tie_seed)]:
+            for i, pred in [
+                *_sav_predictions(scorer, plan.sav, tie_seed),
+                *_weighted_predictions(scorer, plan.calm, plan.grw, tie_seed),
+            ]:
                 out[i] = accuracy(pred, held_labels)
     tie = {} if tie_seed is None else {"tie_seed": tie_seed}
     for i, estimator in plan.other:
@@ -115,8 +134,9 @@ def fold_accuracies(plan: CandidatePlan, features: torch.Tensor, labels: torch.T
     return out
 
 
-def _sav_predictions(scorer: SplitScorer, candidates: Sequence[tuple[int, SAV]],
-                     tie_seed: int | None) -> list[tuple[int, torch.Tensor]]:
+def _sav_predictions(
+    scorer: SplitScorer, candidates: Sequence[tuple[int, SAV]], tie_seed: int | None
+) -> list[tuple[int, torch.Tensor]]:
     """SAV's fit and predict on the fold (`SAV.fit`, `SAV.predict`), from the products: one head ranking
     per tie order serves every top_k."""
     if not candidates:
@@ -129,13 +149,14 @@ def _sav_predictions(scorer: SplitScorer, candidates: Sequence[tuple[int, SAV]],
         key = (sav.tie_break, fit_seed(sav, tie_seed))
         if key not in rankings:
             rankings[key] = sav_rank(head_scores, tie_order(scorer.n_heads, *key))
-        heads = rankings[key][:sav.top_k]  # top_k None: every head
+        heads = rankings[key][: sav.top_k]  # top_k None: every head
         predictions.append((i, sav_decide(sav_head_votes(query[heads]), scorer.n_classes)))
     return predictions
 
 
-def _weighted_predictions(scorer: SplitScorer, calm: Sequence[tuple[int, CalmSetting]],
-                          grw: Sequence[tuple[int, GRW]], tie_seed: int | None) -> list[tuple[int, torch.Tensor]]:
+def _weighted_predictions(
+    scorer: SplitScorer, calm: Sequence[tuple[int, CalmSetting]], grw: Sequence[tuple[int, GRW]], tie_seed: int | None
+) -> list[tuple[int, torch.Tensor]]:
     """CALM's and GRW's fit and predict on the fold, per tau: the fit clips' posteriors once (every
     reliability scheme read off them), each candidate's head weights (K, C), then the held-out clips'
     posteriors once, scored for every candidate of that tau by one batched product per class.
@@ -151,11 +172,22 @@ def _weighted_predictions(scorer: SplitScorer, calm: Sequence[tuple[int, CalmSet
     for tau, members in by_tau.items():
         schemes = [c.reliability if isinstance(c, CalmSetting) else "margin_clamped" for _, c in members]
         reliabilities = scorer.reliabilities(tau, list(dict.fromkeys(schemes)))
-        weights = [_calm_weights(scorer, reliabilities, c) if isinstance(c, CalmSetting)
-                   else _grw_weights(scorer, reliabilities["margin_clamped"], c, tie_seed) for _, c in members]
+        weights = [
+            _calm_weights(scorer, reliabilities, c)
+            if isinstance(c, CalmSetting)
+            else _grw_weights(scorer, reliabilities["margin_clamped"], c, tie_seed)
+            for _, c in members
+        ]
         stacked = torch.stack(weights).permute(2, 0, 1).contiguous()  # (C, S, K)
-        pred = torch.cat([setting_scores(stacked, scorer.posteriors("query", tau, part).permute(2, 0, 1).contiguous())
-                          .max(dim=0).indices for part in scorer.chunks], dim=1)  # (S, m); ties: lowest class
+        pred = torch.cat(
+            [
+                setting_scores(stacked, scorer.posteriors("query", tau, part).permute(2, 0, 1).contiguous())
+                .max(dim=0)
+                .indices
+                for part in scorer.chunks
+            ],
+            dim=1,
+        )  # (S, m); ties: lowest class
         predictions.extend((i, pred[s]) for s, (i, _) in enumerate(members))
     return predictions
 
@@ -163,8 +195,14 @@ def _weighted_predictions(scorer: SplitScorer, calm: Sequence[tuple[int, CalmSet
 def _calm_weights(scorer: SplitScorer, reliabilities: dict[str, torch.Tensor], setting: CalmSetting) -> torch.Tensor:
     """One CALM setting's head weights (K, C) on the fold, as `SplitScorer.setting_scores` makes them."""
     r = shrink(reliabilities[setting.reliability], scorer.counts, setting.shrinkage)
-    return weight_sets(r, head_ranks(r, scorer.tie_order(setting)), default_weight_norm(setting.reliability),
-                       [setting.tau_w], [setting.top_k], top_k_mode=setting.top_k_mode)[0]
+    return weight_sets(
+        r,
+        head_ranks(r, scorer.tie_order(setting)),
+        default_weight_norm(setting.reliability),
+        [setting.tau_w],
+        [setting.top_k],
+        top_k_mode=setting.top_k_mode,
+    )[0]
 
 
 def _grw_weights(scorer: SplitScorer, margin_clamped: torch.Tensor, grw: GRW, tie_seed: int | None) -> torch.Tensor:

@@ -55,8 +55,9 @@ def every_class_kept(labels: np.ndarray, fold: np.ndarray, n_folds: int, n_class
     return all(np.bincount(labels[fold != f], minlength=n_classes).min() > 0 for f in range(n_folds))
 
 
-def support_folds(labels: np.ndarray, n_classes: int, folds: int, seed: int,
-                  groups: np.ndarray | None = None) -> tuple[np.ndarray | None, int, int]:
+def support_folds(
+    labels: np.ndarray, n_classes: int, folds: int, seed: int, groups: np.ndarray | None = None
+) -> tuple[np.ndarray | None, int, int]:
     """(fold id per clip, folds used, smallest class count) for cross-validation on a support set.
 
     Uses min(folds, smallest class count) folds (counting distinct `groups`: rows of one group stay in
@@ -80,10 +81,11 @@ def support_folds(labels: np.ndarray, n_classes: int, folds: int, seed: int,
 def too_few_clips(smallest: int) -> str:
     """Why a support set cannot be cross-validated."""
     if smallest >= 2:
-        return ("no split into 2 or more folds keeps a clip of every class in each fold's fit (the rows of "
-                "one clip stay in one fold)")
-    return (f"a class has {smallest} support clip(s): none can be held out without leaving its class "
-            "without a prototype")
+        return (
+            "no split into 2 or more folds keeps a clip of every class in each fold's fit (the rows of "
+            "one clip stay in one fold)"
+        )
+    return f"a class has {smallest} support clip(s): none can be held out without leaving its class without a prototype"
 
 
 def pooled_fold_scores(fold: np.ndarray, n_folds: int, score_fold: Any) -> np.ndarray:
@@ -97,8 +99,9 @@ def pooled_fold_scores(fold: np.ndarray, n_folds: int, score_fold: Any) -> np.nd
     return pooled / len(fold)
 
 
-def support_cv_scores(estimator: Any, features: torch.Tensor, labels: np.ndarray | Sequence[int],
-                      n_classes: int, folds: int, seed: int) -> dict[str, Any] | None:
+def support_cv_scores(
+    estimator: Any, features: torch.Tensor, labels: np.ndarray | Sequence[int], n_classes: int, folds: int, seed: int
+) -> dict[str, Any] | None:
     """Held-out accuracy and macro-F1 (percent) of `estimator` by stratified k-fold on one support set.
 
     Every held-out clip is predicted by the fit on the other folds; accuracy and macro-F1 are then
@@ -114,17 +117,31 @@ def support_cv_scores(estimator: Any, features: torch.Tensor, labels: np.ndarray
         held = torch.from_numpy(fold == f)
         fitted = estimator.fit(features[~held], labels_t[~held], n_classes=n_classes)
         pred[held.numpy()] = torch.as_tensor(fitted.predict(features[held])).cpu().numpy()
-    return {"support_cv_accuracy": accuracy(pred, labels), "support_cv_macro_f1": macro_f1(pred, labels, n_classes),
-            "folds": n_folds}
+    return {
+        "support_cv_accuracy": accuracy(pred, labels),
+        "support_cv_macro_f1": macro_f1(pred, labels, n_classes),
+        "folds": n_folds,
+    }
 
 
-def cross_validation_choice(pooled: np.ndarray, settings: Sequence[dict[str, Any]], n_folds: int, n_clips: int,
-                            multi_label: bool, selection_metric: str = "accuracy") -> dict[str, Any]:
+def cross_validation_choice(
+    pooled: np.ndarray,
+    settings: Sequence[dict[str, Any]],
+    n_folds: int,
+    n_clips: int,
+    multi_label: bool,
+    selection_metric: str = "accuracy",
+) -> dict[str, Any]:
     """The record of a choice by support-set cross-validation: the first setting with the best pooled
     held-out score (`first_best`), its score, and how it was measured."""
     best = first_best(pooled)
     metric = "exact_match" if multi_label else selection_metric
-    return {"selected_by": "cross_validation", "setting": settings[best], "setting_index": best,
-            "cv_score": float(pooled[best]), "folds": n_folds,
-            "metric": metric,
-            "note": f"stratified {n_folds}-fold cross-validation on the {n_clips} support clips"}
+    return {
+        "selected_by": "cross_validation",
+        "setting": settings[best],
+        "setting_index": best,
+        "cv_score": float(pooled[best]),
+        "folds": n_folds,
+        "metric": metric,
+        "note": f"stratified {n_folds}-fold cross-validation on the {n_clips} support clips",
+    }

@@ -110,10 +110,19 @@ class SplitScorer:
     support rows whole, held in that dtype.
     """
 
-    def __init__(self, support: FeaturesLike | QueryRows, labels: LabelsLike, query: FeaturesLike | QueryRows,
-                 n_classes: int | None, query_chunk: int = 256, device: torch.device | str | None = None,
-                 support_chunk: int = SUPPORT_CHUNK, reliability: ReliabilityRows | None = None,
-                 dtype: torch.dtype = torch.float32, memory_budget: int = MEMORY_BUDGET) -> None:
+    def __init__(
+        self,
+        support: FeaturesLike | QueryRows,
+        labels: LabelsLike,
+        query: FeaturesLike | QueryRows,
+        n_classes: int | None,
+        query_chunk: int = 256,
+        device: torch.device | str | None = None,
+        support_chunk: int = SUPPORT_CHUNK,
+        reliability: ReliabilityRows | None = None,
+        dtype: torch.dtype = torch.float32,
+        memory_budget: int = MEMORY_BUDGET,
+    ) -> None:
         self.device = torch.device(device) if device is not None else _device_of(support)
         self.labels, self.n_classes = support_labels(tuple(support.shape), labels, n_classes, self.device)
         self.n_heads, self.head_dim, self.n_queries = support.shape[1], support.shape[2], len(query)
@@ -170,11 +179,20 @@ class SplitScorer:
         self._cosines.pop(split, None)
         step = self.support_chunk if split == "support" else self.query_chunk
         if self.dtype != torch.float32:
-            self._cosines[split] = torch.cat([
-                low_precision_cosines(validate_query(self.rows[split][slice(block.start + part.start,
-                                                                            block.start + part.stop)],
-                                                     self.n_heads, self.head_dim).to(self.device), self.prototypes)
-                for part in _slices(block.stop - block.start, step)], dim=1)
+            self._cosines[split] = torch.cat(
+                [
+                    low_precision_cosines(
+                        validate_query(
+                            self.rows[split][slice(block.start + part.start, block.start + part.stop)],
+                            self.n_heads,
+                            self.head_dim,
+                        ).to(self.device),
+                        self.prototypes,
+                    )
+                    for part in _slices(block.stop - block.start, step)
+                ],
+                dim=1,
+            )
             self._resident[split] = block
             n = block.stop - block.start
             if split == "query":
@@ -195,38 +213,57 @@ class SplitScorer:
             # reused across taus: fresh 100-MB tensors per tau would spend more time on page faults than math
             self.chunks = _slices(n, min(self.score_rows, max(n, 1)))
             largest = self.chunks[0].stop - self.chunks[0].start
-            self._buffers[split] = torch.empty(self.n_heads, self.n_classes, largest,
-                                               device=self.device).transpose(1, 2)
+            self._buffers[split] = torch.empty(self.n_heads, self.n_classes, largest, device=self.device).transpose(
+                1, 2
+            )
         else:
             self._buffers[split] = torch.empty_like(self._dots[split])  # classes-major, as the dots
 
     def _low_precision_prototypes(self, support: FeaturesLike | QueryRows) -> torch.Tensor:
         """The prototypes in `dtype` (`calm.methods.precision`): the support rows cast to `dtype` a chunk
         at a time (never upcast whole), then summed in support order."""
-        rows = torch.cat([validate_query(support[part], self.n_heads, self.head_dim).to(self.device).to(self.dtype)
-                          for part in _slices(len(self.labels), self.support_chunk)])
+        rows = torch.cat(
+            [
+                validate_query(support[part], self.n_heads, self.head_dim).to(self.device).to(self.dtype)
+                for part in _slices(len(self.labels), self.support_chunk)
+            ]
+        )
         return low_precision_prototypes(rows, self.labels, self.n_classes, self.dtype)
 
     def setting_scores(self, setting: CalmSetting) -> torch.Tensor:
         """Class scores (m, C) of the query clips under one setting, computed chunk by chunk (for
         detection scores such as the EER's, where a setting's scores and not only its metrics count)."""
-        r = shrink(self.reliabilities(setting.tau, [setting.reliability])[setting.reliability],
-                   self.reliability_counts, setting.shrinkage)
+        r = shrink(
+            self.reliabilities(setting.tau, [setting.reliability])[setting.reliability],
+            self.reliability_counts,
+            setting.shrinkage,
+        )
         weighted, ranked = self.head_choice(r, setting)
-        weights = weight_sets(weighted, head_ranks(ranked, self.tie_order(setting)),
-                              default_weight_norm(setting.reliability), [setting.tau_w], [setting.top_k],
-                              top_k_mode=setting.top_k_mode)[0]
-        return torch.cat([calm_scores(self.posteriors("query", setting.tau, part), weights)
-                          for _ in self.blocks("query") for part in self.chunks])
+        weights = weight_sets(
+            weighted,
+            head_ranks(ranked, self.tie_order(setting)),
+            default_weight_norm(setting.reliability),
+            [setting.tau_w],
+            [setting.top_k],
+            top_k_mode=setting.top_k_mode,
+        )[0]
+        return torch.cat(
+            [
+                calm_scores(self.posteriors("query", setting.tau, part), weights)
+                for _ in self.blocks("query")
+                for part in self.chunks
+            ]
+        )
 
     def dots(self, split: str) -> torch.Tensor:
         """⟨a_j(x), μ̂_{c,j}⟩ (K, n, C) of the support clips or of every query clip (a classes-major view,
         as `prototype_dots`): cosines up to a positive factor per clip and head, all SAV needs. Only for
         a split that fits the memory budget (one block)."""
         if len(self.block_slices(split)) != 1:
-            raise ConfigError(f"the {split} split's cosine products exceed the memory budget, so they are "
-                              "never held whole", "raise evaluate.memory_budget_mb, or stream the split with "
-                              "SplitScorer.blocks")
+            raise ConfigError(
+                f"the {split} split's cosine products exceed the memory budget, so they are never held whole",
+                "raise evaluate.memory_budget_mb, or stream the split with SplitScorer.blocks",
+            )
         return self._dots[split]
 
     def tie_order(self, setting: CalmSetting) -> torch.Tensor | None:
@@ -260,10 +297,13 @@ class SplitScorer:
         split, labels = self.reliability_split, self.reliability_labels
         if len(self.block_slices(split)) == 1:
             next(self.blocks(split))
-            return {tau: {s: class_means(r, labels, self.n_classes)
-                          for s, r in clip_reliabilities(self.posteriors(split, tau), labels, wanted,
-                                                         scratch=True).items()}
-                    for tau, wanted in schemes.items()}
+            return {
+                tau: {
+                    s: class_means(r, labels, self.n_classes)
+                    for s, r in clip_reliabilities(self.posteriors(split, tau), labels, wanted, scratch=True).items()
+                }
+                for tau, wanted in schemes.items()
+            }
         missing = {tau: [s for s in wanted if (tau, s) not in self._streamed] for tau, wanted in schemes.items()}
         missing = {tau: wanted for tau, wanted in missing.items() if wanted}
         if missing:  # V read once for every (tau, scheme) not yet measured; kept (K x C each) for later calls
@@ -312,8 +352,14 @@ class Scoreboard:
     (`finish`). With `groups` (per-label questions), each settings chunk's predictions (settings x
     queries int64) are kept until the clip-level exact matches are read off them."""
 
-    def __init__(self, labels: torch.Tensor, targets: torch.Tensor | None, n_classes: int, n_settings: int,
-                 groups: torch.Tensor | None = None) -> None:
+    def __init__(
+        self,
+        labels: torch.Tensor,
+        targets: torch.Tensor | None,
+        n_classes: int,
+        n_settings: int,
+        groups: torch.Tensor | None = None,
+    ) -> None:
         self.labels, self.targets, self.n_classes, self.groups = labels, targets, n_classes, groups
         self.accuracy = np.zeros(n_settings)
         self.macro_f1 = np.zeros(n_settings)
@@ -322,8 +368,9 @@ class Scoreboard:
         self.offset = 0  # the first row of the block being scored
         self._totals: dict[bytes, tuple[np.ndarray, PredictionCounts, torch.Tensor | None, list[torch.Tensor]]] = {}
 
-    def score(self, weights: torch.Tensor, query_posteriors: Iterator[tuple[slice, torch.Tensor]],
-              index: np.ndarray) -> None:
+    def score(
+        self, weights: torch.Tensor, query_posteriors: Iterator[tuple[slice, torch.Tensor]], index: np.ndarray
+    ) -> None:
         """weights (C, S, K) and the posteriors of the block's queries chunk by chunk, (C, K, mc) each
         (slices relative to the block): add the counts of settings `index`."""
         _, counts, hits, preds = self._totals.get(index.tobytes(), (index, None, None, []))
@@ -383,15 +430,32 @@ def evaluate_grid(
     `device` (default: the support's) is where the work runs.
     """
     with torch.no_grad():
-        scorer = SplitScorer(support, support_labels, query, n_classes, query_chunk, device,
-                             reliability=reliability, dtype=dtype, memory_budget=memory_budget)
-    return score_settings(scorer, query_labels, settings, query_targets=query_targets, query_groups=query_groups,
-                          chunk=chunk)
+        scorer = SplitScorer(
+            support,
+            support_labels,
+            query,
+            n_classes,
+            query_chunk,
+            device,
+            reliability=reliability,
+            dtype=dtype,
+            memory_budget=memory_budget,
+        )
+    return score_settings(
+        scorer, query_labels, settings, query_targets=query_targets, query_groups=query_groups, chunk=chunk
+    )
 
 
-def score_settings(scorer: SplitScorer, query_labels: LabelsLike, settings: CalmGrid | Sequence[CalmSetting], *,
-                   query_targets: np.ndarray | torch.Tensor | None = None, query_groups: np.ndarray | None = None,
-                   chunk: int = 256, split: str = "query") -> GridResult:
+def score_settings(
+    scorer: SplitScorer,
+    query_labels: LabelsLike,
+    settings: CalmGrid | Sequence[CalmSetting],
+    *,
+    query_targets: np.ndarray | torch.Tensor | None = None,
+    query_groups: np.ndarray | None = None,
+    chunk: int = 256,
+    split: str = "query",
+) -> GridResult:
     """`evaluate_grid` on a split whose cosine products are already computed (a scorer serves many
     grids and settings' scores without reading the clips again). `split="reliability"` scores the
     clips of the named reliability set V instead of the queries (`query_labels` are then V's labels):
@@ -403,22 +467,24 @@ def score_settings(scorer: SplitScorer, query_labels: LabelsLike, settings: Calm
         labels = query_label_tensor(query_labels, scorer.n_classes).to(scorer.device)
         expected = scorer.n_queries if split == "query" else scorer.n_reliability
         if labels.shape[0] != expected:
-            raise ConfigError(f"{expected} {split} clips but {labels.shape[0]} {split} labels",
-                              "pass one label per scored clip")
+            raise ConfigError(
+                f"{expected} {split} clips but {labels.shape[0]} {split} labels", "pass one label per scored clip"
+            )
         targets = None if query_targets is None else target_tensor(query_targets, labels.shape[0], scorer.n_classes)
         groups = None if query_groups is None else group_tensor(query_groups, labels.shape[0]).to(scorer.device)
-        board = Scoreboard(labels, None if targets is None else targets.to(scorer.device), scorer.n_classes,
-                           len(settings), groups)
+        board = Scoreboard(
+            labels, None if targets is None else targets.to(scorer.device), scorer.n_classes, len(settings), groups
+        )
         plan = _plan(settings)
-        reliabilities = scorer.reliability_matrices({tau: list(dict.fromkeys(key[0] for key in matrices))
-                                                     for tau, matrices in plan.items()})
+        reliabilities = scorer.reliability_matrices(
+            {tau: list(dict.fromkeys(key[0] for key in matrices)) for tau, matrices in plan.items()}
+        )
         for block in scorer.blocks(split):  # one block when the split fits the memory budget
             board.offset = block.start
             for tau, matrices in plan.items():
                 _score_tau(scorer, board, tau, matrices, chunk, reliabilities[tau], split)
         board.finish()
-    return GridResult(settings, board.accuracy, board.macro_f1, board.exact_match, int(labels.shape[0]),
-                      board.by_clip)
+    return GridResult(settings, board.accuracy, board.macro_f1, board.exact_match, int(labels.shape[0]), board.by_clip)
 
 
 # a reliability matrix and how its heads are chosen, ranked and masked:
@@ -435,9 +501,15 @@ def _plan(settings: Sequence[CalmSetting]) -> dict[float, dict[Matrix, list[tupl
     return plan
 
 
-def _score_tau(scorer: SplitScorer, board: Scoreboard, tau: float,
-               groups: dict[Matrix, list[tuple[int, CalmSetting]]], chunk: int,
-               reliabilities: dict[str, torch.Tensor], split: str = "query") -> None:
+def _score_tau(
+    scorer: SplitScorer,
+    board: Scoreboard,
+    tau: float,
+    groups: dict[Matrix, list[tuple[int, CalmSetting]]],
+    chunk: int,
+    reliabilities: dict[str, torch.Tensor],
+    split: str = "query",
+) -> None:
     """All settings at one tau on the resident block of `split` (the queries, or the reliability set V):
     posteriors once (per query chunk), weights batched per reliability matrix (`reliabilities`: r per
     scheme at this tau)."""
@@ -460,7 +532,7 @@ def _score_tau(scorer: SplitScorer, board: Scoreboard, tau: float,
     pending: list[int] = []
     for (scheme, alpha, top_k_mode, *_), members in groups.items():
         if len(pending) + len(members) > capacity:
-            board.score(buffer[:, :len(pending)], query_posteriors(), np.array(pending))
+            board.score(buffer[:, : len(pending)], query_posteriors(), np.array(pending))
             pending = []
         r, ranked = scorer.head_choice(shrink(reliabilities[scheme], scorer.reliability_counts, alpha), members[0][1])
         ranks = head_ranks(ranked, scorer.tie_order(members[0][1]))
@@ -469,24 +541,29 @@ def _score_tau(scorer: SplitScorer, board: Scoreboard, tau: float,
         slot = {(w, k): t for t, (w, k) in enumerate(itertools.product(tau_ws, top_ks))}
         picks = [slot[(s.tau_w, s.top_k)] for _, s in members]
         start = len(pending)
-        target = buffer[:, start:start + len(members)].permute(1, 2, 0)  # (settings, K, C) view
+        target = buffer[:, start : start + len(members)].permute(1, 2, 0)  # (settings, K, C) view
         norm = default_weight_norm(scheme)
         if picks == list(range(len(slot))):
             weight_sets(r, ranks, norm, tau_ws, top_ks, out=target, top_k_mode=top_k_mode)
         else:
-            target.copy_(weight_sets(r, ranks, norm, tau_ws, top_ks, top_k_mode=top_k_mode)[
-                torch.tensor(picks, device=scorer.device)])
+            target.copy_(
+                weight_sets(r, ranks, norm, tau_ws, top_ks, top_k_mode=top_k_mode)[
+                    torch.tensor(picks, device=scorer.device)
+                ]
+            )
         pending.extend(i for i, _ in members)
     if pending:
-        board.score(buffer[:, :len(pending)], query_posteriors(), np.array(pending))
+        board.score(buffer[:, : len(pending)], query_posteriors(), np.array(pending))
 
 
 def query_label_tensor(labels: LabelsLike, n_classes: int) -> torch.Tensor:
     """Query labels as a 1-D int64 CPU tensor of class indices, checked against the class count."""
     labels = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels).long().cpu()
     if labels.ndim != 1 or (labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= n_classes)):
-        raise ConfigError(f"query labels must be 1-D class indices in 0..{n_classes - 1}",
-                          "map the query clips' classes to the support set's indices")
+        raise ConfigError(
+            f"query labels must be 1-D class indices in 0..{n_classes - 1}",
+            "map the query clips' classes to the support set's indices",
+        )
     return labels
 
 
@@ -494,6 +571,8 @@ def target_tensor(targets: np.ndarray | torch.Tensor, m: int, n_classes: int) ->
     """Multi-label true sets as an (m, C) bool CPU tensor with a label in every row."""
     t = torch.as_tensor(np.asarray(targets) if not isinstance(targets, torch.Tensor) else targets).cpu().bool()
     if tuple(t.shape) != (m, n_classes) or not bool(t.any(dim=1).all()):
-        raise ConfigError(f"multi-label targets must be ({m}, {n_classes}) with a label in every row, "
-                          f"got shape {tuple(t.shape)}", "pass calm.protocols.multilabel_targets(episode)")
+        raise ConfigError(
+            f"multi-label targets must be ({m}, {n_classes}) with a label in every row, got shape {tuple(t.shape)}",
+            "pass calm.protocols.multilabel_targets(episode)",
+        )
     return t

@@ -50,8 +50,10 @@ from calm.selection.sweep import (
 
 ORACLE_LABEL = "oracle: best of grid on the test set (optimistic; how the reference scripts chose)"
 CV_LABEL = "chosen by cross-validation on the support set; the test set is not used"
-VAL_LABEL = ("best on the reliability (val) set V: scored on V's clips with prototypes from the support set "
-             "(how the authors' runner chose when given a val file); the test set is not used")
+VAL_LABEL = (
+    "best on the reliability (val) set V: scored on V's clips with prototypes from the support set "
+    "(how the authors' runner chose when given a val file); the test set is not used"
+)
 
 
 def select_by_cross_validation(
@@ -87,22 +89,39 @@ def select_by_cross_validation(
     labels_np = labels.cpu().numpy()
     fold, n_folds, smallest = support_folds(labels_np, n_classes, folds, seed, support_groups)
     if fold is None:
-        return {"selected_by": "default", "setting": default_setting(settings).as_dict(), "setting_index": None,
-                "cv_score": None, "folds": 0, "metric": None,
-                "note": f"{too_few_clips(smallest)}, so CALM's default setting is used"}
+        return {
+            "selected_by": "default",
+            "setting": default_setting(settings).as_dict(),
+            "setting_index": None,
+            "cv_score": None,
+            "folds": 0,
+            "metric": None,
+            "note": f"{too_few_clips(smallest)}, so CALM's default setting is used",
+        }
     targets = None if support_targets is None else target_tensor(support_targets, len(labels_np), n_classes)
 
     def score_fold(held: torch.Tensor) -> np.ndarray:
         held = held.to(labels.device)
         keep, out = held.nonzero().flatten().cpu(), (~held).nonzero().flatten().cpu()
-        return evaluate_grid(RowSubset(features, out), labels[~held], RowSubset(features, keep), labels[held], settings,
-                             n_classes=n_classes, query_targets=None if targets is None else targets[held],
-                             chunk=chunk, device=device, reliability=reliability,
-                             dtype=dtype, memory_budget=memory_budget).values(selection_metric)
+        return evaluate_grid(
+            RowSubset(features, out),
+            labels[~held],
+            RowSubset(features, keep),
+            labels[held],
+            settings,
+            n_classes=n_classes,
+            query_targets=None if targets is None else targets[held],
+            chunk=chunk,
+            device=device,
+            reliability=reliability,
+            dtype=dtype,
+            memory_budget=memory_budget,
+        ).values(selection_metric)
 
     pooled = pooled_fold_scores(fold, n_folds, score_fold)
-    return cross_validation_choice(pooled, [s.as_dict() for s in settings], n_folds, len(labels_np),
-                                   targets is not None, selection_metric)
+    return cross_validation_choice(
+        pooled, [s.as_dict() for s in settings], n_folds, len(labels_np), targets is not None, selection_metric
+    )
 
 
 def default_setting(settings: Sequence[CalmSetting]) -> CalmSetting:
@@ -124,8 +143,12 @@ class PaperGridReport:
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready: the selections, labelled, and the grid's size and ranking metric."""
-        out = {"grid_size": len(self.test.settings), "metric": self.test.metric_for(self.selection_metric),
-               "cv_choice": self.cv_choice, "oracle": self.oracle}
+        out = {
+            "grid_size": len(self.test.settings),
+            "metric": self.test.metric_for(self.selection_metric),
+            "cv_choice": self.cv_choice,
+            "oracle": self.oracle,
+        }
         return out if self.val_choice is None else {**out, "val_choice": self.val_choice}
 
     def records(self) -> list[dict[str, Any]]:
@@ -133,26 +156,46 @@ class PaperGridReport:
         return [self.cv_choice, *([] if self.val_choice is None else [self.val_choice]), self.oracle]
 
 
-def labelled_choices(cv: dict[str, Any], cv_test: dict[str, float], test: GridResult,
-                     settings: Sequence[Any], selection_metric: str = "accuracy") -> tuple[dict[str, Any], dict[str, Any]]:
+def labelled_choices(
+    cv: dict[str, Any],
+    cv_test: dict[str, float],
+    test: GridResult,
+    settings: Sequence[Any],
+    selection_metric: str = "accuracy",
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """The two labelled records of a tuned method: the cross-validated choice with its test scores, and
     the best of grid on test by `selection_metric` (the oracle; ties to the first in grid order)."""
     best = test.best(selection_metric)
-    return ({"label": CV_LABEL, **cv, "test": cv_test},
-            {"label": ORACLE_LABEL, "setting": settings[best].as_dict(), "setting_index": best,
-             "metric": test.metric_for(selection_metric), "test": test.scores_of(best)})
+    return (
+        {"label": CV_LABEL, **cv, "test": cv_test},
+        {
+            "label": ORACLE_LABEL,
+            "setting": settings[best].as_dict(),
+            "setting_index": best,
+            "metric": test.metric_for(selection_metric),
+            "test": test.scores_of(best),
+        },
+    )
 
 
-def val_choice(val: GridResult | None, test: GridResult, settings: Sequence[Any],
-               selection_metric: str = "accuracy") -> dict[str, Any] | None:
+def val_choice(
+    val: GridResult | None, test: GridResult, settings: Sequence[Any], selection_metric: str = "accuracy"
+) -> dict[str, Any] | None:
     """The `[val]` record: the setting best on the reliability set V (`val`, every setting scored on V's
     clips), with its test scores; None without a named V."""
     if val is None:
         return None
     best = val.best(selection_metric)
-    return {"label": VAL_LABEL, "selected_by": "val", "setting": settings[best].as_dict(), "setting_index": best,
-            "val_score": float(val.values(selection_metric)[best]), "metric": val.metric_for(selection_metric),
-            "val_clips": val.n_queries, "test": test.scores_of(best)}
+    return {
+        "label": VAL_LABEL,
+        "selected_by": "val",
+        "setting": settings[best].as_dict(),
+        "setting_index": best,
+        "val_score": float(val.values(selection_metric)[best]),
+        "metric": val.metric_for(selection_metric),
+        "val_clips": val.n_queries,
+        "test": test.scores_of(best),
+    }
 
 
 def paper_grid_report(
@@ -195,23 +238,48 @@ def paper_grid_report(
     """
     settings = grid_settings(grid)
     with torch.no_grad():  # the test clips are read once: the grid, the default and the EERs share the scorer
-        scorer = SplitScorer(support, support_labels, query, n_classes, query_chunk, device,
-                             reliability=reliability, dtype=dtype, memory_budget=memory_budget)
+        scorer = SplitScorer(
+            support,
+            support_labels,
+            query,
+            n_classes,
+            query_chunk,
+            device,
+            reliability=reliability,
+            dtype=dtype,
+            memory_budget=memory_budget,
+        )
     scored = {"query_targets": query_targets, "query_groups": query_groups}
     test = score_settings(scorer, query_labels, settings, chunk=chunk, **scored)
-    cv = select_by_cross_validation(support, support_labels, settings, folds, seed, n_classes=n_classes,
-                                    support_targets=support_targets, support_groups=support_groups, chunk=chunk,
-                                    device=device, reliability=reliability, dtype=dtype,
-                                    selection_metric=selection_metric, memory_budget=memory_budget)
+    cv = select_by_cross_validation(
+        support,
+        support_labels,
+        settings,
+        folds,
+        seed,
+        n_classes=n_classes,
+        support_targets=support_targets,
+        support_groups=support_groups,
+        chunk=chunk,
+        device=device,
+        reliability=reliability,
+        dtype=dtype,
+        selection_metric=selection_metric,
+        memory_budget=memory_budget,
+    )
     if cv["setting_index"] is not None:
         cv_test = test.scores_of(cv["setting_index"])
     else:
         cv_test = score_settings(scorer, query_labels, [default_setting(settings)], **scored).scores_of(0)
     cv_choice, oracle = labelled_choices(cv, cv_test, test, settings, selection_metric)
-    val = None if reliability is None else score_settings(scorer, reliability[1], settings, chunk=chunk,
-                                                          split="reliability")
-    report = PaperGridReport(cv_choice, oracle, test, val_choice(val, test, settings, selection_metric),
-                             selection_metric)
+    val = (
+        None
+        if reliability is None
+        else score_settings(scorer, reliability[1], settings, chunk=chunk, split="reliability")
+    )
+    report = PaperGridReport(
+        cv_choice, oracle, test, val_choice(val, test, settings, selection_metric), selection_metric
+    )
     if positive_class is not None:
         truth = query_label_tensor(query_labels, 2).numpy() == positive_class
         for record in report.records():
@@ -252,31 +320,83 @@ def paper_sweep_report(
     rows are read in chunks under `memory_budget` (`calm.selection.sweep`); the support set and V stay
     in their dtype (fp16 from the cache) between fits."""
     points = tuple(points)
-    named = None if reliability is None else ReliabilitySet(kept_rows(reliability[0]),
-                                                            torch.as_tensor(np.asarray(reliability[1])))
-    split = {"n_classes": n_classes, "tie_seed": tie_seed, "device": device, "reliability_set": named,
-             "query_chunk": query_chunk, "memory_budget": memory_budget}
-    test = sweep_split(build, points, support, support_labels, query, query_labels, query_targets=query_targets,
-                       query_groups=query_groups, **split)
-    cv = sweep_cross_validation(build, points, support, support_labels, folds=folds, seed=seed,
-                                support_targets=support_targets, support_groups=support_groups,
-                                selection_metric=selection_metric, **split)
+    named = (
+        None
+        if reliability is None
+        else ReliabilitySet(kept_rows(reliability[0]), torch.as_tensor(np.asarray(reliability[1])))
+    )
+    split = {
+        "n_classes": n_classes,
+        "tie_seed": tie_seed,
+        "device": device,
+        "reliability_set": named,
+        "query_chunk": query_chunk,
+        "memory_budget": memory_budget,
+    }
+    test = sweep_split(
+        build,
+        points,
+        support,
+        support_labels,
+        query,
+        query_labels,
+        query_targets=query_targets,
+        query_groups=query_groups,
+        **split,
+    )
+    cv = sweep_cross_validation(
+        build,
+        points,
+        support,
+        support_labels,
+        folds=folds,
+        seed=seed,
+        support_targets=support_targets,
+        support_groups=support_groups,
+        selection_metric=selection_metric,
+        **split,
+    )
     cv_point = points[cv["setting_index"]] if cv["setting_index"] is not None else SweepPoint()
     if cv["setting_index"] is not None:
         cv_test = test.scores_of(cv["setting_index"])
     else:
-        cv_test = sweep_split(build, [cv_point], support, support_labels, query, query_labels,
-                              query_targets=query_targets, query_groups=query_groups, **split).scores_of(0)
+        cv_test = sweep_split(
+            build,
+            [cv_point],
+            support,
+            support_labels,
+            query,
+            query_labels,
+            query_targets=query_targets,
+            query_groups=query_groups,
+            **split,
+        ).scores_of(0)
     cv_choice, oracle = labelled_choices(cv, cv_test, test, points, selection_metric)
-    val = None if named is None else sweep_split(build, points, support, support_labels, named.features,
-                                                 named.labels, **split)
-    report = PaperGridReport(cv_choice, oracle, test, val_choice(val, test, points, selection_metric),
-                             selection_metric)
+    val = (
+        None
+        if named is None
+        else sweep_split(build, points, support, support_labels, named.features, named.labels, **split)
+    )
+    report = PaperGridReport(cv_choice, oracle, test, val_choice(val, test, points, selection_metric), selection_metric)
     if positive_class is not None:
-        chosen = [cv_point, *([] if val is None else [points[report.val_choice["setting_index"]]]),
-                  points[oracle["setting_index"]]]
+        chosen = [
+            cv_point,
+            *([] if val is None else [points[report.val_choice["setting_index"]]]),
+            points[oracle["setting_index"]],
+        ]
         for record, point in zip(report.records(), chosen, strict=True):
-            record["test"]["eer"] = point_eer(build, point, support, support_labels, query, query_labels,
-                                              positive_class, tie_seed=tie_seed, query_chunk=query_chunk,
-                                              device=device, reliability_set=named, memory_budget=memory_budget)
+            record["test"]["eer"] = point_eer(
+                build,
+                point,
+                support,
+                support_labels,
+                query,
+                query_labels,
+                positive_class,
+                tie_seed=tie_seed,
+                query_chunk=query_chunk,
+                device=device,
+                reliability_set=named,
+                memory_budget=memory_budget,
+            )
     return report

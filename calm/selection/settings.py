@@ -33,8 +33,10 @@ SELECTION_METRICS = ("accuracy", "macro_f1")
 def check_selection_metric(metric: str) -> None:
     """`accuracy` (the default ranking: accuracy, or exact match for multi-label) or `macro_f1`."""
     if metric not in SELECTION_METRICS:
-        raise ConfigError(f"unknown selection_metric {metric!r}",
-                          "use accuracy (exact match for multi-label data) or macro_f1 (the authors' spoofing choice)")
+        raise ConfigError(
+            f"unknown selection_metric {metric!r}",
+            "use accuracy (exact match for multi-label data) or macro_f1 (the authors' spoofing choice)",
+        )
 
 
 def first_best(values: Sequence[float] | np.ndarray) -> int:
@@ -77,16 +79,24 @@ class CalmSetting:
     head_seed: int = 0
 
     def __post_init__(self) -> None:
-        check_calm_settings(self.tau, self.tau_w, self.reliability, self.top_k, self.shrinkage, None,
-                            self.top_k_mode)
+        check_calm_settings(self.tau, self.tau_w, self.reliability, self.top_k, self.shrinkage, None, self.top_k_mode)
         check_tie_break("CALM", self.tie_break, self.tie_seed)
         check_head_choice(self.head_choice, self.head_seed)
 
     def estimator(self) -> CALM:
         """The estimator that computes this setting from scratch (reliability on the support set)."""
-        return CALM(tau=self.tau, tau_w=self.tau_w, reliability=self.reliability, top_k=self.top_k,
-                    shrinkage=self.shrinkage, top_k_mode=self.top_k_mode, tie_break=self.tie_break,
-                    tie_seed=self.tie_seed, head_choice=self.head_choice, head_seed=self.head_seed)
+        return CALM(
+            tau=self.tau,
+            tau_w=self.tau_w,
+            reliability=self.reliability,
+            top_k=self.top_k,
+            shrinkage=self.shrinkage,
+            top_k_mode=self.top_k_mode,
+            tie_break=self.tie_break,
+            tie_seed=self.tie_seed,
+            head_choice=self.head_choice,
+            head_seed=self.head_seed,
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """The setting's values; the head choice only when it is not CALM's own (`reliable`)."""
@@ -131,8 +141,13 @@ class CalmGrid:
         CalmSetting(**self._rules())
 
     def _rules(self) -> dict[str, Any]:
-        return {"top_k_mode": self.top_k_mode, "tie_break": self.tie_break, "tie_seed": self.tie_seed,
-                "head_choice": self.head_choice, "head_seed": self.head_seed}
+        return {
+            "top_k_mode": self.top_k_mode,
+            "tie_break": self.tie_break,
+            "tie_seed": self.tie_seed,
+            "head_choice": self.head_choice,
+            "head_seed": self.head_seed,
+        }
 
     def __len__(self) -> int:
         return math.prod(len(getattr(self, name)) for name in AXES)
@@ -140,9 +155,10 @@ class CalmGrid:
     def settings(self) -> list[CalmSetting]:
         """Every setting, ordered by reliability, tau, shrinkage, tau_w, top_k (the reuse order)."""
         rules = self._rules()
-        return [CalmSetting(reliability=r, tau=t, tau_w=w, top_k=k, shrinkage=a, **rules)
-                for r, t, a, w, k in itertools.product(self.reliability, self.tau, self.shrinkage,
-                                                        self.tau_w, self.top_k)]
+        return [
+            CalmSetting(reliability=r, tau=t, tau_w=w, top_k=k, shrinkage=a, **rules)
+            for r, t, a, w, k in itertools.product(self.reliability, self.tau, self.shrinkage, self.tau_w, self.top_k)
+        ]
 
     def for_heads(self, n_heads: int) -> tuple[CalmGrid, tuple[int, ...]]:
         """This grid for a model with `n_heads` heads (`heads_top_k`), and the top_k values clamped."""
@@ -187,8 +203,10 @@ class GridResult:
         check_selection_metric(selection_metric)
         if selection_metric == "macro_f1":
             if self.exact_match is not None or QUESTION_METRIC in self.by_clip:
-                raise ConfigError("selection_metric=macro_f1 ranks single-label results, but these are "
-                                  f"scored by {self.metric}", "use selection_metric=accuracy for multi-label data")
+                raise ConfigError(
+                    f"selection_metric=macro_f1 ranks single-label results, but these are scored by {self.metric}",
+                    "use selection_metric=accuracy for multi-label data",
+                )
             return "macro_f1"
         if QUESTION_METRIC in self.by_clip:
             return QUESTION_METRIC

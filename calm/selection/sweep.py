@@ -71,20 +71,25 @@ class MethodGrid:
     axes: tuple[tuple[str, tuple[Any, ...]], ...]
 
     @classmethod
-    def from_config(cls, method: str, cfg: Mapping[str, Sequence[Any]], parameters: Collection[str],
-                    source: str) -> MethodGrid:
+    def from_config(
+        cls, method: str, cfg: Mapping[str, Sequence[Any]], parameters: Collection[str], source: str
+    ) -> MethodGrid:
         """From `grids.<method>` of the config; `parameters` are what the estimator's constructor takes
         (a grid key outside them is refused), `source` the file to name in messages. A top_k of null
         or "all" means all heads."""
         unknown = [str(key) for key in cfg if key not in parameters]
         if unknown:
-            raise ConfigError(f"the {method} grid in {source} sweeps {unknown}, which {method} does not take",
-                              f"use only {method}'s parameters {sorted(parameters)} as grid keys in {source}")
+            raise ConfigError(
+                f"the {method} grid in {source} sweeps {unknown}, which {method} does not take",
+                f"use only {method}'s parameters {sorted(parameters)} as grid keys in {source}",
+            )
         axes = []
         for key, values in cfg.items():
             if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
-                raise ConfigError(f"the {method} grid in {source} gives {key} as {values!r}, not a non-empty list",
-                                  f"write {key}: [value, ...] under {method} in {source}")
+                raise ConfigError(
+                    f"the {method} grid in {source} gives {key} as {values!r}, not a non-empty list",
+                    f"write {key}: [value, ...] under {method} in {source}",
+                )
             if key == "top_k":
                 values = [None if k in ALL_HEADS else k for k in values]
             axes.append((str(key), tuple(values)))
@@ -101,8 +106,10 @@ class MethodGrid:
 
     def points(self) -> tuple[SweepPoint, ...]:
         keys = [key for key, _ in self.axes]
-        return tuple(SweepPoint(tuple(zip(keys, combo, strict=True)))
-                     for combo in itertools.product(*(values for _, values in self.axes)))
+        return tuple(
+            SweepPoint(tuple(zip(keys, combo, strict=True)))
+            for combo in itertools.product(*(values for _, values in self.axes))
+        )
 
     def __len__(self) -> int:
         return len(self.points())
@@ -112,26 +119,50 @@ def _parts(n: int, chunk: int) -> list[slice]:
     return [slice(a, min(a + chunk, n)) for a in range(0, n, chunk)]
 
 
-def fit_point(build: Build, point: SweepPoint, support: torch.Tensor, labels: torch.Tensor, n_classes: int,
-              tie_seed: int | None, reliability_set: ReliabilitySet | None = None) -> Any:
+def fit_point(
+    build: Build,
+    point: SweepPoint,
+    support: torch.Tensor,
+    labels: torch.Tensor,
+    n_classes: int,
+    tie_seed: int | None,
+    reliability_set: ReliabilitySet | None = None,
+) -> Any:
     """The estimator of `point`, fitted on the support rows (`tie_seed`: this fit's tie seed, if given;
     `reliability_set`: a named V, for the estimators that measure reliabilities). Rows kept in fp16 are
     upcast to float32 for this fit only."""
-    named = None if reliability_set is None else ReliabilitySet(as_features(reliability_set.features),
-                                                                reliability_set.labels)
-    return fit_estimator(build(point.as_dict()), as_features(support), labels, n_classes=n_classes,
-                         tie_seed=tie_seed, reliability_set=named)
+    named = (
+        None
+        if reliability_set is None
+        else ReliabilitySet(as_features(reliability_set.features), reliability_set.labels)
+    )
+    return fit_estimator(
+        build(point.as_dict()),
+        as_features(support),
+        labels,
+        n_classes=n_classes,
+        tie_seed=tie_seed,
+        reliability_set=named,
+    )
 
 
 def fitted_bytes(estimator: Any) -> int:
     """Bytes of the tensors a fitted estimator holds (its prototypes, weights, rankings)."""
-    return sum(value.element_size() * value.nelement() for value in vars(estimator).values()
-               if isinstance(value, torch.Tensor))
+    return sum(
+        value.element_size() * value.nelement() for value in vars(estimator).values() if isinstance(value, torch.Tensor)
+    )
 
 
-def fitted_batches(build: Build, points: Sequence[SweepPoint], support: torch.Tensor, labels: torch.Tensor,
-                   n_classes: int, tie_seed: int | None, budget: int,
-                   reliability_set: ReliabilitySet | None = None) -> Iterator[list[tuple[int, Any]]]:
+def fitted_batches(
+    build: Build,
+    points: Sequence[SweepPoint],
+    support: torch.Tensor,
+    labels: torch.Tensor,
+    n_classes: int,
+    tie_seed: int | None,
+    budget: int,
+    reliability_set: ReliabilitySet | None = None,
+) -> Iterator[list[tuple[int, Any]]]:
     """(point index, fitted estimator) pairs, in grid order, in batches whose fitted state stays under
     `budget` bytes (a batch always holds at least one point)."""
     batch: list[tuple[int, Any]] = []
@@ -148,8 +179,9 @@ def fitted_batches(build: Build, points: Sequence[SweepPoint], support: torch.Te
         yield batch
 
 
-def _query_chunks(query: FeaturesLike | QueryRows, chunk: int, device: torch.device, memory_budget: int,
-                  n_heads: int, n_classes: int) -> Iterator[tuple[slice, torch.Tensor]]:
+def _query_chunks(
+    query: FeaturesLike | QueryRows, chunk: int, device: torch.device, memory_budget: int, n_heads: int, n_classes: int
+) -> Iterator[tuple[slice, torch.Tensor]]:
     """The scored rows as float32, at most `chunk` clips at a time and fewer when their products (K x C
     per clip) would exceed `memory_budget` (`rows_within`)."""
     step = min(chunk, rows_within(memory_budget, n_heads, n_classes))
@@ -164,12 +196,24 @@ def kept_rows(rows: FeaturesLike, device: torch.device | None = None) -> torch.T
     return rows if device is None else rows.to(device)
 
 
-def sweep_split(build: Build, points: Sequence[SweepPoint], support: FeaturesLike, support_labels: LabelsLike,
-                query: FeaturesLike | QueryRows, query_labels: LabelsLike, *, n_classes: int,
-                tie_seed: int | None = None, query_targets: np.ndarray | torch.Tensor | None = None,
-                query_groups: np.ndarray | torch.Tensor | None = None, query_chunk: int = 256,
-                device: torch.device | str | None = None, fitted_budget: int = FITTED_BUDGET,
-                reliability_set: ReliabilitySet | None = None, memory_budget: int = MEMORY_BUDGET) -> GridResult:
+def sweep_split(
+    build: Build,
+    points: Sequence[SweepPoint],
+    support: FeaturesLike,
+    support_labels: LabelsLike,
+    query: FeaturesLike | QueryRows,
+    query_labels: LabelsLike,
+    *,
+    n_classes: int,
+    tie_seed: int | None = None,
+    query_targets: np.ndarray | torch.Tensor | None = None,
+    query_groups: np.ndarray | torch.Tensor | None = None,
+    query_chunk: int = 256,
+    device: torch.device | str | None = None,
+    fitted_budget: int = FITTED_BUDGET,
+    reliability_set: ReliabilitySet | None = None,
+    memory_budget: int = MEMORY_BUDGET,
+) -> GridResult:
     """Accuracy and macro-F1 of every point (exact match with (m, C) `query_targets`; both clip-level
     exact matches with `query_groups`), each point's estimator fitted from scratch on the support set
     (and the named reliability set V, `reliability_set`, where the estimator uses one); the test rows
@@ -181,7 +225,9 @@ def sweep_split(build: Build, points: Sequence[SweepPoint], support: FeaturesLik
     fit_labels = torch.as_tensor(np.asarray(support_labels)).long().to(device)
     labels = query_label_tensor(query_labels, n_classes)
     if labels.shape[0] != len(query):
-        raise ConfigError(f"{len(query)} query clips but {labels.shape[0]} query labels", "pass one label per query clip")
+        raise ConfigError(
+            f"{len(query)} query clips but {labels.shape[0]} query labels", "pass one label per query clip"
+        )
     targets = None if query_targets is None else target_tensor(query_targets, labels.shape[0], n_classes)
     groups = None if query_groups is None else group_tensor(query_groups, labels.shape[0])
     n = len(points)
@@ -189,13 +235,15 @@ def sweep_split(build: Build, points: Sequence[SweepPoint], support: FeaturesLik
     exact = None if targets is None else np.zeros(n)
     by_clip = {} if groups is None else {name: np.zeros(n) for name in CLIP_METRICS}
     with torch.no_grad():
-        for batch in fitted_batches(build, points, support, fit_labels, n_classes, tie_seed, fitted_budget,
-                                    reliability_set):
+        for batch in fitted_batches(
+            build, points, support, fit_labels, n_classes, tie_seed, fitted_budget, reliability_set
+        ):
             counts: dict[int, Any] = {}
             hits: dict[int, torch.Tensor] = {}
             preds: dict[int, list[torch.Tensor]] = {i: [] for i, _ in batch}
-            for part, rows in _query_chunks(query, query_chunk, device, memory_budget, int(support.shape[1]),
-                                             n_classes):
+            for part, rows in _query_chunks(
+                query, query_chunk, device, memory_budget, int(support.shape[1]), n_classes
+            ):
                 for i, fitted in batch:
                     pred = torch.as_tensor(fitted.predict(rows)).long().cpu()  # SAV's own tie rule, not argmax
                     if targets is not None:  # (m, C) scores as the grid's (C, S=1, m)
@@ -216,13 +264,24 @@ def sweep_split(build: Build, points: Sequence[SweepPoint], support: FeaturesLik
     return GridResult(tuple(points), accuracy, f1, exact, int(labels.shape[0]), by_clip)
 
 
-def sweep_cross_validation(build: Build, points: Sequence[SweepPoint], support: FeaturesLike,
-                           support_labels: LabelsLike, *, n_classes: int, folds: int = 5, seed: int = 0,
-                           tie_seed: int | None = None, support_targets: np.ndarray | torch.Tensor | None = None,
-                           support_groups: np.ndarray | None = None,
-                           device: torch.device | str | None = None, reliability_set: ReliabilitySet | None = None,
-                           selection_metric: str = "accuracy", query_chunk: int = 256,
-                           memory_budget: int = MEMORY_BUDGET) -> dict[str, Any]:
+def sweep_cross_validation(
+    build: Build,
+    points: Sequence[SweepPoint],
+    support: FeaturesLike,
+    support_labels: LabelsLike,
+    *,
+    n_classes: int,
+    folds: int = 5,
+    seed: int = 0,
+    tie_seed: int | None = None,
+    support_targets: np.ndarray | torch.Tensor | None = None,
+    support_groups: np.ndarray | None = None,
+    device: torch.device | str | None = None,
+    reliability_set: ReliabilitySet | None = None,
+    selection_metric: str = "accuracy",
+    query_chunk: int = 256,
+    memory_budget: int = MEMORY_BUDGET,
+) -> dict[str, Any]:
     """Choose a point from the support set alone, by the one cross-validation rule
     (`calm.selection.cross_validation`: stratified folds keeping `support_groups` together, pooled
     held-out score) and the one tie rule
@@ -233,36 +292,67 @@ def sweep_cross_validation(build: Build, points: Sequence[SweepPoint], support: 
     labels_np = np.asarray(torch.as_tensor(np.asarray(support_labels)).long())
     fold, n_folds, smallest = support_folds(labels_np, n_classes, folds, seed, support_groups)
     if fold is None:
-        return {"selected_by": "default", "setting": {}, "setting_index": None, "cv_score": None, "folds": 0,
-                "metric": None, "note": f"{too_few_clips(smallest)}, so the configured setting is used"}
+        return {
+            "selected_by": "default",
+            "setting": {},
+            "setting_index": None,
+            "cv_score": None,
+            "folds": 0,
+            "metric": None,
+            "note": f"{too_few_clips(smallest)}, so the configured setting is used",
+        }
     targets = None if support_targets is None else target_tensor(support_targets, len(labels_np), n_classes)
 
     def score_fold(held: torch.Tensor) -> np.ndarray:
         keep = ~held
-        return sweep_split(build, points, support[keep], labels_np[keep.numpy()],
-                           RowSubset(support, held.nonzero().flatten()), labels_np[held.numpy()],
-                           n_classes=n_classes, tie_seed=tie_seed,
-                           query_targets=None if targets is None else targets[held], device=device,
-                           reliability_set=reliability_set, query_chunk=query_chunk,
-                           memory_budget=memory_budget).values(selection_metric)
+        return sweep_split(
+            build,
+            points,
+            support[keep],
+            labels_np[keep.numpy()],
+            RowSubset(support, held.nonzero().flatten()),
+            labels_np[held.numpy()],
+            n_classes=n_classes,
+            tie_seed=tie_seed,
+            query_targets=None if targets is None else targets[held],
+            device=device,
+            reliability_set=reliability_set,
+            query_chunk=query_chunk,
+            memory_budget=memory_budget,
+        ).values(selection_metric)
 
     pooled = pooled_fold_scores(fold, n_folds, score_fold)
-    return cross_validation_choice(pooled, [s.as_dict() for s in points], n_folds, len(labels_np),
-                                   targets is not None, selection_metric)
+    return cross_validation_choice(
+        pooled, [s.as_dict() for s in points], n_folds, len(labels_np), targets is not None, selection_metric
+    )
 
 
-def point_eer(build: Build, point: SweepPoint, support: FeaturesLike, support_labels: LabelsLike,
-              query: FeaturesLike | QueryRows, query_labels: LabelsLike, positive_class: int, *,
-              tie_seed: int | None = None, query_chunk: int = 256, device: torch.device | str | None = None,
-              reliability_set: ReliabilitySet | None = None, memory_budget: int = MEMORY_BUDGET) -> float:
+def point_eer(
+    build: Build,
+    point: SweepPoint,
+    support: FeaturesLike,
+    support_labels: LabelsLike,
+    query: FeaturesLike | QueryRows,
+    query_labels: LabelsLike,
+    positive_class: int,
+    *,
+    tie_seed: int | None = None,
+    query_chunk: int = 256,
+    device: torch.device | str | None = None,
+    reliability_set: ReliabilitySet | None = None,
+    memory_budget: int = MEMORY_BUDGET,
+) -> float:
     """Test EER (percent) of one point on a two-class split, `positive_class` the detected class."""
     device = torch.device(device) if device is not None else torch.device("cpu")
     labels = torch.as_tensor(np.asarray(support_labels)).long().to(device)
     with torch.no_grad():
         support = kept_rows(support, device)
         fitted = fit_point(build, point, support, labels, 2, tie_seed, reliability_set)
-        scores = torch.cat([torch.as_tensor(fitted.predict_scores(rows)).float().cpu()
-                            for _, rows in _query_chunks(query, query_chunk, device, memory_budget,
-                                                         int(support.shape[1]), 2)])
+        scores = torch.cat(
+            [
+                torch.as_tensor(fitted.predict_scores(rows)).float().cpu()
+                for _, rows in _query_chunks(query, query_chunk, device, memory_budget, int(support.shape[1]), 2)
+            ]
+        )
     truth = query_label_tensor(query_labels, 2).numpy() == positive_class
     return eer(detector_scores(scores, positive_class), truth)

@@ -45,8 +45,9 @@ def write_lines_atomic(path: str | os.PathLike, lines: Iterable[str]) -> Path:
     return write_text_atomic(path, "\n".join(lines) + "\n")
 
 
-def write_json_atomic(path: str | os.PathLike, payload: Any, *, indent: int | None = 2, sort_keys: bool = False,
-                      durable: bool = True) -> Path:
+def write_json_atomic(
+    path: str | os.PathLike, payload: Any, *, indent: int | None = 2, sort_keys: bool = False, durable: bool = True
+) -> Path:
     """`payload` as JSON (non-JSON values as str()), written with `write_text_atomic`."""
     text = json.dumps(payload, indent=indent, sort_keys=sort_keys, ensure_ascii=False, default=str)
     return write_text_atomic(path, text + "\n", durable=durable)

@@ -18,8 +18,9 @@ import numpy as np
 def canonical_json(value: Any, *, allow_nan: bool = False) -> str:
     """The one JSON text of `value`: sorted keys, no whitespace, UTF-8, no NaN unless allowed (a key holding
     NaN is a bug; results may hold it where a statistic is undefined); other objects as str()."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=allow_nan,
-                      default=str)
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=allow_nan, default=str
+    )
 
 
 def digest(value: Any, *, allow_nan: bool = False) -> str:

@@ -79,8 +79,9 @@ class FileDigests:
             if db is not None:
                 try:
                     for key in todo:
-                        row = db.execute("SELECT sha256 FROM digests WHERE path=? AND size=? AND mtime_ns=?",
-                                         key).fetchone()
+                        row = db.execute(
+                            "SELECT sha256 FROM digests WHERE path=? AND size=? AND mtime_ns=?", key
+                        ).fetchone()
                         if row is not None:
                             self._memo[key] = row[0]
                 except sqlite3.Error:  # a store that cannot be read (busy past the timeout, damaged): hash
@@ -93,8 +94,9 @@ class FileDigests:
             if db is not None and fresh:  # only when something is new: a store that holds all is never written
                 try:
                     with db:
-                        db.executemany("INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?)",
-                                       [(*k, d) for k, d in fresh])
+                        db.executemany(
+                            "INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?)", [(*k, d) for k, d in fresh]
+                        )
                 except sqlite3.Error:
                     pass  # a read-only store: the digests are still right, only not remembered
             if db is not None:

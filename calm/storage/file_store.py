@@ -18,8 +18,10 @@ def open_file_table(path: Path | None, table: str, value: str) -> sqlite3.Connec
         if not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(path, timeout=60)
-        db.execute(f"CREATE TABLE IF NOT EXISTS {table} (path TEXT, size INTEGER, mtime_ns INTEGER, {value}, "
-                   "PRIMARY KEY (path, size, mtime_ns))")
+        db.execute(
+            f"CREATE TABLE IF NOT EXISTS {table} (path TEXT, size INTEGER, mtime_ns INTEGER, {value}, "
+            "PRIMARY KEY (path, size, mtime_ns))"
+        )
         return db
     except (OSError, sqlite3.Error):
         if db is not None:

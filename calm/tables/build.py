@@ -20,8 +20,13 @@ def table_files(out_dir: Path, spec: TableSpec) -> tuple[Path, Path]:
     return Path(out_dir) / f"{spec.name}.md", Path(out_dir) / f"{spec.name}.tex"
 
 
-def build_tables(specs: Sequence[TableSpec], out_dir: Path, overrides: Sequence[str], collect_only: bool,
-                 per_group_overrides: Mapping[str, Sequence[str]] | None = None) -> list[Number]:
+def build_tables(
+    specs: Sequence[TableSpec],
+    out_dir: Path,
+    overrides: Sequence[str],
+    collect_only: bool,
+    per_group_overrides: Mapping[str, Sequence[str]] | None = None,
+) -> list[Number]:
     """Run (or, with `collect_only`, only collect) every job of every table, write the tables and
     numbers.csv into `out_dir`, and return every number written."""
     out_dir = Path(out_dir)

@@ -60,8 +60,9 @@ def job_configs() -> Iterator[None]:
         yield
 
 
-def compose_job(group: RowGroup, shots: ShotSetting, out_dir: Path, overrides: Sequence[str],
-                seed: int | None = None) -> DictConfig:
+def compose_job(
+    group: RowGroup, shots: ShotSetting, out_dir: Path, overrides: Sequence[str], seed: int | None = None
+) -> DictConfig:
     """The config `python run.py experiment=... shots=K` would run, its output folder under `out_dir`
     (call inside `job_configs()`); an "all" column sets no `shots` (the whole list ignores it); `seed`
     (a seeded group's job) sets `paper.seed`."""
@@ -69,8 +70,10 @@ def compose_job(group: RowGroup, shots: ShotSetting, out_dir: Path, overrides: S
     shots_override = [] if shots.k is None else [f"shots={shots.k}"]
     if seed is not None:
         job_dir, shots_override = job_dir / f"seed_{seed}", [*shots_override, f"paper.seed={seed}"]
-    cfg = compose("config", overrides=[f"experiment={group.experiment}", *shots_override,
-                                       f"paths.output_dir={job_dir}", *overrides])
+    cfg = compose(
+        "config",
+        overrides=[f"experiment={group.experiment}", *shots_override, f"paths.output_dir={job_dir}", *overrides],
+    )
     check_support_draw(cfg, group, shots)
     return cfg
 
@@ -86,7 +89,8 @@ def check_support_draw(cfg: DictConfig, group: RowGroup, shots: ShotSetting) -> 
             raise ConfigError(
                 f"row group {group.label!r}: its {shots.key!r} column needs {key} to be {needed}, but "
                 f"configs/experiment/{group.experiment}.yaml composes it as {composed}",
-                "set it in the experiment file (protocol=paper has the key), or change the group's `shots` entry")
+                "set it in the experiment file (protocol=paper has the key), or change the group's `shots` entry",
+            )
 
 
 def expected_methods(cfg: DictConfig) -> list[str]:
@@ -100,12 +104,14 @@ def expected_methods(cfg: DictConfig) -> list[str]:
     return methods + tuned_rows(cfg)
 
 
-def run_or_collect(group: RowGroup, shots: ShotSetting, cfg: DictConfig, collect_only: bool,
-                   seed: int | None = None) -> JobOutcome:
+def run_or_collect(
+    group: RowGroup, shots: ShotSetting, cfg: DictConfig, collect_only: bool, seed: int | None = None
+) -> JobOutcome:
     """Run the job (finished ones are skipped by the pipeline) or, with `collect_only`, read its record.
     A replay group without `paper.manifests_dir` gives NO_DATA saying so (nothing is read)."""
-    outcome = JobOutcome(group, shots, expected_methods(cfg), job_dir=str(cfg.paths.output_dir), key=job_key(cfg),
-                         seed=seed)
+    outcome = JobOutcome(
+        group, shots, expected_methods(cfg), job_dir=str(cfg.paths.output_dir), key=job_key(cfg), seed=seed
+    )
     if group.replay and cfg.paper.get("manifests_dir") is None:
         outcome.status, outcome.reason = NO_DATA, NEEDS_MANIFESTS
         return outcome
@@ -127,8 +133,7 @@ def run_or_collect(group: RowGroup, shots: ShotSetting, cfg: DictConfig, collect
         return outcome
     except Exception as err:  # noqa: BLE001 - one broken job must not lose the other tables
         outcome.status, outcome.reason = FAILED, f"{type(err).__name__}: {err}"
-        log.exception("%s, shots %s failed; its rows are marked and the other jobs go on", group.experiment,
-                      shots.key)
+        log.exception("%s, shots %s failed; its rows are marked and the other jobs go on", group.experiment, shots.key)
         return outcome
     outcome.rows = {row["method"]: row for row in result["results"]}
     # rows the job reported (e.g. pseudo-label refits `calm+pl`) first, then expected ones it lacks
@@ -136,8 +141,13 @@ def run_or_collect(group: RowGroup, shots: ShotSetting, cfg: DictConfig, collect
     return outcome
 
 
-def table_outcomes(spec: TableSpec, out_dir: Path, overrides: Sequence[str], collect_only: bool,
-                   per_group_overrides: Mapping[str, Sequence[str]] | None = None) -> list[JobOutcome]:
+def table_outcomes(
+    spec: TableSpec,
+    out_dir: Path,
+    overrides: Sequence[str],
+    collect_only: bool,
+    per_group_overrides: Mapping[str, Sequence[str]] | None = None,
+) -> list[JobOutcome]:
     """Every job of `spec`, group by group and shot setting by shot setting (call inside `job_configs()`);
     `per_group_overrides` adds overrides to the jobs of one experiment."""
     outcomes = []

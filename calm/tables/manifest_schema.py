@@ -24,8 +24,15 @@ def mcq(wav: str, label: str, options: Sequence[str], code: str | None = None, v
     entry = {"wav": wav}
     if video is not None:
         entry["video"] = video
-    entry.update({"question": f"{CAPTION}\n{listed}", "answer": letters[list(options).index(label)],
-                  "label": code or f"/m/07rwj{label}", "mapped_label": label, "options": list(options)})
+    entry.update(
+        {
+            "question": f"{CAPTION}\n{listed}",
+            "answer": letters[list(options).index(label)],
+            "label": code or f"/m/07rwj{label}",
+            "mapped_label": label,
+            "options": list(options),
+        }
+    )
     return entry
 
 
@@ -33,20 +40,31 @@ def pseudo(entry: dict, model_label: str, trials: Sequence[str]) -> dict:
     """A pseudo-labelled entry as in pseudolabeled_esc_*_8trials.json: `mapped_label` is the model's
     label, `label` keeps the true class code; votes are the raw trial strings equal to the label."""
     votes = sum(t == model_label for t in trials)
-    return {**entry, "mapped_label": model_label, "pseudo_label_confidence": votes / len(trials),
-            "trial_predictions": list(trials), "vote_count": votes}
+    return {
+        **entry,
+        "mapped_label": model_label,
+        "pseudo_label_confidence": votes / len(trials),
+        "trial_predictions": list(trials),
+        "vote_count": votes,
+    }
 
 
-def audioset(wav: str, labels: Sequence[str], sample: int, distractors: Sequence[Sequence[str]],
-             test: bool) -> list[dict]:
+def audioset(
+    wav: str, labels: Sequence[str], sample: int, distractors: Sequence[Sequence[str]], test: bool
+) -> list[dict]:
     """One entry per positive label as in audioset_*_individual_mcqs*.json; test files give the class in
     `correct_label`, training files in `mapped_label`; `label_index_in_original` only for several labels."""
     entries = []
     for k, label in enumerate(labels):
         options = [*distractors[k][:1], label, *distractors[k][1:3]]
         listed = ", ".join(f"{string.ascii_uppercase[i]}) {o}" for i, o in enumerate(options))
-        entry = {"wav": wav, "question": AUDIOSET_QUESTION + listed, "options": options,
-                 "correct_answer": "B", "correct_answer_index": 1}
+        entry = {
+            "wav": wav,
+            "question": AUDIOSET_QUESTION + listed,
+            "options": options,
+            "correct_answer": "B",
+            "correct_answer_index": 1,
+        }
         entry["correct_label" if test else "mapped_label"] = label
         entry.update({"original_labels": list(labels), "original_sample_id": sample})
         if len(labels) > 1:

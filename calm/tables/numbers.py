@@ -18,12 +18,26 @@ from calm.tables.jobs import OK, JobOutcome
 from calm.tables.spec import TableSpec
 
 CSV_NAME = "numbers.csv"
-CSV_COLUMNS = ("table", "group", "experiment", "method", "shots", "metric", "source", "mean", "ci95", "episodes",
-               "status", "job_dir", "job_key", "spread")
+CSV_COLUMNS = (
+    "table",
+    "group",
+    "experiment",
+    "method",
+    "shots",
+    "metric",
+    "source",
+    "mean",
+    "ci95",
+    "episodes",
+    "status",
+    "job_dir",
+    "job_key",
+    "spread",
+)
 OURS = "ours"
 PAPER = "paper"
 SEED = "ours, one seed"  # a seeded group's per-seed number (the table shows their mean ± sd, source OURS)
-CI95 = "ci95"            # what the `ci95` field holds: a 95 % CI over episodes ...
+CI95 = "ci95"  # what the `ci95` field holds: a 95 % CI over episodes ...
 SEED_SD = "sd over {} seeds"  # ... or, for a seeded group's row, the standard deviation over its seeds
 
 
@@ -61,14 +75,43 @@ def numbers_of(spec: TableSpec, outcomes: list[JobOutcome]) -> list[Number]:
                 status = f"{outcome.status}: {outcome.reason}"
             else:
                 status = OK if row else "method missing from results"
-            numbers.append(Number(spec.name, group.label, group.experiment, method, outcome.shots.key, group.metric,
-                                  source, mean, ci, row.get("episodes") if row else None, status,
-                                  outcome.job_dir, outcome.key))
+            numbers.append(
+                Number(
+                    spec.name,
+                    group.label,
+                    group.experiment,
+                    method,
+                    outcome.shots.key,
+                    group.metric,
+                    source,
+                    mean,
+                    ci,
+                    row.get("episodes") if row else None,
+                    status,
+                    outcome.job_dir,
+                    outcome.key,
+                )
+            )
     numbers += seed_means(spec, numbers)
     for group in spec.groups:
         for method, value in group.paper.items():
-            numbers.append(Number(spec.name, group.label, group.experiment, method, None, group.metric, PAPER,
-                                  value, math.nan, None, "reported in the paper (its best setting for this benchmark)", "", ""))
+            numbers.append(
+                Number(
+                    spec.name,
+                    group.label,
+                    group.experiment,
+                    method,
+                    None,
+                    group.metric,
+                    PAPER,
+                    value,
+                    math.nan,
+                    None,
+                    "reported in the paper (its best setting for this benchmark)",
+                    "",
+                    "",
+                )
+            )
     return numbers
 
 
@@ -89,8 +132,18 @@ def seed_means(spec: TableSpec, numbers: list[Number]) -> list[Number]:
         failed = [n.status for n in per_seed if n.status != OK]
         status = failed[0] if failed else OK
         first = per_seed[0]
-        means.append(replace(first, source=OURS, mean=mean, ci95=sd, episodes=len(values), status=status,
-                             job_dir=str(Path(first.job_dir).parent) if first.job_dir else "", spread=SEED_SD.format(len(values))))
+        means.append(
+            replace(
+                first,
+                source=OURS,
+                mean=mean,
+                ci95=sd,
+                episodes=len(values),
+                status=status,
+                job_dir=str(Path(first.job_dir).parent) if first.job_dir else "",
+                spread=SEED_SD.format(len(values)),
+            )
+        )
     return means
 
 
@@ -100,7 +153,22 @@ def write_csv(path: Path, numbers: list[Number]) -> None:
     writer = csv.writer(handle)
     writer.writerow(CSV_COLUMNS)
     for n in numbers:
-        writer.writerow([n.table, n.group, n.experiment, n.method, "" if n.shots is None else n.shots, n.metric,
-                         n.source, repr(n.mean), repr(n.ci95), "" if n.episodes is None else n.episodes,
-                         n.status, n.job_dir, n.job_key, n.spread])
+        writer.writerow(
+            [
+                n.table,
+                n.group,
+                n.experiment,
+                n.method,
+                "" if n.shots is None else n.shots,
+                n.metric,
+                n.source,
+                repr(n.mean),
+                repr(n.ci95),
+                "" if n.episodes is None else n.episodes,
+                n.status,
+                n.job_dir,
+                n.job_key,
+                n.spread,
+            ]
+        )
     write_text_atomic(path, handle.getvalue())

@@ -13,13 +13,24 @@ from calm.tables.spec import TableSpec
 
 NOT_RUN = "—"
 NOT_REPORTED = "not reported"
-FOOTNOTE = ("Cells: mean ± 95 % CI over episodes (one number: a single fixed split). "
-            f"{NOT_RUN}: the row group does not run that shot setting. ≤K-shot: at most K support clips per class "
-            "(a class with fewer gives all it has); all: the whole training list as support. "
-            "`paper`: the number the paper reports for CALM on that benchmark (its best setting), beside the row "
-            f"that reproduces the authors' setting for it; {NOT_REPORTED}: the paper gives no number for that row.")
-LATEX_ESCAPES = (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
-                 ("±", r"$\pm$"), ("≤", r"$\leq$"), ("·", r"$\cdot$"), ("—", "---"))
+FOOTNOTE = (
+    "Cells: mean ± 95 % CI over episodes (one number: a single fixed split). "
+    f"{NOT_RUN}: the row group does not run that shot setting. ≤K-shot: at most K support clips per class "
+    "(a class with fewer gives all it has); all: the whole training list as support. "
+    "`paper`: the number the paper reports for CALM on that benchmark (its best setting), beside the row "
+    f"that reproduces the authors' setting for it; {NOT_REPORTED}: the paper gives no number for that row."
+)
+LATEX_ESCAPES = (
+    ("\\", r"\textbackslash{}"),
+    ("&", r"\&"),
+    ("%", r"\%"),
+    ("_", r"\_"),
+    ("#", r"\#"),
+    ("±", r"$\pm$"),
+    ("≤", r"$\leq$"),
+    ("·", r"$\cdot$"),
+    ("—", "---"),
+)
 
 
 def cell(mean: float, ci: float) -> str:
@@ -39,7 +50,9 @@ def table_rows(spec: TableSpec, numbers: list[Number]) -> list[list[str]]:
     paper = {(n.experiment, n.method): n for n in numbers if n.source == PAPER}
     rows = []
     for group in spec.groups:
-        methods = list(dict.fromkeys(n.method for n in numbers if n.experiment == group.experiment and n.source == OURS))
+        methods = list(
+            dict.fromkeys(n.method for n in numbers if n.experiment == group.experiment and n.source == OURS)
+        )
         for method in methods:
             shots_cells = []
             for shots in spec.shots:
@@ -58,8 +71,11 @@ def group_notes(spec: TableSpec) -> list[str]:
     seeded group's note says its cells are mean ± sd over its seeds."""
     notes = []
     for group in spec.groups:
-        seeds = (f"cells: mean ± sd over {len(group.seeds)} seeds ({', '.join(map(str, group.seeds))}), "
-                 "one job per seed" if group.seeds else "")
+        seeds = (
+            f"cells: mean ± sd over {len(group.seeds)} seeds ({', '.join(map(str, group.seeds))}), one job per seed"
+            if group.seeds
+            else ""
+        )
         text = "; ".join(part for part in (group.note.rstrip(".") if seeds else group.note, seeds) if part)
         if text:
             notes.append(f"{group.label}: {text}")
@@ -74,11 +90,16 @@ def leak_notes(outcomes: list[JobOutcome]) -> list[str]:
         row = next((r for r in outcome.rows.values() if r.get("leaks_test_clips")), None)
         if row is None:
             continue
-        shares = [f"{row[key]:.1%} of the {name} rows" for key, name in
-                  (("support_test_clip_share", "support"), ("val_test_clip_share", "val")) if key in row]
+        shares = [
+            f"{row[key]:.1%} of the {name} rows"
+            for key, name in (("support_test_clip_share", "support"), ("val_test_clip_share", "val"))
+            if key in row
+        ]
         seed = "" if outcome.seed is None else f", seed {outcome.seed}"
-        notes.append(f"{outcome.group.label} ({outcome.shots.header}{seed}): marked leaks_test_clips, measured: "
-                     f"{' and '.join(shares) or 'some support rows'} are test clips' audio files")
+        notes.append(
+            f"{outcome.group.label} ({outcome.shots.header}{seed}): marked leaks_test_clips, measured: "
+            f"{' and '.join(shares) or 'some support rows'} are test clips' audio files"
+        )
     return notes
 
 
@@ -92,8 +113,12 @@ def no_data_notes(outcomes: list[JobOutcome]) -> list[str]:
 
 
 def markdown(spec: TableSpec, rows: list[list[str]], notes: list[str]) -> str:
-    lines = [f"## {spec.title}", "", "| " + " | ".join(headers(spec)) + " |",
-             "|" + "|".join("---" if i < 2 else "---:" for i in range(len(headers(spec)))) + "|"]
+    lines = [
+        f"## {spec.title}",
+        "",
+        "| " + " | ".join(headers(spec)) + " |",
+        "|" + "|".join("---" if i < 2 else "---:" for i in range(len(headers(spec)))) + "|",
+    ]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     lines += ["", FOOTNOTE, *(f"- {note}" for note in notes), ""]
     return "\n".join(lines)
@@ -108,9 +133,15 @@ def latex_escape(text: str) -> str:
 def latex(spec: TableSpec, rows: list[list[str]], notes: list[str]) -> str:
     """A booktabs tabular; a group's label stands on its first row only, groups split by \\midrule."""
     columns = "ll" + "r" * (len(headers(spec)) - 2)
-    lines = [r"\begin{table}[t]", r"\centering", f"\\caption{{{latex_escape(spec.title)}}}",
-             f"\\begin{{tabular}}{{{columns}}}", r"\toprule",
-             " & ".join(latex_escape(h) for h in headers(spec)) + r" \\", r"\midrule"]
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        f"\\caption{{{latex_escape(spec.title)}}}",
+        f"\\begin{{tabular}}{{{columns}}}",
+        r"\toprule",
+        " & ".join(latex_escape(h) for h in headers(spec)) + r" \\",
+        r"\midrule",
+    ]
     previous = None
     for row in rows:
         if previous is not None and row[0] != previous:

@@ -2,7 +2,8 @@
 
 `configs/tables/smoke.yaml` (plain `--smoke`): generated tones for its `table_smoke` (tiny Qwen2-Audio)
 and `table_smoke_clap` (tiny CLAP) row groups in the `folder` layout, and one group left without data
-on purpose, so both a filled and a "no data" group go through. Any other table (`--smoke --tables paper`): each row group keeps its experiment file (protocol,
+on purpose, so both a filled and a "no data" group go through. Any other table (`--smoke --tables paper`): each row
+group keeps its experiment file (protocol,
 method, prompt, support draw) but runs on the tiny model of its backbone (`tiny_<backbone>`) and on
 generated data written in its dataset's OFFICIAL layout (calm.testing.smoke_layouts), with the
 smoke-sized shots of the table's `smoke` section. Every job's data, cache and finished-job records stay
@@ -41,7 +42,7 @@ SMOKE_PREFIX = "table_smoke"  # every row group table_smoke* of the smoke table 
 SMOKE_CLASSES = ("low", "mid", "high", "chirp")
 SMOKE_DATA = "smoke_data"
 SMOKE_MANIFESTS = "manifests"  # under SMOKE_DATA: the authors' files, small (paper.manifests_dir of the replay groups)
-REPLAY_DATASET = "manifest"    # a replay group's dataset: it reads the manifests over every dataset's clips
+REPLAY_DATASET = "manifest"  # a replay group's dataset: it reads the manifests over every dataset's clips
 TINY_PREFIX = "tiny_"  # configs/backbone/tiny_<name>.yaml: the tiny random model of backbone <name>
 
 
@@ -52,7 +53,7 @@ def write_smoke_data(root: Path, clips_per_class: int = 6, seconds: float = 1.0,
     for index, name in enumerate(SMOKE_CLASSES):
         (root / name).mkdir(parents=True, exist_ok=True)
         for clip in range(clips_per_class):
-            base = 220.0 * 2 ** index
+            base = 220.0 * 2**index
             pitch = base * (1 + 2 * t) if name == "chirp" else np.full_like(t, base * (1 + 0.02 * clip))
             wave = 0.3 * np.sin(2 * np.pi * np.cumsum(pitch) / rate) + 0.02 * rng.standard_normal(len(t))
             sf.write(root / name / f"{name}_{clip}.wav", wave.astype(np.float32), rate)
@@ -62,16 +63,18 @@ def write_smoke_data(root: Path, clips_per_class: int = 6, seconds: float = 1.0,
 def job_overrides(out_dir: Path) -> list[str]:
     """Keep every job's data (and tiny models), cache and finished-job records inside `out_dir`."""
     out_dir = Path(out_dir)
-    return [f"paths.data_dir={out_dir / 'data'}", f"paths.cache_dir={out_dir / 'cache'}",
-            f"paths.finished_dir={out_dir / 'finished'}"]
+    return [
+        f"paths.data_dir={out_dir / 'data'}",
+        f"paths.cache_dir={out_dir / 'cache'}",
+        f"paths.finished_dir={out_dir / 'finished'}",
+    ]
 
 
 def smoke_overrides(out_dir: Path, spec: TableSpec | None = None) -> tuple[list[str], dict[str, list[str]]]:
     """The smoke table: write the tones under `out_dir` and return (overrides for every job, per-group
     overrides): every `table_smoke*` group of `spec` (default: the `table_smoke` group) reads the tones."""
     data = write_smoke_data(Path(out_dir) / SMOKE_DATA / "tones")
-    groups = ([g.experiment for g in spec.groups if g.experiment.startswith(SMOKE_PREFIX)] if spec
-              else [SMOKE_PREFIX])
+    groups = [g.experiment for g in spec.groups if g.experiment.startswith(SMOKE_PREFIX)] if spec else [SMOKE_PREFIX]
     return job_overrides(out_dir), {group: [f"dataset.root={data}"] for group in groups}
 
 
@@ -112,34 +115,44 @@ def write_audioset(root: Path) -> Path:
 
 def write_asvspoof(root: Path) -> Path:
     """LA/ with the CM protocol files and flac clips: 6 train and 6 eval utterances, half spoofed."""
+
     def lines(prefix: str) -> list[str]:
-        return [f"LA_0001 LA_{prefix}_{i:07d} - {'-' if i < 3 else 'A01'} {'bonafide' if i < 3 else 'spoof'}"
-                for i in range(6)]
+        return [
+            f"LA_0001 LA_{prefix}_{i:07d} - {'-' if i < 3 else 'A01'} {'bonafide' if i < 3 else 'spoof'}"
+            for i in range(6)
+        ]
 
     make_asvspoof(root, {"train": lines("T"), "eval": lines("E")}, seconds=0.5)
     return root
 
 
 SMOKE_DATASETS: dict[str, Callable[[Path], Path]] = {
-    "esc50": write_esc50, "vggsound": write_vggsound, "audioset": write_audioset, "asvspoof2019_la": write_asvspoof,
+    "esc50": write_esc50,
+    "vggsound": write_vggsound,
+    "audioset": write_audioset,
+    "asvspoof2019_la": write_asvspoof,
 }
 
 
 def write_manifests(folder: Path, seeds: Sequence[int]) -> Path:
     """Every manifest a replay group names, small, over the clips the writers above generate (their file
     names and splits are restated here from those writers); `seeds`: the seeded support files to write."""
-    esc = {ESC50_CATEGORIES[t]: [r[0] for r in sorted(esc50_rows(**ESC50_SMOKE), key=lambda r: r[5])
-                                 if r[2] == t] for t in range(ESC50_SMOKE["classes"])}
+    esc = {
+        ESC50_CATEGORIES[t]: [r[0] for r in sorted(esc50_rows(**ESC50_SMOKE), key=lambda r: r[5]) if r[2] == t]
+        for t in range(ESC50_SMOKE["classes"])
+    }
     write_esc50_manifests(folder, list(esc), esc)
     stems = {name: [f"smoke{c + 3 * k:06d}_000030" for k in range(6)] for c, name in enumerate(VGGSOUND_CLASSES)}
     write_vggsound_manifests(folder, stems, seeds)
     names = [name for _, name in AUDIOSET_LABELS]
-    clips = [(f"smoke{i:06d}_000000.flac", [names[i % 3]] + ([names[(i + 1) % 3]] if i % 3 == 0 else []))
-             for i in range(15)]
+    clips = [
+        (f"smoke{i:06d}_000000.flac", [names[i % 3]] + ([names[(i + 1) % 3]] if i % 3 == 0 else [])) for i in range(15)
+    ]
     write_audioset_manifests(folder, clips[:9], clips[9:], names)
     spoofs = [(i, "bonafide" if i < 3 else "spoof") for i in range(6)]
-    write_asvspoof_manifests(folder, [(f"LA_T_{i:07d}", c) for i, c in spoofs],
-                             [(f"LA_E_{i:07d}", c) for i, c in spoofs])
+    write_asvspoof_manifests(
+        folder, [(f"LA_T_{i:07d}", c) for i, c in spoofs], [(f"LA_E_{i:07d}", c) for i, c in spoofs]
+    )
     return folder
 
 
@@ -160,19 +173,31 @@ def smoke_shots(spec: TableSpec, shots: ShotSetting) -> ShotSetting:
     if shots.k is None:
         return shots
     if shots.k not in spec.smoke_shots:
-        raise ConfigError(f"table {spec.name!r}: no smoke size for {shots.k}-shot",
-                          f"add {shots.k}: <small K> to `smoke.shots` in configs/tables/{spec.name}.yaml")
+        raise ConfigError(
+            f"table {spec.name!r}: no smoke size for {shots.k}-shot",
+            f"add {shots.k}: <small K> to `smoke.shots` in configs/tables/{spec.name}.yaml",
+        )
     return replace(shots, k=spec.smoke_shots[shots.k])
 
 
 def smoke_spec(spec: TableSpec) -> TableSpec:
     """`spec` with every group's shot settings at their smoke size, a seeded group's first `smoke.seeds`
     seeds, and a title that says so."""
-    groups = tuple(replace(g, shots=tuple(dict.fromkeys(smoke_shots(spec, s) for s in g.shots)),
-                           seeds=g.seeds[:spec.smoke_seeds] if spec.smoke_seeds else g.seeds) for g in spec.groups)
+    groups = tuple(
+        replace(
+            g,
+            shots=tuple(dict.fromkeys(smoke_shots(spec, s) for s in g.shots)),
+            seeds=g.seeds[: spec.smoke_seeds] if spec.smoke_seeds else g.seeds,
+        )
+        for g in spec.groups
+    )
     columns = tuple(sorted({s for g in groups for s in g.shots}, key=column_order))
-    return replace(spec, title=f"Smoke run (tiny backbones, generated data; numbers mean nothing) of: {spec.title}",
-                   shots=columns, groups=groups)
+    return replace(
+        spec,
+        title=f"Smoke run (tiny backbones, generated data; numbers mean nothing) of: {spec.title}",
+        shots=columns,
+        groups=groups,
+    )
 
 
 def table_smoke_overrides(spec: TableSpec, out_dir: Path) -> dict[str, list[str]]:
@@ -184,17 +209,21 @@ def table_smoke_overrides(spec: TableSpec, out_dir: Path) -> dict[str, list[str]
     per_group: dict[str, list[str]] = {}
     with job_configs():
         for group in spec.groups:
-            cfg = compose_job(group, group.shots[0], out_dir, job_overrides(out_dir),
-                              group.seeds[0] if group.seeds else None)
+            cfg = compose_job(
+                group, group.shots[0], out_dir, job_overrides(out_dir), group.seeds[0] if group.seeds else None
+            )
             dataset, backbone = str(cfg.dataset.name), str(cfg.backbone.name)
             if dataset not in SMOKE_DATASETS and dataset != REPLAY_DATASET:
-                raise ConfigError(f"row group {group.label!r}: no generated smoke data for dataset {dataset!r}",
-                                  f"add a writer for it to SMOKE_DATASETS in calm/tables/smoke.py "
-                                  f"(have {sorted(SMOKE_DATASETS)})")
+                raise ConfigError(
+                    f"row group {group.label!r}: no generated smoke data for dataset {dataset!r}",
+                    f"add a writer for it to SMOKE_DATASETS in calm/tables/smoke.py (have {sorted(SMOKE_DATASETS)})",
+                )
             tiny = backbone if backbone.startswith(TINY_PREFIX) else f"{TINY_PREFIX}{backbone}"
             if not (CONFIGS_DIR / "backbone" / f"{tiny}.yaml").is_file():
-                raise ConfigError(f"row group {group.label!r}: backbone {backbone!r} has no tiny model for the smoke run",
-                                  f"add configs/backbone/{tiny}.yaml")
+                raise ConfigError(
+                    f"row group {group.label!r}: backbone {backbone!r} has no tiny model for the smoke run",
+                    f"add configs/backbone/{tiny}.yaml",
+                )
             if dataset == REPLAY_DATASET:
                 data = replay_overrides(out_dir, written, spec.groups)
             else:

@@ -30,22 +30,31 @@ def rotated(classes: Sequence[str], shift: int) -> list[str]:
 
 def write_esc50_manifests(folder: Path, classes: Sequence[str], files: dict[str, list[str]]) -> None:
     """esc/: `files` maps each class to its clip names (index 0 and 5 in fold 1, the rest in folds 2-5)."""
+
     def entry(name: str, label: str, shift: int = 0) -> dict:
         return mcq(ESC_PATH + name, label, rotated(classes, shift), code=f"/m/esc{classes.index(label):02d}")
 
     val = [entry(clips[0], c) for c, clips in files.items()]
     test_split = [entry(clips[5], c, 1) for c, clips in files.items()]
-    forty = [e for c, clips in files.items()
-             for e in (entry(clips[3], c), entry(clips[3], c, 2), entry(clips[0], c, 1), entry(clips[5], c, 2))]
+    forty = [
+        e
+        for c, clips in files.items()
+        for e in (entry(clips[3], c), entry(clips[3], c, 2), entry(clips[0], c, 1), entry(clips[5], c, 2))
+    ]
     write(folder / "esc" / "esc_mcq_train.json", [entry(clips[k], c) for c, clips in files.items() for k in (1, 2)])
     write(folder / "esc" / "esc_mcq_val.json", val)
     write(folder / "esc" / "esc_mcq_test_split.json", test_split)
     write(folder / "esc" / "esc_mcq_test.json", val + test_split)
     write(folder / "esc" / "esc50_mcq_40shot_train.json", forty)
     wrong = classes[1]
-    labelled = [pseudo(e, wrong if i == 0 else e["mapped_label"],
-                       [wrong if i == 0 else e["mapped_label"]] * 5 + ["", "a sound", e["mapped_label"].upper()])
-                for i, e in enumerate(forty)]
+    labelled = [
+        pseudo(
+            e,
+            wrong if i == 0 else e["mapped_label"],
+            [wrong if i == 0 else e["mapped_label"]] * 5 + ["", "a sound", e["mapped_label"].upper()],
+        )
+        for i, e in enumerate(forty)
+    ]
     write(folder / "esc" / "pseudolabeled_esc_40shot_mcq_qwen2.5_8trials.json", labelled)
 
 
@@ -55,8 +64,13 @@ def write_vggsound_manifests(folder: Path, stems: dict[str, list[str]], seeds: S
     classes = list(stems)
 
     def entry(stem: str, label: str, shift: int = 0, video: bool = False) -> dict:
-        return mcq(VGG_AUDIO + f"{stem}.flac", label, rotated(classes, shift), code=f"vgg_{classes.index(label)}",
-                   video=VGG_VIDEO + f"{stem}.mp4" if video else None)
+        return mcq(
+            VGG_AUDIO + f"{stem}.flac",
+            label,
+            rotated(classes, shift),
+            code=f"vgg_{classes.index(label)}",
+            video=VGG_VIDEO + f"{stem}.mp4" if video else None,
+        )
 
     def part(indices: Sequence[int], video: bool = False) -> list[dict]:
         return [entry(s[k], c, k, video) for c, s in stems.items() for k in indices]
@@ -72,10 +86,15 @@ def write_vggsound_manifests(folder: Path, stems: dict[str, list[str]], seeds: S
     write(folder / "vggsound" / "vgg_video_test.json", part((4, 5), video=True))
 
 
-def write_audioset_manifests(folder: Path, train: Sequence[tuple[str, Sequence[str]]],
-                             evaluation: Sequence[tuple[str, Sequence[str]]], names: Sequence[str]) -> None:
+def write_audioset_manifests(
+    folder: Path,
+    train: Sequence[tuple[str, Sequence[str]]],
+    evaluation: Sequence[tuple[str, Sequence[str]]],
+    names: Sequence[str],
+) -> None:
     """audioset/: one question per positive label; the training file pseudo-labelled (confidence only, as
     theirs), the test file with the answer in `correct_label`."""
+
     def questions(clips: Sequence[tuple[str, Sequence[str]]], test: bool, offset: int) -> list[dict]:
         entries = []
         for n, (clip, labels) in enumerate(clips):
@@ -88,7 +107,9 @@ def write_audioset_manifests(folder: Path, train: Sequence[tuple[str, Sequence[s
     write(folder / "audioset" / "audioset_test_individual_mcqs.json", questions(evaluation, True, len(train)))
 
 
-def write_asvspoof_manifests(folder: Path, train: Sequence[tuple[str, str]], evaluation: Sequence[tuple[str, str]]) -> None:
+def write_asvspoof_manifests(
+    folder: Path, train: Sequence[tuple[str, str]], evaluation: Sequence[tuple[str, str]]
+) -> None:
     """LA_AvSpoof/: (utterance id, class) per entry, no options (the question lists both classes)."""
     for name, split, rows in (("LA_train.json", "train", train), ("LA_eval.json", "eval", evaluation)):
         write(folder / "LA_AvSpoof" / name, [spoof(LA_PATH.format(split=split) + f"{u}.flac", c) for u, c in rows])

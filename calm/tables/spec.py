@@ -25,9 +25,14 @@ EXPERIMENTS_DIR = CONFIGS_DIR / "experiment"
 # The metrics a row group may show (results.json has `<metric>_mean` / `<metric>_ci95` per row).
 # Per-label question rows (AudioSet under protocol=paper) score a clip by its questions: all right
 # (`exact_match_questions`, the authors' runner) or the predicted label set equal to the clip's.
-METRIC_NAMES = {"accuracy": "accuracy (%)", "exact_match": "exact match (%)", "eer": "EER (%)",
-                "macro_f1": "macro-F1 (%)", "exact_match_questions": "exact match, every question right (%)",
-                "exact_match_sets": "exact match, label sets equal (%)"}
+METRIC_NAMES = {
+    "accuracy": "accuracy (%)",
+    "exact_match": "exact match (%)",
+    "eer": "EER (%)",
+    "macro_f1": "macro-F1 (%)",
+    "exact_match_questions": "exact match, every question right (%)",
+    "exact_match_sets": "exact match, label sets equal (%)",
+}
 ALL_SHOTS = "all"
 AT_MOST = re.compile(r"^(?:<=|≤)\s*(\d+)$")
 
@@ -77,9 +82,10 @@ def shot_setting(raw: Any, where: str) -> ShotSetting:
     match = AT_MOST.match(text)
     if match and int(match.group(1)) >= 1:
         return ShotSetting(int(match.group(1)), at_most=True)
-    raise ConfigError(f"{where}: shot entry {raw!r} is not a shot setting",
-                    'write a positive int K (exactly K per class), "<=K" (at most K per class) or "all" '
-                    "(the whole training list)")
+    raise ConfigError(
+        f"{where}: shot entry {raw!r} is not a shot setting",
+        'write a positive int K (exactly K per class), "<=K" (at most K per class) or "all" (the whole training list)',
+    )
 
 
 @dataclass(frozen=True)
@@ -129,8 +135,10 @@ def table_names(folder: Path = TABLES_DIR) -> list[str]:
 def shot_list(raw: Any, where: str) -> tuple[ShotSetting, ...]:
     """A `shots` list of a table or a group, each entry checked."""
     if not isinstance(raw, list) or not raw:
-        raise ConfigError(f"{where}: `shots` must be a non-empty list, got {raw!r}",
-                        'e.g. shots: [20, 40], shots: ["<=20"] or shots: [all]')
+        raise ConfigError(
+            f"{where}: `shots` must be a non-empty list, got {raw!r}",
+            'e.g. shots: [20, 40], shots: ["<=20"] or shots: [all]',
+        )
     return tuple(shot_setting(entry, where) for entry in raw)
 
 
@@ -146,33 +154,59 @@ def load_table(name: str, folder: Path = TABLES_DIR, experiments: Path = EXPERIM
     for raw in spec["groups"]:
         experiment = raw["experiment"]
         if not (Path(experiments) / f"{experiment}.yaml").is_file():
-            raise ConfigError(f"table {name!r} names experiment {experiment!r}, which has no file",
-                            f"add configs/experiment/{experiment}.yaml or fix {path}")
+            raise ConfigError(
+                f"table {name!r} names experiment {experiment!r}, which has no file",
+                f"add configs/experiment/{experiment}.yaml or fix {path}",
+            )
         metric = raw.get("metric", "accuracy")
         if metric not in METRIC_NAMES:
             raise ConfigError(f"table {name!r}: unknown metric {metric!r}", f"use one of {sorted(METRIC_NAMES)}")
         shots = shot_list(raw["shots"], f"table {name!r}, group {experiment!r}") if "shots" in raw else table_shots
         if not shots:
-            raise ConfigError(f"table {name!r}: group {experiment!r} has no shot settings",
-                            f"give the group or the table a `shots` list in {path}")
-        groups.append(RowGroup(experiment, raw.get("label", experiment), metric,
-                               {k: float(v) for k, v in (raw.get("paper") or {}).items()}, shots,
-                               str(raw.get("note", "")).strip(), tuple(raw.get("smoke_overrides") or ()),
-                               bool(raw.get("replay", False)), seed_list(raw.get("seeds"), f"table {name!r}, group {experiment!r}")))
+            raise ConfigError(
+                f"table {name!r}: group {experiment!r} has no shot settings",
+                f"give the group or the table a `shots` list in {path}",
+            )
+        groups.append(
+            RowGroup(
+                experiment,
+                raw.get("label", experiment),
+                metric,
+                {k: float(v) for k, v in (raw.get("paper") or {}).items()},
+                shots,
+                str(raw.get("note", "")).strip(),
+                tuple(raw.get("smoke_overrides") or ()),
+                bool(raw.get("replay", False)),
+                seed_list(raw.get("seeds"), f"table {name!r}, group {experiment!r}"),
+            )
+        )
     columns = tuple(sorted({*table_shots, *(s for g in groups for s in g.shots)}, key=column_order))
     smoke = spec.get("smoke") or {}
     smoke_shots = {int(k): int(v) for k, v in (smoke.get("shots") or {}).items()}
     seeds = smoke.get("seeds")
-    return TableSpec(name, spec.get("title", name), columns, tuple(groups), smoke_shots,
-                     tuple(smoke.get("overrides") or ()), None if seeds is None else int(seeds))
+    return TableSpec(
+        name,
+        spec.get("title", name),
+        columns,
+        tuple(groups),
+        smoke_shots,
+        tuple(smoke.get("overrides") or ()),
+        None if seeds is None else int(seeds),
+    )
 
 
 def seed_list(raw: Any, where: str) -> tuple[int, ...]:
     """A group's `seeds`: distinct non-negative ints (none: one job per shot setting)."""
     if raw is None:
         return ()
-    if not isinstance(raw, list) or not raw or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
-                                                       for s in raw) or len(set(raw)) != len(raw):
-        raise ConfigError(f"{where}: `seeds` must be a non-empty list of distinct non-negative ints, got {raw!r}",
-                          "e.g. seeds: [123, 456, 101]")
+    if (
+        not isinstance(raw, list)
+        or not raw
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in raw)
+        or len(set(raw)) != len(raw)
+    ):
+        raise ConfigError(
+            f"{where}: `seeds` must be a non-empty list of distinct non-negative ints, got {raw!r}",
+            "e.g. seeds: [123, 456, 101]",
+        )
     return tuple(raw)

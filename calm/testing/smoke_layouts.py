@@ -14,16 +14,69 @@ import numpy as np
 import soundfile as sf
 
 ESC50_CATEGORIES = (
-    "dog", "rooster", "pig", "cow", "frog", "cat", "hen", "insects", "sheep", "crow", "rain", "sea_waves",
-    "crackling_fire", "crickets", "chirping_birds", "water_drops", "wind", "pouring_water", "toilet_flush",
-    "thunderstorm", "crying_baby", "sneezing", "clapping", "breathing", "coughing", "footsteps", "laughing",
-    "brushing_teeth", "snoring", "drinking_sipping", "door_wood_knock", "mouse_click", "keyboard_typing",
-    "door_wood_creaks", "can_opening", "washing_machine", "vacuum_cleaner", "clock_alarm", "clock_tick",
-    "glass_breaking", "helicopter", "chainsaw", "siren", "car_horn", "engine", "train", "church_bells",
-    "airplane", "fireworks", "hand_saw",
+    "dog",
+    "rooster",
+    "pig",
+    "cow",
+    "frog",
+    "cat",
+    "hen",
+    "insects",
+    "sheep",
+    "crow",
+    "rain",
+    "sea_waves",
+    "crackling_fire",
+    "crickets",
+    "chirping_birds",
+    "water_drops",
+    "wind",
+    "pouring_water",
+    "toilet_flush",
+    "thunderstorm",
+    "crying_baby",
+    "sneezing",
+    "clapping",
+    "breathing",
+    "coughing",
+    "footsteps",
+    "laughing",
+    "brushing_teeth",
+    "snoring",
+    "drinking_sipping",
+    "door_wood_knock",
+    "mouse_click",
+    "keyboard_typing",
+    "door_wood_creaks",
+    "can_opening",
+    "washing_machine",
+    "vacuum_cleaner",
+    "clock_alarm",
+    "clock_tick",
+    "glass_breaking",
+    "helicopter",
+    "chainsaw",
+    "siren",
+    "car_horn",
+    "engine",
+    "train",
+    "church_bells",
+    "airplane",
+    "fireworks",
+    "hand_saw",
 )
-ESC10 = {"dog", "rooster", "rain", "sea_waves", "crackling_fire", "crying_baby", "sneezing", "clock_tick",
-         "helicopter", "chainsaw"}
+ESC10 = {
+    "dog",
+    "rooster",
+    "rain",
+    "sea_waves",
+    "crackling_fire",
+    "crying_baby",
+    "sneezing",
+    "clock_tick",
+    "helicopter",
+    "chainsaw",
+}
 ESC50_HEADER = "filename,fold,target,category,esc10,src_file,take"
 
 
@@ -39,8 +92,9 @@ def audio_bytes(rate: int, seconds: float, fmt: str = "WAV", freq: float = 440.0
     return buffer.getvalue()
 
 
-def write_mp4(path: Path, rate: int, seconds: float, freq: float = 440.0, channels: int = 2,
-              video_frames: int = 3) -> np.ndarray:
+def write_mp4(
+    path: Path, rate: int, seconds: float, freq: float = 440.0, channels: int = 2, video_frames: int = 3
+) -> np.ndarray:
     """An mp4 with an mpeg4 video stream and an AAC audio stream; returns the audio written (samples, channels)."""
     wave = tone(rate, seconds, freq, channels)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,7 +107,7 @@ def write_mp4(path: Path, rate: int, seconds: float, freq: float = 440.0, channe
             container.mux(video.encode(frame))
         container.mux(video.encode())
         for start in range(0, len(wave), 1024):
-            chunk = np.ascontiguousarray(wave[start:start + 1024].T)
+            chunk = np.ascontiguousarray(wave[start : start + 1024].T)
             frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="stereo" if channels == 2 else "mono")
             frame.sample_rate, frame.pts = rate, start
             container.mux(audio.encode(frame))
@@ -72,8 +126,13 @@ def esc50_rows(classes: int = 50, per_class: int = 40) -> list[tuple[str, int, i
     return sorted(rows)
 
 
-def make_esc50(parent: Path, rows: Sequence[tuple] | None = None, skip: Iterable[str] = (),
-               header: str = ESC50_HEADER, seconds: float = 0.01) -> Path:
+def make_esc50(
+    parent: Path,
+    rows: Sequence[tuple] | None = None,
+    skip: Iterable[str] = (),
+    header: str = ESC50_HEADER,
+    seconds: float = 0.01,
+) -> Path:
     """`parent/ESC-50-master` with meta/esc50.csv and one 44.1 kHz mono wav per row (except `skip`)."""
     base = parent / "ESC-50-master"
     (base / "meta").mkdir(parents=True, exist_ok=True)
@@ -89,8 +148,9 @@ def make_esc50(parent: Path, rows: Sequence[tuple] | None = None, skip: Iterable
     return base
 
 
-def make_vggsound(root: Path, rows: Sequence[tuple[str, int, str, str]], present: dict[str, str],
-                  clips_dir: str = "video") -> Path:
+def make_vggsound(
+    root: Path, rows: Sequence[tuple[str, int, str, str]], present: dict[str, str], clips_dir: str = "video"
+) -> Path:
     """vggsound.csv (no header) and, for each `present` stem, a clip of that kind ("mp4", "wav" or "flac")."""
     root.mkdir(parents=True, exist_ok=True)
     with open(root / "vggsound.csv", "w", newline="") as handle:
@@ -105,8 +165,13 @@ def make_vggsound(root: Path, rows: Sequence[tuple[str, int, str, str]], present
     return root
 
 
-def make_asvspoof(parent: Path, partitions: dict[str, Sequence[str]], absent: Iterable[str] = (),
-                  rate: int = 16000, seconds: float = 0.05) -> Path:
+def make_asvspoof(
+    parent: Path,
+    partitions: dict[str, Sequence[str]],
+    absent: Iterable[str] = (),
+    rate: int = 16000,
+    seconds: float = 0.05,
+) -> Path:
     """`parent/LA` with the CM protocol files (the given lines) and one flac per utterance not in `absent`."""
     la = parent / "LA"
     protocols = la / "ASVspoof2019_LA_cm_protocols"
@@ -135,9 +200,14 @@ def audioset_segments(rows: Sequence[tuple[str, float, float, str]]) -> str:
     return "\n".join(head + [f'{y}, {s:.3f}, {e:.3f}, "{m}"' for y, s, e, m in rows]) + "\n"
 
 
-def make_audioset(root: Path, labels: Sequence[tuple[str, str]], train: Sequence[tuple[str, float, float, str]],
-                  evaluation: Sequence[tuple[str, float, float, str]], clips: dict[str, str],
-                  seconds: float = 0.05) -> Path:
+def make_audioset(
+    root: Path,
+    labels: Sequence[tuple[str, str]],
+    train: Sequence[tuple[str, float, float, str]],
+    evaluation: Sequence[tuple[str, float, float, str]],
+    clips: dict[str, str],
+    seconds: float = 0.05,
+) -> Path:
     """class_labels_indices.csv, the two segment CSVs and `audio/<sub>/<name>` flac clips (`clips`: name -> sub)."""
     root.mkdir(parents=True, exist_ok=True)
     index = ["index,mid,display_name"] + [f'{i},{mid},"{name}"' for i, (mid, name) in enumerate(labels)]

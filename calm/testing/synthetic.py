@@ -21,8 +21,16 @@ class SyntheticSplit:
     n_classes: int
 
 
-def synthetic_split(heads: int, dim: int, classes: int, support_per_class: int, queries: int,
-                    balanced_queries: bool = True, signal: float = 0.2, seed: int = 0) -> SyntheticSplit:
+def synthetic_split(
+    heads: int,
+    dim: int,
+    classes: int,
+    support_per_class: int,
+    queries: int,
+    balanced_queries: bool = True,
+    signal: float = 0.2,
+    seed: int = 0,
+) -> SyntheticSplit:
     """`support_per_class` clips per class; `queries` query clips (per class when balanced, else in
     total with random labels); `signal` sets how hard the split is."""
     g = torch.Generator().manual_seed(seed)

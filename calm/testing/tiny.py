@@ -58,16 +58,36 @@ QWEN_TURNS_TAIL = (
 )
 # The chat template shipped with Qwen/Qwen2-Audio-7B-Instruct (chat_template.json).
 QWEN2_AUDIO_CHAT_TEMPLATE = (
-    "{% set audio_count = namespace(value=0) %}" + QWEN_TURNS_HEAD +
-    "{% if 'audio' in content or 'audio_url' in content %}"
+    "{% set audio_count = namespace(value=0) %}"
+    + QWEN_TURNS_HEAD
+    + "{% if 'audio' in content or 'audio_url' in content %}"
     "{% set audio_count.value = audio_count.value + 1 %}"
     "Audio {{ audio_count.value }}: <|audio_bos|><|AUDIO|><|audio_eos|>\n" + QWEN_TURNS_TAIL
 )
-QWEN2_AUDIO_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>")
-TINY_TEXT = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-             "num_key_value_heads": 2, "head_dim": 16}
-TINY_AUDIO = {"d_model": 64, "encoder_layers": 2, "encoder_attention_heads": 4, "encoder_ffn_dim": 128,
-              "num_mel_bins": 128, "max_source_positions": 1500}
+QWEN2_AUDIO_SPECIAL_TOKENS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|AUDIO|>",
+    "<|audio_bos|>",
+    "<|audio_eos|>",
+)
+TINY_TEXT = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 16,
+}
+TINY_AUDIO = {
+    "d_model": 64,
+    "encoder_layers": 2,
+    "encoder_attention_heads": 4,
+    "encoder_ffn_dim": 128,
+    "num_mel_bins": 128,
+    "max_source_positions": 1500,
+}
 # Larger than the real 0.02 so random activations are far from zero and tolerances mean something.
 TINY_INIT_RANGE = 0.2
 
@@ -93,7 +113,7 @@ def word_merges(pieces: Sequence[str], vocab: dict[str, int]) -> list[tuple[str,
     merges: list[tuple[str, str]] = []
     for piece in sorted(set(pieces), key=lambda p: (-len(p), p)):
         for end in range(1, len(piece)):
-            pair, merged = (piece[:end], piece[end]), piece[:end + 1]
+            pair, merged = (piece[:end], piece[end]), piece[: end + 1]
             if merged not in vocab:
                 vocab[merged] = len(vocab)
                 merges.append(pair)
@@ -114,7 +134,11 @@ def tiny_qwen2_tokenizer(words: Sequence[str] = ()) -> Qwen2Tokenizer:
         vocab[token] = len(vocab)
     merges = word_merges(words, vocab)
     tokenizer = Qwen2Tokenizer(
-        vocab=vocab, merges=merges, unk_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        vocab=vocab,
+        merges=merges,
+        unk_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
         extra_special_tokens=list(QWEN2_AUDIO_SPECIAL_TOKENS[1:]),
     )
     tokenizer.padding_side = "left"
@@ -125,21 +149,36 @@ def tiny_qwen2_tokenizer(words: Sequence[str] = ()) -> Qwen2Tokenizer:
 def tiny_qwen2_audio_processor(words: Sequence[str] = ()) -> Qwen2AudioProcessor:
     """The real processor: Whisper features as Qwen2-Audio uses them (128 mel bins, 16 kHz, 30 s window);
     `words` as in `tiny_qwen2_tokenizer`."""
-    features = WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, hop_length=160, chunk_length=30,
-                                       n_fft=400, padding_value=0.0, return_attention_mask=True)
-    return Qwen2AudioProcessor(feature_extractor=features, tokenizer=tiny_qwen2_tokenizer(words),
-                               chat_template=QWEN2_AUDIO_CHAT_TEMPLATE)
+    features = WhisperFeatureExtractor(
+        feature_size=128,
+        sampling_rate=16000,
+        hop_length=160,
+        chunk_length=30,
+        n_fft=400,
+        padding_value=0.0,
+        return_attention_mask=True,
+    )
+    return Qwen2AudioProcessor(
+        feature_extractor=features, tokenizer=tiny_qwen2_tokenizer(words), chat_template=QWEN2_AUDIO_CHAT_TEMPLATE
+    )
 
 
 def tiny_qwen2_audio_config(tokenizer: Qwen2Tokenizer, seed: int) -> Qwen2AudioConfig:
     """Real config classes at tiny sizes; GQA (4 query, 2 KV heads) and the real 1500-position audio window."""
     vocab = len(tokenizer)
-    text = Qwen2Config(vocab_size=vocab + (-vocab % 16), max_position_embeddings=4096, rms_norm_eps=1e-6,
-                       initializer_range=TINY_INIT_RANGE, pad_token_id=tokenizer.pad_token_id,
-                       eos_token_id=tokenizer.eos_token_id, **TINY_TEXT)
+    text = Qwen2Config(
+        vocab_size=vocab + (-vocab % 16),
+        max_position_embeddings=4096,
+        rms_norm_eps=1e-6,
+        initializer_range=TINY_INIT_RANGE,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **TINY_TEXT,
+    )
     audio = Qwen2AudioEncoderConfig(initializer_range=TINY_INIT_RANGE, **TINY_AUDIO)
-    config = Qwen2AudioConfig(audio_config=audio, text_config=text,
-                              audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"))
+    config = Qwen2AudioConfig(
+        audio_config=audio, text_config=text, audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>")
+    )
     config.calm_tiny_seed = seed
     return config
 
@@ -153,8 +192,11 @@ def _perturb_vectors(model: torch.nn.Module) -> None:
 
 
 def _weights_digest(model: torch.nn.Module) -> str:
-    return chunks_sha256(part for name, tensor in sorted(model.state_dict().items())
-                         for part in (name.encode(), tensor.detach().contiguous().numpy().tobytes()))[:16]
+    return chunks_sha256(
+        part
+        for name, tensor in sorted(model.state_dict().items())
+        for part in (name.encode(), tensor.detach().contiguous().numpy().tobytes())
+    )[:16]
 
 
 def save_tiny(model_class: Any, config: Any, processor: Any, dest: Path, seed: int) -> Path:
@@ -186,8 +228,10 @@ def ensure_built(dest: Path, seed: int, build: Callable[[Path, int], Path]) -> P
     if (dest / "config.json").is_file():
         built = json.loads((dest / "config.json").read_text()).get("calm_tiny_seed")
         if built != seed:
-            raise ConfigError(f"{dest} holds a tiny model built with seed {built}, not {seed}",
-                              "give each tiny_seed its own backbone.path (or delete the folder)")
+            raise ConfigError(
+                f"{dest} holds a tiny model built with seed {built}, not {seed}",
+                "give each tiny_seed its own backbone.path (or delete the folder)",
+            )
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
@@ -211,29 +255,34 @@ def ensure_tiny_qwen2_audio(dest: Path, seed: int = 0) -> Path:
 def chatml_template(audio_markup: str, system: str | None = "You are a helpful assistant.") -> str:
     """A ChatML chat template (the Qwen-style turn format several families share) that renders each user
     turn as its audio items (`audio_markup` each) followed by its text items, generation prompt added."""
-    first = ("{% if loop.first and message['role'] != 'system' %}<|im_start|>system\n" + system + "<|im_end|>\n{% endif %}"
-             if system else "")
+    first = (
+        "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\n" + system + "<|im_end|>\n{% endif %}"
+        if system
+        else ""
+    )
     return (
-        "{% for message in messages %}" + first +
-        "<|im_start|>{{ message['role'] }}\n"
+        "{% for message in messages %}" + first + "<|im_start|>{{ message['role'] }}\n"
         "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
-        "{% for content in message['content'] %}{% if content['type'] == 'audio' %}" + audio_markup +
-        "{% endif %}{% endfor %}"
+        "{% for content in message['content'] %}{% if content['type'] == 'audio' %}"
+        + audio_markup
+        + "{% endif %}{% endfor %}"
         "{% for content in message['content'] %}{% if content['type'] == 'text' %}{{ content['text'] }}{% endif %}"
         "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
         "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
     )
 
 
-def special_tokens_tokenizer(specials: Sequence[str], eos: str, pad: str, chat_template: str,
-                             named: dict[str, str] | None = None) -> Qwen2Tokenizer:
+def special_tokens_tokenizer(
+    specials: Sequence[str], eos: str, pad: str, chat_template: str, named: dict[str, str] | None = None
+) -> Qwen2Tokenizer:
     """A byte-level BPE tokenizer (Qwen2's real tokenizer class, every byte one token) with a family's
     special tokens; `named` gives the attributes its processor reads (e.g. {"audio_token": "<|audio_pad|>"})."""
     vocab = {char: i for i, char in enumerate(_byte_alphabet())}
     for token in specials:
         vocab[token] = len(vocab)
-    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[], unk_token=None, eos_token=eos, pad_token=pad,
-                               extra_special_tokens=dict(named or {}))
+    tokenizer = Qwen2Tokenizer(
+        vocab=vocab, merges=[], unk_token=None, eos_token=eos, pad_token=pad, extra_special_tokens=dict(named or {})
+    )
     tokenizer.add_special_tokens({"additional_special_tokens": [t for t in specials if t not in (eos, pad)]})
     tokenizer.padding_side = "left"
     tokenizer.chat_template = chat_template
@@ -242,17 +291,36 @@ def special_tokens_tokenizer(specials: Sequence[str], eos: str, pad: str, chat_t
 
 def whisper_features(chunk_length: int = 30) -> WhisperFeatureExtractor:
     """Whisper log-mel features as these families use them: 128 mel bins, 16 kHz, 10 ms hop."""
-    return WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, hop_length=160, chunk_length=chunk_length,
-                                   n_fft=400, padding_value=0.0, return_attention_mask=True)
+    return WhisperFeatureExtractor(
+        feature_size=128,
+        sampling_rate=16000,
+        hop_length=160,
+        chunk_length=chunk_length,
+        n_fft=400,
+        padding_value=0.0,
+        return_attention_mask=True,
+    )
 
 
 def tiny_text_sizes(tokenizer: Qwen2Tokenizer, **extra: Any) -> dict[str, Any]:
     """The tiny language-model sizes (TINY_TEXT: 2 layers x 4 heads x 16, GQA) with the tokenizer's ids."""
     vocab = len(tokenizer)
-    return {**TINY_TEXT, "vocab_size": vocab + (-vocab % 16), "max_position_embeddings": 4096, "rms_norm_eps": 1e-6,
-            "initializer_range": TINY_INIT_RANGE, "pad_token_id": tokenizer.pad_token_id,
-            "eos_token_id": tokenizer.eos_token_id, **extra}
+    return {
+        **TINY_TEXT,
+        "vocab_size": vocab + (-vocab % 16),
+        "max_position_embeddings": 4096,
+        "rms_norm_eps": 1e-6,
+        "initializer_range": TINY_INIT_RANGE,
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        **extra,
+    }
 
 
-TINY_WHISPER_ENCODER = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128,
-                        "initializer_range": TINY_INIT_RANGE}
+TINY_WHISPER_ENCODER = {
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 128,
+    "initializer_range": TINY_INIT_RANGE,
+}

@@ -26,8 +26,13 @@ ROBERTA_SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>")  # ids 0..3, as in ro
 PROJECTION_DIM = 16
 # The audio tower's output width is patch_embeds_hidden_size * 2**(stages - 1), which the projection reads.
 TINY_AUDIO = {"patch_embeds_hidden_size": 8, "hidden_size": 16, "depths": [1, 1], "num_attention_heads": [1, 2]}
-TINY_TEXT = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32,
-             "max_position_embeddings": 130}
+TINY_TEXT = {
+    "hidden_size": 16,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "intermediate_size": 32,
+    "max_position_embeddings": 130,
+}
 
 
 def tiny_roberta_tokenizer() -> RobertaTokenizer:
@@ -41,19 +46,32 @@ def tiny_roberta_tokenizer() -> RobertaTokenizer:
 
 def tiny_clap_processor() -> ClapProcessor:
     """The real processor with the unfused checkpoint's audio settings."""
-    features = ClapFeatureExtractor(feature_size=64, sampling_rate=48000, hop_length=480, max_length_s=10,
-                                    fft_window_size=1024, frequency_min=50, frequency_max=14000,
-                                    truncation="rand_trunc", padding="repeatpad")
+    features = ClapFeatureExtractor(
+        feature_size=64,
+        sampling_rate=48000,
+        hop_length=480,
+        max_length_s=10,
+        fft_window_size=1024,
+        frequency_min=50,
+        frequency_max=14000,
+        truncation="rand_trunc",
+        padding="repeatpad",
+    )
     return ClapProcessor(feature_extractor=features, tokenizer=tiny_roberta_tokenizer())
 
 
 def tiny_clap_config(tokenizer: RobertaTokenizer, seed: int) -> ClapConfig:
     """Real config classes at tiny sizes; the real 256-wide spectrogram image (64 mel bins), unfused."""
     audio = ClapAudioConfig(projection_dim=PROJECTION_DIM, enable_fusion=False, **TINY_AUDIO)
-    text = ClapTextConfig(vocab_size=len(tokenizer), projection_dim=PROJECTION_DIM,
-                          pad_token_id=tokenizer.pad_token_id, **TINY_TEXT)
-    config = ClapConfig(text_config=text.to_dict(), audio_config=audio.to_dict(), projection_dim=PROJECTION_DIM,
-                        initializer_factor=TINY_INIT_RANGE / 0.02)
+    text = ClapTextConfig(
+        vocab_size=len(tokenizer), projection_dim=PROJECTION_DIM, pad_token_id=tokenizer.pad_token_id, **TINY_TEXT
+    )
+    config = ClapConfig(
+        text_config=text.to_dict(),
+        audio_config=audio.to_dict(),
+        projection_dim=PROJECTION_DIM,
+        initializer_factor=TINY_INIT_RANGE / 0.02,
+    )
     config.calm_tiny_seed = seed
     return config
 

@@ -34,8 +34,9 @@ from calm.testing.tiny import (
 # The chat template shipped with Qwen/Qwen2.5-Omni-7B (audio, image and video items, then text).
 QWEN2_5_OMNI_CHAT_TEMPLATE = (
     "{% set audio_count = namespace(value=0) %}{% set image_count = namespace(value=0) %}"
-    "{% set video_count = namespace(value=0) %}" + QWEN_TURNS_HEAD +
-    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set video_count = namespace(value=0) %}"
+    + QWEN_TURNS_HEAD
+    + "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
     "{% set image_count.value = image_count.value + 1 %}"
     "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}<|vision_bos|><|IMAGE|><|vision_eos|>"
     "{% elif content['type'] == 'audio' or 'audio' in content or 'audio_url' in content %}"
@@ -43,24 +44,66 @@ QWEN2_5_OMNI_CHAT_TEMPLATE = (
     "{% if add_audio_id %}Audio {{ audio_count.value }}: {% endif %}<|audio_bos|><|AUDIO|><|audio_eos|>"
     "{% elif content['type'] == 'video' or 'video' in content %}"
     "{% set video_count.value = video_count.value + 1 %}"
-    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}<|vision_bos|><|VIDEO|><|vision_eos|>" + QWEN_TURNS_TAIL
+    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}<|vision_bos|><|VIDEO|><|vision_eos|>"
+    + QWEN_TURNS_TAIL
 )
 # Qwen2.5-Omni's added tokens in id order (151643...151656 in the real vocabulary).
-OMNI_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>",
-                       "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_bos|>", "<|vision_eos|>",
-                       "<|vision_pad|>", "<|IMAGE|>", "<|VIDEO|>")
+OMNI_SPECIAL_TOKENS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|AUDIO|>",
+    "<|audio_bos|>",
+    "<|audio_eos|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_bos|>",
+    "<|vision_eos|>",
+    "<|vision_pad|>",
+    "<|IMAGE|>",
+    "<|VIDEO|>",
+)
 # The named special tokens the Omni processor reads from its tokenizer (`tokenizer.audio_token`, ...).
-OMNI_NAMED_TOKENS = {"image_token": "<|IMAGE|>", "audio_token": "<|AUDIO|>", "video_token": "<|VIDEO|>",
-                     "vision_bos_token": "<|vision_bos|>", "vision_eos_token": "<|vision_eos|>",
-                     "audio_bos_token": "<|audio_bos|>", "audio_eos_token": "<|audio_eos|>"}
-TINY_TEXT = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-             "num_key_value_heads": 2}
+OMNI_NAMED_TOKENS = {
+    "image_token": "<|IMAGE|>",
+    "audio_token": "<|AUDIO|>",
+    "video_token": "<|VIDEO|>",
+    "vision_bos_token": "<|vision_bos|>",
+    "vision_eos_token": "<|vision_eos|>",
+    "audio_bos_token": "<|audio_bos|>",
+    "audio_eos_token": "<|audio_eos|>",
+}
+TINY_TEXT = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+}
 TINY_MROPE_SECTION = [2, 3, 3]  # temporal, height, width halves of head_dim 16 (real: [16, 24, 24] of 128)
-TINY_AUDIO = {"d_model": 64, "encoder_layers": 2, "encoder_attention_heads": 4, "encoder_ffn_dim": 128,
-              "num_mel_bins": 128, "max_source_positions": 1500, "n_window": 100, "output_dim": 64}
-TINY_VISION = {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "patch_size": 14,
-               "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 56, "out_hidden_size": 64,
-               "fullatt_block_indexes": [1]}
+TINY_AUDIO = {
+    "d_model": 64,
+    "encoder_layers": 2,
+    "encoder_attention_heads": 4,
+    "encoder_ffn_dim": 128,
+    "num_mel_bins": 128,
+    "max_source_positions": 1500,
+    "n_window": 100,
+    "output_dim": 64,
+}
+TINY_VISION = {
+    "depth": 2,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_heads": 2,
+    "patch_size": 14,
+    "spatial_merge_size": 2,
+    "temporal_patch_size": 2,
+    "window_size": 56,
+    "out_hidden_size": 64,
+    "fullatt_block_indexes": [1],
+}
 # Small frames keep the tiny vision tower fast: between 2x2 and 4x4 merged patches per temporal patch.
 TINY_VIDEO_PIXELS = {"shortest_edge": 56 * 56, "longest_edge": 112 * 112}
 
@@ -71,7 +114,11 @@ def tiny_omni_tokenizer() -> Qwen2Tokenizer:
     for token in OMNI_SPECIAL_TOKENS:
         vocab[token] = len(vocab)
     tokenizer = Qwen2Tokenizer(
-        vocab=vocab, merges=[], unk_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        vocab=vocab,
+        merges=[],
+        unk_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
         extra_special_tokens=dict(OMNI_NAMED_TOKENS),
     )
     tokenizer.add_special_tokens({"additional_special_tokens": list(OMNI_SPECIAL_TOKENS[1:])})
@@ -87,25 +134,39 @@ def tiny_omni_processor() -> Qwen2_5OmniProcessor:
     features = whisper_features()
     vision = {"patch_size": 14, "temporal_patch_size": 2, "merge_size": 2, "size": dict(TINY_VIDEO_PIXELS)}
     return Qwen2_5OmniProcessor(
-        image_processor=Qwen2VLImageProcessor(**vision), video_processor=Qwen2VLVideoProcessor(**vision),
-        feature_extractor=features, tokenizer=tiny_omni_tokenizer(), chat_template=QWEN2_5_OMNI_CHAT_TEMPLATE)
+        image_processor=Qwen2VLImageProcessor(**vision),
+        video_processor=Qwen2VLVideoProcessor(**vision),
+        feature_extractor=features,
+        tokenizer=tiny_omni_tokenizer(),
+        chat_template=QWEN2_5_OMNI_CHAT_TEMPLATE,
+    )
 
 
 def tiny_omni_config(tokenizer: Qwen2Tokenizer, seed: int) -> Qwen2_5OmniThinkerConfig:
     """Real config classes at tiny sizes; GQA (4 query, 2 KV heads) and multimodal RoPE as in the real model."""
     vocab = len(tokenizer)
     text = Qwen2_5OmniTextConfig(
-        vocab_size=vocab + (-vocab % 16), max_position_embeddings=4096, rms_norm_eps=1e-6,
-        initializer_range=TINY_INIT_RANGE, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=vocab + (-vocab % 16),
+        max_position_embeddings=4096,
+        rms_norm_eps=1e-6,
+        initializer_range=TINY_INIT_RANGE,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
         rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": TINY_MROPE_SECTION},
-        **TINY_TEXT)
+        **TINY_TEXT,
+    )
     ids = tokenizer.convert_tokens_to_ids
     config = Qwen2_5OmniThinkerConfig(
         audio_config=Qwen2_5OmniAudioEncoderConfig(initializer_range=TINY_INIT_RANGE, **TINY_AUDIO),
         vision_config=Qwen2_5OmniVisionEncoderConfig(initializer_range=TINY_INIT_RANGE, **TINY_VISION),
-        text_config=text, audio_token_index=ids("<|AUDIO|>"), image_token_index=ids("<|IMAGE|>"),
-        video_token_index=ids("<|VIDEO|>"), audio_start_token_id=ids("<|audio_bos|>"),
-        audio_end_token_id=ids("<|audio_eos|>"), initializer_range=TINY_INIT_RANGE)
+        text_config=text,
+        audio_token_index=ids("<|AUDIO|>"),
+        image_token_index=ids("<|IMAGE|>"),
+        video_token_index=ids("<|VIDEO|>"),
+        audio_start_token_id=ids("<|audio_bos|>"),
+        audio_end_token_id=ids("<|audio_eos|>"),
+        initializer_range=TINY_INIT_RANGE,
+    )
     config.vision_start_token_id = ids("<|vision_bos|>")
     config.calm_tiny_seed = seed
     return config
