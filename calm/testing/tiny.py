@@ -149,32 +149,16 @@ def tiny_qwen2_tokenizer(words: Sequence[str] = ()) -> Qwen2Tokenizer:
 def tiny_qwen2_audio_processor(words: Sequence[str] = ()) -> Qwen2AudioProcessor:
     """The real processor: Whisper features as Qwen2-Audio uses them (128 mel bins, 16 kHz, 30 s window);
     `words` as in `tiny_qwen2_tokenizer`."""
-    features = WhisperFeatureExtractor(
-        feature_size=128,
-        sampling_rate=16000,
-        hop_length=160,
-        chunk_length=30,
-        n_fft=400,
-        padding_value=0.0,
-        return_attention_mask=True,
-    )
     return Qwen2AudioProcessor(
-        feature_extractor=features, tokenizer=tiny_qwen2_tokenizer(words), chat_template=QWEN2_AUDIO_CHAT_TEMPLATE
+        feature_extractor=whisper_features(),
+        tokenizer=tiny_qwen2_tokenizer(words),
+        chat_template=QWEN2_AUDIO_CHAT_TEMPLATE,
     )
 
 
 def tiny_qwen2_audio_config(tokenizer: Qwen2Tokenizer, seed: int) -> Qwen2AudioConfig:
     """Real config classes at tiny sizes; GQA (4 query, 2 KV heads) and the real 1500-position audio window."""
-    vocab = len(tokenizer)
-    text = Qwen2Config(
-        vocab_size=vocab + (-vocab % 16),
-        max_position_embeddings=4096,
-        rms_norm_eps=1e-6,
-        initializer_range=TINY_INIT_RANGE,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        **TINY_TEXT,
-    )
+    text = Qwen2Config(**tiny_text_sizes(tokenizer))
     audio = Qwen2AudioEncoderConfig(initializer_range=TINY_INIT_RANGE, **TINY_AUDIO)
     config = Qwen2AudioConfig(
         audio_config=audio, text_config=text, audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>")
@@ -302,11 +286,11 @@ def whisper_features(chunk_length: int = 30) -> WhisperFeatureExtractor:
     )
 
 
-def tiny_text_sizes(tokenizer: Qwen2Tokenizer, **extra: Any) -> dict[str, Any]:
-    """The tiny language-model sizes (TINY_TEXT: 2 layers x 4 heads x 16, GQA) with the tokenizer's ids."""
+def tiny_text_sizes(tokenizer: Qwen2Tokenizer, sizes: dict[str, int] = TINY_TEXT, **extra: Any) -> dict[str, Any]:
+    """The tiny language-model `sizes` (default TINY_TEXT: 2 layers x 4 heads x 16, GQA) with the tokenizer's ids."""
     vocab = len(tokenizer)
     return {
-        **TINY_TEXT,
+        **sizes,
         "vocab_size": vocab + (-vocab % 16),
         "max_position_embeddings": 4096,
         "rms_norm_eps": 1e-6,

@@ -28,6 +28,7 @@ from calm.testing.tiny import (
     _byte_alphabet,
     ensure_built,
     save_tiny,
+    tiny_text_sizes,
     whisper_features,
 )
 
@@ -144,16 +145,12 @@ def tiny_omni_processor() -> Qwen2_5OmniProcessor:
 
 def tiny_omni_config(tokenizer: Qwen2Tokenizer, seed: int) -> Qwen2_5OmniThinkerConfig:
     """Real config classes at tiny sizes; GQA (4 query, 2 KV heads) and multimodal RoPE as in the real model."""
-    vocab = len(tokenizer)
     text = Qwen2_5OmniTextConfig(
-        vocab_size=vocab + (-vocab % 16),
-        max_position_embeddings=4096,
-        rms_norm_eps=1e-6,
-        initializer_range=TINY_INIT_RANGE,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": TINY_MROPE_SECTION},
-        **TINY_TEXT,
+        **tiny_text_sizes(
+            tokenizer,
+            TINY_TEXT,
+            rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": TINY_MROPE_SECTION},
+        )
     )
     ids = tokenizer.convert_tokens_to_ids
     config = Qwen2_5OmniThinkerConfig(
