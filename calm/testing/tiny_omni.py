@@ -24,7 +24,9 @@ from transformers import (
 from calm.testing.tiny import (
     QWEN_TURNS_HEAD,
     QWEN_TURNS_TAIL,
+    TINY_AUDIO,
     TINY_INIT_RANGE,
+    TINY_TEXT,
     _byte_alphabet,
     ensure_built,
     save_tiny,
@@ -75,24 +77,10 @@ OMNI_NAMED_TOKENS = {
     "audio_bos_token": "<|audio_bos|>",
     "audio_eos_token": "<|audio_eos|>",
 }
-TINY_TEXT = {
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-}
+# The shared tiny sizes; the text config without head_dim (its default, hidden/heads, is the same 16), as saved.
+OMNI_TEXT = {key: size for key, size in TINY_TEXT.items() if key != "head_dim"}
 TINY_MROPE_SECTION = [2, 3, 3]  # temporal, height, width halves of head_dim 16 (real: [16, 24, 24] of 128)
-TINY_AUDIO = {
-    "d_model": 64,
-    "encoder_layers": 2,
-    "encoder_attention_heads": 4,
-    "encoder_ffn_dim": 128,
-    "num_mel_bins": 128,
-    "max_source_positions": 1500,
-    "n_window": 100,
-    "output_dim": 64,
-}
+OMNI_AUDIO = {**TINY_AUDIO, "n_window": 100, "output_dim": 64}
 TINY_VISION = {
     "depth": 2,
     "hidden_size": 32,
@@ -148,13 +136,13 @@ def tiny_omni_config(tokenizer: Qwen2Tokenizer, seed: int) -> Qwen2_5OmniThinker
     text = Qwen2_5OmniTextConfig(
         **tiny_text_sizes(
             tokenizer,
-            TINY_TEXT,
+            OMNI_TEXT,
             rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": TINY_MROPE_SECTION},
         )
     )
     ids = tokenizer.convert_tokens_to_ids
     config = Qwen2_5OmniThinkerConfig(
-        audio_config=Qwen2_5OmniAudioEncoderConfig(initializer_range=TINY_INIT_RANGE, **TINY_AUDIO),
+        audio_config=Qwen2_5OmniAudioEncoderConfig(initializer_range=TINY_INIT_RANGE, **OMNI_AUDIO),
         vision_config=Qwen2_5OmniVisionEncoderConfig(initializer_range=TINY_INIT_RANGE, **TINY_VISION),
         text_config=text,
         audio_token_index=ids("<|AUDIO|>"),
