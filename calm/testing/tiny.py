@@ -120,6 +120,14 @@ def word_merges(pieces: Sequence[str], vocab: dict[str, int]) -> list[tuple[str,
     return merges
 
 
+def byte_vocab(specials: Sequence[str]) -> dict[str, int]:
+    """A byte-level vocabulary: every byte one token (GPT-2's alphabet, in byte order), then `specials` in order."""
+    vocab = {char: i for i, char in enumerate(_byte_alphabet())}
+    for token in specials:
+        vocab[token] = len(vocab)
+    return vocab
+
+
 def byte_level_pieces(text: str) -> list[str]:
     """`text` split as Qwen2's byte-level pre-tokenizer splits it (words with their leading space)."""
     splitter = tiny_qwen2_tokenizer().backend_tokenizer.pre_tokenizer
@@ -129,9 +137,7 @@ def byte_level_pieces(text: str) -> list[str]:
 def tiny_qwen2_tokenizer(words: Sequence[str] = ()) -> Qwen2Tokenizer:
     """Qwen2's real tokenizer class over a byte-level vocabulary, with Qwen2-Audio's special tokens;
     each of `words` (byte-level pieces, see `byte_level_pieces`) becomes a single token."""
-    vocab = {char: i for i, char in enumerate(_byte_alphabet())}
-    for token in QWEN2_AUDIO_SPECIAL_TOKENS:
-        vocab[token] = len(vocab)
+    vocab = byte_vocab(QWEN2_AUDIO_SPECIAL_TOKENS)
     merges = word_merges(words, vocab)
     tokenizer = Qwen2Tokenizer(
         vocab=vocab,
@@ -261,9 +267,7 @@ def special_tokens_tokenizer(
 ) -> Qwen2Tokenizer:
     """A byte-level BPE tokenizer (Qwen2's real tokenizer class, every byte one token) with a family's
     special tokens; `named` gives the attributes its processor reads (e.g. {"audio_token": "<|audio_pad|>"})."""
-    vocab = {char: i for i, char in enumerate(_byte_alphabet())}
-    for token in specials:
-        vocab[token] = len(vocab)
+    vocab = byte_vocab(specials)
     tokenizer = Qwen2Tokenizer(
         vocab=vocab, merges=[], unk_token=None, eos_token=eos, pad_token=pad, extra_special_tokens=dict(named or {})
     )

@@ -22,12 +22,13 @@ from transformers import (
 )
 
 from calm.testing.tiny import (
+    QWEN2_AUDIO_SPECIAL_TOKENS,
     QWEN_TURNS_HEAD,
     QWEN_TURNS_TAIL,
     TINY_AUDIO,
     TINY_INIT_RANGE,
     TINY_TEXT,
-    _byte_alphabet,
+    byte_vocab,
     ensure_built,
     save_tiny,
     tiny_text_sizes,
@@ -50,14 +51,9 @@ QWEN2_5_OMNI_CHAT_TEMPLATE = (
     "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}<|vision_bos|><|VIDEO|><|vision_eos|>"
     + QWEN_TURNS_TAIL
 )
-# Qwen2.5-Omni's added tokens in id order (151643...151656 in the real vocabulary).
+# Qwen2.5-Omni's added tokens in id order (151643...151656 in the real vocabulary), Qwen2-Audio's first.
 OMNI_SPECIAL_TOKENS = (
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|AUDIO|>",
-    "<|audio_bos|>",
-    "<|audio_eos|>",
+    *QWEN2_AUDIO_SPECIAL_TOKENS,
     "<|box_end|>",
     "<|quad_start|>",
     "<|quad_end|>",
@@ -99,9 +95,7 @@ TINY_VIDEO_PIXELS = {"shortest_edge": 56 * 56, "longest_edge": 112 * 112}
 
 def tiny_omni_tokenizer() -> Qwen2Tokenizer:
     """Qwen2's real tokenizer class over a byte-level vocabulary, with Qwen2.5-Omni's special tokens."""
-    vocab = {char: i for i, char in enumerate(_byte_alphabet())}
-    for token in OMNI_SPECIAL_TOKENS:
-        vocab[token] = len(vocab)
+    vocab = byte_vocab(OMNI_SPECIAL_TOKENS)
     tokenizer = Qwen2Tokenizer(
         vocab=vocab,
         merges=[],
