@@ -282,26 +282,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as folder:  # config + processor files only: the backbone reads no weights
         model.config.save_pretrained(folder)
         processor.save_pretrained(folder)
-        backbones = {
-            cut: Qwen2AudioBackbone(
-                name="bench",
-                hub_id="bench/qwen2-audio",
-                path=folder,
-                assets_name=None,
-                precision=precision,
-                encoder_cut=cut,
-            )
-            for cut in (True, False)
-        }
-        compiled = Qwen2AudioBackbone(
-            name="bench",
-            hub_id="bench/qwen2-audio",
-            path=folder,
-            assets_name=None,
-            precision=precision,
-            encoder_cut=True,
-            compile_blocks=True,
-        )
+        settings = {"name": "bench", "hub_id": "bench/qwen2-audio", "path": folder, "assets_name": None}
+        backbones = {cut: Qwen2AudioBackbone(**settings, precision=precision, encoder_cut=cut) for cut in (True, False)}
+        compiled = Qwen2AudioBackbone(**settings, precision=precision, encoder_cut=True, compile_blocks=True)
         for each in (*backbones.values(), compiled):
             each.processor  # noqa: B018 - read the processor files while the folder exists
             each.config  # noqa: B018

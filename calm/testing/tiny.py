@@ -120,6 +120,14 @@ def word_merges(pieces: Sequence[str], vocab: dict[str, int]) -> list[tuple[str,
     return merges
 
 
+def byte_vocab(specials: Sequence[str]) -> dict[str, int]:
+    """A byte-level vocabulary: every byte one token (GPT-2's alphabet, in byte order), then `specials` in order."""
+    vocab = {char: i for i, char in enumerate(_byte_alphabet())}
+    for token in specials:
+        vocab[token] = len(vocab)
+    return vocab
+
+
 def byte_level_pieces(text: str) -> list[str]:
     """`text` split as Qwen2's byte-level pre-tokenizer splits it (words with their leading space)."""
     splitter = tiny_qwen2_tokenizer().backend_tokenizer.pre_tokenizer
@@ -129,9 +137,7 @@ def byte_level_pieces(text: str) -> list[str]:
 def tiny_qwen2_tokenizer(words: Sequence[str] = ()) -> Qwen2Tokenizer:
     """Qwen2's real tokenizer class over a byte-level vocabulary, with Qwen2-Audio's special tokens;
     each of `words` (byte-level pieces, see `byte_level_pieces`) becomes a single token."""
-    vocab = {char: i for i, char in enumerate(_byte_alphabet())}
-    for token in QWEN2_AUDIO_SPECIAL_TOKENS:
-        vocab[token] = len(vocab)
+    vocab = byte_vocab(QWEN2_AUDIO_SPECIAL_TOKENS)
     merges = word_merges(words, vocab)
     tokenizer = Qwen2Tokenizer(
         vocab=vocab,
@@ -149,32 +155,16 @@ def tiny_qwen2_tokenizer(words: Sequence[str] = ()) -> Qwen2Tokenizer:
 def tiny_qwen2_audio_processor(words: Sequence[str] = ()) -> Qwen2AudioProcessor:
     """The real processor: Whisper features as Qwen2-Audio uses them (128 mel bins, 16 kHz, 30 s window);
     `words` as in `tiny_qwen2_tokenizer`."""
-    features = WhisperFeatureExtractor(
-        feature_size=128,
-        sampling_rate=16000,
-        hop_length=160,
-        chunk_length=30,
-        n_fft=400,
-        padding_value=0.0,
-        return_attention_mask=True,
-    )
     return Qwen2AudioProcessor(
-        feature_extractor=features, tokenizer=tiny_qwen2_tokenizer(words), chat_template=QWEN2_AUDIO_CHAT_TEMPLATE
+        feature_extractor=whisper_features(),
+        tokenizer=tiny_qwen2_tokenizer(words),
+        chat_template=QWEN2_AUDIO_CHAT_TEMPLATE,
     )
 
 
 def tiny_qwen2_audio_config(tokenizer: Qwen2Tokenizer, seed: int) -> Qwen2AudioConfig:
     """Real config classes at tiny sizes; GQA (4 query, 2 KV heads) and the real 1500-position audio window."""
-    vocab = len(tokenizer)
-    text = Qwen2Config(
-        vocab_size=vocab + (-vocab % 16),
-        max_position_embeddings=4096,
-        rms_norm_eps=1e-6,
-        initializer_range=TINY_INIT_RANGE,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        **TINY_TEXT,
-    )
+    text = Qwen2Config(**tiny_text_sizes(tokenizer))
     audio = Qwen2AudioEncoderConfig(initializer_range=TINY_INIT_RANGE, **TINY_AUDIO)
     config = Qwen2AudioConfig(
         audio_config=audio, text_config=text, audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>")
@@ -277,9 +267,7 @@ def special_tokens_tokenizer(
 ) -> Qwen2Tokenizer:
     """A byte-level BPE tokenizer (Qwen2's real tokenizer class, every byte one token) with a family's
     special tokens; `named` gives the attributes its processor reads (e.g. {"audio_token": "<|audio_pad|>"})."""
-    vocab = {char: i for i, char in enumerate(_byte_alphabet())}
-    for token in specials:
-        vocab[token] = len(vocab)
+    vocab = byte_vocab(specials)
     tokenizer = Qwen2Tokenizer(
         vocab=vocab, merges=[], unk_token=None, eos_token=eos, pad_token=pad, extra_special_tokens=dict(named or {})
     )
@@ -302,11 +290,11 @@ def whisper_features(chunk_length: int = 30) -> WhisperFeatureExtractor:
     )
 
 
-def tiny_text_sizes(tokenizer: Qwen2Tokenizer, **extra: Any) -> dict[str, Any]:
-    """The tiny language-model sizes (TINY_TEXT: 2 layers x 4 heads x 16, GQA) with the tokenizer's ids."""
+def tiny_text_sizes(tokenizer: Qwen2Tokenizer, sizes: dict[str, int] = TINY_TEXT, **extra: Any) -> dict[str, Any]:
+    """The tiny language-model `sizes` (default TINY_TEXT: 2 layers x 4 heads x 16, GQA) with the tokenizer's ids."""
     vocab = len(tokenizer)
     return {
-        **TINY_TEXT,
+        **sizes,
         "vocab_size": vocab + (-vocab % 16),
         "max_position_embeddings": 4096,
         "rms_norm_eps": 1e-6,

@@ -22,12 +22,16 @@ from transformers import (
 )
 
 from calm.testing.tiny import (
+    QWEN2_AUDIO_SPECIAL_TOKENS,
     QWEN_TURNS_HEAD,
     QWEN_TURNS_TAIL,
+    TINY_AUDIO,
     TINY_INIT_RANGE,
-    _byte_alphabet,
+    TINY_TEXT,
+    byte_vocab,
     ensure_built,
     save_tiny,
+    tiny_text_sizes,
     whisper_features,
 )
 
@@ -47,14 +51,9 @@ QWEN2_5_OMNI_CHAT_TEMPLATE = (
     "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}<|vision_bos|><|VIDEO|><|vision_eos|>"
     + QWEN_TURNS_TAIL
 )
-# Qwen2.5-Omni's added tokens in id order (151643...151656 in the real vocabulary).
+# Qwen2.5-Omni's added tokens in id order (151643...151656 in the real vocabulary), Qwen2-Audio's first.
 OMNI_SPECIAL_TOKENS = (
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|AUDIO|>",
-    "<|audio_bos|>",
-    "<|audio_eos|>",
+    *QWEN2_AUDIO_SPECIAL_TOKENS,
     "<|box_end|>",
     "<|quad_start|>",
     "<|quad_end|>",
@@ -74,24 +73,10 @@ OMNI_NAMED_TOKENS = {
     "audio_bos_token": "<|audio_bos|>",
     "audio_eos_token": "<|audio_eos|>",
 }
-TINY_TEXT = {
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-}
+# The shared tiny sizes; the text config without head_dim (its default, hidden/heads, is the same 16), as saved.
+OMNI_TEXT = {key: size for key, size in TINY_TEXT.items() if key != "head_dim"}
 TINY_MROPE_SECTION = [2, 3, 3]  # temporal, height, width halves of head_dim 16 (real: [16, 24, 24] of 128)
-TINY_AUDIO = {
-    "d_model": 64,
-    "encoder_layers": 2,
-    "encoder_attention_heads": 4,
-    "encoder_ffn_dim": 128,
-    "num_mel_bins": 128,
-    "max_source_positions": 1500,
-    "n_window": 100,
-    "output_dim": 64,
-}
+OMNI_AUDIO = {**TINY_AUDIO, "n_window": 100, "output_dim": 64}
 TINY_VISION = {
     "depth": 2,
     "hidden_size": 32,
@@ -110,9 +95,7 @@ TINY_VIDEO_PIXELS = {"shortest_edge": 56 * 56, "longest_edge": 112 * 112}
 
 def tiny_omni_tokenizer() -> Qwen2Tokenizer:
     """Qwen2's real tokenizer class over a byte-level vocabulary, with Qwen2.5-Omni's special tokens."""
-    vocab = {char: i for i, char in enumerate(_byte_alphabet())}
-    for token in OMNI_SPECIAL_TOKENS:
-        vocab[token] = len(vocab)
+    vocab = byte_vocab(OMNI_SPECIAL_TOKENS)
     tokenizer = Qwen2Tokenizer(
         vocab=vocab,
         merges=[],
@@ -144,20 +127,16 @@ def tiny_omni_processor() -> Qwen2_5OmniProcessor:
 
 def tiny_omni_config(tokenizer: Qwen2Tokenizer, seed: int) -> Qwen2_5OmniThinkerConfig:
     """Real config classes at tiny sizes; GQA (4 query, 2 KV heads) and multimodal RoPE as in the real model."""
-    vocab = len(tokenizer)
     text = Qwen2_5OmniTextConfig(
-        vocab_size=vocab + (-vocab % 16),
-        max_position_embeddings=4096,
-        rms_norm_eps=1e-6,
-        initializer_range=TINY_INIT_RANGE,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": TINY_MROPE_SECTION},
-        **TINY_TEXT,
+        **tiny_text_sizes(
+            tokenizer,
+            OMNI_TEXT,
+            rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": TINY_MROPE_SECTION},
+        )
     )
     ids = tokenizer.convert_tokens_to_ids
     config = Qwen2_5OmniThinkerConfig(
-        audio_config=Qwen2_5OmniAudioEncoderConfig(initializer_range=TINY_INIT_RANGE, **TINY_AUDIO),
+        audio_config=Qwen2_5OmniAudioEncoderConfig(initializer_range=TINY_INIT_RANGE, **OMNI_AUDIO),
         vision_config=Qwen2_5OmniVisionEncoderConfig(initializer_range=TINY_INIT_RANGE, **TINY_VISION),
         text_config=text,
         audio_token_index=ids("<|AUDIO|>"),
