@@ -163,6 +163,11 @@ def print_manifests(report: dict, console: Console) -> None:
         console.print(f"not a manifest: {name} ({reason})", markup=False, highlight=False)
 
 
+def add_set_option(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """The repeatable `--set KEY=VALUE` option of a subcommand (dataset settings, as on the run.py command line)."""
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=help_text)
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m calm.data", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -171,12 +176,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     check.add_argument("dataset", help="a name from `ls`")
     check.add_argument("root", help="the dataset.root folder (for hf: the dataset path or hub id)")
     check.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
-    check.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="another dataset setting, as on the run.py command line: dataset.csv=list.csv "
+    add_set_option(
+        check,
+        "another dataset setting, as on the run.py command line: dataset.csv=list.csv "
         "(the `dataset.` prefix may be left out; repeatable)",
     )
     check.add_argument("--no-probe", action="store_true", help="skip reading every clip's header")
@@ -191,13 +193,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     manifests.add_argument("folder", help="the folder of manifests (searched recursively for *.json)")
     manifests.add_argument("--root", help="the dataset.root their clips are mapped onto (counts found / missing)")
     manifests.add_argument("--json", action="store_true", help="print one JSON object (every pair) instead of tables")
-    manifests.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a manifest dataset setting, e.g. anchors=[audio/] (repeatable)",
-    )
+    add_set_option(manifests, "a manifest dataset setting, e.g. anchors=[audio/] (repeatable)")
     return parser.parse_args(argv)
 
 

@@ -41,7 +41,7 @@ from calm.methods.metrics import accuracy
 from calm.methods.sav_core import sav_decide, sav_head_scores, sav_head_votes, sav_rank
 from calm.methods.ties import tie_order
 from calm.selection.grid import SplitScorer
-from calm.selection.settings import CalmSetting, uses_calm_engine
+from calm.selection.settings import AXES, CalmSetting, uses_calm_engine
 
 
 def fit_seed(estimator: Any, tie_seed: int | None) -> int:
@@ -59,16 +59,8 @@ def engine_setting(estimator: Any, tie_seed: int | None) -> CalmSetting | None:
         or estimator.arithmetic_dtype != "float32"
     ):
         return None
-    return CalmSetting(
-        reliability=estimator.reliability,
-        tau=estimator.tau,
-        tau_w=estimator.tau_w,
-        top_k=estimator.top_k,
-        shrinkage=estimator.shrinkage,
-        top_k_mode=estimator.top_k_mode,
-        tie_break=estimator.tie_break,
-        tie_seed=fit_seed(estimator, tie_seed),
-    )
+    values = {name: getattr(estimator, name) for name in (*AXES, "top_k_mode", "tie_break")}
+    return CalmSetting(**values, tie_seed=fit_seed(estimator, tie_seed))
 
 
 @dataclass(frozen=True)

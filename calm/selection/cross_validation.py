@@ -124,16 +124,32 @@ def support_cv_scores(
     }
 
 
+def default_choice(setting: dict[str, Any], smallest: int, used: str) -> dict[str, Any]:
+    """The record of a choice when the support set cannot be cross-validated (`too_few_clips`): `setting`,
+    described as `used` in the note, is taken instead."""
+    return {
+        "selected_by": "default",
+        "setting": setting,
+        "setting_index": None,
+        "cv_score": None,
+        "folds": 0,
+        "metric": None,
+        "note": f"{too_few_clips(smallest)}, so {used} is used",
+    }
+
+
 def cross_validation_choice(
-    pooled: np.ndarray,
-    settings: Sequence[dict[str, Any]],
+    fold: np.ndarray,
     n_folds: int,
-    n_clips: int,
+    score_fold: Any,
+    settings: Sequence[dict[str, Any]],
     multi_label: bool,
     selection_metric: str = "accuracy",
 ) -> dict[str, Any]:
-    """The record of a choice by support-set cross-validation: the first setting with the best pooled
-    held-out score (`first_best`), its score, and how it was measured."""
+    """The record of a choice by support-set cross-validation: the first setting with the best held-out
+    score pooled over the folds (`pooled_fold_scores`, `first_best`), its score, and how it was measured."""
+    pooled = pooled_fold_scores(fold, n_folds, score_fold)
+    n_clips = len(fold)
     best = first_best(pooled)
     metric = "exact_match" if multi_label else selection_metric
     return {

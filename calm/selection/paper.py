@@ -17,9 +17,8 @@ from calm.methods.prototypes import FeaturesLike, LabelsLike, ReliabilitySet
 from calm.methods.prototypes import support_labels as checked_labels
 from calm.selection.cross_validation import (
     cross_validation_choice,
-    pooled_fold_scores,
+    default_choice,
     support_folds,
-    too_few_clips,
 )
 from calm.selection.grid import (
     MEMORY_BUDGET,
@@ -89,15 +88,7 @@ def select_by_cross_validation(
     labels_np = labels.cpu().numpy()
     fold, n_folds, smallest = support_folds(labels_np, n_classes, folds, seed, support_groups)
     if fold is None:
-        return {
-            "selected_by": "default",
-            "setting": default_setting(settings).as_dict(),
-            "setting_index": None,
-            "cv_score": None,
-            "folds": 0,
-            "metric": None,
-            "note": f"{too_few_clips(smallest)}, so CALM's default setting is used",
-        }
+        return default_choice(default_setting(settings).as_dict(), smallest, "CALM's default setting")
     targets = None if support_targets is None else target_tensor(support_targets, len(labels_np), n_classes)
 
     def score_fold(held: torch.Tensor) -> np.ndarray:
@@ -118,9 +109,8 @@ def select_by_cross_validation(
             memory_budget=memory_budget,
         ).values(selection_metric)
 
-    pooled = pooled_fold_scores(fold, n_folds, score_fold)
     return cross_validation_choice(
-        pooled, [s.as_dict() for s in settings], n_folds, len(labels_np), targets is not None, selection_metric
+        fold, n_folds, score_fold, [s.as_dict() for s in settings], targets is not None, selection_metric
     )
 
 

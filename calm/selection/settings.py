@@ -85,18 +85,7 @@ class CalmSetting:
 
     def estimator(self) -> CALM:
         """The estimator that computes this setting from scratch (reliability on the support set)."""
-        return CALM(
-            tau=self.tau,
-            tau_w=self.tau_w,
-            reliability=self.reliability,
-            top_k=self.top_k,
-            shrinkage=self.shrinkage,
-            top_k_mode=self.top_k_mode,
-            tie_break=self.tie_break,
-            tie_seed=self.tie_seed,
-            head_choice=self.head_choice,
-            head_seed=self.head_seed,
-        )
+        return CALM(**asdict(self))
 
     def as_dict(self) -> dict[str, Any]:
         """The setting's values; the head choice only when it is not CALM's own (`reliable`)."""

@@ -31,9 +31,8 @@ from calm.methods.metrics import detector_scores, eer, exact_hits, prediction_co
 from calm.methods.prototypes import FeaturesLike, LabelsLike, ReliabilitySet, as_features
 from calm.selection.cross_validation import (
     cross_validation_choice,
-    pooled_fold_scores,
+    default_choice,
     support_folds,
-    too_few_clips,
 )
 from calm.selection.grid import (
     MEMORY_BUDGET,
@@ -292,15 +291,7 @@ def sweep_cross_validation(
     labels_np = np.asarray(torch.as_tensor(np.asarray(support_labels)).long())
     fold, n_folds, smallest = support_folds(labels_np, n_classes, folds, seed, support_groups)
     if fold is None:
-        return {
-            "selected_by": "default",
-            "setting": {},
-            "setting_index": None,
-            "cv_score": None,
-            "folds": 0,
-            "metric": None,
-            "note": f"{too_few_clips(smallest)}, so the configured setting is used",
-        }
+        return default_choice({}, smallest, "the configured setting")
     targets = None if support_targets is None else target_tensor(support_targets, len(labels_np), n_classes)
 
     def score_fold(held: torch.Tensor) -> np.ndarray:
@@ -321,9 +312,8 @@ def sweep_cross_validation(
             memory_budget=memory_budget,
         ).values(selection_metric)
 
-    pooled = pooled_fold_scores(fold, n_folds, score_fold)
     return cross_validation_choice(
-        pooled, [s.as_dict() for s in points], n_folds, len(labels_np), targets is not None, selection_metric
+        fold, n_folds, score_fold, [s.as_dict() for s in points], targets is not None, selection_metric
     )
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from calm.storage.atomic_write import write_text_atomic
 from calm.tables.jobs import OK, JobOutcome
-from calm.tables.spec import TableSpec
+from calm.tables.spec import RowGroup, TableSpec
 
 CSV_NAME = "numbers.csv"
 CSV_COLUMNS = (
@@ -39,6 +39,7 @@ PAPER = "paper"
 SEED = "ours, one seed"  # a seeded group's per-seed number (the table shows their mean ± sd, source OURS)
 CI95 = "ci95"  # what the `ci95` field holds: a 95 % CI over episodes ...
 SEED_SD = "sd over {} seeds"  # ... or, for a seeded group's row, the standard deviation over its seeds
+PAPER_STATUS = "reported in the paper (its best setting for this benchmark)"
 
 
 @dataclass(frozen=True)
@@ -75,18 +76,17 @@ def numbers_of(spec: TableSpec, outcomes: list[JobOutcome]) -> list[Number]:
                 status = f"{outcome.status}: {outcome.reason}"
             else:
                 status = OK if row else "method missing from results"
+            episodes = row.get("episodes") if row else None
             numbers.append(
-                Number(
-                    spec.name,
-                    group.label,
-                    group.experiment,
+                group_number(
+                    spec,
+                    group,
                     method,
                     outcome.shots.key,
-                    group.metric,
                     source,
                     mean,
                     ci,
-                    row.get("episodes") if row else None,
+                    episodes,
                     status,
                     outcome.job_dir,
                     outcome.key,
@@ -95,24 +95,39 @@ def numbers_of(spec: TableSpec, outcomes: list[JobOutcome]) -> list[Number]:
     numbers += seed_means(spec, numbers)
     for group in spec.groups:
         for method, value in group.paper.items():
-            numbers.append(
-                Number(
-                    spec.name,
-                    group.label,
-                    group.experiment,
-                    method,
-                    None,
-                    group.metric,
-                    PAPER,
-                    value,
-                    math.nan,
-                    None,
-                    "reported in the paper (its best setting for this benchmark)",
-                    "",
-                    "",
-                )
-            )
+            numbers.append(group_number(spec, group, method, None, PAPER, value, math.nan, None, PAPER_STATUS))
     return numbers
+
+
+def group_number(
+    spec: TableSpec,
+    group: RowGroup,
+    method: str,
+    shots: str | None,
+    source: str,
+    mean: float,
+    ci95: float,
+    episodes: int | None,
+    status: str,
+    job_dir: str = "",
+    job_key: str = "",
+) -> Number:
+    """A number of `group`'s row for `method`: the table, group, experiment and metric come from the spec."""
+    return Number(
+        spec.name,
+        group.label,
+        group.experiment,
+        method,
+        shots,
+        group.metric,
+        source,
+        mean,
+        ci95,
+        episodes,
+        status,
+        job_dir,
+        job_key,
+    )
 
 
 def seed_means(spec: TableSpec, numbers: list[Number]) -> list[Number]:
