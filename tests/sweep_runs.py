@@ -35,22 +35,31 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory, fsdd_root: Path) -> tupl
     return data, cache
 
 
+def sweep_command(args: list[str], sweep_dir: Path, finished: Path) -> list[str]:
+    """`python run.py -m ARGS` with its sweep folder and finished records."""
+    return [
+        sys.executable,
+        str(REPO / "run.py"),
+        "-m",
+        *args,
+        f"hydra.sweep.dir={sweep_dir}",
+        f"paths.finished_dir={finished}",
+    ]
+
+
+def sweep_env(cache: Path) -> dict[str, str]:
+    """The environment of a sweep subprocess: this one's, with its activation cache."""
+    return {**os.environ, "CALM_CACHE": str(cache)}
+
+
 def run_sweep(
     args: list[str], sweep_dir: Path, finished: Path, cache: Path, timeout: float = 300
 ) -> subprocess.CompletedProcess:
-    """`python run.py -m ARGS` in a subprocess, with its sweep folder, finished records and cache."""
-    env = {**os.environ, "CALM_CACHE": str(cache)}
+    """Run a sweep (`sweep_command`) to its end in a subprocess, with its cache."""
     return subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "run.py"),
-            "-m",
-            *args,
-            f"hydra.sweep.dir={sweep_dir}",
-            f"paths.finished_dir={finished}",
-        ],
+        sweep_command(args, sweep_dir, finished),
         cwd=REPO,
-        env=env,
+        env=sweep_env(cache),
         capture_output=True,
         text=True,
         timeout=timeout,

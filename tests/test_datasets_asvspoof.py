@@ -60,36 +60,31 @@ def test_partitions_are_configurable_and_root_may_be_la_itself(tmp_path: Path) -
         _read(la, tmp_path, query_split="test")
 
 
-def test_a_key_other_than_bonafide_or_spoof_names_the_file_and_line(tmp_path: Path) -> None:
-    lines = {**PARTITIONS, "train": [*PARTITIONS["train"], "LA_0080 LA_T_9999999 - A02 fake"]}
-    la = make_asvspoof(tmp_path, lines)
-    with pytest.raises(
-        DataError,
-        match=r"ASVspoof2019\.LA\.cm\.train\.trn\.txt line 4: key is 'fake', "
-        r"expected bonafide or spoof",
-    ):
-        load_asvspoof2019_la(la)
-
-
-def test_a_line_with_the_wrong_number_of_fields_is_named(tmp_path: Path) -> None:
-    lines = {**PARTITIONS, "eval": ["LA_0039 LA_E_2834763 - A11 spoof", "LA_0014 LA_E_8877452 bonafide"]}
-    la = make_asvspoof(tmp_path, lines)
-    with pytest.raises(
-        DataError,
-        match=r"ASVspoof2019\.LA\.cm\.eval\.trl\.txt line 2: expected 5 fields "
-        r"\(SPEAKER UTT - ATTACK KEY\), found 3",
-    ):
-        load_asvspoof2019_la(la)
-
-
-def test_duplicate_utterance_names_both_places(tmp_path: Path) -> None:
-    lines = {**PARTITIONS, "eval": ["LA_0079 LA_T_1138215 - - bonafide"]}
-    la = make_asvspoof(tmp_path, lines)
-    with pytest.raises(
-        DataError,
-        match=r"duplicate clip id 'LA_T_1138215' in .*eval\.trl\.txt line 1 "
-        r"\(first listed in .*train\.trn\.txt line 1\)",
-    ):
+@pytest.mark.parametrize(
+    ("changed", "message"),
+    [
+        pytest.param(
+            {"train": [*PARTITIONS["train"], "LA_0080 LA_T_9999999 - A02 fake"]},
+            r"ASVspoof2019\.LA\.cm\.train\.trn\.txt line 4: key is 'fake', expected bonafide or spoof",
+            id="key-other-than-bonafide-or-spoof",
+        ),
+        pytest.param(
+            {"eval": ["LA_0039 LA_E_2834763 - A11 spoof", "LA_0014 LA_E_8877452 bonafide"]},
+            r"ASVspoof2019\.LA\.cm\.eval\.trl\.txt line 2: expected 5 fields \(SPEAKER UTT - ATTACK KEY\), found 3",
+            id="wrong-number-of-fields",
+        ),
+        pytest.param(
+            {"eval": ["LA_0079 LA_T_1138215 - - bonafide"]},
+            r"duplicate clip id 'LA_T_1138215' in .*eval\.trl\.txt line 1 \(first listed in .*train\.trn\.txt line 1\)",
+            id="duplicate-utterance-names-both-places",
+        ),
+    ],
+)
+def test_a_bad_protocol_line_names_the_file_and_line(
+    tmp_path: Path, changed: dict[str, list[str]], message: str
+) -> None:
+    la = make_asvspoof(tmp_path, {**PARTITIONS, **changed})
+    with pytest.raises(DataError, match=message):
         load_asvspoof2019_la(la)
 
 

@@ -17,7 +17,7 @@ from calm.data.esc50 import load_esc50, resolve_root
 from calm.data.registry import read_dataset
 from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT
 from calm.errors import ConfigError, DataError
-from calm.testing.smoke_layouts import ESC50_CATEGORIES, esc50_rows, make_esc50
+from calm.testing.smoke_layouts import ESC10, ESC50_CATEGORIES, ESC50_HEADER, esc50_rows, make_esc50
 from tests.cli import dataset_config
 from tests.test_fsdd import _serve
 
@@ -61,18 +61,7 @@ def test_the_test_fold_is_configurable_and_support_never_comes_from_it(esc50_par
 def test_esc10_subset(esc50_parent: Path, tmp_path: Path) -> None:
     table = read_dataset(_cfg(esc50_parent, esc10=True), tmp_path).table
     assert len(table) == 400 and len(table.class_names) == 10
-    assert set(table.class_names) == {
-        "dog",
-        "rooster",
-        "rain",
-        "sea_waves",
-        "crackling_fire",
-        "crying_baby",
-        "sneezing",
-        "clock_tick",
-        "helicopter",
-        "chainsaw",
-    }
+    assert set(table.class_names) == ESC10
 
 
 def test_clips_are_real_44k_wavs_resampled_on_load(esc50_parent: Path) -> None:
@@ -90,28 +79,38 @@ def test_missing_wavs_are_left_out_and_reported(tmp_path: Path) -> None:
     assert missing == [str(base / "audio" / rows[0][0]), str(base / "audio" / rows[5][0])]
 
 
-def test_wrong_header_names_the_file_and_line(tmp_path: Path) -> None:
-    base = make_esc50(tmp_path, esc50_rows(2, 5), header="filename,fold,label,category,esc10,src_file,take")
-    with pytest.raises(DataError, match=r"esc50.csv line 1: header is 'filename,fold,label,"):
-        load_esc50(base)
+ROWS = esc50_rows(2, 5)
 
 
-def test_duplicate_clip_names_the_file_and_both_lines(tmp_path: Path) -> None:
-    rows = esc50_rows(2, 5)
-    base = make_esc50(tmp_path, [*rows, rows[2]])
-    with pytest.raises(
-        DataError,
-        match=rf"duplicate clip id '{rows[2][0][:-4]}' in .*esc50.csv line 12 "
-        r"\(first listed in .*esc50.csv line 4\)",
-    ):
-        load_esc50(base)
-
-
-def test_a_line_with_missing_fields_is_named(tmp_path: Path) -> None:
-    base = make_esc50(tmp_path, esc50_rows(2, 5))
+@pytest.mark.parametrize(
+    ("extra_rows", "header", "appended", "message"),
+    [
+        pytest.param(
+            [],
+            "filename,fold,label,category,esc10,src_file,take",
+            "",
+            r"esc50.csv line 1: header is 'filename,fold,label,",
+            id="wrong-header",
+        ),
+        pytest.param(
+            [ROWS[2]],
+            ESC50_HEADER,
+            "",
+            rf"duplicate clip id '{ROWS[2][0][:-4]}' in .*esc50.csv line 12 \(first listed in .*esc50.csv line 4\)",
+            id="duplicate-clip-names-both-lines",
+        ),
+        pytest.param(
+            [], ESC50_HEADER, "1-5-A-0.wav,1,0\n", r"esc50.csv line 12: expected 7 fields", id="missing-fields"
+        ),
+    ],
+)
+def test_a_bad_metadata_line_names_the_file_and_line(
+    tmp_path: Path, extra_rows: list[tuple], header: str, appended: str, message: str
+) -> None:
+    base = make_esc50(tmp_path, [*ROWS, *extra_rows], header=header)
     meta = base / "meta" / "esc50.csv"
-    meta.write_text(meta.read_text() + "1-5-A-0.wav,1,0\n")
-    with pytest.raises(DataError, match=r"esc50.csv line 12: expected 7 fields"):
+    meta.write_text(meta.read_text() + appended)
+    with pytest.raises(DataError, match=message):
         load_esc50(base)
 
 

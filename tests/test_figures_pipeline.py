@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from calm.figures import accuracy_curves, read_sweep
 from calm.run.pipeline import run_job
-from tests.cli import REPO, compose_config, small_fsdd
+from tests.cli import compose_config, small_fsdd
+from tests.sweep_runs import run_sweep
 from tests.wandb_records import exit_code, logged_images, run_record
 
 JOB = ["backbone=whisper_tiny", "method=calm_vs_sav", "queries=1", "episodes=2", "logger=wandb"]
@@ -43,13 +41,18 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _one_shot_job(shared: tuple[Path, Path], out: Path, monkeypatch: pytest.MonkeyPatch, *overrides: str) -> Path:
+    """Run a 1-shot JOB on the shared FSDD copy and cache, with `overrides`, into `out`."""
+    fsdd, cache = shared
+    monkeypatch.setenv("CALM_CACHE", str(cache))
+    run_job(compose_config([f"dataset.root={fsdd}", *JOB, "shots=1", *overrides], out))
+    return out
+
+
 def test_a_job_writes_its_head_figures_and_logs_them_to_its_named_tagged_run(
     shared: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fsdd, cache = shared
-    monkeypatch.setenv("CALM_CACHE", str(cache))
-    out = tmp_path / "out"
-    run_job(compose_config([f"dataset.root={fsdd}", *JOB, "shots=1"], out))
+    out = _one_shot_job(shared, tmp_path / "out", monkeypatch)
     run_dir = _run_dir(out)
     assert exit_code(run_dir) == 0
     record = run_record(run_dir)
@@ -65,10 +68,7 @@ def test_a_job_writes_its_head_figures_and_logs_them_to_its_named_tagged_run(
 def test_figures_false_draws_nothing(
     shared: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fsdd, cache = shared
-    monkeypatch.setenv("CALM_CACHE", str(cache))
-    out = tmp_path / "out"
-    run_job(compose_config([f"dataset.root={fsdd}", *JOB, "shots=1", "figures=false"], out))
+    out = _one_shot_job(shared, tmp_path / "out", monkeypatch, "figures=false")
     assert not list(out.glob("*.png"))
     assert not logged_images(_run_dir(out))
 
@@ -76,23 +76,7 @@ def test_figures_false_draws_nothing(
 def test_a_sweep_groups_its_runs_and_ends_with_its_accuracy_curve(shared: tuple[Path, Path], tmp_path: Path) -> None:
     fsdd, cache = shared
     sweep = tmp_path / "my-sweep"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "run.py"),
-            "-m",
-            f"dataset.root={fsdd}",
-            *JOB,
-            "shots=1,2",
-            f"hydra.sweep.dir={sweep}",
-            f"paths.finished_dir={tmp_path / 'finished'}",
-        ],
-        cwd=REPO,
-        env={**os.environ, "CALM_CACHE": str(cache)},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = run_sweep([f"dataset.root={fsdd}", *JOB, "shots=1,2"], sweep, tmp_path / "finished", cache, timeout=600)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert not list(sweep.glob("*/error.txt")), (result.stdout + result.stderr)[-3000:]
     for number, shots in ((0, 1), (1, 2)):

@@ -276,9 +276,14 @@ POOL_ANSWERS = {  # audio level of p_k is 6 + k
 }
 
 
-def test_pool_labels_are_never_read(tmp_path: Path) -> None:
-    """Two tables that differ only in the pool clips' true labels give the same augmented support."""
-    episode = Episode(
+def pool_answers_and_support(support_answer: str) -> dict[int, list[str]]:
+    """POOL_ANSWERS, with the support clips s0..s4 (levels 1 to 5) all answering `support_answer`."""
+    return {**POOL_ANSWERS, **{level: [support_answer] * 8 for level in range(1, 6)}}
+
+
+def three_class_episode() -> Episode:
+    """One episode over classes 0-2 of `write_table`: support s0, s1, s2 and queries q0, q1."""
+    return Episode(
         index=0,
         seed=1,
         classes=[0, 1, 2],
@@ -287,11 +292,16 @@ def test_pool_labels_are_never_read(tmp_path: Path) -> None:
         query=[11, 12],
         query_labels=[0, 1],
     )
+
+
+def test_pool_labels_are_never_read(tmp_path: Path) -> None:
+    """Two tables that differ only in the pool clips' true labels give the same augmented support."""
+    episode = three_class_episode()
     settings = PseudoLabelSettings(refit=("calm",), samples=8, min_agreement=0.5, pool_size=None)
     results = []
     for name, labels in (("a", [1, 2, 3, 4, 0, 2]), ("b", [4, 4, 0, 0, 3, 1])):
         table = write_table(tmp_path, labels)
-        backbone = FakeBackbone({**POOL_ANSWERS, **{level: ["?"] * 8 for level in range(1, 6)}})
+        backbone = FakeBackbone(pool_answers_and_support("?"))
         out = tmp_path / name
         out.mkdir()
         augmented, report = pseudo_label_episodes(settings, backbone, table, Prompt(), [episode], out, None)
@@ -333,15 +343,7 @@ def test_replace_fits_on_the_pseudo_labels_never_the_true_support_labels(tmp_pat
     from calm.run.tracking import NullTracker
 
     table = write_table(tmp_path, [0] * 6)
-    episode = Episode(
-        index=0,
-        seed=1,
-        classes=[0, 1, 2],
-        support=[0, 1, 2],
-        support_labels=[0, 1, 2],
-        query=[11, 12],
-        query_labels=[0, 1],
-    )
+    episode = three_class_episode()
     backbone = FakeBackbone(
         {
             1: ["B. class1"] * 3 + [""] * 5,  # 3 of 3 matched: class1
@@ -406,16 +408,8 @@ def test_pool_draw_and_sampling_seeds_are_pinned(tmp_path: Path) -> None:
     the pool subset and every clip's sampling seed must not change with the refactor."""
     table = write_table(tmp_path, [0] * 6)
     assert unlabelled_pool(table, 4, seed=0).tolist() == [0, 2, 9, 10]
-    episode = Episode(
-        index=0,
-        seed=1,
-        classes=[0, 1, 2],
-        support=[0, 1, 2],
-        support_labels=[0, 1, 2],
-        query=[11, 12],
-        query_labels=[0, 1],
-    )
-    backbone = FakeBackbone({**POOL_ANSWERS, **{level: ["class0"] * 8 for level in range(1, 6)}})
+    episode = three_class_episode()
+    backbone = FakeBackbone(pool_answers_and_support("class0"))
     pseudo_label_episodes(PseudoLabelSettings(refit=("calm",)), backbone, table, Prompt(), [episode], tmp_path, None)
     seeds = dict(backbone.calls)  # audio level -> seed: s0 is level 1, p0 level 6, p1 level 7
     assert (seeds[1], seeds[6], seeds[7]) == (5447401757409478401, 2116032143675340923, 3139831702376134415)
@@ -423,17 +417,9 @@ def test_pool_draw_and_sampling_seeds_are_pinned(tmp_path: Path) -> None:
 
 def test_answers_are_stored_and_reused(tmp_path: Path) -> None:
     table = write_table(tmp_path, [0] * 6)
-    episode = Episode(
-        index=0,
-        seed=1,
-        classes=[0, 1, 2],
-        support=[0, 1, 2],
-        support_labels=[0, 1, 2],
-        query=[11, 12],
-        query_labels=[0, 1],
-    )
+    episode = three_class_episode()
     settings = PseudoLabelSettings(refit=("calm",), pool_size=None, batch_size=4)
-    pool_answers = {**POOL_ANSWERS, **{level: ["class0"] * 8 for level in range(1, 6)}}
+    pool_answers = pool_answers_and_support("class0")
     first = FakeBackbone(pool_answers)
     _, report = pseudo_label_episodes(settings, first, table, Prompt(), [episode], tmp_path, tmp_path / "cache")
     again = FakeBackbone(pool_answers)
@@ -451,15 +437,7 @@ def test_answers_are_stored_and_reused(tmp_path: Path) -> None:
 
 def test_datasets_with_the_same_clip_ids_never_share_answers(tmp_path: Path) -> None:
     """Two tables with ids s0..q1 but other audio (another source): each is answered from its own audio."""
-    episode = Episode(
-        index=0,
-        seed=1,
-        classes=[0, 1, 2],
-        support=[0, 1, 2],
-        support_labels=[0, 1, 2],
-        query=[11, 12],
-        query_labels=[0, 1],
-    )
+    episode = three_class_episode()
     settings = PseudoLabelSettings(refit=("calm",), pool_size=None)
     answers = {level: [f"class{level % 5}"] * 8 for level in range(1, 40)}
     first, second = (tmp_path / "first", tmp_path / "second")
@@ -656,17 +634,9 @@ class PromptReadingFake(FakeBackbone):
 def test_stored_answers_are_regenerated_only_for_clips_whose_inputs_changed(tmp_path: Path) -> None:
     """Same dataset name and source: correcting a pool clip's label changes its multiple-choice text, and
     overwriting a clip's audio its content; only that clip is sampled again, the others are read."""
-    episode = Episode(
-        index=0,
-        seed=1,
-        classes=[0, 1, 2],
-        support=[0, 1, 2],
-        support_labels=[0, 1, 2],
-        query=[11, 12],
-        query_labels=[0, 1],
-    )
+    episode = three_class_episode()
     settings = PseudoLabelSettings(refit=("calm",), pool_size=None, prompt="multiple_choice", agreement="non_empty")
-    pool_answers = {**POOL_ANSWERS, **{level: ["class0"] * 8 for level in range(1, 6)}}
+    pool_answers = pool_answers_and_support("class0")
     prompt = PaperPrompt(options=3)
 
     def run(table: ClipTable) -> tuple[PromptReadingFake, dict[str, Any]]:

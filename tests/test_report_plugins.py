@@ -102,6 +102,24 @@ def write_method(folder: Path, name: str, text: str) -> Path:
     return folder
 
 
+def write_calm_with_means(folder: Path, name: str, row: str, extra: str = "") -> Path:
+    """Method `name`: CALM plus the MeanHeadPrototypes report as row `row`, with `extra` lines in its block."""
+    return write_method(
+        folder,
+        name,
+        f"""\
+defaults:
+  - calm
+  - _self_
+name: {name}
+reports:
+  means:
+    _target_: {__name__}.MeanHeadPrototypes
+    row: {row}
+{extra}""",
+    )
+
+
 @pytest.fixture()
 def digits(tmp_path: Path, fsdd_root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Five spoken digits as a folder dataset whose classes are the digit words."""
@@ -136,20 +154,7 @@ def run_with(method: str, configs: Path, digits: Path, out: Path, episodes: int 
 
 
 def test_a_report_added_with_one_class_and_one_yaml_reaches_results(tmp_path: Path, digits: Path) -> None:
-    configs = write_method(
-        tmp_path / "configs",
-        "calm_and_means",
-        f"""\
-defaults:
-  - calm
-  - _self_
-name: calm_and_means
-reports:
-  means:
-    _target_: {__name__}.MeanHeadPrototypes
-    row: mean_head_prototypes
-""",
-    )
+    configs = write_calm_with_means(tmp_path / "configs", "calm_and_means", "mean_head_prototypes")
     results = run_with("calm_and_means", configs, digits, tmp_path / "out")
     rows = [row["method"] for row in results["results"]]
     assert rows == ["calm", "mean_head_prototypes"], "a declared report's rows follow the built-in ones"
@@ -183,20 +188,6 @@ reports:
 def test_a_declared_report_with_an_unknown_setting_is_refused_by_name(tmp_path: Path, digits: Path) -> None:
     from calm.errors import ConfigError
 
-    configs = write_method(
-        tmp_path / "configs",
-        "bad",
-        f"""\
-defaults:
-  - calm
-  - _self_
-name: bad
-reports:
-  means:
-    _target_: {__name__}.MeanHeadPrototypes
-    row: means
-    colour: red
-""",
-    )
+    configs = write_calm_with_means(tmp_path / "configs", "bad", "means", "    colour: red\n")
     with pytest.raises(ConfigError, match=r"method\.reports\.means.*colour"):
         run_with("bad", configs, digits, tmp_path / "out")

@@ -4,16 +4,15 @@ others' results intact, is reported at the end, makes the sweep exit 1, and its 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.cli import REPO, small_fsdd
+from tests.sweep_runs import sweep_command, sweep_env
 from tests.wandb_records import exit_code
 
 SWEEP = ["backbone=whisper_tiny", "shots=1,2", "seed=0,1", "method=sav,calm", "queries=2", "episodes=3", "logger=none"]
@@ -25,18 +24,10 @@ def fsdd_copy(tmp_path_factory: pytest.TempPathFactory, fsdd_root: Path) -> Path
 
 
 def _sweep(args: list[str], sweep_dir: Path, finished: Path, cache: Path) -> subprocess.Popen:
-    env = {**os.environ, "CALM_CACHE": str(cache)}
     return subprocess.Popen(
-        [
-            sys.executable,
-            str(REPO / "run.py"),
-            "-m",
-            *args,
-            f"hydra.sweep.dir={sweep_dir}",
-            f"paths.finished_dir={finished}",
-        ],
+        sweep_command(args, sweep_dir, finished),
         cwd=REPO,
-        env=env,
+        env=sweep_env(cache),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import pytest
@@ -67,35 +69,31 @@ def _fell_back_offline(result: dict, out: Path, caplog: pytest.LogCaptureFixture
     assert "offline" in warnings[0] and "wandb sync" in warnings[0]
 
 
-def test_a_key_without_a_reachable_server_logs_offline_within_seconds(
-    tmp_path: Path, extracted: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    ("server", "settings", "what"),
+    [
+        pytest.param(lambda: nullcontext(closed_port()), (), "an unreachable W&B server", id="unreachable"),
+        pytest.param(silent_server, (), "a W&B server that never answers", id="accepts-and-never-answers"),
+        pytest.param(
+            lambda: answering_server(posts_answered=False),
+            ("logger.init_timeout=1",),
+            "a W&B server that stalls on creating the run",
+            id="answers-the-probe-then-stalls-past-the-init-timeout",
+        ),
+    ],
+)
+def test_a_key_without_an_answering_server_logs_offline_within_seconds(
+    tmp_path: Path,
+    extracted: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    server: Callable[[], AbstractContextManager[int]],
+    settings: tuple[str, ...],
+    what: str,
 ) -> None:
     caplog.set_level(logging.WARNING)
-    result, elapsed = _timed_job(extracted, f"http://127.0.0.1:{closed_port()}", tmp_path / "out", monkeypatch)
-    print(f"job with an unreachable W&B server: {elapsed:.1f} s")
-    _fell_back_offline(result, tmp_path / "out", caplog)
-    assert elapsed < WAITING_BOUND_S
-
-
-def test_a_server_that_accepts_and_never_answers_logs_offline_within_seconds(
-    tmp_path: Path, extracted: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.WARNING)
-    with silent_server() as port:
-        result, elapsed = _timed_job(extracted, f"http://127.0.0.1:{port}", tmp_path / "out", monkeypatch)
-    print(f"job with a W&B server that never answers: {elapsed:.1f} s")
-    _fell_back_offline(result, tmp_path / "out", caplog)
-    assert elapsed < WAITING_BOUND_S
-
-
-def test_a_server_that_answers_the_probe_then_stalls_logs_offline_after_the_init_timeout(
-    tmp_path: Path, extracted: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.WARNING)
-    with answering_server(posts_answered=False) as port:
-        result, elapsed = _timed_job(
-            extracted, f"http://127.0.0.1:{port}", tmp_path / "out", monkeypatch, ("logger.init_timeout=1",)
-        )
-    print(f"job with a W&B server that stalls on creating the run: {elapsed:.1f} s")
+    with server() as port:
+        result, elapsed = _timed_job(extracted, f"http://127.0.0.1:{port}", tmp_path / "out", monkeypatch, settings)
+    print(f"job with {what}: {elapsed:.1f} s")
     _fell_back_offline(result, tmp_path / "out", caplog)
     assert elapsed < WAITING_BOUND_S
