@@ -143,7 +143,7 @@ def test_the_logger_is_built_from_its_target(
     assert started == ([tracker] if cls is WandbTracker else [])
     if cls is WandbTracker:
         assert tracker.run_name == cfg.logger.run_name and tracker.project == "calm"
-    with pytest.raises(ConfigError, match=r"is not a calm\.tracking\.Tracker"):
+    with pytest.raises(ConfigError, match=r"is not a calm\.run\.tracking\.Tracker"):
         build_tracker(
             {**OmegaConf.to_container(cfg.logger, resolve=True), "_target_": "calm.methods.SAV"}, {}, tmp_path
         )

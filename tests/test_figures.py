@@ -31,6 +31,7 @@ from calm.methods import CALM, SAV
 from calm.protocols import Episode
 from calm.reports import evaluate
 from calm.run.tracking import NullTracker
+from tests.cli import REPO
 from tests.wandb_records import exit_code, logged_images, run_record
 
 # Two hook points, a subset of layers (4 and 8, as a backbone hooking some layers gives), 3 heads each.
@@ -325,19 +326,10 @@ def test_zero_shot_rows_are_split_by_the_zero_shot_settings(tmp_path: Path) -> N
 
 
 def _config(sweep: Path, logger: str, figures: bool = True):
-    logger_cfg = (
-        {"name": logger}
-        if logger == "none"
-        else {
-            "name": "wandb",
-            "project": "calm",
-            "entity": None,
-            "mode": "offline",
-            "run_name": "unused",
-            "group": None,
-            "tags": ["unused"],
-        }
-    )
+    """The sweep's config with the real configs/logger/<logger>.yaml (W&B offline, the job-only keys set)."""
+    logger_cfg = OmegaConf.load(REPO / "configs" / "logger" / f"{logger}.yaml")
+    if logger == "wandb":
+        logger_cfg = OmegaConf.merge(logger_cfg, {"mode": "offline", "run_name": "unused", "tags": ["unused"]})
     return OmegaConf.create({"figures": figures, "hydra": {"sweep": {"dir": str(sweep)}}, "logger": logger_cfg})
 
 
