@@ -100,11 +100,6 @@ def test_no_python_default_disagrees_with_its_yaml(group: str) -> None:
     assert not found, "\n".join(found)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the backbone classes default hub_id/name/tiny to the real model's while "
-    "configs/backbone/tiny_*.yaml are homes too; for the backbone refactor (one constructor in Backbone)",
-)
 def test_no_backbone_default_disagrees_with_its_yaml() -> None:
     found = [line for name in home_files("backbone") for line in disagreements("backbone", name)]
     assert not found, "\n".join(found)

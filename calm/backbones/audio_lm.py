@@ -126,10 +126,11 @@ class AudioLMBackbone(Backbone):
 
     def __init__(
         self,
-        name: str | None = None,
-        hub_id: str | None = None,
+        *,
+        name: str,
+        hub_id: str,
+        assets_name: str | None,
         path: str | None = None,
-        assets_name: str | None = None,
         revision: str | None = None,
         hook_points: list[str] | tuple[str, ...] = HOOK_POINTS,
         layers: list[int] | None = None,
@@ -145,8 +146,8 @@ class AudioLMBackbone(Backbone):
                 f"unknown {self.family} hook points {unknown or '[]'}", f"choose from {list(HOOK_POINTS)}"
             )
         super().__init__(
-            name or self.spec.name,
-            hub_id or self.spec.hub_id,
+            name,
+            hub_id,
             path,
             assets_name,
             revision,

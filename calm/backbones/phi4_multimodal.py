@@ -39,10 +39,11 @@ class Phi4MultimodalBackbone(AudioLMBackbone):
 
     def __init__(
         self,
-        name: str | None = None,
-        hub_id: str | None = None,
+        *,
+        name: str,
+        hub_id: str,
+        assets_name: str | None,
         path: str | None = None,
-        assets_name: str | None = None,
         revision: str | None = None,
         hook_points: list[str] | tuple[str, ...] = HOOK_POINTS,
         layers: list[int] | None = None,
