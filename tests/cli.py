@@ -27,6 +27,12 @@ def compose_config(overrides: list[str], out_dir: Path) -> DictConfig:
         )
 
 
+def backbone_config(name: str, path: Path) -> DictConfig:
+    """`backbone=<name>` as run.py composes it (a variant's `defaults` merged), with its weights at `path`."""
+    cfg = compose_config([f"backbone={name}", f"backbone.path={path}"], path.parent / "out")
+    return cfg.backbone
+
+
 def dataset_config(config: str, /, **settings: Any) -> DictConfig:
     """configs/dataset/<config>.yaml with `settings` over it, as `dataset=CONFIG dataset.KEY=VALUE` would give
     (without composing the rest: an interpolation such as hf's `${paths.data_dir}` must be set here)."""

@@ -12,7 +12,7 @@ import torch
 from calm.backbones import build_backbone
 from calm.backbones.audio_lm import AudioLMBackbone
 from calm.data.audio import load_audio
-from tests.cli import REPO
+from tests.cli import backbone_config
 
 FAMILIES = ["qwen3_omni", "audio_flamingo3", "music_flamingo", "glm_asr", "qwen3_asr", "phi4_multimodal", "voxtral"]
 CLIPS = ["0_george_0", "7_jackson_12", "3_lucas_30"]  # different lengths, all under a second
@@ -22,10 +22,8 @@ PROMPTS = ["What sound is this?", "Hi", "Which digit is spoken here, from zero t
 @pytest.fixture(scope="module", params=FAMILIES)
 def family(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AudioLMBackbone:
     """The family's `backbone=tiny_<family>` config, built and loaded once per module."""
-    from omegaconf import OmegaConf
 
-    cfg = OmegaConf.load(REPO / "configs" / "backbone" / f"tiny_{request.param}.yaml")
-    cfg.path = str(tmp_path_factory.mktemp(request.param) / "tiny")
+    cfg = backbone_config(f"tiny_{request.param}", tmp_path_factory.mktemp(request.param) / "tiny")
     backbone = build_backbone(cfg, "32-true")
     backbone.load()
     return backbone
@@ -121,25 +119,21 @@ def without_mistral_common(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_voxtral_without_mistral_common_is_a_clear_error_naming_the_extra(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from omegaconf import OmegaConf
 
     from calm.errors import ConfigError
 
     without_mistral_common(monkeypatch)
     (tmp_path / "config.json").write_text("{}")
-    cfg = OmegaConf.load(REPO / "configs" / "backbone" / "voxtral.yaml")
-    cfg.path = str(tmp_path)
+    cfg = backbone_config("voxtral", tmp_path)
     with pytest.raises(ConfigError, match=r"(?s)needs the package 'mistral-common'.*calm\[voxtral\]"):
         build_backbone(cfg, "32-true").template()
 
 
 def test_the_tiny_voxtral_needs_mistral_common_too(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from omegaconf import OmegaConf
 
     from calm.errors import ConfigError
 
     without_mistral_common(monkeypatch)
-    cfg = OmegaConf.load(REPO / "configs" / "backbone" / "tiny_voxtral.yaml")
-    cfg.path = str(tmp_path / "tiny")
+    cfg = backbone_config("tiny_voxtral", tmp_path / "tiny")
     with pytest.raises(ConfigError, match=r"pip install 'calm\[voxtral\]'"):
         build_backbone(cfg, "32-true")
