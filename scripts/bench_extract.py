@@ -52,8 +52,8 @@ from transformers import (
 
 from calm.backbones.hooks import find_layer_modules
 from calm.backbones.qwen2_audio import LM_LAYER_PATTERN, Qwen2AudioBackbone
-from calm.extraction.extract import HeadExtractor, trimmed_for_capture
 from calm.extraction.plan import plan_batches
+from calm.extraction.trainer_pass import HeadExtractor, trimmed_for_capture
 from calm.testing.tiny import (
     byte_level_pieces,
     tiny_qwen2_audio_config,

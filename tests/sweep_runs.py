@@ -18,7 +18,8 @@ TINY_ARGS = ["backbone=whisper_tiny", "logger=none", "figures=false", "queries=1
 
 
 def tiny_data(tmp_path_factory: pytest.TempPathFactory, fsdd_root: Path) -> tuple[Path, Path]:
-    """(dataset root, activation cache) shared by every test of the session; extracted on first use."""
+    """(dataset root, activation cache) shared by every test of the session. All 16 clips are extracted on
+    first use (an episode of 4 ways x (2 shots + 2 queries) takes every clip), so the sweeps only read rows."""
     base = tmp_path_factory.getbasetemp() / "tiny_sweeps"
     data, cache, warm = base / "fsdd", base / "cache", base / "warm"
     if not warm.exists():
@@ -27,7 +28,7 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory, fsdd_root: Path) -> tupl
         small_fsdd(fsdd_root, data, speakers=("george", "jackson"), indices=(0, 10), digits=(0, 1, 2, 3))
         run_job(
             compose_config(
-                [f"dataset.root={data}", f"paths.cache_dir={cache}", *TINY_ARGS, "shots=2", "method=sav"],
+                [f"dataset.root={data}", f"paths.cache_dir={cache}", *TINY_ARGS, "shots=2", "queries=2", "method=sav"],
                 base / "warmup",
             )
         )

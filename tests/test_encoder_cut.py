@@ -126,7 +126,7 @@ def test_the_mel_input_is_trimmed_on_the_cpu_before_transfer_with_the_same_rows(
     """ClipBatches trims what the capture never reads before Lightning moves the batch; same rows."""
     from calm.data.prompts import Prompt
     from calm.data.table import ClipTable
-    from calm.extraction.extract import ClipBatches
+    from calm.extraction.trainer_pass import ClipBatches
 
     cut, full = pair
     waves = _noise([0.6, 2.2, 1.3])

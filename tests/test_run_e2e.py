@@ -26,15 +26,28 @@ def fsdd_copy(tmp_path_factory: pytest.TempPathFactory, fsdd_root: Path) -> Path
     return small_fsdd(fsdd_root, tmp_path_factory.mktemp("fsdd"))
 
 
+@pytest.fixture(scope="module")
+def first_run(
+    tmp_path_factory: pytest.TempPathFactory, fsdd_copy: Path
+) -> tuple[Path, Path, subprocess.CompletedProcess]:
+    """(output folder, cache, process) of one uninterrupted job on a fresh cache: the first run of the
+    end-to-end test, and the rows the killed extraction must resume to."""
+    base = tmp_path_factory.mktemp("first_run")
+    done = run_cli([f"dataset.root={fsdd_copy}", *SMALL, "logger=wandb"], base / "run1", base / "cache")
+    return base / "run1", base / "cache", done
+
+
 def _read(out: Path) -> dict:
     return json.loads((out / "results.json").read_text())
 
 
-def test_one_job_end_to_end_then_reuses_the_cache(tmp_path: Path, fsdd_copy: Path) -> None:
+def test_one_job_end_to_end_then_reuses_the_cache(
+    tmp_path: Path, fsdd_copy: Path, first_run: tuple[Path, Path, subprocess.CompletedProcess]
+) -> None:
     args = [f"dataset.root={fsdd_copy}", *SMALL, "logger=wandb"]
-    first = run_cli(args, tmp_path / "run1", tmp_path / "cache")
+    run1, cache, first = first_run
     assert first.returncode == 0, first.stderr[-3000:]
-    results = _read(tmp_path / "run1")
+    results = _read(run1)
     assert results["config"]["shots"] == 2 and results["config"]["backbone"]["name"] == "whisper_tiny"
     rows = {row["method"]: row for row in results["results"]}
     assert set(rows) == {"sav", "calm"}
@@ -43,7 +56,7 @@ def test_one_job_end_to_end_then_reuses_the_cache(tmp_path: Path, fsdd_copy: Pat
         assert 0.0 <= row["accuracy_mean"] <= 100.0 and row["accuracy_ci95"] >= 0.0
     assert results["cache"]["extracted"] == 40
 
-    with open(tmp_path / "run1" / "episodes.csv") as handle:
+    with open(run1 / "episodes.csv") as handle:
         episodes = list(csv.DictReader(handle))
     assert len(episodes) == 10
     for method, row in rows.items():
@@ -57,18 +70,20 @@ def test_one_job_end_to_end_then_reuses_the_cache(tmp_path: Path, fsdd_copy: Pat
     ]
     assert rows["calm"]["diff_vs_baseline_mean"] == pytest.approx(np.mean(diffs))
     assert "calm" in first.stdout and "±" in first.stdout
-    assert list((tmp_path / "run1" / "wandb").glob("offline-run-*")), "W&B must log offline without a login"
+    assert list((run1 / "wandb").glob("offline-run-*")), "W&B must log offline without a login"
 
-    second = run_cli(args, tmp_path / "run2", tmp_path / "cache")
+    second = run_cli(args, tmp_path / "run2", cache)
     assert second.returncode == 0, second.stderr[-3000:]
     again = _read(tmp_path / "run2")
     assert again["cache"]["extracted"] == 0
     assert again["results"] == results["results"]
 
 
-def test_killed_extraction_resumes_to_exactly_the_uninterrupted_rows(tmp_path: Path, fsdd_copy: Path) -> None:
-    args = [f"dataset.root={fsdd_copy}", *SMALL, "extract.batch_size=2", "logger=none", "episodes=1"]
-    whole = run_cli(args, tmp_path / "whole", tmp_path / "cache_whole")
+def test_killed_extraction_resumes_to_exactly_the_uninterrupted_rows(
+    tmp_path: Path, fsdd_copy: Path, first_run: tuple[Path, Path, subprocess.CompletedProcess]
+) -> None:
+    args = [f"dataset.root={fsdd_copy}", *SMALL, "logger=none", "episodes=1"]  # the same batches of 4
+    _, cache_whole, whole = first_run
     assert whole.returncode == 0, whole.stderr[-3000:]
 
     env = {**os.environ, "CALM_CACHE": str(tmp_path / "cache_killed")}
@@ -80,17 +95,17 @@ def test_killed_extraction_resumes_to_exactly_the_uninterrupted_rows(tmp_path: P
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 300
-    while index_lines(tmp_path / "cache_killed") < 6 and proc.poll() is None and time.monotonic() < deadline:
+    while index_lines(tmp_path / "cache_killed") < 8 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     written = index_lines(tmp_path / "cache_killed")
-    assert 6 <= written < 40, f"the kill must land mid-extraction (rows written: {written})"
+    assert 8 <= written < 40, f"the kill must land mid-extraction (rows written: {written})"
 
     resumed = run_cli(args, tmp_path / "resumed", tmp_path / "cache_killed")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert json.loads((tmp_path / "resumed" / "results.json").read_text())["cache"]["extracted"] == 40 - written
-    ids_whole, rows_whole = all_rows(tmp_path / "cache_whole")
+    ids_whole, rows_whole = all_rows(cache_whole)
     ids_resumed, rows_resumed = all_rows(tmp_path / "cache_killed")
     assert ids_whole == ids_resumed and len(ids_whole) == 40
     assert torch.equal(rows_whole, rows_resumed)

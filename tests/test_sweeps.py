@@ -11,16 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli import REPO, small_fsdd
-from tests.sweep_runs import sweep_command, sweep_env
+from tests.cli import REPO
+from tests.sweep_runs import sweep_command, sweep_env, tiny_data
 from tests.wandb_records import exit_code
 
 SWEEP = ["backbone=whisper_tiny", "shots=1,2", "seed=0,1", "method=sav,calm", "queries=2", "episodes=3", "logger=none"]
 
 
 @pytest.fixture(scope="module")
-def fsdd_copy(tmp_path_factory: pytest.TempPathFactory, fsdd_root: Path) -> Path:
-    return small_fsdd(fsdd_root, tmp_path_factory.mktemp("fsdd"))
+def tiny(tmp_path_factory: pytest.TempPathFactory, fsdd_root: Path) -> tuple[Path, Path]:
+    """The session's 16 FSDD clips and their warm cache: the sweeps read rows, they extract none."""
+    return tiny_data(tmp_path_factory, fsdd_root)
 
 
 def _sweep(args: list[str], sweep_dir: Path, finished: Path, cache: Path) -> subprocess.Popen:
@@ -34,10 +35,11 @@ def _sweep(args: list[str], sweep_dir: Path, finished: Path, cache: Path) -> sub
     )
 
 
-def test_an_interrupted_sweep_reruns_only_unfinished_jobs(tmp_path: Path, fsdd_copy: Path) -> None:
+def test_an_interrupted_sweep_reruns_only_unfinished_jobs(tmp_path: Path, tiny: tuple[Path, Path]) -> None:
+    data, cache = tiny
     finished = tmp_path / "finished"
-    args = [f"dataset.root={fsdd_copy}", *SWEEP]
-    first = _sweep(args, tmp_path / "sweep1", finished, tmp_path / "cache")
+    args = [f"dataset.root={data}", *SWEEP]
+    first = _sweep(args, tmp_path / "sweep1", finished, cache)
     deadline = time.monotonic() + 300
     while (
         (len(list(finished.glob("*.json"))) if finished.exists() else 0) < 3
@@ -50,7 +52,7 @@ def test_an_interrupted_sweep_reruns_only_unfinished_jobs(tmp_path: Path, fsdd_c
     done_before = len(list(finished.glob("*.json")))
     assert 3 <= done_before < 8, f"the kill must land mid-sweep ({done_before} of 8 finished)"
 
-    second = _sweep(args, tmp_path / "sweep2", finished, tmp_path / "cache")
+    second = _sweep(args, tmp_path / "sweep2", finished, cache)
     output, _ = second.communicate(timeout=600)
     assert second.returncode == 0, output[-3000:]
     assert output.count("an identical job already finished") == done_before
@@ -64,9 +66,10 @@ def test_an_interrupted_sweep_reruns_only_unfinished_jobs(tmp_path: Path, fsdd_c
     }
 
 
-def test_a_failing_job_does_not_stop_the_sweep_and_is_marked_failed(tmp_path: Path, fsdd_copy: Path) -> None:
+def test_a_failing_job_does_not_stop_the_sweep_and_is_marked_failed(tmp_path: Path, tiny: tuple[Path, Path]) -> None:
+    data, cache = tiny
     args = [
-        f"dataset.root={fsdd_copy}",
+        f"dataset.root={data}",
         "backbone=whisper_tiny",
         "method=calm",
         "shots=1",
@@ -75,7 +78,7 @@ def test_a_failing_job_does_not_stop_the_sweep_and_is_marked_failed(tmp_path: Pa
         "logger=wandb",
         "method.estimators.calm._target_=tests.exploding.ExplodingEstimator,calm.methods.CALM",
     ]
-    sweep = _sweep(args, tmp_path / "sweep", tmp_path / "finished", tmp_path / "cache")
+    sweep = _sweep(args, tmp_path / "sweep", tmp_path / "finished", cache)
     output, _ = sweep.communicate(timeout=600)
     assert sweep.returncode == 1, output[-3000:]  # the failed job makes the sweep exit 1, after the other ran
     failed, ok = tmp_path / "sweep" / "0", tmp_path / "sweep" / "1"

@@ -1,5 +1,5 @@
-"""Fill the activation cache with Lightning: a datamodule of missing clips, a module whose
-`predict_step` captures head outputs, and a prediction writer that commits each batch to the cache.
+"""Fill the activation cache: which of the needed clips lack a row of their current inputs, planned into
+batches, and the Lightning pass that computes them (calm.extraction.trainer_pass, loaded only then).
 
 Batches are cut from the full clip list (sorted by duration) before dropping cached ones, so a
 resumed run computes every row in the same batch as an uninterrupted run would: same numbers.
@@ -11,24 +11,16 @@ recomputed like a missing one, and the report says how many and why.
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
-import torch
-from pytorch_lightning.callbacks import BasePredictionWriter
-from torch.utils.data import DataLoader, Dataset
-
 from calm.backbones.base import Backbone
-from calm.cache import REASONS, ActivationCache, RowFacts, RowInputs
+from calm.cache import REASONS, ActivationCache
 from calm.cache.durations import DurationStore
-from calm.data.audio import load_audio
 from calm.data.prompts import Prompt
-from calm.data.table import Clip, ClipTable
-from calm.errors import CalmError, DataError
+from calm.data.table import ClipTable
 from calm.extraction.plan import (
     PROBE_WORKERS,
     check_long_clips,
@@ -36,21 +28,9 @@ from calm.extraction.plan import (
     preflight,
 )
 from calm.extraction.row_inputs import row_inputs
-from calm.run.termination import at_step_end, stop_if_terminated
 from calm.storage.atomic_write import write_lines_atomic
 
 log = logging.getLogger(__name__)
-QUIET_WARNINGS = (".*does not have many workers.*", ".*infer the batch indices.*", ".*LeafSpec.*")
-
-
-class _DropAdvertising(logging.Filter):
-    """Lightning prints a product tip on every Trainer; keep its useful device lines only."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "litlogger" not in record.getMessage()
-
-
-logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_DropAdvertising())
 
 
 @dataclass
@@ -79,145 +59,6 @@ class ExtractionReport:
         if self.skipped:
             lines = ["clip_id\treason"] + [f"{cid}\t{why.splitlines()[0]}" for cid, why in sorted(self.skipped.items())]
             write_lines_atomic(path, lines)
-
-
-class PlannedBatches(Dataset):
-    """Item i is planned batch i, decoded and collated; a bad clip becomes an error entry when skipping.
-
-    Serving whole batches (DataLoader batch_size=None) keeps the batch plan exactly as computed,
-    whatever sampler Lightning puts in front of it.
-    """
-
-    def __init__(
-        self, table: ClipTable, batches: list[list[str]], prompt: Prompt, backbone: Backbone, on_bad_clip: str
-    ) -> None:
-        self.table = table
-        self.batches = batches
-        self.prompt = prompt
-        self.backbone = backbone
-        self.on_bad_clip = on_bad_clip
-        self.index = {c.id: i for i, c in enumerate(table.clips)}
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        needs_video = getattr(self.backbone, "needs_video", False)
-        ids, waves, prompts, videos, errors = [], [], [], [], {}
-        for clip_id in self.batches[i]:
-            clip = self.table.clips[self.index[clip_id]]
-            try:
-                wave, video = self._decode(clip, needs_video)
-            except CalmError as err:
-                if self.on_bad_clip == "error":
-                    raise
-                errors[clip_id] = str(err)
-                continue
-            ids.append(clip_id)
-            waves.append(wave)
-            videos.append(video)
-            prompts.append(self.prompt.text_for(clip, self.table))
-        if not ids:
-            inputs = {}
-        elif needs_video:
-            inputs = self.backbone.collate(waves, prompts, videos=videos)
-        else:
-            inputs = self.backbone.collate(waves, prompts)
-        return {"ids": ids, "errors": errors, "inputs": inputs}
-
-    def _decode(self, clip: Clip, needs_video: bool) -> tuple[Any, Any]:
-        """Audio (from the video file when the backbone also reads frames) and, if needed, the frames."""
-        if not needs_video:
-            return load_audio(clip.audio_path, self.backbone.sample_rate), None
-        if clip.video_path is None:
-            raise DataError(
-                f"clip {clip.id} ({clip.audio_path}) has no video file",
-                "use backbone.modality=audio, or a dataset whose clips are videos (e.g. vggsound mp4)",
-            )
-        return load_audio(clip.video_path, self.backbone.sample_rate), self.backbone.load_video(clip.video_path)
-
-
-def trimmed_for_capture(backbone: Backbone, batch: dict[str, Any]) -> dict[str, Any]:
-    """A served batch whose model inputs hold only what `backbone.capture` reads (a new dict)."""
-    if not batch["ids"]:
-        return batch
-    return {**batch, "inputs": backbone.trim_for_capture(batch["inputs"])}
-
-
-class ClipBatches(pl.LightningDataModule):
-    """Serves the planned batches; under DDP each rank takes every world_size-th batch."""
-
-    def __init__(
-        self,
-        table: ClipTable,
-        batches: list[list[str]],
-        prompt: Prompt,
-        backbone: Backbone,
-        on_bad_clip: str,
-        num_workers: int,
-    ) -> None:
-        super().__init__()
-        self.args = (table, batches, prompt, backbone, on_bad_clip)
-        self.num_workers = num_workers
-
-    def on_before_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
-        """Trim on the CPU what the capture never reads, before Lightning copies the batch to the device."""
-        return trimmed_for_capture(self.args[3], batch)
-
-    def predict_dataloader(self) -> DataLoader:
-        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        table, batches, prompt, backbone, on_bad_clip = self.args
-        dataset = PlannedBatches(table, batches[rank::world], prompt, backbone, on_bad_clip)
-        return DataLoader(dataset, batch_size=None, num_workers=self.num_workers)
-
-
-class HeadExtractor(pl.LightningModule):
-    """Holds the backbone's model so Lightning places it on the device and applies precision."""
-
-    def __init__(self, backbone: Backbone, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.model = model
-
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        rows = None
-        if batch["ids"]:
-            inputs = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch["inputs"].items()}
-            rows = self.backbone.capture(inputs).to(torch.float16).cpu()
-        return {"ids": batch["ids"], "rows": rows, "errors": batch["errors"]}
-
-
-class CacheWriter(BasePredictionWriter):
-    """Commits each batch to the cache as soon as it is computed, so a killed run loses one batch at most;
-    each row is stored with the inputs it was computed from, the size of its batch and its clip's duration.
-    After a SIGTERM no new batch starts, and the one being computed is committed before the job stops
-    (calm.run.termination)."""
-
-    def __init__(
-        self,
-        cache: ActivationCache,
-        report: ExtractionReport,
-        inputs: dict[str, RowInputs],
-        durations: dict[str, float],
-    ) -> None:
-        super().__init__(write_interval="batch")
-        self.cache = cache
-        self.report = report
-        self.inputs = inputs
-        self.durations = durations
-
-    def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
-        stop_if_terminated()
-
-    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
-        self.report.skipped.update(prediction["errors"])
-        ids = prediction["ids"]
-        if ids:
-            facts = [RowFacts(len(ids), self.durations[cid]) for cid in ids]
-            self.report.extracted += self.cache.write(
-                ids, prediction["rows"].numpy(), [self.inputs[cid] for cid in ids], facts
-            )
-        stop_if_terminated()
 
 
 def count_recomputed(todo: dict[str, str], report: ExtractionReport) -> None:
@@ -306,31 +147,10 @@ def extract_missing(
     batches = [b for b in plan_batches(usable, durations, batch_size) if missing.intersection(b)]
     if not batches:
         return report
-    model = backbone.load()
-    datamodule = ClipBatches(table, batches, prompt, backbone, on_bad_clip, num_workers)
-    trainer = pl.Trainer(
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
-        callbacks=[CacheWriter(cache, report, inputs, durations)],
-        **trainer_kwargs,
+    # Lightning is imported here, not at the top: a job whose rows are all cached starts without it.
+    from calm.extraction.trainer_pass import compute_batches
+
+    compute_batches(
+        backbone, table, prompt, cache, batches, inputs, durations, report, trainer_kwargs, on_bad_clip, num_workers
     )
-    with warnings.catch_warnings(), at_step_end():
-        for noise in QUIET_WARNINGS:
-            warnings.filterwarnings("ignore", message=noise)
-        trainer.predict(HeadExtractor(backbone, model), datamodule=datamodule, return_predictions=False)
-    report.rank = trainer.global_rank
-    _merge_ranks(trainer, report)
     return report
-
-
-def _merge_ranks(trainer: pl.Trainer, report: ExtractionReport) -> None:
-    """Under DDP, wait until every rank has committed its batches, then give each the totals of all."""
-    if trainer.world_size < 2 or not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return
-    parts: list[Any] = [None] * trainer.world_size
-    torch.distributed.all_gather_object(parts, (report.extracted, report.skipped))
-    report.extracted = sum(extracted for extracted, _ in parts)
-    for skipped in (skipped for _, skipped in parts):
-        report.skipped.update(skipped)
