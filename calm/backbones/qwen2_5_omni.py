@@ -47,22 +47,13 @@ class Qwen2_5OmniBackbone(AudioLMBackbone):
 
     spec = QWEN2_5_OMNI
 
-    def __init__(
-        self,
-        *,
-        name: str = "qwen2_5_omni",
-        hub_id: str = "Qwen/Qwen2.5-Omni-7B",
-        assets_name: str | None = "Qwen2.5-Omni-7B",
-        modality: str = "audio",
-        fps: float | None = None,
-        **settings: Any,
-    ) -> None:
-        """`settings`: AudioLMBackbone's (path, layers, precision, ...)."""
+    def __init__(self, *, modality: str = "audio", fps: float | None = None, **settings: Any) -> None:
+        """`settings`: AudioLMBackbone's (name, hub_id, path, layers, precision, ...)."""
         if modality not in MODALITIES:
             raise ConfigError(f"backbone.modality={modality!r}", f"choose one of {list(MODALITIES)}")
         if fps is not None and not fps > 0:
             raise ConfigError(f"backbone.fps={fps}", "use a positive frame rate, or null for the processor's")
-        super().__init__(name=name, hub_id=hub_id, assets_name=assets_name, **settings)
+        super().__init__(**settings)
         self.modality = modality
         self._fps = fps
 

@@ -49,17 +49,9 @@ class Qwen2AudioBackbone(AudioLMBackbone):
 
     spec = QWEN2_AUDIO
 
-    def __init__(
-        self,
-        *,
-        name: str = "qwen2_audio",
-        hub_id: str = "Qwen/Qwen2-Audio-7B-Instruct",
-        assets_name: str | None = "Qwen2-Audio-7B-Instruct",
-        encoder_cut: bool = True,
-        **settings: Any,
-    ) -> None:
-        """`settings`: AudioLMBackbone's (path, layers, precision, ...)."""
-        super().__init__(name=name, hub_id=hub_id, assets_name=assets_name, **settings)
+    def __init__(self, *, encoder_cut: bool = True, **settings: Any) -> None:
+        """`settings`: AudioLMBackbone's (name, hub_id, path, layers, precision, ...)."""
+        super().__init__(**settings)
         # Run the audio encoder on the batch's real mel frames only (calm.backbones.encoder_cut). Exact, so
         # not part of the cache key: the captured numbers are those of the full 30 s input.
         self.encoder_cut = bool(encoder_cut)
