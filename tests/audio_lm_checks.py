@@ -15,6 +15,7 @@ from torch import nn
 
 from calm.backbones.base import Backbone
 from calm.errors import AssetError
+from tests.cli import family_backbone
 
 PROMPTS = ["What sound is this?", "Hi", "Describe the sound of this clip in one long sentence, please."]
 ASSISTANT_HEADER = "<|im_start|>assistant\n"
@@ -30,7 +31,7 @@ def tiny_backbone_fixtures(build: Callable[..., Path], backbone_class: type, nam
 
     @pytest.fixture(scope="module", name=name)
     def backbone(tiny_dir: Path) -> Backbone:
-        loaded = backbone_class(path=str(tiny_dir))
+        loaded = family_backbone(backbone_class, path=str(tiny_dir))
         loaded.load()
         return loaded
 
@@ -90,10 +91,10 @@ def check_no_weights_names_the_fix(backbone_class: type, hub_id: str, tmp_path, 
     monkeypatch.setenv("CALM_ASSETS", str(tmp_path / "empty"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    backbone = backbone_class()
+    backbone = family_backbone(backbone_class)
     assert backbone.source == hub_id
     with pytest.raises(AssetError, match=f"cannot load the weights of {hub_id}") as err:
         backbone.n_heads  # noqa: B018
     assert "backbone.path" in str(err.value)
     with pytest.raises(AssetError, match="backbone.path"):
-        backbone_class(path=str(tmp_path / "nothing-here"))
+        family_backbone(backbone_class, path=str(tmp_path / "nothing-here"))

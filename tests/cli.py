@@ -33,6 +33,13 @@ def backbone_config(name: str, path: Path) -> DictConfig:
     return cfg.backbone
 
 
+def family_backbone(backbone_class: type, **settings: Any) -> Any:
+    """`backbone_class` built in Python with the `name`, `hub_id` and `assets_name` of its family's YAML
+    (configs/backbone/<family>.yaml, their one home), `settings` over them."""
+    cfg = OmegaConf.load(REPO / "configs" / "backbone" / f"{backbone_class.spec.name}.yaml")
+    return backbone_class(**{"name": cfg.name, "hub_id": cfg.hub_id, "assets_name": cfg.assets_name, **settings})
+
+
 def dataset_config(config: str, /, **settings: Any) -> DictConfig:
     """configs/dataset/<config>.yaml with `settings` over it, as `dataset=CONFIG dataset.KEY=VALUE` would give
     (without composing the rest: an interpolation such as hf's `${paths.data_dir}` must be set here)."""

@@ -23,7 +23,7 @@ from calm.protocols import Protocol
 from calm.run.job import prepare
 from calm.run.tracking import NullTracker, Tracker, WandbTracker, build_tracker
 from calm.selection.settings import CalmGrid
-from tests.cli import compose_config, small_fsdd
+from tests.cli import backbone_config, compose_config, small_fsdd
 
 # config groups whose files build one object each, and the base class `build` checks it against (a prompt
 # is any class with ClipPrompt's methods, a typing Protocol: no base class to check)
@@ -237,3 +237,38 @@ def test_a_new_estimator_is_one_class_and_one_yaml(
     assert set(rows) == {"sav", "mine", "concat"}
     mine, concat = rows.pop("mine"), rows.pop("concat")
     assert mine == {**concat, "method": "mine"}
+
+
+def test_a_subclass_backbone_refuses_an_unknown_key_naming_its_whole_hierarchys_settings(tmp_path: Path) -> None:
+    """Qwen2AudioBackbone declares only its own settings and passes `**settings` on to AudioLMBackbone: an
+    unknown key is still refused before anything is built, and the accepted keys listed include those only
+    the base class declares; a key only the base class requires is still required."""
+    tiny = OmegaConf.to_container(backbone_config("tiny_qwen2_audio", tmp_path / "tiny"), resolve=True)
+    with pytest.raises(ConfigError, match=r"has no setting\(s\) \['encoder_cutt'\]") as err:
+        config_objects.build({**tiny, "encoder_cutt": False}, "backbone", base=Backbone)
+    for own_or_base in ("encoder_cut", "revision", "layers", "precision", "hook_points", "tiny_seed"):
+        assert f"'{own_or_base}'" in err.value.fix
+    assert not (tmp_path / "tiny").exists(), "refused before the tiny model was built"
+    phi4 = OmegaConf.to_container(backbone_config("tiny_phi4_multimodal", tmp_path / "phi4"), resolve=True)
+    del phi4["hub_id"]
+    with pytest.raises(ConfigError, match=r"lacks the setting\(s\) \['hub_id'\]"):
+        config_objects.build(phi4, "backbone", base=Backbone)
+
+
+class Forwards:
+    def __init__(self, *, depth: int = 1) -> None: ...
+
+
+class PassesOn(Forwards):
+    def __init__(self, *, width: int = 2, **settings: int) -> None:
+        super().__init__(**settings)
+
+
+class KeepsToItself(Forwards):
+    def __init__(self, **options: int) -> None:
+        super().__init__()
+
+
+def test_the_settings_of_a_class_are_its_hierarchys_while_it_passes_them_on() -> None:
+    assert [p.name for p in config_objects.settings_parameters(PassesOn)] == ["width", "depth"]
+    assert config_objects.settings_parameters(KeepsToItself) is None, "a **options not passed on takes any key"

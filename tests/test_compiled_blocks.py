@@ -12,6 +12,7 @@ import torch
 from calm.backbones.compiled_blocks import hook_free_blocks, unhooked_layers
 from calm.backbones.qwen2_audio import Qwen2AudioBackbone
 from calm.testing.tiny import build_tiny_qwen2_audio
+from tests.cli import family_backbone
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +21,7 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_only_the_norms_and_mlps_of_hooked_layers_are_compiled(tiny_dir: Path) -> None:
-    backbone = Qwen2AudioBackbone(path=str(tiny_dir), layers=[1])
+    backbone = family_backbone(Qwen2AudioBackbone, path=str(tiny_dir), layers=[1])
     backbone.load()
     hooked = [path for _, path, _ in backbone._capture.modules]
     blocks = [path for path, _ in hook_free_blocks(backbone.model, hooked)]
@@ -39,9 +40,9 @@ def test_only_the_norms_and_mlps_of_hooked_layers_are_compiled(tiny_dir: Path) -
 
 
 def test_the_flag_is_part_of_the_cache_key(tiny_dir: Path) -> None:
-    eager = Qwen2AudioBackbone(path=str(tiny_dir)).key_fields()
+    eager = family_backbone(Qwen2AudioBackbone, path=str(tiny_dir)).key_fields()
     assert "compiled_blocks" not in eager
-    assert Qwen2AudioBackbone(path=str(tiny_dir), compile_blocks=True).key_fields() != eager
+    assert family_backbone(Qwen2AudioBackbone, path=str(tiny_dir), compile_blocks=True).key_fields() != eager
 
 
 @pytest.mark.slow
@@ -50,7 +51,7 @@ def test_compiled_blocks_capture_the_same_heads_in_fp32(tiny_dir: Path) -> None:
     waves = [(0.1 * rng.standard_normal(int(16000 * s))).astype(np.float32) for s in (1.0, 2.5, 4.0)]
     rows = {}
     for compiled in (False, True):
-        backbone = Qwen2AudioBackbone(path=str(tiny_dir), compile_blocks=compiled)
+        backbone = family_backbone(Qwen2AudioBackbone, path=str(tiny_dir), compile_blocks=compiled)
         backbone.load()
         with torch.no_grad():
             rows[compiled] = backbone.capture(backbone.collate(waves, ["What is it?"] * 3))

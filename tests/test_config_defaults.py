@@ -3,7 +3,6 @@ builds the class gives the same key (as the default run composes it), or stand w
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterator
 from functools import cache
 from typing import Any
@@ -14,7 +13,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from calm.config.authors_modes import register_authors_resolver
-from calm.config.builder import CONFIG_DIR
+from calm.config.builder import CONFIG_DIR, settings_parameters
 from tests.test_builder import BLOCKS
 
 GROUPS = ("estimator", "logger", "dataset", "prompt", "protocol", "method")
@@ -81,7 +80,7 @@ def disagreements(group: str, name: str) -> list[str]:
     cfg, key = placed(group, name)
     found = []
     for where, cls, node in checked_nodes(cfg, key):
-        for param in inspect.signature(cls).parameters.values():
+        for param in settings_parameters(cls) or ():  # the class's and, passed on as **settings, its bases'
             if param.default is param.empty or param.name not in node or not literal(node, param.name):
                 continue
             value = OmegaConf.select(cfg, f"{where}.{param.name}", throw_on_missing=True)

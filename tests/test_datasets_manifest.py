@@ -25,7 +25,7 @@ from calm.protocols import PaperProtocol, Pools, shared_file_marks
 from calm.storage.file_digests import FileDigests
 from calm.tables.manifest_schema import audioset, mcq, pseudo, write
 from calm.testing.tiny import build_tiny_qwen2_audio
-from tests.cli import run_cli
+from tests.cli import family_backbone, run_cli
 
 ESC = "/data/sls/scratch/sbhati/SSM/VMamba-ast/egs/esc50/data/ESC-50-master/audio_16k/"
 CLASSES = ["dog", "rain", "siren", "clock_tick"]
@@ -110,7 +110,9 @@ def test_missing_files_are_an_error_counting_them_or_a_listed_skip(tmp_path: Pat
 
 @pytest.fixture(scope="module")
 def tiny_qwen(tmp_path_factory: pytest.TempPathFactory) -> Qwen2AudioBackbone:
-    backbone = Qwen2AudioBackbone(path=str(build_tiny_qwen2_audio(tmp_path_factory.mktemp("tiny_qwen2_audio"))))
+    backbone = family_backbone(
+        Qwen2AudioBackbone, path=str(build_tiny_qwen2_audio(tmp_path_factory.mktemp("tiny_qwen2_audio")))
+    )
     backbone.load()
     return backbone
 

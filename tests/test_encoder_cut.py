@@ -18,6 +18,7 @@ from calm.backbones.encoder_cut import (
 from calm.backbones.qwen2_audio import Qwen2AudioBackbone
 from calm.errors import ConfigError
 from calm.testing.tiny import build_tiny_qwen2_audio
+from tests.cli import family_backbone
 
 PROMPTS = ["What sound is this?", "Hi", "Describe the sound of this clip in one long sentence, please.", "Which?"]
 
@@ -29,8 +30,8 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def pair(tiny_dir: Path) -> tuple[Qwen2AudioBackbone, Qwen2AudioBackbone]:
-    cut = Qwen2AudioBackbone(path=str(tiny_dir), encoder_cut=True)
-    full = Qwen2AudioBackbone(path=str(tiny_dir), encoder_cut=False)
+    cut = family_backbone(Qwen2AudioBackbone, path=str(tiny_dir), encoder_cut=True)
+    full = family_backbone(Qwen2AudioBackbone, path=str(tiny_dir), encoder_cut=False)
     full.attach(cut.load())  # one model, two ways of running its audio tower
     return cut, full
 
@@ -113,10 +114,10 @@ def test_cut_encoder_does_a_fraction_of_the_work(pair) -> None:
 
 def test_cut_is_not_in_the_cache_key_and_refuses_other_towers(tiny_dir: Path, pair) -> None:
     assert (
-        Qwen2AudioBackbone(path=str(tiny_dir), encoder_cut=True).key_fields()
-        == Qwen2AudioBackbone(path=str(tiny_dir), encoder_cut=False).key_fields()
+        family_backbone(Qwen2AudioBackbone, path=str(tiny_dir), encoder_cut=True).key_fields()
+        == family_backbone(Qwen2AudioBackbone, path=str(tiny_dir), encoder_cut=False).key_fields()
     )
-    assert Qwen2AudioBackbone(path=str(tiny_dir)).encoder_cut is True
+    assert family_backbone(Qwen2AudioBackbone, path=str(tiny_dir)).encoder_cut is True
     other = torch.nn.Module()
     with pytest.raises(ConfigError, match="encoder_cut=false"):
         encode_audio(other, torch.zeros(1, 128, 8), torch.ones(1, 8, dtype=torch.long))
@@ -159,7 +160,7 @@ def test_lightning_extraction_copies_only_the_trimmed_mel_input(
     for name in ("0_george_0", "1_jackson_5", "2_lucas_9"):
         shutil.copy(fsdd_root / "recordings" / f"{name}.wav", tmp_path / "fsdd" / "recordings")
     table = load_fsdd(tmp_path / "fsdd")
-    backbone = Qwen2AudioBackbone(path=str(tiny_dir))
+    backbone = family_backbone(Qwen2AudioBackbone, path=str(tiny_dir))
     widths = []
     capture = Qwen2AudioBackbone.capture
     monkeypatch.setattr(

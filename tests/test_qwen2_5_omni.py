@@ -18,13 +18,14 @@ from calm.data.audio import load_audio  # noqa: E402
 from calm.errors import ConfigError, DataError  # noqa: E402
 from calm.testing.tiny_omni import build_tiny_qwen2_5_omni  # noqa: E402
 from tests import audio_lm_checks as lm  # noqa: E402
+from tests.cli import family_backbone  # noqa: E402
 
 tiny_dir, omni = lm.tiny_backbone_fixtures(build_tiny_qwen2_5_omni, Qwen2_5OmniBackbone, "omni")
 
 
 @pytest.fixture(scope="module")
 def omni_av(tiny_dir: Path) -> Qwen2_5OmniBackbone:
-    backbone = Qwen2_5OmniBackbone(path=str(tiny_dir), modality="audio_video")
+    backbone = family_backbone(Qwen2_5OmniBackbone, path=str(tiny_dir), modality="audio_video")
     backbone.load()
     return backbone
 
@@ -109,21 +110,28 @@ def test_prompt_is_audio_then_text_then_the_assistant_header(omni, omni_av) -> N
     assert rendered.index("<|vision_bos|><|VIDEO|><|vision_eos|>") < rendered.index("Which animal?")
     assert rendered.endswith("Which animal?<|im_end|>\n" + lm.ASSISTANT_HEADER)
     with pytest.raises(ConfigError, match="audio placeholders"):
-        Qwen2_5OmniBackbone(path=omni.source, chat_template="{{ messages[0]['role'] }}: q").render_prompt("x")
+        family_backbone(
+            Qwen2_5OmniBackbone, path=omni.source, chat_template="{{ messages[0]['role'] }}: q"
+        ).render_prompt("x")
 
 
 def test_key_and_heads_from_the_config_without_loading_weights(tiny_dir: Path) -> None:
-    audio = Qwen2_5OmniBackbone(path=str(tiny_dir))
+    audio = family_backbone(Qwen2_5OmniBackbone, path=str(tiny_dir))
     assert audio.n_heads == 8 == len(audio.head_names()) and audio.head_dim == 16 and audio.model is None
     assert not audio.needs_video
-    video = Qwen2_5OmniBackbone(path=str(tiny_dir), modality="audio_video")
+    video = family_backbone(Qwen2_5OmniBackbone, path=str(tiny_dir), modality="audio_video")
     assert video.needs_video
     key_a, key_v = audio.key_fields(), video.key_fields()
     assert key_a["family"] == "qwen2_5_omni" and key_a["modality"] == "audio" and key_a["video"] is None
     assert key_v["modality"] == "audio_video" and key_v["video"]["fps"] == 2.0 and key_v != key_a
-    assert Qwen2_5OmniBackbone(path=str(tiny_dir), modality="audio_video", fps=1).key_fields()["video"]["fps"] == 1.0
+    assert (
+        family_backbone(Qwen2_5OmniBackbone, path=str(tiny_dir), modality="audio_video", fps=1).key_fields()["video"][
+            "fps"
+        ]
+        == 1.0
+    )
     with pytest.raises(ConfigError, match="modality"):
-        Qwen2_5OmniBackbone(path=str(tiny_dir), modality="video")
+        family_backbone(Qwen2_5OmniBackbone, path=str(tiny_dir), modality="video")
 
 
 def _write_mp4(path: Path, wave: np.ndarray, frames: np.ndarray, rate: int = 16000, video_fps: int = 10) -> None:
@@ -220,7 +228,7 @@ def test_the_hub_layout_of_the_whole_omni_model_loads_its_thinker(tiny_dir: Path
     save_file(weights, full / "model.safetensors", metadata={"format": "pt"})
     assert json.loads((full / "config.json").read_text())["model_type"] == "qwen2_5_omni"
 
-    backbone = Qwen2_5OmniBackbone(path=str(full))
+    backbone = family_backbone(Qwen2_5OmniBackbone, path=str(full))
     assert backbone.n_heads == 8 and type(backbone.config).__name__ == "Qwen2_5OmniThinkerConfig"
     backbone.load()
     waves = lm.tones([0.7, 1.3])

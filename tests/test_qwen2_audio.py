@@ -20,7 +20,7 @@ from calm.errors import ConfigError
 from calm.extraction.row_inputs import model_key_fields
 from calm.testing.tiny import build_tiny_qwen2_audio, ensure_tiny_qwen2_audio
 from tests import audio_lm_checks as lm
-from tests.cli import REPO
+from tests.cli import REPO, family_backbone
 
 tiny_dir, qwen = lm.tiny_backbone_fixtures(build_tiny_qwen2_audio, Qwen2AudioBackbone, "qwen")
 
@@ -109,13 +109,15 @@ def test_prompt_is_audio_then_text_then_the_assistant_header(qwen) -> None:
 
 
 def test_chat_template_without_audio_placeholder_is_a_clear_error(tiny_dir: Path) -> None:
-    backbone = Qwen2AudioBackbone(path=str(tiny_dir), chat_template="{{ messages[0]['role'] }}: question")
+    backbone = family_backbone(
+        Qwen2AudioBackbone, path=str(tiny_dir), chat_template="{{ messages[0]['role'] }}: question"
+    )
     with pytest.raises(ConfigError, match="audio placeholders"):
         backbone.key_fields()
 
 
 def test_heads_from_the_config_without_loading_weights(tiny_dir: Path, qwen) -> None:
-    backbone = Qwen2AudioBackbone(path=str(tiny_dir))
+    backbone = family_backbone(Qwen2AudioBackbone, path=str(tiny_dir))
     assert backbone.n_heads == 2 * 4 == len(backbone.head_names()) and backbone.head_dim == 16
     assert backbone.head_names()[:5] == [f"lm_self_attn.L0.H{h}" for h in range(4)] + ["lm_self_attn.L1.H0"]
     assert backbone.model is None and backbone.uses_prompt_text
@@ -123,24 +125,24 @@ def test_heads_from_the_config_without_loading_weights(tiny_dir: Path, qwen) -> 
         f"model.language_model.layers.{i}.self_attn.o_proj" for i in range(2)
     ]
     assert qwen._capture.head_names() == backbone.head_names()
-    second = Qwen2AudioBackbone(path=str(tiny_dir), layers=[1])
+    second = family_backbone(Qwen2AudioBackbone, path=str(tiny_dir), layers=[1])
     assert second.n_heads == 4 and second.head_names()[0] == "lm_self_attn.L1.H0"
     with pytest.raises(ConfigError, match="outside"):
-        Qwen2AudioBackbone(path=str(tiny_dir), layers=[2]).n_heads  # noqa: B018
+        family_backbone(Qwen2AudioBackbone, path=str(tiny_dir), layers=[2]).n_heads  # noqa: B018
 
 
 def test_key_changes_with_precision_and_hook_points_not_with_batch(tiny_dir: Path, qwen) -> None:
-    fp32 = Qwen2AudioBackbone(path=str(tiny_dir), precision="32-true").key_fields()
-    assert fp32 == Qwen2AudioBackbone(path=str(tiny_dir)).key_fields()
-    assert fp32 != Qwen2AudioBackbone(path=str(tiny_dir), precision="bf16-true").key_fields()
-    assert fp32 != Qwen2AudioBackbone(path=str(tiny_dir), precision="bf16-mixed").key_fields()
-    assert fp32 != Qwen2AudioBackbone(path=str(tiny_dir), layers=[0]).key_fields()
+    fp32 = family_backbone(Qwen2AudioBackbone, path=str(tiny_dir), precision="32-true").key_fields()
+    assert fp32 == family_backbone(Qwen2AudioBackbone, path=str(tiny_dir)).key_fields()
+    assert fp32 != family_backbone(Qwen2AudioBackbone, path=str(tiny_dir), precision="bf16-true").key_fields()
+    assert fp32 != family_backbone(Qwen2AudioBackbone, path=str(tiny_dir), precision="bf16-mixed").key_fields()
+    assert fp32 != family_backbone(Qwen2AudioBackbone, path=str(tiny_dir), layers=[0]).key_fields()
     assert "batch" not in str(fp32) and "device" not in str(fp32)
     assert fp32["audio"]["n_samples"] == 480000 and fp32["audio"]["sample_rate"] == 16000
     assert fp32["prompt_format"]["rendered"].endswith("{prompt}<|im_end|>\n" + lm.ASSISTANT_HEADER)
     assert "prompt" in model_key_fields(qwen, Prompt())
     with pytest.raises(ConfigError, match="unknown qwen2_audio hook points"):
-        Qwen2AudioBackbone(path=str(tiny_dir), hook_points=["lm_head"])
+        family_backbone(Qwen2AudioBackbone, path=str(tiny_dir), hook_points=["lm_head"])
 
 
 def test_no_weights_and_no_network_names_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -152,8 +154,8 @@ def test_tiny_model_is_deterministic_per_seed(tmp_path: Path, tiny_dir: Path) ->
     assert (again / "model.safetensors").read_bytes() == (tiny_dir / "model.safetensors").read_bytes()
     other = build_tiny_qwen2_audio(tmp_path / "other", seed=1)
     assert (
-        Qwen2AudioBackbone(path=str(other)).key_fields()["weights"]
-        != Qwen2AudioBackbone(path=str(again)).key_fields()["weights"]
+        family_backbone(Qwen2AudioBackbone, path=str(other)).key_fields()["weights"]
+        != family_backbone(Qwen2AudioBackbone, path=str(again)).key_fields()["weights"]
     )
     with pytest.raises(ConfigError, match="seed 1"):
         ensure_tiny_qwen2_audio(other, seed=0)
@@ -162,8 +164,9 @@ def test_tiny_model_is_deterministic_per_seed(tmp_path: Path, tiny_dir: Path) ->
 NO_NETWORK_PROGRAM = """
 from calm.backbones.qwen2_audio import Qwen2AudioBackbone
 from calm.errors import AssetError
+from tests.cli import family_backbone
 try:
-    Qwen2AudioBackbone().n_heads
+    family_backbone(Qwen2AudioBackbone).n_heads
 except AssetError as err:
     print("ASSET_ERROR", err)
 """
@@ -194,7 +197,7 @@ def test_generate_answers_are_greedy_new_tokens_only(tmp_path: Path) -> None:
     from calm.backbones.qwen2_audio import Qwen2AudioBackbone
     from calm.testing.tiny import build_tiny_qwen2_audio
 
-    backbone = Qwen2AudioBackbone(name="tiny", path=str(build_tiny_qwen2_audio(tmp_path / "tiny")))
+    backbone = family_backbone(Qwen2AudioBackbone, name="tiny", path=str(build_tiny_qwen2_audio(tmp_path / "tiny")))
     backbone.load()
     rate = backbone.sample_rate
     waves = [np.sin(np.linspace(0, 200 * s, int(rate * s))).astype(np.float32) for s in (0.5, 1.2)]
@@ -211,7 +214,7 @@ def test_generation_pads_clips_too_short_for_two_audio_tokens(tmp_path: Path) ->
     from calm.backbones.qwen2_audio import Qwen2AudioBackbone, padded_for_generation
     from calm.testing.tiny import build_tiny_qwen2_audio
 
-    backbone = Qwen2AudioBackbone(name="tiny", path=str(build_tiny_qwen2_audio(tmp_path / "tiny")))
+    backbone = family_backbone(Qwen2AudioBackbone, name="tiny", path=str(build_tiny_qwen2_audio(tmp_path / "tiny")))
     backbone.load()
     rate = backbone.sample_rate
     short = np.sin(np.linspace(0, 20, int(rate * 0.05))).astype(np.float32)

@@ -11,6 +11,7 @@ from calm.backbones.base import tiny_weights
 from calm.backbones.qwen2_audio import Qwen2AudioBackbone
 from calm.errors import ConfigError
 from calm.testing import tiny_models
+from tests.cli import family_backbone
 
 
 class _Recorded:
@@ -34,12 +35,12 @@ def test_the_named_model_is_built_at_the_backbone_path_with_its_seed(tmp_path: P
 @pytest.mark.parametrize("name", ["calm.testing.tiny_models.NO_SUCH_MODEL", "no_such_package.MODEL", "MODEL"])
 def test_a_wrong_name_is_a_config_error_naming_the_models(tmp_path: Path, name: str) -> None:
     with pytest.raises(ConfigError, match="calm.testing.tiny_models"):
-        Qwen2AudioBackbone(path=str(tmp_path), tiny_model=name)
+        family_backbone(Qwen2AudioBackbone, path=str(tmp_path), tiny_model=name)
 
 
 def test_a_tiny_model_needs_a_folder() -> None:
     with pytest.raises(ConfigError, match="backbone.path"):
-        Qwen2AudioBackbone(tiny_model="calm.testing.tiny_models.QWEN2_AUDIO")
+        family_backbone(Qwen2AudioBackbone, tiny_model="calm.testing.tiny_models.QWEN2_AUDIO")
 
 
 def test_every_tiny_backbone_config_names_a_model_of_calm_testing() -> None:

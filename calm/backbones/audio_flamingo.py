@@ -10,14 +10,12 @@ AUDIO_FLAMINGO3 = Family(
     model_class="AudioFlamingo3ForConditionalGeneration",
     hub_id="nvidia/audio-flamingo-3-hf",
     license="NVIDIA OneWay Noncommercial License",
-    audio="30 s Whisper windows, up to the processor's max_audio_len",
 )
 MUSIC_FLAMINGO = Family(
     name="music_flamingo",
     model_class="MusicFlamingoForConditionalGeneration",
     hub_id="nvidia/music-flamingo-2601-hf",
     license="NVIDIA OneWay Noncommercial License",
-    audio="30 s Whisper windows, up to the processor's max_audio_len",
 )
 
 

@@ -38,32 +38,53 @@ NOT_MODEL_INPUTS = ("num_audio_tokens",)
 
 
 @dataclass(frozen=True)
-class Family:
-    """What one model family is: its classes, checkpoint, extras and the few rules that differ.
+class AudioInput:
+    """How a family's processor takes a clip; the few kinds below cover the families.
 
     `window` says how long a clip the processor keeps: "chunk_length" (the feature extractor's window,
     longer clips are cut), "max_audio_len" (the processor's cap over several windows), or None (no cap).
-    `per_clip_features`: run the processor clip by clip and pad its outputs here (ids and masks on the left,
-    features and their masks with zeros on the right), for processors that pad audio to the batch's longest:
-    their mel frames and encoder chunks at a clip's end would otherwise depend on the other clips of the batch.
-    `position_ids`: pass positions that count real tokens only (1-D RoPE); False where the model works out
-    its own (multimodal RoPE from the attention mask). `call_kwargs`: extra keyword arguments of the
-    processor call (e.g. text padding where the processor does not pad by default).
+    `padding` names how clips are padded (in the cache key). `per_clip_features`: run the processor clip by
+    clip and pad its outputs here (ids and masks on the left, features and their masks with zeros on the
+    right), for processors that pad audio to the batch's longest: their mel frames and encoder chunks at a
+    clip's end would otherwise depend on the other clips of the batch. `description`: the same in words,
+    as `python -m calm.backbones ls` lists it.
+    """
+
+    description: str
+    window: str | None
+    padding: str
+    per_clip_features: bool = False
+
+
+ONE_WHISPER_WINDOW = AudioInput("one 30 s Whisper window (longer clips cut)", "chunk_length", "zeros_to_window")
+WHISPER_WINDOWS = AudioInput(
+    "30 s Whisper windows, up to the processor's max_audio_len", "max_audio_len", "zeros_to_30s_windows"
+)
+WHOLE_CLIP = AudioInput(
+    "whole clip, padded to the batch's longest", None, "zeros_to_longest_in_batch", per_clip_features=True
+)
+
+
+@dataclass(frozen=True)
+class Family:
+    """What one model family is: its classes, checkpoint, extras and the few rules that differ.
+
+    `audio`: how its processor takes a clip (`AudioInput`). `position_ids`: pass positions that count real
+    tokens only (1-D RoPE); False where the model works out its own (multimodal RoPE from the attention
+    mask). `call_kwargs`: extra keyword arguments of the processor call (e.g. text padding where the
+    processor does not pad by default).
     """
 
     name: str
     model_class: str
     hub_id: str
     license: str
-    audio: str
+    audio: AudioInput = WHISPER_WINDOWS
     extras: tuple[str, ...] = ()
     layer_pattern: str = LM_LAYER_PATTERN
     sub_config: str | None = None
-    window: str | None = "max_audio_len"
     position_ids: bool = True
     call_kwargs: dict[str, Any] = field(default_factory=dict)
-    audio_padding: str = "zeros_to_30s_windows"
-    per_clip_features: bool = False
     import_hint: str | None = None
 
     def model_cls(self) -> type:
@@ -250,9 +271,9 @@ class AudioLMBackbone(Backbone):
     @property
     def window_seconds(self) -> float | None:
         """The longest clip the processor keeps whole (longer ones are cut); None: no cap."""
-        if self.spec.window == "chunk_length":
+        if self.spec.audio.window == "chunk_length":
             return float(self.processor.feature_extractor.chunk_length)
-        if self.spec.window == "max_audio_len":
+        if self.spec.audio.window == "max_audio_len":
             return float(self.processor.max_audio_len)
         return None
 
@@ -283,7 +304,7 @@ class AudioLMBackbone(Backbone):
         return {
             **preprocessing_key(self.sample_rate),
             **{name: getattr(features, name) for name in FEATURE_FIELDS if hasattr(features, name)},
-            "pad": self.spec.audio_padding,
+            "pad": self.spec.audio.padding,
         }
 
     def key_fields(self, digests: FileDigests | None = None) -> dict[str, Any]:
@@ -346,7 +367,7 @@ class AudioLMBackbone(Backbone):
     def processed(self, waves: list[np.ndarray], prompts: list[str]) -> dict[str, torch.Tensor]:
         """The processor's model inputs for the rendered prompts and their clips (left padded)."""
         texts = [self.render_prompt(prompt) for prompt in prompts]
-        if self.spec.per_clip_features:
+        if self.spec.audio.per_clip_features:
             parts = [self._process([text], [wave]) for text, wave in zip(texts, waves, strict=True)]
             return padded_batch(parts, self.processor.tokenizer.pad_token_id)
         return self._process(texts, list(waves))

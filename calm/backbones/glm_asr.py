@@ -10,7 +10,6 @@ GLM_ASR = Family(
     model_class="GlmAsrForConditionalGeneration",
     hub_id="zai-org/GLM-ASR-Nano-2512",
     license="MIT",
-    audio="30 s Whisper windows, up to the processor's max_audio_len",
 )
 
 

@@ -59,7 +59,7 @@ def describe(name: str, cfg: DictConfig) -> BackboneRow:
             name,
             spec.name,
             heads,
-            spec.audio,
+            spec.audio.description,
             str(_raw(cfg, "hub_id", spec.hub_id)),
             spec.license,
             ", ".join(spec.extras) or "-",

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from calm.backbones.audio_lm import HOOK_POINTS, AudioLMBackbone, Family, require_extras
+from calm.backbones.audio_lm import WHOLE_CLIP, AudioLMBackbone, Family, require_extras
 from calm.errors import ConfigError
 from calm.storage.file_digests import FileDigests
 
@@ -22,13 +22,10 @@ PHI4_MULTIMODAL = Family(
     model_class="Phi4MultimodalForCausalLM",
     hub_id="microsoft/Phi-4-multimodal-instruct",
     license="MIT",
-    audio="whole clip, padded to the batch's longest (conformer encoder)",
+    audio=WHOLE_CLIP,
     extras=("peft",),
     layer_pattern=r"^model\.layers\.({layers})\.self_attn\.o_proj$",
-    window=None,
     call_kwargs={"padding": True},
-    audio_padding="zeros_to_longest_in_batch",
-    per_clip_features=True,
 )
 
 
@@ -37,38 +34,10 @@ class Phi4MultimodalBackbone(AudioLMBackbone):
 
     spec = PHI4_MULTIMODAL
 
-    def __init__(
-        self,
-        *,
-        name: str,
-        hub_id: str,
-        assets_name: str | None,
-        path: str | None = None,
-        revision: str | None = None,
-        hook_points: list[str] | tuple[str, ...] = HOOK_POINTS,
-        layers: list[int] | None = None,
-        chat_template: str | None = None,
-        speech_lora: bool = True,
-        tiny_model: str | None = None,
-        tiny_seed: int = 0,
-        precision: str = "32-true",
-        compile_blocks: bool = False,
-    ) -> None:
-        super().__init__(
-            name=name,
-            hub_id=hub_id,
-            path=path,
-            assets_name=assets_name,
-            revision=revision,
-            hook_points=hook_points,
-            layers=layers,
-            chat_template=chat_template,
-            tiny_model=tiny_model,
-            tiny_seed=tiny_seed,
-            precision=precision,
-            compile_blocks=compile_blocks,
-        )
-        if speech_lora and tiny_model:
+    def __init__(self, *, speech_lora: bool = True, **settings: Any) -> None:
+        """`settings`: AudioLMBackbone's (name, hub_id, path, tiny_model, ...)."""
+        super().__init__(**settings)
+        if speech_lora and self.tiny:
             raise ConfigError("backbone.speech_lora=true with a tiny random model", "set backbone.speech_lora=false")
         self.speech_lora = bool(speech_lora)
 

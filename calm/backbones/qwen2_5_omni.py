@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from calm.backbones.audio_lm import HOOK_POINTS, AudioLMBackbone, Family
+from calm.backbones.audio_lm import ONE_WHISPER_WINDOW, AudioLMBackbone, Family
 from calm.backbones.qwen2_audio import padded_for_generation
 from calm.errors import ConfigError, DataError
 from calm.storage.file_digests import FileDigests
@@ -34,13 +34,11 @@ QWEN2_5_OMNI = Family(
     model_class="Qwen2_5OmniThinkerForConditionalGeneration",
     hub_id="Qwen/Qwen2.5-Omni-7B",
     license="Apache-2.0",
-    audio="one 30 s Whisper window (longer clips cut)",
+    audio=ONE_WHISPER_WINDOW,
     sub_config="thinker_config",
-    window="chunk_length",
     position_ids=False,
     import_hint="install torchvision (the build matching your torch): Qwen2.5-Omni's video processor needs it",
     call_kwargs={"padding": True, "padding_side": "left"},
-    audio_padding="zeros_to_window",
 )
 
 
@@ -49,41 +47,13 @@ class Qwen2_5OmniBackbone(AudioLMBackbone):
 
     spec = QWEN2_5_OMNI
 
-    def __init__(
-        self,
-        name: str = "qwen2_5_omni",
-        hub_id: str = "Qwen/Qwen2.5-Omni-7B",
-        path: str | None = None,
-        assets_name: str | None = "Qwen2.5-Omni-7B",
-        revision: str | None = None,
-        hook_points: list[str] | tuple[str, ...] = HOOK_POINTS,
-        layers: list[int] | None = None,
-        chat_template: str | None = None,
-        modality: str = "audio",
-        fps: float | None = None,
-        tiny_model: str | None = None,
-        tiny_seed: int = 0,
-        precision: str = "32-true",
-        compile_blocks: bool = False,
-    ) -> None:
+    def __init__(self, *, modality: str = "audio", fps: float | None = None, **settings: Any) -> None:
+        """`settings`: AudioLMBackbone's (name, hub_id, path, layers, precision, ...)."""
         if modality not in MODALITIES:
             raise ConfigError(f"backbone.modality={modality!r}", f"choose one of {list(MODALITIES)}")
         if fps is not None and not fps > 0:
             raise ConfigError(f"backbone.fps={fps}", "use a positive frame rate, or null for the processor's")
-        super().__init__(
-            name=name,
-            hub_id=hub_id,
-            path=path,
-            assets_name=assets_name,
-            revision=revision,
-            hook_points=hook_points,
-            layers=layers,
-            chat_template=chat_template,
-            tiny_model=tiny_model,
-            tiny_seed=tiny_seed,
-            precision=precision,
-            compile_blocks=compile_blocks,
-        )
+        super().__init__(**settings)
         self.modality = modality
         self._fps = fps
 

@@ -14,6 +14,7 @@ import torch
 from calm.backbones.audio_lm import (
     HOOK_POINTS,
     LM_LAYER_PATTERN,
+    ONE_WHISPER_WINDOW,
     PROMPT_PLACEHOLDER,
     AudioLMBackbone,
     Family,
@@ -38,10 +39,8 @@ QWEN2_AUDIO = Family(
     model_class="Qwen2AudioForConditionalGeneration",
     hub_id="Qwen/Qwen2-Audio-7B-Instruct",
     license="Apache-2.0",
-    audio="one 30 s Whisper window (longer clips cut)",
-    window="chunk_length",
+    audio=ONE_WHISPER_WINDOW,
     call_kwargs={"padding": True},
-    audio_padding="zeros_to_window",
 )
 
 
@@ -50,36 +49,9 @@ class Qwen2AudioBackbone(AudioLMBackbone):
 
     spec = QWEN2_AUDIO
 
-    def __init__(
-        self,
-        name: str = "qwen2_audio",
-        hub_id: str = "Qwen/Qwen2-Audio-7B-Instruct",
-        path: str | None = None,
-        assets_name: str | None = "Qwen2-Audio-7B-Instruct",
-        revision: str | None = None,
-        hook_points: list[str] | tuple[str, ...] = HOOK_POINTS,
-        layers: list[int] | None = None,
-        chat_template: str | None = None,
-        tiny_model: str | None = None,
-        tiny_seed: int = 0,
-        precision: str = "32-true",
-        encoder_cut: bool = True,
-        compile_blocks: bool = False,
-    ) -> None:
-        super().__init__(
-            name=name,
-            hub_id=hub_id,
-            path=path,
-            assets_name=assets_name,
-            revision=revision,
-            hook_points=hook_points,
-            layers=layers,
-            chat_template=chat_template,
-            tiny_model=tiny_model,
-            tiny_seed=tiny_seed,
-            precision=precision,
-            compile_blocks=compile_blocks,
-        )
+    def __init__(self, *, encoder_cut: bool = True, **settings: Any) -> None:
+        """`settings`: AudioLMBackbone's (name, hub_id, path, layers, precision, ...)."""
+        super().__init__(**settings)
         # Run the audio encoder on the batch's real mel frames only (calm.backbones.encoder_cut). Exact, so
         # not part of the cache key: the captured numbers are those of the full 30 s input.
         self.encoder_cut = bool(encoder_cut)

@@ -3,17 +3,14 @@ Qwen3 language model. Only its description lives here; the rest is the shared ad
 
 from __future__ import annotations
 
-from calm.backbones.audio_lm import AudioLMBackbone, Family
+from calm.backbones.audio_lm import WHOLE_CLIP, AudioLMBackbone, Family
 
 QWEN3_ASR = Family(
     name="qwen3_asr",
     model_class="Qwen3ASRForConditionalGeneration",
     hub_id="Qwen/Qwen3-ASR-1.7B-hf",
     license="Apache-2.0",
-    audio="whole clip, padded to the batch's longest (chunked encoder)",
-    window=None,
-    audio_padding="zeros_to_longest_in_batch",
-    per_clip_features=True,
+    audio=WHOLE_CLIP,
 )
 
 

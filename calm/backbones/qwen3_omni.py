@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import torch
 
-from calm.backbones.audio_lm import AudioLMBackbone, Family
+from calm.backbones.audio_lm import WHOLE_CLIP, AudioLMBackbone, Family
 
 QWEN3_OMNI = Family(
     name="qwen3_omni",
     model_class="Qwen3OmniMoeThinkerForConditionalGeneration",
     hub_id="Qwen/Qwen3-Omni-30B-A3B-Instruct",
     license="Apache-2.0",
-    audio="whole clip, padded to the batch's longest (chunked encoder)",
+    audio=WHOLE_CLIP,
     sub_config="thinker_config",
-    window=None,
     position_ids=False,
     call_kwargs={"padding": True},
-    audio_padding="zeros_to_longest_in_batch",
-    per_clip_features=True,
     import_hint="install torchvision (the build matching your torch): Qwen3-Omni's video processor needs it",
 )
 

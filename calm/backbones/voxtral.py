@@ -17,7 +17,7 @@ import numpy as np
 import soundfile
 import torch
 
-from calm.backbones.audio_lm import AudioLMBackbone, Family, checked_rendering
+from calm.backbones.audio_lm import AudioInput, AudioLMBackbone, Family, checked_rendering
 from calm.errors import ConfigError
 
 
@@ -33,10 +33,10 @@ VOXTRAL = Family(
     model_class="VoxtralForConditionalGeneration",
     hub_id="mistralai/Voxtral-Mini-3B-2507",
     license="Apache-2.0",
-    audio="whole clip, padded to a multiple of 30 s (375 audio tokens per 30 s)",
+    audio=AudioInput(
+        "whole clip, padded to a multiple of 30 s (375 audio tokens per 30 s)", None, "zeros_to_30s_multiple"
+    ),
     extras=("mistral-common",),
-    window=None,
-    audio_padding="zeros_to_30s_multiple",
 )
 
 

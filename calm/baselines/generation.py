@@ -77,18 +77,17 @@ def stored_or_generated(
     table: ClipTable,
     prompt: ClipPrompt,
     clips: Sequence[Clip],
-    batch_size: int,
-    device: torch.device,
-    generate: Callable[[list[np.ndarray], list[str], list[Clip]], Sequence[T]],
     store: AnswerStore | None,
+    **generation: Any,
 ) -> tuple[dict[str, T], int]:
     """What `generate` answers for each of `clips` (by id), and how many clips were generated: `store`'s
     answer where it has one made from the clip's current inputs (`AnswerStore.current`), else generated
-    and added to the store batch by batch, so an interrupted job loses one batch at most."""
+    (`generate_in_batches`, with its `batch_size`, `device` and `generate` given as `generation`) and
+    added to the store batch by batch, so an interrupted job loses one batch at most."""
     inputs = store.inputs(backbone, table, prompt, [c.id for c in clips]) if store is not None else {}
     answers: dict[str, T] = dict(store.current(inputs)) if store is not None else {}
     todo = list({c.id: c for c in clips if c.id not in answers}.values())  # each clip once
-    for batch, generated in generate_in_batches(backbone, table, prompt, todo, batch_size, device, generate):
+    for batch, generated in generate_in_batches(backbone, table, prompt, todo, **generation):
         new = {c.id: answer for c, answer in zip(batch, generated, strict=True)}
         answers.update(new)
         if store is not None:

@@ -279,16 +279,9 @@ def answer_pool(
             )
         ]
 
-    return stored_or_generated(
-        backbone,
-        table,
-        prompt,
-        [table.clips[i] for i in rows],
-        settings.batch_size,
-        device or torch.device("cpu"),
-        sample,
-        store,
-    )
+    clips = [table.clips[i] for i in rows]
+    generation = {"batch_size": settings.batch_size, "device": device or torch.device("cpu"), "generate": sample}
+    return stored_or_generated(backbone, table, prompt, clips, store, **generation)
 
 
 @dataclass(frozen=True)

@@ -190,9 +190,8 @@ def answer_clips(
         sampled = settings.sampling.sample(backbone, waves, prompts, [c.id for c in batch], 1, settings.max_new_tokens)
         return [texts[0] for texts in sampled]
 
-    answers, _ = stored_or_generated(
-        backbone, table, prompt, clips, settings.batch_size, device or torch.device("cpu"), generate, store
-    )
+    generation = {"batch_size": settings.batch_size, "device": device or torch.device("cpu"), "generate": generate}
+    answers, _ = stored_or_generated(backbone, table, prompt, clips, store, **generation)
     classes = {c.id: named_class(answers[c.id], c, table, prompt, settings.matching) for c in clips}
     return ZeroShotAnswers(answers, classes)
 

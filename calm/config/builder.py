@@ -9,6 +9,10 @@ the same function with `cls=`, and has no `_target_`. `build` wraps `hydra.utils
 wrong `_target_`, an unknown or missing setting, and an error the constructor raises for a bad
 value reach the user as a `CalmError` naming the fix, not as Hydra's `InstantiationException`.
 
+A class may declare only its own settings and take the rest as `**settings` that its constructor passes
+on to `super().__init__`: its accepted keys are then those of the whole class hierarchy
+(`settings_parameters`), so an unknown key is refused by every subclass as by its base.
+
 `group_targets` reads a group's YAML files without importing any class: `python -m calm.data ls`
 lists datasets with it, and `build(..., named=True)` uses it to keep a config's `name` tied to the
 file that defines it. The name goes into seeds, cache ids and messages, so `dataset.name=esc50` on
@@ -17,8 +21,10 @@ top of `dataset=fsdd` must not quietly read FSDD under ESC-50's name.
 
 from __future__ import annotations
 
+import ast
 import inspect
-from collections.abc import Mapping
+import textwrap
+from collections.abc import Callable, Mapping
 from functools import cache
 from typing import Any
 
@@ -29,7 +35,7 @@ from calm.errors import CalmError, ConfigError
 
 CONFIG_DIR = REPO_ROOT / "configs"
 
-__all__ = ["CONFIG_DIR", "build", "group_targets", "target_class"]
+__all__ = ["CONFIG_DIR", "build", "group_targets", "settings_parameters", "target_class"]
 
 
 def _where(cfg: Mapping[str, Any], group: str) -> str:
@@ -126,11 +132,50 @@ def _build_settings(cfg: Mapping[str, Any], group: str, cls: type, key: str | No
 
 
 def _accepted(cls: type, extra: Mapping[str, Any]) -> list[str]:
-    return sorted(
-        p.name
-        for p in inspect.signature(cls).parameters.values()
-        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in extra
+    return sorted(p.name for p in settings_parameters(cls) or () if p.name not in extra)
+
+
+NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+
+
+def _forwards_settings(init: Callable[..., Any], settings: str) -> bool:
+    """Whether the constructor `init` passes its `**settings` on as `super().__init__(..., **settings)`
+    (read from its source; a constructor without source, e.g. a C one, forwards nothing we can tell)."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(init)))
+    except (OSError, TypeError, SyntaxError):
+        return False
+    return any(
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "__init__"
+        and isinstance(node.func.value, ast.Call)
+        and isinstance(node.func.value.func, ast.Name)
+        and node.func.value.func.id == "super"
+        and any(k.arg is None and isinstance(k.value, ast.Name) and k.value.id == settings for k in node.keywords)
+        for node in ast.walk(tree)
     )
+
+
+def settings_parameters(cls: type) -> list[inspect.Parameter] | None:
+    """The keyword settings `cls(...)` takes: its constructor's named parameters and, while a constructor
+    passes its `**settings` on to `super().__init__`, those of the next constructor up the class hierarchy
+    (a subclass's own default wins). None: the class takes any key (a `**kwargs` it does not pass on)."""
+    found: dict[str, inspect.Parameter] = {}
+    inits = [klass.__dict__["__init__"] for klass in cls.__mro__ if "__init__" in klass.__dict__]
+    for init in inits:
+        if init is object.__init__:
+            break
+        parameters = list(inspect.signature(init).parameters.values())[1:]  # without self
+        for p in parameters:
+            if p.kind in NAMED:
+                found.setdefault(p.name, p)
+        rest = next((p.name for p in parameters if p.kind is p.VAR_KEYWORD), None)
+        if rest is None:
+            break
+        if not _forwards_settings(init, rest):
+            return None
+    return list(found.values())
 
 
 def _check_arguments(
@@ -142,12 +187,8 @@ def _check_arguments(
     clashes = sorted(set(settings) & set(extra))
     if clashes:
         raise ConfigError(f"{label} sets {clashes}, which the job sets itself", f"remove {clashes} from {where}")
-    params = [
-        p
-        for p in inspect.signature(cls).parameters.values()
-        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY, p.VAR_KEYWORD)
-    ]
-    if any(p.kind is p.VAR_KEYWORD for p in params):
+    params = settings_parameters(cls)
+    if params is None:
         return
     allowed = {p.name for p in params}
     unknown = sorted(set(settings) - allowed)

@@ -6,13 +6,13 @@ and the query pool from another (eval by default; dev is the usual choice for qu
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from calm.data.dataset import Dataset, LoadedDataset
+from calm.data.listed import FolderFiles, ListedClips
 from calm.data.roots import resolve_under
-from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT, Clip, ClipTable
+from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT, ClipTable
 from calm.data.validate import FirstSeen, check_fields, require_file, require_root
 from calm.errors import ConfigError, DataError
 
@@ -71,29 +71,25 @@ def load_asvspoof2019_la(
             "draw support and queries from different partitions (e.g. train and eval)",
         )
     seen = FirstSeen()
-    clips, missing = [], []
+    listed = ListedClips()
     for partition, split in ((support_split, SUPPORT_SPLIT), (query_split, QUERY_SPLIT)):
         protocol = require_file(protocol_file(la, partition), "ASVspoof 2019 LA protocol file", HOW_TO_GET)
         flac = la / f"ASVspoof2019_LA_{partition}" / "flac"
         if not flac.is_dir():
             raise DataError(f"ASVspoof 2019 LA audio folder {flac} does not exist", HOW_TO_GET)
-        present = {entry.name for entry in os.scandir(flac)}
+        present = FolderFiles(flac)
         for line, (speaker, utt, attack, key) in _protocol_lines(protocol):
             seen.add(utt, protocol, line)
             path = resolve_under(la, flac.relative_to(la) / f"{utt}.flac", f"{protocol} line {line}")
-            if not (path.name in present if path.parent == flac else path.is_file()):
-                missing.append(str(path))
-                continue
-            clips.append(
-                Clip(
-                    id=utt,
-                    audio_path=path,
-                    label=CLASSES.index(key),
-                    split=split,
-                    meta={"speaker": speaker, "attack": attack, "partition": partition},
-                )
+            listed.add(
+                path if present.has(path) else None,
+                path,
+                id=utt,
+                label=CLASSES.index(key),
+                split=split,
+                meta={"speaker": speaker, "attack": attack, "partition": partition},
             )
-    return ClipTable("asvspoof2019_la", tuple(clips), CLASSES, source=str(la)), missing
+    return ClipTable("asvspoof2019_la", tuple(listed.clips), CLASSES, source=str(la)), listed.missing
 
 
 def _protocol_lines(protocol: Path) -> list[tuple[int, tuple[str, str, str, str]]]:

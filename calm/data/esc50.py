@@ -6,13 +6,13 @@ support clip never comes from the test fold.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from calm.data.dataset import Dataset, LoadedDataset
+from calm.data.listed import FolderFiles, ListedClips
 from calm.data.roots import require_folder, resolve_under
-from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT, Clip, ClipTable
+from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT, ClipTable
 from calm.data.validate import FirstSeen, csv_rows, parse_int, require_file
 from calm.errors import ConfigError, DataError
 
@@ -89,20 +89,15 @@ def load_esc50(base: Path, test_fold: int = 1, esc10: bool = False) -> tuple[Cli
         raise ConfigError(f"dataset.test_fold={test_fold} is not a fold of {meta}", f"choose one of {folds}")
     targets = sorted({row[2] for row in kept})
     label_of = {t: i for i, t in enumerate(targets)}
-    present = {entry.name for entry in os.scandir(audio)}
-    clips, missing = [], []
+    present, listed = FolderFiles(audio), ListedClips()
     for path, fold, target_id, category, is_esc10, src_file, take in kept:
-        if not (path.name in present if path.parent == audio else path.is_file()):
-            missing.append(str(path))
-            continue
-        clips.append(
-            Clip(
-                id=path.stem,
-                audio_path=path,
-                label=label_of[target_id],
-                split=QUERY_SPLIT if fold == test_fold else SUPPORT_SPLIT,
-                meta={"fold": str(fold), "category": category, "esc10": is_esc10, "src_file": src_file, "take": take},
-            )
+        listed.add(
+            path if present.has(path) else None,
+            path,
+            id=path.stem,
+            label=label_of[target_id],
+            split=QUERY_SPLIT if fold == test_fold else SUPPORT_SPLIT,
+            meta={"fold": str(fold), "category": category, "esc10": is_esc10, "src_file": src_file, "take": take},
         )
     names = tuple(categories[t] for t in targets)
-    return ClipTable("esc50", tuple(clips), names, source=str(base)), missing
+    return ClipTable("esc50", tuple(listed.clips), names, source=str(base)), listed.missing

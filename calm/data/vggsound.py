@@ -15,8 +15,9 @@ from pathlib import Path
 
 from calm.data.audio import is_container
 from calm.data.dataset import Dataset, LoadedDataset
+from calm.data.listed import ListedClips
 from calm.data.roots import require_folder, resolve_under
-from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT, Clip, ClipTable
+from calm.data.table import QUERY_SPLIT, SUPPORT_SPLIT, ClipTable
 from calm.data.validate import FirstSeen, check_fields, parse_int, require_file, require_root
 from calm.errors import DataError
 
@@ -94,24 +95,20 @@ def load_vggsound(
     names = tuple(sorted({label for _, _, _, _, label, _ in rows}))
     label_of = {name: i for i, name in enumerate(names)}
     found = index_clips(folder, extensions)
-    clips, missing = [], []
+    listed = ListedClips()
     for line, stem, youtube_id, start, label, split in rows:
         expected = resolve_under(folder, f"{stem}{extensions[0]}", f"{meta} line {line}")
         path = found.get(stem)
-        if path is None:
-            missing.append(str(expected))
-            continue
-        clips.append(
-            Clip(
-                id=stem,
-                audio_path=path,
-                label=label_of[label],
-                split=SPLITS[split],
-                video_path=path if is_container(path) else None,
-                meta={"youtube_id": youtube_id, "start_seconds": str(start)},
-            )
+        listed.add(
+            path,
+            expected,
+            id=stem,
+            label=label_of[label],
+            split=SPLITS[split],
+            video_path=path if path is not None and is_container(path) else None,
+            meta={"youtube_id": youtube_id, "start_seconds": str(start)},
         )
-    return ClipTable("vggsound", tuple(clips), names, source=str(root)), missing
+    return ClipTable("vggsound", tuple(listed.clips), names, source=str(root)), listed.missing
 
 
 def _read_csv(meta: Path) -> list[tuple[int, str, str, int, str, str]]:

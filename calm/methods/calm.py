@@ -9,6 +9,8 @@ from an episode's precomputed cosines.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from calm.errors import ConfigError
@@ -50,31 +52,32 @@ from calm.methods.prototypes import (
 )
 from calm.methods.ties import descending_order, ranks_from_order, tied_selections
 
+# the CALM settings a score from precomputed cosines depends on (the reliability split is the cosines')
+SCORE_SETTINGS = ("tau", "tau_w", "reliability", "top_k", "shrinkage", "weight_norm", "top_k_mode")
 
-def calm_scores_from(
-    sims: Similarities,
-    *,
-    tau: float = 0.07,
-    tau_w: float = 0.5,
-    reliability: str = "margin_clamped",
-    top_k: int | None = None,
-    shrinkage: float = 0.0,
-    weight_norm: str | None = None,
-    top_k_mode: str = "exclude",
-    tie_order: torch.Tensor | None = None,
-) -> torch.Tensor:
+
+def calm_scores_from(sims: Similarities, *, tie_order: torch.Tensor | None = None, **settings: Any) -> torch.Tensor:
     """CALM scores (m, C) for one setting from an episode's precomputed cosines (sweeps).
 
-    For many settings at one tau, compute the posteriors once with `calm_posteriors` and call
-    `calm_reliability`, `shrink`, `calm_weights` and `calm_scores` directly. `top_k_mode` as in
-    `calm_core.weight_sets`; `tie_order` (from `calm.methods.ties.tie_order`) as in `head_ranks`.
+    `settings`: any of the CALM estimator's SCORE_SETTINGS, with its defaults and checks. For many settings
+    at one tau, compute the posteriors once with `calm_posteriors` and call `calm_reliability`, `shrink`,
+    `calm_weights` and `calm_scores` directly. `tie_order` (from `calm.methods.ties.tie_order`) as in
+    `head_ranks`.
     """
-    check_calm_settings(tau, tau_w, reliability, top_k, shrinkage, weight_norm, top_k_mode)
+    other = sorted(set(settings) - set(SCORE_SETTINGS))
+    if other:
+        raise ConfigError(
+            f"calm_scores_from takes no setting(s) {other}",
+            f"use only {list(SCORE_SETTINGS)} (the cosines fix the rest)",
+        )
+    s = CALM(**settings)
     labels, n_classes = sims.reliability_labels, sims.n_classes
-    r = calm_reliability(calm_posteriors(sims.reliability, tau), labels, n_classes, reliability)
-    r = shrink(r, class_counts(labels, n_classes), shrinkage)
-    weights = calm_weights(r, tau_w, top_k, weight_norm, reliability, top_k_mode=top_k_mode, tie_order=tie_order)
-    return calm_scores(calm_posteriors(sims.query, tau), weights)
+    r = calm_reliability(calm_posteriors(sims.reliability, s.tau), labels, n_classes, s.reliability)
+    r = shrink(r, class_counts(labels, n_classes), s.shrinkage)
+    weights = calm_weights(
+        r, s.tau_w, s.top_k, s.weight_norm, s.reliability, top_k_mode=s.top_k_mode, tie_order=tie_order
+    )
+    return calm_scores(calm_posteriors(sims.query, s.tau), weights)
 
 
 class CALM(Estimator):

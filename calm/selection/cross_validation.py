@@ -8,13 +8,14 @@ clips; the score is pooled over all held-out clips (so unequal folds weigh by th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 from calm.methods.metrics import accuracy, macro_f1
+from calm.selection.grid import target_tensor
 from calm.selection.settings import first_best
 from calm.storage.digests import mixed_seed
 
@@ -161,3 +162,31 @@ def cross_validation_choice(
         "metric": metric,
         "note": f"stratified {n_folds}-fold cross-validation on the {n_clips} support clips",
     }
+
+
+def choose_by_cross_validation(
+    labels: np.ndarray,
+    n_classes: int,
+    folds: int,
+    seed: int,
+    groups: np.ndarray | None,
+    targets: np.ndarray | torch.Tensor | None,
+    candidates: Sequence[dict[str, Any]],
+    score_fold: Callable[[torch.Tensor, torch.Tensor | None], np.ndarray],
+    default: tuple[dict[str, Any], str],
+    selection_metric: str = "accuracy",
+) -> dict[str, Any]:
+    """The one support-set cross-validation of both grid engines (CALM's and any estimator's): folds that
+    keep every class (`support_folds`, rows of one `groups` id together), or the `default` (setting, how
+    the note names it) when no two folds can; else `score_fold(held, held_targets)` scores every candidate
+    on a fold's held-out rows (`held_targets`: their multi-label `targets`, exact match ranks) and the first
+    best pooled score is chosen (`cross_validation_choice`)."""
+    fold, n_folds, smallest = support_folds(labels, n_classes, folds, seed, groups)
+    if fold is None:
+        return default_choice(default[0], smallest, default[1])
+    multi = None if targets is None else target_tensor(targets, len(labels), n_classes)
+
+    def held_out(held: torch.Tensor) -> np.ndarray:
+        return score_fold(held, None if multi is None else multi[held])
+
+    return cross_validation_choice(fold, n_folds, held_out, candidates, multi is not None, selection_metric)

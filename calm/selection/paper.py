@@ -15,11 +15,7 @@ import torch
 from calm.methods.metrics import detector_scores, eer
 from calm.methods.prototypes import FeaturesLike, LabelsLike, ReliabilitySet
 from calm.methods.prototypes import support_labels as checked_labels
-from calm.selection.cross_validation import (
-    cross_validation_choice,
-    default_choice,
-    support_folds,
-)
+from calm.selection.cross_validation import choose_by_cross_validation
 from calm.selection.grid import (
     MEMORY_BUDGET,
     QueryRows,
@@ -29,7 +25,6 @@ from calm.selection.grid import (
     evaluate_grid,
     query_label_tensor,
     score_settings,
-    target_tensor,
 )
 from calm.selection.settings import (
     DEFAULT_SETTING,
@@ -85,32 +80,29 @@ def select_by_cross_validation(
     settings = grid_settings(grid)
     features = support_features  # kept in its dtype (fp16 from the cache): each fold's grid upcasts in chunks
     labels, n_classes = checked_labels(tuple(features.shape), support_labels, n_classes)
-    labels_np = labels.cpu().numpy()
-    fold, n_folds, smallest = support_folds(labels_np, n_classes, folds, seed, support_groups)
-    if fold is None:
-        return default_choice(default_setting(settings).as_dict(), smallest, "CALM's default setting")
-    targets = None if support_targets is None else target_tensor(support_targets, len(labels_np), n_classes)
+    split = {"n_classes": n_classes, "device": device, "reliability": reliability, "dtype": dtype}
+    split["memory_budget"] = memory_budget
 
-    def score_fold(held: torch.Tensor) -> np.ndarray:
+    def score_fold(held: torch.Tensor, held_targets: torch.Tensor | None) -> np.ndarray:
         held = held.to(labels.device)
         keep, out = held.nonzero().flatten().cpu(), (~held).nonzero().flatten().cpu()
-        return evaluate_grid(
-            RowSubset(features, out),
-            labels[~held],
-            RowSubset(features, keep),
-            labels[held],
-            settings,
-            n_classes=n_classes,
-            query_targets=None if targets is None else targets[held],
-            chunk=chunk,
-            device=device,
-            reliability=reliability,
-            dtype=dtype,
-            memory_budget=memory_budget,
-        ).values(selection_metric)
+        fit, scored = RowSubset(features, out), RowSubset(features, keep)
+        result = evaluate_grid(
+            fit, labels[~held], scored, labels[held], settings, query_targets=held_targets, chunk=chunk, **split
+        )
+        return result.values(selection_metric)
 
-    return cross_validation_choice(
-        fold, n_folds, score_fold, [s.as_dict() for s in settings], targets is not None, selection_metric
+    return choose_by_cross_validation(
+        labels.cpu().numpy(),
+        n_classes,
+        folds,
+        seed,
+        support_groups,
+        support_targets,
+        [s.as_dict() for s in settings],
+        score_fold,
+        (default_setting(settings).as_dict(), "CALM's default setting"),
+        selection_metric,
     )
 
 
@@ -227,35 +219,24 @@ def paper_grid_report(
     (`SplitScorer`): larger test, support or V sets are streamed block by block.
     """
     settings = grid_settings(grid)
+    # how the split is scored, by the test grid and by each cross-validation fold alike
+    split = {"n_classes": n_classes, "device": device, "reliability": reliability, "dtype": dtype}
+    split["memory_budget"] = memory_budget
     with torch.no_grad():  # the test clips are read once: the grid, the default and the EERs share the scorer
-        scorer = SplitScorer(
-            support,
-            support_labels,
-            query,
-            n_classes,
-            query_chunk,
-            device,
-            reliability=reliability,
-            dtype=dtype,
-            memory_budget=memory_budget,
-        )
+        scorer = SplitScorer(support, support_labels, query, query_chunk=query_chunk, **split)
     scored = {"query_targets": query_targets, "query_groups": query_groups}
     test = score_settings(scorer, query_labels, settings, chunk=chunk, **scored)
+    held_out = {"support_targets": support_targets, "support_groups": support_groups}
     cv = select_by_cross_validation(
         support,
         support_labels,
         settings,
         folds,
         seed,
-        n_classes=n_classes,
-        support_targets=support_targets,
-        support_groups=support_groups,
         chunk=chunk,
-        device=device,
-        reliability=reliability,
-        dtype=dtype,
         selection_metric=selection_metric,
-        memory_budget=memory_budget,
+        **held_out,
+        **split,
     )
     if cv["setting_index"] is not None:
         cv_test = test.scores_of(cv["setting_index"])

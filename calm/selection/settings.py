@@ -60,23 +60,34 @@ def uses_calm_engine(estimator: Any) -> bool:
     return isinstance(estimator, CALM) and estimator.weight_norm is None and estimator.reliability_split == "support"
 
 
+@dataclass(frozen=True, kw_only=True)
+class HeadRules:
+    """How CALM chooses, ranks and masks heads: the CALM estimator's `top_k_mode`, `tie_break`, `tie_seed`,
+    `head_choice` and `head_seed`. Never swept: a grid takes them from the job's `estimators.<method>` and
+    every setting of it carries them, so grid and estimator choose, rank and mask heads alike (`head_seed`
+    is the seed of the random draw itself, as a fit without an episode seed uses it). Keyword-only, so a
+    setting's and a grid's positional arguments are their axes."""
+
+    top_k_mode: str = "exclude"
+    tie_break: str = "index"
+    tie_seed: int = 0
+    head_choice: str = "reliable"
+    head_seed: int = 0
+
+    def rules(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(HeadRules)}
+
+
 @dataclass(frozen=True)
-class CalmSetting:
-    """One CALM setting; `weight_norm` is always the paper's pairing for the scheme. `top_k_mode`,
-    `tie_break`, `tie_seed`, `head_choice` and `head_seed` are the CALM estimator's (not swept: a grid
-    takes them from the job's `estimators.<method>`, so grid and estimator choose, rank and mask heads
-    alike; `head_seed` is the seed of the random draw itself, as a fit without an episode seed uses it)."""
+class CalmSetting(HeadRules):
+    """One CALM setting (a value per axis, and the head rules); `weight_norm` is always the paper's
+    pairing for the scheme."""
 
     reliability: str = "margin_clamped"
     tau: float = 0.07
     tau_w: float = 0.5
     top_k: int | None = None
     shrinkage: float = 0.0
-    top_k_mode: str = "exclude"
-    tie_break: str = "index"
-    tie_seed: int = 0
-    head_choice: str = "reliable"
-    head_seed: int = 0
 
     def __post_init__(self) -> None:
         check_calm_settings(self.tau, self.tau_w, self.reliability, self.top_k, self.shrinkage, None, self.top_k_mode)
@@ -88,8 +99,8 @@ class CalmSetting:
         return CALM(**asdict(self))
 
     def as_dict(self) -> dict[str, Any]:
-        """The setting's values; the head choice only when it is not CALM's own (`reliable`)."""
-        values = asdict(self)
+        """The setting's values, axes first; the head choice only when it is not CALM's own (`reliable`)."""
+        values = {**{name: getattr(self, name) for name in AXES}, **self.rules()}
         if self.head_choice == "reliable":
             del values["head_choice"], values["head_seed"]
         return values
@@ -99,21 +110,15 @@ DEFAULT_SETTING = CalmSetting()
 
 
 @dataclass(frozen=True)
-class CalmGrid:
-    """The Cartesian product of values per hyper-parameter; top_k None means all heads. `top_k_mode`,
-    `tie_break`, `tie_seed`, `head_choice` and `head_seed` are not axes: every setting carries the same
-    ones (`CalmSetting`)."""
+class CalmGrid(HeadRules):
+    """The Cartesian product of values per hyper-parameter; top_k None means all heads. The head rules
+    are not axes: every setting carries the grid's (`HeadRules`)."""
 
     reliability: tuple[str, ...]
     tau: tuple[float, ...]
     tau_w: tuple[float, ...]
     top_k: tuple[int | None, ...]
     shrinkage: tuple[float, ...]
-    top_k_mode: str = "exclude"
-    tie_break: str = "index"
-    tie_seed: int = 0
-    head_choice: str = "reliable"
-    head_seed: int = 0
 
     def __post_init__(self) -> None:
         for name in AXES:
@@ -127,23 +132,14 @@ class CalmGrid:
             object.__setattr__(self, name, values)
             for value in values:
                 CalmSetting(**{name: value})  # rejects values CALM does not accept
-        CalmSetting(**self._rules())
-
-    def _rules(self) -> dict[str, Any]:
-        return {
-            "top_k_mode": self.top_k_mode,
-            "tie_break": self.tie_break,
-            "tie_seed": self.tie_seed,
-            "head_choice": self.head_choice,
-            "head_seed": self.head_seed,
-        }
+        CalmSetting(**self.rules())
 
     def __len__(self) -> int:
         return math.prod(len(getattr(self, name)) for name in AXES)
 
     def settings(self) -> list[CalmSetting]:
         """Every setting, ordered by reliability, tau, shrinkage, tau_w, top_k (the reuse order)."""
-        rules = self._rules()
+        rules = self.rules()
         return [
             CalmSetting(reliability=r, tau=t, tau_w=w, top_k=k, shrinkage=a, **rules)
             for r, t, a, w, k in itertools.product(self.reliability, self.tau, self.shrinkage, self.tau_w, self.top_k)

@@ -29,11 +29,7 @@ from calm.errors import ConfigError
 from calm.methods.base import fit_estimator
 from calm.methods.metrics import detector_scores, eer, exact_hits, prediction_counts
 from calm.methods.prototypes import FeaturesLike, LabelsLike, ReliabilitySet, as_features
-from calm.selection.cross_validation import (
-    cross_validation_choice,
-    default_choice,
-    support_folds,
-)
+from calm.selection.cross_validation import choose_by_cross_validation
 from calm.selection.grid import (
     MEMORY_BUDGET,
     QueryRows,
@@ -289,31 +285,29 @@ def sweep_cross_validation(
     support rows in chunks (`sweep_split`), not copied."""
     support = kept_rows(support)
     labels_np = np.asarray(torch.as_tensor(np.asarray(support_labels)).long())
-    fold, n_folds, smallest = support_folds(labels_np, n_classes, folds, seed, support_groups)
-    if fold is None:
-        return default_choice({}, smallest, "the configured setting")
-    targets = None if support_targets is None else target_tensor(support_targets, len(labels_np), n_classes)
+    split = {"n_classes": n_classes, "tie_seed": tie_seed, "device": device, "reliability_set": reliability_set}
+    split |= {"query_chunk": query_chunk, "memory_budget": memory_budget}
 
-    def score_fold(held: torch.Tensor) -> np.ndarray:
+    def score_fold(held: torch.Tensor, held_targets: torch.Tensor | None) -> np.ndarray:
         keep = ~held
-        return sweep_split(
-            build,
-            points,
-            support[keep],
-            labels_np[keep.numpy()],
-            RowSubset(support, held.nonzero().flatten()),
-            labels_np[held.numpy()],
-            n_classes=n_classes,
-            tie_seed=tie_seed,
-            query_targets=None if targets is None else targets[held],
-            device=device,
-            reliability_set=reliability_set,
-            query_chunk=query_chunk,
-            memory_budget=memory_budget,
-        ).values(selection_metric)
+        fit, fit_labels = support[keep], labels_np[keep.numpy()]
+        scored = RowSubset(support, held.nonzero().flatten())
+        result = sweep_split(
+            build, points, fit, fit_labels, scored, labels_np[held.numpy()], query_targets=held_targets, **split
+        )
+        return result.values(selection_metric)
 
-    return cross_validation_choice(
-        fold, n_folds, score_fold, [s.as_dict() for s in points], targets is not None, selection_metric
+    return choose_by_cross_validation(
+        labels_np,
+        n_classes,
+        folds,
+        seed,
+        support_groups,
+        support_targets,
+        [s.as_dict() for s in points],
+        score_fold,
+        ({}, "the configured setting"),
+        selection_metric,
     )
 
 
