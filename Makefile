@@ -18,12 +18,18 @@ env: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python run.py experiment=quickstart
 
+# pytest-xdist: one worker per core (at most TEST_WORKERS_MAX), each test file whole on one worker so its
+# module fixtures (a warmed cache, a finished run) are built once; TEST_WORKERS=0 runs in this process
+TEST_WORKERS ?= auto
+TEST_WORKERS_MAX ?= 4
+PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --maxprocesses $(TEST_WORKERS_MAX) --dist loadfile
+
 test: $(STAMP)
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -m slow
+	$(PYTEST) -m slow
 
 # the paper table end to end on tiny backbones and generated data in each dataset's official layout
 SMOKE_TABLES_OUT ?= $(shell mktemp -d)
