@@ -11,7 +11,7 @@ clip table, then measures, each in a fresh process (peak RSS of that process alo
       and with 1 % of the clips new (never checked before);
   (v) the VGGSound-shaped paper protocol (own cache): 309 classes, 20-shot support (6,180 rows), a
       reliability set V of 20 clips per class (6,180 rows), 15,446 test rows, the VGGSound grid of
-      configs/grids/vggsound.yaml (96 settings); cross-validated, [val] and oracle choices;
+      configs/grids/vggsound.yaml (240 settings); cross-validated, [val] and oracle choices;
   (s) the AudioSet-shaped paper protocol (own cache): 527 labels, per-label question rows (5 support
       questions per label, 20,000 test clips of 1 to 4 labels: ~50,000 question rows scored per clip
       too), the AudioSet grid of configs/grids/audioset.yaml (80 settings);
