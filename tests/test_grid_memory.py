@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+import calm.methods.ablations as ablations
 import calm.methods.base as base
 from calm.methods import GRW, SAV
-from calm.methods.prototypes import prototype_dots
+from calm.methods.calm_core import calm_posteriors, clip_reliability
+from calm.methods.prototypes import cosine_similarities, prototype_dots
 from calm.methods.sav_core import sav_head_scores
 from calm.selection import CalmGrid, MethodGrid, paper_grid_report, paper_sweep_report
 from calm.selection.grid import SplitScorer, rows_within
@@ -199,6 +201,24 @@ def test_sav_ranks_heads_on_chunks_of_the_support(monkeypatch) -> None:
     widest = []
     monkeypatch.setattr(base, "prototype_dots", lambda x, p: widest.append(x.shape[0]) or prototype_dots(x, p))
     fitted = SAV(top_k=3).fit(support, labels)
-    assert max(widest) == base.RANKING_CHUNK < 600, "the support's products are computed a chunk at a time"
+    assert max(widest) == base.FIT_CHUNK < 600, "the support's products are computed a chunk at a time"
     whole = sav_head_scores(prototype_dots(support, fitted.prototypes_), labels)
     assert torch.equal(fitted.head_scores_, whole) and whole.min() < whole.max()
+
+
+def test_grw_measures_reliabilities_on_chunks_of_v(monkeypatch) -> None:
+    g = torch.Generator().manual_seed(6)
+    labels = torch.arange(600) % 3
+    centres = torch.randn(3, 6, 4, generator=g)
+    support = centres[labels[:30]] + 2.0 * torch.randn(30, 6, 4, generator=g)
+    v = centres[labels] + 2.0 * torch.randn(600, 6, 4, generator=g)
+    widest = []
+    monkeypatch.setattr(
+        ablations, "cosine_similarities", lambda x, p: widest.append(x.shape[0]) or cosine_similarities(x, p)
+    )
+    fitted = GRW(tau=0.1, tau_w=0.5, top_k=3).fit(support, labels[:30], reliability_set=(v, labels))
+    assert max(widest) == base.FIT_CHUNK < 600, "V's posteriors are computed a chunk at a time"
+    posteriors = calm_posteriors(cosine_similarities(v, fitted.prototypes_), 0.1)
+    whole = clip_reliability(posteriors, labels, "margin_clamped", scratch=True).mean(dim=1)
+    torch.testing.assert_close(fitted.reliability_, whole, rtol=0, atol=1e-7)
+    assert whole.min() < whole.max() and fitted.kept_heads_.sum() == 3

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from calm.errors import ConfigError
-from calm.methods.base import Estimator
+from calm.methods.base import FIT_CHUNK, Estimator
 from calm.methods.calm_core import (
     calm_posteriors,
     calm_scores,
@@ -108,8 +108,19 @@ class GRW(_PosteriorEstimator):
         if reliability_set is not None:
             named = validate_reliability_set(reliability_set, n_classes, self.n_heads_, self.head_dim_)
             features, labels = named.features, named.labels
-        posteriors = calm_posteriors(cosine_similarities(features, self.prototypes_), self.tau)
-        margins = clip_reliability(posteriors, labels, "margin_clamped", scratch=True)
+        # per-clip margins over chunks of clips: never the whole set's (K, n, C) posteriors at once
+        margins = torch.cat(
+            [
+                clip_reliability(
+                    calm_posteriors(cosine_similarities(features[a : a + FIT_CHUNK], self.prototypes_), self.tau),
+                    labels[a : a + FIT_CHUNK],
+                    "margin_clamped",
+                    scratch=True,
+                )
+                for a in range(0, len(labels), FIT_CHUNK)
+            ],
+            dim=1,
+        )
         self.reliability_ = margins.mean(dim=1)
         column = self.reliability_[:, None]
         ties = self._tie_order(self.n_heads_, tie_seed)

@@ -41,8 +41,9 @@ from calm.methods.prototypes import (
 from calm.methods.sav_core import sav_head_scores, sav_rank
 from calm.methods.ties import check_tie_break, check_tie_seed, tie_order, tied_selections
 
-# support clips whose cosine products (heads x clips x classes floats) SAV's head ranking holds at once
-RANKING_CHUNK = 256
+# clips whose cosine products (heads x clips x classes floats) a fit holds at once: SAV's head ranking
+# (support), GRW's reliabilities (V); per-head counts and per-clip margins do not depend on the chunking
+FIT_CHUNK = 256
 
 
 class Estimator(ABC):
@@ -120,10 +121,8 @@ class Estimator(ABC):
         features, labels, n_classes = self._fit_prototypes(features, labels, n_classes)
         # per-head counts summed over chunks of clips: never the whole support's (K, n, C) products at once
         self.head_scores_ = sum(
-            sav_head_scores(
-                prototype_dots(features[a : a + RANKING_CHUNK], self.prototypes_), labels[a : a + RANKING_CHUNK]
-            )
-            for a in range(0, len(labels), RANKING_CHUNK)
+            sav_head_scores(prototype_dots(features[a : a + FIT_CHUNK], self.prototypes_), labels[a : a + FIT_CHUNK])
+            for a in range(0, len(labels), FIT_CHUNK)
         )
         self.ranking_ = sav_rank(self.head_scores_, self._tie_order(self.n_heads_, tie_seed))
         k = min(top_k or self.n_heads_, self.n_heads_)
