@@ -20,13 +20,11 @@ REPO = Path(__file__).resolve().parents[1]
 LONG_FILES = (
     "test_run_e2e.py",
     "test_provenance_records.py",
-    "test_launchers.py",
     "test_reproduce_tables.py",
     "test_figures_pipeline.py",
     "test_sweeps.py",
     "test_search.py",
     "test_pipeline_datasets.py",
-    "test_ddp.py",
     "test_pseudo_label.py",
     "test_sweep_preflight.py",
     "test_sigterm.py",

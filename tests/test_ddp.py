@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from calm.cache import INDEX_FILE, ActivationCache
@@ -32,6 +33,8 @@ def _cache(cache_root: Path) -> tuple[list[str], torch.Tensor, list[str]]:
     return ids, cache.read(ids), (folder / INDEX_FILE).read_text().splitlines()
 
 
+# three processes (one run, then two DDP ranks): `make test-slow`
+@pytest.mark.slow
 def test_ddp_on_cpu_fills_the_cache_with_the_single_process_rows(tmp_path: Path, fsdd_root: Path) -> None:
     data = small_fsdd(fsdd_root, tmp_path / "fsdd", indices=(0, 10))
     args = [*TINY, f"backbone.path={tmp_path / 'tiny'}", f"dataset.root={data}"]

@@ -45,6 +45,7 @@ def _joblib_sweep(tmp_path: Path, tiny: tuple[Path, Path], name: str) -> tuple[s
     return output, tmp_path / name
 
 
+@pytest.mark.slow  # worker processes each start Python, torch and Hydra: `make test-slow`
 def test_joblib_runs_jobs_in_worker_processes_records_failures_and_resumes(
     tmp_path: Path, tiny: tuple[Path, Path]
 ) -> None:
@@ -64,6 +65,7 @@ def test_joblib_runs_jobs_in_worker_processes_records_failures_and_resumes(
     assert (rerun / "0" / "error.txt").read_text().startswith("RuntimeError: boom")
 
 
+@pytest.mark.slow  # worker processes each start Python, torch and Hydra: `make test-slow`
 def test_submitit_local_runs_each_job_as_a_submitit_job(tmp_path: Path, tiny: tuple[Path, Path]) -> None:
     data, cache = tiny
     sweep = tmp_path / "sweep"
