@@ -14,33 +14,6 @@ from calm.config.assets import assets_dir  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
-# The files that start real runs (subprocesses, sweeps, Trainer passes), longest first. `make test` spreads
-# whole files over its xdist workers in collection order: with these first and the many short files filling
-# in behind them, the workers finish together instead of one running a long file alone at the end.
-LONG_FILES = (
-    "test_run_e2e.py",
-    "test_provenance_records.py",
-    "test_reproduce_tables.py",
-    "test_figures_pipeline.py",
-    "test_sweeps.py",
-    "test_search.py",
-    "test_pipeline_datasets.py",
-    "test_pseudo_label.py",
-    "test_sweep_preflight.py",
-    "test_sigterm.py",
-    "test_tracking.py",
-    "test_hub_download.py",
-    "test_extract_needed.py",
-    "test_configs.py",
-    "test_wandb_unreachable.py",
-)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The long files first (`LONG_FILES`); the order within a file, and of the other files, is kept."""
-    rank = {name: i for i, name in enumerate(LONG_FILES)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FILES)))
-
 
 @pytest.fixture(autouse=True)
 def _offline_wandb(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
